@@ -1,0 +1,1 @@
+//! The EC2 AMI bundle format (to be written).

@@ -1,0 +1,2 @@
+//! `koala`: runs the cloud's daemon roles.
+fn main() {}
