@@ -1,0 +1,510 @@
+"""Fixtures for the end-to-end suites: a real `koala up` process on a free port, boto3 clients
+for the admin, a second account and an anonymous caller, the aws CLI with the eucarc's
+environment, and unique bucket names per test.
+
+The binary is $KOALA_BIN, else target/release/koala of this repository.
+"""
+
+import base64
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
+import zlib
+
+import boto3
+import pytest
+from botocore import UNSIGNED
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KOALA_BIN = os.environ.get("KOALA_BIN") or os.path.join(REPO, "target", "release", "koala")
+START_TIMEOUT = 30.0
+
+# Keep any config or credentials of the machine out of every client the suites build.
+_ISOLATION = {
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+os.environ.update(_ISOLATION)
+for _name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+              "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
+              "AWS_SECRET_ACCESS_KEY"):
+    os.environ.pop(_name, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cloud process
+
+
+def _port_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port():
+    """A port P such that P, P+1 and P+2 are free (roles added later listen on P+1, P+2)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 2 < 65536 and all(_port_free(p) for p in (port, port + 1, port + 2)):
+            return port
+    raise RuntimeError("no three consecutive free ports found")
+
+
+def source_env(path):
+    """The environment after `. path` in bash, as a dict of the variables it sets."""
+    out = subprocess.run(
+        ["bash", "-c", '. "$1" >/dev/null && env -0', "bash", path],
+        check=True, capture_output=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                              "HOME": os.environ.get("HOME", "/root")},
+    ).stdout
+    env = {}
+    for item in out.split(b"\0"):
+        if b"=" in item:
+            k, v = item.split(b"=", 1)
+            env[k.decode()] = v.decode()
+    return env
+
+
+class Cloud:
+    """One `koala up` process with its data dir and port."""
+
+    def __init__(self, data_dir, port=None):
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.proc = None
+        self.log_path = os.path.join(data_dir, "koala.log")
+        self.env = None
+        self._log = None
+
+    @property
+    def root_url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def s3_url(self):
+        return self.env["S3_URL"]
+
+    @property
+    def region(self):
+        return self.env.get("AWS_DEFAULT_REGION") or "eucalyptus"
+
+    @property
+    def access_key(self):
+        return self.env["AWS_ACCESS_KEY_ID"]
+
+    @property
+    def secret_key(self):
+        return self.env["AWS_SECRET_ACCESS_KEY"]
+
+    def start(self):
+        if not os.access(KOALA_BIN, os.X_OK):
+            pytest.fail(f"the koala binary {KOALA_BIN} does not exist: build it with "
+                        "`cargo build --release -p tools --bin koala` or set KOALA_BIN")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [KOALA_BIN, "up", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{self.port}"],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"koala up exited with {self.proc.returncode} before listening:\n"
+                            + self.log_tail())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"koala up did not listen on {self.port} within "
+                                f"{START_TIMEOUT} s:\n" + self.log_tail())
+                time.sleep(0.1)
+        eucarc = os.path.join(self.data_dir, "credentials", "admin", "eucarc")
+        while not os.path.exists(eucarc):
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"{eucarc} was not written:\n" + self.log_tail())
+            time.sleep(0.1)
+        self.env = source_env(eucarc)
+        return self
+
+    def stop(self, timeout=20):
+        """SIGTERM, then wait; returns the exit code (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        code = self.proc.poll()
+        if code is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                code = None
+        self.proc = None
+        if self._log:
+            self._log.close()
+            self._log = None
+        return code
+
+    def log_tail(self, n=4000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def admin_env(self):
+        """The environment a shell has after sourcing the admin eucarc (plus isolation)."""
+        env = dict(os.environ)
+        env.update(self.env)
+        env.update(_ISOLATION)
+        return env
+
+    def create_account(self, name):
+        """Runs `koala admin create-account NAME`; returns the new account's environment."""
+        result = subprocess.run([KOALA_BIN, "admin", "create-account", name],
+                                env=self.admin_env(), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (
+            f"koala admin create-account {name} failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}")
+        assert "AWS_ACCESS_KEY_ID" in result.stdout, result.stdout
+        path = os.path.join(self.data_dir, f"eucarc-{name}")
+        with open(path, "w") as f:
+            f.write(result.stdout)
+        env = source_env(path)
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env.get(var), f"{var} missing from create-account output:\n{result.stdout}"
+        return env
+
+
+def start_cloud(data_dir=None):
+    data_dir = data_dir or tempfile.mkdtemp(prefix="koala-e2e-")
+    return Cloud(data_dir).start()
+
+
+@pytest.fixture(scope="session")
+def cloud():
+    data_dir = tempfile.mkdtemp(prefix="koala-e2e-")
+    c = Cloud(data_dir)
+    c.start()
+    yield c
+    c.stop()
+    if os.environ.get("KOALA_KEEP_DATA") is None:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cloud_factory():
+    """Starts private clouds (for restart tests); stops and removes them at the end."""
+    made = []
+
+    def make():
+        data_dir = tempfile.mkdtemp(prefix="koala-e2e-restart-")
+        c = Cloud(data_dir).start()
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
+        shutil.rmtree(c.data_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# boto3 clients
+
+
+def client_config(**kw):
+    s3 = {"addressing_style": "path"}
+    s3.update(kw.pop("s3", {}))
+    base = dict(s3=s3, retries={"total_max_attempts": 1, "mode": "standard"},
+                connect_timeout=10, read_timeout=120)
+    base.update(kw)
+    return Config(**base)
+
+
+def make_client(endpoint, region, access_key=None, secret_key=None, anonymous=False, **cfg):
+    if anonymous:
+        cfg["signature_version"] = UNSIGNED
+    elif "signature_version" not in cfg:
+        cfg["signature_version"] = "s3v4"
+    session = boto3.session.Session()
+    return session.client(
+        "s3", endpoint_url=endpoint, region_name=region,
+        aws_access_key_id=None if anonymous else access_key,
+        aws_secret_access_key=None if anonymous else secret_key,
+        config=client_config(**cfg),
+    )
+
+
+@pytest.fixture(scope="session")
+def s3(cloud):
+    """The admin's client on the eucarc's S3_URL (/services/Walrus)."""
+    return make_client(cloud.s3_url, cloud.region, cloud.access_key, cloud.secret_key)
+
+
+@pytest.fixture(scope="session")
+def s3_root(cloud):
+    """The admin's client at the root of the port."""
+    return make_client(cloud.root_url, cloud.region, cloud.access_key, cloud.secret_key)
+
+
+@pytest.fixture(scope="session")
+def other_env(cloud):
+    return cloud.create_account("other" + uuid.uuid4().hex[:8])
+
+
+@pytest.fixture(scope="session")
+def s3_other(cloud, other_env):
+    """A client of a second account."""
+    return make_client(cloud.s3_url, cloud.region, other_env["AWS_ACCESS_KEY_ID"],
+                       other_env["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture(scope="session")
+def s3_anon(cloud):
+    """An anonymous (unsigned) client."""
+    return make_client(cloud.s3_url, cloud.region, anonymous=True)
+
+
+@pytest.fixture(scope="session")
+def admin_id(s3):
+    return s3.list_buckets()["Owner"]["ID"]
+
+
+@pytest.fixture(scope="session")
+def other_id(s3_other):
+    return s3_other.list_buckets()["Owner"]["ID"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Buckets
+
+
+def unique_bucket(hint="t"):
+    hint = re.sub(r"[^a-z0-9-]", "-", hint.lower()).strip("-")[:30].strip("-") or "t"
+    return f"{hint}-{uuid.uuid4().hex[:12]}"
+
+
+def empty_and_delete(client, bucket):
+    """Best-effort cleanup (the owner's client)."""
+    try:
+        for up in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+            client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+    except ClientError:
+        pass
+    try:
+        token = None
+        while True:
+            kw = {"Bucket": bucket}
+            if token:
+                kw["ContinuationToken"] = token
+            page = client.list_objects_v2(**kw)
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+            if not page.get("IsTruncated"):
+                break
+            token = page["NextContinuationToken"]
+        client.delete_bucket(Bucket=bucket)
+    except ClientError:
+        pass
+
+
+@pytest.fixture
+def bucket_name(request):
+    return unique_bucket(request.node.name)
+
+
+@pytest.fixture
+def bucket(s3, request):
+    """A fresh bucket of the admin account, emptied and deleted after the test."""
+    name = unique_bucket(request.node.name)
+    s3.create_bucket(Bucket=name)
+    yield name
+    empty_and_delete(s3, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Assertion helpers
+
+
+def error_of(exc_info):
+    err = exc_info.value.response
+    return err.get("Error", {}).get("Code"), err["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def assert_error(fn, code, status, *args, **kwargs):
+    """Calls fn and checks that it fails with the S3 error `code` and HTTP `status`."""
+    with pytest.raises(ClientError) as exc:
+        fn(*args, **kwargs)
+    got = error_of(exc)
+    assert got == (code, status), f"expected {code} {status}, got {got}: {exc.value.response}"
+    return exc.value.response
+
+
+def md5_hex(data):
+    return hashlib.md5(data).hexdigest()
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def etag_of(data):
+    return '"' + md5_hex(data) + '"'
+
+
+def multipart_etag(parts):
+    digest = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+    return f'"{digest}-{len(parts)}"'
+
+
+def crc32_b64(data):
+    return b64((zlib.crc32(data) & 0xFFFFFFFF).to_bytes(4, "big"))
+
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c_b64(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return b64((crc ^ 0xFFFFFFFF).to_bytes(4, "big"))
+
+
+def http_get(url, headers=None, method="GET", data=None):
+    """Plain urllib request; returns (status, headers, body) for success and errors alike."""
+    req = urllib.request.Request(url, headers=headers or {}, method=method, data=data)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def xml_code(body):
+    """The <Code> of an S3 error document."""
+    root = ET.fromstring(body)
+    code = root.find("Code")
+    assert code is not None, body
+    return code.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw signed requests (for bodies and encodings boto3 will not produce)
+
+
+def raw_request(cloud, method, path, query="", headers=None, body=b"", sign=True,
+                payload_hash=None, access_key=None, secret_key=None, base=None):
+    """Sends one request with http.client, SigV4-signed with the admin's keys by default.
+
+    `path` is already percent-encoded and is appended to `base` (default: the S3_URL path).
+    Returns (status, headers dict lower-cased, body).
+    """
+    base_path = urllib.parse.urlsplit(base or cloud.s3_url).path.rstrip("/")
+    full_path = base_path + path
+    url = f"{cloud.root_url}{full_path}" + (f"?{query}" if query else "")
+    headers = dict(headers or {})
+    if sign:
+        req = AWSRequest(method=method, url=url, data=body, headers=headers)
+        if payload_hash is not None:
+            req.headers["X-Amz-Content-SHA256"] = payload_hash
+        creds = Credentials(access_key or cloud.access_key, secret_key or cloud.secret_key)
+        S3SigV4Auth(creds, "s3", cloud.region).add_auth(req)
+        headers = dict(req.headers.items())
+    conn = http.client.HTTPConnection("127.0.0.1", cloud.port, timeout=60)
+    try:
+        conn.putrequest(method, full_path + (f"?{query}" if query else ""),
+                        skip_accept_encoding=True)
+        sent = {k.lower() for k in headers}
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        if "content-length" not in sent and "transfer-encoding" not in sent:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        if body:
+            conn.send(body)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The aws CLI
+
+
+class AwsCli:
+    def __init__(self, cloud, env, workdir):
+        self.cloud = cloud
+        self.env = env
+        self.workdir = workdir
+
+    def __call__(self, *args, check=True, input=None, endpoint=None):
+        cmd = ["aws", "--endpoint-url", endpoint or self.cloud.s3_url, *args]
+        result = subprocess.run(cmd, env=self.env, capture_output=True, text=True,
+                                timeout=300, input=input, cwd=self.workdir)
+        if check:
+            assert result.returncode == 0, (
+                f"{' '.join(cmd)} exited {result.returncode}\nstdout:\n{result.stdout}\n"
+                f"stderr:\n{result.stderr}")
+        return result
+
+
+@pytest.fixture(scope="session")
+def aws(cloud, tmp_path_factory):
+    """Runs the aws CLI with the admin eucarc's environment, isolated from ~/.aws."""
+    if shutil.which("aws") is None:
+        pytest.fail("the aws CLI is not on PATH (put the venv's bin first)")
+    home = tmp_path_factory.mktemp("aws-home")
+    config = home / "config"
+    # Path-style addressing like every Eucalyptus client; nothing else from any user config.
+    config.write_text("[default]\ns3 =\n    addressing_style = path\n")
+    env = cloud.admin_env()
+    env.update({
+        "HOME": str(home),
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_PAGER": "",
+        "AWS_RETRY_MODE": "standard",
+        "AWS_MAX_ATTEMPTS": "1",
+    })
+    env.pop("AWS_PROFILE", None)
+    return AwsCli(cloud, env, str(home))
