@@ -478,7 +478,12 @@ class AwsCli:
         self.workdir = workdir
 
     def __call__(self, *args, check=True, input=None, endpoint=None):
-        cmd = ["aws", "--endpoint-url", endpoint or self.cloud.s3_url, *args]
+        """endpoint: None for the eucarc's S3_URL, False for none (then the CLI must find
+        AWS_ENDPOINT_URL_S3 in the eucarc's environment), else a URL."""
+        if endpoint is False:
+            cmd = ["aws", *args]
+        else:
+            cmd = ["aws", "--endpoint-url", endpoint or self.cloud.s3_url, *args]
         result = subprocess.run(cmd, env=self.env, capture_output=True, text=True,
                                 timeout=300, input=input, cwd=self.workdir)
         if check:
