@@ -2,68 +2,195 @@
 //! verification of AWS request signatures (SigV4 header, presigned and streaming; SigV2
 //! header and query), shared by Walrus and the EC2 API so that both agree on who a caller is.
 //!
-//! CONTRACT (written before the implementation so Walrus can be built against it; the
-//! author may add to it but should not change these signatures without telling Walrus'
-//! author):
+//! - [`verify_s3`] authenticates an S3 request (Walrus); [`verify_query`] a Query API request
+//!   (EC2, Euare). Both take the clock as an argument so tests can replay captured requests.
+//! - [`Identity`] is the account store; it is a [`CredentialSource`] for the verifiers.
+//! - [`Credentials::eucarc`] renders the shell file users source to reach the cloud.
 //!
-//! ```ignore
-//! pub struct Identity;                       // Clone (Arc inside)
-//! impl Identity {
-//!     pub fn open(dir: &Path) -> Result<Identity, IdentityError>;
-//!     /// Creates account `eucalyptus` with user `admin` and an access key on first call;
-//!     /// returns its credentials and whether they were just created.
-//!     pub fn ensure_admin(&self) -> Result<(Credentials, bool), IdentityError>;
-//!     /// A new account with its `admin` user and a first access key.
-//!     pub fn create_account(&self, name: &str) -> Result<Credentials, IdentityError>;
-//! }
-//! impl CredentialSource for Identity { .. }
-//!
-//! pub trait CredentialSource {
-//!     /// The principal owning an active access key, and its secret.
-//!     fn lookup(&self, access_key_id: &str) -> Option<(Principal, String)>;
-//! }
-//!
-//! pub struct Principal { pub account_id: String, pub account_name: String,
-//!                        pub user_name: String, pub access_key_id: String }
-//! impl Principal { pub fn is_cloud_admin(&self) -> bool }   // account "eucalyptus"
-//!
-//! pub struct Credentials { pub account_id, account_name, user_name, access_key_id,
-//!                          secret_access_key: String }
-//! impl Credentials { pub fn eucarc(&self, urls: &ServiceUrls) -> String }
-//!
-//! /// What the verifier needs to see of a request (raw, as received).
-//! pub struct RequestParts<'a> { pub method: &'a str, pub raw_path: &'a str,
-//!                               pub raw_query: &'a str, pub headers: &'a http::HeaderMap }
-//!
-//! /// S3: `v2_resource` is the SigV2 canonical resource path, `/bucket/key` still
-//! /// percent-encoded as received, mount prefix (`/services/Walrus`) stripped, virtual-host
-//! /// bucket prepended; the verifier appends the signed sub-resources from the query.
-//! pub fn verify_s3(req: &RequestParts, v2_resource: &str, creds: &dyn CredentialSource,
-//!                  now: SystemTime) -> Result<Authenticated, AuthError>;
-//! /// Query APIs (EC2, Euare): SigV4 header (any service), SigV2 in query or form body.
-//! pub fn verify_query(req: &RequestParts, form_body: &[u8], creds: &dyn CredentialSource,
-//!                     now: SystemTime) -> Result<Authenticated, AuthError>;
-//!
-//! pub enum Authenticated { Anonymous, Signed { principal: Principal, payload: Payload } }
-//! pub enum Payload {
-//!     Unverified,            // SigV2, UNSIGNED-PAYLOAD: nothing to check on the body
-//!     Sha256([u8; 32]),      // the body must hash to this (XAmzContentSHA256Mismatch)
-//!     Streaming(AwsChunkedDecoder),  // STREAMING-AWS4-HMAC-SHA256-PAYLOAD(-TRAILER)
-//!     UnsignedTrailer(AwsChunkedDecoder), // STREAMING-UNSIGNED-PAYLOAD-TRAILER
-//! }
-//! /// Removes aws-chunked framing, verifying chunk (and trailer) signatures when signed.
-//! pub struct AwsChunkedDecoder;
-//! impl AwsChunkedDecoder {
-//!     /// Feeds raw body bytes; returns decoded payload bytes available so far.
-//!     pub fn push(&mut self, input: &[u8]) -> Result<bytes::Bytes, AuthError>;
-//!     /// After the last input: checks the final chunk was seen; returns the trailers
-//!     /// (lowercase name, value), e.g. ("x-amz-checksum-crc32", "base64").
-//!     pub fn finish(self) -> Result<Vec<(String, String)>, AuthError>;
-//! }
-//!
-//! pub enum AuthError { MissingAuth?, InvalidAccessKeyId, SignatureDoesNotMatch,
-//!     RequestTimeTooSkewed, Expired (presigned), AuthorizationHeaderMalformed(String),
-//!     InvalidArgument(String), IncompleteBody/InvalidChunk, ... }   // mapped to codes by callers
-//! ```
+//! Files by area: `sigv4.rs` and `sigv2.rs` (the two signature versions), `chunked.rs`
+//! (aws-chunked bodies), `canon.rs` (encodings and dates both versions share), `store.rs`
+//! (RocksDB), `eucarc.rs`, `error.rs`.
 
-#![allow(missing_docs)] // until the implementation lands
+mod canon;
+mod chunked;
+mod error;
+mod eucarc;
+mod sigv2;
+mod sigv4;
+mod store;
+
+use std::time::SystemTime;
+
+pub use chunked::AwsChunkedDecoder;
+pub use error::{AuthError, IdentityError};
+pub use eucarc::ServiceUrls;
+pub use store::{AccessKeyInfo, AccessKeyStatus, Identity};
+
+use canon::{find_param, header_str, parse_params};
+
+/// The account name of the cloud administrators (Eucalyptus' convention).
+pub const ADMIN_ACCOUNT: &str = "eucalyptus";
+/// The user created with every new account, holding its first access key.
+pub const ADMIN_USER: &str = "admin";
+
+/// Where the verifiers find the secret behind an access key id. [`Identity`] implements it;
+/// tests and other components can supply their own.
+pub trait CredentialSource {
+    /// The principal owning an active access key, and its secret.
+    fn lookup(&self, access_key_id: &str) -> Option<(Principal, String)>;
+}
+
+/// Who signed a request: the account, the user and the key used. Authorization decisions
+/// (bucket ACLs, image ownership) are made on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// 12-digit account id.
+    pub account_id: String,
+    /// Unique account name (`eucalyptus` for the cloud administrators).
+    pub account_name: String,
+    /// User name inside the account.
+    pub user_name: String,
+    /// The access key the request was signed with.
+    pub access_key_id: String,
+}
+
+impl Principal {
+    /// Whether the principal belongs to the cloud administrators' account, which may manage
+    /// accounts and see every resource.
+    pub fn is_cloud_admin(&self) -> bool {
+        self.account_name == ADMIN_ACCOUNT
+    }
+}
+
+/// A user's access key with its secret, as handed out once at creation (eucarc, Euare
+/// `CreateAccessKey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// 12-digit account id.
+    pub account_id: String,
+    /// Account name.
+    pub account_name: String,
+    /// User name inside the account.
+    pub user_name: String,
+    /// Access key id (`AKIA...`, 20 characters).
+    pub access_key_id: String,
+    /// Secret access key (40 characters).
+    pub secret_access_key: String,
+}
+
+/// What the verifier needs to see of a request (raw, as received).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestParts<'a> {
+    /// HTTP method, uppercase (`GET`, `PUT`...).
+    pub method: &'a str,
+    /// The request path exactly as received, still percent-encoded.
+    pub raw_path: &'a str,
+    /// The query string exactly as received, without the `?` (empty when none).
+    pub raw_query: &'a str,
+    /// The request headers.
+    pub headers: &'a http::HeaderMap,
+}
+
+/// The outcome of a successful verification.
+#[derive(Debug)]
+pub enum Authenticated {
+    /// The request carries no signature at all; only public resources may be served.
+    Anonymous,
+    /// The request was signed by `principal`; `payload` says what is left to check on the body.
+    Signed {
+        /// Who signed the request.
+        principal: Principal,
+        /// What the body must still satisfy.
+        payload: Payload,
+    },
+}
+
+/// What the signature promised about the body, which only the body reader can check.
+#[derive(Debug)]
+pub enum Payload {
+    /// Nothing to check on the body (SigV2, `UNSIGNED-PAYLOAD`).
+    Unverified,
+    /// The body must hash (SHA-256) to this, else `XAmzContentSHA256Mismatch`.
+    Sha256([u8; 32]),
+    /// `STREAMING-AWS4-HMAC-SHA256-PAYLOAD(-TRAILER)`: feed the body through the decoder, which
+    /// checks every chunk signature (and the trailer's).
+    Streaming(AwsChunkedDecoder),
+    /// `STREAMING-UNSIGNED-PAYLOAD-TRAILER`: aws-chunked framing without chunk signatures; the
+    /// trailer carries a checksum (`x-amz-checksum-*`) the caller must verify.
+    UnsignedTrailer(AwsChunkedDecoder),
+}
+
+/// Authenticates an S3 request: SigV4 header (streaming included) or presigned query, SigV2
+/// header or query, else anonymous.
+///
+/// `v2_resource` is the SigV2 canonical resource path, `/bucket/key` still percent-encoded as
+/// received, mount prefix (`/services/Walrus`) stripped, virtual-host bucket prepended; the
+/// verifier appends the signed sub-resources from the query.
+pub fn verify_s3(
+    req: &RequestParts,
+    v2_resource: &str,
+    creds: &dyn CredentialSource,
+    now: SystemTime,
+) -> Result<Authenticated, AuthError> {
+    let query = parse_params(req.raw_query, false);
+    let presigned_v4 = find_param(&query, "X-Amz-Algorithm").is_some();
+    let presigned_v2 =
+        find_param(&query, "AWSAccessKeyId").is_some() && find_param(&query, "Signature").is_some();
+    match header_str(req.headers, "authorization") {
+        Some(auth) => {
+            if presigned_v4 || presigned_v2 {
+                return Err(AuthError::InvalidArgument(
+                    "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified".into(),
+                ));
+            }
+            if auth.starts_with(sigv4::ALGORITHM) {
+                sigv4::verify_header(req, auth, None, creds, now)
+            } else if let Some(rest) = auth.strip_prefix("AWS ") {
+                sigv2::verify_s3_header(req, rest, v2_resource, &query, creds, now)
+            } else {
+                Err(AuthError::InvalidArgument(
+                    "Unsupported Authorization Type".into(),
+                ))
+            }
+        }
+        None if presigned_v4 => sigv4::verify_presigned(req, &query, None, creds, now),
+        None if presigned_v2 => sigv2::verify_s3_query(req, v2_resource, &query, creds, now),
+        None => Ok(Authenticated::Anonymous),
+    }
+}
+
+/// Authenticates a Query API request (EC2, Euare): SigV4 header (any service, any region) or
+/// presigned query, SigV2 in the query string or the form body, else anonymous.
+///
+/// `form_body` is the whole `application/x-www-form-urlencoded` body (empty for a GET); SigV4
+/// covers its hash and SigV2 its parameters. When the request is signed with a body hash, the
+/// body has already been checked against it here.
+pub fn verify_query(
+    req: &RequestParts,
+    form_body: &[u8],
+    creds: &dyn CredentialSource,
+    now: SystemTime,
+) -> Result<Authenticated, AuthError> {
+    if let Some(auth) = header_str(req.headers, "authorization") {
+        if auth.starts_with(sigv4::ALGORITHM) {
+            return sigv4::verify_header(req, auth, Some(form_body), creds, now);
+        }
+        return Err(AuthError::InvalidArgument(
+            "Unsupported Authorization Type".into(),
+        ));
+    }
+    let query = parse_params(req.raw_query, true);
+    if find_param(&query, "X-Amz-Algorithm").is_some() {
+        let raw_query = parse_params(req.raw_query, false);
+        return sigv4::verify_presigned(req, &raw_query, Some(form_body), creds, now);
+    }
+    let mut params = query;
+    if !form_body.is_empty() {
+        params.extend(parse_params(&String::from_utf8_lossy(form_body), true));
+    }
+    if find_param(&params, "Signature").is_some() || find_param(&params, "AWSAccessKeyId").is_some()
+    {
+        return sigv2::verify_query_v2(req, &params, creds, now);
+    }
+    Ok(Authenticated::Anonymous)
+}

@@ -1,0 +1,783 @@
+//! The account store: accounts, users and access keys in RocksDB, written durably (synced
+//! WAL) so that a key handed out is never lost by a crash.
+//!
+//! One column family, keys by prefix; every value is JSON carrying a format version `v`:
+//!
+//! | key | value |
+//! |---|---|
+//! | `acct/<account id>` | account (id, name, created) |
+//! | `name/<account name>` | the account id (unique names) |
+//! | `user/<account id>/<user name>` | user |
+//! | `akey/<access key id>` | access key: secret, owner, status (the hot path of every request) |
+//! | `ukey/<account id>/<user name>/<access key id>` | index of a user's keys |
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::OsRng;
+use rand::RngCore;
+use rocksdb::{DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{CredentialSource, Credentials, IdentityError, Principal, ADMIN_ACCOUNT, ADMIN_USER};
+
+/// Version of the stored values; bump it and migrate in [`decode`] when a record changes.
+const FORMAT_VERSION: u32 = 1;
+/// Access keys a user may hold at once (AWS and Eucalyptus allow two, for rotation).
+const MAX_KEYS_PER_USER: usize = 2;
+
+/// The account store. Cheap to clone (an `Arc` inside); share one per process.
+#[derive(Clone)]
+pub struct Identity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DB,
+    /// Serializes read-check-write sequences (unique names, key quotas).
+    writes: Mutex<()>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("path", &self.inner.db.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an access key may sign requests. Disabling rather than deleting lets a user rotate
+/// keys without breaking clients before they switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessKeyStatus {
+    /// The key authenticates requests.
+    Active,
+    /// The key is kept but refused.
+    Inactive,
+}
+
+/// An access key as listed (never with its secret), for Euare's `ListAccessKeys`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKeyInfo {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The user owning it.
+    pub user_name: String,
+    /// Active or inactive.
+    pub status: AccessKeyStatus,
+    /// When it was created.
+    pub created: SystemTime,
+}
+
+/// A stored value: the format version next to the record's own fields.
+#[derive(Serialize, Deserialize)]
+struct Stored<T> {
+    v: u32,
+    #[serde(flatten)]
+    record: T,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AccountRecord {
+    id: String,
+    name: String,
+    created: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct NameRecord {
+    account_id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UserRecord {
+    account_id: String,
+    name: String,
+    created: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyRecord {
+    access_key_id: String,
+    secret_access_key: String,
+    account_id: String,
+    account_name: String,
+    user_name: String,
+    status: AccessKeyStatus,
+    created: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexRecord {}
+
+fn encode<T: Serialize>(record: T) -> Result<Vec<u8>, IdentityError> {
+    serde_json::to_vec(&Stored {
+        v: FORMAT_VERSION,
+        record,
+    })
+    .map_err(|e| IdentityError::Corrupt(format!("cannot encode a record ({e})")))
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, IdentityError> {
+    let stored: Stored<T> = serde_json::from_slice(bytes)
+        .map_err(|e| IdentityError::Corrupt(format!("{key} does not decode ({e})")))?;
+    if stored.v != FORMAT_VERSION {
+        return Err(IdentityError::Corrupt(format!(
+            "{key} has unknown format version {}",
+            stored.v
+        )));
+    }
+    Ok(stored.record)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn account_key(id: &str) -> String {
+    format!("acct/{id}")
+}
+fn name_key(name: &str) -> String {
+    format!("name/{name}")
+}
+fn user_key(account_id: &str, user: &str) -> String {
+    format!("user/{account_id}/{user}")
+}
+fn access_key_key(akid: &str) -> String {
+    format!("akey/{akid}")
+}
+fn user_keys_prefix(account_id: &str, user: &str) -> String {
+    format!("ukey/{account_id}/{user}/")
+}
+
+impl Identity {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Identity, IdentityError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            IdentityError::Corrupt(format!("cannot create {} ({e})", dir.display()))
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        // A few kilobytes of records: compression would only add a library dependency.
+        opts.set_compression_type(DBCompressionType::None);
+        let db = DB::open(&opts, dir)?;
+        Ok(Identity {
+            inner: Arc::new(Inner {
+                db,
+                writes: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Creates account `eucalyptus` with user `admin` and an access key on first call;
+    /// returns its credentials and whether they were just created.
+    pub fn ensure_admin(&self) -> Result<(Credentials, bool), IdentityError> {
+        let guard = self.lock();
+        if let Some(account_id) = self.account_id_by_name(ADMIN_ACCOUNT)? {
+            for akid in self.user_key_ids(&account_id, ADMIN_USER)? {
+                let record = self.key_record(&akid)?;
+                if record.status == AccessKeyStatus::Active {
+                    return Ok((record.into_credentials(), false));
+                }
+            }
+            // Every admin key was disabled or deleted: issue a fresh one.
+            let creds = self.create_access_key_locked(&guard, &account_id, ADMIN_USER)?;
+            return Ok((creds, true));
+        }
+        Ok((self.create_account_locked(&guard, ADMIN_ACCOUNT)?, true))
+    }
+
+    /// A new account with its `admin` user and a first access key.
+    pub fn create_account(&self, name: &str) -> Result<Credentials, IdentityError> {
+        validate_account_name(name)?;
+        let guard = self.lock();
+        self.create_account_locked(&guard, name)
+    }
+
+    /// A new user (without keys) in an existing account.
+    pub fn create_user(&self, account_id: &str, user_name: &str) -> Result<(), IdentityError> {
+        validate_user_name(user_name)?;
+        let _guard = self.lock();
+        if self.get(&account_key(account_id))?.is_none() {
+            return Err(IdentityError::NoSuchAccount(account_id.to_owned()));
+        }
+        if self.get(&user_key(account_id, user_name))?.is_some() {
+            return Err(IdentityError::UserExists(user_name.to_owned()));
+        }
+        let mut batch = WriteBatch::default();
+        batch.put(
+            user_key(account_id, user_name),
+            encode(UserRecord {
+                account_id: account_id.to_owned(),
+                name: user_name.to_owned(),
+                created: now_secs(),
+            })?,
+        );
+        self.write(batch)
+    }
+
+    /// A new active access key for an existing user (at most two per user).
+    pub fn create_access_key(
+        &self,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<Credentials, IdentityError> {
+        let guard = self.lock();
+        self.create_access_key_locked(&guard, account_id, user_name)
+    }
+
+    /// The user's access keys, without secrets.
+    pub fn list_access_keys(
+        &self,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<Vec<AccessKeyInfo>, IdentityError> {
+        self.require_user(account_id, user_name)?;
+        let mut out = Vec::new();
+        for akid in self.user_key_ids(account_id, user_name)? {
+            let r = self.key_record(&akid)?;
+            out.push(AccessKeyInfo {
+                access_key_id: r.access_key_id,
+                user_name: r.user_name,
+                status: r.status,
+                created: UNIX_EPOCH + Duration::from_secs(r.created),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Enables or disables one of the user's access keys.
+    pub fn set_access_key_status(
+        &self,
+        account_id: &str,
+        user_name: &str,
+        access_key_id: &str,
+        status: AccessKeyStatus,
+    ) -> Result<(), IdentityError> {
+        let _guard = self.lock();
+        let mut record = self.owned_key(account_id, user_name, access_key_id)?;
+        record.status = status;
+        let mut batch = WriteBatch::default();
+        batch.put(access_key_key(access_key_id), encode(record)?);
+        self.write(batch)
+    }
+
+    /// Deletes one of the user's access keys; requests signed with it fail from now on.
+    pub fn delete_access_key(
+        &self,
+        account_id: &str,
+        user_name: &str,
+        access_key_id: &str,
+    ) -> Result<(), IdentityError> {
+        let _guard = self.lock();
+        self.owned_key(account_id, user_name, access_key_id)?;
+        let mut batch = WriteBatch::default();
+        batch.delete(access_key_key(access_key_id));
+        batch.delete(format!(
+            "{}{access_key_id}",
+            user_keys_prefix(account_id, user_name)
+        ));
+        self.write(batch)
+    }
+
+    /// The id of the account with this name.
+    pub fn account_id(&self, account_name: &str) -> Result<Option<String>, IdentityError> {
+        self.account_id_by_name(account_name)
+    }
+
+    /// Every account, as (id, name), ordered by id.
+    pub fn list_accounts(&self) -> Result<Vec<(String, String)>, IdentityError> {
+        let mut out = Vec::new();
+        for (key, value) in self.scan("acct/")? {
+            let r: AccountRecord = decode(&key, &value)?;
+            out.push((r.id, r.name));
+        }
+        Ok(out)
+    }
+
+    /// The user names of an account, ordered.
+    pub fn list_users(&self, account_id: &str) -> Result<Vec<String>, IdentityError> {
+        let mut out = Vec::new();
+        for (key, value) in self.scan(&format!("user/{account_id}/"))? {
+            let r: UserRecord = decode(&key, &value)?;
+            out.push(r.name);
+        }
+        Ok(out)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded value is `()`: a panic elsewhere cannot leave it inconsistent.
+        self.inner
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, IdentityError> {
+        Ok(self.inner.db.get(key.as_bytes())?)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), IdentityError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.inner.db.write_opt(batch, &opts)?)
+    }
+
+    /// All (key, value) pairs whose key starts with `prefix`, in key order.
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, IdentityError> {
+        let mut out = Vec::new();
+        let iter = self
+            .inner
+            .db
+            .iterator(IteratorMode::From(prefix.as_bytes(), Direction::Forward));
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&key).into_owned(), value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    fn account_id_by_name(&self, name: &str) -> Result<Option<String>, IdentityError> {
+        let key = name_key(name);
+        match self.get(&key)? {
+            Some(bytes) => Ok(Some(decode::<NameRecord>(&key, &bytes)?.account_id)),
+            None => Ok(None),
+        }
+    }
+
+    fn account_record(&self, account_id: &str) -> Result<AccountRecord, IdentityError> {
+        let key = account_key(account_id);
+        let bytes = self
+            .get(&key)?
+            .ok_or_else(|| IdentityError::NoSuchAccount(account_id.to_owned()))?;
+        decode(&key, &bytes)
+    }
+
+    fn require_user(&self, account_id: &str, user_name: &str) -> Result<(), IdentityError> {
+        self.account_record(account_id)?;
+        if self.get(&user_key(account_id, user_name))?.is_none() {
+            return Err(IdentityError::NoSuchUser(user_name.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn user_key_ids(
+        &self,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<Vec<String>, IdentityError> {
+        let prefix = user_keys_prefix(account_id, user_name);
+        Ok(self
+            .scan(&prefix)?
+            .into_iter()
+            .map(|(key, _)| key[prefix.len()..].to_owned())
+            .collect())
+    }
+
+    fn key_record(&self, akid: &str) -> Result<KeyRecord, IdentityError> {
+        let key = access_key_key(akid);
+        let bytes = self
+            .get(&key)?
+            .ok_or_else(|| IdentityError::NoSuchAccessKey(akid.to_owned()))?;
+        decode(&key, &bytes)
+    }
+
+    /// The key record, checking it belongs to this user (so one user cannot touch another's).
+    fn owned_key(
+        &self,
+        account_id: &str,
+        user_name: &str,
+        akid: &str,
+    ) -> Result<KeyRecord, IdentityError> {
+        self.require_user(account_id, user_name)?;
+        let record = self.key_record(akid)?;
+        if record.account_id != account_id || record.user_name != user_name {
+            return Err(IdentityError::NoSuchAccessKey(akid.to_owned()));
+        }
+        Ok(record)
+    }
+
+    fn create_account_locked(
+        &self,
+        _guard: &MutexGuard<'_, ()>,
+        name: &str,
+    ) -> Result<Credentials, IdentityError> {
+        if self.account_id_by_name(name)?.is_some() {
+            return Err(IdentityError::AccountExists(name.to_owned()));
+        }
+        let account_id = loop {
+            let id = random_digits(12)?;
+            if self.get(&account_key(&id))?.is_none() {
+                break id;
+            }
+        };
+        let created = now_secs();
+        let key = self.new_key_record(&account_id, name, ADMIN_USER)?;
+        let mut batch = WriteBatch::default();
+        batch.put(
+            account_key(&account_id),
+            encode(AccountRecord {
+                id: account_id.clone(),
+                name: name.to_owned(),
+                created,
+            })?,
+        );
+        batch.put(
+            name_key(name),
+            encode(NameRecord {
+                account_id: account_id.clone(),
+            })?,
+        );
+        batch.put(
+            user_key(&account_id, ADMIN_USER),
+            encode(UserRecord {
+                account_id: account_id.clone(),
+                name: ADMIN_USER.to_owned(),
+                created,
+            })?,
+        );
+        let creds = key.to_credentials();
+        put_key(&mut batch, key)?;
+        self.write(batch)?;
+        Ok(creds)
+    }
+
+    fn create_access_key_locked(
+        &self,
+        _guard: &MutexGuard<'_, ()>,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<Credentials, IdentityError> {
+        self.require_user(account_id, user_name)?;
+        if self.user_key_ids(account_id, user_name)?.len() >= MAX_KEYS_PER_USER {
+            return Err(IdentityError::TooManyAccessKeys(MAX_KEYS_PER_USER));
+        }
+        let account = self.account_record(account_id)?;
+        let key = self.new_key_record(account_id, &account.name, user_name)?;
+        let creds = key.to_credentials();
+        let mut batch = WriteBatch::default();
+        put_key(&mut batch, key)?;
+        self.write(batch)?;
+        Ok(creds)
+    }
+
+    fn new_key_record(
+        &self,
+        account_id: &str,
+        account_name: &str,
+        user_name: &str,
+    ) -> Result<KeyRecord, IdentityError> {
+        let access_key_id = loop {
+            let id = format!("AKIA{}", random_string(16, BASE32)?);
+            if self.get(&access_key_key(&id))?.is_none() {
+                break id;
+            }
+        };
+        Ok(KeyRecord {
+            access_key_id,
+            secret_access_key: random_string(40, ALPHANUMERIC)?,
+            account_id: account_id.to_owned(),
+            account_name: account_name.to_owned(),
+            user_name: user_name.to_owned(),
+            status: AccessKeyStatus::Active,
+            created: now_secs(),
+        })
+    }
+}
+
+fn put_key(batch: &mut WriteBatch, key: KeyRecord) -> Result<(), IdentityError> {
+    batch.put(
+        format!(
+            "{}{}",
+            user_keys_prefix(&key.account_id, &key.user_name),
+            key.access_key_id
+        ),
+        encode(IndexRecord {})?,
+    );
+    batch.put(access_key_key(&key.access_key_id), encode(key)?);
+    Ok(())
+}
+
+impl KeyRecord {
+    fn to_credentials(&self) -> Credentials {
+        Credentials {
+            account_id: self.account_id.clone(),
+            account_name: self.account_name.clone(),
+            user_name: self.user_name.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+        }
+    }
+
+    fn into_credentials(self) -> Credentials {
+        self.to_credentials()
+    }
+}
+
+impl CredentialSource for Identity {
+    /// A storage failure reads as an unknown key: the request is refused, never let through.
+    fn lookup(&self, access_key_id: &str) -> Option<(Principal, String)> {
+        if access_key_id.is_empty() || access_key_id.len() > 128 {
+            return None;
+        }
+        let record = self.key_record(access_key_id).ok()?;
+        if record.status != AccessKeyStatus::Active {
+            return None;
+        }
+        let principal = Principal {
+            account_id: record.account_id,
+            account_name: record.account_name,
+            user_name: record.user_name,
+            access_key_id: record.access_key_id,
+        };
+        Some((principal, record.secret_access_key))
+    }
+}
+
+const BASE32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const DIGITS: &[u8] = b"0123456789";
+
+/// `len` characters drawn uniformly from `alphabet` with the operating system's CSPRNG
+/// (rejection sampling, so no character is favoured).
+fn random_string(len: usize, alphabet: &[u8]) -> Result<String, IdentityError> {
+    let n = alphabet.len();
+    let limit = 256 - (256 % n);
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        OsRng
+            .try_fill_bytes(&mut buf)
+            .map_err(|_| IdentityError::Random)?;
+        for &b in &buf {
+            if usize::from(b) < limit && out.len() < len {
+                out.push(char::from(alphabet[usize::from(b) % n]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn random_digits(len: usize) -> Result<String, IdentityError> {
+    random_string(len, DIGITS)
+}
+
+/// Account names: 1 to 63 lowercase letters, digits and hyphens, not starting or ending with a
+/// hyphen, not all digits (that would read as an account id).
+fn validate_account_name(name: &str) -> Result<(), IdentityError> {
+    let bad = |why: &str| {
+        Err(IdentityError::InvalidName(format!(
+            "Invalid account name '{name}': {why}."
+        )))
+    };
+    if name.is_empty() || name.len() > 63 {
+        return bad("it must be 1 to 63 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return bad("use only lowercase letters, digits and hyphens");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return bad("it cannot start or end with a hyphen");
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return bad("it cannot be all digits");
+    }
+    Ok(())
+}
+
+/// User names as IAM allows them: 1 to 64 of `A-Za-z0-9+=,.@_-`.
+fn validate_user_name(name: &str) -> Result<(), IdentityError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(IdentityError::InvalidName(format!(
+            "Invalid user name '{name}': use 1 to 64 letters, digits and +=,.@_- characters."
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_is_created_once_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (creds, created) = {
+            let id = Identity::open(dir.path()).unwrap();
+            let (creds, created) = id.ensure_admin().unwrap();
+            let (again, created_again) = id.ensure_admin().unwrap();
+            assert!(!created_again);
+            assert_eq!(creds, again);
+            (creds, created)
+        };
+        assert!(created);
+        assert_eq!(creds.account_name, "eucalyptus");
+        assert_eq!(creds.user_name, "admin");
+        assert_eq!(creds.account_id.len(), 12);
+        assert!(creds.account_id.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(creds.access_key_id.len(), 20);
+        assert!(creds.access_key_id.starts_with("AKIA"));
+        assert_eq!(creds.secret_access_key.len(), 40);
+
+        let id = Identity::open(dir.path()).unwrap();
+        let (reopened, created) = id.ensure_admin().unwrap();
+        assert!(!created);
+        assert_eq!(reopened, creds);
+        let (principal, secret) = id.lookup(&creds.access_key_id).unwrap();
+        assert_eq!(secret, creds.secret_access_key);
+        assert!(principal.is_cloud_admin());
+        assert_eq!(principal.account_id, creds.account_id);
+    }
+
+    #[test]
+    fn accounts_have_unique_valid_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::open(dir.path()).unwrap();
+        id.ensure_admin().unwrap();
+        let alice = id.create_account("alice").unwrap();
+        assert_eq!(alice.account_name, "alice");
+        assert_eq!(alice.user_name, "admin");
+        let (principal, _) = id.lookup(&alice.access_key_id).unwrap();
+        assert!(!principal.is_cloud_admin());
+        let dup = id.create_account("alice").unwrap_err();
+        assert!(matches!(dup, IdentityError::AccountExists(_)));
+        assert_eq!(dup.euare_code(), "EntityAlreadyExists");
+        assert!(matches!(
+            id.create_account("eucalyptus"),
+            Err(IdentityError::AccountExists(_))
+        ));
+        for bad in [
+            "",
+            "Alice",
+            "a b",
+            "-x",
+            "x-",
+            "123456789012",
+            "a/b",
+            &"a".repeat(64),
+        ] {
+            let err = id.create_account(bad).unwrap_err();
+            assert!(matches!(err, IdentityError::InvalidName(_)), "{bad}: {err}");
+            assert_eq!(err.euare_code(), "ValidationError");
+        }
+        let accounts = id.list_accounts().unwrap();
+        assert_eq!(accounts.len(), 2);
+        assert_eq!(
+            id.account_id("alice").unwrap(),
+            Some(alice.account_id.clone())
+        );
+        assert_ne!(
+            alice.account_id,
+            id.account_id("eucalyptus").unwrap().unwrap()
+        );
+    }
+
+    #[test]
+    fn access_keys_can_be_listed_disabled_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::open(dir.path()).unwrap();
+        let bob = id.create_account("bob").unwrap();
+        let acct = bob.account_id.clone();
+        let second = id.create_access_key(&acct, "admin").unwrap();
+        assert!(matches!(
+            id.create_access_key(&acct, "admin"),
+            Err(IdentityError::TooManyAccessKeys(2))
+        ));
+        assert_eq!(id.list_access_keys(&acct, "admin").unwrap().len(), 2);
+
+        id.set_access_key_status(
+            &acct,
+            "admin",
+            &second.access_key_id,
+            AccessKeyStatus::Inactive,
+        )
+        .unwrap();
+        assert!(id.lookup(&second.access_key_id).is_none());
+        assert!(id.lookup(&bob.access_key_id).is_some());
+        id.set_access_key_status(
+            &acct,
+            "admin",
+            &second.access_key_id,
+            AccessKeyStatus::Active,
+        )
+        .unwrap();
+        assert!(id.lookup(&second.access_key_id).is_some());
+
+        id.delete_access_key(&acct, "admin", &second.access_key_id)
+            .unwrap();
+        assert!(id.lookup(&second.access_key_id).is_none());
+        let keys = id.list_access_keys(&acct, "admin").unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].access_key_id, bob.access_key_id);
+        assert_eq!(keys[0].status, AccessKeyStatus::Active);
+
+        // Another account cannot touch bob's key.
+        let carol = id.create_account("carol").unwrap();
+        assert!(matches!(
+            id.delete_access_key(&carol.account_id, "admin", &bob.access_key_id),
+            Err(IdentityError::NoSuchAccessKey(_))
+        ));
+
+        id.create_user(&acct, "builder").unwrap();
+        assert!(matches!(
+            id.create_user(&acct, "builder"),
+            Err(IdentityError::UserExists(_))
+        ));
+        assert!(matches!(
+            id.create_user(&acct, "bad name"),
+            Err(IdentityError::InvalidName(_))
+        ));
+        let builder = id.create_access_key(&acct, "builder").unwrap();
+        assert_eq!(
+            id.lookup(&builder.access_key_id).unwrap().0.user_name,
+            "builder"
+        );
+        assert_eq!(
+            id.list_users(&acct).unwrap(),
+            vec!["admin".to_owned(), "builder".to_owned()]
+        );
+        assert!(matches!(
+            id.create_access_key(&acct, "nobody"),
+            Err(IdentityError::NoSuchUser(_))
+        ));
+    }
+
+    #[test]
+    fn admin_gets_a_new_key_when_all_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::open(dir.path()).unwrap();
+        let (first, _) = id.ensure_admin().unwrap();
+        id.delete_access_key(&first.account_id, "admin", &first.access_key_id)
+            .unwrap();
+        let (second, created) = id.ensure_admin().unwrap();
+        assert!(created);
+        assert_ne!(first.access_key_id, second.access_key_id);
+        assert_eq!(first.account_id, second.account_id);
+    }
+
+    #[test]
+    fn random_strings_use_their_alphabet() {
+        let s = random_string(1000, BASE32).unwrap();
+        assert!(s.bytes().all(|b| BASE32.contains(&b)));
+        assert_ne!(
+            random_string(40, ALPHANUMERIC).unwrap(),
+            random_string(40, ALPHANUMERIC).unwrap()
+        );
+    }
+}
