@@ -89,8 +89,14 @@ impl CannedAcl {
     /// Expands the canned ACL for a resource owned by `owner`; `bucket_owner` matters only
     /// for the `bucket-owner-*` ACLs on objects.
     pub fn to_acl(self, owner: &str, bucket_owner: &str) -> Acl {
-        let grant = |grantee, permission| Grant { grantee, permission };
-        let mut grants = vec![grant(Grantee::Account(owner.to_owned()), Permission::FullControl)];
+        let grant = |grantee, permission| Grant {
+            grantee,
+            permission,
+        };
+        let mut grants = vec![grant(
+            Grantee::Account(owner.to_owned()),
+            Permission::FullControl,
+        )];
         match self {
             CannedAcl::Private => {}
             CannedAcl::PublicRead => grants.push(grant(Grantee::AllUsers, Permission::Read)),
@@ -118,5 +124,87 @@ impl CannedAcl {
             owner: owner.to_owned(),
             grants,
         }
+    }
+}
+
+/// The group URI S3 uses for [`Grantee::AllUsers`].
+pub const ALL_USERS_URI: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+/// The group URI S3 uses for [`Grantee::AuthenticatedUsers`].
+pub const AUTHENTICATED_USERS_URI: &str =
+    "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
+/// Koala's group URI for [`Grantee::CloudServices`] (AWS has no such group; the name follows
+/// its pattern so ACL tools display it like the others).
+pub const CLOUD_SERVICES_URI: &str = "http://acs.amazonaws.com/groups/koala/CloudServices";
+
+/// Who is asking, as far as ACLs care.
+#[derive(Clone, Copy, Debug)]
+pub enum Requester<'a> {
+    /// An unsigned request.
+    Anonymous,
+    /// A signed request from an account; `cloud_services` when it is the cloud admin account
+    /// (the cloud's own components act as it).
+    Account {
+        /// The caller's account id.
+        account_id: &'a str,
+        /// Whether grants to [`Grantee::CloudServices`] apply.
+        cloud_services: bool,
+    },
+}
+
+impl Permission {
+    /// S3's name for the permission in ACL XML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "READ",
+            Permission::Write => "WRITE",
+            Permission::ReadAcp => "READ_ACP",
+            Permission::WriteAcp => "WRITE_ACP",
+            Permission::FullControl => "FULL_CONTROL",
+        }
+    }
+
+    /// Parses S3's name for a permission.
+    pub fn parse(s: &str) -> Option<Permission> {
+        Some(match s {
+            "READ" => Permission::Read,
+            "WRITE" => Permission::Write,
+            "READ_ACP" => Permission::ReadAcp,
+            "WRITE_ACP" => Permission::WriteAcp,
+            "FULL_CONTROL" => Permission::FullControl,
+            _ => return None,
+        })
+    }
+
+    /// Whether holding `self` gives `wanted`.
+    pub fn covers(self, wanted: Permission) -> bool {
+        self == Permission::FullControl || self == wanted
+    }
+}
+
+impl Grantee {
+    /// Whether the grantee includes the requester.
+    pub fn matches(&self, who: Requester<'_>) -> bool {
+        match (self, who) {
+            (Grantee::AllUsers, _) => true,
+            (_, Requester::Anonymous) => false,
+            (Grantee::AuthenticatedUsers, _) => true,
+            (Grantee::Account(id), Requester::Account { account_id, .. }) => id == account_id,
+            (Grantee::CloudServices, Requester::Account { cloud_services, .. }) => cloud_services,
+        }
+    }
+}
+
+impl Acl {
+    /// Whether the requester holds `wanted`: the owner always does (full control), others
+    /// only through a grant.
+    pub fn allows(&self, who: Requester<'_>, wanted: Permission) -> bool {
+        if let Requester::Account { account_id, .. } = who {
+            if account_id == self.owner {
+                return true;
+            }
+        }
+        self.grants
+            .iter()
+            .any(|g| g.permission.covers(wanted) && g.grantee.matches(who))
     }
 }

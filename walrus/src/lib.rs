@@ -1,5 +1,86 @@
 //! Walrus: Koala's S3-compatible object store.
+//!
+//! [`Walrus::handle`] serves one S3 request; the `koala` binary owns the listener and hands
+//! every request that is not for another service to it. The HTTP layer lives in `s3/` (one
+//! file per protocol area), the storage engine in `store/`.
 
 pub mod acl;
 pub mod names;
+mod s3;
 pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::Method;
+
+pub use s3::ident::Identity as WalrusIdentity;
+
+/// How Walrus is set up by the binary.
+#[derive(Clone, Debug)]
+pub struct WalrusConfig {
+    /// The data directory; the store lives under `data_dir/walrus`.
+    pub data_dir: PathBuf,
+    /// When set, a Host of `<bucket>.<domain>` addresses a bucket (virtual-host style).
+    pub virtual_host_domain: Option<String>,
+    /// The region Walrus reports to clients.
+    pub region: String,
+}
+
+/// Why Walrus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WalrusError {
+    /// The object store could not be opened.
+    #[error("The object store could not be opened.")]
+    Store(#[from] store::StoreError),
+}
+
+/// The S3 service. Cheap to clone; every clone serves the same store.
+#[derive(Clone)]
+pub struct Walrus {
+    shared: Arc<s3::Shared>,
+}
+
+impl Walrus {
+    /// Opens the store under data_dir/walrus.
+    pub fn open(config: WalrusConfig, identity: WalrusIdentity) -> Result<Walrus, WalrusError> {
+        let store = store::Store::open(&config.data_dir.join("walrus"))?;
+        Ok(Walrus {
+            shared: Arc::new(s3::Shared {
+                store,
+                identity,
+                virtual_host_domain: config.virtual_host_domain,
+                region: config.region,
+            }),
+        })
+    }
+
+    /// Serves one S3 request. `req` is the whole request as received (path may carry the
+    /// `/services/Walrus` or `/services/objectstorage` mount prefix, which is stripped; the
+    /// prefix is not part of the SigV2 resource). Never panics; client mistakes get S3 XML
+    /// errors.
+    ///
+    /// The work runs in its own task so that a client going away mid-request never cancels
+    /// a commit halfway, and so that a bug that panics costs one 500, not the connection.
+    pub async fn handle(&self, req: http::Request<Body>) -> http::Response<Body> {
+        let request_id = s3::new_request_id();
+        let (parts, body) = req.into_parts();
+        let is_head = parts.method == Method::HEAD;
+        let resource = s3::router::resource_for_errors(parts.uri.path());
+        let shared = self.shared.clone();
+        let id = request_id.clone();
+        let task = tokio::spawn(async move { s3::dispatch(shared, id, parts, body).await });
+        let result = match task.await {
+            Ok(r) => r,
+            Err(join) => Err(s3::error::S3Error::internal(format!(
+                "request task failed: {join}"
+            ))),
+        };
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => s3::error_response(e, &resource, &request_id, is_head),
+        };
+        s3::finalize(resp, &request_id)
+    }
+}

@@ -85,7 +85,17 @@ mod tests {
         for ok in ["abc", "my-bucket.1", "a1b", "flowbucket"] {
             assert!(BucketName::parse(ok).is_some(), "{ok}");
         }
-        for bad in ["ab", "services", "Abc", "-abc", "abc-", "a..b", "192.168.1.1", "a_b", &"a".repeat(64)] {
+        for bad in [
+            "ab",
+            "services",
+            "Abc",
+            "-abc",
+            "abc-",
+            "a..b",
+            "192.168.1.1",
+            "a_b",
+            &"a".repeat(64),
+        ] {
             assert!(BucketName::parse(bad).is_none(), "{bad}");
         }
     }

@@ -1,0 +1,144 @@
+//! Bucket operations: ListBuckets, CreateBucket, DeleteBucket, HeadBucket,
+//! GetBucketLocation.
+
+use axum::body::Body;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::auth::{read_small_body, require, require_owner};
+use super::error::S3Error;
+use super::ident::Payload;
+use super::xml::{self, XmlWriter, MAX_XML_BODY};
+use super::{empty_response, iso8601, xml_response, Ctx};
+use crate::acl::Permission;
+
+/// ListBuckets: the caller's own buckets.
+pub fn list_buckets(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let account = ctx.account_id()?;
+    let buckets = ctx.store().list_buckets()?;
+    let mut w = XmlWriter::new();
+    w.open_root("ListAllMyBucketsResult");
+    w.open_plain("Owner");
+    w.elem("ID", account);
+    w.elem("DisplayName", &ctx.display_name(account));
+    w.close("Owner");
+    w.open_plain("Buckets");
+    for b in buckets.iter().filter(|b| b.acl.owner == account) {
+        w.open_plain("Bucket");
+        w.elem("Name", &b.name);
+        w.elem("CreationDate", &iso8601(b.created));
+        w.close("Bucket");
+    }
+    w.close("Buckets");
+    w.close("ListAllMyBucketsResult");
+    Ok(xml_response(StatusCode::OK, w.finish()))
+}
+
+/// The LocationConstraint of a CreateBucketConfiguration body (empty body: none).
+pub fn parse_location(body: &[u8]) -> Result<Option<String>, S3Error> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(None);
+    }
+    let root = xml::parse(body)?;
+    if root.name != "CreateBucketConfiguration" {
+        return Err(S3Error::MalformedXml);
+    }
+    Ok(root
+        .child_text("LocationConstraint")
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty()))
+}
+
+/// CreateBucket, with an optional LocationConstraint body (any region name is accepted) and
+/// a canned or header-granted ACL.
+pub async fn create_bucket(
+    ctx: &Ctx,
+    body: Body,
+    payload: Payload,
+) -> Result<Response<Body>, S3Error> {
+    let account = ctx.account_id()?.to_owned();
+    let bucket = ctx.bucket()?;
+    let acl = ctx.requested_acl(&account, &account)?;
+    let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
+    let location = parse_location(&body)?;
+    match ctx.store().create_bucket(bucket, acl, location) {
+        Ok(_) => {}
+        Err(crate::store::StoreError::BucketAlreadyExists) => {
+            // Tell the owner apart even if the store reports only "exists".
+            let existing = ctx.store().bucket(bucket)?;
+            return Err(if existing.acl.owner == account {
+                S3Error::BucketAlreadyOwnedByYou
+            } else {
+                S3Error::BucketAlreadyExists
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut resp = empty_response(StatusCode::OK);
+    if let Ok(v) = HeaderValue::from_str(&format!("/{bucket}")) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// DeleteBucket: the owner only, and only when empty.
+pub fn delete_bucket(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let bucket = ctx.bucket()?;
+    let meta = ctx.store().bucket(bucket)?;
+    require_owner(&meta.acl, ctx.principal.as_ref())?;
+    ctx.store().delete_bucket(bucket)?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// HeadBucket: exists and readable by the caller.
+pub fn head_bucket(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let meta = ctx.store().bucket(ctx.bucket()?)?;
+    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    let mut resp = empty_response(StatusCode::OK);
+    let region = meta.location.as_deref().unwrap_or(&ctx.shared.region);
+    if let Ok(v) = HeaderValue::from_str(region) {
+        resp.headers_mut().insert("x-amz-bucket-region", v);
+    }
+    Ok(resp)
+}
+
+/// GetBucketLocation: the constraint given at creation (empty for the default region, as
+/// AWS answers for us-east-1).
+pub fn get_bucket_location(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let meta = ctx.store().bucket(ctx.bucket()?)?;
+    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    let mut w = XmlWriter::new();
+    match meta.location.as_deref().filter(|l| *l != "us-east-1") {
+        Some(loc) => {
+            w.open_root("LocationConstraint");
+            w.raw(&xml::escape(loc));
+            w.close("LocationConstraint");
+        }
+        None => w.raw(&format!("<LocationConstraint xmlns=\"{}\"/>", xml::S3_NS)),
+    }
+    Ok(xml_response(StatusCode::OK, w.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_bodies() {
+        assert_eq!(parse_location(b"").expect("empty"), None);
+        assert_eq!(parse_location(b"  \n").expect("ws"), None);
+        let body = br#"<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+            <LocationConstraint> eu-west-1 </LocationConstraint></CreateBucketConfiguration>"#;
+        assert_eq!(
+            parse_location(body).expect("ok").as_deref(),
+            Some("eu-west-1")
+        );
+        assert!(matches!(
+            parse_location(b"<CreateBucketConfiguration>"),
+            Err(S3Error::MalformedXml)
+        ));
+        assert!(matches!(
+            parse_location(b"<Other/>"),
+            Err(S3Error::MalformedXml)
+        ));
+    }
+}

@@ -1,0 +1,235 @@
+//! CopyObject and UploadPartCopy: the source is read through the store and streamed into a
+//! new staged body, never touched in place.
+
+use axum::body::Body;
+use http::{Response, StatusCode};
+use percent_encoding::percent_decode_str;
+
+use super::auth::{require, MAX_OBJECT_SIZE};
+use super::error::S3Error;
+use super::get::check_conditions;
+use super::multipart::{parse_part_number, upload_for};
+use super::put::{add_checksum_header, object_headers};
+use super::router::strip_mount;
+use super::xml::XmlWriter;
+use super::{iso8601, xml_response, Ctx};
+use crate::acl::Permission;
+use crate::names::{BucketName, ObjectKey, MAX_KEY_LEN};
+use crate::store::{DigestRequest, ObjectMeta};
+
+/// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=...]`, the key URL-encoded. Only
+/// the `null` version exists in an unversioned store.
+pub fn parse_copy_source(value: &str) -> Result<(BucketName, ObjectKey), S3Error> {
+    let (path, version) = match value.split_once('?') {
+        Some((p, q)) => (p, q.strip_prefix("versionId=")),
+        None => (value, None),
+    };
+    if let Some(v) = version {
+        if v != "null" {
+            return Err(S3Error::InvalidArgument(
+                "Invalid version id specified".into(),
+            ));
+        }
+    }
+    let path = strip_mount(path);
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let (b, k) = path.split_once('/').ok_or_else(|| {
+        S3Error::InvalidArgument(
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey".into(),
+        )
+    })?;
+    let bucket = BucketName::parse(b).ok_or(S3Error::InvalidBucketName)?;
+    let raw: Vec<u8> = percent_decode_str(k).collect();
+    if raw.len() > MAX_KEY_LEN {
+        return Err(S3Error::KeyTooLong);
+    }
+    let key = String::from_utf8(raw)
+        .ok()
+        .and_then(|k| ObjectKey::parse(&k))
+        .ok_or_else(|| {
+            S3Error::InvalidArgument(
+                "Copy Source must mention the source bucket and key: sourcebucket/sourcekey".into(),
+            )
+        })?;
+    Ok((bucket, key))
+}
+
+/// Looks up the copy source, checks the caller may read it and its conditions hold.
+fn source(ctx: &Ctx) -> Result<(BucketName, ObjectKey, ObjectMeta), S3Error> {
+    let value = ctx
+        .header("x-amz-copy-source")
+        .ok_or_else(|| S3Error::InvalidArgument("Missing x-amz-copy-source.".into()))?;
+    let (bucket, key) = parse_copy_source(value)?;
+    ctx.store().bucket(&bucket)?;
+    let meta = ctx.store().object(&bucket, &key)?;
+    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    check_conditions(
+        &ctx.headers,
+        "x-amz-copy-source-",
+        &meta.etag,
+        meta.last_modified,
+        true,
+    )?;
+    Ok((bucket, key, meta))
+}
+
+/// CopyObject, with `x-amz-metadata-directive` COPY (default) or REPLACE.
+pub async fn copy_object(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let bucket = ctx.bucket()?;
+    let key = ctx.key()?;
+    let bmeta = ctx.store().bucket(bucket)?;
+    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
+    let (src_bucket, src_key, src) = source(ctx)?;
+    let replace = match ctx.header("x-amz-metadata-directive").map(str::trim) {
+        None => false,
+        Some(d) if d.eq_ignore_ascii_case("COPY") => false,
+        Some(d) if d.eq_ignore_ascii_case("REPLACE") => true,
+        Some(_) => {
+            return Err(S3Error::InvalidArgument(
+                "Unknown metadata directive.".into(),
+            ))
+        }
+    };
+    if src_bucket == *bucket && src_key == *key && !replace {
+        return Err(S3Error::InvalidRequest(
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
+        ));
+    }
+    if src.size > MAX_OBJECT_SIZE {
+        return Err(S3Error::InvalidRequest(format!(
+            "The specified copy source is larger than the maximum allowable size for a copy source: {MAX_OBJECT_SIZE}"
+        )));
+    }
+    let headers = if replace {
+        object_headers(&ctx.headers)
+    } else {
+        src.headers.clone()
+    };
+    let owner = ctx
+        .account_id()
+        .map(str::to_owned)
+        .unwrap_or_else(|_| bmeta.acl.owner.clone());
+    let acl = ctx.requested_acl(&owner, &bmeta.acl.owner)?;
+    let alg = src.checksum.as_ref().map(|c| c.0);
+    let stream = ctx.store().read(&src_bucket, &src_key, &src, 0, src.size)?;
+    let staged = ctx
+        .store()
+        .stage(
+            stream,
+            Some(src.size),
+            DigestRequest {
+                sha256: false,
+                checksum: alg,
+            },
+        )
+        .await?;
+    let checksum = staged.digests.checksum.as_ref().map(|(a, raw)| {
+        (
+            *a,
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw),
+        )
+    });
+    let meta = ctx
+        .store()
+        .commit_object(bucket, key, staged, headers, checksum.clone(), acl)
+        .await?;
+    let mut w = XmlWriter::new();
+    w.open_root("CopyObjectResult");
+    w.elem("LastModified", &iso8601(meta.last_modified));
+    w.elem("ETag", &format!("\"{}\"", meta.etag));
+    w.close("CopyObjectResult");
+    let mut resp = xml_response(StatusCode::OK, w.finish());
+    add_checksum_header(&mut resp, &checksum);
+    Ok(resp)
+}
+
+/// Parses `x-amz-copy-source-range: bytes=first-last` against the source size.
+pub fn parse_copy_range(value: Option<&str>, size: u64) -> Result<(u64, u64), S3Error> {
+    let Some(v) = value else {
+        return Ok((0, size));
+    };
+    let bad = || {
+        S3Error::InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy".into())
+    };
+    let spec = v.trim().strip_prefix("bytes=").ok_or_else(bad)?;
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let first: u64 = a.trim().parse().map_err(|_| bad())?;
+    let last: u64 = b.trim().parse().map_err(|_| bad())?;
+    if last < first {
+        return Err(bad());
+    }
+    if last >= size {
+        return Err(S3Error::InvalidArgument(format!(
+            "Range specified is not valid for source object of size: {size}"
+        )));
+    }
+    Ok((first, last - first + 1))
+}
+
+/// UploadPartCopy: a part filled from (a range of) an existing object.
+pub async fn upload_part_copy(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let part_number = parse_part_number(ctx)?;
+    let upload = upload_for(ctx)?;
+    let (src_bucket, src_key, src) = source(ctx)?;
+    let (offset, len) = parse_copy_range(ctx.header("x-amz-copy-source-range"), src.size)?;
+    if len > MAX_OBJECT_SIZE {
+        return Err(S3Error::EntityTooLarge);
+    }
+    let stream = ctx.store().read(&src_bucket, &src_key, &src, offset, len)?;
+    let staged = ctx
+        .store()
+        .stage(
+            stream,
+            Some(len),
+            DigestRequest {
+                sha256: false,
+                checksum: upload.checksum_algorithm,
+            },
+        )
+        .await?;
+    let checksum =
+        staged.digests.checksum.as_ref().map(|(_, raw)| {
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw)
+        });
+    let part = ctx
+        .store()
+        .commit_part(&upload, part_number, staged, checksum)
+        .await?;
+    let mut w = XmlWriter::new();
+    w.open_root("CopyPartResult");
+    w.elem("LastModified", &iso8601(part.last_modified));
+    w.elem("ETag", &format!("\"{}\"", part.etag));
+    w.close("CopyPartResult");
+    Ok(xml_response(StatusCode::OK, w.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_sources() {
+        let (b, k) = parse_copy_source("/bkt/a%20b%2Bc").expect("ok");
+        assert_eq!((b.as_str(), k.as_str()), ("bkt", "a b+c"));
+        let (b, k) = parse_copy_source("bkt/dir/x?versionId=null").expect("ok");
+        assert_eq!((b.as_str(), k.as_str()), ("bkt", "dir/x"));
+        let (b, k) = parse_copy_source("/services/Walrus/bkt/x").expect("ok");
+        assert_eq!((b.as_str(), k.as_str()), ("bkt", "x"));
+        assert!(parse_copy_source("bkt").is_err());
+        assert!(parse_copy_source("bkt/").is_err());
+        assert!(parse_copy_source("bkt/x?versionId=abc").is_err());
+        assert!(matches!(
+            parse_copy_source("Bad_B/x"),
+            Err(S3Error::InvalidBucketName)
+        ));
+    }
+
+    #[test]
+    fn copy_ranges() {
+        assert_eq!(parse_copy_range(None, 10).expect("ok"), (0, 10));
+        assert_eq!(parse_copy_range(Some("bytes=2-5"), 10).expect("ok"), (2, 4));
+        assert!(parse_copy_range(Some("bytes=2-10"), 10).is_err());
+        assert!(parse_copy_range(Some("bytes=5-2"), 10).is_err());
+        assert!(parse_copy_range(Some("bytes=-2"), 10).is_err());
+    }
+}

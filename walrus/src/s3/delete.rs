@@ -1,0 +1,163 @@
+//! DeleteObject and DeleteObjects (the `POST ?delete` batch, with Quiet mode and per-key
+//! errors).
+
+use axum::body::Body;
+use base64::Engine;
+use http::{Response, StatusCode};
+
+use super::auth::{read_small_body, require};
+use super::error::S3Error;
+use super::ident::Payload;
+use super::xml::{self, XmlWriter, MAX_XML_BODY};
+use super::{empty_response, xml_response, Ctx};
+use crate::acl::Permission;
+use crate::names::{ObjectKey, MAX_KEY_LEN};
+
+/// The most keys one DeleteObjects request may name.
+pub const MAX_DELETE_KEYS: usize = 1000;
+
+/// DeleteObject: 204 whether or not the key existed.
+pub async fn delete_object(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let bucket = ctx.bucket()?;
+    let bmeta = ctx.store().bucket(bucket)?;
+    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
+    ctx.store().delete_object(bucket, ctx.key()?).await?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// A parsed `<Delete>` document: quiet flag and keys in order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DeleteRequest {
+    /// Report only errors.
+    pub quiet: bool,
+    /// Keys as given (validated one by one, each failing on its own).
+    pub keys: Vec<String>,
+}
+
+/// Parses a DeleteObjects body.
+pub fn parse_delete(body: &[u8]) -> Result<DeleteRequest, S3Error> {
+    let root = xml::parse(body)?;
+    if root.name != "Delete" {
+        return Err(S3Error::MalformedXml);
+    }
+    let quiet = match root.child_text("Quiet").map(str::trim) {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(_) => return Err(S3Error::MalformedXml),
+    };
+    let keys = root
+        .children_named("Object")
+        .map(|o| {
+            o.child_text("Key")
+                .map(str::to_owned)
+                .ok_or(S3Error::MalformedXml)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() || keys.len() > MAX_DELETE_KEYS {
+        return Err(S3Error::MalformedXml);
+    }
+    Ok(DeleteRequest { quiet, keys })
+}
+
+/// DeleteObjects.
+pub async fn delete_objects(
+    ctx: &Ctx,
+    body: Body,
+    payload: Payload,
+) -> Result<Response<Body>, S3Error> {
+    let bucket = ctx.bucket()?;
+    let bmeta = ctx.store().bucket(bucket)?;
+    let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
+    if let Some(md5) = ctx.header("content-md5") {
+        let want = base64::engine::general_purpose::STANDARD
+            .decode(md5.trim())
+            .map_err(|_| S3Error::InvalidDigest)?;
+        if want.len() != 16 {
+            return Err(S3Error::InvalidDigest);
+        }
+        let got = <md5::Md5 as md5::Digest>::digest(&body);
+        if got.as_slice() != want.as_slice() {
+            return Err(S3Error::BadDigest(
+                "The Content-MD5 you specified did not match what we received.".into(),
+            ));
+        }
+    }
+    let req = parse_delete(&body)?;
+    let allowed = require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write);
+
+    let mut w = XmlWriter::new();
+    w.open_root("DeleteResult");
+    for key in &req.keys {
+        let outcome = match (&allowed, ObjectKey::parse(key)) {
+            (Err(_), _) => Err(S3Error::access_denied()),
+            (Ok(()), None) if key.len() > MAX_KEY_LEN => Err(S3Error::KeyTooLong),
+            (Ok(()), None) => Err(S3Error::InvalidArgument("Invalid key.".into())),
+            (Ok(()), Some(k)) => ctx
+                .store()
+                .delete_object(bucket, &k)
+                .await
+                .map(|_| ())
+                .map_err(S3Error::from),
+        };
+        match outcome {
+            Ok(()) if req.quiet => {}
+            Ok(()) => {
+                w.open_plain("Deleted");
+                w.elem("Key", key);
+                w.close("Deleted");
+            }
+            Err(e) => {
+                if let S3Error::Internal(source) = &e {
+                    tracing::error!(request_id = ctx.request_id, error = %source, "delete failed");
+                }
+                w.open_plain("Error");
+                w.elem("Key", key);
+                w.elem("Code", e.code_and_status().0);
+                w.elem("Message", &e.to_string());
+                w.close("Error");
+            }
+        }
+    }
+    w.close("DeleteResult");
+    Ok(xml_response(StatusCode::OK, w.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_delete_documents() {
+        let body = br#"<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Quiet>true</Quiet>
+            <Object><Key>a b</Key></Object><Object><Key>c&amp;d</Key><VersionId>null</VersionId></Object></Delete>"#;
+        let req = parse_delete(body).expect("ok");
+        assert!(req.quiet);
+        assert_eq!(req.keys, vec!["a b", "c&d"]);
+        assert!(matches!(
+            parse_delete(b"<Delete></Delete>"),
+            Err(S3Error::MalformedXml)
+        ));
+        assert!(matches!(
+            parse_delete(b"<Delete><Object/></Delete>"),
+            Err(S3Error::MalformedXml)
+        ));
+        assert!(matches!(
+            parse_delete(b"<Remove><Object><Key>a</Key></Object></Remove>"),
+            Err(S3Error::MalformedXml)
+        ));
+        let many = format!(
+            "<Delete>{}</Delete>",
+            "<Object><Key>k</Key></Object>".repeat(1001)
+        );
+        assert!(matches!(
+            parse_delete(many.as_bytes()),
+            Err(S3Error::MalformedXml)
+        ));
+        let max = format!(
+            "<Delete>{}</Delete>",
+            "<Object><Key>k</Key></Object>".repeat(1000)
+        );
+        assert_eq!(parse_delete(max.as_bytes()).expect("ok").keys.len(), 1000);
+    }
+}

@@ -1,0 +1,292 @@
+//! S3 errors: one enum, one `match` from variant to AWS code and HTTP status, and the XML
+//! body rendered in one place, so every handler fails the way AWS clients expect.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use super::ident::AuthError;
+use super::xml::XmlWriter;
+use crate::store::StoreError;
+
+/// Everything a request can fail with. Client mistakes carry their S3 code; internal failures
+/// become a 500 whose request id lets an operator find the cause in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    /// The caller may not do this (no grant, or a presigned URL that has expired).
+    #[error("{0}")]
+    AccessDenied(String),
+    /// The access key is unknown or inactive.
+    #[error("The AWS Access Key Id you provided does not exist in our records.")]
+    InvalidAccessKeyId,
+    /// The signature does not match the request.
+    #[error("The request signature we calculated does not match the signature you provided. Check your key and signing method.")]
+    SignatureDoesNotMatch,
+    /// The request's date is too far from the server's clock.
+    #[error("The difference between the request time and the current time is too large.")]
+    RequestTimeTooSkewed,
+    /// The `Authorization` header cannot be parsed.
+    #[error("{0}")]
+    AuthorizationHeaderMalformed(String),
+    /// Presigned-URL parameters that cannot be parsed.
+    #[error("{0}")]
+    AuthorizationQueryParametersError(String),
+    /// The body does not hash to the signed `x-amz-content-sha256`.
+    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    ContentSha256Mismatch,
+    /// The body does not match Content-MD5 or an `x-amz-checksum-*` value.
+    #[error("{0}")]
+    BadDigest(String),
+    /// Content-MD5 is not a base64 MD5.
+    #[error("The Content-MD5 you specified is not valid.")]
+    InvalidDigest,
+    /// The Range lies beyond the end of the object.
+    #[error("The requested range is not satisfiable")]
+    InvalidRange {
+        /// The object's size, for `Content-Range: bytes */size`.
+        size: u64,
+    },
+    /// An `If-*` precondition failed.
+    #[error("At least one of the pre-conditions you specified did not hold")]
+    PreconditionFailed,
+    /// `If-None-Match` / `If-Modified-Since` say the client's copy is current (304, no body).
+    #[error("Not Modified")]
+    NotModified,
+    /// An XML body is not what the operation expects.
+    #[error("The XML you provided was not well-formed or did not validate against our published schema.")]
+    MalformedXml,
+    /// A request body beyond what the operation accepts.
+    #[error("Your request was too big.")]
+    MaxMessageLengthExceeded,
+    /// A parameter or header has an invalid value.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request as a whole is not acceptable.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The body exceeds the largest single upload.
+    #[error("Your proposed upload exceeds the maximum allowed object size.")]
+    EntityTooLarge,
+    /// A multipart part other than the last is below 5 MiB.
+    #[error("Your proposed upload is smaller than the minimum allowed object size.")]
+    EntityTooSmall,
+    /// The body was shorter or longer than announced.
+    #[error(
+        "You did not provide the number of bytes specified by the Content-Length HTTP header."
+    )]
+    IncompleteBody,
+    /// A part named at completion is missing or its ETag differs.
+    #[error("One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.")]
+    InvalidPart,
+    /// The completion list is not in ascending part order.
+    #[error("The list of parts was not in ascending order. Parts must be ordered by part number.")]
+    InvalidPartOrder,
+    /// The multipart upload does not exist.
+    #[error("The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload might have been aborted or completed.")]
+    NoSuchUpload,
+    /// The key does not exist.
+    #[error("The specified key does not exist.")]
+    NoSuchKey,
+    /// The bucket does not exist.
+    #[error("The specified bucket does not exist.")]
+    NoSuchBucket,
+    /// The bucket still holds objects or uploads.
+    #[error("The bucket you tried to delete is not empty.")]
+    BucketNotEmpty,
+    /// Another account owns that bucket name.
+    #[error("The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again.")]
+    BucketAlreadyExists,
+    /// The caller already owns that bucket.
+    #[error("Your previous request to create the named bucket succeeded and you already own it.")]
+    BucketAlreadyOwnedByYou,
+    /// The bucket name breaks S3's naming rules (or is the reserved `services`).
+    #[error("The specified bucket is not valid.")]
+    InvalidBucketName,
+    /// The key is longer than 1024 bytes.
+    #[error("Your key is too long.")]
+    KeyTooLong,
+    /// The path cannot be decoded (e.g. a key that is not UTF-8).
+    #[error("Couldn't parse the specified URI.")]
+    InvalidUri,
+    /// The method is not allowed on this resource.
+    #[error("The specified method is not allowed against this resource.")]
+    MethodNotAllowed,
+    /// An upload without Content-Length or chunked framing.
+    #[error("You must provide the Content-Length HTTP header.")]
+    MissingContentLength,
+    /// An operation the router knows but Walrus does not implement.
+    #[error("{0} is not implemented by Walrus.")]
+    NotImplemented(&'static str),
+    /// A failure on our side: disk, database, or a bug.
+    #[error("We encountered an internal error. Please try again.")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl S3Error {
+    /// `AccessDenied` with AWS' usual message.
+    pub fn access_denied() -> S3Error {
+        S3Error::AccessDenied("Access Denied".to_owned())
+    }
+
+    /// An internal error from anything printable (logged with the request id).
+    pub fn internal(msg: impl Into<String>) -> S3Error {
+        S3Error::Internal(msg.into().into())
+    }
+
+    /// The S3 error code and HTTP status: the one place they are decided.
+    pub fn code_and_status(&self) -> (&'static str, StatusCode) {
+        use S3Error::*;
+        match self {
+            AccessDenied(_) => ("AccessDenied", StatusCode::FORBIDDEN),
+            InvalidAccessKeyId => ("InvalidAccessKeyId", StatusCode::FORBIDDEN),
+            SignatureDoesNotMatch => ("SignatureDoesNotMatch", StatusCode::FORBIDDEN),
+            RequestTimeTooSkewed => ("RequestTimeTooSkewed", StatusCode::FORBIDDEN),
+            AuthorizationHeaderMalformed(_) => {
+                ("AuthorizationHeaderMalformed", StatusCode::BAD_REQUEST)
+            }
+            AuthorizationQueryParametersError(_) => {
+                ("AuthorizationQueryParametersError", StatusCode::BAD_REQUEST)
+            }
+            ContentSha256Mismatch => ("XAmzContentSHA256Mismatch", StatusCode::BAD_REQUEST),
+            BadDigest(_) => ("BadDigest", StatusCode::BAD_REQUEST),
+            InvalidDigest => ("InvalidDigest", StatusCode::BAD_REQUEST),
+            InvalidRange { .. } => ("InvalidRange", StatusCode::RANGE_NOT_SATISFIABLE),
+            PreconditionFailed => ("PreconditionFailed", StatusCode::PRECONDITION_FAILED),
+            NotModified => ("NotModified", StatusCode::NOT_MODIFIED),
+            MalformedXml => ("MalformedXML", StatusCode::BAD_REQUEST),
+            MaxMessageLengthExceeded => ("MaxMessageLengthExceeded", StatusCode::BAD_REQUEST),
+            InvalidArgument(_) => ("InvalidArgument", StatusCode::BAD_REQUEST),
+            InvalidRequest(_) => ("InvalidRequest", StatusCode::BAD_REQUEST),
+            EntityTooLarge => ("EntityTooLarge", StatusCode::BAD_REQUEST),
+            EntityTooSmall => ("EntityTooSmall", StatusCode::BAD_REQUEST),
+            IncompleteBody => ("IncompleteBody", StatusCode::BAD_REQUEST),
+            InvalidPart => ("InvalidPart", StatusCode::BAD_REQUEST),
+            InvalidPartOrder => ("InvalidPartOrder", StatusCode::BAD_REQUEST),
+            NoSuchUpload => ("NoSuchUpload", StatusCode::NOT_FOUND),
+            NoSuchKey => ("NoSuchKey", StatusCode::NOT_FOUND),
+            NoSuchBucket => ("NoSuchBucket", StatusCode::NOT_FOUND),
+            BucketNotEmpty => ("BucketNotEmpty", StatusCode::CONFLICT),
+            BucketAlreadyExists => ("BucketAlreadyExists", StatusCode::CONFLICT),
+            BucketAlreadyOwnedByYou => ("BucketAlreadyOwnedByYou", StatusCode::CONFLICT),
+            InvalidBucketName => ("InvalidBucketName", StatusCode::BAD_REQUEST),
+            KeyTooLong => ("KeyTooLongError", StatusCode::BAD_REQUEST),
+            InvalidUri => ("InvalidURI", StatusCode::BAD_REQUEST),
+            MethodNotAllowed => ("MethodNotAllowed", StatusCode::METHOD_NOT_ALLOWED),
+            MissingContentLength => ("MissingContentLength", StatusCode::LENGTH_REQUIRED),
+            NotImplemented(_) => ("NotImplemented", StatusCode::NOT_IMPLEMENTED),
+            Internal(_) => ("InternalError", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
+    /// The `<Error>` document. `resource` is the path as the client addressed it.
+    pub fn to_xml(&self, resource: &str, request_id: &str) -> Bytes {
+        let (code, _) = self.code_and_status();
+        let mut w = XmlWriter::new();
+        w.open_plain("Error");
+        w.elem("Code", code);
+        w.elem("Message", &self.to_string());
+        w.elem("Resource", resource);
+        w.elem("RequestId", request_id);
+        w.close("Error");
+        w.finish()
+    }
+
+    /// Extra headers some errors carry (416's `Content-Range`).
+    pub fn extra_headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
+        match self {
+            S3Error::InvalidRange { size } => {
+                match HeaderValue::from_str(&format!("bytes */{size}")) {
+                    Ok(v) => vec![(http::header::CONTENT_RANGE, v)],
+                    Err(_) => vec![],
+                }
+            }
+            _ => vec![],
+        }
+    }
+}
+
+impl From<StoreError> for S3Error {
+    fn from(e: StoreError) -> S3Error {
+        match e {
+            StoreError::NoSuchBucket => S3Error::NoSuchBucket,
+            StoreError::BucketAlreadyExists => S3Error::BucketAlreadyExists,
+            StoreError::BucketAlreadyOwnedByYou => S3Error::BucketAlreadyOwnedByYou,
+            StoreError::BucketNotEmpty => S3Error::BucketNotEmpty,
+            StoreError::NoSuchKey => S3Error::NoSuchKey,
+            StoreError::NoSuchUpload => S3Error::NoSuchUpload,
+            StoreError::InvalidPart => S3Error::InvalidPart,
+            StoreError::InvalidPartOrder => S3Error::InvalidPartOrder,
+            StoreError::EntityTooSmall => S3Error::EntityTooSmall,
+            StoreError::IncompleteBody => S3Error::IncompleteBody,
+            StoreError::Body(io) => body_error(io),
+            StoreError::Internal(e) => S3Error::Internal(e),
+        }
+    }
+}
+
+/// A body stream failure: our own body wrappers put an `S3Error` inside the `io::Error` (a
+/// bad chunk signature, a body over the size limit); anything else is the client going away.
+pub fn body_error(io: std::io::Error) -> S3Error {
+    let kind = io.kind();
+    match io.into_inner() {
+        Some(inner) => match inner.downcast::<S3Error>() {
+            Ok(s3) => *s3,
+            Err(other) => {
+                S3Error::InvalidRequest(format!("The request body could not be read: {other}"))
+            }
+        },
+        None => S3Error::InvalidRequest(format!("The request body could not be read: {kind}")),
+    }
+}
+
+impl From<AuthError> for S3Error {
+    fn from(e: AuthError) -> S3Error {
+        super::ident::map_auth_error(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_error_xml() {
+        let body = S3Error::NoSuchKey.to_xml("/b/a&b", "REQ1");
+        let s = String::from_utf8(body.to_vec()).expect("utf8");
+        assert!(s.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>"));
+        assert!(s.contains("<Code>NoSuchKey</Code>"));
+        assert!(s.contains("<Resource>/b/a&amp;b</Resource>"));
+        assert!(s.contains("<RequestId>REQ1</RequestId>"));
+        assert_eq!(
+            S3Error::NoSuchKey.code_and_status().1,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(
+            S3Error::MissingContentLength.code_and_status().1.as_u16(),
+            411
+        );
+        assert_eq!(
+            S3Error::InvalidRange { size: 3 }
+                .code_and_status()
+                .1
+                .as_u16(),
+            416
+        );
+        assert_eq!(
+            S3Error::NotImplemented("x").code_and_status().1.as_u16(),
+            501
+        );
+        assert_eq!(S3Error::KeyTooLong.code_and_status().0, "KeyTooLongError");
+        let h = S3Error::InvalidRange { size: 10 }.extra_headers();
+        assert_eq!(h[0].1, "bytes */10");
+    }
+
+    #[test]
+    fn body_errors_carry_s3_errors() {
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, S3Error::EntityTooLarge);
+        assert!(matches!(body_error(io), S3Error::EntityTooLarge));
+    }
+}

@@ -1,0 +1,326 @@
+//! The S3 HTTP layer: one file per protocol area (Garage's layout). [`router`] turns a
+//! request into an [`router::Endpoint`], [`auth`] says who is calling, and the handlers in
+//! `bucket`, `list`, `put`, `get`, `copy`, `delete`, `multipart` and `acl` do the work;
+//! [`error`] and [`xml`] render what goes back.
+
+pub mod acl;
+pub mod auth;
+pub mod bucket;
+pub mod copy;
+pub mod delete;
+pub mod error;
+pub mod get;
+pub mod ident;
+pub mod list;
+pub mod multipart;
+pub mod put;
+pub mod router;
+pub mod xml;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use error::S3Error;
+use ident::{Authenticated, Payload, Principal, RequestParts};
+use router::{Endpoint, Route};
+
+use crate::acl::{Acl, CannedAcl, Grant, Grantee, Permission};
+use crate::names::{BucketName, ObjectKey};
+use crate::store::Store;
+
+/// What Walrus holds for the lifetime of the process.
+pub struct Shared {
+    /// The object store.
+    pub store: Store,
+    /// Access keys for signature verification.
+    pub identity: ident::Identity,
+    /// `<bucket>.<domain>` Host names address buckets.
+    pub virtual_host_domain: Option<String>,
+    /// The region Walrus reports (GetBucketLocation, HeadBucket).
+    pub region: String,
+}
+
+/// One request being served: what every handler needs besides the body.
+pub struct Ctx {
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    /// The routed request.
+    pub route: Route,
+    /// The request's headers.
+    pub headers: HeaderMap,
+    /// Who signed it, if anyone.
+    pub principal: Option<Principal>,
+    /// This request's id (also in `x-amz-request-id`).
+    pub request_id: String,
+}
+
+impl Ctx {
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// The addressed bucket (the router guarantees one for bucket and object endpoints).
+    pub fn bucket(&self) -> Result<&BucketName, S3Error> {
+        self.route.bucket.as_ref().ok_or(S3Error::InvalidBucketName)
+    }
+
+    /// The addressed key (the router guarantees one for object endpoints).
+    pub fn key(&self) -> Result<&ObjectKey, S3Error> {
+        self.route.key.as_ref().ok_or(S3Error::InvalidUri)
+    }
+
+    /// A header as a string, when present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A query parameter.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.route.query.get(name)
+    }
+
+    /// The caller's account id, or AccessDenied for anonymous callers.
+    pub fn account_id(&self) -> Result<&str, S3Error> {
+        Ok(&auth::require_signed(self.principal.as_ref())?.account_id)
+    }
+
+    /// The ACL a new bucket or object gets from `x-amz-acl` or `x-amz-grant-*` (default:
+    /// private). `owner` owns the new resource; `bucket_owner` matters for `bucket-owner-*`.
+    pub fn requested_acl(&self, owner: &str, bucket_owner: &str) -> Result<Acl, S3Error> {
+        let grants = acl::grant_headers(&self.headers)?;
+        match self.header("x-amz-acl") {
+            Some(_) if !grants.is_empty() => Err(S3Error::InvalidRequest(
+                "Specifying both Canned ACLs and Header Grants is not allowed".into(),
+            )),
+            Some(v) => CannedAcl::parse(v.trim())
+                .map(|c| c.to_acl(owner, bucket_owner))
+                .ok_or_else(|| S3Error::InvalidArgument(format!("Invalid canned ACL: {v}"))),
+            None if !grants.is_empty() => {
+                let mut all = vec![Grant {
+                    grantee: Grantee::Account(owner.to_owned()),
+                    permission: Permission::FullControl,
+                }];
+                all.extend(grants);
+                Ok(Acl {
+                    owner: owner.to_owned(),
+                    grants: all,
+                })
+            }
+            None => Ok(CannedAcl::Private.to_acl(owner, bucket_owner)),
+        }
+    }
+
+    /// Display name for an account id: the caller's account name when it is theirs.
+    pub fn display_name(&self, account_id: &str) -> String {
+        match &self.principal {
+            Some(p) if p.account_id == account_id => p.account_name.clone(),
+            _ => account_id.to_owned(),
+        }
+    }
+}
+
+/// A response with an XML body.
+pub fn xml_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
+/// An empty response.
+pub fn empty_response(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// A quoted ETag header value.
+pub fn etag_value(etag: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{etag}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+}
+
+/// S3's timestamp form in XML: `2009-10-12T17:50:30.000Z`.
+pub fn iso8601(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        dt.year(),
+        dt.month() as u8,
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.millisecond()
+    )
+}
+
+/// A fresh request id: 16 uppercase hex digits, as AWS' are.
+pub fn new_request_id() -> String {
+    format!("{:016X}", rand::random::<u64>())
+}
+
+/// Routes, authenticates and serves one request. Errors are rendered by the caller.
+pub async fn dispatch(
+    shared: Arc<Shared>,
+    request_id: String,
+    parts: http::request::Parts,
+    body: Body,
+) -> Result<Response<Body>, S3Error> {
+    let raw_path = parts.uri.path();
+    let raw_query = parts.uri.query().unwrap_or("");
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(parts.uri.host());
+    let route = router::route(
+        &parts.method,
+        raw_path,
+        raw_query,
+        host,
+        shared.virtual_host_domain.as_deref(),
+        parts.headers.contains_key("x-amz-copy-source"),
+    )?;
+    let req = RequestParts {
+        method: parts.method.as_str(),
+        raw_path,
+        raw_query,
+        headers: &parts.headers,
+    };
+    let auth = ident::verify_s3(
+        &req,
+        &route.v2_resource,
+        &shared.identity,
+        SystemTime::now(),
+    )?;
+    let (principal, payload) = match auth {
+        Authenticated::Anonymous => (None, Payload::Unverified),
+        Authenticated::Signed { principal, payload } => (Some(principal), payload),
+    };
+    let endpoint = route.endpoint;
+    if !endpoint.is_implemented() {
+        return Err(S3Error::NotImplemented(endpoint.name()));
+    }
+    tracing::debug!(request_id, endpoint = endpoint.name(), "s3 request");
+    let ctx = Ctx {
+        shared,
+        route,
+        headers: parts.headers,
+        principal,
+        request_id,
+    };
+    use Endpoint as E;
+    match endpoint {
+        E::ListBuckets => bucket::list_buckets(&ctx),
+        E::CreateBucket => bucket::create_bucket(&ctx, body, payload).await,
+        E::DeleteBucket => bucket::delete_bucket(&ctx),
+        E::HeadBucket => bucket::head_bucket(&ctx),
+        E::GetBucketLocation => bucket::get_bucket_location(&ctx),
+        E::ListObjects => list::list_objects(&ctx, false),
+        E::ListObjectsV2 => list::list_objects(&ctx, true),
+        E::DeleteObjects => delete::delete_objects(&ctx, body, payload).await,
+        E::GetBucketAcl => acl::get_bucket_acl(&ctx),
+        E::PutBucketAcl => acl::put_bucket_acl(&ctx, body, payload).await,
+        E::PutObject => put::put_object(&ctx, body, payload).await,
+        E::GetObject => get::get_object(&ctx, false),
+        E::HeadObject => get::get_object(&ctx, true),
+        E::DeleteObject => delete::delete_object(&ctx).await,
+        E::CopyObject => copy::copy_object(&ctx).await,
+        E::GetObjectAcl => acl::get_object_acl(&ctx),
+        E::PutObjectAcl => acl::put_object_acl(&ctx, body, payload).await,
+        E::CreateMultipartUpload => multipart::create(&ctx),
+        E::UploadPart => multipart::upload_part(&ctx, body, payload).await,
+        E::UploadPartCopy => copy::upload_part_copy(&ctx).await,
+        E::CompleteMultipartUpload => multipart::complete(&ctx, body, payload).await,
+        E::AbortMultipartUpload => multipart::abort(&ctx).await,
+        E::ListParts => multipart::list_parts(&ctx),
+        E::ListMultipartUploads => multipart::list_uploads(&ctx),
+        other => Err(S3Error::NotImplemented(other.name())),
+    }
+}
+
+/// Renders an error: XML body (none for HEAD and 304), status, extra headers. Internal
+/// errors are logged with the request id the client sees.
+pub fn error_response(
+    err: S3Error,
+    resource: &str,
+    request_id: &str,
+    is_head: bool,
+) -> Response<Body> {
+    let (_, status) = err.code_and_status();
+    if let S3Error::Internal(source) = &err {
+        tracing::error!(request_id, error = %source, "internal error serving S3 request");
+    }
+    let mut resp = if is_head || status == StatusCode::NOT_MODIFIED {
+        empty_response(status)
+    } else {
+        xml_response(status, err.to_xml(resource, request_id))
+    };
+    for (name, value) in err.extra_headers() {
+        resp.headers_mut().insert(name, value);
+    }
+    resp
+}
+
+/// Adds the headers every response carries: request id, Date, Server, and Content-Length
+/// when the body's size is known and the handler did not set it.
+pub fn finalize(mut resp: Response<Body>, request_id: &str) -> Response<Body> {
+    let size = http_body::Body::size_hint(resp.body()).exact();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amz-request-id", v.clone());
+        h.insert("x-amz-id-2", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
+        h.insert(http::header::DATE, v);
+    }
+    h.insert(
+        http::header::SERVER,
+        HeaderValue::from_static("Koala Walrus"),
+    );
+    if !h.contains_key(http::header::CONTENT_LENGTH) {
+        if let Some(n) = size {
+            h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_255_369_830_123);
+        assert_eq!(iso8601(t), "2009-10-12T17:50:30.123Z");
+    }
+
+    #[test]
+    fn head_errors_have_no_body() {
+        let r = error_response(S3Error::NoSuchKey, "/b/k", "R", true);
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(http_body::Body::size_hint(r.body()).exact(), Some(0));
+        let r = finalize(
+            error_response(S3Error::NotModified, "/b/k", "R", false),
+            "R",
+        );
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(r.headers()["x-amz-request-id"], "R");
+        let r = finalize(
+            error_response(S3Error::InvalidRange { size: 5 }, "/b/k", "R", false),
+            "R",
+        );
+        assert_eq!(r.headers()["content-range"], "bytes */5");
+        assert!(r.headers().contains_key("content-length"));
+    }
+}

@@ -1,0 +1,321 @@
+//! Multipart uploads: CreateMultipartUpload, UploadPart, CompleteMultipartUpload,
+//! AbortMultipartUpload, ListParts, ListMultipartUploads (UploadPartCopy is in `copy`).
+
+use axum::body::Body;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::auth::{read_small_body, require};
+use super::error::S3Error;
+use super::ident::Payload;
+use super::list::{parse_encoding, parse_max};
+use super::put::{
+    add_checksum_header, checksum_name, object_headers, parse_checksum_name, receive,
+};
+use super::xml::{self, url_encode, XmlWriter, MAX_XML_BODY};
+use super::{empty_response, etag_value, iso8601, xml_response, Ctx};
+use crate::acl::Permission;
+use crate::store::UploadMeta;
+
+/// Highest part number S3 allows.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+/// The `partNumber` parameter: 1..=10000.
+pub fn parse_part_number(ctx: &Ctx) -> Result<u32, S3Error> {
+    ctx.query("partNumber")
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| {
+            S3Error::InvalidArgument(
+                "Part number must be an integer between 1 and 10000, inclusive".into(),
+            )
+        })
+}
+
+/// The upload named by `uploadId`, after checking the caller may write the bucket.
+pub fn upload_for(ctx: &Ctx) -> Result<UploadMeta, S3Error> {
+    let bucket = ctx.bucket()?;
+    let bmeta = ctx.store().bucket(bucket)?;
+    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
+    let id = ctx
+        .query("uploadId")
+        .filter(|s| !s.is_empty())
+        .ok_or(S3Error::NoSuchUpload)?;
+    Ok(ctx.store().upload(bucket, ctx.key()?, id)?)
+}
+
+/// CreateMultipartUpload.
+pub fn create(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let bucket = ctx.bucket()?;
+    let key = ctx.key()?;
+    let bmeta = ctx.store().bucket(bucket)?;
+    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
+    let owner = ctx
+        .account_id()
+        .map(str::to_owned)
+        .unwrap_or_else(|_| bmeta.acl.owner.clone());
+    let acl = ctx.requested_acl(&owner, &bmeta.acl.owner)?;
+    let alg = match ctx.header("x-amz-checksum-algorithm") {
+        Some(n) => Some(parse_checksum_name(n)?),
+        None => None,
+    };
+    let upload = ctx
+        .store()
+        .create_upload(bucket, key, object_headers(&ctx.headers), alg, acl)?;
+    let mut w = XmlWriter::new();
+    w.open_root("InitiateMultipartUploadResult");
+    w.elem("Bucket", bucket.as_str());
+    w.elem("Key", key.as_str());
+    w.elem("UploadId", &upload.upload_id);
+    w.close("InitiateMultipartUploadResult");
+    let mut resp = xml_response(StatusCode::OK, w.finish());
+    if let Some(a) = alg {
+        resp.headers_mut().insert(
+            "x-amz-checksum-algorithm",
+            HeaderValue::from_static(checksum_name(a)),
+        );
+    }
+    Ok(resp)
+}
+
+/// UploadPart.
+pub async fn upload_part(
+    ctx: &Ctx,
+    body: Body,
+    payload: Payload,
+) -> Result<Response<Body>, S3Error> {
+    let part_number = parse_part_number(ctx)?;
+    let upload = upload_for(ctx)?;
+    let received = receive(ctx, body, payload, upload.checksum_algorithm).await?;
+    let checksum = received.checksum.clone();
+    let part = ctx
+        .store()
+        .commit_part(
+            &upload,
+            part_number,
+            received.staged,
+            checksum.as_ref().map(|c| c.1.clone()),
+        )
+        .await?;
+    let mut resp = empty_response(StatusCode::OK);
+    resp.headers_mut()
+        .insert(http::header::ETAG, etag_value(&part.etag));
+    add_checksum_header(&mut resp, &checksum);
+    Ok(resp)
+}
+
+/// Parses a CompleteMultipartUpload body into (part number, ETag without quotes), checking
+/// the order S3 demands.
+pub fn parse_complete(body: &[u8]) -> Result<Vec<(u32, String)>, S3Error> {
+    let root = xml::parse(body)?;
+    if root.name != "CompleteMultipartUpload" {
+        return Err(S3Error::MalformedXml);
+    }
+    let mut parts = Vec::new();
+    for p in root.children_named("Part") {
+        let n = p
+            .child_text("PartNumber")
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .ok_or(S3Error::MalformedXml)?;
+        let etag = p.child_text("ETag").ok_or(S3Error::MalformedXml)?;
+        let etag = etag.trim().trim_matches('"').to_ascii_lowercase();
+        if !(1..=MAX_PART_NUMBER).contains(&n) {
+            return Err(S3Error::InvalidPart);
+        }
+        parts.push((n, etag));
+    }
+    if parts.is_empty() {
+        return Err(S3Error::MalformedXml);
+    }
+    if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(S3Error::InvalidPartOrder);
+    }
+    Ok(parts)
+}
+
+/// CompleteMultipartUpload.
+pub async fn complete(ctx: &Ctx, body: Body, payload: Payload) -> Result<Response<Body>, S3Error> {
+    let upload = upload_for(ctx)?;
+    let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
+    let parts = parse_complete(&body)?;
+    let meta = ctx.store().complete_upload(&upload, &parts).await?;
+    let bucket = ctx.bucket()?;
+    let key = ctx.key()?;
+    let mut w = XmlWriter::new();
+    w.open_root("CompleteMultipartUploadResult");
+    w.elem(
+        "Location",
+        &format!("/{}/{}", bucket, url_encode(key.as_str())),
+    );
+    w.elem("Bucket", bucket.as_str());
+    w.elem("Key", key.as_str());
+    w.elem("ETag", &format!("\"{}\"", meta.etag));
+    w.close("CompleteMultipartUploadResult");
+    Ok(xml_response(StatusCode::OK, w.finish()))
+}
+
+/// AbortMultipartUpload.
+pub async fn abort(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let upload = upload_for(ctx)?;
+    ctx.store().abort_upload(&upload).await?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+fn owner_elems(ctx: &Ctx, w: &mut XmlWriter, name: &str, id: &str) {
+    w.open_plain(name);
+    w.elem("ID", id);
+    w.elem("DisplayName", &ctx.display_name(id));
+    w.close(name);
+}
+
+/// ListParts.
+pub fn list_parts(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let bucket = ctx.bucket()?;
+    let bmeta = ctx.store().bucket(bucket)?;
+    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    let id = ctx.query("uploadId").unwrap_or("");
+    let upload = ctx.store().upload(bucket, ctx.key()?, id)?;
+    let max = parse_max(ctx.query("max-parts"), "max-parts", 1000)?;
+    let marker = match ctx.query("part-number-marker") {
+        None => 0,
+        Some(m) => m.trim().parse::<u32>().map_err(|_| {
+            S3Error::InvalidArgument(
+                "Provided part-number-marker not an integer or within integer range".into(),
+            )
+        })?,
+    };
+    let (parts, truncated) = ctx.store().list_parts(&upload, marker, max)?;
+    let mut w = XmlWriter::new();
+    w.open_root("ListPartsResult");
+    w.elem("Bucket", bucket.as_str());
+    w.elem("Key", &upload.key);
+    w.elem("UploadId", &upload.upload_id);
+    owner_elems(ctx, &mut w, "Initiator", &upload.acl.owner);
+    owner_elems(ctx, &mut w, "Owner", &upload.acl.owner);
+    w.elem("StorageClass", "STANDARD");
+    w.elem("PartNumberMarker", &marker.to_string());
+    if let Some(last) = parts.last() {
+        w.elem("NextPartNumberMarker", &last.part_number.to_string());
+    }
+    w.elem("MaxParts", &max.to_string());
+    w.elem("IsTruncated", if truncated { "true" } else { "false" });
+    if let Some(a) = upload.checksum_algorithm {
+        w.elem("ChecksumAlgorithm", checksum_name(a));
+    }
+    for p in &parts {
+        w.open_plain("Part");
+        w.elem("PartNumber", &p.part_number.to_string());
+        w.elem("LastModified", &iso8601(p.last_modified));
+        w.elem("ETag", &format!("\"{}\"", p.etag));
+        w.elem("Size", &p.size.to_string());
+        if let (Some(a), Some(c)) = (upload.checksum_algorithm, &p.checksum) {
+            w.elem(&format!("Checksum{}", checksum_name(a)), c);
+        }
+        w.close("Part");
+    }
+    w.close("ListPartsResult");
+    Ok(xml_response(StatusCode::OK, w.finish()))
+}
+
+/// ListMultipartUploads. The store pages by (key, upload id); a delimiter rolls keys up
+/// into common prefixes within the page.
+pub fn list_uploads(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+    let bucket = ctx.bucket()?;
+    let bmeta = ctx.store().bucket(bucket)?;
+    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    let prefix = ctx.query("prefix").unwrap_or("");
+    let delimiter = ctx.query("delimiter").filter(|d| !d.is_empty());
+    let key_marker = ctx.query("key-marker").filter(|s| !s.is_empty());
+    let id_marker = ctx.query("upload-id-marker").filter(|s| !s.is_empty());
+    let max = parse_max(ctx.query("max-uploads"), "max-uploads", 1000)?;
+    let url = parse_encoding(ctx.query("encoding-type"))?;
+    let enc = |s: &str| if url { url_encode(s) } else { s.to_owned() };
+    let (uploads, truncated) = ctx
+        .store()
+        .list_uploads(bucket, prefix, key_marker, id_marker, max)?;
+
+    let mut w = XmlWriter::new();
+    w.open_root("ListMultipartUploadsResult");
+    w.elem("Bucket", bucket.as_str());
+    w.elem("KeyMarker", &enc(key_marker.unwrap_or("")));
+    w.elem("UploadIdMarker", id_marker.unwrap_or(""));
+    if let (true, Some(last)) = (truncated, uploads.last()) {
+        w.elem("NextKeyMarker", &enc(&last.key));
+        w.elem("NextUploadIdMarker", &last.upload_id);
+    }
+    w.elem("Prefix", &enc(prefix));
+    if let Some(d) = delimiter {
+        w.elem("Delimiter", &enc(d));
+    }
+    w.elem("MaxUploads", &max.to_string());
+    if url {
+        w.elem("EncodingType", "url");
+    }
+    w.elem("IsTruncated", if truncated { "true" } else { "false" });
+    let mut prefixes: Vec<String> = Vec::new();
+    for u in &uploads {
+        if let Some(d) = delimiter {
+            let rest = u.key.strip_prefix(prefix).unwrap_or(&u.key);
+            if let Some(i) = rest.find(d) {
+                let p = format!("{prefix}{}", &rest[..i + d.len()]);
+                if prefixes.last() != Some(&p) {
+                    prefixes.push(p);
+                }
+                continue;
+            }
+        }
+        w.open_plain("Upload");
+        w.elem("Key", &enc(&u.key));
+        w.elem("UploadId", &u.upload_id);
+        owner_elems(ctx, &mut w, "Initiator", &u.acl.owner);
+        owner_elems(ctx, &mut w, "Owner", &u.acl.owner);
+        w.elem("StorageClass", "STANDARD");
+        w.elem("Initiated", &iso8601(u.initiated));
+        w.close("Upload");
+    }
+    for p in &prefixes {
+        w.open_plain("CommonPrefixes");
+        w.elem("Prefix", &enc(p));
+        w.close("CommonPrefixes");
+    }
+    w.close("ListMultipartUploadsResult");
+    Ok(xml_response(StatusCode::OK, w.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complete_documents() {
+        let body = br#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+          <Part><PartNumber>1</PartNumber><ETag>"AAA"</ETag></Part>
+          <Part><ETag>bbb</ETag><PartNumber>3</PartNumber><ChecksumCRC32>x</ChecksumCRC32></Part>
+        </CompleteMultipartUpload>"#;
+        assert_eq!(
+            parse_complete(body).expect("ok"),
+            vec![(1, "aaa".to_owned()), (3, "bbb".to_owned())]
+        );
+        let unordered = b"<CompleteMultipartUpload><Part><PartNumber>2</PartNumber><ETag>a</ETag></Part><Part><PartNumber>1</PartNumber><ETag>b</ETag></Part></CompleteMultipartUpload>";
+        assert!(matches!(
+            parse_complete(unordered),
+            Err(S3Error::InvalidPartOrder)
+        ));
+        let dup = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>a</ETag></Part><Part><PartNumber>1</PartNumber><ETag>b</ETag></Part></CompleteMultipartUpload>";
+        assert!(matches!(
+            parse_complete(dup),
+            Err(S3Error::InvalidPartOrder)
+        ));
+        assert!(matches!(
+            parse_complete(b"<CompleteMultipartUpload/>"),
+            Err(S3Error::MalformedXml)
+        ));
+        assert!(matches!(
+            parse_complete(b"<CompleteMultipartUpload><Part><PartNumber>x</PartNumber><ETag>a</ETag></Part></CompleteMultipartUpload>"),
+            Err(S3Error::MalformedXml)
+        ));
+        assert!(matches!(
+            parse_complete(b"<CompleteMultipartUpload><Part><PartNumber>10001</PartNumber><ETag>a</ETag></Part></CompleteMultipartUpload>"),
+            Err(S3Error::InvalidPart)
+        ));
+    }
+}

@@ -1,0 +1,566 @@
+//! From an HTTP request to an S3 endpoint. Every operation S3 defines is a variant of
+//! [`Endpoint`], so a request Walrus recognises but does not implement gets 501
+//! NotImplemented, distinct from a request that means nothing (405 MethodNotAllowed).
+//!
+//! Addressing: path style at the root of the port and under the Eucalyptus mount points
+//! (`/services/Walrus`, `/services/objectstorage`), virtual-host style when the Host is
+//! `<bucket>.<virtual_host_domain>`. Keys come from the raw path, percent-decoded and kept
+//! verbatim (a `+` in the path is a plus, `a//b` and `../x` are keys like any other).
+
+use http::Method;
+use percent_encoding::percent_decode_str;
+
+use super::error::S3Error;
+use crate::names::{BucketName, ObjectKey, MAX_KEY_LEN};
+
+/// Where Eucalyptus mounts its object store; the prefix is not part of the SigV2 resource.
+pub const MOUNT_PREFIXES: [&str; 2] = ["/services/Walrus", "/services/objectstorage"];
+
+macro_rules! endpoints {
+    (implemented: [$($i:ident),* $(,)?], not_implemented: [$($u:ident),* $(,)?] $(,)?) => {
+        /// Every S3 operation the router recognises (AWS' operation names).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[allow(missing_docs)] // the names are AWS' operation names
+        pub enum Endpoint { $($i,)* $($u,)* }
+
+        impl Endpoint {
+            /// The AWS operation name.
+            pub fn name(self) -> &'static str {
+                match self { $(Endpoint::$i => stringify!($i),)* $(Endpoint::$u => stringify!($u),)* }
+            }
+
+            /// Whether Walrus implements it (otherwise: 501 NotImplemented).
+            pub fn is_implemented(self) -> bool {
+                match self { $(Endpoint::$i => true,)* $(Endpoint::$u => false,)* }
+            }
+        }
+    };
+}
+
+endpoints! {
+    implemented: [
+        ListBuckets,
+        CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation,
+        ListObjects, ListObjectsV2, DeleteObjects, GetBucketAcl, PutBucketAcl,
+        PutObject, GetObject, HeadObject, DeleteObject, CopyObject,
+        GetObjectAcl, PutObjectAcl,
+        CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
+        AbortMultipartUpload, ListParts, ListMultipartUploads,
+    ],
+    not_implemented: [
+        ListObjectVersions, PostObject,
+        GetBucketVersioning, PutBucketVersioning,
+        GetBucketLifecycleConfiguration, PutBucketLifecycleConfiguration, DeleteBucketLifecycle,
+        GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
+        GetBucketCors, PutBucketCors, DeleteBucketCors,
+        GetBucketTagging, PutBucketTagging, DeleteBucketTagging,
+        GetBucketWebsite, PutBucketWebsite, DeleteBucketWebsite,
+        GetBucketLogging, PutBucketLogging,
+        GetBucketNotificationConfiguration, PutBucketNotificationConfiguration,
+        GetBucketReplication, PutBucketReplication, DeleteBucketReplication,
+        GetBucketEncryption, PutBucketEncryption, DeleteBucketEncryption,
+        GetObjectLockConfiguration, PutObjectLockConfiguration,
+        GetBucketAccelerateConfiguration, PutBucketAccelerateConfiguration,
+        GetBucketRequestPayment, PutBucketRequestPayment,
+        GetBucketOwnershipControls, PutBucketOwnershipControls, DeleteBucketOwnershipControls,
+        GetPublicAccessBlock, PutPublicAccessBlock, DeletePublicAccessBlock,
+        GetBucketAnalyticsConfiguration, PutBucketAnalyticsConfiguration,
+        DeleteBucketAnalyticsConfiguration,
+        GetBucketInventoryConfiguration, PutBucketInventoryConfiguration,
+        DeleteBucketInventoryConfiguration,
+        GetBucketMetricsConfiguration, PutBucketMetricsConfiguration,
+        DeleteBucketMetricsConfiguration,
+        GetBucketIntelligentTieringConfiguration, PutBucketIntelligentTieringConfiguration,
+        DeleteBucketIntelligentTieringConfiguration,
+        GetObjectTagging, PutObjectTagging, DeleteObjectTagging,
+        GetObjectRetention, PutObjectRetention, GetObjectLegalHold, PutObjectLegalHold,
+        GetObjectTorrent, GetObjectAttributes, RestoreObject, SelectObjectContent,
+    ],
+}
+
+use Endpoint as E;
+
+/// Bucket-level sub-resources by method, in priority order; the first present wins.
+const BUCKET_GET: &[(&str, Endpoint)] = &[
+    ("acl", E::GetBucketAcl),
+    ("location", E::GetBucketLocation),
+    ("uploads", E::ListMultipartUploads),
+    ("versions", E::ListObjectVersions),
+    ("versioning", E::GetBucketVersioning),
+    ("lifecycle", E::GetBucketLifecycleConfiguration),
+    ("policy", E::GetBucketPolicy),
+    ("policyStatus", E::GetBucketPolicyStatus),
+    ("cors", E::GetBucketCors),
+    ("tagging", E::GetBucketTagging),
+    ("website", E::GetBucketWebsite),
+    ("logging", E::GetBucketLogging),
+    ("notification", E::GetBucketNotificationConfiguration),
+    ("replication", E::GetBucketReplication),
+    ("encryption", E::GetBucketEncryption),
+    ("object-lock", E::GetObjectLockConfiguration),
+    ("accelerate", E::GetBucketAccelerateConfiguration),
+    ("requestPayment", E::GetBucketRequestPayment),
+    ("ownershipControls", E::GetBucketOwnershipControls),
+    ("publicAccessBlock", E::GetPublicAccessBlock),
+    ("analytics", E::GetBucketAnalyticsConfiguration),
+    ("inventory", E::GetBucketInventoryConfiguration),
+    ("metrics", E::GetBucketMetricsConfiguration),
+    (
+        "intelligent-tiering",
+        E::GetBucketIntelligentTieringConfiguration,
+    ),
+];
+
+const BUCKET_PUT: &[(&str, Endpoint)] = &[
+    ("acl", E::PutBucketAcl),
+    ("versioning", E::PutBucketVersioning),
+    ("lifecycle", E::PutBucketLifecycleConfiguration),
+    ("policy", E::PutBucketPolicy),
+    ("cors", E::PutBucketCors),
+    ("tagging", E::PutBucketTagging),
+    ("website", E::PutBucketWebsite),
+    ("logging", E::PutBucketLogging),
+    ("notification", E::PutBucketNotificationConfiguration),
+    ("replication", E::PutBucketReplication),
+    ("encryption", E::PutBucketEncryption),
+    ("object-lock", E::PutObjectLockConfiguration),
+    ("accelerate", E::PutBucketAccelerateConfiguration),
+    ("requestPayment", E::PutBucketRequestPayment),
+    ("ownershipControls", E::PutBucketOwnershipControls),
+    ("publicAccessBlock", E::PutPublicAccessBlock),
+    ("analytics", E::PutBucketAnalyticsConfiguration),
+    ("inventory", E::PutBucketInventoryConfiguration),
+    ("metrics", E::PutBucketMetricsConfiguration),
+    (
+        "intelligent-tiering",
+        E::PutBucketIntelligentTieringConfiguration,
+    ),
+];
+
+const BUCKET_DELETE: &[(&str, Endpoint)] = &[
+    ("lifecycle", E::DeleteBucketLifecycle),
+    ("policy", E::DeleteBucketPolicy),
+    ("cors", E::DeleteBucketCors),
+    ("tagging", E::DeleteBucketTagging),
+    ("website", E::DeleteBucketWebsite),
+    ("replication", E::DeleteBucketReplication),
+    ("encryption", E::DeleteBucketEncryption),
+    ("ownershipControls", E::DeleteBucketOwnershipControls),
+    ("publicAccessBlock", E::DeletePublicAccessBlock),
+    ("analytics", E::DeleteBucketAnalyticsConfiguration),
+    ("inventory", E::DeleteBucketInventoryConfiguration),
+    ("metrics", E::DeleteBucketMetricsConfiguration),
+    (
+        "intelligent-tiering",
+        E::DeleteBucketIntelligentTieringConfiguration,
+    ),
+];
+
+const OBJECT_GET: &[(&str, Endpoint)] = &[
+    ("acl", E::GetObjectAcl),
+    ("uploadId", E::ListParts),
+    ("tagging", E::GetObjectTagging),
+    ("torrent", E::GetObjectTorrent),
+    ("retention", E::GetObjectRetention),
+    ("legal-hold", E::GetObjectLegalHold),
+    ("attributes", E::GetObjectAttributes),
+];
+
+const OBJECT_PUT: &[(&str, Endpoint)] = &[
+    ("acl", E::PutObjectAcl),
+    ("tagging", E::PutObjectTagging),
+    ("retention", E::PutObjectRetention),
+    ("legal-hold", E::PutObjectLegalHold),
+];
+
+const OBJECT_POST: &[(&str, Endpoint)] = &[
+    ("uploads", E::CreateMultipartUpload),
+    ("uploadId", E::CompleteMultipartUpload),
+    ("restore", E::RestoreObject),
+    ("select", E::SelectObjectContent),
+];
+
+const OBJECT_DELETE: &[(&str, Endpoint)] = &[
+    ("uploadId", E::AbortMultipartUpload),
+    ("tagging", E::DeleteObjectTagging),
+];
+
+/// The decoded query string: names and values percent-decoded (`+` is a space, as in forms).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    /// Parses a raw query string.
+    pub fn parse(raw: &str) -> Query {
+        let decode = |s: &str| {
+            let s = s.replace('+', " ");
+            percent_decode_str(&s).decode_utf8_lossy().into_owned()
+        };
+        Query(
+            raw.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (decode(k), decode(v)),
+                    None => (decode(p), String::new()),
+                })
+                .collect(),
+        )
+    }
+
+    /// The first value of a parameter.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the parameter is present (with or without a value).
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+}
+
+/// A routed request.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The operation.
+    pub endpoint: Endpoint,
+    /// The bucket, when addressed.
+    pub bucket: Option<BucketName>,
+    /// The key, when addressed.
+    pub key: Option<ObjectKey>,
+    /// The SigV2 canonical resource: `/bucket/key` as received (still percent-encoded),
+    /// mount prefix stripped, virtual-host bucket prepended.
+    pub v2_resource: String,
+    /// The decoded query.
+    pub query: Query,
+}
+
+/// Where the request points before the endpoint is chosen: useful for error `Resource`s.
+pub fn resource_for_errors(raw_path: &str) -> String {
+    let path = strip_mount(raw_path);
+    percent_decode_str(path).decode_utf8_lossy().into_owned()
+}
+
+/// The path with a mount prefix removed (an empty remainder is the root).
+pub fn strip_mount(raw_path: &str) -> &str {
+    for prefix in MOUNT_PREFIXES {
+        if let Some(rest) = raw_path.strip_prefix(prefix) {
+            if rest.is_empty() {
+                return "/";
+            }
+            if rest.starts_with('/') {
+                return rest;
+            }
+        }
+    }
+    raw_path
+}
+
+/// The bucket named by a virtual-host style Host header, if any.
+fn vhost_bucket<'a>(host: Option<&'a str>, domain: Option<&str>) -> Option<&'a str> {
+    let domain = domain?.trim_end_matches('.');
+    let host = host?;
+    // Strip a port (IPv6 literals never name a bucket, so a plain split is enough).
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_end_matches('.');
+    if host.len() <= domain.len() + 1 {
+        return None;
+    }
+    let (bucket, rest) = host.split_at(host.len() - domain.len() - 1);
+    let rest = &rest[1..];
+    (host.as_bytes()[bucket.len()] == b'.' && rest.eq_ignore_ascii_case(domain)).then_some(bucket)
+}
+
+/// Routes a request. `host` is the Host header, `domain` the configured virtual-host domain.
+pub fn route(
+    method: &Method,
+    raw_path: &str,
+    raw_query: &str,
+    host: Option<&str>,
+    domain: Option<&str>,
+    has_copy_source: bool,
+) -> Result<Route, S3Error> {
+    let query = Query::parse(raw_query);
+    let path = strip_mount(raw_path);
+    let path = path.strip_prefix('/').unwrap_or(path);
+
+    let (raw_bucket, raw_key, v2_resource) = match vhost_bucket(host, domain) {
+        Some(b) => (Some(b), path, format!("/{b}/{path}")),
+        None => match path.split_once('/') {
+            Some((b, k)) => (Some(b), k, format!("/{path}")),
+            None if path.is_empty() => (None, "", "/".to_owned()),
+            None => (Some(path), "", format!("/{path}")),
+        },
+    };
+
+    let bucket = match raw_bucket {
+        Some(b) => {
+            let decoded = percent_decode_str(b)
+                .decode_utf8()
+                .map_err(|_| S3Error::InvalidBucketName)?;
+            Some(BucketName::parse(&decoded).ok_or(S3Error::InvalidBucketName)?)
+        }
+        None => None,
+    };
+    let key = if raw_key.is_empty() {
+        None
+    } else {
+        let bytes: Vec<u8> = percent_decode_str(raw_key).collect();
+        if bytes.len() > MAX_KEY_LEN {
+            return Err(S3Error::KeyTooLong);
+        }
+        let s = String::from_utf8(bytes).map_err(|_| S3Error::InvalidUri)?;
+        Some(ObjectKey::parse(&s).ok_or(S3Error::InvalidUri)?)
+    };
+
+    let pick = |table: &[(&str, Endpoint)], default: Endpoint| {
+        table
+            .iter()
+            .find(|(name, _)| query.has(name))
+            .map(|(_, e)| *e)
+            .unwrap_or(default)
+    };
+
+    let endpoint = match (bucket.is_some(), key.is_some()) {
+        (false, _) => match *method {
+            Method::GET => E::ListBuckets,
+            _ => return Err(S3Error::MethodNotAllowed),
+        },
+        (true, false) => match *method {
+            Method::GET => {
+                let list = if query.get("list-type") == Some("2") {
+                    E::ListObjectsV2
+                } else {
+                    E::ListObjects
+                };
+                pick(BUCKET_GET, list)
+            }
+            Method::HEAD => E::HeadBucket,
+            Method::PUT => pick(BUCKET_PUT, E::CreateBucket),
+            Method::DELETE => pick(BUCKET_DELETE, E::DeleteBucket),
+            Method::POST if query.has("delete") => E::DeleteObjects,
+            Method::POST => E::PostObject,
+            _ => return Err(S3Error::MethodNotAllowed),
+        },
+        (true, true) => match *method {
+            Method::GET => pick(OBJECT_GET, E::GetObject),
+            Method::HEAD => E::HeadObject,
+            Method::PUT if query.has("uploadId") || query.has("partNumber") => {
+                if has_copy_source {
+                    E::UploadPartCopy
+                } else {
+                    E::UploadPart
+                }
+            }
+            Method::PUT => pick(
+                OBJECT_PUT,
+                if has_copy_source {
+                    E::CopyObject
+                } else {
+                    E::PutObject
+                },
+            ),
+            Method::POST => match OBJECT_POST.iter().find(|(name, _)| query.has(name)) {
+                Some((_, e)) => *e,
+                None => return Err(S3Error::MethodNotAllowed),
+            },
+            Method::DELETE => pick(OBJECT_DELETE, E::DeleteObject),
+            _ => return Err(S3Error::MethodNotAllowed),
+        },
+    };
+
+    Ok(Route {
+        endpoint,
+        bucket,
+        key,
+        v2_resource,
+        query,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(method: Method, path: &str, query: &str) -> Endpoint {
+        route(&method, path, query, Some("localhost:8773"), None, false)
+            .expect("routes")
+            .endpoint
+    }
+
+    #[test]
+    fn classifies_endpoints() {
+        assert_eq!(ep(Method::GET, "/", ""), E::ListBuckets);
+        assert_eq!(ep(Method::PUT, "/b1b", ""), E::CreateBucket);
+        assert_eq!(ep(Method::PUT, "/b1b/", ""), E::CreateBucket);
+        assert_eq!(ep(Method::GET, "/b1b", ""), E::ListObjects);
+        assert_eq!(
+            ep(Method::GET, "/b1b", "list-type=2&prefix=a"),
+            E::ListObjectsV2
+        );
+        assert_eq!(ep(Method::GET, "/b1b", "location"), E::GetBucketLocation);
+        assert_eq!(ep(Method::GET, "/b1b", "uploads"), E::ListMultipartUploads);
+        assert_eq!(ep(Method::POST, "/b1b", "delete"), E::DeleteObjects);
+        assert_eq!(
+            ep(Method::GET, "/b1b", "versioning"),
+            E::GetBucketVersioning
+        );
+        assert_eq!(ep(Method::PUT, "/b1b", "acl"), E::PutBucketAcl);
+        assert_eq!(ep(Method::DELETE, "/b1b", "cors"), E::DeleteBucketCors);
+        assert_eq!(ep(Method::HEAD, "/b1b", ""), E::HeadBucket);
+        assert_eq!(ep(Method::PUT, "/b1b/k", ""), E::PutObject);
+        assert_eq!(
+            ep(Method::PUT, "/b1b/k", "partNumber=1&uploadId=x"),
+            E::UploadPart
+        );
+        assert_eq!(
+            ep(Method::POST, "/b1b/k", "uploads"),
+            E::CreateMultipartUpload
+        );
+        assert_eq!(
+            ep(Method::POST, "/b1b/k", "uploadId=x"),
+            E::CompleteMultipartUpload
+        );
+        assert_eq!(
+            ep(Method::DELETE, "/b1b/k", "uploadId=x"),
+            E::AbortMultipartUpload
+        );
+        assert_eq!(ep(Method::GET, "/b1b/k", "uploadId=x"), E::ListParts);
+        assert_eq!(ep(Method::GET, "/b1b/k", "acl"), E::GetObjectAcl);
+        assert_eq!(ep(Method::GET, "/b1b/k", "tagging"), E::GetObjectTagging);
+        assert!(!E::GetObjectTagging.is_implemented());
+        assert!(E::GetObject.is_implemented());
+        assert_eq!(E::UploadPartCopy.name(), "UploadPartCopy");
+        let r = route(
+            &Method::PUT,
+            "/b1b/k",
+            "partNumber=2&uploadId=u",
+            None,
+            None,
+            true,
+        )
+        .expect("r");
+        assert_eq!(r.endpoint, E::UploadPartCopy);
+        let r = route(&Method::PUT, "/b1b/k", "", None, None, true).expect("r");
+        assert_eq!(r.endpoint, E::CopyObject);
+        assert!(matches!(
+            route(&Method::PATCH, "/b1b/k", "", None, None, false),
+            Err(S3Error::MethodNotAllowed)
+        ));
+        assert!(matches!(
+            route(&Method::POST, "/b1b/k", "", None, None, false),
+            Err(S3Error::MethodNotAllowed)
+        ));
+    }
+
+    #[test]
+    fn mount_prefixes_are_stripped() {
+        for prefix in ["", "/services/Walrus", "/services/objectstorage"] {
+            let r = route(
+                &Method::GET,
+                &format!("{prefix}/bkt/a%20b"),
+                "",
+                None,
+                None,
+                false,
+            )
+            .expect("r");
+            assert_eq!(r.endpoint, E::GetObject);
+            assert_eq!(r.bucket.as_ref().map(|b| b.as_str()), Some("bkt"));
+            assert_eq!(r.key.as_ref().map(|k| k.as_str()), Some("a b"));
+            assert_eq!(r.v2_resource, "/bkt/a%20b");
+            let r = route(&Method::GET, prefix, "", None, None, false).expect("r");
+            assert_eq!(r.endpoint, E::ListBuckets);
+            assert_eq!(r.v2_resource, "/");
+        }
+        let r = route(&Method::GET, "/services/Walrus/", "", None, None, false).expect("r");
+        assert_eq!(r.endpoint, E::ListBuckets);
+        // `services` itself is reserved, and other prefixes are not mount points.
+        assert!(matches!(
+            route(&Method::GET, "/services/Other", "", None, None, false),
+            Err(S3Error::InvalidBucketName)
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/services/WalrusX/k", "", None, None, false),
+            Err(S3Error::InvalidBucketName)
+        ));
+    }
+
+    #[test]
+    fn virtual_host_style() {
+        let d = Some("s3.example.com");
+        let r = route(
+            &Method::GET,
+            "/a/b",
+            "",
+            Some("bkt.s3.example.com:8773"),
+            d,
+            false,
+        )
+        .expect("r");
+        assert_eq!(r.bucket.as_ref().map(|b| b.as_str()), Some("bkt"));
+        assert_eq!(r.key.as_ref().map(|k| k.as_str()), Some("a/b"));
+        assert_eq!(r.v2_resource, "/bkt/a/b");
+        let r = route(
+            &Method::GET,
+            "/",
+            "",
+            Some("My.Bkt.S3.example.com"),
+            d,
+            false,
+        );
+        assert!(matches!(r, Err(S3Error::InvalidBucketName)));
+        let r = route(&Method::GET, "/", "", Some("bkt.s3.example.com"), d, false).expect("r");
+        assert_eq!(r.endpoint, E::ListObjects);
+        assert_eq!(r.v2_resource, "/bkt/");
+        // The bare domain is path style.
+        let r = route(&Method::GET, "/bkt/k", "", Some("s3.example.com"), d, false).expect("r");
+        assert_eq!(r.key.as_ref().map(|k| k.as_str()), Some("k"));
+        let r = route(&Method::GET, "/", "", Some("s3.example.com"), d, false).expect("r");
+        assert_eq!(r.endpoint, E::ListBuckets);
+    }
+
+    #[test]
+    fn keys_are_verbatim() {
+        for (raw, key) in [
+            ("../x", "../x"),
+            ("a//b", "a//b"),
+            ("a+b", "a+b"),
+            ("a%2Bb", "a+b"),
+            ("%26%20%01", "& \u{1}"),
+            ("%C3%A9t%C3%A9", "été"),
+            ("/lead", "/lead"),
+        ] {
+            let r = route(&Method::GET, &format!("/bkt/{raw}"), "", None, None, false).expect("r");
+            assert_eq!(r.key.as_ref().map(|k| k.as_str()), Some(key), "{raw}");
+        }
+        assert!(matches!(
+            route(&Method::GET, "/bkt/%FF", "", None, None, false),
+            Err(S3Error::InvalidUri)
+        ));
+        let long = "k".repeat(1025);
+        assert!(matches!(
+            route(&Method::GET, &format!("/bkt/{long}"), "", None, None, false),
+            Err(S3Error::KeyTooLong)
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/Bad_Bucket/k", "", None, None, false),
+            Err(S3Error::InvalidBucketName)
+        ));
+    }
+
+    #[test]
+    fn query_decoding() {
+        let q = Query::parse("prefix=a+b%2Bc&delimiter=%2F&acl&max-keys=");
+        assert_eq!(q.get("prefix"), Some("a b+c"));
+        assert_eq!(q.get("delimiter"), Some("/"));
+        assert!(q.has("acl"));
+        assert_eq!(q.get("max-keys"), Some(""));
+        assert_eq!(q.get("nope"), None);
+    }
+}
