@@ -12,15 +12,28 @@
 //! only then calls [`Store::commit_object`] (or [`Store::commit_part`]). A [`Staged`] that is
 //! dropped without being committed removes its temp file.
 
+mod buckets;
+mod data;
+mod db;
+mod digest;
+mod list;
+mod multipart;
+mod objects;
+#[cfg(test)]
+mod tests;
+
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use rocksdb::{WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
+use data::{FileId, Layout, TempFile};
 
 /// A body as the S3 layer hands it over: already de-chunked (aws-chunked framing removed).
 /// An `Err` item aborts the write (client went away, bad chunk signature, ...).
@@ -164,7 +177,26 @@ pub struct Staged {
     pub size: u64,
     /// Digests computed while the bytes streamed.
     pub digests: Digests,
-    // private fields: temp path or inline bytes
+    /// Where the bytes wait.
+    data: StagedData,
+}
+
+/// Where a staged body waits for its commit.
+enum StagedData {
+    /// Small: in memory, to be stored inside the record.
+    Inline(Bytes),
+    /// Large: a complete, fsynced file in `tmp/`, removed if never committed.
+    File(TempFile),
+}
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staged")
+            .field("size", &self.size)
+            .field("digests", &self.digests)
+            .field("inline", &matches!(self.data, StagedData::Inline(_)))
+            .finish()
+    }
 }
 
 /// One page of a listing.
@@ -229,16 +261,206 @@ pub struct PartMeta {
 }
 
 /// The store. Cheap to clone (an `Arc` inside); safe to use from many tasks.
+///
+/// The synchronous methods that write (`create_bucket`, `delete_bucket`, `set_bucket_acl`,
+/// `set_object_acl`, `create_upload`) wait for a WAL fsync: call them from a blocking-capable
+/// context (`spawn_blocking`) on a busy server. The async methods move their blocking work
+/// off the reactor themselves.
 #[derive(Clone)]
 pub struct Store {
-    // private
+    inner: Arc<Inner>,
+}
+
+/// The shared state behind [`Store`].
+struct Inner {
+    db: DB,
+    layout: Arc<Layout>,
+    /// Which open this is; stamped into every data file name (see [`Store::open`]).
+    epoch: u64,
+    /// Shared by every write that adds to a bucket, exclusive for `delete_bucket`, so that
+    /// nothing lands in a bucket between its emptiness check and its removal.
+    gate: RwLock<()>,
+    /// Serialises read-modify-write of bucket records.
+    buckets: Mutex<()>,
+    /// Striped by bucket and key: serialises read-modify-write of one object's record, so
+    /// that the files of a replaced version are always reclaimed exactly once.
+    keys: Box<[Mutex<()>]>,
+    /// Striped by upload id: shared by part commits (parts of one upload commit
+    /// concurrently and share WAL syncs), exclusive for completion and abort.
+    uploads: Box<[RwLock<()>]>,
+    /// Striped by upload id and part number: serialises replacing one part.
+    parts: Box<[Mutex<()>]>,
+}
+
+/// Lock stripes per kind: enough that unrelated writes rarely wait for each other.
+const STRIPES: usize = 256;
+
+fn stripes<T: Default>() -> Box<[T]> {
+    (0..STRIPES).map(|_| T::default()).collect()
+}
+
+fn stripe_of(parts: &[&[u8]]) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    (h.finish() % STRIPES as u64) as usize
+}
+
+/// Locks a mutex whose guarded value is `()`: poisoning protects no data here, so a panic
+/// elsewhere must not wedge the store.
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read_lock(m: &RwLock<()>) -> RwLockReadGuard<'_, ()> {
+    m.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write_lock(m: &RwLock<()>) -> RwLockWriteGuard<'_, ()> {
+    m.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Wraps a disk, database or thread failure as a 500.
+fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::Internal(e.into())
+}
+
+/// Runs blocking store work on tokio's blocking pool. If the caller's future is dropped,
+/// the work still runs to completion (a commit is never cut in half).
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+impl Inner {
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        db::cf(&self.db, name)
+    }
+
+    fn key_lock(&self, bucket: &str, key: &str) -> MutexGuard<'_, ()> {
+        lock(&self.keys[stripe_of(&[bucket.as_bytes(), key.as_bytes()])])
+    }
+
+    fn upload_lock(&self, upload_id: &str) -> &RwLock<()> {
+        &self.uploads[stripe_of(&[upload_id.as_bytes()])]
+    }
+
+    fn part_lock(&self, upload_id: &str, part: u32) -> MutexGuard<'_, ()> {
+        lock(&self.parts[stripe_of(&[upload_id.as_bytes(), &part.to_be_bytes()])])
+    }
+
+    /// A synced write.
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.db
+            .write_opt(batch, &db::sync_writes())
+            .map_err(internal)
+    }
+
+    /// Unlinks data files whose records are gone (their `pending` entries were written in
+    /// the same batch that dropped the records), then clears those entries. A failure
+    /// leaves the entry for the next open to retry.
+    fn reclaim(&self, ids: &[FileId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let Ok(pending) = self.cf(db::CF_PENDING) else {
+            return;
+        };
+        let mut batch = WriteBatch::default();
+        for id in ids {
+            match self.layout.unlink(*id) {
+                Ok(()) => batch.delete_cf(pending, id.0),
+                Err(e) => tracing::warn!(file = %id.hex(), error = %e, "cannot reclaim data file"),
+            }
+        }
+        if let Err(e) = self.db.write_opt(batch, &db::lazy_writes()) {
+            tracing::warn!(error = %e, "cannot clear reclaimed files");
+        }
+    }
+
+    /// Adds to `batch`: `ids` are no longer referenced and are to be unlinked.
+    fn retire(&self, batch: &mut WriteBatch, ids: &[FileId]) -> Result<(), StoreError> {
+        let files = self.cf(db::CF_FILES)?;
+        let pending = self.cf(db::CF_PENDING)?;
+        for id in ids {
+            batch.delete_cf(files, id.0);
+            batch.put_cf(pending, id.0, db::MARKER);
+        }
+        Ok(())
+    }
 }
 
 impl Store {
     /// Opens (or creates) the store under `dir`, removing leftovers of a crash: temp files
     /// and data files no committed record references.
-    pub fn open(_dir: &std::path::Path) -> Result<Store, StoreError> {
-        todo!()
+    ///
+    /// Layout: `dir/db` (RocksDB), `dir/tmp` (bodies being received), `dir/data/xx/<id>`.
+    /// Recovery is cheap: pending deletes are finished, `tmp/` is emptied, and only the data
+    /// files of the previous open (their names carry its epoch) are checked against the
+    /// `files` column family — an orphan can only come from a crash between installing a
+    /// file and writing the record that references it.
+    pub fn open(dir: &std::path::Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(internal)?;
+        let layout = Layout::create(dir).map_err(internal)?;
+        let removed = layout.clear_tmp().map_err(internal)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed unfinished uploads");
+        }
+        let db = db::open(&dir.join("db"))?;
+
+        // Finish deletions that were committed but maybe not carried out.
+        let pending = db::cf(&db, db::CF_PENDING)?;
+        let mut batch = WriteBatch::default();
+        for item in db.iterator_cf(pending, rocksdb::IteratorMode::Start) {
+            let (k, _) = item.map_err(internal)?;
+            if let Ok(raw) = <[u8; 16]>::try_from(&k[..]) {
+                layout.unlink(FileId(raw)).map_err(internal)?;
+            }
+            batch.delete_cf(pending, k);
+        }
+        db.write_opt(batch, &db::sync_writes()).map_err(internal)?;
+
+        // Sweep the previous run's orphans.
+        let previous = match db.get(db::EPOCH_KEY).map_err(internal)? {
+            Some(v) => Some(u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| internal("bad epoch record"))?,
+            )),
+            None => None,
+        };
+        if let Some(prev) = previous {
+            let files = db::cf(&db, db::CF_FILES)?;
+            let mut orphans = 0usize;
+            for id in layout.files_of_epoch(prev).map_err(internal)? {
+                if db.get_pinned_cf(files, id.0).map_err(internal)?.is_none() {
+                    layout.unlink(id).map_err(internal)?;
+                    orphans += 1;
+                }
+            }
+            if orphans > 0 {
+                tracing::info!(orphans, "removed data files of uncommitted writes");
+            }
+        }
+        let epoch = previous.map_or(1, |e| e + 1);
+        db.put_opt(db::EPOCH_KEY, epoch.to_be_bytes(), &db::sync_writes())
+            .map_err(internal)?;
+
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                layout: Arc::new(layout),
+                epoch,
+                gate: RwLock::new(()),
+                buckets: Mutex::new(()),
+                keys: stripes(),
+                uploads: stripes(),
+                parts: stripes(),
+            }),
+        })
     }
 
     // ---- buckets ----
@@ -246,31 +468,31 @@ impl Store {
     /// Creates a bucket owned by `acl.owner`.
     pub fn create_bucket(
         &self,
-        _name: &BucketName,
-        _acl: Acl,
-        _location: Option<String>,
+        name: &BucketName,
+        acl: Acl,
+        location: Option<String>,
     ) -> Result<BucketMeta, StoreError> {
-        todo!()
+        buckets::create(&self.inner, name, acl, location)
     }
 
     /// The bucket's record.
-    pub fn bucket(&self, _name: &BucketName) -> Result<BucketMeta, StoreError> {
-        todo!()
+    pub fn bucket(&self, name: &BucketName) -> Result<BucketMeta, StoreError> {
+        buckets::get(&self.inner, name.as_str())
     }
 
     /// Every bucket, in name order (the S3 layer filters by owner).
     pub fn list_buckets(&self) -> Result<Vec<BucketMeta>, StoreError> {
-        todo!()
+        buckets::list(&self.inner)
     }
 
     /// Deletes an empty bucket (no objects, no multipart uploads).
-    pub fn delete_bucket(&self, _name: &BucketName) -> Result<(), StoreError> {
-        todo!()
+    pub fn delete_bucket(&self, name: &BucketName) -> Result<(), StoreError> {
+        buckets::delete(&self.inner, name)
     }
 
     /// Replaces the bucket's ACL.
-    pub fn set_bucket_acl(&self, _name: &BucketName, _acl: Acl) -> Result<(), StoreError> {
-        todo!()
+    pub fn set_bucket_acl(&self, name: &BucketName, acl: Acl) -> Result<(), StoreError> {
+        buckets::set_acl(&self.inner, name, acl)
     }
 
     // ---- objects ----
@@ -280,65 +502,88 @@ impl Store {
     /// Blocking I/O and hashing run off the async reactor.
     pub async fn stage(
         &self,
-        _body: BodyStream,
-        _expected_len: Option<u64>,
-        _want: DigestRequest,
+        body: BodyStream,
+        expected_len: Option<u64>,
+        want: DigestRequest,
     ) -> Result<Staged, StoreError> {
-        todo!()
+        data::stage(
+            Arc::clone(&self.inner.layout),
+            self.inner.epoch,
+            body,
+            expected_len,
+            want,
+        )
+        .await
     }
 
     /// Makes a staged body visible as `bucket/key`, replacing any previous object (whose
     /// data is then reclaimed). Durable before it returns.
     pub async fn commit_object(
         &self,
-        _bucket: &BucketName,
-        _key: &ObjectKey,
-        _staged: Staged,
-        _headers: ObjectHeaders,
-        _checksum: Option<(ChecksumAlgorithm, String)>,
-        _acl: Acl,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        staged: Staged,
+        headers: ObjectHeaders,
+        checksum: Option<(ChecksumAlgorithm, String)>,
+        acl: Acl,
     ) -> Result<ObjectMeta, StoreError> {
-        todo!()
+        let inner = Arc::clone(&self.inner);
+        let (bucket, key) = (bucket.clone(), key.clone());
+        blocking(move || objects::commit(&inner, &bucket, &key, staged, headers, checksum, acl))
+            .await
     }
 
     /// The object's record.
-    pub fn object(&self, _bucket: &BucketName, _key: &ObjectKey) -> Result<ObjectMeta, StoreError> {
-        todo!()
+    pub fn object(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectMeta, StoreError> {
+        objects::meta(&self.inner, bucket, key)
     }
 
     /// Reads `len` bytes from `offset` of the object as a stream of chunks (bounded memory;
     /// large reads in large chunks). Reads the object version described by `meta` even if
     /// it is replaced meanwhile (data is reclaimed only when no reader holds it) — or fails
     /// with `NoSuchKey` if that cannot be guaranteed.
+    ///
+    /// The files are opened before this returns: a later delete unlinks them, and an open
+    /// file outlives its unlink, so the stream always completes with the version asked for.
     pub fn read(
         &self,
-        _bucket: &BucketName,
-        _key: &ObjectKey,
-        _meta: &ObjectMeta,
-        _offset: u64,
-        _len: u64,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        meta: &ObjectMeta,
+        offset: u64,
+        len: u64,
     ) -> Result<BodyStream, StoreError> {
-        todo!()
+        objects::read(&self.inner, bucket, key, meta, offset, len)
     }
 
     /// Replaces an object's ACL.
     pub fn set_object_acl(
         &self,
-        _bucket: &BucketName,
-        _key: &ObjectKey,
-        _acl: Acl,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        acl: Acl,
     ) -> Result<(), StoreError> {
-        todo!()
+        objects::set_acl(&self.inner, bucket, key, acl)
     }
 
     /// Deletes an object; deleting a missing key succeeds (S3 semantics) and returns false.
-    pub async fn delete_object(&self, _bucket: &BucketName, _key: &ObjectKey) -> Result<bool, StoreError> {
-        todo!()
+    pub async fn delete_object(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+    ) -> Result<bool, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let (bucket, key) = (bucket.clone(), key.clone());
+        blocking(move || objects::delete(&inner, &bucket, &key)).await
     }
 
     /// One page of the bucket's keys.
-    pub fn list_objects(&self, _bucket: &BucketName, _query: &ListQuery) -> Result<ListPage, StoreError> {
-        todo!()
+    pub fn list_objects(
+        &self,
+        bucket: &BucketName,
+        query: &ListQuery,
+    ) -> Result<ListPage, StoreError> {
+        list::objects(&self.inner, bucket, query)
     }
 
     // ---- multipart ----
@@ -346,48 +591,68 @@ impl Store {
     /// Starts a multipart upload and returns its record (with a fresh, unguessable id).
     pub fn create_upload(
         &self,
-        _bucket: &BucketName,
-        _key: &ObjectKey,
-        _headers: ObjectHeaders,
-        _checksum_algorithm: Option<ChecksumAlgorithm>,
-        _acl: Acl,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        headers: ObjectHeaders,
+        checksum_algorithm: Option<ChecksumAlgorithm>,
+        acl: Acl,
     ) -> Result<UploadMeta, StoreError> {
-        todo!()
+        multipart::create(&self.inner, bucket, key, headers, checksum_algorithm, acl)
     }
 
     /// The upload's record, checking it belongs to `bucket/key`.
-    pub fn upload(&self, _bucket: &BucketName, _key: &ObjectKey, _upload_id: &str) -> Result<UploadMeta, StoreError> {
-        todo!()
+    pub fn upload(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        upload_id: &str,
+    ) -> Result<UploadMeta, StoreError> {
+        multipart::get(&self.inner, bucket, key, upload_id)
     }
 
     /// Stores a part (replacing a previous part of the same number). Durable on return.
     pub async fn commit_part(
         &self,
-        _upload: &UploadMeta,
-        _part_number: u32,
-        _staged: Staged,
-        _checksum: Option<String>,
+        upload: &UploadMeta,
+        part_number: u32,
+        staged: Staged,
+        checksum: Option<String>,
     ) -> Result<PartMeta, StoreError> {
-        todo!()
+        let inner = Arc::clone(&self.inner);
+        let upload = upload.clone();
+        blocking(move || multipart::commit_part(&inner, &upload, part_number, staged, checksum))
+            .await
     }
 
     /// Parts of an upload with numbers greater than `after`, at most `max`, and whether
     /// more follow.
-    pub fn list_parts(&self, _upload: &UploadMeta, _after: u32, _max: usize) -> Result<(Vec<PartMeta>, bool), StoreError> {
-        todo!()
+    pub fn list_parts(
+        &self,
+        upload: &UploadMeta,
+        after: u32,
+        max: usize,
+    ) -> Result<(Vec<PartMeta>, bool), StoreError> {
+        multipart::list_parts(&self.inner, upload, after, max)
     }
 
     /// Uploads in progress in a bucket, ordered by (key, initiation), after the given
     /// markers, at most `max`, and whether more follow.
     pub fn list_uploads(
         &self,
-        _bucket: &BucketName,
-        _prefix: &str,
-        _key_marker: Option<&str>,
-        _upload_id_marker: Option<&str>,
-        _max: usize,
+        bucket: &BucketName,
+        prefix: &str,
+        key_marker: Option<&str>,
+        upload_id_marker: Option<&str>,
+        max: usize,
     ) -> Result<(Vec<UploadMeta>, bool), StoreError> {
-        todo!()
+        multipart::list_uploads(
+            &self.inner,
+            bucket,
+            prefix,
+            key_marker,
+            upload_id_marker,
+            max,
+        )
     }
 
     /// Completes an upload from the parts the client lists (number and ETag, ascending):
@@ -395,14 +660,19 @@ impl Store {
     /// least 5 MiB. Durable on return; the upload is gone afterwards.
     pub async fn complete_upload(
         &self,
-        _upload: &UploadMeta,
-        _parts: &[(u32, String)],
+        upload: &UploadMeta,
+        parts: &[(u32, String)],
     ) -> Result<ObjectMeta, StoreError> {
-        todo!()
+        let inner = Arc::clone(&self.inner);
+        let upload = upload.clone();
+        let parts = parts.to_vec();
+        blocking(move || multipart::complete(&inner, &upload, &parts)).await
     }
 
     /// Aborts an upload and reclaims its parts.
-    pub async fn abort_upload(&self, _upload: &UploadMeta) -> Result<(), StoreError> {
-        todo!()
+    pub async fn abort_upload(&self, upload: &UploadMeta) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let upload = upload.clone();
+        blocking(move || multipart::abort(&inner, &upload)).await
     }
 }

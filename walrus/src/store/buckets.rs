@@ -1,0 +1,119 @@
+//! Bucket records.
+
+use std::time::SystemTime;
+
+use rocksdb::{IteratorMode, ReadOptions};
+
+use super::db::{self, CF_BUCKETS, CF_OBJECTS, CF_UPLOADS};
+use super::{internal, lock, write_lock, BucketMeta, Inner, StoreError};
+use crate::acl::Acl;
+use crate::names::BucketName;
+
+pub(super) fn create(
+    inner: &Inner,
+    name: &BucketName,
+    acl: Acl,
+    location: Option<String>,
+) -> Result<BucketMeta, StoreError> {
+    let _buckets = lock(&inner.buckets);
+    let cf = inner.cf(CF_BUCKETS)?;
+    if let Some(existing) = inner
+        .db
+        .get_pinned_cf(cf, name.as_str())
+        .map_err(internal)?
+    {
+        let existing: BucketMeta = db::decode_json(&existing)?;
+        return Err(if existing.acl.owner == acl.owner {
+            StoreError::BucketAlreadyOwnedByYou
+        } else {
+            StoreError::BucketAlreadyExists
+        });
+    }
+    let meta = BucketMeta {
+        name: name.as_str().to_owned(),
+        created: SystemTime::now(),
+        location,
+        acl,
+    };
+    inner
+        .db
+        .put_cf_opt(
+            cf,
+            name.as_str(),
+            db::encode_json(&meta)?,
+            &db::sync_writes(),
+        )
+        .map_err(internal)?;
+    Ok(meta)
+}
+
+pub(super) fn get(inner: &Inner, name: &str) -> Result<BucketMeta, StoreError> {
+    let cf = inner.cf(CF_BUCKETS)?;
+    match inner.db.get_pinned_cf(cf, name).map_err(internal)? {
+        Some(v) => db::decode_json(&v),
+        None => Err(StoreError::NoSuchBucket),
+    }
+}
+
+/// `NoSuchBucket` unless the bucket exists.
+pub(super) fn require(inner: &Inner, name: &str) -> Result<(), StoreError> {
+    let cf = inner.cf(CF_BUCKETS)?;
+    match inner.db.get_pinned_cf(cf, name).map_err(internal)? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NoSuchBucket),
+    }
+}
+
+pub(super) fn list(inner: &Inner) -> Result<Vec<BucketMeta>, StoreError> {
+    let cf = inner.cf(CF_BUCKETS)?;
+    inner
+        .db
+        .iterator_cf(cf, IteratorMode::Start)
+        .map(|item| db::decode_json(&item.map_err(internal)?.1))
+        .collect()
+}
+
+pub(super) fn delete(inner: &Inner, name: &BucketName) -> Result<(), StoreError> {
+    // Exclusive: no object or upload can be committed into the bucket until it is gone.
+    let _gate = write_lock(&inner.gate);
+    let _buckets = lock(&inner.buckets);
+    require(inner, name.as_str())?;
+    let prefix = db::bucket_prefix(name.as_str());
+    for cf in [CF_OBJECTS, CF_UPLOADS] {
+        if has_prefix(inner, cf, &prefix)? {
+            return Err(StoreError::BucketNotEmpty);
+        }
+    }
+    inner
+        .db
+        .delete_cf_opt(inner.cf(CF_BUCKETS)?, name.as_str(), &db::sync_writes())
+        .map_err(internal)
+}
+
+/// Whether any key of the column family starts with `prefix`.
+fn has_prefix(inner: &Inner, cf: &str, prefix: &[u8]) -> Result<bool, StoreError> {
+    let mut opts = ReadOptions::default();
+    if let Some(end) = db::prefix_end(prefix) {
+        opts.set_iterate_upper_bound(end);
+    }
+    let mut it = inner.db.raw_iterator_cf_opt(inner.cf(cf)?, opts);
+    it.seek(prefix);
+    let found = it.valid();
+    it.status().map_err(internal)?;
+    Ok(found)
+}
+
+pub(super) fn set_acl(inner: &Inner, name: &BucketName, acl: Acl) -> Result<(), StoreError> {
+    let _buckets = lock(&inner.buckets);
+    let mut meta = get(inner, name.as_str())?;
+    meta.acl = acl;
+    inner
+        .db
+        .put_cf_opt(
+            inner.cf(CF_BUCKETS)?,
+            name.as_str(),
+            db::encode_json(&meta)?,
+            &db::sync_writes(),
+        )
+        .map_err(internal)
+}

@@ -1,0 +1,517 @@
+//! Object bytes on disk: the directory layout, staging a body into a temp file while hashing
+//! it, installing a staged file under its final name, and streaming files back.
+//!
+//! Data files are named by a random [`FileId`], never by anything a client chose, and fanned
+//! out into 256 subdirectories of `data/` so that no directory grows huge. A file reaches
+//! `data/` only complete and fsynced (temp file → fsync → rename → fsync of the directory).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::digest::{self, ExtraHasher};
+use super::{internal, BodyStream, DigestRequest, Digests, Staged, StagedData, StoreError};
+
+/// Bodies up to this size stay in memory and are stored inside their RocksDB record: one
+/// synced WAL write (shared with concurrent writers) instead of a file, its fsync and its
+/// directory's fsync.
+pub(super) const INLINE_MAX: usize = 16 << 10;
+
+/// Chunks smaller than this are gathered into buffers of [`GATHER`] bytes before they go to
+/// the hashing and writing threads, so that per-chunk hand-over costs stay small.
+const GATHER_BELOW: usize = 64 << 10;
+const GATHER: usize = 256 << 10;
+
+/// Chunks in flight to each of the hashing and writing threads (bounded memory).
+const DEPTH: usize = 8;
+
+/// A large body is fdatasync'ed every this many bytes while it streams in, so the disk writes
+/// it back while the rest arrives instead of all at the end.
+const SYNC_EVERY: u64 = 16 << 20;
+
+/// Reads are streamed in chunks of this size.
+pub(super) const READ_CHUNK: u64 = 1 << 20;
+
+/// The name of a data file: 8 random bytes, then the epoch of the open that created it
+/// (big-endian), so that the orphan sweep at open only examines the last run's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct FileId(pub [u8; 16]);
+
+impl FileId {
+    /// A fresh id for a file created during `epoch`.
+    pub fn new(epoch: u64) -> FileId {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&rand::random::<[u8; 8]>());
+        id[8..].copy_from_slice(&epoch.to_be_bytes());
+        FileId(id)
+    }
+
+    /// The epoch of the open that created the file.
+    pub fn epoch(&self) -> u64 {
+        let mut e = [0u8; 8];
+        e.copy_from_slice(&self.0[8..]);
+        u64::from_be_bytes(e)
+    }
+
+    /// The file name: 32 lowercase hex digits.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses a file name made by [`FileId::hex`].
+    pub fn parse(name: &str) -> Option<FileId> {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(name, &mut id).ok()?;
+        Some(FileId(id))
+    }
+}
+
+/// The directories under the store's root.
+#[derive(Debug)]
+pub(super) struct Layout {
+    tmp: PathBuf,
+    data: PathBuf,
+}
+
+impl Layout {
+    /// Creates `tmp/` and `data/00..ff` under `root` if missing.
+    pub fn create(root: &Path) -> io::Result<Layout> {
+        let layout = Layout {
+            tmp: root.join("tmp"),
+            data: root.join("data"),
+        };
+        std::fs::create_dir_all(&layout.tmp)?;
+        std::fs::create_dir_all(&layout.data)?;
+        for i in 0..=255u8 {
+            let sub = layout.data.join(hex::encode([i]));
+            if !sub.is_dir() {
+                std::fs::create_dir(&sub)?;
+            }
+        }
+        // Made durable once here so that installing a file needs only its subdirectory's fsync.
+        fsync_dir(&layout.data)?;
+        fsync_dir(root)?;
+        Ok(layout)
+    }
+
+    /// Where a file is written before it is complete.
+    pub fn tmp_path(&self, id: FileId) -> PathBuf {
+        self.tmp.join(id.hex())
+    }
+
+    /// Where a complete file lives.
+    pub fn data_path(&self, id: FileId) -> PathBuf {
+        let name = id.hex();
+        self.data.join(&name[..2]).join(name)
+    }
+
+    /// Removes everything in `tmp/`: bodies staged but never committed before a crash.
+    pub fn clear_tmp(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.tmp)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Every data file created during `epoch`.
+    pub fn files_of_epoch(&self, epoch: u64) -> io::Result<Vec<FileId>> {
+        let mut out = Vec::new();
+        for i in 0..=255u8 {
+            for entry in std::fs::read_dir(self.data.join(hex::encode([i])))? {
+                let entry = entry?;
+                let id = entry.file_name().to_str().and_then(FileId::parse);
+                if let Some(id) = id.filter(|id| id.epoch() == epoch) {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens a data file for reading.
+    pub fn open(&self, id: FileId) -> io::Result<File> {
+        File::open(self.data_path(id))
+    }
+
+    /// Unlinks a data file; a missing file is fine (the unlink already happened before a
+    /// crash). Readers holding the file open keep reading it.
+    pub fn unlink(&self, id: FileId) -> io::Result<()> {
+        match std::fs::remove_file(self.data_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves a complete, fsynced temp file to its final name and makes the rename durable.
+    pub fn install(&self, mut temp: TempFile) -> io::Result<FileId> {
+        let dest = self.data_path(temp.id);
+        std::fs::rename(&temp.path, &dest)?;
+        temp.installed = true;
+        if let Some(dir) = dest.parent() {
+            fsync_dir(dir)?;
+        }
+        Ok(temp.id)
+    }
+
+    /// Writes `data` into a fresh, fsynced temp file (a small part: parts are always files,
+    /// because a completed upload references them in place).
+    pub fn write_temp(&self, epoch: u64, data: &[u8]) -> io::Result<TempFile> {
+        let id = FileId::new(epoch);
+        let temp = TempFile {
+            id,
+            path: self.tmp_path(id),
+            installed: false,
+        };
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp.path)?;
+        f.write_all(data)?;
+        f.sync_data()?;
+        Ok(temp)
+    }
+}
+
+/// Makes a directory's entries (a rename, a new file) durable.
+pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A file in `tmp/`, removed when dropped unless installed.
+#[derive(Debug)]
+pub(super) struct TempFile {
+    /// The id it will have in `data/`.
+    pub id: FileId,
+    path: PathBuf,
+    installed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.installed {
+            // Best effort: whatever is left is removed at the next open.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+// ---- staging ----
+
+/// What the writing thread receives.
+enum WriteMsg {
+    Data(Bytes),
+    /// The body is complete: fsync and hand the file over.
+    Finish,
+}
+
+/// Streams a body into memory (small) or a temp file (large) while hashing it.
+pub(super) async fn stage(
+    layout: Arc<Layout>,
+    epoch: u64,
+    mut body: BodyStream,
+    expected_len: Option<u64>,
+    want: DigestRequest,
+) -> Result<Staged, StoreError> {
+    let mut size = 0u64;
+    let mut head: Vec<Bytes> = Vec::new();
+    // Gather up to INLINE_MAX in memory unless the announced length rules it out.
+    if expected_len.is_none_or(|n| n <= INLINE_MAX as u64) {
+        loop {
+            match body.next().await {
+                None => {
+                    check_len(size, expected_len, true)?;
+                    let data = concat(head);
+                    let digests = digest::digest_all(&data, &want);
+                    return Ok(Staged {
+                        size,
+                        digests,
+                        data: StagedData::Inline(data),
+                    });
+                }
+                Some(Err(e)) => return Err(StoreError::Body(e)),
+                Some(Ok(chunk)) => {
+                    size += chunk.len() as u64;
+                    check_len(size, expected_len, false)?;
+                    head.push(chunk);
+                    if size > INLINE_MAX as u64 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    let mut pipe = Pipeline::start(&layout, epoch, &want);
+    for chunk in head {
+        pipe.push(chunk).await?;
+    }
+    loop {
+        match body.next().await {
+            None => {
+                check_len(size, expected_len, true)?;
+                let (temp, digests) = pipe.finish().await?;
+                return Ok(Staged {
+                    size,
+                    digests,
+                    data: StagedData::File(temp),
+                });
+            }
+            Some(Err(e)) => return Err(StoreError::Body(e)),
+            Some(Ok(chunk)) => {
+                size += chunk.len() as u64;
+                check_len(size, expected_len, false)?;
+                pipe.push(chunk).await?;
+            }
+        }
+    }
+}
+
+/// `IncompleteBody` when the body went past the announced length, or ended short of it.
+fn check_len(size: u64, expected: Option<u64>, ended: bool) -> Result<(), StoreError> {
+    match expected {
+        Some(n) if size > n || (ended && size != n) => Err(StoreError::IncompleteBody),
+        _ => Ok(()),
+    }
+}
+
+fn concat(chunks: Vec<Bytes>) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.into_iter().next().unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for c in chunks {
+        out.extend_from_slice(&c);
+    }
+    out.freeze()
+}
+
+/// The threads a large body flows through: one writes and fsyncs the temp file, one computes
+/// MD5, one (when asked) SHA-256 and the checksum. Each gets every chunk (a `Bytes` clone,
+/// no copy) through a bounded channel, so receiving, hashing and writing overlap.
+///
+/// Dropping the pipeline (an error, or the request future cancelled) closes the channels;
+/// the writing thread then removes the temp file itself, so nothing is left behind even when
+/// it had not created the file yet.
+struct Pipeline {
+    write_tx: mpsc::Sender<WriteMsg>,
+    md5_tx: mpsc::Sender<Bytes>,
+    extra_tx: Option<mpsc::Sender<Bytes>>,
+    writer: JoinHandle<io::Result<Option<TempFile>>>,
+    md5: JoinHandle<[u8; 16]>,
+    extra: Option<JoinHandle<ExtraHasher>>,
+    gather: BytesMut,
+}
+
+impl Pipeline {
+    fn start(layout: &Layout, epoch: u64, want: &DigestRequest) -> Pipeline {
+        let id = FileId::new(epoch);
+        let path = layout.tmp_path(id);
+        let (write_tx, mut write_rx) = mpsc::channel::<WriteMsg>(DEPTH);
+        let writer = tokio::task::spawn_blocking(move || {
+            let temp = TempFile {
+                id,
+                path,
+                installed: false,
+            };
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp.path)?;
+            let mut unsynced = 0u64;
+            while let Some(msg) = write_rx.blocking_recv() {
+                match msg {
+                    WriteMsg::Data(b) => {
+                        f.write_all(&b)?;
+                        unsynced += b.len() as u64;
+                        if unsynced >= SYNC_EVERY {
+                            f.sync_data()?;
+                            unsynced = 0;
+                        }
+                    }
+                    WriteMsg::Finish => {
+                        f.sync_data()?;
+                        return Ok(Some(temp));
+                    }
+                }
+            }
+            Ok(None)
+        });
+
+        let (md5_tx, mut md5_rx) = mpsc::channel::<Bytes>(DEPTH);
+        let md5 = tokio::task::spawn_blocking(move || {
+            let mut h = digest::md5();
+            while let Some(b) = md5_rx.blocking_recv() {
+                md5::Digest::update(&mut h, &b);
+            }
+            digest::md5_finish(h)
+        });
+
+        let (extra_tx, extra) = match ExtraHasher::new(want) {
+            None => (None, None),
+            Some(mut h) => {
+                let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+                let task = tokio::task::spawn_blocking(move || {
+                    while let Some(b) = rx.blocking_recv() {
+                        h.update(&b);
+                    }
+                    h
+                });
+                (Some(tx), Some(task))
+            }
+        };
+
+        Pipeline {
+            write_tx,
+            md5_tx,
+            extra_tx,
+            writer,
+            md5,
+            extra,
+            gather: BytesMut::new(),
+        }
+    }
+
+    async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        if self.gather.is_empty() && chunk.len() >= GATHER_BELOW {
+            return self.send(chunk).await;
+        }
+        if self.gather.capacity() == 0 {
+            self.gather.reserve(GATHER);
+        }
+        self.gather.extend_from_slice(&chunk);
+        if self.gather.len() >= GATHER {
+            let full = std::mem::take(&mut self.gather).freeze();
+            self.send(full).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        let mut ok = self.md5_tx.send(chunk.clone()).await.is_ok();
+        if let Some(tx) = &self.extra_tx {
+            ok &= tx.send(chunk.clone()).await.is_ok();
+        }
+        ok &= self.write_tx.send(WriteMsg::Data(chunk)).await.is_ok();
+        if ok {
+            Ok(())
+        } else {
+            // A thread stopped early: the writer failed (disk full, ...). Report its error.
+            Err(self.fail().await)
+        }
+    }
+
+    /// The error that stopped a thread. Closes the writer's channel first so that it ends
+    /// (removing the temp file) if it was not the one that stopped.
+    async fn fail(&mut self) -> StoreError {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.write_tx, closed));
+        match (&mut self.writer).await {
+            Ok(Err(e)) => internal(e),
+            Ok(Ok(_)) => internal("a hashing thread stopped early"),
+            Err(join) => internal(join),
+        }
+    }
+
+    async fn finish(mut self) -> Result<(TempFile, Digests), StoreError> {
+        if !self.gather.is_empty() {
+            let rest = std::mem::take(&mut self.gather).freeze();
+            self.send(rest).await?;
+        }
+        if self.write_tx.send(WriteMsg::Finish).await.is_err() {
+            return Err(self.fail().await);
+        }
+        drop(self.write_tx);
+        drop(self.md5_tx);
+        drop(self.extra_tx);
+        let mut digests = Digests {
+            md5: self.md5.await.map_err(internal)?,
+            ..Digests::default()
+        };
+        if let Some(extra) = self.extra {
+            extra.await.map_err(internal)?.finish(&mut digests);
+        }
+        match self.writer.await.map_err(internal)? {
+            Ok(Some(temp)) => Ok((temp, digests)),
+            Ok(None) => Err(internal("the writing thread stopped early")),
+            Err(e) => Err(internal(e)),
+        }
+    }
+}
+
+// ---- reading ----
+
+/// A byte range of an open data file.
+pub(super) struct Segment {
+    /// The file, opened before the stream is handed out so that a concurrent delete (unlink)
+    /// cannot take it away.
+    pub file: Arc<File>,
+    /// Where the range starts in the file.
+    pub offset: u64,
+    /// How long it is.
+    pub len: u64,
+}
+
+struct ReadState {
+    segments: std::collections::VecDeque<Segment>,
+    ahead: Option<JoinHandle<io::Result<Bytes>>>,
+}
+
+impl ReadState {
+    /// Starts reading the next chunk on a blocking thread.
+    fn start_next(&mut self) -> Option<JoinHandle<io::Result<Bytes>>> {
+        let seg = self.segments.front_mut()?;
+        let n = seg.len.min(READ_CHUNK);
+        let file = Arc::clone(&seg.file);
+        let offset = seg.offset;
+        seg.offset += n;
+        seg.len -= n;
+        if seg.len == 0 {
+            self.segments.pop_front();
+        }
+        Some(tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n as usize];
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(Bytes::from(buf))
+        }))
+    }
+}
+
+/// Streams the segments in order, in chunks of [`READ_CHUNK`], reading one chunk ahead on a
+/// blocking thread (pread) while the previous one is sent. No thread is held while the client
+/// is slow to read.
+pub(super) fn stream_segments(segments: Vec<Segment>) -> BodyStream {
+    let state = ReadState {
+        segments: segments.into_iter().filter(|s| s.len > 0).collect(),
+        ahead: None,
+    };
+    Box::pin(futures_util::stream::unfold(state, |mut st| async move {
+        let job = match st.ahead.take() {
+            Some(job) => job,
+            None => st.start_next()?,
+        };
+        st.ahead = st.start_next();
+        let chunk = match job.await {
+            Ok(r) => r,
+            Err(join) => Err(io::Error::other(join)),
+        };
+        if chunk.is_err() {
+            st.segments.clear();
+            st.ahead = None;
+        }
+        Some((chunk, st))
+    }))
+}

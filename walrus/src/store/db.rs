@@ -1,0 +1,413 @@
+//! The RocksDB side of the store: column families, key encodings and the versioned record
+//! formats. Nothing here touches data files.
+//!
+//! Keys are chosen so that every listing is one forward scan in S3's order:
+//! - `objects`: `bucket 0x00 key` — bucket names never contain 0x00, and the key comes last,
+//!   so the keys of a bucket sort in UTF-8 byte order, which is S3's listing order.
+//! - `uploads`: `bucket 0x00 esc(key) 0x00 0x01 upload_id` — the key is escaped (0x00 becomes
+//!   0x00 0xFF) so that a key and its upload ids sort before any longer key, and upload ids
+//!   begin with the initiation time, so uploads sort by (key, initiation).
+//! - `parts`: `upload_id part_number(big-endian u32)` — upload ids have a fixed length.
+//! - `files`: `file id` for every data file a record references; a data file not found here
+//!   is an orphan of a crash (see [`super::Store::open`]).
+//! - `pending`: `file id` of data files whose record is gone but whose unlink may not have
+//!   happened yet; finished at the next open if the process dies in between.
+//!
+//! Values start with a format version byte so that a later format can migrate on read.
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteOptions, DB,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::data::FileId;
+use super::{internal, ObjectMeta, PartMeta, StoreError};
+
+/// Bucket records ([`super::BucketMeta`]).
+pub(super) const CF_BUCKETS: &str = "buckets";
+/// Object records ([`ObjectRecord`]).
+pub(super) const CF_OBJECTS: &str = "objects";
+/// Multipart upload records ([`super::UploadMeta`]).
+pub(super) const CF_UPLOADS: &str = "uploads";
+/// Part records ([`PartRecord`]).
+pub(super) const CF_PARTS: &str = "parts";
+/// Data files referenced by a record.
+pub(super) const CF_FILES: &str = "files";
+/// Data files to unlink.
+pub(super) const CF_PENDING: &str = "pending";
+
+/// Key in the default column family holding the current open's epoch (big-endian u64).
+pub(super) const EPOCH_KEY: &[u8] = b"epoch";
+
+/// The record format this code writes.
+const FORMAT_V1: u8 = 1;
+
+/// Opens the database with every column family, tuned for many small synced writes (group
+/// commit) and cheap point reads.
+pub(super) fn open(path: &Path) -> Result<DB, StoreError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_background_jobs(2);
+    // Concurrent synced writers form one write group whose leader syncs the WAL once for all;
+    // pipelining lets the next group write its WAL while this one updates memtables.
+    opts.set_enable_pipelined_write(true);
+
+    let cache = Cache::new_lru_cache(64 << 20);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_bloom_filter(10.0, false);
+    let mut cf_opts = Options::default();
+    cf_opts.set_block_based_table_factory(&table);
+
+    let cfs = [
+        CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS, CF_FILES, CF_PENDING,
+    ]
+    .into_iter()
+    .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
+    DB::open_cf_descriptors(&opts, path, cfs).map_err(internal)
+}
+
+/// Write options for every mutating call: the WAL is synced before the write returns.
+pub(super) fn sync_writes() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+/// Write options for bookkeeping that may be lost in a crash because open redoes it
+/// (clearing `pending` entries after the unlink).
+pub(super) fn lazy_writes() -> WriteOptions {
+    WriteOptions::default()
+}
+
+/// The handle of a column family created at open.
+pub(super) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, StoreError> {
+    db.cf_handle(name)
+        .ok_or_else(|| internal(format!("column family {name} missing")))
+}
+
+// ---- keys ----
+
+/// `bucket 0x00`: the prefix of every object key of a bucket, and of its uploads.
+pub(super) fn bucket_prefix(bucket: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1);
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `bucket 0x00 key`.
+pub(super) fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Appends `s` escaped so that the terminator `0x00 0x01` sorts before any continuation.
+fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+}
+
+/// `bucket 0x00 esc(prefix)`: every upload whose key starts with `prefix`.
+pub(super) fn upload_prefix(bucket: &str, prefix: &str) -> Vec<u8> {
+    let mut k = bucket_prefix(bucket);
+    push_escaped(&mut k, prefix);
+    k
+}
+
+/// `bucket 0x00 esc(key) 0x00 0x01`: every upload of exactly `key`.
+pub(super) fn upload_key_prefix(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = upload_prefix(bucket, key);
+    k.extend_from_slice(&[0, 1]);
+    k
+}
+
+/// The key of one upload.
+pub(super) fn upload_key(bucket: &str, key: &str, upload_id: &str) -> Vec<u8> {
+    let mut k = upload_key_prefix(bucket, key);
+    k.extend_from_slice(upload_id.as_bytes());
+    k
+}
+
+/// `upload_id part_number`.
+pub(super) fn part_key(upload_id: &str, part_number: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(upload_id.len() + 4);
+    k.extend_from_slice(upload_id.as_bytes());
+    k.extend_from_slice(&part_number.to_be_bytes());
+    k
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None` when there is
+/// none (a prefix of only 0xFF bytes): the upper bound of a prefix scan.
+pub(super) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+// ---- values ----
+
+/// A plain record: version byte, then JSON.
+pub(super) fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![FORMAT_V1];
+    serde_json::to_writer(&mut out, value).map_err(internal)?;
+    Ok(out)
+}
+
+/// Decodes a plain record written by [`encode_json`].
+pub(super) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, json)) => serde_json::from_slice(json).map_err(internal),
+        _ => Err(bad_format()),
+    }
+}
+
+fn bad_format() -> StoreError {
+    internal("stored record has an unknown format")
+}
+
+/// Where an object's bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Body {
+    /// In the record itself.
+    Inline(Vec<u8>),
+    /// In these data files, concatenated in order (one for a plain PUT, the parts for a
+    /// completed multipart upload).
+    Files(Vec<Extent>),
+}
+
+/// One data file of an object and how many bytes of it belong to the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Extent {
+    /// The file.
+    pub id: FileId,
+    /// Its length.
+    pub size: u64,
+}
+
+/// An object record: metadata plus where the bytes are.
+///
+/// Layout (v1): `0x01, u32 LE meta length, meta JSON, body tag, body`, where the body is the
+/// raw bytes (tag 0) or `u32 LE count` and `count × (16-byte file id, u64 LE size)` (tag 1).
+/// HEAD and listings decode only the metadata; GET of an inline object slices the bytes out
+/// without parsing them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct ObjectRecord {
+    /// What HEAD returns.
+    pub meta: ObjectMeta,
+    /// Where the bytes are.
+    pub body: Body,
+}
+
+const BODY_INLINE: u8 = 0;
+const BODY_FILES: u8 = 1;
+
+impl ObjectRecord {
+    /// The stored form.
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let meta = serde_json::to_vec(&self.meta).map_err(internal)?;
+        let body_len = match &self.body {
+            Body::Inline(data) => data.len(),
+            Body::Files(extents) => 4 + extents.len() * 24,
+        };
+        let mut out = Vec::with_capacity(1 + 4 + meta.len() + 1 + body_len);
+        out.push(FORMAT_V1);
+        let meta_len = u32::try_from(meta.len()).map_err(internal)?;
+        out.extend_from_slice(&meta_len.to_le_bytes());
+        out.extend_from_slice(&meta);
+        match &self.body {
+            Body::Inline(data) => {
+                out.push(BODY_INLINE);
+                out.extend_from_slice(data);
+            }
+            Body::Files(extents) => {
+                out.push(BODY_FILES);
+                let count = u32::try_from(extents.len()).map_err(internal)?;
+                out.extend_from_slice(&count.to_le_bytes());
+                for e in extents {
+                    out.extend_from_slice(&e.id.0);
+                    out.extend_from_slice(&e.size.to_le_bytes());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Splits a stored record into its metadata JSON and its body part.
+    fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
+        let rest = match bytes.split_first() {
+            Some((&FORMAT_V1, rest)) => rest,
+            _ => return Err(bad_format()),
+        };
+        let (len, rest) = split_array::<4>(rest)?;
+        let len = u32::from_le_bytes(len) as usize;
+        if rest.len() < len {
+            return Err(bad_format());
+        }
+        Ok(rest.split_at(len))
+    }
+
+    /// Only the metadata (HEAD, listings).
+    pub fn decode_meta(bytes: &[u8]) -> Result<ObjectMeta, StoreError> {
+        let (meta, _) = Self::split(bytes)?;
+        serde_json::from_slice(meta).map_err(internal)
+    }
+
+    /// The whole record.
+    pub fn decode(bytes: &[u8]) -> Result<ObjectRecord, StoreError> {
+        let (meta, body) = Self::split(bytes)?;
+        let meta = serde_json::from_slice(meta).map_err(internal)?;
+        let body = match body.split_first() {
+            Some((&BODY_INLINE, data)) => Body::Inline(data.to_vec()),
+            Some((&BODY_FILES, rest)) => Body::Files(decode_extents(rest)?),
+            _ => return Err(bad_format()),
+        };
+        Ok(ObjectRecord { meta, body })
+    }
+
+    /// Only the data files (a version being replaced: its metadata does not matter).
+    pub fn decode_files(bytes: &[u8]) -> Result<Vec<FileId>, StoreError> {
+        let (_, body) = Self::split(bytes)?;
+        match body.split_first() {
+            Some((&BODY_INLINE, _)) => Ok(Vec::new()),
+            Some((&BODY_FILES, rest)) => Ok(decode_extents(rest)?.iter().map(|e| e.id).collect()),
+            _ => Err(bad_format()),
+        }
+    }
+
+    /// The data files the record references.
+    pub fn files(&self) -> Vec<FileId> {
+        match &self.body {
+            Body::Inline(_) => Vec::new(),
+            Body::Files(extents) => extents.iter().map(|e| e.id).collect(),
+        }
+    }
+}
+
+fn decode_extents(bytes: &[u8]) -> Result<Vec<Extent>, StoreError> {
+    let (count, mut rest) = split_array::<4>(bytes)?;
+    let count = u32::from_le_bytes(count) as usize;
+    let mut extents = Vec::with_capacity(count.min(10_000));
+    for _ in 0..count {
+        let (id, r) = split_array::<16>(rest)?;
+        let (size, r) = split_array::<8>(r)?;
+        extents.push(Extent {
+            id: FileId(id),
+            size: u64::from_le_bytes(size),
+        });
+        rest = r;
+    }
+    Ok(extents)
+}
+
+fn split_array<const N: usize>(bytes: &[u8]) -> Result<([u8; N], &[u8]), StoreError> {
+    if bytes.len() < N {
+        return Err(bad_format());
+    }
+    let (head, rest) = bytes.split_at(N);
+    let mut out = [0u8; N];
+    out.copy_from_slice(head);
+    Ok((out, rest))
+}
+
+/// A part record: what ListParts shows plus the data file holding the part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct PartRecord {
+    /// What ListParts shows.
+    pub meta: PartMeta,
+    /// The part's data file, hex.
+    pub file: String,
+}
+
+/// The value of `files` and `pending` entries: only a version byte, the key says it all.
+pub(super) const MARKER: &[u8] = &[FORMAT_V1];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::Acl;
+    use crate::store::ObjectHeaders;
+    use std::time::SystemTime;
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta {
+            size: 3,
+            etag: "abc".into(),
+            last_modified: SystemTime::now(),
+            headers: ObjectHeaders {
+                user_metadata: vec![("k".into(), "v\u{1}&+ ".into())],
+                ..Default::default()
+            },
+            checksum: None,
+            acl: Acl {
+                owner: "123456789012".into(),
+                grants: vec![],
+            },
+            part_sizes: vec![],
+        }
+    }
+
+    #[test]
+    fn object_records_round_trip() {
+        for body in [
+            Body::Inline(b"xyz".to_vec()),
+            Body::Inline(Vec::new()),
+            Body::Files(vec![
+                Extent {
+                    id: FileId([7; 16]),
+                    size: 5 << 20,
+                },
+                Extent {
+                    id: FileId([9; 16]),
+                    size: 1,
+                },
+            ]),
+        ] {
+            let rec = ObjectRecord { meta: meta(), body };
+            let bytes = rec.encode().expect("encode");
+            assert_eq!(ObjectRecord::decode(&bytes).expect("decode"), rec);
+            assert_eq!(ObjectRecord::decode_meta(&bytes).expect("meta"), rec.meta);
+            assert_eq!(
+                ObjectRecord::decode_files(&bytes).expect("files"),
+                rec.files()
+            );
+        }
+        assert!(ObjectRecord::decode(&[2, 0, 0, 0, 0]).is_err());
+        assert!(ObjectRecord::decode(&[1, 9, 0, 0, 0, b'{']).is_err());
+    }
+
+    #[test]
+    fn upload_keys_sort_by_key_then_id() {
+        // "a" with any id sorts before "a\0b", which sorts before "ab".
+        let a = upload_key("b", "a", "ffff");
+        let a0b = upload_key("b", "a\0b", "0000");
+        let ab = upload_key("b", "ab", "0000");
+        assert!(a < a0b && a0b < ab);
+        assert!(a.starts_with(&upload_prefix("b", "a")));
+        assert!(a0b.starts_with(&upload_prefix("b", "a\0")));
+        assert!(!a.starts_with(&upload_prefix("b", "a\0")));
+    }
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF]), None);
+    }
+}

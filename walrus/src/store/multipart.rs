@@ -1,0 +1,388 @@
+//! Multipart uploads: each part is its own data file (small parts too), and completion writes
+//! an object record that references the chosen part files in order — no byte is copied.
+//!
+//! Upload ids are 16 hex digits of the initiation time (nanoseconds) followed by 32 random
+//! hex digits: unguessable, and sorting by id sorts an key's uploads by initiation.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use md5::{Digest as _, Md5};
+use rocksdb::{ReadOptions, WriteBatch};
+
+use super::data::FileId;
+use super::db::{self, Body, Extent, ObjectRecord, PartRecord, CF_FILES, CF_PARTS, CF_UPLOADS};
+use super::{
+    buckets, digest, internal, objects, read_lock, write_lock, ChecksumAlgorithm, Inner,
+    ObjectHeaders, ObjectMeta, PartMeta, Staged, StagedData, StoreError, UploadMeta,
+};
+use crate::acl::Acl;
+use crate::names::{BucketName, ObjectKey};
+
+/// S3's minimum size of every part but the last.
+const MIN_PART_SIZE: u64 = 5 << 20;
+
+/// Length of an upload id.
+const ID_LEN: usize = 48;
+
+fn new_upload_id(initiated: SystemTime) -> String {
+    let nanos = initiated
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    format!("{nanos:016x}{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// Whether `id` could be one of ours (anything else is looked up nowhere).
+fn well_formed(id: &str) -> bool {
+    id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+pub(super) fn create(
+    inner: &Inner,
+    bucket: &BucketName,
+    key: &ObjectKey,
+    headers: ObjectHeaders,
+    checksum_algorithm: Option<ChecksumAlgorithm>,
+    acl: Acl,
+) -> Result<UploadMeta, StoreError> {
+    let _gate = read_lock(&inner.gate);
+    buckets::require(inner, bucket.as_str())?;
+    let initiated = SystemTime::now();
+    let meta = UploadMeta {
+        upload_id: new_upload_id(initiated),
+        bucket: bucket.as_str().to_owned(),
+        key: key.as_str().to_owned(),
+        initiated,
+        headers,
+        checksum_algorithm,
+        acl,
+    };
+    let ukey = db::upload_key(&meta.bucket, &meta.key, &meta.upload_id);
+    inner
+        .db
+        .put_cf_opt(
+            inner.cf(CF_UPLOADS)?,
+            ukey,
+            db::encode_json(&meta)?,
+            &db::sync_writes(),
+        )
+        .map_err(internal)?;
+    Ok(meta)
+}
+
+pub(super) fn get(
+    inner: &Inner,
+    bucket: &BucketName,
+    key: &ObjectKey,
+    upload_id: &str,
+) -> Result<UploadMeta, StoreError> {
+    if well_formed(upload_id) {
+        let ukey = db::upload_key(bucket.as_str(), key.as_str(), upload_id);
+        if let Some(v) = inner
+            .db
+            .get_pinned_cf(inner.cf(CF_UPLOADS)?, ukey)
+            .map_err(internal)?
+        {
+            return db::decode_json(&v);
+        }
+    }
+    buckets::require(inner, bucket.as_str())?;
+    Err(StoreError::NoSuchUpload)
+}
+
+/// `NoSuchUpload` unless the upload is still in progress.
+fn require(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError> {
+    let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
+    match inner
+        .db
+        .get_pinned_cf(inner.cf(CF_UPLOADS)?, ukey)
+        .map_err(internal)?
+    {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NoSuchUpload),
+    }
+}
+
+pub(super) fn commit_part(
+    inner: &Inner,
+    upload: &UploadMeta,
+    part_number: u32,
+    staged: Staged,
+    checksum: Option<String>,
+) -> Result<PartMeta, StoreError> {
+    let meta = PartMeta {
+        part_number,
+        etag: hex::encode(staged.digests.md5),
+        size: staged.size,
+        last_modified: SystemTime::now(),
+        checksum,
+    };
+    let temp = match staged.data {
+        StagedData::Inline(bytes) => inner
+            .layout
+            .write_temp(inner.epoch, &bytes)
+            .map_err(internal)?,
+        StagedData::File(temp) => temp,
+    };
+    let _gate = read_lock(&inner.gate);
+    require(inner, upload)?;
+    // Installed before taking the upload's lock, so parts of one upload arriving together
+    // fsync in parallel and share their WAL syncs.
+    let id = inner.layout.install(temp).map_err(internal)?;
+    let written = (|| {
+        let _upload = read_lock(inner.upload_lock(&upload.upload_id));
+        require(inner, upload)?;
+        let _part = inner.part_lock(&upload.upload_id, part_number);
+        let parts = inner.cf(CF_PARTS)?;
+        let pkey = db::part_key(&upload.upload_id, part_number);
+        let old = match inner.db.get_pinned_cf(parts, &pkey).map_err(internal)? {
+            Some(v) => vec![part_file(&db::decode_json::<PartRecord>(&v)?)?],
+            None => Vec::new(),
+        };
+        let record = PartRecord {
+            meta: meta.clone(),
+            file: id.hex(),
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(parts, pkey, db::encode_json(&record)?);
+        batch.put_cf(inner.cf(CF_FILES)?, id.0, db::MARKER);
+        inner.retire(&mut batch, &old)?;
+        inner.write(batch)?;
+        Ok(old)
+    })();
+    match written {
+        Ok(old) => {
+            inner.reclaim(&old);
+            Ok(meta)
+        }
+        Err(e) => {
+            let _ = inner.layout.unlink(id);
+            Err(e)
+        }
+    }
+}
+
+fn part_file(record: &PartRecord) -> Result<FileId, StoreError> {
+    FileId::parse(&record.file).ok_or_else(|| internal("bad file id in a part record"))
+}
+
+/// Every stored part of an upload with its database key, by part number.
+fn all_parts(
+    inner: &Inner,
+    upload_id: &str,
+) -> Result<BTreeMap<u32, (Vec<u8>, PartRecord)>, StoreError> {
+    let mut out = BTreeMap::new();
+    scan_parts(inner, upload_id, 0, |k, rec| {
+        out.insert(rec.meta.part_number, (k.to_vec(), rec));
+        true
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` on each part numbered above `after`, in order, while it returns true.
+fn scan_parts(
+    inner: &Inner,
+    upload_id: &str,
+    after: u32,
+    mut f: impl FnMut(&[u8], PartRecord) -> bool,
+) -> Result<(), StoreError> {
+    let Some(first) = after.checked_add(1) else {
+        return Ok(());
+    };
+    let mut opts = ReadOptions::default();
+    if let Some(end) = db::prefix_end(upload_id.as_bytes()) {
+        opts.set_iterate_upper_bound(end);
+    }
+    let mut it = inner.db.raw_iterator_cf_opt(inner.cf(CF_PARTS)?, opts);
+    it.seek(db::part_key(upload_id, first));
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        if !f(k, db::decode_json(v)?) {
+            break;
+        }
+        it.next();
+    }
+    it.status().map_err(internal)
+}
+
+pub(super) fn list_parts(
+    inner: &Inner,
+    upload: &UploadMeta,
+    after: u32,
+    max: usize,
+) -> Result<(Vec<PartMeta>, bool), StoreError> {
+    let mut parts = Vec::new();
+    let mut truncated = false;
+    scan_parts(inner, &upload.upload_id, after, |_, rec| {
+        if parts.len() == max {
+            truncated = true;
+            return false;
+        }
+        parts.push(rec.meta);
+        true
+    })?;
+    Ok((parts, truncated))
+}
+
+pub(super) fn list_uploads(
+    inner: &Inner,
+    bucket: &BucketName,
+    prefix: &str,
+    key_marker: Option<&str>,
+    upload_id_marker: Option<&str>,
+    max: usize,
+) -> Result<(Vec<UploadMeta>, bool), StoreError> {
+    buckets::require(inner, bucket.as_str())?;
+    let b = bucket.as_str();
+    let scan = db::upload_prefix(b, prefix);
+    let mut opts = ReadOptions::default();
+    if let Some(end) = db::prefix_end(&scan) {
+        opts.set_iterate_upper_bound(end);
+    }
+    let mut it = inner.db.raw_iterator_cf_opt(inner.cf(CF_UPLOADS)?, opts);
+    match (key_marker, upload_id_marker) {
+        (Some(km), Some(id)) => {
+            let from = db::upload_key(b, km, id).max(scan);
+            it.seek(&from);
+            if it.key() == Some(&from[..]) {
+                it.next();
+            }
+        }
+        (Some(km), None) => {
+            // Past every upload of the marker key: its ids follow `0x00 0x01`.
+            let mut from = db::upload_prefix(b, km);
+            from.extend_from_slice(&[0, 2]);
+            it.seek(from.max(scan));
+        }
+        (None, _) => it.seek(&scan),
+    }
+    let mut uploads = Vec::new();
+    let mut truncated = false;
+    while let Some(v) = it.value() {
+        if uploads.len() == max {
+            truncated = true;
+            break;
+        }
+        uploads.push(db::decode_json(v)?);
+        it.next();
+    }
+    it.status().map_err(internal)?;
+    Ok((uploads, truncated))
+}
+
+/// ETags compare without quotes and case-insensitively (clients echo them back variously).
+fn etag_matches(stored: &str, given: &str) -> bool {
+    stored
+        .trim_matches('"')
+        .eq_ignore_ascii_case(given.trim().trim_matches('"'))
+}
+
+pub(super) fn complete(
+    inner: &Inner,
+    upload: &UploadMeta,
+    listed: &[(u32, String)],
+) -> Result<ObjectMeta, StoreError> {
+    let _gate = read_lock(&inner.gate);
+    let _upload = write_lock(inner.upload_lock(&upload.upload_id));
+    require(inner, upload)?;
+    if listed.is_empty() {
+        return Err(StoreError::InvalidPart);
+    }
+    if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(StoreError::InvalidPartOrder);
+    }
+    let mut stored = all_parts(inner, &upload.upload_id)?;
+    let mut chosen = Vec::with_capacity(listed.len());
+    for (number, etag) in listed {
+        match stored.remove(number) {
+            Some((key, rec)) if etag_matches(&rec.meta.etag, etag) => chosen.push((key, rec)),
+            _ => return Err(StoreError::InvalidPart),
+        }
+    }
+    let last = chosen.len() - 1;
+    if chosen[..last]
+        .iter()
+        .any(|(_, rec)| rec.meta.size < MIN_PART_SIZE)
+    {
+        return Err(StoreError::EntityTooSmall);
+    }
+
+    let mut md5s = Md5::new();
+    let mut extents = Vec::with_capacity(chosen.len());
+    for (_, rec) in &chosen {
+        md5s.update(hex::decode(&rec.meta.etag).map_err(internal)?);
+        extents.push(Extent {
+            id: part_file(rec)?,
+            size: rec.meta.size,
+        });
+    }
+    let etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
+    let record = ObjectRecord {
+        meta: ObjectMeta {
+            size: extents.iter().map(|e| e.size).sum(),
+            etag,
+            last_modified: SystemTime::now(),
+            headers: upload.headers.clone(),
+            checksum: composite_checksum(upload.checksum_algorithm, &chosen),
+            acl: upload.acl.clone(),
+            part_sizes: extents.iter().map(|e| e.size).collect(),
+        },
+        body: Body::Files(extents),
+    };
+
+    // One batch: the object, the upload and every part record gone, unused parts retired.
+    let mut batch = WriteBatch::default();
+    let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
+    batch.delete_cf(inner.cf(CF_UPLOADS)?, ukey);
+    let parts_cf = inner.cf(CF_PARTS)?;
+    for (key, _) in chosen.iter().chain(stored.values()) {
+        batch.delete_cf(parts_cf, key);
+    }
+    let unused = stored
+        .values()
+        .map(|(_, rec)| part_file(rec))
+        .collect::<Result<Vec<_>, _>>()?;
+    inner.retire(&mut batch, &unused)?;
+    objects::put(inner, &upload.bucket, &upload.key, &record, batch)?;
+    inner.reclaim(&unused);
+    Ok(record.meta)
+}
+
+/// S3's composite checksum of a multipart object: the checksum of the parts' raw checksums
+/// concatenated, base64, then `-N`. Only when every part carried one; never for CRC64NVME,
+/// which S3 defines only over the full object.
+fn composite_checksum(
+    alg: Option<ChecksumAlgorithm>,
+    parts: &[(Vec<u8>, PartRecord)],
+) -> Option<(ChecksumAlgorithm, String)> {
+    let alg = alg.filter(|a| *a != ChecksumAlgorithm::Crc64Nvme)?;
+    let mut raw = Vec::new();
+    for (_, rec) in parts {
+        raw.extend(BASE64.decode(rec.meta.checksum.as_deref()?).ok()?);
+    }
+    let value = BASE64.encode(digest::checksum_of(alg, &raw));
+    Some((alg, format!("{value}-{}", parts.len())))
+}
+
+pub(super) fn abort(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError> {
+    let dead = {
+        let _upload = write_lock(inner.upload_lock(&upload.upload_id));
+        require(inner, upload)?;
+        let stored = all_parts(inner, &upload.upload_id)?;
+        let mut batch = WriteBatch::default();
+        let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
+        batch.delete_cf(inner.cf(CF_UPLOADS)?, ukey);
+        let parts_cf = inner.cf(CF_PARTS)?;
+        let mut dead = Vec::with_capacity(stored.len());
+        for (key, rec) in stored.values() {
+            batch.delete_cf(parts_cf, key);
+            dead.push(part_file(rec)?);
+        }
+        inner.retire(&mut batch, &dead)?;
+        inner.write(batch)?;
+        dead
+    };
+    inner.reclaim(&dead);
+    Ok(())
+}

@@ -1,0 +1,947 @@
+//! Store tests against a real RocksDB in a temp dir.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use md5::{Digest as _, Md5};
+
+use super::*;
+use crate::acl::Acl;
+
+fn acl(owner: &str) -> Acl {
+    Acl {
+        owner: owner.into(),
+        grants: vec![],
+    }
+}
+
+fn bucket(name: &str) -> BucketName {
+    BucketName::parse(name).expect("bucket name")
+}
+
+fn key(k: &str) -> ObjectKey {
+    ObjectKey::parse(k).expect("key")
+}
+
+/// A body made of `data` cut into chunks of `chunk` bytes.
+fn body(data: &[u8], chunk: usize) -> BodyStream {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = data
+        .chunks(chunk.max(1))
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Box::pin(futures_util::stream::iter(chunks))
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn collect(mut s: BodyStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        out.extend_from_slice(&chunk.expect("chunk"));
+    }
+    out
+}
+
+async fn put(store: &Store, b: &str, k: &str, data: &[u8]) -> ObjectMeta {
+    let staged = store
+        .stage(
+            body(data, 7000),
+            Some(data.len() as u64),
+            DigestRequest::default(),
+        )
+        .await
+        .expect("stage");
+    store
+        .commit_object(
+            &bucket(b),
+            &key(k),
+            staged,
+            ObjectHeaders::default(),
+            None,
+            acl("111111111111"),
+        )
+        .await
+        .expect("commit")
+}
+
+async fn get(store: &Store, b: &str, k: &str) -> Vec<u8> {
+    let meta = store.object(&bucket(b), &key(k)).expect("head");
+    let s = store
+        .read(&bucket(b), &key(k), &meta, 0, meta.size)
+        .expect("read");
+    collect(s).await
+}
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for sub in std::fs::read_dir(dir).expect("read_dir") {
+        let sub = sub.expect("entry").path();
+        if sub.is_dir() {
+            n += count_files(&sub);
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn data_files(root: &Path) -> usize {
+    count_files(&root.join("data"))
+}
+
+fn tmp_files(root: &Path) -> usize {
+    count_files(&root.join("tmp"))
+}
+
+/// Waits for background threads that clean up after an aborted stage.
+async fn eventually(mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition never became true");
+}
+
+fn new_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .create_bucket(&bucket("bkt"), acl("111111111111"), None)
+        .expect("create bucket");
+    (dir, store)
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    hex::encode(Md5::digest(data))
+}
+
+#[test]
+fn buckets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let b = bucket("alpha");
+    let made = store
+        .create_bucket(&b, acl("111111111111"), Some("koala".into()))
+        .expect("create");
+    assert_eq!(store.bucket(&b).expect("get"), made);
+    assert!(matches!(
+        store.create_bucket(&b, acl("111111111111"), None),
+        Err(StoreError::BucketAlreadyOwnedByYou)
+    ));
+    assert!(matches!(
+        store.create_bucket(&b, acl("222222222222"), None),
+        Err(StoreError::BucketAlreadyExists)
+    ));
+    store
+        .create_bucket(&bucket("a-first"), acl("222222222222"), None)
+        .expect("create");
+    let names: Vec<_> = store
+        .list_buckets()
+        .expect("list")
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["a-first", "alpha"]);
+    store.set_bucket_acl(&b, acl("333333333333")).expect("acl");
+    assert_eq!(store.bucket(&b).expect("get").acl.owner, "333333333333");
+    store.delete_bucket(&b).expect("delete");
+    assert!(matches!(store.bucket(&b), Err(StoreError::NoSuchBucket)));
+    assert!(matches!(
+        store.delete_bucket(&b),
+        Err(StoreError::NoSuchBucket)
+    ));
+    assert!(matches!(
+        store.object(&b, &key("k")),
+        Err(StoreError::NoSuchBucket)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_bucket_refuses_objects_and_uploads() {
+    let (_dir, store) = new_store();
+    let b = bucket("bkt");
+    put(&store, "bkt", "k", b"x").await;
+    assert!(matches!(
+        store.delete_bucket(&b),
+        Err(StoreError::BucketNotEmpty)
+    ));
+    store.delete_object(&b, &key("k")).await.expect("delete");
+    let up = store
+        .create_upload(
+            &b,
+            &key("m"),
+            ObjectHeaders::default(),
+            None,
+            acl("111111111111"),
+        )
+        .expect("upload");
+    assert!(matches!(
+        store.delete_bucket(&b),
+        Err(StoreError::BucketNotEmpty)
+    ));
+    store.abort_upload(&up).await.expect("abort");
+    store.delete_bucket(&b).expect("delete empty bucket");
+    let staged = store
+        .stage(body(b"late", 2), None, DigestRequest::default())
+        .await
+        .expect("stage");
+    let late = store
+        .commit_object(
+            &b,
+            &key("k"),
+            staged,
+            ObjectHeaders::default(),
+            None,
+            acl("1"),
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::NoSuchBucket)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_object_put_get_overwrite_delete() {
+    let (dir, store) = new_store();
+    let b = bucket("bkt");
+    let k = key("small");
+    let data = pattern(4096, 1);
+    let headers = ObjectHeaders {
+        content_type: Some("text/plain".into()),
+        user_metadata: vec![("color".into(), "blue & green+ ".into())],
+        ..Default::default()
+    };
+    let staged = store
+        .stage(
+            body(&data, 1000),
+            Some(4096),
+            DigestRequest {
+                sha256: true,
+                checksum: Some(ChecksumAlgorithm::Crc32c),
+            },
+        )
+        .await
+        .expect("stage");
+    assert_eq!(staged.size, 4096);
+    assert_eq!(hex::encode(staged.digests.md5), md5_hex(&data));
+    assert!(staged.digests.sha256.is_some());
+    assert_eq!(
+        staged.digests.checksum.as_ref().map(|c| c.0),
+        Some(ChecksumAlgorithm::Crc32c)
+    );
+    let meta = store
+        .commit_object(
+            &b,
+            &k,
+            staged,
+            headers.clone(),
+            Some((ChecksumAlgorithm::Crc32c, "AAAAAA==".into())),
+            acl("111111111111"),
+        )
+        .await
+        .expect("commit");
+    assert_eq!(meta.etag, md5_hex(&data));
+    assert_eq!(store.object(&b, &k).expect("head"), meta);
+    assert_eq!(get(&store, "bkt", "small").await, data);
+    let part = collect(store.read(&b, &k, &meta, 100, 50).expect("range")).await;
+    assert_eq!(part, &data[100..150]);
+    assert!(collect(store.read(&b, &k, &meta, 10, 0).expect("empty"))
+        .await
+        .is_empty());
+    assert!(store.read(&b, &k, &meta, 4000, 97).is_err());
+    assert_eq!(data_files(dir.path()), 0, "small objects stay inline");
+
+    let meta2 = put(&store, "bkt", "small", b"second").await;
+    assert_eq!(get(&store, "bkt", "small").await, b"second");
+    assert!(matches!(
+        store.read(&b, &k, &meta, 0, 1),
+        Err(StoreError::NoSuchKey)
+    ));
+    store
+        .set_object_acl(&b, &k, acl("999999999999"))
+        .expect("acl");
+    let meta3 = store.object(&b, &k).expect("head");
+    assert_eq!(meta3.acl.owner, "999999999999");
+    assert_eq!(meta3.etag, meta2.etag);
+
+    assert!(store.delete_object(&b, &k).await.expect("delete"));
+    assert!(!store.delete_object(&b, &k).await.expect("delete again"));
+    assert!(matches!(store.object(&b, &k), Err(StoreError::NoSuchKey)));
+    assert!(matches!(
+        store.set_object_acl(&b, &k, acl("1")),
+        Err(StoreError::NoSuchKey)
+    ));
+    assert!(matches!(
+        store.delete_object(&bucket("nope"), &k).await,
+        Err(StoreError::NoSuchBucket)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_object() {
+    let (_dir, store) = new_store();
+    let meta = put(&store, "bkt", "empty", b"").await;
+    assert_eq!(meta.size, 0);
+    assert_eq!(meta.etag, "d41d8cd98f00b204e9800998ecf8427e");
+    assert!(get(&store, "bkt", "empty").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_object_put_get_ranges_overwrite() {
+    let (dir, store) = new_store();
+    let b = bucket("bkt");
+    let k = key("big");
+    let data = pattern(3 * 1024 * 1024 + 12345, 7);
+    // Odd chunk sizes: small ones are gathered, large ones pass through.
+    let staged = store
+        .stage(
+            body(&data, 100_003),
+            None,
+            DigestRequest {
+                sha256: true,
+                checksum: Some(ChecksumAlgorithm::Sha256),
+            },
+        )
+        .await
+        .expect("stage");
+    let sha = staged.digests.sha256.expect("sha256");
+    assert_eq!(
+        staged.digests.checksum,
+        Some((ChecksumAlgorithm::Sha256, sha.to_vec()))
+    );
+    assert_eq!(tmp_files(dir.path()), 1);
+    let meta = store
+        .commit_object(&b, &k, staged, ObjectHeaders::default(), None, acl("1"))
+        .await
+        .expect("commit");
+    assert_eq!(meta.etag, md5_hex(&data));
+    assert_eq!(tmp_files(dir.path()), 0);
+    assert_eq!(data_files(dir.path()), 1);
+
+    // Whole object in ~1 MiB chunks.
+    let mut s = store.read(&b, &k, &meta, 0, meta.size).expect("read");
+    let mut chunks = 0;
+    let mut got = Vec::new();
+    while let Some(c) = s.next().await {
+        let c = c.expect("chunk");
+        assert!(c.len() as u64 <= data::READ_CHUNK);
+        got.extend_from_slice(&c);
+        chunks += 1;
+    }
+    assert_eq!(chunks, 4);
+    assert_eq!(got, data);
+    for (off, len) in [
+        (0, 1),
+        (1, 1 << 20),
+        (1_048_575, 2),
+        (3 << 20, 12345),
+        (17, 0),
+    ] {
+        let part = collect(store.read(&b, &k, &meta, off, len).expect("range")).await;
+        assert_eq!(
+            part,
+            &data[off as usize..(off + len) as usize],
+            "{off}+{len}"
+        );
+    }
+
+    // Replace with another big one, then with a small one: old files are reclaimed.
+    put(&store, "bkt", "big", &pattern(40_000, 3)).await;
+    assert_eq!(data_files(dir.path()), 1);
+    put(&store, "bkt", "big", b"tiny").await;
+    assert_eq!(data_files(dir.path()), 0);
+    let pending = store.inner.cf(db::CF_PENDING).expect("cf");
+    assert_eq!(
+        store
+            .inner
+            .db
+            .iterator_cf(pending, rocksdb::IteratorMode::Start)
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_stream_survives_delete_and_overwrite() {
+    let (dir, store) = new_store();
+    let b = bucket("bkt");
+    let k = key("big");
+    let data = pattern(5 << 20, 9);
+    let meta = put(&store, "bkt", "big", &data).await;
+    let s1 = store.read(&b, &k, &meta, 0, meta.size).expect("read");
+    let s2 = store.read(&b, &k, &meta, 1 << 20, 1 << 20).expect("read");
+    assert!(store.delete_object(&b, &k).await.expect("delete"));
+    assert_eq!(data_files(dir.path()), 0, "unlinked while being read");
+    assert_eq!(collect(s1).await, data);
+    assert_eq!(collect(s2).await, &data[1 << 20..2 << 20]);
+    // A reader arriving after the delete with the old record gets NoSuchKey.
+    assert!(matches!(
+        store.read(&b, &k, &meta, 0, 1),
+        Err(StoreError::NoSuchKey)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_leave_nothing() {
+    let (dir, store) = new_store();
+    let big = pattern(200_000, 1);
+    for (data, expected) in [
+        (&b"short"[..], 6u64),
+        (&b"toolong"[..], 3),
+        (&big[..], 200_001),
+        (&big[..], 100_000),
+        (&big[..], 10),
+    ] {
+        let r = store
+            .stage(body(data, 4096), Some(expected), DigestRequest::default())
+            .await;
+        assert!(matches!(r, Err(StoreError::IncompleteBody)), "{expected}");
+    }
+    // A stream that fails midway.
+    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(Bytes::from(pattern(100_000, 1))),
+        Err(std::io::Error::other("client went away")),
+    ];
+    let r = store
+        .stage(
+            Box::pin(futures_util::stream::iter(chunks)),
+            None,
+            DigestRequest::default(),
+        )
+        .await;
+    assert!(matches!(r, Err(StoreError::Body(_))));
+    // Staged but never committed.
+    let staged = store
+        .stage(body(&big, 65536), None, DigestRequest::default())
+        .await
+        .expect("stage");
+    assert_eq!(tmp_files(dir.path()), 1);
+    drop(staged);
+    let root = dir.path().to_owned();
+    eventually(|| tmp_files(&root) == 0).await;
+    assert_eq!(data_files(dir.path()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_round_trip_exactly() {
+    let (_dir, store) = new_store();
+    let keys = [
+        "../x",
+        "a//b",
+        "ünï/cødé ☃",
+        "ctl\u{1}\u{7f}\t\n",
+        "a+b&c d=e?f#g%20",
+        "nul\0inside",
+        "/leading",
+        ".",
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        put(&store, "bkt", k, format!("v{i}").as_bytes()).await;
+    }
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            get(&store, "bkt", k).await,
+            format!("v{i}").as_bytes(),
+            "{k:?}"
+        );
+    }
+    let page = store
+        .list_objects(
+            &bucket("bkt"),
+            &ListQuery {
+                max_keys: 1000,
+                ..Default::default()
+            },
+        )
+        .expect("list");
+    let mut expected: Vec<&str> = keys.to_vec();
+    expected.sort();
+    let listed: Vec<&str> = page.objects.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(listed, expected);
+}
+
+fn list(
+    store: &Store,
+    prefix: &str,
+    delim: Option<&str>,
+    after: Option<&str>,
+    max: usize,
+) -> ListPage {
+    store
+        .list_objects(
+            &bucket("bkt"),
+            &ListQuery {
+                prefix: prefix.into(),
+                delimiter: delim.map(Into::into),
+                start_after: after.map(Into::into),
+                max_keys: max,
+            },
+        )
+        .expect("list")
+}
+
+fn names(page: &ListPage) -> (Vec<&str>, Vec<&str>) {
+    (
+        page.objects.iter().map(|(k, _)| k.as_str()).collect(),
+        page.common_prefixes.iter().map(String::as_str).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing() {
+    let (_dir, store) = new_store();
+    let keys = [
+        "a", "b/1", "b/2", "b/3/x", "c", "d/e/f", "d/e/g", "d/h", "e", "f/", "f/g",
+    ];
+    for k in keys {
+        put(&store, "bkt", k, k.as_bytes()).await;
+    }
+    let page = list(&store, "", None, None, 1000);
+    assert_eq!(names(&page).0, keys);
+    assert!(!page.is_truncated);
+    assert_eq!(page.objects[1].1.size, 3);
+
+    let page = list(&store, "", Some("/"), None, 1000);
+    assert_eq!(names(&page), (vec!["a", "c", "e"], vec!["b/", "d/", "f/"]));
+    assert_eq!(page.next_marker.as_deref(), Some("f/"));
+
+    let page = list(&store, "d/", Some("/"), None, 1000);
+    assert_eq!(names(&page), (vec!["d/h"], vec!["d/e/"]));
+    let page = list(&store, "b", None, None, 1000);
+    assert_eq!(names(&page).0, ["b/1", "b/2", "b/3/x"]);
+    let page = list(&store, "zz", Some("/"), None, 1000);
+    assert_eq!(names(&page), (vec![], vec![]));
+    let page = list(&store, "", Some("e/"), None, 1000);
+    assert_eq!(names(&page).1, ["d/e/"]);
+
+    // Markers are exclusive; a marker that is a common prefix skips the keys under it.
+    let page = list(&store, "", None, Some("b/2"), 2);
+    assert_eq!(names(&page).0, ["b/3/x", "c"]);
+    assert!(page.is_truncated);
+    assert_eq!(page.next_marker.as_deref(), Some("c"));
+    let page = list(&store, "", Some("/"), Some("b/"), 2);
+    assert_eq!(names(&page), (vec!["c"], vec!["d/"]));
+    let page = list(&store, "", Some("/"), Some("b/1"), 1000);
+    assert_eq!(
+        names(&page),
+        (vec!["a", "c", "e"][1..].to_vec(), vec!["d/", "f/"])
+    );
+    // A marker before the prefix is irrelevant; a marker after everything gives nothing.
+    let page = list(&store, "d/", None, Some("a"), 1000);
+    assert_eq!(names(&page).0, ["d/e/f", "d/e/g", "d/h"]);
+    let page = list(&store, "", None, Some("zzz"), 1000);
+    assert!(page.objects.is_empty() && !page.is_truncated);
+
+    // max-keys 0: empty page, truncated when anything matches.
+    let page = list(&store, "", Some("/"), None, 0);
+    assert_eq!(names(&page), (vec![], vec![]));
+    assert!(page.is_truncated);
+    assert!(!list(&store, "nothing", None, None, 0).is_truncated);
+
+    // Paging one at a time with the delimiter sees every entry exactly once.
+    let mut seen = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = list(&store, "", Some("/"), marker.as_deref(), 1);
+        let (objs, cps) = names(&page);
+        seen.extend(objs.into_iter().chain(cps).map(str::to_owned));
+        if !page.is_truncated {
+            break;
+        }
+        marker = page.next_marker.clone();
+    }
+    assert_eq!(seen, ["a", "b/", "c", "d/", "e", "f/"]);
+    assert!(matches!(
+        store.list_objects(&bucket("nope"), &ListQuery::default()),
+        Err(StoreError::NoSuchBucket)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_rolls_up_many_keys_with_seeks() {
+    let (_dir, store) = new_store();
+    let mut keys = Vec::new();
+    for d in 0..5 {
+        for f in 0..40 {
+            keys.push(format!("dir{d}/file{f:03}"));
+        }
+    }
+    keys.push("top".into());
+    let futs: Vec<_> = keys.iter().map(|k| put(&store, "bkt", k, b"x")).collect();
+    futures_util::future::join_all(futs).await;
+    let page = list(&store, "", Some("/"), None, 3);
+    assert_eq!(names(&page), (vec![], vec!["dir0/", "dir1/", "dir2/"]));
+    assert!(page.is_truncated);
+    let page = list(&store, "", Some("/"), Some("dir2/"), 10);
+    assert_eq!(names(&page), (vec!["top"], vec!["dir3/", "dir4/"]));
+    assert!(!page.is_truncated);
+    let page = list(&store, "dir3/", Some("/"), Some("dir3/file038"), 10);
+    assert_eq!(names(&page).0, ["dir3/file039"]);
+}
+
+async fn upload_part(store: &Store, up: &UploadMeta, n: u32, data: &[u8]) -> PartMeta {
+    let staged = store
+        .stage(
+            body(data, 256 << 10),
+            Some(data.len() as u64),
+            DigestRequest::default(),
+        )
+        .await
+        .expect("stage part");
+    store
+        .commit_part(up, n, staged, None)
+        .await
+        .expect("commit part")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_complete() {
+    let (dir, store) = new_store();
+    let b = bucket("bkt");
+    let k = key("multi");
+    put(&store, "bkt", "multi", &pattern(50_000, 1)).await; // replaced by the upload
+    let headers = ObjectHeaders {
+        content_type: Some("application/x-koala".into()),
+        ..Default::default()
+    };
+    let up = store
+        .create_upload(&b, &k, headers.clone(), None, acl("111111111111"))
+        .expect("create");
+    assert_eq!(store.upload(&b, &k, &up.upload_id).expect("get"), up);
+    assert!(matches!(
+        store.upload(&b, &key("other"), &up.upload_id),
+        Err(StoreError::NoSuchUpload)
+    ));
+    assert!(matches!(
+        store.upload(&b, &k, "../../etc"),
+        Err(StoreError::NoSuchUpload)
+    ));
+
+    let p1 = pattern(5 << 20, 1);
+    let p2 = pattern(5 << 20, 2);
+    let p3 = pattern(1000, 3);
+    let p3_first = pattern(2000, 4);
+    upload_part(&store, &up, 1, &p1).await;
+    let m2 = upload_part(&store, &up, 2, &p2).await;
+    upload_part(&store, &up, 3, &p3_first).await;
+    let m3 = upload_part(&store, &up, 3, &p3).await; // replaces the first part 3
+    let m4 = upload_part(&store, &up, 4, b"unused").await;
+    assert_eq!(m3.etag, md5_hex(&p3));
+    assert_eq!(
+        data_files(dir.path()),
+        1 + 4,
+        "the old object plus four parts"
+    );
+
+    let (parts, more) = store.list_parts(&up, 0, 2).expect("list parts");
+    assert_eq!(
+        parts.iter().map(|p| p.part_number).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(more);
+    let (parts, more) = store.list_parts(&up, 2, 10).expect("list parts");
+    assert_eq!(
+        parts.iter().map(|p| p.part_number).collect::<Vec<_>>(),
+        [3, 4]
+    );
+    assert!(!more);
+    assert_eq!(parts[0].size, 1000);
+
+    // Validation failures leave the upload intact.
+    let etag = |p: &PartMeta| p.etag.clone();
+    let m1 = parts_meta(&store, &up, 1);
+    for (list, want) in [
+        (vec![(2, etag(&m2)), (1, etag(&m1))], "order"),
+        (vec![(1, etag(&m1)), (1, etag(&m1))], "order"),
+        (vec![(1, etag(&m1)), (5, etag(&m2))], "part"),
+        (vec![(1, etag(&m2))], "part"),
+        (vec![], "part"),
+        (vec![(3, etag(&m3)), (4, etag(&m4))], "small"),
+    ] {
+        let r = store.complete_upload(&up, &list).await;
+        match want {
+            "order" => assert!(matches!(r, Err(StoreError::InvalidPartOrder)), "{list:?}"),
+            "part" => assert!(matches!(r, Err(StoreError::InvalidPart)), "{list:?}"),
+            _ => assert!(matches!(r, Err(StoreError::EntityTooSmall)), "{list:?}"),
+        }
+    }
+
+    // Complete with parts 1, 2 and 3 (ETags quoted and uppercase, as some clients send).
+    let listed = vec![
+        (1, format!("\"{}\"", m1.etag.to_uppercase())),
+        (2, m2.etag.clone()),
+        (3, format!("\"{}\"", m3.etag)),
+    ];
+    let meta = store.complete_upload(&up, &listed).await.expect("complete");
+    let mut md5s = Vec::new();
+    for p in [&p1, &p2, &p3] {
+        md5s.extend_from_slice(&Md5::digest(p));
+    }
+    assert_eq!(meta.etag, format!("{}-3", md5_hex(&md5s)));
+    assert_eq!(meta.size, (10 << 20) + 1000);
+    assert_eq!(meta.part_sizes, [5 << 20, 5 << 20, 1000]);
+    assert_eq!(meta.headers, headers);
+    assert_eq!(store.object(&b, &k).expect("head"), meta);
+    // Part files re-referenced in place; the unused part and the old object reclaimed.
+    assert_eq!(data_files(dir.path()), 3);
+    let whole: Vec<u8> = [&p1[..], &p2, &p3].concat();
+    assert_eq!(get(&store, "bkt", "multi").await, whole);
+    let (off, len) = ((5 << 20) - 10, (5 << 20) + 20);
+    let range = collect(store.read(&b, &k, &meta, off, len).expect("range")).await;
+    assert_eq!(range, &whole[off as usize..(off + len) as usize]);
+
+    assert!(matches!(
+        store.upload(&b, &k, &up.upload_id),
+        Err(StoreError::NoSuchUpload)
+    ));
+    assert!(matches!(
+        store.complete_upload(&up, &listed).await,
+        Err(StoreError::NoSuchUpload)
+    ));
+    let staged = store
+        .stage(body(b"late", 4), None, DigestRequest::default())
+        .await
+        .expect("stage");
+    assert!(matches!(
+        store.commit_part(&up, 9, staged, None).await,
+        Err(StoreError::NoSuchUpload)
+    ));
+    assert_eq!(data_files(dir.path()), 3);
+    assert_eq!(tmp_files(dir.path()), 0);
+    let (parts, _) = store.list_parts(&up, 0, 100).expect("list parts");
+    assert!(parts.is_empty());
+
+    // Deleting the object removes every part file.
+    assert!(store.delete_object(&b, &k).await.expect("delete"));
+    assert_eq!(data_files(dir.path()), 0);
+}
+
+fn parts_meta(store: &Store, up: &UploadMeta, n: u32) -> PartMeta {
+    let (parts, _) = store.list_parts(up, n - 1, 1).expect("list");
+    parts.into_iter().next().expect("part")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_checksum_and_single_small_part() {
+    let (_dir, store) = new_store();
+    let b = bucket("bkt");
+    let k = key("one");
+    let up = store
+        .create_upload(
+            &b,
+            &k,
+            ObjectHeaders::default(),
+            Some(ChecksumAlgorithm::Sha256),
+            acl("1"),
+        )
+        .expect("create");
+    let staged = store
+        .stage(
+            body(b"hello", 5),
+            Some(5),
+            DigestRequest {
+                sha256: false,
+                checksum: Some(ChecksumAlgorithm::Sha256),
+            },
+        )
+        .await
+        .expect("stage");
+    let raw = staged.digests.checksum.clone().expect("checksum").1;
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+    let part = store
+        .commit_part(&up, 1, staged, Some(b64.clone()))
+        .await
+        .expect("part");
+    assert_eq!(part.checksum.as_deref(), Some(b64.as_str()));
+    let meta = store
+        .complete_upload(&up, &[(1, part.etag.clone())])
+        .await
+        .expect("complete");
+    let (alg, value) = meta.checksum.clone().expect("composite checksum");
+    assert_eq!(alg, ChecksumAlgorithm::Sha256);
+    assert!(value.ends_with("-1"));
+    assert_eq!(get(&store, "bkt", "one").await, b"hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_abort_and_list_uploads() {
+    let (dir, store) = new_store();
+    let b = bucket("bkt");
+    let mk = |k: &str| {
+        store
+            .create_upload(&b, &key(k), ObjectHeaders::default(), None, acl("1"))
+            .expect("create")
+    };
+    let a1 = mk("a");
+    std::thread::sleep(Duration::from_millis(2));
+    let a2 = mk("a");
+    let nul = mk("a\0b");
+    let c = mk("c/d");
+    let x = mk("x");
+    upload_part(&store, &c, 1, &pattern(30_000, 1)).await;
+    upload_part(&store, &c, 2, b"tiny part").await;
+    assert_eq!(data_files(dir.path()), 2, "small parts are files too");
+
+    let ids = |v: &[UploadMeta]| v.iter().map(|u| u.upload_id.clone()).collect::<Vec<_>>();
+    let (all, more) = store.list_uploads(&b, "", None, None, 100).expect("list");
+    assert_eq!(
+        ids(&all),
+        ids(&[a1.clone(), a2.clone(), nul.clone(), c.clone(), x.clone()])
+    );
+    assert!(!more);
+    let (page, more) = store.list_uploads(&b, "", None, None, 2).expect("list");
+    assert_eq!(ids(&page), ids(&[a1.clone(), a2.clone()]));
+    assert!(more);
+    let (page, _) = store
+        .list_uploads(&b, "", Some("a"), Some(&a1.upload_id), 100)
+        .expect("list");
+    assert_eq!(
+        ids(&page),
+        ids(&[a2.clone(), nul.clone(), c.clone(), x.clone()])
+    );
+    let (page, _) = store
+        .list_uploads(&b, "", Some("a"), None, 100)
+        .expect("list");
+    assert_eq!(ids(&page), ids(&[nul.clone(), c.clone(), x.clone()]));
+    let (page, _) = store.list_uploads(&b, "a", None, None, 100).expect("list");
+    assert_eq!(ids(&page), ids(&[a1.clone(), a2.clone(), nul.clone()]));
+    let (page, _) = store.list_uploads(&b, "c/", None, None, 100).expect("list");
+    assert_eq!(ids(&page), ids(std::slice::from_ref(&c)));
+    let (page, more) = store.list_uploads(&b, "", None, None, 0).expect("list");
+    assert!(page.is_empty() && more);
+
+    store.abort_upload(&c).await.expect("abort");
+    assert_eq!(data_files(dir.path()), 0);
+    assert!(matches!(
+        store.abort_upload(&c).await,
+        Err(StoreError::NoSuchUpload)
+    ));
+    let (all, _) = store.list_uploads(&b, "", None, None, 100).expect("list");
+    assert_eq!(all.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_keeps_everything_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = bucket("bkt");
+    let big = pattern(100_000, 5);
+    let (up, part) = {
+        let store = Store::open(dir.path()).expect("open");
+        store.create_bucket(&b, acl("1"), None).expect("bucket");
+        put(&store, "bkt", "small", b"inline").await;
+        put(&store, "bkt", "big", &big).await;
+        put(&store, "bkt", "gone", &big).await;
+        store.delete_object(&b, &key("gone")).await.expect("delete");
+        let up = store
+            .create_upload(&b, &key("mp"), ObjectHeaders::default(), None, acl("1"))
+            .expect("upload");
+        let part = upload_part(&store, &up, 1, &big).await;
+        (up, part)
+    };
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(get(&store, "bkt", "small").await, b"inline");
+    assert_eq!(get(&store, "bkt", "big").await, big);
+    assert!(matches!(
+        store.object(&b, &key("gone")),
+        Err(StoreError::NoSuchKey)
+    ));
+    let up2 = store
+        .upload(&b, &key("mp"), &up.upload_id)
+        .expect("upload survives");
+    assert_eq!(up2, up);
+    let (parts, _) = store.list_parts(&up, 0, 10).expect("parts");
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0], part);
+    let meta = store
+        .complete_upload(&up, &[(1, part.etag)])
+        .await
+        .expect("complete after restart");
+    assert_eq!(meta.size, big.len() as u64);
+    assert_eq!(get(&store, "bkt", "mp").await, big);
+    assert_eq!(data_files(dir.path()), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_cleans_up_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_owned();
+    let (orphan, pending_file, kept) = {
+        let store = Store::open(&root).expect("open");
+        store
+            .create_bucket(&bucket("bkt"), acl("1"), None)
+            .expect("bucket");
+        put(&store, "bkt", "kept", &pattern(30_000, 1)).await;
+        let inner = &store.inner;
+        // A temp file of an upload in progress.
+        std::fs::write(root.join("tmp").join("0123"), b"half an upload").expect("tmp");
+        // A file installed whose record was never written (crash between the two).
+        let orphan = FileId::new(inner.epoch);
+        std::fs::write(inner.layout.data_path(orphan), b"orphan").expect("orphan");
+        // A file whose record is gone and whose unlink did not happen.
+        let pending_file = FileId::new(inner.epoch);
+        std::fs::write(inner.layout.data_path(pending_file), b"pending").expect("pending");
+        let cf = inner.cf(db::CF_PENDING).expect("cf");
+        inner
+            .db
+            .put_cf(cf, pending_file.0, db::MARKER)
+            .expect("put");
+        // A file of an older epoch that is referenced is never touched (the kept object).
+        (
+            orphan,
+            pending_file,
+            store.object(&bucket("bkt"), &key("kept")).expect("head"),
+        )
+    };
+    assert_eq!(data_files(&root), 3);
+    let store = Store::open(&root).expect("reopen");
+    assert_eq!(tmp_files(&root), 0);
+    assert!(!store.inner.layout.data_path(orphan).exists());
+    assert!(!store.inner.layout.data_path(pending_file).exists());
+    assert_eq!(data_files(&root), 1);
+    assert_eq!(
+        store.object(&bucket("bkt"), &key("kept")).expect("head"),
+        kept
+    );
+    assert_eq!(get(&store, "bkt", "kept").await, pattern(30_000, 1));
+    // Reopening again finds nothing to do and keeps the object.
+    drop(store);
+    let store = Store::open(&root).expect("third open");
+    assert_eq!(get(&store, "bkt", "kept").await, pattern(30_000, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_to_one_and_many_keys() {
+    let (dir, store) = new_store();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(if i % 4 == 0 { 40_000 } else { 4096 }, i as u8);
+            put(&store, "bkt", &format!("k{i}"), &data).await;
+            put(&store, "bkt", "same", &data).await;
+            data
+        }));
+    }
+    let mut datas = Vec::new();
+    for t in tasks {
+        datas.push(t.await.expect("task"));
+    }
+    for (i, data) in datas.iter().enumerate() {
+        assert_eq!(&get(&store, "bkt", &format!("k{i}")).await, data);
+    }
+    let same = get(&store, "bkt", "same").await;
+    assert!(datas.contains(&same));
+    let files_expected = 16 + usize::from(same.len() > data::INLINE_MAX);
+    assert_eq!(
+        data_files(dir.path()),
+        files_expected,
+        "replaced versions reclaimed"
+    );
+}
