@@ -430,6 +430,20 @@ def xml_code(body):
 # Raw signed requests (for bodies and encodings boto3 will not produce)
 
 
+class FixedPayloadAuth(S3SigV4Auth):
+    """SigV4 for S3 with a chosen x-amz-content-sha256 (STREAMING-..., UNSIGNED-PAYLOAD, or a
+    deliberately wrong hash); botocore's own S3 signer always computes it."""
+
+    def __init__(self, credentials, region, payload_hash=None):
+        super().__init__(credentials, "s3", region)
+        self._payload_hash = payload_hash
+
+    def payload(self, request):
+        if self._payload_hash is not None:
+            return self._payload_hash
+        return super().payload(request)
+
+
 def raw_request(cloud, method, path, query="", headers=None, body=b"", sign=True,
                 payload_hash=None, access_key=None, secret_key=None, base=None):
     """Sends one request with http.client, SigV4-signed with the admin's keys by default.
@@ -443,10 +457,8 @@ def raw_request(cloud, method, path, query="", headers=None, body=b"", sign=True
     headers = dict(headers or {})
     if sign:
         req = AWSRequest(method=method, url=url, data=body, headers=headers)
-        if payload_hash is not None:
-            req.headers["X-Amz-Content-SHA256"] = payload_hash
         creds = Credentials(access_key or cloud.access_key, secret_key or cloud.secret_key)
-        S3SigV4Auth(creds, "s3", cloud.region).add_auth(req)
+        FixedPayloadAuth(creds, cloud.region, payload_hash).add_auth(req)
         headers = dict(req.headers.items())
     conn = http.client.HTTPConnection("127.0.0.1", cloud.port, timeout=60)
     try:

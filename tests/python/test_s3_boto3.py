@@ -1106,35 +1106,33 @@ def _chunked_signed_body(cloud, data, chunk, amz_date, scope, seed_signature):
 
 
 def _signed_streaming_put(cloud, bucket, key, data, tamper=False):
-    import http.client
-    from botocore.auth import S3SigV4Auth as Auth
+    """PUT with STREAMING-AWS4-HMAC-SHA256-PAYLOAD: a seed signature over the headers, then
+    one signature per 64 KiB chunk, chained."""
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
-    url = f"{cloud.s3_url}/{bucket}/{urllib.parse.quote(key)}"
+    from conftest import FixedPayloadAuth
+    path = f"/{bucket}/{urllib.parse.quote(key)}"
+    url = cloud.s3_url + path
+    chunk = 64 * 1024
+    encoded_len = len(_chunked_signed_body(cloud, data, chunk, "d", "a/b/c/d", "0" * 64))
     headers = {
-        "X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
         "Content-Encoding": "aws-chunked",
         "X-Amz-Decoded-Content-Length": str(len(data)),
+        "Content-Length": str(encoded_len),
     }
     req = AWSRequest(method="PUT", url=url, headers=headers)
-    auth = Auth(Credentials(cloud.access_key, cloud.secret_key), "s3", cloud.region)
-    auth.add_auth(req)
+    FixedPayloadAuth(Credentials(cloud.access_key, cloud.secret_key), cloud.region,
+                     "STREAMING-AWS4-HMAC-SHA256-PAYLOAD").add_auth(req)
     authz = req.headers["Authorization"]
     seed = authz.split("Signature=")[1]
     scope = authz.split("Credential=")[1].split(",")[0].split("/", 1)[1]
-    amz_date = req.headers["X-Amz-Date"]
-    body = _chunked_signed_body(cloud, data, 64 * 1024, amz_date, scope, seed)
+    body = _chunked_signed_body(cloud, data, chunk, req.headers["X-Amz-Date"], scope, seed)
+    assert len(body) == encoded_len
     if tamper:
         i = body.index(b"\r\n") + 2 + 10
         body = body[:i] + bytes([body[i] ^ 1]) + body[i + 1:]
-    conn = http.client.HTTPConnection("127.0.0.1", cloud.port, timeout=60)
-    send = dict(req.headers.items())
-    send["Content-Length"] = str(len(body))
-    conn.request("PUT", urllib.parse.urlsplit(url).path, body=body, headers=send)
-    resp = conn.getresponse()
-    out = resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), resp.read()
-    conn.close()
-    return out
+    return raw_request(cloud, "PUT", path, headers=dict(req.headers.items()), body=body,
+                       sign=False)
 
 
 def test_streaming_signed_payload_put(cloud, s3, bucket):
