@@ -63,8 +63,8 @@ impl Principal {
 }
 
 /// A user's access key with its secret, as handed out once at creation (eucarc, Euare
-/// `CreateAccessKey`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `CreateAccessKey`). Its `Debug` output hides the secret, so it can be logged.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// 12-digit account id.
     pub account_id: String,
@@ -76,6 +76,18 @@ pub struct Credentials {
     pub access_key_id: String,
     /// Secret access key (40 characters).
     pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("account_id", &self.account_id)
+            .field("account_name", &self.account_name)
+            .field("user_name", &self.user_name)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// What the verifier needs to see of a request (raw, as received).

@@ -188,10 +188,19 @@ pub(crate) fn verify_header(
         }
     };
     let kind = PayloadKind::parse(&payload_hash)?;
-    if form_body.is_some() && !matches!(kind, PayloadKind::Sha256(_) | PayloadKind::Unsigned) {
-        return Err(AuthError::InvalidArgument(format!(
-            "x-amz-content-sha256 '{payload_hash}' is not supported by this service"
-        )));
+    // A Query API's parameters are its body: an unsigned body would leave the action itself
+    // unauthenticated, so only a real hash is accepted there (or nothing to cover).
+    if let Some(body) = form_body {
+        let acceptable = match kind {
+            PayloadKind::Sha256(_) => true,
+            PayloadKind::Unsigned => body.is_empty(),
+            PayloadKind::Streaming { .. } | PayloadKind::UnsignedTrailer => false,
+        };
+        if !acceptable {
+            return Err(AuthError::InvalidArgument(format!(
+                "x-amz-content-sha256 '{payload_hash}' is not supported by this service; sign the SHA-256 of the body"
+            )));
+        }
     }
 
     let key = signing_key(

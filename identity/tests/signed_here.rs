@@ -304,6 +304,44 @@ fn ec2_sigv4_at_the_eucalyptus_path_with_an_invented_region() {
         verify_query(&req, b"Action=DescribeImages", &creds(), at(TS)).unwrap_err(),
         AuthError::SignatureDoesNotMatch
     );
+
+    // An unsigned body would leave the action unauthenticated: refused for Query APIs.
+    let signed = [
+        ("host", "127.0.0.1:8773"),
+        ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+        ("x-amz-date", TS),
+    ];
+    let sig = s.sign(
+        "POST",
+        "/services/compute/",
+        "",
+        &signed,
+        "UNSIGNED-PAYLOAD",
+    );
+    let auth = s.authorization(AKID, &signed, &sig);
+    let mut all = signed.to_vec();
+    all.push(("authorization", &auth));
+    let headers = header_map(&all);
+    let req = RequestParts {
+        method: "POST",
+        raw_path: "/services/compute/",
+        raw_query: "",
+        headers: &headers,
+    };
+    assert!(matches!(
+        verify_query(&req, body, &creds(), at(TS)),
+        Err(AuthError::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn credentials_debug_hides_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Identity::open(dir.path()).unwrap();
+    let (admin, _) = id.ensure_admin().unwrap();
+    let shown = format!("{admin:?}");
+    assert!(shown.contains(&admin.access_key_id));
+    assert!(!shown.contains(&admin.secret_access_key));
 }
 
 /// `application/x-www-form-urlencoded` as python-requests writes it (quote_plus).
