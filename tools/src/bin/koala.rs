@@ -1,2 +1,141 @@
-//! `koala`: runs the cloud's daemon roles.
-fn main() {}
+//! `koala`: runs the cloud's daemon roles (`up`, `walrus`) and the admin's commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tools::client::{query_call, xml_text, EnvCredentials};
+use tools::config::{Config, Overrides};
+use tools::server::{self, Roles};
+
+/// Koala, a private cloud: Walrus (S3), the cloud controller, clusters and nodes.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs every role on this host with embedded defaults.
+    Up(Daemon),
+    /// Runs Walrus, the S3 object store, alone.
+    Walrus(Daemon),
+    /// Administers a running cloud with the admin's credentials from the environment.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct Daemon {
+    /// Where all state lives [default: $KOALA_HOME, else ./koala-data].
+    #[arg(long, env = "KOALA_HOME", default_value = "koala-data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Creates an account (with its admin user and an access key) and prints its eucarc.
+    CreateAccount {
+        /// The account's name.
+        name: String,
+        /// The account service's URL [default: EUARE_URL, else derived from S3_URL].
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KOALA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(daemon) => serve(daemon, Roles::All),
+        Command::Walrus(daemon) => serve(daemon, Roles::Walrus),
+        Command::Admin { command } => admin(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("koala: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
+    let config = Config::load(&daemon.data_dir, &daemon.overrides).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime
+        .block_on(server::run(config, roles))
+        .map_err(|e| e.to_string())
+}
+
+fn admin(command: AdminCommand) -> Result<(), String> {
+    match command {
+        AdminCommand::CreateAccount { name, url } => {
+            let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
+            let url = match url {
+                Some(url) => url,
+                None => euare_url()?,
+            };
+            let body = query_call(
+                &url,
+                "iam",
+                "2010-05-08",
+                "CreateAccount",
+                &[("AccountName", &name)],
+                &creds,
+            )
+            .map_err(|e| e.to_string())?;
+            let field = |tag| {
+                xml_text(&body, tag).ok_or_else(|| format!("the response has no <{tag}>: {body}"))
+            };
+            let new = identity::Credentials {
+                account_id: field("AccountId")?,
+                account_name: field("AccountName")?,
+                user_name: field("UserName")?,
+                access_key_id: field("AccessKeyId")?,
+                secret_access_key: field("SecretAccessKey")?,
+            };
+            let s3_url = std::env::var("S3_URL").unwrap_or_default();
+            print!(
+                "{}",
+                new.eucarc(&identity::ServiceUrls {
+                    s3_url,
+                    ec2_url: std::env::var("EC2_URL").ok(),
+                    euare_url: Some(url),
+                    region: creds.region.clone(),
+                })
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The account service's URL from the environment a eucarc sets.
+fn euare_url() -> Result<String, String> {
+    if let Ok(url) = std::env::var("EUARE_URL") {
+        return Ok(url);
+    }
+    let s3 = std::env::var("S3_URL")
+        .map_err(|_| "neither EUARE_URL nor S3_URL is set: source an admin eucarc".to_owned())?;
+    let base = s3
+        .trim_end_matches('/')
+        .trim_end_matches("/services/Walrus")
+        .trim_end_matches("/services/objectstorage");
+    Ok(format!("{base}/services/Euare"))
+}

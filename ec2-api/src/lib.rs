@@ -1,0 +1,102 @@
+//! The cloud controller's Query APIs: the form-encoded `Action=...` protocol shared by EC2
+//! (`/services/compute`, `/services/Eucalyptus`, or `/` with an `Action`) and Eucalyptus'
+//! account service Euare (`/services/Euare`). Requests are verified once by `identity` and
+//! dispatched by service; each service renders its own error dialect.
+
+pub mod error;
+pub mod euare;
+pub mod query;
+
+use std::time::SystemTime;
+
+use axum::body::Body;
+use http::{Request, Response};
+use identity::{Authenticated, Identity, RequestParts};
+
+pub use error::QueryError;
+use query::{Dialect, QueryRequest};
+
+/// Largest form body a Query API accepts; EC2 and IAM requests are a few KiB at most.
+const MAX_FORM_BODY: usize = 1 << 20;
+
+/// The Query API front: verifies the caller and hands the action to its service.
+#[derive(Clone)]
+pub struct QueryApi {
+    identity: Identity,
+}
+
+impl QueryApi {
+    /// A front that authenticates callers against `identity`.
+    pub fn new(identity: Identity) -> QueryApi {
+        QueryApi { identity }
+    }
+
+    /// Whether a request belongs to a Query API rather than to S3: the service mount points,
+    /// or the root of the port with an `Action` parameter (in the query, or a form POST).
+    pub fn claims(req: &Request<Body>) -> bool {
+        let path = req.uri().path();
+        if Dialect::for_path(path).is_some() {
+            return true;
+        }
+        if path != "/" {
+            return false;
+        }
+        let has_action = req
+            .uri()
+            .query()
+            .map(|q| {
+                query::parse_form(q.as_bytes())
+                    .iter()
+                    .any(|(k, _)| k == "Action")
+            })
+            .unwrap_or(false);
+        let is_form = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        has_action || (req.method() == http::Method::POST && is_form)
+    }
+
+    /// Serves one Query API request; every failure becomes the service's XML error.
+    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let dialect = Dialect::for_path(req.uri().path()).unwrap_or(Dialect::Ec2);
+        let request_id = query::request_id();
+        match self.serve(req, dialect, &request_id).await {
+            Ok(body) => query::xml_response(http::StatusCode::OK, body, &request_id),
+            Err(err) => err.render(dialect, &request_id),
+        }
+    }
+
+    async fn serve(
+        &self,
+        req: Request<Body>,
+        dialect: Dialect,
+        request_id: &str,
+    ) -> Result<String, QueryError> {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, MAX_FORM_BODY)
+            .await
+            .map_err(|_| QueryError::RequestTooLarge)?;
+        let raw_query = parts.uri.query().unwrap_or("");
+        let signed = RequestParts {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query,
+            headers: &parts.headers,
+        };
+        let principal =
+            match identity::verify_query(&signed, &body, &self.identity, SystemTime::now())? {
+                Authenticated::Signed { principal, .. } => principal,
+                Authenticated::Anonymous => return Err(QueryError::MissingAuthentication),
+            };
+        let request = QueryRequest::new(raw_query, &body, &parts.headers);
+        let action = request.required("Action")?.to_owned();
+        match dialect {
+            Dialect::Euare => {
+                euare::dispatch(&self.identity, &principal, &action, &request, request_id)
+            }
+            Dialect::Ec2 => Err(QueryError::InvalidAction(action)),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `koala up` as a new admin meets it: first start, credentials, restart, and accounts made
+//! with `koala admin create-account` against the running cloud.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+
+use tests::Cloud;
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The `export NAME=VALUE` lines a command printed, as a map (values unquoted).
+fn exports(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                v.trim_matches(|c| c == '\'' || c == '"').to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn first_start_writes_admin_credentials_and_restart_keeps_them() {
+    let mut cloud = Cloud::start();
+    assert!(
+        cloud
+            .banner
+            .contains("Created the cloud admin account 'eucalyptus'"),
+        "banner: {}",
+        cloud.banner
+    );
+    let eucarc = cloud.eucarc();
+    assert!(cloud.banner.contains(&eucarc.display().to_string()));
+    let mode = std::fs::metadata(&eucarc).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the eucarc holds a secret");
+    assert!(cloud.dir.path().join("koala.toml").exists());
+
+    let env = Cloud::sourced_env(&eucarc);
+    let key = env["AWS_ACCESS_KEY_ID"].clone();
+    assert_eq!(key.len(), 20, "{key}");
+    assert_eq!(env["EC2_ACCESS_KEY"], key);
+    assert_eq!(env["EC2_SECRET_KEY"], env["AWS_SECRET_ACCESS_KEY"]);
+    assert_eq!(env["AWS_SECRET_ACCESS_KEY"].len(), 40);
+    let s3_url = format!("http://{}/services/Walrus", cloud.addr);
+    assert_eq!(env["S3_URL"], s3_url);
+    assert_eq!(env["AWS_ENDPOINT_URL_S3"], s3_url);
+    assert_eq!(env["AWS_DEFAULT_REGION"], "eucalyptus");
+
+    cloud.restart();
+    assert!(
+        !cloud.banner.contains("Created"),
+        "banner: {}",
+        cloud.banner
+    );
+    let again = Cloud::sourced_env(&cloud.eucarc());
+    assert_eq!(
+        again["AWS_ACCESS_KEY_ID"], key,
+        "the admin keeps its key across restarts"
+    );
+}
+
+#[test]
+fn admin_creates_accounts_and_only_the_admin_may() {
+    let cloud = Cloud::start();
+    let admin = Cloud::sourced_env(&cloud.eucarc());
+
+    let out = Cloud::koala(&["admin", "create-account", "alice"], &admin);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let alice = exports(&stdout(&out));
+    assert_eq!(alice["AWS_ACCESS_KEY_ID"].len(), 20);
+    assert_ne!(alice["AWS_ACCESS_KEY_ID"], admin["AWS_ACCESS_KEY_ID"]);
+    assert_eq!(alice["S3_URL"], admin["S3_URL"]);
+    let account_id = &alice["EC2_USER_ID"];
+    assert!(
+        account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit()),
+        "{account_id}"
+    );
+
+    let dup = Cloud::koala(&["admin", "create-account", "alice"], &admin);
+    assert!(!dup.status.success());
+    assert!(
+        stderr(&dup).contains("EntityAlreadyExists"),
+        "{}",
+        stderr(&dup)
+    );
+
+    let mut alice_env = admin.clone();
+    alice_env.insert(
+        "AWS_ACCESS_KEY_ID".into(),
+        alice["AWS_ACCESS_KEY_ID"].clone(),
+    );
+    alice_env.insert(
+        "AWS_SECRET_ACCESS_KEY".into(),
+        alice["AWS_SECRET_ACCESS_KEY"].clone(),
+    );
+    let denied = Cloud::koala(&["admin", "create-account", "bob"], &alice_env);
+    assert!(!denied.status.success());
+    assert!(
+        stderr(&denied).contains("AccessDenied"),
+        "{}",
+        stderr(&denied)
+    );
+
+    let mut forged = admin.clone();
+    forged.insert("AWS_SECRET_ACCESS_KEY".into(), "x".repeat(40));
+    let bad = Cloud::koala(&["admin", "create-account", "carol"], &forged);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("SignatureDoesNotMatch"),
+        "{}",
+        stderr(&bad)
+    );
+
+    let none = Cloud::koala(&["admin", "create-account", "dave"], &HashMap::new());
+    assert!(!none.status.success());
+    assert!(stderr(&none).contains("source"), "{}", stderr(&none));
+}
+
+#[test]
+fn query_api_errors_are_ec2_xml() {
+    let cloud = Cloud::start();
+    let url = format!(
+        "http://{}/?Action=DescribeImages&Version=2015-10-01",
+        cloud.addr
+    );
+    let err = ureq::get(&url)
+        .call()
+        .expect_err("unsigned EC2 call is refused");
+    let ureq::Error::Status(status, response) = err else {
+        panic!("transport error");
+    };
+    assert_eq!(status, 401);
+    let body = response.into_string().unwrap();
+    assert!(
+        body.contains("<Response><Errors><Error><Code>AuthFailure</Code>"),
+        "{body}"
+    );
+    assert!(body.contains("<RequestID>"), "{body}");
+}

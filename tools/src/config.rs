@@ -1,0 +1,201 @@
+//! The cloud's configuration: `DATA_DIR/koala.toml` (Koala's eucalyptus.conf), overridden by
+//! environment variables, overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file's name inside the data dir.
+pub const CONFIG_FILE: &str = "koala.toml";
+
+/// The main port's default, Eucalyptus' 8773.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8773";
+
+/// The region name written into credentials when none is configured (Eucalyptus' own).
+pub const DEFAULT_REGION: &str = "eucalyptus";
+
+/// What `koala.toml` may set; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Main listen address, `HOST:PORT`.
+    pub listen: Option<String>,
+    /// The URL clients should use, when the listen address is not it (NAT, proxy, DNS name).
+    pub public_url: Option<String>,
+    /// Region name in credentials and bucket locations.
+    pub region: Option<String>,
+    /// Domain for virtual-host-style S3 (`bucket.DOMAIN`).
+    pub virtual_host_domain: Option<String>,
+}
+
+/// Values given on the command line or in the environment (clap reads both).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Main listen address [default: 0.0.0.0:8773].
+    #[arg(long, env = "KOALA_LISTEN")]
+    pub listen: Option<String>,
+    /// Public base URL clients should use (e.g. http://cloud.example.com:8773).
+    #[arg(long, env = "KOALA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Region name [default: eucalyptus].
+    #[arg(long, env = "KOALA_REGION")]
+    pub region: Option<String>,
+    /// Domain for virtual-host-style S3 requests (`bucket.DOMAIN`).
+    #[arg(long, env = "KOALA_VIRTUAL_HOST_DOMAIN")]
+    pub virtual_host_domain: Option<String>,
+}
+
+/// The configuration in force.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where all state lives.
+    pub data_dir: PathBuf,
+    /// Main listen address.
+    pub listen: SocketAddr,
+    /// Public base URL override.
+    pub public_url: Option<String>,
+    /// Region name.
+    pub region: String,
+    /// Domain for virtual-host-style S3.
+    pub virtual_host_domain: Option<String>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("{path} is not a valid Koala configuration: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The listen address is not `HOST:PORT`.
+    #[error("listen address {0:?} is not HOST:PORT")]
+    Listen(String),
+}
+
+impl Config {
+    /// Loads `data_dir/koala.toml` if present and applies the overrides.
+    pub fn load(data_dir: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.message().to_owned(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let listen = overrides
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        Ok(Config {
+            data_dir: data_dir.to_owned(),
+            listen: listen.parse().map_err(|_| ConfigError::Listen(listen))?,
+            public_url: overrides.public_url.clone().or(file.public_url),
+            region: overrides
+                .region
+                .clone()
+                .or(file.region)
+                .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
+            virtual_host_domain: overrides
+                .virtual_host_domain
+                .clone()
+                .or(file.virtual_host_domain),
+        })
+    }
+
+    /// The base URL clients use: the public URL if configured, else the listen address, with
+    /// the host's name in place of an all-addresses listen.
+    pub fn base_url(&self) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let port = self.listen.port();
+        let host = match self.listen.ip() {
+            ip if ip.is_unspecified() => host_name(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!("http://{host}:{port}")
+    }
+}
+
+/// This host's name, for URLs when listening on all addresses.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The commented file written on first start, so an admin finds every knob in one place.
+pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of eucalyptus.conf).
+# Command-line flags and KOALA_* environment variables override these values.
+
+# Main listen address: Walrus (S3), the EC2 API and Euare share this port.
+# listen = "0.0.0.0:8773"
+
+# The URL clients should use, when the listen address is not it.
+# public_url = "http://cloud.example.com:8773"
+
+# Region name written into credentials.
+# region = "eucalyptus"
+
+# Serve virtual-host-style S3 requests for BUCKET.DOMAIN.
+# virtual_host_domain = "walrus.example.com"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = std::env::temp_dir().join(format!("koala-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(CONFIG_FILE),
+            "listen = \"127.0.0.1:9000\"\nregion = \"r1\"\n",
+        )
+        .unwrap();
+        let none = Overrides::default();
+        let config = Config::load(&dir, &none).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.region, "r1");
+        assert_eq!(config.base_url(), "http://127.0.0.1:9000");
+        let flags = Overrides {
+            listen: Some("127.0.0.2:9001".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::load(&dir, &flags).unwrap().listen.to_string(),
+            "127.0.0.2:9001"
+        );
+        std::fs::write(dir.join(CONFIG_FILE), "lsiten = 1\n").unwrap();
+        assert!(matches!(
+            Config::load(&dir, &none),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn default_file_parses() {
+        toml::from_str::<FileConfig>(DEFAULT_FILE).unwrap();
+    }
+}

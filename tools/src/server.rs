@@ -1,0 +1,184 @@
+//! The daemon: opens the roles asked for, writes the admin's credentials on first start, and
+//! serves every role on the main port through one front door that sends each request to its
+//! role (Query APIs by mount point or `Action`, everything else to Walrus' S3).
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::serve::ListenerExt;
+use ec2_api::QueryApi;
+use identity::{Identity, ServiceUrls};
+use walrus::{Walrus, WalrusConfig};
+
+use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
+
+/// Which roles one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    /// Everything that exists (`koala up`): Walrus and the cloud controller's account service.
+    All,
+    /// Walrus alone (`koala walrus`).
+    Walrus,
+}
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data dir or a file in it could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The identity store failed to open.
+    #[error("cannot open the identity store: {0}")]
+    Identity(String),
+    /// Walrus failed to open.
+    #[error("cannot open Walrus: {0}")]
+    Walrus(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone)]
+struct Front {
+    walrus: Walrus,
+    query: Option<QueryApi>,
+}
+
+/// Runs the roles until SIGINT or SIGTERM.
+pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ServerError::Io { path, source }
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
+    let config_file = config.data_dir.join(CONFIG_FILE);
+    if !config_file.exists() {
+        std::fs::write(&config_file, DEFAULT_FILE).map_err(io(&config_file))?;
+    }
+    let identity = Identity::open(&config.data_dir.join("identity"))
+        .map_err(|e| ServerError::Identity(e.to_string()))?;
+    let (admin, created) = identity
+        .ensure_admin()
+        .map_err(|e| ServerError::Identity(e.to_string()))?;
+    let eucarc = config.data_dir.join("credentials/admin/eucarc");
+    write_private(&eucarc, admin.eucarc(&service_urls(&config)).as_bytes())?;
+    if created {
+        println!(
+            "Created the cloud admin account 'eucalyptus' (user 'admin'); its credentials are in {}",
+            eucarc.display()
+        );
+    }
+    println!("Admin credentials: . {}", eucarc.display());
+
+    let walrus = Walrus::open(
+        WalrusConfig {
+            data_dir: config.data_dir.clone(),
+            virtual_host_domain: config.virtual_host_domain.clone(),
+            region: config.region.clone(),
+        },
+        identity.clone(),
+    )
+    .map_err(|e| ServerError::Walrus(e.to_string()))?;
+    let query = (roles == Roles::All).then(|| QueryApi::new(identity.clone()));
+    let app = axum::Router::new()
+        .fallback(front)
+        .with_state(Front { walrus, query });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?
+        .tap_io(|tcp| {
+            // Small responses must not wait for Nagle's algorithm (40 ms stalls otherwise).
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::warn!("cannot set TCP_NODELAY: {err}");
+            }
+        });
+    let base = config.base_url();
+    println!("Walrus (S3) is serving at {base}/ and {base}/services/Walrus");
+    if roles == Roles::All {
+        println!("Euare (accounts) is serving at {base}/services/Euare");
+    }
+    println!("Koala is listening on {}", config.listen);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })
+}
+
+/// The service URLs written into credentials.
+pub fn service_urls(config: &Config) -> ServiceUrls {
+    let base = config.base_url();
+    ServiceUrls {
+        s3_url: format!("{base}/services/Walrus"),
+        ec2_url: None,
+        euare_url: Some(format!("{base}/services/Euare")),
+        region: config.region.clone(),
+    }
+}
+
+async fn front(State(front): State<Front>, req: Request) -> Response<Body> {
+    match &front.query {
+        Some(query) if QueryApi::claims(&req) => query.handle(req).await,
+        _ => front.walrus.handle(req).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Writes a secret file readable by its owner only, atomically (temp name, fsync, rename).
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
+    let err = |source| ServerError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    file.write_all(contents).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)
+}
