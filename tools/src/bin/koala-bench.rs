@@ -1,0 +1,402 @@
+//! `koala-bench`: measures an S3 endpoint (Walrus or any peer) and the machine's own limits,
+//! printing figures. Benchmarks live here, never in timed tests.
+//!
+//! `koala-bench s3 --endpoint URL --access-key K --secret-key S` runs large-object PUT and GET
+//! (MB/s) and 4 KiB PUT and GET (ops/s with latency percentiles) at each concurrency.
+//! `koala-bench disk --dir DIR` does the same work against files (write + fsync; read back
+//! from the page cache): the ceiling any server on this machine is measured against.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
+};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Parser)]
+#[command(about = "Koala's benchmarks: S3 endpoints and the machine's limits")]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Clone, clap::Args)]
+struct Workload {
+    /// Number of large objects.
+    #[arg(long, default_value_t = 16)]
+    large_count: usize,
+    /// Size of each large object in MiB.
+    #[arg(long, default_value_t = 64)]
+    large_mib: usize,
+    /// Number of 4 KiB objects per concurrency level.
+    #[arg(long, default_value_t = 10_000)]
+    small_count: usize,
+    /// Concurrency levels for the small-object runs.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    concurrency: Vec<usize>,
+    /// Concurrency of the large-object runs.
+    #[arg(long, default_value_t = 4)]
+    large_concurrency: usize,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Drives an S3 endpoint.
+    S3 {
+        /// Base URL, e.g. http://127.0.0.1:8773 (path-style requests go below it).
+        #[arg(long)]
+        endpoint: String,
+        /// Access key id.
+        #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+        access_key: String,
+        /// Secret key.
+        #[arg(long, env = "AWS_SECRET_ACCESS_KEY")]
+        secret_key: String,
+        /// Region to sign for.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// Label printed with the figures.
+        #[arg(long, default_value = "s3")]
+        label: String,
+        #[command(flatten)]
+        workload: Workload,
+    },
+    /// The same work on plain files in DIR.
+    Disk {
+        /// A directory on the disk to measure.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[command(flatten)]
+        workload: Workload,
+    },
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct S3 {
+    client: HttpClient,
+    endpoint: String,
+    identity: Identity,
+    region: String,
+}
+
+impl S3 {
+    async fn send(&self, method: &str, path: &str, body: Bytes) -> Result<u64, String> {
+        let url = format!("{}{}", self.endpoint, path);
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let params = v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| e.to_string())?
+            .into();
+        let length = body.len().to_string();
+        let headers = [("content-length", length.as_str())];
+        let signable = SignableRequest::new(
+            method,
+            &url,
+            headers.iter().copied(),
+            SignableBody::UnsignedPayload,
+        )
+        .map_err(|e| e.to_string())?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| e.to_string())?
+            .into_parts();
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-length", length)
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        instructions.apply_to_request_http1x(&mut request);
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut received = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| e.to_string())?;
+            if let Some(data) = frame.data_ref() {
+                received += data.len() as u64;
+            }
+        }
+        if !status.is_success() {
+            return Err(format!("{method} {path}: HTTP {status}"));
+        }
+        Ok(received)
+    }
+}
+
+fn main() -> Result<(), String> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    match cli.command {
+        Bench::S3 {
+            endpoint,
+            access_key,
+            secret_key,
+            region,
+            label,
+            workload,
+        } => {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            let client = Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(256)
+                .build(connector);
+            let s3 = Arc::new(S3 {
+                client,
+                endpoint: endpoint.trim_end_matches('/').to_owned(),
+                identity: Credentials::new(access_key, secret_key, None, None, "bench").into(),
+                region,
+            });
+            runtime.block_on(bench_s3(s3, &label, &workload))
+        }
+        Bench::Disk { dir, workload } => bench_disk(&dir, &workload),
+    }
+}
+
+fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64() / 1e6
+}
+
+fn report_ops(
+    label: &str,
+    what: &str,
+    concurrency: usize,
+    mut latencies: Vec<Duration>,
+    elapsed: Duration,
+) {
+    latencies.sort();
+    let pct = |p: f64| {
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i].as_secs_f64() * 1e3
+    };
+    println!(
+        "{label:<10} {what:<10} c={concurrency:<3} {:>9.0} ops/s   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+/// A buffer of incompressible bytes (servers must not win by compressing).
+fn random_bytes(len: usize) -> Bytes {
+    let mut buf = vec![0u8; len];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut buf);
+    Bytes::from(buf)
+}
+
+async fn run_parallel<F, Fut>(
+    count: usize,
+    concurrency: usize,
+    op: F,
+) -> Result<(Vec<Duration>, Duration), String>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<u64, String>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let op = op.clone();
+        let next = next.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, String>(latencies);
+                }
+                let t = Instant::now();
+                op(i).await?;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(count);
+    for worker in workers {
+        all.extend(worker.await.map_err(|e| e.to_string())??);
+    }
+    Ok((all, start.elapsed()))
+}
+
+async fn bench_s3(s3: Arc<S3>, label: &str, w: &Workload) -> Result<(), String> {
+    let bucket = format!("bench-{}", std::process::id());
+    s3.send("PUT", &format!("/{bucket}"), Bytes::new()).await?;
+
+    let large = random_bytes(w.large_mib << 20);
+    let total = (w.large_count * large.len()) as u64;
+    let (s, b) = (s3.clone(), bucket.clone());
+    let body = large.clone();
+    let (_, elapsed) = run_parallel(w.large_count, w.large_concurrency, move |i| {
+        let (s, b, body) = (s.clone(), b.clone(), body.clone());
+        async move { s.send("PUT", &format!("/{b}/large-{i}"), body).await }
+    })
+    .await?;
+    println!(
+        "{label:<10} large PUT  {} x {} MiB, c={}: {:.0} MB/s",
+        w.large_count,
+        w.large_mib,
+        w.large_concurrency,
+        mb_per_s(total, elapsed)
+    );
+    let (s, b) = (s3.clone(), bucket.clone());
+    let (_, elapsed) = run_parallel(w.large_count, w.large_concurrency, move |i| {
+        let (s, b) = (s.clone(), b.clone());
+        async move {
+            let got = s
+                .send("GET", &format!("/{b}/large-{i}"), Bytes::new())
+                .await?;
+            Ok(got)
+        }
+    })
+    .await?;
+    println!(
+        "{label:<10} large GET  {} x {} MiB, c={}: {:.0} MB/s",
+        w.large_count,
+        w.large_mib,
+        w.large_concurrency,
+        mb_per_s(total, elapsed)
+    );
+
+    let small = random_bytes(4096);
+    for &c in &w.concurrency {
+        let (s, b, body) = (s3.clone(), bucket.clone(), small.clone());
+        let (lat, elapsed) = run_parallel(w.small_count, c, move |i| {
+            let (s, b, body) = (s.clone(), b.clone(), body.clone());
+            async move { s.send("PUT", &format!("/{b}/small-{c}-{i}"), body).await }
+        })
+        .await?;
+        report_ops(label, "4KiB PUT", c, lat, elapsed);
+        let (s, b) = (s3.clone(), bucket.clone());
+        let (lat, elapsed) = run_parallel(w.small_count, c, move |i| {
+            let (s, b) = (s.clone(), b.clone());
+            async move {
+                let got = s
+                    .send("GET", &format!("/{b}/small-{c}-{i}"), Bytes::new())
+                    .await?;
+                if got != 4096 {
+                    return Err(format!("GET returned {got} bytes"));
+                }
+                Ok(got)
+            }
+        })
+        .await?;
+        report_ops(label, "4KiB GET", c, lat, elapsed);
+    }
+    Ok(())
+}
+
+fn bench_disk(dir: &std::path::Path, w: &Workload) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let dir = dir.join(format!("koala-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let large = random_bytes(w.large_mib << 20);
+    let total = (w.large_count * large.len()) as u64;
+    let start = Instant::now();
+    std::thread::scope(|scope| -> Result<(), String> {
+        let handles: Vec<_> = (0..w.large_concurrency)
+            .map(|t| {
+                let (dir, large) = (&dir, &large);
+                scope.spawn(move || -> std::io::Result<()> {
+                    for i in (t..w.large_count).step_by(w.large_concurrency) {
+                        let mut f = std::fs::File::create(dir.join(format!("large-{i}")))?;
+                        f.write_all(large)?;
+                        f.sync_all()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| "writer panicked".to_owned())?
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })?;
+    println!(
+        "disk       large write+fsync {} x {} MiB: {:.0} MB/s",
+        w.large_count,
+        w.large_mib,
+        mb_per_s(total, start.elapsed())
+    );
+    let start = Instant::now();
+    let mut buf = vec![0u8; 1 << 20];
+    for i in 0..w.large_count {
+        let mut f =
+            std::fs::File::open(dir.join(format!("large-{i}"))).map_err(|e| e.to_string())?;
+        while f.read(&mut buf).map_err(|e| e.to_string())? > 0 {}
+    }
+    println!(
+        "disk       large read (page cache): {:.0} MB/s",
+        mb_per_s(total, start.elapsed())
+    );
+
+    let small = random_bytes(4096);
+    for &c in &w.concurrency {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let start = Instant::now();
+        let latencies = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..c {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= w.small_count {
+                            break;
+                        }
+                        let t = Instant::now();
+                        let ok = std::fs::File::create(dir.join(format!("small-{c}-{i}")))
+                            .and_then(|mut f| f.write_all(&small).and_then(|_| f.sync_data()));
+                        if ok.is_err() {
+                            break;
+                        }
+                        mine.push(t.elapsed());
+                    }
+                    if let Ok(mut all) = latencies.lock() {
+                        all.extend(mine);
+                    }
+                });
+            }
+        });
+        let lat = latencies
+            .into_inner()
+            .map_err(|_| "lock poisoned".to_owned())?;
+        report_ops("disk", "4KiB write", c, lat, start.elapsed());
+        let start = Instant::now();
+        let mut lat = Vec::with_capacity(w.small_count);
+        for i in 0..w.small_count {
+            let t = Instant::now();
+            std::fs::read(dir.join(format!("small-{c}-{i}"))).map_err(|e| e.to_string())?;
+            lat.push(t.elapsed());
+        }
+        report_ops("disk", "4KiB read", 1, lat, start.elapsed());
+    }
+    std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())
+}
