@@ -945,3 +945,41 @@ async fn concurrent_writes_to_one_and_many_keys() {
         "replaced versions reclaimed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_of_one_upload_commit_concurrently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = bucket("bkt");
+    let k = key("para");
+    let parts: Vec<Vec<u8>> = (0..8u8)
+        .map(|i| pattern(if i == 7 { 777 } else { 5 << 20 }, i))
+        .collect();
+    {
+        let store = Store::open(dir.path()).expect("open");
+        store.create_bucket(&b, acl("1"), None).expect("bucket");
+        let up = store
+            .create_upload(&b, &k, ObjectHeaders::default(), None, acl("1"))
+            .expect("create");
+        let mut tasks = Vec::new();
+        // Every part twice, concurrently: one of each pair wins, the loser's file is reclaimed.
+        for _ in 0..2 {
+            for (i, data) in parts.iter().enumerate() {
+                let (store, up, data) = (store.clone(), up.clone(), data.clone());
+                tasks.push(tokio::spawn(async move {
+                    upload_part(&store, &up, i as u32 + 1, &data).await
+                }));
+            }
+        }
+        let mut etags = std::collections::BTreeMap::new();
+        for t in tasks {
+            let m = t.await.expect("task");
+            etags.insert(m.part_number, m.etag);
+        }
+        assert_eq!(data_files(dir.path()), 8);
+        let listed: Vec<(u32, String)> = etags.into_iter().collect();
+        store.complete_upload(&up, &listed).await.expect("complete");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(get(&store, "bkt", "para").await, parts.concat());
+    assert_eq!(data_files(dir.path()), 8);
+}
