@@ -99,6 +99,36 @@ fn sh(script: &str) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// CPU seconds (user + system) used so far by this process, all threads, from /proc: the
+/// machine may be shared, so wall time alone can mislead.
+fn cpu_seconds() -> f64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 of stat(5), counted from the state field (3) here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used by finished children (the shell pipelines).
+fn children_cpu_seconds() -> f64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(13) + ticks(14)) / 100.0
+}
+
 fn dir_size(dir: &Path) -> u64 {
     fs::read_dir(dir)
         .unwrap()
@@ -130,6 +160,7 @@ fn main() {
     make_image(&img, bytes);
     println!("done");
 
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut rng = rand::thread_rng();
     let user = PrivateKey::new(&mut rng, 2048).unwrap();
     let cloud = PrivateKey::new(&mut rng, 2048).unwrap();
@@ -146,6 +177,7 @@ fn main() {
     let ku = w.join("koala-out");
     fs::create_dir(&kb).unwrap();
     fs::create_dir(&ku).unwrap();
+    let c = cpu_seconds();
     let t = Instant::now();
     let files = bundle_file(
         &img,
@@ -162,6 +194,8 @@ fn main() {
     )
     .unwrap();
     let k_bundle = t.elapsed().as_secs_f64();
+    let k_bundle_cpu = cpu_seconds() - c;
+    let c = cpu_seconds();
     let t = Instant::now();
     let (out, _) = unbundle_dir(
         &files.manifest,
@@ -173,6 +207,7 @@ fn main() {
     )
     .unwrap();
     let k_unbundle = t.elapsed().as_secs_f64();
+    let k_unbundle_cpu = cpu_seconds() - c;
     assert_eq!(fs::metadata(&out).unwrap().len(), bytes);
     let k_size = files.manifest_data.bundled_size;
     fs::remove_dir_all(&ku).unwrap();
@@ -184,50 +219,49 @@ fn main() {
     fs::create_dir(&pb).unwrap();
     fs::create_dir(&pu).unwrap();
     let (k, iv) = (key.key_hex(), key.iv_hex());
+    let c = children_cpu_seconds();
     let p_bundle = sh(&format!(
         "tar -cf - -C {w} image.img | gzip -6 | openssl enc -e -aes-128-cbc -K {k} -iv {iv} | split -b 10m - {pb}/image.img.part.",
         w = w.display(),
         pb = pb.display()
     ));
     let p_size = dir_size(&pb);
+    let p_bundle_cpu = children_cpu_seconds() - c;
+    let c = children_cpu_seconds();
     let p_unbundle = sh(&format!(
         "cat {pb}/image.img.part.* | openssl enc -d -aes-128-cbc -K {k} -iv {iv} | gzip -d | tar -xf - -C {pu}",
         pb = pb.display(),
         pu = pu.display()
     ));
     assert_eq!(fs::metadata(pu.join("image.img")).unwrap().len(), bytes);
+    let p_unbundle_cpu = children_cpu_seconds() - c;
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("image: {mb} MiB (1/4 random, 1/4 zeros, 1/2 text, 64 KiB runs), {cores} cores, Koala deflate level {level}");
+    println!("load average before the run: {}", load.trim());
     println!(
-        "{:<28} {:>10} {:>10} {:>14}",
-        "", "seconds", "MB/s", "bundled bytes"
+        "{:<28} {:>9} {:>9} {:>10} {:>14}",
+        "", "seconds", "cpu s", "MB/s", "bundled bytes"
     );
-    println!(
-        "{:<28} {:>10.2} {:>10.1} {:>14}",
-        "koala bundle",
-        k_bundle,
-        mbs(k_bundle),
-        k_size
-    );
-    println!(
-        "{:<28} {:>10.2} {:>10.1} {:>14}",
+    let row = |name: &str, secs: f64, cpu: f64, size: String| {
+        println!(
+            "{name:<28} {secs:>9.2} {cpu:>9.2} {:>10.1} {size:>14}",
+            mbs(secs)
+        );
+    };
+    row("koala bundle", k_bundle, k_bundle_cpu, k_size.to_string());
+    row(
         "pipeline bundle (gzip -6)",
         p_bundle,
-        mbs(p_bundle),
-        p_size
+        p_bundle_cpu,
+        p_size.to_string(),
     );
-    println!(
-        "{:<28} {:>10.2} {:>10.1}",
-        "koala unbundle",
-        k_unbundle,
-        mbs(k_unbundle)
-    );
-    println!(
-        "{:<28} {:>10.2} {:>10.1}",
+    row("koala unbundle", k_unbundle, k_unbundle_cpu, String::new());
+    row(
         "pipeline unbundle",
         p_unbundle,
-        mbs(p_unbundle)
+        p_unbundle_cpu,
+        String::new(),
     );
     println!(
         "bundle speed-up {:.1}x, unbundle speed-up {:.1}x",

@@ -32,31 +32,89 @@ impl ChunkDeflater {
     }
 
     /// Deflates one chunk independently of the others; `last` ends the deflate stream.
+    ///
+    /// Sub-blocks that look incompressible (random or already compressed data, by their byte
+    /// entropy) are written as stored blocks: deflating them would cost time and grow them.
     pub fn deflate(&mut self, data: &[u8], last: bool) -> io::Result<Deflated> {
-        self.compress.reset();
         let mut crc = crc32fast::Hasher::new();
         crc.update(data);
         let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 1024);
+        let mut pending = 0;
+        let mut at = 0;
+        for block in data.chunks(SUB_BLOCK) {
+            if looks_incompressible(block) {
+                if at > pending {
+                    self.run(&data[pending..at], false, &mut out)?;
+                }
+                stored(&mut out, block);
+                pending = at + block.len();
+            }
+            at += block.len();
+        }
+        if last || pending < data.len() {
+            self.run(&data[pending..], last, &mut out)?;
+        }
+        Ok(Deflated { bytes: out, crc })
+    }
+
+    /// Deflates `data` with a fresh dictionary, ending byte-aligned (sync flush) or final.
+    fn run(&mut self, data: &[u8], last: bool, out: &mut Vec<u8>) -> io::Result<()> {
+        self.compress.reset();
         let flush = if last {
             FlushCompress::Finish
         } else {
             FlushCompress::Sync
         };
+        out.reserve(data.len() + data.len() / 64 + 1024);
         loop {
             let consumed = self.compress.total_in() as usize;
             let status = self
                 .compress
-                .compress_vec(&data[consumed..], &mut out, flush)
+                .compress_vec(&data[consumed..], out, flush)
                 .map_err(io::Error::other)?;
             let all_in = self.compress.total_in() as usize == data.len();
             let room_left = out.len() < out.capacity();
             match status {
-                Status::StreamEnd => break,
-                _ if !last && all_in && room_left => break,
+                Status::StreamEnd => return Ok(()),
+                _ if !last && all_in && room_left => return Ok(()),
                 _ => out.reserve(out.capacity().max(64 * 1024)),
             }
         }
-        Ok(Deflated { bytes: out, crc })
+    }
+}
+
+/// Granularity of the stored-or-deflated decision.
+const SUB_BLOCK: usize = 64 * 1024;
+
+/// Order-0 entropy above 7.95 bits a byte: deflate would not gain anything worth its time.
+fn looks_incompressible(block: &[u8]) -> bool {
+    if block.len() < 4096 {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for &b in block {
+        counts[usize::from(b)] += 1;
+    }
+    let n = block.len() as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.95
+}
+
+/// Appends non-final stored blocks holding `data`; the output must be byte-aligned.
+fn stored(out: &mut Vec<u8>, data: &[u8]) {
+    for piece in data.chunks(65535) {
+        let len = piece.len() as u16;
+        out.push(0);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
     }
 }
 
@@ -81,7 +139,7 @@ mod tests {
         let mut d = ChunkDeflater::new(1);
         let mut gz = HEADER.to_vec();
         let mut crc = crc32fast::Hasher::new();
-        let chunks: Vec<&[u8]> = data.chunks(65536).collect();
+        let chunks: Vec<&[u8]> = data.chunks(100_000).collect();
         for (i, c) in chunks.iter().enumerate() {
             let out = d.deflate(c, i + 1 == chunks.len()).unwrap();
             gz.extend_from_slice(&out.bytes);

@@ -17,6 +17,7 @@ pub mod files;
 pub mod gzip;
 pub mod keys;
 pub mod manifest;
+pub mod progress;
 pub mod tar;
 pub mod unbundle;
 

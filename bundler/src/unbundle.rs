@@ -3,6 +3,8 @@
 //! Every check the manifest allows is made as the bytes arrive.
 
 use std::io::{Read, Write};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use aes::Aes128;
 use cbc::cipher::consts::U16;
@@ -16,31 +18,102 @@ use crate::keys::BundleKey;
 use crate::manifest::{Manifest, PartInfo};
 use crate::tar::TarReader;
 
-/// Between gunzip and the tar reader: hashes the tar stream and keeps the typed error that a
-/// `Write` impl can only return as `io::Error`.
-struct Tap<W: Write> {
-    sha: Sha1,
-    tar: TarReader<W>,
+/// Bytes of tar stream handed to the checking thread at a time.
+const BATCH: usize = 1 << 20;
+
+/// What the checking thread hands back: the sink and the tar stream's SHA-1, or why the tar
+/// stream was refused.
+type CheckResult<W> = Result<(W, [u8; 20], u64)>;
+
+/// Between gunzip and the tar checks, which run on their own thread (SHA-1 of the tar stream,
+/// the tar reader and the sink's writes), so that unbundling uses two cores.
+struct Tap<W: Write + Send + 'static> {
+    batch: Vec<u8>,
+    tx: Option<mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<JoinHandle<CheckResult<W>>>,
     error: Option<Error>,
 }
 
-impl<W: Write> Write for Tap<W> {
+impl<W: Write + Send + 'static> Tap<W> {
+    fn new(sink: W, expected_size: u64) -> Self {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+        let worker = std::thread::spawn(move || -> CheckResult<W> {
+            let mut sha = Sha1::new();
+            let mut tar = TarReader::new(sink, expected_size);
+            for batch in rx {
+                sha.update(&batch);
+                tar.push(&batch)?;
+            }
+            tar.finish()?;
+            let written = tar.written();
+            Ok((tar.into_inner(), sha.finalize().into(), written))
+        });
+        Tap {
+            batch: Vec::with_capacity(BATCH),
+            tx: Some(tx),
+            worker: Some(worker),
+            error: None,
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // The checking thread stopped: it refused the stream. Fetch its reason.
+        self.tx = None;
+        self.error = Some(match self.join() {
+            Err(e) => e,
+            Ok(_) => Error::TrailingData,
+        });
+        Err(std::io::Error::other("the tar stream was refused"))
+    }
+
+    /// Ends the stream and collects the checking thread's verdict.
+    fn join(&mut self) -> CheckResult<W> {
+        self.tx = None;
+        match self.worker.take() {
+            Some(w) => w.join().unwrap_or_else(|_| {
+                Err(Error::io(
+                    "checking the tar stream",
+                    std::io::Error::other("the checking thread panicked"),
+                ))
+            }),
+            None => Err(self.error.take().unwrap_or(Error::TrailingData)),
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for Tap<W> {
+    fn drop(&mut self) {
+        // Wait for the checking thread so the sink is dropped (a temp file removed) before
+        // the unbundler's owner goes on.
+        self.tx = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Write for Tap<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.error.is_some() {
             return Err(std::io::Error::other("the tar stream was refused"));
         }
-        self.sha.update(buf);
-        match self.tar.push(buf) {
-            Ok(()) => Ok(buf.len()),
-            Err(e) => {
-                self.error = Some(e);
-                Err(std::io::Error::other("the tar stream was refused"))
-            }
+        self.batch.extend_from_slice(buf);
+        if self.batch.len() >= BATCH {
+            self.send()?;
         }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.send()
     }
 }
 
@@ -64,8 +137,9 @@ pub struct UnbundleSummary {
 /// image bytes reach the sink before the final checks pass: write to a temporary place and
 /// publish only when `finish` succeeds. After any error, drop the unbundler.
 ///
-/// It is synchronous; from async code, run it in `spawn_blocking`.
-pub struct Unbundler<W: Write> {
+/// It is synchronous; from async code, run it in `spawn_blocking`. It uses one helper thread
+/// (the tar checks and the sink's writes), hence `W: Send + 'static`.
+pub struct Unbundler<W: Write + Send + 'static> {
     parts: Vec<PartInfo>,
     next: usize,
     open: bool,
@@ -84,7 +158,7 @@ pub struct Unbundler<W: Write> {
 /// Ciphertext decrypted per step, to bound memory however large the writes are.
 const STEP: usize = 1 << 20;
 
-impl<W: Write> Unbundler<W> {
+impl<W: Write + Send + 'static> Unbundler<W> {
     /// An unbundler for `manifest`'s bundle with its unwrapped `key`, writing the image into
     /// `sink`. Verify the signature first ([`Manifest::verify`]) when the signer is known.
     pub fn new(manifest: &Manifest, key: &BundleKey, sink: W) -> Self {
@@ -98,11 +172,7 @@ impl<W: Write> Unbundler<W> {
             digest: manifest.digest.to_ascii_lowercase(),
             dec: cbc::Decryptor::<Aes128>::new(&key.key.into(), &key.iv.into()),
             held: Vec::with_capacity(STEP + 32),
-            gz: MultiGzDecoder::new(Tap {
-                sha: Sha1::new(),
-                tar: TarReader::new(sink, manifest.size),
-                error: None,
-            }),
+            gz: MultiGzDecoder::new(Tap::new(sink, manifest.size)),
             deferred: None,
         }
     }
@@ -254,21 +324,17 @@ impl<W: Write> Unbundler<W> {
         self.check(result)?;
         let result = self.gz.try_finish();
         self.check(result)?;
-        let tap = self.gz.get_mut();
-        if let Some(e) = tap.error.take() {
-            return Err(e);
-        }
-        let digest = hex::encode(std::mem::take(&mut tap.sha).finalize());
+        let result = self.gz.get_mut().send();
+        self.check(result)?;
+        let (sink, sha, size) = self.gz.get_mut().join()?;
+        let digest = hex::encode(sha);
         if digest != self.digest {
             return Err(Error::ImageDigest {
                 expected: self.digest.clone(),
                 actual: digest,
             });
         }
-        tap.tar.finish()?;
-        let size = tap.tar.written();
-        let tap = self.gz.finish().map_err(Error::Gzip)?;
-        let mut sink = tap.tar.into_inner();
+        let mut sink = sink;
         sink.flush()
             .map_err(|e| Error::io("writing the image", e))?;
         Ok((
