@@ -15,8 +15,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use http::Method;
 
-pub use s3::ident::Identity as WalrusIdentity;
-
 /// How Walrus is set up by the binary.
 #[derive(Clone, Debug)]
 pub struct WalrusConfig {
@@ -44,7 +42,7 @@ pub struct Walrus {
 
 impl Walrus {
     /// Opens the store under data_dir/walrus.
-    pub fn open(config: WalrusConfig, identity: WalrusIdentity) -> Result<Walrus, WalrusError> {
+    pub fn open(config: WalrusConfig, identity: identity::Identity) -> Result<Walrus, WalrusError> {
         let store = store::Store::open(&config.data_dir.join("walrus"))?;
         Ok(Walrus {
             shared: Arc::new(s3::Shared {

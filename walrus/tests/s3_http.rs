@@ -1,0 +1,1302 @@
+//! End-to-end tests of the S3 HTTP layer: a real Walrus on a temp dir with a real Identity,
+//! served on loopback by axum, driven by requests signed with `aws-sigv4` (a signer written
+//! independently of ours), sent by hyper's client.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+    SignatureLocation, SigningSettings, UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use identity::Credentials;
+use md5::Digest;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use walrus::{Walrus, WalrusConfig};
+
+/// Unreserved characters stay; everything else is encoded (what SDKs do for keys, minus `/`).
+const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+struct Server {
+    addr: SocketAddr,
+    admin: Credentials,
+    other: Credentials,
+    client: Client<HttpConnector, Full<Bytes>>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Resp {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn code(&self) -> String {
+        between(&self.text(), "<Code>", "</Code>").unwrap_or_default()
+    }
+
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default()
+    }
+
+    #[track_caller]
+    fn expect(&self, status: u16) -> &Resp {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        self
+    }
+
+    #[track_caller]
+    fn expect_err(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        assert_eq!(self.code(), code, "body: {}", self.text());
+    }
+}
+
+fn between(s: &str, a: &str, b: &str) -> Option<String> {
+    let start = s.find(a)? + a.len();
+    let end = s[start..].find(b)? + start;
+    Some(s[start..end].to_owned())
+}
+
+fn all_between(s: &str, a: &str, b: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(a) {
+        let after = &rest[i + a.len()..];
+        let Some(j) = after.find(b) else { break };
+        out.push(after[..j].to_owned());
+        rest = &after[j + b.len()..];
+    }
+    out
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    hex::encode(md5::Md5::digest(data))
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data)
+}
+
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Anonymous,
+    /// SigV4 header, payload hash signed.
+    V4(&'a Credentials),
+    /// SigV4 header with a wrong secret.
+    BadSecret(&'a Credentials),
+    /// SigV4 header, `UNSIGNED-PAYLOAD`.
+    Unsigned(&'a Credentials),
+    /// Presigned URL valid for the duration, signed at the given time.
+    Presigned(&'a Credentials, Duration, SystemTime),
+    /// aws-chunked with a CRC32 trailer (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`).
+    Trailer(&'a Credentials, Option<&'a str>),
+}
+
+struct Req<'a> {
+    server: &'a Server,
+    method: Method,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    auth: Auth<'a>,
+    host: Option<String>,
+}
+
+impl<'a> Req<'a> {
+    fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    fn body(mut self, b: impl Into<Vec<u8>>) -> Self {
+        self.body = b.into();
+        self
+    }
+
+    fn auth(mut self, a: Auth<'a>) -> Self {
+        self.auth = a;
+        self
+    }
+
+    fn host(mut self, h: &str) -> Self {
+        self.host = Some(h.to_owned());
+        self
+    }
+
+    async fn send(self) -> Resp {
+        let host = self
+            .host
+            .clone()
+            .unwrap_or_else(|| self.server.addr.to_string());
+        // Connect to the server whatever the Host header says (virtual-host names do not resolve).
+        let mut url = format!("http://{}{}", self.server.addr, self.path);
+        let mut headers = self.headers.clone();
+        headers.push(("host".into(), host.clone()));
+        let body_method = self.method == Method::PUT || self.method == Method::POST;
+        if body_method
+            && self.body.is_empty()
+            && !headers.iter().any(|(k, _)| k == "content-length")
+        {
+            // hyper's client omits `Content-Length: 0`; S3 clients send it.
+            headers.push(("content-length".into(), "0".into()));
+        }
+        let mut body = self.body.clone();
+        let (creds, secret_ok, kind, presign) = match self.auth {
+            Auth::Anonymous => (None, true, None, None),
+            Auth::V4(c) => (Some(c), true, Some(SignableBody::Bytes(&self.body)), None),
+            Auth::BadSecret(c) => (Some(c), false, Some(SignableBody::Bytes(&self.body)), None),
+            Auth::Unsigned(c) => (Some(c), true, Some(SignableBody::UnsignedPayload), None),
+            Auth::Presigned(c, d, t) => (
+                Some(c),
+                true,
+                Some(SignableBody::UnsignedPayload),
+                Some((d, t)),
+            ),
+            Auth::Trailer(c, checksum) => {
+                let crc = checksum
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| b64(&crc32fast::hash(&self.body).to_be_bytes()));
+                let mut framed = Vec::new();
+                for chunk in self.body.chunks(8192) {
+                    framed.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                    framed.extend_from_slice(chunk);
+                    framed.extend_from_slice(b"\r\n");
+                }
+                framed.extend_from_slice(
+                    format!("0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n").as_bytes(),
+                );
+                body = framed;
+                headers.push(("content-encoding".into(), "aws-chunked".into()));
+                headers.push((
+                    "x-amz-decoded-content-length".into(),
+                    self.body.len().to_string(),
+                ));
+                headers.push(("x-amz-trailer".into(), "x-amz-checksum-crc32".into()));
+                (
+                    Some(c),
+                    true,
+                    Some(SignableBody::StreamingUnsignedPayloadTrailer),
+                    None,
+                )
+            }
+        };
+        if let (Some(c), Some(kind)) = (creds, kind) {
+            let secret = if secret_ok {
+                c.secret_access_key.clone()
+            } else {
+                "wrong".repeat(8)
+            };
+            let id: aws_smithy_runtime_api::client::identity::Identity =
+                aws_credential_types::Credentials::new(
+                    &c.access_key_id,
+                    secret,
+                    None,
+                    None,
+                    "test",
+                )
+                .into();
+            let mut settings = SigningSettings::default();
+            settings.percent_encoding_mode = PercentEncodingMode::Single;
+            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+            let mut time = SystemTime::now();
+            match presign {
+                Some((d, t)) => {
+                    settings.signature_location = SignatureLocation::QueryParams;
+                    settings.expires_in = Some(d);
+                    time = t;
+                }
+                None => settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256,
+            }
+            let params = v4::SigningParams::builder()
+                .identity(&id)
+                .region("us-east-1")
+                .name("s3")
+                .time(time)
+                .settings(settings)
+                .build()
+                .expect("params")
+                .into();
+            let signable = SignableRequest::new(
+                self.method.as_str(),
+                url.clone(),
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                kind,
+            )
+            .expect("signable");
+            let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+            let (new_headers, new_params) = instructions.into_parts();
+            for h in new_headers {
+                headers.push((h.name().to_owned(), h.value().to_owned()));
+            }
+            for (k, v) in new_params {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(k);
+                url.push('=');
+                url.push_str(&utf8_percent_encode(&v, QUERY_SET).to_string());
+            }
+        }
+        let mut builder = Request::builder().method(self.method.clone()).uri(url);
+        for (k, v) in &headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let req = builder.body(Full::new(Bytes::from(body))).expect("request");
+        let resp = self.server.client.request(req).await.expect("response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = identity::Identity::open(&dir.path().join("identity")).expect("identity");
+        let (admin, _) = identity.ensure_admin().expect("admin");
+        let other = identity.create_account("other").expect("account");
+        let walrus = Walrus::open(
+            WalrusConfig {
+                data_dir: dir.path().to_owned(),
+                virtual_host_domain: Some("s3.koala.test".into()),
+                region: "us-east-1".into(),
+            },
+            identity,
+        )
+        .expect("walrus");
+        let app = axum::Router::new().fallback(move |req: Request<Body>| {
+            let w = walrus.clone();
+            async move { w.handle(req).await }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Server {
+            addr,
+            admin,
+            other,
+            client,
+            _dir: dir,
+        }
+    }
+
+    fn req(&self, method: &str, path: &str) -> Req<'_> {
+        Req {
+            server: self,
+            method: Method::from_bytes(method.as_bytes()).expect("method"),
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            auth: Auth::V4(&self.admin),
+            host: None,
+        }
+    }
+
+    async fn put(&self, path: &str, body: &[u8]) -> Resp {
+        self.req("PUT", path).body(body.to_vec()).send().await
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.req("GET", path).send().await
+    }
+
+    /// Sends raw bytes on a fresh connection and returns the raw response head and body.
+    async fn raw(&self, request: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        s.write_all(request.as_bytes()).await.expect("write");
+        let mut buf = vec![0u8; 65536];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("timeout")
+            .expect("read");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn buckets_lifecycle() {
+    let s = Server::start().await;
+    s.put("/alpha", b"").await.expect(200);
+    let loc = b"<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>koala-1</LocationConstraint></CreateBucketConfiguration>";
+    s.put("/beta", loc).await.expect(200);
+    s.put("/alpha", b"")
+        .await
+        .expect_err(409, "BucketAlreadyOwnedByYou");
+    s.req("PUT", "/alpha")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect_err(409, "BucketAlreadyExists");
+    s.put("/gamma", b"<CreateBucketConfiguration><Location")
+        .await
+        .expect_err(400, "MalformedXML");
+    s.put("/Bad_Name", b"")
+        .await
+        .expect_err(400, "InvalidBucketName");
+    s.put("/services", b"")
+        .await
+        .expect_err(400, "InvalidBucketName");
+    s.req("PUT", "/anon-bucket")
+        .auth(Auth::Anonymous)
+        .send()
+        .await
+        .expect_err(403, "AccessDenied");
+
+    let list = s.get("/").await;
+    list.expect(200);
+    assert_eq!(
+        all_between(&list.text(), "<Name>", "</Name>"),
+        vec!["alpha", "beta"]
+    );
+    assert!(list
+        .text()
+        .contains("xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\""));
+    assert!(!list.header("x-amz-request-id").is_empty());
+    assert_eq!(list.header("server"), "Koala Walrus");
+    assert_eq!(list.header("content-length"), list.body.len().to_string());
+    let other_list = s.req("GET", "/").auth(Auth::V4(&s.other)).send().await;
+    assert!(all_between(&other_list.expect(200).text(), "<Name>", "</Name>").is_empty());
+
+    let l = s.get("/beta?location").await;
+    assert_eq!(
+        between(&l.expect(200).text(), "\">", "</LocationConstraint>").as_deref(),
+        Some("koala-1")
+    );
+    s.req("HEAD", "/alpha").send().await.expect(200);
+    let h = s.req("HEAD", "/nope-bucket").send().await;
+    h.expect(404);
+    assert!(h.body.is_empty());
+    s.req("HEAD", "/alpha")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect(403);
+
+    s.put("/alpha/k", b"x").await.expect(200);
+    s.req("DELETE", "/alpha")
+        .send()
+        .await
+        .expect_err(409, "BucketNotEmpty");
+    s.req("DELETE", "/alpha")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect_err(403, "AccessDenied");
+    s.req("DELETE", "/alpha/k").send().await.expect(204);
+    s.req("DELETE", "/alpha").send().await.expect(204);
+    s.get("/alpha").await.expect_err(404, "NoSuchBucket");
+}
+
+#[tokio::test]
+async fn objects_put_get_head() {
+    let s = Server::start().await;
+    s.put("/data", b"").await.expect(200);
+    let body = b"hello walrus".to_vec();
+    let put = s
+        .req("PUT", "/data/greeting.txt")
+        .header("content-type", "text/plain")
+        .header("x-amz-meta-color", "blue")
+        .header("cache-control", "no-cache")
+        .header("content-md5", &b64(&md5::Md5::digest(&body)))
+        .body(body.clone())
+        .send()
+        .await;
+    put.expect(200);
+    let etag = format!("\"{}\"", md5_hex(&body));
+    assert_eq!(put.header("etag"), etag);
+
+    let get = s.get("/data/greeting.txt").await;
+    get.expect(200);
+    assert_eq!(&get.body[..], &body[..]);
+    assert_eq!(get.header("etag"), etag);
+    assert_eq!(get.header("content-type"), "text/plain");
+    assert_eq!(get.header("x-amz-meta-color"), "blue");
+    assert_eq!(get.header("cache-control"), "no-cache");
+    assert_eq!(get.header("content-length"), body.len().to_string());
+    assert!(!get.header("last-modified").is_empty());
+
+    let head = s.req("HEAD", "/data/greeting.txt").send().await;
+    head.expect(200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), body.len().to_string());
+    assert_eq!(head.header("etag"), etag);
+
+    // Ranges.
+    let r = s
+        .req("GET", "/data/greeting.txt")
+        .header("range", "bytes=0-4")
+        .send()
+        .await;
+    r.expect(206);
+    assert_eq!(&r.body[..], b"hello");
+    assert_eq!(r.header("content-range"), "bytes 0-4/12");
+    let r = s
+        .req("GET", "/data/greeting.txt")
+        .header("range", "bytes=-6")
+        .send()
+        .await;
+    assert_eq!(&r.body[..], b"walrus");
+    let r = s
+        .req("GET", "/data/greeting.txt")
+        .header("range", "bytes=6-")
+        .send()
+        .await;
+    assert_eq!(&r.body[..], b"walrus");
+    let r = s
+        .req("GET", "/data/greeting.txt")
+        .header("range", "bytes=50-60")
+        .send()
+        .await;
+    r.expect_err(416, "InvalidRange");
+    assert_eq!(r.header("content-range"), "bytes */12");
+
+    // Conditionals.
+    s.req("GET", "/data/greeting.txt")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect(304);
+    s.req("GET", "/data/greeting.txt")
+        .header("if-match", "\"nope\"")
+        .send()
+        .await
+        .expect_err(412, "PreconditionFailed");
+    s.req("GET", "/data/greeting.txt")
+        .header("if-match", &etag)
+        .send()
+        .await
+        .expect(200);
+    let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+    let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(3600));
+    s.req("GET", "/data/greeting.txt")
+        .header("if-modified-since", &future)
+        .send()
+        .await
+        .expect(304);
+    s.req("GET", "/data/greeting.txt")
+        .header("if-unmodified-since", &past)
+        .send()
+        .await
+        .expect(412);
+
+    // response-* overrides: signed only.
+    let r = s.get("/data/greeting.txt?response-content-type=application%2Fx-test&response-content-disposition=attachment").await;
+    r.expect(200);
+    assert_eq!(r.header("content-type"), "application/x-test");
+    assert_eq!(r.header("content-disposition"), "attachment");
+
+    // Empty object.
+    s.put("/data/empty", b"").await.expect(200);
+    let r = s.get("/data/empty").await;
+    r.expect(200);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag"), format!("\"{}\"", md5_hex(b"")));
+
+    s.get("/data/missing").await.expect_err(404, "NoSuchKey");
+    s.get("/nobucket/missing")
+        .await
+        .expect_err(404, "NoSuchBucket");
+    // Overwrite.
+    s.put("/data/greeting.txt", b"v2").await.expect(200);
+    assert_eq!(&s.get("/data/greeting.txt").await.body[..], b"v2");
+}
+
+#[tokio::test]
+async fn keys_round_trip_verbatim() {
+    let s = Server::start().await;
+    s.put("/keys", b"").await.expect(200);
+    let keys = [
+        "../x",
+        "a//b",
+        "été/ünï",
+        "a+b",
+        "a&b=c",
+        "with space",
+        "ctl\u{1}\u{7f}",
+        "trailing/",
+        "q?x#y%",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let path = format!("/keys/{}", utf8_percent_encode(key, KEY_SET));
+        s.put(&path, format!("body{i}").as_bytes())
+            .await
+            .expect(200);
+        let r = s.get(&path).await;
+        r.expect(200);
+        assert_eq!(r.text(), format!("body{i}"), "{key:?}");
+    }
+    // A literal `+` in the path is a plus, not a space.
+    s.put("/keys/p+q", b"plus").await.expect(200);
+    assert_eq!(s.get("/keys/p%2Bq").await.text(), "plus");
+    let list = s.get("/keys?list-type=2&encoding-type=url").await;
+    list.expect(200);
+    let mut listed: Vec<String> = all_between(&list.text(), "<Key>", "</Key>")
+        .iter()
+        .map(|k| {
+            percent_encoding::percent_decode_str(k)
+                .decode_utf8()
+                .expect("utf8")
+                .into_owned()
+        })
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = keys
+        .iter()
+        .map(|k| k.to_string())
+        .chain(["p+q".to_owned()])
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
+
+    let long = "k".repeat(1025);
+    s.put(&format!("/keys/{long}"), b"x")
+        .await
+        .expect_err(400, "KeyTooLongError");
+    s.put(&format!("/keys/{}", "k".repeat(1024)), b"x")
+        .await
+        .expect(200);
+    s.put("/keys/bad%FFutf8", b"x")
+        .await
+        .expect_err(400, "InvalidURI");
+}
+
+#[tokio::test]
+async fn listing() {
+    let s = Server::start().await;
+    s.put("/list", b"").await.expect(200);
+    for k in ["a/1", "a/2", "b/1", "c", "d"] {
+        s.put(&format!("/list/{k}"), b"x").await.expect(200);
+    }
+    let r = s.get("/list?delimiter=/").await;
+    r.expect(200);
+    assert_eq!(all_between(&r.text(), "<Key>", "</Key>"), vec!["c", "d"]);
+    assert_eq!(
+        all_between(&r.text(), "<Prefix>", "</Prefix>"),
+        vec!["", "a/", "b/"]
+    );
+    let r = s.get("/list?prefix=a/&list-type=2").await;
+    assert_eq!(
+        all_between(&r.text(), "<Key>", "</Key>"),
+        vec!["a/1", "a/2"]
+    );
+    assert_eq!(
+        between(&r.text(), "<KeyCount>", "</KeyCount>").as_deref(),
+        Some("2")
+    );
+
+    // V2 paging with continuation tokens.
+    let mut token: Option<String> = None;
+    let mut seen = Vec::new();
+    loop {
+        let q = match &token {
+            Some(t) => format!(
+                "/list?list-type=2&max-keys=2&continuation-token={}",
+                utf8_percent_encode(t, QUERY_SET)
+            ),
+            None => "/list?list-type=2&max-keys=2".to_owned(),
+        };
+        let r = s.get(&q).await;
+        r.expect(200);
+        seen.extend(all_between(&r.text(), "<Key>", "</Key>"));
+        token = between(
+            &r.text(),
+            "<NextContinuationToken>",
+            "</NextContinuationToken>",
+        );
+        if token.is_none() {
+            assert!(r.text().contains("<IsTruncated>false</IsTruncated>"));
+            break;
+        }
+    }
+    assert_eq!(seen, vec!["a/1", "a/2", "b/1", "c", "d"]);
+    // V1 marker, V2 start-after.
+    let r = s.get("/list?marker=b/1").await;
+    assert_eq!(all_between(&r.text(), "<Key>", "</Key>"), vec!["c", "d"]);
+    let r = s
+        .get("/list?list-type=2&start-after=c&fetch-owner=true")
+        .await;
+    assert_eq!(all_between(&r.text(), "<Key>", "</Key>"), vec!["d"]);
+    assert!(r.text().contains("<Owner><ID>"));
+    s.get("/list?max-keys=abc")
+        .await
+        .expect_err(400, "InvalidArgument");
+    s.get("/list?max-keys=-1")
+        .await
+        .expect_err(400, "InvalidArgument");
+    s.get("/list?list-type=2&continuation-token=%21%21")
+        .await
+        .expect_err(400, "InvalidArgument");
+    s.req("GET", "/list")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect_err(403, "AccessDenied");
+}
+
+#[tokio::test]
+async fn bad_digests_and_signatures() {
+    let s = Server::start().await;
+    s.put("/bad", b"").await.expect(200);
+    s.req("PUT", "/bad/k")
+        .header("content-md5", &b64(&md5::Md5::digest(b"other")))
+        .body("data")
+        .send()
+        .await
+        .expect_err(400, "BadDigest");
+    s.req("PUT", "/bad/k")
+        .header("content-md5", "not-base64!")
+        .body("data")
+        .send()
+        .await
+        .expect_err(400, "InvalidDigest");
+    s.req("PUT", "/bad/k")
+        .header("content-md5", &b64(b"short"))
+        .body("data")
+        .send()
+        .await
+        .expect_err(400, "InvalidDigest");
+    s.get("/bad/k").await.expect_err(404, "NoSuchKey");
+
+    // x-amz-checksum-* headers.
+    let crc = b64(&crc32fast::hash(b"data").to_be_bytes());
+    let r = s
+        .req("PUT", "/bad/c")
+        .header("x-amz-checksum-crc32", &crc)
+        .body("data")
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(r.header("x-amz-checksum-crc32"), crc);
+    let r = s
+        .req("HEAD", "/bad/c")
+        .header("x-amz-checksum-mode", "ENABLED")
+        .send()
+        .await;
+    assert_eq!(r.header("x-amz-checksum-crc32"), crc);
+    let r = s.req("HEAD", "/bad/c").send().await;
+    assert_eq!(r.header("x-amz-checksum-crc32"), "");
+    s.req("PUT", "/bad/c2")
+        .header("x-amz-checksum-crc32", &b64(&[0, 0, 0, 0]))
+        .body("data")
+        .send()
+        .await
+        .expect_err(400, "BadDigest");
+    let sha = b64(&sha2::Sha256::digest(b"data"));
+    s.req("PUT", "/bad/c3")
+        .header("x-amz-checksum-sha256", &sha)
+        .body("data")
+        .send()
+        .await
+        .expect(200);
+    s.req("PUT", "/bad/c4")
+        .header("x-amz-checksum-sha256", "AAAA")
+        .body("data")
+        .send()
+        .await
+        .expect_err(400, "InvalidRequest");
+
+    // Signatures.
+    s.req("GET", "/bad")
+        .auth(Auth::BadSecret(&s.admin))
+        .send()
+        .await
+        .expect_err(403, "SignatureDoesNotMatch");
+    let bogus = Credentials {
+        access_key_id: "AKIDOESNOTEXIST00000".into(),
+        ..s.admin.clone()
+    };
+    s.req("GET", "/bad")
+        .auth(Auth::V4(&bogus))
+        .send()
+        .await
+        .expect_err(403, "InvalidAccessKeyId");
+    s.req("GET", "/bad")
+        .header("authorization", "AWS4-HMAC-SHA256 garbage")
+        .auth(Auth::Anonymous)
+        .send()
+        .await
+        .expect(400);
+    // Signed payload hash that does not match the body.
+    let raw = format!(
+        "PUT /bad/sha HTTP/1.1\r\nHost: {}\r\nContent-Length: 4\r\nx-amz-content-sha256: {}\r\n\r\ndata",
+        s.addr,
+        hex::encode(sha2::Sha256::digest(b"nope"))
+    );
+    let resp = s.raw(&raw).await;
+    // Unsigned here (no Authorization), so the hash is not a promise: anonymous write denied.
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    // A signed request whose body was swapped after signing.
+    let signed_other_body = s.req("PUT", "/bad/sha").body("nope");
+    let mut resp = signed_other_body.send().await;
+    resp.expect(200);
+    resp = s.get("/bad/sha").await;
+    assert_eq!(resp.text(), "nope");
+}
+
+#[tokio::test]
+async fn payload_hash_mismatch_is_refused() {
+    let s = Server::start().await;
+    s.put("/hash", b"").await.expect(200);
+    // Sign for one body, send another of the same length.
+    let req = s.req("PUT", "/hash/k").body("abcd");
+    let host = s.addr.to_string();
+    let url = format!("http://{host}/hash/k");
+    let id: aws_smithy_runtime_api::client::identity::Identity =
+        aws_credential_types::Credentials::new(
+            &s.admin.access_key_id,
+            &s.admin.secret_access_key,
+            None,
+            None,
+            "t",
+        )
+        .into();
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = v4::SigningParams::builder()
+        .identity(&id)
+        .region("us-east-1")
+        .name("s3")
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .expect("params")
+        .into();
+    let headers = [("host", host.as_str())];
+    let signable = SignableRequest::new(
+        "PUT",
+        url.clone(),
+        headers.into_iter(),
+        SignableBody::Bytes(b"abcd"),
+    )
+    .expect("s");
+    let (instr, _) = sign(signable, &params).expect("sign").into_parts();
+    let (hs, _) = instr.into_parts();
+    let mut b = Request::builder()
+        .method("PUT")
+        .uri(url)
+        .header("host", host.as_str());
+    for h in hs {
+        b = b.header(h.name(), h.value());
+    }
+    let resp = s
+        .client
+        .request(b.body(Full::new(Bytes::from_static(b"wxyz"))).expect("r"))
+        .await
+        .expect("resp");
+    assert_eq!(resp.status(), 400);
+    let body = resp.into_body().collect().await.expect("b").to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("XAmzContentSHA256Mismatch"));
+    drop(req);
+    s.get("/hash/k").await.expect_err(404, "NoSuchKey");
+}
+
+#[tokio::test]
+async fn streaming_trailer_and_unsigned_payload() {
+    let s = Server::start().await;
+    s.put("/stream", b"").await.expect(200);
+    let body: Vec<u8> = (0..20000u32).map(|i| (i % 251) as u8).collect();
+    let r = s
+        .req("PUT", "/stream/t")
+        .body(body.clone())
+        .auth(Auth::Trailer(&s.admin, None))
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(r.header("etag"), format!("\"{}\"", md5_hex(&body)));
+    let g = s.get("/stream/t").await;
+    assert_eq!(&g.body[..], &body[..]);
+    assert_eq!(g.header("content-encoding"), "");
+    s.req("PUT", "/stream/bad")
+        .body(body.clone())
+        .auth(Auth::Trailer(&s.admin, Some("AAAAAA==")))
+        .send()
+        .await
+        .expect_err(400, "BadDigest");
+    s.get("/stream/bad").await.expect_err(404, "NoSuchKey");
+    s.req("PUT", "/stream/u")
+        .body("unsigned")
+        .auth(Auth::Unsigned(&s.admin))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(s.get("/stream/u").await.text(), "unsigned");
+}
+
+#[tokio::test]
+async fn presigned_urls() {
+    let s = Server::start().await;
+    s.put("/pre", b"").await.expect(200);
+    s.put("/pre/k", b"secret").await.expect(200);
+    let r = s
+        .req("GET", "/pre/k")
+        .auth(Auth::Presigned(
+            &s.admin,
+            Duration::from_secs(300),
+            SystemTime::now(),
+        ))
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(r.text(), "secret");
+    let old = SystemTime::now() - Duration::from_secs(7200);
+    let r = s
+        .req("GET", "/pre/k")
+        .auth(Auth::Presigned(&s.admin, Duration::from_secs(60), old))
+        .send()
+        .await;
+    r.expect_err(403, "AccessDenied");
+    assert!(r.text().contains("Request has expired"), "{}", r.text());
+    s.req("GET", "/pre/k")
+        .auth(Auth::Anonymous)
+        .send()
+        .await
+        .expect_err(403, "AccessDenied");
+}
+
+#[tokio::test]
+async fn mount_prefixes_and_virtual_hosts() {
+    let s = Server::start().await;
+    s.put("/services/Walrus/mounted", b"").await.expect(200);
+    s.put("/services/objectstorage/mounted/a%20b", b"one")
+        .await
+        .expect(200);
+    assert_eq!(s.get("/mounted/a%20b").await.text(), "one");
+    assert_eq!(s.get("/services/Walrus/mounted/a%20b").await.text(), "one");
+    let list = s.get("/services/Walrus/").await;
+    assert!(list.expect(200).text().contains("<Name>mounted</Name>"));
+    let r = s
+        .req("GET", "/a%20b")
+        .host("mounted.s3.koala.test")
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(r.text(), "one");
+}
+
+#[tokio::test]
+async fn not_implemented_and_unknown() {
+    let s = Server::start().await;
+    s.put("/nim", b"").await.expect(200);
+    for path in [
+        "/nim?versioning",
+        "/nim?lifecycle",
+        "/nim?policy",
+        "/nim?cors",
+        "/nim?tagging",
+        "/nim?website",
+        "/nim?object-lock",
+    ] {
+        s.get(path).await.expect_err(501, "NotImplemented");
+    }
+    s.req("PUT", "/nim?versioning")
+        .body("<VersioningConfiguration/>")
+        .send()
+        .await
+        .expect_err(501, "NotImplemented");
+    s.req("PATCH", "/nim/k")
+        .send()
+        .await
+        .expect_err(405, "MethodNotAllowed");
+    s.req("POST", "/nim/k")
+        .send()
+        .await
+        .expect_err(405, "MethodNotAllowed");
+    // PUT without Content-Length or chunked framing.
+    let resp = s
+        .raw(&format!("PUT /nim/k HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr))
+        .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 411") || resp.starts_with("HTTP/1.1 403"),
+        "{resp}"
+    );
+}
+
+#[tokio::test]
+async fn delete_objects_batch() {
+    let s = Server::start().await;
+    s.put("/del", b"").await.expect(200);
+    for k in ["a", "b", "c"] {
+        s.put(&format!("/del/{k}"), b"x").await.expect(200);
+    }
+    let body = "<Delete><Object><Key>a</Key></Object><Object><Key>b</Key></Object><Object><Key>zz</Key></Object></Delete>";
+    let r = s
+        .req("POST", "/del?delete")
+        .header("content-md5", &b64(&md5::Md5::digest(body.as_bytes())))
+        .body(body)
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(
+        all_between(&r.text(), "<Key>", "</Key>"),
+        vec!["a", "b", "zz"]
+    );
+    let quiet = "<Delete><Quiet>true</Quiet><Object><Key>c</Key></Object></Delete>";
+    let r = s.req("POST", "/del?delete").body(quiet).send().await;
+    r.expect(200);
+    assert!(!r.text().contains("<Deleted>"));
+    let list = s.get("/del").await;
+    assert!(all_between(&list.text(), "<Key>", "</Key>").is_empty());
+    s.req("POST", "/del?delete")
+        .body("<Delete><Object>")
+        .send()
+        .await
+        .expect_err(400, "MalformedXML");
+    s.req("POST", "/del?delete")
+        .header("content-md5", &b64(&[0; 16]))
+        .body(body)
+        .send()
+        .await
+        .expect_err(400, "BadDigest");
+    let too_many = format!(
+        "<Delete>{}</Delete>",
+        "<Object><Key>k</Key></Object>".repeat(1001)
+    );
+    s.req("POST", "/del?delete")
+        .body(too_many)
+        .send()
+        .await
+        .expect_err(400, "MalformedXML");
+    let r = s
+        .req("POST", "/del?delete")
+        .body(body)
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await;
+    r.expect(200);
+    assert!(r.text().contains("<Code>AccessDenied</Code>"));
+}
+
+#[tokio::test]
+async fn copy_object() {
+    let s = Server::start().await;
+    s.put("/src", b"").await.expect(200);
+    s.put("/dst", b"").await.expect(200);
+    s.req("PUT", "/src/a%20key")
+        .header("x-amz-meta-x", "1")
+        .header("content-type", "text/x")
+        .body("copy me")
+        .send()
+        .await
+        .expect(200);
+    let r = s
+        .req("PUT", "/dst/copy")
+        .header("x-amz-copy-source", "/src/a%20key")
+        .send()
+        .await;
+    r.expect(200);
+    assert!(
+        r.text()
+            .contains(&format!("<ETag>&quot;{}&quot;</ETag>", md5_hex(b"copy me"))),
+        "{}",
+        r.text()
+    );
+    let g = s.get("/dst/copy").await;
+    assert_eq!(g.text(), "copy me");
+    assert_eq!(g.header("x-amz-meta-x"), "1");
+    assert_eq!(g.header("content-type"), "text/x");
+    let r = s
+        .req("PUT", "/dst/replaced")
+        .header("x-amz-copy-source", "src/a%20key")
+        .header("x-amz-metadata-directive", "REPLACE")
+        .header("x-amz-meta-y", "2")
+        .send()
+        .await;
+    r.expect(200);
+    let g = s.get("/dst/replaced").await;
+    assert_eq!(g.header("x-amz-meta-y"), "2");
+    assert_eq!(g.header("x-amz-meta-x"), "");
+    s.req("PUT", "/src/a%20key")
+        .header("x-amz-copy-source", "/src/a%20key")
+        .send()
+        .await
+        .expect_err(400, "InvalidRequest");
+    s.req("PUT", "/src/a%20key")
+        .header("x-amz-copy-source", "/src/a%20key")
+        .header("x-amz-metadata-directive", "REPLACE")
+        .send()
+        .await
+        .expect(200);
+    s.req("PUT", "/dst/x")
+        .header("x-amz-copy-source", "/src/a%20key")
+        .header("x-amz-copy-source-if-match", "\"nope\"")
+        .send()
+        .await
+        .expect_err(412, "PreconditionFailed");
+    s.req("PUT", "/dst/x")
+        .header("x-amz-copy-source", "/src/missing")
+        .send()
+        .await
+        .expect_err(404, "NoSuchKey");
+    s.req("PUT", "/dst/x")
+        .header("x-amz-copy-source", "/src/a%20key")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect_err(403, "AccessDenied");
+}
+
+#[tokio::test]
+async fn multipart_uploads() {
+    let s = Server::start().await;
+    s.put("/mpu", b"").await.expect(200);
+    s.put("/mpu/src", b"0123456789").await.expect(200);
+    let r = s
+        .req("POST", "/mpu/big?uploads")
+        .header("x-amz-meta-m", "v")
+        .send()
+        .await;
+    r.expect(200);
+    let id = between(&r.text(), "<UploadId>", "</UploadId>").expect("upload id");
+    let idq = utf8_percent_encode(&id, QUERY_SET).to_string();
+    let part1: Vec<u8> = vec![b'a'; 5 * 1024 * 1024];
+    let p1 = s
+        .req("PUT", &format!("/mpu/big?partNumber=1&uploadId={idq}"))
+        .body(part1.clone())
+        .send()
+        .await;
+    p1.expect(200);
+    assert_eq!(p1.header("etag"), format!("\"{}\"", md5_hex(&part1)));
+    let p2 = s
+        .req("PUT", &format!("/mpu/big?partNumber=2&uploadId={idq}"))
+        .header("x-amz-copy-source", "/mpu/src")
+        .header("x-amz-copy-source-range", "bytes=2-5")
+        .send()
+        .await;
+    p2.expect(200);
+    assert!(p2.text().contains(&md5_hex(b"2345")), "{}", p2.text());
+    s.req("PUT", &format!("/mpu/big?partNumber=0&uploadId={idq}"))
+        .body("x")
+        .send()
+        .await
+        .expect_err(400, "InvalidArgument");
+    s.req("PUT", &format!("/mpu/big?partNumber=10001&uploadId={idq}"))
+        .body("x")
+        .send()
+        .await
+        .expect_err(400, "InvalidArgument");
+    s.req("PUT", "/mpu/big?partNumber=1&uploadId=nope")
+        .body("x")
+        .send()
+        .await
+        .expect_err(404, "NoSuchUpload");
+
+    let parts = s.get(&format!("/mpu/big?uploadId={idq}")).await;
+    parts.expect(200);
+    assert_eq!(
+        all_between(&parts.text(), "<PartNumber>", "</PartNumber>"),
+        vec!["1", "2"]
+    );
+    let uploads = s.get("/mpu?uploads").await;
+    assert!(uploads.expect(200).text().contains(&id));
+
+    let e1 = md5_hex(&part1);
+    let e2 = md5_hex(b"2345");
+    let bad_order = format!("<CompleteMultipartUpload><Part><PartNumber>2</PartNumber><ETag>\"{e2}\"</ETag></Part><Part><PartNumber>1</PartNumber><ETag>\"{e1}\"</ETag></Part></CompleteMultipartUpload>");
+    s.req("POST", &format!("/mpu/big?uploadId={idq}"))
+        .body(bad_order)
+        .send()
+        .await
+        .expect_err(400, "InvalidPartOrder");
+    let missing = format!("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"{e1}\"</ETag></Part><Part><PartNumber>3</PartNumber><ETag>\"{e2}\"</ETag></Part></CompleteMultipartUpload>");
+    s.req("POST", &format!("/mpu/big?uploadId={idq}"))
+        .body(missing)
+        .send()
+        .await
+        .expect_err(400, "InvalidPart");
+    s.req("POST", &format!("/mpu/big?uploadId={idq}"))
+        .body("<Complete")
+        .send()
+        .await
+        .expect_err(400, "MalformedXML");
+    let good = format!("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"{e1}\"</ETag></Part><Part><PartNumber>2</PartNumber><ETag>\"{e2}\"</ETag></Part></CompleteMultipartUpload>");
+    let done = s
+        .req("POST", &format!("/mpu/big?uploadId={idq}"))
+        .body(good)
+        .send()
+        .await;
+    done.expect(200);
+    let mut both = md5::Md5::digest(&part1).to_vec();
+    both.extend_from_slice(&md5::Md5::digest(b"2345"));
+    let want_etag = format!("{}-2", md5_hex(&both));
+    assert!(done.text().contains(&want_etag), "{}", done.text());
+    let g = s.get("/mpu/big").await;
+    g.expect(200);
+    assert_eq!(g.body.len(), part1.len() + 4);
+    assert_eq!(&g.body[part1.len()..], b"2345");
+    assert_eq!(g.header("x-amz-meta-m"), "v");
+    let p = s.get("/mpu/big?partNumber=2").await;
+    p.expect(206);
+    assert_eq!(&p.body[..], b"2345");
+    s.get(&format!("/mpu/big?uploadId={idq}"))
+        .await
+        .expect_err(404, "NoSuchUpload");
+
+    // Abort.
+    let r = s.req("POST", "/mpu/gone?uploads").send().await;
+    let id = between(&r.text(), "<UploadId>", "</UploadId>").expect("upload id");
+    let idq = utf8_percent_encode(&id, QUERY_SET).to_string();
+    s.req("PUT", &format!("/mpu/gone?partNumber=1&uploadId={idq}"))
+        .body("x")
+        .send()
+        .await
+        .expect(200);
+    s.req("DELETE", &format!("/mpu/gone?uploadId={idq}"))
+        .send()
+        .await
+        .expect(204);
+    s.req("PUT", &format!("/mpu/gone?partNumber=2&uploadId={idq}"))
+        .body("x")
+        .send()
+        .await
+        .expect_err(404, "NoSuchUpload");
+    s.get("/mpu/gone").await.expect_err(404, "NoSuchKey");
+}
+
+#[tokio::test]
+async fn acls_between_accounts() {
+    let s = Server::start().await;
+    s.put("/acl", b"").await.expect(200);
+    s.put("/acl/private", b"p").await.expect(200);
+    s.req("GET", "/acl/private")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect_err(403, "AccessDenied");
+    s.req("GET", "/acl/private")
+        .auth(Auth::Anonymous)
+        .send()
+        .await
+        .expect_err(403, "AccessDenied");
+    s.req("PUT", "/acl/x")
+        .auth(Auth::V4(&s.other))
+        .body("x")
+        .send()
+        .await
+        .expect_err(403, "AccessDenied");
+
+    s.req("PUT", "/acl/public")
+        .header("x-amz-acl", "public-read")
+        .body("pub")
+        .send()
+        .await
+        .expect(200);
+    let r = s
+        .req("GET", "/acl/public")
+        .auth(Auth::Anonymous)
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(r.text(), "pub");
+    s.req("GET", "/acl/public?response-content-type=x%2Fy")
+        .auth(Auth::Anonymous)
+        .send()
+        .await
+        .expect_err(400, "InvalidRequest");
+    s.req("PUT", "/acl/k")
+        .header("x-amz-acl", "bogus")
+        .body("x")
+        .send()
+        .await
+        .expect_err(400, "InvalidArgument");
+
+    let acl = s.get("/acl/public?acl").await;
+    acl.expect(200);
+    assert!(acl
+        .text()
+        .contains("http://acs.amazonaws.com/groups/global/AllUsers"));
+    assert!(acl.text().contains("<Permission>FULL_CONTROL</Permission>"));
+
+    // Grant the other account READ on the bucket by XML, then it may list.
+    let doc = format!(
+        "<AccessControlPolicy><Owner><ID>{0}</ID></Owner><AccessControlList><Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\"><ID>{1}</ID></Grantee><Permission>READ</Permission></Grant></AccessControlList></AccessControlPolicy>",
+        s.admin.account_id, s.other.account_id
+    );
+    s.req("PUT", "/acl?acl")
+        .body(doc.clone())
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect_err(403, "AccessDenied");
+    s.req("PUT", "/acl?acl").body(doc).send().await.expect(200);
+    s.req("GET", "/acl")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect(200);
+    s.req("PUT", "/acl?acl")
+        .body("<AccessControlPolicy><AccessControlList><Grant>")
+        .send()
+        .await
+        .expect_err(400, "MalformedXML");
+    // Canned ACL by header on an existing object.
+    s.req("PUT", "/acl/private?acl")
+        .header("x-amz-acl", "authenticated-read")
+        .send()
+        .await
+        .expect(200);
+    s.req("GET", "/acl/private")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect(200);
+
+    // aws-exec-read: the cloud admin account may read another account's bundle, others not.
+    s.req("PUT", "/bundles")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect(200);
+    s.req("PUT", "/bundles/img.part.0")
+        .header("x-amz-acl", "aws-exec-read")
+        .body("bundle")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect(200);
+    s.get("/bundles/img.part.0").await.expect(200);
+    s.req("PUT", "/bundles/mine")
+        .body("m")
+        .auth(Auth::V4(&s.other))
+        .send()
+        .await
+        .expect(200);
+    s.get("/bundles/mine").await.expect_err(403, "AccessDenied");
+}
