@@ -117,6 +117,9 @@ enum Auth<'a> {
     Unsigned(&'a Credentials),
     /// Presigned URL valid for the duration, signed at the given time.
     Presigned(&'a Credentials, Duration, SystemTime),
+    /// aws-chunked with chunk signatures (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`); `true`
+    /// tampers with one byte of the second chunk after signing.
+    Streaming(&'a Credentials, bool),
     /// aws-chunked with a CRC32 trailer (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`).
     Trailer(&'a Credentials, Option<&'a str>),
 }
@@ -181,6 +184,15 @@ impl<'a> Req<'a> {
                 Some(SignableBody::UnsignedPayload),
                 Some((d, t)),
             ),
+            Auth::Streaming(c, _) => {
+                headers.push(("content-encoding".into(), "aws-chunked".into()));
+                headers.push((
+                    "x-amz-decoded-content-length".into(),
+                    self.body.len().to_string(),
+                ));
+                let seed = SignableBody::Precomputed("STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into());
+                (Some(c), true, Some(seed), None)
+            }
             Auth::Trailer(c, checksum) => {
                 let crc = checksum
                     .map(str::to_owned)
@@ -252,7 +264,11 @@ impl<'a> Req<'a> {
                 kind,
             )
             .expect("signable");
-            let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+            let (instructions, seed_signature) =
+                sign(signable, &params).expect("sign").into_parts();
+            if let Auth::Streaming(c, tamper) = self.auth {
+                body = frame_signed(&self.body, c, time, &seed_signature, tamper);
+            }
             let (new_headers, new_params) = instructions.into_parts();
             for h in new_headers {
                 headers.push((h.name().to_owned(), h.value().to_owned()));
@@ -278,6 +294,54 @@ impl<'a> Req<'a> {
             body,
         }
     }
+}
+
+/// Frames `payload` as aws-chunked with chunk signatures chained from the seed signature.
+fn frame_signed(
+    payload: &[u8],
+    c: &Credentials,
+    time: SystemTime,
+    seed: &str,
+    tamper: bool,
+) -> Vec<u8> {
+    let id: aws_smithy_runtime_api::client::identity::Identity =
+        aws_credential_types::Credentials::new(
+            &c.access_key_id,
+            &c.secret_access_key,
+            None,
+            None,
+            "test",
+        )
+        .into();
+    let params = v4::SigningParams::builder()
+        .identity(&id)
+        .region("us-east-1")
+        .name("s3")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .expect("params");
+    let mut out = Vec::new();
+    let mut previous = seed.to_owned();
+    let chunks: Vec<&[u8]> = payload
+        .chunks(8192)
+        .chain(std::iter::once(&[][..]))
+        .collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let sig = v4::sign_chunk(&Bytes::copy_from_slice(chunk), &previous, &params)
+            .expect("chunk")
+            .signature()
+            .to_owned();
+        out.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", chunk.len()).as_bytes());
+        let mut data = chunk.to_vec();
+        if tamper && i == 1 {
+            data[0] ^= 1;
+        }
+        out.extend_from_slice(&data);
+        out.extend_from_slice(b"\r\n");
+        previous = sig;
+    }
+    out
 }
 
 impl Server {
@@ -489,11 +553,14 @@ async fn objects_put_get_head() {
     assert_eq!(r.header("content-range"), "bytes */12");
 
     // Conditionals.
-    s.req("GET", "/data/greeting.txt")
+    let r = s
+        .req("GET", "/data/greeting.txt")
         .header("if-none-match", &etag)
         .send()
-        .await
-        .expect(304);
+        .await;
+    r.expect(304);
+    assert_eq!(r.header("etag"), etag);
+    assert!(r.body.is_empty());
     s.req("GET", "/data/greeting.txt")
         .header("if-match", "\"nope\"")
         .send()

@@ -272,7 +272,19 @@ pub fn get_object(ctx: &Ctx, head: bool) -> Result<Response<Body>, S3Error> {
         Err(e) => return Err(e.into()),
     };
     require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
-    check_conditions(&ctx.headers, "", &meta.etag, meta.last_modified, false)?;
+    if let Err(e) = check_conditions(&ctx.headers, "", &meta.etag, meta.last_modified, false) {
+        if let S3Error::NotModified = e {
+            // A 304 still names the current version (RFC 9110 §15.4.5).
+            let mut resp = empty_response(StatusCode::NOT_MODIFIED);
+            resp.headers_mut()
+                .insert(http::header::ETAG, etag_value(&meta.etag));
+            if let Some(v) = hv(&httpdate::fmt_http_date(meta.last_modified)) {
+                resp.headers_mut().insert(http::header::LAST_MODIFIED, v);
+            }
+            return Ok(resp);
+        }
+        return Err(e);
+    }
 
     let range = match ctx.query("partNumber") {
         Some(n) => {
