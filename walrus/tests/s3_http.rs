@@ -918,6 +918,22 @@ async fn streaming_trailer_and_unsigned_payload() {
         .await
         .expect_err(400, "BadDigest");
     s.get("/stream/bad").await.expect_err(404, "NoSuchKey");
+    let r = s
+        .req("PUT", "/stream/s")
+        .body(body.clone())
+        .auth(Auth::Streaming(&s.admin, false))
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(r.header("etag"), format!("\"{}\"", md5_hex(&body)));
+    assert_eq!(&s.get("/stream/s").await.body[..], &body[..]);
+    s.req("PUT", "/stream/tampered")
+        .body(body.clone())
+        .auth(Auth::Streaming(&s.admin, true))
+        .send()
+        .await
+        .expect_err(403, "SignatureDoesNotMatch");
+    s.get("/stream/tampered").await.expect_err(404, "NoSuchKey");
     s.req("PUT", "/stream/u")
         .body("unsigned")
         .auth(Auth::Unsigned(&s.admin))
