@@ -1413,3 +1413,100 @@ async fn acls_between_accounts() {
         .expect(200);
     s.get("/bundles/mine").await.expect_err(403, "AccessDenied");
 }
+
+/// Signs like euca2ools 3.4: S3 SigV2 header, `Date` with a `-0000` zone, resource without
+/// the mount prefix.
+fn sigv2(
+    c: &Credentials,
+    method: &str,
+    date: &str,
+    amz: &[(&str, &str)],
+    resource: &str,
+) -> String {
+    let mut to_sign = format!("{method}\n\n\n{date}\n");
+    for (k, v) in amz {
+        to_sign.push_str(&format!("{k}:{v}\n"));
+    }
+    to_sign.push_str(resource);
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        c.secret_access_key.as_bytes(),
+    );
+    let sig = b64(ring::hmac::sign(&key, to_sign.as_bytes()).as_ref());
+    format!("AWS {}:{sig}", c.access_key_id)
+}
+
+fn euca_date() -> String {
+    httpdate::fmt_http_date(SystemTime::now()).replace("GMT", "-0000")
+}
+
+#[tokio::test]
+async fn euca2ools_style_sigv2_under_mount_prefix() {
+    let s = Server::start().await;
+    let date = euca_date();
+    let auth = sigv2(&s.admin, "PUT", &date, &[], "/eucabucket");
+    s.req("PUT", "/services/objectstorage/eucabucket")
+        .header("date", &date)
+        .header("authorization", &auth)
+        .auth(Auth::Anonymous)
+        .send()
+        .await
+        .expect(200);
+    let part = vec![7u8; 100_000];
+    let auth = sigv2(
+        &s.admin,
+        "PUT",
+        &date,
+        &[("x-amz-acl", "aws-exec-read")],
+        "/eucabucket/image.img.part.00",
+    );
+    let r = s
+        .req(
+            "PUT",
+            "/services/objectstorage/eucabucket/image.img.part.00",
+        )
+        .header("date", &date)
+        .header("x-amz-acl", "aws-exec-read")
+        .header("authorization", &auth)
+        .body(part.clone())
+        .auth(Auth::Anonymous)
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(r.header("etag"), format!("\"{}\"", md5_hex(&part)));
+    let auth = sigv2(&s.admin, "GET", &date, &[], "/eucabucket/image.img.part.00");
+    let r = s
+        .req("GET", "/services/Walrus/eucabucket/image.img.part.00")
+        .header("date", &date)
+        .header("authorization", &auth)
+        .auth(Auth::Anonymous)
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(&r.body[..], &part[..]);
+    // Signing the mount prefix into the resource is wrong for Walrus.
+    let auth = sigv2(
+        &s.admin,
+        "GET",
+        &date,
+        &[],
+        "/services/Walrus/eucabucket/image.img.part.00",
+    );
+    s.req("GET", "/services/Walrus/eucabucket/image.img.part.00")
+        .header("date", &date)
+        .header("authorization", &auth)
+        .auth(Auth::Anonymous)
+        .send()
+        .await
+        .expect_err(403, "SignatureDoesNotMatch");
+    // A signed PUT with neither Content-Length nor chunked framing.
+    let auth = sigv2(&s.admin, "PUT", &date, &[], "/eucabucket/nolength");
+    let resp = s
+        .raw(&format!(
+            "PUT /eucabucket/nolength HTTP/1.1\r\nHost: {}\r\nDate: {date}\r\nAuthorization: {auth}\r\n\r\n",
+            s.addr
+        ))
+        .await;
+    assert!(resp.starts_with("HTTP/1.1 411"), "{resp}");
+    assert!(resp.contains("<Code>MissingContentLength</Code>"), "{resp}");
+}
