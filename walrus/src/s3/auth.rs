@@ -252,7 +252,56 @@ pub async fn read_small_body(
             return Err(S3Error::ContentSha256Mismatch);
         }
     }
+    check_small_digests(headers, &buf)?;
     Ok(buf.freeze())
+}
+
+/// Checks Content-MD5 and an `x-amz-checksum-*` header on a small body (SDKs send one or
+/// the other with DeleteObjects and other XML documents).
+fn check_small_digests(headers: &HeaderMap, body: &[u8]) -> Result<(), S3Error> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if let Some(v) = headers.get("content-md5") {
+        let want = b64
+            .decode(v.as_bytes().trim_ascii())
+            .map_err(|_| S3Error::InvalidDigest)?;
+        if want.len() != 16 {
+            return Err(S3Error::InvalidDigest);
+        }
+        if md5::Md5::digest(body).as_slice() != want.as_slice() {
+            return Err(S3Error::BadDigest(
+                "The Content-MD5 you specified did not match what we received.".into(),
+            ));
+        }
+    }
+    for (name, label) in [
+        ("x-amz-checksum-crc32", "CRC32"),
+        ("x-amz-checksum-crc32c", "CRC32C"),
+        ("x-amz-checksum-crc64nvme", "CRC64NVME"),
+        ("x-amz-checksum-sha1", "SHA1"),
+        ("x-amz-checksum-sha256", "SHA256"),
+    ] {
+        let Some(v) = header(headers, name) else {
+            continue;
+        };
+        let computed: Vec<u8> = match name {
+            "x-amz-checksum-crc32" => crc32fast::hash(body).to_be_bytes().to_vec(),
+            "x-amz-checksum-crc32c" => crc32c::crc32c(body).to_be_bytes().to_vec(),
+            "x-amz-checksum-crc64nvme" => {
+                let mut d = crc64fast_nvme::Digest::new();
+                d.write(body);
+                d.sum64().to_be_bytes().to_vec()
+            }
+            "x-amz-checksum-sha1" => sha1::Sha1::digest(body).to_vec(),
+            _ => sha2::Sha256::digest(body).to_vec(),
+        };
+        if b64.encode(&computed) != v.trim() {
+            return Err(S3Error::BadDigest(format!(
+                "The {label} you specified did not match the calculated checksum."
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -320,6 +369,31 @@ mod tests {
         assert!(matches!(
             read_small_body(Body::from("abd"), Payload::Sha256(sha), &h, 10).await,
             Err(S3Error::ContentSha256Mismatch)
+        ));
+        let mut with_crc = h.clone();
+        with_crc.insert("x-amz-checksum-crc32", "NSRBwg==".parse().expect("hv"));
+        assert!(
+            read_small_body(Body::from("abc"), Payload::Unverified, &with_crc, 10)
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            read_small_body(Body::from("abd"), Payload::Unverified, &with_crc, 10).await,
+            Err(S3Error::BadDigest(_))
+        ));
+        let mut with_md5 = h.clone();
+        with_md5.insert(
+            "content-md5",
+            "kAFQmDzST7DWlj99KOF/cg==".parse().expect("hv"),
+        );
+        assert!(
+            read_small_body(Body::from("abc"), Payload::Unverified, &with_md5, 10)
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            read_small_body(Body::from("abd"), Payload::Unverified, &with_md5, 10).await,
+            Err(S3Error::BadDigest(_))
         ));
         assert!(matches!(
             read_small_body(Body::from("abc"), Payload::Unverified, &h, 2).await,

@@ -2,7 +2,6 @@
 //! errors).
 
 use axum::body::Body;
-use base64::Engine;
 use http::{Response, StatusCode};
 
 use super::auth::{read_small_body, require};
@@ -69,20 +68,6 @@ pub async fn delete_objects(
     let bucket = ctx.bucket()?;
     let bmeta = ctx.store().bucket(bucket)?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
-    if let Some(md5) = ctx.header("content-md5") {
-        let want = base64::engine::general_purpose::STANDARD
-            .decode(md5.trim())
-            .map_err(|_| S3Error::InvalidDigest)?;
-        if want.len() != 16 {
-            return Err(S3Error::InvalidDigest);
-        }
-        let got = <md5::Md5 as md5::Digest>::digest(&body);
-        if got.as_slice() != want.as_slice() {
-            return Err(S3Error::BadDigest(
-                "The Content-MD5 you specified did not match what we received.".into(),
-            ));
-        }
-    }
     let req = parse_delete(&body)?;
     let allowed = require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write);
 
