@@ -1509,4 +1509,14 @@ async fn euca2ools_style_sigv2_under_mount_prefix() {
         .await;
     assert!(resp.starts_with("HTTP/1.1 411"), "{resp}");
     assert!(resp.contains("<Code>MissingContentLength</Code>"), "{resp}");
+    // A single PUT over 5 GiB is refused from its announced length, before any byte is read.
+    let auth = sigv2(&s.admin, "PUT", &date, &[], "/eucabucket/huge");
+    let resp = s
+        .raw(&format!(
+            "PUT /eucabucket/huge HTTP/1.1\r\nHost: {}\r\nDate: {date}\r\nAuthorization: {auth}\r\nContent-Length: 6000000000\r\n\r\n",
+            s.addr
+        ))
+        .await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("<Code>EntityTooLarge</Code>"), "{resp}");
 }
