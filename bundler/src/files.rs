@@ -243,7 +243,7 @@ pub fn unbundle_dir(
         &manifest,
         &key,
         std::io::BufWriter::with_capacity(1 << 20, out),
-    );
+    )?;
     for (i, p) in manifest.parts.iter().enumerate() {
         let path = source.join(safe_name(&p.filename)?);
         let f = File::open(&path).map_err(|e| match e.kind() {

@@ -35,25 +35,28 @@ struct Tap<W: Write + Send + 'static> {
 }
 
 impl<W: Write + Send + 'static> Tap<W> {
-    fn new(sink: W, expected_size: u64) -> Self {
+    fn new(sink: W, expected_size: u64) -> Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
-        let worker = std::thread::spawn(move || -> CheckResult<W> {
-            let mut sha = Sha1::new();
-            let mut tar = TarReader::new(sink, expected_size);
-            for batch in rx {
-                sha.update(&batch);
-                tar.push(&batch)?;
-            }
-            tar.finish()?;
-            let written = tar.written();
-            Ok((tar.into_inner(), sha.finalize().into(), written))
-        });
-        Tap {
+        let worker = std::thread::Builder::new()
+            .name("unbundle-tar".into())
+            .spawn(move || -> CheckResult<W> {
+                let mut sha = Sha1::new();
+                let mut tar = TarReader::new(sink, expected_size);
+                for batch in rx {
+                    sha.update(&batch);
+                    tar.push(&batch)?;
+                }
+                tar.finish()?;
+                let written = tar.written();
+                Ok((tar.into_inner(), sha.finalize().into(), written))
+            })
+            .map_err(|e| Error::io("starting the tar checking thread", e))?;
+        Ok(Tap {
             batch: Vec::with_capacity(BATCH),
             tx: Some(tx),
             worker: Some(worker),
             error: None,
-        }
+        })
     }
 
     fn send(&mut self) -> std::io::Result<()> {
@@ -161,8 +164,9 @@ const STEP: usize = 1 << 20;
 impl<W: Write + Send + 'static> Unbundler<W> {
     /// An unbundler for `manifest`'s bundle with its unwrapped `key`, writing the image into
     /// `sink`. Verify the signature first ([`Manifest::verify`]) when the signer is known.
-    pub fn new(manifest: &Manifest, key: &BundleKey, sink: W) -> Self {
-        Unbundler {
+    /// Fails only if the helper thread cannot be started.
+    pub fn new(manifest: &Manifest, key: &BundleKey, sink: W) -> Result<Self> {
+        Ok(Unbundler {
             parts: manifest.parts.clone(),
             next: 0,
             open: false,
@@ -172,9 +176,9 @@ impl<W: Write + Send + 'static> Unbundler<W> {
             digest: manifest.digest.to_ascii_lowercase(),
             dec: cbc::Decryptor::<Aes128>::new(&key.key.into(), &key.iv.into()),
             held: Vec::with_capacity(STEP + 32),
-            gz: MultiGzDecoder::new(Tap::new(sink, manifest.size)),
+            gz: MultiGzDecoder::new(Tap::new(sink, manifest.size)?),
             deferred: None,
-        }
+        })
     }
 
     /// Bytes of ciphertext received so far (for a progress bar against `bundled_size`).

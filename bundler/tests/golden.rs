@@ -66,7 +66,7 @@ fn golden_bundles_unbundle_with_user_and_cloud_keys() {
         for pk in ["user-pk.pem", "cloud-pk.pem"] {
             let key = m.unwrap_key(&key_file(pk)).unwrap();
             assert_eq!(key, golden_key(), "{case} {pk}");
-            let mut un = Unbundler::new(&m, &key, Vec::new());
+            let mut un = Unbundler::new(&m, &key, Vec::new()).unwrap();
             for (i, p) in m.parts.iter().enumerate() {
                 un.read_part(
                     i,

@@ -167,7 +167,7 @@ fn tampered_missing_truncated_and_reordered_parts_are_refused() {
         Err(Error::PartDigest { index: 0, .. })
     ));
 
-    let mut un = Unbundler::new(&m, &key, Vec::new());
+    let mut un = Unbundler::new(&m, &key, Vec::new()).unwrap();
     assert!(matches!(
         un.begin_part(1),
         Err(Error::PartOrder {
@@ -176,7 +176,7 @@ fn tampered_missing_truncated_and_reordered_parts_are_refused() {
         })
     ));
 
-    let mut un = Unbundler::new(&m, &key, Vec::new());
+    let mut un = Unbundler::new(&m, &key, Vec::new()).unwrap();
     for (i, (_, p)) in parts.iter().enumerate() {
         un.part(i, p).unwrap();
     }

@@ -94,7 +94,7 @@ pub fn unbundle_mem(
     key: &BundleKey,
     parts: &[(String, Vec<u8>)],
 ) -> bundler::Result<Vec<u8>> {
-    let mut un = bundler::Unbundler::new(m, key, Vec::new());
+    let mut un = bundler::Unbundler::new(m, key, Vec::new())?;
     for (i, (_, p)) in parts.iter().enumerate() {
         // Feed in uneven pieces, as a network would.
         un.begin_part(i)?;
