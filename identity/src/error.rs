@@ -125,15 +125,23 @@ pub enum IdentityError {
     /// The operating system's random source failed.
     #[error("The system random number generator failed.")]
     Random,
+    /// The cloud CA could not be read, made or used (keys, certificates).
+    #[error("The cloud certificate authority failed: {0}.")]
+    Certificate(String),
+    /// Certificates are asked for but this store was opened without the cloud CA.
+    #[error("This identity store has no certificate authority.")]
+    NoCertificateAuthority,
 }
 
 impl IdentityError {
     /// The IAM (Euare) error code for this failure.
     pub fn euare_code(&self) -> &'static str {
         match self {
-            IdentityError::Storage(_) | IdentityError::Corrupt(_) | IdentityError::Random => {
-                "ServiceFailure"
-            }
+            IdentityError::Storage(_)
+            | IdentityError::Corrupt(_)
+            | IdentityError::Random
+            | IdentityError::Certificate(_)
+            | IdentityError::NoCertificateAuthority => "ServiceFailure",
             IdentityError::AccountExists(_) | IdentityError::UserExists(_) => "EntityAlreadyExists",
             IdentityError::NoSuchAccount(_)
             | IdentityError::NoSuchUser(_)

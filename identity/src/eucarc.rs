@@ -1,6 +1,7 @@
 //! The `eucarc`: the shell file a user sources to point euca2ools, the aws CLI and boto3 at
 //! the cloud with their keys, as Eucalyptus' "Download credentials" gave it.
 
+use crate::credentials::KeyFiles;
 use crate::Credentials;
 
 /// The endpoints a eucarc points clients at.
@@ -30,6 +31,17 @@ impl Credentials {
     /// be named relative to it. bash (and zsh, via `$0`) tell a sourced file its own path;
     /// sh/dash do not, so there it falls back to the current folder when that holds a eucarc.
     pub fn eucarc(&self, urls: &ServiceUrls) -> String {
+        self.render_eucarc(urls, None)
+    }
+
+    /// The eucarc of a credential bundle: [`Credentials::eucarc`] plus `EC2_CERT`,
+    /// `EC2_PRIVATE_KEY` and `EUCALYPTUS_CERT` naming the files beside it through
+    /// `$EUCA_KEY_DIR`, so the folder can be unzipped and sourced from anywhere.
+    pub fn eucarc_with_files(&self, urls: &ServiceUrls, files: &KeyFiles) -> String {
+        self.render_eucarc(urls, Some(files))
+    }
+
+    fn render_eucarc(&self, urls: &ServiceUrls, files: Option<&KeyFiles>) -> String {
         let mut out = String::new();
         out.push_str(
             "EUCA_KEY_DIR=$(cd \"$(dirname \"${BASH_SOURCE:-$0}\")\" 2>/dev/null && pwd -P)\n",
@@ -61,6 +73,16 @@ impl Credentials {
             export("AWS_ENDPOINT_URL_IAM", euare);
         }
         export("AWS_DEFAULT_REGION", &urls.region);
+        if let Some(files) = files {
+            // Double quotes: `$EUCA_KEY_DIR` expands when sourced; the names are ours and safe.
+            for (name, file) in [
+                ("EC2_CERT", &files.certificate),
+                ("EC2_PRIVATE_KEY", &files.private_key),
+                ("EUCALYPTUS_CERT", &files.cloud_certificate),
+            ] {
+                out.push_str(&format!("export {name}=\"${{EUCA_KEY_DIR}}/{file}\"\n"));
+            }
+        }
         out
     }
 }

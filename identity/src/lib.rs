@@ -5,14 +5,19 @@
 //! - [`verify_s3`] authenticates an S3 request (Walrus); [`verify_query`] a Query API request
 //!   (EC2, Euare). Both take the clock as an argument so tests can replay captured requests.
 //! - [`Identity`] is the account store; it is a [`CredentialSource`] for the verifiers.
-//! - [`Credentials::eucarc`] renders the shell file users source to reach the cloud.
+//! - [`Credentials::eucarc`] renders the shell file users source to reach the cloud, and
+//!   [`Identity::credential_bundle`] the zip of Eucalyptus' "Download credentials".
+//! - [`CloudCa`] is the cloud's certificate authority (`DATA_DIR/keys/`), which issues the
+//!   users' signing certificates.
 //!
 //! Files by area: `sigv4.rs` and `sigv2.rs` (the two signature versions), `chunked.rs`
 //! (aws-chunked bodies), `canon.rs` (encodings and dates both versions share), `store.rs`
-//! (RocksDB), `eucarc.rs`, `error.rs`.
+//! (RocksDB), `ca.rs` (the cloud CA), `credentials.rs` (bundles), `eucarc.rs`, `error.rs`.
 
+mod ca;
 mod canon;
 mod chunked;
+mod credentials;
 mod error;
 mod eucarc;
 mod sigv2;
@@ -21,10 +26,12 @@ mod store;
 
 use std::time::SystemTime;
 
+pub use ca::{CloudCa, IssuedCertificate, CLOUD_CERT_FILE, CLOUD_KEY_FILE};
 pub use chunked::AwsChunkedDecoder;
+pub use credentials::{BundleFile, CredentialBundle, KeyFiles, EUCA2OOLS_INI, EUCARC};
 pub use error::{AuthError, IdentityError};
 pub use eucarc::ServiceUrls;
-pub use store::{AccessKeyInfo, AccessKeyStatus, Identity};
+pub use store::{AccessKeyInfo, AccessKeyStatus, Identity, SigningCertificate};
 
 use canon::{find_param, header_str, parse_params};
 

@@ -10,6 +10,7 @@
 //! | `user/<account id>/<user name>` | user |
 //! | `akey/<access key id>` | access key: secret, owner, status (the hot path of every request) |
 //! | `ukey/<account id>/<user name>/<access key id>` | index of a user's keys |
+//! | `cert/<account id>/<user name>/<certificate id>` | a user's signing certificate (no key) |
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +22,7 @@ use rocksdb::{DBCompressionType, Direction, IteratorMode, Options, WriteBatch, W
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::ca::CloudCa;
 use crate::{CredentialSource, Credentials, IdentityError, Principal, ADMIN_ACCOUNT, ADMIN_USER};
 
 /// Version of the stored values; bump it and migrate in [`decode`] when a record changes.
@@ -36,6 +38,8 @@ pub struct Identity {
 
 struct Inner {
     db: DB,
+    /// The cloud CA, when the store was opened with its keys folder: it issues user certificates.
+    ca: Option<CloudCa>,
     /// Serializes read-check-write sequences (unique names, key quotas).
     writes: Mutex<()>,
 }
@@ -68,6 +72,22 @@ pub struct AccessKeyInfo {
     /// Active or inactive.
     pub status: AccessKeyStatus,
     /// When it was created.
+    pub created: SystemTime,
+}
+
+/// A user's signing certificate as listed (Euare `ListSigningCertificates`) and as the CLC
+/// checks bundle manifests with. Its private key is not kept by the cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningCertificate {
+    /// The certificate id: its serial number in uppercase hex.
+    pub certificate_id: String,
+    /// The user it belongs to.
+    pub user_name: String,
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// Active or inactive (Euare's status values, shared with access keys).
+    pub status: AccessKeyStatus,
+    /// When it was issued.
     pub created: SystemTime,
 }
 
@@ -112,6 +132,27 @@ struct KeyRecord {
 #[derive(Serialize, Deserialize)]
 struct IndexRecord {}
 
+#[derive(Serialize, Deserialize)]
+struct CertRecord {
+    certificate_id: String,
+    user_name: String,
+    cert_pem: String,
+    status: AccessKeyStatus,
+    created: u64,
+}
+
+impl CertRecord {
+    fn into_info(self) -> SigningCertificate {
+        SigningCertificate {
+            certificate_id: self.certificate_id,
+            user_name: self.user_name,
+            cert_pem: self.cert_pem,
+            status: self.status,
+            created: UNIX_EPOCH + Duration::from_secs(self.created),
+        }
+    }
+}
+
 fn encode<T: Serialize>(record: T) -> Result<Vec<u8>, IdentityError> {
     serde_json::to_vec(&Stored {
         v: FORMAT_VERSION,
@@ -153,10 +194,25 @@ fn access_key_key(akid: &str) -> String {
 fn user_keys_prefix(account_id: &str, user: &str) -> String {
     format!("ukey/{account_id}/{user}/")
 }
+fn user_certs_prefix(account_id: &str, user: &str) -> String {
+    format!("cert/{account_id}/{user}/")
+}
 
 impl Identity {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, without a CA: it verifies requests and
+    /// manages keys but issues no certificates (a Walrus alone, tests).
     pub fn open(dir: &Path) -> Result<Identity, IdentityError> {
+        Identity::open_inner(dir, None)
+    }
+
+    /// Opens the store in `dir` with the cloud CA kept in `keys_dir`, creating the CA on first
+    /// start (slow: RSA key generation). Returns whether the CA was just created.
+    pub fn open_with_ca(dir: &Path, keys_dir: &Path) -> Result<(Identity, bool), IdentityError> {
+        let (ca, created) = CloudCa::open_or_create(keys_dir)?;
+        Ok((Identity::open_inner(dir, Some(ca))?, created))
+    }
+
+    fn open_inner(dir: &Path, ca: Option<CloudCa>) -> Result<Identity, IdentityError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             IdentityError::Corrupt(format!("cannot create {} ({e})", dir.display()))
         })?;
@@ -168,6 +224,7 @@ impl Identity {
         Ok(Identity {
             inner: Arc::new(Inner {
                 db,
+                ca,
                 writes: Mutex::new(()),
             }),
         })
@@ -307,6 +364,90 @@ impl Identity {
             out.push(r.name);
         }
         Ok(out)
+    }
+
+    /// The cloud CA, if the store was opened with it.
+    pub fn cloud_ca(&self) -> Option<&CloudCa> {
+        self.inner.ca.as_ref()
+    }
+
+    /// Issues the user a new RSA key and a certificate signed by the cloud CA, and registers
+    /// the certificate as one of the user's signing certificates. The private key is returned
+    /// once and not kept. Slow (key generation): call it off the async reactor.
+    pub fn create_signing_certificate(
+        &self,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<(SigningCertificate, String), IdentityError> {
+        let ca = self
+            .cloud_ca()
+            .ok_or(IdentityError::NoCertificateAuthority)?;
+        self.require_user(account_id, user_name)?;
+        let issued = ca.issue_user_certificate(account_id, user_name)?;
+        let record = CertRecord {
+            certificate_id: issued.serial_hex.to_ascii_uppercase(),
+            user_name: user_name.to_owned(),
+            cert_pem: issued.cert_pem,
+            status: AccessKeyStatus::Active,
+            created: now_secs(),
+        };
+        let _guard = self.lock();
+        // The user may have been removed while the key was being generated.
+        self.require_user(account_id, user_name)?;
+        let key = format!(
+            "{}{}",
+            user_certs_prefix(account_id, user_name),
+            record.certificate_id
+        );
+        let mut batch = WriteBatch::default();
+        batch.put(&key, encode(&record)?);
+        self.write(batch)?;
+        Ok((record.into_info(), issued.key_pem))
+    }
+
+    /// The user's signing certificates, oldest id first.
+    pub fn list_signing_certificates(
+        &self,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<Vec<SigningCertificate>, IdentityError> {
+        self.require_user(account_id, user_name)?;
+        self.scan(&user_certs_prefix(account_id, user_name))?
+            .into_iter()
+            .map(|(key, value)| Ok(decode::<CertRecord>(&key, &value)?.into_info()))
+            .collect()
+    }
+
+    /// The active certificates of every user of an account, PEM: a bundle manifest claiming
+    /// this account must be signed by the key of one of them.
+    pub fn certificates_of_account(&self, account_id: &str) -> Result<Vec<String>, IdentityError> {
+        self.account_record(account_id)?;
+        let mut out = Vec::new();
+        for (key, value) in self.scan(&format!("cert/{account_id}/"))? {
+            let record: CertRecord = decode(&key, &value)?;
+            if record.status == AccessKeyStatus::Active {
+                out.push(record.cert_pem);
+            }
+        }
+        Ok(out)
+    }
+
+    /// An active access key of the user with its secret: the first active one, else a new one.
+    /// Credential downloads hand it out, as Eucalyptus' did.
+    pub fn active_access_key(
+        &self,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<Credentials, IdentityError> {
+        let guard = self.lock();
+        self.require_user(account_id, user_name)?;
+        for akid in self.user_key_ids(account_id, user_name)? {
+            let record = self.key_record(&akid)?;
+            if record.status == AccessKeyStatus::Active {
+                return Ok(record.into_credentials());
+            }
+        }
+        self.create_access_key_locked(&guard, account_id, user_name)
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
