@@ -1484,7 +1484,7 @@ async fn euca2ools_style_sigv2_under_mount_prefix() {
         .await;
     r.expect(200);
     assert_eq!(&r.body[..], &part[..]);
-    // Signing the mount prefix into the resource is wrong for Walrus.
+    // Clients that keep the mount prefix in the resource (botocore) are accepted too...
     let auth = sigv2(
         &s.admin,
         "GET",
@@ -1498,7 +1498,30 @@ async fn euca2ools_style_sigv2_under_mount_prefix() {
         .auth(Auth::Anonymous)
         .send()
         .await
-        .expect_err(403, "SignatureDoesNotMatch");
+        .expect(200);
+    // ...but a signature over another resource, or another mount point, is not.
+    for resource in [
+        "/eucabucket/other",
+        "/services/objectstorage/eucabucket/image.img.part.00",
+    ] {
+        let auth = sigv2(&s.admin, "GET", &date, &[], resource);
+        s.req("GET", "/services/Walrus/eucabucket/image.img.part.00")
+            .header("date", &date)
+            .header("authorization", &auth)
+            .auth(Auth::Anonymous)
+            .send()
+            .await
+            .expect_err(403, "SignatureDoesNotMatch");
+    }
+    // botocore's SigV2 keeps the endpoint's path and signs bucket requests as `/bucket/`.
+    let auth = sigv2(&s.admin, "PUT", &date, &[], "/services/Walrus/botobucket/");
+    s.req("PUT", "/services/Walrus/botobucket")
+        .header("date", &date)
+        .header("authorization", &auth)
+        .auth(Auth::Anonymous)
+        .send()
+        .await
+        .expect(200);
     // A signed PUT with neither Content-Length nor chunked framing.
     let auth = sigv2(&s.admin, "PUT", &date, &[], "/eucabucket/nolength");
     let resp = s

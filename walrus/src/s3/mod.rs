@@ -196,12 +196,20 @@ pub async fn dispatch(
         raw_query,
         headers: &parts.headers,
     };
-    let auth = ident::verify_s3(
-        &req,
-        &route.v2_resource,
-        &shared.identity,
-        SystemTime::now(),
-    )?;
+    let now = SystemTime::now();
+    let mut auth = ident::verify_s3(&req, &route.v2_resource, &shared.identity, now);
+    if matches!(auth, Err(ident::AuthError::SignatureDoesNotMatch))
+        && is_sigv2(&parts.headers, raw_query)
+    {
+        for alt in route.v2_alternatives(raw_path) {
+            let retry = ident::verify_s3(&req, &alt, &shared.identity, now);
+            if retry.is_ok() {
+                auth = retry;
+                break;
+            }
+        }
+    }
+    let auth = auth?;
     let (principal, payload) = match auth {
         Authenticated::Anonymous => (None, Payload::Unverified),
         Authenticated::Signed { principal, payload } => (Some(principal), payload),
@@ -245,6 +253,17 @@ pub async fn dispatch(
         E::ListParts => multipart::list_parts(&ctx),
         E::ListMultipartUploads => multipart::list_uploads(&ctx),
         other => Err(S3Error::NotImplemented(other.name())),
+    }
+}
+
+/// Whether the request is signed with SigV2 (header `AWS id:sig` or query `Signature`),
+/// whose resource string is the only part of the signature that may need alternatives.
+fn is_sigv2(headers: &HeaderMap, raw_query: &str) -> bool {
+    match headers.get(http::header::AUTHORIZATION) {
+        Some(a) => a.as_bytes().starts_with(b"AWS "),
+        None => raw_query
+            .split('&')
+            .any(|p| p.starts_with("AWSAccessKeyId=")),
     }
 }
 

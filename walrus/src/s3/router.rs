@@ -237,6 +237,28 @@ pub struct Route {
     pub query: Query,
 }
 
+impl Route {
+    /// Other SigV2 resources a legitimate client may have signed, tried only after the
+    /// canonical one fails: botocore signs bucket requests as `/bucket/` and keeps the
+    /// endpoint's path (`/services/Walrus/bucket/`), while euca2ools signs `/bucket` without
+    /// the mount prefix. Each is still a signature over the resource as addressed.
+    pub fn v2_alternatives(&self, raw_path: &str) -> Vec<String> {
+        let mut bases = vec![self.v2_resource.clone()];
+        if self.bucket.is_some() && self.key.is_none() {
+            match self.v2_resource.strip_suffix('/') {
+                Some(without) => bases.push(without.to_owned()),
+                None => bases.push(format!("{}/", self.v2_resource)),
+            }
+        }
+        let prefix = &raw_path[..raw_path.len() - strip_mount(raw_path).len()];
+        let mut out: Vec<String> = bases[1..].to_vec();
+        if !prefix.is_empty() && self.v2_resource.len() > 1 {
+            out.extend(bases.iter().map(|b| format!("{prefix}{b}")));
+        }
+        out
+    }
+}
+
 /// Where the request points before the endpoint is chosen: useful for error `Resource`s.
 pub fn resource_for_errors(raw_path: &str) -> String {
     let path = strip_mount(raw_path);
@@ -552,6 +574,31 @@ mod tests {
             route(&Method::GET, "/Bad_Bucket/k", "", None, None, false),
             Err(S3Error::InvalidBucketName)
         ));
+    }
+
+    #[test]
+    fn sigv2_alternatives() {
+        let r = route(&Method::PUT, "/services/Walrus/bkt", "", None, None, false).expect("r");
+        assert_eq!(r.v2_resource, "/bkt");
+        assert_eq!(
+            r.v2_alternatives("/services/Walrus/bkt"),
+            vec!["/bkt/", "/services/Walrus/bkt", "/services/Walrus/bkt/"]
+        );
+        let r = route(&Method::GET, "/bkt/k", "", None, None, false).expect("r");
+        assert!(r.v2_alternatives("/bkt/k").is_empty());
+        let r = route(
+            &Method::GET,
+            "/services/objectstorage/bkt/k",
+            "",
+            None,
+            None,
+            false,
+        )
+        .expect("r");
+        assert_eq!(
+            r.v2_alternatives("/services/objectstorage/bkt/k"),
+            vec!["/services/objectstorage/bkt/k"]
+        );
     }
 
     #[test]
