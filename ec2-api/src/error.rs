@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use http::{Response, StatusCode};
-use identity::AuthError;
+use identity::{AuthError, IdentityError};
 
 use crate::query::{escape, xml_response, Dialect};
 
@@ -31,12 +31,35 @@ pub enum QueryError {
     /// The entity to create exists already.
     #[error("{0}")]
     EntityAlreadyExists(String),
+    /// The account, user or key named does not exist.
+    #[error("{0}")]
+    NoSuchEntity(String),
+    /// A quota is reached (access keys per user).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The request body is larger than any Query request can be.
     #[error("The request body is too large.")]
     RequestTooLarge,
     /// A failure of ours, not the caller's.
     #[error("An internal error occurred.")]
     Internal(String),
+}
+
+/// The account store's refusals as the caller's errors; its failures as ours.
+impl From<IdentityError> for QueryError {
+    fn from(err: IdentityError) -> QueryError {
+        match err {
+            IdentityError::AccountExists(_) | IdentityError::UserExists(_) => {
+                QueryError::EntityAlreadyExists(err.to_string())
+            }
+            IdentityError::NoSuchAccount(_)
+            | IdentityError::NoSuchUser(_)
+            | IdentityError::NoSuchAccessKey(_) => QueryError::NoSuchEntity(err.to_string()),
+            IdentityError::InvalidName(_) => QueryError::Validation(err.to_string()),
+            IdentityError::TooManyAccessKeys(_) => QueryError::LimitExceeded(err.to_string()),
+            other => QueryError::Internal(other.to_string()),
+        }
+    }
 }
 
 impl QueryError {
@@ -70,6 +93,8 @@ impl QueryError {
             (QueryError::EntityAlreadyExists(_), _) => {
                 ("EntityAlreadyExists", StatusCode::CONFLICT)
             }
+            (QueryError::NoSuchEntity(_), _) => ("NoSuchEntity", StatusCode::NOT_FOUND),
+            (QueryError::LimitExceeded(_), _) => ("LimitExceeded", StatusCode::CONFLICT),
             (QueryError::RequestTooLarge, _) => {
                 ("RequestEntityTooLarge", StatusCode::PAYLOAD_TOO_LARGE)
             }

@@ -1,7 +1,18 @@
-//! Euare, Eucalyptus' account service (IAM's API at `/services/Euare`). Today: the cloud
-//! admin creates accounts. Users, keys and certificates follow with the cloud controller.
+//! Euare, Eucalyptus' account service (IAM's API at `/services/Euare`): accounts, users,
+//! access keys and signing certificates, plus Koala's `GetCredentials`, the credentials zip
+//! that `euca_conf --get-credentials` downloads.
+//!
+//! Who may do what, as in Eucalyptus: an account's `admin` user manages its own account; the
+//! cloud admin (user `admin` of account `eucalyptus`) also manages any other account by naming
+//! it in `DelegateAccount`. Other users may do nothing here yet (IAM policies come later).
+//!
+//! Actions may generate RSA keys or write to RocksDB with fsync: [`dispatch`] blocks and is
+//! run off the async reactor.
 
-use identity::{Identity, IdentityError, Principal};
+use std::time::SystemTime;
+
+use base64::Engine;
+use identity::{AccessKeyStatus, Identity, Principal, ServiceUrls, ADMIN_ACCOUNT, ADMIN_USER};
 
 use crate::query::{escape, QueryRequest};
 use crate::QueryError;
@@ -9,47 +20,570 @@ use crate::QueryError;
 /// IAM's XML namespace, which Euare answers in.
 pub const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 
-/// Runs one Euare action for an authenticated caller and returns the response document.
-pub fn dispatch(
-    identity: &Identity,
-    caller: &Principal,
-    action: &str,
-    request: &QueryRequest,
-    request_id: &str,
-) -> Result<String, QueryError> {
-    match action {
-        "CreateAccount" => create_account(identity, caller, request, request_id),
-        other => Err(QueryError::InvalidAction(other.to_owned())),
+/// Every Euare action this service knows. An explicit list, so that the router tells a
+/// misspelt action from an unknown one in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    CreateAccount,
+    CreateUser,
+    ListUsers,
+    CreateAccessKey,
+    ListAccessKeys,
+    UpdateAccessKey,
+    DeleteAccessKey,
+    CreateSigningCertificate,
+    ListSigningCertificates,
+    GetCredentials,
+}
+
+impl Action {
+    fn parse(name: &str) -> Option<Action> {
+        Some(match name {
+            "CreateAccount" => Action::CreateAccount,
+            "CreateUser" => Action::CreateUser,
+            "ListUsers" => Action::ListUsers,
+            "CreateAccessKey" => Action::CreateAccessKey,
+            "ListAccessKeys" => Action::ListAccessKeys,
+            "UpdateAccessKey" => Action::UpdateAccessKey,
+            "DeleteAccessKey" => Action::DeleteAccessKey,
+            "CreateSigningCertificate" => Action::CreateSigningCertificate,
+            "ListSigningCertificates" => Action::ListSigningCertificates,
+            "GetCredentials" => Action::GetCredentials,
+            _ => return None,
+        })
     }
 }
 
-/// `CreateAccount AccountName=NAME`: only the cloud admin may. Like Eucalyptus it makes the
-/// account with its `admin` user; Koala also returns that user's first access key (an
-/// extension: Eucalyptus needs a second call, `CreateAccessKey DelegateAccount=NAME`).
-fn create_account(
-    identity: &Identity,
-    caller: &Principal,
-    request: &QueryRequest,
-    request_id: &str,
-) -> Result<String, QueryError> {
-    if !caller.is_cloud_admin() {
-        return Err(QueryError::AccessDenied("CreateAccount".to_owned()));
-    }
-    let name = request.required("AccountName")?;
-    let creds = identity.create_account(name).map_err(|err| match err {
-        IdentityError::AccountExists(_) => {
-            QueryError::EntityAlreadyExists(format!("Account {name} already exists."))
+/// What one Euare request works with.
+pub struct Context<'a> {
+    /// The account store.
+    pub identity: &'a Identity,
+    /// The endpoints written into credentials the request hands out.
+    pub urls: &'a ServiceUrls,
+    /// Who signed the request.
+    pub caller: &'a Principal,
+    /// The request's parameters.
+    pub request: &'a QueryRequest,
+    /// The id echoed in the response.
+    pub request_id: &'a str,
+}
+
+/// Runs one Euare action for an authenticated caller and returns the response document.
+/// Blocking: call it from a blocking thread.
+pub fn dispatch(ctx: &Context, action_name: &str) -> Result<String, QueryError> {
+    let action = Action::parse(action_name)
+        .ok_or_else(|| QueryError::InvalidAction(action_name.to_owned()))?;
+    let denied = || QueryError::AccessDenied(action_name.to_owned());
+    let result = match action {
+        Action::CreateAccount => {
+            if !is_cloud_admin(ctx.caller) {
+                return Err(denied());
+            }
+            create_account(ctx)?
         }
-        IdentityError::InvalidName(_) => QueryError::Validation(err.to_string()),
-        other => QueryError::Internal(other.to_string()),
-    })?;
+        Action::GetCredentials => {
+            if !is_cloud_admin(ctx.caller) {
+                return Err(denied());
+            }
+            get_credentials(ctx)?
+        }
+        _ => {
+            let account = target_account(ctx).ok_or_else(denied)??;
+            let user = ctx.request.get("UserName").filter(|u| !u.is_empty());
+            match action {
+                Action::CreateUser => {
+                    create_user(ctx, &account, ctx.request.required("UserName")?)?
+                }
+                Action::ListUsers => list_users(ctx, &account)?,
+                Action::CreateAccessKey => {
+                    create_access_key(ctx, &account, user.unwrap_or(ADMIN_USER))?
+                }
+                Action::ListAccessKeys => {
+                    list_access_keys(ctx, &account, user.unwrap_or(ADMIN_USER))?
+                }
+                Action::UpdateAccessKey => {
+                    update_access_key(ctx, &account, user.unwrap_or(ADMIN_USER))?
+                }
+                Action::DeleteAccessKey => {
+                    delete_access_key(ctx, &account, user.unwrap_or(ADMIN_USER))?
+                }
+                Action::CreateSigningCertificate => {
+                    create_signing_certificate(ctx, &account, user.unwrap_or(ADMIN_USER))?
+                }
+                Action::ListSigningCertificates => {
+                    list_signing_certificates(ctx, &account, user.unwrap_or(ADMIN_USER))?
+                }
+                Action::CreateAccount | Action::GetCredentials => return Err(denied()),
+            }
+        }
+    };
+    Ok(envelope(action_name, &result, ctx.request_id))
+}
+
+/// The cloud admin: user `admin` of account `eucalyptus`.
+fn is_cloud_admin(caller: &Principal) -> bool {
+    caller.is_cloud_admin() && caller.user_name == ADMIN_USER
+}
+
+/// The id of the account the action works on, or `None` when the caller may not manage it:
+/// the caller's own account for its `admin` user, or the account named in `DelegateAccount`
+/// for the cloud admin.
+fn target_account(ctx: &Context) -> Option<Result<String, QueryError>> {
+    match ctx.request.get("DelegateAccount").filter(|a| !a.is_empty()) {
+        Some(name) => {
+            if !is_cloud_admin(ctx.caller) {
+                return None;
+            }
+            Some(match ctx.identity.account_id(name) {
+                Ok(Some(id)) => Ok(id),
+                Ok(None) => Err(QueryError::NoSuchEntity(format!(
+                    "The account {name} does not exist."
+                ))),
+                Err(err) => Err(err.into()),
+            })
+        }
+        None if ctx.caller.user_name == ADMIN_USER => Some(Ok(ctx.caller.account_id.clone())),
+        None => None,
+    }
+}
+
+/// Wraps an action's result in IAM's response document.
+fn envelope(action: &str, result: &str, request_id: &str) -> String {
+    let result = if result.is_empty() {
+        String::new()
+    } else {
+        format!("<{action}Result>{result}</{action}Result>")
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{NAMESPACE}\">{result}<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{action}Response>"
+    )
+}
+
+/// ISO 8601 in UTC, as IAM dates are.
+fn iso8601(time: SystemTime) -> String {
+    time::OffsetDateTime::from(time)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn user_xml(account_id: &str, user: &str) -> String {
+    let user = escape(user);
+    format!(
+        "<Path>/</Path><UserName>{user}</UserName><Arn>arn:aws:iam::{account_id}:user/{user}</Arn>"
+    )
+}
+
+/// `CreateAccount AccountName=NAME`: like Eucalyptus it makes the account with its `admin`
+/// user; Koala also returns that user's first access key (an extension: Eucalyptus needs a
+/// second call, `CreateAccessKey DelegateAccount=NAME`).
+fn create_account(ctx: &Context) -> Result<String, QueryError> {
+    let name = ctx.request.required("AccountName")?;
+    let creds = ctx.identity.create_account(name)?;
     Ok(format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CreateAccountResponse xmlns=\"{NAMESPACE}\"><CreateAccountResult><Account><AccountName>{name}</AccountName><AccountId>{id}</AccountId></Account><AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey></CreateAccountResult><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></CreateAccountResponse>",
+        "<Account><AccountName>{name}</AccountName><AccountId>{id}</AccountId></Account><AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey>",
         name = escape(&creds.account_name),
         id = creds.account_id,
         user = escape(&creds.user_name),
         akid = creds.access_key_id,
         secret = escape(&creds.secret_access_key),
-        rid = request_id,
     ))
+}
+
+fn create_user(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
+    ctx.identity.create_user(account, user)?;
+    Ok(format!("<User>{}</User>", user_xml(account, user)))
+}
+
+fn list_users(ctx: &Context, account: &str) -> Result<String, QueryError> {
+    let members: String = ctx
+        .identity
+        .list_users(account)?
+        .iter()
+        .map(|user| format!("<member>{}</member>", user_xml(account, user)))
+        .collect();
+    Ok(format!(
+        "<Users>{members}</Users><IsTruncated>false</IsTruncated>"
+    ))
+}
+
+fn create_access_key(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
+    let creds = ctx.identity.create_access_key(account, user)?;
+    Ok(format!(
+        "<AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey>",
+        user = escape(&creds.user_name),
+        akid = creds.access_key_id,
+        secret = escape(&creds.secret_access_key),
+    ))
+}
+
+fn status_name(status: AccessKeyStatus) -> &'static str {
+    match status {
+        AccessKeyStatus::Active => "Active",
+        AccessKeyStatus::Inactive => "Inactive",
+    }
+}
+
+fn list_access_keys(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
+    let members: String = ctx
+        .identity
+        .list_access_keys(account, user)?
+        .iter()
+        .map(|key| {
+            format!(
+                "<member><UserName>{}</UserName><AccessKeyId>{}</AccessKeyId><Status>{}</Status><CreateDate>{}</CreateDate></member>",
+                escape(&key.user_name),
+                key.access_key_id,
+                status_name(key.status),
+                iso8601(key.created)
+            )
+        })
+        .collect();
+    Ok(format!(
+        "<UserName>{}</UserName><AccessKeyMetadata>{members}</AccessKeyMetadata><IsTruncated>false</IsTruncated>",
+        escape(user)
+    ))
+}
+
+fn update_access_key(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
+    let key = ctx.request.required("AccessKeyId")?;
+    let status = match ctx.request.required("Status")? {
+        "Active" => AccessKeyStatus::Active,
+        "Inactive" => AccessKeyStatus::Inactive,
+        other => {
+            return Err(QueryError::Validation(format!(
+                "Value '{other}' at 'status' failed to satisfy constraint: Member must satisfy enum value set: [Active, Inactive]"
+            )))
+        }
+    };
+    ctx.identity
+        .set_access_key_status(account, user, key, status)?;
+    Ok(String::new())
+}
+
+fn delete_access_key(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
+    let key = ctx.request.required("AccessKeyId")?;
+    ctx.identity.delete_access_key(account, user, key)?;
+    Ok(String::new())
+}
+
+/// Eucalyptus' `CreateSigningCertificate`: the cloud makes the key pair and returns the
+/// private key with the certificate, once (IAM's `UploadSigningCertificate` is not offered).
+fn create_signing_certificate(
+    ctx: &Context,
+    account: &str,
+    user: &str,
+) -> Result<String, QueryError> {
+    let (cert, key_pem) = ctx.identity.create_signing_certificate(account, user)?;
+    Ok(format!(
+        "<Certificate><UserName>{}</UserName><CertificateId>{}</CertificateId><CertificateBody>{}</CertificateBody><PrivateKey>{}</PrivateKey><Status>Active</Status><UploadDate>{}</UploadDate></Certificate>",
+        escape(&cert.user_name),
+        cert.certificate_id,
+        escape(&cert.cert_pem),
+        escape(&key_pem),
+        iso8601(cert.created)
+    ))
+}
+
+fn list_signing_certificates(
+    ctx: &Context,
+    account: &str,
+    user: &str,
+) -> Result<String, QueryError> {
+    let members: String = ctx
+        .identity
+        .list_signing_certificates(account, user)?
+        .iter()
+        .map(|cert| {
+            format!(
+                "<member><UserName>{}</UserName><CertificateId>{}</CertificateId><CertificateBody>{}</CertificateBody><Status>{}</Status><UploadDate>{}</UploadDate></member>",
+                escape(&cert.user_name),
+                cert.certificate_id,
+                escape(&cert.cert_pem),
+                status_name(cert.status),
+                iso8601(cert.created)
+            )
+        })
+        .collect();
+    Ok(format!(
+        "<UserName>{}</UserName><Certificates>{members}</Certificates><IsTruncated>false</IsTruncated>",
+        escape(user)
+    ))
+}
+
+/// Koala's `GetCredentials [AccountName=NAME] [UserName=NAME]` (cloud admin only): a fresh
+/// credentials zip for a user (default: `admin` of `eucalyptus`), base64 in `<Credentials>`.
+/// Eucalyptus' `euca_conf --get-credentials` read the database on the CLC host; Koala's
+/// `euca_conf` calls this instead, so it works from any host with the admin's keys.
+fn get_credentials(ctx: &Context) -> Result<String, QueryError> {
+    let account_name = ctx
+        .request
+        .get("AccountName")
+        .filter(|a| !a.is_empty())
+        .unwrap_or(ADMIN_ACCOUNT);
+    let user = ctx
+        .request
+        .get("UserName")
+        .filter(|u| !u.is_empty())
+        .unwrap_or(ADMIN_USER);
+    let account = ctx.identity.account_id(account_name)?.ok_or_else(|| {
+        QueryError::NoSuchEntity(format!("The account {account_name} does not exist."))
+    })?;
+    let zip = ctx
+        .identity
+        .credential_bundle(&account, user, ctx.urls)?
+        .to_zip();
+    Ok(format!(
+        "<AccountName>{}</AccountName><UserName>{}</UserName><Credentials>{}</Credentials>",
+        escape(account_name),
+        escape(user),
+        base64::engine::general_purpose::STANDARD.encode(zip)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use identity::CredentialSource;
+
+    struct Cloud {
+        _dir: tempfile::TempDir,
+        identity: Identity,
+        urls: ServiceUrls,
+    }
+
+    fn cloud() -> Cloud {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity::open(dir.path()).unwrap();
+        identity.ensure_admin().unwrap();
+        Cloud {
+            _dir: dir,
+            identity,
+            urls: ServiceUrls {
+                s3_url: "http://h:1/services/Walrus".into(),
+                ec2_url: None,
+                euare_url: None,
+                region: "r".into(),
+            },
+        }
+    }
+
+    fn principal(identity: &Identity, akid: &str) -> Principal {
+        identity.lookup(akid).unwrap().0
+    }
+
+    fn call(
+        cloud: &Cloud,
+        caller: &Principal,
+        params: &[(&str, &str)],
+    ) -> Result<String, QueryError> {
+        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let request = QueryRequest::new(&query.join("&"), b"", &http::HeaderMap::new());
+        let action = request.required("Action")?.to_owned();
+        dispatch(
+            &Context {
+                identity: &cloud.identity,
+                urls: &cloud.urls,
+                caller,
+                request: &request,
+                request_id: "rid",
+            },
+            &action,
+        )
+    }
+
+    fn text(xml: &str, tag: &str) -> String {
+        let open = format!("<{tag}>");
+        let start = xml.find(&open).unwrap() + open.len();
+        xml[start..start + xml[start..].find('<').unwrap()].to_owned()
+    }
+
+    #[test]
+    fn account_admins_manage_users_and_keys() {
+        let cloud = cloud();
+        let alice = cloud.identity.create_account("alice").unwrap();
+        let admin = principal(&cloud.identity, &alice.access_key_id);
+
+        let created = call(
+            &cloud,
+            &admin,
+            &[("Action", "CreateUser"), ("UserName", "bob")],
+        )
+        .unwrap();
+        assert!(created.starts_with("<?xml"));
+        assert!(created.contains(&format!(
+            "<CreateUserResponse xmlns=\"{NAMESPACE}\"><CreateUserResult><User>"
+        )));
+        assert!(created.contains(&format!(
+            "<Arn>arn:aws:iam::{}:user/bob</Arn>",
+            alice.account_id
+        )));
+        assert!(created.contains("<RequestId>rid</RequestId>"));
+        let dup = call(
+            &cloud,
+            &admin,
+            &[("Action", "CreateUser"), ("UserName", "bob")],
+        )
+        .unwrap_err();
+        assert!(matches!(dup, QueryError::EntityAlreadyExists(_)));
+        let users = call(&cloud, &admin, &[("Action", "ListUsers")]).unwrap();
+        assert!(
+            users.contains("<UserName>admin</UserName>")
+                && users.contains("<UserName>bob</UserName>")
+        );
+
+        let key = call(
+            &cloud,
+            &admin,
+            &[("Action", "CreateAccessKey"), ("UserName", "bob")],
+        )
+        .unwrap();
+        let akid = text(&key, "AccessKeyId");
+        assert_eq!(text(&key, "SecretAccessKey").len(), 40);
+        let bob = principal(&cloud.identity, &akid);
+        assert_eq!(bob.user_name, "bob");
+
+        // bob is not his account's admin: he may manage nothing.
+        let denied = call(
+            &cloud,
+            &bob,
+            &[("Action", "CreateUser"), ("UserName", "eve")],
+        )
+        .unwrap_err();
+        assert!(matches!(denied, QueryError::AccessDenied(_)));
+        assert!(matches!(
+            call(&cloud, &bob, &[("Action", "ListAccessKeys")]),
+            Err(QueryError::AccessDenied(_))
+        ));
+
+        let listed = call(
+            &cloud,
+            &admin,
+            &[("Action", "ListAccessKeys"), ("UserName", "bob")],
+        )
+        .unwrap();
+        assert!(listed.contains(&format!(
+            "<AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><CreateDate>"
+        )));
+        call(
+            &cloud,
+            &admin,
+            &[
+                ("Action", "UpdateAccessKey"),
+                ("UserName", "bob"),
+                ("AccessKeyId", &akid),
+                ("Status", "Inactive"),
+            ],
+        )
+        .unwrap();
+        assert!(cloud.identity.lookup(&akid).is_none());
+        let bad = call(
+            &cloud,
+            &admin,
+            &[
+                ("Action", "UpdateAccessKey"),
+                ("UserName", "bob"),
+                ("AccessKeyId", &akid),
+                ("Status", "Off"),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(bad, QueryError::Validation(_)));
+        call(
+            &cloud,
+            &admin,
+            &[
+                ("Action", "DeleteAccessKey"),
+                ("UserName", "bob"),
+                ("AccessKeyId", &akid),
+            ],
+        )
+        .unwrap();
+        let gone = call(
+            &cloud,
+            &admin,
+            &[
+                ("Action", "DeleteAccessKey"),
+                ("UserName", "bob"),
+                ("AccessKeyId", &akid),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(gone, QueryError::NoSuchEntity(_)));
+        assert!(matches!(
+            call(
+                &cloud,
+                &admin,
+                &[("Action", "ListAccessKeys"), ("UserName", "nobody")]
+            ),
+            Err(QueryError::NoSuchEntity(_))
+        ));
+
+        // Without UserName, keys are the caller's; two at most.
+        call(&cloud, &admin, &[("Action", "CreateAccessKey")]).unwrap();
+        let third = call(&cloud, &admin, &[("Action", "CreateAccessKey")]).unwrap_err();
+        assert!(matches!(third, QueryError::LimitExceeded(_)));
+
+        assert!(matches!(
+            call(&cloud, &admin, &[("Action", "DeleteUser")]),
+            Err(QueryError::InvalidAction(_))
+        ));
+        let sigs = call(&cloud, &admin, &[("Action", "ListSigningCertificates")]).unwrap();
+        assert!(sigs.contains("<Certificates></Certificates>"), "{sigs}");
+        // This store has no CA: certificates cannot be issued.
+        assert!(matches!(
+            call(&cloud, &admin, &[("Action", "CreateSigningCertificate")]),
+            Err(QueryError::Internal(_))
+        ));
+    }
+
+    #[test]
+    fn only_the_cloud_admin_delegates() {
+        let cloud = cloud();
+        let (root, _) = cloud.identity.ensure_admin().unwrap();
+        let root = principal(&cloud.identity, &root.access_key_id);
+        let alice = cloud.identity.create_account("alice").unwrap();
+        let alice = principal(&cloud.identity, &alice.access_key_id);
+        cloud.identity.create_account("carol").unwrap();
+
+        call(
+            &cloud,
+            &root,
+            &[
+                ("Action", "CreateUser"),
+                ("UserName", "u1"),
+                ("DelegateAccount", "carol"),
+            ],
+        )
+        .unwrap();
+        let carol_id = cloud.identity.account_id("carol").unwrap().unwrap();
+        assert!(cloud
+            .identity
+            .list_users(&carol_id)
+            .unwrap()
+            .contains(&"u1".to_owned()));
+        assert!(matches!(
+            call(
+                &cloud,
+                &root,
+                &[("Action", "ListUsers"), ("DelegateAccount", "nope")]
+            ),
+            Err(QueryError::NoSuchEntity(_))
+        ));
+        for action in ["ListUsers", "GetCredentials", "CreateAccount"] {
+            let err = call(
+                &cloud,
+                &alice,
+                &[
+                    ("Action", action),
+                    ("DelegateAccount", "carol"),
+                    ("AccountName", "x"),
+                ],
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, QueryError::AccessDenied(_)),
+                "{action}: {err}"
+            );
+        }
+    }
 }

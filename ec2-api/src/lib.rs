@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use http::{Request, Response};
-use identity::{Authenticated, Identity, RequestParts};
+use identity::{Authenticated, Identity, RequestParts, ServiceUrls};
 
 pub use error::QueryError;
 use query::{Dialect, QueryRequest};
@@ -23,12 +23,14 @@ const MAX_FORM_BODY: usize = 1 << 20;
 #[derive(Clone)]
 pub struct QueryApi {
     identity: Identity,
+    urls: ServiceUrls,
 }
 
 impl QueryApi {
-    /// A front that authenticates callers against `identity`.
-    pub fn new(identity: Identity) -> QueryApi {
-        QueryApi { identity }
+    /// A front that authenticates callers against `identity`; `urls` are the endpoints
+    /// written into the credentials it hands out.
+    pub fn new(identity: Identity, urls: ServiceUrls) -> QueryApi {
+        QueryApi { identity, urls }
     }
 
     /// Whether a request belongs to a Query API rather than to S3: the service mount points,
@@ -94,7 +96,24 @@ impl QueryApi {
         let action = request.required("Action")?.to_owned();
         match dialect {
             Dialect::Euare => {
-                euare::dispatch(&self.identity, &principal, &action, &request, request_id)
+                // RocksDB writes with fsync, and RSA key generation for certificates, block.
+                let identity = self.identity.clone();
+                let urls = self.urls.clone();
+                let request_id = request_id.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    euare::dispatch(
+                        &euare::Context {
+                            identity: &identity,
+                            urls: &urls,
+                            caller: &principal,
+                            request: &request,
+                            request_id: &request_id,
+                        },
+                        &action,
+                    )
+                })
+                .await
+                .map_err(|e| QueryError::Internal(format!("a Euare action panicked: {e}")))?
             }
             Dialect::Ec2 => Err(QueryError::InvalidAction(action)),
         }

@@ -54,6 +54,17 @@ fn first_start_writes_admin_credentials_and_restart_keeps_them() {
     assert_eq!(env["S3_URL"], s3_url);
     assert_eq!(env["AWS_ENDPOINT_URL_S3"], s3_url);
     assert_eq!(env["AWS_DEFAULT_REGION"], "eucalyptus");
+    let ec2_url = format!("http://{}/services/compute/", cloud.addr);
+    assert_eq!(env["EC2_URL"], ec2_url);
+    assert_eq!(env["AWS_ENDPOINT_URL_EC2"], ec2_url);
+    for var in ["EC2_CERT", "EC2_PRIVATE_KEY", "EUCALYPTUS_CERT"] {
+        assert!(
+            std::path::Path::new(&env[var]).is_file(),
+            "{var}={}",
+            env[var]
+        );
+    }
+    let cert = std::fs::read_to_string(&env["EC2_CERT"]).unwrap();
 
     cloud.restart();
     assert!(
@@ -65,6 +76,16 @@ fn first_start_writes_admin_credentials_and_restart_keeps_them() {
     assert_eq!(
         again["AWS_ACCESS_KEY_ID"], key,
         "the admin keeps its key across restarts"
+    );
+    assert_eq!(again["EC2_CERT"], env["EC2_CERT"]);
+    assert_eq!(
+        std::fs::read_to_string(&again["EC2_CERT"]).unwrap(),
+        cert,
+        "a restart keeps the admin's certificate"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&again["EUCALYPTUS_CERT"]).unwrap(),
+        std::fs::read_to_string(cloud.dir.path().join("keys/cloud-cert.pem")).unwrap()
     );
 }
 

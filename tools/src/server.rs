@@ -69,13 +69,26 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     if !config_file.exists() {
         std::fs::write(&config_file, DEFAULT_FILE).map_err(io(&config_file))?;
     }
-    let identity = Identity::open(&config.data_dir.join("identity"))
-        .map_err(|e| ServerError::Identity(e.to_string()))?;
+    // Nothing is served yet: the blocking work of first start (RSA key generation for the
+    // cloud CA and the admin's certificate) holds up no request.
+    let (identity, ca_created) = Identity::open_with_ca(
+        &config.data_dir.join("identity"),
+        &config.data_dir.join("keys"),
+    )
+    .map_err(|e| ServerError::Identity(e.to_string()))?;
+    if ca_created {
+        println!(
+            "Created the cloud CA in {}",
+            config.data_dir.join("keys").display()
+        );
+    }
     let (admin, created) = identity
         .ensure_admin()
         .map_err(|e| ServerError::Identity(e.to_string()))?;
-    let eucarc = config.data_dir.join("credentials/admin/eucarc");
-    write_private(&eucarc, admin.eucarc(&service_urls(&config)).as_bytes())?;
+    let urls = service_urls(&config);
+    let admin_dir = config.data_dir.join("credentials/admin");
+    write_admin_credentials(&identity, &admin, &urls, &admin_dir)?;
+    let eucarc = admin_dir.join(identity::EUCARC);
     if created {
         println!(
             "Created the cloud admin account 'eucalyptus' (user 'admin'); its credentials are in {}",
@@ -93,7 +106,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         identity.clone(),
     )
     .map_err(|e| ServerError::Walrus(e.to_string()))?;
-    let query = (roles == Roles::All).then(|| QueryApi::new(identity.clone()));
+    let query = (roles == Roles::All).then(|| QueryApi::new(identity.clone(), urls.clone()));
     let app = axum::Router::new()
         .fallback(front)
         .with_state(Front { walrus, query });
@@ -130,7 +143,8 @@ pub fn service_urls(config: &Config) -> ServiceUrls {
     let base = config.base_url();
     ServiceUrls {
         s3_url: format!("{base}/services/Walrus"),
-        ec2_url: None,
+        // The EC2 API's mount exists (its actions come with the cloud controller).
+        ec2_url: Some(format!("{base}/services/compute/")),
         euare_url: Some(format!("{base}/services/Euare")),
         region: config.region.clone(),
     }
@@ -158,8 +172,53 @@ async fn shutdown_signal() {
     }
 }
 
-/// Writes a secret file readable by its owner only, atomically (temp name, fsync, rename).
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
+/// Writes the admin's credentials unzipped into `dir`. On first start (or when the folder has
+/// no certificate yet) that is a whole new bundle, certificate and key included; on a restart
+/// only the eucarc and euca2ools.ini are rewritten (the URLs or the active key may have
+/// changed), pointing at the certificate and key already there, which are kept.
+fn write_admin_credentials(
+    identity: &Identity,
+    admin: &identity::Credentials,
+    urls: &ServiceUrls,
+    dir: &Path,
+) -> Result<(), ServerError> {
+    let files = match existing_key_files(dir) {
+        Some(names) => identity::CredentialBundle::config_files(admin, urls, &names),
+        None => {
+            identity
+                .credential_bundle(&admin.account_id, &admin.user_name, urls)
+                .map_err(|e| ServerError::Identity(e.to_string()))?
+                .files
+        }
+    };
+    // The key and certificates first, the eucarc (which names them) last.
+    for file in files.iter().rev() {
+        let mode = if file.private { 0o600 } else { 0o644 };
+        write_file(&dir.join(&file.name), &file.contents, mode)?;
+    }
+    Ok(())
+}
+
+/// The names of the user certificate, key and cloud cert already in a credentials folder.
+fn existing_key_files(dir: &Path) -> Option<identity::KeyFiles> {
+    if !dir.join(identity::CLOUD_CERT_FILE).exists() {
+        return None;
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("euca2-") && name.ends_with("-cert.pem"))
+        .map(|cert| identity::KeyFiles {
+            private_key: cert.replace("-cert.pem", "-pk.pem"),
+            certificate: cert,
+            cloud_certificate: identity::CLOUD_CERT_FILE.to_owned(),
+        })
+        .find(|names| dir.join(&names.private_key).exists())
+}
+
+/// Writes a file atomically (temp name, fsync, rename, fsync the folder) with `mode`, in a
+/// folder only its owner may enter (credentials live there).
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), ServerError> {
     let err = |source| ServerError::Io {
         path: path.to_owned(),
         source,
@@ -172,7 +231,7 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .map_err(err)?;
     file.write_all(contents).map_err(err)?;
