@@ -4,7 +4,10 @@
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 
@@ -84,6 +87,7 @@ pub fn query_call(
         &[("content-type", content_type)],
         form.as_bytes(),
         service,
+        SigningSettings::default(),
         creds,
     )?;
     let mut request = ureq::post(url).set("content-type", content_type);
@@ -109,6 +113,54 @@ pub fn query_call(
     }
 }
 
+/// Sends an empty-bodied S3 request (`GET`, `HEAD`, `DELETE`) to `url`, SigV4-signed as S3
+/// clients sign (`x-amz-content-sha256`, the path as given), and returns the HTTP status and
+/// body whatever the status: callers check refusals as well as successes.
+pub fn s3_request(
+    method: &str,
+    url: &str,
+    creds: &EnvCredentials,
+) -> Result<(u16, String), ClientError> {
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    let signed = sign_headers(method, url, &[], b"", "s3", settings, creds)?;
+    let mut request = ureq::request(method, url);
+    for (name, value) in &signed {
+        request = request.set(name, value);
+    }
+    let transport = |reason: String| ClientError::Transport {
+        url: url.to_owned(),
+        reason,
+    };
+    let response = match request.call() {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(err) => return Err(transport(err.to_string())),
+    };
+    let status = response.status();
+    let body = response
+        .into_string()
+        .map_err(|e| transport(e.to_string()))?;
+    Ok((status, body))
+}
+
+/// The account service's URL from the environment a eucarc sets: `EUARE_URL` (or
+/// `AWS_IAM_URL`), else the Walrus URL's base with `/services/Euare`.
+pub fn euare_url_from_env() -> Result<String, ClientError> {
+    for name in ["EUARE_URL", "AWS_IAM_URL"] {
+        if let Ok(url) = std::env::var(name) {
+            return Ok(url);
+        }
+    }
+    let s3 = std::env::var("S3_URL").map_err(|_| ClientError::MissingEnv("EUARE_URL"))?;
+    let base = s3
+        .trim_end_matches('/')
+        .trim_end_matches("/services/Walrus")
+        .trim_end_matches("/services/objectstorage");
+    Ok(format!("{base}/services/Euare"))
+}
+
 /// The SigV4 headers (`authorization`, `x-amz-date`, ...) for a request.
 fn sign_headers(
     method: &str,
@@ -116,6 +168,7 @@ fn sign_headers(
     headers: &[(&str, &str)],
     body: &[u8],
     service: &str,
+    settings: SigningSettings,
     creds: &EnvCredentials,
 ) -> Result<Vec<(String, String)>, ClientError> {
     let identity: Identity = Credentials::new(
@@ -131,7 +184,7 @@ fn sign_headers(
         .region(&creds.region)
         .name(service)
         .time(SystemTime::now())
-        .settings(SigningSettings::default())
+        .settings(settings)
         .build()
         .map_err(|e| ClientError::Signing(e.to_string()))?
         .into();
