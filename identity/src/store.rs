@@ -346,6 +346,11 @@ impl Identity {
         self.account_id_by_name(account_name)
     }
 
+    /// Whether an account with this id exists: a grant may only name a real account.
+    pub fn account_exists(&self, account_id: &str) -> Result<bool, IdentityError> {
+        Ok(self.get(&account_key(account_id))?.is_some())
+    }
+
     /// Every account, as (id, name), ordered by id.
     pub fn list_accounts(&self) -> Result<Vec<(String, String)>, IdentityError> {
         let mut out = Vec::new();
@@ -827,6 +832,9 @@ mod tests {
             alice.account_id,
             id.account_id("eucalyptus").unwrap().unwrap()
         );
+        assert!(id.account_exists(&alice.account_id).unwrap());
+        assert!(!id.account_exists(&"f".repeat(64)).unwrap());
+        assert!(!id.account_exists("").unwrap());
     }
 
     #[test]
