@@ -1543,3 +1543,44 @@ async fn euca2ools_style_sigv2_under_mount_prefix() {
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert!(resp.contains("<Code>EntityTooLarge</Code>"), "{resp}");
 }
+
+#[tokio::test]
+async fn user_metadata_over_2_kb_is_refused() {
+    let s = Server::start().await;
+    s.put("/meta", b"").await.expect(200);
+    // 2048 bytes of names and values is the limit; one more byte is refused.
+    let at_limit = "v".repeat(2048 - "big".len());
+    s.req("PUT", "/meta/ok")
+        .header("x-amz-meta-big", &at_limit)
+        .body("x")
+        .send()
+        .await
+        .expect(200);
+    let over = format!("{at_limit}v");
+    s.req("PUT", "/meta/big")
+        .header("x-amz-meta-big", &over)
+        .body("x")
+        .send()
+        .await
+        .expect_err(400, "MetadataTooLarge");
+    s.req("HEAD", "/meta/big").send().await.expect(404);
+    s.req("PUT", "/meta/copy")
+        .header("x-amz-copy-source", "/meta/ok")
+        .header("x-amz-metadata-directive", "REPLACE")
+        .header("x-amz-meta-a", &"v".repeat(1024))
+        .header("x-amz-meta-b", &"v".repeat(1024))
+        .send()
+        .await
+        .expect_err(400, "MetadataTooLarge");
+    // COPY keeps the source's metadata, which was within the limit.
+    s.req("PUT", "/meta/copy")
+        .header("x-amz-copy-source", "/meta/ok")
+        .send()
+        .await
+        .expect(200);
+    s.req("POST", "/meta/mpu?uploads")
+        .header("x-amz-meta-big", &over)
+        .send()
+        .await
+        .expect_err(400, "MetadataTooLarge");
+}

@@ -101,7 +101,7 @@ pub async fn copy_object(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         )));
     }
     let headers = if replace {
-        object_headers(&ctx.headers)
+        object_headers(&ctx.headers)?
     } else {
         src.headers.clone()
     };

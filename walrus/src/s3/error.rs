@@ -66,6 +66,9 @@ pub enum S3Error {
     /// The body exceeds the largest single upload.
     #[error("Your proposed upload exceeds the maximum allowed object size.")]
     EntityTooLarge,
+    /// The `x-amz-meta-*` headers exceed 2 KB.
+    #[error("Your metadata headers exceed the maximum allowed metadata size.")]
+    MetadataTooLarge,
     /// A multipart part other than the last is below 5 MiB.
     #[error("Your proposed upload is smaller than the minimum allowed object size.")]
     EntityTooSmall,
@@ -157,6 +160,7 @@ impl S3Error {
             InvalidArgument(_) => ("InvalidArgument", StatusCode::BAD_REQUEST),
             InvalidRequest(_) => ("InvalidRequest", StatusCode::BAD_REQUEST),
             EntityTooLarge => ("EntityTooLarge", StatusCode::BAD_REQUEST),
+            MetadataTooLarge => ("MetadataTooLarge", StatusCode::BAD_REQUEST),
             EntityTooSmall => ("EntityTooSmall", StatusCode::BAD_REQUEST),
             IncompleteBody => ("IncompleteBody", StatusCode::BAD_REQUEST),
             InvalidPart => ("InvalidPart", StatusCode::BAD_REQUEST),

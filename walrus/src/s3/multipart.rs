@@ -60,7 +60,7 @@ pub fn create(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
     };
     let upload = ctx
         .store()
-        .create_upload(bucket, key, object_headers(&ctx.headers), alg, acl)?;
+        .create_upload(bucket, key, object_headers(&ctx.headers)?, alg, acl)?;
     let mut w = XmlWriter::new();
     w.open_root("InitiateMultipartUploadResult");
     w.elem("Bucket", bucket.as_str());

@@ -72,8 +72,13 @@ fn valid_checksum_value(alg: ChecksumAlgorithm, value: &str) -> bool {
         .is_ok_and(|raw| raw.len() == checksum_len(alg))
 }
 
-/// The stored headers and user metadata an upload carries.
-pub fn object_headers(headers: &HeaderMap) -> ObjectHeaders {
+/// The most bytes of user metadata (names after `x-amz-meta-`, plus values) an object may
+/// carry, as in AWS.
+pub const MAX_USER_METADATA: usize = 2048;
+
+/// The stored headers and user metadata an upload carries; MetadataTooLarge when the
+/// `x-amz-meta-*` names and values add up to more than [`MAX_USER_METADATA`] bytes.
+pub fn object_headers(headers: &HeaderMap) -> Result<ObjectHeaders, S3Error> {
     let get = |name: &str| {
         headers
             .get(name)
@@ -91,7 +96,11 @@ pub fn object_headers(headers: &HeaderMap) -> ObjectHeaders {
         })
         .collect();
     user_metadata.sort();
-    ObjectHeaders {
+    let size: usize = user_metadata.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if size > MAX_USER_METADATA {
+        return Err(S3Error::MetadataTooLarge);
+    }
+    Ok(ObjectHeaders {
         content_type: get("content-type"),
         content_encoding: get("content-encoding")
             .map(|v| strip_aws_chunked(&v))
@@ -101,7 +110,7 @@ pub fn object_headers(headers: &HeaderMap) -> ObjectHeaders {
         cache_control: get("cache-control"),
         expires: get("expires"),
         user_metadata,
-    }
+    })
 }
 
 /// `aws-chunked` is transfer framing, not a content coding of the stored object.
@@ -274,7 +283,7 @@ pub async fn put_object(
         .map(|p| p.account_id.clone())
         .unwrap_or_else(|| bmeta.acl.owner.clone());
     let acl = ctx.requested_acl(&owner, &bmeta.acl.owner)?;
-    let headers = object_headers(&ctx.headers);
+    let headers = object_headers(&ctx.headers)?;
     let received = receive(ctx, body, payload, None).await?;
     let meta = ctx
         .store()
@@ -309,7 +318,7 @@ mod tests {
             "expires",
             "Thu, 01 Dec 1994 16:00:00 GMT".parse().expect("hv"),
         );
-        let oh = object_headers(&h);
+        let oh = object_headers(&h).expect("headers");
         assert_eq!(oh.content_type.as_deref(), Some("text/plain"));
         assert_eq!(oh.content_encoding.as_deref(), Some("gzip"));
         assert_eq!(
@@ -318,7 +327,24 @@ mod tests {
         );
         let mut h = HeaderMap::new();
         h.insert("content-encoding", "aws-chunked".parse().expect("hv"));
-        assert_eq!(object_headers(&h).content_encoding, None);
+        assert_eq!(object_headers(&h).expect("headers").content_encoding, None);
+    }
+
+    #[test]
+    fn user_metadata_is_limited_to_2_kb() {
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-meta-ab", "v".repeat(1000).parse().expect("hv"));
+        h.insert("x-amz-meta-cd", "v".repeat(1044).parse().expect("hv"));
+        assert_eq!(
+            object_headers(&h).expect("2048 bytes").user_metadata.len(),
+            2
+        );
+        h.insert("x-amz-meta-e", "".parse().expect("hv"));
+        assert!(matches!(object_headers(&h), Err(S3Error::MetadataTooLarge)));
+        // Other headers do not count.
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "t".repeat(4000).parse().expect("hv"));
+        assert!(object_headers(&h).is_ok());
     }
 
     #[test]
