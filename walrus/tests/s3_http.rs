@@ -1584,3 +1584,56 @@ async fn user_metadata_over_2_kb_is_refused() {
         .await
         .expect_err(400, "MetadataTooLarge");
 }
+
+#[tokio::test]
+async fn grants_to_unknown_accounts_are_refused() {
+    let s = Server::start().await;
+    s.put("/grants", b"").await.expect(200);
+    s.put("/grants/obj", b"o").await.expect(200);
+    let nobody = "f".repeat(64);
+    let doc = |id: &str| {
+        format!(
+            "<AccessControlPolicy><Owner><ID>{0}</ID></Owner><AccessControlList><Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\"><ID>{0}</ID></Grantee><Permission>FULL_CONTROL</Permission></Grant><Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\"><ID>{1}</ID></Grantee><Permission>READ</Permission></Grant></AccessControlList></AccessControlPolicy>",
+            s.admin.account_id, id
+        )
+    };
+    for path in ["/grants?acl", "/grants/obj?acl"] {
+        let r = s.req("PUT", path).body(doc(&nobody)).send().await;
+        r.expect_err(400, "InvalidArgument");
+        assert!(
+            r.text().contains("<Message>Invalid id</Message>"),
+            "{}",
+            r.text()
+        );
+        s.req("PUT", path)
+            .header("x-amz-grant-read", &format!("id=\"{nobody}\""))
+            .send()
+            .await
+            .expect_err(400, "InvalidArgument");
+        // The ACL is unchanged: the other account still may not read.
+        let acl = s.get(path).await;
+        assert!(!acl.expect(200).text().contains(&nobody));
+        // A real account is fine, by body or header.
+        s.req("PUT", path)
+            .body(doc(&s.other.account_id))
+            .send()
+            .await
+            .expect(200);
+        s.req("PUT", path)
+            .header(
+                "x-amz-grant-read",
+                &format!("id=\"{}\"", s.other.account_id),
+            )
+            .send()
+            .await
+            .expect(200);
+    }
+    // Grant headers on a new object are checked too.
+    s.req("PUT", "/grants/new")
+        .header("x-amz-grant-read", &format!("id=\"{nobody}\""))
+        .body("n")
+        .send()
+        .await
+        .expect_err(400, "InvalidArgument");
+    s.req("HEAD", "/grants/new").send().await.expect(404);
+}

@@ -162,10 +162,14 @@ async fn new_acl(
             "Specifying both an ACL document and ACL headers is not allowed".into(),
         )),
         (true, false) => ctx.requested_acl(&current.owner, bucket_owner),
-        (false, true) => Ok(Acl {
-            owner: current.owner.clone(),
-            grants: parse_acl(&body)?,
-        }),
+        (false, true) => {
+            let grants = parse_acl(&body)?;
+            ctx.check_grantees(&grants)?;
+            Ok(Acl {
+                owner: current.owner.clone(),
+                grants,
+            })
+        }
         (false, false) => Err(S3Error::MalformedXml),
     }
 }

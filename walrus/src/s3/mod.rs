@@ -93,6 +93,7 @@ impl Ctx {
     /// private). `owner` owns the new resource; `bucket_owner` matters for `bucket-owner-*`.
     pub fn requested_acl(&self, owner: &str, bucket_owner: &str) -> Result<Acl, S3Error> {
         let grants = acl::grant_headers(&self.headers)?;
+        self.check_grantees(&grants)?;
         match self.header("x-amz-acl") {
             Some(_) if !grants.is_empty() => Err(S3Error::InvalidRequest(
                 "Specifying both Canned ACLs and Header Grants is not allowed".into(),
@@ -113,6 +114,30 @@ impl Ctx {
             }
             None => Ok(CannedAcl::Private.to_acl(owner, bucket_owner)),
         }
+    }
+
+    /// InvalidArgument "Invalid id" unless every account a grant names exists (as AWS
+    /// refuses grants to canonical ids that are no account).
+    pub fn check_grantees(&self, grants: &[Grant]) -> Result<(), S3Error> {
+        let mut checked: Vec<&str> = Vec::new();
+        for g in grants {
+            let Grantee::Account(id) = &g.grantee else {
+                continue;
+            };
+            if checked.contains(&id.as_str()) {
+                continue;
+            }
+            let exists = self
+                .shared
+                .identity
+                .account_exists(id)
+                .map_err(|e| S3Error::internal(format!("account lookup failed: {e}")))?;
+            if !exists {
+                return Err(S3Error::InvalidArgument("Invalid id".into()));
+            }
+            checked.push(id);
+        }
+        Ok(())
     }
 
     /// Display name for an account id: the caller's account name when it is theirs.
