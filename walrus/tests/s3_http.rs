@@ -1082,12 +1082,29 @@ async fn delete_objects_batch() {
         vec!["a", "b", "zz"]
     );
     let quiet = "<Delete><Quiet>true</Quiet><Object><Key>c</Key></Object></Delete>";
+    // Without Content-MD5 or a checksum AWS refuses the batch, and nothing is deleted.
     let r = s.req("POST", "/del?delete").body(quiet).send().await;
+    r.expect_err(400, "InvalidRequest");
+    assert!(r
+        .text()
+        .contains("Missing required header for this request: Content-MD5"));
+    assert_eq!(s.get("/del/c").await.expect(200).text(), "x");
+    // An x-amz-checksum-* header (what current SDKs send) is enough.
+    let r = s
+        .req("POST", "/del?delete")
+        .header(
+            "x-amz-checksum-crc32",
+            &b64(&crc32fast::hash(quiet.as_bytes()).to_be_bytes()),
+        )
+        .body(quiet)
+        .send()
+        .await;
     r.expect(200);
     assert!(!r.text().contains("<Deleted>"));
     let list = s.get("/del").await;
     assert!(all_between(&list.text(), "<Key>", "</Key>").is_empty());
     s.req("POST", "/del?delete")
+        .header("content-md5", &b64(&md5::Md5::digest(b"<Delete><Object>")))
         .body("<Delete><Object>")
         .send()
         .await
@@ -1103,12 +1120,14 @@ async fn delete_objects_batch() {
         "<Object><Key>k</Key></Object>".repeat(1001)
     );
     s.req("POST", "/del?delete")
+        .header("content-md5", &b64(&md5::Md5::digest(too_many.as_bytes())))
         .body(too_many)
         .send()
         .await
         .expect_err(400, "MalformedXML");
     let r = s
         .req("POST", "/del?delete")
+        .header("content-md5", &b64(&md5::Md5::digest(body.as_bytes())))
         .body(body)
         .auth(Auth::V4(&s.other))
         .send()

@@ -2,11 +2,12 @@
 //! errors).
 
 use axum::body::Body;
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 
 use super::auth::{read_small_body, require};
 use super::error::S3Error;
 use super::ident::Payload;
+use super::put::CHECKSUMS;
 use super::xml::{self, XmlWriter, MAX_XML_BODY};
 use super::{empty_response, xml_response, Ctx};
 use crate::acl::Permission;
@@ -59,6 +60,25 @@ pub fn parse_delete(body: &[u8]) -> Result<DeleteRequest, S3Error> {
     Ok(DeleteRequest { quiet, keys })
 }
 
+/// Whether the request carries a digest of its body: Content-MD5, an `x-amz-checksum-*`
+/// header, or an `x-amz-checksum-*` trailer. AWS requires one on DeleteObjects.
+pub fn has_integrity_header(headers: &HeaderMap) -> bool {
+    headers.contains_key("content-md5")
+        || CHECKSUMS
+            .iter()
+            .any(|(_, name, _)| headers.contains_key(*name))
+        || headers
+            .get_all("x-amz-trailer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                CHECKSUMS
+                    .iter()
+                    .any(|(_, name, _)| t.trim().eq_ignore_ascii_case(name))
+            })
+}
+
 /// DeleteObjects.
 pub async fn delete_objects(
     ctx: &Ctx,
@@ -67,6 +87,11 @@ pub async fn delete_objects(
 ) -> Result<Response<Body>, S3Error> {
     let bucket = ctx.bucket()?;
     let bmeta = ctx.store().bucket(bucket)?;
+    if !has_integrity_header(&ctx.headers) {
+        return Err(S3Error::InvalidRequest(
+            "Missing required header for this request: Content-MD5".into(),
+        ));
+    }
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let req = parse_delete(&body)?;
     let allowed = require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write);
@@ -111,6 +136,25 @@ pub async fn delete_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delete_objects_needs_a_digest() {
+        let mut h = HeaderMap::new();
+        assert!(!has_integrity_header(&h));
+        h.insert("x-amz-sdk-checksum-algorithm", "CRC32".parse().expect("hv"));
+        assert!(!has_integrity_header(&h));
+        h.insert("x-amz-trailer", "x-amz-checksum-crc32".parse().expect("hv"));
+        assert!(has_integrity_header(&h));
+        for name in [
+            "content-md5",
+            "x-amz-checksum-crc32",
+            "x-amz-checksum-sha256",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, "AAAAAA==".parse().expect("hv"));
+            assert!(has_integrity_header(&h), "{name}");
+        }
+    }
 
     #[test]
     fn parses_delete_documents() {
