@@ -65,7 +65,7 @@ impl Walrus {
         let request_id = s3::new_request_id();
         let (parts, body) = req.into_parts();
         let is_head = parts.method == Method::HEAD;
-        let resource = s3::router::resource_for_errors(parts.uri.path());
+        let at = s3::addressed(&parts, self.shared.virtual_host_domain.as_deref());
         let shared = self.shared.clone();
         let id = request_id.clone();
         let task = tokio::spawn(async move { s3::dispatch(shared, id, parts, body).await });
@@ -77,7 +77,7 @@ impl Walrus {
         };
         let resp = match result {
             Ok(resp) => resp,
-            Err(e) => s3::error_response(e, &resource, &request_id, is_head),
+            Err(e) => s3::error_response(e, &at, &request_id, is_head),
         };
         s3::finalize(resp, &request_id)
     }

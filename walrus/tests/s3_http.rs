@@ -597,10 +597,21 @@ async fn objects_put_get_head() {
     assert!(r.body.is_empty());
     assert_eq!(r.header("etag"), format!("\"{}\"", md5_hex(b"")));
 
-    s.get("/data/missing").await.expect_err(404, "NoSuchKey");
-    s.get("/nobucket/missing")
-        .await
-        .expect_err(404, "NoSuchBucket");
+    let r = s.get("/data/dir/a%20b%26c").await;
+    r.expect_err(404, "NoSuchKey");
+    assert!(
+        r.text().contains("<Key>dir/a b&amp;c</Key>"),
+        "{}",
+        r.text()
+    );
+    let r = s.get("/nobucket/missing").await;
+    r.expect_err(404, "NoSuchBucket");
+    assert!(
+        r.text().contains("<BucketName>nobucket</BucketName>"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains("<Key>"), "{}", r.text());
     // Overwrite.
     s.put("/data/greeting.txt", b"v2").await.expect(200);
     assert_eq!(&s.get("/data/greeting.txt").await.body[..], b"v2");
@@ -1022,6 +1033,16 @@ async fn mount_prefixes_and_virtual_hosts() {
         .await;
     r.expect(200);
     assert_eq!(r.text(), "one");
+    // Error documents name the key and bucket however they were addressed.
+    let r = s
+        .req("GET", "/missing")
+        .host("mounted.s3.koala.test")
+        .send()
+        .await;
+    r.expect_err(404, "NoSuchKey");
+    assert!(r.text().contains("<Key>missing</Key>"), "{}", r.text());
+    let r = s.get("/services/Walrus/mounted/gone").await;
+    assert!(r.text().contains("<Key>gone</Key>"), "{}", r.text());
 }
 
 #[tokio::test]

@@ -8,6 +8,17 @@ use super::ident::AuthError;
 use super::xml::XmlWriter;
 use crate::store::StoreError;
 
+/// What a request addressed, as its error document names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Addressed {
+    /// The path as the client addressed it (`<Resource>`).
+    pub resource: String,
+    /// The bucket, when the request named one (`<BucketName>` of NoSuchBucket).
+    pub bucket: Option<String>,
+    /// The key, when the request named one (`<Key>` of NoSuchKey).
+    pub key: Option<String>,
+}
+
 /// Everything a request can fail with. Client mistakes carry their S3 code; internal failures
 /// become a 500 whose request id lets an operator find the cause in the log.
 #[derive(Debug, thiserror::Error)]
@@ -181,14 +192,20 @@ impl S3Error {
         }
     }
 
-    /// The `<Error>` document. `resource` is the path as the client addressed it.
-    pub fn to_xml(&self, resource: &str, request_id: &str) -> Bytes {
+    /// The `<Error>` document for a request that addressed `at`. As in AWS, NoSuchKey names
+    /// the `<Key>` and NoSuchBucket the `<BucketName>`.
+    pub fn to_xml(&self, at: &Addressed, request_id: &str) -> Bytes {
         let (code, _) = self.code_and_status();
         let mut w = XmlWriter::new();
         w.open_plain("Error");
         w.elem("Code", code);
         w.elem("Message", &self.to_string());
-        w.elem("Resource", resource);
+        match (self, &at.bucket, &at.key) {
+            (S3Error::NoSuchKey, _, Some(key)) => w.elem("Key", key),
+            (S3Error::NoSuchBucket, Some(bucket), _) => w.elem("BucketName", bucket),
+            _ => {}
+        }
+        w.elem("Resource", &at.resource);
         w.elem("RequestId", request_id);
         w.close("Error");
         w.finish()
@@ -254,16 +271,37 @@ mod tests {
 
     #[test]
     fn renders_error_xml() {
-        let body = S3Error::NoSuchKey.to_xml("/b/a&b", "REQ1");
+        let at = Addressed {
+            resource: "/b/a&b".into(),
+            bucket: Some("b".into()),
+            key: Some("a&b".into()),
+        };
+        let body = S3Error::NoSuchKey.to_xml(&at, "REQ1");
         let s = String::from_utf8(body.to_vec()).expect("utf8");
         assert!(s.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>"));
         assert!(s.contains("<Code>NoSuchKey</Code>"));
+        assert!(s.contains("<Key>a&amp;b</Key>"));
+        assert!(!s.contains("<BucketName>"));
         assert!(s.contains("<Resource>/b/a&amp;b</Resource>"));
         assert!(s.contains("<RequestId>REQ1</RequestId>"));
         assert_eq!(
             S3Error::NoSuchKey.code_and_status().1,
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn no_such_bucket_names_the_bucket() {
+        let at = Addressed {
+            resource: "/b".into(),
+            bucket: Some("b".into()),
+            key: None,
+        };
+        let s = String::from_utf8(S3Error::NoSuchBucket.to_xml(&at, "R").to_vec()).expect("utf8");
+        assert!(s.contains("<Code>NoSuchBucket</Code><Message>The specified bucket does not exist.</Message><BucketName>b</BucketName>"));
+        let s =
+            String::from_utf8(S3Error::access_denied().to_xml(&at, "R").to_vec()).expect("utf8");
+        assert!(!s.contains("<BucketName>") && !s.contains("<Key>"));
     }
 
     #[test]

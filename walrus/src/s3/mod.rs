@@ -24,7 +24,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use error::S3Error;
+use error::{Addressed, S3Error};
 use ident::{Authenticated, Payload, Principal, RequestParts};
 use router::{Endpoint, Route};
 
@@ -202,11 +202,7 @@ pub async fn dispatch(
 ) -> Result<Response<Body>, S3Error> {
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
-    let host = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or(parts.uri.host());
+    let host = host_of(&parts);
     let route = router::route(
         &parts.method,
         raw_path,
@@ -281,6 +277,41 @@ pub async fn dispatch(
     }
 }
 
+/// The Host the request was sent to (header, or the URI's authority).
+fn host_of(parts: &http::request::Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(parts.uri.host())
+}
+
+/// What the request addresses, for its error document: routed as [`dispatch`] routes it,
+/// or only the path when it cannot be routed.
+pub fn addressed(parts: &http::request::Parts, virtual_host_domain: Option<&str>) -> Addressed {
+    let raw_path = parts.uri.path();
+    let routed = router::route(
+        &parts.method,
+        raw_path,
+        parts.uri.query().unwrap_or(""),
+        host_of(parts),
+        virtual_host_domain,
+        false,
+    )
+    .ok();
+    Addressed {
+        resource: router::resource_for_errors(raw_path),
+        bucket: routed
+            .as_ref()
+            .and_then(|r| r.bucket.as_ref())
+            .map(|b| b.as_str().to_owned()),
+        key: routed
+            .as_ref()
+            .and_then(|r| r.key.as_ref())
+            .map(|k| k.as_str().to_owned()),
+    }
+}
+
 /// Whether the request is signed with SigV2 (header `AWS id:sig` or query `Signature`),
 /// whose resource string is the only part of the signature that may need alternatives.
 fn is_sigv2(headers: &HeaderMap, raw_query: &str) -> bool {
@@ -296,7 +327,7 @@ fn is_sigv2(headers: &HeaderMap, raw_query: &str) -> bool {
 /// errors are logged with the request id the client sees.
 pub fn error_response(
     err: S3Error,
-    resource: &str,
+    at: &Addressed,
     request_id: &str,
     is_head: bool,
 ) -> Response<Body> {
@@ -307,7 +338,7 @@ pub fn error_response(
     let mut resp = if is_head || status == StatusCode::NOT_MODIFIED {
         empty_response(status)
     } else {
-        xml_response(status, err.to_xml(resource, request_id))
+        xml_response(status, err.to_xml(at, request_id))
     };
     for (name, value) in err.extra_headers() {
         resp.headers_mut().insert(name, value);
@@ -351,17 +382,18 @@ mod tests {
 
     #[test]
     fn head_errors_have_no_body() {
-        let r = error_response(S3Error::NoSuchKey, "/b/k", "R", true);
+        let at = Addressed {
+            resource: "/b/k".into(),
+            ..Addressed::default()
+        };
+        let r = error_response(S3Error::NoSuchKey, &at, "R", true);
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(http_body::Body::size_hint(r.body()).exact(), Some(0));
-        let r = finalize(
-            error_response(S3Error::NotModified, "/b/k", "R", false),
-            "R",
-        );
+        let r = finalize(error_response(S3Error::NotModified, &at, "R", false), "R");
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(r.headers()["x-amz-request-id"], "R");
         let r = finalize(
-            error_response(S3Error::InvalidRange { size: 5 }, "/b/k", "R", false),
+            error_response(S3Error::InvalidRange { size: 5 }, &at, "R", false),
             "R",
         );
         assert_eq!(r.headers()["content-range"], "bytes */5");
