@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tools::client::{query_call, xml_text, EnvCredentials};
+use tools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
 use tools::config::{Config, Overrides};
 use tools::server::{self, Roles};
 
@@ -90,7 +90,7 @@ fn admin(command: AdminCommand) -> Result<(), String> {
             let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
             let url = match url {
                 Some(url) => url,
-                None => euare_url()?,
+                None => euare_url_from_env().map_err(|e| e.to_string())?,
             };
             let body = query_call(
                 &url,
@@ -124,18 +124,4 @@ fn admin(command: AdminCommand) -> Result<(), String> {
             Ok(())
         }
     }
-}
-
-/// The account service's URL from the environment a eucarc sets.
-fn euare_url() -> Result<String, String> {
-    if let Ok(url) = std::env::var("EUARE_URL") {
-        return Ok(url);
-    }
-    let s3 = std::env::var("S3_URL")
-        .map_err(|_| "neither EUARE_URL nor S3_URL is set: source an admin eucarc".to_owned())?;
-    let base = s3
-        .trim_end_matches('/')
-        .trim_end_matches("/services/Walrus")
-        .trim_end_matches("/services/objectstorage");
-    Ok(format!("{base}/services/Euare"))
 }
