@@ -1256,6 +1256,13 @@ def test_user_metadata_too_large(s3, bucket):
     assert_error(s3.head_object, "404", 404, Bucket=bucket, Key="m")
 
 
+def test_request_header_section_over_8_kib(s3, bucket):
+    """AWS refuses headers over 8 KiB before it looks at the 2 KB metadata limit."""
+    assert_error(s3.put_object, "RequestHeaderSectionTooLarge", 400, Bucket=bucket, Key="h",
+                 Body=b"x", Metadata={"big": "v" * (9 * 1024)})
+    assert_error(s3.head_object, "404", 404, Bucket=bucket, Key="h")
+
+
 def test_object_larger_than_5_gib_is_refused_before_upload(cloud, s3, bucket):
     """A PUT announcing more than 5 GiB is refused at once (the client sends no body)."""
     size = 5 * 1024 ** 3 + 1

@@ -59,6 +59,8 @@ impl Walrus {
     /// prefix is not part of the SigV2 resource). Never panics; client mistakes get S3 XML
     /// errors.
     ///
+    /// Requests whose header section exceeds 8 KiB are refused first, as AWS does.
+    ///
     /// The work runs in its own task so that a client going away mid-request never cancels
     /// a commit halfway, and so that a bug that panics costs one 500, not the connection.
     pub async fn handle(&self, req: http::Request<Body>) -> http::Response<Body> {
@@ -68,12 +70,17 @@ impl Walrus {
         let at = s3::addressed(&parts, self.shared.virtual_host_domain.as_deref());
         let shared = self.shared.clone();
         let id = request_id.clone();
-        let task = tokio::spawn(async move { s3::dispatch(shared, id, parts, body).await });
-        let result = match task.await {
-            Ok(r) => r,
-            Err(join) => Err(s3::error::S3Error::internal(format!(
-                "request task failed: {join}"
-            ))),
+        let result = match s3::check_header_section(&parts.headers) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let task = tokio::spawn(async move { s3::dispatch(shared, id, parts, body).await });
+                match task.await {
+                    Ok(r) => r,
+                    Err(join) => Err(s3::error::S3Error::internal(format!(
+                        "request task failed: {join}"
+                    ))),
+                }
+            }
         };
         let resp = match result {
             Ok(resp) => resp,

@@ -1677,3 +1677,23 @@ async fn grants_to_unknown_accounts_are_refused() {
         .expect_err(400, "InvalidArgument");
     s.req("HEAD", "/grants/new").send().await.expect(404);
 }
+
+#[tokio::test]
+async fn header_section_over_8_kib_is_refused() {
+    let s = Server::start().await;
+    s.put("/hdrs", b"").await.expect(200);
+    // AWS checks the header section before the 2 KB metadata limit.
+    s.req("PUT", "/hdrs/big")
+        .header("x-amz-meta-big", &"v".repeat(9 * 1024))
+        .body("x")
+        .send()
+        .await
+        .expect_err(400, "RequestHeaderSectionTooLarge");
+    s.req("GET", "/hdrs")
+        .header("x-filler", &"y".repeat(9 * 1024))
+        .auth(Auth::Anonymous)
+        .send()
+        .await
+        .expect_err(400, "RequestHeaderSectionTooLarge");
+    s.req("HEAD", "/hdrs/big").send().await.expect(404);
+}

@@ -77,6 +77,9 @@ pub enum S3Error {
     /// The body exceeds the largest single upload.
     #[error("Your proposed upload exceeds the maximum allowed object size.")]
     EntityTooLarge,
+    /// The request's headers add up to more than 8 KiB.
+    #[error("Your request header section exceeds the maximum allowed size.")]
+    RequestHeaderSectionTooLarge,
     /// The `x-amz-meta-*` headers exceed 2 KB.
     #[error("Your metadata headers exceed the maximum allowed metadata size.")]
     MetadataTooLarge,
@@ -171,6 +174,9 @@ impl S3Error {
             InvalidArgument(_) => ("InvalidArgument", StatusCode::BAD_REQUEST),
             InvalidRequest(_) => ("InvalidRequest", StatusCode::BAD_REQUEST),
             EntityTooLarge => ("EntityTooLarge", StatusCode::BAD_REQUEST),
+            RequestHeaderSectionTooLarge => {
+                ("RequestHeaderSectionTooLarge", StatusCode::BAD_REQUEST)
+            }
             MetadataTooLarge => ("MetadataTooLarge", StatusCode::BAD_REQUEST),
             EntityTooSmall => ("EntityTooSmall", StatusCode::BAD_REQUEST),
             IncompleteBody => ("IncompleteBody", StatusCode::BAD_REQUEST),

@@ -193,6 +193,22 @@ pub fn new_request_id() -> String {
     format!("{:016X}", rand::random::<u64>())
 }
 
+/// The most bytes of request headers (names plus values) S3 accepts, as in AWS.
+pub const MAX_HEADER_SECTION: usize = 8192;
+
+/// RequestHeaderSectionTooLarge when the headers' names and values exceed
+/// [`MAX_HEADER_SECTION`]; AWS checks this before anything else.
+pub fn check_header_section(headers: &HeaderMap) -> Result<(), S3Error> {
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > MAX_HEADER_SECTION {
+        return Err(S3Error::RequestHeaderSectionTooLarge);
+    }
+    Ok(())
+}
+
 /// Routes, authenticates and serves one request. Errors are rendered by the caller.
 pub async fn dispatch(
     shared: Arc<Shared>,
@@ -378,6 +394,18 @@ mod tests {
     fn timestamps() {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_255_369_830_123);
         assert_eq!(iso8601(t), "2009-10-12T17:50:30.123Z");
+    }
+
+    #[test]
+    fn header_section_is_limited_to_8_kib() {
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-meta-a", "v".repeat(8192 - 12).parse().expect("hv"));
+        assert!(check_header_section(&h).is_ok());
+        h.insert("x", "".parse().expect("hv"));
+        assert!(matches!(
+            check_header_section(&h),
+            Err(S3Error::RequestHeaderSectionTooLarge)
+        ));
     }
 
     #[test]
