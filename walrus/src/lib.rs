@@ -67,6 +67,7 @@ impl Walrus {
         let request_id = s3::new_request_id();
         let (parts, body) = req.into_parts();
         let is_head = parts.method == Method::HEAD;
+        let close_after = expects_continue_without_body(&parts.headers);
         let at = s3::addressed(&parts, self.shared.virtual_host_domain.as_deref());
         let shared = self.shared.clone();
         let id = request_id.clone();
@@ -86,6 +87,49 @@ impl Walrus {
             Ok(resp) => resp,
             Err(e) => s3::error_response(e, &at, &request_id, is_head),
         };
-        s3::finalize(resp, &request_id)
+        let mut resp = s3::finalize(resp, &request_id);
+        if close_after {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
+    }
+}
+
+/// Whether a request announces `Expect: 100-continue` with an empty body. hyper rightly
+/// sends no interim 100 for it (RFC 9110 §10.1.1), but botocore then takes the final
+/// response for the interim one and misreads the next response on that kept-alive
+/// connection, stalling until its read timeout (boto/botocore#3755; `aws s3 sync` of an
+/// empty file hits it). Closing the connection after such a response resets botocore's
+/// connection state; the cost is one reconnect per empty upload.
+fn expects_continue_without_body(headers: &http::HeaderMap) -> bool {
+    let expects = headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let empty = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
+    expects && empty
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_expect_continue_is_detected() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::EXPECT, "100-Continue".parse().unwrap());
+        headers.insert(http::header::CONTENT_LENGTH, "0".parse().unwrap());
+        assert!(expects_continue_without_body(&headers));
+        headers.insert(http::header::CONTENT_LENGTH, "5".parse().unwrap());
+        assert!(!expects_continue_without_body(&headers));
+        headers.remove(http::header::EXPECT);
+        headers.insert(http::header::CONTENT_LENGTH, "0".parse().unwrap());
+        assert!(!expects_continue_without_body(&headers));
     }
 }
