@@ -231,14 +231,7 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                source = s.source();
-            }
-            eprintln!("euca-bundle-image: error: {msg}");
+            eprintln!("euca-bundle-image: error: {}", tools::error_chain(&e));
             ExitCode::FAILURE
         }
     }
