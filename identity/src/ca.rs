@@ -3,9 +3,7 @@
 //! `DATA_DIR/keys/` as Eucalyptus keeps `cloud-pk.pem` and `cloud-cert.pem`. Bundles are
 //! encrypted for it, and it signs the users' certificates, whose keys sign bundle manifests.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -23,6 +21,7 @@ use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::Validity;
 use x509_cert::Certificate;
 
+use crate::fsutil::write_atomic;
 use crate::IdentityError;
 
 /// The CA's private key file in the keys folder (PKCS#1 PEM, mode 0600).
@@ -109,8 +108,12 @@ impl CloudCa {
             .key
             .to_pkcs1_pem(LineEnding::LF)
             .map_err(|e| pki_error("cannot encode the cloud key", e))?;
-        write_atomic(&key_path, key_pem.as_bytes(), 0o600)?;
-        write_atomic(&cert_path, ca.cert_pem.as_bytes(), 0o644)?;
+        let fail = |path: &Path| {
+            let what = format!("cannot write {}", path.display());
+            move |e: std::io::Error| pki_error(&what, e)
+        };
+        write_atomic(&key_path, key_pem.as_bytes(), 0o600).map_err(fail(&key_path))?;
+        write_atomic(&cert_path, ca.cert_pem.as_bytes(), 0o644).map_err(fail(&cert_path))?;
         Ok((ca, true))
     }
 
@@ -219,38 +222,6 @@ fn build(
         .map_err(|e| pki_error("cannot prepare a certificate", e))?
         .build::<Signature>()
         .map_err(|e| pki_error("cannot sign a certificate", e))
-}
-
-/// Writes `contents` under `path` so that nothing half-written is ever visible there: a temp
-/// name in the same folder, fsync, rename, fsync the folder. The temp file is removed on error.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let fail = |e: std::io::Error| pki_error(&format!("cannot write {}", path.display()), e);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let tmp = TempGuard(path.with_extension("tmp"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp.0)
-        .map_err(fail)?;
-    file.write_all(contents).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp.0, path).map_err(fail)?;
-    std::mem::forget(tmp);
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(fail)
-}
-
-/// Removes a temp file unless forgotten after its rename.
-struct TempGuard(PathBuf);
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 #[cfg(test)]

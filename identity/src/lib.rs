@@ -20,6 +20,7 @@ mod chunked;
 mod credentials;
 mod error;
 mod eucarc;
+mod fsutil;
 mod sigv2;
 mod sigv4;
 mod store;
@@ -31,6 +32,7 @@ pub use chunked::AwsChunkedDecoder;
 pub use credentials::{BundleFile, CredentialBundle, KeyFiles, EUCA2OOLS_INI, EUCARC};
 pub use error::{AuthError, IdentityError};
 pub use eucarc::ServiceUrls;
+pub use fsutil::write_atomic;
 pub use store::{AccessKeyInfo, AccessKeyStatus, Identity, SigningCertificate};
 
 use canon::{find_param, header_str, parse_params};

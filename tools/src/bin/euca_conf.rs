@@ -5,9 +5,7 @@
 //! host; Koala's asks the running cloud (Euare `GetCredentials`) with the admin's credentials
 //! from the environment, so it works from any host.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use base64::Engine;
@@ -71,7 +69,8 @@ fn get_credentials(cli: &Cli) -> Result<(), String> {
     let zip = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|e| format!("the credentials in the response are not base64: {e}"))?;
-    write_secret(&cli.get_credentials, &zip)
+    // Readable by its owner only: the zip holds a secret key.
+    identity::write_atomic(&cli.get_credentials, &zip, 0o600)
         .map_err(|e| format!("cannot write {}: {e}", cli.get_credentials.display()))?;
     println!(
         "Wrote the credentials of user {} of account {} to {}",
@@ -80,25 +79,4 @@ fn get_credentials(cli: &Cli) -> Result<(), String> {
         cli.get_credentials.display()
     );
     Ok(())
-}
-
-/// Writes the zip readable by its owner only (it holds a secret key): a temp name, fsync,
-/// rename, so an interrupted download leaves no truncated zip under the name.
-fn write_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("zip.tmp");
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
