@@ -52,12 +52,7 @@ impl QueryApi {
                     .any(|(k, _)| k == "Action")
             })
             .unwrap_or(false);
-        let is_form = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        has_action || (req.method() == http::Method::POST && is_form)
+        has_action || (req.method() == http::Method::POST && query::is_form(req.headers()))
     }
 
     /// Serves one Query API request; every failure becomes the service's XML error.

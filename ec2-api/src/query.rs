@@ -49,6 +49,15 @@ pub fn parse_form(bytes: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether a request's body is a form (`application/x-www-form-urlencoded`), the way Query
+/// API clients post their parameters.
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
 /// A Query request's parameters, from the query string and, for form POSTs, the body.
 pub struct QueryRequest {
     params: Vec<(String, String)>,
@@ -58,11 +67,7 @@ impl QueryRequest {
     /// Gathers the parameters of a request.
     pub fn new(raw_query: &str, body: &[u8], headers: &HeaderMap) -> QueryRequest {
         let mut params = parse_form(raw_query.as_bytes());
-        let is_form = headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if is_form {
+        if is_form(headers) {
             params.extend(parse_form(body));
         }
         QueryRequest { params }
