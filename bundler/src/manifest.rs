@@ -333,6 +333,18 @@ impl Manifest {
             .or_else(|_| try_pair(&self.ec2_encrypted_key, &self.ec2_encrypted_iv))
     }
 
+    /// Unwraps the key and IV from the cloud's wrapping only (`ec2_encrypted_*`): how the
+    /// cloud proves, at register time, that a bundle was made for it.
+    pub fn unwrap_cloud_key(&self, cloud: &RsaPrivateKey) -> Result<BundleKey> {
+        if self.ec2_encrypted_key.trim().is_empty() || self.ec2_encrypted_iv.trim().is_empty() {
+            return Err(Error::WrongKey);
+        }
+        Ok(BundleKey {
+            key: keys::unwrap(cloud, &self.ec2_encrypted_key)?,
+            iv: keys::unwrap(cloud, &self.ec2_encrypted_iv)?,
+        })
+    }
+
     /// Parses a received manifest, tolerantly: the element names euca2ools writes (and EC2
     /// reads) as well as those euca2ools' own reader looks for (`block_device_mappings/
     /// block_device_mapping`, `productcodes`), whitespace around values, and any order.

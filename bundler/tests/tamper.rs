@@ -22,6 +22,23 @@ fn wrong_private_key_is_refused() {
 }
 
 #[test]
+fn only_the_cloud_key_unwraps_the_cloud_wrapping() {
+    let (m, _, _) = make_bundle(&image(1000), 4096);
+    let key = m.unwrap_key(user_key()).unwrap();
+    assert_eq!(m.unwrap_cloud_key(cloud_key()).unwrap(), key);
+    assert!(matches!(
+        m.unwrap_cloud_key(user_key()),
+        Err(Error::WrongKey)
+    ));
+    let mut no_cloud = m.clone();
+    no_cloud.ec2_encrypted_key.clear();
+    assert!(matches!(
+        no_cloud.unwrap_cloud_key(cloud_key()),
+        Err(Error::WrongKey)
+    ));
+}
+
+#[test]
 fn any_byte_changed_in_the_signed_range_is_refused_with_a_cert() {
     let (m, _, _) = make_bundle(&image(1000), 4096);
     let text = m.render();
