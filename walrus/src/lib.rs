@@ -4,6 +4,7 @@
 //! every request that is not for another service to it. The HTTP layer lives in `s3/` (one
 //! file per protocol area), the storage engine in `store/`.
 
+mod access;
 pub mod acl;
 pub mod names;
 mod s3;
@@ -14,6 +15,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use http::Method;
+
+pub use access::AccessError;
 
 /// How Walrus is set up by the binary.
 #[derive(Clone, Debug)]

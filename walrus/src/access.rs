@@ -1,0 +1,123 @@
+//! Reads of stored objects by the cloud's other components, on behalf of an account: the
+//! cloud controller reads a bundle's manifest and checks its parts at `RegisterImage` with the
+//! rights of the account registering it, so a user can register only what they may read.
+
+use futures_util::StreamExt;
+
+use crate::acl::{Permission, Requester};
+use crate::names::{BucketName, ObjectKey};
+use crate::store::StoreError;
+use crate::Walrus;
+
+/// Why an object could not be read for an account.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The bucket or the key does not exist, or the name is not a valid one.
+    #[error("{bucket}/{key} does not exist")]
+    NotFound {
+        /// The bucket asked for.
+        bucket: String,
+        /// The key asked for.
+        key: String,
+    },
+    /// The object exists but the account may not read it.
+    #[error("access to {bucket}/{key} is denied")]
+    Denied {
+        /// The bucket asked for.
+        bucket: String,
+        /// The key asked for.
+        key: String,
+    },
+    /// The object is larger than the caller accepts.
+    #[error("{bucket}/{key} is larger than {limit} bytes")]
+    TooLarge {
+        /// The bucket asked for.
+        bucket: String,
+        /// The key asked for.
+        key: String,
+        /// The caller's limit.
+        limit: u64,
+    },
+    /// The store failed.
+    #[error("the object store failed: {0}")]
+    Failed(String),
+}
+
+impl Walrus {
+    /// The size of `bucket/key`, if `account_id` may read it.
+    pub fn object_size_for(
+        &self,
+        account_id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<u64, AccessError> {
+        let (bucket_name, object_key) = names(bucket, key)?;
+        let meta = match self.shared.store.object(&bucket_name, &object_key) {
+            Ok(meta) => meta,
+            Err(StoreError::NoSuchBucket | StoreError::NoSuchKey) => {
+                return Err(not_found(bucket, key))
+            }
+            Err(e) => return Err(AccessError::Failed(e.to_string())),
+        };
+        let who = Requester::Account {
+            account_id,
+            cloud_services: false,
+        };
+        if !meta.acl.allows(who, Permission::Read) {
+            return Err(AccessError::Denied {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        Ok(meta.size)
+    }
+
+    /// The whole body of `bucket/key` (at most `limit` bytes), if `account_id` may read it.
+    pub async fn read_object_for(
+        &self,
+        account_id: &str,
+        bucket: &str,
+        key: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, AccessError> {
+        let size = self.object_size_for(account_id, bucket, key)?;
+        if size > limit {
+            return Err(AccessError::TooLarge {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                limit,
+            });
+        }
+        let (bucket_name, object_key) = names(bucket, key)?;
+        let store = &self.shared.store;
+        let meta = store
+            .object(&bucket_name, &object_key)
+            .map_err(|_| not_found(bucket, key))?;
+        let mut stream = match store.read(&bucket_name, &object_key, &meta, 0, meta.size) {
+            Ok(stream) => stream,
+            Err(StoreError::NoSuchBucket | StoreError::NoSuchKey) => {
+                return Err(not_found(bucket, key))
+            }
+            Err(e) => return Err(AccessError::Failed(e.to_string())),
+        };
+        let mut body = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+        while let Some(chunk) = stream.next().await {
+            body.extend_from_slice(&chunk.map_err(|e| AccessError::Failed(e.to_string()))?);
+        }
+        Ok(body)
+    }
+}
+
+fn names(bucket: &str, key: &str) -> Result<(BucketName, ObjectKey), AccessError> {
+    match (BucketName::parse(bucket), ObjectKey::parse(key)) {
+        (Some(b), Some(k)) => Ok((b, k)),
+        _ => Err(not_found(bucket, key)),
+    }
+}
+
+fn not_found(bucket: &str, key: &str) -> AccessError {
+    AccessError::NotFound {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+    }
+}
