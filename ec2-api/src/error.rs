@@ -19,6 +19,9 @@ pub enum QueryError {
     /// The caller may not perform this action.
     #[error("User is not authorized to perform {0}.")]
     AccessDenied(String),
+    /// The caller may not use this resource (another account's manifest or image).
+    #[error("{0}")]
+    NotAuthorized(String),
     /// The action is unknown to this service (or not built yet).
     #[error("The action {0} is not valid for this web service.")]
     InvalidAction(String),
@@ -40,9 +43,146 @@ pub enum QueryError {
     /// The request body is larger than any Query request can be.
     #[error("The request body is too large.")]
     RequestTooLarge,
+    /// The API version asked for is not one this service speaks.
+    #[error("{0} is not a valid API version.")]
+    NoSuchVersion(String),
+    /// An EC2 resource id or name that does not exist (or belongs to someone else).
+    #[error("The {noun} '{id}' does not exist", noun = .0.noun(), id = .1)]
+    NotFound(Resource, String),
+    /// An EC2 resource that exists already.
+    #[error("The {noun} '{id}' already exists", noun = .0.noun(), id = .1)]
+    Duplicate(Resource, String),
+    /// An EC2 resource id of the wrong shape.
+    #[error("Invalid id: \"{id}\"", id = .1)]
+    Malformed(Resource, String),
+    /// A name the cloud keeps for itself (the `default` security group).
+    #[error("{0}")]
+    ReservedGroup(String),
+    /// A resource still in use cannot be deleted or changed.
+    #[error("{1}")]
+    InUse(Resource, String),
+    /// A bundle manifest that is unreadable, unsigned, tampered, not for this cloud, or
+    /// whose parts are not all there.
+    #[error("{0}")]
+    InvalidManifest(String),
+    /// Parameters that cannot be used together.
+    #[error("{0}")]
+    InvalidParameterCombination(String),
+    /// A public key that cannot be imported.
+    #[error("{0}")]
+    InvalidKeyFormat(String),
+    /// A resource would carry more tags than allowed.
+    #[error("{0}")]
+    TagLimitExceeded(String),
+    /// The public address pool is exhausted.
+    #[error("There are no more public addresses to allocate.")]
+    AddressLimitExceeded,
     /// A failure of ours, not the caller's.
     #[error("An internal error occurred.")]
     Internal(String),
+}
+
+/// The kinds of EC2 resources, which name the `...NotFound` and `...Duplicate` codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// `emi-`, `eki-`, `eri-` images.
+    Image,
+    /// Image names, unique per account.
+    ImageName,
+    /// Key pairs, by name.
+    KeyPair,
+    /// Security groups, by name or `sg-` id.
+    Group,
+    /// A rule of a security group.
+    Permission,
+    /// Elastic IPs.
+    Address,
+    /// Availability zones.
+    Zone,
+    /// Regions.
+    Region,
+    /// Instances (`i-`).
+    Instance,
+    /// Cloud properties.
+    Property,
+    /// A resource id whose kind is unknown (tags).
+    Id,
+}
+
+impl Resource {
+    /// How messages name the resource.
+    fn noun(self) -> &'static str {
+        match self {
+            Resource::Image => "image id",
+            Resource::ImageName => "image name",
+            Resource::KeyPair => "key pair",
+            Resource::Group => "security group",
+            Resource::Permission => "permission",
+            Resource::Address => "address",
+            Resource::Zone => "availability zone",
+            Resource::Region => "region",
+            Resource::Instance => "instance ID",
+            Resource::Property => "property",
+            Resource::Id => "ID",
+        }
+    }
+
+    /// The `...NotFound`, `...Duplicate` and `...Malformed` codes of the kind.
+    fn codes(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Resource::Image => (
+                "InvalidAMIID.NotFound",
+                "InvalidAMIID.Duplicate",
+                "InvalidAMIID.Malformed",
+            ),
+            Resource::ImageName => (
+                "InvalidAMIName.NotFound",
+                "InvalidAMIName.Duplicate",
+                "InvalidAMIName.Malformed",
+            ),
+            Resource::KeyPair => (
+                "InvalidKeyPair.NotFound",
+                "InvalidKeyPair.Duplicate",
+                "InvalidKeyPair.Format",
+            ),
+            Resource::Group => (
+                "InvalidGroup.NotFound",
+                "InvalidGroup.Duplicate",
+                "InvalidGroupId.Malformed",
+            ),
+            Resource::Permission => (
+                "InvalidPermission.NotFound",
+                "InvalidPermission.Duplicate",
+                "InvalidPermission.Malformed",
+            ),
+            Resource::Address => (
+                "InvalidAddress.NotFound",
+                "InvalidAddress.Duplicate",
+                "InvalidAddress.Malformed",
+            ),
+            Resource::Zone => (
+                "InvalidZone.NotFound",
+                "InvalidZone.Duplicate",
+                "InvalidParameterValue",
+            ),
+            Resource::Region => (
+                "InvalidRegion.NotFound",
+                "InvalidRegion.Duplicate",
+                "InvalidParameterValue",
+            ),
+            Resource::Instance => (
+                "InvalidInstanceID.NotFound",
+                "InvalidInstanceID.Duplicate",
+                "InvalidInstanceID.Malformed",
+            ),
+            Resource::Property => (
+                "InvalidParameterValue",
+                "InvalidParameterValue",
+                "InvalidParameterValue",
+            ),
+            Resource::Id => ("InvalidID", "InvalidID", "InvalidID"),
+        }
+    }
 }
 
 /// The account store's refusals as the caller's errors; its failures as ours.
@@ -86,6 +226,8 @@ impl QueryError {
             }
             (QueryError::AccessDenied(_), Ec2) => ("UnauthorizedOperation", StatusCode::FORBIDDEN),
             (QueryError::AccessDenied(_), Euare) => ("AccessDenied", StatusCode::FORBIDDEN),
+            (QueryError::NotAuthorized(_), Ec2) => ("AuthFailure", StatusCode::UNAUTHORIZED),
+            (QueryError::NotAuthorized(_), Euare) => ("AccessDenied", StatusCode::FORBIDDEN),
             (QueryError::InvalidAction(_), _) => ("InvalidAction", StatusCode::BAD_REQUEST),
             (QueryError::MissingParameter(_), _) => ("MissingParameter", StatusCode::BAD_REQUEST),
             (QueryError::Validation(_), Ec2) => ("InvalidParameterValue", StatusCode::BAD_REQUEST),
@@ -97,6 +239,24 @@ impl QueryError {
             (QueryError::LimitExceeded(_), _) => ("LimitExceeded", StatusCode::CONFLICT),
             (QueryError::RequestTooLarge, _) => {
                 ("RequestEntityTooLarge", StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            (QueryError::NoSuchVersion(_), _) => ("NoSuchVersion", StatusCode::BAD_REQUEST),
+            (QueryError::NotFound(kind, _), _) => (kind.codes().0, StatusCode::BAD_REQUEST),
+            (QueryError::Duplicate(kind, _), _) => (kind.codes().1, StatusCode::BAD_REQUEST),
+            (QueryError::Malformed(kind, _), _) => (kind.codes().2, StatusCode::BAD_REQUEST),
+            (QueryError::ReservedGroup(_), _) => ("InvalidGroup.Reserved", StatusCode::BAD_REQUEST),
+            (QueryError::InUse(Resource::Group, _), _) => {
+                ("InvalidGroup.InUse", StatusCode::BAD_REQUEST)
+            }
+            (QueryError::InUse(_, _), _) => ("ResourceInUse", StatusCode::BAD_REQUEST),
+            (QueryError::InvalidManifest(_), _) => ("InvalidManifest", StatusCode::BAD_REQUEST),
+            (QueryError::InvalidParameterCombination(_), _) => {
+                ("InvalidParameterCombination", StatusCode::BAD_REQUEST)
+            }
+            (QueryError::InvalidKeyFormat(_), _) => ("InvalidKey.Format", StatusCode::BAD_REQUEST),
+            (QueryError::TagLimitExceeded(_), _) => ("TagLimitExceeded", StatusCode::BAD_REQUEST),
+            (QueryError::AddressLimitExceeded, _) => {
+                ("AddressLimitExceeded", StatusCode::BAD_REQUEST)
             }
             (QueryError::Internal(_), Ec2) => ("InternalError", StatusCode::INTERNAL_SERVER_ERROR),
             (QueryError::Internal(_), Euare) => {

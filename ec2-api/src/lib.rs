@@ -3,9 +3,18 @@
 //! account service Euare (`/services/Euare`). Requests are verified once by `identity` and
 //! dispatched by service; each service renders its own error dialect.
 
+mod addresses;
+pub mod ec2;
 pub mod error;
 pub mod euare;
+mod groups;
+mod images;
+mod keypairs;
+mod properties;
 pub mod query;
+pub mod state;
+mod tags;
+mod zones;
 
 use std::time::SystemTime;
 
@@ -13,8 +22,10 @@ use axum::body::Body;
 use http::{Request, Response};
 use identity::{Authenticated, Identity, RequestParts, ServiceUrls};
 
-pub use error::QueryError;
+pub use ec2::{BundleAccess, BundleStore, Cloud, CloudSettings};
+pub use error::{QueryError, Resource};
 use query::{Dialect, QueryRequest};
+pub use state::CloudState;
 
 /// Largest form body a Query API accepts; EC2 and IAM requests are a few KiB at most.
 const MAX_FORM_BODY: usize = 1 << 20;
@@ -24,13 +35,18 @@ const MAX_FORM_BODY: usize = 1 << 20;
 pub struct QueryApi {
     identity: Identity,
     urls: ServiceUrls,
+    cloud: Cloud,
 }
 
 impl QueryApi {
     /// A front that authenticates callers against `identity`; `urls` are the endpoints
-    /// written into the credentials it hands out.
-    pub fn new(identity: Identity, urls: ServiceUrls) -> QueryApi {
-        QueryApi { identity, urls }
+    /// written into the credentials it hands out; `cloud` serves the EC2 actions.
+    pub fn new(identity: Identity, urls: ServiceUrls, cloud: Cloud) -> QueryApi {
+        QueryApi {
+            identity,
+            urls,
+            cloud,
+        }
     }
 
     /// Whether a request belongs to a Query API rather than to S3: the service mount points,
@@ -71,6 +87,8 @@ impl QueryApi {
         dialect: Dialect,
         request_id: &str,
     ) -> Result<String, QueryError> {
+        // RocksDB writes with fsync, RSA (certificates, key pairs, manifests) and reads of
+        // bundles all block: the actions run on the blocking pool.
         let (parts, body) = req.into_parts();
         let body = axum::body::to_bytes(body, MAX_FORM_BODY)
             .await
@@ -91,7 +109,6 @@ impl QueryApi {
         let action = request.required("Action")?.to_owned();
         match dialect {
             Dialect::Euare => {
-                // RocksDB writes with fsync, and RSA key generation for certificates, block.
                 let identity = self.identity.clone();
                 let urls = self.urls.clone();
                 let request_id = request_id.to_owned();
@@ -110,7 +127,22 @@ impl QueryApi {
                 .await
                 .map_err(|e| QueryError::Internal(format!("a Euare action panicked: {e}")))?
             }
-            Dialect::Ec2 => Err(QueryError::InvalidAction(action)),
+            Dialect::Ec2 => {
+                let version = ec2::version(&request)?;
+                let cloud = self.cloud.clone();
+                let request_id = request_id.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    let call = ec2::Call {
+                        cloud: &cloud,
+                        caller: &principal,
+                        params: &request,
+                    };
+                    ec2::dispatch(&call, &action)
+                        .map(|body| ec2::envelope(&action, &version, &request_id, &body))
+                })
+                .await
+                .map_err(|e| QueryError::Internal(format!("an EC2 action panicked: {e}")))?
+            }
         }
     }
 }

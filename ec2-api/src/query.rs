@@ -21,7 +21,7 @@ impl Dialect {
         let rest = path.strip_prefix("/services/")?;
         let service = rest.split('/').next().unwrap_or("");
         match service {
-            "compute" | "Eucalyptus" => Some(Dialect::Ec2),
+            "compute" | "Eucalyptus" | "Properties" => Some(Dialect::Ec2),
             "Euare" => Some(Dialect::Euare),
             _ => None,
         }
@@ -87,6 +87,215 @@ impl QueryRequest {
             .filter(|v| !v.is_empty())
             .ok_or_else(|| QueryError::MissingParameter(name.to_owned()))
     }
+
+    /// The members of a list parameter (`Name.1`, `Name.2`, ...), in index order; a bare
+    /// `Name` counts as the first member (older clients send single values that way).
+    pub fn list(&self, name: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = self.get(name).into_iter().collect();
+        out.extend(
+            self.indexes(name)
+                .into_iter()
+                .filter_map(|i| self.get(&format!("{name}.{i}"))),
+        );
+        out
+    }
+
+    /// The indexes `N` used under `Name.N` or `Name.N.Field`, ascending, each once: the
+    /// members of a list of structures (`IpPermissions.1.IpProtocol`).
+    pub fn indexes(&self, name: &str) -> Vec<u32> {
+        let mut found: Vec<u32> = self
+            .params
+            .iter()
+            .filter_map(|(k, _)| {
+                let rest = k.strip_prefix(name)?.strip_prefix('.')?;
+                rest.split('.').next()?.parse().ok()
+            })
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// The `Filter.N.Name` / `Filter.N.Value.M` filters of a Describe action.
+    pub fn filters(&self) -> Result<Vec<Filter>, QueryError> {
+        self.indexes("Filter")
+            .into_iter()
+            .map(|i| {
+                let name = self.required(&format!("Filter.{i}.Name"))?.to_owned();
+                let values = self
+                    .list(&format!("Filter.{i}.Value"))
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                Ok(Filter { name, values })
+            })
+            .collect()
+    }
+
+    /// A boolean parameter (`true`/`false`, any case), if given.
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>, QueryError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(v) => Err(QueryError::Validation(format!(
+                "Value ({v}) for parameter {name} is invalid. Expected: 'true' or 'false'."
+            ))),
+        }
+    }
+
+    /// An integer parameter, if given.
+    pub fn integer(&self, name: &str) -> Result<Option<i64>, QueryError> {
+        self.get(name)
+            .map(|v| {
+                v.trim().parse().map_err(|_| {
+                    QueryError::Validation(format!(
+                        "Value ({v}) for parameter {name} is invalid. Expected an integer."
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+impl QueryRequest {
+    /// The parameters of a form-encoded POST body (tests build requests this way).
+    pub fn form(body: &str) -> QueryRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        QueryRequest::new("", body.as_bytes(), &headers)
+    }
+}
+
+/// One `Filter.N` of a Describe action: a name and the values any of which may match
+/// (`*` and `?` are wildcards, as in AWS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// The filter's name, e.g. `image-type` or `tag:Name`.
+    pub name: String,
+    /// The accepted values.
+    pub values: Vec<String>,
+}
+
+impl Filter {
+    /// Whether any of `fields` matches any of the filter's values.
+    pub fn matches<S: AsRef<str>>(&self, fields: &[S]) -> bool {
+        fields
+            .iter()
+            .any(|f| self.values.iter().any(|v| wildcard(v, f.as_ref())))
+    }
+}
+
+/// AWS filter matching: `*` any run, `?` any one character, `\\` escapes.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Iterative matcher with backtracking to the last `*`.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        let (token, escaped, width) = match p.get(pi) {
+            Some('\\') if pi + 1 < p.len() => (Some(p[pi + 1]), true, 2),
+            Some(&c) => (Some(c), false, 1),
+            None => (None, false, 0),
+        };
+        match token {
+            Some('*') if !escaped => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(c) if (c == '?' && !escaped) || c == t[ti] => {
+                pi += width;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// A small writer for EC2 response bodies: elements with escaped text, `...Set` lists of
+/// `<item>`s, optional elements left out.
+#[derive(Default)]
+pub struct Xml {
+    out: String,
+}
+
+impl Xml {
+    /// An empty document fragment.
+    pub fn new() -> Xml {
+        Xml::default()
+    }
+
+    /// `<name>text</name>`.
+    pub fn elem(&mut self, name: &str, text: &str) -> &mut Xml {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push('>');
+        self.out.push_str(&escape(text));
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push('>');
+        self
+    }
+
+    /// `<name>text</name>` when there is a text, nothing otherwise.
+    pub fn opt(&mut self, name: &str, text: Option<&str>) -> &mut Xml {
+        if let Some(text) = text {
+            self.elem(name, text);
+        }
+        self
+    }
+
+    /// `<name>` ... `</name>` around what `inner` writes.
+    pub fn nest(&mut self, name: &str, inner: impl FnOnce(&mut Xml)) -> &mut Xml {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push('>');
+        inner(self);
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push('>');
+        self
+    }
+
+    /// `<name><item>...</item>...</name>`, one item per element of `items` (an empty list is
+    /// written `<name/>`, which clients read as an empty list).
+    pub fn list<T>(
+        &mut self,
+        name: &str,
+        items: impl IntoIterator<Item = T>,
+        mut each: impl FnMut(&mut Xml, T),
+    ) -> &mut Xml {
+        let mut items = items.into_iter().peekable();
+        if items.peek().is_none() {
+            self.out.push('<');
+            self.out.push_str(name);
+            self.out.push_str("/>");
+            return self;
+        }
+        self.nest(name, |x| {
+            for item in items {
+                x.nest("item", |x| each(x, item));
+            }
+        })
+    }
+
+    /// The text written so far.
+    pub fn finish(self) -> String {
+        self.out
+    }
 }
 
 /// A fresh request id, as AWS returns with every response.
@@ -103,7 +312,9 @@ pub fn request_id() -> String {
     )
 }
 
-/// Escapes text for an XML element or attribute.
+/// Escapes text for an XML element or attribute. Characters XML 1.0 cannot carry at all
+/// (control characters other than tab and line ends, which a caller's input may hold and an
+/// error message may echo) become U+FFFD, so every response stays well-formed.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -113,6 +324,9 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c.is_control() && c < '\u{80}' => out.push('\u{fffd}'),
+            '\u{fffe}' | '\u{ffff}' => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
@@ -164,7 +378,59 @@ mod tests {
     }
 
     #[test]
+    fn lists_and_filters() {
+        let body = b"Action=X&ImageId.2=b&ImageId.1=a&ImageId.10=c&Filter.1.Name=image-type\
+&Filter.1.Value.1=machine&Filter.1.Value.2=ker*&IpPermissions.2.IpProtocol=udp\
+&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.IpRanges.1.CidrIp=10.0.0.0/8";
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let req = QueryRequest::new("", body, &headers);
+        assert_eq!(req.list("ImageId"), vec!["a", "b", "c"]);
+        assert_eq!(req.indexes("IpPermissions"), vec![1, 2]);
+        assert_eq!(
+            req.list("IpPermissions.1.IpRanges.1.CidrIp"),
+            vec!["10.0.0.0/8"]
+        );
+        let filters = req.filters().unwrap();
+        assert_eq!(filters.len(), 1);
+        assert!(filters[0].matches(&["kernel"]));
+        assert!(filters[0].matches(&["machine"]));
+        assert!(!filters[0].matches(&["ramdisk"]));
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("*", ""));
+        assert!(wildcard("a*c", "abbbc"));
+        assert!(wildcard("a?c", "abc"));
+        assert!(!wildcard("a?c", "ac"));
+        assert!(wildcard("*.manifest.xml", "b/p.manifest.xml"));
+        assert!(!wildcard("a\\*", "ab"));
+        assert!(wildcard("a\\*", "a*"));
+        assert!(!wildcard("abc", "abcd"));
+    }
+
+    #[test]
+    fn xml_lists() {
+        let mut x = Xml::new();
+        x.list("groupSet", Vec::<&str>::new(), |x, g| {
+            x.elem("groupId", g);
+        });
+        x.list("keySet", ["a&b"], |x, k| {
+            x.elem("keyName", k);
+        });
+        assert_eq!(
+            x.finish(),
+            "<groupSet/><keySet><item><keyName>a&amp;b</keyName></item></keySet>"
+        );
+    }
+
+    #[test]
     fn escaping() {
         assert_eq!(escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&apos;");
+        assert_eq!(escape("a\u{1}b\tc\u{7f}"), "a\u{fffd}b\tc\u{fffd}");
     }
 }

@@ -525,3 +525,41 @@ def aws(cloud, tmp_path_factory):
     })
     env.pop("AWS_PROFILE", None)
     return AwsCli(cloud, env, str(home))
+
+
+# ---------------------------------------------------------------------------------------------
+# EC2
+
+
+def make_ec2(cloud, access_key, secret_key, **cfg):
+    """A boto3 EC2 client on the eucarc's EC2_URL (/services/compute/)."""
+    session = boto3.session.Session()
+    return session.client(
+        "ec2", endpoint_url=cloud.env["EC2_URL"], region_name=cloud.region,
+        aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+        config=client_config(**cfg),
+    )
+
+
+@pytest.fixture(scope="session")
+def ec2(cloud):
+    """The cloud admin's EC2 client."""
+    return make_ec2(cloud, cloud.access_key, cloud.secret_key)
+
+
+@pytest.fixture(scope="session")
+def ec2_other(cloud, other_env):
+    """The EC2 client of a second account."""
+    return make_ec2(cloud, other_env["AWS_ACCESS_KEY_ID"], other_env["AWS_SECRET_ACCESS_KEY"])
+
+
+def assert_ec2_error(fn, code, *args, status=None, **kwargs):
+    """Calls fn and checks that it fails with the EC2 error `code` (and HTTP `status`)."""
+    with pytest.raises(ClientError) as exc:
+        fn(*args, **kwargs)
+    got = exc.value.response.get("Error", {}).get("Code")
+    assert got == code, f"expected {code}, got {got}: {exc.value.response}"
+    if status is not None:
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == status, (
+            exc.value.response)
+    return exc.value.response

@@ -27,6 +27,11 @@ pub struct FileConfig {
     pub region: Option<String>,
     /// Domain for virtual-host-style S3 (`bucket.DOMAIN`).
     pub virtual_host_domain: Option<String>,
+    /// The availability zone of this host's cluster.
+    pub zone: Option<String>,
+    /// Starting values of cloud properties (`euca-describe-properties` lists them all).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// Values given on the command line or in the environment (clap reads both).
@@ -59,7 +64,14 @@ pub struct Config {
     pub region: String,
     /// Domain for virtual-host-style S3.
     pub virtual_host_domain: Option<String>,
+    /// The availability zone of this host's cluster.
+    pub zone: String,
+    /// Starting values of cloud properties, by name.
+    pub properties: Vec<(String, String)>,
 }
+
+/// The zone name when none is configured (Eucalyptus' first cluster's conventional name).
+pub const DEFAULT_ZONE: &str = "cluster01";
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +127,8 @@ impl Config {
                 .virtual_host_domain
                 .clone()
                 .or(file.virtual_host_domain),
+            zone: file.zone.unwrap_or_else(|| DEFAULT_ZONE.to_owned()),
+            properties: file.properties.into_iter().collect(),
         })
     }
 
@@ -158,6 +172,16 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 
 # Serve virtual-host-style S3 requests for BUCKET.DOMAIN.
 # virtual_host_domain = "walrus.example.com"
+
+# The availability zone of this host's cluster.
+# zone = "cluster01"
+
+# Starting values of cloud properties; `euca-describe-properties` lists them all and
+# `euca-modify-property -p NAME=VALUE` changes them while the cloud runs.
+[properties]
+# "cloud.network.public_ips" = "192.168.100.10-192.168.100.50"
+# "cloud.images.default_kernel" = "eki-12345678"
+# "cloud.images.default_ramdisk" = "eri-12345678"
 "#;
 
 #[cfg(test)]

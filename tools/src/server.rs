@@ -4,12 +4,13 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::serve::ListenerExt;
-use ec2_api::QueryApi;
+use ec2_api::{BundleAccess, BundleStore, Cloud, CloudSettings, CloudState, QueryApi};
 use identity::{Identity, ServiceUrls};
 use walrus::{Walrus, WalrusConfig};
 
@@ -38,6 +39,9 @@ pub enum ServerError {
     /// The identity store failed to open.
     #[error("cannot open the identity store: {0}")]
     Identity(String),
+    /// The cloud controller's store failed to open.
+    #[error("cannot open the cloud controller's store: {0}")]
+    CloudState(String),
     /// Walrus failed to open.
     #[error("cannot open Walrus: {0}")]
     Walrus(String),
@@ -105,7 +109,27 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         identity.clone(),
     )
     .map_err(|e| ServerError::Walrus(e.to_string()))?;
-    let query = (roles == Roles::All).then(|| QueryApi::new(identity.clone(), urls.clone()));
+    let query = match roles {
+        Roles::All => {
+            let cloud = Cloud {
+                state: CloudState::open(&config.data_dir.join("clc"))
+                    .map_err(|e| ServerError::CloudState(e.to_string()))?,
+                identity: identity.clone(),
+                bundles: Arc::new(WalrusBundles {
+                    walrus: walrus.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                }),
+                settings: Arc::new(CloudSettings {
+                    region: config.region.clone(),
+                    ec2_url: urls.ec2_url.clone().unwrap_or_default(),
+                    zone: config.zone.clone(),
+                    property_defaults: config.properties.clone(),
+                }),
+            };
+            Some(QueryApi::new(identity.clone(), urls.clone(), cloud))
+        }
+        Roles::Walrus => None,
+    };
     let app = axum::Router::new()
         .fallback(front)
         .with_state(Front { walrus, query });
@@ -125,6 +149,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     let base = config.base_url();
     println!("Walrus (S3) is serving at {base}/ and {base}/services/Walrus");
     if roles == Roles::All {
+        println!("EC2 is serving at {base}/services/compute/");
         println!("Euare (accounts) is serving at {base}/services/Euare");
     }
     println!("Koala is listening on {}", config.listen);
@@ -137,12 +162,47 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         })
 }
 
+/// The cloud controller's view of Walrus on the same host: direct reads of the store with
+/// the registering account's rights, run on the runtime from the CLC's blocking threads.
+struct WalrusBundles {
+    walrus: Walrus,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BundleStore for WalrusBundles {
+    fn size(&self, account_id: &str, bucket: &str, key: &str) -> Result<u64, BundleAccess> {
+        self.walrus
+            .object_size_for(account_id, bucket, key)
+            .map_err(bundle_access)
+    }
+
+    fn read(
+        &self,
+        account_id: &str,
+        bucket: &str,
+        key: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, BundleAccess> {
+        self.runtime
+            .block_on(self.walrus.read_object_for(account_id, bucket, key, limit))
+            .map_err(bundle_access)
+    }
+}
+
+fn bundle_access(err: walrus::AccessError) -> BundleAccess {
+    match err {
+        walrus::AccessError::NotFound { .. } => BundleAccess::NotFound,
+        walrus::AccessError::Denied { .. } => BundleAccess::Denied,
+        walrus::AccessError::TooLarge { .. } => BundleAccess::TooLarge,
+        walrus::AccessError::Failed(reason) => BundleAccess::Failed(reason),
+    }
+}
+
 /// The service URLs written into credentials.
 pub fn service_urls(config: &Config) -> ServiceUrls {
     let base = config.base_url();
     ServiceUrls {
         s3_url: format!("{base}/services/Walrus"),
-        // The EC2 API's mount exists (its actions come with the cloud controller).
         ec2_url: Some(format!("{base}/services/compute/")),
         euare_url: Some(format!("{base}/services/Euare")),
         region: config.region.clone(),

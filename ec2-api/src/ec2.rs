@@ -1,0 +1,259 @@
+//! The EC2 Query API: what every action works with ([`Cloud`], [`Call`]), the API versions
+//! spoken, the response envelope, and the table from action names to their handlers (one
+//! file per resource: `images.rs`, `keypairs.rs`, `groups.rs`, `addresses.rs`, `zones.rs`,
+//! `tags.rs`, `properties.rs`).
+
+use std::sync::Arc;
+
+use identity::{Identity, Principal};
+
+use crate::query::{escape, Filter, QueryRequest};
+use crate::state::CloudState;
+use crate::{addresses, groups, images, keypairs, properties, tags, zones, QueryError};
+
+/// The newest API version spoken, used when a request names none.
+pub const LATEST_VERSION: &str = "2016-11-15";
+/// The oldest API version accepted (euca2ools 1.x sends 2009-era versions).
+const OLDEST_VERSION: &str = "2009-01-01";
+
+/// Where the cloud controller reads bundles: the object store, with the rights of the
+/// account registering an image. Walrus implements it in the `koala` binary; keeping it a
+/// trait keeps the CLC free of Walrus' internals and lets a Walrus on another host answer
+/// over HTTP later.
+pub trait BundleStore: Send + Sync {
+    /// The size of `bucket/key`, if `account_id` may read it.
+    fn size(&self, account_id: &str, bucket: &str, key: &str) -> Result<u64, BundleAccess>;
+    /// The body of `bucket/key` (at most `limit` bytes), if `account_id` may read it.
+    fn read(
+        &self,
+        account_id: &str,
+        bucket: &str,
+        key: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, BundleAccess>;
+}
+
+/// Why a bundle object could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleAccess {
+    /// No such bucket or key.
+    NotFound,
+    /// The account may not read it.
+    Denied,
+    /// Larger than the limit asked for.
+    TooLarge,
+    /// The store failed (not the caller's fault).
+    Failed(String),
+}
+
+/// The cloud-wide settings the EC2 actions need, fixed at start.
+#[derive(Debug, Clone)]
+pub struct CloudSettings {
+    /// The region name (DescribeRegions).
+    pub region: String,
+    /// The EC2 endpoint clients use (DescribeRegions).
+    pub ec2_url: String,
+    /// The availability zone of the one cluster `koala up` runs.
+    pub zone: String,
+    /// Starting values of cloud properties (from `koala.toml`), by property name; an admin's
+    /// `ModifyPropertyValue` overrides them at run time.
+    pub property_defaults: Vec<(String, String)>,
+}
+
+/// Everything the EC2 actions work with. Cheap to clone.
+#[derive(Clone)]
+pub struct Cloud {
+    /// The CLC's own records.
+    pub state: CloudState,
+    /// Accounts, users and certificates.
+    pub identity: Identity,
+    /// Where bundles are read from.
+    pub bundles: Arc<dyn BundleStore>,
+    /// Fixed settings.
+    pub settings: Arc<CloudSettings>,
+}
+
+/// One EC2 request being served: the cloud, who is calling, and the parameters.
+pub struct Call<'a> {
+    /// The cloud.
+    pub cloud: &'a Cloud,
+    /// The verified caller.
+    pub caller: &'a Principal,
+    /// The request's parameters.
+    pub params: &'a QueryRequest,
+}
+
+impl Call<'_> {
+    /// The caller's account id, which owns what the call creates.
+    pub fn account(&self) -> &str {
+        &self.caller.account_id
+    }
+}
+
+/// The API version of a request: given and within the range spoken, or the newest.
+pub fn version(params: &QueryRequest) -> Result<String, QueryError> {
+    let Some(version) = params.get("Version").filter(|v| !v.is_empty()) else {
+        return Ok(LATEST_VERSION.to_owned());
+    };
+    let date_shaped = version.len() == 10
+        && version.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if date_shaped && (OLDEST_VERSION..=LATEST_VERSION).contains(&version) {
+        Ok(version.to_owned())
+    } else {
+        Err(QueryError::NoSuchVersion(version.to_owned()))
+    }
+}
+
+/// Serves one EC2 action; the body of its response element, or its error.
+pub fn dispatch(call: &Call<'_>, action: &str) -> Result<String, QueryError> {
+    match action {
+        "RegisterImage" => images::register(call),
+        "DeregisterImage" => images::deregister(call),
+        "DescribeImages" => images::describe(call),
+        "DescribeImageAttribute" => images::describe_attribute(call),
+        "ModifyImageAttribute" => images::modify_attribute(call),
+        "ResetImageAttribute" => images::reset_attribute(call),
+        "CreateKeyPair" => keypairs::create(call),
+        "ImportKeyPair" => keypairs::import(call),
+        "DeleteKeyPair" => keypairs::delete(call),
+        "DescribeKeyPairs" => keypairs::describe(call),
+        "CreateSecurityGroup" => groups::create(call),
+        "DeleteSecurityGroup" => groups::delete(call),
+        "DescribeSecurityGroups" => groups::describe(call),
+        "AuthorizeSecurityGroupIngress" => groups::authorize(call),
+        "RevokeSecurityGroupIngress" => groups::revoke(call),
+        "AllocateAddress" => addresses::allocate(call),
+        "ReleaseAddress" => addresses::release(call),
+        "AssociateAddress" => addresses::associate(call),
+        "DisassociateAddress" => addresses::disassociate(call),
+        "DescribeAddresses" => addresses::describe(call),
+        "DescribeAvailabilityZones" => zones::describe_zones(call),
+        "DescribeRegions" => zones::describe_regions(call),
+        "CreateTags" => tags::create(call),
+        "DeleteTags" => tags::delete(call),
+        "DescribeTags" => tags::describe(call),
+        "DescribeProperties" => properties::describe(call),
+        "ModifyPropertyValue" => properties::modify(call),
+        _ => Err(QueryError::InvalidAction(action.to_owned())),
+    }
+}
+
+/// The response document: `<ActionResponse xmlns=EC2 namespace of the version>` with the
+/// request id first, then the action's body.
+pub fn envelope(action: &str, version: &str, request_id: &str, body: &str) -> String {
+    let action = escape(action);
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"http://ec2.amazonaws.com/doc/{version}/\"><requestId>{request_id}</requestId>{body}</{action}Response>"
+    )
+}
+
+/// Keeps the items every filter matches. `fields(item, name)` gives an item's values for a
+/// filter name, or `None` when the resource has no such filter (an `InvalidParameterValue`,
+/// as AWS answers); `tag:KEY`, `tag-key` and `tag-value` are answered from `tags(item)`.
+pub fn apply_filters<T>(
+    filters: &[Filter],
+    items: Vec<T>,
+    fields: impl Fn(&T, &str) -> Option<Vec<String>>,
+    tags: impl Fn(&T) -> Vec<(String, String)>,
+) -> Result<Vec<T>, QueryError> {
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        let mut keep = true;
+        for filter in filters {
+            let values = if let Some(key) = filter.name.strip_prefix("tag:") {
+                tags(&item)
+                    .into_iter()
+                    .filter(|(k, _)| k == key)
+                    .map(|(_, v)| v)
+                    .collect()
+            } else if filter.name == "tag-key" {
+                tags(&item).into_iter().map(|(k, _)| k).collect()
+            } else if filter.name == "tag-value" {
+                tags(&item).into_iter().map(|(_, v)| v).collect()
+            } else {
+                fields(&item, &filter.name).ok_or_else(|| {
+                    QueryError::Validation(format!("The filter '{}' is invalid", filter.name))
+                })?
+            };
+            if !filter.matches(&values) {
+                keep = false;
+                break;
+            }
+        }
+        if keep {
+            kept.push(item);
+        }
+    }
+    Ok(kept)
+}
+
+/// A new resource id: `prefix-` and 8 lowercase hex digits, as Eucalyptus makes them.
+pub fn new_id(prefix: &str) -> String {
+    let n: u32 = rand::random();
+    format!("{prefix}-{n:08x}")
+}
+
+/// Whether `id` is `prefix-` followed by 8 (or, in AWS's long form, 17) hex digits.
+pub fn is_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| {
+            (hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
+/// The current time as EC2 writes it (`2026-11-25T19:30:00.000Z`).
+pub fn timestamp_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(body: &str) -> QueryRequest {
+        QueryRequest::form(body)
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(version(&params("Action=X")).unwrap(), LATEST_VERSION);
+        assert_eq!(
+            version(&params("Version=2015-10-01")).unwrap(),
+            "2015-10-01"
+        );
+        assert_eq!(
+            version(&params("Version=2009-11-30")).unwrap(),
+            "2009-11-30"
+        );
+        for bad in ["2008-12-01", "2017-01-01", "latest", "2015-10-0x"] {
+            assert!(matches!(
+                version(&params(&format!("Version={bad}"))),
+                Err(QueryError::NoSuchVersion(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn ids() {
+        let id = new_id("emi");
+        assert!(is_id(&id, "emi"), "{id}");
+        assert!(!is_id(&id, "eki"));
+        assert!(!is_id("emi-1234567", "emi"));
+        assert!(!is_id("emi-1234567g", "emi"));
+        assert!(is_id("sg-0123456789abcdef0", "sg"));
+    }
+}

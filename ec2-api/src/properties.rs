@@ -1,0 +1,570 @@
+//! Cloud properties, Eucalyptus' run-time settings (`euca-describe-properties`,
+//! `euca-modify-property`): a fixed catalogue of names, each with a description, a default
+//! and a rule for its values. A property's starting value is its default, or what
+//! `koala.toml`'s `[properties]` sets; an administrator's `ModifyPropertyValue` overrides it
+//! in the cloud state until reset.
+//!
+//! Other parts of the cloud read properties through [`value`], [`vm_types`] and
+//! [`public_ips`], never through the store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Once;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ec2::{is_id, Call, Cloud, CloudSettings};
+use crate::query::Xml;
+use crate::state::{Batch, Record};
+use crate::{QueryError, Resource};
+
+/// The property naming the kernel used for images registered without one.
+pub const DEFAULT_KERNEL: &str = "cloud.images.default_kernel";
+/// The property naming the ramdisk used for images registered without one.
+pub const DEFAULT_RAMDISK: &str = "cloud.images.default_ramdisk";
+/// The property holding the pool of public (elastic) addresses.
+pub const PUBLIC_IPS: &str = "cloud.network.public_ips";
+/// The prefix of the VM type properties (`cloud.vmtypes.m1.small`).
+const VM_TYPE_PREFIX: &str = "cloud.vmtypes.";
+
+/// The most addresses the public pool may hold (a /16): the pool is listed in full when an
+/// address is allocated.
+const MAX_PUBLIC_IPS: u64 = 65_536;
+
+/// Eucalyptus 3's default VM types: name, virtual CPUs, memory (MiB), root disk (GiB).
+const VM_TYPES: &[(&str, u32, u32, u32)] = &[
+    ("t1.micro", 1, 256, 5),
+    ("m1.small", 1, 256, 5),
+    ("m1.medium", 1, 512, 10),
+    ("c1.medium", 2, 512, 10),
+    ("m1.large", 2, 512, 10),
+    ("m1.xlarge", 2, 1024, 10),
+    ("c1.xlarge", 2, 2048, 10),
+    ("m2.xlarge", 2, 2048, 10),
+    ("m3.xlarge", 4, 2048, 15),
+    ("m2.2xlarge", 2, 4096, 30),
+    ("m3.2xlarge", 4, 4096, 30),
+    ("cc1.4xlarge", 8, 3072, 60),
+    ("m2.4xlarge", 8, 4096, 60),
+    ("hi1.4xlarge", 8, 6144, 120),
+    ("cc2.8xlarge", 16, 6144, 120),
+    ("cg1.4xlarge", 16, 12288, 200),
+    ("cr1.8xlarge", 16, 16384, 240),
+    ("hs1.8xlarge", 48, 119_808, 24_000),
+];
+
+/// A size of instance offered to users (`-t m1.small`), as its property sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmType {
+    /// The name users ask for, e.g. `m1.small`.
+    pub name: String,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Root disk in GiB.
+    pub disk_gib: u32,
+}
+
+/// What a property's values must look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An image id with this prefix (`eki`, `eri`), or empty for none.
+    ImageId(&'static str),
+    /// Comma-separated IPv4 addresses and `A-B` ranges.
+    AddressPool,
+    /// `CPUS MEMORY_MIB DISK_GIB`.
+    VmType,
+}
+
+/// One property of the catalogue.
+#[derive(Debug, Clone)]
+struct Definition {
+    name: String,
+    description: String,
+    default: String,
+    kind: Kind,
+}
+
+/// Every property the cloud knows, in the order `DescribeProperties` lists them.
+fn catalogue() -> Vec<Definition> {
+    let fixed = [
+        (
+            DEFAULT_KERNEL,
+            "The kernel image (eki-) given to images registered without one; empty for none.",
+            Kind::ImageId("eki"),
+        ),
+        (
+            DEFAULT_RAMDISK,
+            "The ramdisk image (eri-) given to images registered without one; empty for none.",
+            Kind::ImageId("eri"),
+        ),
+        (
+            PUBLIC_IPS,
+            "The public addresses users may allocate: IPv4 addresses and A-B ranges, \
+             separated by commas.",
+            Kind::AddressPool,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, description, kind)| Definition {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        default: String::new(),
+        kind,
+    });
+    let vm_types = VM_TYPES
+        .iter()
+        .map(|&(name, cpus, memory, disk)| Definition {
+            name: format!("{VM_TYPE_PREFIX}{name}"),
+            description: format!(
+                "The {name} VM type: virtual CPUs, memory in MiB and root disk in GiB."
+            ),
+            default: format!("{cpus} {memory} {disk}"),
+            kind: Kind::VmType,
+        });
+    fixed.chain(vm_types).collect()
+}
+
+fn definition(name: &str) -> Result<Definition, QueryError> {
+    catalogue()
+        .into_iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| QueryError::NotFound(Resource::Property, name.to_owned()))
+}
+
+/// A value an administrator set, overriding the starting value.
+#[derive(Debug, Serialize, Deserialize)]
+struct Override {
+    value: String,
+}
+
+impl Record for Override {
+    const TABLE: &'static str = "property/";
+}
+
+/// The current value of property `name`: an administrator's override, else its starting
+/// value. An unknown name is the caller's mistake (`InvalidParameterValue`).
+pub fn value(cloud: &Cloud, name: &str) -> Result<String, QueryError> {
+    let definition = definition(name)?;
+    current(cloud, &definition)
+}
+
+fn current(cloud: &Cloud, definition: &Definition) -> Result<String, QueryError> {
+    match cloud.state.get::<Override>(&definition.name)? {
+        Some(stored) => Ok(stored.value),
+        None => Ok(starting_value(&cloud.settings, definition)),
+    }
+}
+
+/// The overrides of the properties whose names start with `prefix`, by name.
+fn overrides(cloud: &Cloud, prefix: &str) -> Result<BTreeMap<String, String>, QueryError> {
+    Ok(cloud
+        .state
+        .scan::<Override>(prefix)?
+        .into_iter()
+        .map(|(name, stored)| (name, stored.value))
+        .collect())
+}
+
+/// The current value of `definition`, given the overrides read by [`overrides`].
+fn resolve(cloud: &Cloud, overrides: &BTreeMap<String, String>, definition: &Definition) -> String {
+    match overrides.get(&definition.name) {
+        Some(value) => value.clone(),
+        None => starting_value(&cloud.settings, definition),
+    }
+}
+
+/// The VM types offered, in the catalogue's order, with their current sizes.
+pub fn vm_types(cloud: &Cloud) -> Result<Vec<VmType>, QueryError> {
+    let overrides = overrides(cloud, VM_TYPE_PREFIX)?;
+    catalogue()
+        .into_iter()
+        .filter(|d| d.kind == Kind::VmType)
+        .map(|d| {
+            let text = resolve(cloud, &overrides, &d);
+            let (cpus, memory_mib, disk_gib) = parse_vm_type(&text).map_err(|why| {
+                QueryError::Internal(format!("the stored value of {} is invalid: {why}", d.name))
+            })?;
+            Ok(VmType {
+                name: d.name[VM_TYPE_PREFIX.len()..].to_owned(),
+                cpus,
+                memory_mib,
+                disk_gib,
+            })
+        })
+        .collect()
+}
+
+/// The public addresses users may allocate, ascending, each once.
+pub fn public_ips(cloud: &Cloud) -> Result<Vec<Ipv4Addr>, QueryError> {
+    let text = value(cloud, PUBLIC_IPS)?;
+    parse_address_pool(&text).map_err(|why| {
+        QueryError::Internal(format!(
+            "the stored value of {PUBLIC_IPS} is invalid: {why}"
+        ))
+    })
+}
+
+/// `DescribeProperties`: the properties named by `Property.N` (names or name prefixes; none
+/// lists all), with values and descriptions. Cloud administrators only.
+pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
+    if !call.caller.is_cloud_admin() {
+        return Err(QueryError::AccessDenied("DescribeProperties".to_owned()));
+    }
+    let asked = call.params.list("Property");
+    let overrides = overrides(call.cloud, "")?;
+    let mut listed: Vec<(Definition, String)> = catalogue()
+        .into_iter()
+        .filter(|d| asked.is_empty() || asked.iter().any(|a| d.name.starts_with(a)))
+        .map(|d| {
+            let value = resolve(call.cloud, &overrides, &d);
+            (d, value)
+        })
+        .collect();
+    listed.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let mut x = Xml::new();
+    x.list("properties", listed, |x, (d, value)| {
+        x.elem("name", &d.name)
+            .elem("value", &value)
+            .elem("description", &d.description);
+    });
+    Ok(x.finish())
+}
+
+/// `ModifyPropertyValue`: sets property `Name` to `Value`, or with `Reset=true` back to its
+/// starting value; answers the new and the old value. Cloud administrators only.
+pub fn modify(call: &Call<'_>) -> Result<String, QueryError> {
+    if !call.caller.is_cloud_admin() {
+        return Err(QueryError::AccessDenied("ModifyPropertyValue".to_owned()));
+    }
+    let name = call.params.required("Name")?;
+    let definition = definition(name)?;
+    let reset = call.params.boolean("Reset")?.unwrap_or(false);
+    let given = call.params.get("Value");
+    let new = if reset {
+        if given.is_some() {
+            return Err(QueryError::InvalidParameterCombination(
+                "Give either Value or Reset=true, not both.".to_owned(),
+            ));
+        }
+        None
+    } else {
+        let text = given.ok_or_else(|| QueryError::MissingParameter("Value".to_owned()))?;
+        let value = validate(definition.kind, text)
+            .map_err(|why| QueryError::Validation(format!("Invalid value for {name}: {why}")))?;
+        Some(value)
+    };
+    let _guard = call.cloud.state.exclusive();
+    let old = current(call.cloud, &definition)?;
+    let mut batch = Batch::new();
+    let value = match new {
+        Some(value) => {
+            batch.put(
+                name,
+                &Override {
+                    value: value.clone(),
+                },
+            );
+            value
+        }
+        None => {
+            batch.delete::<Override>(name);
+            starting_value(&call.cloud.settings, &definition)
+        }
+    };
+    call.cloud.state.commit(batch)?;
+    tracing::info!(
+        property = name,
+        old = %old,
+        new = %value,
+        by = %call.caller.account_name,
+        "cloud property changed"
+    );
+    let mut x = Xml::new();
+    x.elem("name", name)
+        .elem("value", &value)
+        .elem("oldValue", &old);
+    Ok(x.finish())
+}
+
+/// `koala.toml`'s value for a property if it is valid, else the catalogue's default.
+fn starting_value(settings: &CloudSettings, definition: &Definition) -> String {
+    report_configuration(settings);
+    settings
+        .property_defaults
+        .iter()
+        .rev()
+        .find(|(name, _)| *name == definition.name)
+        .and_then(|(_, text)| validate(definition.kind, text).ok())
+        .unwrap_or_else(|| definition.default.clone())
+}
+
+/// Warns, once per process, about `koala.toml` entries that name no property or hold an
+/// invalid value (the cloud then uses the default). `koala.toml` is read once per process,
+/// so its mistakes are reported once, on first use.
+fn report_configuration(settings: &CloudSettings) {
+    static REPORTED: Once = Once::new();
+    REPORTED.call_once(|| {
+        for (name, text) in &settings.property_defaults {
+            match definition(name) {
+                Err(_) => tracing::warn!(
+                    property = %name,
+                    "koala.toml sets a property that does not exist; it is ignored"
+                ),
+                Ok(d) => {
+                    if let Err(why) = validate(d.kind, text) {
+                        tracing::warn!(
+                            property = %name,
+                            value = %text,
+                            "koala.toml sets an invalid value ({why}); the default {:?} is used",
+                            d.default
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Checks a new value for a property of `kind`; the value to store (trimmed, normalised), or
+/// a sentence saying what is wrong.
+fn validate(kind: Kind, text: &str) -> Result<String, String> {
+    let text = text.trim();
+    match kind {
+        Kind::ImageId(prefix) => {
+            if text.is_empty() || is_id(text, prefix) {
+                Ok(text.to_owned())
+            } else {
+                Err(format!(
+                    "'{text}' is not an image id of the form {prefix}-XXXXXXXX; give one or an \
+                     empty value."
+                ))
+            }
+        }
+        Kind::AddressPool => {
+            parse_address_pool(text)?;
+            Ok(pool_entries(text).join(","))
+        }
+        Kind::VmType => {
+            let (cpus, memory, disk) = parse_vm_type(text)?;
+            Ok(format!("{cpus} {memory} {disk}"))
+        }
+    }
+}
+
+/// The entries of a pool value: separated by commas or white space; a range may be written
+/// with spaces around its dash (`10.0.0.1 - 10.0.0.9`).
+fn pool_entries(text: &str) -> Vec<String> {
+    let pieces: Vec<&str> = text.split('-').collect();
+    let last = pieces.len().saturating_sub(1);
+    let tightened = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| match (i == 0, i == last) {
+            (true, true) => *piece,
+            (true, false) => piece.trim_end(),
+            (false, true) => piece.trim_start(),
+            (false, false) => piece.trim(),
+        })
+        .collect::<Vec<_>>()
+        .join("-");
+    tightened
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The addresses of a pool value (`10.0.0.1, 10.0.0.5-10.0.0.9`), ascending, each once; or
+/// a sentence saying what is wrong.
+fn parse_address_pool(text: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let mut addresses = BTreeSet::new();
+    for entry in pool_entries(text) {
+        let (first, last) = match entry.split_once('-') {
+            Some((a, b)) => (parse_public_ip(a)?, parse_public_ip(b)?),
+            None => {
+                let one = parse_public_ip(&entry)?;
+                (one, one)
+            }
+        };
+        if first > last {
+            return Err(format!(
+                "the range {entry} ends before it starts; write the lower address first."
+            ));
+        }
+        let span = u64::from(u32::from(last)) - u64::from(u32::from(first)) + 1;
+        if addresses.len() as u64 + span > MAX_PUBLIC_IPS {
+            return Err(format!(
+                "the pool would hold more than {MAX_PUBLIC_IPS} addresses."
+            ));
+        }
+        addresses.extend((u32::from(first)..=u32::from(last)).map(Ipv4Addr::from));
+    }
+    Ok(addresses.into_iter().collect())
+}
+
+fn parse_public_ip(text: &str) -> Result<Ipv4Addr, String> {
+    let ip: Ipv4Addr = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not an IPv4 address."))?;
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+        return Err(format!(
+            "{ip} cannot be a public address (unspecified, broadcast, multicast or loopback)."
+        ));
+    }
+    Ok(ip)
+}
+
+/// `CPUS MEMORY_MIB DISK_GIB`, each a positive integer.
+fn parse_vm_type(text: &str) -> Result<(u32, u32, u32), String> {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let [cpus, memory, disk] = fields[..] else {
+        return Err(format!(
+            "'{text}' is not three numbers: virtual CPUs, memory in MiB and disk in GiB \
+             (e.g. '1 256 5')."
+        ));
+    };
+    let number = |field: &str, what: &str| -> Result<u32, String> {
+        match field.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "the {what} '{field}' is not a positive whole number."
+            )),
+        }
+    };
+    Ok((
+        number(cpus, "number of virtual CPUs")?,
+        number(memory, "memory in MiB")?,
+        number(disk, "disk in GiB")?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn address_pools() {
+        assert_eq!(parse_address_pool("").unwrap(), Vec::<Ipv4Addr>::new());
+        assert_eq!(
+            parse_address_pool(" 10.0.0.9, 10.0.0.1 - 10.0.0.3 10.0.0.2").unwrap(),
+            vec![
+                ip("10.0.0.1"),
+                ip("10.0.0.2"),
+                ip("10.0.0.3"),
+                ip("10.0.0.9")
+            ]
+        );
+        assert_eq!(
+            parse_address_pool("192.168.0.255-192.168.1.0").unwrap(),
+            vec![ip("192.168.0.255"), ip("192.168.1.0")]
+        );
+        assert_eq!(
+            parse_address_pool("10.1.0.0-10.1.255.255").unwrap().len(),
+            65_536
+        );
+        for bad in [
+            "10.0.0.3-10.0.0.1",
+            "10.0.0",
+            "10.0.0.1-",
+            "-10.0.0.1",
+            "10.0.0.1-10.0.0.2-10.0.0.3",
+            "10.0.0.1 - - 10.0.0.2",
+            "host.example",
+            "0.0.0.0",
+            "127.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "10.0.0.0-10.1.0.0",
+            "10.0.0.0/24",
+        ] {
+            assert!(parse_address_pool(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pool_values_are_stored_normalised() {
+        assert_eq!(
+            validate(Kind::AddressPool, " 10.0.0.1-10.0.0.3 ,10.0.0.7  10.0.0.8").unwrap(),
+            "10.0.0.1-10.0.0.3,10.0.0.7,10.0.0.8"
+        );
+        assert_eq!(validate(Kind::AddressPool, "  ").unwrap(), "");
+    }
+
+    #[test]
+    fn image_id_values() {
+        let kernel = Kind::ImageId("eki");
+        assert_eq!(validate(kernel, "").unwrap(), "");
+        assert_eq!(validate(kernel, " eki-0123abcd ").unwrap(), "eki-0123abcd");
+        for bad in ["emi-0123abcd", "eki-0123", "eki-xyzxyzxy", "kernel"] {
+            let why = validate(kernel, bad).unwrap_err();
+            assert!(why.contains("eki-XXXXXXXX"), "{why}");
+        }
+        assert!(validate(Kind::ImageId("eri"), "eri-0123abcd").is_ok());
+    }
+
+    #[test]
+    fn vm_type_values() {
+        assert_eq!(validate(Kind::VmType, " 2  1024 10 ").unwrap(), "2 1024 10");
+        for bad in [
+            "",
+            "1 256",
+            "1 256 5 6",
+            "0 256 5",
+            "1 -256 5",
+            "1 256 five",
+            "1.5 2 3",
+        ] {
+            assert!(validate(Kind::VmType, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn catalogue_is_consistent() {
+        let all = catalogue();
+        let names: BTreeSet<&str> = all.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names.len(), all.len(), "names are unique");
+        for d in &all {
+            assert_eq!(
+                validate(d.kind, &d.default).as_deref(),
+                Ok(d.default.as_str())
+            );
+            assert!(d.description.ends_with('.'), "{}", d.name);
+        }
+        let small = all
+            .iter()
+            .find(|d| d.name == "cloud.vmtypes.m1.small")
+            .unwrap();
+        assert_eq!(small.default, "1 256 5");
+        assert!(matches!(
+            definition("cloud.nothing"),
+            Err(QueryError::NotFound(Resource::Property, _))
+        ));
+    }
+
+    #[test]
+    fn starting_values_come_from_koala_toml_when_valid() {
+        let settings = CloudSettings {
+            region: "r".into(),
+            ec2_url: String::new(),
+            zone: "z".into(),
+            property_defaults: vec![
+                (PUBLIC_IPS.into(), "10.0.0.1-10.0.0.2".into()),
+                ("cloud.vmtypes.m1.small".into(), "one".into()),
+                ("cloud.unknown".into(), "x".into()),
+            ],
+        };
+        let pool = definition(PUBLIC_IPS).unwrap();
+        assert_eq!(starting_value(&settings, &pool), "10.0.0.1-10.0.0.2");
+        let small = definition("cloud.vmtypes.m1.small").unwrap();
+        assert_eq!(starting_value(&settings, &small), "1 256 5");
+        let kernel = definition(DEFAULT_KERNEL).unwrap();
+        assert_eq!(starting_value(&settings, &kernel), "");
+    }
+}

@@ -1,0 +1,122 @@
+//! Availability zones and regions. A zone is a cluster of nodes; `koala up` runs one, named
+//! by `zone` in `koala.toml`. The region is the cloud itself.
+//!
+//! A cloud administrator's `euca-describe-availability-zones verbose` (`ZoneName.1=verbose`)
+//! also lists, as Eucalyptus did, each zone's VM types with free and total instance slots.
+
+use crate::ec2::{apply_filters, Call, Cloud};
+use crate::properties::{self, VmType};
+use crate::query::Xml;
+use crate::QueryError;
+
+/// The state every zone reports while its cluster serves.
+const AVAILABLE: &str = "available";
+
+/// Instances of `vm_type` that `zone` can still start, and at most holds: `(free, max)`.
+///
+/// The seam to the instances issue, which registers nodes and their resources: until then no
+/// zone has a node, so every count is 0.
+fn capacity(_cloud: &Cloud, _zone: &str, _vm_type: &VmType) -> (u32, u32) {
+    (0, 0)
+}
+
+/// `DescribeAvailabilityZones`: the zones named by `ZoneName.N` (all when none), narrowed
+/// by filters `zone-name`, `state` and `region-name`.
+pub fn describe_zones(call: &Call<'_>) -> Result<String, QueryError> {
+    let settings = &call.cloud.settings;
+    let mut names = call.params.list("ZoneName");
+    let verbose = names.contains(&"verbose");
+    names.retain(|n| *n != "verbose");
+    // Capacity is the cloud's business, as in Eucalyptus: users get the plain list.
+    let verbose = verbose && call.caller.is_cloud_admin();
+    if let Some(unknown) = names.iter().find(|n| **n != settings.zone) {
+        return Err(QueryError::Validation(format!(
+            "Invalid availability zone: [{unknown}]"
+        )));
+    }
+    let zones = apply_filters(
+        &call.params.filters()?,
+        vec![settings.zone.clone()],
+        |_, filter| match filter {
+            "zone-name" => Some(vec![settings.zone.clone()]),
+            "state" => Some(vec![AVAILABLE.to_owned()]),
+            "region-name" => Some(vec![settings.region.clone()]),
+            _ => None,
+        },
+        |_| Vec::new(),
+    )?;
+    let vm_types = if verbose {
+        properties::vm_types(call.cloud)?
+    } else {
+        Vec::new()
+    };
+
+    let mut x = Xml::new();
+    x.nest("availabilityZoneInfo", |x| {
+        for zone in &zones {
+            x.nest("item", |x| {
+                x.elem("zoneName", zone)
+                    .elem("zoneState", AVAILABLE)
+                    .elem("regionName", &settings.region)
+                    .list("messageSet", Vec::<&str>::new(), |_, _| {});
+            });
+            if verbose {
+                verbose_item(x, "|- vm types", "free / max   cpu   ram  disk");
+                for t in &vm_types {
+                    let (free, max) = capacity(call.cloud, zone, t);
+                    verbose_item(
+                        x,
+                        &format!("|- {}", t.name),
+                        &format!(
+                            "{free:04} / {max:04} {:>3} {:>6} {:>5}",
+                            t.cpus, t.memory_mib, t.disk_gib
+                        ),
+                    );
+                }
+            }
+        }
+    });
+    Ok(x.finish())
+}
+
+/// One of the extra lines of a verbose listing: an item whose name and state carry text.
+fn verbose_item(x: &mut Xml, name: &str, state: &str) {
+    x.nest("item", |x| {
+        x.elem("zoneName", name).elem("zoneState", state);
+    });
+}
+
+/// `DescribeRegions`: the cloud's one region, with the EC2 endpoint's URL as Eucalyptus gave
+/// it (AWS gives a bare host name, which would lose the port and the `/services/compute/`
+/// path clients need). `RegionName.N` naming another region is an error; filters
+/// `region-name` and `endpoint` apply.
+pub fn describe_regions(call: &Call<'_>) -> Result<String, QueryError> {
+    let settings = &call.cloud.settings;
+    if let Some(unknown) = call
+        .params
+        .list("RegionName")
+        .into_iter()
+        .find(|n| *n != settings.region)
+    {
+        return Err(QueryError::Validation(format!(
+            "The region '{unknown}' does not exist."
+        )));
+    }
+    let regions = apply_filters(
+        &call.params.filters()?,
+        vec![(settings.region.as_str(), settings.ec2_url.as_str())],
+        |(name, endpoint), filter| match filter {
+            "region-name" => Some(vec![(*name).to_owned()]),
+            "endpoint" => Some(vec![(*endpoint).to_owned()]),
+            _ => None,
+        },
+        |_| Vec::new(),
+    )?;
+    let mut x = Xml::new();
+    x.list("regionInfo", regions, |x, (name, endpoint)| {
+        x.elem("regionName", name)
+            .elem("regionEndpoint", endpoint)
+            .elem("optInStatus", "opt-in-not-required");
+    });
+    Ok(x.finish())
+}
