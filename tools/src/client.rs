@@ -1,6 +1,8 @@
-//! A small signed client for Koala's admin commands: SigV4 by the `aws-sigv4` crate (AWS's
-//! own signer, independent of our verifier), form-encoded Query API calls over plain HTTP.
+//! A small signed client for Koala's admin commands and euca2ools family: SigV4 by the
+//! `aws-sigv4` crate (AWS's own signer, independent of our verifier), form-encoded Query API
+//! calls and path-style S3 requests over plain HTTP.
 
+use std::io::Read;
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
@@ -10,6 +12,7 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
+use md5::{Digest, Md5};
 
 /// Failures of a client call, phrased for a person at a terminal.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,16 @@ pub enum ClientError {
         /// The error message.
         message: String,
     },
+    /// An upload's ETag is not the MD5 of the bytes sent: they were damaged on the way.
+    #[error("the ETag of {url} is {etag:?}, not the MD5 of the bytes sent ({md5})")]
+    EtagMismatch {
+        /// The object's URL.
+        url: String,
+        /// The ETag the service returned (empty when there was none).
+        etag: String,
+        /// The hex MD5 of what was sent.
+        md5: String,
+    },
 }
 
 /// The caller's credentials and region, from the environment a eucarc sets.
@@ -49,16 +62,37 @@ pub struct EnvCredentials {
 }
 
 impl EnvCredentials {
-    /// Reads `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (or euca2ools 1.x's `EC2_ACCESS_KEY`/
-    /// `EC2_SECRET_KEY`) and `AWS_DEFAULT_REGION`.
+    /// Reads `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (or `AWS_ACCESS_KEY`/`AWS_SECRET_KEY`,
+    /// or euca2ools 1.x's `EC2_ACCESS_KEY`/`EC2_SECRET_KEY`) and `AWS_DEFAULT_REGION`.
     pub fn from_env() -> Result<EnvCredentials, ClientError> {
-        let var = |names: &[&'static str]| names.iter().find_map(|n| std::env::var(n).ok());
+        EnvCredentials::from_env_or(None, None, None)
+    }
+
+    /// Like [`EnvCredentials::from_env`], with values given on a command line (euca2ools'
+    /// `-I`, `-S`, the region name) taking precedence over the environment's.
+    pub fn from_env_or(
+        access_key_id: Option<&str>,
+        secret_access_key: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<EnvCredentials, ClientError> {
+        let var = |given: Option<&str>, names: &[&'static str]| {
+            given
+                .map(str::to_owned)
+                .or_else(|| names.iter().find_map(|n| std::env::var(n).ok()))
+        };
         Ok(EnvCredentials {
-            access_key_id: var(&["AWS_ACCESS_KEY_ID", "EC2_ACCESS_KEY"])
-                .ok_or(ClientError::MissingEnv("AWS_ACCESS_KEY_ID"))?,
-            secret_access_key: var(&["AWS_SECRET_ACCESS_KEY", "EC2_SECRET_KEY"])
-                .ok_or(ClientError::MissingEnv("AWS_SECRET_ACCESS_KEY"))?,
-            region: var(&["AWS_DEFAULT_REGION"]).unwrap_or_else(|| "eucalyptus".to_owned()),
+            access_key_id: var(
+                access_key_id,
+                &["AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY", "EC2_ACCESS_KEY"],
+            )
+            .ok_or(ClientError::MissingEnv("AWS_ACCESS_KEY_ID"))?,
+            secret_access_key: var(
+                secret_access_key,
+                &["AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY", "EC2_SECRET_KEY"],
+            )
+            .ok_or(ClientError::MissingEnv("AWS_SECRET_ACCESS_KEY"))?,
+            region: var(region, &["AWS_AUTH_REGION", "AWS_DEFAULT_REGION"])
+                .unwrap_or_else(|| "eucalyptus".to_owned()),
         })
     }
 }
@@ -85,31 +119,34 @@ pub fn query_call(
         "POST",
         url,
         &[("content-type", content_type)],
-        form.as_bytes(),
+        SignableBody::Bytes(form.as_bytes()),
         service,
         SigningSettings::default(),
         creds,
     )?;
-    let mut request = ureq::post(url).set("content-type", content_type);
-    for (name, value) in &signed {
-        request = request.set(name, value);
-    }
+    let request = with_headers(ureq::post(url), &[("content-type", content_type)], &signed);
     match request.send_bytes(form.as_bytes()) {
         Ok(response) => response.into_string().map_err(|e| ClientError::Transport {
             url: url.to_owned(),
             reason: e.to_string(),
         }),
-        Err(ureq::Error::Status(status, response)) => {
-            let body = response.into_string().unwrap_or_default();
-            Err(ClientError::Service {
-                code: xml_text(&body, "Code").unwrap_or_else(|| format!("HTTP {status}")),
-                message: xml_text(&body, "Message").unwrap_or(body),
-            })
-        }
+        Err(ureq::Error::Status(status, response)) => Err(service_error(
+            status,
+            &response.into_string().unwrap_or_default(),
+        )),
         Err(err) => Err(ClientError::Transport {
             url: url.to_owned(),
             reason: err.to_string(),
         }),
+    }
+}
+
+/// The error a refusal's body describes: `<Code>`/`<Message>` of an EC2 (`Response/Errors/
+/// Error`) or S3 (`Error`) error document, else the HTTP status and the body as it came.
+pub fn service_error(status: u16, body: &str) -> ClientError {
+    ClientError::Service {
+        code: xml_text(body, "Code").unwrap_or_else(|| format!("HTTP {status}")),
+        message: xml_text(body, "Message").unwrap_or_else(|| body.to_owned()),
     }
 }
 
@@ -121,20 +158,37 @@ pub fn s3_request(
     url: &str,
     creds: &EnvCredentials,
 ) -> Result<(u16, String), ClientError> {
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    let signed = sign_headers(method, url, &[], b"", "s3", settings, creds)?;
-    let mut request = ureq::request(method, url);
-    for (name, value) in &signed {
-        request = request.set(name, value);
-    }
+    s3_request_with(method, url, b"", creds)
+}
+
+/// [`s3_request`] with a small body in memory, signed with its SHA-256 (bucket creation's
+/// `CreateBucketConfiguration`).
+pub fn s3_request_with(
+    method: &str,
+    url: &str,
+    body: &[u8],
+    creds: &EnvCredentials,
+) -> Result<(u16, String), ClientError> {
+    let signed = sign_headers(
+        method,
+        url,
+        &[],
+        SignableBody::Bytes(body),
+        "s3",
+        s3_settings(),
+        creds,
+    )?;
+    let request = with_headers(ureq::request(method, url), &[], &signed);
     let transport = |reason: String| ClientError::Transport {
         url: url.to_owned(),
         reason,
     };
-    let response = match request.call() {
+    // GET and HEAD go without a body, so without a `Content-Length: 0` either.
+    let sent = match method {
+        "GET" | "HEAD" => request.call(),
+        _ => request.send_bytes(body),
+    };
+    let response = match sent {
         Ok(response) | Err(ureq::Error::Status(_, response)) => response,
         Err(err) => return Err(transport(err.to_string())),
     };
@@ -143,6 +197,110 @@ pub fn s3_request(
         .into_string()
         .map_err(|e| transport(e.to_string()))?;
     Ok((status, body))
+}
+
+/// PUTs `len` bytes read from `body` to `url` as one object, streamed (`UNSIGNED-PAYLOAD`:
+/// nothing is read twice), with extra headers such as `x-amz-acl` (signed). Returns the
+/// object's ETag once it is checked against the MD5 of the bytes sent, hashed as they went.
+pub fn s3_put_object(
+    url: &str,
+    body: impl Read,
+    len: u64,
+    headers: &[(&str, &str)],
+    creds: &EnvCredentials,
+) -> Result<String, ClientError> {
+    let length = len.to_string();
+    let mut all = vec![("content-length", length.as_str())];
+    all.extend_from_slice(headers);
+    let signed = sign_headers(
+        "PUT",
+        url,
+        &all,
+        SignableBody::UnsignedPayload,
+        "s3",
+        s3_settings(),
+        creds,
+    )?;
+    let request = with_headers(ureq::put(url), &all, &signed);
+    let mut hashing = Md5Reader {
+        inner: body,
+        md5: Md5::new(),
+    };
+    let response = match request.send(&mut hashing) {
+        Ok(response) => response,
+        Err(ureq::Error::Status(status, response)) => {
+            return Err(service_error(
+                status,
+                &response.into_string().unwrap_or_default(),
+            ))
+        }
+        Err(err) => {
+            return Err(ClientError::Transport {
+                url: url.to_owned(),
+                reason: err.to_string(),
+            })
+        }
+    };
+    let md5 = hex::encode(hashing.md5.finalize());
+    let etag = response.header("etag").unwrap_or_default().to_owned();
+    if !etag.trim_matches('"').eq_ignore_ascii_case(&md5) {
+        return Err(ClientError::EtagMismatch {
+            url: url.to_owned(),
+            etag,
+            md5,
+        });
+    }
+    Ok(etag)
+}
+
+/// A path-style S3 URL: `base` (an `S3_URL`, with or without a trailing slash), the bucket,
+/// and the key with each byte outside RFC 3986's unreserved set percent-encoded except `/`.
+pub fn s3_url(base: &str, bucket: &str, key: &str) -> String {
+    let mut url = format!("{}/{}", base.trim_end_matches('/'), encode(bucket));
+    if !key.is_empty() {
+        url.push('/');
+        let segments: Vec<String> = key.split('/').map(encode).collect();
+        url.push_str(&segments.join("/"));
+    }
+    url
+}
+
+/// How S3 clients sign: the payload hash in `x-amz-content-sha256`, the path as sent.
+fn s3_settings() -> SigningSettings {
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    settings
+}
+
+/// `request` with the caller's headers and the signature's.
+fn with_headers(
+    mut request: ureq::Request,
+    headers: &[(&str, &str)],
+    signed: &[(String, String)],
+) -> ureq::Request {
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    for (name, value) in signed {
+        request = request.set(name, value);
+    }
+    request
+}
+
+/// A reader that hashes what passes through it, so an upload's MD5 costs no second read.
+struct Md5Reader<R> {
+    inner: R,
+    md5: Md5,
+}
+
+impl<R: Read> Read for Md5Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.md5.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// The account service's URL from the environment a eucarc sets: `EUARE_URL` (or
@@ -166,7 +324,7 @@ fn sign_headers(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
-    body: &[u8],
+    body: SignableBody<'_>,
     service: &str,
     settings: SigningSettings,
     creds: &EnvCredentials,
@@ -188,13 +346,8 @@ fn sign_headers(
         .build()
         .map_err(|e| ClientError::Signing(e.to_string()))?
         .into();
-    let signable = SignableRequest::new(
-        method,
-        url,
-        headers.iter().copied(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| ClientError::Signing(e.to_string()))?;
+    let signable = SignableRequest::new(method, url, headers.iter().copied(), body)
+        .map_err(|e| ClientError::Signing(e.to_string()))?;
     let (instructions, _) = sign(signable, &params)
         .map_err(|e| ClientError::Signing(e.to_string()))?
         .into_parts();
@@ -247,5 +400,17 @@ mod tests {
     #[test]
     fn form_encoding() {
         assert_eq!(encode("a b+c/é"), "a%20b%2Bc%2F%C3%A9");
+    }
+
+    #[test]
+    fn s3_urls_keep_the_key_slashes() {
+        assert_eq!(
+            s3_url("http://h:8773/services/Walrus/", "bkt", "pre/a b+c.part.00"),
+            "http://h:8773/services/Walrus/bkt/pre/a%20b%2Bc.part.00"
+        );
+        assert_eq!(
+            s3_url("http://h:8773/services/Walrus", "bkt", ""),
+            "http://h:8773/services/Walrus/bkt"
+        );
     }
 }

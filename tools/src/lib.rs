@@ -1,8 +1,11 @@
 //! Shared plumbing for Koala's binaries: configuration, the front door that hands each
-//! request to its role, and the signed client the admin commands use.
+//! request to its role, the signed client the admin commands use, and the euca2ools command
+//! family built on it.
 
 pub mod client;
 pub mod config;
+pub mod ec2xml;
+pub mod euca;
 pub mod server;
 
 /// An error and its chain of causes as one line, the way euca2ools prints failures

@@ -8,6 +8,7 @@ use bundler::files::{bundle_file, fresh_bundle_dir, BundleKeys};
 use bundler::progress::ProgressBar;
 use bundler::{read_certificate, read_private_key, BundleKey, BundleOptions, ImageType, Manifest};
 use clap::Parser;
+use tools::euca::ProgressArgs;
 
 const ARCHES: [&str; 6] = ["i386", "x86_64", "armhf", "ppc", "ppc64", "ppc64le"];
 
@@ -65,12 +66,8 @@ struct Args {
     /// Comma-separated list of product codes.
     #[arg(long = "productcodes", value_name = "CODE1,CODE2,...")]
     productcodes: Option<String>,
-    /// Show a progress bar even when not on a terminal.
-    #[arg(long = "progress", overrides_with = "no_progress")]
-    progress: bool,
-    /// Never show a progress bar.
-    #[arg(long = "no-progress")]
-    no_progress: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
     #[arg(long = "image-type", hide = true, value_parser = ["machine", "kernel", "ramdisk"])]
     image_type: Option<String>,
     #[arg(long = "part-size", hide = true, default_value_t = bundler::bundle::DEFAULT_PART_SIZE)]
@@ -193,13 +190,7 @@ fn run(args: Args) -> Result<(), CliError> {
         }
         None => fresh_bundle_dir()?,
     };
-    let force = if args.no_progress {
-        Some(false)
-    } else if args.progress {
-        Some(true)
-    } else {
-        None
-    };
+    let force = args.progress.force();
     let mut bar = ProgressBar::new(&prefix, size, force);
     let options = BundleOptions {
         part_size: args.part_size,

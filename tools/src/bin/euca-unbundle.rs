@@ -9,6 +9,7 @@ use bundler::files::unbundle_dir;
 use bundler::progress::ProgressBar;
 use bundler::{read_certificate, read_private_key};
 use clap::Parser;
+use tools::euca::ProgressArgs;
 
 /// Recreate an image from its bundle.
 #[derive(Parser, Debug)]
@@ -39,12 +40,8 @@ struct Args {
     /// Certificate of the bundle's signer: refuse the bundle unless its signature verifies.
     #[arg(short = 'c', long = "cert", value_name = "FILE")]
     cert: Option<PathBuf>,
-    /// Show a progress bar even when not on a terminal.
-    #[arg(long = "progress", overrides_with = "no_progress")]
-    progress: bool,
-    /// Never show a progress bar.
-    #[arg(long = "no-progress")]
-    no_progress: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 /// A failure of the command, printed as `euca-unbundle: error: ...`.
@@ -77,13 +74,7 @@ fn run(args: Args) -> Result<(), CliError> {
         context: format!("cannot create {}", args.destination.display()),
         source,
     })?;
-    let force = if args.no_progress {
-        Some(false)
-    } else if args.progress {
-        Some(true)
-    } else {
-        None
-    };
+    let force = args.progress.force();
     let mut bar: Option<ProgressBar> = None;
     let result = unbundle_dir(
         &args.manifest,

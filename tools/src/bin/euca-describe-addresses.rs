@@ -1,0 +1,5 @@
+//! `euca-describe-addresses`: shows elastic IP addresses, with euca2ools 3.4's flags and output.
+
+fn main() -> std::process::ExitCode {
+    tools::euca::main::<tools::euca::addresses::DescribeAddresses>("euca-describe-addresses")
+}

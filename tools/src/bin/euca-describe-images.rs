@@ -1,0 +1,5 @@
+//! `euca-describe-images`: shows images, with euca2ools 3.4's flags and output.
+
+fn main() -> std::process::ExitCode {
+    tools::euca::main::<tools::euca::images::DescribeImages>("euca-describe-images")
+}

@@ -1,0 +1,5 @@
+//! `euca-disassociate-address`: disassociates an elastic IP address from its instance, with euca2ools 3.4's flags and output.
+
+fn main() -> std::process::ExitCode {
+    tools::euca::main::<tools::euca::addresses::DisassociateAddress>("euca-disassociate-address")
+}
