@@ -336,3 +336,69 @@ fn users_and_keys_through_euare_and_a_disabled_key_is_refused() {
     let dup = euare(&admin, &admin_creds, "CreateUser", &[("UserName", "bob")]);
     assert_eq!(error_code(dup), "EntityAlreadyExists");
 }
+
+/// Runs `koala admin ARGS`, asserting success; its stdout lines.
+fn koala_admin(args: &[&str], env: &HashMap<String, String>) -> Vec<String> {
+    let mut all = vec!["admin"];
+    all.extend_from_slice(args);
+    let out = Cloud::koala(&all, env);
+    assert!(
+        out.status.success(),
+        "koala {all:?} failed: {}",
+        stderr(&out)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn koala_admin_manages_users_and_keys_of_another_account() {
+    let cloud = Cloud::start();
+    let admin = Cloud::sourced_env(&cloud.eucarc());
+    let s3_root = format!("{}/", admin["S3_URL"]);
+    koala_admin(&["create-account", "acme"], &admin);
+
+    let made = koala_admin(&["create-user", "--account", "acme", "carol"], &admin);
+    assert_eq!(made, ["USER\tcarol"]);
+    let users = koala_admin(&["list-users", "--account", "acme"], &admin);
+    assert_eq!(users, ["admin", "carol"]);
+    // The admin's own account is untouched.
+    assert_eq!(koala_admin(&["list-users"], &admin), ["admin"]);
+
+    let key = koala_admin(
+        &["create-access-key", "--account", "acme", "--user", "carol"],
+        &admin,
+    );
+    assert_eq!(key.len(), 2, "{key:?}");
+    let carol = EnvCredentials {
+        access_key_id: key[0].clone(),
+        secret_access_key: key[1].clone(),
+        region: admin["AWS_DEFAULT_REGION"].clone(),
+    };
+    assert_eq!(s3_request("GET", &s3_root, &carol).unwrap().0, 200);
+    let listed = koala_admin(
+        &["list-access-keys", "--account", "acme", "--user", "carol"],
+        &admin,
+    );
+    assert_eq!(listed, [format!("{}\tActive", carol.access_key_id)]);
+
+    let target = ["--account", "acme", "--user", "carol"];
+    let with = |verb: &str| {
+        let mut args = vec![verb, carol.access_key_id.as_str()];
+        args.extend_from_slice(&target);
+        koala_admin(&args, &admin);
+    };
+    with("disable-access-key");
+    assert_eq!(s3_request("GET", &s3_root, &carol).unwrap().0, 403);
+    with("enable-access-key");
+    assert_eq!(s3_request("GET", &s3_root, &carol).unwrap().0, 200);
+    with("delete-access-key");
+    assert_eq!(s3_request("GET", &s3_root, &carol).unwrap().0, 403);
+
+    // Errors come back as the service's, with a failing exit status.
+    let out = Cloud::koala(&["admin", "list-users", "--account", "nobody"], &admin);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("NoSuchEntity"), "{}", stderr(&out));
+}

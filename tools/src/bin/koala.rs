@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
 use tools::config::{Config, Overrides};
+use tools::ec2xml::Element;
 use tools::server::{self, Roles};
 
 /// Koala, a private cloud: Walrus (S3), the cloud controller, clusters and nodes.
@@ -48,6 +49,93 @@ enum AdminCommand {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Creates a user in an account.
+    CreateUser {
+        /// The user's name.
+        user: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Lists the users of an account, one per line.
+    ListUsers {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Creates an access key for a user; prints its id and its secret (shown only once).
+    CreateAccessKey {
+        /// The user [default: admin].
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Lists a user's access keys with their status.
+    ListAccessKeys {
+        /// The user [default: admin].
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Disables an access key: requests signed with it are refused until it is enabled.
+    DisableAccessKey {
+        /// The access key id.
+        key: String,
+        /// The user [default: admin].
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Enables a disabled access key.
+    EnableAccessKey {
+        /// The access key id.
+        key: String,
+        /// The user [default: admin].
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Deletes an access key for good.
+    DeleteAccessKey {
+        /// The access key id.
+        key: String,
+        /// The user [default: admin].
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which account an admin command works on, and where the account service is.
+#[derive(clap::Args)]
+struct Target {
+    /// The account to act in (the cloud admin acting for it) [default: the caller's own].
+    #[arg(long)]
+    account: Option<String>,
+    /// The account service's URL [default: EUARE_URL, else derived from S3_URL].
+    #[arg(long)]
+    url: Option<String>,
+}
+
+impl Target {
+    /// Calls a Euare action in the target account; the parsed response.
+    fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<Element, String> {
+        let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
+        let url = match &self.url {
+            Some(url) => url.clone(),
+            None => euare_url_from_env().map_err(|e| e.to_string())?,
+        };
+        let mut all: Vec<(&str, &str)> = params.to_vec();
+        if let Some(account) = &self.account {
+            all.push(("DelegateAccount", account));
+        }
+        let body = query_call(&url, "iam", "2010-05-08", action, &all, &creds)
+            .map_err(|e| e.to_string())?;
+        Element::parse(&body).map_err(|e| format!("{action}: {e}"))
+    }
 }
 
 fn main() -> ExitCode {
@@ -85,7 +173,56 @@ fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
 }
 
 fn admin(command: AdminCommand) -> Result<(), String> {
+    let user_param = |user: &Option<String>| user.clone().unwrap_or_else(|| "admin".to_owned());
     match command {
+        AdminCommand::CreateUser { user, target } => {
+            target.call("CreateUser", &[("UserName", &user)])?;
+            println!("USER\t{user}");
+            Ok(())
+        }
+        AdminCommand::ListUsers { target } => {
+            let response = target.call("ListUsers", &[])?;
+            for member in members(&response, "ListUsersResult/Users") {
+                println!("{}", member.field("UserName"));
+            }
+            Ok(())
+        }
+        AdminCommand::CreateAccessKey { user, target } => {
+            let user = user_param(&user);
+            let response = target.call("CreateAccessKey", &[("UserName", &user)])?;
+            let key = response
+                .get("CreateAccessKeyResult/AccessKey")
+                .ok_or("the response holds no access key")?;
+            println!("{}", key.field("AccessKeyId"));
+            println!("{}", key.field("SecretAccessKey"));
+            Ok(())
+        }
+        AdminCommand::ListAccessKeys { user, target } => {
+            let user = user_param(&user);
+            let response = target.call("ListAccessKeys", &[("UserName", &user)])?;
+            for member in members(&response, "ListAccessKeysResult/AccessKeyMetadata") {
+                println!(
+                    "{}\t{}",
+                    member.field("AccessKeyId"),
+                    member.field("Status")
+                );
+            }
+            Ok(())
+        }
+        AdminCommand::DisableAccessKey { key, user, target } => {
+            set_key_status(&target, &user_param(&user), &key, "Inactive")
+        }
+        AdminCommand::EnableAccessKey { key, user, target } => {
+            set_key_status(&target, &user_param(&user), &key, "Active")
+        }
+        AdminCommand::DeleteAccessKey { key, user, target } => {
+            let user = user_param(&user);
+            target.call(
+                "DeleteAccessKey",
+                &[("UserName", &user), ("AccessKeyId", &key)],
+            )?;
+            Ok(())
+        }
         AdminCommand::CreateAccount { name, url } => {
             let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
             let url = match url {
@@ -124,4 +261,21 @@ fn admin(command: AdminCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The `<member>`s of an IAM list.
+fn members<'a>(response: &'a Element, path: &str) -> impl Iterator<Item = &'a Element> + 'a {
+    response
+        .get(path)
+        .into_iter()
+        .flat_map(|list| list.children.iter())
+        .filter(|c| c.name == "member")
+}
+
+fn set_key_status(target: &Target, user: &str, key: &str, status: &str) -> Result<(), String> {
+    target.call(
+        "UpdateAccessKey",
+        &[("UserName", user), ("AccessKeyId", key), ("Status", status)],
+    )?;
+    Ok(())
 }
