@@ -330,3 +330,44 @@ def test_unknown_action_version_and_unsigned(cloud):
     assert status == 200 and b'xmlns="http://ec2.amazonaws.com/doc/2009-11-30/"' in body, body
     status, _, body = ec2_get(cloud, "Action=DescribeImages&Version=2016-11-15", sign=False)
     assert status == 401 and b"<Code>AuthFailure</Code>" in body, body
+
+
+def test_register_signed_with_signature_v2_as_euca_install_image_does(cloud, s3, ec2,
+                                                                      images_bucket, tmp_path):
+    """euca-install-image registers with SigV2 in the POST body; so must any old client."""
+    import base64 as b64mod
+    import datetime
+    import hashlib
+    import hmac
+    import urllib.parse
+    from conftest import http_get
+
+    manifest, parts = bundle(cloud, tmp_path, "v2-kernel", 20_000, ["--kernel", "true"])
+    location = upload(s3, images_bucket, "v2", manifest, parts)
+    url = urllib.parse.urlsplit(cloud.env["EC2_URL"])
+    params = {
+        "Action": "RegisterImage", "Version": "2015-10-01", "ImageLocation": location,
+        "Name": "v2-kernel", "AWSAccessKeyId": cloud.access_key, "SignatureVersion": "2",
+        "SignatureMethod": "HmacSHA256",
+        "Timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+    def enc(v):
+        return urllib.parse.quote(v, safe="-_.~")
+
+    canonical = "&".join(f"{enc(k)}={enc(v)}" for k, v in sorted(params.items()))
+    to_sign = f"POST\n{url.netloc.lower()}\n{url.path}\n{canonical}"
+    digest = hmac.new(cloud.secret_key.encode(), to_sign.encode(), hashlib.sha256).digest()
+    params["Signature"] = b64mod.b64encode(digest).decode()
+    body = urllib.parse.urlencode(params).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, answer = http_get(cloud.env["EC2_URL"], headers=headers, method="POST", data=body)
+    assert status == 200, answer
+    image_id = answer.split(b"<imageId>")[1].split(b"</imageId>")[0].decode()
+    assert ec2.describe_images(ImageIds=[image_id])["Images"][0]["Name"] == "v2-kernel"
+    ec2.deregister_image(ImageId=image_id)
+    # The same body with one signed byte changed is refused.
+    params["Name"] = "v2-kernex"
+    status, _, answer = http_get(cloud.env["EC2_URL"], headers=headers, method="POST",
+                                 data=urllib.parse.urlencode(params).encode())
+    assert status == 401 and b"<Code>AuthFailure</Code>" in answer, answer
