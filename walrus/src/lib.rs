@@ -6,6 +6,7 @@
 
 mod access;
 pub mod acl;
+mod feed;
 pub mod names;
 mod s3;
 pub mod store;
@@ -17,6 +18,7 @@ use axum::body::Body;
 use http::Method;
 
 pub use access::AccessError;
+pub use feed::{FeedError, FeedImage, FeedStats};
 
 /// How Walrus is set up by the binary.
 #[derive(Clone, Debug)]
@@ -35,6 +37,9 @@ pub enum WalrusError {
     /// The object store could not be opened.
     #[error("The object store could not be opened.")]
     Store(#[from] store::StoreError),
+    /// The image feed's directories could not be prepared.
+    #[error("The image store could not be opened.")]
+    Images(#[source] std::io::Error),
 }
 
 /// The S3 service. Cheap to clone; every clone serves the same store.
@@ -46,15 +51,37 @@ pub struct Walrus {
 impl Walrus {
     /// Opens the store under data_dir/walrus.
     pub fn open(config: WalrusConfig, identity: identity::Identity) -> Result<Walrus, WalrusError> {
-        let store = store::Store::open(&config.data_dir.join("walrus"))?;
+        let dir = config.data_dir.join("walrus");
+        let store = store::Store::open(&dir)?;
+        let images = feed::ImageFeed::open(&dir, store.clone(), identity.clone())
+            .map_err(WalrusError::Images)?;
         Ok(Walrus {
             shared: Arc::new(s3::Shared {
                 store,
                 identity,
                 virtual_host_domain: config.virtual_host_domain,
                 region: config.region,
+                images,
             }),
         })
+    }
+
+    /// The plain image of the bundle whose manifest is `bucket/key`, unbundled now if it was
+    /// not before: for a cloud controller on the same host that wants the image's SHA-256
+    /// without an HTTP round trip. The caller is trusted (no rights are checked).
+    pub async fn unbundled_image(&self, bucket: &str, key: &str) -> Result<FeedImage, FeedError> {
+        match (
+            names::BucketName::parse(bucket),
+            names::ObjectKey::parse(key),
+        ) {
+            (Some(b), Some(k)) => self.shared.images.image_for_manifest(&b, &k).await,
+            _ => Err(FeedError::ManifestNotFound),
+        }
+    }
+
+    /// What the image feed has done since Walrus opened.
+    pub fn image_feed_stats(&self) -> FeedStats {
+        self.shared.images.stats()
     }
 
     /// Serves one S3 request. `req` is the whole request as received (path may carry the

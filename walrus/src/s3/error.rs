@@ -6,6 +6,7 @@ use http::{HeaderValue, StatusCode};
 
 use super::ident::AuthError;
 use super::xml::XmlWriter;
+use crate::feed::FeedError;
 use crate::store::StoreError;
 
 /// What a request addressed, as its error document names it.
@@ -133,6 +134,18 @@ pub enum S3Error {
     /// An operation the router knows but Walrus does not implement.
     #[error("{0} is not implemented by Walrus.")]
     NotImplemented(&'static str),
+    /// An image feed request named a manifest that cannot be unbundled as it stands: not
+    /// parseable, not encrypted for this cloud, or listing a part that is not there.
+    #[error("{0}")]
+    InvalidManifest(String),
+    /// A bundle's stored bytes disagree with its manifest (a part's or the tar stream's
+    /// SHA-1, a size, the padding, the gzip or tar framing): nothing was stored.
+    #[error("{0}")]
+    BundleDigestMismatch(String),
+    /// This Walrus lacks what the request needs (the cloud's private key for the image
+    /// feed): the operator's to fix, not the caller's.
+    #[error("{0}")]
+    ServiceUnavailable(String),
     /// A failure on our side: disk, database, or a bug.
     #[error("We encountered an internal error. Please try again.")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -194,6 +207,11 @@ impl S3Error {
             MethodNotAllowed => ("MethodNotAllowed", StatusCode::METHOD_NOT_ALLOWED),
             MissingContentLength => ("MissingContentLength", StatusCode::LENGTH_REQUIRED),
             NotImplemented(_) => ("NotImplemented", StatusCode::NOT_IMPLEMENTED),
+            InvalidManifest(_) => ("InvalidManifest", StatusCode::BAD_REQUEST),
+            // The request is sound; the stored bundle conflicts with its own manifest, and
+            // asking again cannot succeed until the bundle is uploaded anew.
+            BundleDigestMismatch(_) => ("BadDigest", StatusCode::CONFLICT),
+            ServiceUnavailable(_) => ("ServiceUnavailable", StatusCode::SERVICE_UNAVAILABLE),
             Internal(_) => ("InternalError", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -262,6 +280,18 @@ pub fn body_error(io: std::io::Error) -> S3Error {
             }
         },
         None => S3Error::InvalidRequest(format!("The request body could not be read: {kind}")),
+    }
+}
+
+impl From<FeedError> for S3Error {
+    fn from(e: FeedError) -> S3Error {
+        match e {
+            FeedError::ManifestNotFound => S3Error::NoSuchKey,
+            FeedError::InvalidManifest(m) => S3Error::InvalidManifest(m),
+            FeedError::Corrupt(m) => S3Error::BundleDigestMismatch(m),
+            FeedError::NoCloudKey => S3Error::ServiceUnavailable(FeedError::NoCloudKey.to_string()),
+            FeedError::Internal(m) => S3Error::internal(m),
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Shared {
     pub virtual_host_domain: Option<String>,
     /// The region Walrus reports (GetBucketLocation, HeadBucket).
     pub region: String,
+    /// The image feed (internal endpoint `/_koala/images`).
+    pub images: crate::feed::ImageFeed,
 }
 
 /// One request being served: what every handler needs besides the body.
@@ -219,6 +221,10 @@ pub async fn dispatch(
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
     let host = host_of(&parts);
+    if let Some(rest) = router::internal_path(raw_path, host, shared.virtual_host_domain.as_deref())
+    {
+        return crate::feed::http::serve(shared.clone(), rest, &parts).await;
+    }
     let route = router::route(
         &parts.method,
         raw_path,

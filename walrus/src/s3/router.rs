@@ -280,6 +280,23 @@ pub fn strip_mount(raw_path: &str) -> &str {
     raw_path
 }
 
+/// Where the cloud's internal endpoints (the image feed) live under each mount: `_koala` is
+/// no valid bucket name, so no bucket can be shadowed.
+pub const INTERNAL_PREFIX: &str = "/_koala/";
+
+/// The rest of the path after [`INTERNAL_PREFIX`] when the request is for an internal
+/// endpoint: path style only, since under a virtual-host bucket `/_koala/...` is a key.
+pub fn internal_path<'a>(
+    raw_path: &'a str,
+    host: Option<&str>,
+    domain: Option<&str>,
+) -> Option<&'a str> {
+    if vhost_bucket(host, domain).is_some() {
+        return None;
+    }
+    strip_mount(raw_path).strip_prefix(INTERNAL_PREFIX)
+}
+
 /// The bucket named by a virtual-host style Host header, if any.
 fn vhost_bucket<'a>(host: Option<&'a str>, domain: Option<&str>) -> Option<&'a str> {
     let domain = domain?.trim_end_matches('.');
@@ -413,6 +430,27 @@ mod tests {
         route(&method, path, query, Some("localhost:8773"), None, false)
             .expect("routes")
             .endpoint
+    }
+
+    #[test]
+    fn internal_paths_sit_beside_the_bucket_namespace() {
+        let d = Some("s3.koala.test");
+        let at = |path, host| internal_path(path, Some(host), d);
+        assert_eq!(at("/services/Walrus/_koala/images", "h"), Some("images"));
+        assert_eq!(
+            at("/services/objectstorage/_koala/images/ab", "h"),
+            Some("images/ab")
+        );
+        assert_eq!(at("/_koala/images", "h"), Some("images"));
+        // Under a virtual-host bucket the same path is a key of that bucket.
+        assert_eq!(at("/_koala/images", "b.s3.koala.test"), None);
+        assert_eq!(at("/services/Walrus/_koala", "h"), None);
+        assert_eq!(at("/services/Walrus/koala/images", "h"), None);
+        // And no bucket can be named `_koala`.
+        assert!(matches!(
+            route(&Method::PUT, "/_koala", "", Some("h"), d, false),
+            Err(S3Error::InvalidBucketName)
+        ));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   is an orphan of a crash (see [`super::Store::open`]).
 //! - `pending`: `file id` of data files whose record is gone but whose unlink may not have
 //!   happened yet; finished at the next open if the process dies in between.
+//! - `images`: `bucket/key` of a bundle's manifest → the plain image the feed made of it
+//!   ([`super::images::ImageEntry`]).
 //!
 //! Values start with a format version byte so that a later format can migrate on read.
 
@@ -38,6 +40,8 @@ pub(super) const CF_PARTS: &str = "parts";
 pub(super) const CF_FILES: &str = "files";
 /// Data files to unlink.
 pub(super) const CF_PENDING: &str = "pending";
+/// Unbundled images by manifest location ([`super::images::ImageEntry`]).
+pub(super) const CF_IMAGES: &str = "images";
 
 /// Key in the default column family holding the current open's epoch (big-endian u64).
 pub(super) const EPOCH_KEY: &[u8] = b"epoch";
@@ -67,7 +71,7 @@ pub(super) fn open(path: &Path) -> Result<DB, StoreError> {
     cf_opts.set_block_based_table_factory(&table);
 
     let cfs = [
-        CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS, CF_FILES, CF_PENDING,
+        CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS, CF_FILES, CF_PENDING, CF_IMAGES,
     ]
     .into_iter()
     .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));

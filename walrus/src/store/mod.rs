@@ -16,6 +16,7 @@ mod buckets;
 mod data;
 mod db;
 mod digest;
+mod images;
 mod list;
 mod multipart;
 mod objects;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
 use data::{FileId, Layout, TempFile};
+pub use images::ImageEntry;
 
 /// A body as the S3 layer hands it over: already de-chunked (aws-chunked framing removed).
 /// An `Err` item aborts the write (client went away, bad chunk signature, ...).
@@ -675,4 +677,28 @@ impl Store {
         let upload = upload.clone();
         blocking(move || multipart::abort(&inner, &upload)).await
     }
+
+    // ---- the image feed's index ----
+
+    /// The image the feed made of the manifest at `location` (`bucket/key`), if any.
+    pub fn image_entry(&self, location: &str) -> Result<Option<ImageEntry>, StoreError> {
+        images::get(&self.inner, location)
+    }
+
+    /// Records the image the feed made of the manifest at `location`. Durable on return
+    /// (a synced WAL write: call it from a blocking-capable context).
+    pub fn record_image(&self, location: &str, entry: &ImageEntry) -> Result<(), StoreError> {
+        images::put(&self.inner, location, entry)
+    }
+}
+
+/// Streams `len` bytes of `file` from `offset` the way object bodies are streamed (1 MiB
+/// chunks read ahead on a blocking thread): for files that live beside the object store,
+/// such as the image feed's plain images.
+pub fn stream_file(file: std::fs::File, offset: u64, len: u64) -> BodyStream {
+    data::stream_segments(vec![data::Segment {
+        file: Arc::new(file),
+        offset,
+        len,
+    }])
 }

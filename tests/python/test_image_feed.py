@@ -1,0 +1,53 @@
+"""The image feed through the real `koala up`: a bundle made by our euca-bundle-image for the
+cloud's certificate, uploaded with boto3, then asked of Walrus' internal endpoint
+(`/services/Walrus/_koala/images`) with requests signed by botocore's SigV4: the plain image
+comes back with its SHA-256, by manifest and by hash, only to the cloud administrators."""
+
+import hashlib
+import urllib.parse
+
+from conftest import empty_and_delete, raw_request, unique_bucket, xml_code
+from test_ec2_images import bundle, upload
+
+
+def test_feed_serves_the_plain_image_to_the_cloud_only(cloud, s3, other_env, tmp_path):
+    manifest, parts = bundle(cloud, tmp_path, "feed.img", 700_000)
+    data = (tmp_path / "feed.img").read_bytes()
+    want = hashlib.sha256(data).hexdigest()
+    bucket = unique_bucket("feed")
+    s3.create_bucket(Bucket=bucket)
+    try:
+        location = upload(s3, bucket, "p", manifest, parts)
+        query = "manifest=" + urllib.parse.quote(location, safe="")
+
+        status, headers, body = raw_request(cloud, "GET", "/_koala/images", query=query)
+        assert status == 200, body[:400]
+        assert body == data
+        assert headers["x-koala-image-sha256"] == want
+        assert headers["etag"] == f'"{want}"'
+        assert headers["content-length"] == str(len(data))
+
+        status, headers, body = raw_request(cloud, "HEAD", "/_koala/images", query=query)
+        assert status == 200 and body == b""
+        assert headers["content-length"] == str(len(data))
+
+        status, headers, body = raw_request(cloud, "GET", f"/_koala/images/{want}")
+        assert status == 200 and body == data
+        status, headers, body = raw_request(cloud, "GET", f"/_koala/images/{want}",
+                                            headers={"Range": "bytes=10-19"})
+        assert status == 206 and body == data[10:20]
+
+        unknown = hashlib.sha256(b"none").hexdigest()
+        status, _, body = raw_request(cloud, "GET", f"/_koala/images/{unknown}")
+        assert status == 404 and xml_code(body) == "NoSuchKey"
+
+        # An ordinary account, even the bundle's reader, and unsigned callers are refused.
+        for kw in ({"access_key": other_env["AWS_ACCESS_KEY_ID"],
+                    "secret_key": other_env["AWS_SECRET_ACCESS_KEY"]},
+                   {"sign": False}):
+            status, _, body = raw_request(cloud, "GET", "/_koala/images", query=query, **kw)
+            assert status == 403 and xml_code(body) == "AccessDenied"
+            status, _, body = raw_request(cloud, "GET", f"/_koala/images/{want}", **kw)
+            assert status == 403 and xml_code(body) == "AccessDenied"
+    finally:
+        empty_and_delete(s3, bucket)

@@ -1,0 +1,135 @@
+//! The feed's internal HTTP endpoint, under Walrus' mounts (`/services/Walrus/_koala/...`,
+//! `/services/objectstorage/_koala/...` or the root of the port): `_koala` is no valid
+//! bucket name, so the S3 namespace is untouched. Only the cloud's own components may call
+//! it; until components have principals of their own, that means principals of the cloud
+//! administrators' account (`eucalyptus`).
+//!
+//! - `GET|HEAD /_koala/images?manifest=BUCKET/KEY`: the plain image of that bundle,
+//!   unbundled first if needed.
+//! - `GET|HEAD /_koala/images/<sha256>`: an image already unbundled, by its hash.
+//!
+//! Both answer with `Content-Length`, `ETag` and `x-koala-image-sha256` (the image's
+//! SHA-256) and honour a single `Range`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use http::{HeaderValue, Method, Response, StatusCode};
+
+use crate::names::{BucketName, ObjectKey};
+use crate::s3::error::S3Error;
+use crate::s3::get::parse_range;
+use crate::s3::ident::{self, Authenticated, RequestParts};
+use crate::s3::router::{strip_mount, Query};
+use crate::s3::{empty_response, etag_value, Shared};
+
+/// The header naming the image's SHA-256.
+pub const SHA256_HEADER: &str = "x-koala-image-sha256";
+
+/// Serves a request for `path`, the part of the request path after `/_koala/`.
+pub async fn serve(
+    shared: Arc<Shared>,
+    path: &str,
+    parts: &http::request::Parts,
+) -> Result<Response<Body>, S3Error> {
+    let raw_path = parts.uri.path();
+    let raw_query = parts.uri.query().unwrap_or("");
+    let req = RequestParts {
+        method: parts.method.as_str(),
+        raw_path,
+        raw_query,
+        headers: &parts.headers,
+    };
+    let auth = ident::verify_s3(
+        &req,
+        strip_mount(raw_path),
+        &shared.identity,
+        SystemTime::now(),
+    )?;
+    match auth {
+        Authenticated::Signed { principal, .. } if principal.is_cloud_admin() => {}
+        _ => return Err(S3Error::access_denied()),
+    }
+    let head = match parts.method {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => return Err(S3Error::MethodNotAllowed),
+    };
+    let sha256 = match path {
+        "images" => {
+            let query = Query::parse(raw_query);
+            let (bucket, key) = manifest_location(query.get("manifest"))?;
+            shared
+                .images
+                .image_for_manifest(&bucket, &key)
+                .await?
+                .sha256
+        }
+        _ => match path.strip_prefix("images/") {
+            Some(hash) if super::is_sha256_hex(hash) => hash.to_owned(),
+            Some(_) => {
+                return Err(S3Error::InvalidArgument(
+                    "An image is named by its SHA-256 in 64 lowercase hexadecimal digits.".into(),
+                ))
+            }
+            None => return Err(S3Error::NoSuchKey),
+        },
+    };
+    let (file, size) = shared
+        .images
+        .open_image(&sha256)?
+        .ok_or(S3Error::NoSuchKey)?;
+    let range = parse_range(
+        parts
+            .headers
+            .get(http::header::RANGE)
+            .and_then(|v| v.to_str().ok()),
+        size,
+    )?;
+
+    let mut resp = empty_response(StatusCode::OK);
+    let h = resp.headers_mut();
+    h.insert(http::header::ETAG, etag_value(&sha256));
+    if let Ok(v) = HeaderValue::from_str(&sha256) {
+        h.insert(SHA256_HEADER, v);
+    }
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        http::header::ACCEPT_RANGES,
+        HeaderValue::from_static("bytes"),
+    );
+    let (offset, len) = match range {
+        Some((first, last)) if size > 0 => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{size}")) {
+                h.insert(http::header::CONTENT_RANGE, v);
+            }
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            (first, last - first + 1)
+        }
+        _ => (0, size),
+    };
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    if !head && len > 0 {
+        *resp.body_mut() = Body::from_stream(crate::store::stream_file(file, offset, len));
+    }
+    Ok(resp)
+}
+
+/// `BUCKET/KEY` of the `manifest` parameter.
+fn manifest_location(value: Option<&str>) -> Result<(BucketName, ObjectKey), S3Error> {
+    let invalid = || {
+        S3Error::InvalidArgument(
+            "The manifest parameter must name a manifest as BUCKET/KEY.".into(),
+        )
+    };
+    let (bucket, key) = value.and_then(|v| v.split_once('/')).ok_or_else(invalid)?;
+    match (BucketName::parse(bucket), ObjectKey::parse(key)) {
+        (Some(b), Some(k)) => Ok((b, k)),
+        _ => Err(invalid()),
+    }
+}

@@ -1,0 +1,435 @@
+//! The image feed: bundles registered in the cloud turned into plain images, once, for the
+//! nodes that boot them.
+//!
+//! The first request for a manifest reads the bundle's parts out of the object store and
+//! pushes them through the bundler's streaming [`bundler::Unbundler`] (every part's SHA-1,
+//! AES-128-CBC, gunzip, the tar stream's SHA-1, the member's size) into a file that hashes
+//! SHA-256 as it is written. Only when every check passed is the file renamed to
+//! `images/sha256/<hex>` (content-addressed) and the manifest's location recorded in the
+//! store's `images` index, so later requests — and later runs — are answered at once.
+//! Concurrent requests for one manifest share one unbundling.
+//!
+//! Not yet: reference counts and deletion of images no registered image uses (the index
+//! keeps what is needed to add them: location → sha256).
+
+pub(crate) mod http;
+mod writer;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::StreamExt;
+
+use crate::names::{BucketName, ObjectKey};
+use crate::store::{ImageEntry, ObjectMeta, Store, StoreError};
+use writer::ImageWriter;
+
+/// The largest manifest the feed reads (the cloud controller's limit at register).
+const MAX_MANIFEST: u64 = 4 << 20;
+
+/// Why the feed could not produce an image. Cloneable, because every request waiting on one
+/// unbundling receives its outcome; mapped to S3 errors in `s3/error.rs`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FeedError {
+    /// The manifest's bucket or key does not exist.
+    #[error("The specified manifest does not exist.")]
+    ManifestNotFound,
+    /// The manifest cannot be unbundled as it stands: it does not parse, is not encrypted
+    /// for this cloud, or lists a part that is not there.
+    #[error("{0}")]
+    InvalidManifest(String),
+    /// The stored bundle does not match its manifest (a digest, a size, the padding, the
+    /// gzip or tar framing). Nothing was stored.
+    #[error("{0}")]
+    Corrupt(String),
+    /// This Walrus holds no cloud private key, so it cannot decrypt any bundle.
+    #[error("This Walrus holds no cloud private key, so it cannot decrypt bundles.")]
+    NoCloudKey,
+    /// Disk, database or thread failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn internal(e: impl std::fmt::Display) -> FeedError {
+    FeedError::Internal(e.to_string())
+}
+
+/// A plain image held by the feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedImage {
+    /// SHA-256 of the image, lowercase hex: its name in the store and its ETag.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What the feed has done since Walrus opened, for operators (and for tests that must tell
+/// an unbundling from an answer out of the store).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedStats {
+    /// Unbundlings started (successful or not).
+    pub unbundles: u64,
+}
+
+/// One unbundling in progress, awaited by every request for its manifest.
+type Flight = Shared<BoxFuture<'static, Result<FeedImage, FeedError>>>;
+
+/// The image feed. Cheap to clone.
+#[derive(Clone)]
+pub struct ImageFeed {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    identity: identity::Identity,
+    /// `images/sha256`: complete, verified images named by their SHA-256.
+    images: PathBuf,
+    /// `images/tmp`: images being unbundled; emptied at open.
+    tmp: PathBuf,
+    /// Unbundlings in progress by manifest location.
+    flights: Mutex<HashMap<String, Flight>>,
+    unbundles: AtomicU64,
+}
+
+/// Locks the flight table; it holds no invariant a panic could break halfway.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `s` is a SHA-256 as the feed names images: 64 lowercase hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl ImageFeed {
+    /// Opens the image store under `walrus_dir/images`, removing what a crash left half
+    /// written.
+    pub fn open(
+        walrus_dir: &Path,
+        store: Store,
+        identity: identity::Identity,
+    ) -> std::io::Result<ImageFeed> {
+        let root = walrus_dir.join("images");
+        let images = root.join("sha256");
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&images)?;
+        std::fs::create_dir_all(&tmp)?;
+        for entry in std::fs::read_dir(&tmp)? {
+            std::fs::remove_file(entry?.path())?;
+        }
+        Ok(ImageFeed {
+            inner: Arc::new(Inner {
+                store,
+                identity,
+                images,
+                tmp,
+                flights: Mutex::new(HashMap::new()),
+                unbundles: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// What the feed has done since it opened.
+    pub fn stats(&self) -> FeedStats {
+        FeedStats {
+            unbundles: self.inner.unbundles.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The plain image of the bundle whose manifest is `bucket/key`: from the store when it
+    /// was unbundled before (and the manifest has not been replaced since), else unbundled
+    /// now, once however many requests ask at the same time. The unbundling runs in its own
+    /// task: a caller going away does not stop it.
+    pub async fn image_for_manifest(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+    ) -> Result<FeedImage, FeedError> {
+        let location = format!("{}/{}", bucket.as_str(), key.as_str());
+        if let Some(image) = self.inner.lookup(bucket, key, &location)? {
+            return Ok(image);
+        }
+        let flight = {
+            let mut flights = lock(&self.inner.flights);
+            match flights.get(&location) {
+                Some(flight) => flight.clone(),
+                None => {
+                    // A flight records its image before it leaves the table: look again
+                    // under the lock so that one just finished is not run a second time.
+                    if let Some(image) = self.inner.lookup(bucket, key, &location)? {
+                        return Ok(image);
+                    }
+                    let flight = self.inner.start(bucket.clone(), key.clone(), &location);
+                    flights.insert(location, flight.clone());
+                    flight
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// The image named `sha256` with its size, opened for reading, if the feed holds it.
+    pub fn open_image(&self, sha256: &str) -> Result<Option<(File, u64)>, FeedError> {
+        if !is_sha256_hex(sha256) {
+            return Ok(None);
+        }
+        let file = match File::open(self.inner.images.join(sha256)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(internal(e)),
+        };
+        let size = file.metadata().map_err(internal)?.len();
+        Ok(Some((file, size)))
+    }
+}
+
+impl Inner {
+    /// The image recorded for the manifest at `location`, if it is still the manifest that
+    /// was unbundled and the image is still on disk.
+    fn lookup(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        location: &str,
+    ) -> Result<Option<FeedImage>, FeedError> {
+        let Some(entry) = self.store.image_entry(location).map_err(internal)? else {
+            return Ok(None);
+        };
+        let manifest = manifest_meta(&self.store, bucket, key)?;
+        if manifest.etag != entry.manifest_etag {
+            return Ok(None);
+        }
+        match std::fs::metadata(self.images.join(&entry.sha256)) {
+            Ok(m) if m.len() == entry.size => Ok(Some(FeedImage {
+                sha256: entry.sha256,
+                size: entry.size,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Spawns the unbundling of `bucket/key`; the task leaves the flight table when done.
+    fn start(self: &Arc<Self>, bucket: BucketName, key: ObjectKey, location: &str) -> Flight {
+        let inner = Arc::clone(self);
+        let location = location.to_owned();
+        let task = tokio::spawn(async move {
+            // Leaves the table after the image was recorded, and even if the task panics.
+            let leave = Leave {
+                inner: Arc::clone(&inner),
+                location,
+            };
+            inner.unbundle(bucket, key, &leave.location).await
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|e| Err(internal(format!("the unbundling task failed: {e}"))))
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Reads the manifest, unbundles on a blocking thread, records the result.
+    async fn unbundle(
+        self: Arc<Self>,
+        bucket: BucketName,
+        key: ObjectKey,
+        location: &str,
+    ) -> Result<FeedImage, FeedError> {
+        self.unbundles.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let meta = manifest_meta(&self.store, &bucket, &key)?;
+        if meta.size > MAX_MANIFEST {
+            return Err(FeedError::InvalidManifest(format!(
+                "The manifest {location} is larger than {MAX_MANIFEST} bytes."
+            )));
+        }
+        let raw = read_all(&self.store, &bucket, &key, &meta).await?;
+        let manifest = bundler::Manifest::parse(&raw).map_err(|e| {
+            FeedError::InvalidManifest(format!("The manifest {location} cannot be read: {e}."))
+        })?;
+        let inner = Arc::clone(&self);
+        let runtime = tokio::runtime::Handle::current();
+        let loc = location.to_owned();
+        let image = tokio::task::spawn_blocking(move || {
+            inner.unbundle_blocking(&runtime, &bucket, &key, &loc, &manifest)
+        })
+        .await
+        .map_err(internal)??;
+        let entry = ImageEntry {
+            manifest_etag: meta.etag,
+            sha256: image.sha256.clone(),
+            size: image.size,
+        };
+        let store = self.store.clone();
+        let loc = location.to_owned();
+        tokio::task::spawn_blocking(move || store.record_image(&loc, &entry))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            location,
+            sha256 = %image.sha256,
+            size = image.size,
+            mb_per_s = image.size as f64 / 1e6 / secs.max(1e-9),
+            "image unbundled"
+        );
+        Ok(image)
+    }
+
+    /// Finds every part, then streams them through the unbundler into a new image file
+    /// that is published only when every check passed.
+    fn unbundle_blocking(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        location: &str,
+        manifest: &bundler::Manifest,
+    ) -> Result<FeedImage, FeedError> {
+        let ca = self.identity.cloud_ca().ok_or(FeedError::NoCloudKey)?;
+        let bundle_key = manifest.unwrap_cloud_key(ca.private_key()).map_err(|_| {
+            FeedError::InvalidManifest(format!(
+                "The bundle {location} was not encrypted for this cloud."
+            ))
+        })?;
+        let parts = self.find_parts(bucket, key, manifest)?;
+        let sink = ImageWriter::create(&self.tmp).map_err(internal)?;
+        let mut unbundler =
+            bundler::Unbundler::new(manifest, &bundle_key, sink).map_err(internal)?;
+        let refused = |e: bundler::Error| bundle_error(location, e);
+        for (index, (part_key, part_meta)) in parts.iter().enumerate() {
+            unbundler.begin_part(index).map_err(refused)?;
+            let mut stream = self
+                .store
+                .read(bucket, part_key, part_meta, 0, part_meta.size)
+                .map_err(|e| part_error(bucket, part_key, e))?;
+            while let Some(chunk) = runtime.block_on(stream.next()) {
+                unbundler
+                    .write(&chunk.map_err(internal)?)
+                    .map_err(refused)?;
+            }
+            unbundler.end_part().map_err(refused)?;
+        }
+        let (sink, _summary) = unbundler.finish().map_err(refused)?;
+        sink.commit(&self.images).map_err(internal)
+    }
+
+    /// Every part the manifest lists, found beside the manifest, before any byte is read.
+    fn find_parts(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        manifest: &bundler::Manifest,
+    ) -> Result<Vec<(ObjectKey, ObjectMeta)>, FeedError> {
+        if manifest.parts.is_empty() {
+            return Err(FeedError::InvalidManifest(
+                "The manifest lists no parts.".into(),
+            ));
+        }
+        let folder = key.as_str().rfind('/').map_or("", |i| &key.as_str()[..=i]);
+        let mut parts = Vec::with_capacity(manifest.parts.len());
+        for part in &manifest.parts {
+            let name = &part.filename;
+            let part_key = (!name.is_empty() && !name.contains('/'))
+                .then(|| ObjectKey::parse(&format!("{folder}{name}")))
+                .flatten()
+                .ok_or_else(|| {
+                    FeedError::InvalidManifest(format!(
+                        "The part name '{name}' is not a file name."
+                    ))
+                })?;
+            let meta = self
+                .store
+                .object(bucket, &part_key)
+                .map_err(|e| part_error(bucket, &part_key, e))?;
+            parts.push((part_key, meta));
+        }
+        Ok(parts)
+    }
+}
+
+/// Removes a flight from the table when its task ends.
+struct Leave {
+    inner: Arc<Inner>,
+    location: String,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        lock(&self.inner.flights).remove(&self.location);
+    }
+}
+
+/// The manifest's record: ManifestNotFound when its bucket or key does not exist.
+fn manifest_meta(
+    store: &Store,
+    bucket: &BucketName,
+    key: &ObjectKey,
+) -> Result<ObjectMeta, FeedError> {
+    match store.object(bucket, key) {
+        Ok(meta) => Ok(meta),
+        Err(StoreError::NoSuchBucket | StoreError::NoSuchKey) => Err(FeedError::ManifestNotFound),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// The whole (small) object described by `meta`.
+async fn read_all(
+    store: &Store,
+    bucket: &BucketName,
+    key: &ObjectKey,
+    meta: &ObjectMeta,
+) -> Result<Vec<u8>, FeedError> {
+    let mut stream = match store.read(bucket, key, meta, 0, meta.size) {
+        Ok(s) => s,
+        Err(StoreError::NoSuchBucket | StoreError::NoSuchKey) => {
+            return Err(FeedError::ManifestNotFound)
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    let mut raw = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        raw.extend_from_slice(&chunk.map_err(internal)?);
+    }
+    Ok(raw)
+}
+
+/// A part that cannot be read: missing (or replaced since it was found) is the manifest's
+/// fault, anything else ours.
+fn part_error(bucket: &BucketName, key: &ObjectKey, e: StoreError) -> FeedError {
+    match e {
+        StoreError::NoSuchBucket | StoreError::NoSuchKey => FeedError::InvalidManifest(format!(
+            "The bundle part {}/{} is missing.",
+            bucket.as_str(),
+            key.as_str()
+        )),
+        e => internal(e),
+    }
+}
+
+/// What a refusal of the unbundler means for the caller: stored bytes that do not match
+/// the manifest, or a failure of ours (writing the image).
+fn bundle_error(location: &str, e: bundler::Error) -> FeedError {
+    use bundler::Error as B;
+    match e {
+        B::PartDigest { .. }
+        | B::BundledSize { .. }
+        | B::MissingPart(_)
+        | B::Decrypt
+        | B::Gzip(_)
+        | B::Tar(_)
+        | B::MultipleMembers
+        | B::ImageSize { .. }
+        | B::TrailingData
+        | B::ImageDigest { .. } => FeedError::Corrupt(format!(
+            "The bundle {location} does not match its manifest: {e}."
+        )),
+        e => internal(format!("unbundling {location} failed: {e}")),
+    }
+}

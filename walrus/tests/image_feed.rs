@@ -1,0 +1,706 @@
+//! The image feed end to end, in process: a real Walrus on a temp dir with an Identity that
+//! holds the cloud CA, bundles made with the bundler for the cloud's certificate and
+//! uploaded through S3 PUTs, and the feed's internal endpoint asked for the plain image,
+//! every request signed with `aws-sigv4` (a signer written independently of ours) and served
+//! by `Walrus::handle`, the same entry point the `koala` binary calls.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use axum::body::Body;
+use bundler::{bundle, BundleKey, BundleOptions, ImageType, Manifest, MemoryParts, PublicKey};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use identity::{Credentials, Identity};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha2::Digest;
+use walrus::{Walrus, WalrusConfig};
+
+const HOST: &str = "walrus.koala.test";
+const FEED: &str = "/services/Walrus/_koala/images";
+const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A Walrus with its data dir, the cloud admin and a user account.
+struct Cloud {
+    walrus: Walrus,
+    admin: Credentials,
+    user: Credentials,
+    cloud_cert: PublicKey,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn code(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        text.split_once("<Code>")
+            .and_then(|(_, rest)| rest.split_once("</Code>"))
+            .map(|(code, _)| code.to_owned())
+            .unwrap_or_default()
+    }
+
+    #[track_caller]
+    fn expect(&self, status: u16) -> &Resp {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body[..self.body.len().min(400)])
+        );
+        self
+    }
+
+    #[track_caller]
+    fn expect_err(&self, status: u16, code: &str) {
+        self.expect(status);
+        assert_eq!(self.code(), code);
+    }
+}
+
+/// Opens Walrus on `dir` with the cloud CA; returns it, the cloud admin's credentials and
+/// the cloud's certificate key (what bundles are encrypted for).
+fn open_walrus(dir: &Path) -> (Walrus, Credentials, PublicKey) {
+    let (identity, _) = Identity::open_with_ca(&dir.join("identity"), &dir.join("keys")).unwrap();
+    let (admin, _) = identity.ensure_admin().unwrap();
+    let cloud_cert =
+        bundler::read_certificate(identity.cloud_ca().unwrap().cert_pem().as_bytes()).unwrap();
+    let walrus = Walrus::open(
+        WalrusConfig {
+            data_dir: dir.to_owned(),
+            virtual_host_domain: Some("s3.koala.test".into()),
+            region: "us-east-1".into(),
+        },
+        identity,
+    )
+    .unwrap();
+    (walrus, admin, cloud_cert)
+}
+
+impl Cloud {
+    fn start() -> Cloud {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let (identity, _) =
+            Identity::open_with_ca(&dir.join("identity"), &dir.join("keys")).unwrap();
+        let user = identity.create_account("alice").unwrap();
+        drop(identity);
+        let (walrus, admin, cloud_cert) = open_walrus(&dir);
+        Cloud {
+            walrus,
+            admin,
+            user,
+            cloud_cert,
+            dir,
+            _tmp: Some(tmp),
+        }
+    }
+
+    /// Drops this Walrus and opens the same data dir again.
+    fn restart(self) -> Cloud {
+        let Cloud {
+            walrus,
+            dir,
+            user,
+            _tmp,
+            ..
+        } = self;
+        drop(walrus);
+        let (walrus, admin, cloud_cert) = open_walrus(&dir);
+        Cloud {
+            walrus,
+            admin,
+            user,
+            cloud_cert,
+            dir,
+            _tmp,
+        }
+    }
+
+    /// Sends a request, SigV4-signed by `creds` when given, through `Walrus::handle`.
+    async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Vec<u8>,
+        creds: Option<&Credentials>,
+        extra: &[(&str, &str)],
+    ) -> Resp {
+        let host = extra
+            .iter()
+            .find(|(k, _)| *k == "host")
+            .map_or(HOST, |(_, v)| *v);
+        let mut url = format!("http://{host}{path_and_query}");
+        let mut headers: Vec<(String, String)> = vec![("host".into(), host.into())];
+        if method == "PUT" {
+            headers.push(("content-length".into(), body.len().to_string()));
+        }
+        for (k, v) in extra.iter().filter(|(k, _)| *k != "host") {
+            headers.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        if let Some(c) = creds {
+            let id: aws_smithy_runtime_api::client::identity::Identity =
+                aws_credential_types::Credentials::new(
+                    &c.access_key_id,
+                    &c.secret_access_key,
+                    None,
+                    None,
+                    "test",
+                )
+                .into();
+            let mut settings = SigningSettings::default();
+            settings.percent_encoding_mode = PercentEncodingMode::Single;
+            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+            let params = v4::SigningParams::builder()
+                .identity(&id)
+                .region("us-east-1")
+                .name("s3")
+                .time(SystemTime::now())
+                .settings(settings)
+                .build()
+                .unwrap()
+                .into();
+            let signable = SignableRequest::new(
+                method,
+                url.clone(),
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                SignableBody::Bytes(&body),
+            )
+            .unwrap();
+            let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+            let (new_headers, new_params) = instructions.into_parts();
+            for h in new_headers {
+                headers.push((h.name().to_owned(), h.value().to_owned()));
+            }
+            for (k, v) in new_params {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(&format!("{k}={}", utf8_percent_encode(&v, QUERY_SET)));
+            }
+        }
+        let mut builder = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(url);
+        for (k, v) in &headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let resp = self
+            .walrus
+            .handle(builder.body(Body::from(body)).unwrap())
+            .await;
+        let (parts, body) = resp.into_parts();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    async fn put(&self, path: &str, body: Vec<u8>, creds: &Credentials) -> Resp {
+        self.send("PUT", path, body, Some(creds), &[]).await
+    }
+
+    /// GET (or HEAD) of the feed by manifest location, as `creds`.
+    async fn feed(&self, method: &str, location: &str, creds: Option<&Credentials>) -> Resp {
+        let q = utf8_percent_encode(location, QUERY_SET);
+        self.send(
+            method,
+            &format!("{FEED}?manifest={q}"),
+            Vec::new(),
+            creds,
+            &[],
+        )
+        .await
+    }
+
+    /// GET (or HEAD) of the feed by SHA-256, as the cloud admin.
+    async fn by_hash(&self, method: &str, sha256: &str) -> Resp {
+        self.send(
+            method,
+            &format!("{FEED}/{sha256}"),
+            Vec::new(),
+            Some(&self.admin),
+            &[],
+        )
+        .await
+    }
+
+    fn stored_images(&self) -> Vec<String> {
+        names_in(&self.dir.join("walrus/images/sha256"))
+    }
+
+    fn temp_images(&self) -> Vec<String> {
+        names_in(&self.dir.join("walrus/images/tmp"))
+    }
+
+    /// Uploads a bundle of `image` for `cert` as the user: `bucket/dir/NAME.part.NN` and
+    /// `bucket/dir/NAME.manifest.xml`. Returns the manifest's location.
+    async fn upload_bundle(
+        &self,
+        bucket: &str,
+        name: &str,
+        image: &[u8],
+        part_size: u64,
+        cert: &PublicKey,
+        edit: impl FnOnce(&mut Manifest),
+    ) -> String {
+        let (mut manifest, parts) = make_bundle(image, name, part_size, &self.user, cert);
+        edit(&mut manifest);
+        self.put(&format!("/{bucket}"), Vec::new(), &self.user)
+            .await;
+        for (part_name, data) in parts {
+            self.put(&format!("/{bucket}/dir/{part_name}"), data, &self.user)
+                .await
+                .expect(200);
+        }
+        let key = format!("dir/{name}.manifest.xml");
+        self.put(
+            &format!("/{bucket}/{key}"),
+            manifest.render().into_bytes(),
+            &self.user,
+        )
+        .await
+        .expect(200);
+        format!("{bucket}/{key}")
+    }
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Deterministic data that compresses partly (random 4 KiB blocks between text blocks).
+fn image(len: usize, seed: u32) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ seed;
+    (0..len)
+        .map(|i| {
+            if (i / 4096) % 2 == 0 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            } else {
+                b"koala images "[i % 13]
+            }
+        })
+        .collect()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Bundles `data` in memory for `cert`, unsigned, as euca-bundle-image would for `user`.
+fn make_bundle(
+    data: &[u8],
+    name: &str,
+    part_size: u64,
+    user: &Credentials,
+    cert: &PublicKey,
+) -> (Manifest, Vec<(String, Vec<u8>)>) {
+    let key = BundleKey::random();
+    let mut parts = MemoryParts::default();
+    let opts = BundleOptions {
+        part_size,
+        ..BundleOptions::default()
+    };
+    let outcome = bundle(
+        data,
+        data.len() as u64,
+        name,
+        &key,
+        &mut parts,
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut manifest = Manifest::new("x86_64", name, &user.account_id, ImageType::Machine);
+    manifest.digest = outcome.digest;
+    manifest.size = outcome.size;
+    manifest.bundled_size = outcome.bundled_size;
+    manifest.parts = outcome.parts;
+    manifest.set_keys(&key, cert, None).unwrap();
+    manifest.sign(None).unwrap();
+    (manifest, parts.parts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_unbundles_once_and_serves_by_hash() {
+    let cloud = Cloud::start();
+    let data = image(3 << 20, 1);
+    let want = sha256_hex(&data);
+    let cert = cloud.cloud_cert.clone();
+    let location = cloud
+        .upload_bundle("imgs", "disk.img", &data, 1 << 20, &cert, |_| {})
+        .await;
+
+    let first = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    first.expect(200);
+    assert!(first.body == data, "the image comes back bit for bit");
+    assert_eq!(first.header("x-koala-image-sha256"), want);
+    assert_eq!(first.header("etag"), format!("\"{want}\""));
+    assert_eq!(first.header("content-length"), data.len().to_string());
+    assert_eq!(cloud.walrus.image_feed_stats().unbundles, 1);
+    assert_eq!(cloud.stored_images(), vec![want.clone()]);
+    assert!(cloud.temp_images().is_empty());
+
+    // Later requests come out of the store: no second unbundling, the same file.
+    let path = cloud.dir.join("walrus/images/sha256").join(&want);
+    let before = std::fs::metadata(&path).unwrap();
+    let second = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    second.expect(200);
+    assert!(second.body == data);
+    let head = cloud.feed("HEAD", &location, Some(&cloud.admin)).await;
+    head.expect(200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), data.len().to_string());
+    assert_eq!(head.header("x-koala-image-sha256"), want);
+    assert_eq!(cloud.walrus.image_feed_stats().unbundles, 1);
+    let after = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&before),
+        std::os::unix::fs::MetadataExt::ino(&after)
+    );
+    assert_eq!(before.modified().unwrap(), after.modified().unwrap());
+
+    // By hash: whole, HEAD, a range; unknown and malformed hashes.
+    let by_hash = cloud.by_hash("GET", &want).await;
+    by_hash.expect(200);
+    assert!(by_hash.body == data);
+    assert_eq!(by_hash.header("x-koala-image-sha256"), want);
+    let head = cloud.by_hash("HEAD", &want).await;
+    head.expect(200);
+    assert_eq!(head.header("content-length"), data.len().to_string());
+    let range = cloud
+        .send(
+            "GET",
+            &format!("{FEED}/{want}"),
+            Vec::new(),
+            Some(&cloud.admin),
+            &[("range", "bytes=1000-1999")],
+        )
+        .await;
+    range.expect(206);
+    assert_eq!(&range.body[..], &data[1000..2000]);
+    assert_eq!(
+        range.header("content-range"),
+        format!("bytes 1000-1999/{}", data.len())
+    );
+    cloud
+        .by_hash("GET", &sha256_hex(b"nothing"))
+        .await
+        .expect_err(404, "NoSuchKey");
+    cloud
+        .by_hash("GET", "abc")
+        .await
+        .expect_err(400, "InvalidArgument");
+    assert_eq!(cloud.walrus.image_feed_stats().unbundles, 1);
+
+    // After a restart the index and the image are still there.
+    let cloud = cloud.restart();
+    let again = cloud.by_hash("GET", &want).await;
+    again.expect(200);
+    assert!(again.body == data);
+    let again = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    again.expect(200);
+    assert_eq!(again.header("x-koala-image-sha256"), want);
+    assert_eq!(cloud.walrus.image_feed_stats().unbundles, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_unbundling() {
+    let cloud = Cloud::start();
+    let data = image(4 << 20, 2);
+    let want = sha256_hex(&data);
+    let cert = cloud.cloud_cert.clone();
+    let location = cloud
+        .upload_bundle("many", "img", &data, 1 << 20, &cert, |_| {})
+        .await;
+    let cloud = std::sync::Arc::new(cloud);
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let cloud = std::sync::Arc::clone(&cloud);
+            let location = location.clone();
+            tokio::spawn(async move {
+                let r = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+                (r.status, r.header("x-koala-image-sha256"), r.body)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (status, sha, body) = t.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(sha, want);
+        assert!(body == data);
+    }
+    assert_eq!(cloud.walrus.image_feed_stats().unbundles, 1);
+    assert_eq!(cloud.stored_images(), vec![want]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_bundles_store_nothing() {
+    let cloud = Cloud::start();
+    let cert = cloud.cloud_cert.clone();
+
+    // A part changed after upload: its SHA-1 no longer matches the manifest.
+    let data = image(3 << 20, 3);
+    let location = cloud
+        .upload_bundle("tampered", "img", &data, 1 << 20, &cert, |_| {})
+        .await;
+    let part = cloud
+        .send(
+            "GET",
+            "/tampered/dir/img.part.01",
+            Vec::new(),
+            Some(&cloud.user),
+            &[],
+        )
+        .await;
+    let mut bytes = part.body.to_vec();
+    bytes[4242] ^= 0x20;
+    cloud
+        .put("/tampered/dir/img.part.01", bytes, &cloud.user)
+        .await
+        .expect(200);
+    let r = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    r.expect_err(409, "BadDigest");
+    assert!(String::from_utf8_lossy(&r.body).contains("part 1"));
+    assert!(cloud.stored_images().is_empty());
+    assert!(cloud.temp_images().is_empty());
+    cloud
+        .by_hash("GET", &sha256_hex(&data))
+        .await
+        .expect_err(404, "NoSuchKey");
+
+    // Parts intact, but the manifest's tar digest is wrong.
+    let location = cloud
+        .upload_bundle("baddigest", "img", &data, 1 << 20, &cert, |m| {
+            m.digest = "0".repeat(40);
+        })
+        .await;
+    let r = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    r.expect_err(409, "BadDigest");
+    assert!(String::from_utf8_lossy(&r.body).contains("tar stream"));
+    assert!(cloud.stored_images().is_empty());
+    assert!(cloud.temp_images().is_empty());
+
+    // A missing part, a bundle for another cloud, a missing manifest, garbage.
+    let location = cloud
+        .upload_bundle("gone", "img", &data, 1 << 20, &cert, |_| {})
+        .await;
+    cloud
+        .send(
+            "DELETE",
+            "/gone/dir/img.part.01",
+            Vec::new(),
+            Some(&cloud.user),
+            &[],
+        )
+        .await
+        .expect(204);
+    cloud
+        .feed("GET", &location, Some(&cloud.admin))
+        .await
+        .expect_err(400, "InvalidManifest");
+    let other = PublicKey::from(&bundler::PrivateKey::new(&mut rand::thread_rng(), 1024).unwrap());
+    let location = cloud
+        .upload_bundle("elsewhere", "img", &data, 1 << 20, &other, |_| {})
+        .await;
+    let r = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    r.expect_err(400, "InvalidManifest");
+    assert!(String::from_utf8_lossy(&r.body).contains("not encrypted for this cloud"));
+    cloud
+        .feed("GET", "imgs/none.manifest.xml", Some(&cloud.admin))
+        .await
+        .expect_err(404, "NoSuchKey");
+    cloud
+        .put(
+            "/gone/dir/junk.manifest.xml",
+            b"<manifest>".to_vec(),
+            &cloud.user,
+        )
+        .await
+        .expect(200);
+    cloud
+        .feed("GET", "gone/dir/junk.manifest.xml", Some(&cloud.admin))
+        .await
+        .expect_err(400, "InvalidManifest");
+    cloud
+        .feed("GET", "no-slash", Some(&cloud.admin))
+        .await
+        .expect_err(400, "InvalidArgument");
+    assert!(cloud.stored_images().is_empty());
+    assert!(cloud.temp_images().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_cloud_may_call_the_feed() {
+    let cloud = Cloud::start();
+    let data = image(100_000, 4);
+    let cert = cloud.cloud_cert.clone();
+    let location = cloud
+        .upload_bundle("mine", "img", &data, 1 << 20, &cert, |_| {})
+        .await;
+    // The bundle's owner is not a cloud component.
+    cloud
+        .feed("GET", &location, Some(&cloud.user))
+        .await
+        .expect_err(403, "AccessDenied");
+    cloud
+        .feed("GET", &location, None)
+        .await
+        .expect_err(403, "AccessDenied");
+    let r = cloud.feed("HEAD", &location, None).await;
+    r.expect(403);
+    assert!(r.body.is_empty());
+    cloud
+        .send(
+            "GET",
+            &format!("{FEED}/{}", sha256_hex(&data)),
+            Vec::new(),
+            Some(&cloud.user),
+            &[],
+        )
+        .await
+        .expect_err(403, "AccessDenied");
+    assert_eq!(cloud.walrus.image_feed_stats().unbundles, 0);
+    // Other verbs are refused; the S3 namespace around `_koala` is untouched.
+    cloud
+        .send("PUT", FEED, Vec::new(), Some(&cloud.admin), &[])
+        .await
+        .expect_err(405, "MethodNotAllowed");
+    cloud
+        .send("PUT", "/_koala", Vec::new(), Some(&cloud.admin), &[])
+        .await
+        .expect_err(400, "InvalidBucketName");
+    // Under a virtual-host bucket, `_koala/images` is an ordinary key.
+    cloud
+        .put("/vhost", Vec::new(), &cloud.user)
+        .await
+        .expect(200);
+    let vhost = [("host", "vhost.s3.koala.test")];
+    cloud
+        .send(
+            "PUT",
+            "/_koala/images",
+            b"x".to_vec(),
+            Some(&cloud.user),
+            &vhost,
+        )
+        .await
+        .expect(200);
+    let r = cloud
+        .send(
+            "GET",
+            "/_koala/images",
+            Vec::new(),
+            Some(&cloud.user),
+            &vhost,
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(&r.body[..], b"x");
+}
+
+/// Unbundle throughput for a 256 MiB image: `cargo test --release -p walrus --test
+/// image_feed -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn unbundle_throughput_256_mib() {
+    let cloud = Cloud::start();
+    let len = 256 << 20;
+    let data = image(len, 5);
+    let want = sha256_hex(&data);
+    let cert = cloud.cloud_cert.clone();
+    let (manifest, parts) = make_bundle(&data, "big.img", 10 << 20, &cloud.user, &cert);
+    drop(data);
+
+    // The pipeline alone, from memory into nothing: the ceiling for the feed.
+    let ca_key = {
+        let (identity, _) =
+            Identity::open_with_ca(&cloud.dir.join("identity2"), &cloud.dir.join("keys")).unwrap();
+        manifest
+            .unwrap_cloud_key(identity.cloud_ca().unwrap().private_key())
+            .unwrap()
+    };
+    let t = Instant::now();
+    let mut un = bundler::Unbundler::new(&manifest, &ca_key, std::io::sink()).unwrap();
+    for (i, (_, p)) in parts.iter().enumerate() {
+        un.part(i, p).unwrap();
+    }
+    un.finish().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "bundler pipeline alone (memory to null sink): {:.2} s, {:.0} MB/s",
+        secs,
+        len as f64 / 1e6 / secs
+    );
+
+    cloud
+        .put("/bench", Vec::new(), &cloud.user)
+        .await
+        .expect(200);
+    for (part_name, data) in parts {
+        cloud
+            .put(&format!("/bench/dir/{part_name}"), data, &cloud.user)
+            .await
+            .expect(200);
+    }
+    let location = "bench/dir/big.img.manifest.xml";
+    cloud
+        .put(
+            &format!("/{location}"),
+            manifest.render().into_bytes(),
+            &cloud.user,
+        )
+        .await
+        .expect(200);
+    let (bucket, key) = location.split_once('/').unwrap();
+    let t = Instant::now();
+    let image = cloud.walrus.unbundled_image(bucket, key).await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(image.sha256, want);
+    println!(
+        "unbundle (read parts, SHA-1, AES, gunzip, tar, SHA-256, write, fsync): {:.2} s, {:.0} MB/s",
+        secs,
+        len as f64 / 1e6 / secs
+    );
+    let t = Instant::now();
+    let r = cloud.by_hash("GET", &want).await;
+    r.expect(200);
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(r.body.len(), len);
+    println!(
+        "serve by hash: {:.2} s, {:.0} MB/s",
+        secs,
+        len as f64 / 1e6 / secs
+    );
+}
