@@ -1,0 +1,384 @@
+//! An instance's libvirt domain XML.
+//!
+//! One shape for every instance: direct kernel boot (the eki as kernel, the eri as initrd), the
+//! root disk as `virtio` `/dev/vda`, the NoCloud config drive as a read-only `virtio` `/dev/vdb`
+//! (the test kernels have no CD-ROM driver), the serial console appended to a log file (what
+//! GetConsoleOutput returns), no network interface yet, and no USB or balloon device. A guest
+//! reboot restarts it; a power-off or a crash ends the domain, which the node controller then
+//! sees as the instance's end.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use quick_xml::escape::escape;
+
+use crate::accel::Accel;
+use crate::qemu_user::QemuUser;
+
+/// The command line every instance's kernel gets, before what the image or request adds.
+pub const BASE_CMDLINE: &str = "console=ttyS0 root=/dev/vda";
+
+/// The size of a virtual machine: what a VM type (m1.small, c1.medium, ...) stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmSize {
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+}
+
+/// The format of a disk image, pinned in the XML so that QEMU never probes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// A raw image (a reflinked clone, a config drive ISO).
+    Raw,
+    /// A qcow2 overlay on a cached base image.
+    Qcow2,
+}
+
+impl DiskFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// A disk attached to the domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The image file (absolute).
+    pub path: PathBuf,
+    /// Its format.
+    pub format: DiskFormat,
+    /// Whether the guest sees it read-only.
+    pub readonly: bool,
+}
+
+/// Everything that makes an instance's domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    /// The domain's name: the instance id (`i-12345678`).
+    pub name: String,
+    /// KVM or TCG.
+    pub accel: Accel,
+    /// vCPUs and memory.
+    pub size: VmSize,
+    /// The kernel QEMU boots directly.
+    pub kernel: PathBuf,
+    /// The initial ramdisk, if the image has one.
+    pub initrd: Option<PathBuf>,
+    /// Kernel parameters after [`BASE_CMDLINE`] (from the image or the request).
+    pub extra_cmdline: String,
+    /// The root disk, `/dev/vda`.
+    pub root_disk: Disk,
+    /// The NoCloud config drive (a raw ISO 9660 image), read-only `/dev/vdb`.
+    pub config_drive: Option<PathBuf>,
+    /// The file the serial console is appended to.
+    pub console_log: PathBuf,
+    /// The user QEMU runs as (see [`crate::qemu_user`]).
+    pub qemu_user: QemuUser,
+}
+
+impl DomainSpec {
+    /// The kernel command line: [`BASE_CMDLINE`] then the extra parameters.
+    pub fn cmdline(&self) -> String {
+        let extra = self.extra_cmdline.trim();
+        if extra.is_empty() {
+            BASE_CMDLINE.to_owned()
+        } else {
+            format!("{BASE_CMDLINE} {extra}")
+        }
+    }
+
+    /// Renders the domain XML that libvirt defines.
+    pub fn to_xml(&self) -> String {
+        let mut x = String::with_capacity(2048);
+        // Writing to a String cannot fail: the results of writeln! are ignored below.
+        let _ = writeln!(x, "<domain type='{}'>", self.accel.domain_type());
+        let _ = writeln!(x, "  <name>{}</name>", escape(self.name.as_str()));
+        let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", self.size.memory_mib);
+        let _ = writeln!(x, "  <vcpu>{}</vcpu>", self.size.vcpus);
+        x.push_str("  <os>\n    <type arch='x86_64'>hvm</type>\n");
+        let _ = writeln!(x, "    <kernel>{}</kernel>", path_text(&self.kernel));
+        if let Some(initrd) = &self.initrd {
+            let _ = writeln!(x, "    <initrd>{}</initrd>", path_text(initrd));
+        }
+        let _ = writeln!(
+            x,
+            "    <cmdline>{}</cmdline>",
+            escape(self.cmdline().as_str())
+        );
+        x.push_str("  </os>\n");
+        x.push_str("  <features>\n    <acpi/>\n  </features>\n");
+        x.push_str("  <on_poweroff>destroy</on_poweroff>\n");
+        x.push_str("  <on_reboot>restart</on_reboot>\n");
+        x.push_str("  <on_crash>destroy</on_crash>\n");
+        x.push_str("  <devices>\n");
+        disk_xml(&mut x, &self.root_disk, "vda");
+        if let Some(drive) = &self.config_drive {
+            let disk = Disk {
+                path: drive.clone(),
+                format: DiskFormat::Raw,
+                readonly: true,
+            };
+            disk_xml(&mut x, &disk, "vdb");
+        }
+        x.push_str("    <serial type='file'>\n");
+        let _ = writeln!(
+            x,
+            "      <source path='{}' append='on'/>",
+            path_text(&self.console_log)
+        );
+        x.push_str("      <target port='0'/>\n    </serial>\n");
+        x.push_str("    <controller type='usb' model='none'/>\n");
+        x.push_str("    <memballoon model='none'/>\n");
+        x.push_str("  </devices>\n");
+        x.push_str("  <seclabel type='static' model='dac' relabel='no'>\n");
+        let _ = writeln!(x, "    <label>{}</label>", self.qemu_user.dac_label());
+        x.push_str("  </seclabel>\n");
+        x.push_str("</domain>\n");
+        x
+    }
+}
+
+fn disk_xml(x: &mut String, disk: &Disk, target: &str) {
+    x.push_str("    <disk type='file' device='disk'>\n");
+    let _ = writeln!(
+        x,
+        "      <driver name='qemu' type='{}'/>",
+        disk.format.as_str()
+    );
+    let _ = writeln!(x, "      <source file='{}'/>", path_text(&disk.path));
+    let _ = writeln!(x, "      <target dev='{target}' bus='virtio'/>");
+    if disk.readonly {
+        x.push_str("      <readonly/>\n");
+    }
+    x.push_str("    </disk>\n");
+}
+
+fn path_text(path: &Path) -> String {
+    escape(path.to_string_lossy().as_ref()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quick_xml::events::{BytesStart, Event};
+    use quick_xml::Reader;
+
+    /// One element of a parsed document: its path from the root, attributes and text.
+    struct Element {
+        path: String,
+        attrs: Vec<(String, String)>,
+        text: String,
+    }
+
+    impl Element {
+        fn attr(&self, name: &str) -> Option<&str> {
+            self.attrs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn element(stack: &[String], e: &BytesStart) -> Element {
+        let attrs = e
+            .attributes()
+            .map(|a| {
+                let a = a.unwrap();
+                let key = String::from_utf8(a.key.as_ref().to_vec()).unwrap();
+                (key, a.unescape_value().unwrap().into_owned())
+            })
+            .collect();
+        Element {
+            path: stack.join("/"),
+            attrs,
+            text: String::new(),
+        }
+    }
+
+    fn parse(xml: &str) -> Vec<Element> {
+        let mut reader = Reader::from_str(xml);
+        let mut stack: Vec<String> = Vec::new();
+        let mut open: Vec<usize> = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match reader.read_event().expect("well-formed XML") {
+                Event::Start(e) => {
+                    stack.push(String::from_utf8(e.name().as_ref().to_vec()).unwrap());
+                    out.push(element(&stack, &e));
+                    open.push(out.len() - 1);
+                }
+                Event::Empty(e) => {
+                    stack.push(String::from_utf8(e.name().as_ref().to_vec()).unwrap());
+                    out.push(element(&stack, &e));
+                    stack.pop();
+                }
+                Event::Text(t) => {
+                    if let Some(&i) = open.last() {
+                        out[i].text.push_str(&t.unescape().unwrap());
+                    }
+                }
+                Event::End(_) => {
+                    stack.pop();
+                    open.pop();
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn one<'a>(doc: &'a [Element], path: &str) -> &'a Element {
+        let found: Vec<&Element> = doc.iter().filter(|e| e.path == path).collect();
+        assert_eq!(found.len(), 1, "exactly one {path}");
+        found[0]
+    }
+
+    fn spec() -> DomainSpec {
+        DomainSpec {
+            name: "i-12345678".into(),
+            accel: Accel::Tcg,
+            size: VmSize {
+                vcpus: 2,
+                memory_mib: 512,
+            },
+            kernel: "/var/lib/koala/cache/kernel".into(),
+            initrd: Some("/var/lib/koala/cache/initrd".into()),
+            extra_cmdline: " quiet panic=-1 ".into(),
+            root_disk: Disk {
+                path: "/var/lib/koala/instances/i-12345678/disk.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                readonly: false,
+            },
+            config_drive: Some("/var/lib/koala/instances/i-12345678/config.iso".into()),
+            console_log: "/var/lib/koala/instances/i-12345678/console.log".into(),
+            qemu_user: QemuUser {
+                uid: 64055,
+                gid: 107,
+            },
+        }
+    }
+
+    #[test]
+    fn renders_a_direct_kernel_boot_domain() {
+        let doc = parse(&spec().to_xml());
+        assert_eq!(one(&doc, "domain").attr("type"), Some("qemu"));
+        assert_eq!(one(&doc, "domain/name").text, "i-12345678");
+        assert_eq!(one(&doc, "domain/memory").text, "512");
+        assert_eq!(one(&doc, "domain/memory").attr("unit"), Some("MiB"));
+        assert_eq!(one(&doc, "domain/vcpu").text, "2");
+        assert_eq!(one(&doc, "domain/os/type").text, "hvm");
+        assert_eq!(
+            one(&doc, "domain/os/kernel").text,
+            "/var/lib/koala/cache/kernel"
+        );
+        assert_eq!(
+            one(&doc, "domain/os/initrd").text,
+            "/var/lib/koala/cache/initrd"
+        );
+        assert_eq!(
+            one(&doc, "domain/os/cmdline").text,
+            "console=ttyS0 root=/dev/vda quiet panic=-1"
+        );
+        assert_eq!(one(&doc, "domain/on_poweroff").text, "destroy");
+        assert_eq!(one(&doc, "domain/on_reboot").text, "restart");
+        assert_eq!(one(&doc, "domain/on_crash").text, "destroy");
+        assert!(
+            doc.iter().all(|e| e.path != "domain/devices/interface"),
+            "no NIC"
+        );
+        assert_eq!(one(&doc, "domain/seclabel").attr("relabel"), Some("no"));
+        assert_eq!(one(&doc, "domain/seclabel/label").text, "+64055:+107");
+    }
+
+    #[test]
+    fn attaches_root_disk_config_drive_and_console() {
+        let doc = parse(&spec().to_xml());
+        let disks: Vec<&Element> = doc
+            .iter()
+            .filter(|e| e.path == "domain/devices/disk")
+            .collect();
+        assert_eq!(disks.len(), 2);
+        let targets: Vec<&Element> = doc
+            .iter()
+            .filter(|e| e.path == "domain/devices/disk/target")
+            .collect();
+        let sources: Vec<&Element> = doc
+            .iter()
+            .filter(|e| e.path == "domain/devices/disk/source")
+            .collect();
+        let drivers: Vec<&Element> = doc
+            .iter()
+            .filter(|e| e.path == "domain/devices/disk/driver")
+            .collect();
+        assert_eq!(targets[0].attr("dev"), Some("vda"));
+        assert_eq!(targets[0].attr("bus"), Some("virtio"));
+        assert_eq!(drivers[0].attr("type"), Some("qcow2"));
+        assert_eq!(
+            sources[0].attr("file"),
+            Some("/var/lib/koala/instances/i-12345678/disk.qcow2")
+        );
+        assert_eq!(targets[1].attr("dev"), Some("vdb"));
+        assert_eq!(drivers[1].attr("type"), Some("raw"));
+        assert_eq!(
+            sources[1].attr("file"),
+            Some("/var/lib/koala/instances/i-12345678/config.iso")
+        );
+        // Only the config drive is read-only.
+        one(&doc, "domain/devices/disk/readonly");
+        let xml = spec().to_xml();
+        let readonly_at = xml.find("<readonly/>").unwrap();
+        assert!(readonly_at > xml.find("config.iso").unwrap());
+
+        assert_eq!(
+            one(&doc, "domain/devices/serial").attr("type"),
+            Some("file")
+        );
+        assert_eq!(
+            one(&doc, "domain/devices/serial/source").attr("path"),
+            Some("/var/lib/koala/instances/i-12345678/console.log")
+        );
+    }
+
+    #[test]
+    fn kvm_and_minimal_instances() {
+        let mut s = spec();
+        s.accel = Accel::Kvm;
+        s.initrd = None;
+        s.config_drive = None;
+        s.extra_cmdline = String::new();
+        let doc = parse(&s.to_xml());
+        assert_eq!(one(&doc, "domain").attr("type"), Some("kvm"));
+        assert!(doc.iter().all(|e| e.path != "domain/os/initrd"));
+        assert_eq!(
+            doc.iter()
+                .filter(|e| e.path == "domain/devices/disk")
+                .count(),
+            1
+        );
+        assert_eq!(one(&doc, "domain/os/cmdline").text, BASE_CMDLINE);
+    }
+
+    #[test]
+    fn escapes_names_and_paths() {
+        let mut s = spec();
+        s.name = "a<b>&'c\"".into();
+        s.console_log = "/tmp/it's <here>/console.log".into();
+        s.extra_cmdline = "koala.note=\"x&y\"".into();
+        let doc = parse(&s.to_xml());
+        assert_eq!(one(&doc, "domain/name").text, "a<b>&'c\"");
+        assert_eq!(
+            one(&doc, "domain/devices/serial/source").attr("path"),
+            Some("/tmp/it's <here>/console.log")
+        );
+        assert_eq!(
+            one(&doc, "domain/os/cmdline").text,
+            "console=ttyS0 root=/dev/vda koala.note=\"x&y\""
+        );
+    }
+}

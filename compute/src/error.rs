@@ -1,0 +1,67 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+
+/// Why a compute operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// libvirt refused or failed a call.
+    #[error("libvirt could not {action}")]
+    Libvirt {
+        /// What was asked of libvirt, e.g. "start domain i-12345678".
+        action: String,
+        /// libvirt's own error, with its code and message.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// A file operation failed.
+    #[error("could not {action} {}", path.display())]
+    Io {
+        /// What was being done to the file.
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// libvirt knows no domain of this name.
+    #[error("there is no domain {0}")]
+    NoDomain(String),
+    /// An external program (genisoimage) could not run or exited with a failure.
+    #[error("{program} failed ({status}): {stderr}")]
+    Command {
+        /// The program's name.
+        program: &'static str,
+        /// How it ended.
+        status: ExitStatus,
+        /// What it printed on its standard error.
+        stderr: String,
+    },
+    /// QEMU's user is not in the password database.
+    #[error("there is no user {0} on this host for QEMU to run as")]
+    NoSuchUser(String),
+    /// An accelerator setting that is none of `auto`, `kvm` and `tcg`.
+    #[error("unknown accelerator {0:?}: expected auto, kvm or tcg")]
+    UnknownAccel(String),
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    pub(crate) fn libvirt(action: impl Into<String>) -> impl FnOnce(virt::error::Error) -> Self {
+        let action = action.into();
+        move |source| Error::Libvirt { action, source }
+    }
+}

@@ -1,0 +1,214 @@
+//! A thin, blocking wrapper over a libvirt connection: the few domain operations the node
+//! controller needs.
+//!
+//! The `virt` crate's `Connect` and `Domain` release their libvirt references in `Drop` and
+//! panic if that fails. Version 0.5 has no fallible `close`: a `virConnectClose` or
+//! `virDomainFree` fails only for an invalid pointer, which a value made by `virt` never holds,
+//! so each handle here is held once and dropped once, never cloned.
+
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::enumutil::Enum;
+use virt::error::ErrorNumber;
+
+use crate::Error;
+
+/// The libvirt URI of the host's system-wide QEMU driver, where instances run.
+pub const SYSTEM_URI: &str = "qemu:///system";
+
+/// The state of a domain as libvirt reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainState {
+    /// Running (or blocked on a resource, which libvirt counts apart).
+    Running,
+    /// Paused by libvirt or QEMU.
+    Paused,
+    /// Shutting down.
+    ShuttingDown,
+    /// Defined but not running.
+    ShutOff,
+    /// Crashed (kept only when `on_crash` says so).
+    Crashed,
+    /// Suspended by the guest's power management.
+    Suspended,
+    /// A state libvirt did not name.
+    Unknown,
+}
+
+/// A domain libvirt knows: what reconciliation compares with the node's instance folders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSummary {
+    /// The domain's name (an instance id for Koala's domains).
+    pub name: String,
+    /// Its state.
+    pub state: DomainState,
+}
+
+/// An open connection to libvirt.
+pub struct Hypervisor {
+    conn: Connect,
+}
+
+impl Hypervisor {
+    /// Connects to libvirt at `uri` ([`SYSTEM_URI`] for instances; `test:///default` for
+    /// libvirt's in-process test driver).
+    pub fn open(uri: &str) -> Result<Self, Error> {
+        // Errors come back as values; libvirt's default handler would also print each one.
+        virt::error::clear_error_callback();
+        let conn = Connect::open(Some(uri)).map_err(Error::libvirt(format!("connect to {uri}")))?;
+        Ok(Hypervisor { conn })
+    }
+
+    /// Defines a persistent domain from `xml` and starts it. If it does not start, the
+    /// definition is removed again, so a failed start leaves nothing behind.
+    pub fn define_and_start(&self, xml: &str) -> Result<(), Error> {
+        let domain = self
+            .conn
+            .define_domain_xml(xml)
+            .map_err(Error::libvirt("define a domain"))?;
+        if let Err(e) = domain.create() {
+            let name = domain.name().unwrap_or_default();
+            // The start error is the one worth reporting; a failed undefine shows in list().
+            let _ = domain.undefine();
+            return Err(Error::libvirt(format!("start domain {name}"))(e));
+        }
+        Ok(())
+    }
+
+    /// Resets a running domain, like a press of the reset button: the guest's kernel boots
+    /// again without shutting down (a busybox guest ignores ACPI reboot requests).
+    pub fn reset(&self, name: &str) -> Result<(), Error> {
+        let domain = self
+            .lookup(name)?
+            .ok_or_else(|| Error::NoDomain(name.to_owned()))?;
+        domain
+            .reset()
+            .map_err(Error::libvirt(format!("reset domain {name}")))
+    }
+
+    /// Stops a domain at once if it runs, then removes its definition. Returns whether there
+    /// was a domain of that name; destroying one that is already gone is not an error.
+    pub fn destroy(&self, name: &str) -> Result<bool, Error> {
+        let Some(domain) = self.lookup(name)? else {
+            return Ok(false);
+        };
+        if let Err(e) = domain.destroy() {
+            // "domain is not running" is what destroy says of a shut-off domain.
+            if !matches!(e.code(), Enum::Known(ErrorNumber::OperationInvalid)) {
+                return Err(Error::libvirt(format!("destroy domain {name}"))(e));
+            }
+        }
+        match domain.undefine() {
+            Ok(()) => Ok(true),
+            // A transient domain vanishes with destroy.
+            Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::NoDomain)) => Ok(true),
+            Err(e) => Err(Error::libvirt(format!("undefine domain {name}"))(e)),
+        }
+    }
+
+    /// The state of the domain `name`, or `None` when libvirt knows no such domain.
+    pub fn state(&self, name: &str) -> Result<Option<DomainState>, Error> {
+        match self.lookup(name)? {
+            Some(domain) => state_of(&domain, name).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every domain libvirt knows, running or only defined.
+    pub fn list(&self) -> Result<Vec<DomainSummary>, Error> {
+        let domains = self
+            .conn
+            .list_all_domains(0)
+            .map_err(Error::libvirt("list domains"))?;
+        domains
+            .iter()
+            .map(|domain| {
+                let name = domain
+                    .name()
+                    .map_err(Error::libvirt("read a domain's name"))?;
+                let state = state_of(domain, &name)?;
+                Ok(DomainSummary { name, state })
+            })
+            .collect()
+    }
+
+    fn lookup(&self, name: &str) -> Result<Option<Domain>, Error> {
+        match self.conn.lookup_domain_by_name(name) {
+            Ok(domain) => Ok(Some(domain)),
+            Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::NoDomain)) => Ok(None),
+            Err(e) => Err(Error::libvirt(format!("look up domain {name}"))(e)),
+        }
+    }
+}
+
+fn state_of(domain: &Domain, name: &str) -> Result<DomainState, Error> {
+    use virt::domain::DomainState as S;
+    let (state, _reason) = domain
+        .state()
+        .map_err(Error::libvirt(format!("read the state of domain {name}")))?;
+    Ok(match state {
+        Enum::Known(S::Running | S::Blocked) => DomainState::Running,
+        Enum::Known(S::Paused) => DomainState::Paused,
+        Enum::Known(S::Shutdown) => DomainState::ShuttingDown,
+        Enum::Known(S::Shutoff) => DomainState::ShutOff,
+        Enum::Known(S::Crashed) => DomainState::Crashed,
+        Enum::Known(S::PMSuspended) => DomainState::Suspended,
+        Enum::Known(S::NoState) | Enum::Unknown(_) => DomainState::Unknown,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accel::Accel;
+    use crate::domain::{Disk, DiskFormat, DomainSpec, VmSize};
+    use crate::qemu_user::QemuUser;
+
+    fn spec(name: &str) -> DomainSpec {
+        DomainSpec {
+            name: name.into(),
+            accel: Accel::Tcg,
+            size: VmSize {
+                vcpus: 1,
+                memory_mib: 128,
+            },
+            kernel: "/nonexistent/vmlinux".into(),
+            initrd: None,
+            extra_cmdline: String::new(),
+            root_disk: Disk {
+                path: "/nonexistent/disk.img".into(),
+                format: DiskFormat::Raw,
+                readonly: false,
+            },
+            config_drive: None,
+            console_log: "/nonexistent/console.log".into(),
+            qemu_user: QemuUser {
+                uid: 64055,
+                gid: 107,
+            },
+        }
+    }
+
+    /// libvirt's in-process test driver: no daemon, no guest, the same API.
+    #[test]
+    fn domain_lifecycle_on_the_test_driver() {
+        let hv = Hypervisor::open("test:///default").unwrap();
+        assert_eq!(hv.state("i-0000000a").unwrap(), None);
+        hv.define_and_start(&spec("i-0000000a").to_xml()).unwrap();
+        assert_eq!(hv.state("i-0000000a").unwrap(), Some(DomainState::Running));
+        assert!(hv.list().unwrap().contains(&DomainSummary {
+            name: "i-0000000a".into(),
+            state: DomainState::Running
+        }));
+        hv.reset("i-0000000a").unwrap();
+        assert!(matches!(hv.reset("i-0000000b"), Err(Error::NoDomain(_))));
+        assert!(hv.destroy("i-0000000a").unwrap());
+        assert!(!hv.destroy("i-0000000a").unwrap());
+        assert_eq!(hv.state("i-0000000a").unwrap(), None);
+        assert!(hv.list().unwrap().iter().all(|d| d.name != "i-0000000a"));
+        assert!(matches!(
+            hv.define_and_start("<domain type='qemu'>"),
+            Err(Error::Libvirt { .. })
+        ));
+    }
+}
