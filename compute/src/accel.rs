@@ -136,6 +136,7 @@ impl Probe {
 
         let name = format!("koala-kvm-probe-{}", std::process::id());
         let spec = DomainSpec {
+            node: "koala-test".into(),
             name: name.clone(),
             accel: Accel::Kvm,
             size: VmSize {

@@ -15,6 +15,10 @@ use quick_xml::escape::escape;
 use crate::accel::Accel;
 use crate::qemu_user::QemuUser;
 
+/// The XML namespace of the metadata element that marks a domain as a Koala instance, so
+/// that the node controller destroys leaked domains of its own and never anyone else's.
+pub const KOALA_NS: &str = "https://koala.cloud/xmlns/instance/1";
+
 /// The command line every instance's kernel gets, before what the image or request adds.
 pub const BASE_CMDLINE: &str = "console=ttyS0 root=/dev/vda";
 
@@ -61,6 +65,9 @@ pub struct Disk {
 pub struct DomainSpec {
     /// The domain's name: the instance id (`i-12345678`).
     pub name: String,
+    /// The id of the node controller that owns the domain, recorded in its metadata: on a
+    /// host with several node controllers (or tests), each sweeps only its own domains.
+    pub node: String,
     /// KVM or TCG.
     pub accel: Accel,
     /// vCPUs and memory.
@@ -100,6 +107,11 @@ impl DomainSpec {
         let _ = writeln!(x, "  <name>{}</name>", escape(self.name.as_str()));
         let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", self.size.memory_mib);
         let _ = writeln!(x, "  <vcpu>{}</vcpu>", self.size.vcpus);
+        let _ = writeln!(
+            x,
+            "  <metadata>\n    <koala:instance xmlns:koala='{KOALA_NS}' node='{}'/>\n  </metadata>",
+            escape(self.node.as_str())
+        );
         x.push_str("  <os>\n    <type arch='x86_64'>hvm</type>\n");
         let _ = writeln!(x, "    <kernel>{}</kernel>", path_text(&self.kernel));
         if let Some(initrd) = &self.initrd {
@@ -241,6 +253,7 @@ mod tests {
 
     fn spec() -> DomainSpec {
         DomainSpec {
+            node: "koala-test".into(),
             name: "i-12345678".into(),
             accel: Accel::Tcg,
             size: VmSize {

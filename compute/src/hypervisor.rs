@@ -132,6 +132,26 @@ impl Hypervisor {
             .collect()
     }
 
+    /// The names of the domains the node controller `node` defined (marked with
+    /// [`crate::domain::KOALA_NS`] metadata naming it): what its reconciliation may destroy.
+    pub fn koala_domains(&self, node: &str) -> Result<Vec<String>, Error> {
+        let mark = format!("node=\"{node}\"");
+        /// libvirt's `VIR_DOMAIN_METADATA_ELEMENT`.
+        const METADATA_ELEMENT: i32 = 2;
+        let domains = self
+            .conn
+            .list_all_domains(0)
+            .map_err(Error::libvirt("list domains"))?;
+        Ok(domains
+            .iter()
+            .filter(|d| {
+                d.metadata(METADATA_ELEMENT, Some(crate::domain::KOALA_NS), 0)
+                    .is_ok_and(|xml| xml.replace('\'', "\"").contains(&mark))
+            })
+            .filter_map(|d| d.name().ok())
+            .collect())
+    }
+
     fn lookup(&self, name: &str) -> Result<Option<Domain>, Error> {
         match self.conn.lookup_domain_by_name(name) {
             Ok(domain) => Ok(Some(domain)),
@@ -166,6 +186,7 @@ mod tests {
 
     fn spec(name: &str) -> DomainSpec {
         DomainSpec {
+            node: "koala-test".into(),
             name: name.into(),
             accel: Accel::Tcg,
             size: VmSize {
@@ -196,6 +217,11 @@ mod tests {
         assert_eq!(hv.state("i-0000000a").unwrap(), None);
         hv.define_and_start(&spec("i-0000000a").to_xml()).unwrap();
         assert_eq!(hv.state("i-0000000a").unwrap(), Some(DomainState::Running));
+        assert_eq!(
+            hv.koala_domains("koala-test").unwrap(),
+            vec!["i-0000000a".to_owned()]
+        );
+        assert!(hv.koala_domains("other-node").unwrap().is_empty());
         assert!(hv.list().unwrap().contains(&DomainSummary {
             name: "i-0000000a".into(),
             state: DomainState::Running

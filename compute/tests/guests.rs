@@ -124,6 +124,7 @@ fn boots_resets_and_destroys_a_guest_under_tcg() {
     let log = console_log(dir.path(), user);
 
     let spec = DomainSpec {
+        node: "koala-test".into(),
         name: id.into(),
         accel: Accel::Tcg,
         size: VmSize {
@@ -216,6 +217,7 @@ fn a_domain_that_cannot_start_leaves_no_definition() {
     let user = qemu_user();
     let id = "i-0badc0de";
     let spec = DomainSpec {
+        node: "koala-test".into(),
         name: id.into(),
         accel: Accel::Tcg,
         size: VmSize {

@@ -1,0 +1,406 @@
+//! The cluster controller (CC): the registry of a cluster's nodes, their health and size,
+//! and the placement of instances on them.
+//!
+//! Nodes are registered by the admin (`euca_conf --register-nodes`) and kept in
+//! `DIR/nodes.json`. The CC polls each node for its resources and instances every few
+//! seconds; placement uses the last poll plus what the CC placed since, so that a burst of
+//! runs does not pile onto one node. The CC keeps no instance state of its own: the nodes are
+//! the truth, and a CC restart loses nothing.
+
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ::http::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::rpc::{
+    ConsoleOutput, InstanceReport, NodeRegistration, NodeResources, NodeStatus, Placement,
+    RpcClient, RpcError, RunOrder,
+};
+
+/// How often nodes are polled.
+const POLL_PERIOD: Duration = Duration::from_secs(2);
+
+/// How long a node may take to answer a call.
+const NODE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How instances are spread over nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// The node with the most free room for the instance's type (Eucalyptus' GREEDY is the
+    /// other way round; spreading keeps guests fast).
+    #[default]
+    LeastLoaded,
+    /// Each node in turn, skipping full ones.
+    RoundRobin,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "least-loaded" => Ok(Policy::LeastLoaded),
+            "round-robin" => Ok(Policy::RoundRobin),
+            other => Err(format!(
+                "unknown placement policy {other:?}: expected least-loaded or round-robin"
+            )),
+        }
+    }
+}
+
+/// The outcome of a run: the instances placed, and those no node took, with why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    /// Where each started instance went.
+    pub placed: Vec<Placement>,
+    /// Instances that could not be placed: their id and the error.
+    pub failed: Vec<(String, RpcError)>,
+}
+
+/// A running cluster controller; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    policy: Policy,
+    client: RpcClient,
+    nodes: Mutex<BTreeMap<String, NodeEntry>>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct NodeEntry {
+    url: String,
+    resources: Option<NodeResources>,
+    error: Option<String>,
+    /// The instances the node reported last, by id.
+    instances: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Cluster {
+    /// Opens the cluster's registry in `dir` and starts polling its nodes; calls to nodes are
+    /// signed by `client`.
+    pub fn open(dir: PathBuf, policy: Policy, client: RpcClient) -> std::io::Result<Cluster> {
+        std::fs::create_dir_all(&dir)?;
+        let registered: Vec<NodeRegistration> = match std::fs::read(dir.join("nodes.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let nodes = registered
+            .into_iter()
+            .map(|r| {
+                (
+                    r.host,
+                    NodeEntry {
+                        url: r.url,
+                        ..NodeEntry::default()
+                    },
+                )
+            })
+            .collect();
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                dir,
+                policy,
+                client,
+                nodes: Mutex::new(nodes),
+                next: AtomicUsize::new(0),
+            }),
+        };
+        let poller = cluster.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLL_PERIOD);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                poller.poll().await;
+            }
+        });
+        Ok(cluster)
+    }
+
+    /// Registers a node (or changes its URL) and polls it at once.
+    pub async fn register(&self, node: NodeRegistration) -> Result<NodeStatus, RpcError> {
+        if node.host.is_empty() || !node.url.starts_with("http") {
+            return Err(RpcError::new(
+                "BadRequest",
+                "a node needs a host name and an http:// URL",
+            ));
+        }
+        {
+            let mut nodes = lock(&self.inner.nodes);
+            let entry = nodes.entry(node.host.clone()).or_default();
+            entry.url = node.url.clone();
+            self.save(&nodes)?;
+        }
+        self.poll().await;
+        Ok(self
+            .nodes()
+            .into_iter()
+            .find(|n| n.host == node.host)
+            .unwrap_or(NodeStatus {
+                host: node.host,
+                url: node.url,
+                resources: None,
+                error: None,
+            }))
+    }
+
+    /// Removes a node from the cluster: no instance is placed on it any more.
+    pub fn deregister(&self, host: &str) -> Result<(), RpcError> {
+        let mut nodes = lock(&self.inner.nodes);
+        if nodes.remove(host).is_none() {
+            return Err(RpcError::new(
+                "NotFound",
+                format!("no node {host} is registered"),
+            ));
+        }
+        self.save(&nodes)
+    }
+
+    /// The registered nodes with their last report.
+    pub fn nodes(&self) -> Vec<NodeStatus> {
+        lock(&self.inner.nodes)
+            .iter()
+            .map(|(host, e)| NodeStatus {
+                host: host.clone(),
+                url: e.url.clone(),
+                resources: e.resources.clone(),
+                error: e.error.clone(),
+            })
+            .collect()
+    }
+
+    fn save(&self, nodes: &BTreeMap<String, NodeEntry>) -> Result<(), RpcError> {
+        let list: Vec<NodeRegistration> = nodes
+            .iter()
+            .map(|(host, e)| NodeRegistration {
+                host: host.clone(),
+                url: e.url.clone(),
+            })
+            .collect();
+        let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
+        identity::write_atomic(&self.inner.dir.join("nodes.json"), &bytes, 0o644)
+            .map_err(|e| RpcError::new("InternalError", format!("cannot save the nodes: {e}")))
+    }
+
+    /// Asks every node for its resources and instances; returns every instance report.
+    async fn poll(&self) -> Vec<InstanceReport> {
+        let targets: Vec<(String, String)> = lock(&self.inner.nodes)
+            .iter()
+            .map(|(h, e)| (h.clone(), e.url.clone()))
+            .collect();
+        let polls = targets.into_iter().map(|(host, url)| {
+            let client = self.inner.client.clone();
+            async move {
+                let resources = client
+                    .call::<NodeResources>(
+                        Method::GET,
+                        &format!("{url}/node/resources"),
+                        None::<&()>,
+                        NODE_TIMEOUT,
+                    )
+                    .await;
+                let instances = match &resources {
+                    Ok(_) => {
+                        client
+                            .call::<Vec<InstanceReport>>(
+                                Method::GET,
+                                &format!("{url}/node/instances"),
+                                None::<&()>,
+                                NODE_TIMEOUT,
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e.clone()),
+                };
+                (host, resources, instances)
+            }
+        });
+        let results = futures_util::future::join_all(polls).await;
+        let mut all = Vec::new();
+        let mut nodes = lock(&self.inner.nodes);
+        for (host, resources, instances) in results {
+            let Some(entry) = nodes.get_mut(&host) else {
+                continue;
+            };
+            match (resources, instances) {
+                (Ok(resources), Ok(instances)) => {
+                    entry.resources = Some(NodeResources {
+                        host: host.clone(),
+                        ..resources
+                    });
+                    entry.error = None;
+                    entry.instances = instances.iter().map(|i| i.instance_id.clone()).collect();
+                    all.extend(instances);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(node = %host, "node poll failed: {e}");
+                    entry.error = Some(e.to_string());
+                }
+            }
+        }
+        all
+    }
+
+    /// Every instance of every node that answers, asked now.
+    pub async fn instances(&self) -> Vec<InstanceReport> {
+        self.poll().await
+    }
+
+    /// Places and starts instances: each order goes to the node the policy picks among those
+    /// with room; a node that refuses is skipped for the next one.
+    pub async fn run(&self, orders: Vec<RunOrder>) -> RunOutcome {
+        let mut outcome = RunOutcome::default();
+        for order in orders {
+            let mut tried: Vec<String> = Vec::new();
+            loop {
+                let Some((host, url)) = self.pick(&order, &tried) else {
+                    let why = match tried.is_empty() {
+                        true => format!("no node has room for a {}", order.vm.name),
+                        false => format!("no node took the instance (tried {})", tried.join(", ")),
+                    };
+                    outcome.failed.push((
+                        order.instance_id.clone(),
+                        RpcError::new("InsufficientInstanceCapacity", why),
+                    ));
+                    break;
+                };
+                let sent = self
+                    .inner
+                    .client
+                    .call::<InstanceReport>(
+                        Method::POST,
+                        &format!("{url}/node/instances"),
+                        Some(&order),
+                        NODE_TIMEOUT,
+                    )
+                    .await;
+                match sent {
+                    Ok(_) => {
+                        let mut nodes = lock(&self.inner.nodes);
+                        if let Some(entry) = nodes.get_mut(&host) {
+                            if let Some(r) = entry.resources.as_mut() {
+                                r.used_cores += order.vm.cpus;
+                                r.used_memory_mib += order.vm.memory_mib;
+                                r.used_disk_gib += order.vm.disk_gib;
+                            }
+                            entry.instances.push(order.instance_id.clone());
+                        }
+                        outcome.placed.push(Placement {
+                            instance_id: order.instance_id.clone(),
+                            node: host,
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %host, instance = %order.instance_id, "node refused: {e}");
+                        tried.push(host);
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    /// The node for an instance: among answering nodes with room and not yet tried, the
+    /// least loaded (most free slots of this type) or the next in turn.
+    fn pick(&self, order: &RunOrder, tried: &[String]) -> Option<(String, String)> {
+        let nodes = lock(&self.inner.nodes);
+        let candidates: Vec<(&String, &NodeEntry, u64)> = nodes
+            .iter()
+            .filter(|(host, e)| e.error.is_none() && !tried.contains(host))
+            .filter_map(|(host, e)| {
+                let free = e.resources.as_ref()?.free_slots(&order.vm);
+                (free > 0).then_some((host, e, free))
+            })
+            .collect();
+        let chosen = match self.inner.policy {
+            Policy::LeastLoaded => candidates.iter().max_by_key(|(_, _, free)| *free),
+            Policy::RoundRobin => {
+                let n = candidates.len().max(1);
+                candidates.get(self.inner.next.fetch_add(1, Ordering::Relaxed) % n)
+            }
+        }?;
+        Some((chosen.0.clone(), chosen.1.url.clone()))
+    }
+
+    /// The URL of the node holding `id`, polling again if the last poll did not show it.
+    async fn node_of(&self, id: &str) -> Result<String, RpcError> {
+        if !crate::node::is_instance_id(id) {
+            return Err(RpcError::new(
+                "NotFound",
+                format!("{id:?} is not an instance id"),
+            ));
+        }
+        let find = || {
+            lock(&self.inner.nodes)
+                .values()
+                .find(|e| e.instances.iter().any(|i| i == id))
+                .map(|e| e.url.clone())
+        };
+        if let Some(url) = find() {
+            return Ok(url);
+        }
+        self.poll().await;
+        find().ok_or_else(|| RpcError::new("NotFound", format!("no node has instance {id}")))
+    }
+
+    /// Terminates an instance on its node.
+    pub async fn terminate(&self, id: &str) -> Result<InstanceReport, RpcError> {
+        let url = self.node_of(id).await?;
+        self.inner
+            .client
+            .call(
+                Method::POST,
+                &format!("{url}/node/instances/{id}/terminate"),
+                None::<&()>,
+                NODE_TIMEOUT,
+            )
+            .await
+    }
+
+    /// Reboots an instance on its node.
+    pub async fn reboot(&self, id: &str) -> Result<(), RpcError> {
+        let url = self.node_of(id).await?;
+        self.inner
+            .client
+            .call::<serde_json::Value>(
+                Method::POST,
+                &format!("{url}/node/instances/{id}/reboot"),
+                None::<&()>,
+                NODE_TIMEOUT,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// An instance's console output, from its node.
+    pub async fn console(&self, id: &str) -> Result<ConsoleOutput, RpcError> {
+        let url = self.node_of(id).await?;
+        self.inner
+            .client
+            .call(
+                Method::GET,
+                &format!("{url}/node/instances/{id}/console"),
+                None::<&()>,
+                NODE_TIMEOUT,
+            )
+            .await
+    }
+}

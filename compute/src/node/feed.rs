@@ -1,0 +1,114 @@
+//! The node's side of Walrus' image feed: learning an image's SHA-256 from its bundle (the
+//! first run of an image makes Walrus unbundle it) and streaming the plain image into the
+//! cache by that hash.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache::{FetchError, Fetcher, ImageSink, Sha256Digest};
+use http::Method;
+use http_body_util::BodyExt;
+
+use crate::rpc::{ImageRef, RpcClient, RpcError};
+
+/// The header in which Walrus names a plain image's SHA-256.
+const SHA256_HEADER: &str = "x-koala-image-sha256";
+
+/// How long Walrus may take to unbundle an image on first use (a few GiB at ~100–200 MB/s).
+const UNBUNDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Walrus' image feed, called with the node's own key.
+#[derive(Clone)]
+pub struct WalrusFeed {
+    client: RpcClient,
+    /// `http://host:port/services/Walrus`.
+    base: String,
+}
+
+impl WalrusFeed {
+    /// A feed client for the Walrus at `s3_url` (its `/services/Walrus` URL).
+    pub fn new(client: RpcClient, s3_url: &str) -> Self {
+        WalrusFeed {
+            client,
+            base: s3_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The SHA-256 and size of an image: given by the CLC when it knows them, else asked of
+    /// Walrus (which unbundles the image once, if no one did before).
+    pub async fn resolve(&self, image: &ImageRef) -> Result<(Sha256Digest, u64), RpcError> {
+        if let (Some(sha), Some(size)) = (&image.sha256, image.size) {
+            if let Ok(digest) = sha.parse() {
+                return Ok((digest, size));
+            }
+        }
+        let url = format!(
+            "{}/_koala/images?manifest={}",
+            self.base,
+            encode(&image.manifest)
+        );
+        let call = self.client.send(Method::HEAD, &url, Bytes::new());
+        let resp = tokio::time::timeout(UNBUNDLE_TIMEOUT, call)
+            .await
+            .map_err(|_| {
+                RpcError::new(
+                    "Unavailable",
+                    format!("Walrus did not unbundle {} in time", image.manifest),
+                )
+            })??;
+        if !resp.status().is_success() {
+            return Err(RpcError::new(
+                "InternalError",
+                format!(
+                    "Walrus cannot provide image {} from {} (HTTP {})",
+                    image.id,
+                    image.manifest,
+                    resp.status()
+                ),
+            ));
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let digest = header(SHA256_HEADER)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| RpcError::new("InternalError", "Walrus named no image hash"))?;
+        let size = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| RpcError::new("InternalError", "Walrus gave no image size"))?;
+        Ok((digest, size))
+    }
+}
+
+impl Fetcher for WalrusFeed {
+    async fn fetch(&self, digest: &Sha256Digest, sink: &mut ImageSink) -> Result<(), FetchError> {
+        let url = format!("{}/_koala/images/{}", self.base, digest.to_hex());
+        let resp = self.client.send(Method::GET, &url, Bytes::new()).await?;
+        if !resp.status().is_success() {
+            return Err(format!("Walrus answered {} for image {digest}", resp.status()).into());
+        }
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                sink.write(data).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,906 @@
+//! The node controller (NC): runs instances as libvirt domains booted from copy-on-write
+//! clones of cached images.
+//!
+//! Each instance has a folder `DIR/instances/<id>/` holding its state file (`state.json`: the
+//! run order, the state, why it ended), its root disk, its config drive and its console log.
+//! The folders are the node's truth: at start the node reads them back, compares them with
+//! libvirt, adopts the domains still running, ends the instances whose start a crash
+//! interrupted, and destroys Koala domains that no folder claims. Nothing is leaked.
+//!
+//! An instance's start (image lookup, fetch into the cache, clone, config drive, domain) runs
+//! in its own task under a time limit: whatever fails or takes too long ends the instance in
+//! `terminated` with the reason, never in a `pending` that lasts for ever. A monitor notices
+//! guests that power off and domains that vanish.
+
+mod feed;
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use cache::{CacheError, ImageCache, Lease, Limits, Sha256Digest};
+use serde::{Deserialize, Serialize};
+use tokio::task::AbortHandle;
+
+pub use feed::WalrusFeed;
+
+use crate::accel::Accel;
+use crate::config_drive::ConfigDrive;
+use crate::domain::{Disk, DiskFormat, DomainSpec, VmSize};
+use crate::hypervisor::{DomainState, Hypervisor};
+use crate::qemu_user::QemuUser;
+use crate::rpc::{
+    ConsoleOutput, ImageRef, InstanceReport, InstanceState, NodeResources, RpcError, RunOrder,
+    StateReason,
+};
+
+/// How often the monitor looks at the domains.
+const MONITOR_PERIOD: Duration = Duration::from_secs(1);
+
+/// How long a terminated instance stays listed (EC2 shows them for about an hour).
+const TERMINATED_KEPT: Duration = Duration::from_secs(3600);
+
+/// The most console output returned, as EC2 does (its last 64 KiB).
+const CONSOLE_MAX: u64 = 64 * 1024;
+
+/// What a node offers and where it keeps things.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's registered host name.
+    pub host: String,
+    /// The node's folder: `instances/` and `cache/` below it.
+    pub dir: PathBuf,
+    /// The image cache's limits.
+    pub cache_limits: Limits,
+    /// The libvirt URI (`qemu:///system`).
+    pub libvirt_uri: String,
+    /// KVM or TCG, already chosen (see [`crate::accel::select`]).
+    pub accel: Accel,
+    /// The user QEMU runs as.
+    pub qemu_user: QemuUser,
+    /// Cores offered to instances.
+    pub cores: u32,
+    /// Memory offered to instances, MiB.
+    pub memory_mib: u64,
+    /// Disk offered to instances, GiB.
+    pub disk_gib: u64,
+}
+
+/// A running node controller; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NodeConfig,
+    /// This node controller's id (in `DIR/node-id`), written into its domains' metadata.
+    node_id: String,
+    cache: ImageCache,
+    feed: WalrusFeed,
+    hypervisor: Hypervisor,
+    instances: Mutex<BTreeMap<String, Instance>>,
+}
+
+/// An instance in memory: its persisted record and what it holds.
+struct Instance {
+    record: InstanceFile,
+    /// Pins on the cached images its disk and domain use.
+    leases: Vec<Lease>,
+    /// Its start task, while it runs.
+    start: Option<AbortHandle>,
+}
+
+/// The instance's `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InstanceFile {
+    order: RunOrder,
+    state: InstanceState,
+    reason: Option<StateReason>,
+    /// The images with their hashes, once resolved.
+    images: Vec<ImageRef>,
+    /// When the order came, when libvirt was asked to start the domain, when it ran and when
+    /// it ended (milliseconds since the epoch): the start latency split.
+    timings: Timings,
+}
+
+/// The moments of an instance's start, in milliseconds since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// The run order arrived.
+    pub received: u64,
+    /// Everything was ready and libvirt was asked to start the domain.
+    pub libvirt_asked: Option<u64>,
+    /// The domain was running.
+    pub running: Option<u64>,
+    /// The instance ended.
+    pub ended: Option<u64>,
+}
+
+/// Why the node could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The image cache failed to open.
+    #[error("cannot open the image cache: {0}")]
+    Cache(#[from] CacheError),
+    /// libvirt failed.
+    #[error(transparent)]
+    Compute(#[from] crate::Error),
+    /// QEMU's user cannot reach the node's folder: a folder above it is closed to others.
+    #[error(
+        "QEMU's user cannot reach {0}: give others search permission on it (chmod o+x) or \
+         set [node] dir to a folder under an open path"
+    )]
+    Unreachable(PathBuf),
+    /// The node's folder failed.
+    #[error("cannot use {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `id` is an instance id Koala makes (`i-` and 8 or 17 lowercase hex digits): it
+/// names a folder and a domain, so nothing else may pass.
+pub fn is_instance_id(id: &str) -> bool {
+    id.strip_prefix("i-").is_some_and(|hex| {
+        (hex.len() == 8 || hex.len() == 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+impl Node {
+    /// Opens the node: its folder, its cache, libvirt; reconciles the instance folders with
+    /// libvirt's domains; starts the monitor.
+    pub async fn open(config: NodeConfig, feed: WalrusFeed) -> Result<Node, NodeError> {
+        let instances_dir = config.dir.join("instances");
+        for dir in [&config.dir, &instances_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            // QEMU's user must reach the disks and logs inside.
+            set_mode(dir, 0o755).map_err(|source| NodeError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        check_reachable(&instances_dir)?;
+        let cache = ImageCache::open(config.dir.join("cache"), config.cache_limits).await?;
+        set_mode(&config.dir.join("cache"), 0o755).map_err(|source| NodeError::Io {
+            path: config.dir.join("cache"),
+            source,
+        })?;
+        let uri = config.libvirt_uri.clone();
+        let hypervisor = tokio::task::spawn_blocking(move || Hypervisor::open(&uri))
+            .await
+            .map_err(|e| NodeError::Io {
+                path: config.dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        let node_id = node_id(&config.dir).map_err(|source| NodeError::Io {
+            path: config.dir.join("node-id"),
+            source,
+        })?;
+        let node = Node {
+            inner: Arc::new(Inner {
+                config,
+                node_id,
+                cache,
+                feed,
+                hypervisor,
+                instances: Mutex::new(BTreeMap::new()),
+            }),
+        };
+        node.reconcile().await?;
+        let monitor = node.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MONITOR_PERIOD);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                monitor.monitor().await;
+            }
+        });
+        Ok(node)
+    }
+
+    /// The node's registered host name.
+    pub fn host(&self) -> &str {
+        &self.inner.config.host
+    }
+
+    /// The node's image cache (for statistics and tests).
+    pub fn cache(&self) -> &ImageCache {
+        &self.inner.cache
+    }
+
+    fn instance_dir(&self, id: &str) -> PathBuf {
+        self.inner.config.dir.join("instances").join(id)
+    }
+
+    /// Accepts a run order: checks it and the room for it, records the instance as pending
+    /// and starts it in the background.
+    pub fn run(&self, order: RunOrder) -> Result<InstanceReport, RpcError> {
+        if !is_instance_id(&order.instance_id) {
+            return Err(RpcError::new(
+                "BadRequest",
+                format!("{:?} is not an instance id", order.instance_id),
+            ));
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode(&order.user_data)
+            .map_err(|_| RpcError::new("BadRequest", "the user data is not base64"))?;
+        let id = order.instance_id.clone();
+        let mut instances = lock(&self.inner.instances);
+        if let Some(existing) = instances.get(&id) {
+            // A repeated order (the CC retrying) is answered with the instance as it is.
+            if existing.record.order == order {
+                return Ok(self.report(existing));
+            }
+            return Err(RpcError::new("Conflict", format!("{id} already exists")));
+        }
+        let free = self.resources_locked(&instances).free_slots(&order.vm);
+        if free == 0 {
+            return Err(RpcError::new(
+                "InsufficientInstanceCapacity",
+                format!("node {} has no room for a {}", self.host(), order.vm.name),
+            ));
+        }
+        let dir = self.instance_dir(&id);
+        let record = InstanceFile {
+            order,
+            state: InstanceState::Pending,
+            reason: None,
+            images: Vec::new(),
+            timings: Timings {
+                received: now_ms(),
+                ..Timings::default()
+            },
+        };
+        std::fs::create_dir(&dir)
+            .and_then(|()| set_mode(&dir, 0o755))
+            .and_then(|()| save(&dir, &record))
+            .map_err(|e| RpcError::new("InternalError", format!("cannot record {id}: {e}")))?;
+        let mut instance = Instance {
+            record,
+            leases: Vec::new(),
+            start: None,
+        };
+        let node = self.clone();
+        let task_id = id.clone();
+        let task = tokio::spawn(async move { node.start(task_id).await });
+        instance.start = Some(task.abort_handle());
+        let report = self.report(&instance);
+        instances.insert(id, instance);
+        Ok(report)
+    }
+
+    /// Starts an instance within its time limit; on failure or timeout, ends it with why.
+    async fn start(&self, id: String) {
+        let Some(timeout) = self.with_instance(&id, |i| {
+            Duration::from_secs(i.record.order.start_timeout_secs)
+        }) else {
+            return;
+        };
+        let outcome = match tokio::time::timeout(timeout, self.boot(&id)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StateReason::server_error(format!(
+                "the instance did not start within {} s",
+                timeout.as_secs()
+            ))),
+        };
+        match outcome {
+            Ok(()) => {
+                self.update(&id, |i| {
+                    i.start = None;
+                    if i.record.state == InstanceState::Pending {
+                        i.record.state = InstanceState::Running;
+                        i.record.timings.running = Some(now_ms());
+                    }
+                });
+            }
+            Err(reason) => {
+                tracing::warn!(instance = %id, reason = %reason.message, "instance failed to start");
+                self.update(&id, |i| i.start = None);
+                self.end(&id, reason).await;
+            }
+        }
+    }
+
+    /// Fetches the images, makes the disks and the config drive, and starts the domain.
+    async fn boot(&self, id: &str) -> Result<(), StateReason> {
+        let order = self
+            .with_instance(id, |i| i.record.order.clone())
+            .ok_or_else(|| StateReason::server_error("the instance was forgotten"))?;
+        let dir = self.instance_dir(id);
+        let mut wanted = vec![order.image.clone(), order.kernel.clone()];
+        wanted.extend(order.ramdisk.clone());
+        // Resolve and fetch the images together: one slow image does not delay the others.
+        let fetches = wanted.into_iter().map(|image| {
+            let node = self.clone();
+            async move {
+                let (digest, size) = node.inner.feed.resolve(&image).await.map_err(|e| {
+                    StateReason::server_error(format!("image {}: {}", image.id, e.message))
+                })?;
+                let lease = node
+                    .inner
+                    .cache
+                    .get_or_fetch(digest, size, node.inner.feed.clone())
+                    .await
+                    .map_err(|e| {
+                        StateReason::server_error(format!("image {}: {}", image.id, chain(&e)))
+                    })?;
+                let resolved = ImageRef {
+                    sha256: Some(digest.to_hex()),
+                    size: Some(size),
+                    ..image
+                };
+                Ok::<_, StateReason>((resolved, lease))
+            }
+        });
+        let mut images = Vec::new();
+        let mut leases = Vec::new();
+        for fetched in futures_util::future::join_all(fetches).await {
+            let (image, lease) = fetched?;
+            images.push(image);
+            leases.push(lease);
+        }
+        let paths: Vec<PathBuf> = leases.iter().map(Lease::path).collect();
+        let root = dir.join("root");
+        let kind = leases[0].clone_for_instance(&root).await.map_err(|e| {
+            StateReason::server_error(format!("cannot clone the disk: {}", chain(&e)))
+        })?;
+        let kept = self.update(id, |i| {
+            i.record.images = images;
+            i.leases = leases;
+        });
+        if kept.is_none() {
+            return Err(StateReason::user_shutdown());
+        }
+        self.persist(id);
+
+        let node = self.clone();
+        let id_owned = id.to_owned();
+        let spec_dir = dir.clone();
+        let spec = tokio::task::spawn_blocking(move || {
+            let config = &node.inner.config;
+            config
+                .qemu_user
+                .give(&root)
+                .map_err(|e| StateReason::server_error(chain(&e)))?;
+            let user_data = base64::engine::general_purpose::STANDARD
+                .decode(&order.user_data)
+                .unwrap_or_default();
+            let drive = ConfigDrive {
+                instance_id: id_owned.clone(),
+                hostname: id_owned.clone(),
+                public_keys: order.key.clone().into_iter().collect(),
+                user_data,
+            };
+            let config_drive = spec_dir.join("config.iso");
+            drive.write(&config_drive).map_err(|e| {
+                StateReason::server_error(format!("cannot write the config drive: {}", chain(&e)))
+            })?;
+            let console_log = spec_dir.join("console.log");
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&console_log)
+                .map_err(|e| {
+                    StateReason::server_error(format!("cannot create the console log: {e}"))
+                })?;
+            config
+                .qemu_user
+                .give(&console_log)
+                .map_err(|e| StateReason::server_error(chain(&e)))?;
+            Ok::<_, StateReason>(DomainSpec {
+                node: node.inner.node_id.clone(),
+                name: id_owned,
+                accel: config.accel,
+                size: VmSize {
+                    vcpus: order.vm.cpus,
+                    memory_mib: order.vm.memory_mib,
+                },
+                kernel: paths[1].clone(),
+                initrd: paths.get(2).cloned(),
+                extra_cmdline: String::new(),
+                root_disk: Disk {
+                    path: spec_dir.join("root"),
+                    format: match kind {
+                        cache::CloneKind::Reflink => DiskFormat::Raw,
+                        cache::CloneKind::Qcow2Overlay => DiskFormat::Qcow2,
+                    },
+                    readonly: false,
+                },
+                config_drive: Some(config_drive),
+                console_log,
+                qemu_user: config.qemu_user,
+            })
+        })
+        .await
+        .map_err(|e| StateReason::server_error(format!("the start task failed: {e}")))??;
+
+        if self
+            .update(id, |i| i.record.timings.libvirt_asked = Some(now_ms()))
+            .is_none()
+        {
+            return Err(StateReason::user_shutdown());
+        }
+        let node = self.clone();
+        let xml = spec.to_xml();
+        tokio::task::spawn_blocking(move || node.inner.hypervisor.define_and_start(&xml))
+            .await
+            .map_err(|e| StateReason::server_error(format!("the start task failed: {e}")))?
+            .map_err(|e| {
+                StateReason::server_error(format!("libvirt refused the domain: {}", chain(&e)))
+            })?;
+        Ok(())
+    }
+
+    /// Ends an instance: destroys its domain, deletes its disks and config drive, releases its
+    /// images, and records it as terminated with `reason`. Its console log stays.
+    async fn end(&self, id: &str, reason: StateReason) {
+        let leases = self.update(id, |i| {
+            if let Some(start) = i.start.take() {
+                start.abort();
+            }
+            if i.record.state != InstanceState::Terminated {
+                i.record.state = InstanceState::ShuttingDown;
+                i.record.reason = Some(reason.clone());
+            }
+            std::mem::take(&mut i.leases)
+        });
+        let Some(leases) = leases else { return };
+        self.persist(id);
+        let node = self.clone();
+        let dir = self.instance_dir(id);
+        let name = id.to_owned();
+        let cleaned = tokio::task::spawn_blocking(move || {
+            let destroyed = node.inner.hypervisor.destroy(&name).map(|_| ());
+            for file in ["root", "config.iso"] {
+                match std::fs::remove_file(dir.join(file)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(instance = %name, "cannot delete {file}: {e}"),
+                }
+            }
+            destroyed
+        })
+        .await;
+        match cleaned {
+            Ok(Ok(())) => {}
+            // The monitor's sweep destroys the domain later; the instance ends anyway.
+            Ok(Err(e)) => {
+                tracing::warn!(instance = %id, "cannot destroy the domain yet: {}", chain(&e))
+            }
+            Err(e) => tracing::warn!(instance = %id, "the cleanup task failed: {e}"),
+        }
+        // The disks are gone: the images may be evicted once nothing else uses them.
+        drop(leases);
+        self.update(id, |i| {
+            i.record.state = InstanceState::Terminated;
+            i.record.timings.ended.get_or_insert_with(now_ms);
+        });
+        self.persist(id);
+    }
+
+    /// Terminates an instance at the user's request.
+    pub async fn terminate(&self, id: &str) -> Result<InstanceReport, RpcError> {
+        let state = self
+            .with_instance(id, |i| i.record.state)
+            .ok_or_else(|| not_found(id))?;
+        if state != InstanceState::Terminated {
+            self.end(id, StateReason::user_shutdown()).await;
+        }
+        self.with_instance(id, |i| self.report(i))
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Resets a running instance (EC2's RebootInstances).
+    pub async fn reboot(&self, id: &str) -> Result<(), RpcError> {
+        let state = self
+            .with_instance(id, |i| i.record.state)
+            .ok_or_else(|| not_found(id))?;
+        if state != InstanceState::Running {
+            return Err(RpcError::new(
+                "Conflict",
+                format!("{id} is {}, not running", state.name()),
+            ));
+        }
+        let node = self.clone();
+        let name = id.to_owned();
+        tokio::task::spawn_blocking(move || node.inner.hypervisor.reset(&name))
+            .await
+            .map_err(|e| RpcError::new("InternalError", e.to_string()))?
+            .map_err(|e| RpcError::new("InternalError", chain(&e)))
+    }
+
+    /// The last 64 KiB of an instance's console log.
+    pub async fn console(&self, id: &str) -> Result<ConsoleOutput, RpcError> {
+        if self.with_instance(id, |_| ()).is_none() {
+            return Err(not_found(id));
+        }
+        let log = self.instance_dir(id).join("console.log");
+        tokio::task::spawn_blocking(move || read_tail(&log))
+            .await
+            .map_err(|e| RpcError::new("InternalError", e.to_string()))?
+            .map_err(|e| RpcError::new("InternalError", format!("cannot read the console: {e}")))
+    }
+
+    /// Every instance the node knows, terminated ones included (for an hour).
+    pub fn reports(&self) -> Vec<InstanceReport> {
+        lock(&self.inner.instances)
+            .values()
+            .map(|i| self.report(i))
+            .collect()
+    }
+
+    /// The start timings of an instance (for the start latency benchmark).
+    pub fn timings(&self, id: &str) -> Option<Timings> {
+        self.with_instance(id, |i| i.record.timings)
+    }
+
+    /// The node's size and what its live instances take.
+    pub fn resources(&self) -> NodeResources {
+        self.resources_locked(&lock(&self.inner.instances))
+    }
+
+    fn resources_locked(&self, instances: &BTreeMap<String, Instance>) -> NodeResources {
+        let config = &self.inner.config;
+        let mut resources = NodeResources {
+            host: config.host.clone(),
+            cores: config.cores,
+            memory_mib: config.memory_mib,
+            disk_gib: config.disk_gib,
+            ..NodeResources::default()
+        };
+        for i in instances.values() {
+            if i.record.state != InstanceState::Terminated {
+                resources.used_cores += i.record.order.vm.cpus;
+                resources.used_memory_mib += i.record.order.vm.memory_mib;
+                resources.used_disk_gib += i.record.order.vm.disk_gib;
+            }
+        }
+        resources
+    }
+
+    fn report(&self, i: &Instance) -> InstanceReport {
+        InstanceReport {
+            instance_id: i.record.order.instance_id.clone(),
+            state: i.record.state,
+            reason: i.record.reason.clone(),
+            node: self.host().to_owned(),
+            images: i.record.images.clone(),
+        }
+    }
+
+    fn with_instance<T>(&self, id: &str, f: impl FnOnce(&Instance) -> T) -> Option<T> {
+        lock(&self.inner.instances).get(id).map(f)
+    }
+
+    fn update<T>(&self, id: &str, f: impl FnOnce(&mut Instance) -> T) -> Option<T> {
+        lock(&self.inner.instances).get_mut(id).map(f)
+    }
+
+    /// Writes an instance's state file; a failure is logged (the memory state stays right,
+    /// and the next write or the reconciliation at start repairs the file).
+    fn persist(&self, id: &str) {
+        let Some(record) = self.with_instance(id, |i| i.record.clone()) else {
+            return;
+        };
+        if let Err(e) = save(&self.instance_dir(id), &record) {
+            tracing::error!(instance = %id, "cannot write the state file: {e}");
+        }
+    }
+
+    /// One look at the domains: guests that powered off end; Koala domains no live instance
+    /// claims are destroyed; terminated instances past their hour are forgotten.
+    async fn monitor(&self) {
+        let node = self.clone();
+        let seen = tokio::task::spawn_blocking(move || {
+            let hv = &node.inner.hypervisor;
+            let names = hv.koala_domains(&node.inner.node_id)?;
+            let mut states = BTreeMap::new();
+            for name in names {
+                if let Some(state) = hv.state(&name)? {
+                    states.insert(name, state);
+                }
+            }
+            Ok::<_, crate::Error>(states)
+        })
+        .await;
+        let states = match seen {
+            Ok(Ok(states)) => states,
+            Ok(Err(e)) => {
+                tracing::warn!("cannot list the domains: {}", chain(&e));
+                return;
+            }
+            Err(_) => return,
+        };
+        let (gone, leaked, expired) = {
+            let instances = lock(&self.inner.instances);
+            let gone: Vec<String> = instances
+                .values()
+                .filter(|i| i.record.state == InstanceState::Running)
+                .filter(|i| {
+                    !matches!(
+                        states.get(&i.record.order.instance_id),
+                        Some(
+                            DomainState::Running | DomainState::Paused | DomainState::ShuttingDown
+                        )
+                    )
+                })
+                .map(|i| i.record.order.instance_id.clone())
+                .collect();
+            let leaked: Vec<String> = states
+                .keys()
+                .filter(|name| {
+                    !instances.get(*name).is_some_and(|i| {
+                        matches!(
+                            i.record.state,
+                            InstanceState::Pending | InstanceState::Running
+                        )
+                    })
+                })
+                .cloned()
+                .collect();
+            let cutoff = now_ms().saturating_sub(TERMINATED_KEPT.as_millis() as u64);
+            let expired: Vec<String> = instances
+                .values()
+                .filter(|i| i.record.timings.ended.is_some_and(|t| t < cutoff))
+                .map(|i| i.record.order.instance_id.clone())
+                .collect();
+            (gone, leaked, expired)
+        };
+        for id in gone {
+            self.end(&id, StateReason::guest_shutdown()).await;
+        }
+        for name in leaked {
+            let node = self.clone();
+            let result =
+                tokio::task::spawn_blocking(move || node.inner.hypervisor.destroy(&name)).await;
+            if let Ok(Err(e)) = result {
+                tracing::warn!("cannot destroy a leaked domain: {}", chain(&e));
+            }
+        }
+        for id in expired {
+            lock(&self.inner.instances).remove(&id);
+            if let Err(e) = std::fs::remove_dir_all(self.instance_dir(&id)) {
+                tracing::warn!(instance = %id, "cannot delete the folder: {e}");
+            }
+        }
+    }
+
+    /// Reads the instance folders back after a restart and makes them agree with libvirt.
+    async fn reconcile(&self) -> Result<(), NodeError> {
+        let dir = self.inner.config.dir.join("instances");
+        let entries = std::fs::read_dir(&dir).map_err(|source| NodeError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let node = self.clone();
+        let running: Vec<String> = tokio::task::spawn_blocking(move || {
+            let hv = &node.inner.hypervisor;
+            let mut running = Vec::new();
+            for name in hv.koala_domains(&node.inner.node_id)? {
+                if hv.state(&name)? == Some(DomainState::Running) {
+                    running.push(name);
+                }
+            }
+            Ok::<_, crate::Error>(running)
+        })
+        .await
+        .map_err(|e| NodeError::Io {
+            path: dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        let mut to_end = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let record = std::fs::read(path.join("state.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<InstanceFile>(&bytes).ok());
+            let Some(mut record) = record.filter(|r| r.order.instance_id == name) else {
+                // Not an instance the node finished recording: nothing in it is live.
+                tracing::warn!(
+                    "removing {}, which holds no instance record",
+                    path.display()
+                );
+                let _ = std::fs::remove_dir_all(&path);
+                continue;
+            };
+            let mut leases = Vec::new();
+            let mut reason = None;
+            match record.state {
+                InstanceState::Terminated => {}
+                InstanceState::Pending => {
+                    reason = Some(StateReason::server_error(
+                        "the node restarted while the instance was starting",
+                    ));
+                }
+                InstanceState::ShuttingDown => {
+                    reason = record
+                        .reason
+                        .clone()
+                        .or_else(|| Some(StateReason::user_shutdown()));
+                }
+                InstanceState::Running if running.contains(&name) => {
+                    for image in &record.images {
+                        let pinned = image
+                            .sha256
+                            .as_deref()
+                            .and_then(|s| s.parse::<Sha256Digest>().ok())
+                            .map(|d| self.inner.cache.pin(&d));
+                        match pinned {
+                            Some(Ok(lease)) => leases.push(lease),
+                            _ => {
+                                reason = Some(StateReason::server_error(format!(
+                                    "image {} left the node's cache",
+                                    image.id
+                                )))
+                            }
+                        }
+                    }
+                }
+                InstanceState::Running => {
+                    reason = Some(StateReason::server_error(
+                        "the instance's domain was gone when the node restarted",
+                    ));
+                }
+            }
+            if reason.is_some() {
+                // `end` keeps the first reason recorded; make this the one.
+                record.reason = None;
+                to_end.push((name.clone(), reason));
+            }
+            lock(&self.inner.instances).insert(
+                name,
+                Instance {
+                    record,
+                    leases,
+                    start: None,
+                },
+            );
+        }
+        for (id, reason) in to_end {
+            if let Some(reason) = reason {
+                self.end(&id, reason).await;
+            }
+        }
+        // Koala domains no folder claims are destroyed by the first monitor pass.
+        self.monitor().await;
+        Ok(())
+    }
+}
+
+fn not_found(id: &str) -> RpcError {
+    RpcError::new("NotFound", format!("this node has no instance {id}"))
+}
+
+/// An error with its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Checks that every folder from `/` down to `dir` lets others search it: QEMU runs as an
+/// unprivileged user and must open the disks and logs below.
+fn check_reachable(dir: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::fs::canonicalize(dir).map_err(|source| NodeError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for folder in dir.ancestors() {
+        let meta = std::fs::metadata(folder).map_err(|source| NodeError::Io {
+            path: folder.to_owned(),
+            source,
+        })?;
+        if meta.permissions().mode() & 0o001 == 0 {
+            return Err(NodeError::Unreachable(folder.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// The node controller's id, made once: random, kept in `DIR/node-id`.
+fn node_id(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        Ok(_) => Err(std::io::Error::other("node-id is empty")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes: [u8; 8] = rand::random();
+            let id = format!("nc-{}", hex::encode(bytes));
+            identity::write_atomic(&path, id.as_bytes(), 0o644)?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+fn save(dir: &Path, record: &InstanceFile) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    identity::write_atomic(&dir.join("state.json"), &bytes, 0o644)
+}
+
+fn read_tail(log: &Path) -> std::io::Result<ConsoleOutput> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(log) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(ConsoleOutput {
+                output: String::new(),
+                timestamp: now_ms() / 1000,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let start = meta.len().saturating_sub(CONSOLE_MAX);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity((meta.len() - start) as usize);
+    file.read_to_end(&mut bytes)?;
+    let timestamp = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(ConsoleOutput {
+        output: base64::engine::general_purpose::STANDARD.encode(bytes),
+        timestamp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_checked_before_they_name_folders() {
+        assert!(is_instance_id("i-0123abcd"));
+        assert!(is_instance_id("i-0123456789abcdef0"));
+        for bad in [
+            "i-../../x",
+            "i-0123ABCD",
+            "i-123",
+            "",
+            "x-01234567",
+            "i-0123abcd/",
+        ] {
+            assert!(!is_instance_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,583 @@
+//! The internal protocol between the cloud's components: JSON over HTTP, every request
+//! SigV4-signed with the calling component's own access key and verified by the callee
+//! against the cloud's identity store, never trusted by address.
+//!
+//! The CLC calls the CC (`/cluster/...`), the CC calls its NCs (`/node/...`), and an NC calls
+//! Walrus' image feed. The messages are defined here once, for both ends.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    sign, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use identity::{Authenticated, CredentialSource, Payload, Principal, RequestParts};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The SigV4 service name internal calls are signed for.
+pub const SERVICE: &str = "koala";
+
+/// The largest JSON body a component accepts (a run request with 16 KiB of user data is
+/// far below).
+const MAX_BODY: usize = 1 << 20;
+
+/// A plain image the NC needs (machine image, kernel or ramdisk), named by its bundle and,
+/// once Walrus has unbundled it, by its SHA-256 so that a cache hit needs no call to Walrus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// The image id (`emi-…`, `eki-…`, `eri-…`).
+    pub id: String,
+    /// The bundle's manifest, `bucket/key`, for the feed's first unbundling.
+    pub manifest: String,
+    /// The plain image's SHA-256 in hex, when known.
+    pub sha256: Option<String>,
+    /// The plain image's size in bytes, when known.
+    pub size: Option<u64>,
+}
+
+/// The size of an instance: a VM type resolved by the CLC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// The type's name (`m1.small`).
+    pub name: String,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Root disk in GiB.
+    pub disk_gib: u64,
+}
+
+/// An order to run one instance: everything the NC needs, so that it never calls the CLC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOrder {
+    /// The instance id, `i-…`, also the libvirt domain's name.
+    pub instance_id: String,
+    /// The reservation it belongs to.
+    pub reservation_id: String,
+    /// The owning account.
+    pub owner: String,
+    /// The machine image.
+    pub image: ImageRef,
+    /// The kernel booted directly.
+    pub kernel: ImageRef,
+    /// The initial ramdisk, if any.
+    pub ramdisk: Option<ImageRef>,
+    /// vCPUs, memory, disk.
+    pub vm: VmSpec,
+    /// The key pair's name and OpenSSH public key.
+    pub key: Option<(String, String)>,
+    /// The user data, raw bytes base64-encoded.
+    pub user_data: String,
+    /// How long the instance may take from order to running before it is terminated.
+    pub start_timeout_secs: u64,
+}
+
+/// An instance's life as EC2 shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    /// Being prepared or booting.
+    Pending,
+    /// Its domain runs.
+    Running,
+    /// Being stopped and cleaned up.
+    ShuttingDown,
+    /// Gone: nothing of it remains but its record and console log.
+    Terminated,
+}
+
+impl InstanceState {
+    /// The EC2 name (`pending`, `running`, `shutting-down`, `terminated`).
+    pub fn name(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+        }
+    }
+
+    /// The EC2 state code (0, 16, 32, 48).
+    pub fn code(self) -> u32 {
+        match self {
+            InstanceState::Pending => 0,
+            InstanceState::Running => 16,
+            InstanceState::ShuttingDown => 32,
+            InstanceState::Terminated => 48,
+        }
+    }
+}
+
+/// Why an instance ended, in EC2's `stateReason` terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateReason {
+    /// EC2's code, e.g. `Server.InternalError`, `Client.UserInitiatedShutdown`.
+    pub code: String,
+    /// What a person reads, starting with the code as EC2 does.
+    pub message: String,
+}
+
+impl StateReason {
+    /// The user asked for the instance to end.
+    pub fn user_shutdown() -> Self {
+        StateReason::new(
+            "Client.UserInitiatedShutdown",
+            "User initiated shutdown".into(),
+        )
+    }
+
+    /// The guest powered itself off (or its domain vanished).
+    pub fn guest_shutdown() -> Self {
+        StateReason::new(
+            "Client.InstanceInitiatedShutdown",
+            "Instance initiated shutdown".into(),
+        )
+    }
+
+    /// The cloud failed the instance; `why` says how.
+    pub fn server_error(why: impl std::fmt::Display) -> Self {
+        StateReason::new("Server.InternalError", format!("Internal error: {why}"))
+    }
+
+    fn new(code: &str, text: String) -> Self {
+        StateReason {
+            code: code.into(),
+            message: format!("{code}: {text}"),
+        }
+    }
+}
+
+/// What an NC says of one of its instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    /// The instance id.
+    pub instance_id: String,
+    /// Its state.
+    pub state: InstanceState,
+    /// Why it ended, once terminated (or why it is being stopped).
+    pub reason: Option<StateReason>,
+    /// The node it is on (its registered host name).
+    pub node: String,
+    /// The images it was started from, with their SHA-256 and size, once the node knows
+    /// them: the CLC records them so that later runs are cache hits without Walrus.
+    pub images: Vec<ImageRef>,
+}
+
+/// A node's size and what its instances take of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeResources {
+    /// The node's host name, as registered.
+    pub host: String,
+    /// Cores offered to instances.
+    pub cores: u32,
+    /// Memory offered to instances, MiB.
+    pub memory_mib: u64,
+    /// Disk offered to instances, GiB.
+    pub disk_gib: u64,
+    /// Cores taken by instances not yet terminated.
+    pub used_cores: u32,
+    /// Memory taken, MiB.
+    pub used_memory_mib: u64,
+    /// Disk taken, GiB.
+    pub used_disk_gib: u64,
+}
+
+impl NodeResources {
+    /// How many more instances of `vm` fit on the node.
+    pub fn free_slots(&self, vm: &VmSpec) -> u64 {
+        let by = |total: u64, used: u64, each: u64| {
+            total
+                .saturating_sub(used)
+                .checked_div(each)
+                .unwrap_or(u64::MAX)
+        };
+        by(self.cores.into(), self.used_cores.into(), vm.cpus.into())
+            .min(by(self.memory_mib, self.used_memory_mib, vm.memory_mib))
+            .min(by(self.disk_gib, self.used_disk_gib, vm.disk_gib))
+    }
+
+    /// How many instances of `vm` the empty node holds.
+    pub fn max_slots(&self, vm: &VmSpec) -> u64 {
+        NodeResources {
+            used_cores: 0,
+            used_memory_mib: 0,
+            used_disk_gib: 0,
+            ..self.clone()
+        }
+        .free_slots(vm)
+    }
+}
+
+/// A node as the CC knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Its host name.
+    pub host: String,
+    /// Where its NC listens (`http://host:8775`).
+    pub url: String,
+    /// Its last report, `None` while it has never answered.
+    pub resources: Option<NodeResources>,
+    /// Why its last poll failed, if it did.
+    pub error: Option<String>,
+}
+
+/// An instance's console log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleOutput {
+    /// The log's last bytes, base64-encoded.
+    pub output: String,
+    /// When it was last written (seconds since the epoch).
+    pub timestamp: u64,
+}
+
+/// A node registration, as `euca_conf --register-nodes` sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    /// The node's host name.
+    pub host: String,
+    /// Its NC's URL.
+    pub url: String,
+}
+
+/// The CC's answer to a run: where each instance went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The instance id.
+    pub instance_id: String,
+    /// The node it was sent to.
+    pub node: String,
+}
+
+/// An error a component answers with: a code the caller can act on, and a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct RpcError {
+    /// `InsufficientInstanceCapacity`, `NotFound`, `AuthFailure`, `BadRequest`,
+    /// `Unavailable`, `InternalError`.
+    pub code: String,
+    /// What happened.
+    pub message: String,
+}
+
+impl RpcError {
+    /// An error with `code`.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        RpcError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self.code.as_str() {
+            "AuthFailure" => StatusCode::FORBIDDEN,
+            "NotFound" => StatusCode::NOT_FOUND,
+            "BadRequest" => StatusCode::BAD_REQUEST,
+            "InsufficientInstanceCapacity" | "Conflict" => StatusCode::CONFLICT,
+            "Unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for RpcError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        json_response(status, &self)
+    }
+}
+
+/// A JSON response.
+pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A component's own access key, from its credential file.
+#[derive(Clone)]
+pub struct ComponentKey {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret.
+    pub secret_access_key: String,
+    /// The region requests are signed for.
+    pub region: String,
+}
+
+impl std::fmt::Debug for ComponentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentKey")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signing HTTP client for internal calls.
+#[derive(Clone)]
+pub struct RpcClient {
+    http: Client<HttpConnector, Body>,
+    key: ComponentKey,
+}
+
+impl RpcClient {
+    /// A client that signs with `key`.
+    pub fn new(key: ComponentKey) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        RpcClient {
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            key,
+        }
+    }
+
+    /// Sends a signed request; the response with its body still streaming.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, RpcError> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            RpcError::new("Unavailable", format!("cannot reach {url}: {e}"))
+        };
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| RpcError::new("BadRequest", format!("bad URL {url}: {e}")))?;
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let payload_hash = hex::encode(Sha256::digest(&body));
+        let mut headers = vec![
+            ("host".to_owned(), host),
+            ("x-amz-content-sha256".to_owned(), payload_hash),
+        ];
+        if !body.is_empty() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        let signed = self
+            .sign(method.as_str(), url, &headers, &body)
+            .map_err(|e| RpcError::new("InternalError", format!("cannot sign: {e}")))?;
+        let mut req = Request::builder().method(method).uri(uri);
+        for (name, value) in headers.iter().chain(signed.iter()) {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        let req = req
+            .body(Body::from(body))
+            .map_err(|e| RpcError::new("InternalError", e.to_string()))?;
+        self.http.request(req).await.map_err(|e| unreachable(&e))
+    }
+
+    /// Sends a signed JSON call and decodes the JSON answer (or the callee's error).
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&impl Serialize>,
+        timeout: Duration,
+    ) -> Result<T, RpcError> {
+        let body = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b).unwrap_or_default()),
+            None => Bytes::new(),
+        };
+        let call = async {
+            let resp = self.send(method, url, body).await?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| RpcError::new("Unavailable", format!("{url}: {e}")))?
+                .to_bytes();
+            if status.is_success() {
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    RpcError::new("InternalError", format!("{url} answered badly: {e}"))
+                })
+            } else {
+                Err(
+                    serde_json::from_slice::<RpcError>(&bytes).unwrap_or_else(|_| {
+                        RpcError::new(
+                            "InternalError",
+                            format!(
+                                "{url} answered {status}: {}",
+                                String::from_utf8_lossy(&bytes)
+                            ),
+                        )
+                    }),
+                )
+            }
+        };
+        tokio::time::timeout(timeout, call).await.map_err(|_| {
+            RpcError::new(
+                "Unavailable",
+                format!("{url} did not answer in {timeout:?}"),
+            )
+        })?
+    }
+
+    fn sign(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, String> {
+        let identity: aws_smithy_runtime_api::client::identity::Identity = Credentials::new(
+            &self.key.access_key_id,
+            &self.key.secret_access_key,
+            None,
+            None,
+            "koala-component",
+        )
+        .into();
+        // Verified as S3 requests are: the path encoded once, never normalised.
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.key.region)
+            .name(SERVICE)
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| e.to_string())?
+            .into();
+        let signable = SignableRequest::new(
+            method,
+            url,
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| e.to_string())?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| e.to_string())?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect())
+    }
+}
+
+/// Who may call a component: the cloud's identity store (or any other source of keys).
+pub type Verifier = Arc<dyn CredentialSource + Send + Sync>;
+
+/// Checks an internal request's signature and that its signer is one of the cloud's own
+/// principals (the cloud admin account, where component principals live); returns the
+/// signer and the body, whose hash the signature covers.
+pub async fn authenticate(
+    verifier: &Verifier,
+    req: Request<Body>,
+) -> Result<(Principal, Bytes), RpcError> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| RpcError::new("BadRequest", "the request body is too large"))?;
+    let principal = verify(verifier, &parts.method, &parts.uri, &parts.headers, &body)?;
+    Ok((principal, body))
+}
+
+fn verify(
+    verifier: &Verifier,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Principal, RpcError> {
+    let signed = RequestParts {
+        method: method.as_str(),
+        raw_path: uri.path(),
+        raw_query: uri.query().unwrap_or(""),
+        headers,
+    };
+    let denied = |why: String| RpcError::new("AuthFailure", why);
+    let auth = identity::verify_s3(&signed, uri.path(), verifier.as_ref(), SystemTime::now())
+        .map_err(|e| denied(e.to_string()))?;
+    let Authenticated::Signed { principal, payload } = auth else {
+        return Err(denied("internal calls must be signed".into()));
+    };
+    match payload {
+        Payload::Sha256(expected) if Sha256::digest(body).as_slice() == expected => {}
+        _ => return Err(denied("the body does not match its signed hash".into())),
+    }
+    if !principal.is_cloud_admin() {
+        return Err(denied(format!(
+            "{} is not one of the cloud's components",
+            principal.user_name
+        )));
+    }
+    Ok(principal)
+}
+
+/// Decodes a JSON request body.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RpcError> {
+    serde_json::from_slice(body).map_err(|e| RpcError::new("BadRequest", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(cpus: u32, memory_mib: u64, disk_gib: u64) -> VmSpec {
+        VmSpec {
+            name: "t".into(),
+            cpus,
+            memory_mib,
+            disk_gib,
+        }
+    }
+
+    #[test]
+    fn free_slots_take_the_scarcest_resource() {
+        let node = NodeResources {
+            host: "n".into(),
+            cores: 4,
+            memory_mib: 1024,
+            disk_gib: 100,
+            used_cores: 1,
+            used_memory_mib: 256,
+            used_disk_gib: 5,
+        };
+        assert_eq!(node.free_slots(&vm(1, 256, 5)), 3);
+        assert_eq!(node.free_slots(&vm(1, 512, 5)), 1);
+        assert_eq!(node.free_slots(&vm(2, 128, 5)), 1);
+        assert_eq!(node.max_slots(&vm(1, 256, 5)), 4);
+        assert_eq!(node.free_slots(&vm(1, 2048, 5)), 0);
+    }
+
+    #[test]
+    fn reasons_read_like_ec2() {
+        let r = StateReason::server_error("the image is corrupt");
+        assert_eq!(r.code, "Server.InternalError");
+        assert_eq!(
+            r.message,
+            "Server.InternalError: Internal error: the image is corrupt"
+        );
+        assert_eq!(
+            StateReason::user_shutdown().message,
+            "Client.UserInitiatedShutdown: User initiated shutdown"
+        );
+    }
+}
