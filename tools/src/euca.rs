@@ -12,6 +12,7 @@ pub mod addresses;
 pub mod bundles;
 pub mod groups;
 pub mod images;
+pub mod instances;
 pub mod keypairs;
 pub mod properties;
 pub mod tags;

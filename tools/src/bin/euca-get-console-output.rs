@@ -1,0 +1,6 @@
+//! `euca-get-console-output`: shows an instance's console output, with euca2ools 3.4's flags
+//! and output.
+
+fn main() -> std::process::ExitCode {
+    tools::euca::main::<tools::euca::instances::GetConsoleOutput>("euca-get-console-output")
+}

@@ -1,0 +1,5 @@
+//! `euca-terminate-instances`: terminates instances, with euca2ools 3.4's flags and output.
+
+fn main() -> std::process::ExitCode {
+    tools::euca::main::<tools::euca::instances::TerminateInstances>("euca-terminate-instances")
+}
