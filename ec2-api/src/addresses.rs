@@ -120,15 +120,6 @@ pub fn owner_of(cloud: &Cloud, allocation_id: &str) -> Result<Option<String>, Qu
         .map(|a| a.owner))
 }
 
-/// The account owning instance `instance_id`, if it exists.
-///
-/// The seam to the instances issue: there are no instance records yet, so no id names an
-/// instance (associating an address or tagging an instance answers
-/// `InvalidInstanceID.NotFound`). That issue makes this read its instance records.
-pub fn instance_owner(_cloud: &Cloud, _instance_id: &str) -> Result<Option<String>, QueryError> {
-    Ok(None)
-}
-
 /// `AllocateAddress`: the lowest free address of the pool, for the caller.
 /// `AddressLimitExceeded` when the pool is empty or every address is taken.
 pub fn allocate(call: &Call<'_>) -> Result<String, QueryError> {
@@ -205,7 +196,7 @@ pub fn associate(call: &Call<'_>) -> Result<String, QueryError> {
     }
     let _guard = call.cloud.state.exclusive();
     let mut address = own_address(call, &named)?;
-    if instance_owner(call.cloud, instance_id)?.as_deref() != Some(call.account()) {
+    if crate::instances::owner_of(call.cloud, instance_id)?.as_deref() != Some(call.account()) {
         return Err(QueryError::NotFound(
             Resource::Instance,
             instance_id.to_owned(),

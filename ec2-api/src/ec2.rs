@@ -1,15 +1,17 @@
 //! The EC2 Query API: what every action works with ([`Cloud`], [`Call`]), the API versions
 //! spoken, the response envelope, and the table from action names to their handlers (one
 //! file per resource: `images.rs`, `keypairs.rs`, `groups.rs`, `addresses.rs`, `zones.rs`,
-//! `tags.rs`, `properties.rs`).
+//! `tags.rs`, `properties.rs`, `instances.rs`).
 
 use std::sync::Arc;
 
+use compute::cluster::RunOutcome;
+use compute::rpc::{ConsoleOutput, InstanceReport, NodeStatus, RpcError, RunOrder};
 use identity::{Identity, Principal};
 
 use crate::query::{escape, Filter, QueryRequest};
 use crate::state::CloudState;
-use crate::{addresses, groups, images, keypairs, properties, tags, zones, QueryError};
+use crate::{addresses, groups, images, instances, keypairs, properties, tags, zones, QueryError};
 
 /// The newest API version spoken, used when a request names none.
 pub const LATEST_VERSION: &str = "2016-11-15";
@@ -31,6 +33,23 @@ pub trait BundleStore: Send + Sync {
         key: &str,
         limit: u64,
     ) -> Result<Vec<u8>, BundleAccess>;
+}
+
+/// The cloud's clusters as the CLC reaches them: a CC's client in the `koala` binary (over
+/// HTTP, signed with the CLC's own key). Blocking, as EC2 actions run on blocking threads.
+pub trait Clusters: Send + Sync {
+    /// Places and starts instances.
+    fn run(&self, orders: &[RunOrder]) -> Result<RunOutcome, RpcError>;
+    /// Every instance the nodes know.
+    fn instances(&self) -> Result<Vec<InstanceReport>, RpcError>;
+    /// Terminates an instance on its node.
+    fn terminate(&self, id: &str) -> Result<InstanceReport, RpcError>;
+    /// Resets an instance.
+    fn reboot(&self, id: &str) -> Result<(), RpcError>;
+    /// An instance's console log.
+    fn console(&self, id: &str) -> Result<ConsoleOutput, RpcError>;
+    /// The nodes with their resources.
+    fn nodes(&self) -> Result<Vec<NodeStatus>, RpcError>;
 }
 
 /// Why a bundle object could not be read.
@@ -69,6 +88,8 @@ pub struct Cloud {
     pub identity: Identity,
     /// Where bundles are read from.
     pub bundles: Arc<dyn BundleStore>,
+    /// Where instances run.
+    pub clusters: Arc<dyn Clusters>,
     /// Fixed settings.
     pub settings: Arc<CloudSettings>,
 }
@@ -135,6 +156,12 @@ pub fn dispatch(call: &Call<'_>, action: &str) -> Result<String, QueryError> {
         "CreateTags" => tags::create(call),
         "DeleteTags" => tags::delete(call),
         "DescribeTags" => tags::describe(call),
+        "RunInstances" => instances::run(call),
+        "DescribeInstances" => instances::describe(call),
+        "TerminateInstances" => instances::terminate(call),
+        "RebootInstances" => instances::reboot(call),
+        "GetConsoleOutput" => instances::console_output(call),
+        "DescribeInstanceStatus" => instances::describe_status(call),
         "DescribeProperties" => properties::describe(call),
         "ModifyPropertyValue" => properties::modify(call),
         _ => Err(QueryError::InvalidAction(action.to_owned())),

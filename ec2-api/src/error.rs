@@ -77,6 +77,15 @@ pub enum QueryError {
     /// The public address pool is exhausted.
     #[error("There are no more public addresses to allocate.")]
     AddressLimitExceeded,
+    /// The cloud has no room for the instances asked for.
+    #[error("{0}")]
+    InsufficientCapacity(String),
+    /// The instance is not in a state the action applies to.
+    #[error("{0}")]
+    IncorrectInstanceState(String),
+    /// A component of the cloud (the cluster controller) cannot be reached now.
+    #[error("{0}")]
+    Unavailable(String),
     /// A failure of ours, not the caller's.
     #[error("An internal error occurred.")]
     Internal(String),
@@ -258,6 +267,14 @@ impl QueryError {
             (QueryError::AddressLimitExceeded, _) => {
                 ("AddressLimitExceeded", StatusCode::BAD_REQUEST)
             }
+            (QueryError::InsufficientCapacity(_), _) => (
+                "InsufficientInstanceCapacity",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (QueryError::IncorrectInstanceState(_), _) => {
+                ("IncorrectInstanceState", StatusCode::BAD_REQUEST)
+            }
+            (QueryError::Unavailable(_), _) => ("Unavailable", StatusCode::SERVICE_UNAVAILABLE),
             (QueryError::Internal(_), Ec2) => ("InternalError", StatusCode::INTERNAL_SERVER_ERROR),
             (QueryError::Internal(_), Euare) => {
                 ("ServiceFailure", StatusCode::INTERNAL_SERVER_ERROR)

@@ -172,6 +172,46 @@ impl Groups {
     }
 }
 
+/// The caller's groups an instance is launched in, as `(id, name)`: those named by
+/// `SecurityGroup.N` and `SecurityGroupId.N`, else the account's `default` group (made if
+/// the account has none yet).
+pub(crate) fn for_launch(call: &Call<'_>) -> Result<Vec<(String, String)>, QueryError> {
+    let account = call.account();
+    let names = call.params.list("SecurityGroup");
+    let ids = call.params.list("SecurityGroupId");
+    let _guard = call.cloud.state.exclusive();
+    let mut groups = Groups::load(call.cloud)?;
+    if names.is_empty() && ids.is_empty() {
+        groups.ensure_default(call.cloud, account)?;
+    }
+    let mut chosen: Vec<(String, String)> = Vec::new();
+    let targets = names
+        .iter()
+        .map(|n| Target::Name(n))
+        .chain(ids.iter().map(|i| Target::Id(i)));
+    for target in targets {
+        if let Target::Id(id) = target {
+            if !is_id(id, "sg") {
+                return Err(QueryError::Malformed(Resource::Group, id.to_owned()));
+            }
+        }
+        if target == Target::Name(DEFAULT_GROUP) {
+            groups.ensure_default(call.cloud, account)?;
+        }
+        let g = &groups.all[find_target(&groups, account, target)?];
+        if !chosen.iter().any(|(id, _)| *id == g.id) {
+            chosen.push((g.id.clone(), g.name.clone()));
+        }
+    }
+    if chosen.is_empty() {
+        let g = &groups.all[groups
+            .by_name(account, DEFAULT_GROUP)
+            .ok_or_else(|| QueryError::Internal("the default group vanished".into()))?];
+        chosen.push((g.id.clone(), g.name.clone()));
+    }
+    Ok(chosen)
+}
+
 /// How a request names the group it acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target<'a> {
@@ -282,7 +322,7 @@ pub fn delete(call: &Call<'_>) -> Result<String, QueryError> {
     if group.name == DEFAULT_GROUP {
         return Err(reserved());
     }
-    check_unused(&groups, group)?;
+    check_unused(call.cloud, &groups, group)?;
     let mut batch = Batch::new();
     batch.delete::<GroupRecord>(&group.id);
     tags::delete_all(call.cloud, &mut batch, &group.id)?;
@@ -292,9 +332,17 @@ pub fn delete(call: &Call<'_>) -> Result<String, QueryError> {
 }
 
 /// Refuses to delete a group that is still in use: named as the source of another group's
-/// rule (of any account). Koala runs no instances yet; when it does, a group some instance
-/// is launched in is in use too, and that check belongs here.
-fn check_unused(groups: &Groups, group: &GroupRecord) -> Result<(), QueryError> {
+/// rule (of any account), or holding an instance that is not terminated.
+fn check_unused(cloud: &Cloud, groups: &Groups, group: &GroupRecord) -> Result<(), QueryError> {
+    if let Some(instance) = crate::instances::in_group(cloud, &group.id)? {
+        return Err(QueryError::InUse(
+            Resource::Group,
+            format!(
+                "There are active instances using security group '{}' ({instance})",
+                group.name
+            ),
+        ));
+    }
     let referrer = groups.all.iter().find(|g| {
         g.id != group.id
             && g.rules

@@ -124,6 +124,10 @@ pub struct ImageRecord {
     pub image_digest: String,
     /// The parts, in order.
     pub parts: Vec<BundlePart>,
+    /// SHA-256 of the plain image once Walrus unbundled it (a node reported it): handed to
+    /// nodes with each run, so that a node holding the image needs no call to Walrus.
+    #[serde(default)]
+    pub plain_sha256: Option<String>,
 }
 
 impl Record for ImageRecord {
@@ -142,8 +146,21 @@ pub fn owner_of(cloud: &Cloud, id: &str) -> Result<Option<String>, QueryError> {
     Ok(cloud.state.get::<ImageRecord>(id)?.map(|r| r.owner))
 }
 
+/// Records the SHA-256 a node reported for an image's plain bytes (once; the bundle of an
+/// image never changes).
+pub(crate) fn record_plain_sha256(cloud: &Cloud, id: &str, sha256: &str) -> Result<(), QueryError> {
+    let _guard = cloud.state.exclusive();
+    if let Some(mut image) = cloud.state.get::<ImageRecord>(id)? {
+        if image.plain_sha256.is_none() {
+            image.plain_sha256 = Some(sha256.to_owned());
+            cloud.state.put(id, &image)?;
+        }
+    }
+    Ok(())
+}
+
 /// An image the caller may see (own, shared, public; every image for the cloud admin).
-fn visible(call: &Call<'_>, id: &str) -> Result<ImageRecord, QueryError> {
+pub(crate) fn visible(call: &Call<'_>, id: &str) -> Result<ImageRecord, QueryError> {
     if ImageKind::of_id(id).is_none() {
         return Err(QueryError::Malformed(Resource::Image, id.to_owned()));
     }
@@ -297,6 +314,7 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
         image_size: manifest.size,
         image_digest: manifest.digest.clone(),
         parts,
+        plain_sha256: None,
     };
     call.cloud.state.put(&id, &record)?;
     tracing::info!(image = %id, location = %record.location, "registered an image");

@@ -82,6 +82,15 @@ fn store_key(account: &str, name: &str) -> String {
     format!("{account}/{name}")
 }
 
+/// The OpenSSH public key of the caller's key pair `name`, for an instance's config drive.
+pub(crate) fn public_key(call: &Call<'_>, name: &str) -> Result<String, QueryError> {
+    call.cloud
+        .state
+        .get::<KeyPairRecord>(&store_key(call.account(), name))?
+        .map(|k| k.public_key)
+        .ok_or_else(|| QueryError::NotFound(Resource::KeyPair, name.to_owned()))
+}
+
 /// `CreateKeyPair`: a new RSA-2048 key; the response carries its private half as a PKCS#1
 /// PEM, which the cloud does not keep.
 pub fn create(call: &Call<'_>) -> Result<String, QueryError> {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod euare;
 mod groups;
 mod images;
+pub mod instances;
 mod keypairs;
 mod properties;
 pub mod query;
@@ -22,7 +23,7 @@ use axum::body::Body;
 use http::{Request, Response};
 use identity::{Authenticated, Identity, RequestParts, ServiceUrls};
 
-pub use ec2::{BundleAccess, BundleStore, Cloud, CloudSettings};
+pub use ec2::{BundleAccess, BundleStore, Cloud, CloudSettings, Clusters};
 pub use error::{QueryError, Resource};
 use query::{Dialect, QueryRequest};
 pub use state::CloudState;

@@ -26,6 +26,12 @@ pub const DEFAULT_RAMDISK: &str = "cloud.images.default_ramdisk";
 pub const PUBLIC_IPS: &str = "cloud.network.public_ips";
 /// The prefix of the VM type properties (`cloud.vmtypes.m1.small`).
 const VM_TYPE_PREFIX: &str = "cloud.vmtypes.";
+/// How long an instance may take from RunInstances to running before it is terminated with
+/// the reason, in seconds.
+pub const START_TIMEOUT: &str = "cloud.instances.start_timeout";
+/// The starting value of [`START_TIMEOUT`]: a first run of a multi-GiB image is unbundled by
+/// Walrus and fetched by the node within it.
+const DEFAULT_START_TIMEOUT: &str = "600";
 
 /// The most addresses the public pool may hold (a /16): the pool is listed in full when an
 /// address is allocated.
@@ -75,6 +81,8 @@ enum Kind {
     AddressPool,
     /// `CPUS MEMORY_MIB DISK_GIB`.
     VmType,
+    /// A whole number of seconds, 1 to a day.
+    Seconds,
 }
 
 /// One property of the catalogue.
@@ -105,12 +113,21 @@ fn catalogue() -> Vec<Definition> {
              separated by commas.",
             Kind::AddressPool,
         ),
+        (
+            START_TIMEOUT,
+            "Seconds an instance may take from RunInstances to running; past it the instance \
+             is terminated with the reason.",
+            Kind::Seconds,
+        ),
     ]
     .into_iter()
     .map(|(name, description, kind)| Definition {
         name: name.to_owned(),
         description: description.to_owned(),
-        default: String::new(),
+        default: match kind {
+            Kind::Seconds => DEFAULT_START_TIMEOUT.to_owned(),
+            _ => String::new(),
+        },
         kind,
     });
     let vm_types = VM_TYPES
@@ -350,7 +367,23 @@ fn validate(kind: Kind, text: &str) -> Result<String, String> {
             let (cpus, memory, disk) = parse_vm_type(text)?;
             Ok(format!("{cpus} {memory} {disk}"))
         }
+        Kind::Seconds => match text.parse::<u32>() {
+            Ok(n) if (1..=86_400).contains(&n) => Ok(n.to_string()),
+            _ => Err(format!(
+                "'{text}' is not a number of seconds from 1 to 86400."
+            )),
+        },
     }
+}
+
+/// The start timeout in force, in seconds.
+pub fn start_timeout(cloud: &Cloud) -> Result<u64, QueryError> {
+    let text = value(cloud, START_TIMEOUT)?;
+    text.parse().map_err(|_| {
+        QueryError::Internal(format!(
+            "the stored value of {START_TIMEOUT} is invalid: {text}"
+        ))
+    })
 }
 
 /// The entries of a pool value: separated by commas or white space; a range may be written

@@ -135,7 +135,7 @@ fn own_resources<'a>(
             let owner = match kind {
                 Taggable::Image => images::owner_of(call.cloud, id)?,
                 Taggable::Group => groups::owner_of(call.cloud, id)?,
-                Taggable::Instance => addresses::instance_owner(call.cloud, id)?,
+                Taggable::Instance => crate::instances::owner_of(call.cloud, id)?,
                 Taggable::Address => addresses::owner_of(call.cloud, id)?,
             };
             if owner.as_deref() == Some(call.account()) {

@@ -4,7 +4,9 @@
 //! A cloud administrator's `euca-describe-availability-zones verbose` (`ZoneName.1=verbose`)
 //! also lists, as Eucalyptus did, each zone's VM types with free and total instance slots.
 
-use crate::ec2::{apply_filters, Call, Cloud};
+use compute::rpc::{NodeStatus, VmSpec};
+
+use crate::ec2::{apply_filters, Call};
 use crate::properties::{self, VmType};
 use crate::query::Xml;
 use crate::QueryError;
@@ -12,12 +14,22 @@ use crate::QueryError;
 /// The state every zone reports while its cluster serves.
 const AVAILABLE: &str = "available";
 
-/// Instances of `vm_type` that `zone` can still start, and at most holds: `(free, max)`.
-///
-/// The seam to the instances issue, which registers nodes and their resources: until then no
-/// zone has a node, so every count is 0.
-fn capacity(_cloud: &Cloud, _zone: &str, _vm_type: &VmType) -> (u32, u32) {
-    (0, 0)
+/// Instances of `vm_type` the zone's answering nodes can still start, and at most hold:
+/// `(free, max)`.
+fn capacity(nodes: &[NodeStatus], vm_type: &VmType) -> (u64, u64) {
+    let vm = VmSpec {
+        name: vm_type.name.clone(),
+        cpus: vm_type.cpus,
+        memory_mib: vm_type.memory_mib.into(),
+        disk_gib: vm_type.disk_gib.into(),
+    };
+    nodes
+        .iter()
+        .filter(|n| n.error.is_none())
+        .filter_map(|n| n.resources.as_ref())
+        .fold((0, 0), |(free, max), r| {
+            (free + r.free_slots(&vm), max + r.max_slots(&vm))
+        })
 }
 
 /// `DescribeAvailabilityZones`: the zones named by `ZoneName.N` (all when none), narrowed
@@ -45,10 +57,13 @@ pub fn describe_zones(call: &Call<'_>) -> Result<String, QueryError> {
         },
         |_| Vec::new(),
     )?;
-    let vm_types = if verbose {
-        properties::vm_types(call.cloud)?
+    let (vm_types, nodes) = if verbose {
+        let nodes = call.cloud.clusters.nodes().map_err(|e| {
+            QueryError::Unavailable(format!("The cluster controller cannot be reached: {e}"))
+        })?;
+        (properties::vm_types(call.cloud)?, nodes)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
 
     let mut x = Xml::new();
@@ -63,7 +78,7 @@ pub fn describe_zones(call: &Call<'_>) -> Result<String, QueryError> {
             if verbose {
                 verbose_item(x, "|- vm types", "free / max   cpu   ram  disk");
                 for t in &vm_types {
-                    let (free, max) = capacity(call.cloud, zone, t);
+                    let (free, max) = capacity(&nodes, t);
                     verbose_item(
                         x,
                         &format!("|- {}", t.name),

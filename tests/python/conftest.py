@@ -93,6 +93,8 @@ class Cloud:
     """One `koala up` process with its data dir and port."""
 
     def __init__(self, data_dir, port=None):
+        # mkdtemp makes 0700 folders; QEMU's user must reach the node's disks inside.
+        os.chmod(data_dir, 0o755)
         self.data_dir = data_dir
         self.port = port or free_port()
         self.proc = None

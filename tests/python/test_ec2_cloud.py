@@ -38,7 +38,9 @@ def ecloud():
     """A cloud whose koala.toml sets the public address pool."""
     data_dir = tempfile.mkdtemp(prefix="koala-e2e-ec2cloud-")
     with open(os.path.join(data_dir, "koala.toml"), "w") as f:
-        f.write(f'[properties]\n"cloud.network.public_ips" = "{POOL_SETTING}"\n')
+        # A node of a known size, so that the zone's capacity is the same on every host.
+        f.write("[node]\ncores = 4\nmemory_mib = 4096\ndisk_gib = 100\n\n"
+                f'[properties]\n"cloud.network.public_ips" = "{POOL_SETTING}"\n')
     c = Cloud(data_dir).start()
     yield c
     c.stop()
@@ -385,8 +387,9 @@ def test_verbose_zones_list_vm_types_for_the_administrator(admin, alice):
     assert names[:2] == ["cluster01", "|- vm types"]
     assert items[1]["State"] == "free / max   cpu   ram  disk"
     states = {z["ZoneName"]: z["State"] for z in items[2:]}
-    assert states["|- m1.small"] == "0000 / 0000   1    256     5"
-    assert states["|- c1.xlarge"] == "0000 / 0000   2   2048    10"
+    # The node's 4 cores, 4096 MiB, 100 GiB: cores bound m1.small, memory c1.xlarge.
+    assert states["|- m1.small"] == "0004 / 0004   1    256     5"
+    assert states["|- c1.xlarge"] == "0002 / 0002   2   2048    10"
     assert states["|- hs1.8xlarge"] == "0000 / 0000  48 119808 24000"
     assert names[2:5] == ["|- t1.micro", "|- m1.small", "|- m1.medium"]
     assert len(items) == 2 + 18
@@ -453,7 +456,7 @@ def test_modify_and_reset_a_property(ecloud, admin):
         "cloud.vmtypes.m1.small"][0] == "2 512 10"
     zones = admin.describe_availability_zones(ZoneNames=["verbose"])["AvailabilityZones"]
     assert {z["ZoneName"]: z["State"] for z in zones}["|- m1.small"] == \
-        "0000 / 0000   2    512    10"
+        "0002 / 0002   2    512    10"
     status, root = modify_property(ecloud, "cloud.vmtypes.m1.small", reset=True)
     assert status == 200, ET.tostring(root)
     assert (root.findtext("value"), root.findtext("oldValue")) == ("1 256 5", "2 512 10")

@@ -149,8 +149,20 @@ impl Drop for Cloud {
     }
 }
 
-/// A loopback address with a port nobody listens on right now.
+/// A loopback address with a port P nobody listens on right now, nor on P+1 and P+2, where
+/// `koala up` runs its cluster and node controllers.
 pub fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.local_addr().expect("local addr")
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let next_free = |offset: u16| {
+            addr.port()
+                .checked_add(offset)
+                .is_some_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        };
+        if next_free(1) && next_free(2) {
+            return addr;
+        }
+    }
+    panic!("no three consecutive free ports on loopback");
 }

@@ -32,6 +32,51 @@ pub struct FileConfig {
     /// Starting values of cloud properties (`euca-describe-properties` lists them all).
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
+    /// The node controller of this host.
+    #[serde(default)]
+    pub node: NodeSettings,
+    /// The cluster controller of this host.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
+}
+
+/// `[node]`: what this host's node controller offers and how it runs guests. Every key is
+/// optional; the defaults suit one host.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// The node's name in the cluster [default: this host's name].
+    pub host: Option<String>,
+    /// `auto` (KVM if a probe guest boots under it, else TCG), `kvm` or `tcg`.
+    pub accel: Option<String>,
+    /// The probe guest for `auto`: kernel, ramdisk and root disk that print Koala's ready
+    /// marker (scripts/build-test-guest makes one). Without it, `auto` means TCG.
+    pub probe_kernel: Option<PathBuf>,
+    /// The probe guest's ramdisk.
+    pub probe_initrd: Option<PathBuf>,
+    /// The probe guest's root disk.
+    pub probe_disk: Option<PathBuf>,
+    /// Where instances and the image cache live [default: DATA_DIR/node]. On XFS (reflink=1)
+    /// or btrfs instance disks are reflinks, else qcow2 overlays.
+    pub dir: Option<PathBuf>,
+    /// Cores offered to instances [default: the host's].
+    pub cores: Option<u32>,
+    /// Memory offered to instances, MiB [default: the host's less 1 GiB].
+    pub memory_mib: Option<u64>,
+    /// Disk offered to instances, GiB [default: 100].
+    pub disk_gib: Option<u64>,
+    /// The image cache's size limit, MiB [default: 51200].
+    pub cache_mib: Option<u64>,
+    /// The libvirt URI [default: qemu:///system].
+    pub libvirt_uri: Option<String>,
+}
+
+/// `[cluster]`: the cluster controller of this host.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// `least-loaded` (default) or `round-robin`.
+    pub policy: Option<String>,
 }
 
 /// Values given on the command line or in the environment (clap reads both).
@@ -68,6 +113,10 @@ pub struct Config {
     pub zone: String,
     /// Starting values of cloud properties, by name.
     pub properties: Vec<(String, String)>,
+    /// The node controller's settings.
+    pub node: NodeSettings,
+    /// The cluster controller's settings.
+    pub cluster: ClusterSettings,
 }
 
 /// The zone name when none is configured (Eucalyptus' first cluster's conventional name).
@@ -129,6 +178,8 @@ impl Config {
                 .or(file.virtual_host_domain),
             zone: file.zone.unwrap_or_else(|| DEFAULT_ZONE.to_owned()),
             properties: file.properties.into_iter().collect(),
+            node: file.node,
+            cluster: file.cluster,
         })
     }
 
@@ -149,7 +200,7 @@ impl Config {
 }
 
 /// This host's name, for URLs when listening on all addresses.
-fn host_name() -> String {
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
@@ -182,6 +233,20 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # "cloud.network.public_ips" = "192.168.100.10-192.168.100.50"
 # "cloud.images.default_kernel" = "eki-12345678"
 # "cloud.images.default_ramdisk" = "eri-12345678"
+# "cloud.instances.start_timeout" = "600"
+
+# This host's node controller (under `koala up`, on the main port + 2).
+[node]
+# accel = "auto"          # auto (KVM if a probe guest boots under it, else TCG), kvm or tcg
+# dir = "/var/lib/koala/node"   # instances and image cache; XFS with reflink=1 avoids qcow2
+# cores = 8
+# memory_mib = 16384
+# disk_gib = 100
+# cache_mib = 51200
+
+# This host's cluster controller (under `koala up`, on the main port + 1).
+[cluster]
+# policy = "least-loaded" # or round-robin
 "#;
 
 #[cfg(test)]

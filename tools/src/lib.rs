@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod ec2xml;
 pub mod euca;
+pub mod roles;
 pub mod server;
 
 /// An error and its chain of causes as one line, the way euca2ools prints failures

@@ -15,11 +15,16 @@ use identity::{Identity, ServiceUrls};
 use walrus::{Walrus, WalrusConfig};
 
 use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
+use crate::roles::{self, CcClusters};
+use compute::cluster::http::ClusterClient;
+use compute::rpc::{NodeRegistration, RpcClient};
+use std::net::SocketAddr;
 
 /// Which roles one process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Roles {
-    /// Everything that exists (`koala up`): Walrus and the cloud controller's account service.
+    /// Every role on one host (`koala up`): Walrus, the cloud controller on the main port, the
+    /// cluster controller on the next port and a node controller on the one after.
     All,
     /// Walrus alone (`koala walrus`).
     Walrus,
@@ -45,6 +50,9 @@ pub enum ServerError {
     /// Walrus failed to open.
     #[error("cannot open Walrus: {0}")]
     Walrus(String),
+    /// A compute role (cluster or node controller) could not start.
+    #[error("{0}")]
+    Compute(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -111,6 +119,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     .map_err(|e| ServerError::Walrus(e.to_string()))?;
     let query = match roles {
         Roles::All => {
+            let clusters = start_compute(&config, &identity).await?;
             let cloud = Cloud {
                 state: CloudState::open(&config.data_dir.join("clc"))
                     .map_err(|e| ServerError::CloudState(e.to_string()))?,
@@ -119,6 +128,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                     walrus: walrus.clone(),
                     runtime: tokio::runtime::Handle::current(),
                 }),
+                clusters,
                 settings: Arc::new(CloudSettings {
                     region: config.region.clone(),
                     ec2_url: urls.ec2_url.clone().unwrap_or_default(),
@@ -126,6 +136,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                     property_defaults: config.properties.clone(),
                 }),
             };
+            spawn_instance_sync(cloud.clone());
             Some(QueryApi::new(identity.clone(), urls.clone(), cloud))
         }
         Roles::Walrus => None,
@@ -134,18 +145,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         .fallback(front)
         .with_state(Front { walrus, query });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?
-        .tap_io(|tcp| {
-            // Small responses must not wait for Nagle's algorithm (40 ms stalls otherwise).
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::warn!("cannot set TCP_NODELAY: {err}");
-            }
-        });
+    let listener = bind(config.listen).await?;
     let base = config.base_url();
     println!("Walrus (S3) is serving at {base}/ and {base}/services/Walrus");
     if roles == Roles::All {
@@ -160,6 +160,125 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
             addr: config.listen,
             source,
         })
+}
+
+/// The listen address of a role on the main port + `offset`.
+fn role_addr(config: &Config, offset: u16) -> SocketAddr {
+    SocketAddr::new(
+        config.listen.ip(),
+        config.listen.port().wrapping_add(offset),
+    )
+}
+
+/// How the roles of one process reach a port of it.
+fn local_url(config: &Config, offset: u16) -> String {
+    let ip = match config.listen.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    format!(
+        "http://{}",
+        SocketAddr::new(ip, config.listen.port().wrapping_add(offset))
+    )
+}
+
+/// Binds a listener with TCP_NODELAY on its connections.
+async fn bind(
+    addr: SocketAddr,
+) -> Result<impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>, ServerError>
+{
+    Ok(tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?
+        .tap_io(|tcp| {
+            // Small responses must not wait for Nagle's algorithm (40 ms stalls otherwise).
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::warn!("cannot set TCP_NODELAY: {err}");
+            }
+        }))
+}
+
+/// Starts the cluster controller (on the main port plus one) and this host's node controller
+/// (plus two), registers the node with the cluster, and returns the CLC's client of it.
+/// A node that cannot start (no libvirt) is reported in one sentence; the rest of the cloud
+/// runs without it.
+async fn start_compute(
+    config: &Config,
+    identity: &Identity,
+) -> Result<Arc<dyn ec2_api::Clusters>, ServerError> {
+    let compute_err = |e: String| ServerError::Compute(e);
+    let zone = &config.zone;
+    let cc_key =
+        roles::component_key(identity, config, &format!("cc-{zone}")).map_err(compute_err)?;
+    let clc_key = roles::component_key(identity, config, "clc").map_err(compute_err)?;
+    let cluster = roles::open_cluster(config, cc_key).map_err(compute_err)?;
+    let cc_addr = role_addr(config, 1);
+    let cc_listener = bind(cc_addr).await?;
+    let cc_router = compute::cluster::http::router(cluster, roles::verifier(identity));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(cc_listener, cc_router).await {
+            tracing::error!("the cluster controller stopped: {e}");
+        }
+    });
+    println!(
+        "The cluster controller ({zone}) is serving at {}",
+        local_url(config, 1)
+    );
+    let client = ClusterClient::new(RpcClient::new(clc_key), &local_url(config, 1));
+
+    let host = roles::node_host(config);
+    let node_started = async {
+        roles::ensure_libvirt().await?;
+        let nc_key = roles::component_key(identity, config, &format!("nc-{host}"))?;
+        let walrus_url = format!("{}/services/Walrus", local_url(config, 0));
+        roles::open_node(config, nc_key, &walrus_url).await
+    }
+    .await;
+    match node_started {
+        Ok(node) => {
+            let nc_addr = role_addr(config, 2);
+            let nc_listener = bind(nc_addr).await?;
+            let nc_router = compute::node::http::router(node, roles::verifier(identity));
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(nc_listener, nc_router).await {
+                    tracing::error!("the node controller stopped: {e}");
+                }
+            });
+            let registration = NodeRegistration {
+                host: host.clone(),
+                url: local_url(config, 2),
+            };
+            roles::ensure_registered(&client, registration)
+                .await
+                .map_err(|e| ServerError::Compute(format!("cannot register node {host}: {e}")))?;
+            println!(
+                "The node controller ({host}) is serving at {}",
+                local_url(config, 2)
+            );
+        }
+        Err(e) => println!("No node controller runs on this host, so no instance can start: {e}"),
+    }
+    Ok(Arc::new(CcClusters {
+        client,
+        runtime: tokio::runtime::Handle::current(),
+    }))
+}
+
+/// Keeps the CLC's instance records in step with the nodes, every second.
+fn spawn_instance_sync(cloud: Cloud) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let cloud = cloud.clone();
+            match tokio::task::spawn_blocking(move || ec2_api::instances::sync(&cloud)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("cannot sync the instances: {e:?}"),
+                Err(e) => tracing::error!("the instance sync failed: {e}"),
+            }
+        }
+    });
 }
 
 /// The cloud controller's view of Walrus on the same host: direct reads of the store with

@@ -1,0 +1,795 @@
+//! Instances: RunInstances, DescribeInstances, TerminateInstances, RebootInstances,
+//! GetConsoleOutput, DescribeInstanceStatus, and the CLC's view of them kept in step with
+//! the nodes.
+//!
+//! The CLC records each instance (who launched what, how) and asks the cluster controller to
+//! run it; the nodes are the truth of what runs. [`sync`], called every second by the
+//! daemon, reads every node's reports through the CC and moves the records along (pending →
+//! running → terminated with the reason). It also ends instances no node admits to: one
+//! still pending past its start timeout (its node died mid-boot), one running whose node
+//! stopped reporting it. So an instance never stays pending for ever, whatever broke.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use compute::rpc::{
+    ImageRef, InstanceReport, InstanceState, RpcError, RunOrder, StateReason, VmSpec,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::ec2::{apply_filters, is_id, new_id, timestamp_now, Call, Cloud};
+use crate::images::{self, ImageKind, ImageRecord};
+use crate::query::Xml;
+use crate::state::{Batch, Record};
+use crate::{groups, keypairs, properties, tags, QueryError, Resource};
+
+/// The most user data RunInstances takes (EC2's limit, after base64 decoding).
+const MAX_USER_DATA: usize = 16 * 1024;
+
+/// How long a terminated instance stays listed, as in EC2.
+const TERMINATED_KEPT_MS: u64 = 3600 * 1000;
+
+/// How long a running instance may be missing from every node's reports before it is
+/// declared lost (a node restart takes seconds; a dead node never answers again).
+const LOST_AFTER_MS: u64 = 120 * 1000;
+
+/// Extra time, beyond the start timeout, a pending instance no node reports is waited for.
+const PENDING_GRACE_MS: u64 = 30 * 1000;
+
+/// An instance as the CLC records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// `i-` id.
+    pub id: String,
+    /// `r-` id of the RunInstances call that made it.
+    pub reservation_id: String,
+    /// Owning account.
+    pub owner: String,
+    /// The machine image.
+    pub image_id: String,
+    /// The kernel booted.
+    pub kernel_id: String,
+    /// The ramdisk, if any.
+    pub ramdisk_id: Option<String>,
+    /// The VM type.
+    pub instance_type: String,
+    /// The key pair's name.
+    pub key_name: Option<String>,
+    /// Its security groups, `(id, name)`.
+    pub groups: Vec<(String, String)>,
+    /// The availability zone.
+    pub zone: String,
+    /// Its index in the reservation.
+    pub launch_index: u32,
+    /// When it was launched (EC2 timestamp).
+    pub launch_time: String,
+    /// The same, in milliseconds since the epoch.
+    pub launched_ms: u64,
+    /// Its state.
+    pub state: InstanceState,
+    /// Why it ended (or is ending).
+    pub state_reason: Option<StateReason>,
+    /// The node it runs on.
+    pub node: Option<String>,
+    /// The caller's idempotency token.
+    pub client_token: Option<String>,
+    /// The start timeout it was given, seconds.
+    pub start_timeout_secs: u64,
+    /// When it became terminated, ms since the epoch.
+    pub ended_ms: Option<u64>,
+    /// Since when no node has reported it, ms since the epoch.
+    #[serde(default)]
+    pub missing_since_ms: Option<u64>,
+}
+
+impl Record for InstanceRecord {
+    const TABLE: &'static str = "instance/";
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The owner of an instance id, if it exists and is not terminated (addresses and tags ask).
+pub fn owner_of(cloud: &Cloud, id: &str) -> Result<Option<String>, QueryError> {
+    Ok(cloud
+        .state
+        .get::<InstanceRecord>(id)?
+        .filter(|i| i.state != InstanceState::Terminated)
+        .map(|i| i.owner))
+}
+
+/// An instance not yet terminated that was launched in security group `group_id`.
+pub(crate) fn in_group(cloud: &Cloud, group_id: &str) -> Result<Option<String>, QueryError> {
+    Ok(all(cloud)?
+        .into_iter()
+        .find(|i| {
+            i.state != InstanceState::Terminated && i.groups.iter().any(|(g, _)| g == group_id)
+        })
+        .map(|i| i.id))
+}
+
+fn all(cloud: &Cloud) -> Result<Vec<InstanceRecord>, QueryError> {
+    Ok(cloud
+        .state
+        .scan::<InstanceRecord>("")?
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect())
+}
+
+fn rpc_error(e: RpcError) -> QueryError {
+    match e.code.as_str() {
+        "InsufficientInstanceCapacity" => QueryError::InsufficientCapacity(e.message),
+        "Unavailable" => QueryError::Unavailable(format!(
+            "The cluster controller cannot be reached: {}",
+            e.message
+        )),
+        _ => QueryError::Internal(e.to_string()),
+    }
+}
+
+/// An image for a launch: visible to the caller and of the kind wanted.
+fn launch_image(call: &Call<'_>, id: &str, kind: ImageKind) -> Result<ImageRecord, QueryError> {
+    let image = images::visible(call, id)?;
+    if image.kind != kind {
+        return Err(QueryError::Validation(format!(
+            "{id} is a {} image, not a {} image",
+            image.kind.as_str(),
+            kind.as_str()
+        )));
+    }
+    Ok(image)
+}
+
+fn image_ref(image: &ImageRecord) -> ImageRef {
+    ImageRef {
+        id: image.id.clone(),
+        manifest: image.location.clone(),
+        sha256: image.plain_sha256.clone(),
+        size: image.plain_sha256.as_ref().map(|_| image.image_size),
+    }
+}
+
+/// `RunInstances`.
+pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
+    let params = call.params;
+    let account = call.account();
+    let cloud = call.cloud;
+    let client_token = params.get("ClientToken").filter(|t| !t.is_empty());
+    if let Some(token) = client_token {
+        if token.len() > 64 {
+            return Err(QueryError::Validation(
+                "ClientToken is at most 64 characters".into(),
+            ));
+        }
+        let earlier: Vec<InstanceRecord> = all(cloud)?
+            .into_iter()
+            .filter(|i| i.owner == account && i.client_token.as_deref() == Some(token))
+            .collect();
+        if !earlier.is_empty() {
+            return Ok(reservation_xml(call, &earlier));
+        }
+    }
+    let image_id = params.required("ImageId")?;
+    let image = launch_image(call, image_id, ImageKind::Machine)?;
+    let count = |name: &str| -> Result<i64, QueryError> { Ok(params.integer(name)?.unwrap_or(1)) };
+    let (min, max) = (count("MinCount")?, count("MaxCount")?);
+    if min < 1 || max < min || max > 1000 {
+        return Err(QueryError::Validation(format!(
+            "MinCount ({min}) and MaxCount ({max}) must be at least 1, with MinCount <= MaxCount <= 1000"
+        )));
+    }
+    let type_name = params
+        .get("InstanceType")
+        .filter(|t| !t.is_empty())
+        .unwrap_or("m1.small");
+    let vm_type = properties::vm_types(cloud)?
+        .into_iter()
+        .find(|t| t.name == type_name)
+        .ok_or_else(|| {
+            QueryError::Validation(format!("Invalid value '{type_name}' for InstanceType."))
+        })?;
+    let kernel_id = match params.get("KernelId").filter(|k| !k.is_empty()) {
+        Some(k) => k.to_owned(),
+        None => match image.kernel_id.clone() {
+            Some(k) => k,
+            None => {
+                let default = properties::value(cloud, properties::DEFAULT_KERNEL)?;
+                if default.is_empty() {
+                    return Err(QueryError::Validation(format!(
+                        "{image_id} has no kernel: give KernelId, or set {} (euca-modify-property)",
+                        properties::DEFAULT_KERNEL
+                    )));
+                }
+                default
+            }
+        },
+    };
+    let kernel = launch_image(call, &kernel_id, ImageKind::Kernel)?;
+    let ramdisk_id = match params.get("RamdiskId").filter(|r| !r.is_empty()) {
+        Some(r) => Some(r.to_owned()),
+        None => image.ramdisk_id.clone().or_else(|| {
+            properties::value(cloud, properties::DEFAULT_RAMDISK)
+                .ok()
+                .filter(|r| !r.is_empty())
+        }),
+    };
+    let ramdisk = ramdisk_id
+        .as_deref()
+        .map(|r| launch_image(call, r, ImageKind::Ramdisk))
+        .transpose()?;
+    let key = match params.get("KeyName").filter(|k| !k.is_empty()) {
+        Some(name) => Some((name.to_owned(), keypairs::public_key(call, name)?)),
+        None => None,
+    };
+    let zone = &cloud.settings.zone;
+    if let Some(asked) = params
+        .get("Placement.AvailabilityZone")
+        .filter(|z| !z.is_empty())
+    {
+        if asked != zone {
+            return Err(QueryError::Validation(format!(
+                "Invalid availability zone: [{asked}]"
+            )));
+        }
+    }
+    let user_data = match params.get("UserData") {
+        Some(text) => {
+            let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            STANDARD.decode(compact).map_err(|_| {
+                QueryError::Validation("Invalid BASE64 encoding of user data".into())
+            })?
+        }
+        None => Vec::new(),
+    };
+    if user_data.len() > MAX_USER_DATA {
+        return Err(QueryError::Validation(format!(
+            "User data is limited to {MAX_USER_DATA} bytes"
+        )));
+    }
+    let groups = groups::for_launch(call)?;
+    let vm = VmSpec {
+        name: vm_type.name.clone(),
+        cpus: vm_type.cpus,
+        memory_mib: vm_type.memory_mib.into(),
+        disk_gib: vm_type.disk_gib.into(),
+    };
+    let nodes = cloud.clusters.nodes().map_err(rpc_error)?;
+    let free: u64 = nodes
+        .iter()
+        .filter(|n| n.error.is_none())
+        .filter_map(|n| n.resources.as_ref())
+        .map(|r| r.free_slots(&vm))
+        .sum();
+    if free < min as u64 {
+        return Err(QueryError::InsufficientCapacity(format!(
+            "There is not enough capacity for {min} {type_name} instance(s) in {zone}: {free} can start now."
+        )));
+    }
+    let launching = (max as u64).min(free) as u32;
+    let start_timeout_secs = properties::start_timeout(cloud)?;
+    let reservation_id = new_id("r");
+    let launch_time = timestamp_now();
+    let launched_ms = now_ms();
+    let mut records = Vec::new();
+    {
+        let _guard = cloud.state.exclusive();
+        let mut batch = Batch::new();
+        for launch_index in 0..launching {
+            let id = loop {
+                let id = new_id("i");
+                if cloud.state.get::<InstanceRecord>(&id)?.is_none()
+                    && !records.iter().any(|r: &InstanceRecord| r.id == id)
+                {
+                    break id;
+                }
+            };
+            let record = InstanceRecord {
+                id,
+                reservation_id: reservation_id.clone(),
+                owner: account.to_owned(),
+                image_id: image.id.clone(),
+                kernel_id: kernel.id.clone(),
+                ramdisk_id: ramdisk.as_ref().map(|r| r.id.clone()),
+                instance_type: vm_type.name.clone(),
+                key_name: key.as_ref().map(|(n, _)| n.clone()),
+                groups: groups.clone(),
+                zone: zone.clone(),
+                launch_index,
+                launch_time: launch_time.clone(),
+                launched_ms,
+                state: InstanceState::Pending,
+                state_reason: None,
+                node: None,
+                client_token: client_token.map(str::to_owned),
+                start_timeout_secs,
+                ended_ms: None,
+                missing_since_ms: None,
+            };
+            batch.put(&record.id, &record);
+            records.push(record);
+        }
+        cloud.state.commit(batch)?;
+    }
+    let user_data = STANDARD.encode(&user_data);
+    let orders: Vec<RunOrder> = records
+        .iter()
+        .map(|r| RunOrder {
+            instance_id: r.id.clone(),
+            reservation_id: reservation_id.clone(),
+            owner: account.to_owned(),
+            image: image_ref(&image),
+            kernel: image_ref(&kernel),
+            ramdisk: ramdisk.as_ref().map(image_ref),
+            vm: vm.clone(),
+            key: key.clone(),
+            user_data: user_data.clone(),
+            start_timeout_secs,
+        })
+        .collect();
+    let outcome = match cloud.clusters.run(&orders) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Nothing was started: the records go as if the call never happened.
+            let mut batch = Batch::new();
+            for r in &records {
+                batch.delete::<InstanceRecord>(&r.id);
+            }
+            cloud.state.commit(batch)?;
+            return Err(rpc_error(e));
+        }
+    };
+    let placed: BTreeMap<&str, &str> = outcome
+        .placed
+        .iter()
+        .map(|p| (p.instance_id.as_str(), p.node.as_str()))
+        .collect();
+    if placed.len() < min as usize {
+        // Fewer than MinCount started: none is kept, as EC2 does.
+        for p in &outcome.placed {
+            if let Err(e) = cloud.clusters.terminate(&p.instance_id) {
+                tracing::warn!(instance = %p.instance_id, "cannot undo a partial launch: {e}");
+            }
+        }
+        let mut batch = Batch::new();
+        for r in &records {
+            batch.delete::<InstanceRecord>(&r.id);
+        }
+        cloud.state.commit(batch)?;
+        let why = outcome
+            .failed
+            .first()
+            .map(|(_, e)| e.message.clone())
+            .unwrap_or_default();
+        return Err(QueryError::InsufficientCapacity(format!(
+            "Only {} of the {min} {type_name} instance(s) asked for could start: {why}",
+            placed.len()
+        )));
+    }
+    let _guard = cloud.state.exclusive();
+    let mut batch = Batch::new();
+    for record in &mut records {
+        match placed.get(record.id.as_str()) {
+            Some(node) => record.node = Some((*node).to_owned()),
+            None => {
+                let why = outcome
+                    .failed
+                    .iter()
+                    .find(|(id, _)| *id == record.id)
+                    .map(|(_, e)| e.message.clone())
+                    .unwrap_or_else(|| "no node took it".into());
+                end(record, StateReason::server_error(why));
+            }
+        }
+        batch.put(&record.id, record);
+    }
+    cloud.state.commit(batch)?;
+    tracing::info!(account, reservation = %reservation_id, count = records.len(), "launched instances");
+    Ok(reservation_xml(call, &records))
+}
+
+fn end(record: &mut InstanceRecord, reason: StateReason) {
+    record.state = InstanceState::Terminated;
+    record.state_reason.get_or_insert(reason);
+    record.ended_ms.get_or_insert_with(now_ms);
+}
+
+/// The body of a RunInstances answer: one reservation.
+fn reservation_xml(call: &Call<'_>, records: &[InstanceRecord]) -> String {
+    let mut x = Xml::new();
+    reservation_fields(call, &mut x, records);
+    x.finish()
+}
+
+fn reservation_fields(call: &Call<'_>, x: &mut Xml, records: &[InstanceRecord]) {
+    let first = &records[0];
+    x.elem("reservationId", &first.reservation_id)
+        .elem("ownerId", &first.owner);
+    x.list("groupSet", &first.groups, |x, (id, name)| {
+        x.elem("groupId", id).elem("groupName", name);
+    });
+    x.list("instancesSet", records, |x, r| instance_item(call, x, r));
+}
+
+fn instance_item(call: &Call<'_>, x: &mut Xml, r: &InstanceRecord) {
+    x.elem("instanceId", &r.id).elem("imageId", &r.image_id);
+    x.nest("instanceState", |x| {
+        x.elem("code", &r.state.code().to_string())
+            .elem("name", r.state.name());
+    });
+    x.elem("privateDnsName", "")
+        .elem("dnsName", "")
+        .elem(
+            "reason",
+            r.state_reason
+                .as_ref()
+                .map(|s| s.message.as_str())
+                .unwrap_or(""),
+        )
+        .opt("keyName", r.key_name.as_deref())
+        .elem("amiLaunchIndex", &r.launch_index.to_string())
+        .list("productCodes", Vec::<&str>::new(), |_, _| {})
+        .elem("instanceType", &r.instance_type)
+        .elem("launchTime", &r.launch_time);
+    x.nest("placement", |x| {
+        x.elem("availabilityZone", &r.zone)
+            .elem("groupName", "")
+            .elem("tenancy", "default");
+    });
+    x.elem("kernelId", &r.kernel_id)
+        .opt("ramdiskId", r.ramdisk_id.as_deref());
+    x.nest("monitoring", |x| {
+        x.elem("state", "disabled");
+    });
+    x.list("groupSet", &r.groups, |x, (id, name)| {
+        x.elem("groupId", id).elem("groupName", name);
+    });
+    if let Some(reason) = &r.state_reason {
+        x.nest("stateReason", |x| {
+            x.elem("code", &reason.code)
+                .elem("message", &reason.message);
+        });
+    }
+    x.elem("architecture", "x86_64")
+        .elem("rootDeviceType", "instance-store")
+        .list("blockDeviceMapping", Vec::<&str>::new(), |_, _| {})
+        .elem("virtualizationType", "paravirtual")
+        .opt("clientToken", r.client_token.as_deref());
+    let tags = tags::tags_of(call, &r.id).unwrap_or_default();
+    tags::tag_set(x, &tags);
+    x.elem("hypervisor", "kvm")
+        .list("networkInterfaceSet", Vec::<&str>::new(), |_, _| {})
+        .elem("ebsOptimized", "false");
+}
+
+/// The caller's instances named by `InstanceId.N` (all when none); a malformed id or one not
+/// the caller's is an error.
+fn named(call: &Call<'_>) -> Result<Vec<InstanceRecord>, QueryError> {
+    let ids = call.params.list("InstanceId");
+    if let Some(bad) = ids.iter().find(|id| !is_id(id, "i")) {
+        return Err(QueryError::Malformed(Resource::Instance, (*bad).to_owned()));
+    }
+    if ids.is_empty() {
+        return Ok(all(call.cloud)?
+            .into_iter()
+            .filter(|i| i.owner == call.account())
+            .collect());
+    }
+    let mut out: Vec<InstanceRecord> = Vec::new();
+    for id in ids {
+        match call.cloud.state.get::<InstanceRecord>(id)? {
+            Some(i) if i.owner == call.account() => {
+                if !out.iter().any(|o| o.id == i.id) {
+                    out.push(i);
+                }
+            }
+            _ => return Err(QueryError::NotFound(Resource::Instance, id.to_owned())),
+        }
+    }
+    Ok(out)
+}
+
+/// `DescribeInstances`: the caller's instances, grouped by reservation, with filters.
+pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
+    let filters = call.params.filters()?;
+    let instances = apply_filters(
+        &filters,
+        named(call)?,
+        |i, name| {
+            Some(match name {
+                "instance-id" => vec![i.id.clone()],
+                "instance-state-name" => vec![i.state.name().to_owned()],
+                "instance-state-code" => vec![i.state.code().to_string()],
+                "instance-type" => vec![i.instance_type.clone()],
+                "image-id" => vec![i.image_id.clone()],
+                "kernel-id" => vec![i.kernel_id.clone()],
+                "ramdisk-id" => i.ramdisk_id.clone().into_iter().collect(),
+                "key-name" => i.key_name.clone().into_iter().collect(),
+                "availability-zone" => vec![i.zone.clone()],
+                "reservation-id" => vec![i.reservation_id.clone()],
+                "owner-id" => vec![i.owner.clone()],
+                "launch-index" => vec![i.launch_index.to_string()],
+                "group-id" | "instance.group-id" => i.groups.iter().map(|g| g.0.clone()).collect(),
+                "group-name" | "instance.group-name" => {
+                    i.groups.iter().map(|g| g.1.clone()).collect()
+                }
+                "state-reason-code" => i.state_reason.iter().map(|r| r.code.clone()).collect(),
+                "root-device-type" => vec!["instance-store".to_owned()],
+                "client-token" => i.client_token.clone().into_iter().collect(),
+                _ => return None,
+            })
+        },
+        |i| tags::tags_of(call, &i.id).unwrap_or_default(),
+    )?;
+    let mut reservations: BTreeMap<(String, String), Vec<InstanceRecord>> = BTreeMap::new();
+    for i in instances {
+        reservations
+            .entry((i.launch_time.clone(), i.reservation_id.clone()))
+            .or_default()
+            .push(i);
+    }
+    let mut x = Xml::new();
+    x.list("reservationSet", reservations.values_mut(), |x, members| {
+        members.sort_by_key(|m| m.launch_index);
+        reservation_fields(call, x, members);
+    });
+    Ok(x.finish())
+}
+
+/// `TerminateInstances`: ends the instances named; previous and current states.
+pub fn terminate(call: &Call<'_>) -> Result<String, QueryError> {
+    if call.params.list("InstanceId").is_empty() {
+        return Err(QueryError::MissingParameter("InstanceId".into()));
+    }
+    let cloud = call.cloud;
+    let mut changes = Vec::new();
+    for mut record in named(call)? {
+        let previous = record.state;
+        if previous != InstanceState::Terminated {
+            let report = match cloud.clusters.terminate(&record.id) {
+                Ok(report) => Some(report),
+                // No node has it (it never started, or its node is gone): nothing to stop.
+                Err(e) if e.code == "NotFound" => None,
+                Err(e) => return Err(rpc_error(e)),
+            };
+            let _guard = cloud.state.exclusive();
+            // Re-read: the sync may have moved it meanwhile.
+            if let Some(current) = cloud.state.get::<InstanceRecord>(&record.id)? {
+                record = current;
+            }
+            match report {
+                Some(r) if r.state != InstanceState::Terminated => {
+                    record.state = InstanceState::ShuttingDown;
+                    record
+                        .state_reason
+                        .get_or_insert(StateReason::user_shutdown());
+                }
+                _ => end(&mut record, StateReason::user_shutdown()),
+            }
+            cloud.state.put(&record.id, &record)?;
+            tracing::info!(instance = %record.id, "terminated an instance");
+        }
+        changes.push((record.id.clone(), previous, record.state));
+    }
+    let mut x = Xml::new();
+    x.list("instancesSet", &changes, |x, (id, previous, current)| {
+        x.elem("instanceId", id);
+        x.nest("currentState", |x| {
+            x.elem("code", &current.code().to_string())
+                .elem("name", current.name());
+        });
+        x.nest("previousState", |x| {
+            x.elem("code", &previous.code().to_string())
+                .elem("name", previous.name());
+        });
+    });
+    Ok(x.finish())
+}
+
+/// `RebootInstances`: resets the running instances named.
+pub fn reboot(call: &Call<'_>) -> Result<String, QueryError> {
+    if call.params.list("InstanceId").is_empty() {
+        return Err(QueryError::MissingParameter("InstanceId".into()));
+    }
+    let records = named(call)?;
+    if let Some(r) = records
+        .iter()
+        .find(|r| !matches!(r.state, InstanceState::Running | InstanceState::Pending))
+    {
+        return Err(QueryError::IncorrectInstanceState(format!(
+            "The instance '{}' is not in a state from which it can be rebooted ({}).",
+            r.id,
+            r.state.name()
+        )));
+    }
+    for r in records.iter().filter(|r| r.state == InstanceState::Running) {
+        call.cloud.clusters.reboot(&r.id).map_err(rpc_error)?;
+        tracing::info!(instance = %r.id, "rebooted an instance");
+    }
+    Ok("<return>true</return>".to_owned())
+}
+
+/// `GetConsoleOutput`: the last 64 KiB of the instance's serial console, base64-encoded.
+pub fn console_output(call: &Call<'_>) -> Result<String, QueryError> {
+    let id = call.params.required("InstanceId")?;
+    if !is_id(id, "i") {
+        return Err(QueryError::Malformed(Resource::Instance, id.to_owned()));
+    }
+    let record = match call.cloud.state.get::<InstanceRecord>(id)? {
+        Some(r) if r.owner == call.account() => r,
+        _ => return Err(QueryError::NotFound(Resource::Instance, id.to_owned())),
+    };
+    let (output, timestamp) = match call.cloud.clusters.console(&record.id) {
+        Ok(c) => (c.output, c.timestamp),
+        Err(e) if e.code == "NotFound" => (String::new(), now_ms() / 1000),
+        Err(e) => return Err(rpc_error(e)),
+    };
+    let timestamp = time::OffsetDateTime::from_unix_timestamp(timestamp as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(timestamp_now);
+    let mut x = Xml::new();
+    x.elem("instanceId", &record.id)
+        .elem("timestamp", &timestamp)
+        .elem("output", &output);
+    Ok(x.finish())
+}
+
+/// `DescribeInstanceStatus`: running instances (all with `IncludeAllInstances=true`) with
+/// their status checks.
+pub fn describe_status(call: &Call<'_>) -> Result<String, QueryError> {
+    let include_all = call.params.boolean("IncludeAllInstances")?.unwrap_or(false);
+    let records: Vec<InstanceRecord> = named(call)?
+        .into_iter()
+        .filter(|r| include_all || r.state == InstanceState::Running)
+        .collect();
+    let records = apply_filters(
+        &call.params.filters()?,
+        records,
+        |r, name| {
+            Some(match name {
+                "availability-zone" => vec![r.zone.clone()],
+                "instance-state-name" => vec![r.state.name().to_owned()],
+                "instance-state-code" => vec![r.state.code().to_string()],
+                _ => return None,
+            })
+        },
+        |_| Vec::new(),
+    )?;
+    let mut x = Xml::new();
+    x.list("instanceStatusSet", &records, |x, r| {
+        x.elem("instanceId", &r.id)
+            .elem("availabilityZone", &r.zone);
+        x.nest("instanceState", |x| {
+            x.elem("code", &r.state.code().to_string())
+                .elem("name", r.state.name());
+        });
+        let status = match r.state {
+            InstanceState::Running => "ok",
+            InstanceState::Pending => "initializing",
+            _ => "not-applicable",
+        };
+        for check in ["systemStatus", "instanceStatus"] {
+            x.nest(check, |x| {
+                x.elem("status", status);
+                x.list("details", [status], |x, s| {
+                    x.elem("name", "reachability")
+                        .elem("status", if s == "ok" { "passed" } else { "initializing" });
+                });
+            });
+        }
+    });
+    Ok(x.finish())
+}
+
+/// Brings the records in step with what the nodes report: states and reasons, the images'
+/// hashes; ends instances no node admits to; forgets terminated ones after an hour.
+pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
+    let reports = cloud.clusters.instances().map_err(rpc_error)?;
+    let by_id: BTreeMap<&str, &InstanceReport> = reports
+        .iter()
+        .map(|r| (r.instance_id.as_str(), r))
+        .collect();
+    let now = now_ms();
+    let _guard = cloud.state.exclusive();
+    let mut batch = Batch::new();
+    let mut changed = false;
+    let mut hashes: BTreeMap<String, String> = BTreeMap::new();
+    for mut record in all(cloud)? {
+        if record.state == InstanceState::Terminated {
+            if record
+                .ended_ms
+                .is_some_and(|t| now.saturating_sub(t) > TERMINATED_KEPT_MS)
+            {
+                batch.delete::<InstanceRecord>(&record.id);
+                tags::delete_all(cloud, &mut batch, &record.id)?;
+                changed = true;
+            }
+            continue;
+        }
+        let before = (
+            record.state,
+            record.state_reason.clone(),
+            record.node.clone(),
+            record.missing_since_ms,
+        );
+        match by_id.get(record.id.as_str()) {
+            Some(report) => {
+                record.missing_since_ms = None;
+                record.node = Some(report.node.clone());
+                for image in &report.images {
+                    if let Some(sha) = &image.sha256 {
+                        hashes.insert(image.id.clone(), sha.clone());
+                    }
+                }
+                match report.state {
+                    InstanceState::Terminated => end(
+                        &mut record,
+                        report
+                            .reason
+                            .clone()
+                            .unwrap_or_else(StateReason::guest_shutdown),
+                    ),
+                    state => {
+                        record.state = state;
+                        if let Some(reason) = &report.reason {
+                            record.state_reason = Some(reason.clone());
+                        }
+                    }
+                }
+            }
+            None => {
+                let missing_since = *record.missing_since_ms.get_or_insert(now);
+                let deadline =
+                    record.launched_ms + record.start_timeout_secs * 1000 + PENDING_GRACE_MS;
+                let timeout = record.start_timeout_secs;
+                let node = record.node.clone().unwrap_or_else(|| "unknown".into());
+                match record.state {
+                    InstanceState::Pending if now > deadline => end(
+                        &mut record,
+                        StateReason::server_error(format!(
+                            "no node reported the instance within {timeout} s of its launch"
+                        )),
+                    ),
+                    InstanceState::ShuttingDown => end(&mut record, StateReason::user_shutdown()),
+                    InstanceState::Running if now.saturating_sub(missing_since) > LOST_AFTER_MS => {
+                        end(
+                            &mut record,
+                            StateReason::server_error(format!(
+                                "the instance's node ({node}) stopped reporting it"
+                            )),
+                        )
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let after = (
+            record.state,
+            record.state_reason.clone(),
+            record.node.clone(),
+            record.missing_since_ms,
+        );
+        if before != after {
+            batch.put(&record.id, &record);
+            changed = true;
+        }
+    }
+    if changed {
+        cloud.state.commit(batch)?;
+    }
+    drop(_guard);
+    for (image, sha) in hashes {
+        images::record_plain_sha256(cloud, &image, &sha)?;
+    }
+    Ok(())
+}

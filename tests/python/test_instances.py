@@ -1,0 +1,411 @@
+"""Real instances through the real `koala up`: Koala's test guest (scripts/build-test-guest: a
+Debian kernel, a busybox initramfs, a 64 MiB ext4 root disk) bundled by our euca-bundle-image,
+uploaded, registered, then run, described, rebooted and terminated with the aws CLI, boto3
+and our euca-* tools. Guests boot under QEMU's TCG here (10-20 s each), so the tests boot
+few of them. Each fault case ends in `terminated` with a `stateReason` saying why, and
+leaves no domain and no disk behind."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+from conftest import (REPO, Cloud, assert_ec2_error, empty_and_delete, make_client, make_ec2,
+                      raw_request, unique_bucket)
+from test_ec2_cloud import query
+from test_ec2_images import TOOLS, upload
+
+GUEST_DIR = os.path.join(REPO, "target", "tmp", "test-guest")
+MARKER = "KOALA-GUEST-READY"
+# Under TCG on 2 busy cores a guest reaches its marker in 8-40 s.
+BOOT_TIMEOUT = 240
+
+
+@pytest.fixture(scope="session")
+def guest():
+    """The test guest's kernel, ramdisk and root disk (built once, cached in target/tmp)."""
+    subprocess.run([os.path.join(REPO, "scripts", "build-test-guest"), GUEST_DIR],
+                   check=True, timeout=1200)
+    return {"kernel": os.path.join(GUEST_DIR, "vmlinux"),
+            "ramdisk": os.path.join(GUEST_DIR, "initrd.img"),
+            "disk": os.path.join(GUEST_DIR, "disk.img")}
+
+
+def bundle_file(cloud, tmp_path, path, extra=()):
+    """Bundles the file at `path` with euca-bundle-image; (manifest, parts)."""
+    name = os.path.basename(path)
+    dest = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}"
+    dest.mkdir()
+    cmd = [os.path.join(TOOLS, "euca-bundle-image"), "-i", path, "-r", "x86_64",
+           "-d", str(dest), "--no-progress", *extra]
+    result = subprocess.run(cmd, env=cloud.admin_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    manifest = dest / f"{name}.manifest.xml"
+    parts = sorted(p for p in dest.iterdir() if ".part." in p.name)
+    return manifest, parts
+
+
+def register_guest(cloud, s3, ec2, tmp_path, guest, disk=None):
+    """Registers the guest's kernel, ramdisk and a machine image of `disk` (the guest's root
+    disk by default); (eki, eri, emi, bucket)."""
+    bucket = unique_bucket("guest")
+    s3.create_bucket(Bucket=bucket)
+    tag = uuid.uuid4().hex[:8]
+    km, kp = bundle_file(cloud, tmp_path, guest["kernel"], ["--kernel", "true"])
+    rm, rp = bundle_file(cloud, tmp_path, guest["ramdisk"], ["--ramdisk", "true"])
+    eki = ec2.register_image(ImageLocation=upload(s3, bucket, "k", km, kp),
+                             Name=f"guest-kernel-{tag}")["ImageId"]
+    eri = ec2.register_image(ImageLocation=upload(s3, bucket, "r", rm, rp),
+                             Name=f"guest-ramdisk-{tag}")["ImageId"]
+    mm, mp = bundle_file(cloud, tmp_path, disk or guest["disk"],
+                         ["--kernel", eki, "--ramdisk", eri])
+    emi = ec2.register_image(ImageLocation=upload(s3, bucket, "m", mm, mp),
+                             Name=f"guest-{tag}")["ImageId"]
+    return eki, eri, emi, bucket
+
+
+def cli(aws, *args):
+    """Runs the aws CLI on the eucarc's endpoints (AWS_ENDPOINT_URL_EC2); its stdout."""
+    return aws(*args, endpoint=False).stdout
+
+
+def instances(ec2, ids):
+    """The instances by id, as DescribeInstances shows them."""
+    found = {}
+    for r in ec2.describe_instances(InstanceIds=list(ids))["Reservations"]:
+        for i in r["Instances"]:
+            found[i["InstanceId"]] = i
+    return found
+
+
+def wait_state(ec2, ids, states, timeout=BOOT_TIMEOUT):
+    """Waits until every instance is in one of `states`; the last description."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = instances(ec2, ids)
+        if all(seen[i]["State"]["Name"] in states for i in ids):
+            return seen
+        if time.monotonic() > deadline:
+            pytest.fail(f"instances not {states} within {timeout} s: "
+                        + json.dumps({i: (s["State"], s.get("StateReason")) for i, s in
+                                      seen.items()}))
+        time.sleep(1)
+
+
+def console(ec2, instance_id):
+    out = ec2.get_console_output(InstanceId=instance_id)
+    assert out["InstanceId"] == instance_id
+    return out.get("Output") or ""
+
+
+def markers(ec2, instance_id):
+    return [line.strip() for line in console(ec2, instance_id).splitlines()
+            if line.startswith(MARKER) or f"\n{MARKER}" in line or MARKER in line]
+
+
+def wait_markers(ec2, instance_id, count, timeout=BOOT_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [m[m.index(MARKER):] for m in markers(ec2, instance_id)]
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{instance_id}: {count} marker(s) not on the console within {timeout} s;"
+                        f" console:\n{console(ec2, instance_id)[-3000:]}")
+        time.sleep(1)
+
+
+def domains():
+    """The names of the libvirt domains of the host."""
+    out = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def instance_dir(cloud, instance_id):
+    return os.path.join(cloud.data_dir, "node", "instances", instance_id)
+
+
+def cached_images(cloud):
+    path = os.path.join(cloud.data_dir, "node", "cache", "sha256")
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def assert_cleaned_up(cloud, ids):
+    """No domain, no disk, no config drive left of the instances; their logs stay."""
+    left = domains() & set(ids)
+    assert not left, f"domains left behind: {left}"
+    for i in ids:
+        d = instance_dir(cloud, i)
+        assert not os.path.exists(os.path.join(d, "root")), f"{i}: root disk left"
+        assert not os.path.exists(os.path.join(d, "config.iso")), f"{i}: config drive left"
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def guest_images(cloud, s3, ec2, guest, tmp_path_factory):
+    """The guest registered in the session cloud: (eki, eri, emi)."""
+    eki, eri, emi, bucket = register_guest(cloud, s3, ec2, tmp_path_factory.mktemp("guest"),
+                                           guest)
+    yield eki, eri, emi
+    empty_and_delete(s3, bucket)
+
+
+def test_aws_cli_runs_reboots_and_terminates_real_guests(cloud, aws, ec2, guest, guest_images):
+    eki, eri, emi = guest_images
+    cli(aws, "ec2", "create-key-pair", "--key-name", "cli-key")
+    ran = json.loads(cli(aws, "ec2", "run-instances", "--image-id", emi, "--count", "2",
+                            "--instance-type", "m1.small", "--key-name", "cli-key",
+                            "--output", "json"))
+    ids = [i["InstanceId"] for i in ran["Instances"]]
+    assert len(ids) == 2 and ran["ReservationId"].startswith("r-")
+    for i in ran["Instances"]:
+        assert i["State"]["Name"] == "pending"
+        assert (i["ImageId"], i["KernelId"], i["RamdiskId"]) == (emi, eki, eri)
+        assert i["KeyName"] == "cli-key" and i["InstanceType"] == "m1.small"
+    assert sorted(i["AmiLaunchIndex"] for i in ran["Instances"]) == [0, 1]
+
+    wait_state(ec2, ids, {"running"})
+    # Each guest read its own instance id and the key name from its config drive.
+    for i in ids:
+        assert wait_markers(ec2, i, 1) == [f"{MARKER} instance-id={i} key=cli-key"]
+    described = json.loads(cli(aws, "ec2", "describe-instances", "--instance-ids", *ids,
+                                  "--output", "json"))
+    assert {i["InstanceId"] for r in described["Reservations"] for i in r["Instances"]} == set(ids)
+    assert [r["ReservationId"] for r in described["Reservations"]] == [ran["ReservationId"]]
+    status = json.loads(cli(aws, "ec2", "describe-instance-status", "--instance-ids", *ids,
+                               "--output", "json"))["InstanceStatuses"]
+    assert {(s["InstanceId"], s["InstanceState"]["Name"], s["InstanceStatus"]["Status"])
+            for s in status} == {(i, "running", "ok") for i in ids}
+
+    # The machine image is on the node once, its disks are copy-on-write clones of it.
+    disk_sha = sha256_file(guest["disk"])
+    assert disk_sha in cached_images(cloud)
+    base_size = os.path.getsize(guest["disk"])
+    for i in ids:
+        root = os.path.join(instance_dir(cloud, i), "root")
+        assert os.stat(root).st_blocks * 512 < base_size // 4, "the root disk is a full copy"
+    assert set(ids) <= domains()
+
+    # A reboot resets the guest: its marker comes a second time.
+    cli(aws, "ec2", "reboot-instances", "--instance-ids", ids[0])
+    wait_markers(ec2, ids[0], 2)
+    assert len(wait_markers(ec2, ids[1], 1)) == 1
+
+    out = json.loads(cli(aws, "ec2", "terminate-instances", "--instance-ids", *ids,
+                            "--output", "json"))["TerminatingInstances"]
+    assert {(t["InstanceId"], t["PreviousState"]["Name"]) for t in out} == {
+        (i, "running") for i in ids}
+    done = wait_state(ec2, ids, {"terminated"}, timeout=60)
+    for i in ids:
+        assert done[i]["StateReason"]["Code"] == "Client.UserInitiatedShutdown"
+    assert_cleaned_up(cloud, ids)
+    # The cached base stays for the next launch; the console log stays readable.
+    assert disk_sha in cached_images(cloud)
+    assert wait_markers(ec2, ids[1], 1, timeout=5)
+    # Terminating again is harmless; terminated instances cannot be rebooted.
+    again = ec2.terminate_instances(InstanceIds=ids)["TerminatingInstances"]
+    assert {t["CurrentState"]["Name"] for t in again} == {"terminated"}
+    assert_ec2_error(ec2.reboot_instances, "IncorrectInstanceState", InstanceIds=[ids[0]])
+
+
+def test_run_instances_refuses_bad_requests(cloud, ec2, ec2_other, guest_images):
+    eki, eri, emi = guest_images
+    run = ec2.run_instances
+    assert_ec2_error(run, "InvalidAMIID.NotFound", ImageId="emi-00000000", MinCount=1,
+                     MaxCount=1)
+    assert_ec2_error(run, "InvalidAMIID.Malformed", ImageId="emi-xyz", MinCount=1, MaxCount=1)
+    assert_ec2_error(run, "InvalidParameterValue", ImageId=eki, MinCount=1, MaxCount=1)
+    assert_ec2_error(run, "InvalidParameterValue", ImageId=emi, MinCount=1, MaxCount=1,
+                     InstanceType="m9.huge")
+    assert_ec2_error(run, "InvalidParameterValue", ImageId=emi, MinCount=2, MaxCount=1)
+    assert_ec2_error(run, "InvalidKeyPair.NotFound", ImageId=emi, MinCount=1, MaxCount=1,
+                     KeyName="no-such-key")
+    assert_ec2_error(run, "InvalidGroup.NotFound", ImageId=emi, MinCount=1, MaxCount=1,
+                     SecurityGroups=["no-such-group"])
+    assert_ec2_error(run, "InvalidParameterValue", ImageId=emi, MinCount=1, MaxCount=1,
+                     Placement={"AvailabilityZone": "elsewhere"})
+    assert_ec2_error(run, "InvalidParameterValue", ImageId=emi, MinCount=1, MaxCount=1,
+                     UserData="x" * 20000)
+    # More than the node holds (a 2-core node, c1.xlarge takes 2 cores each).
+    assert_ec2_error(run, "InsufficientInstanceCapacity", ImageId=emi, MinCount=50,
+                     MaxCount=50, status=503)
+    # Another account sees neither the image (private) nor anything to terminate.
+    assert_ec2_error(ec2_other.run_instances, "InvalidAMIID.NotFound", ImageId=emi,
+                     MinCount=1, MaxCount=1)
+    assert_ec2_error(ec2.describe_instances, "InvalidInstanceID.Malformed",
+                     InstanceIds=["i-nothex!"])
+    assert_ec2_error(ec2.terminate_instances, "InvalidInstanceID.NotFound",
+                     InstanceIds=["i-0badc0de"])
+    assert_ec2_error(ec2.get_console_output, "InvalidInstanceID.NotFound",
+                     InstanceId="i-0badc0de")
+    # None of these left an instance behind.
+    left = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"]
+    assert left == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Fault cases, each in a cloud of its own so that property changes and full caches stay there.
+
+
+@pytest.fixture
+def fault_cloud():
+    """Starts a private cloud with `koala.toml` text; stops and removes it at the end."""
+    made = []
+
+    def make(config=""):
+        # Under /tmp, not pytest's 0700 tmp_path: QEMU's user must reach the node's disks.
+        data_dir = tempfile.mkdtemp(prefix="koala-e2e-fault-")
+        with open(os.path.join(data_dir, "koala.toml"), "w") as f:
+            f.write(config)
+        c = Cloud(data_dir).start()
+        made.append(c)
+        ec2 = make_ec2(c, c.access_key, c.secret_key)
+        s3 = make_client(c.s3_url, c.region, c.access_key, c.secret_key)
+        return c, ec2, s3
+
+    yield make
+    for c in made:
+        c.stop()
+        if os.environ.get("KOALA_KEEP_DATA") is None:
+            shutil.rmtree(c.data_dir, ignore_errors=True)
+
+
+def test_guest_power_off_libvirt_refusal_and_corrupt_image_end_in_terminated(
+        fault_cloud, guest, tmp_path):
+    # A node that offers many cores, so that a VM type with more vCPUs than QEMU's machine
+    # allows passes placement and reaches libvirt.
+    c, ec2, s3 = fault_cloud("[node]\ncores = 1024\n")
+    eki, eri, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+
+    # A guest that powers off at once: terminated by the guest, its disks gone.
+    off = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1,
+                            UserData="koala.poweroff")  # boto3 base64-encodes it
+    off_id = off["Instances"][0]["InstanceId"]
+
+    # libvirt refuses the domain (300 vCPUs: more than QEMU's pc machine takes).
+    status, root = query(c, "ModifyPropertyValue",
+                         [("Name", "cloud.vmtypes.c1.xlarge"), ("Value", "300 256 1")])
+    assert status == 200, root
+    refused = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1, InstanceType="c1.xlarge")
+    refused_id = refused["Instances"][0]["InstanceId"]
+
+    # A corrupt image in Walrus: unbundled once, then damaged on Walrus' disk; the node
+    # checks the SHA-256 and refuses it.
+    odd_disk = tmp_path / "odd-disk.img"
+    odd_disk.write_bytes(os.urandom(3 << 20))
+    _, _, bad_emi, _ = register_guest(c, s3, ec2, tmp_path, guest, disk=str(odd_disk))
+    location = ec2.describe_images(ImageIds=[bad_emi])["Images"][0]["ImageLocation"]
+    status, headers, _ = raw_request(c, "HEAD", "/_koala/images",
+                                     query="manifest=" + location.replace("/", "%2F"))
+    assert status == 200
+    plain = os.path.join(c.data_dir, "walrus", "images", "sha256",
+                         headers["x-koala-image-sha256"])
+    os.chmod(plain, 0o644)
+    with open(plain, "r+b") as f:
+        f.seek(1 << 20)
+        f.write(b"\xff" * 16)
+    corrupt = ec2.run_instances(ImageId=bad_emi, MinCount=1, MaxCount=1)
+    corrupt_id = corrupt["Instances"][0]["InstanceId"]
+
+    ids = [off_id, refused_id, corrupt_id]
+    done = wait_state(ec2, ids, {"terminated"})
+    reasons = {i: done[i]["StateReason"] for i in ids}
+    assert reasons[off_id]["Code"] == "Client.InstanceInitiatedShutdown", reasons
+    assert reasons[refused_id]["Code"] == "Server.InternalError", reasons
+    assert "libvirt refused" in reasons[refused_id]["Message"], reasons
+    assert reasons[corrupt_id]["Code"] == "Server.InternalError", reasons
+    assert "SHA-256" in reasons[corrupt_id]["Message"], reasons
+    assert wait_markers(ec2, off_id, 1, timeout=5)
+    assert_cleaned_up(c, ids)
+    # The corrupt image was not kept on the node.
+    assert headers["x-koala-image-sha256"] not in cached_images(c)
+
+
+def test_full_cache_ends_the_instance_with_the_reason(fault_cloud, guest, tmp_path):
+    c, ec2, s3 = fault_cloud("[node]\ncache_mib = 1\n")
+    _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+    ran = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)
+    iid = ran["Instances"][0]["InstanceId"]
+    done = wait_state(ec2, [iid], {"terminated"}, timeout=120)
+    reason = done[iid]["StateReason"]
+    assert reason["Code"] == "Server.InternalError"
+    assert "cannot make room" in reason["Message"], reason
+    assert_cleaned_up(c, [iid])
+    assert cached_images(c) == []
+
+
+def euca(cloud, command, *args):
+    """Runs one of our euca2ools commands with the admin's eucarc; its stdout."""
+    result = subprocess.run([os.path.join(TOOLS, command), *args], env=cloud.admin_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{command} {args}: {result.stderr}"
+    return result.stdout
+
+
+def rows(output, kind):
+    return [line.split("\t") for line in output.splitlines() if line.startswith(kind + "\t")]
+
+
+def test_euca2ools_spine_from_bundle_to_termination(cloud, guest, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    bucket = f"euca-spine-{tag}"
+
+    def bundle_upload_register(path, name, extra):
+        dest = tmp_path / name
+        euca(cloud, "euca-bundle-image", "-i", path, "-r", "x86_64", "-d", str(dest),
+             "--no-progress", *extra)
+        manifest = dest / (os.path.basename(path) + ".manifest.xml")
+        euca(cloud, "euca-upload-bundle", "-b", f"{bucket}/{name}", "-m", str(manifest))
+        out = euca(cloud, "euca-register", f"{bucket}/{name}/{manifest.name}",
+                   "-n", f"{name}-{tag}")
+        return rows(out, "IMAGE")[0][1]
+
+    eki = bundle_upload_register(guest["kernel"], "kernel", ["--kernel", "true"])
+    eri = bundle_upload_register(guest["ramdisk"], "ramdisk", ["--ramdisk", "true"])
+    emi = bundle_upload_register(guest["disk"], "machine", ["--kernel", eki, "--ramdisk", eri])
+    key = f"euca-key-{tag}"
+    assert euca(cloud, "euca-create-keypair", key).startswith("KEYPAIR\t" + key)
+
+    out = euca(cloud, "euca-run-instances", emi, "-n", "2", "-k", key, "-t", "m1.small")
+    reservation = rows(out, "RESERVATION")
+    assert len(reservation) == 1 and reservation[0][1].startswith("r-")
+    started = rows(out, "INSTANCE")
+    ids = [r[1] for r in started]
+    assert len(ids) == 2 and all(r[2] == emi and r[5] == "pending" for r in started), out
+
+    ec2 = make_ec2(cloud, cloud.access_key, cloud.secret_key)
+    wait_state(ec2, ids, {"running"})
+    described = rows(euca(cloud, "euca-describe-instances", *ids), "INSTANCE")
+    assert {(r[1], r[5], r[6], r[12], r[13]) for r in described} == {
+        (i, "running", key, eki, eri) for i in ids}
+    for i in ids:
+        wait_markers(ec2, i, 1)
+        text = euca(cloud, "euca-get-console-output", i)
+        assert text.splitlines()[0] == i
+        assert f"{MARKER} instance-id={i} key={key}" in text
+
+    euca(cloud, "euca-reboot-instances", ids[0])
+    wait_markers(ec2, ids[0], 2)
+
+    out = euca(cloud, "euca-terminate-instances", *ids)
+    assert {tuple(r[1:]) for r in rows(out, "INSTANCE")} == {
+        (i, "running", "terminated") for i in ids}
+    wait_state(ec2, ids, {"terminated"}, timeout=60)
+    assert_cleaned_up(cloud, ids)
+    assert sha256_file(guest["disk"]) in cached_images(cloud)

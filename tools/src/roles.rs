@@ -1,0 +1,305 @@
+//! The compute roles of the daemon: the cluster controller and the node controller on their
+//! own ports, the components' own keys, and the CLC's client of the CC.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use compute::accel::{self, AccelChoice, Probe};
+use compute::cluster::http::ClusterClient;
+use compute::cluster::{Cluster, Policy, RunOutcome};
+use compute::hypervisor::{Hypervisor, SYSTEM_URI};
+use compute::node::{Node, NodeConfig, WalrusFeed};
+use compute::qemu_user::{self, QemuUser};
+use compute::rpc::{
+    ComponentKey, ConsoleOutput, InstanceReport, NodeRegistration, NodeStatus, RpcClient, RpcError,
+    RunOrder, Verifier,
+};
+use ec2_api::Clusters;
+use identity::Identity;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{host_name, Config};
+
+/// A component key as kept on disk, `DATA_DIR/credentials/components/NAME.json` (0600).
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    user: String,
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+/// The own key of component `name` (`clc`, `cc-ZONE`, `nc-HOST`): a user of the cloud admin
+/// account with its own access key, made on first start and kept in the data dir. Deleting
+/// the key (`koala admin delete-access-key --user NAME`) revokes the component.
+pub fn component_key(
+    identity: &Identity,
+    config: &Config,
+    name: &str,
+) -> Result<ComponentKey, String> {
+    let dir = config.data_dir.join("credentials/components");
+    let path = dir.join(format!("{name}.json"));
+    let admin_account = identity
+        .account_id(identity::ADMIN_ACCOUNT)
+        .map_err(|e| e.to_string())?
+        .ok_or("the cloud admin account is missing")?;
+    let key = |f: KeyFile| ComponentKey {
+        access_key_id: f.access_key_id,
+        secret_access_key: f.secret_access_key,
+        region: config.region.clone(),
+    };
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(file) = serde_json::from_slice::<KeyFile>(&bytes) {
+            let active = identity
+                .list_access_keys(&admin_account, &file.user)
+                .map(|keys| {
+                    keys.iter().any(|k| {
+                        k.access_key_id == file.access_key_id
+                            && k.status == identity::AccessKeyStatus::Active
+                    })
+                })
+                .unwrap_or(false);
+            if active {
+                return Ok(key(file));
+            }
+        }
+    }
+    match identity.create_user(&admin_account, name) {
+        Ok(()) | Err(identity::IdentityError::UserExists(_)) => {}
+        Err(e) => return Err(format!("cannot make the principal {name}: {e}")),
+    }
+    let creds = identity
+        .active_access_key(&admin_account, name)
+        .map_err(|e| format!("cannot make a key for {name}: {e}"))?;
+    let file = KeyFile {
+        user: name.to_owned(),
+        access_key_id: creds.access_key_id,
+        secret_access_key: creds.secret_access_key,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
+    identity::write_atomic(&path, &bytes, 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(key(file))
+}
+
+/// The node's name in its cluster.
+pub fn node_host(config: &Config) -> String {
+    config.node.host.clone().unwrap_or_else(host_name)
+}
+
+/// Opens this host's node controller.
+pub async fn open_node(
+    config: &Config,
+    key: ComponentKey,
+    walrus_url: &str,
+) -> Result<Node, String> {
+    let settings = &config.node;
+    let qemu_user = QemuUser::lookup(qemu_user::DEFAULT_NAME).map_err(|e| {
+        format!("{e}: install libvirt (apt-get install libvirt-daemon-system qemu-system-x86 qemu-utils)")
+    })?;
+    let uri = settings
+        .libvirt_uri
+        .clone()
+        .unwrap_or_else(|| SYSTEM_URI.to_owned());
+    let dir = settings
+        .dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("node"));
+    let choice: AccelChoice = settings
+        .accel
+        .as_deref()
+        .unwrap_or("auto")
+        .parse()
+        .map_err(|e: compute::Error| e.to_string())?;
+    let probe = match (
+        &settings.probe_kernel,
+        &settings.probe_initrd,
+        &settings.probe_disk,
+    ) {
+        (Some(kernel), Some(initrd), Some(disk)) => Some(Probe {
+            kernel: kernel.clone(),
+            initrd: initrd.clone(),
+            disk: disk.clone(),
+            work_dir: dir.clone(),
+            timeout: Duration::from_secs(20),
+            qemu_user,
+        }),
+        _ => None,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let accel_uri = uri.clone();
+    let accel = tokio::task::spawn_blocking(move || match (choice, probe) {
+        (AccelChoice::Auto, None) => Ok(compute::accel::Accel::Tcg),
+        (choice, probe) => {
+            let hv = Hypervisor::open(&accel_uri)?;
+            let probe = probe.unwrap_or_else(|| Probe {
+                kernel: PathBuf::new(),
+                initrd: PathBuf::new(),
+                disk: PathBuf::new(),
+                work_dir: PathBuf::new(),
+                timeout: Duration::ZERO,
+                qemu_user,
+            });
+            accel::select(choice, &hv, &probe)
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{e}: is libvirtd running? (scripts/start-libvirt starts it)"))?;
+    let cores = settings.cores.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
+    let memory_mib = settings
+        .memory_mib
+        .unwrap_or_else(|| host_memory_mib().saturating_sub(1024).max(256));
+    let node_config = NodeConfig {
+        host: node_host(config),
+        dir,
+        cache_limits: cache::Limits {
+            max_bytes: settings.cache_mib.unwrap_or(50 << 10) << 20,
+            min_age: Duration::from_secs(60),
+        },
+        libvirt_uri: uri,
+        accel,
+        qemu_user,
+        cores,
+        memory_mib,
+        disk_gib: settings.disk_gib.unwrap_or(100),
+    };
+    let feed = WalrusFeed::new(RpcClient::new(key), walrus_url);
+    Node::open(node_config, feed)
+        .await
+        .map_err(|e| format!("cannot start the node controller: {e}"))
+}
+
+/// The host's memory in MiB, from `/proc/meminfo`.
+fn host_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib / 1024)
+        .unwrap_or(1024)
+}
+
+/// Opens this host's cluster controller.
+pub fn open_cluster(config: &Config, key: ComponentKey) -> Result<Cluster, String> {
+    let policy: Policy = config
+        .cluster
+        .policy
+        .as_deref()
+        .unwrap_or("least-loaded")
+        .parse()?;
+    Cluster::open(config.data_dir.join("cluster"), policy, RpcClient::new(key))
+        .map_err(|e| format!("cannot open the cluster controller: {e}"))
+}
+
+/// Registers `node` with the CC at `cluster_url` unless it is registered already.
+pub async fn ensure_registered(
+    client: &ClusterClient,
+    node: NodeRegistration,
+) -> Result<(), String> {
+    let nodes = client.nodes().await.map_err(|e| e.to_string())?;
+    if nodes
+        .iter()
+        .any(|n| n.host == node.host && n.url == node.url)
+    {
+        return Ok(());
+    }
+    client
+        .register(&node)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The CLC's view of its cluster: the CC's client, called from the EC2 actions' blocking
+/// threads on the daemon's runtime.
+pub struct CcClusters {
+    /// The CC's client.
+    pub client: ClusterClient,
+    /// The daemon's runtime.
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Clusters for CcClusters {
+    fn run(&self, orders: &[RunOrder]) -> Result<RunOutcome, RpcError> {
+        self.runtime.block_on(self.client.run(orders))
+    }
+
+    fn instances(&self) -> Result<Vec<InstanceReport>, RpcError> {
+        self.runtime.block_on(self.client.instances())
+    }
+
+    fn terminate(&self, id: &str) -> Result<InstanceReport, RpcError> {
+        self.runtime.block_on(self.client.terminate(id))
+    }
+
+    fn reboot(&self, id: &str) -> Result<(), RpcError> {
+        self.runtime.block_on(self.client.reboot(id))
+    }
+
+    fn console(&self, id: &str) -> Result<ConsoleOutput, RpcError> {
+        self.runtime.block_on(self.client.console(id))
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeStatus>, RpcError> {
+        self.runtime.block_on(self.client.nodes())
+    }
+}
+
+/// The identity store as the verifier of internal calls.
+pub fn verifier(identity: &Identity) -> Verifier {
+    Arc::new(identity.clone())
+}
+
+/// The loopback URL of a port of this host (roles of one process call each other there).
+pub fn loopback(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Makes sure libvirt answers on this host: where no service manager started its daemons
+/// (containers, CI machines) and Koala runs as root, starts `virtlogd` and `libvirtd` as
+/// scripts/start-libvirt does; else says in one sentence what is missing.
+pub async fn ensure_libvirt() -> Result<(), String> {
+    const SOCKET: &str = "/run/libvirt/libvirt-sock";
+    if std::path::Path::new(SOCKET).exists() {
+        return Ok(());
+    }
+    let installed = |name: &str| {
+        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .any(|dir| std::path::Path::new(dir).join(name).exists())
+    };
+    if !installed("libvirtd") {
+        return Err(
+            "libvirt is not installed (apt-get install libvirt-daemon-system qemu-system-x86 qemu-utils genisoimage)"
+                .into(),
+        );
+    }
+    let status = tokio::task::spawn_blocking(|| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("pgrep -x virtlogd >/dev/null || virtlogd -d; pgrep -x libvirtd >/dev/null || libvirtd -d")
+            .status()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot start libvirt's daemons: {e}"))?;
+    if !status.success() {
+        return Err("libvirtd is not running and could not be started (start it as root: scripts/start-libvirt)".into());
+    }
+    for _ in 0..300 {
+        if std::path::Path::new(SOCKET).exists() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("libvirtd did not open its socket within 30 s".into())
+}
