@@ -162,6 +162,7 @@ def guest_images(cloud, s3, ec2, guest, tmp_path_factory):
     eki, eri, emi, bucket = register_guest(cloud, s3, ec2, tmp_path_factory.mktemp("guest"),
                                            guest)
     yield eki, eri, emi
+    terminate_all(cloud)
     empty_and_delete(s3, bucket)
 
 
@@ -263,6 +264,19 @@ def test_run_instances_refuses_bad_requests(cloud, ec2, ec2_other, guest_images)
 # Fault cases, each in a cloud of its own so that property changes and full caches stay there.
 
 
+def terminate_all(c):
+    """Terminates what a cloud still runs: stopping Koala leaves guests running (on purpose),
+    and a test's cloud is deleted with its data dir."""
+    if c.proc is None:
+        return
+    ec2 = make_ec2(c, c.access_key, c.secret_key)
+    live = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"]
+            for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+    if live:
+        ec2.terminate_instances(InstanceIds=live)
+        wait_state(ec2, live, {"terminated"}, timeout=60)
+
+
 @pytest.fixture
 def fault_cloud():
     """Starts a private cloud with `koala.toml` text; stops and removes it at the end."""
@@ -281,6 +295,7 @@ def fault_cloud():
 
     yield make
     for c in made:
+        terminate_all(c)
         c.stop()
         if os.environ.get("KOALA_KEEP_DATA") is None:
             shutil.rmtree(c.data_dir, ignore_errors=True)
@@ -409,3 +424,79 @@ def test_euca2ools_spine_from_bundle_to_termination(cloud, guest, tmp_path):
     wait_state(ec2, ids, {"terminated"}, timeout=60)
     assert_cleaned_up(cloud, ids)
     assert sha256_file(guest["disk"]) in cached_images(cloud)
+
+
+def test_restart_mid_boot_adopts_running_guests_and_ends_interrupted_starts(
+        fault_cloud, guest, tmp_path):
+    c, ec2, s3 = fault_cloud()
+    _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+    # A second machine image large enough that its first start (Walrus unbundles it, the node
+    # fetches it) is still under way when the cloud is killed.
+    slow_disk = tmp_path / "slow-disk.img"
+    slow_disk.write_bytes(os.urandom(256 << 20))
+    _, _, slow_emi, _ = register_guest(c, s3, ec2, tmp_path, guest, disk=str(slow_disk))
+
+    alive = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    wait_state(ec2, [alive], {"running"})
+    starting = ec2.run_instances(ImageId=slow_emi, MinCount=1,
+                                 MaxCount=1)["Instances"][0]["InstanceId"]
+    c.proc.kill()  # SIGKILL: the node controller dies mid-boot, with the cloud
+    c.proc.wait()
+    c.proc = None
+    c.start()
+
+    # The running guest was adopted: same domain, still running, its console intact.
+    assert alive in domains()
+    assert wait_state(ec2, [alive], {"running"}, timeout=30)[alive]["State"]["Name"] == "running"
+    wait_markers(ec2, alive, 1, timeout=30)
+    # The interrupted start ended with the reason; nothing of it is left.
+    done = wait_state(ec2, [starting], {"terminated"}, timeout=60)
+    reason = done[starting]["StateReason"]
+    assert reason["Code"] == "Server.InternalError"
+    assert "restarted while the instance was starting" in reason["Message"], reason
+    assert_cleaned_up(c, [starting])
+
+    ec2.terminate_instances(InstanceIds=[alive])
+    wait_state(ec2, [alive], {"terminated"}, timeout=60)
+    assert_cleaned_up(c, [alive])
+
+
+@pytest.fixture
+def xfs_dir():
+    """A loop-mounted XFS file system with reflinks (CI runs as root), removed at the end."""
+    if os.environ.get("KOALA_SKIP_XFS"):
+        pytest.skip("KOALA_SKIP_XFS is set")
+    base = tempfile.mkdtemp(prefix="koala-xfs-")
+    os.chmod(base, 0o755)
+    image, mnt = os.path.join(base, "fs.img"), os.path.join(base, "mnt")
+    os.mkdir(mnt)
+    with open(image, "wb") as f:
+        f.truncate(2 << 30)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", image], check=True, timeout=120)
+    subprocess.run(["mount", "-o", "loop", image, mnt], check=True, timeout=60)
+    os.chmod(mnt, 0o755)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", mnt], timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_instance_disks_are_reflinks_on_xfs(xfs_dir, fault_cloud, guest, tmp_path):
+    # xfs_dir first: its teardown (umount) runs after the cloud has stopped.
+    c, ec2, s3 = fault_cloud(f'[node]\ndir = "{xfs_dir}/node"\n')
+    _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+    iid = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    wait_state(ec2, [iid], {"running"})
+    wait_markers(ec2, iid, 1)
+    xml = subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", iid], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    root = os.path.join(xfs_dir, "node", "instances", iid, "root")
+    # A raw clone of the whole image (no qcow2 overlay), sharing the cached image's extents.
+    assert f"<source file='{root}'" in xml and "type='raw'" in xml, xml
+    assert os.path.getsize(root) == os.path.getsize(guest["disk"])
+    ec2.terminate_instances(InstanceIds=[iid])
+    wait_state(ec2, [iid], {"terminated"}, timeout=60)
+    assert not os.path.exists(root)
+    assert sha256_file(guest["disk"]) in os.listdir(os.path.join(xfs_dir, "node", "cache",
+                                                                 "sha256"))

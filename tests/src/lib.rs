@@ -32,7 +32,7 @@ pub struct Cloud {
     child: Option<Child>,
     /// The data dir (removed on drop).
     pub dir: tempfile::TempDir,
-    /// Where it listens.
+    /// Where it listens (the cluster controller on the next port, the node on the one after).
     pub addr: SocketAddr,
     /// What it printed on stdout until it was ready.
     pub banner: String,
@@ -42,6 +42,12 @@ impl Cloud {
     /// Starts `koala up` on a free port and waits until it accepts connections.
     pub fn start() -> Cloud {
         let dir = tempfile::tempdir().expect("temp dir");
+        // QEMU's user must reach the node controller's disks inside (tempdir makes 0700).
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("open the data dir");
         let addr = free_port();
         let mut cloud = Cloud {
             child: None,

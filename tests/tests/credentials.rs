@@ -364,8 +364,12 @@ fn koala_admin_manages_users_and_keys_of_another_account() {
     assert_eq!(made, ["USER\tcarol"]);
     let users = koala_admin(&["list-users", "--account", "acme"], &admin);
     assert_eq!(users, ["admin", "carol"]);
-    // The admin's own account is untouched.
-    assert_eq!(koala_admin(&["list-users"], &admin), ["admin"]);
+    // The admin's own account is untouched: its admin and the cloud's component principals
+    // (the CLC, the CC and the node controller of `koala up`, each with its own key).
+    let own = koala_admin(&["list-users"], &admin);
+    assert!(!own.contains(&"carol".to_owned()), "{own:?}");
+    assert_eq!(own[0], "admin");
+    assert!(own.contains(&"clc".to_owned()) && own.contains(&"cc-cluster01".to_owned()));
 
     let key = koala_admin(
         &["create-access-key", "--account", "acme", "--user", "carol"],

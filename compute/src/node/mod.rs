@@ -317,6 +317,8 @@ impl Node {
                         i.record.timings.running = Some(now_ms());
                     }
                 });
+                // Recorded, so that a restart adopts the domain instead of ending it.
+                self.persist(&id);
             }
             Err(reason) => {
                 tracing::warn!(instance = %id, reason = %reason.message, "instance failed to start");
