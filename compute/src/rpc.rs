@@ -481,8 +481,135 @@ impl RpcClient {
     }
 }
 
-/// Who may call a component: the cloud's identity store (or any other source of keys).
-pub type Verifier = Arc<dyn CredentialSource + Send + Sync>;
+/// Who may call a component: the cloud's identity store where the component runs beside the
+/// CLC, else the CLC's key service (`GET /services/Identity/keys/<id>`), asked with the
+/// component's own key and cached for a minute (a revoked key stops working within it).
+#[derive(Clone)]
+pub struct Verifier {
+    source: Arc<KeySource>,
+}
+
+enum KeySource {
+    Local(Arc<dyn CredentialSource + Send + Sync>),
+    Remote(Box<RemoteKeys>),
+}
+
+/// The CLC's key service, with a cache.
+struct RemoteKeys {
+    client: RpcClient,
+    url: String,
+    cache: std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, Option<KeyRecord>)>,
+    >,
+}
+
+/// A key as the CLC's key service answers it: its owner and secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The owning account's id.
+    pub account_id: String,
+    /// The owning account's name.
+    pub account_name: String,
+    /// The user.
+    pub user_name: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+/// How long a key looked up from the CLC is trusted without asking again.
+const KEY_CACHE: Duration = Duration::from_secs(60);
+
+impl Verifier {
+    /// Verifies against a key store in this process (the identity store).
+    pub fn local(source: Arc<dyn CredentialSource + Send + Sync>) -> Self {
+        Verifier {
+            source: Arc::new(KeySource::Local(source)),
+        }
+    }
+
+    /// Verifies against the CLC at `cloud_url`, asked with `client`'s key.
+    pub fn remote(client: RpcClient, cloud_url: &str) -> Self {
+        Verifier {
+            source: Arc::new(KeySource::Remote(Box::new(RemoteKeys {
+                client,
+                url: cloud_url.trim_end_matches('/').to_owned(),
+                cache: Default::default(),
+            }))),
+        }
+    }
+
+    /// Makes sure the key of `access_key_id` is at hand (asks the CLC when remote).
+    async fn prepare(&self, access_key_id: &str) {
+        let KeySource::Remote(remote) = self.source.as_ref() else {
+            return;
+        };
+        let fresh = {
+            let cache = remote
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            cache
+                .get(access_key_id)
+                .is_some_and(|(at, _)| at.elapsed() < KEY_CACHE)
+        };
+        if fresh
+            || access_key_id.is_empty()
+            || !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return;
+        }
+        let url = format!("{}/services/Identity/keys/{access_key_id}", remote.url);
+        let found = match remote
+            .client
+            .call::<KeyRecord>(Method::GET, &url, None::<&()>, Duration::from_secs(10))
+            .await
+        {
+            Ok(record) => Some(record),
+            Err(e) if e.code == "NotFound" => None,
+            Err(e) => {
+                tracing::warn!("cannot look a key up at the cloud controller: {e}");
+                return;
+            }
+        };
+        remote
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(access_key_id.to_owned(), (std::time::Instant::now(), found));
+    }
+}
+
+impl CredentialSource for Verifier {
+    fn lookup(&self, access_key_id: &str) -> Option<(Principal, String)> {
+        match self.source.as_ref() {
+            KeySource::Local(source) => source.lookup(access_key_id),
+            KeySource::Remote(remote) => {
+                let cache = remote
+                    .cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (_, record) = cache.get(access_key_id)?;
+                let r = record.as_ref()?;
+                Some((
+                    Principal {
+                        account_id: r.account_id.clone(),
+                        account_name: r.account_name.clone(),
+                        user_name: r.user_name.clone(),
+                        access_key_id: access_key_id.to_owned(),
+                    },
+                    r.secret_access_key.clone(),
+                ))
+            }
+        }
+    }
+}
+
+/// The access key id a SigV4 `Authorization` header names.
+fn signing_key_id(headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let credential = auth.split("Credential=").nth(1)?;
+    Some(credential.split('/').next()?.to_owned())
+}
 
 /// Checks an internal request's signature and that its signer is one of the cloud's own
 /// principals (the cloud admin account, where component principals live); returns the
@@ -495,6 +622,9 @@ pub async fn authenticate(
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| RpcError::new("BadRequest", "the request body is too large"))?;
+    if let Some(key) = signing_key_id(&parts.headers) {
+        verifier.prepare(&key).await;
+    }
     let principal = verify(verifier, &parts.method, &parts.uri, &parts.headers, &body)?;
     Ok((principal, body))
 }
@@ -513,7 +643,7 @@ fn verify(
         headers,
     };
     let denied = |why: String| RpcError::new("AuthFailure", why);
-    let auth = identity::verify_s3(&signed, uri.path(), verifier.as_ref(), SystemTime::now())
+    let auth = identity::verify_s3(&signed, uri.path(), verifier, SystemTime::now())
         .map_err(|e| denied(e.to_string()))?;
     let Authenticated::Signed { principal, payload } = auth else {
         return Err(denied("internal calls must be signed".into()));

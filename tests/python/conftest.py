@@ -122,13 +122,15 @@ class Cloud:
     def secret_key(self):
         return self.env["AWS_SECRET_ACCESS_KEY"]
 
-    def start(self):
+    def start(self, command="up"):
+        """Starts `koala COMMAND` (`up`, or `cloud` for the CLC and Walrus alone)."""
         if not os.access(KOALA_BIN, os.X_OK):
             pytest.fail(f"the koala binary {KOALA_BIN} does not exist: build it with "
                         "`cargo build --release -p tools --bin koala` or set KOALA_BIN")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [KOALA_BIN, "up", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{self.port}"],
+            [KOALA_BIN, command, "--data-dir", self.data_dir, "--listen",
+             f"127.0.0.1:{self.port}"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -16,8 +17,8 @@ import uuid
 
 import pytest
 
-from conftest import (REPO, Cloud, assert_ec2_error, empty_and_delete, make_client, make_ec2,
-                      raw_request, unique_bucket)
+from conftest import (KOALA_BIN, REPO, Cloud, assert_ec2_error, empty_and_delete, free_port,
+                      make_client, make_ec2, raw_request, unique_bucket)
 from test_ec2_cloud import query
 from test_ec2_images import TOOLS, upload
 
@@ -500,3 +501,116 @@ def test_instance_disks_are_reflinks_on_xfs(xfs_dir, fault_cloud, guest, tmp_pat
     assert not os.path.exists(root)
     assert sha256_file(guest["disk"]) in os.listdir(os.path.join(xfs_dir, "node", "cache",
                                                                  "sha256"))
+
+
+class Role:
+    """One `koala cloud|cluster|node` process with its own data dir."""
+
+    def __init__(self, args, port, env, config=""):
+        self.data_dir = tempfile.mkdtemp(prefix="koala-e2e-role-")
+        os.chmod(self.data_dir, 0o755)
+        if config:
+            with open(os.path.join(self.data_dir, "koala.toml"), "w") as f:
+                f.write(config)
+        self.port = port
+        self.log = open(os.path.join(self.data_dir, "koala.log"), "ab")
+        self.proc = subprocess.Popen(
+            [KOALA_BIN, *args, "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{port}"],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, f"koala {args[0]} exited:\n{self.tail()}"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, f"koala {args[0]} did not listen"
+                time.sleep(0.1)
+
+    def tail(self):
+        with open(os.path.join(self.data_dir, "koala.log"), "rb") as f:
+            return f.read()[-3000:].decode(errors="replace")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        if os.environ.get("KOALA_KEEP_DATA") is None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def small_slots(ec2):
+    """The verbose zone listing's m1.small line: `FREE / MAX ...`."""
+    zones = ec2.describe_availability_zones(ZoneNames=["verbose"])["AvailabilityZones"]
+    return {z["ZoneName"]: z["State"] for z in zones}["|- m1.small"]
+
+
+def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_path):
+    port = free_port()
+    cloud_dir = tempfile.mkdtemp(prefix="koala-e2e-cloud-")
+    c = Cloud(cloud_dir, port=port)
+    roles = []
+    try:
+        c.start(command="cloud")
+        env = c.admin_env()
+        cloud_url = c.root_url
+        roles.append(Role(["cluster", "--cloud-url", cloud_url], port + 1, env))
+        node_ports = [free_port(), free_port()]
+        for name, node_port in zip(["node-a", "node-b"], node_ports):
+            roles.append(Role(["node", "--cloud-url", cloud_url], node_port, env,
+                              f'[node]\nhost = "{name}"\ncores = 1\n'))
+        euca_conf = os.path.join(TOOLS, "euca_conf")
+        nodes = " ".join(f"127.0.0.1:{p}" for p in node_ports)
+        out = subprocess.run([euca_conf, "--register-nodes", nodes, "--cluster-url",
+                              f"http://127.0.0.1:{port + 1}"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "(node-a): 1 cores" in out.stdout and "(node-b): 1 cores" in out.stdout, out.stdout
+
+        ec2 = make_ec2(c, c.access_key, c.secret_key)
+        s3 = make_client(c.s3_url, c.region, c.access_key, c.secret_key)
+        _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+        assert small_slots(ec2).startswith("0002 / 0002")
+
+        # One core each: the first instance fills a node, the second goes to the other.
+        first = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]
+        second = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]
+        ids = [first["InstanceId"], second["InstanceId"]]
+        wait_state(ec2, ids, {"running"})
+        for i in ids:
+            wait_markers(ec2, i, 1)
+        homes = {i: [r.data_dir for r in roles[1:]
+                     if os.path.isdir(os.path.join(r.data_dir, "node", "instances", i))]
+                 for i in ids}
+        assert sorted(len(h) for h in homes.values()) == [1, 1], homes
+        assert homes[ids[0]] != homes[ids[1]], homes
+        assert_ec2_error(ec2.run_instances, "InsufficientInstanceCapacity", ImageId=emi,
+                         MinCount=1, MaxCount=1)
+
+        ec2.terminate_instances(InstanceIds=ids)
+        wait_state(ec2, ids, {"terminated"}, timeout=60)
+        assert not domains() & set(ids)
+
+        # Deregistering a node removes its room and revokes its principal.
+        out = subprocess.run([euca_conf, "--deregister-nodes", f"127.0.0.1:{node_ports[1]}",
+                              "--cluster-url", f"http://127.0.0.1:{port + 1}"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "revoked nc-node-b" in out.stdout, out.stdout
+        keys = subprocess.run([KOALA_BIN, "admin", "list-access-keys", "--user", "nc-node-b"],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert keys.returncode == 0 and keys.stdout.strip() == "", keys
+        # The CC polls its nodes every 2 s: node-a's room shows again after its next poll.
+        deadline = time.monotonic() + 15
+        while not small_slots(ec2).startswith("0001 / 0001"):
+            assert time.monotonic() < deadline, small_slots(ec2)
+            time.sleep(0.5)
+    finally:
+        for r in roles:
+            r.stop()
+        c.stop()
+        shutil.rmtree(cloud_dir, ignore_errors=True)

@@ -149,6 +149,16 @@ pub enum ConfigError {
 impl Config {
     /// Loads `data_dir/koala.toml` if present and applies the overrides.
     pub fn load(data_dir: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Config::load_for_role(data_dir, overrides, DEFAULT_LISTEN)
+    }
+
+    /// Like [`Config::load`], for a role whose listen address defaults to `default_listen`
+    /// (`koala cluster` 8774, `koala node` 8775).
+    pub fn load_for_role(
+        data_dir: &Path,
+        overrides: &Overrides,
+        default_listen: &str,
+    ) -> Result<Config, ConfigError> {
         let path = data_dir.join(CONFIG_FILE);
         let file = match std::fs::read_to_string(&path) {
             Ok(text) => toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
@@ -162,7 +172,7 @@ impl Config {
             .listen
             .clone()
             .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+            .unwrap_or_else(|| default_listen.to_owned());
         Ok(Config {
             data_dir: data_dir.to_owned(),
             listen: listen.parse().map_err(|_| ConfigError::Listen(listen))?,

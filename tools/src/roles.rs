@@ -256,7 +256,7 @@ impl Clusters for CcClusters {
 
 /// The identity store as the verifier of internal calls.
 pub fn verifier(identity: &Identity) -> Verifier {
-    Arc::new(identity.clone())
+    Verifier::local(Arc::new(identity.clone()))
 }
 
 /// The loopback URL of a port of this host (roles of one process call each other there).
@@ -302,4 +302,98 @@ pub async fn ensure_libvirt() -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err("libvirtd did not open its socket within 30 s".into())
+}
+
+/// The CLC's key service for components on other hosts (`GET /services/Identity/keys/<id>`):
+/// the owner and secret of an access key, so that a CC or NC can verify the signed calls it
+/// receives. Only cluster and node principals may ask.
+pub async fn key_service(
+    identity: Identity,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path().to_owned();
+    let verifier = verifier(&identity);
+    let answer = async {
+        let (caller, _) = compute::rpc::authenticate(&verifier, req).await?;
+        if !(caller.user_name.starts_with("cc-") || caller.user_name.starts_with("nc-")) {
+            return Err(RpcError::new(
+                "AuthFailure",
+                "only cluster and node controllers may look keys up",
+            ));
+        }
+        let id = path
+            .strip_prefix("/services/Identity/keys/")
+            .unwrap_or_default();
+        let (principal, secret) = identity::CredentialSource::lookup(&identity, id)
+            .ok_or_else(|| RpcError::new("NotFound", format!("no active key {id}")))?;
+        Ok(compute::rpc::KeyRecord {
+            account_id: principal.account_id,
+            account_name: principal.account_name,
+            user_name: principal.user_name,
+            secret_access_key: secret,
+        })
+    }
+    .await;
+    match answer {
+        Ok(record) => compute::rpc::json_response(http::StatusCode::OK, &record),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The own key of a component on a host without the identity store (`koala cluster`,
+/// `koala node`): kept in `DATA_DIR/credentials/components/NAME.json`; on first start it is
+/// made through the account service with the cloud admin's credentials from the environment
+/// (the admin's eucarc sourced once, as Eucalyptus' registration copied keys once).
+pub fn remote_component_key(
+    config: &Config,
+    name: &str,
+    cloud_url: &str,
+) -> Result<ComponentKey, String> {
+    let dir = config.data_dir.join("credentials/components");
+    let path = dir.join(format!("{name}.json"));
+    let key = |f: KeyFile| ComponentKey {
+        access_key_id: f.access_key_id,
+        secret_access_key: f.secret_access_key,
+        region: config.region.clone(),
+    };
+    if let Ok(bytes) = std::fs::read(&path) {
+        let file: KeyFile = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not a component key: {e}", path.display()))?;
+        return Ok(key(file));
+    }
+    let admin = crate::client::EnvCredentials::from_env().map_err(|e| {
+        format!(
+            "{} has no key yet: source the cloud admin's eucarc for this first start ({e})",
+            path.display()
+        )
+    })?;
+    let euare = format!("{}/services/Euare", cloud_url.trim_end_matches('/'));
+    let call = |action: &str, params: &[(&str, &str)]| {
+        crate::client::query_call(&euare, "iam", "2010-05-08", action, params, &admin)
+    };
+    match call("CreateUser", &[("UserName", name)]) {
+        Ok(_) => {}
+        Err(crate::client::ClientError::Service { code, .. }) if code == "EntityAlreadyExists" => {}
+        Err(e) => return Err(format!("cannot make the principal {name}: {e}")),
+    }
+    let body = call("CreateAccessKey", &[("UserName", name)])
+        .map_err(|e| format!("cannot make a key for {name}: {e}"))?;
+    let field = |tag| {
+        crate::client::xml_text(&body, tag).ok_or_else(|| format!("the response has no <{tag}>"))
+    };
+    let file = KeyFile {
+        user: name.to_owned(),
+        access_key_id: field("AccessKeyId")?,
+        secret_access_key: field("SecretAccessKey")?,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
+    identity::write_atomic(&path, &bytes, 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "Made the principal {name} and its key in {}",
+        path.display()
+    );
+    Ok(key(file))
 }

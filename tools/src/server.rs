@@ -21,13 +21,19 @@ use compute::rpc::{NodeRegistration, RpcClient};
 use std::net::SocketAddr;
 
 /// Which roles one process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Roles {
     /// Every role on one host (`koala up`): Walrus, the cloud controller on the main port, the
     /// cluster controller on the next port and a node controller on the one after.
     All,
     /// Walrus alone (`koala walrus`).
     Walrus,
+    /// Walrus and the cloud controller (`koala cloud`), placing instances through the
+    /// cluster controller at this URL.
+    Cloud {
+        /// The CC's URL (`http://host:8774`).
+        cluster_url: String,
+    },
 }
 
 /// Why the daemon could not start or stopped.
@@ -67,6 +73,8 @@ pub enum ServerError {
 struct Front {
     walrus: Walrus,
     query: Option<QueryApi>,
+    /// The identity store whose keys the CLC's key service hands to remote components.
+    keys: Option<Identity>,
 }
 
 /// Runs the roles until SIGINT or SIGTERM.
@@ -117,9 +125,20 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         identity.clone(),
     )
     .map_err(|e| ServerError::Walrus(e.to_string()))?;
-    let query = match roles {
-        Roles::All => {
-            let clusters = start_compute(&config, &identity).await?;
+    let query = match &roles {
+        Roles::All | Roles::Cloud { .. } => {
+            let clusters: Arc<dyn ec2_api::Clusters> = match &roles {
+                Roles::Cloud { cluster_url } => {
+                    let clc_key = roles::component_key(&identity, &config, "clc")
+                        .map_err(ServerError::Compute)?;
+                    println!("Instances are placed by the cluster controller at {cluster_url}");
+                    Arc::new(CcClusters {
+                        client: ClusterClient::new(RpcClient::new(clc_key), cluster_url),
+                        runtime: tokio::runtime::Handle::current(),
+                    })
+                }
+                _ => start_compute(&config, &identity).await?,
+            };
             let cloud = Cloud {
                 state: CloudState::open(&config.data_dir.join("clc"))
                     .map_err(|e| ServerError::CloudState(e.to_string()))?,
@@ -141,14 +160,16 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         }
         Roles::Walrus => None,
     };
-    let app = axum::Router::new()
-        .fallback(front)
-        .with_state(Front { walrus, query });
+    let app = axum::Router::new().fallback(front).with_state(Front {
+        walrus,
+        keys: query.as_ref().map(|_| identity.clone()),
+        query,
+    });
 
     let listener = bind(config.listen).await?;
     let base = config.base_url();
     println!("Walrus (S3) is serving at {base}/ and {base}/services/Walrus");
-    if roles == Roles::All {
+    if roles != Roles::Walrus {
         println!("EC2 is serving at {base}/services/compute/");
         println!("Euare (accounts) is serving at {base}/services/Euare");
     }
@@ -264,6 +285,76 @@ async fn start_compute(
     }))
 }
 
+/// Runs a cluster controller alone (`koala cluster`): its nodes' registry and placement,
+/// verifying calls with the CLC at `cloud_url`.
+pub async fn run_cluster(config: Config, cloud_url: String) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let zone = config.zone.clone();
+    let name = format!("cc-{zone}");
+    let key = {
+        let (config, cloud_url) = (config.clone(), cloud_url.clone());
+        tokio::task::spawn_blocking(move || roles::remote_component_key(&config, &name, &cloud_url))
+            .await
+            .map_err(|e| ServerError::Compute(e.to_string()))?
+            .map_err(ServerError::Compute)?
+    };
+    let cluster = roles::open_cluster(&config, key.clone()).map_err(ServerError::Compute)?;
+    let verifier = compute::rpc::Verifier::remote(RpcClient::new(key), &cloud_url);
+    let listener = bind(config.listen).await?;
+    println!(
+        "The cluster controller ({zone}) is serving at http://{}",
+        config.listen
+    );
+    axum::serve(listener, compute::cluster::http::router(cluster, verifier))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })
+}
+
+/// Runs a node controller alone (`koala node`): instances on this host, images from the
+/// Walrus at `cloud_url`, calls verified with the CLC there.
+pub async fn run_node(config: Config, cloud_url: String) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let host = roles::node_host(&config);
+    let name = format!("nc-{host}");
+    let key = {
+        let (config, cloud_url) = (config.clone(), cloud_url.clone());
+        tokio::task::spawn_blocking(move || roles::remote_component_key(&config, &name, &cloud_url))
+            .await
+            .map_err(|e| ServerError::Compute(e.to_string()))?
+            .map_err(ServerError::Compute)?
+    };
+    roles::ensure_libvirt()
+        .await
+        .map_err(ServerError::Compute)?;
+    let walrus_url = format!("{}/services/Walrus", cloud_url.trim_end_matches('/'));
+    let node = roles::open_node(&config, key.clone(), &walrus_url)
+        .await
+        .map_err(ServerError::Compute)?;
+    let verifier = compute::rpc::Verifier::remote(RpcClient::new(key), &cloud_url);
+    let listener = bind(config.listen).await?;
+    println!(
+        "The node controller ({host}) is serving at http://{}",
+        config.listen
+    );
+    axum::serve(listener, compute::node::http::router(node, verifier))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })
+}
+
 /// Keeps the CLC's instance records in step with the nodes, every second.
 fn spawn_instance_sync(cloud: Cloud) {
     tokio::spawn(async move {
@@ -329,6 +420,11 @@ pub fn service_urls(config: &Config) -> ServiceUrls {
 }
 
 async fn front(State(front): State<Front>, req: Request) -> Response<Body> {
+    if let Some(identity) = &front.keys {
+        if req.uri().path().starts_with("/services/Identity/keys/") {
+            return roles::key_service(identity.clone(), req).await;
+        }
+    }
     match &front.query {
         Some(query) if QueryApi::claims(&req) => query.handle(req).await,
         _ => front.walrus.handle(req).await,

@@ -2,7 +2,8 @@
 //! client the CLC calls it with:
 //!
 //! - `GET /cluster/nodes`, `POST /cluster/nodes` ([`NodeRegistration`]),
-//!   `DELETE /cluster/nodes/<host>`;
+//!   `POST /cluster/nodes/deregister` (`{"host": ...}`: addresses hold colons, kept out of
+//!   the signed path);
 //! - `POST /cluster/instances` with a list of [`RunOrder`]s: a [`RunOutcome`];
 //! - `GET /cluster/instances`: every node's instance reports;
 //! - `POST /cluster/instances/<id>/terminate` and `/reboot`, `GET .../console`.
@@ -56,8 +57,9 @@ async fn handle(
             let registration: NodeRegistration = rpc::parse(&body)?;
             json_response(ok, &cluster.register(registration).await?)
         }
-        (Method::DELETE, ["cluster", "nodes", host]) => {
-            cluster.deregister(host)?;
+        (Method::POST, ["cluster", "nodes", "deregister"]) => {
+            let node: Deregistration = rpc::parse(&body)?;
+            cluster.deregister(&node.host)?;
             json_response(ok, &serde_json::json!({}))
         }
         (Method::POST, ["cluster", "instances"]) => {
@@ -77,6 +79,12 @@ async fn handle(
         }
         _ => return Err(RpcError::new("NotFound", format!("no such call: {path}"))),
     })
+}
+
+/// A node to deregister, by the address it was registered by.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Deregistration {
+    host: String,
 }
 
 /// The CLC's (and `euca_conf`'s) client of a CC.
@@ -167,9 +175,11 @@ impl ClusterClient {
     /// Deregisters a node.
     pub async fn deregister(&self, host: &str) -> Result<(), RpcError> {
         self.call::<serde_json::Value>(
-            Method::DELETE,
-            &format!("/cluster/nodes/{host}"),
-            None::<&()>,
+            Method::POST,
+            "/cluster/nodes/deregister",
+            Some(&Deregistration {
+                host: host.to_owned(),
+            }),
         )
         .await
         .map(|_| ())

@@ -241,10 +241,9 @@ impl Cluster {
             };
             match (resources, instances) {
                 (Ok(resources), Ok(instances)) => {
-                    entry.resources = Some(NodeResources {
-                        host: host.clone(),
-                        ..resources
-                    });
+                    // The node's own name (its principal is nc-NAME) beside the address it
+                    // was registered by.
+                    entry.resources = Some(resources);
                     entry.error = None;
                     entry.instances = instances.iter().map(|i| i.instance_id.clone()).collect();
                     all.extend(instances);

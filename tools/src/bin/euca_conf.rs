@@ -1,15 +1,23 @@
-//! `euca_conf`: Eucalyptus' cloud administration command. Today it downloads credentials:
-//! `euca_conf --get-credentials FILE.zip [--cred-account NAME] [--cred-user NAME]` writes the
-//! zip Eucalyptus' "Download credentials" gave (eucarc, euca2ools.ini, the user's certificate
-//! and key, the cloud cert). Eucalyptus' euca_conf read the database on the cloud controller's
-//! host; Koala's asks the running cloud (Euare `GetCredentials`) with the admin's credentials
-//! from the environment, so it works from any host.
+//! `euca_conf`: Eucalyptus' cloud administration command.
+//!
+//! - `euca_conf --get-credentials FILE.zip [--cred-account NAME] [--cred-user NAME]` writes the
+//!   zip Eucalyptus' "Download credentials" gave (eucarc, euca2ools.ini, the user's
+//!   certificate and key, the cloud cert), asked of the running cloud (Euare
+//!   `GetCredentials`).
+//! - `euca_conf --register-nodes "HOST[:PORT] ..."` registers node controllers with the
+//!   cluster controller (`--cluster-url`, else `KOALA_CLUSTER_URL`, else the EC2 URL's host on
+//!   port 8774); `--deregister-nodes` removes them and revokes their principals (`nc-NAME`).
+//!
+//! Eucalyptus' euca_conf read the database on the cloud controller's host; Koala's calls the
+//! running cloud with the admin's credentials from the environment, so it works from any host.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use base64::Engine;
 use clap::Parser;
+use compute::cluster::http::ClusterClient;
+use compute::rpc::{ComponentKey, NodeRegistration, RpcClient};
 use tools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
 
 /// Administers a Koala cloud (Eucalyptus' euca_conf).
@@ -19,7 +27,18 @@ struct Cli {
     /// Downloads a user's credentials into FILE (a zip): a fresh certificate and key, and an
     /// active access key.
     #[arg(long = "get-credentials", value_name = "FILE")]
-    get_credentials: PathBuf,
+    get_credentials: Option<PathBuf>,
+    /// Registers node controllers (`HOST[:PORT]`, port 8775 by default, separated by spaces)
+    /// with the cluster controller.
+    #[arg(long = "register-nodes", value_name = "NODES")]
+    register_nodes: Option<String>,
+    /// Deregisters node controllers and revokes their keys.
+    #[arg(long = "deregister-nodes", value_name = "NODES")]
+    deregister_nodes: Option<String>,
+    /// The cluster controller's URL [default: KOALA_CLUSTER_URL, else EC2_URL's host, port
+    /// 8774].
+    #[arg(long = "cluster-url", value_name = "URL")]
+    cluster_url: Option<String>,
     /// The account whose user's credentials to get.
     #[arg(
         long = "cred-account",
@@ -37,7 +56,16 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match get_credentials(&cli) {
+    let result = if let Some(nodes) = &cli.register_nodes {
+        register_nodes(&cli, nodes)
+    } else if let Some(nodes) = &cli.deregister_nodes {
+        deregister_nodes(&cli, nodes)
+    } else if let Some(file) = &cli.get_credentials {
+        get_credentials(&cli, file)
+    } else {
+        Err("give --get-credentials FILE, --register-nodes or --deregister-nodes".into())
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("euca_conf: {message}");
@@ -46,7 +74,124 @@ fn main() -> ExitCode {
     }
 }
 
-fn get_credentials(cli: &Cli) -> Result<(), String> {
+/// `HOST[:PORT]` as the address the CC registers the node by, and its URL.
+fn node_address(spec: &str) -> (String, String) {
+    let address = if spec.contains(':') {
+        spec.to_owned()
+    } else {
+        format!("{spec}:8775")
+    };
+    let url = format!("http://{address}");
+    (address, url)
+}
+
+/// The CC's client, signing with the admin's key.
+fn cluster(cli: &Cli) -> Result<(ClusterClient, tokio::runtime::Runtime), String> {
+    let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
+    let url = match (&cli.cluster_url, std::env::var("KOALA_CLUSTER_URL")) {
+        (Some(url), _) => url.clone(),
+        (None, Ok(url)) => url,
+        (None, Err(_)) => {
+            let ec2 = std::env::var("EC2_URL")
+                .map_err(|_| "give --cluster-url (or source the admin's eucarc)".to_owned())?;
+            let host = ec2
+                .split("://")
+                .nth(1)
+                .and_then(|rest| rest.split(['/', ':']).next())
+                .unwrap_or("127.0.0.1");
+            format!("http://{host}:8774")
+        }
+    };
+    let key = ComponentKey {
+        access_key_id: creds.access_key_id,
+        secret_access_key: creds.secret_access_key,
+        region: creds.region,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = runtime.block_on(async { ClusterClient::new(RpcClient::new(key), &url) });
+    Ok((client, runtime))
+}
+
+fn register_nodes(cli: &Cli, nodes: &str) -> Result<(), String> {
+    let (client, runtime) = cluster(cli)?;
+    for spec in nodes.split_whitespace() {
+        let (host, url) = node_address(spec);
+        let status = runtime
+            .block_on(client.register(&NodeRegistration {
+                host: host.clone(),
+                url,
+            }))
+            .map_err(|e| format!("cannot register {host}: {e}"))?;
+        match (&status.resources, &status.error) {
+            (Some(r), _) => println!(
+                "Registered node {host} ({}): {} cores, {} MiB, {} GiB",
+                r.host, r.cores, r.memory_mib, r.disk_gib
+            ),
+            (None, error) => println!(
+                "Registered node {host}; it does not answer yet: {}",
+                error.as_deref().unwrap_or("no report")
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn deregister_nodes(cli: &Cli, nodes: &str) -> Result<(), String> {
+    let (client, runtime) = cluster(cli)?;
+    let known = runtime
+        .block_on(client.nodes())
+        .map_err(|e| format!("cannot list the nodes: {e}"))?;
+    let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
+    let euare = euare_url_from_env().map_err(|e| e.to_string())?;
+    for spec in nodes.split_whitespace() {
+        let (host, _) = node_address(spec);
+        let name = known
+            .iter()
+            .find(|n| n.host == host)
+            .and_then(|n| n.resources.as_ref())
+            .map(|r| r.host.clone());
+        runtime
+            .block_on(client.deregister(&host))
+            .map_err(|e| format!("cannot deregister {host}: {e}"))?;
+        // Its principal goes too: a deregistered node's calls are refused from now on.
+        if let Some(name) = name {
+            let user = format!("nc-{name}");
+            let body = query_call(
+                &euare,
+                "iam",
+                "2010-05-08",
+                "ListAccessKeys",
+                &[("UserName", &user)],
+                &creds,
+            )
+            .map_err(|e| format!("cannot list the keys of {user}: {e}"))?;
+            for key in body
+                .split("<AccessKeyId>")
+                .skip(1)
+                .filter_map(|rest| rest.split('<').next())
+            {
+                query_call(
+                    &euare,
+                    "iam",
+                    "2010-05-08",
+                    "DeleteAccessKey",
+                    &[("UserName", &user), ("AccessKeyId", key)],
+                    &creds,
+                )
+                .map_err(|e| format!("cannot revoke {user}'s key: {e}"))?;
+            }
+            println!("Deregistered node {host} and revoked {user}");
+        } else {
+            println!("Deregistered node {host}");
+        }
+    }
+    Ok(())
+}
+
+fn get_credentials(cli: &Cli, file: &std::path::Path) -> Result<(), String> {
     let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
     let url = match &cli.url {
         Some(url) => url.clone(),
@@ -70,13 +215,13 @@ fn get_credentials(cli: &Cli) -> Result<(), String> {
         .decode(encoded.trim())
         .map_err(|e| format!("the credentials in the response are not base64: {e}"))?;
     // Readable by its owner only: the zip holds a secret key.
-    identity::write_atomic(&cli.get_credentials, &zip, 0o600)
-        .map_err(|e| format!("cannot write {}: {e}", cli.get_credentials.display()))?;
+    identity::write_atomic(file, &zip, 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     println!(
         "Wrote the credentials of user {} of account {} to {}",
         cli.cred_user,
         cli.cred_account,
-        cli.get_credentials.display()
+        file.display()
     );
     Ok(())
 }

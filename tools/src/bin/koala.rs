@@ -23,6 +23,34 @@ enum Command {
     Up(Daemon),
     /// Runs Walrus, the S3 object store, alone.
     Walrus(Daemon),
+    /// Runs the cloud controller (EC2, accounts) with Walrus, placing instances through a
+    /// cluster controller that runs apart (`koala cluster`).
+    Cloud {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// The cluster controller's URL [default: the main port + 1 on loopback].
+        #[arg(long, env = "KOALA_CLUSTER_URL")]
+        cluster_url: Option<String>,
+    },
+    /// Runs a cluster controller alone [default listen 0.0.0.0:8774]; first start: the cloud
+    /// admin's eucarc sourced, to make its principal.
+    Cluster {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// The cloud controller's URL (`http://clc:8773`).
+        #[arg(long, env = "KOALA_CLOUD_URL")]
+        cloud_url: String,
+    },
+    /// Runs a node controller alone [default listen 0.0.0.0:8775]; first start: the cloud
+    /// admin's eucarc sourced, to make its principal. Register it with
+    /// `euca_conf --register-nodes`.
+    Node {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// The cloud controller's URL (`http://clc:8773`), where Walrus serves images too.
+        #[arg(long, env = "KOALA_CLOUD_URL")]
+        cloud_url: String,
+    },
     /// Administers a running cloud with the admin's credentials from the environment.
     Admin {
         #[command(subcommand)]
@@ -150,6 +178,19 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(daemon) => serve(daemon, Roles::All),
         Command::Walrus(daemon) => serve(daemon, Roles::Walrus),
+        Command::Cloud {
+            daemon,
+            cluster_url,
+        } => {
+            let url = cluster_url.unwrap_or_default();
+            serve(daemon, Roles::Cloud { cluster_url: url })
+        }
+        Command::Cluster { daemon, cloud_url } => run_role(daemon, "0.0.0.0:8774", |config| {
+            server::run_cluster(config, cloud_url)
+        }),
+        Command::Node { daemon, cloud_url } => run_role(daemon, "0.0.0.0:8775", |config| {
+            server::run_node(config, cloud_url)
+        }),
         Command::Admin { command } => admin(command),
     };
     match result {
@@ -161,8 +202,28 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_role<F: std::future::Future<Output = Result<(), server::ServerError>>>(
+    daemon: Daemon,
+    default_listen: &str,
+    role: impl FnOnce(Config) -> F,
+) -> Result<(), String> {
+    let config = Config::load_for_role(&daemon.data_dir, &daemon.overrides, default_listen)
+        .map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(role(config)).map_err(|e| e.to_string())
+}
+
 fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
     let config = Config::load(&daemon.data_dir, &daemon.overrides).map_err(|e| e.to_string())?;
+    let roles = match roles {
+        Roles::Cloud { cluster_url } if cluster_url.is_empty() => Roles::Cloud {
+            cluster_url: format!("http://127.0.0.1:{}", config.listen.port().wrapping_add(1)),
+        },
+        roles => roles,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
