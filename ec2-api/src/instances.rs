@@ -36,7 +36,7 @@ const TERMINATED_KEPT_MS: u64 = 3600 * 1000;
 const LOST_AFTER_MS: u64 = 120 * 1000;
 
 /// Extra time, beyond the start timeout, a pending instance no node reports is waited for.
-const PENDING_GRACE_MS: u64 = 30 * 1000;
+const PENDING_GRACE_MS: u64 = 15 * 1000;
 
 /// An instance as the CLC records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

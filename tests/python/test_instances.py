@@ -609,6 +609,23 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
         while not small_slots(ec2).startswith("0001 / 0001"):
             assert time.monotonic() < deadline, small_slots(ec2)
             time.sleep(0.5)
+
+        # A node that dies mid-boot (here while its first fetch of a new image runs) and does
+        # not come back: the instance ends at its start timeout, with the reason.
+        status, root = query(c, "ModifyPropertyValue",
+                             [("Name", "cloud.instances.start_timeout"), ("Value", "5")])
+        assert status == 200, root
+        slow_disk = tmp_path / "slow-disk.img"
+        slow_disk.write_bytes(os.urandom(256 << 20))
+        _, _, slow_emi, _ = register_guest(c, s3, ec2, tmp_path, guest, disk=str(slow_disk))
+        doomed = ec2.run_instances(ImageId=slow_emi, MinCount=1,
+                                   MaxCount=1)["Instances"][0]["InstanceId"]
+        roles[1].proc.kill()  # node-a, the one node left
+        done = wait_state(ec2, [doomed], {"terminated"}, timeout=120)
+        reason = done[doomed]["StateReason"]
+        assert reason["Code"] == "Server.InternalError", reason
+        assert "no node reported the instance within 5 s" in reason["Message"], reason
+        assert doomed not in domains()
     finally:
         for r in roles:
             r.stop()

@@ -288,51 +288,19 @@ async fn start_compute(
 /// Runs a cluster controller alone (`koala cluster`): its nodes' registry and placement,
 /// verifying calls with the CLC at `cloud_url`.
 pub async fn run_cluster(config: Config, cloud_url: String) -> Result<(), ServerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
-        path: config.data_dir.clone(),
-        source,
-    })?;
     let zone = config.zone.clone();
-    let name = format!("cc-{zone}");
-    let key = {
-        let (config, cloud_url) = (config.clone(), cloud_url.clone());
-        tokio::task::spawn_blocking(move || roles::remote_component_key(&config, &name, &cloud_url))
-            .await
-            .map_err(|e| ServerError::Compute(e.to_string()))?
-            .map_err(ServerError::Compute)?
-    };
+    let key = remote_key(&config, format!("cc-{zone}"), &cloud_url).await?;
     let cluster = roles::open_cluster(&config, key.clone()).map_err(ServerError::Compute)?;
     let verifier = compute::rpc::Verifier::remote(RpcClient::new(key), &cloud_url);
-    let listener = bind(config.listen).await?;
-    println!(
-        "The cluster controller ({zone}) is serving at http://{}",
-        config.listen
-    );
-    axum::serve(listener, compute::cluster::http::router(cluster, verifier))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })
+    let router = compute::cluster::http::router(cluster, verifier);
+    serve_alone(&config, router, &format!("The cluster controller ({zone})")).await
 }
 
 /// Runs a node controller alone (`koala node`): instances on this host, images from the
 /// Walrus at `cloud_url`, calls verified with the CLC there.
 pub async fn run_node(config: Config, cloud_url: String) -> Result<(), ServerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
-        path: config.data_dir.clone(),
-        source,
-    })?;
     let host = roles::node_host(&config);
-    let name = format!("nc-{host}");
-    let key = {
-        let (config, cloud_url) = (config.clone(), cloud_url.clone());
-        tokio::task::spawn_blocking(move || roles::remote_component_key(&config, &name, &cloud_url))
-            .await
-            .map_err(|e| ServerError::Compute(e.to_string()))?
-            .map_err(ServerError::Compute)?
-    };
+    let key = remote_key(&config, format!("nc-{host}"), &cloud_url).await?;
     roles::ensure_libvirt()
         .await
         .map_err(ServerError::Compute)?;
@@ -341,12 +309,32 @@ pub async fn run_node(config: Config, cloud_url: String) -> Result<(), ServerErr
         .await
         .map_err(ServerError::Compute)?;
     let verifier = compute::rpc::Verifier::remote(RpcClient::new(key), &cloud_url);
+    let router = compute::node::http::router(node, verifier);
+    serve_alone(&config, router, &format!("The node controller ({host})")).await
+}
+
+/// The key of component `name` of a role running apart (made on first start).
+async fn remote_key(
+    config: &Config,
+    name: String,
+    cloud_url: &str,
+) -> Result<compute::rpc::ComponentKey, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let (config, cloud_url) = (config.clone(), cloud_url.to_owned());
+    tokio::task::spawn_blocking(move || roles::remote_component_key(&config, &name, &cloud_url))
+        .await
+        .map_err(|e| ServerError::Compute(e.to_string()))?
+        .map_err(ServerError::Compute)
+}
+
+/// Serves a role running apart on its listen address until SIGINT or SIGTERM.
+async fn serve_alone(config: &Config, router: axum::Router, what: &str) -> Result<(), ServerError> {
     let listener = bind(config.listen).await?;
-    println!(
-        "The node controller ({host}) is serving at http://{}",
-        config.listen
-    );
-    axum::serve(listener, compute::node::http::router(node, verifier))
+    println!("{what} is serving at http://{}", config.listen);
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|source| ServerError::Bind {
