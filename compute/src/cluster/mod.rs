@@ -403,3 +403,117 @@ impl Cluster {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::{ComponentKey, ImageRef, VmSpec};
+
+    fn order(id: &str) -> RunOrder {
+        let image = ImageRef {
+            id: "emi-00000001".into(),
+            manifest: "b/k".into(),
+            sha256: None,
+            size: None,
+        };
+        RunOrder {
+            instance_id: id.into(),
+            reservation_id: "r-00000001".into(),
+            owner: "000000000001".into(),
+            image: image.clone(),
+            kernel: image,
+            ramdisk: None,
+            vm: VmSpec {
+                name: "m1.small".into(),
+                cpus: 1,
+                memory_mib: 256,
+                disk_gib: 5,
+            },
+            key: None,
+            user_data: String::new(),
+            start_timeout_secs: 60,
+        }
+    }
+
+    fn node(cores: u32, used: u32, error: Option<&str>) -> NodeEntry {
+        NodeEntry {
+            url: "http://127.0.0.1:1".into(),
+            resources: Some(NodeResources {
+                host: "n".into(),
+                cores,
+                memory_mib: 4096,
+                disk_gib: 100,
+                used_cores: used,
+                used_memory_mib: 256 * u64::from(used),
+                used_disk_gib: 5 * u64::from(used),
+            }),
+            error: error.map(str::to_owned),
+            instances: Vec::new(),
+        }
+    }
+
+    async fn cluster(policy: Policy, nodes: &[(&str, NodeEntry)]) -> (Cluster, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ComponentKey {
+            access_key_id: "AKIDTEST".into(),
+            secret_access_key: "secret".into(),
+            region: "r".into(),
+        };
+        let cluster = Cluster::open(dir.path().to_owned(), policy, RpcClient::new(key)).unwrap();
+        let mut registry = lock(&cluster.inner.nodes);
+        for (host, entry) in nodes {
+            registry.insert((*host).to_owned(), entry.clone());
+        }
+        drop(registry);
+        (cluster, dir)
+    }
+
+    #[tokio::test]
+    async fn least_loaded_takes_the_node_with_the_most_room() {
+        let (cc, _dir) = cluster(
+            Policy::LeastLoaded,
+            &[
+                ("a", node(4, 3, None)),
+                ("b", node(4, 1, None)),
+                ("c", node(8, 0, Some("down"))),
+            ],
+        )
+        .await;
+        // c has the most room but does not answer; b has more room than a.
+        assert_eq!(cc.pick(&order("i-00000001"), &[]).unwrap().0, "b");
+        // b refused: the next best.
+        assert_eq!(cc.pick(&order("i-00000001"), &["b".into()]).unwrap().0, "a");
+        assert!(cc
+            .pick(&order("i-00000001"), &["a".into(), "b".into()])
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn round_robin_turns_and_skips_full_nodes() {
+        let (cc, _dir) = cluster(
+            Policy::RoundRobin,
+            &[
+                ("a", node(2, 0, None)),
+                ("b", node(2, 2, None)),
+                ("c", node(2, 0, None)),
+            ],
+        )
+        .await;
+        let picks: Vec<String> = (0..4)
+            .map(|_| cc.pick(&order("i-00000001"), &[]).unwrap().0)
+            .collect();
+        assert_eq!(picks, ["a", "c", "a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_run_with_no_room_says_so_for_each_instance() {
+        let (cc, _dir) = cluster(Policy::LeastLoaded, &[("a", node(1, 1, None))]).await;
+        let outcome = cc.run(vec![order("i-00000001"), order("i-00000002")]).await;
+        assert!(outcome.placed.is_empty());
+        assert_eq!(outcome.failed.len(), 2);
+        assert!(outcome
+            .failed
+            .iter()
+            .all(|(_, e)| e.code == "InsufficientInstanceCapacity"));
+    }
+}
