@@ -102,10 +102,10 @@ pub async fn open_node(
         .libvirt_uri
         .clone()
         .unwrap_or_else(|| SYSTEM_URI.to_owned());
-    let dir = settings
-        .dir
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("node"));
+    let dir = match &settings.dir {
+        Some(dir) => dir.clone(),
+        None => default_node_dir(config)?,
+    };
     let choice: AccelChoice = settings
         .accel
         .as_deref()
@@ -173,6 +173,30 @@ pub async fn open_node(
     Node::open(node_config, feed)
         .await
         .map_err(|e| format!("cannot start the node controller: {e}"))
+}
+
+/// The node's folder when none is configured: `DATA_DIR/node`, unless QEMU's user cannot
+/// reach it (a data dir under a closed folder such as root's home), then
+/// `/var/lib/koala/nodes/<a hash of the data dir's path>`, as Eucalyptus kept instances under
+/// /var/lib/eucalyptus.
+fn default_node_dir(config: &Config) -> Result<PathBuf, String> {
+    use std::hash::{Hash, Hasher};
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    if compute::node::check_reachable(&config.data_dir).is_ok() {
+        return Ok(config.data_dir.join("node"));
+    }
+    let data_dir = std::fs::canonicalize(&config.data_dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", config.data_dir.display()))?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let dir = PathBuf::from(format!("/var/lib/koala/nodes/{:016x}", hasher.finish()));
+    println!(
+        "QEMU's user cannot reach {}: the node keeps its instances and image cache in {}",
+        data_dir.display(),
+        dir.display()
+    );
+    Ok(dir)
 }
 
 /// The host's memory in MiB, from `/proc/meminfo`.

@@ -811,9 +811,9 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Checks that every folder from `/` down to `dir` lets others search it: QEMU runs as an
-/// unprivileged user and must open the disks and logs below.
-fn check_reachable(dir: &Path) -> Result<(), NodeError> {
+/// Checks that every folder from `/` down to `dir` (which must exist) lets others search
+/// it: QEMU runs as an unprivileged user and must open the disks and logs below.
+pub fn check_reachable(dir: &Path) -> Result<(), NodeError> {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::fs::canonicalize(dir).map_err(|source| NodeError::Io {
         path: dir.to_owned(),
