@@ -544,11 +544,7 @@ impl Verifier {
             return;
         };
         let fresh = {
-            let cache = remote
-                .cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            cache
+            crate::lock(&remote.cache)
                 .get(access_key_id)
                 .is_some_and(|(at, _)| at.elapsed() < KEY_CACHE)
         };
@@ -571,10 +567,7 @@ impl Verifier {
                 return;
             }
         };
-        remote
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&remote.cache)
             .insert(access_key_id.to_owned(), (std::time::Instant::now(), found));
     }
 }
@@ -584,10 +577,7 @@ impl CredentialSource for Verifier {
         match self.source.as_ref() {
             KeySource::Local(source) => source.lookup(access_key_id),
             KeySource::Remote(remote) => {
-                let cache = remote
-                    .cache
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let cache = crate::lock(&remote.cache);
                 let (_, record) = cache.get(access_key_id)?;
                 let r = record.as_ref()?;
                 Some((

@@ -11,8 +11,9 @@ use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 pub(crate) const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// Percent-encodes as AWS's `UriEncode`: everything but `A-Za-z0-9-_.~` (and `/` when
-/// `keep_slash`), with uppercase hex digits.
-pub(crate) fn uri_encode(input: &[u8], keep_slash: bool) -> String {
+/// `keep_slash`), with uppercase hex digits. Public because signers need the same encoding
+/// for the query strings and form bodies they sign.
+pub fn uri_encode(input: &[u8], keep_slash: bool) -> String {
     let mut out = String::with_capacity(input.len() + input.len() / 2);
     for &b in input {
         if b.is_ascii_alphanumeric()

@@ -28,6 +28,7 @@ mod store;
 use std::time::SystemTime;
 
 pub use ca::{CloudCa, IssuedCertificate, CLOUD_CERT_FILE, CLOUD_KEY_FILE};
+pub use canon::uri_encode;
 pub use chunked::AwsChunkedDecoder;
 pub use credentials::{BundleFile, CredentialBundle, KeyFiles, EUCA2OOLS_INI, EUCARC};
 pub use error::{AuthError, IdentityError};

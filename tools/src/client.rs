@@ -359,15 +359,7 @@ fn sign_headers(
 
 /// Percent-encodes a form value the way AWS expects (RFC 3986 unreserved kept).
 fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    identity::uri_encode(text.as_bytes(), false)
 }
 
 /// The text of the first `<tag>` element of a small, trusted-shape XML response.

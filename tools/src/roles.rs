@@ -29,6 +29,47 @@ struct KeyFile {
     secret_access_key: String,
 }
 
+impl KeyFile {
+    /// Where component `name`'s key is kept.
+    fn path(config: &Config, name: &str) -> PathBuf {
+        config
+            .data_dir
+            .join("credentials/components")
+            .join(format!("{name}.json"))
+    }
+
+    /// The key kept at `path`: `None` when there is none, an error when it is unreadable.
+    fn read(path: &std::path::Path) -> Result<Option<KeyFile>, String> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("{} is not a component key: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// Keeps the key at `path`, readable by its owner only.
+    fn save(&self, path: &std::path::Path) -> Result<(), String> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        identity::write_atomic(path, &bytes, 0o600)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// The key, signing for `config`'s region.
+    fn into_key(self, config: &Config) -> ComponentKey {
+        ComponentKey {
+            access_key_id: self.access_key_id,
+            secret_access_key: self.secret_access_key,
+            region: config.region.clone(),
+        }
+    }
+}
+
 /// The own key of component `name` (`clc`, `cc-ZONE`, `nc-HOST`): a user of the cloud admin
 /// account with its own access key, made on first start and kept in the data dir. Deleting
 /// the key (`koala admin delete-access-key --user NAME`) revokes the component.
@@ -37,31 +78,24 @@ pub fn component_key(
     config: &Config,
     name: &str,
 ) -> Result<ComponentKey, String> {
-    let dir = config.data_dir.join("credentials/components");
-    let path = dir.join(format!("{name}.json"));
+    let path = KeyFile::path(config, name);
     let admin_account = identity
         .account_id(identity::ADMIN_ACCOUNT)
         .map_err(|e| e.to_string())?
         .ok_or("the cloud admin account is missing")?;
-    let key = |f: KeyFile| ComponentKey {
-        access_key_id: f.access_key_id,
-        secret_access_key: f.secret_access_key,
-        region: config.region.clone(),
-    };
-    if let Ok(bytes) = std::fs::read(&path) {
-        if let Ok(file) = serde_json::from_slice::<KeyFile>(&bytes) {
-            let active = identity
-                .list_access_keys(&admin_account, &file.user)
-                .map(|keys| {
-                    keys.iter().any(|k| {
-                        k.access_key_id == file.access_key_id
-                            && k.status == identity::AccessKeyStatus::Active
-                    })
+    // A key file that is unreadable, or whose key was revoked, is replaced.
+    if let Ok(Some(file)) = KeyFile::read(&path) {
+        let active = identity
+            .list_access_keys(&admin_account, &file.user)
+            .map(|keys| {
+                keys.iter().any(|k| {
+                    k.access_key_id == file.access_key_id
+                        && k.status == identity::AccessKeyStatus::Active
                 })
-                .unwrap_or(false);
-            if active {
-                return Ok(key(file));
-            }
+            })
+            .unwrap_or(false);
+        if active {
+            return Ok(file.into_key(config));
         }
     }
     match identity.create_user(&admin_account, name) {
@@ -76,11 +110,8 @@ pub fn component_key(
         access_key_id: creds.access_key_id,
         secret_access_key: creds.secret_access_key,
     };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
-    identity::write_atomic(&path, &bytes, 0o600)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(key(file))
+    file.save(&path)?;
+    Ok(file.into_key(config))
 }
 
 /// The node's name in its cluster.
@@ -374,17 +405,9 @@ pub fn remote_component_key(
     name: &str,
     cloud_url: &str,
 ) -> Result<ComponentKey, String> {
-    let dir = config.data_dir.join("credentials/components");
-    let path = dir.join(format!("{name}.json"));
-    let key = |f: KeyFile| ComponentKey {
-        access_key_id: f.access_key_id,
-        secret_access_key: f.secret_access_key,
-        region: config.region.clone(),
-    };
-    if let Ok(bytes) = std::fs::read(&path) {
-        let file: KeyFile = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} is not a component key: {e}", path.display()))?;
-        return Ok(key(file));
+    let path = KeyFile::path(config, name);
+    if let Some(file) = KeyFile::read(&path)? {
+        return Ok(file.into_key(config));
     }
     let admin = crate::client::EnvCredentials::from_env().map_err(|e| {
         format!(
@@ -411,13 +434,10 @@ pub fn remote_component_key(
         access_key_id: field("AccessKeyId")?,
         secret_access_key: field("SecretAccessKey")?,
     };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
-    identity::write_atomic(&path, &bytes, 0o600)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.save(&path)?;
     println!(
         "Made the principal {name} and its key in {}",
         path.display()
     );
-    Ok(key(file))
+    Ok(file.into_key(config))
 }

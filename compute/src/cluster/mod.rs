@@ -12,12 +12,13 @@ pub mod http;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::http::Method;
 use serde::{Deserialize, Serialize};
 
+use crate::lock;
 use crate::rpc::{
     ConsoleOutput, InstanceReport, NodeRegistration, NodeResources, NodeStatus, Placement,
     RpcClient, RpcError, RunOrder,
@@ -85,10 +86,6 @@ struct NodeEntry {
     error: Option<String>,
     /// The instances the node reported last, by id.
     instances: Vec<String>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Cluster {

@@ -45,7 +45,7 @@ impl WalrusFeed {
         let url = format!(
             "{}/_koala/images?manifest={}",
             self.base,
-            encode(&image.manifest)
+            identity::uri_encode(image.manifest.as_bytes(), false)
         );
         let call = self.client.send(Method::HEAD, &url, Bytes::new());
         let resp = tokio::time::timeout(UNBUNDLE_TIMEOUT, call)
@@ -98,17 +98,4 @@ impl Fetcher for WalrusFeed {
         }
         Ok(())
     }
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

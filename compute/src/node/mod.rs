@@ -17,7 +17,7 @@ pub mod http;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -31,6 +31,7 @@ use crate::accel::Accel;
 use crate::config_drive::ConfigDrive;
 use crate::domain::{Disk, DiskFormat, DomainSpec, VmSize};
 use crate::hypervisor::{DomainState, Hypervisor};
+use crate::lock;
 use crate::qemu_user::QemuUser;
 use crate::rpc::{
     ConsoleOutput, ImageRef, InstanceReport, InstanceState, NodeResources, RpcError, RunOrder,
@@ -107,17 +108,18 @@ struct InstanceFile {
     timings: Timings,
 }
 
-/// The moments of an instance's start, in milliseconds since the epoch.
+/// The moments of an instance's start, in milliseconds since the epoch (in `state.json`,
+/// where the start latency benchmark reads them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timings {
+struct Timings {
     /// The run order arrived.
-    pub received: u64,
+    received: u64,
     /// Everything was ready and libvirt was asked to start the domain.
-    pub libvirt_asked: Option<u64>,
+    libvirt_asked: Option<u64>,
     /// The domain was running.
-    pub running: Option<u64>,
+    running: Option<u64>,
     /// The instance ended.
-    pub ended: Option<u64>,
+    ended: Option<u64>,
 }
 
 /// Why the node could not open.
@@ -150,10 +152,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Whether `id` is an instance id Koala makes (`i-` and 8 or 17 lowercase hex digits): it
@@ -226,11 +224,6 @@ impl Node {
     /// The node's registered host name.
     pub fn host(&self) -> &str {
         &self.inner.config.host
-    }
-
-    /// The node's image cache (for statistics and tests).
-    pub fn cache(&self) -> &ImageCache {
-        &self.inner.cache
     }
 
     fn instance_dir(&self, id: &str) -> PathBuf {
@@ -554,11 +547,6 @@ impl Node {
             .values()
             .map(|i| self.report(i))
             .collect()
-    }
-
-    /// The start timings of an instance (for the start latency benchmark).
-    pub fn timings(&self, id: &str) -> Option<Timings> {
-        self.with_instance(id, |i| i.record.timings)
     }
 
     /// The node's size and what its live instances take.
