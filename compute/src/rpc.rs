@@ -538,8 +538,9 @@ impl Verifier {
         }
     }
 
-    /// Makes sure the key of `access_key_id` is at hand (asks the CLC when remote).
-    async fn prepare(&self, access_key_id: &str) {
+    /// Makes sure the key of `access_key_id` is at hand for [`CredentialSource::lookup`]
+    /// (asks the CLC when remote).
+    pub async fn prepare(&self, access_key_id: &str) {
         let KeySource::Remote(remote) = self.source.as_ref() else {
             return;
         };

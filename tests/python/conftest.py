@@ -122,14 +122,14 @@ class Cloud:
     def secret_key(self):
         return self.env["AWS_SECRET_ACCESS_KEY"]
 
-    def start(self, command="up"):
-        """Starts `koala COMMAND` (`up`, or `cloud` for the CLC and Walrus alone)."""
+    def start(self, command="up", args=()):
+        """Starts `koala COMMAND ARGS` (`up`, or `cloud` for the CLC without CC and NC)."""
         if not os.access(KOALA_BIN, os.X_OK):
             pytest.fail(f"the koala binary {KOALA_BIN} does not exist: build it with "
                         "`cargo build --release -p tools --bin koala` or set KOALA_BIN")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [KOALA_BIN, command, "--data-dir", self.data_dir, "--listen",
+            [KOALA_BIN, command, *args, "--data-dir", self.data_dir, "--listen",
              f"127.0.0.1:{self.port}"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-from conftest import (KOALA_BIN, REPO, Cloud, assert_ec2_error, empty_and_delete, free_port,
-                      make_client, make_ec2, raw_request, unique_bucket)
+from conftest import (KOALA_BIN, REPO, Cloud, assert_ec2_error, assert_error, empty_and_delete,
+                      free_port, make_client, make_ec2, raw_request, unique_bucket)
 from test_ec2_cloud import query
 from test_ec2_images import TOOLS, upload
 
@@ -550,19 +550,24 @@ def small_slots(ec2):
 
 
 def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_path):
-    port = free_port()
+    port, walrus_port = free_port(), free_port()
+    walrus_url = f"http://127.0.0.1:{walrus_port}/services/Walrus"
     cloud_dir = tempfile.mkdtemp(prefix="koala-e2e-cloud-")
     c = Cloud(cloud_dir, port=port)
     roles = []
     try:
-        c.start(command="cloud")
+        c.start(command="cloud", args=["--walrus-url", walrus_url])
+        assert c.s3_url == walrus_url, c.env
         env = c.admin_env()
         cloud_url = c.root_url
         roles.append(Role(["cluster", "--cloud-url", cloud_url], port + 1, env))
         node_ports = [free_port(), free_port()]
         for name, node_port in zip(["node-a", "node-b"], node_ports):
-            roles.append(Role(["node", "--cloud-url", cloud_url], node_port, env,
-                              f'[node]\nhost = "{name}"\ncores = 1\n'))
+            roles.append(Role(["node", "--cloud-url", cloud_url, "--walrus-url", walrus_url],
+                              node_port, env, f'[node]\nhost = "{name}"\ncores = 1\n'))
+        # Walrus on its own port and data dir, serving the CLC's users.
+        walrus = Role(["walrus", "--cloud-url", cloud_url], walrus_port, env)
+        roles.append(walrus)
         euca_conf = os.path.join(TOOLS, "euca_conf")
         nodes = " ".join(f"127.0.0.1:{p}" for p in node_ports)
         out = subprocess.run([euca_conf, "--register-nodes", nodes, "--cluster-url",
@@ -573,7 +578,23 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
 
         ec2 = make_ec2(c, c.access_key, c.secret_key)
         s3 = make_client(c.s3_url, c.region, c.access_key, c.secret_key)
+        # Walrus knows the CLC's accounts: grants to another account work, to no account not.
+        other = c.create_account("walrus-grantee")
+        s3.create_bucket(Bucket="shared")
+        s3.put_object(Bucket="shared", Key="k", Body=b"hello")
+        s3.put_object_acl(Bucket="shared", Key="k", GrantRead=f'id="{other["EC2_USER_ID"]}"')
+        theirs = make_client(walrus_url, c.region, other["AWS_ACCESS_KEY_ID"],
+                             other["AWS_SECRET_ACCESS_KEY"])
+        assert theirs.get_object(Bucket="shared", Key="k")["Body"].read() == b"hello"
+        assert_error(s3.put_object_acl, "InvalidArgument", 400, Bucket="shared", Key="k",
+                     GrantRead='id="999999999999"')
+        # A bundle registers through the CLC, which reads its manifest from Walrus with the
+        # caller's rights: another account's private manifest is refused.
         _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+        manifest = ec2.describe_images(ImageIds=[emi])["Images"][0]["ImageLocation"]
+        theirs_ec2 = make_ec2(c, other["AWS_ACCESS_KEY_ID"], other["AWS_SECRET_ACCESS_KEY"])
+        assert_ec2_error(theirs_ec2.register_image, "AuthFailure", ImageLocation=manifest,
+                         Name="not-theirs")
         assert small_slots(ec2).startswith("0002 / 0002")
 
         # One core each: the first instance fills a node, the second goes to the other.
@@ -588,6 +609,11 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
                  for i in ids}
         assert sorted(len(h) for h in homes.values()) == [1, 1], homes
         assert homes[ids[0]] != homes[ids[1]], homes
+        # Kernel, ramdisk and image were unbundled once, by the Walrus apart, in its own
+        # data dir.
+        feed = os.path.join(walrus.data_dir, "walrus", "images", "sha256")
+        assert sorted(os.listdir(feed)) == sorted(sha256_file(guest[part])
+                                                  for part in ("kernel", "ramdisk", "disk"))
         assert_ec2_error(ec2.run_instances, "InsufficientInstanceCapacity", ImageId=emi,
                          MinCount=1, MaxCount=1)
 

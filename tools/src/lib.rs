@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod ec2xml;
 pub mod euca;
+pub mod joined;
 pub mod roles;
 pub mod server;
 

@@ -324,7 +324,10 @@ pub fn loopback(port: u16) -> String {
 /// scripts/start-libvirt does; else says in one sentence what is missing.
 pub async fn ensure_libvirt() -> Result<(), String> {
     const SOCKET: &str = "/run/libvirt/libvirt-sock";
-    if std::path::Path::new(SOCKET).exists() {
+    // A socket file is not enough: one left by a daemon that died (or by a machine image
+    // taken while it ran) refuses connections.
+    let answers = || std::os::unix::net::UnixStream::connect(SOCKET).is_ok();
+    if answers() {
         return Ok(());
     }
     let installed = |name: &str| {
@@ -351,7 +354,7 @@ pub async fn ensure_libvirt() -> Result<(), String> {
         return Err("libvirtd is not running and could not be started (start it as root: scripts/start-libvirt)".into());
     }
     for _ in 0..300 {
-        if std::path::Path::new(SOCKET).exists() {
+        if answers() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -359,41 +362,76 @@ pub async fn ensure_libvirt() -> Result<(), String> {
     Err("libvirtd did not open its socket within 30 s".into())
 }
 
-/// The CLC's key service for components on other hosts (`GET /services/Identity/keys/<id>`):
-/// the owner and secret of an access key, so that a CC or NC can verify the signed calls it
-/// receives. Only cluster and node principals may ask.
+/// The CLC's key service for components on other hosts, under `/services/Identity/`:
+/// `keys/<id>`, the owner and secret of an access key, so that Walrus, a CC or an NC can
+/// verify the signed calls it receives (only those principals may ask); and for Walrus
+/// alone `accounts/<id>` (grants name accounts) and `cloud-key` (Walrus decrypts bundles).
 pub async fn key_service(
     identity: Identity,
     req: axum::extract::Request,
 ) -> axum::response::Response {
+    use crate::joined::{AccountRecord, CloudKeyRecord, WALRUS_COMPONENT};
     use axum::response::IntoResponse;
     let path = req.uri().path().to_owned();
     let verifier = verifier(&identity);
     let answer = async {
         let (caller, _) = compute::rpc::authenticate(&verifier, req).await?;
-        if !(caller.user_name.starts_with("cc-") || caller.user_name.starts_with("nc-")) {
-            return Err(RpcError::new(
-                "AuthFailure",
-                "only cluster and node controllers may look keys up",
-            ));
+        let walrus = caller.user_name == WALRUS_COMPONENT;
+        let compute = caller.user_name.starts_with("cc-") || caller.user_name.starts_with("nc-");
+        let refused = |what: &str| RpcError::new("AuthFailure", format!("only {what}"));
+        let not_found = |what: String| RpcError::new("NotFound", what);
+        let failed = |e: identity::IdentityError| RpcError::new("InternalError", e.to_string());
+        let rest = path.strip_prefix("/services/Identity/").unwrap_or_default();
+        if let Some(id) = rest.strip_prefix("keys/") {
+            if !(walrus || compute) {
+                return Err(refused(
+                    "Walrus, cluster and node controllers may look keys up",
+                ));
+            }
+            let (principal, secret) = identity::CredentialSource::lookup(&identity, id)
+                .ok_or_else(|| not_found(format!("no active key {id}")))?;
+            return json(&compute::rpc::KeyRecord {
+                account_id: principal.account_id,
+                account_name: principal.account_name,
+                user_name: principal.user_name,
+                secret_access_key: secret,
+            });
         }
-        let id = path
-            .strip_prefix("/services/Identity/keys/")
-            .unwrap_or_default();
-        let (principal, secret) = identity::CredentialSource::lookup(&identity, id)
-            .ok_or_else(|| RpcError::new("NotFound", format!("no active key {id}")))?;
-        Ok(compute::rpc::KeyRecord {
-            account_id: principal.account_id,
-            account_name: principal.account_name,
-            user_name: principal.user_name,
-            secret_access_key: secret,
-        })
+        if !walrus {
+            return Err(refused("Walrus may ask this"));
+        }
+        if let Some(id) = rest.strip_prefix("accounts/") {
+            let (account_id, account_name) = identity
+                .list_accounts()
+                .map_err(failed)?
+                .into_iter()
+                .find(|(account_id, _)| account_id == id)
+                .ok_or_else(|| not_found(format!("no account {id}")))?;
+            return json(&AccountRecord {
+                account_id,
+                account_name,
+            });
+        }
+        if rest == "cloud-key" {
+            let ca = identity
+                .cloud_ca()
+                .ok_or_else(|| not_found("this cloud has no key".into()))?;
+            return json(&CloudKeyRecord {
+                private_key_pem: ca.private_key_pem().map_err(failed)?,
+            });
+        }
+        Err(not_found(format!("no such service {path}")))
     }
     .await;
     match answer {
-        Ok(record) => compute::rpc::json_response(http::StatusCode::OK, &record),
+        Ok(response) => response,
         Err(e) => e.into_response(),
     }
+}
+
+/// A 200 with `value` as JSON.
+fn json(value: &impl serde::Serialize) -> Result<axum::response::Response, RpcError> {
+    Ok(compute::rpc::json_response(http::StatusCode::OK, value))
 }
 
 /// The own key of a component on a host without the identity store (`koala cluster`,

@@ -15,6 +15,7 @@ use identity::{Identity, ServiceUrls};
 use walrus::{Walrus, WalrusConfig};
 
 use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
+use crate::joined::{ClcDirectory, WalrusOverHttp, WALRUS_COMPONENT};
 use crate::roles::{self, CcClusters};
 use compute::cluster::http::ClusterClient;
 use compute::rpc::{NodeRegistration, RpcClient};
@@ -28,11 +29,13 @@ pub enum Roles {
     All,
     /// Walrus alone (`koala walrus`).
     Walrus,
-    /// Walrus and the cloud controller (`koala cloud`), placing instances through the
-    /// cluster controller at this URL.
+    /// The cloud controller (`koala cloud`), placing instances through the cluster
+    /// controller at `cluster_url`, with Walrus in the same process or at `walrus_url`.
     Cloud {
         /// The CC's URL (`http://host:8774`).
         cluster_url: String,
+        /// The S3 URL of a Walrus running apart (`http://host:8773/services/Walrus`).
+        walrus_url: Option<String>,
     },
 }
 
@@ -71,7 +74,10 @@ pub enum ServerError {
 
 #[derive(Clone)]
 struct Front {
-    walrus: Walrus,
+    /// Walrus, unless it runs apart (then S3 requests here are answered with where it is).
+    walrus: Option<Walrus>,
+    /// Where Walrus runs apart.
+    walrus_url: Option<String>,
     query: Option<QueryApi>,
     /// The identity store whose keys the CLC's key service hands to remote components.
     keys: Option<Identity>,
@@ -104,7 +110,11 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     let (admin, created) = identity
         .ensure_admin()
         .map_err(|e| ServerError::Identity(e.to_string()))?;
-    let urls = service_urls(&config);
+    let walrus_url = match &roles {
+        Roles::Cloud { walrus_url, .. } => walrus_url.clone(),
+        _ => None,
+    };
+    let urls = service_urls(&config, walrus_url.as_deref());
     let admin_dir = config.data_dir.join("credentials/admin");
     write_admin_credentials(&identity, &admin, &urls, &admin_dir)?;
     let eucarc = admin_dir.join(identity::EUCARC);
@@ -116,19 +126,14 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     }
     println!("Admin credentials: . {}", eucarc.display());
 
-    let walrus = Walrus::open(
-        WalrusConfig {
-            data_dir: config.data_dir.clone(),
-            virtual_host_domain: config.virtual_host_domain.clone(),
-            region: config.region.clone(),
-        },
-        identity.clone(),
-    )
-    .map_err(|e| ServerError::Walrus(e.to_string()))?;
+    let walrus = match &walrus_url {
+        Some(_) => None,
+        None => Some(open_walrus(&config, Arc::new(identity.clone()))?),
+    };
     let query = match &roles {
         Roles::All | Roles::Cloud { .. } => {
             let clusters: Arc<dyn ec2_api::Clusters> = match &roles {
-                Roles::Cloud { cluster_url } => {
+                Roles::Cloud { cluster_url, .. } => {
                     let clc_key = roles::component_key(&identity, &config, "clc")
                         .map_err(ServerError::Compute)?;
                     println!("Instances are placed by the cluster controller at {cluster_url}");
@@ -143,10 +148,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                 state: CloudState::open(&config.data_dir.join("clc"))
                     .map_err(|e| ServerError::CloudState(e.to_string()))?,
                 identity: identity.clone(),
-                bundles: Arc::new(WalrusBundles {
-                    walrus: walrus.clone(),
-                    runtime: tokio::runtime::Handle::current(),
-                }),
+                bundles: bundle_store(&config, &identity, walrus.as_ref(), walrus_url.as_deref())?,
                 clusters,
                 settings: Arc::new(CloudSettings {
                     region: config.region.clone(),
@@ -162,13 +164,17 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     };
     let app = axum::Router::new().fallback(front).with_state(Front {
         walrus,
+        walrus_url: walrus_url.clone(),
         keys: query.as_ref().map(|_| identity.clone()),
         query,
     });
 
     let listener = bind(config.listen).await?;
     let base = config.base_url();
-    println!("Walrus (S3) is serving at {base}/ and {base}/services/Walrus");
+    match &walrus_url {
+        None => println!("Walrus (S3) is serving at {base}/ and {base}/services/Walrus"),
+        Some(url) => println!("Bundles are read from the Walrus at {url}"),
+    }
     if roles != Roles::Walrus {
         println!("EC2 is serving at {base}/services/compute/");
         println!("Euare (accounts) is serving at {base}/services/Euare");
@@ -181,6 +187,58 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
             addr: config.listen,
             source,
         })
+}
+
+/// Opens Walrus in this process, verifying callers against `directory`.
+fn open_walrus(
+    config: &Config,
+    directory: Arc<dyn walrus::Directory>,
+) -> Result<Walrus, ServerError> {
+    Walrus::open(
+        WalrusConfig {
+            data_dir: config.data_dir.clone(),
+            virtual_host_domain: config.virtual_host_domain.clone(),
+            region: config.region.clone(),
+        },
+        directory,
+    )
+    .map_err(|e| ServerError::Walrus(e.to_string()))
+}
+
+/// Where the CLC reads bundles: Walrus in this process, or the one at `walrus_url` over
+/// HTTP with the CLC's own key.
+fn bundle_store(
+    config: &Config,
+    identity: &Identity,
+    walrus: Option<&Walrus>,
+    walrus_url: Option<&str>,
+) -> Result<Arc<dyn BundleStore>, ServerError> {
+    let runtime = tokio::runtime::Handle::current();
+    Ok(match (walrus, walrus_url) {
+        (Some(walrus), _) => Arc::new(WalrusBundles {
+            walrus: walrus.clone(),
+            runtime,
+        }),
+        (None, url) => {
+            let key =
+                roles::component_key(identity, config, "clc").map_err(ServerError::Compute)?;
+            Arc::new(WalrusOverHttp::new(key, url.unwrap_or_default(), runtime))
+        }
+    })
+}
+
+/// Runs Walrus on a host of its own beside a cloud controller (`koala walrus --cloud-url`):
+/// users, keys and the cloud's key come from the CLC's key service; its own principal
+/// (`walrus`) is made on first start with the admin's eucarc sourced.
+pub async fn run_walrus_joined(config: Config, cloud_url: String) -> Result<(), ServerError> {
+    let key = remote_key(&config, WALRUS_COMPONENT.to_owned(), &cloud_url).await?;
+    let walrus = open_walrus(&config, ClcDirectory::start(key, &cloud_url))?;
+    let router = axum::Router::new().fallback(move |req: Request| {
+        let walrus = walrus.clone();
+        async move { walrus.handle(req).await }
+    });
+    println!("Walrus verifies users with the cloud controller at {cloud_url}");
+    serve_alone(&config, router, "Walrus (S3)").await
 }
 
 /// The listen address of a role on the main port + `offset`.
@@ -297,14 +355,19 @@ pub async fn run_cluster(config: Config, cloud_url: String) -> Result<(), Server
 }
 
 /// Runs a node controller alone (`koala node`): instances on this host, images from the
-/// Walrus at `cloud_url`, calls verified with the CLC there.
-pub async fn run_node(config: Config, cloud_url: String) -> Result<(), ServerError> {
+/// Walrus at `walrus_url` (by default the CLC's), calls verified with the CLC at `cloud_url`.
+pub async fn run_node(
+    config: Config,
+    cloud_url: String,
+    walrus_url: Option<String>,
+) -> Result<(), ServerError> {
     let host = roles::node_host(&config);
     let key = remote_key(&config, format!("nc-{host}"), &cloud_url).await?;
     roles::ensure_libvirt()
         .await
         .map_err(ServerError::Compute)?;
-    let walrus_url = format!("{}/services/Walrus", cloud_url.trim_end_matches('/'));
+    let walrus_url = walrus_url
+        .unwrap_or_else(|| format!("{}/services/Walrus", cloud_url.trim_end_matches('/')));
     let node = roles::open_node(&config, key.clone(), &walrus_url)
         .await
         .map_err(ServerError::Compute)?;
@@ -396,11 +459,13 @@ fn bundle_access(err: walrus::AccessError) -> BundleAccess {
     }
 }
 
-/// The service URLs written into credentials.
-pub fn service_urls(config: &Config) -> ServiceUrls {
+/// The service URLs written into credentials (S3 at `walrus_url` when Walrus runs apart).
+pub fn service_urls(config: &Config, walrus_url: Option<&str>) -> ServiceUrls {
     let base = config.base_url();
     ServiceUrls {
-        s3_url: format!("{base}/services/Walrus"),
+        s3_url: walrus_url
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("{base}/services/Walrus")),
         ec2_url: Some(format!("{base}/services/compute/")),
         euare_url: Some(format!("{base}/services/Euare")),
         region: config.region.clone(),
@@ -409,13 +474,21 @@ pub fn service_urls(config: &Config) -> ServiceUrls {
 
 async fn front(State(front): State<Front>, req: Request) -> Response<Body> {
     if let Some(identity) = &front.keys {
-        if req.uri().path().starts_with("/services/Identity/keys/") {
+        if req.uri().path().starts_with("/services/Identity/") {
             return roles::key_service(identity.clone(), req).await;
         }
     }
-    match &front.query {
-        Some(query) if QueryApi::claims(&req) => query.handle(req).await,
-        _ => front.walrus.handle(req).await,
+    match (&front.query, &front.walrus) {
+        (Some(query), _) if QueryApi::claims(&req) => query.handle(req).await,
+        (_, Some(walrus)) => walrus.handle(req).await,
+        (_, None) => {
+            let mut resp = Response::new(Body::from(format!(
+                "This is the cloud controller; Walrus (S3) serves at {}\n",
+                front.walrus_url.as_deref().unwrap_or_default()
+            )));
+            *resp.status_mut() = http::StatusCode::NOT_FOUND;
+            resp
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod access;
 pub mod acl;
+mod directory;
 mod feed;
 pub mod names;
 mod s3;
@@ -18,6 +19,7 @@ use axum::body::Body;
 use http::Method;
 
 pub use access::AccessError;
+pub use directory::{Directory, DirectoryFuture};
 pub use feed::{FeedError, FeedImage, FeedStats};
 
 /// How Walrus is set up by the binary.
@@ -49,16 +51,19 @@ pub struct Walrus {
 }
 
 impl Walrus {
-    /// Opens the store under data_dir/walrus.
-    pub fn open(config: WalrusConfig, identity: identity::Identity) -> Result<Walrus, WalrusError> {
+    /// Opens the store under data_dir/walrus, verifying callers against `directory`.
+    pub fn open(
+        config: WalrusConfig,
+        directory: Arc<dyn Directory>,
+    ) -> Result<Walrus, WalrusError> {
         let dir = config.data_dir.join("walrus");
         let store = store::Store::open(&dir)?;
-        let images = feed::ImageFeed::open(&dir, store.clone(), identity.clone())
+        let images = feed::ImageFeed::open(&dir, store.clone(), directory.clone())
             .map_err(WalrusError::Images)?;
         Ok(Walrus {
             shared: Arc::new(s3::Shared {
                 store,
-                identity,
+                directory,
                 virtual_host_domain: config.virtual_host_domain,
                 region: config.region,
                 images,

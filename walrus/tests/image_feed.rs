@@ -94,7 +94,7 @@ fn open_walrus(dir: &Path) -> (Walrus, Credentials, PublicKey) {
             virtual_host_domain: Some("s3.koala.test".into()),
             region: "us-east-1".into(),
         },
-        identity,
+        std::sync::Arc::new(identity),
     )
     .unwrap();
     (walrus, admin, cloud_cert)
@@ -628,6 +628,99 @@ async fn only_the_cloud_may_call_the_feed() {
         .await;
     r.expect(200);
     assert_eq!(&r.body[..], b"x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_are_read_for_an_account_with_its_rights() {
+    let cloud = Cloud::start();
+    cloud
+        .put("/alices", Vec::new(), &cloud.user)
+        .await
+        .expect(200);
+    cloud
+        .put("/alices/m.xml", b"<manifest/>".to_vec(), &cloud.user)
+        .await
+        .expect(200);
+    let alice = &cloud.user.account_id;
+    let admin = &cloud.admin.account_id;
+    let objects = |account: &str, key: &str, limit: &str| {
+        format!("/_koala/objects?account={account}&bucket=alices&key={key}&limit={limit}")
+    };
+    // The cloud's component reads it as Alice, who owns it.
+    let r = cloud
+        .send(
+            "GET",
+            &objects(alice, "m.xml", "4096"),
+            Vec::new(),
+            Some(&cloud.admin),
+            &[],
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(&r.body[..], b"<manifest/>");
+    let r = cloud
+        .send(
+            "HEAD",
+            &objects(alice, "m.xml", ""),
+            Vec::new(),
+            Some(&cloud.admin),
+            &[],
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.headers["content-length"], "11");
+    // As another account it is refused, as is a missing key and a body over the limit.
+    cloud
+        .send(
+            "GET",
+            &objects(admin, "m.xml", "4096"),
+            Vec::new(),
+            Some(&cloud.admin),
+            &[],
+        )
+        .await
+        .expect_err(403, "AccessDenied");
+    cloud
+        .send(
+            "GET",
+            &objects(alice, "none.xml", "4096"),
+            Vec::new(),
+            Some(&cloud.admin),
+            &[],
+        )
+        .await
+        .expect_err(404, "NoSuchKey");
+    cloud
+        .send(
+            "GET",
+            &objects(alice, "m.xml", "4"),
+            Vec::new(),
+            Some(&cloud.admin),
+            &[],
+        )
+        .await
+        .expect_err(400, "EntityTooLarge");
+    cloud
+        .send(
+            "GET",
+            &objects(alice, "m.xml", "many"),
+            Vec::new(),
+            Some(&cloud.admin),
+            &[],
+        )
+        .await
+        .expect_err(400, "InvalidArgument");
+    // Only the cloud's components may ask.
+    cloud
+        .send(
+            "GET",
+            &objects(alice, "m.xml", "4096"),
+            Vec::new(),
+            Some(&cloud.user),
+            &[],
+        )
+        .await
+        .expect_err(403, "AccessDenied");
 }
 
 /// Unbundle throughput for a 256 MiB image: `cargo test --release -p walrus --test

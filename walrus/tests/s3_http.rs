@@ -356,7 +356,7 @@ impl Server {
                 virtual_host_domain: Some("s3.koala.test".into()),
                 region: "us-east-1".into(),
             },
-            identity,
+            std::sync::Arc::new(identity),
         )
         .expect("walrus");
         let app = axum::Router::new().fallback(move |req: Request<Body>| {

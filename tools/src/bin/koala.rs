@@ -1,4 +1,5 @@
-//! `koala`: runs the cloud's daemon roles (`up`, `walrus`) and the admin's commands.
+//! `koala`: runs the cloud's daemon roles (`up`, `walrus`, `cloud`, `cluster`, `node`) and
+//! the admin's commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,16 +22,29 @@ struct Cli {
 enum Command {
     /// Runs every role on this host with embedded defaults.
     Up(Daemon),
-    /// Runs Walrus, the S3 object store, alone.
-    Walrus(Daemon),
-    /// Runs the cloud controller (EC2, accounts) with Walrus, placing instances through a
-    /// cluster controller that runs apart (`koala cluster`).
+    /// Runs Walrus, the S3 object store: alone with accounts of its own, or with
+    /// `--cloud-url` as the cloud's Walrus on a host of its own (first start: the cloud
+    /// admin's eucarc sourced, to make its principal).
+    Walrus {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// The cloud controller's URL (`http://clc:8773`), whose users and keys Walrus serves.
+        #[arg(long)]
+        cloud_url: Option<String>,
+    },
+    /// Runs the cloud controller (EC2, accounts), with Walrus unless `--walrus-url` names
+    /// one running apart, placing instances through a cluster controller that runs apart
+    /// (`koala cluster`).
     Cloud {
         #[command(flatten)]
         daemon: Daemon,
         /// The cluster controller's URL [default: the main port + 1 on loopback].
         #[arg(long, env = "KOALA_CLUSTER_URL")]
         cluster_url: Option<String>,
+        /// The S3 URL of the Walrus running apart (`http://walrus:8773/services/Walrus`)
+        /// [default: Walrus in this process].
+        #[arg(long, env = "KOALA_WALRUS_URL")]
+        walrus_url: Option<String>,
     },
     /// Runs a cluster controller alone [default listen 0.0.0.0:8774]; first start: the cloud
     /// admin's eucarc sourced, to make its principal.
@@ -47,9 +61,13 @@ enum Command {
     Node {
         #[command(flatten)]
         daemon: Daemon,
-        /// The cloud controller's URL (`http://clc:8773`), where Walrus serves images too.
+        /// The cloud controller's URL (`http://clc:8773`).
         #[arg(long, env = "KOALA_CLOUD_URL")]
         cloud_url: String,
+        /// The S3 URL of the Walrus images come from [default: the cloud controller's
+        /// `/services/Walrus`].
+        #[arg(long, env = "KOALA_WALRUS_URL")]
+        walrus_url: Option<String>,
     },
     /// Administers a running cloud with the admin's credentials from the environment.
     Admin {
@@ -177,19 +195,39 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(daemon) => serve(daemon, Roles::All),
-        Command::Walrus(daemon) => serve(daemon, Roles::Walrus),
+        Command::Walrus {
+            daemon,
+            cloud_url: None,
+        } => serve(daemon, Roles::Walrus),
+        Command::Walrus {
+            daemon,
+            cloud_url: Some(cloud_url),
+        } => run_role(daemon, "0.0.0.0:8773", |config| {
+            server::run_walrus_joined(config, cloud_url)
+        }),
         Command::Cloud {
             daemon,
             cluster_url,
+            walrus_url,
         } => {
-            let url = cluster_url.unwrap_or_default();
-            serve(daemon, Roles::Cloud { cluster_url: url })
+            let cluster_url = cluster_url.unwrap_or_default();
+            serve(
+                daemon,
+                Roles::Cloud {
+                    cluster_url,
+                    walrus_url,
+                },
+            )
         }
         Command::Cluster { daemon, cloud_url } => run_role(daemon, "0.0.0.0:8774", |config| {
             server::run_cluster(config, cloud_url)
         }),
-        Command::Node { daemon, cloud_url } => run_role(daemon, "0.0.0.0:8775", |config| {
-            server::run_node(config, cloud_url)
+        Command::Node {
+            daemon,
+            cloud_url,
+            walrus_url,
+        } => run_role(daemon, "0.0.0.0:8775", |config| {
+            server::run_node(config, cloud_url, walrus_url)
         }),
         Command::Admin { command } => admin(command),
     };
@@ -219,8 +257,12 @@ fn run_role<F: std::future::Future<Output = Result<(), server::ServerError>>>(
 fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
     let config = Config::load(&daemon.data_dir, &daemon.overrides).map_err(|e| e.to_string())?;
     let roles = match roles {
-        Roles::Cloud { cluster_url } if cluster_url.is_empty() => Roles::Cloud {
+        Roles::Cloud {
+            cluster_url,
+            walrus_url,
+        } if cluster_url.is_empty() => Roles::Cloud {
             cluster_url: format!("http://127.0.0.1:{}", config.listen.port().wrapping_add(1)),
+            walrus_url,
         },
         roles => roles,
     };

@@ -7,8 +7,10 @@
 //! - `GET|HEAD /_koala/images?manifest=BUCKET/KEY`: the plain image of that bundle,
 //!   unbundled first if needed.
 //! - `GET|HEAD /_koala/images/<sha256>`: an image already unbundled, by its hash.
+//! - `GET|HEAD /_koala/objects?account=ID&bucket=B&key=K[&limit=N]`: an object, if that
+//!   account may read it (the cloud controller's reads of bundles it registers).
 //!
-//! Both answer with `Content-Length`, `ETag` and `x-koala-image-sha256` (the image's
+//! The image endpoints answer with `Content-Length`, `ETag` and `x-koala-image-sha256` (the image's
 //! SHA-256) and honour a single `Range`.
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use std::time::SystemTime;
 use axum::body::Body;
 use http::{HeaderValue, Method, Response, StatusCode};
 
+use crate::access::AccessError;
 use crate::names::{BucketName, ObjectKey};
 use crate::s3::error::S3Error;
 use crate::s3::get::parse_range;
@@ -41,10 +44,13 @@ pub async fn serve(
         raw_query,
         headers: &parts.headers,
     };
+    if let Some(key) = crate::directory::signing_key_id(&req) {
+        shared.directory.prepare(&key).await;
+    }
     let auth = ident::verify_s3(
         &req,
         strip_mount(raw_path),
-        &shared.identity,
+        shared.directory.credentials(),
         SystemTime::now(),
     )?;
     match auth {
@@ -56,6 +62,9 @@ pub async fn serve(
         Method::HEAD => true,
         _ => return Err(S3Error::MethodNotAllowed),
     };
+    if path == "objects" {
+        return object_for_account(shared, raw_query, head).await;
+    }
     let sha256 = match path {
         "images" => {
             let query = Query::parse(raw_query);
@@ -117,6 +126,51 @@ pub async fn serve(
     if !head && len > 0 {
         *resp.body_mut() = Body::from_stream(crate::store::stream_file(file, offset, len));
     }
+    Ok(resp)
+}
+
+/// An object read with the rights of the account named in the query (`account`, `bucket`,
+/// `key`, and for GET `limit`): how a cloud controller on another host reads the manifests
+/// an account registers, with that account's rights and no more.
+async fn object_for_account(
+    shared: Arc<Shared>,
+    raw_query: &str,
+    head: bool,
+) -> Result<Response<Body>, S3Error> {
+    let query = Query::parse(raw_query);
+    let param = |name: &str| {
+        query
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| S3Error::InvalidArgument(format!("The {name} parameter is required.")))
+    };
+    let (account, bucket, key) = (param("account")?, param("bucket")?, param("key")?);
+    let walrus = crate::Walrus { shared };
+    let refused = |e: AccessError| match e {
+        AccessError::NotFound { .. } => S3Error::NoSuchKey,
+        AccessError::Denied { .. } => S3Error::access_denied(),
+        AccessError::TooLarge { .. } => S3Error::EntityTooLarge,
+        AccessError::Failed(reason) => S3Error::internal(reason),
+    };
+    let mut resp = empty_response(StatusCode::OK);
+    if head {
+        let size = walrus
+            .object_size_for(account, bucket, key)
+            .map_err(refused)?;
+        resp.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(size));
+        return Ok(resp);
+    }
+    let limit = param("limit")?
+        .parse()
+        .map_err(|_| S3Error::InvalidArgument("The limit parameter must be a number.".into()))?;
+    let body = walrus
+        .read_object_for(account, bucket, key, limit)
+        .await
+        .map_err(refused)?;
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    *resp.body_mut() = Body::from(body);
     Ok(resp)
 }
 

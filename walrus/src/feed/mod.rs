@@ -86,7 +86,7 @@ pub struct ImageFeed {
 
 struct Inner {
     store: Store,
-    identity: identity::Identity,
+    directory: Arc<dyn crate::Directory>,
     /// `images/sha256`: complete, verified images named by their SHA-256.
     images: PathBuf,
     /// `images/tmp`: images being unbundled; emptied at open.
@@ -112,7 +112,7 @@ impl ImageFeed {
     pub fn open(
         walrus_dir: &Path,
         store: Store,
-        identity: identity::Identity,
+        directory: Arc<dyn crate::Directory>,
     ) -> std::io::Result<ImageFeed> {
         let root = walrus_dir.join("images");
         let images = root.join("sha256");
@@ -125,7 +125,7 @@ impl ImageFeed {
         Ok(ImageFeed {
             inner: Arc::new(Inner {
                 store,
-                identity,
+                directory,
                 images,
                 tmp,
                 flights: Mutex::new(HashMap::new()),
@@ -292,8 +292,8 @@ impl Inner {
         location: &str,
         manifest: &bundler::Manifest,
     ) -> Result<FeedImage, FeedError> {
-        let ca = self.identity.cloud_ca().ok_or(FeedError::NoCloudKey)?;
-        let bundle_key = manifest.unwrap_cloud_key(ca.private_key()).map_err(|_| {
+        let cloud_key = self.directory.cloud_key().ok_or(FeedError::NoCloudKey)?;
+        let bundle_key = manifest.unwrap_cloud_key(cloud_key).map_err(|_| {
             FeedError::InvalidManifest(format!(
                 "The bundle {location} was not encrypted for this cloud."
             ))

@@ -161,10 +161,10 @@ async fn new_acl(
         (true, true) => Err(S3Error::InvalidRequest(
             "Specifying both an ACL document and ACL headers is not allowed".into(),
         )),
-        (true, false) => ctx.requested_acl(&current.owner, bucket_owner),
+        (true, false) => ctx.requested_acl(&current.owner, bucket_owner).await,
         (false, true) => {
             let grants = parse_acl(&body)?;
-            ctx.check_grantees(&grants)?;
+            ctx.check_grantees(&grants).await?;
             Ok(Acl {
                 owner: current.owner.clone(),
                 grants,

@@ -57,7 +57,7 @@ pub async fn create_bucket(
 ) -> Result<Response<Body>, S3Error> {
     let account = ctx.account_id()?.to_owned();
     let bucket = ctx.bucket()?;
-    let acl = ctx.requested_acl(&account, &account)?;
+    let acl = ctx.requested_acl(&account, &account).await?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let location = parse_location(&body)?;
     match ctx.store().create_bucket(bucket, acl, location) {

@@ -109,7 +109,7 @@ pub async fn copy_object(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         .account_id()
         .map(str::to_owned)
         .unwrap_or_else(|_| bmeta.acl.owner.clone());
-    let acl = ctx.requested_acl(&owner, &bmeta.acl.owner)?;
+    let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
     let alg = src.checksum.as_ref().map(|c| c.0);
     let stream = ctx.store().read(&src_bucket, &src_key, &src, 0, src.size)?;
     let staged = ctx

@@ -2,8 +2,7 @@
 //! [`AuthError`] to S3 errors.
 
 pub use identity::{
-    verify_s3, AuthError, Authenticated, AwsChunkedDecoder, Identity, Payload, Principal,
-    RequestParts,
+    verify_s3, AuthError, Authenticated, AwsChunkedDecoder, Payload, Principal, RequestParts,
 };
 
 use super::error::S3Error;

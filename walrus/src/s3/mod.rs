@@ -36,8 +36,8 @@ use crate::store::Store;
 pub struct Shared {
     /// The object store.
     pub store: Store,
-    /// Access keys for signature verification.
-    pub identity: ident::Identity,
+    /// Access keys and accounts, for signature verification and grants.
+    pub directory: Arc<dyn crate::Directory>,
     /// `<bucket>.<domain>` Host names address buckets.
     pub virtual_host_domain: Option<String>,
     /// The region Walrus reports (GetBucketLocation, HeadBucket).
@@ -93,9 +93,9 @@ impl Ctx {
 
     /// The ACL a new bucket or object gets from `x-amz-acl` or `x-amz-grant-*` (default:
     /// private). `owner` owns the new resource; `bucket_owner` matters for `bucket-owner-*`.
-    pub fn requested_acl(&self, owner: &str, bucket_owner: &str) -> Result<Acl, S3Error> {
+    pub async fn requested_acl(&self, owner: &str, bucket_owner: &str) -> Result<Acl, S3Error> {
         let grants = acl::grant_headers(&self.headers)?;
-        self.check_grantees(&grants)?;
+        self.check_grantees(&grants).await?;
         match self.header("x-amz-acl") {
             Some(_) if !grants.is_empty() => Err(S3Error::InvalidRequest(
                 "Specifying both Canned ACLs and Header Grants is not allowed".into(),
@@ -120,7 +120,7 @@ impl Ctx {
 
     /// InvalidArgument "Invalid id" unless every account a grant names exists (as AWS
     /// refuses grants to canonical ids that are no account).
-    pub fn check_grantees(&self, grants: &[Grant]) -> Result<(), S3Error> {
+    pub async fn check_grantees(&self, grants: &[Grant]) -> Result<(), S3Error> {
         let mut checked: Vec<&str> = Vec::new();
         for g in grants {
             let Grantee::Account(id) = &g.grantee else {
@@ -131,8 +131,9 @@ impl Ctx {
             }
             let exists = self
                 .shared
-                .identity
+                .directory
                 .account_exists(id)
+                .await
                 .map_err(|e| S3Error::internal(format!("account lookup failed: {e}")))?;
             if !exists {
                 return Err(S3Error::InvalidArgument("Invalid id".into()));
@@ -239,13 +240,17 @@ pub async fn dispatch(
         raw_query,
         headers: &parts.headers,
     };
+    if let Some(key) = crate::directory::signing_key_id(&req) {
+        shared.directory.prepare(&key).await;
+    }
+    let credentials = shared.directory.credentials();
     let now = SystemTime::now();
-    let mut auth = ident::verify_s3(&req, &route.v2_resource, &shared.identity, now);
+    let mut auth = ident::verify_s3(&req, &route.v2_resource, credentials, now);
     if matches!(auth, Err(ident::AuthError::SignatureDoesNotMatch))
         && is_sigv2(&parts.headers, raw_query)
     {
         for alt in route.v2_alternatives(raw_path) {
-            let retry = ident::verify_s3(&req, &alt, &shared.identity, now);
+            let retry = ident::verify_s3(&req, &alt, credentials, now);
             if retry.is_ok() {
                 auth = retry;
                 break;
@@ -288,7 +293,7 @@ pub async fn dispatch(
         E::CopyObject => copy::copy_object(&ctx).await,
         E::GetObjectAcl => acl::get_object_acl(&ctx),
         E::PutObjectAcl => acl::put_object_acl(&ctx, body, payload).await,
-        E::CreateMultipartUpload => multipart::create(&ctx),
+        E::CreateMultipartUpload => multipart::create(&ctx).await,
         E::UploadPart => multipart::upload_part(&ctx, body, payload).await,
         E::UploadPartCopy => copy::upload_part_copy(&ctx).await,
         E::CompleteMultipartUpload => multipart::complete(&ctx, body, payload).await,

@@ -44,7 +44,7 @@ pub fn upload_for(ctx: &Ctx) -> Result<UploadMeta, S3Error> {
 }
 
 /// CreateMultipartUpload.
-pub fn create(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
+pub async fn create(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
     let bucket = ctx.bucket()?;
     let key = ctx.key()?;
     let bmeta = ctx.store().bucket(bucket)?;
@@ -53,7 +53,7 @@ pub fn create(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         .account_id()
         .map(str::to_owned)
         .unwrap_or_else(|_| bmeta.acl.owner.clone());
-    let acl = ctx.requested_acl(&owner, &bmeta.acl.owner)?;
+    let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
     let alg = match ctx.header("x-amz-checksum-algorithm") {
         Some(n) => Some(parse_checksum_name(n)?),
         None => None,

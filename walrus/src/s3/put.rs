@@ -282,7 +282,7 @@ pub async fn put_object(
         .as_ref()
         .map(|p| p.account_id.clone())
         .unwrap_or_else(|| bmeta.acl.owner.clone());
-    let acl = ctx.requested_acl(&owner, &bmeta.acl.owner)?;
+    let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
     let headers = object_headers(&ctx.headers)?;
     let received = receive(ctx, body, payload, None).await?;
     let meta = ctx

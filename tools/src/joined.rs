@@ -1,0 +1,228 @@
+//! How Walrus and the cloud controller work on different hosts (`koala walrus --cloud-url`,
+//! `koala cloud --walrus-url`): Walrus asks the CLC's key service who signed a request, which
+//! accounts exist and, once, for the cloud's key ([`ClcDirectory`]); the CLC reads the
+//! bundles an account registers from Walrus' internal endpoint with that account's rights
+//! ([`WalrusOverHttp`]). Both sides call with their component's own SigV4 key.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use compute::rpc::{ComponentKey, RpcClient, RpcError, Verifier};
+use ec2_api::{BundleAccess, BundleStore};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use identity::{CredentialSource, Principal};
+use serde::{Deserialize, Serialize};
+use walrus::{Directory, DirectoryFuture};
+
+/// The component name (a user of the cloud admin account) Walrus runs as when apart.
+pub const WALRUS_COMPONENT: &str = "walrus";
+
+/// An account as the key service answers `GET /services/Identity/accounts/<id>`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// The 12-digit id.
+    pub account_id: String,
+    /// The account's name.
+    pub account_name: String,
+}
+
+/// The cloud's key as the key service answers `GET /services/Identity/cloud-key` (to Walrus
+/// alone).
+#[derive(Serialize, Deserialize)]
+pub struct CloudKeyRecord {
+    /// The private key, PKCS#1 PEM.
+    pub private_key_pem: String,
+}
+
+/// How long one call to the other role may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Walrus' directory when the identity store is on the CLC's host.
+pub struct ClcDirectory {
+    keys: Verifier,
+    client: RpcClient,
+    cloud_url: String,
+    cloud_key: OnceLock<bundler::PrivateKey>,
+}
+
+impl ClcDirectory {
+    /// A directory asking the CLC at `cloud_url` with Walrus' own `key`; it starts fetching
+    /// the cloud's key at once and keeps trying every 2 s until the CLC answers (bundles
+    /// cannot be decrypted until then; everything else works).
+    pub fn start(key: ComponentKey, cloud_url: &str) -> Arc<ClcDirectory> {
+        let cloud_url = cloud_url.trim_end_matches('/').to_owned();
+        let directory = Arc::new(ClcDirectory {
+            keys: Verifier::remote(RpcClient::new(key.clone()), &cloud_url),
+            client: RpcClient::new(key),
+            cloud_url,
+            cloud_key: OnceLock::new(),
+        });
+        let fetching = directory.clone();
+        tokio::spawn(async move {
+            let url = format!("{}/services/Identity/cloud-key", fetching.cloud_url);
+            loop {
+                let answer = fetching
+                    .client
+                    .call::<CloudKeyRecord>(Method::GET, &url, None::<&()>, CALL_TIMEOUT)
+                    .await
+                    .and_then(|r| {
+                        bundler::read_private_key(&r.private_key_pem)
+                            .map_err(|e| RpcError::new("InternalError", e.to_string()))
+                    });
+                match answer {
+                    Ok(key) => {
+                        let _ = fetching.cloud_key.set(key);
+                        tracing::info!("Walrus has the cloud's key from {}", fetching.cloud_url);
+                        return;
+                    }
+                    Err(e) => tracing::warn!("cannot get the cloud's key yet: {e}"),
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+        directory
+    }
+}
+
+impl CredentialSource for ClcDirectory {
+    fn lookup(&self, access_key_id: &str) -> Option<(Principal, String)> {
+        self.keys.lookup(access_key_id)
+    }
+}
+
+impl Directory for ClcDirectory {
+    fn prepare<'a>(&'a self, access_key_id: &'a str) -> DirectoryFuture<'a, ()> {
+        Box::pin(self.keys.prepare(access_key_id))
+    }
+
+    fn account_exists<'a>(
+        &'a self,
+        account_id: &'a str,
+    ) -> DirectoryFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            if account_id.is_empty() || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+                return Ok(false);
+            }
+            let url = format!("{}/services/Identity/accounts/{account_id}", self.cloud_url);
+            match self
+                .client
+                .call::<AccountRecord>(Method::GET, &url, None::<&()>, CALL_TIMEOUT)
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if e.code == "NotFound" => Ok(false),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn cloud_key(&self) -> Option<&bundler::PrivateKey> {
+        self.cloud_key.get()
+    }
+
+    fn credentials(&self) -> &dyn CredentialSource {
+        self
+    }
+}
+
+/// The CLC's bundle store when Walrus runs on another host: its internal objects endpoint,
+/// called from the CLC's blocking threads.
+pub struct WalrusOverHttp {
+    client: RpcClient,
+    /// `http://host:port/services/Walrus`.
+    base: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl WalrusOverHttp {
+    /// Reads from the Walrus at `s3_url` with the CLC's `key`.
+    pub fn new(key: ComponentKey, s3_url: &str, runtime: tokio::runtime::Handle) -> Self {
+        WalrusOverHttp {
+            client: RpcClient::new(key),
+            base: s3_url.trim_end_matches('/').to_owned(),
+            runtime,
+        }
+    }
+
+    /// Asks for `bucket/key` as `account_id`; the status and body of the answer.
+    fn fetch(
+        &self,
+        method: Method,
+        account_id: &str,
+        bucket: &str,
+        key: &str,
+        limit: Option<u64>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), BundleAccess> {
+        let enc = |s: &str| identity::uri_encode(s.as_bytes(), false);
+        let mut url = format!(
+            "{}/_koala/objects?account={}&bucket={}&key={}",
+            self.base,
+            enc(account_id),
+            enc(bucket),
+            enc(key)
+        );
+        if let Some(limit) = limit {
+            url.push_str(&format!("&limit={limit}"));
+        }
+        let failed = |e: &dyn std::fmt::Display| BundleAccess::Failed(format!("Walrus: {e}"));
+        self.runtime.block_on(async {
+            let call = async {
+                let resp = self
+                    .client
+                    .send(method, &url, Bytes::new())
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let (parts, body) = resp.into_parts();
+                let body = body.collect().await.map_err(|e| failed(&e))?.to_bytes();
+                Ok((parts.status, parts.headers, body))
+            };
+            tokio::time::timeout(CALL_TIMEOUT, call)
+                .await
+                .unwrap_or_else(|_| Err(failed(&"no answer in time")))
+        })
+    }
+}
+
+/// What a refusal of the objects endpoint means for the CLC.
+fn refusal(status: StatusCode, body: &[u8]) -> BundleAccess {
+    match status {
+        StatusCode::NOT_FOUND => BundleAccess::NotFound,
+        StatusCode::FORBIDDEN => BundleAccess::Denied,
+        StatusCode::BAD_REQUEST if body.windows(14).any(|w| w == b"EntityTooLarge") => {
+            BundleAccess::TooLarge
+        }
+        _ => BundleAccess::Failed(format!(
+            "Walrus answered {status}: {}",
+            String::from_utf8_lossy(body)
+        )),
+    }
+}
+
+impl BundleStore for WalrusOverHttp {
+    fn size(&self, account_id: &str, bucket: &str, key: &str) -> Result<u64, BundleAccess> {
+        let (status, headers, body) = self.fetch(Method::HEAD, account_id, bucket, key, None)?;
+        if !status.is_success() {
+            return Err(refusal(status, &body));
+        }
+        headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .ok_or_else(|| BundleAccess::Failed("Walrus named no size".into()))
+    }
+
+    fn read(
+        &self,
+        account_id: &str,
+        bucket: &str,
+        key: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, BundleAccess> {
+        let (status, _, body) = self.fetch(Method::GET, account_id, bucket, key, Some(limit))?;
+        if !status.is_success() {
+            return Err(refusal(status, &body));
+        }
+        Ok(body.to_vec())
+    }
+}
