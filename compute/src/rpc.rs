@@ -620,6 +620,36 @@ pub async fn authenticate(
     Ok((principal, body))
 }
 
+/// An internal call, verified: what the CC's and NC's routers match on.
+pub struct Accepted {
+    /// The HTTP method.
+    pub method: Method,
+    /// The request path.
+    pub path: String,
+    /// The body, covered by the signature.
+    pub body: Bytes,
+}
+
+impl Accepted {
+    /// The path's segments (`/node/instances/i-1` → `["node", "instances", "i-1"]`).
+    pub fn segments(&self) -> Vec<&str> {
+        self.path.trim_matches('/').split('/').collect()
+    }
+
+    /// `NotFound` for a call no route takes.
+    pub fn unknown(&self) -> RpcError {
+        RpcError::new("NotFound", format!("no such call: {}", self.path))
+    }
+}
+
+/// Verifies an internal call (see [`authenticate`]) and splits it for routing.
+pub async fn accept(verifier: &Verifier, req: Request<Body>) -> Result<Accepted, RpcError> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let (_, body) = authenticate(verifier, req).await?;
+    Ok(Accepted { method, path, body })
+}
+
 fn verify(
     verifier: &Verifier,
     method: &Method,

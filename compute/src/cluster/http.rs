@@ -46,27 +46,25 @@ async fn handle(
     verifier: &Verifier,
     req: Request,
 ) -> Result<Response<Body>, RpcError> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let (_, body) = rpc::authenticate(verifier, req).await?;
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let call = rpc::accept(verifier, req).await?;
+    let body = &call.body;
     let ok = StatusCode::OK;
-    Ok(match (method, segments.as_slice()) {
+    Ok(match (call.method.clone(), call.segments().as_slice()) {
         (Method::GET, ["cluster", "nodes"]) => json_response(ok, &cluster.nodes()),
         (Method::POST, ["cluster", "nodes"]) => {
-            let registration: NodeRegistration = rpc::parse(&body)?;
+            let registration: NodeRegistration = rpc::parse(body)?;
             json_response(ok, &cluster.register(registration).await?)
         }
         (Method::POST, ["cluster", "nodes", "deregister"]) => {
-            let node: Deregistration = rpc::parse(&body)?;
+            let node: Deregistration = rpc::parse(body)?;
             cluster.deregister(&node.host)?;
             json_response(ok, &serde_json::json!({}))
         }
         (Method::POST, ["cluster", "instances"]) => {
-            let orders: Vec<RunOrder> = rpc::parse(&body)?;
+            let orders: Vec<RunOrder> = rpc::parse(body)?;
             json_response(ok, &cluster.run(orders).await)
         }
-        (Method::GET, ["cluster", "instances"]) => json_response(ok, &cluster.instances().await),
+        (Method::GET, ["cluster", "instances"]) => json_response(ok, &cluster.instances()),
         (Method::POST, ["cluster", "instances", id, "terminate"]) => {
             json_response(ok, &cluster.terminate(id).await?)
         }
@@ -77,7 +75,7 @@ async fn handle(
         (Method::GET, ["cluster", "instances", id, "console"]) => {
             json_response(ok, &cluster.console(id).await?)
         }
-        _ => return Err(RpcError::new("NotFound", format!("no such call: {path}"))),
+        _ => return Err(call.unknown()),
     })
 }
 

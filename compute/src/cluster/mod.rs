@@ -24,8 +24,8 @@ use crate::rpc::{
     RpcClient, RpcError, RunOrder,
 };
 
-/// How often nodes are polled.
-const POLL_PERIOD: Duration = Duration::from_secs(2);
+/// How often nodes are polled; the CLC's questions are answered from the last poll.
+const POLL_PERIOD: Duration = Duration::from_secs(1);
 
 /// How long a node may take to answer a call.
 const NODE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,8 +84,8 @@ struct NodeEntry {
     url: String,
     resources: Option<NodeResources>,
     error: Option<String>,
-    /// The instances the node reported last, by id.
-    instances: Vec<String>,
+    /// The instances the node reported last (and those placed on it since).
+    instances: Vec<InstanceReport>,
 }
 
 impl Cluster {
@@ -196,8 +196,8 @@ impl Cluster {
             .map_err(|e| RpcError::new("InternalError", format!("cannot save the nodes: {e}")))
     }
 
-    /// Asks every node for its resources and instances; returns every instance report.
-    async fn poll(&self) -> Vec<InstanceReport> {
+    /// Asks every node for its resources and instances, and keeps the answers.
+    async fn poll(&self) {
         let targets: Vec<(String, String)> = lock(&self.inner.nodes)
             .iter()
             .map(|(h, e)| (h.clone(), e.url.clone()))
@@ -230,7 +230,6 @@ impl Cluster {
             }
         });
         let results = futures_util::future::join_all(polls).await;
-        let mut all = Vec::new();
         let mut nodes = lock(&self.inner.nodes);
         for (host, resources, instances) in results {
             let Some(entry) = nodes.get_mut(&host) else {
@@ -242,8 +241,7 @@ impl Cluster {
                     // was registered by.
                     entry.resources = Some(resources);
                     entry.error = None;
-                    entry.instances = instances.iter().map(|i| i.instance_id.clone()).collect();
-                    all.extend(instances);
+                    entry.instances = instances;
                 }
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(node = %host, "node poll failed: {e}");
@@ -251,12 +249,16 @@ impl Cluster {
                 }
             }
         }
-        all
     }
 
-    /// Every instance of every node that answers, asked now.
-    pub async fn instances(&self) -> Vec<InstanceReport> {
-        self.poll().await
+    /// Every instance of every node that answered the last poll (at most a poll period old,
+    /// so the CLC's once-a-second sync costs the nodes nothing more).
+    pub fn instances(&self) -> Vec<InstanceReport> {
+        lock(&self.inner.nodes)
+            .values()
+            .filter(|e| e.error.is_none())
+            .flat_map(|e| e.instances.iter().cloned())
+            .collect()
     }
 
     /// Places and starts instances: each order goes to the node the policy picks among those
@@ -288,7 +290,7 @@ impl Cluster {
                     )
                     .await;
                 match sent {
-                    Ok(_) => {
+                    Ok(report) => {
                         let mut nodes = lock(&self.inner.nodes);
                         if let Some(entry) = nodes.get_mut(&host) {
                             if let Some(r) = entry.resources.as_mut() {
@@ -296,7 +298,7 @@ impl Cluster {
                                 r.used_memory_mib += order.vm.memory_mib;
                                 r.used_disk_gib += order.vm.disk_gib;
                             }
-                            entry.instances.push(order.instance_id.clone());
+                            entry.instances.push(report);
                         }
                         outcome.placed.push(Placement {
                             instance_id: order.instance_id.clone(),
@@ -347,7 +349,7 @@ impl Cluster {
         let find = || {
             lock(&self.inner.nodes)
                 .values()
-                .find(|e| e.instances.iter().any(|i| i == id))
+                .find(|e| e.instances.iter().any(|i| i.instance_id == id))
                 .map(|e| e.url.clone())
         };
         if let Some(url) = find() {
@@ -357,10 +359,12 @@ impl Cluster {
         find().ok_or_else(|| RpcError::new("NotFound", format!("no node has instance {id}")))
     }
 
-    /// Terminates an instance on its node.
+    /// Terminates an instance on its node; the node's answer replaces the last poll's report,
+    /// so the CLC never sees the instance running again after it asked.
     pub async fn terminate(&self, id: &str) -> Result<InstanceReport, RpcError> {
         let url = self.node_of(id).await?;
-        self.inner
+        let report: InstanceReport = self
+            .inner
             .client
             .call(
                 Method::POST,
@@ -368,7 +372,13 @@ impl Cluster {
                 None::<&()>,
                 NODE_TIMEOUT,
             )
-            .await
+            .await?;
+        for entry in lock(&self.inner.nodes).values_mut() {
+            for cached in entry.instances.iter_mut().filter(|i| i.instance_id == id) {
+                *cached = report.clone();
+            }
+        }
+        Ok(report)
     }
 
     /// Reboots an instance on its node.

@@ -33,17 +33,15 @@ async fn handle(
     verifier: &Verifier,
     req: Request,
 ) -> Result<Response<Body>, RpcError> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let (_, body) = rpc::authenticate(verifier, req).await?;
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (method, segments.as_slice()) {
+    let call = rpc::accept(verifier, req).await?;
+    let body = &call.body;
+    match (call.method.clone(), call.segments().as_slice()) {
         (Method::GET, ["node", "resources"]) => {
             Ok(json_response(StatusCode::OK, &node.resources()))
         }
         (Method::GET, ["node", "instances"]) => Ok(json_response(StatusCode::OK, &node.reports())),
         (Method::POST, ["node", "instances"]) => {
-            let order: RunOrder = rpc::parse(&body)?;
+            let order: RunOrder = rpc::parse(body)?;
             Ok(json_response(StatusCode::OK, &node.run(order)?))
         }
         (Method::POST, ["node", "instances", id, "terminate"]) => {
@@ -56,6 +54,6 @@ async fn handle(
         (Method::GET, ["node", "instances", id, "console"]) => {
             Ok(json_response(StatusCode::OK, &node.console(id).await?))
         }
-        _ => Err(RpcError::new("NotFound", format!("no such call: {path}"))),
+        _ => Err(call.unknown()),
     }
 }
