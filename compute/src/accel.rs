@@ -151,6 +151,7 @@ impl Probe {
                 format: DiskFormat::Raw,
                 readonly: true,
             },
+            blank_disks: Vec::new(),
             config_drive: None,
             console_log: console_log.clone(),
             qemu_user: self.qemu_user,

@@ -1,11 +1,13 @@
 //! An instance's libvirt domain XML.
 //!
 //! One shape for every instance: direct kernel boot (the eki as kernel, the eri as initrd), the
-//! root disk as `virtio` `/dev/vda`, the NoCloud config drive as a read-only `virtio` `/dev/vdb`
-//! (the test kernels have no CD-ROM driver), the serial console appended to a log file (what
-//! GetConsoleOutput returns), no network interface yet, and no USB or balloon device. A guest
-//! reboot restarts it; a power-off or a crash ends the domain, which the node controller then
-//! sees as the instance's end.
+//! root disk as `virtio` `/dev/vda`, then its blank disks (ephemeral0 as `/dev/vdb`, as EC2
+//! gives it the second disk, then swap), then the NoCloud config drive as a read-only `virtio`
+//! disk, last because the guest finds it by its label (the test kernels have no CD-ROM
+//! driver), the serial console appended to a log file (what GetConsoleOutput returns), no
+//! network interface yet, and no USB or balloon device. A guest reboot restarts it; a
+//! power-off or a crash ends the domain, which the node controller then sees as the
+//! instance's end.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -80,7 +82,10 @@ pub struct DomainSpec {
     pub extra_cmdline: String,
     /// The root disk, `/dev/vda`.
     pub root_disk: Disk,
-    /// The NoCloud config drive (a raw ISO 9660 image), read-only `/dev/vdb`.
+    /// The blank disks of the instance store (ephemeral0, swap), `/dev/vdb` onwards in this
+    /// order.
+    pub blank_disks: Vec<Disk>,
+    /// The NoCloud config drive (a raw ISO 9660 image), read-only, after every other disk.
     pub config_drive: Option<PathBuf>,
     /// The file the serial console is appended to.
     pub console_log: PathBuf,
@@ -128,14 +133,17 @@ impl DomainSpec {
         x.push_str("  <on_reboot>restart</on_reboot>\n");
         x.push_str("  <on_crash>destroy</on_crash>\n");
         x.push_str("  <devices>\n");
-        disk_xml(&mut x, &self.root_disk, "vda");
-        if let Some(drive) = &self.config_drive {
-            let disk = Disk {
-                path: drive.clone(),
-                format: DiskFormat::Raw,
-                readonly: true,
-            };
-            disk_xml(&mut x, &disk, "vdb");
+        let config_drive = self.config_drive.as_ref().map(|drive| Disk {
+            path: drive.clone(),
+            format: DiskFormat::Raw,
+            readonly: true,
+        });
+        let disks = std::iter::once(&self.root_disk)
+            .chain(&self.blank_disks)
+            .chain(&config_drive);
+        // At most four disks: the letters never run out.
+        for (disk, letter) in disks.zip(b'a'..=b'z') {
+            disk_xml(&mut x, disk, &format!("vd{}", char::from(letter)));
         }
         x.push_str("    <serial type='file'>\n");
         let _ = writeln!(
@@ -268,6 +276,14 @@ mod tests {
                 format: DiskFormat::Qcow2,
                 readonly: false,
             },
+            blank_disks: ["ephemeral0", "swap"]
+                .into_iter()
+                .map(|name| Disk {
+                    path: format!("/var/lib/koala/instances/i-12345678/{name}").into(),
+                    format: DiskFormat::Raw,
+                    readonly: false,
+                })
+                .collect(),
             config_drive: Some("/var/lib/koala/instances/i-12345678/config.iso".into()),
             console_log: "/var/lib/koala/instances/i-12345678/console.log".into(),
             qemu_user: QemuUser {
@@ -309,45 +325,58 @@ mod tests {
         assert_eq!(one(&doc, "domain/seclabel/label").text, "+64055:+107");
     }
 
-    #[test]
-    fn attaches_root_disk_config_drive_and_console() {
-        let doc = parse(&spec().to_xml());
-        let disks: Vec<&Element> = doc
-            .iter()
-            .filter(|e| e.path == "domain/devices/disk")
+    /// The disks in document order: (target, driver type, source, read-only).
+    fn disks(xml: &str) -> Vec<(String, String, String, bool)> {
+        let doc = parse(xml);
+        let attr = |path: &str, name: &str| -> Vec<String> {
+            doc.iter()
+                .filter(|e| e.path == path)
+                .map(|e| e.attr(name).unwrap_or_default().to_owned())
+                .collect()
+        };
+        let targets = attr("domain/devices/disk/target", "dev");
+        let buses = attr("domain/devices/disk/target", "bus");
+        assert!(buses.iter().all(|b| b == "virtio"), "{buses:?}");
+        let drivers = attr("domain/devices/disk/driver", "type");
+        let sources = attr("domain/devices/disk/source", "file");
+        // Each <disk> element's slice of the document, to see which holds <readonly/>.
+        let readonly: Vec<bool> = xml
+            .split("<disk ")
+            .skip(1)
+            .map(|d| d[..d.find("</disk>").unwrap()].contains("<readonly/>"))
             .collect();
-        assert_eq!(disks.len(), 2);
-        let targets: Vec<&Element> = doc
-            .iter()
-            .filter(|e| e.path == "domain/devices/disk/target")
-            .collect();
-        let sources: Vec<&Element> = doc
-            .iter()
-            .filter(|e| e.path == "domain/devices/disk/source")
-            .collect();
-        let drivers: Vec<&Element> = doc
-            .iter()
-            .filter(|e| e.path == "domain/devices/disk/driver")
-            .collect();
-        assert_eq!(targets[0].attr("dev"), Some("vda"));
-        assert_eq!(targets[0].attr("bus"), Some("virtio"));
-        assert_eq!(drivers[0].attr("type"), Some("qcow2"));
-        assert_eq!(
-            sources[0].attr("file"),
-            Some("/var/lib/koala/instances/i-12345678/disk.qcow2")
-        );
-        assert_eq!(targets[1].attr("dev"), Some("vdb"));
-        assert_eq!(drivers[1].attr("type"), Some("raw"));
-        assert_eq!(
-            sources[1].attr("file"),
-            Some("/var/lib/koala/instances/i-12345678/config.iso")
-        );
-        // Only the config drive is read-only.
-        one(&doc, "domain/devices/disk/readonly");
-        let xml = spec().to_xml();
-        let readonly_at = xml.find("<readonly/>").unwrap();
-        assert!(readonly_at > xml.find("config.iso").unwrap());
+        assert_eq!(targets.len(), readonly.len());
+        (0..targets.len())
+            .map(|i| {
+                (
+                    targets[i].clone(),
+                    drivers[i].clone(),
+                    sources[i].clone(),
+                    readonly[i],
+                )
+            })
+            .collect()
+    }
 
+    #[test]
+    fn attaches_root_blank_disks_config_drive_and_console() {
+        let xml = spec().to_xml();
+        let dir = "/var/lib/koala/instances/i-12345678";
+        let want = |dev: &str, kind: &str, file: &str, ro: bool| {
+            (dev.to_owned(), kind.to_owned(), format!("{dir}/{file}"), ro)
+        };
+        // The root stays /dev/vda, ephemeral0 is the second disk, the config drive comes
+        // last and is the only read-only one.
+        assert_eq!(
+            disks(&xml),
+            [
+                want("vda", "qcow2", "disk.qcow2", false),
+                want("vdb", "raw", "ephemeral0", false),
+                want("vdc", "raw", "swap", false),
+                want("vdd", "raw", "config.iso", true),
+            ]
+        );
+        let doc = parse(&xml);
         assert_eq!(
             one(&doc, "domain/devices/serial").attr("type"),
             Some("file")
@@ -359,10 +388,24 @@ mod tests {
     }
 
     #[test]
+    fn without_blank_disks_the_config_drive_follows_the_root() {
+        let mut s = spec();
+        s.blank_disks.truncate(1);
+        let targets: Vec<String> = disks(&s.to_xml()).into_iter().map(|d| d.0).collect();
+        assert_eq!(targets, ["vda", "vdb", "vdc"]);
+        s.blank_disks.clear();
+        let found = disks(&s.to_xml());
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[1].0, "vdb");
+        assert!(found[1].2.ends_with("config.iso") && found[1].3);
+    }
+
+    #[test]
     fn kvm_and_minimal_instances() {
         let mut s = spec();
         s.accel = Accel::Kvm;
         s.initrd = None;
+        s.blank_disks.clear();
         s.config_drive = None;
         s.extra_cmdline = String::new();
         let doc = parse(&s.to_xml());

@@ -201,6 +201,7 @@ mod tests {
                 format: DiskFormat::Raw,
                 readonly: false,
             },
+            blank_disks: Vec::new(),
             config_drive: None,
             console_log: "/nonexistent/console.log".into(),
             qemu_user: QemuUser {

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use compute::disk_layout::DiskLayout;
 use compute::rpc::{
     ImageRef, InstanceReport, InstanceState, RpcError, RunOrder, StateReason, VmSpec,
 };
@@ -260,6 +261,7 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
         memory_mib: vm_type.memory_mib.into(),
         disk_gib: vm_type.disk_gib.into(),
     };
+    check_fits(&image.id, image.image_size, &vm)?;
     let nodes = cloud.clusters.nodes().map_err(rpc_error)?;
     let free: u64 = nodes
         .iter()
@@ -392,6 +394,21 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
     cloud.state.commit(batch)?;
     tracing::info!(account, reservation = %reservation_id, count = records.len(), "launched instances");
     Ok(reservation_xml(call, &records))
+}
+
+/// Refuses a machine image larger than the VM type's disk, which holds the root disk (the
+/// image), the swap and the ephemeral disk (see [`compute::disk_layout`]), as Eucalyptus did.
+/// The size is the manifest's, which Walrus holds the unbundled bytes to: so the launch fails
+/// here, at once, instead of on a node after the image was fetched.
+fn check_fits(image_id: &str, image_bytes: u64, vm: &VmSpec) -> Result<(), QueryError> {
+    DiskLayout::for_type(image_bytes, vm.disk_gib)
+        .map(|_| ())
+        .map_err(|e| {
+            QueryError::InvalidParameterCombination(format!(
+                "Image {image_id} does not fit instance type {}: {e}.",
+                vm.name
+            ))
+        })
 }
 
 fn end(record: &mut InstanceRecord, reason: StateReason) {
@@ -792,4 +809,29 @@ pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
         images::record_plain_sha256(cloud, &image, &sha)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_larger_than_the_types_disk_is_refused() {
+        let small = VmSpec {
+            name: "m1.small".into(),
+            cpus: 1,
+            memory_mib: 256,
+            disk_gib: 5,
+        };
+        assert!(check_fits("emi-12345678", 64 << 20, &small).is_ok());
+        assert!(check_fits("emi-12345678", 5 << 30, &small).is_ok());
+        match check_fits("emi-12345678", (5 << 30) + 1, &small) {
+            Err(QueryError::InvalidParameterCombination(message)) => assert_eq!(
+                message,
+                "Image emi-12345678 does not fit instance type m1.small: the image (5121 MiB) \
+                 is larger than the disk of the VM type (5120 MiB)."
+            ),
+            other => panic!("expected InvalidParameterCombination, got {other:?}"),
+        }
+    }
 }

@@ -37,7 +37,7 @@ const DEFAULT_START_TIMEOUT: &str = "600";
 /// address is allocated.
 const MAX_PUBLIC_IPS: u64 = 65_536;
 
-/// Eucalyptus 3's default VM types: name, virtual CPUs, memory (MiB), root disk (GiB).
+/// Eucalyptus 3's default VM types: name, virtual CPUs, memory (MiB), disk (GiB).
 const VM_TYPES: &[(&str, u32, u32, u32)] = &[
     ("t1.micro", 1, 256, 5),
     ("m1.small", 1, 256, 5),
@@ -68,7 +68,7 @@ pub struct VmType {
     pub cpus: u32,
     /// Memory in MiB.
     pub memory_mib: u32,
-    /// Root disk in GiB.
+    /// Disk in GiB, shared by the root disk (the image), the swap and the ephemeral disk.
     pub disk_gib: u32,
 }
 
@@ -135,7 +135,8 @@ fn catalogue() -> Vec<Definition> {
         .map(|&(name, cpus, memory, disk)| Definition {
             name: format!("{VM_TYPE_PREFIX}{name}"),
             description: format!(
-                "The {name} VM type: virtual CPUs, memory in MiB and root disk in GiB."
+                "The {name} VM type: virtual CPUs, memory in MiB and disk in GiB (shared by \
+                 the root, swap and ephemeral disks)."
             ),
             default: format!("{cpus} {memory} {disk}"),
             kind: Kind::VmType,

@@ -19,11 +19,12 @@ import pytest
 
 from conftest import (KOALA_BIN, REPO, Cloud, assert_ec2_error, assert_error, empty_and_delete,
                       free_port, make_client, make_ec2, raw_request, unique_bucket)
-from test_ec2_cloud import query
+from test_ec2_cloud import describe_properties, query
 from test_ec2_images import TOOLS, upload
 
 GUEST_DIR = os.path.join(REPO, "target", "tmp", "test-guest")
 MARKER = "KOALA-GUEST-READY"
+DISKS = "KOALA-GUEST-DISKS"
 # Under TCG on 2 busy cores a guest reaches its marker in 8-40 s.
 BOOT_TIMEOUT = 240
 
@@ -123,6 +124,16 @@ def wait_markers(ec2, instance_id, count, timeout=BOOT_TIMEOUT):
         time.sleep(1)
 
 
+def guest_disks(ec2, instance_id):
+    """The block devices the guest saw, one {device: bytes} per boot (its DISKS lines)."""
+    boots = []
+    for line in console(ec2, instance_id).splitlines():
+        if DISKS in line:
+            fields = line[line.index(DISKS) + len(DISKS):].split()
+            boots.append({k: int(v) for k, v in (f.split("=", 1) for f in fields)})
+    return boots
+
+
 def domains():
     """The names of the libvirt domains of the host."""
     out = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
@@ -203,10 +214,29 @@ def test_aws_cli_runs_reboots_and_terminates_real_guests(cloud, aws, ec2, guest,
         assert os.stat(root).st_blocks * 512 < base_size // 4, "the root disk is a full copy"
     assert set(ids) <= domains()
 
+    # The VM type's disk holds the root disk (the image), 512 MiB of swap and an ephemeral
+    # disk with the rest, as in Eucalyptus. The guest sees the root, ephemeral0, swap, then
+    # the config drive; the blank disks are sparse files, taking no room until written.
+    vm_type = describe_properties(cloud, "cloud.vmtypes.m1.small")["cloud.vmtypes.m1.small"][0]
+    type_disk = int(vm_type.split()[2]) << 30
+    swap = 512 << 20
+    ephemeral = type_disk - base_size - swap
+    for i in ids:
+        d = instance_dir(cloud, i)
+        assert guest_disks(ec2, i) == [{
+            "vda": base_size, "vdb": ephemeral, "vdc": swap,
+            "vdd": os.path.getsize(os.path.join(d, "config.iso"))}], console(ec2, i)[-3000:]
+        for name, size in [("ephemeral0", ephemeral), ("swap", swap)]:
+            blank = os.stat(os.path.join(d, name))
+            assert blank.st_size == size, (i, name)
+            assert blank.st_blocks * 512 < size // 1000, f"{i}: {name} is not sparse"
+
     # A reboot resets the guest: its marker comes a second time.
     cli(aws, "ec2", "reboot-instances", "--instance-ids", ids[0])
     wait_markers(ec2, ids[0], 2)
     assert len(wait_markers(ec2, ids[1], 1)) == 1
+    rebooted = guest_disks(ec2, ids[0])
+    assert len(rebooted) == 2 and rebooted[1] == rebooted[0], rebooted
 
     out = json.loads(cli(aws, "ec2", "terminate-instances", "--instance-ids", *ids,
                             "--output", "json"))["TerminatingInstances"]
@@ -216,6 +246,9 @@ def test_aws_cli_runs_reboots_and_terminates_real_guests(cloud, aws, ec2, guest,
     for i in ids:
         assert done[i]["StateReason"]["Code"] == "Client.UserInitiatedShutdown"
     assert_cleaned_up(cloud, ids)
+    for i in ids:
+        for name in ["ephemeral0", "swap"]:
+            assert not os.path.exists(os.path.join(instance_dir(cloud, i), name)), (i, name)
     # The cached base stays for the next launch; the console log stays readable.
     assert disk_sha in cached_images(cloud)
     assert wait_markers(ec2, ids[1], 1, timeout=5)

@@ -2,7 +2,9 @@
 //! clones of cached images.
 //!
 //! Each instance has a folder `DIR/instances/<id>/` holding its state file (`state.json`: the
-//! run order, the state, why it ended), its root disk, its config drive and its console log.
+//! run order, the state, why it ended), its disks (`root`, and the blank `ephemeral0` and
+//! `swap` that share the VM type's disk with it, see [`crate::disk_layout`]), its config drive
+//! and its console log.
 //! The folders are the node's truth: at start the node reads them back, compares them with
 //! libvirt, adopts the domains still running, ends the instances whose start a crash
 //! interrupted, and destroys Koala domains that no folder claims. Nothing is leaked.
@@ -15,7 +17,7 @@
 mod feed;
 pub mod http;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +31,7 @@ pub use feed::WalrusFeed;
 
 use crate::accel::Accel;
 use crate::config_drive::ConfigDrive;
+use crate::disk_layout::{DiskLayout, ImageTooLarge, EPHEMERAL0, SWAP};
 use crate::domain::{Disk, DiskFormat, DomainSpec, VmSize};
 use crate::hypervisor::{DomainState, Hypervisor};
 use crate::lock;
@@ -46,6 +49,16 @@ const TERMINATED_KEPT: Duration = Duration::from_secs(3600);
 
 /// The most console output returned, as EC2 does (its last 64 KiB).
 const CONSOLE_MAX: u64 = 64 * 1024;
+
+/// The root disk's file in the instance folder.
+const ROOT_FILE: &str = "root";
+
+/// The config drive's file in the instance folder.
+const CONFIG_FILE: &str = "config.iso";
+
+/// The files an instance's end deletes: its disks and config drive (the console log and the
+/// state file stay while the instance is listed).
+const DISPOSABLE_FILES: [&str; 4] = [ROOT_FILE, EPHEMERAL0, SWAP, CONFIG_FILE];
 
 /// What a node offers and where it keeps things.
 #[derive(Debug, Clone)]
@@ -349,18 +362,24 @@ impl Node {
                     size: Some(size),
                     ..image
                 };
-                Ok::<_, StateReason>((resolved, lease))
+                Ok::<_, StateReason>((resolved, size, lease))
             }
         });
         let mut images = Vec::new();
+        let mut sizes = Vec::new();
         let mut leases = Vec::new();
         for fetched in futures_util::future::join_all(fetches).await {
-            let (image, lease) = fetched?;
+            let (image, size, lease) = fetched?;
             images.push(image);
+            sizes.push(size);
             leases.push(lease);
         }
+        // The CLC refused an image larger than its type's disk by the size its manifest
+        // gives; this checks the size of the bytes the node got.
+        let layout = DiskLayout::for_type(sizes[0], order.vm.disk_gib)
+            .map_err(|e| image_too_large(&images[0].id, &order.vm.name, e))?;
         let paths: Vec<PathBuf> = leases.iter().map(Lease::path).collect();
-        let root = dir.join("root");
+        let root = dir.join(ROOT_FILE);
         let kind = leases[0].clone_for_instance(&root).await.map_err(|e| {
             StateReason::server_error(format!("cannot clone the disk: {}", chain(&e)))
         })?;
@@ -382,6 +401,26 @@ impl Node {
                 .qemu_user
                 .give(&root)
                 .map_err(|e| StateReason::server_error(chain(&e)))?;
+            let mut blank_disks = Vec::new();
+            for blank in layout.blank_disks() {
+                let path = spec_dir.join(blank.name);
+                cache::create_ephemeral(&path, blank.bytes).map_err(|e| {
+                    StateReason::server_error(format!(
+                        "cannot make the {} disk: {}",
+                        blank.name,
+                        chain(&e)
+                    ))
+                })?;
+                config
+                    .qemu_user
+                    .give(&path)
+                    .map_err(|e| StateReason::server_error(chain(&e)))?;
+                blank_disks.push(Disk {
+                    path,
+                    format: DiskFormat::Raw,
+                    readonly: false,
+                });
+            }
             let user_data = base64::engine::general_purpose::STANDARD
                 .decode(&order.user_data)
                 .unwrap_or_default();
@@ -391,7 +430,7 @@ impl Node {
                 public_keys: order.key.clone().into_iter().collect(),
                 user_data,
             };
-            let config_drive = spec_dir.join("config.iso");
+            let config_drive = spec_dir.join(CONFIG_FILE);
             drive.write(&config_drive).map_err(|e| {
                 StateReason::server_error(format!("cannot write the config drive: {}", chain(&e)))
             })?;
@@ -419,13 +458,14 @@ impl Node {
                 initrd: paths.get(2).cloned(),
                 extra_cmdline: String::new(),
                 root_disk: Disk {
-                    path: spec_dir.join("root"),
+                    path: spec_dir.join(ROOT_FILE),
                     format: match kind {
                         cache::CloneKind::Reflink => DiskFormat::Raw,
                         cache::CloneKind::Qcow2Overlay => DiskFormat::Qcow2,
                     },
                     readonly: false,
                 },
+                blank_disks,
                 config_drive: Some(config_drive),
                 console_log,
                 qemu_user: config.qemu_user,
@@ -451,8 +491,9 @@ impl Node {
         Ok(())
     }
 
-    /// Ends an instance: destroys its domain, deletes its disks and config drive, releases its
-    /// images, and records it as terminated with `reason`. Its console log stays.
+    /// Ends an instance: destroys its domain, deletes its disks (root, ephemeral0, swap) and
+    /// config drive, releases its images, and records it as terminated with `reason`. Its
+    /// console log stays.
     async fn end(&self, id: &str, reason: StateReason) {
         let leases = self.update(id, |i| {
             if let Some(start) = i.start.take() {
@@ -471,13 +512,7 @@ impl Node {
         let name = id.to_owned();
         let cleaned = tokio::task::spawn_blocking(move || {
             let destroyed = node.inner.hypervisor.destroy(&name).map(|_| ());
-            for file in ["root", "config.iso"] {
-                match std::fs::remove_file(dir.join(file)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => tracing::warn!(instance = %name, "cannot delete {file}: {e}"),
-                }
-            }
+            remove_disposable(&dir, &name);
             destroyed
         })
         .await;
@@ -563,6 +598,8 @@ impl Node {
             disk_gib: config.disk_gib,
             ..NodeResources::default()
         };
+        // An instance takes its type's whole disk: its root, ephemeral0 and swap disks at their
+        // apparent sizes (sparse or copy-on-write as they are: the guest may fill them).
         for i in instances.values() {
             if i.record.state != InstanceState::Terminated {
                 resources.used_cores += i.record.order.vm.cpus;
@@ -605,6 +642,14 @@ impl Node {
     /// One look at the domains: guests that powered off end; Koala domains no live instance
     /// claims are destroyed; terminated instances past their hour are forgotten.
     async fn monitor(&self) {
+        // Only these can be judged gone: an instance that became running during the look
+        // below may be missing from it, or seen shut off between its domain's define and
+        // start, and must not be ended for that.
+        let running_before: BTreeSet<String> = lock(&self.inner.instances)
+            .values()
+            .filter(|i| i.record.state == InstanceState::Running)
+            .map(|i| i.record.order.instance_id.clone())
+            .collect();
         let node = self.clone();
         let seen = tokio::task::spawn_blocking(move || {
             let hv = &node.inner.hypervisor;
@@ -631,6 +676,7 @@ impl Node {
             let gone: Vec<String> = instances
                 .values()
                 .filter(|i| i.record.state == InstanceState::Running)
+                .filter(|i| running_before.contains(&i.record.order.instance_id))
                 .filter(|i| {
                     !matches!(
                         states.get(&i.record.order.instance_id),
@@ -722,7 +768,8 @@ impl Node {
             let mut leases = Vec::new();
             let mut reason = None;
             match record.state {
-                InstanceState::Terminated => {}
+                // Ended; a disk written by a start task still running when it ended goes now.
+                InstanceState::Terminated => remove_disposable(&path, &name),
                 InstanceState::Pending => {
                     reason = Some(StateReason::server_error(
                         "the node restarted while the instance was starting",
@@ -783,6 +830,17 @@ impl Node {
     }
 }
 
+/// Why an instance whose image does not fit its VM type ended: the launch asked for what
+/// cannot be, EC2's `Client.InternalError` ("a client error caused the instance to terminate
+/// during launch").
+fn image_too_large(image: &str, vm_type: &str, e: ImageTooLarge) -> StateReason {
+    const CODE: &str = "Client.InternalError";
+    StateReason {
+        code: CODE.into(),
+        message: format!("{CODE}: Client error on launch: image {image} does not fit instance type {vm_type}: {e}"),
+    }
+}
+
 fn not_found(id: &str) -> RpcError {
     RpcError::new("NotFound", format!("this node has no instance {id}"))
 }
@@ -832,6 +890,17 @@ fn node_id(dir: &Path) -> std::io::Result<String> {
             Ok(id)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Deletes an instance's disks and config drive from its folder `dir`, those that exist.
+fn remove_disposable(dir: &Path, id: &str) {
+    for file in DISPOSABLE_FILES {
+        match std::fs::remove_file(dir.join(file)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(instance = %id, "cannot delete {file}: {e}"),
+        }
     }
 }
 
