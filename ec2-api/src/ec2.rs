@@ -9,6 +9,7 @@ use compute::cluster::RunOutcome;
 use compute::rpc::{ConsoleOutput, InstanceReport, NodeStatus, RpcError, RunOrder};
 use identity::{Identity, Principal};
 
+use crate::clusters::{self, ClusterSet};
 use crate::query::{escape, Filter, QueryRequest};
 use crate::state::CloudState;
 use crate::{addresses, groups, images, instances, keypairs, properties, tags, zones, QueryError};
@@ -35,8 +36,8 @@ pub trait BundleStore: Send + Sync {
     ) -> Result<Vec<u8>, BundleAccess>;
 }
 
-/// The cloud's clusters as the CLC reaches them: a CC's client in the `koala` binary (over
-/// HTTP, signed with the CLC's own key). Blocking, as EC2 actions run on blocking threads.
+/// One cluster as the CLC reaches it: a CC's client in the `koala` binary (over HTTP,
+/// signed with the CLC's own key). Blocking, as EC2 actions run on blocking threads.
 pub trait Clusters: Send + Sync {
     /// Places and starts instances.
     fn run(&self, orders: &[RunOrder]) -> Result<RunOutcome, RpcError>;
@@ -72,7 +73,8 @@ pub struct CloudSettings {
     pub region: String,
     /// The EC2 endpoint clients use (DescribeRegions).
     pub ec2_url: String,
-    /// The availability zone of the one cluster `koala up` runs.
+    /// The availability zone of the cluster this process was started with (`koala up`'s own,
+    /// or `koala cloud --cluster-url`'s); others are registered at run time.
     pub zone: String,
     /// Starting values of cloud properties (from `koala.toml`), by property name; an admin's
     /// `ModifyPropertyValue` overrides them at run time.
@@ -88,8 +90,8 @@ pub struct Cloud {
     pub identity: Identity,
     /// Where bundles are read from.
     pub bundles: Arc<dyn BundleStore>,
-    /// Where instances run.
-    pub clusters: Arc<dyn Clusters>,
+    /// Where instances run: the cluster of each zone.
+    pub clusters: Arc<ClusterSet>,
     /// Fixed settings.
     pub settings: Arc<CloudSettings>,
 }
@@ -164,6 +166,9 @@ pub fn dispatch(call: &Call<'_>, action: &str) -> Result<String, QueryError> {
         "DescribeInstanceStatus" => instances::describe_status(call),
         "DescribeProperties" => properties::describe(call),
         "ModifyPropertyValue" => properties::modify(call),
+        "RegisterCluster" => clusters::register(call),
+        "DeregisterCluster" => clusters::deregister(call),
+        "DescribeClusters" => clusters::describe(call),
         _ => Err(QueryError::InvalidAction(action.to_owned())),
     }
 }

@@ -124,6 +124,39 @@ fn all(cloud: &Cloud) -> Result<Vec<InstanceRecord>, QueryError> {
         .collect())
 }
 
+/// The zone whose cluster can start the most instances of `vm` now (the first by name on a
+/// tie), when a RunInstances names none; zones whose CC does not answer are passed over.
+fn roomiest_zone(cloud: &Cloud, vm: &VmSpec) -> Result<String, QueryError> {
+    let mut best: Option<(u64, String)> = None;
+    let mut first = None;
+    for (zone, _, cluster) in cloud.clusters.all() {
+        first.get_or_insert_with(|| zone.clone());
+        let Ok(nodes) = cluster.nodes() else {
+            continue;
+        };
+        let free: u64 = nodes
+            .iter()
+            .filter(|n| n.error.is_none())
+            .filter_map(|n| n.resources.as_ref())
+            .map(|r| r.free_slots(vm))
+            .sum();
+        if best.as_ref().is_none_or(|(most, _)| free > *most) {
+            best = Some((free, zone));
+        }
+    }
+    best.map(|(_, zone)| zone).or(first).ok_or_else(|| {
+        QueryError::InsufficientCapacity("No cluster is registered with this cloud.".into())
+    })
+}
+
+/// How many instances of `zone` are not terminated (a cluster with some stays registered).
+pub fn live_in_zone(cloud: &Cloud, zone: &str) -> Result<usize, QueryError> {
+    Ok(all(cloud)?
+        .iter()
+        .filter(|r| r.zone == zone && r.state != InstanceState::Terminated)
+        .count())
+}
+
 fn rpc_error(e: RpcError) -> QueryError {
     match e.code.as_str() {
         "InsufficientInstanceCapacity" => QueryError::InsufficientCapacity(e.message),
@@ -229,12 +262,11 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
         Some(name) => Some((name.to_owned(), keypairs::public_key(call, name)?)),
         None => None,
     };
-    let zone = &cloud.settings.zone;
-    if let Some(asked) = params
+    let asked_zone = params
         .get("Placement.AvailabilityZone")
-        .filter(|z| !z.is_empty())
-    {
-        if asked != zone {
+        .filter(|z| !z.is_empty());
+    if let Some(asked) = asked_zone {
+        if cloud.clusters.of(asked).is_err() {
             return Err(QueryError::Validation(format!(
                 "Invalid availability zone: [{asked}]"
             )));
@@ -262,7 +294,12 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
         disk_gib: vm_type.disk_gib.into(),
     };
     check_fits(&image.id, image.image_size, &vm)?;
-    let nodes = cloud.clusters.nodes().map_err(rpc_error)?;
+    let zone = match asked_zone {
+        Some(asked) => asked.to_owned(),
+        None => roomiest_zone(cloud, &vm)?,
+    };
+    let cluster = cloud.clusters.of(&zone)?;
+    let nodes = cloud.clusters.nodes(&zone)?;
     let free: u64 = nodes
         .iter()
         .filter(|n| n.error.is_none())
@@ -335,7 +372,7 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
             start_timeout_secs,
         })
         .collect();
-    let outcome = match cloud.clusters.run(&orders) {
+    let outcome = match cluster.run(&orders) {
         Ok(outcome) => outcome,
         Err(e) => {
             // Nothing was started: the records go as if the call never happened.
@@ -355,7 +392,7 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
     if placed.len() < min as usize {
         // Fewer than MinCount started: none is kept, as EC2 does.
         for p in &outcome.placed {
-            if let Err(e) = cloud.clusters.terminate(&p.instance_id) {
+            if let Err(e) = cluster.terminate(&p.instance_id) {
                 tracing::warn!(instance = %p.instance_id, "cannot undo a partial launch: {e}");
             }
         }
@@ -569,7 +606,12 @@ pub fn terminate(call: &Call<'_>) -> Result<String, QueryError> {
     for mut record in named(call)? {
         let previous = record.state;
         if previous != InstanceState::Terminated {
-            let report = match cloud.clusters.terminate(&record.id) {
+            let answer = match cloud.clusters.of(&record.zone) {
+                Ok(cluster) => cluster.terminate(&record.id),
+                // Its cluster was deregistered: no node of this cloud runs it.
+                Err(_) => Err(RpcError::new("NotFound", "no cluster")),
+            };
+            let report = match answer {
                 Ok(report) => Some(report),
                 // No node has it (it never started, or its node is gone): nothing to stop.
                 Err(e) if e.code == "NotFound" => None,
@@ -626,7 +668,11 @@ pub fn reboot(call: &Call<'_>) -> Result<String, QueryError> {
         )));
     }
     for r in records.iter().filter(|r| r.state == InstanceState::Running) {
-        call.cloud.clusters.reboot(&r.id).map_err(rpc_error)?;
+        call.cloud
+            .clusters
+            .of(&r.zone)?
+            .reboot(&r.id)
+            .map_err(rpc_error)?;
         tracing::info!(instance = %r.id, "rebooted an instance");
     }
     Ok("<return>true</return>".to_owned())
@@ -642,7 +688,11 @@ pub fn console_output(call: &Call<'_>) -> Result<String, QueryError> {
         Some(r) if r.owner == call.account() => r,
         _ => return Err(QueryError::NotFound(Resource::Instance, id.to_owned())),
     };
-    let (output, timestamp) = match call.cloud.clusters.console(&record.id) {
+    let console = match call.cloud.clusters.of(&record.zone) {
+        Ok(cluster) => cluster.console(&record.id),
+        Err(_) => Err(RpcError::new("NotFound", "no cluster")),
+    };
+    let (output, timestamp) = match console {
         Ok(c) => (c.output, c.timestamp),
         Err(e) if e.code == "NotFound" => (String::new(), now_ms() / 1000),
         Err(e) => return Err(rpc_error(e)),
@@ -711,7 +761,18 @@ pub fn describe_status(call: &Call<'_>) -> Result<String, QueryError> {
 /// Brings the records in step with what the nodes report: states and reasons, the images'
 /// hashes; ends instances no node admits to; forgets terminated ones after an hour.
 pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
-    let reports = cloud.clusters.instances().map_err(rpc_error)?;
+    let mut reports = Vec::new();
+    // Records of a zone whose CC does not answer are left as they are until it does.
+    let mut silent = Vec::new();
+    for (zone, _, cluster) in cloud.clusters.all() {
+        match cluster.instances() {
+            Ok(found) => reports.extend(found),
+            Err(e) => {
+                tracing::warn!(zone = %zone, "cannot ask the cluster for its instances: {e}");
+                silent.push(zone);
+            }
+        }
+    }
     let by_id: BTreeMap<&str, &InstanceReport> = reports
         .iter()
         .map(|r| (r.instance_id.as_str(), r))
@@ -731,6 +792,9 @@ pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
                 tags::delete_all(cloud, &mut batch, &record.id)?;
                 changed = true;
             }
+            continue;
+        }
+        if silent.contains(&record.zone) {
             continue;
         }
         let before = (

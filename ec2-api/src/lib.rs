@@ -4,6 +4,7 @@
 //! dispatched by service; each service renders its own error dialect.
 
 mod addresses;
+pub mod clusters;
 pub mod ec2;
 pub mod error;
 pub mod euare;
@@ -23,6 +24,7 @@ use axum::body::Body;
 use http::{Request, Response};
 use identity::{Authenticated, Identity, RequestParts, ServiceUrls};
 
+pub use clusters::ClusterSet;
 pub use ec2::{BundleAccess, BundleStore, Cloud, CloudSettings, Clusters};
 pub use error::{QueryError, Resource};
 use query::{Dialect, QueryRequest};

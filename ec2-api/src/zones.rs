@@ -1,5 +1,6 @@
-//! Availability zones and regions. A zone is a cluster of nodes; `koala up` runs one, named
-//! by `zone` in `koala.toml`. The region is the cloud itself.
+//! Availability zones and regions. A zone is a cluster of nodes (`clusters.rs`): `koala up`
+//! runs one, named by `zone` in `koala.toml`, and an administrator registers more. The
+//! region is the cloud itself.
 //!
 //! A cloud administrator's `euca-describe-availability-zones verbose` (`ZoneName.1=verbose`)
 //! also lists, as Eucalyptus did, each zone's VM types with free and total instance slots.
@@ -41,34 +42,42 @@ pub fn describe_zones(call: &Call<'_>) -> Result<String, QueryError> {
     names.retain(|n| *n != "verbose");
     // Capacity is the cloud's business, as in Eucalyptus: users get the plain list.
     let verbose = verbose && call.caller.is_cloud_admin();
-    if let Some(unknown) = names.iter().find(|n| **n != settings.zone) {
+    let known = call.cloud.clusters.zones();
+    if let Some(unknown) = names.iter().find(|n| !known.iter().any(|k| k == *n)) {
         return Err(QueryError::Validation(format!(
             "Invalid availability zone: [{unknown}]"
         )));
     }
+    let named: Vec<String> = known
+        .into_iter()
+        .filter(|z| names.is_empty() || names.contains(&z.as_str()))
+        .collect();
     let zones = apply_filters(
         &call.params.filters()?,
-        vec![settings.zone.clone()],
-        |_, filter| match filter {
-            "zone-name" => Some(vec![settings.zone.clone()]),
+        named,
+        |zone, filter| match filter {
+            "zone-name" => Some(vec![zone.clone()]),
             "state" => Some(vec![AVAILABLE.to_owned()]),
             "region-name" => Some(vec![settings.region.clone()]),
             _ => None,
         },
         |_| Vec::new(),
     )?;
-    let (vm_types, nodes) = if verbose {
-        let nodes = call.cloud.clusters.nodes().map_err(|e| {
-            QueryError::Unavailable(format!("The cluster controller cannot be reached: {e}"))
-        })?;
-        (properties::vm_types(call.cloud)?, nodes)
+    let vm_types = if verbose {
+        properties::vm_types(call.cloud)?
     } else {
-        (Vec::new(), Vec::new())
+        Vec::new()
     };
+    let mut nodes: Vec<Vec<NodeStatus>> = Vec::new();
+    if verbose {
+        for zone in &zones {
+            nodes.push(call.cloud.clusters.nodes(zone)?);
+        }
+    }
 
     let mut x = Xml::new();
     x.nest("availabilityZoneInfo", |x| {
-        for zone in &zones {
+        for (i, zone) in zones.iter().enumerate() {
             x.nest("item", |x| {
                 x.elem("zoneName", zone)
                     .elem("zoneState", AVAILABLE)
@@ -78,7 +87,7 @@ pub fn describe_zones(call: &Call<'_>) -> Result<String, QueryError> {
             if verbose {
                 verbose_item(x, "|- vm types", "free / max   cpu   ram  disk");
                 for t in &vm_types {
-                    let (free, max) = capacity(&nodes, t);
+                    let (free, max) = capacity(&nodes[i], t);
                     verbose_item(
                         x,
                         &format!("|- {}", t.name),

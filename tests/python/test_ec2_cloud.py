@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from conftest import _ISOLATION, AwsCli, Cloud, assert_ec2_error, make_ec2
+from conftest import _ISOLATION, AwsCli, Cloud, assert_ec2_error, free_port, make_ec2
 
 POOL = ["10.99.0.1", "10.99.0.2", "10.99.0.3"]
 POOL_SETTING = "10.99.0.1-10.99.0.3"
@@ -711,3 +711,42 @@ def test_bad_requests_are_never_server_errors(ecloud, alice_env):
     for action, params in cases:
         status, root = query(ecloud, action, params, path="/services/compute/", keys=keys)
         assert status < 500, (action, params, ET.tostring(root))
+
+
+def test_cluster_registration_is_checked_and_for_the_cloud_administrator(ecloud, alice_env):
+    keys = (alice_env["AWS_ACCESS_KEY_ID"], alice_env["AWS_SECRET_ACCESS_KEY"])
+    for action in ("RegisterCluster", "DeregisterCluster", "DescribeClusters"):
+        status, root = query(ecloud, action, [("Partition", "zz"), ("Host", "h")], keys=keys)
+        assert (status, error_code(root)) == (403, "UnauthorizedOperation"), action
+    for params, code in [
+        ([("Host", "127.0.0.1")], "MissingParameter"),
+        ([("Partition", "zz")], "MissingParameter"),
+        ([("Partition", "a/b"), ("Host", "127.0.0.1")], "InvalidParameterValue"),
+        ([("Partition", "zz"), ("Host", "bad host")], "InvalidParameterValue"),
+        ([("Partition", "zz"), ("Host", "127.0.0.1"), ("Port", "0")], "InvalidParameterValue"),
+        ([("Partition", "zz"), ("Host", "127.0.0.1"), ("Port", "70000")],
+         "InvalidParameterValue"),
+    ]:
+        status, root = query(ecloud, "RegisterCluster", params)
+        assert (status, error_code(root)) == (400, code), (params, ET.tostring(root))
+    status, root = query(ecloud, "DeregisterCluster", [("Partition", "nowhere")])
+    assert (status, error_code(root)) == (400, "InvalidZone.NotFound"), ET.tostring(root)
+
+    # A cluster whose CC does not answer is listed as NOTREADY with its zone shown, and goes
+    # away with its zone when deregistered.
+    dead = free_port()
+    status, root = query(ecloud, "RegisterCluster",
+                         [("Partition", "zone-dead"), ("Host", "127.0.0.1"), ("Port", str(dead))])
+    assert status == 200, ET.tostring(root)
+    status, root = query(ecloud, "DescribeClusters")
+    items = {i.findtext("partition"): i for i in root.findall("clusterInfo/item")}
+    assert items["zone-dead"].findtext("state") == "NOTREADY"
+    assert items["zone-dead"].findtext("url") == f"http://127.0.0.1:{dead}"
+    status, root = query(ecloud, "DescribeAvailabilityZones")
+    assert "zone-dead" in [i.findtext("zoneName")
+                           for i in root.findall("availabilityZoneInfo/item")]
+    status, root = query(ecloud, "DeregisterCluster", [("Partition", "zone-dead")])
+    assert status == 200, ET.tostring(root)
+    status, root = query(ecloud, "DescribeAvailabilityZones")
+    assert "zone-dead" not in [i.findtext("zoneName")
+                               for i in root.findall("availabilityZoneInfo/item")]

@@ -669,6 +669,49 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
             assert time.monotonic() < deadline, small_slots(ec2)
             time.sleep(0.5)
 
+        # A second cluster with a node of its own, registered with euca_conf as zone-b.
+        cc_b_port, node_c_port = free_port(), free_port()
+        roles.append(Role(["cluster", "--cloud-url", cloud_url], cc_b_port, env,
+                          'zone = "zone-b"\n'))
+        roles.append(Role(["node", "--cloud-url", cloud_url, "--walrus-url", walrus_url],
+                          node_c_port, env, '[node]\nhost = "node-c"\ncores = 1\n'))
+
+        def conf(*args):
+            out = subprocess.run([euca_conf, *args], env=env, capture_output=True, text=True,
+                                 timeout=60)
+            return out.returncode, out.stdout + out.stderr
+
+        code, out = conf("--register-cluster", "--partition", "zone-b", "--host", "127.0.0.1",
+                         "--port", str(cc_b_port))
+        assert code == 0 and "Registered cluster zone-b" in out, out
+        code, out = conf("--register-nodes", f"127.0.0.1:{node_c_port}", "--cluster-url",
+                         f"http://127.0.0.1:{cc_b_port}")
+        assert code == 0 and "(node-c): 1 cores" in out, out
+        zones = {z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
+        assert zones == {"cluster01", "zone-b"}, zones
+        code, out = conf("--list-clusters")
+        listed = [line.split("\t") for line in out.splitlines()]
+        assert ["CLUSTER", "zone-b", f"http://127.0.0.1:{cc_b_port}", "ENABLED",
+                "1 node(s)"] in listed, out
+        in_b = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1,
+                                 Placement={"AvailabilityZone": "zone-b"})["Instances"][0]
+        assert in_b["Placement"]["AvailabilityZone"] == "zone-b", in_b
+        b_id = in_b["InstanceId"]
+        wait_state(ec2, [b_id], {"running"})
+        wait_markers(ec2, b_id, 1)
+        assert os.path.isdir(os.path.join(roles[-1].data_dir, "node", "instances", b_id))
+        assert_ec2_error(ec2.run_instances, "InvalidParameterValue", ImageId=emi, MinCount=1,
+                         MaxCount=1, Placement={"AvailabilityZone": "zone-c"})
+        # A cluster with live instances stays; once they are gone it can go, key and all.
+        code, out = conf("--deregister-cluster", "--partition", "zone-b")
+        assert code != 0 and "still has 1 instance" in out, out
+        ec2.terminate_instances(InstanceIds=[b_id])
+        wait_state(ec2, [b_id], {"terminated"}, timeout=60)
+        code, out = conf("--deregister-cluster", "--partition", "zone-b")
+        assert code == 0 and "revoked cc-zone-b" in out, out
+        zones = {z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
+        assert zones == {"cluster01"}, zones
+
         # A node that dies mid-boot (here while its first fetch of a new image runs) and does
         # not come back: the instance ends at its start timeout, with the reason.
         status, root = query(c, "ModifyPropertyValue",
@@ -686,7 +729,10 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
         assert "no node reported the instance within 5 s" in reason["Message"], reason
         assert doomed not in domains()
     finally:
-        for r in roles:
-            r.stop()
-        c.stop()
+        try:
+            terminate_all(c)  # a failed assertion must not leave guests running
+        finally:
+            for r in roles:
+                r.stop()
+            c.stop()
         shutil.rmtree(cloud_dir, ignore_errors=True)

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::serve::ListenerExt;
-use ec2_api::{BundleAccess, BundleStore, Cloud, CloudSettings, CloudState, QueryApi};
+use ec2_api::{BundleAccess, BundleStore, Cloud, CloudSettings, CloudState, ClusterSet, QueryApi};
 use identity::{Identity, ServiceUrls};
 use walrus::{Walrus, WalrusConfig};
 
@@ -132,21 +132,21 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     };
     let query = match &roles {
         Roles::All | Roles::Cloud { .. } => {
-            let clusters: Arc<dyn ec2_api::Clusters> = match &roles {
+            let cluster_url = match &roles {
                 Roles::Cloud { cluster_url, .. } => {
-                    let clc_key = roles::component_key(&identity, &config, "clc")
-                        .map_err(ServerError::Compute)?;
-                    println!("Instances are placed by the cluster controller at {cluster_url}");
-                    Arc::new(CcClusters {
-                        client: ClusterClient::new(RpcClient::new(clc_key), cluster_url),
-                        runtime: tokio::runtime::Handle::current(),
-                    })
+                    println!(
+                        "Instances in {} are placed by the cluster controller at {cluster_url}",
+                        config.zone
+                    );
+                    cluster_url.clone()
                 }
                 _ => start_compute(&config, &identity).await?,
             };
+            let state = CloudState::open(&config.data_dir.join("clc"))
+                .map_err(|e| ServerError::CloudState(e.to_string()))?;
+            let clusters = open_clusters(&config, &identity, &state, &cluster_url)?;
             let cloud = Cloud {
-                state: CloudState::open(&config.data_dir.join("clc"))
-                    .map_err(|e| ServerError::CloudState(e.to_string()))?,
+                state,
                 identity: identity.clone(),
                 bundles: bundle_store(&config, &identity, walrus.as_ref(), walrus_url.as_deref())?,
                 clusters,
@@ -187,6 +187,30 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
             addr: config.listen,
             source,
         })
+}
+
+/// The cloud's clusters: those registered before, and the one this process was started
+/// with (registered, or moved, under the configured zone). Each is called with the CLC's key.
+fn open_clusters(
+    config: &Config,
+    identity: &Identity,
+    state: &CloudState,
+    cluster_url: &str,
+) -> Result<Arc<ClusterSet>, ServerError> {
+    let clc_key = roles::component_key(identity, config, "clc").map_err(ServerError::Compute)?;
+    let runtime = tokio::runtime::Handle::current();
+    let connect = move |url: &str| -> Arc<dyn ec2_api::Clusters> {
+        Arc::new(CcClusters {
+            client: ClusterClient::new(RpcClient::new(clc_key.clone()), url),
+            runtime: runtime.clone(),
+        })
+    };
+    let clusters = ClusterSet::open(state, Box::new(connect))
+        .map_err(|e| ServerError::CloudState(e.to_string()))?;
+    clusters
+        .register(state, &config.zone, cluster_url)
+        .map_err(|e| ServerError::CloudState(e.to_string()))?;
+    Ok(Arc::new(clusters))
 }
 
 /// Opens Walrus in this process, verifying callers against `directory`.
@@ -278,13 +302,10 @@ async fn bind(
 }
 
 /// Starts the cluster controller (on the main port plus one) and this host's node controller
-/// (plus two), registers the node with the cluster, and returns the CLC's client of it.
+/// (plus two), registers the node with the cluster, and returns the CC's URL.
 /// A node that cannot start (no libvirt) is reported in one sentence; the rest of the cloud
 /// runs without it.
-async fn start_compute(
-    config: &Config,
-    identity: &Identity,
-) -> Result<Arc<dyn ec2_api::Clusters>, ServerError> {
+async fn start_compute(config: &Config, identity: &Identity) -> Result<String, ServerError> {
     let compute_err = |e: String| ServerError::Compute(e);
     let zone = &config.zone;
     let cc_key =
@@ -337,10 +358,7 @@ async fn start_compute(
         }
         Err(e) => println!("No node controller runs on this host, so no instance can start: {e}"),
     }
-    Ok(Arc::new(CcClusters {
-        client,
-        runtime: tokio::runtime::Handle::current(),
-    }))
+    Ok(local_url(config, 1))
 }
 
 /// Runs a cluster controller alone (`koala cluster`): its nodes' registry and placement,

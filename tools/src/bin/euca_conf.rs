@@ -8,6 +8,11 @@
 //!   cluster controller (`--cluster-url`, else `KOALA_CLUSTER_URL`, else the EC2 URL's host on
 //!   port 8774); `--deregister-nodes` removes them and revokes their principals (`nc-NAME`).
 //!
+//! - `euca_conf --register-cluster --partition ZONE --host HOST [--port PORT]` registers a
+//!   cluster controller as the cluster of availability zone ZONE (port 8774 by default);
+//!   `--deregister-cluster --partition ZONE` removes it and revokes its principal
+//!   (`cc-ZONE`); `--list-clusters` lists them with their state.
+//!
 //! Eucalyptus' euca_conf read the database on the cloud controller's host; Koala's calls the
 //! running cloud with the admin's credentials from the environment, so it works from any host.
 
@@ -35,6 +40,29 @@ struct Cli {
     /// Deregisters node controllers and revokes their keys.
     #[arg(long = "deregister-nodes", value_name = "NODES")]
     deregister_nodes: Option<String>,
+    /// Registers the cluster controller at `--host` (and `--port`) as the cluster of
+    /// availability zone `--partition`.
+    #[arg(long = "register-cluster", requires_all = ["partition", "host"])]
+    register_cluster: bool,
+    /// Deregisters the cluster of `--partition` and revokes its key.
+    #[arg(long = "deregister-cluster", requires = "partition")]
+    deregister_cluster: bool,
+    /// Lists the registered clusters.
+    #[arg(long = "list-clusters")]
+    list_clusters: bool,
+    /// The availability zone (Eucalyptus' partition) of a cluster.
+    #[arg(long, value_name = "ZONE")]
+    partition: Option<String>,
+    /// The host of the cluster controller to register.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// The cluster controller's port.
+    #[arg(long, value_name = "PORT", default_value = "8774")]
+    port: u16,
+    /// The component's name (accepted as Eucalyptus' euca_conf did; Koala names a cluster by
+    /// its zone).
+    #[arg(long, value_name = "NAME")]
+    component: Option<String>,
     /// The cluster controller's URL [default: KOALA_CLUSTER_URL, else EC2_URL's host, port
     /// 8774].
     #[arg(long = "cluster-url", value_name = "URL")]
@@ -56,14 +84,20 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = if let Some(nodes) = &cli.register_nodes {
+    let result = if cli.register_cluster {
+        register_cluster(&cli)
+    } else if cli.deregister_cluster {
+        deregister_cluster(&cli)
+    } else if cli.list_clusters {
+        list_clusters()
+    } else if let Some(nodes) = &cli.register_nodes {
         register_nodes(&cli, nodes)
     } else if let Some(nodes) = &cli.deregister_nodes {
         deregister_nodes(&cli, nodes)
     } else if let Some(file) = &cli.get_credentials {
         get_credentials(&cli, file)
     } else {
-        Err("give --get-credentials FILE, --register-nodes or --deregister-nodes".into())
+        Err("give --get-credentials FILE, --register-nodes, --deregister-nodes, --register-cluster, --deregister-cluster or --list-clusters".into())
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,8 +178,6 @@ fn deregister_nodes(cli: &Cli, nodes: &str) -> Result<(), String> {
     let known = runtime
         .block_on(client.nodes())
         .map_err(|e| format!("cannot list the nodes: {e}"))?;
-    let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
-    let euare = euare_url_from_env().map_err(|e| e.to_string())?;
     for spec in nodes.split_whitespace() {
         let (host, _) = node_address(spec);
         let name = known
@@ -159,34 +191,94 @@ fn deregister_nodes(cli: &Cli, nodes: &str) -> Result<(), String> {
         // Its principal goes too: a deregistered node's calls are refused from now on.
         if let Some(name) = name {
             let user = format!("nc-{name}");
-            let body = query_call(
-                &euare,
-                "iam",
-                "2010-05-08",
-                "ListAccessKeys",
-                &[("UserName", &user)],
-                &creds,
-            )
-            .map_err(|e| format!("cannot list the keys of {user}: {e}"))?;
-            for key in body
-                .split("<AccessKeyId>")
-                .skip(1)
-                .filter_map(|rest| rest.split('<').next())
-            {
-                query_call(
-                    &euare,
-                    "iam",
-                    "2010-05-08",
-                    "DeleteAccessKey",
-                    &[("UserName", &user), ("AccessKeyId", key)],
-                    &creds,
-                )
-                .map_err(|e| format!("cannot revoke {user}'s key: {e}"))?;
-            }
+            revoke(&user)?;
             println!("Deregistered node {host} and revoked {user}");
         } else {
             println!("Deregistered node {host}");
         }
+    }
+    Ok(())
+}
+
+/// Deletes every access key of component principal `user`, so its calls are refused.
+fn revoke(user: &str) -> Result<(), String> {
+    let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
+    let euare = euare_url_from_env().map_err(|e| e.to_string())?;
+    let body = match query_call(
+        &euare,
+        "iam",
+        "2010-05-08",
+        "ListAccessKeys",
+        &[("UserName", user)],
+        &creds,
+    ) {
+        Ok(body) => body,
+        // A component that never started has no principal: nothing to revoke.
+        Err(tools::client::ClientError::Service { code, .. }) if code == "NoSuchEntity" => {
+            return Ok(())
+        }
+        Err(e) => return Err(format!("cannot list the keys of {user}: {e}")),
+    };
+    for key in body
+        .split("<AccessKeyId>")
+        .skip(1)
+        .filter_map(|rest| rest.split('<').next())
+    {
+        query_call(
+            &euare,
+            "iam",
+            "2010-05-08",
+            "DeleteAccessKey",
+            &[("UserName", user), ("AccessKeyId", key)],
+            &creds,
+        )
+        .map_err(|e| format!("cannot revoke {user}'s key: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Calls an EC2 action of the cloud (EC2_URL) with the admin's credentials.
+fn ec2_call(action: &str, params: &[(&str, &str)]) -> Result<String, String> {
+    let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
+    let url = std::env::var("EC2_URL")
+        .map_err(|_| "source the cloud admin's eucarc (EC2_URL is not set)".to_owned())?;
+    query_call(&url, "ec2", "2016-11-15", action, params, &creds).map_err(|e| e.to_string())
+}
+
+fn register_cluster(cli: &Cli) -> Result<(), String> {
+    let zone = cli.partition.as_deref().unwrap_or_default();
+    let host = cli.host.as_deref().unwrap_or_default();
+    let port = cli.port.to_string();
+    ec2_call(
+        "RegisterCluster",
+        &[("Partition", zone), ("Host", host), ("Port", &port)],
+    )
+    .map_err(|e| format!("cannot register the cluster of {zone}: {e}"))?;
+    println!("Registered cluster {zone} at {host}:{port}");
+    Ok(())
+}
+
+fn deregister_cluster(cli: &Cli) -> Result<(), String> {
+    let zone = cli.partition.as_deref().unwrap_or_default();
+    ec2_call("DeregisterCluster", &[("Partition", zone)])
+        .map_err(|e| format!("cannot deregister the cluster of {zone}: {e}"))?;
+    let user = format!("cc-{zone}");
+    revoke(&user)?;
+    println!("Deregistered cluster {zone} and revoked {user}");
+    Ok(())
+}
+
+fn list_clusters() -> Result<(), String> {
+    let body = ec2_call("DescribeClusters", &[])?;
+    for item in body.split("<item>").skip(1) {
+        let field = |tag: &str| xml_text(item, tag).unwrap_or_default();
+        println!(
+            "CLUSTER\t{}\t{}\t{}\t{}",
+            field("partition"),
+            field("url"),
+            field("state"),
+            field("detail")
+        );
     }
     Ok(())
 }
