@@ -1,10 +1,13 @@
 //! KVM or TCG: which accelerator the node's guests run under.
 //!
 //! `/dev/kvm` opening proves nothing: on some hosts (a paravirtual KVM) it opens and
-//! `KVM_CREATE_VM` succeeds, yet a stock kernel hangs silently. So `auto` boots a tiny probe
-//! guest under KVM with a timeout and uses KVM only if the guest's ready marker reaches its
-//! console; else TCG, QEMU's software emulation, which boots everywhere (slowly). The probe runs
-//! once per process.
+//! `KVM_CREATE_VM` succeeds, yet a stock kernel hangs silently. So `auto` boots a real kernel
+//! under KVM with a timeout and uses KVM only if the kernel gets through its boot in time;
+//! else TCG, QEMU's software emulation, which boots everywhere (slowly). With no probe guest
+//! configured the probe boots the host's own kernel (`/boot/vmlinuz-*`), which needs no
+//! ramdisk: it runs until it finds no root file system and panics, and that panic on the
+//! console is the proof. The result is kept for the process, and in a file beside the node's
+//! instances for later starts on the same host kernel.
 
 use std::fs::{OpenOptions, Permissions};
 use std::os::unix::fs::PermissionsExt;
@@ -63,19 +66,59 @@ impl FromStr for AccelChoice {
     }
 }
 
-/// The guest the KVM probe boots: a kernel and ramdisk that print [`GUEST_READY`] on the serial
-/// console (Koala's test guest, `scripts/build-test-guest`), and a root disk attached
-/// read-only.
+/// The guest the KVM probe boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeGuest {
+    /// A kernel and ramdisk that print [`GUEST_READY`] on the serial console (Koala's test
+    /// guest, `scripts/build-test-guest`), with a raw root disk attached read-only.
+    Marked {
+        /// The kernel.
+        kernel: PathBuf,
+        /// The ramdisk.
+        initrd: PathBuf,
+        /// The root disk (never written).
+        disk: PathBuf,
+    },
+    /// A Linux kernel alone, such as the host's own: it boots until it finds no root file
+    /// system and panics ([`KERNEL_PANIC`] on the console).
+    Kernel(PathBuf),
+}
+
+/// How a kernel's panic line begins (with `printk.time=0`).
+pub const KERNEL_PANIC: &str = "Kernel panic";
+
+/// The host's own kernel, for a probe that needs no configuration: the running release's
+/// `/boot/vmlinuz-RELEASE`, else the newest `/boot/vmlinuz-*` (containers often have none).
+pub fn host_kernel() -> Option<PathBuf> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let running = PathBuf::from(format!("/boot/vmlinuz-{}", release.trim()));
+    if running.is_file() {
+        return Some(running);
+    }
+    let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .collect();
+    kernels.sort();
+    kernels.pop()
+}
+
+/// How the KVM probe runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
-    /// The probe guest's kernel.
-    pub kernel: PathBuf,
-    /// Its ramdisk.
-    pub initrd: PathBuf,
-    /// Its raw root disk, attached read-only (never written).
-    pub disk: PathBuf,
+    /// What it boots.
+    pub guest: ProbeGuest,
     /// Where the probe's console log is written (a folder QEMU's user can traverse).
     pub work_dir: PathBuf,
+    /// A file keeping the result for later starts, with what it was found for (the host's
+    /// kernel release, `/dev/kvm`, the probe guest); `None` keeps it for the process only.
+    pub cache: Option<PathBuf>,
     /// How long the guest gets to print its marker: a KVM guest that works does it in a
     /// second or two.
     pub timeout: Duration,
@@ -100,10 +143,38 @@ pub fn select(choice: AccelChoice, hypervisor: &Hypervisor, probe: &Probe) -> Re
             if let Some(accel) = *probed {
                 return Ok(accel);
             }
-            let accel = if probe.kvm_boots(hypervisor)? {
-                Accel::Kvm
-            } else {
-                Accel::Tcg
+            let key = probe.cache_key();
+            let cached = probe
+                .cache
+                .as_ref()
+                .and_then(|path| std::fs::read_to_string(path).ok())
+                .and_then(|text| {
+                    let (found_for, accel) = text.trim_end().rsplit_once('\n')?;
+                    if found_for != key {
+                        return None;
+                    }
+                    match accel {
+                        "kvm" => Some(Accel::Kvm),
+                        "tcg" => Some(Accel::Tcg),
+                        _ => None,
+                    }
+                });
+            let accel = match cached {
+                Some(accel) => accel,
+                None => {
+                    let accel = if probe.kvm_boots(hypervisor)? {
+                        Accel::Kvm
+                    } else {
+                        Accel::Tcg
+                    };
+                    if let Some(path) = &probe.cache {
+                        let text = format!("{key}\n{}\n", accel.domain_type_name());
+                        if let Err(e) = identity::write_atomic(path, text.as_bytes(), 0o644) {
+                            tracing::warn!("cannot keep the accelerator probe's result: {e}");
+                        }
+                    }
+                    accel
+                }
             };
             *probed = Some(accel);
             Ok(accel)
@@ -111,7 +182,27 @@ pub fn select(choice: AccelChoice, hypervisor: &Hypervisor, probe: &Probe) -> Re
     }
 }
 
+impl Accel {
+    /// The setting's word for this accelerator (`kvm`, `tcg`).
+    fn domain_type_name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
 impl Probe {
+    /// What a kept result was found for: the host kernel, `/dev/kvm`, and the probe guest.
+    fn cache_key(&self) -> String {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let kvm = std::path::Path::new("/dev/kvm").exists();
+        let guest = match &self.guest {
+            ProbeGuest::Marked { kernel, .. } | ProbeGuest::Kernel(kernel) => kernel.display(),
+        };
+        format!("host {} kvm-device {kvm} probe {guest}", release.trim())
+    }
+
     /// Boots the probe guest under KVM and tells whether its marker reached the console in
     /// time. A domain libvirt or QEMU refuses to start counts as "no"; the probe domain is
     /// destroyed in every case.
@@ -120,6 +211,12 @@ impl Probe {
         if !std::path::Path::new("/dev/kvm").exists() {
             return Ok(false);
         }
+        self.boots_under(hypervisor, Accel::Kvm)
+    }
+
+    /// Boots the probe guest under `accel` and tells whether it got through in time (under
+    /// TCG, which always works, this shows the probe guest itself is sound).
+    pub fn boots_under(&self, hypervisor: &Hypervisor, accel: Accel) -> Result<bool, Error> {
         let dir = tempfile::Builder::new()
             .prefix("kvm-probe")
             .tempdir_in(&self.work_dir)
@@ -134,20 +231,45 @@ impl Probe {
             .map_err(Error::io("create", &console_log))?;
         self.qemu_user.give(&console_log)?;
 
+        let (kernel, initrd, disk, marker) = match &self.guest {
+            ProbeGuest::Marked {
+                kernel,
+                initrd,
+                disk,
+            } => (
+                kernel.clone(),
+                Some(initrd.clone()),
+                disk.clone(),
+                GUEST_READY,
+            ),
+            ProbeGuest::Kernel(source) => {
+                // A copy QEMU's user may read (the host's kernel is often root's alone), and
+                // a blank root disk the kernel cannot mount.
+                let kernel = dir.path().join("vmlinuz");
+                std::fs::copy(source, &kernel).map_err(Error::io("copy", source))?;
+                self.qemu_user.give(&kernel)?;
+                let disk = dir.path().join("blank.img");
+                std::fs::File::create(&disk)
+                    .and_then(|f| f.set_len(1 << 20))
+                    .map_err(Error::io("create", &disk))?;
+                self.qemu_user.give(&disk)?;
+                (kernel, None, disk, KERNEL_PANIC)
+            }
+        };
         let name = format!("koala-kvm-probe-{}", std::process::id());
         let spec = DomainSpec {
             node: "koala-test".into(),
             name: name.clone(),
-            accel: Accel::Kvm,
+            accel,
             size: VmSize {
                 vcpus: 1,
                 memory_mib: 256,
             },
-            kernel: self.kernel.clone(),
-            initrd: Some(self.initrd.clone()),
-            extra_cmdline: "quiet".into(),
+            kernel,
+            initrd,
+            extra_cmdline: "quiet printk.time=0".into(),
             root_disk: Disk {
-                path: self.disk.clone(),
+                path: disk,
                 format: DiskFormat::Raw,
                 readonly: true,
             },
@@ -159,16 +281,16 @@ impl Probe {
         // A leftover of a crashed probe of this process id would block the define.
         hypervisor.destroy(&name)?;
         let booted = match hypervisor.define_and_start(&spec.to_xml()) {
-            Ok(()) => wait_for_lines(&console_log, GUEST_READY, 1, self.timeout),
+            Ok(()) => wait_for_lines(&console_log, marker, 1, self.timeout),
             Err(e) => {
-                tracing::info!(error = %e, "KVM refused the probe guest; using TCG");
+                tracing::info!(error = %e, ?accel, "the probe guest was refused");
                 Ok(None)
             }
         };
         // Destroyed before any error of the wait is returned: a hung guest spins a core.
         hypervisor.destroy(&name)?;
         let booted = booted?.is_some();
-        tracing::info!(kvm = booted, "accelerator probe done");
+        tracing::info!(?accel, booted, "accelerator probe done");
         Ok(booted)
     }
 }

@@ -47,10 +47,11 @@ pub struct FileConfig {
 pub struct NodeSettings {
     /// The node's name in the cluster [default: this host's name].
     pub host: Option<String>,
-    /// `auto` (KVM if a probe guest boots under it, else TCG), `kvm` or `tcg`.
+    /// `auto` (KVM if a probe kernel boots under it, else TCG), `kvm` or `tcg`.
     pub accel: Option<String>,
-    /// The probe guest for `auto`: kernel, ramdisk and root disk that print Koala's ready
-    /// marker (scripts/build-test-guest makes one). Without it, `auto` means TCG.
+    /// The kernel `auto` probes KVM with [default: the host's own, `/boot/vmlinuz-*`]; alone
+    /// it boots to a panic, or with `probe_initrd` and `probe_disk` a guest that prints
+    /// Koala's ready marker (scripts/build-test-guest makes one). No kernel: TCG.
     pub probe_kernel: Option<PathBuf>,
     /// The probe guest's ramdisk.
     pub probe_initrd: Option<PathBuf>,
@@ -247,7 +248,8 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 
 # This host's node controller (under `koala up`, on the main port + 2).
 [node]
-# accel = "auto"          # auto (KVM if a probe guest boots under it, else TCG), kvm or tcg
+# accel = "auto"          # auto (KVM if the host's kernel boots under it, else TCG), kvm or tcg
+# probe_kernel = "/boot/vmlinuz-6.1.0-27-amd64"  # the kernel `auto` probes with
 # dir = "/var/lib/koala/node"   # instances and image cache; XFS with reflink=1 avoids qcow2
 # cores = 8
 # memory_mib = 16384

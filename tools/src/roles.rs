@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute::accel::{self, AccelChoice, Probe};
+use compute::accel::{self, AccelChoice, Probe, ProbeGuest};
 use compute::cluster::http::ClusterClient;
 use compute::cluster::{Cluster, Policy, RunOutcome};
 use compute::hypervisor::{Hypervisor, SYSTEM_URI};
@@ -143,32 +143,41 @@ pub async fn open_node(
         .unwrap_or("auto")
         .parse()
         .map_err(|e: compute::Error| e.to_string())?;
-    let probe = match (
+    let guest = match (
         &settings.probe_kernel,
         &settings.probe_initrd,
         &settings.probe_disk,
     ) {
-        (Some(kernel), Some(initrd), Some(disk)) => Some(Probe {
+        (Some(kernel), Some(initrd), Some(disk)) => Some(ProbeGuest::Marked {
             kernel: kernel.clone(),
             initrd: initrd.clone(),
             disk: disk.clone(),
-            work_dir: dir.clone(),
-            timeout: Duration::from_secs(20),
-            qemu_user,
         }),
-        _ => None,
+        (Some(kernel), None, None) => Some(ProbeGuest::Kernel(kernel.clone())),
+        _ => accel::host_kernel().map(ProbeGuest::Kernel),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = guest.map(|guest| Probe {
+        guest,
+        work_dir: dir.clone(),
+        cache: Some(dir.join("accel-probe")),
+        timeout: Duration::from_secs(20),
+        qemu_user,
+    });
     let accel_uri = uri.clone();
     let accel = tokio::task::spawn_blocking(move || match (choice, probe) {
-        (AccelChoice::Auto, None) => Ok(compute::accel::Accel::Tcg),
+        (AccelChoice::Auto, None) => {
+            println!(
+                "No kernel to probe KVM with (no /boot/vmlinuz-*): guests run under TCG; set [node] accel = \"kvm\" to use KVM"
+            );
+            Ok(compute::accel::Accel::Tcg)
+        }
         (choice, probe) => {
             let hv = Hypervisor::open(&accel_uri)?;
             let probe = probe.unwrap_or_else(|| Probe {
-                kernel: PathBuf::new(),
-                initrd: PathBuf::new(),
-                disk: PathBuf::new(),
+                guest: ProbeGuest::Kernel(PathBuf::new()),
                 work_dir: PathBuf::new(),
+                cache: None,
                 timeout: Duration::ZERO,
                 qemu_user,
             });
@@ -178,6 +187,13 @@ pub async fn open_node(
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("{e}: is libvirtd running? (scripts/start-libvirt starts it)"))?;
+    println!(
+        "Guests on this node run under {}",
+        match accel {
+            compute::accel::Accel::Kvm => "KVM",
+            compute::accel::Accel::Tcg => "TCG (QEMU's software emulation)",
+        }
+    );
     let cores = settings.cores.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get() as u32)
