@@ -519,6 +519,9 @@ pub struct KeyRecord {
 /// How long a key looked up from the CLC is trusted without asking again.
 const KEY_CACHE: Duration = Duration::from_secs(60);
 
+/// The most keys (known or not) a remote verifier remembers.
+const KEY_CACHE_ENTRIES: usize = 10_000;
+
 impl Verifier {
     /// Verifies against a key store in this process (the identity store).
     pub fn local(source: Arc<dyn CredentialSource + Send + Sync>) -> Self {
@@ -539,21 +542,20 @@ impl Verifier {
     }
 
     /// Makes sure the key of `access_key_id` is at hand for [`CredentialSource::lookup`]
-    /// (asks the CLC when remote).
-    pub async fn prepare(&self, access_key_id: &str) {
+    /// (asks the CLC when remote). Only ids of the shape the cloud issues are asked for, and
+    /// the cache is bounded, so made-up ids cost nothing; a CLC that does not answer is
+    /// `Unavailable`, not the caller's fault.
+    pub async fn prepare(&self, access_key_id: &str) -> Result<(), RpcError> {
         let KeySource::Remote(remote) = self.source.as_ref() else {
-            return;
+            return Ok(());
         };
         let fresh = {
             crate::lock(&remote.cache)
                 .get(access_key_id)
                 .is_some_and(|(at, _)| at.elapsed() < KEY_CACHE)
         };
-        if fresh
-            || access_key_id.is_empty()
-            || !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
-            return;
+        if fresh || !identity::is_access_key_id(access_key_id) {
+            return Ok(());
         }
         let url = format!("{}/services/Identity/keys/{access_key_id}", remote.url);
         let found = match remote
@@ -564,12 +566,21 @@ impl Verifier {
             Ok(record) => Some(record),
             Err(e) if e.code == "NotFound" => None,
             Err(e) => {
-                tracing::warn!("cannot look a key up at the cloud controller: {e}");
-                return;
+                return Err(RpcError::new(
+                    "Unavailable",
+                    format!("cannot look the key up at the cloud controller: {e}"),
+                ))
             }
         };
-        crate::lock(&remote.cache)
-            .insert(access_key_id.to_owned(), (std::time::Instant::now(), found));
+        let mut cache = crate::lock(&remote.cache);
+        if cache.len() >= KEY_CACHE_ENTRIES {
+            cache.retain(|_, (at, _)| at.elapsed() < KEY_CACHE);
+            if cache.len() >= KEY_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(access_key_id.to_owned(), (std::time::Instant::now(), found));
+        Ok(())
     }
 }
 
@@ -595,13 +606,6 @@ impl CredentialSource for Verifier {
     }
 }
 
-/// The access key id a SigV4 `Authorization` header names.
-fn signing_key_id(headers: &HeaderMap) -> Option<String> {
-    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let credential = auth.split("Credential=").nth(1)?;
-    Some(credential.split('/').next()?.to_owned())
-}
-
 /// Checks an internal request's signature and that its signer is one of the cloud's own
 /// principals (the cloud admin account, where component principals live); returns the
 /// signer and the body, whose hash the signature covers.
@@ -613,8 +617,14 @@ pub async fn authenticate(
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| RpcError::new("BadRequest", "the request body is too large"))?;
-    if let Some(key) = signing_key_id(&parts.headers) {
-        verifier.prepare(&key).await;
+    let signed_by = identity::signing_key_id(&identity::RequestParts {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+    });
+    if let Some(key) = signed_by {
+        verifier.prepare(&key).await?;
     }
     let principal = verify(verifier, &parts.method, &parts.uri, &parts.headers, &body)?;
     Ok((principal, body))

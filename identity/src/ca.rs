@@ -149,15 +149,6 @@ impl CloudCa {
         &self.key
     }
 
-    /// The cloud's private key in PKCS#1 PEM, for a Walrus on another host, which unwraps
-    /// bundle keys too (Eucalyptus copied the same key file to every component).
-    pub fn private_key_pem(&self) -> Result<String, IdentityError> {
-        self.key
-            .to_pkcs1_pem(LineEnding::LF)
-            .map(|pem| pem.to_string())
-            .map_err(|e| pki_error("cannot encode the cloud key", e))
-    }
-
     /// A new RSA-2048 key and a certificate for it signed by the CA, naming the user and
     /// account in its subject. Slow (key generation): call it off the async reactor.
     pub fn issue_user_certificate(

@@ -113,6 +113,39 @@ pub struct RequestParts<'a> {
     pub headers: &'a http::HeaderMap,
 }
 
+/// Whether `id` has the shape of the access key ids this cloud issues (`AKIA` and 16
+/// base-32 characters): a remote key lookup is made for no other, so made-up ids in
+/// anonymous requests cost a verifier nothing.
+pub fn is_access_key_id(id: &str) -> bool {
+    id.len() == 20
+        && id.starts_with("AKIA")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+}
+
+/// The access key id a request is signed with, from whichever of the four places S3 allows
+/// (SigV4 or SigV2, header or query), for verifiers that fetch keys before verifying.
+pub fn signing_key_id(req: &RequestParts<'_>) -> Option<String> {
+    let from_credential = |credential: &str| credential.split('/').next().map(str::to_owned);
+    if let Some(auth) = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(rest) = auth.strip_prefix("AWS ") {
+            return rest.split(':').next().map(|k| k.trim().to_owned());
+        }
+        let credential = auth.split("Credential=").nth(1)?;
+        return from_credential(credential.split(',').next()?);
+    }
+    let query = parse_params(req.raw_query, false);
+    if let Some(p) = find_param(&query, "X-Amz-Credential") {
+        return from_credential(&p.value_str());
+    }
+    find_param(&query, "AWSAccessKeyId").map(|p| p.value_str())
+}
+
 /// The outcome of a successful verification.
 #[derive(Debug)]
 pub enum Authenticated {
@@ -215,4 +248,53 @@ pub fn verify_query(
         return sigv2::verify_query_v2(req, &params, creds, now);
     }
     Ok(Authenticated::Anonymous)
+}
+
+#[cfg(test)]
+mod signing_key_tests {
+    use super::*;
+
+    fn key_of(headers: &[(&str, &str)], query: &str) -> Option<String> {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        signing_key_id(&RequestParts {
+            method: "GET",
+            raw_path: "/b/k",
+            raw_query: query,
+            headers: &map,
+        })
+    }
+
+    #[test]
+    fn finds_the_key_in_each_place_s3_allows() {
+        let v4 = "AWS4-HMAC-SHA256 Credential=AKIAV4/20261126/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=ab";
+        assert_eq!(key_of(&[("authorization", v4)], ""), Some("AKIAV4".into()));
+        assert_eq!(
+            key_of(&[("authorization", "AWS AKIAV2:c2ln")], ""),
+            Some("AKIAV2".into())
+        );
+        assert_eq!(
+            key_of(&[], "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAQ4%2F20261126%2Fus-east-1%2Fs3%2Faws4_request"),
+            Some("AKIAQ4".into())
+        );
+        assert_eq!(
+            key_of(&[], "AWSAccessKeyId=AKIAQ2&Signature=x&Expires=1"),
+            Some("AKIAQ2".into())
+        );
+        assert_eq!(key_of(&[], "list-type=2"), None);
+    }
+
+    #[test]
+    fn only_ids_of_the_issued_shape_are_access_key_ids() {
+        assert!(is_access_key_id("AKIAABCDEFGHIJ234567"));
+        assert!(!is_access_key_id("AKIAABCDEFGHIJ23456"));
+        assert!(!is_access_key_id("AKIAabcdefghij234567"));
+        assert!(!is_access_key_id("XKIAABCDEFGHIJ234567"));
+        assert!(!is_access_key_id("AKIAABCDEFGHIJ234568"));
+    }
 }

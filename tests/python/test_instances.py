@@ -539,12 +539,15 @@ def test_instance_disks_are_reflinks_on_xfs(xfs_dir, fault_cloud, guest, tmp_pat
 class Role:
     """One `koala cloud|cluster|node` process with its own data dir."""
 
-    def __init__(self, args, port, env, config=""):
+    def __init__(self, args, port, env, config="", files=None):
         self.data_dir = tempfile.mkdtemp(prefix="koala-e2e-role-")
         os.chmod(self.data_dir, 0o755)
         if config:
             with open(os.path.join(self.data_dir, "koala.toml"), "w") as f:
                 f.write(config)
+        for name, source in (files or {}).items():  # what the admin copies to the host
+            os.makedirs(os.path.dirname(os.path.join(self.data_dir, name)), exist_ok=True)
+            shutil.copy(source, os.path.join(self.data_dir, name))
         self.port = port
         self.log = open(os.path.join(self.data_dir, "koala.log"), "ab")
         self.proc = subprocess.Popen(
@@ -598,8 +601,14 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
         for name, node_port in zip(["node-a", "node-b"], node_ports):
             roles.append(Role(["node", "--cloud-url", cloud_url, "--walrus-url", walrus_url],
                               node_port, env, f'[node]\nhost = "{name}"\ncores = 1\n'))
-        # Walrus on its own port and data dir, serving the CLC's users.
-        walrus = Role(["walrus", "--cloud-url", cloud_url], walrus_port, env)
+        # Walrus on its own port and data dir, serving the CLC's users; the cloud's key is
+        # copied to its host by the admin (it never crosses the network). Without it Walrus
+        # refuses to start, saying so.
+        key = os.path.join("keys", "cloud-pk.pem")
+        with pytest.raises(AssertionError, match="cannot read the cloud's key"):
+            Role(["walrus", "--cloud-url", cloud_url], walrus_port, env).stop()
+        walrus = Role(["walrus", "--cloud-url", cloud_url], walrus_port, env,
+                      files={key: os.path.join(cloud_dir, key)})
         roles.append(walrus)
         euca_conf = os.path.join(TOOLS, "euca_conf")
         nodes = " ".join(f"127.0.0.1:{p}" for p in node_ports)

@@ -1,14 +1,16 @@
 //! How Walrus and the cloud controller work on different hosts (`koala walrus --cloud-url`,
-//! `koala cloud --walrus-url`): Walrus asks the CLC's key service who signed a request, which
-//! accounts exist and, once, for the cloud's key ([`ClcDirectory`]); the CLC reads the
-//! bundles an account registers from Walrus' internal endpoint with that account's rights
-//! ([`WalrusOverHttp`]). Both sides call with their component's own SigV4 key.
+//! `koala cloud --walrus-url`): Walrus asks the CLC's key service who signed a request and
+//! which accounts exist ([`ClcDirectory`]), and decrypts bundles with the cloud's key, which
+//! the administrator copies to its host as Eucalyptus' registration did (it never crosses
+//! the network); the CLC reads the bundles an account registers from Walrus' internal
+//! endpoint with that account's rights ([`WalrusOverHttp`]). Both sides call with their
+//! component's own SigV4 key.
 
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use compute::rpc::{ComponentKey, RpcClient, RpcError, Verifier};
+use compute::rpc::{ComponentKey, RpcClient, Verifier};
 use ec2_api::{BundleAccess, BundleStore};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -19,21 +21,12 @@ use walrus::{Directory, DirectoryFuture};
 /// The component name (a user of the cloud admin account) Walrus runs as when apart.
 pub const WALRUS_COMPONENT: &str = "walrus";
 
-/// An account as the key service answers `GET /services/Identity/accounts/<id>`.
+/// An account as the key service answers `GET /services/Identity/accounts/<id>` (a 404 when
+/// there is none).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AccountRecord {
     /// The 12-digit id.
     pub account_id: String,
-    /// The account's name.
-    pub account_name: String,
-}
-
-/// The cloud's key as the key service answers `GET /services/Identity/cloud-key` (to Walrus
-/// alone).
-#[derive(Serialize, Deserialize)]
-pub struct CloudKeyRecord {
-    /// The private key, PKCS#1 PEM.
-    pub private_key_pem: String,
 }
 
 /// How long one call to the other role may take.
@@ -44,45 +37,34 @@ pub struct ClcDirectory {
     keys: Verifier,
     client: RpcClient,
     cloud_url: String,
-    cloud_key: OnceLock<bundler::PrivateKey>,
+    cloud_key: bundler::PrivateKey,
 }
 
 impl ClcDirectory {
-    /// A directory asking the CLC at `cloud_url` with Walrus' own `key`; it starts fetching
-    /// the cloud's key at once and keeps trying every 2 s until the CLC answers (bundles
-    /// cannot be decrypted until then; everything else works).
-    pub fn start(key: ComponentKey, cloud_url: &str) -> Arc<ClcDirectory> {
+    /// A directory asking the CLC at `cloud_url` with Walrus' own `key`, and decrypting
+    /// bundles with the cloud's private key from `cloud_key_file` (the CLC's
+    /// `DATA_DIR/keys/cloud-pk.pem`, copied by the administrator).
+    pub fn open(
+        key: ComponentKey,
+        cloud_url: &str,
+        cloud_key_file: &Path,
+    ) -> Result<ClcDirectory, String> {
+        let pem = std::fs::read_to_string(cloud_key_file).map_err(|e| {
+            format!(
+                "cannot read the cloud's key {}: {e}; copy it from the cloud controller's DATA_DIR/keys/{} (readable by root only)",
+                cloud_key_file.display(),
+                identity::CLOUD_KEY_FILE
+            )
+        })?;
+        let cloud_key = bundler::read_private_key(&pem)
+            .map_err(|e| format!("{} is no RSA private key: {e}", cloud_key_file.display()))?;
         let cloud_url = cloud_url.trim_end_matches('/').to_owned();
-        let directory = Arc::new(ClcDirectory {
+        Ok(ClcDirectory {
             keys: Verifier::remote(RpcClient::new(key.clone()), &cloud_url),
             client: RpcClient::new(key),
             cloud_url,
-            cloud_key: OnceLock::new(),
-        });
-        let fetching = directory.clone();
-        tokio::spawn(async move {
-            let url = format!("{}/services/Identity/cloud-key", fetching.cloud_url);
-            loop {
-                let answer = fetching
-                    .client
-                    .call::<CloudKeyRecord>(Method::GET, &url, None::<&()>, CALL_TIMEOUT)
-                    .await
-                    .and_then(|r| {
-                        bundler::read_private_key(&r.private_key_pem)
-                            .map_err(|e| RpcError::new("InternalError", e.to_string()))
-                    });
-                match answer {
-                    Ok(key) => {
-                        let _ = fetching.cloud_key.set(key);
-                        tracing::info!("Walrus has the cloud's key from {}", fetching.cloud_url);
-                        return;
-                    }
-                    Err(e) => tracing::warn!("cannot get the cloud's key yet: {e}"),
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        });
-        directory
+            cloud_key,
+        })
     }
 }
 
@@ -93,8 +75,13 @@ impl CredentialSource for ClcDirectory {
 }
 
 impl Directory for ClcDirectory {
-    fn prepare<'a>(&'a self, access_key_id: &'a str) -> DirectoryFuture<'a, ()> {
-        Box::pin(self.keys.prepare(access_key_id))
+    fn prepare<'a>(&'a self, access_key_id: &'a str) -> DirectoryFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.keys
+                .prepare(access_key_id)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn account_exists<'a>(
@@ -119,7 +106,7 @@ impl Directory for ClcDirectory {
     }
 
     fn cloud_key(&self) -> Option<&bundler::PrivateKey> {
-        self.cloud_key.get()
+        Some(&self.cloud_key)
     }
 
     fn credentials(&self) -> &dyn CredentialSource {
@@ -175,7 +162,13 @@ impl WalrusOverHttp {
                     .await
                     .map_err(|e| failed(&e))?;
                 let (parts, body) = resp.into_parts();
-                let body = body.collect().await.map_err(|e| failed(&e))?.to_bytes();
+                // No more than the limit asked for (and a little for an error's XML).
+                let most = usize::try_from(limit.unwrap_or(0)).unwrap_or(usize::MAX);
+                let body = http_body_util::Limited::new(body, most.saturating_add(64 << 10))
+                    .collect()
+                    .await
+                    .map_err(|e| failed(&e))?
+                    .to_bytes();
                 Ok((parts.status, parts.headers, body))
             };
             tokio::time::timeout(CALL_TIMEOUT, call)

@@ -379,33 +379,37 @@ pub async fn ensure_libvirt() -> Result<(), String> {
 }
 
 /// The CLC's key service for components on other hosts, under `/services/Identity/`:
-/// `keys/<id>`, the owner and secret of an access key, so that Walrus, a CC or an NC can
-/// verify the signed calls it receives (only those principals may ask); and for Walrus
-/// alone `accounts/<id>` (grants name accounts) and `cloud-key` (Walrus decrypts bundles).
+/// `keys/<id>`, the owner and secret of an access key, so that a component can verify the
+/// signed calls it receives, and for Walrus `accounts/<id>` (grants name accounts). Each
+/// component learns only the keys of those who call it: a node its cluster controllers'
+/// (`cc-*`), a cluster controller the cloud admin account's (the CLC, `euca_conf`), Walrus
+/// every user's.
 pub async fn key_service(
     identity: Identity,
     req: axum::extract::Request,
 ) -> axum::response::Response {
-    use crate::joined::{AccountRecord, CloudKeyRecord, WALRUS_COMPONENT};
+    use crate::joined::{AccountRecord, WALRUS_COMPONENT};
     use axum::response::IntoResponse;
     let path = req.uri().path().to_owned();
     let verifier = verifier(&identity);
     let answer = async {
         let (caller, _) = compute::rpc::authenticate(&verifier, req).await?;
-        let walrus = caller.user_name == WALRUS_COMPONENT;
-        let compute = caller.user_name.starts_with("cc-") || caller.user_name.starts_with("nc-");
-        let refused = |what: &str| RpcError::new("AuthFailure", format!("only {what}"));
+        let name = caller.user_name.as_str();
+        let walrus = name == WALRUS_COMPONENT;
+        let refused = |what: &str| RpcError::new("AuthFailure", what.to_owned());
         let not_found = |what: String| RpcError::new("NotFound", what);
-        let failed = |e: identity::IdentityError| RpcError::new("InternalError", e.to_string());
         let rest = path.strip_prefix("/services/Identity/").unwrap_or_default();
         if let Some(id) = rest.strip_prefix("keys/") {
-            if !(walrus || compute) {
-                return Err(refused(
-                    "Walrus, cluster and node controllers may look keys up",
-                ));
-            }
             let (principal, secret) = identity::CredentialSource::lookup(&identity, id)
                 .ok_or_else(|| not_found(format!("no active key {id}")))?;
+            let of_admins = principal.is_cloud_admin();
+            let may = walrus
+                || (name.starts_with("cc-") && of_admins)
+                || (name.starts_with("nc-") && of_admins && principal.user_name.starts_with("cc-"));
+            if !may {
+                // As for a missing key: the caller learns nothing of keys not its business.
+                return Err(not_found(format!("no active key {id}")));
+            }
             return json(&compute::rpc::KeyRecord {
                 account_id: principal.account_id,
                 account_name: principal.account_name,
@@ -414,26 +418,15 @@ pub async fn key_service(
             });
         }
         if !walrus {
-            return Err(refused("Walrus may ask this"));
+            return Err(refused("only Walrus may ask this"));
         }
         if let Some(id) = rest.strip_prefix("accounts/") {
-            let (account_id, account_name) = identity
-                .list_accounts()
-                .map_err(failed)?
-                .into_iter()
-                .find(|(account_id, _)| account_id == id)
-                .ok_or_else(|| not_found(format!("no account {id}")))?;
+            let failed = |e: identity::IdentityError| RpcError::new("InternalError", e.to_string());
+            if !identity.account_exists(id).map_err(failed)? {
+                return Err(not_found(format!("no account {id}")));
+            }
             return json(&AccountRecord {
-                account_id,
-                account_name,
-            });
-        }
-        if rest == "cloud-key" {
-            let ca = identity
-                .cloud_ca()
-                .ok_or_else(|| not_found("this cloud has no key".into()))?;
-            return json(&CloudKeyRecord {
-                private_key_pem: ca.private_key_pem().map_err(failed)?,
+                account_id: id.to_owned(),
             });
         }
         Err(not_found(format!("no such service {path}")))

@@ -252,11 +252,15 @@ fn bundle_store(
 }
 
 /// Runs Walrus on a host of its own beside a cloud controller (`koala walrus --cloud-url`):
-/// users, keys and the cloud's key come from the CLC's key service; its own principal
-/// (`walrus`) is made on first start with the admin's eucarc sourced.
+/// users and keys come from the CLC's key service, the cloud's key from
+/// `DATA_DIR/keys/cloud-pk.pem` (copied from the CLC's host); its own principal (`walrus`)
+/// is made on first start with the admin's eucarc sourced.
 pub async fn run_walrus_joined(config: Config, cloud_url: String) -> Result<(), ServerError> {
     let key = remote_key(&config, WALRUS_COMPONENT.to_owned(), &cloud_url).await?;
-    let walrus = open_walrus(&config, ClcDirectory::start(key, &cloud_url))?;
+    let cloud_key = config.data_dir.join("keys").join(identity::CLOUD_KEY_FILE);
+    let directory =
+        ClcDirectory::open(key, &cloud_url, &cloud_key).map_err(ServerError::Compute)?;
+    let walrus = open_walrus(&config, Arc::new(directory))?;
     let router = axum::Router::new().fallback(move |req: Request| {
         let walrus = walrus.clone();
         async move { walrus.handle(req).await }
@@ -500,11 +504,18 @@ async fn front(State(front): State<Front>, req: Request) -> Response<Body> {
         (Some(query), _) if QueryApi::claims(&req) => query.handle(req).await,
         (_, Some(walrus)) => walrus.handle(req).await,
         (_, None) => {
-            let mut resp = Response::new(Body::from(format!(
-                "This is the cloud controller; Walrus (S3) serves at {}\n",
-                front.walrus_url.as_deref().unwrap_or_default()
-            )));
-            *resp.status_mut() = http::StatusCode::NOT_FOUND;
+            // S3's way of naming the endpoint a request belongs at (not followed by clients,
+            // whose signature names this host).
+            let url = front.walrus_url.as_deref().unwrap_or_default();
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PermanentRedirect</Code><Message>This is the cloud controller; Walrus (S3) serves at {url}.</Message><Endpoint>{url}</Endpoint></Error>"
+            );
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() = http::StatusCode::MOVED_PERMANENTLY;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/xml"),
+            );
             resp
         }
     }

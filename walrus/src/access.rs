@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 
 use crate::acl::{Permission, Requester};
 use crate::names::{BucketName, ObjectKey};
-use crate::store::StoreError;
+use crate::store::{ObjectMeta, StoreError};
 use crate::Walrus;
 
 /// Why an object could not be read for an account.
@@ -51,6 +51,17 @@ impl Walrus {
         bucket: &str,
         key: &str,
     ) -> Result<u64, AccessError> {
+        self.readable_meta(account_id, bucket, key)
+            .map(|(_, _, meta)| meta.size)
+    }
+
+    /// The record of `bucket/key`, if `account_id` may read it.
+    fn readable_meta(
+        &self,
+        account_id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(BucketName, ObjectKey, ObjectMeta), AccessError> {
         let (bucket_name, object_key) = names(bucket, key)?;
         let meta = match self.shared.store.object(&bucket_name, &object_key) {
             Ok(meta) => meta,
@@ -69,10 +80,12 @@ impl Walrus {
                 key: key.to_owned(),
             });
         }
-        Ok(meta.size)
+        Ok((bucket_name, object_key, meta))
     }
 
     /// The whole body of `bucket/key` (at most `limit` bytes), if `account_id` may read it.
+    /// The version whose rights and size were checked is the one read, even if the key is
+    /// replaced meanwhile.
     pub async fn read_object_for(
         &self,
         account_id: &str,
@@ -80,19 +93,15 @@ impl Walrus {
         key: &str,
         limit: u64,
     ) -> Result<Vec<u8>, AccessError> {
-        let size = self.object_size_for(account_id, bucket, key)?;
-        if size > limit {
+        let (bucket_name, object_key, meta) = self.readable_meta(account_id, bucket, key)?;
+        if meta.size > limit {
             return Err(AccessError::TooLarge {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
                 limit,
             });
         }
-        let (bucket_name, object_key) = names(bucket, key)?;
         let store = &self.shared.store;
-        let meta = store
-            .object(&bucket_name, &object_key)
-            .map_err(|_| not_found(bucket, key))?;
         let mut stream = match store.read(&bucket_name, &object_key, &meta, 0, meta.size) {
             Ok(stream) => stream,
             Err(StoreError::NoSuchBucket | StoreError::NoSuchKey) => {

@@ -36,6 +36,8 @@ struct Cloud {
     walrus: Walrus,
     admin: Credentials,
     user: Credentials,
+    /// The cloud controller's component principal (`clc`).
+    clc: Credentials,
     cloud_cert: PublicKey,
     dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -107,12 +109,18 @@ impl Cloud {
         let (identity, _) =
             Identity::open_with_ca(&dir.join("identity"), &dir.join("keys")).unwrap();
         let user = identity.create_account("alice").unwrap();
+        let (admin, _) = identity.ensure_admin().unwrap();
+        identity.create_user(&admin.account_id, "clc").unwrap();
+        let clc = identity
+            .active_access_key(&admin.account_id, "clc")
+            .unwrap();
         drop(identity);
         let (walrus, admin, cloud_cert) = open_walrus(&dir);
         Cloud {
             walrus,
             admin,
             user,
+            clc,
             cloud_cert,
             dir,
             _tmp: Some(tmp),
@@ -125,6 +133,7 @@ impl Cloud {
             walrus,
             dir,
             user,
+            clc,
             _tmp,
             ..
         } = self;
@@ -134,6 +143,7 @@ impl Cloud {
             walrus,
             admin,
             user,
+            clc,
             cloud_cert,
             dir,
             _tmp,
@@ -643,6 +653,7 @@ async fn objects_are_read_for_an_account_with_its_rights() {
         .expect(200);
     let alice = &cloud.user.account_id;
     let admin = &cloud.admin.account_id;
+    let clc = cloud.clc.clone();
     let objects = |account: &str, key: &str, limit: &str| {
         format!("/_koala/objects?account={account}&bucket=alices&key={key}&limit={limit}")
     };
@@ -652,7 +663,7 @@ async fn objects_are_read_for_an_account_with_its_rights() {
             "GET",
             &objects(alice, "m.xml", "4096"),
             Vec::new(),
-            Some(&cloud.admin),
+            Some(&clc),
             &[],
         )
         .await;
@@ -663,7 +674,7 @@ async fn objects_are_read_for_an_account_with_its_rights() {
             "HEAD",
             &objects(alice, "m.xml", ""),
             Vec::new(),
-            Some(&cloud.admin),
+            Some(&clc),
             &[],
         )
         .await;
@@ -675,7 +686,7 @@ async fn objects_are_read_for_an_account_with_its_rights() {
             "GET",
             &objects(admin, "m.xml", "4096"),
             Vec::new(),
-            Some(&cloud.admin),
+            Some(&clc),
             &[],
         )
         .await
@@ -685,7 +696,7 @@ async fn objects_are_read_for_an_account_with_its_rights() {
             "GET",
             &objects(alice, "none.xml", "4096"),
             Vec::new(),
-            Some(&cloud.admin),
+            Some(&clc),
             &[],
         )
         .await
@@ -695,7 +706,7 @@ async fn objects_are_read_for_an_account_with_its_rights() {
             "GET",
             &objects(alice, "m.xml", "4"),
             Vec::new(),
-            Some(&cloud.admin),
+            Some(&clc),
             &[],
         )
         .await
@@ -705,22 +716,24 @@ async fn objects_are_read_for_an_account_with_its_rights() {
             "GET",
             &objects(alice, "m.xml", "many"),
             Vec::new(),
-            Some(&cloud.admin),
+            Some(&clc),
             &[],
         )
         .await
         .expect_err(400, "InvalidArgument");
-    // Only the cloud's components may ask.
-    cloud
-        .send(
-            "GET",
-            &objects(alice, "m.xml", "4096"),
-            Vec::new(),
-            Some(&cloud.user),
-            &[],
-        )
-        .await
-        .expect_err(403, "AccessDenied");
+    // Only the cloud controller may ask: not a user, not another cloud administrator.
+    for who in [&cloud.user, &cloud.admin] {
+        cloud
+            .send(
+                "GET",
+                &objects(alice, "m.xml", "4096"),
+                Vec::new(),
+                Some(who),
+                &[],
+            )
+            .await
+            .expect_err(403, "AccessDenied");
+    }
 }
 
 /// Unbundle throughput for a 256 MiB image: `cargo test --release -p walrus --test

@@ -8,7 +8,8 @@
 //!   unbundled first if needed.
 //! - `GET|HEAD /_koala/images/<sha256>`: an image already unbundled, by its hash.
 //! - `GET|HEAD /_koala/objects?account=ID&bucket=B&key=K[&limit=N]`: an object, if that
-//!   account may read it (the cloud controller's reads of bundles it registers).
+//!   account may read it; for the cloud controller's principal (`clc`) alone, which reads the
+//!   bundles accounts register.
 //!
 //! The image endpoints answer with `Content-Length`, `ETag` and `x-koala-image-sha256` (the image's
 //! SHA-256) and honour a single `Range`.
@@ -27,6 +28,10 @@ use crate::s3::ident::{self, Authenticated, RequestParts};
 use crate::s3::router::{strip_mount, Query};
 use crate::s3::{empty_response, etag_value, Shared};
 
+/// The cloud controller's principal (a user of the cloud admin account): the one caller of
+/// `/_koala/objects`.
+pub const CLC_PRINCIPAL: &str = "clc";
+
 /// The header naming the image's SHA-256.
 pub const SHA256_HEADER: &str = "x-koala-image-sha256";
 
@@ -44,8 +49,10 @@ pub async fn serve(
         raw_query,
         headers: &parts.headers,
     };
-    if let Some(key) = crate::directory::signing_key_id(&req) {
-        shared.directory.prepare(&key).await;
+    if let Some(key) = identity::signing_key_id(&req) {
+        shared.directory.prepare(&key).await.map_err(|e| {
+            S3Error::ServiceUnavailable(format!("The signature cannot be checked now: {e}"))
+        })?;
     }
     let auth = ident::verify_s3(
         &req,
@@ -53,16 +60,20 @@ pub async fn serve(
         shared.directory.credentials(),
         SystemTime::now(),
     )?;
-    match auth {
-        Authenticated::Signed { principal, .. } if principal.is_cloud_admin() => {}
+    let principal = match auth {
+        Authenticated::Signed { principal, .. } if principal.is_cloud_admin() => principal,
         _ => return Err(S3Error::access_denied()),
-    }
+    };
     let head = match parts.method {
         Method::GET => false,
         Method::HEAD => true,
         _ => return Err(S3Error::MethodNotAllowed),
     };
     if path == "objects" {
+        // Reading as any account is the cloud controller's right alone.
+        if principal.user_name != CLC_PRINCIPAL {
+            return Err(S3Error::access_denied());
+        }
         return object_for_account(shared, raw_query, head).await;
     }
     let sha256 = match path {

@@ -240,8 +240,10 @@ pub async fn dispatch(
         raw_query,
         headers: &parts.headers,
     };
-    if let Some(key) = crate::directory::signing_key_id(&req) {
-        shared.directory.prepare(&key).await;
+    if let Some(key) = identity::signing_key_id(&req) {
+        shared.directory.prepare(&key).await.map_err(|e| {
+            S3Error::ServiceUnavailable(format!("The signature cannot be checked now: {e}"))
+        })?;
     }
     let credentials = shared.directory.credentials();
     let now = SystemTime::now();
