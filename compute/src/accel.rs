@@ -11,7 +11,7 @@
 
 use std::fs::{OpenOptions, Permissions};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -90,8 +90,7 @@ pub const KERNEL_PANIC: &str = "Kernel panic";
 /// The host's own kernel, for a probe that needs no configuration: the running release's
 /// `/boot/vmlinuz-RELEASE`, else the newest `/boot/vmlinuz-*` (containers often have none).
 pub fn host_kernel() -> Option<PathBuf> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let running = PathBuf::from(format!("/boot/vmlinuz-{}", release.trim()));
+    let running = PathBuf::from(format!("/boot/vmlinuz-{}", proc_text("kernel/osrelease")));
     if running.is_file() {
         return Some(running);
     }
@@ -107,6 +106,13 @@ pub fn host_kernel() -> Option<PathBuf> {
         .collect();
     kernels.sort();
     kernels.pop()
+}
+
+/// A one-line file of `/proc/sys/`, trimmed (empty when unreadable).
+fn proc_text(name: &str) -> String {
+    std::fs::read_to_string(Path::new("/proc/sys").join(name))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// How the KVM probe runs.
@@ -193,14 +199,19 @@ impl Accel {
 }
 
 impl Probe {
-    /// What a kept result was found for: the host kernel, `/dev/kvm`, and the probe guest.
+    /// What a kept result was found for: this boot of the host (so a result never outlives
+    /// a reboot, a moved machine image or a passing failure for long), its kernel, `/dev/kvm`,
+    /// and the probe guest.
     fn cache_key(&self) -> String {
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let kvm = std::path::Path::new("/dev/kvm").exists();
+        let kvm = Path::new("/dev/kvm").exists();
         let guest = match &self.guest {
             ProbeGuest::Marked { kernel, .. } | ProbeGuest::Kernel(kernel) => kernel.display(),
         };
-        format!("host {} kvm-device {kvm} probe {guest}", release.trim())
+        format!(
+            "boot {} host {} kvm-device {kvm} probe {guest}",
+            proc_text("kernel/random/boot_id"),
+            proc_text("kernel/osrelease")
+        )
     }
 
     /// Boots the probe guest under KVM and tells whether its marker reached the console in
@@ -246,13 +257,21 @@ impl Probe {
                 // A copy QEMU's user may read (the host's kernel is often root's alone), and
                 // a blank root disk the kernel cannot mount.
                 let kernel = dir.path().join("vmlinuz");
-                std::fs::copy(source, &kernel).map_err(Error::io("copy", source))?;
-                self.qemu_user.give(&kernel)?;
                 let disk = dir.path().join("blank.img");
-                std::fs::File::create(&disk)
-                    .and_then(|f| f.set_len(1 << 20))
-                    .map_err(Error::io("create", &disk))?;
-                self.qemu_user.give(&disk)?;
+                let prepared = std::fs::copy(source, &kernel)
+                    .map_err(Error::io("copy", source))
+                    .and_then(|_| self.qemu_user.give(&kernel))
+                    .and_then(|()| {
+                        std::fs::File::create(&disk)
+                            .and_then(|f| f.set_len(1 << 20))
+                            .map_err(Error::io("create", &disk))
+                    })
+                    .and_then(|()| self.qemu_user.give(&disk));
+                if let Err(e) = prepared {
+                    // No probe is no proof: TCG, and the node starts all the same.
+                    tracing::warn!("cannot prepare the KVM probe: {e}");
+                    return Ok(false);
+                }
                 (kernel, None, disk, KERNEL_PANIC)
             }
         };

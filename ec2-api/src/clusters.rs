@@ -167,11 +167,16 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
         .get("Host")
         .filter(|h| !h.is_empty())
         .ok_or_else(|| QueryError::MissingParameter("Host".into()))?;
-    if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':')
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let v6 = bare.parse::<std::net::Ipv6Addr>().is_ok();
+    if !v6
+        && !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
     {
-        return Err(QueryError::Validation(format!("Invalid host: [{host}]")));
+        return Err(QueryError::Validation(format!(
+            "Invalid host: [{host}] (a host name or an IP address; the port goes in Port)"
+        )));
     }
     let port = match params.get("Port").filter(|p| !p.is_empty()) {
         Some(p) => p
@@ -181,8 +186,8 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
             .ok_or_else(|| QueryError::Validation(format!("Invalid port: [{p}]")))?,
         None => DEFAULT_CC_PORT,
     };
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
+    let host = if v6 {
+        format!("[{bare}]")
     } else {
         host.to_owned()
     };
@@ -205,6 +210,8 @@ pub fn deregister(call: &Call<'_>) -> Result<String, QueryError> {
         .or_else(|| call.params.get("Name"))
         .filter(|z| !z.is_empty())
         .ok_or_else(|| QueryError::MissingParameter("Partition".into()))?;
+    // Under the guard RunInstances records new instances with: none can slip in between.
+    let _guard = call.cloud.state.exclusive();
     let live = crate::instances::live_in_zone(call.cloud, zone)?;
     if live > 0 {
         return Err(QueryError::Validation(format!(

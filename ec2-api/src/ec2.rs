@@ -73,9 +73,6 @@ pub struct CloudSettings {
     pub region: String,
     /// The EC2 endpoint clients use (DescribeRegions).
     pub ec2_url: String,
-    /// The availability zone of the cluster this process was started with (`koala up`'s own,
-    /// or `koala cloud --cluster-url`'s); others are registered at run time.
-    pub zone: String,
     /// Starting values of cloud properties (from `koala.toml`), by property name; an admin's
     /// `ModifyPropertyValue` overrides them at run time.
     pub property_defaults: Vec<(String, String)>,

@@ -10,17 +10,18 @@
 //! stopped reporting it. So an instance never stays pending for ever, whatever broke.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use compute::disk_layout::DiskLayout;
 use compute::rpc::{
-    ImageRef, InstanceReport, InstanceState, RpcError, RunOrder, StateReason, VmSpec,
+    ImageRef, InstanceReport, InstanceState, NodeStatus, RpcError, RunOrder, StateReason, VmSpec,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::ec2::{apply_filters, is_id, new_id, timestamp_now, Call, Cloud};
+use crate::ec2::{apply_filters, is_id, new_id, timestamp_now, Call, Cloud, Clusters};
 use crate::images::{self, ImageKind, ImageRecord};
 use crate::query::Xml;
 use crate::state::{Batch, Record};
@@ -124,28 +125,51 @@ fn all(cloud: &Cloud) -> Result<Vec<InstanceRecord>, QueryError> {
         .collect())
 }
 
+/// How many instances of `vm` the answering nodes can start now.
+fn free_slots(nodes: &[NodeStatus], vm: &VmSpec) -> u64 {
+    nodes
+        .iter()
+        .filter(|n| n.error.is_none())
+        .filter_map(|n| n.resources.as_ref())
+        .map(|r| r.free_slots(vm))
+        .sum()
+}
+
 /// The zone whose cluster can start the most instances of `vm` now (the first by name on a
-/// tie), when a RunInstances names none; zones whose CC does not answer are passed over.
-fn roomiest_zone(cloud: &Cloud, vm: &VmSpec) -> Result<String, QueryError> {
-    let mut best: Option<(u64, String)> = None;
+/// tie), with its nodes, when a RunInstances names none; zones whose CC does not answer are
+/// passed over (the first zone is taken, to fail as unavailable, when none answers).
+fn roomiest_zone(cloud: &Cloud, vm: &VmSpec) -> Result<(String, Vec<NodeStatus>), QueryError> {
+    let mut best: Option<(u64, String, Vec<NodeStatus>)> = None;
     let mut first = None;
     for (zone, _, cluster) in cloud.clusters.all() {
         first.get_or_insert_with(|| zone.clone());
         let Ok(nodes) = cluster.nodes() else {
             continue;
         };
-        let free: u64 = nodes
-            .iter()
-            .filter(|n| n.error.is_none())
-            .filter_map(|n| n.resources.as_ref())
-            .map(|r| r.free_slots(vm))
-            .sum();
-        if best.as_ref().is_none_or(|(most, _)| free > *most) {
-            best = Some((free, zone));
+        let free = free_slots(&nodes, vm);
+        if best.as_ref().is_none_or(|(most, _, _)| free > *most) {
+            best = Some((free, zone, nodes));
         }
     }
-    best.map(|(_, zone)| zone).or(first).ok_or_else(|| {
+    if let Some((_, zone, nodes)) = best {
+        return Ok((zone, nodes));
+    }
+    let zone = first.ok_or_else(|| {
         QueryError::InsufficientCapacity("No cluster is registered with this cloud.".into())
+    })?;
+    let nodes = cloud.clusters.nodes(&zone)?;
+    Ok((zone, nodes))
+}
+
+/// The cluster of an instance's zone; `NotFound`, as from a node that does not have it, when
+/// the zone has no cluster (DeregisterCluster refuses while a zone has live instances, so
+/// only renaming the configured zone leaves records without one).
+fn cluster_of(cloud: &Cloud, record: &InstanceRecord) -> Result<Arc<dyn Clusters>, RpcError> {
+    cloud.clusters.of(&record.zone).map_err(|_| {
+        RpcError::new(
+            "NotFound",
+            format!("no cluster serves {} any more", record.zone),
+        )
     })
 }
 
@@ -294,18 +318,12 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
         disk_gib: vm_type.disk_gib.into(),
     };
     check_fits(&image.id, image.image_size, &vm)?;
-    let zone = match asked_zone {
-        Some(asked) => asked.to_owned(),
+    let (zone, nodes) = match asked_zone {
+        Some(asked) => (asked.to_owned(), cloud.clusters.nodes(asked)?),
         None => roomiest_zone(cloud, &vm)?,
     };
     let cluster = cloud.clusters.of(&zone)?;
-    let nodes = cloud.clusters.nodes(&zone)?;
-    let free: u64 = nodes
-        .iter()
-        .filter(|n| n.error.is_none())
-        .filter_map(|n| n.resources.as_ref())
-        .map(|r| r.free_slots(&vm))
-        .sum();
+    let free = free_slots(&nodes, &vm);
     if free < min as u64 {
         return Err(QueryError::InsufficientCapacity(format!(
             "There is not enough capacity for {min} {type_name} instance(s) in {zone}: {free} can start now."
@@ -319,6 +337,8 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
     let mut records = Vec::new();
     {
         let _guard = cloud.state.exclusive();
+        // The zone may have been deregistered since it was chosen.
+        cloud.clusters.of(&zone)?;
         let mut batch = Batch::new();
         for launch_index in 0..launching {
             let id = loop {
@@ -606,11 +626,7 @@ pub fn terminate(call: &Call<'_>) -> Result<String, QueryError> {
     for mut record in named(call)? {
         let previous = record.state;
         if previous != InstanceState::Terminated {
-            let answer = match cloud.clusters.of(&record.zone) {
-                Ok(cluster) => cluster.terminate(&record.id),
-                // Its cluster was deregistered: no node of this cloud runs it.
-                Err(_) => Err(RpcError::new("NotFound", "no cluster")),
-            };
+            let answer = cluster_of(cloud, &record).and_then(|c| c.terminate(&record.id));
             let report = match answer {
                 Ok(report) => Some(report),
                 // No node has it (it never started, or its node is gone): nothing to stop.
@@ -688,10 +704,7 @@ pub fn console_output(call: &Call<'_>) -> Result<String, QueryError> {
         Some(r) if r.owner == call.account() => r,
         _ => return Err(QueryError::NotFound(Resource::Instance, id.to_owned())),
     };
-    let console = match call.cloud.clusters.of(&record.zone) {
-        Ok(cluster) => cluster.console(&record.id),
-        Err(_) => Err(RpcError::new("NotFound", "no cluster")),
-    };
+    let console = cluster_of(call.cloud, &record).and_then(|c| c.console(&record.id));
     let (output, timestamp) = match console {
         Ok(c) => (c.output, c.timestamp),
         Err(e) if e.code == "NotFound" => (String::new(), now_ms() / 1000),

@@ -587,7 +587,6 @@ mod tests {
         let settings = CloudSettings {
             region: "r".into(),
             ec2_url: String::new(),
-            zone: "z".into(),
             property_defaults: vec![
                 (PUBLIC_IPS.into(), "10.0.0.1-10.0.0.2".into()),
                 ("cloud.vmtypes.m1.small".into(), "one".into()),

@@ -154,7 +154,10 @@ pub async fn open_node(
             disk: disk.clone(),
         }),
         (Some(kernel), None, None) => Some(ProbeGuest::Kernel(kernel.clone())),
-        _ => accel::host_kernel().map(ProbeGuest::Kernel),
+        (None, None, None) => accel::host_kernel().map(ProbeGuest::Kernel),
+        _ => {
+            return Err("[node] probe_initrd and probe_disk go together, with probe_kernel".into())
+        }
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let probe = guest.map(|guest| Probe {

@@ -32,8 +32,10 @@ pub enum Roles {
     /// The cloud controller (`koala cloud`), placing instances through the cluster
     /// controller at `cluster_url`, with Walrus in the same process or at `walrus_url`.
     Cloud {
-        /// The CC's URL (`http://host:8774`).
-        cluster_url: String,
+        /// The URL (`http://host:8774`) of the CC of the configured zone, registered (or
+        /// moved) at start; without it, the zone's registration is kept, or on first start
+        /// made at the main port + 1 on loopback.
+        cluster_url: Option<String>,
         /// The S3 URL of a Walrus running apart (`http://host:8773/services/Walrus`).
         walrus_url: Option<String>,
     },
@@ -132,19 +134,18 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     };
     let query = match &roles {
         Roles::All | Roles::Cloud { .. } => {
-            let cluster_url = match &roles {
-                Roles::Cloud { cluster_url, .. } => {
-                    println!(
-                        "Instances in {} are placed by the cluster controller at {cluster_url}",
-                        config.zone
-                    );
-                    cluster_url.clone()
-                }
-                _ => start_compute(&config, &identity).await?,
+            // `koala up`'s own CC is always where it runs; `koala cloud`'s is where it is
+            // told, else where it was registered.
+            let (cluster_url, moved) = match &roles {
+                Roles::Cloud { cluster_url, .. } => match cluster_url {
+                    Some(url) => (url.clone(), true),
+                    None => (local_url(&config, 1), false),
+                },
+                _ => (start_compute(&config, &identity).await?, true),
             };
             let state = CloudState::open(&config.data_dir.join("clc"))
                 .map_err(|e| ServerError::CloudState(e.to_string()))?;
-            let clusters = open_clusters(&config, &identity, &state, &cluster_url)?;
+            let clusters = open_clusters(&config, &identity, &state, &cluster_url, moved)?;
             let cloud = Cloud {
                 state,
                 identity: identity.clone(),
@@ -153,7 +154,6 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                 settings: Arc::new(CloudSettings {
                     region: config.region.clone(),
                     ec2_url: urls.ec2_url.clone().unwrap_or_default(),
-                    zone: config.zone.clone(),
                     property_defaults: config.properties.clone(),
                 }),
             };
@@ -189,13 +189,15 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         })
 }
 
-/// The cloud's clusters: those registered before, and the one this process was started
-/// with (registered, or moved, under the configured zone). Each is called with the CLC's key.
+/// The cloud's clusters: those registered before, and the configured zone's at
+/// `cluster_url` when `moved` (or when the zone has none yet). Each is called with the
+/// CLC's key.
 fn open_clusters(
     config: &Config,
     identity: &Identity,
     state: &CloudState,
     cluster_url: &str,
+    moved: bool,
 ) -> Result<Arc<ClusterSet>, ServerError> {
     let clc_key = roles::component_key(identity, config, "clc").map_err(ServerError::Compute)?;
     let runtime = tokio::runtime::Handle::current();
@@ -207,9 +209,14 @@ fn open_clusters(
     };
     let clusters = ClusterSet::open(state, Box::new(connect))
         .map_err(|e| ServerError::CloudState(e.to_string()))?;
-    clusters
-        .register(state, &config.zone, cluster_url)
-        .map_err(|e| ServerError::CloudState(e.to_string()))?;
+    if moved || clusters.of(&config.zone).is_err() {
+        clusters
+            .register(state, &config.zone, cluster_url)
+            .map_err(|e| ServerError::CloudState(e.to_string()))?;
+    }
+    for (zone, url, _) in clusters.all() {
+        println!("Instances in {zone} are placed by the cluster controller at {url}");
+    }
     Ok(Arc::new(clusters))
 }
 

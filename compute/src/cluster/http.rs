@@ -24,6 +24,10 @@ use crate::rpc::{
 /// How long the CC may take: a run waits for each node to accept its orders.
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the CC may take to answer from what it holds (instances, nodes): a CC that
+/// hangs must not hold up the CLC's once-a-second sync, or its other zones, for long.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The CC's router.
 pub fn router(cluster: Cluster, verifier: Verifier) -> axum::Router {
     axum::Router::new()
@@ -107,13 +111,14 @@ impl ClusterClient {
         path: &str,
         body: Option<&impl serde::Serialize>,
     ) -> Result<T, RpcError> {
+        let timeout = match method {
+            Method::GET if path == "/cluster/instances" || path == "/cluster/nodes" => {
+                LOOKUP_TIMEOUT
+            }
+            _ => CLUSTER_TIMEOUT,
+        };
         self.rpc
-            .call(
-                method,
-                &format!("{}{path}", self.url),
-                body,
-                CLUSTER_TIMEOUT,
-            )
+            .call(method, &format!("{}{path}", self.url), body, timeout)
             .await
     }
 

@@ -86,6 +86,9 @@ struct NodeEntry {
     error: Option<String>,
     /// The instances the node reported last (and those placed on it since).
     instances: Vec<InstanceReport>,
+    /// Bumped by each change made here (a placement, a terminate), so that a poll that
+    /// began before it does not overwrite it with what the node said earlier.
+    generation: u64,
 }
 
 impl Cluster {
@@ -198,11 +201,11 @@ impl Cluster {
 
     /// Asks every node for its resources and instances, and keeps the answers.
     async fn poll(&self) {
-        let targets: Vec<(String, String)> = lock(&self.inner.nodes)
+        let targets: Vec<(String, String, u64)> = lock(&self.inner.nodes)
             .iter()
-            .map(|(h, e)| (h.clone(), e.url.clone()))
+            .map(|(h, e)| (h.clone(), e.url.clone(), e.generation))
             .collect();
-        let polls = targets.into_iter().map(|(host, url)| {
+        let polls = targets.into_iter().map(|(host, url, generation)| {
             let client = self.inner.client.clone();
             async move {
                 let resources = client
@@ -226,15 +229,19 @@ impl Cluster {
                     }
                     Err(e) => Err(e.clone()),
                 };
-                (host, resources, instances)
+                (host, generation, resources, instances)
             }
         });
         let results = futures_util::future::join_all(polls).await;
         let mut nodes = lock(&self.inner.nodes);
-        for (host, resources, instances) in results {
+        for (host, generation, resources, instances) in results {
             let Some(entry) = nodes.get_mut(&host) else {
                 continue;
             };
+            if entry.generation != generation {
+                // Changed while the node was asked: its answer may predate the change.
+                continue;
+            }
             match (resources, instances) {
                 (Ok(resources), Ok(instances)) => {
                     // The node's own name (its principal is nc-NAME) beside the address it
@@ -299,6 +306,7 @@ impl Cluster {
                                 r.used_disk_gib += order.vm.disk_gib;
                             }
                             entry.instances.push(report);
+                            entry.generation += 1;
                         }
                         outcome.placed.push(Placement {
                             instance_id: order.instance_id.clone(),
@@ -374,8 +382,9 @@ impl Cluster {
             )
             .await?;
         for entry in lock(&self.inner.nodes).values_mut() {
-            for cached in entry.instances.iter_mut().filter(|i| i.instance_id == id) {
+            if let Some(cached) = entry.instances.iter_mut().find(|i| i.instance_id == id) {
                 *cached = report.clone();
+                entry.generation += 1;
             }
         }
         Ok(report)
@@ -456,6 +465,7 @@ mod tests {
             }),
             error: error.map(str::to_owned),
             instances: Vec::new(),
+            generation: 0,
         }
     }
 

@@ -38,7 +38,8 @@ enum Command {
     Cloud {
         #[command(flatten)]
         daemon: Daemon,
-        /// The cluster controller's URL [default: the main port + 1 on loopback].
+        /// The URL of the cluster controller of the configured zone [default: the one
+        /// registered before, else the main port + 1 on loopback].
         #[arg(long, env = "KOALA_CLUSTER_URL")]
         cluster_url: Option<String>,
         /// The S3 URL of the Walrus running apart (`http://walrus:8773/services/Walrus`)
@@ -209,16 +210,13 @@ fn main() -> ExitCode {
             daemon,
             cluster_url,
             walrus_url,
-        } => {
-            let cluster_url = cluster_url.unwrap_or_default();
-            serve(
-                daemon,
-                Roles::Cloud {
-                    cluster_url,
-                    walrus_url,
-                },
-            )
-        }
+        } => serve(
+            daemon,
+            Roles::Cloud {
+                cluster_url,
+                walrus_url,
+            },
+        ),
         Command::Cluster { daemon, cloud_url } => run_role(daemon, "0.0.0.0:8774", |config| {
             server::run_cluster(config, cloud_url)
         }),
@@ -256,16 +254,6 @@ fn run_role<F: std::future::Future<Output = Result<(), server::ServerError>>>(
 
 fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
     let config = Config::load(&daemon.data_dir, &daemon.overrides).map_err(|e| e.to_string())?;
-    let roles = match roles {
-        Roles::Cloud {
-            cluster_url,
-            walrus_url,
-        } if cluster_url.is_empty() => Roles::Cloud {
-            cluster_url: format!("http://127.0.0.1:{}", config.listen.port().wrapping_add(1)),
-            walrus_url,
-        },
-        roles => roles,
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
