@@ -658,6 +658,10 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
                                                   for part in ("kernel", "ramdisk", "disk"))
         assert_ec2_error(ec2.run_instances, "InsufficientInstanceCapacity", ImageId=emi,
                          MinCount=1, MaxCount=1)
+        # Reboot and console go through the CC to the instance's own node.
+        ec2.reboot_instances(InstanceIds=[ids[1]])
+        wait_markers(ec2, ids[1], 2)
+        assert len(markers(ec2, ids[0])) == 1
 
         ec2.terminate_instances(InstanceIds=ids)
         wait_state(ec2, ids, {"terminated"}, timeout=60)
