@@ -174,7 +174,7 @@ pub fn select(choice: AccelChoice, hypervisor: &Hypervisor, probe: &Probe) -> Re
                         Accel::Tcg
                     };
                     if let Some(path) = &probe.cache {
-                        let text = format!("{key}\n{}\n", accel.domain_type_name());
+                        let text = format!("{key}\n{}\n", accel.setting_word());
                         if let Err(e) = identity::write_atomic(path, text.as_bytes(), 0o644) {
                             tracing::warn!("cannot keep the accelerator probe's result: {e}");
                         }
@@ -190,7 +190,7 @@ pub fn select(choice: AccelChoice, hypervisor: &Hypervisor, probe: &Probe) -> Re
 
 impl Accel {
     /// The setting's word for this accelerator (`kvm`, `tcg`).
-    fn domain_type_name(self) -> &'static str {
+    fn setting_word(self) -> &'static str {
         match self {
             Accel::Kvm => "kvm",
             Accel::Tcg => "tcg",

@@ -139,6 +139,15 @@ fn valid_zone(zone: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// The zone a cluster action names: `Partition`, or Eucalyptus' `Name`.
+fn partition<'a>(call: &Call<'a>) -> Result<&'a str, QueryError> {
+    call.params
+        .get("Partition")
+        .or_else(|| call.params.get("Name"))
+        .filter(|z| !z.is_empty())
+        .ok_or_else(|| QueryError::MissingParameter("Partition".into()))
+}
+
 fn require_admin(call: &Call<'_>, action: &str) -> Result<(), QueryError> {
     if call.caller.is_cloud_admin() {
         Ok(())
@@ -153,11 +162,7 @@ fn require_admin(call: &Call<'_>, action: &str) -> Result<(), QueryError> {
 pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
     require_admin(call, "RegisterCluster")?;
     let params = call.params;
-    let zone = params
-        .get("Partition")
-        .or_else(|| params.get("Name"))
-        .filter(|z| !z.is_empty())
-        .ok_or_else(|| QueryError::MissingParameter("Partition".into()))?;
+    let zone = partition(call)?;
     if !valid_zone(zone) {
         return Err(QueryError::Validation(format!(
             "Invalid partition name: [{zone}] (letters, digits, '-', '_' and '.', at most 64)"
@@ -204,12 +209,7 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
 /// instances live in its zone, whose records would be orphaned.
 pub fn deregister(call: &Call<'_>) -> Result<String, QueryError> {
     require_admin(call, "DeregisterCluster")?;
-    let zone = call
-        .params
-        .get("Partition")
-        .or_else(|| call.params.get("Name"))
-        .filter(|z| !z.is_empty())
-        .ok_or_else(|| QueryError::MissingParameter("Partition".into()))?;
+    let zone = partition(call)?;
     // Under the guard RunInstances records new instances with: none can slip in between.
     let _guard = call.cloud.state.exclusive();
     let live = crate::instances::live_in_zone(call.cloud, zone)?;

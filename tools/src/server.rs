@@ -18,7 +18,7 @@ use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
 use crate::joined::{ClcDirectory, WalrusOverHttp, WALRUS_COMPONENT};
 use crate::roles::{self, CcClusters};
 use compute::cluster::http::ClusterClient;
-use compute::rpc::{NodeRegistration, RpcClient};
+use compute::rpc::{ComponentKey, NodeRegistration, RpcClient};
 use std::net::SocketAddr;
 
 /// Which roles one process runs.
@@ -134,6 +134,9 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     };
     let query = match &roles {
         Roles::All | Roles::Cloud { .. } => {
+            // The CLC's own key, for its calls to cluster controllers and a Walrus apart.
+            let clc_key =
+                roles::component_key(&identity, &config, "clc").map_err(ServerError::Compute)?;
             // `koala up`'s own CC is always where it runs; `koala cloud`'s is where it is
             // told, else where it was registered.
             let (cluster_url, moved) = match &roles {
@@ -141,15 +144,26 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                     Some(url) => (url.clone(), true),
                     None => (local_url(&config, 1), false),
                 },
-                _ => (start_compute(&config, &identity).await?, true),
+                _ => (start_compute(&config, &identity, &clc_key).await?, true),
             };
             let state = CloudState::open(&config.data_dir.join("clc"))
                 .map_err(|e| ServerError::CloudState(e.to_string()))?;
-            let clusters = open_clusters(&config, &identity, &state, &cluster_url, moved)?;
+            let clusters = open_clusters(&config, &state, &cluster_url, moved, &clc_key)?;
+            let bundles: Arc<dyn BundleStore> = match &walrus {
+                Some(walrus) => Arc::new(WalrusBundles {
+                    walrus: walrus.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                }),
+                None => Arc::new(WalrusOverHttp::new(
+                    clc_key,
+                    walrus_url.as_deref().unwrap_or_default(),
+                    tokio::runtime::Handle::current(),
+                )),
+            };
             let cloud = Cloud {
                 state,
                 identity: identity.clone(),
-                bundles: bundle_store(&config, &identity, walrus.as_ref(), walrus_url.as_deref())?,
+                bundles,
                 clusters,
                 settings: Arc::new(CloudSettings {
                     region: config.region.clone(),
@@ -180,13 +194,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         println!("Euare (accounts) is serving at {base}/services/Euare");
     }
     println!("Koala is listening on {}", config.listen);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })
+    serve_until_signal(listener, app, config.listen).await
 }
 
 /// The cloud's clusters: those registered before, and the configured zone's at
@@ -194,12 +202,12 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
 /// CLC's key.
 fn open_clusters(
     config: &Config,
-    identity: &Identity,
     state: &CloudState,
     cluster_url: &str,
     moved: bool,
+    clc_key: &ComponentKey,
 ) -> Result<Arc<ClusterSet>, ServerError> {
-    let clc_key = roles::component_key(identity, config, "clc").map_err(ServerError::Compute)?;
+    let clc_key = clc_key.clone();
     let runtime = tokio::runtime::Handle::current();
     let connect = move |url: &str| -> Arc<dyn ec2_api::Clusters> {
         Arc::new(CcClusters {
@@ -234,28 +242,6 @@ fn open_walrus(
         directory,
     )
     .map_err(|e| ServerError::Walrus(e.to_string()))
-}
-
-/// Where the CLC reads bundles: Walrus in this process, or the one at `walrus_url` over
-/// HTTP with the CLC's own key.
-fn bundle_store(
-    config: &Config,
-    identity: &Identity,
-    walrus: Option<&Walrus>,
-    walrus_url: Option<&str>,
-) -> Result<Arc<dyn BundleStore>, ServerError> {
-    let runtime = tokio::runtime::Handle::current();
-    Ok(match (walrus, walrus_url) {
-        (Some(walrus), _) => Arc::new(WalrusBundles {
-            walrus: walrus.clone(),
-            runtime,
-        }),
-        (None, url) => {
-            let key =
-                roles::component_key(identity, config, "clc").map_err(ServerError::Compute)?;
-            Arc::new(WalrusOverHttp::new(key, url.unwrap_or_default(), runtime))
-        }
-    })
 }
 
 /// Runs Walrus on a host of its own beside a cloud controller (`koala walrus --cloud-url`):
@@ -316,12 +302,15 @@ async fn bind(
 /// (plus two), registers the node with the cluster, and returns the CC's URL.
 /// A node that cannot start (no libvirt) is reported in one sentence; the rest of the cloud
 /// runs without it.
-async fn start_compute(config: &Config, identity: &Identity) -> Result<String, ServerError> {
+async fn start_compute(
+    config: &Config,
+    identity: &Identity,
+    clc_key: &ComponentKey,
+) -> Result<String, ServerError> {
     let compute_err = |e: String| ServerError::Compute(e);
     let zone = &config.zone;
     let cc_key =
         roles::component_key(identity, config, &format!("cc-{zone}")).map_err(compute_err)?;
-    let clc_key = roles::component_key(identity, config, "clc").map_err(compute_err)?;
     let cluster = roles::open_cluster(config, cc_key).map_err(compute_err)?;
     let cc_addr = role_addr(config, 1);
     let cc_listener = bind(cc_addr).await?;
@@ -335,7 +324,7 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
         "The cluster controller ({zone}) is serving at {}",
         local_url(config, 1)
     );
-    let client = ClusterClient::new(RpcClient::new(clc_key), &local_url(config, 1));
+    let client = ClusterClient::new(RpcClient::new(clc_key.clone()), &local_url(config, 1));
 
     let host = roles::node_host(config);
     let node_started = async {
@@ -410,7 +399,7 @@ async fn remote_key(
     config: &Config,
     name: String,
     cloud_url: &str,
-) -> Result<compute::rpc::ComponentKey, ServerError> {
+) -> Result<ComponentKey, ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
         path: config.data_dir.clone(),
         source,
@@ -426,13 +415,19 @@ async fn remote_key(
 async fn serve_alone(config: &Config, router: axum::Router, what: &str) -> Result<(), ServerError> {
     let listener = bind(config.listen).await?;
     println!("{what} is serving at http://{}", config.listen);
+    serve_until_signal(listener, router, config.listen).await
+}
+
+/// Serves `router` on `listener` (bound to `addr`) until SIGINT or SIGTERM.
+async fn serve_until_signal(
+    listener: impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
+    router: axum::Router,
+    addr: SocketAddr,
+) -> Result<(), ServerError> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// Keeps the CLC's instance records in step with the nodes, every second.

@@ -7,6 +7,20 @@ pub use identity::{
 
 use super::error::S3Error;
 
+/// Makes the key a request is signed with ready for verification (a Walrus apart fetches it
+/// from the cloud controller); `ServiceUnavailable` when the directory cannot answer now.
+pub async fn prepare_signer(
+    directory: &dyn crate::Directory,
+    req: &RequestParts<'_>,
+) -> Result<(), S3Error> {
+    let Some(key) = identity::signing_key_id(req) else {
+        return Ok(());
+    };
+    directory.prepare(&key).await.map_err(|e| {
+        S3Error::ServiceUnavailable(format!("The signature cannot be checked now: {e}"))
+    })
+}
+
 /// The S3 error for a verification failure (AWS' codes: expired presigned URLs are
 /// AccessDenied "Request has expired").
 pub fn map_auth_error(e: AuthError) -> S3Error {

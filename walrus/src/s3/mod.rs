@@ -240,11 +240,7 @@ pub async fn dispatch(
         raw_query,
         headers: &parts.headers,
     };
-    if let Some(key) = identity::signing_key_id(&req) {
-        shared.directory.prepare(&key).await.map_err(|e| {
-            S3Error::ServiceUnavailable(format!("The signature cannot be checked now: {e}"))
-        })?;
-    }
+    ident::prepare_signer(shared.directory.as_ref(), &req).await?;
     let credentials = shared.directory.credentials();
     let now = SystemTime::now();
     let mut auth = ident::verify_s3(&req, &route.v2_resource, credentials, now);
