@@ -92,10 +92,13 @@ def source_env(path):
 class Cloud:
     """One `koala up` process with its data dir and port."""
 
-    def __init__(self, data_dir, port=None):
+    def __init__(self, data_dir, port=None, relative=False):
         # mkdtemp makes 0700 folders; QEMU's user must reach the node's disks inside.
         os.chmod(data_dir, 0o755)
         self.data_dir = data_dir
+        # Started from the data dir's parent with `--data-dir NAME`, as a new user runs the
+        # README's `koala up` (a relative `./koala-data`).
+        self.relative = relative
         self.port = port or free_port()
         self.proc = None
         self.log_path = os.path.join(data_dir, "koala.log")
@@ -128,10 +131,13 @@ class Cloud:
             pytest.fail(f"the koala binary {KOALA_BIN} does not exist: build it with "
                         "`cargo build --release -p tools --bin koala` or set KOALA_BIN")
         self._log = open(self.log_path, "ab")
+        data_dir, cwd = self.data_dir, None
+        if self.relative:
+            cwd, data_dir = os.path.split(self.data_dir)
         self.proc = subprocess.Popen(
-            [KOALA_BIN, command, *args, "--data-dir", self.data_dir, "--listen",
+            [KOALA_BIN, command, *args, "--data-dir", data_dir, "--listen",
              f"127.0.0.1:{self.port}"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
         )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -214,7 +220,9 @@ def start_cloud(data_dir=None):
 @pytest.fixture(scope="session")
 def cloud():
     data_dir = tempfile.mkdtemp(prefix="koala-e2e-")
-    c = Cloud(data_dir)
+    # A relative data dir, as the README's first command uses: every instance test of the
+    # session cloud then shows that the paths handed to libvirt work from its folder.
+    c = Cloud(data_dir, relative=True)
     c.start()
     yield c
     c.stop()

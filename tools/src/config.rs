@@ -175,7 +175,7 @@ impl Config {
             .or(file.listen)
             .unwrap_or_else(|| default_listen.to_owned());
         Ok(Config {
-            data_dir: data_dir.to_owned(),
+            data_dir: absolute(data_dir)?,
             listen: listen.parse().map_err(|_| ConfigError::Listen(listen))?,
             public_url: overrides.public_url.clone().or(file.public_url),
             region: overrides
@@ -208,6 +208,16 @@ impl Config {
         };
         format!("http://{host}:{port}")
     }
+}
+
+/// `path` made absolute against the working directory (not resolved through links): every
+/// path Koala hands to another program (libvirt opens console logs and disks, QEMU its
+/// backing files) must mean the same from that program's working directory.
+fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// This host's name, for URLs when listening on all addresses.

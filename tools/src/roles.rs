@@ -346,6 +346,7 @@ pub async fn ensure_libvirt() -> Result<(), String> {
     // A socket file is not enough: one left by a daemon that died (or by a machine image
     // taken while it ran) refuses connections.
     let answers = || std::os::unix::net::UnixStream::connect(SOCKET).is_ok();
+    open_kvm_to_qemu().await;
     if answers() {
         return Ok(());
     }
@@ -379,6 +380,45 @@ pub async fn ensure_libvirt() -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err("libvirtd did not open its socket within 30 s".into())
+}
+
+/// What Debian's udev rules would have done where none ran (containers, CI machines): give
+/// `/dev/kvm` to group `kvm` (QEMU's user is in it) with mode 0660. Left root-only, libvirt
+/// finds KVM "no longer available" to QEMU's user on every call and probes QEMU's
+/// capabilities again each time: the first instances took minutes to start. Only as root,
+/// and only when the group exists; otherwise nothing is touched.
+async fn open_kvm_to_qemu() {
+    const KVM: &str = "/dev/kvm";
+    let done = tokio::task::spawn_blocking(|| {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(KVM).ok()?;
+        let gid = kvm_group_id()?;
+        if meta.gid() == gid && meta.mode() & 0o777 == 0o660 {
+            return Some(false);
+        }
+        // /proc/self belongs to the process' effective user.
+        if std::fs::metadata("/proc/self").ok()?.uid() != 0 {
+            return None;
+        }
+        std::os::unix::fs::chown(KVM, None, Some(gid)).ok()?;
+        std::fs::set_permissions(KVM, std::fs::Permissions::from_mode(0o660)).ok()?;
+        Some(true)
+    })
+    .await;
+    if let Ok(Some(true)) = done {
+        println!("Gave {KVM} to group kvm (mode 0660) so that QEMU's user can open it");
+    }
+}
+
+/// The id of group `kvm`, from `/etc/group`.
+fn kvm_group_id() -> Option<u32> {
+    std::fs::read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next()? == "kvm").then(|| fields.nth(1)?.parse().ok())?
+        })
 }
 
 /// The CLC's key service for components on other hosts, under `/services/Identity/`:
