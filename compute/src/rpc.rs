@@ -17,18 +17,21 @@ use aws_sigv4::sign::v4;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use identity::{Authenticated, CredentialSource, Payload, Principal, RequestParts};
+use identity::{
+    Answered, AuthError, Authenticated, ComponentKind, CredentialSource, KeyAnswer, KeyQuestion,
+    Payload, Principal, RequestParts, SigningScope,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The SigV4 service name internal calls are signed for.
-pub const SERVICE: &str = "koala";
+pub const SERVICE: &str = identity::INTERNAL_SERVICE;
 
 /// The largest JSON body a component accepts (a run request with 16 KiB of user data is
 /// far below).
@@ -482,8 +485,9 @@ impl RpcClient {
 }
 
 /// Who may call a component: the cloud's identity store where the component runs beside the
-/// CLC, else the CLC's key service (`GET /services/Identity/keys/<id>`), asked with the
-/// component's own key and cached for a minute (a revoked key stops working within it).
+/// CLC, else the CLC's key service (`POST /services/Identity/answers`), asked with the
+/// component's own key. The key service hands out no secret: a SigV4 signing key of one day,
+/// region and service, cached here for a minute (a revoked key stops working within it).
 #[derive(Clone)]
 pub struct Verifier {
     source: Arc<KeySource>,
@@ -494,33 +498,23 @@ enum KeySource {
     Remote(Box<RemoteKeys>),
 }
 
-/// The CLC's key service, with a cache.
+/// The CLC's key service, with a cache of signing keys.
 struct RemoteKeys {
     client: RpcClient,
     url: String,
     cache: std::sync::Mutex<
-        std::collections::HashMap<String, (std::time::Instant, Option<KeyRecord>)>,
+        std::collections::HashMap<(String, SigningScope), (std::time::Instant, KeyAnswer)>,
     >,
 }
 
-/// A key as the CLC's key service answers it: its owner and secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyRecord {
-    /// The owning account's id.
-    pub account_id: String,
-    /// The owning account's name.
-    pub account_name: String,
-    /// The user.
-    pub user_name: String,
-    /// The secret access key.
-    pub secret_access_key: String,
-}
-
-/// How long a key looked up from the CLC is trusted without asking again.
+/// How long a signing key learnt from the CLC is trusted without asking again.
 const KEY_CACHE: Duration = Duration::from_secs(60);
 
-/// The most keys (known or not) a remote verifier remembers.
+/// The most signing keys (known or not) a remote verifier remembers.
 const KEY_CACHE_ENTRIES: usize = 10_000;
+
+/// How long the CLC may take to answer.
+const KEY_SERVICE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Verifier {
     /// Verifies against a key store in this process (the identity store).
@@ -541,37 +535,86 @@ impl Verifier {
         }
     }
 
-    /// Makes sure the key of `access_key_id` is at hand for [`CredentialSource::lookup`]
-    /// (asks the CLC when remote). Only ids of the shape the cloud issues are asked for, and
-    /// the cache is bounded, so made-up ids cost nothing; a CLC that does not answer is
-    /// `Unavailable`, not the caller's fault.
-    pub async fn prepare(&self, access_key_id: &str) -> Result<(), RpcError> {
-        let KeySource::Remote(remote) = self.source.as_ref() else {
-            return Ok(());
-        };
-        let fresh = {
-            crate::lock(&remote.cache)
-                .get(access_key_id)
-                .is_some_and(|(at, _)| at.elapsed() < KEY_CACHE)
-        };
-        if fresh || !identity::is_access_key_id(access_key_id) {
-            return Ok(());
+    /// The key store, when it is in this process.
+    pub fn local_keys(&self) -> Option<&dyn CredentialSource> {
+        match self.source.as_ref() {
+            KeySource::Local(source) => Some(source.as_ref()),
+            KeySource::Remote(_) => None,
         }
-        let url = format!("{}/services/Identity/keys/{access_key_id}", remote.url);
-        let found = match remote
-            .client
-            .call::<KeyRecord>(Method::GET, &url, None::<&()>, Duration::from_secs(10))
-            .await
-        {
-            Ok(record) => Some(record),
-            Err(e) if e.code == "NotFound" => None,
-            Err(e) => {
-                return Err(RpcError::new(
-                    "Unavailable",
-                    format!("cannot look the key up at the cloud controller: {e}"),
-                ))
+    }
+
+    /// Checks a signature with `verify` (a verifier call given the key store to use):
+    /// directly against a local store, else with the CLC's answers. A CLC that does not
+    /// answer is `Unavailable`, not the caller's fault.
+    pub async fn check(
+        &self,
+        verify: impl Fn(&dyn CredentialSource) -> Result<Authenticated, AuthError>,
+    ) -> Result<Result<Authenticated, AuthError>, RpcError> {
+        match self.local_keys() {
+            Some(keys) => Ok(verify(keys)),
+            None => identity::verify_remotely(verify, |q| self.answers(q)).await,
+        }
+    }
+
+    /// The answers to `questions`: from the local store, or from the CLC (signing keys from
+    /// the cache when fresh). Only keys of the shape the cloud issues are asked about, and
+    /// the cache is bounded, so made-up ids cost nothing.
+    pub async fn answers(&self, questions: Vec<KeyQuestion>) -> Result<Answered, RpcError> {
+        let remote = match self.source.as_ref() {
+            KeySource::Local(source) => {
+                return Ok(questions.into_iter().fold(Answered::default(), |a, q| {
+                    let answer = identity::answer(source.as_ref(), &q);
+                    a.with(q, answer)
+                }))
             }
+            KeySource::Remote(remote) => remote,
         };
+        let cache_key = |q: &KeyQuestion| match q {
+            KeyQuestion::SigningKey {
+                access_key_id,
+                scope,
+            } => Some((access_key_id.clone(), scope.clone())),
+            KeyQuestion::V2Signature { .. } => None,
+        };
+        let mut answered = Answered::default();
+        let mut ask = Vec::new();
+        {
+            let cache = crate::lock(&remote.cache);
+            for q in questions {
+                if !identity::is_access_key_id(q.access_key_id()) {
+                    answered = answered.with(q, KeyAnswer::Unknown);
+                    continue;
+                }
+                let cached = cache_key(&q)
+                    .and_then(|k| cache.get(&k))
+                    .filter(|(at, _)| at.elapsed() < KEY_CACHE)
+                    .map(|(_, a)| a.clone());
+                match cached {
+                    Some(answer) => answered = answered.with(q, answer),
+                    None => ask.push(q),
+                }
+            }
+        }
+        if ask.is_empty() {
+            return Ok(answered);
+        }
+        let url = format!("{}/services/Identity/answers", remote.url);
+        let answers: Vec<KeyAnswer> = remote
+            .client
+            .call(Method::POST, &url, Some(&ask), KEY_SERVICE_TIMEOUT)
+            .await
+            .map_err(|e| {
+                RpcError::new(
+                    "Unavailable",
+                    format!("cannot check the signature with the cloud controller: {e}"),
+                )
+            })?;
+        if answers.len() != ask.len() {
+            return Err(RpcError::new(
+                "Unavailable",
+                "the cloud controller answered another number of questions than asked",
+            ));
+        }
         let mut cache = crate::lock(&remote.cache);
         if cache.len() >= KEY_CACHE_ENTRIES {
             cache.retain(|_, (at, _)| at.elapsed() < KEY_CACHE);
@@ -579,36 +622,19 @@ impl Verifier {
                 cache.clear();
             }
         }
-        cache.insert(access_key_id.to_owned(), (std::time::Instant::now(), found));
-        Ok(())
-    }
-}
-
-impl CredentialSource for Verifier {
-    fn lookup(&self, access_key_id: &str) -> Option<(Principal, String)> {
-        match self.source.as_ref() {
-            KeySource::Local(source) => source.lookup(access_key_id),
-            KeySource::Remote(remote) => {
-                let cache = crate::lock(&remote.cache);
-                let (_, record) = cache.get(access_key_id)?;
-                let r = record.as_ref()?;
-                Some((
-                    Principal {
-                        account_id: r.account_id.clone(),
-                        account_name: r.account_name.clone(),
-                        user_name: r.user_name.clone(),
-                        access_key_id: access_key_id.to_owned(),
-                    },
-                    r.secret_access_key.clone(),
-                ))
+        for (q, a) in ask.into_iter().zip(answers) {
+            if let Some(k) = cache_key(&q) {
+                cache.insert(k, (std::time::Instant::now(), a.clone()));
             }
+            answered = answered.with(q, a);
         }
+        Ok(answered)
     }
 }
 
-/// Checks an internal request's signature and that its signer is one of the cloud's own
-/// principals (the cloud admin account, where component principals live); returns the
-/// signer and the body, whose hash the signature covers.
+/// Checks an internal request's signature; returns the signer and the body, whose hash the
+/// signature covers. The signer must be one of the cloud's components or a cloud
+/// administrator; each call then says which of them it takes ([`Accepted::require`]).
 pub async fn authenticate(
     verifier: &Verifier,
     req: Request<Body>,
@@ -617,21 +643,56 @@ pub async fn authenticate(
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| RpcError::new("BadRequest", "the request body is too large"))?;
-    let signed_by = identity::signing_key_id(&identity::RequestParts {
+    let signed = RequestParts {
         method: parts.method.as_str(),
         raw_path: parts.uri.path(),
         raw_query: parts.uri.query().unwrap_or(""),
         headers: &parts.headers,
-    });
-    if let Some(key) = signed_by {
-        verifier.prepare(&key).await?;
+    };
+    let now = SystemTime::now();
+    let denied = |why: String| RpcError::new("AuthFailure", why);
+    let auth = verifier
+        .check(|keys| identity::verify_s3(&signed, parts.uri.path(), keys, now))
+        .await?
+        .map_err(|e| denied(e.to_string()))?;
+    let Authenticated::Signed { principal, payload } = auth else {
+        return Err(denied("internal calls must be signed".into()));
+    };
+    match payload {
+        Payload::Sha256(expected) if Sha256::digest(&body).as_slice() == expected => {}
+        _ => return Err(denied("the body does not match its signed hash".into())),
     }
-    let principal = verify(verifier, &parts.method, &parts.uri, &parts.headers, &body)?;
+    if principal.component().is_none() && !principal.is_cloud_admin() {
+        return Err(denied(format!(
+            "{} is neither one of the cloud's components nor a cloud administrator",
+            principal.user_name
+        )));
+    }
     Ok((principal, body))
+}
+
+/// Who may make an internal call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A component of this kind.
+    Component(ComponentKind),
+    /// A cloud administrator (`euca_conf`).
+    CloudAdmin,
+}
+
+impl Caller {
+    fn admits(self, principal: &Principal) -> bool {
+        match self {
+            Caller::Component(kind) => principal.component() == Some(kind),
+            Caller::CloudAdmin => principal.is_cloud_admin(),
+        }
+    }
 }
 
 /// An internal call, verified: what the CC's and NC's routers match on.
 pub struct Accepted {
+    /// Who signed it.
+    pub principal: Principal,
     /// The HTTP method.
     pub method: Method,
     /// The request path.
@@ -650,46 +711,34 @@ impl Accepted {
     pub fn unknown(&self) -> RpcError {
         RpcError::new("NotFound", format!("no such call: {}", self.path))
     }
+
+    /// `AuthFailure` unless the signer is one of `callers`: each call is open only to the
+    /// roles that make it, so a stolen key reaches no further than its role.
+    pub fn require(&self, callers: &[Caller]) -> Result<(), RpcError> {
+        if callers.iter().any(|c| c.admits(&self.principal)) {
+            return Ok(());
+        }
+        Err(RpcError::new(
+            "AuthFailure",
+            format!(
+                "{} may not call {} {}",
+                self.principal.user_name, self.method, self.path
+            ),
+        ))
+    }
 }
 
 /// Verifies an internal call (see [`authenticate`]) and splits it for routing.
 pub async fn accept(verifier: &Verifier, req: Request<Body>) -> Result<Accepted, RpcError> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let (_, body) = authenticate(verifier, req).await?;
-    Ok(Accepted { method, path, body })
-}
-
-fn verify(
-    verifier: &Verifier,
-    method: &Method,
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Principal, RpcError> {
-    let signed = RequestParts {
-        method: method.as_str(),
-        raw_path: uri.path(),
-        raw_query: uri.query().unwrap_or(""),
-        headers,
-    };
-    let denied = |why: String| RpcError::new("AuthFailure", why);
-    let auth = identity::verify_s3(&signed, uri.path(), verifier, SystemTime::now())
-        .map_err(|e| denied(e.to_string()))?;
-    let Authenticated::Signed { principal, payload } = auth else {
-        return Err(denied("internal calls must be signed".into()));
-    };
-    match payload {
-        Payload::Sha256(expected) if Sha256::digest(body).as_slice() == expected => {}
-        _ => return Err(denied("the body does not match its signed hash".into())),
-    }
-    if !principal.is_cloud_admin() {
-        return Err(denied(format!(
-            "{} is not one of the cloud's components",
-            principal.user_name
-        )));
-    }
-    Ok(principal)
+    let (principal, body) = authenticate(verifier, req).await?;
+    Ok(Accepted {
+        principal,
+        method,
+        path,
+        body,
+    })
 }
 
 /// Decodes a JSON request body.

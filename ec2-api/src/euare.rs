@@ -2,9 +2,11 @@
 //! access keys and signing certificates, plus Koala's `GetCredentials`, the credentials zip
 //! that `euca_conf --get-credentials` downloads.
 //!
-//! Who may do what, as in Eucalyptus: an account's `admin` user manages its own account; the
-//! cloud admin (user `admin` of account `eucalyptus`) also manages any other account by naming
-//! it in `DelegateAccount`. Other users may do nothing here yet (IAM policies come later).
+//! Who may do what, as in Eucalyptus: an account's `admin` user manages its own account; a
+//! cloud administrator (user `admin` of account `eucalyptus`, and the users it made
+//! administrators with `GrantCloudAdmin`) also manages any other account by naming it in
+//! `DelegateAccount`, and registers the cloud's components (`RegisterComponent`). Other users
+//! may do nothing here yet (IAM policies come later).
 //!
 //! Actions may generate RSA keys or write to RocksDB with fsync: [`dispatch`] blocks and is
 //! run off the async reactor.
@@ -12,7 +14,9 @@
 use std::time::SystemTime;
 
 use base64::Engine;
-use identity::{AccessKeyStatus, Identity, Principal, ServiceUrls, ADMIN_ACCOUNT, ADMIN_USER};
+use identity::{
+    AccessKeyStatus, ComponentKind, Identity, Principal, ServiceUrls, ADMIN_ACCOUNT, ADMIN_USER,
+};
 
 use crate::query::{escape, QueryRequest};
 use crate::QueryError;
@@ -34,6 +38,9 @@ enum Action {
     CreateSigningCertificate,
     ListSigningCertificates,
     GetCredentials,
+    RegisterComponent,
+    GrantCloudAdmin,
+    RevokeCloudAdmin,
 }
 
 impl Action {
@@ -49,6 +56,9 @@ impl Action {
             "CreateSigningCertificate" => Action::CreateSigningCertificate,
             "ListSigningCertificates" => Action::ListSigningCertificates,
             "GetCredentials" => Action::GetCredentials,
+            "RegisterComponent" => Action::RegisterComponent,
+            "GrantCloudAdmin" => Action::GrantCloudAdmin,
+            "RevokeCloudAdmin" => Action::RevokeCloudAdmin,
             _ => return None,
         })
     }
@@ -74,18 +84,26 @@ pub fn dispatch(ctx: &Context, action_name: &str) -> Result<String, QueryError> 
     let action = Action::parse(action_name)
         .ok_or_else(|| QueryError::InvalidAction(action_name.to_owned()))?;
     let denied = || QueryError::AccessDenied(action_name.to_owned());
+    let cloud_admin_only = matches!(
+        action,
+        Action::CreateAccount
+            | Action::GetCredentials
+            | Action::RegisterComponent
+            | Action::GrantCloudAdmin
+            | Action::RevokeCloudAdmin
+    );
+    if cloud_admin_only && !ctx.caller.is_cloud_admin() {
+        return Err(denied());
+    }
     let result = match action {
-        Action::CreateAccount => {
-            if !is_cloud_admin(ctx.caller) {
-                return Err(denied());
-            }
-            create_account(ctx)?
-        }
-        Action::GetCredentials => {
-            if !is_cloud_admin(ctx.caller) {
-                return Err(denied());
-            }
-            get_credentials(ctx)?
+        Action::CreateAccount => create_account(ctx)?,
+        Action::GetCredentials => get_credentials(ctx)?,
+        Action::RegisterComponent => register_component(ctx)?,
+        Action::GrantCloudAdmin | Action::RevokeCloudAdmin => {
+            let user = ctx.request.required("UserName")?;
+            ctx.identity
+                .set_cloud_admin(user, action == Action::GrantCloudAdmin)?;
+            String::new()
         }
         _ => {
             let account = target_account(ctx).ok_or_else(denied)??;
@@ -113,16 +131,15 @@ pub fn dispatch(ctx: &Context, action_name: &str) -> Result<String, QueryError> 
                 Action::ListSigningCertificates => {
                     list_signing_certificates(ctx, &account, user.unwrap_or(ADMIN_USER))?
                 }
-                Action::CreateAccount | Action::GetCredentials => return Err(denied()),
+                Action::CreateAccount
+                | Action::GetCredentials
+                | Action::RegisterComponent
+                | Action::GrantCloudAdmin
+                | Action::RevokeCloudAdmin => return Err(denied()),
             }
         }
     };
     Ok(envelope(action_name, &result, ctx.request_id))
-}
-
-/// The cloud admin: user `admin` of account `eucalyptus`.
-fn is_cloud_admin(caller: &Principal) -> bool {
-    caller.is_cloud_admin() && caller.user_name == ADMIN_USER
 }
 
 /// The id of the account the action works on, or `None` when the caller may not manage it:
@@ -131,7 +148,7 @@ fn is_cloud_admin(caller: &Principal) -> bool {
 fn target_account(ctx: &Context) -> Option<Result<String, QueryError>> {
     match ctx.request.get("DelegateAccount").filter(|a| !a.is_empty()) {
         Some(name) => {
-            if !is_cloud_admin(ctx.caller) {
+            if !ctx.caller.is_cloud_admin() {
                 return None;
             }
             Some(match ctx.identity.account_id(name) {
@@ -142,7 +159,9 @@ fn target_account(ctx: &Context) -> Option<Result<String, QueryError>> {
                 Err(err) => Err(err.into()),
             })
         }
-        None if ctx.caller.user_name == ADMIN_USER => Some(Ok(ctx.caller.account_id.clone())),
+        None if ctx.caller.user_name == ADMIN_USER || ctx.caller.is_cloud_admin() => {
+            Some(Ok(ctx.caller.account_id.clone()))
+        }
         None => None,
     }
 }
@@ -314,6 +333,40 @@ fn list_signing_certificates(
 /// credentials zip for a user (default: `admin` of `eucalyptus`), base64 in `<Credentials>`.
 /// Eucalyptus' `euca_conf --get-credentials` read the database on the CLC host; Koala's
 /// `euca_conf` calls this instead, so it works from any host with the admin's keys.
+/// `RegisterComponent Kind=cluster|node|walrus|cloud ComponentName=NAME` (Koala's): the
+/// principal of one of the cloud's components (`cc-ZONE`, `nc-HOST`, `walrus`, `clc`) with
+/// a new access key, which a component started apart keeps in its data dir. Registering it
+/// again (its key file was lost) replaces its keys.
+fn register_component(ctx: &Context) -> Result<String, QueryError> {
+    let kind_name = ctx.request.required("Kind")?;
+    let kind = ComponentKind::parse(kind_name).ok_or_else(|| {
+        QueryError::Validation(format!(
+            "Kind '{kind_name}' is not one of cloud, cluster, node, walrus."
+        ))
+    })?;
+    let name = ctx.request.required("ComponentName")?;
+    let expected = kind.principal_name("");
+    let fits = match kind {
+        ComponentKind::ClusterController | ComponentKind::NodeController => {
+            name.len() > expected.len() && name.starts_with(&expected)
+        }
+        ComponentKind::CloudController | ComponentKind::Walrus => name == expected,
+    };
+    if !fits {
+        return Err(QueryError::Validation(format!(
+            "A {kind_name} component is named {expected}{}, not '{name}'.",
+            if expected.ends_with('-') { "NAME" } else { "" }
+        )));
+    }
+    let creds = ctx.identity.register_component(kind, name)?;
+    Ok(format!(
+        "<AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey>",
+        user = escape(&creds.user_name),
+        akid = creds.access_key_id,
+        secret = escape(&creds.secret_access_key),
+    ))
+}
+
 fn get_credentials(ctx: &Context) -> Result<String, QueryError> {
     let account_name = ctx
         .request
@@ -343,7 +396,7 @@ fn get_credentials(ctx: &Context) -> Result<String, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use identity::CredentialSource;
+    use identity::SecretSource;
 
     struct Cloud {
         _dir: tempfile::TempDir,
@@ -368,7 +421,7 @@ mod tests {
     }
 
     fn principal(identity: &Identity, akid: &str) -> Principal {
-        identity.lookup(akid).unwrap().0
+        identity.secret(akid).unwrap().0
     }
 
     fn call(
@@ -475,7 +528,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert!(cloud.identity.lookup(&akid).is_none());
+        assert!(cloud.identity.secret(&akid).is_none());
         let bad = call(
             &cloud,
             &admin,

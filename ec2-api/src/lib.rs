@@ -108,6 +108,14 @@ impl QueryApi {
                 Authenticated::Signed { principal, .. } => principal,
                 Authenticated::Anonymous => return Err(QueryError::MissingAuthentication),
             };
+        // The cloud's components call no public API: a stolen component key runs no
+        // instance and creates no account.
+        if principal.component().is_some() {
+            return Err(QueryError::NotAuthorized(format!(
+                "{} is one of the cloud's components, which call no public API.",
+                principal.user_name
+            )));
+        }
         let request = QueryRequest::new(raw_query, &body, &parts.headers);
         let action = request.required("Action")?.to_owned();
         match dialect {

@@ -4,7 +4,8 @@
 //!
 //! - [`verify_s3`] authenticates an S3 request (Walrus); [`verify_query`] a Query API request
 //!   (EC2, Euare). Both take the clock as an argument so tests can replay captured requests.
-//! - [`Identity`] is the account store; it is a [`CredentialSource`] for the verifiers.
+//! - [`Identity`] is the account store; it is a [`CredentialSource`] for the verifiers, which
+//!   never need a secret outside it (`keys.rs`).
 //! - [`Credentials::eucarc`] renders the shell file users source to reach the cloud, and
 //!   [`Identity::credential_bundle`] the zip of Eucalyptus' "Download credentials".
 //! - [`CloudCa`] is the cloud's certificate authority (`DATA_DIR/keys/`), which issues the
@@ -21,6 +22,8 @@ mod credentials;
 mod error;
 mod eucarc;
 mod fsutil;
+mod keys;
+mod role;
 mod sigv2;
 mod sigv4;
 mod store;
@@ -34,6 +37,11 @@ pub use credentials::{BundleFile, CredentialBundle, KeyFiles, EUCA2OOLS_INI, EUC
 pub use error::{AuthError, IdentityError};
 pub use eucarc::ServiceUrls;
 pub use fsutil::write_atomic;
+pub use keys::{
+    answer, may_learn, questions_of, verify_remotely, Answered, CredentialSource, KeyAnswer,
+    KeyQuestion, SecretSource, SigningScope, V2Algorithm, INTERNAL_SERVICE,
+};
+pub use role::{ComponentKind, Role};
 pub use store::{AccessKeyInfo, AccessKeyStatus, Identity, SigningCertificate};
 
 use canon::{find_param, header_str, parse_params};
@@ -43,16 +51,9 @@ pub const ADMIN_ACCOUNT: &str = "eucalyptus";
 /// The user created with every new account, holding its first access key.
 pub const ADMIN_USER: &str = "admin";
 
-/// Where the verifiers find the secret behind an access key id. [`Identity`] implements it;
-/// tests and other components can supply their own.
-pub trait CredentialSource {
-    /// The principal owning an active access key, and its secret.
-    fn lookup(&self, access_key_id: &str) -> Option<(Principal, String)>;
-}
-
 /// Who signed a request: the account, the user and the key used. Authorization decisions
 /// (bucket ACLs, image ownership) are made on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
     /// 12-digit account id.
     pub account_id: String,
@@ -62,13 +63,23 @@ pub struct Principal {
     pub user_name: String,
     /// The access key the request was signed with.
     pub access_key_id: String,
+    /// What the user is to the cloud, from its record (never from its name).
+    pub role: Role,
 }
 
 impl Principal {
-    /// Whether the principal belongs to the cloud administrators' account, which may manage
-    /// accounts and see every resource.
+    /// Whether the principal is a cloud administrator, who may manage accounts, clusters and
+    /// properties and see every resource.
     pub fn is_cloud_admin(&self) -> bool {
-        self.account_name == ADMIN_ACCOUNT
+        self.role == Role::CloudAdmin
+    }
+
+    /// The kind of component the principal is, if it is one of the cloud's components.
+    pub fn component(&self) -> Option<ComponentKind> {
+        match self.role {
+            Role::Component(kind) => Some(kind),
+            _ => None,
+        }
     }
 }
 

@@ -7,13 +7,12 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use base64::Engine;
-use ring::hmac;
 
 use crate::canon::{
     find_param, fold_spaces, header_str, parse_http_date, parse_iso8601, unix_seconds, uri_encode,
     within_skew, Param,
 };
-use crate::{AuthError, Authenticated, CredentialSource, Payload, RequestParts};
+use crate::{AuthError, Authenticated, CredentialSource, Payload, RequestParts, V2Algorithm};
 
 /// The query parameters S3's SigV2 resource includes ("sub-resources"), with their values;
 /// everything else in the query (`max-keys`, `prefix`...) is not signed.
@@ -84,12 +83,14 @@ pub(crate) fn verify_s3_header(
             )
         }
     };
-    let (principal, secret) = creds.lookup(akid).ok_or(AuthError::InvalidAccessKeyId)?;
+    let sts = s3_string_to_sign(req, &date_line, v2_resource, query);
+    let (principal, matches) = check(creds, akid, V2Algorithm::HmacSha1, &sts, signature)?;
     if !within_skew(when, now) {
         return Err(AuthError::RequestTimeTooSkewed);
     }
-    let sts = s3_string_to_sign(req, &date_line, v2_resource, query);
-    verify_sha1(&secret, &sts, signature)?;
+    if !matches {
+        return Err(AuthError::SignatureDoesNotMatch);
+    }
     Ok(Authenticated::Signed {
         principal,
         payload: Payload::Unverified,
@@ -121,12 +122,14 @@ pub(crate) fn verify_s3_query(
             "Expires '{expires_text}' is not a Unix time in seconds"
         ))
     })?;
-    let (principal, secret) = creds.lookup(&akid).ok_or(AuthError::InvalidAccessKeyId)?;
+    let sts = s3_string_to_sign(req, &expires_text, v2_resource, query);
+    let (principal, matches) = check(creds, &akid, V2Algorithm::HmacSha1, &sts, &signature)?;
     if now > expires {
         return Err(AuthError::Expired);
     }
-    let sts = s3_string_to_sign(req, &expires_text, v2_resource, query);
-    verify_sha1(&secret, &sts, &signature)?;
+    if !matches {
+        return Err(AuthError::SignatureDoesNotMatch);
+    }
     Ok(Authenticated::Signed {
         principal,
         payload: Payload::Unverified,
@@ -204,21 +207,21 @@ fn signature_param(params: &[Param]) -> Option<String> {
     find_param(params, "Signature").map(|p| p.value_str().replace(' ', "+"))
 }
 
-fn verify_sha1(secret: &str, sts: &str, signature: &str) -> Result<(), AuthError> {
-    verify_b64(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret, sts, signature)
-}
-
-fn verify_b64(
-    algorithm: hmac::Algorithm,
-    secret: &str,
+/// Asks the key store whether `signature` (base64) is the key's HMAC of `sts`: the key's owner
+/// and the verdict, or `InvalidAccessKeyId`. A signature that is not base64 cannot match.
+fn check(
+    creds: &dyn CredentialSource,
+    akid: &str,
+    algorithm: V2Algorithm,
     sts: &str,
     signature: &str,
-) -> Result<(), AuthError> {
+) -> Result<(crate::Principal, bool), AuthError> {
     let provided = base64::engine::general_purpose::STANDARD
         .decode(signature.trim())
-        .map_err(|_| AuthError::SignatureDoesNotMatch)?;
-    let key = hmac::Key::new(algorithm, secret.as_bytes());
-    hmac::verify(&key, sts.as_bytes(), &provided).map_err(|_| AuthError::SignatureDoesNotMatch)
+        .unwrap_or_default();
+    creds
+        .check_v2(akid, algorithm, sts, &provided)
+        .ok_or(AuthError::InvalidAccessKeyId)
 }
 
 /// Verifies a SigV2 Query API request; `params` are the query's and the form body's.
@@ -249,8 +252,8 @@ pub(crate) fn verify_query_v2(
         .map(Param::value_str)
         .as_deref()
     {
-        None | Some("HmacSHA256") => hmac::HMAC_SHA256,
-        Some("HmacSHA1") => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        None | Some("HmacSHA256") => V2Algorithm::HmacSha256,
+        Some("HmacSHA1") => V2Algorithm::HmacSha1,
         Some(other) => {
             return Err(AuthError::InvalidArgument(format!(
                 "SignatureMethod '{other}' is not supported; use HmacSHA256 or HmacSHA1"
@@ -259,7 +262,10 @@ pub(crate) fn verify_query_v2(
     };
     let timestamp = find_param(params, "Timestamp").map(Param::value_str);
     let expires = find_param(params, "Expires").map(Param::value_str);
-    let (principal, secret) = creds.lookup(&akid).ok_or(AuthError::InvalidAccessKeyId)?;
+    let verdicts = signed_candidates(req, params)
+        .iter()
+        .map(|sts| check(creds, &akid, algorithm, sts, &signature))
+        .collect::<Result<Vec<_>, AuthError>>()?;
     match (timestamp, expires) {
         (Some(_), Some(_)) => {
             return Err(AuthError::InvalidArgument(
@@ -289,6 +295,17 @@ pub(crate) fn verify_query_v2(
         }
     }
 
+    match verdicts.into_iter().find(|(_, matches)| *matches) {
+        Some((principal, _)) => Ok(Authenticated::Signed {
+            principal,
+            payload: Payload::Unverified,
+        }),
+        None => Err(AuthError::SignatureDoesNotMatch),
+    }
+}
+
+/// The strings a Query API client may have signed: one per spelling of the host line.
+fn signed_candidates(req: &RequestParts, params: &[Param]) -> Vec<String> {
     let mut pairs: Vec<(&[u8], &[u8])> = params
         .iter()
         .filter(|p| p.key != b"Signature")
@@ -305,16 +322,10 @@ pub(crate) fn verify_query_v2(
     } else {
         req.raw_path
     };
-    for host in host_candidates(header_str(req.headers, "host").unwrap_or_default()) {
-        let sts = format!("{}\n{host}\n{path}\n{canonical}", req.method);
-        if verify_b64(algorithm, &secret, &sts, &signature).is_ok() {
-            return Ok(Authenticated::Signed {
-                principal,
-                payload: Payload::Unverified,
-            });
-        }
-    }
-    Err(AuthError::SignatureDoesNotMatch)
+    host_candidates(header_str(req.headers, "host").unwrap_or_default())
+        .into_iter()
+        .map(|host| format!("{}\n{host}\n{path}\n{canonical}", req.method))
+        .collect()
 }
 
 /// The host line as the client may have written it: as sent (lowercased), and with or without

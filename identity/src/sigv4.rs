@@ -12,7 +12,7 @@ use crate::canon::{
     MAX_SKEW,
 };
 use crate::chunked::{AwsChunkedDecoder, ChunkSigning};
-use crate::{AuthError, Authenticated, CredentialSource, Payload, RequestParts};
+use crate::{AuthError, Authenticated, CredentialSource, Payload, RequestParts, SigningScope};
 
 /// The only SigV4 algorithm AWS clients use with secret keys.
 pub(crate) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -64,6 +64,14 @@ impl CredentialScope {
             "{}/{}/{}/aws4_request",
             self.date, self.region, self.service
         )
+    }
+
+    fn signing_scope(&self) -> SigningScope {
+        SigningScope {
+            date: self.date.clone(),
+            region: self.region.clone(),
+            service: self.service.clone(),
+        }
     }
 
     fn is_s3(&self) -> bool {
@@ -170,8 +178,12 @@ pub(crate) fn verify_header(
             header.credential.date
         )));
     }
-    let (principal, secret) = creds
-        .lookup(&header.credential.access_key_id)
+    require_host(&header.signed_headers)?;
+    let (principal, key) = creds
+        .signing_key(
+            &header.credential.access_key_id,
+            &header.credential.signing_scope(),
+        )
         .ok_or(AuthError::InvalidAccessKeyId)?;
     if !within_skew(when, now) {
         return Err(AuthError::RequestTimeTooSkewed);
@@ -188,27 +200,7 @@ pub(crate) fn verify_header(
         }
     };
     let kind = PayloadKind::parse(&payload_hash)?;
-    // A Query API's parameters are its body: an unsigned body would leave the action itself
-    // unauthenticated, so only a real hash is accepted there (or nothing to cover).
-    if let Some(body) = form_body {
-        let acceptable = match kind {
-            PayloadKind::Sha256(_) => true,
-            PayloadKind::Unsigned => body.is_empty(),
-            PayloadKind::Streaming { .. } | PayloadKind::UnsignedTrailer => false,
-        };
-        if !acceptable {
-            return Err(AuthError::InvalidArgument(format!(
-                "x-amz-content-sha256 '{payload_hash}' is not supported by this service; sign the SHA-256 of the body"
-            )));
-        }
-    }
-
-    let key = signing_key(
-        &secret,
-        &header.credential.date,
-        &header.credential.region,
-        &header.credential.service,
-    );
+    check_form_payload(&kind, &payload_hash, form_body)?;
     let scope = header.credential.scope();
     let query = parse_params(req.raw_query, false);
     let query_plus = req
@@ -260,6 +252,43 @@ pub(crate) fn verify_header(
         }
     };
     Ok(Authenticated::Signed { principal, payload })
+}
+
+/// Refuses a request whose signed headers leave out `host`: the signature would then hold for
+/// any endpoint it is replayed to (AWS requires it too).
+fn require_host(signed_headers: &[String]) -> Result<(), AuthError> {
+    if signed_headers.iter().any(|h| h == "host") {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidArgument(
+            "the host header must be among the signed headers".into(),
+        ))
+    }
+}
+
+/// A Query API's parameters are its body: a body the signature does not cover would let
+/// whoever holds a signed request (a presigned URL, a captured one) add parameters, so there
+/// only a real SHA-256 of it is accepted, or no body at all.
+fn check_form_payload(
+    kind: &PayloadKind,
+    payload_hash: &str,
+    form_body: Option<&[u8]>,
+) -> Result<(), AuthError> {
+    let Some(body) = form_body else {
+        return Ok(());
+    };
+    let acceptable = match kind {
+        PayloadKind::Sha256(_) => true,
+        PayloadKind::Unsigned => body.is_empty(),
+        PayloadKind::Streaming { .. } | PayloadKind::UnsignedTrailer => false,
+    };
+    if acceptable {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidArgument(format!(
+            "x-amz-content-sha256 '{payload_hash}' is not supported by this service; sign the SHA-256 of the body"
+        )))
+    }
 }
 
 /// `x-amz-decoded-content-length`, which aws-chunked uploads must send.
@@ -348,8 +377,9 @@ pub(crate) fn verify_presigned(
         )));
     }
 
-    let (principal, secret) = creds
-        .lookup(&credential.access_key_id)
+    require_host(&signed_headers)?;
+    let (principal, key) = creds
+        .signing_key(&credential.access_key_id, &credential.signing_scope())
         .ok_or(AuthError::InvalidAccessKeyId)?;
     if when > now + MAX_SKEW {
         return Err(AuthError::NotYetValid);
@@ -364,12 +394,7 @@ pub(crate) fn verify_presigned(
         (None, _) => UNSIGNED_PAYLOAD.to_owned(),
     };
     let kind = PayloadKind::parse(&payload_hash)?;
-    let key = signing_key(
-        &secret,
-        &credential.date,
-        &credential.region,
-        &credential.service,
-    );
+    check_form_payload(&kind, &payload_hash, form_body)?;
     let scope = credential.scope();
     let query_plus = req
         .raw_query

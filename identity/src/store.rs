@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `acct/<account id>` | account (id, name, created) |
 //! | `name/<account name>` | the account id (unique names) |
-//! | `user/<account id>/<user name>` | user |
+//! | `user/<account id>/<user name>` | user, with its [`Role`] |
 //! | `akey/<access key id>` | access key: secret, owner, status (the hot path of every request) |
 //! | `ukey/<account id>/<user name>/<access key id>` | index of a user's keys |
 //! | `cert/<account id>/<user name>/<certificate id>` | a user's signing certificate (no key) |
@@ -23,7 +23,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ca::CloudCa;
-use crate::{CredentialSource, Credentials, IdentityError, Principal, ADMIN_ACCOUNT, ADMIN_USER};
+use crate::{
+    ComponentKind, Credentials, IdentityError, Principal, Role, SecretSource, ADMIN_ACCOUNT,
+    ADMIN_USER,
+};
 
 /// Version of the stored values; bump it and migrate in [`decode`] when a record changes.
 const FORMAT_VERSION: u32 = 1;
@@ -116,6 +119,9 @@ struct UserRecord {
     account_id: String,
     name: String,
     created: u64,
+    /// Absent in records made before roles: see [`Role::of_legacy_user`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -259,22 +265,131 @@ impl Identity {
     pub fn create_user(&self, account_id: &str, user_name: &str) -> Result<(), IdentityError> {
         validate_user_name(user_name)?;
         let _guard = self.lock();
+        let mut batch = WriteBatch::default();
+        self.new_user(&mut batch, account_id, user_name, Role::User)?;
+        self.write(batch)
+    }
+
+    /// The principal of a component of the cloud (`kind`, named `name`) in the cloud admin
+    /// account, with a new access key: on first registration the user is made with the
+    /// component's role; on a later one (its key file was lost) its old keys are deleted, so
+    /// that only the newest key works. A user of that name that is not this kind of component
+    /// is refused: a component's role is given only here.
+    pub fn register_component(
+        &self,
+        kind: ComponentKind,
+        name: &str,
+    ) -> Result<Credentials, IdentityError> {
+        validate_user_name(name)?;
+        let guard = self.lock();
+        let account_id = self
+            .account_id_by_name(ADMIN_ACCOUNT)?
+            .ok_or_else(|| IdentityError::NoSuchAccount(ADMIN_ACCOUNT.to_owned()))?;
+        let mut batch = WriteBatch::default();
+        match self.user_record(&account_id, name)? {
+            None => self.new_user(&mut batch, &account_id, name, Role::Component(kind))?,
+            Some(user) if self.role_of(&user)? == Role::Component(kind) => {
+                for akid in self.user_key_ids(&account_id, name)? {
+                    batch.delete(access_key_key(&akid));
+                    batch.delete(format!("{}{akid}", user_keys_prefix(&account_id, name)));
+                }
+            }
+            Some(_) => return Err(IdentityError::UserExists(name.to_owned())),
+        }
+        let account = self.account_record(&account_id)?;
+        let key = self.new_key_record(&account_id, &account.name, name)?;
+        let creds = key.to_credentials();
+        put_key(&mut batch, key)?;
+        self.write(batch)?;
+        drop(guard);
+        Ok(creds)
+    }
+
+    /// Makes a user of the cloud admin account a cloud administrator, or no longer one. The
+    /// `admin` user stays one (the cloud must keep an administrator), and components cannot
+    /// be made administrators.
+    pub fn set_cloud_admin(&self, user_name: &str, admin: bool) -> Result<(), IdentityError> {
+        let _guard = self.lock();
+        let account_id = self
+            .account_id_by_name(ADMIN_ACCOUNT)?
+            .ok_or_else(|| IdentityError::NoSuchAccount(ADMIN_ACCOUNT.to_owned()))?;
+        let mut user = self
+            .user_record(&account_id, user_name)?
+            .ok_or_else(|| IdentityError::NoSuchUser(user_name.to_owned()))?;
+        match self.role_of(&user)? {
+            Role::Component(_) => {
+                return Err(IdentityError::InvalidName(format!(
+                    "{user_name} is one of the cloud's components, not a person: it cannot be an administrator."
+                )))
+            }
+            _ if user_name == ADMIN_USER && !admin => {
+                return Err(IdentityError::InvalidName(
+                    "The admin user of the eucalyptus account is always a cloud administrator."
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        user.role = Some(if admin { Role::CloudAdmin } else { Role::User });
+        let mut batch = WriteBatch::default();
+        batch.put(user_key(&account_id, user_name), encode(user)?);
+        self.write(batch)
+    }
+
+    /// The role of a user.
+    pub fn user_role(&self, account_id: &str, user_name: &str) -> Result<Role, IdentityError> {
+        let user = self
+            .user_record(account_id, user_name)?
+            .ok_or_else(|| IdentityError::NoSuchUser(user_name.to_owned()))?;
+        self.role_of(&user)
+    }
+
+    fn user_record(
+        &self,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<Option<UserRecord>, IdentityError> {
+        let key = user_key(account_id, user_name);
+        self.get(&key)?
+            .map(|bytes| decode::<UserRecord>(&key, &bytes))
+            .transpose()
+    }
+
+    /// A user's role: recorded, or for records older than roles, what its name meant.
+    fn role_of(&self, user: &UserRecord) -> Result<Role, IdentityError> {
+        match user.role {
+            Some(role) => Ok(role),
+            None => {
+                let account = self.account_record(&user.account_id)?;
+                Ok(Role::of_legacy_user(&account.name, &user.name))
+            }
+        }
+    }
+
+    /// Adds a new user to `batch`; the caller holds the write lock.
+    fn new_user(
+        &self,
+        batch: &mut WriteBatch,
+        account_id: &str,
+        user_name: &str,
+        role: Role,
+    ) -> Result<(), IdentityError> {
         if self.get(&account_key(account_id))?.is_none() {
             return Err(IdentityError::NoSuchAccount(account_id.to_owned()));
         }
         if self.get(&user_key(account_id, user_name))?.is_some() {
             return Err(IdentityError::UserExists(user_name.to_owned()));
         }
-        let mut batch = WriteBatch::default();
         batch.put(
             user_key(account_id, user_name),
             encode(UserRecord {
                 account_id: account_id.to_owned(),
                 name: user_name.to_owned(),
                 created: now_secs(),
+                role: Some(role),
             })?,
         );
-        self.write(batch)
+        Ok(())
     }
 
     /// A new active access key for an existing user (at most two per user).
@@ -587,6 +702,11 @@ impl Identity {
                 account_id: account_id.clone(),
                 name: ADMIN_USER.to_owned(),
                 created,
+                role: Some(if name == ADMIN_ACCOUNT {
+                    Role::CloudAdmin
+                } else {
+                    Role::User
+                }),
             })?,
         );
         let creds = key.to_credentials();
@@ -667,9 +787,9 @@ impl KeyRecord {
     }
 }
 
-impl CredentialSource for Identity {
+impl SecretSource for Identity {
     /// A storage failure reads as an unknown key: the request is refused, never let through.
-    fn lookup(&self, access_key_id: &str) -> Option<(Principal, String)> {
+    fn secret(&self, access_key_id: &str) -> Option<(Principal, String)> {
         if access_key_id.is_empty() || access_key_id.len() > 128 {
             return None;
         }
@@ -677,7 +797,11 @@ impl CredentialSource for Identity {
         if record.status != AccessKeyStatus::Active {
             return None;
         }
+        let role = self
+            .user_record(&record.account_id, &record.user_name)
+            .ok()??;
         let principal = Principal {
+            role: self.role_of(&role).ok()?,
             account_id: record.account_id,
             account_name: record.account_name,
             user_name: record.user_name,
@@ -785,10 +909,76 @@ mod tests {
         let (reopened, created) = id.ensure_admin().unwrap();
         assert!(!created);
         assert_eq!(reopened, creds);
-        let (principal, secret) = id.lookup(&creds.access_key_id).unwrap();
+        let (principal, secret) = id.secret(&creds.access_key_id).unwrap();
         assert_eq!(secret, creds.secret_access_key);
         assert!(principal.is_cloud_admin());
         assert_eq!(principal.account_id, creds.account_id);
+    }
+
+    #[test]
+    fn roles_are_recorded_not_read_from_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::open(dir.path()).unwrap();
+        let (admin, _) = id.ensure_admin().unwrap();
+        let euca = admin.account_id.clone();
+        let role = |akid: &str| id.secret(akid).unwrap().0.role;
+        assert_eq!(role(&admin.access_key_id), Role::CloudAdmin);
+
+        // A user of the admin account named like a component is only a user.
+        id.create_user(&euca, "nc-fake").unwrap();
+        let fake = id.create_access_key(&euca, "nc-fake").unwrap();
+        assert_eq!(role(&fake.access_key_id), Role::User);
+        assert!(matches!(
+            id.register_component(ComponentKind::NodeController, "nc-fake"),
+            Err(IdentityError::UserExists(_))
+        ));
+
+        // A component registered twice keeps one working key, the newest.
+        let nc = id
+            .register_component(ComponentKind::NodeController, "nc-host1")
+            .unwrap();
+        assert_eq!(
+            role(&nc.access_key_id),
+            Role::Component(ComponentKind::NodeController)
+        );
+        let again = id
+            .register_component(ComponentKind::NodeController, "nc-host1")
+            .unwrap();
+        assert!(id.secret(&nc.access_key_id).is_none());
+        assert!(id.secret(&again.access_key_id).is_some());
+        assert!(matches!(
+            id.register_component(ComponentKind::Walrus, "nc-host1"),
+            Err(IdentityError::UserExists(_))
+        ));
+
+        // Administrators are made by grant, in the admin account only, never components.
+        id.create_user(&euca, "ops").unwrap();
+        let ops = id.create_access_key(&euca, "ops").unwrap();
+        assert_eq!(role(&ops.access_key_id), Role::User);
+        id.set_cloud_admin("ops", true).unwrap();
+        assert_eq!(role(&ops.access_key_id), Role::CloudAdmin);
+        id.set_cloud_admin("ops", false).unwrap();
+        assert_eq!(role(&ops.access_key_id), Role::User);
+        assert!(id.set_cloud_admin("nc-host1", true).is_err());
+        assert!(id.set_cloud_admin(ADMIN_USER, false).is_err());
+        assert!(matches!(
+            id.set_cloud_admin("nobody", true),
+            Err(IdentityError::NoSuchUser(_))
+        ));
+        let alice = id.create_account("alice").unwrap();
+        assert_eq!(role(&alice.access_key_id), Role::User);
+
+        // Records from before roles read as their names meant.
+        let legacy: UserRecord = decode(
+            "user/x/clc",
+            format!(r#"{{"v":1,"account_id":"{euca}","name":"clc","created":0}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(legacy.role, None);
+        assert_eq!(
+            id.role_of(&legacy).unwrap(),
+            Role::Component(ComponentKind::CloudController)
+        );
     }
 
     #[test]
@@ -799,7 +989,7 @@ mod tests {
         let alice = id.create_account("alice").unwrap();
         assert_eq!(alice.account_name, "alice");
         assert_eq!(alice.user_name, "admin");
-        let (principal, _) = id.lookup(&alice.access_key_id).unwrap();
+        let (principal, _) = id.secret(&alice.access_key_id).unwrap();
         assert!(!principal.is_cloud_admin());
         let dup = id.create_account("alice").unwrap_err();
         assert!(matches!(dup, IdentityError::AccountExists(_)));
@@ -857,8 +1047,8 @@ mod tests {
             AccessKeyStatus::Inactive,
         )
         .unwrap();
-        assert!(id.lookup(&second.access_key_id).is_none());
-        assert!(id.lookup(&bob.access_key_id).is_some());
+        assert!(id.secret(&second.access_key_id).is_none());
+        assert!(id.secret(&bob.access_key_id).is_some());
         id.set_access_key_status(
             &acct,
             "admin",
@@ -866,11 +1056,11 @@ mod tests {
             AccessKeyStatus::Active,
         )
         .unwrap();
-        assert!(id.lookup(&second.access_key_id).is_some());
+        assert!(id.secret(&second.access_key_id).is_some());
 
         id.delete_access_key(&acct, "admin", &second.access_key_id)
             .unwrap();
-        assert!(id.lookup(&second.access_key_id).is_none());
+        assert!(id.secret(&second.access_key_id).is_none());
         let keys = id.list_access_keys(&acct, "admin").unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].access_key_id, bob.access_key_id);
@@ -894,7 +1084,7 @@ mod tests {
         ));
         let builder = id.create_access_key(&acct, "builder").unwrap();
         assert_eq!(
-            id.lookup(&builder.access_key_id).unwrap().0.user_name,
+            id.secret(&builder.access_key_id).unwrap().0.user_name,
             "builder"
         );
         assert_eq!(

@@ -14,8 +14,9 @@ use std::time::Duration;
 use base64::Engine;
 use common::{at, header_map, sha256_hex, Signer, StaticCreds};
 use identity::{
-    verify_query, verify_s3, AccessKeyStatus, AuthError, Authenticated, AwsChunkedDecoder,
-    Identity, Payload, RequestParts,
+    answer, questions_of, verify_query, verify_s3, AccessKeyStatus, Answered, AuthError,
+    Authenticated, AwsChunkedDecoder, CredentialSource, Identity, KeyAnswer, KeyQuestion, Payload,
+    RequestParts, SigningScope,
 };
 use ring::hmac;
 
@@ -699,4 +700,206 @@ fn the_account_store_is_a_credential_source() {
         verify_s3(&req, "/bucket", &id, at(TS)).unwrap_err(),
         AuthError::InvalidAccessKeyId
     );
+}
+
+/// A presigned Query API request (parameters in the query string) for `host`, signed over
+/// `signed_headers` with `payload_hash`.
+fn presigned_query(signed_headers: &[(&str, &str)], payload_hash: &str) -> String {
+    let s = signer("eucalyptus", "ec2");
+    let names: Vec<&str> = signed_headers.iter().map(|(k, _)| *k).collect();
+    let credential = format!("{AKID}/{}", s.scope()).replace('/', "%2F");
+    let query = format!(
+        "Action=DescribeImages&Version=2016-11-15&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}&X-Amz-Date={TS}&X-Amz-Expires=300&X-Amz-SignedHeaders={}",
+        names.join("%3B")
+    );
+    let sig = s.sign(
+        "POST",
+        "/services/compute/",
+        &query,
+        signed_headers,
+        payload_hash,
+    );
+    format!("{query}&X-Amz-Signature={sig}")
+}
+
+#[test]
+fn presigned_query_requests_cover_their_body_or_carry_none() {
+    let headers = header_map(&[("host", "127.0.0.1:8773")]);
+    let signed = [("host", "127.0.0.1:8773")];
+    let empty_hash = sha256_hex(b"");
+    let query = presigned_query(&signed, &empty_hash);
+    let req = RequestParts {
+        method: "POST",
+        raw_path: "/services/compute/",
+        raw_query: &query,
+        headers: &headers,
+    };
+    assert!(verify_query(&req, b"", &creds(), at(TS)).is_ok());
+    // Whoever holds the URL adds a parameter in the body: the signed hash does not match.
+    assert_eq!(
+        verify_query(&req, b"Owner.1=self", &creds(), at(TS)).unwrap_err(),
+        AuthError::SignatureDoesNotMatch
+    );
+
+    // Signed as UNSIGNED-PAYLOAD (the header sent beside the URL): only an empty body.
+    let headers = header_map(&[
+        ("host", "127.0.0.1:8773"),
+        ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+    ]);
+    let query = presigned_query(&signed, "UNSIGNED-PAYLOAD");
+    let req = RequestParts {
+        method: "POST",
+        raw_path: "/services/compute/",
+        raw_query: &query,
+        headers: &headers,
+    };
+    assert!(verify_query(&req, b"", &creds(), at(TS)).is_ok());
+    assert!(matches!(
+        verify_query(&req, b"Action=RunInstances&ImageId=emi-1", &creds(), at(TS)),
+        Err(AuthError::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn host_must_be_signed() {
+    let s = signer("us-east-1", "s3");
+    let signed = [
+        ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+        ("x-amz-date", TS),
+    ];
+    let sig = s.sign("GET", "/b/k", "", &signed, "UNSIGNED-PAYLOAD");
+    let auth = s.authorization(AKID, &signed, &sig);
+    let headers = header_map(&[
+        ("host", "127.0.0.1:8773"),
+        ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+        ("x-amz-date", TS),
+        ("authorization", &auth),
+    ]);
+    let req = RequestParts {
+        method: "GET",
+        raw_path: "/b/k",
+        raw_query: "",
+        headers: &headers,
+    };
+    assert!(matches!(
+        verify_s3(&req, "/b/k", &creds(), at(TS)),
+        Err(AuthError::InvalidArgument(m)) if m.contains("host")
+    ));
+    let query = presigned_query(&[("x-amz-date", TS)], &sha256_hex(b""));
+    let req = RequestParts {
+        method: "POST",
+        raw_path: "/services/compute/",
+        raw_query: &query,
+        headers: &headers,
+    };
+    assert!(matches!(
+        verify_query(&req, b"", &creds(), at(TS)),
+        Err(AuthError::InvalidArgument(m)) if m.contains("host")
+    ));
+}
+
+/// A verifier that holds no secret: the questions of a dry run, answered by the key store,
+/// and a second run with only those answers. Returns what the second run concludes.
+fn verify_remotely(
+    verify: impl Fn(&dyn CredentialSource) -> Result<Authenticated, AuthError>,
+    store: &dyn CredentialSource,
+) -> Result<Authenticated, AuthError> {
+    let answered = questions_of(&verify)
+        .into_iter()
+        .fold(Answered::default(), |answered, q| {
+            let a = answer(store, &q);
+            answered.with(q, a)
+        });
+    verify(&answered)
+}
+
+#[test]
+fn a_verifier_without_secrets_agrees_with_the_key_store() {
+    // SigV4: the store hands over the scope's signing key, never the secret.
+    let s = signer("eucalyptus", "s3");
+    let signed = [
+        ("host", "127.0.0.1:8773"),
+        ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+        ("x-amz-date", TS),
+    ];
+    let sig = s.sign("GET", "/b/k", "", &signed, "UNSIGNED-PAYLOAD");
+    let auth = s.authorization(AKID, &signed, &sig);
+    let mut all = signed.to_vec();
+    all.push(("authorization", &auth));
+    let headers = header_map(&all);
+    let req = RequestParts {
+        method: "GET",
+        raw_path: "/b/k",
+        raw_query: "",
+        headers: &headers,
+    };
+    let questions = questions_of(|keys| verify_s3(&req, "/b/k", keys, at(TS)));
+    assert_eq!(
+        questions,
+        [KeyQuestion::SigningKey {
+            access_key_id: AKID.into(),
+            scope: SigningScope {
+                date: TS[..8].into(),
+                region: "eucalyptus".into(),
+                service: "s3".into(),
+            },
+        }]
+    );
+    match answer(&creds(), &questions[0]) {
+        KeyAnswer::SigningKey { signing_key, .. } => {
+            assert_eq!(signing_key, hex::encode(s.key()));
+            assert!(!signing_key.contains(&hex::encode(SECRET)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let remote = verify_remotely(|keys| verify_s3(&req, "/b/k", keys, at(TS)), &creds());
+    assert!(
+        matches!(remote, Ok(Authenticated::Signed { .. })),
+        "{remote:?}"
+    );
+    // The signing key of one scope proves nothing of another: an answer for the s3 scope
+    // does not verify a request signed for ec2.
+    let ec2 = signer("eucalyptus", "ec2");
+    let sig = ec2.sign("GET", "/b/k", "", &signed, "UNSIGNED-PAYLOAD");
+    let auth = ec2.authorization(AKID, &signed, &sig);
+    let mut all = signed.to_vec();
+    all.push(("authorization", &auth));
+    let ec2_headers = header_map(&all);
+    let ec2_req = RequestParts {
+        headers: &ec2_headers,
+        ..req
+    };
+    let s3_answers = questions.iter().fold(Answered::default(), |a, q| {
+        let answer = answer(&creds(), q);
+        a.with(q.clone(), answer)
+    });
+    assert_eq!(
+        verify_s3(&ec2_req, "/b/k", &s3_answers, at(TS)).unwrap_err(),
+        AuthError::InvalidAccessKeyId
+    );
+
+    // SigV2: the store says whether the signature is the key's.
+    let date = "Wed, 25 Nov 2026 14:57:36 GMT";
+    let sts = format!("GET\n\n\n{date}\n/b/k");
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, SECRET.as_bytes());
+    let good = base64::engine::general_purpose::STANDARD.encode(hmac::sign(&key, sts.as_bytes()));
+    for (signature, expected) in [(good.as_str(), true), ("AAAA", false)] {
+        let auth = format!("AWS {AKID}:{signature}");
+        let headers = header_map(&[
+            ("host", "127.0.0.1:8773"),
+            ("date", date),
+            ("authorization", &auth),
+        ]);
+        let req = RequestParts {
+            method: "GET",
+            raw_path: "/b/k",
+            raw_query: "",
+            headers: &headers,
+        };
+        let remote = verify_remotely(|keys| verify_s3(&req, "/b/k", keys, at(TS)), &creds());
+        assert_eq!(remote.is_ok(), expected, "{remote:?}");
+        if !expected {
+            assert_eq!(remote.unwrap_err(), AuthError::SignatureDoesNotMatch);
+        }
+    }
 }

@@ -8,6 +8,7 @@ The binary is $KOALA_BIN, else target/release/koala of this repository.
 import base64
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -194,6 +195,17 @@ class Cloud:
         env.update(self.env)
         env.update(_ISOLATION)
         return env
+
+    def component_key(self, prefix):
+        """(access key id, secret) of the component whose principal starts with `prefix`
+        (`nc-`, `cc-`, `clc`), from the key file `koala up` keeps in the data dir."""
+        folder = os.path.join(self.data_dir, "credentials", "components")
+        for name in sorted(os.listdir(folder)):
+            if name.startswith(prefix) and name.endswith(".json"):
+                with open(os.path.join(folder, name)) as f:
+                    key = json.load(f)
+                return key["access_key_id"], key["secret_access_key"]
+        raise AssertionError(f"no component key {prefix}* in {folder}")
 
     def create_account(self, name):
         """Runs `koala admin create-account NAME`; returns the new account's environment."""

@@ -1,7 +1,7 @@
 """The image feed through the real `koala up`: a bundle made by our euca-bundle-image for the
 cloud's certificate, uploaded with boto3, then asked of Walrus' internal endpoint
 (`/services/Walrus/_koala/images`) with requests signed by botocore's SigV4: the plain image
-comes back with its SHA-256, by manifest and by hash, only to the cloud administrators."""
+comes back with its SHA-256, by manifest and by hash, only to the cloud's node controllers."""
 
 import hashlib
 import urllib.parse
@@ -19,31 +19,36 @@ def test_feed_serves_the_plain_image_to_the_cloud_only(cloud, s3, other_env, tmp
     try:
         location = upload(s3, bucket, "p", manifest, parts)
         query = "manifest=" + urllib.parse.quote(location, safe="")
+        akid, secret = cloud.component_key("nc-")
+        node = {"access_key": akid, "secret_key": secret}
 
-        status, headers, body = raw_request(cloud, "GET", "/_koala/images", query=query)
+        status, headers, body = raw_request(cloud, "GET", "/_koala/images", query=query, **node)
         assert status == 200, body[:400]
         assert body == data
         assert headers["x-koala-image-sha256"] == want
         assert headers["etag"] == f'"{want}"'
         assert headers["content-length"] == str(len(data))
 
-        status, headers, body = raw_request(cloud, "HEAD", "/_koala/images", query=query)
+        status, headers, body = raw_request(cloud, "HEAD", "/_koala/images", query=query, **node)
         assert status == 200 and body == b""
         assert headers["content-length"] == str(len(data))
 
-        status, headers, body = raw_request(cloud, "GET", f"/_koala/images/{want}")
+        status, headers, body = raw_request(cloud, "GET", f"/_koala/images/{want}", **node)
         assert status == 200 and body == data
         status, headers, body = raw_request(cloud, "GET", f"/_koala/images/{want}",
-                                            headers={"Range": "bytes=10-19"})
+                                            headers={"Range": "bytes=10-19"}, **node)
         assert status == 206 and body == data[10:20]
 
         unknown = hashlib.sha256(b"none").hexdigest()
-        status, _, body = raw_request(cloud, "GET", f"/_koala/images/{unknown}")
+        status, _, body = raw_request(cloud, "GET", f"/_koala/images/{unknown}", **node)
         assert status == 404 and xml_code(body) == "NoSuchKey"
 
-        # An ordinary account, even the bundle's reader, and unsigned callers are refused.
+        # An ordinary account, even the bundle's reader, a cloud administrator, the cloud
+        # controller (which reads bundles, not images) and unsigned callers are refused.
+        clc_akid, clc_secret = cloud.component_key("clc")
         for kw in ({"access_key": other_env["AWS_ACCESS_KEY_ID"],
                     "secret_key": other_env["AWS_SECRET_ACCESS_KEY"]},
+                   {}, {"access_key": clc_akid, "secret_key": clc_secret},
                    {"sign": False}):
             status, _, body = raw_request(cloud, "GET", "/_koala/images", query=query, **kw)
             assert status == 403 and xml_code(body) == "AccessDenied"

@@ -360,8 +360,10 @@ def test_guest_power_off_libvirt_refusal_and_corrupt_image_end_in_terminated(
     odd_disk.write_bytes(os.urandom(3 << 20))
     _, _, bad_emi, _ = register_guest(c, s3, ec2, tmp_path, guest, disk=str(odd_disk))
     location = ec2.describe_images(ImageIds=[bad_emi])["Images"][0]["ImageLocation"]
+    akid, secret = c.component_key("nc-")
     status, headers, _ = raw_request(c, "HEAD", "/_koala/images",
-                                     query="manifest=" + location.replace("/", "%2F"))
+                                     query="manifest=" + location.replace("/", "%2F"),
+                                     access_key=akid, secret_key=secret)
     assert status == 200
     plain = os.path.join(c.data_dir, "walrus", "images", "sha256",
                          headers["x-koala-image-sha256"])

@@ -1,6 +1,6 @@
 //! How Walrus and the cloud controller work on different hosts (`koala walrus --cloud-url`,
-//! `koala cloud --walrus-url`): Walrus asks the CLC's key service who signed a request and
-//! which accounts exist ([`ClcDirectory`]), and decrypts bundles with the cloud's key, which
+//! `koala cloud --walrus-url`): Walrus asks the CLC's key service what checking a request's
+//! signature takes (never a secret) and which accounts exist ([`ClcDirectory`]), and decrypts bundles with the cloud's key, which
 //! the administrator copies to its host as Eucalyptus' registration did (it never crosses
 //! the network); the CLC reads the bundles an account registers from Walrus' internal
 //! endpoint with that account's rights ([`WalrusOverHttp`]). Both sides call with their
@@ -14,12 +14,9 @@ use compute::rpc::{ComponentKey, RpcClient, Verifier};
 use ec2_api::{BundleAccess, BundleStore};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use identity::{CredentialSource, Principal};
+use identity::{Answered, CredentialSource, KeyQuestion};
 use serde::{Deserialize, Serialize};
 use walrus::{Directory, DirectoryFuture};
-
-/// The component name (a user of the cloud admin account) Walrus runs as when apart.
-pub const WALRUS_COMPONENT: &str = "walrus";
 
 /// An account as the key service answers `GET /services/Identity/accounts/<id>` (a 404 when
 /// there is none).
@@ -68,17 +65,18 @@ impl ClcDirectory {
     }
 }
 
-impl CredentialSource for ClcDirectory {
-    fn lookup(&self, access_key_id: &str) -> Option<(Principal, String)> {
-        self.keys.lookup(access_key_id)
-    }
-}
-
 impl Directory for ClcDirectory {
-    fn prepare<'a>(&'a self, access_key_id: &'a str) -> DirectoryFuture<'a, Result<(), String>> {
+    fn local_keys(&self) -> Option<&dyn CredentialSource> {
+        None
+    }
+
+    fn answer<'a>(
+        &'a self,
+        questions: Vec<KeyQuestion>,
+    ) -> DirectoryFuture<'a, Result<Answered, String>> {
         Box::pin(async move {
             self.keys
-                .prepare(access_key_id)
+                .answers(questions)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -107,10 +105,6 @@ impl Directory for ClcDirectory {
 
     fn cloud_key(&self) -> Option<&bundler::PrivateKey> {
         Some(&self.cloud_key)
-    }
-
-    fn credentials(&self) -> &dyn CredentialSource {
-        self
     }
 }
 

@@ -12,11 +12,11 @@ use compute::hypervisor::{Hypervisor, SYSTEM_URI};
 use compute::node::{Node, NodeConfig, WalrusFeed};
 use compute::qemu_user::{self, QemuUser};
 use compute::rpc::{
-    ComponentKey, ConsoleOutput, InstanceReport, NodeRegistration, NodeStatus, RpcClient, RpcError,
-    RunOrder, Verifier,
+    ComponentKey, ConsoleOutput, InstanceReport, NodeStatus, RpcClient, RpcError, RunOrder,
+    Verifier,
 };
 use ec2_api::Clusters;
-use identity::Identity;
+use identity::{ComponentKind, Identity};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{host_name, Config};
@@ -70,41 +70,28 @@ impl KeyFile {
     }
 }
 
-/// The own key of component `name` (`clc`, `cc-ZONE`, `nc-HOST`): a user of the cloud admin
-/// account with its own access key, made on first start and kept in the data dir. Deleting
-/// the key (`koala admin delete-access-key --user NAME`) revokes the component.
+/// The own key of component `name` (`clc`, `cc-ZONE`, `nc-HOST`) of kind `kind`: a user of
+/// the cloud admin account with the component's role and its own access key, made on first
+/// start and kept in the data dir. Deleting the key (`koala admin delete-access-key --user
+/// NAME`) revokes the component.
 pub fn component_key(
     identity: &Identity,
     config: &Config,
+    kind: ComponentKind,
     name: &str,
 ) -> Result<ComponentKey, String> {
     let path = KeyFile::path(config, name);
-    let admin_account = identity
-        .account_id(identity::ADMIN_ACCOUNT)
-        .map_err(|e| e.to_string())?
-        .ok_or("the cloud admin account is missing")?;
     // A key file that is unreadable, or whose key was revoked, is replaced.
     if let Ok(Some(file)) = KeyFile::read(&path) {
-        let active = identity
-            .list_access_keys(&admin_account, &file.user)
-            .map(|keys| {
-                keys.iter().any(|k| {
-                    k.access_key_id == file.access_key_id
-                        && k.status == identity::AccessKeyStatus::Active
-                })
-            })
-            .unwrap_or(false);
-        if active {
+        let current = identity::SecretSource::secret(identity, &file.access_key_id)
+            .is_some_and(|(p, _)| p.user_name == file.user && p.component() == Some(kind));
+        if current {
             return Ok(file.into_key(config));
         }
     }
-    match identity.create_user(&admin_account, name) {
-        Ok(()) | Err(identity::IdentityError::UserExists(_)) => {}
-        Err(e) => return Err(format!("cannot make the principal {name}: {e}")),
-    }
     let creds = identity
-        .active_access_key(&admin_account, name)
-        .map_err(|e| format!("cannot make a key for {name}: {e}"))?;
+        .register_component(kind, name)
+        .map_err(|e| format!("cannot register the component {name}: {e}"))?;
     let file = KeyFile {
         user: name.to_owned(),
         access_key_id: creds.access_key_id,
@@ -274,25 +261,6 @@ pub fn open_cluster(config: &Config, key: ComponentKey) -> Result<Cluster, Strin
         .map_err(|e| format!("cannot open the cluster controller: {e}"))
 }
 
-/// Registers `node` with the CC at `cluster_url` unless it is registered already.
-pub async fn ensure_registered(
-    client: &ClusterClient,
-    node: NodeRegistration,
-) -> Result<(), String> {
-    let nodes = client.nodes().await.map_err(|e| e.to_string())?;
-    if nodes
-        .iter()
-        .any(|n| n.host == node.host && n.url == node.url)
-    {
-        return Ok(());
-    }
-    client
-        .register(&node)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
 /// The CLC's view of its cluster: the CC's client, called from the EC2 actions' blocking
 /// threads on the daemon's runtime.
 pub struct CcClusters {
@@ -422,57 +390,59 @@ fn kvm_group_id() -> Option<u32> {
 }
 
 /// The CLC's key service for components on other hosts, under `/services/Identity/`:
-/// `keys/<id>`, the owner and secret of an access key, so that a component can verify the
-/// signed calls it receives, and for Walrus `accounts/<id>` (grants name accounts). Each
-/// component learns only the keys of those who call it: a node its cluster controllers'
-/// (`cc-*`), a cluster controller the cloud admin account's (the CLC, `euca_conf`), Walrus
-/// every user's.
+/// `POST answers` with a list of [`identity::KeyQuestion`]s (what checking the signatures of
+/// their callers takes: a scope's SigV4 signing key, or whether a SigV2 signature is a key's)
+/// gives the [`identity::KeyAnswer`]s, and for Walrus `GET accounts/<id>` (grants name
+/// accounts). No secret key is ever sent; each component learns only what verifying its own
+/// callers takes ([`identity::may_learn`]), anything else reads as an unknown key.
 pub async fn key_service(
     identity: Identity,
     req: axum::extract::Request,
 ) -> axum::response::Response {
-    use crate::joined::{AccountRecord, WALRUS_COMPONENT};
+    use crate::joined::AccountRecord;
     use axum::response::IntoResponse;
     let path = req.uri().path().to_owned();
     let verifier = verifier(&identity);
     let answer = async {
-        let (caller, _) = compute::rpc::authenticate(&verifier, req).await?;
-        let name = caller.user_name.as_str();
-        let walrus = name == WALRUS_COMPONENT;
+        let (caller, body) = compute::rpc::authenticate(&verifier, req).await?;
         let refused = |what: &str| RpcError::new("AuthFailure", what.to_owned());
-        let not_found = |what: String| RpcError::new("NotFound", what);
+        let kind = caller
+            .component()
+            .ok_or_else(|| refused("only the cloud's components may ask this"))?;
         let rest = path.strip_prefix("/services/Identity/").unwrap_or_default();
-        if let Some(id) = rest.strip_prefix("keys/") {
-            let (principal, secret) = identity::CredentialSource::lookup(&identity, id)
-                .ok_or_else(|| not_found(format!("no active key {id}")))?;
-            let of_admins = principal.is_cloud_admin();
-            let may = walrus
-                || (name.starts_with("cc-") && of_admins)
-                || (name.starts_with("nc-") && of_admins && principal.user_name.starts_with("cc-"));
-            if !may {
-                // As for a missing key: the caller learns nothing of keys not its business.
-                return Err(not_found(format!("no active key {id}")));
+        if rest == "answers" {
+            let questions: Vec<identity::KeyQuestion> = compute::rpc::parse(&body)?;
+            if questions.len() > MAX_QUESTIONS {
+                return Err(RpcError::new("BadRequest", "too many questions at once"));
             }
-            return json(&compute::rpc::KeyRecord {
-                account_id: principal.account_id,
-                account_name: principal.account_name,
-                user_name: principal.user_name,
-                secret_access_key: secret,
-            });
+            let now = std::time::SystemTime::now();
+            let answers: Vec<identity::KeyAnswer> = questions
+                .iter()
+                .map(|q| match identity::answer(&identity, q) {
+                    identity::KeyAnswer::SigningKey { principal, .. }
+                    | identity::KeyAnswer::V2Signature { principal, .. }
+                        if !identity::may_learn(kind, &principal, q, now) =>
+                    {
+                        identity::KeyAnswer::Unknown
+                    }
+                    answer => answer,
+                })
+                .collect();
+            return json(&answers);
         }
-        if !walrus {
+        if kind != ComponentKind::Walrus {
             return Err(refused("only Walrus may ask this"));
         }
         if let Some(id) = rest.strip_prefix("accounts/") {
             let failed = |e: identity::IdentityError| RpcError::new("InternalError", e.to_string());
             if !identity.account_exists(id).map_err(failed)? {
-                return Err(not_found(format!("no account {id}")));
+                return Err(RpcError::new("NotFound", format!("no account {id}")));
             }
             return json(&AccountRecord {
                 account_id: id.to_owned(),
             });
         }
-        Err(not_found(format!("no such service {path}")))
+        Err(RpcError::new("NotFound", format!("no such service {path}")))
     }
     .await;
     match answer {
@@ -481,17 +451,23 @@ pub async fn key_service(
     }
 }
 
+/// The most questions one call to the key service may ask (a request asks one, a SigV2 one
+/// a few: one per spelling of its string to sign).
+const MAX_QUESTIONS: usize = 16;
+
 /// A 200 with `value` as JSON.
 fn json(value: &impl serde::Serialize) -> Result<axum::response::Response, RpcError> {
     Ok(compute::rpc::json_response(http::StatusCode::OK, value))
 }
 
 /// The own key of a component on a host without the identity store (`koala cluster`,
-/// `koala node`): kept in `DATA_DIR/credentials/components/NAME.json`; on first start it is
-/// made through the account service with the cloud admin's credentials from the environment
-/// (the admin's eucarc sourced once, as Eucalyptus' registration copied keys once).
+/// `koala node`, `koala walrus --cloud-url`): kept in
+/// `DATA_DIR/credentials/components/NAME.json`; on first start it is registered through the
+/// account service (`RegisterComponent`) with the cloud admin's credentials from the
+/// environment (the admin's eucarc sourced once, as Eucalyptus' registration copied keys once).
 pub fn remote_component_key(
     config: &Config,
+    kind: ComponentKind,
     name: &str,
     cloud_url: &str,
 ) -> Result<ComponentKey, String> {
@@ -506,16 +482,15 @@ pub fn remote_component_key(
         )
     })?;
     let euare = format!("{}/services/Euare", cloud_url.trim_end_matches('/'));
-    let call = |action: &str, params: &[(&str, &str)]| {
-        crate::client::query_call(&euare, "iam", "2010-05-08", action, params, &admin)
-    };
-    match call("CreateUser", &[("UserName", name)]) {
-        Ok(_) => {}
-        Err(crate::client::ClientError::Service { code, .. }) if code == "EntityAlreadyExists" => {}
-        Err(e) => return Err(format!("cannot make the principal {name}: {e}")),
-    }
-    let body = call("CreateAccessKey", &[("UserName", name)])
-        .map_err(|e| format!("cannot make a key for {name}: {e}"))?;
+    let body = crate::client::query_call(
+        &euare,
+        "iam",
+        "2010-05-08",
+        "RegisterComponent",
+        &[("Kind", kind.as_str()), ("ComponentName", name)],
+        &admin,
+    )
+    .map_err(|e| format!("cannot register the component {name}: {e}"))?;
     let field = |tag| {
         crate::client::xml_text(&body, tag).ok_or_else(|| format!("the response has no <{tag}>"))
     };
@@ -526,7 +501,7 @@ pub fn remote_component_key(
     };
     file.save(&path)?;
     println!(
-        "Made the principal {name} and its key in {}",
+        "Registered the component {name}; its key is in {}",
         path.display()
     );
     Ok(file.into_key(config))

@@ -11,11 +11,11 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::serve::ListenerExt;
 use ec2_api::{BundleAccess, BundleStore, Cloud, CloudSettings, CloudState, ClusterSet, QueryApi};
-use identity::{Identity, ServiceUrls};
+use identity::{ComponentKind, Identity, ServiceUrls};
 use walrus::{Walrus, WalrusConfig};
 
 use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
-use crate::joined::{ClcDirectory, WalrusOverHttp, WALRUS_COMPONENT};
+use crate::joined::{ClcDirectory, WalrusOverHttp};
 use crate::roles::{self, CcClusters};
 use compute::cluster::http::ClusterClient;
 use compute::rpc::{ComponentKey, NodeRegistration, RpcClient};
@@ -136,7 +136,8 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         Roles::All | Roles::Cloud { .. } => {
             // The CLC's own key, for its calls to cluster controllers and a Walrus apart.
             let clc_key =
-                roles::component_key(&identity, &config, "clc").map_err(ServerError::Compute)?;
+                roles::component_key(&identity, &config, ComponentKind::CloudController, "clc")
+                    .map_err(ServerError::Compute)?;
             // `koala up`'s own CC is always where it runs; `koala cloud`'s is where it is
             // told, else where it was registered.
             let (cluster_url, moved) = match &roles {
@@ -144,7 +145,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                     Some(url) => (url.clone(), true),
                     None => (local_url(&config, 1), false),
                 },
-                _ => (start_compute(&config, &identity, &clc_key).await?, true),
+                _ => (start_compute(&config, &identity).await?, true),
             };
             let state = CloudState::open(&config.data_dir.join("clc"))
                 .map_err(|e| ServerError::CloudState(e.to_string()))?;
@@ -249,7 +250,7 @@ fn open_walrus(
 /// `DATA_DIR/keys/cloud-pk.pem` (copied from the CLC's host); its own principal (`walrus`)
 /// is made on first start with the admin's eucarc sourced.
 pub async fn run_walrus_joined(config: Config, cloud_url: String) -> Result<(), ServerError> {
-    let key = remote_key(&config, WALRUS_COMPONENT.to_owned(), &cloud_url).await?;
+    let key = remote_key(&config, ComponentKind::Walrus, "", &cloud_url).await?;
     let cloud_key = config.data_dir.join("keys").join(identity::CLOUD_KEY_FILE);
     let directory =
         ClcDirectory::open(key, &cloud_url, &cloud_key).map_err(ServerError::Compute)?;
@@ -302,19 +303,16 @@ async fn bind(
 /// (plus two), registers the node with the cluster, and returns the CC's URL.
 /// A node that cannot start (no libvirt) is reported in one sentence; the rest of the cloud
 /// runs without it.
-async fn start_compute(
-    config: &Config,
-    identity: &Identity,
-    clc_key: &ComponentKey,
-) -> Result<String, ServerError> {
+async fn start_compute(config: &Config, identity: &Identity) -> Result<String, ServerError> {
     let compute_err = |e: String| ServerError::Compute(e);
     let zone = &config.zone;
-    let cc_key =
-        roles::component_key(identity, config, &format!("cc-{zone}")).map_err(compute_err)?;
+    let cc_kind = ComponentKind::ClusterController;
+    let cc_key = roles::component_key(identity, config, cc_kind, &cc_kind.principal_name(zone))
+        .map_err(compute_err)?;
     let cluster = roles::open_cluster(config, cc_key).map_err(compute_err)?;
     let cc_addr = role_addr(config, 1);
     let cc_listener = bind(cc_addr).await?;
-    let cc_router = compute::cluster::http::router(cluster, roles::verifier(identity));
+    let cc_router = compute::cluster::http::router(cluster.clone(), roles::verifier(identity));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(cc_listener, cc_router).await {
             tracing::error!("the cluster controller stopped: {e}");
@@ -324,12 +322,13 @@ async fn start_compute(
         "The cluster controller ({zone}) is serving at {}",
         local_url(config, 1)
     );
-    let client = ClusterClient::new(RpcClient::new(clc_key.clone()), &local_url(config, 1));
 
     let host = roles::node_host(config);
     let node_started = async {
         roles::ensure_libvirt().await?;
-        let nc_key = roles::component_key(identity, config, &format!("nc-{host}"))?;
+        let nc_kind = ComponentKind::NodeController;
+        let nc_key =
+            roles::component_key(identity, config, nc_kind, &nc_kind.principal_name(&host))?;
         let walrus_url = format!("{}/services/Walrus", local_url(config, 0));
         roles::open_node(config, nc_key, &walrus_url).await
     }
@@ -344,13 +343,21 @@ async fn start_compute(
                     tracing::error!("the node controller stopped: {e}");
                 }
             });
+            // The node is registered in the same process, as no principal but an
+            // administrator may register nodes over the network.
             let registration = NodeRegistration {
                 host: host.clone(),
                 url: local_url(config, 2),
             };
-            roles::ensure_registered(&client, registration)
-                .await
-                .map_err(|e| ServerError::Compute(format!("cannot register node {host}: {e}")))?;
+            let registered = cluster
+                .nodes()
+                .iter()
+                .any(|n| n.host == host && n.url == registration.url);
+            if !registered {
+                cluster.register(registration).await.map_err(|e| {
+                    ServerError::Compute(format!("cannot register node {host}: {e}"))
+                })?;
+            }
             println!(
                 "The node controller ({host}) is serving at {}",
                 local_url(config, 2)
@@ -365,7 +372,7 @@ async fn start_compute(
 /// verifying calls with the CLC at `cloud_url`.
 pub async fn run_cluster(config: Config, cloud_url: String) -> Result<(), ServerError> {
     let zone = config.zone.clone();
-    let key = remote_key(&config, format!("cc-{zone}"), &cloud_url).await?;
+    let key = remote_key(&config, ComponentKind::ClusterController, &zone, &cloud_url).await?;
     let cluster = roles::open_cluster(&config, key.clone()).map_err(ServerError::Compute)?;
     let verifier = compute::rpc::Verifier::remote(RpcClient::new(key), &cloud_url);
     let router = compute::cluster::http::router(cluster, verifier);
@@ -380,7 +387,7 @@ pub async fn run_node(
     walrus_url: Option<String>,
 ) -> Result<(), ServerError> {
     let host = roles::node_host(&config);
-    let key = remote_key(&config, format!("nc-{host}"), &cloud_url).await?;
+    let key = remote_key(&config, ComponentKind::NodeController, &host, &cloud_url).await?;
     roles::ensure_libvirt()
         .await
         .map_err(ServerError::Compute)?;
@@ -394,21 +401,26 @@ pub async fn run_node(
     serve_alone(&config, router, &format!("The node controller ({host})")).await
 }
 
-/// The key of component `name` of a role running apart (made on first start).
+/// The key of the component of `kind` qualified by `qualifier` (its zone, its host) of a role
+/// running apart (registered on first start).
 async fn remote_key(
     config: &Config,
-    name: String,
+    kind: ComponentKind,
+    qualifier: &str,
     cloud_url: &str,
 ) -> Result<ComponentKey, ServerError> {
+    let name = kind.principal_name(qualifier);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
         path: config.data_dir.clone(),
         source,
     })?;
     let (config, cloud_url) = (config.clone(), cloud_url.to_owned());
-    tokio::task::spawn_blocking(move || roles::remote_component_key(&config, &name, &cloud_url))
-        .await
-        .map_err(|e| ServerError::Compute(e.to_string()))?
-        .map_err(ServerError::Compute)
+    tokio::task::spawn_blocking(move || {
+        roles::remote_component_key(&config, kind, &name, &cloud_url)
+    })
+    .await
+    .map_err(|e| ServerError::Compute(e.to_string()))?
+    .map_err(ServerError::Compute)
 }
 
 /// Serves a role running apart on its listen address until SIGINT or SIGTERM.

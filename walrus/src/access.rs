@@ -70,10 +70,7 @@ impl Walrus {
             }
             Err(e) => return Err(AccessError::Failed(e.to_string())),
         };
-        let who = Requester::Account {
-            account_id,
-            cloud_services: false,
-        };
+        let who = Requester::Account { account_id };
         if !meta.acl.allows(who, Permission::Read) {
             return Err(AccessError::Denied {
                 bucket: bucket.to_owned(),

@@ -141,13 +141,10 @@ pub const CLOUD_SERVICES_URI: &str = "http://acs.amazonaws.com/groups/koala/Clou
 pub enum Requester<'a> {
     /// An unsigned request.
     Anonymous,
-    /// A signed request from an account; `cloud_services` when it is the cloud admin account
-    /// (the cloud's own components act as it).
+    /// A signed request from an account's user.
     Account {
         /// The caller's account id.
         account_id: &'a str,
-        /// Whether grants to [`Grantee::CloudServices`] apply.
-        cloud_services: bool,
     },
 }
 
@@ -189,7 +186,9 @@ impl Grantee {
             (_, Requester::Anonymous) => false,
             (Grantee::AuthenticatedUsers, _) => true,
             (Grantee::Account(id), Requester::Account { account_id, .. }) => id == account_id,
-            (Grantee::CloudServices, Requester::Account { cloud_services, .. }) => cloud_services,
+            // The image service reads bundles below the ACLs, as Walrus itself; no caller of
+            // S3 is it, whatever its account (the cloud administrators' included).
+            (Grantee::CloudServices, _) => false,
         }
     }
 }

@@ -1,26 +1,39 @@
 //! Who Walrus' callers are: the [`Directory`] of access keys, accounts and the cloud's key.
 //! Walrus beside the cloud controller reads the identity store in its own process; a Walrus
 //! on a host of its own asks the cloud controller (the `koala` binary supplies that client),
-//! so Walrus itself never cares which.
+//! which answers what checking a signature takes and never hands out a secret. Walrus itself
+//! never cares which.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use identity::CredentialSource;
+use identity::{Answered, CredentialSource, KeyQuestion};
 use rsa::RsaPrivateKey;
 
 /// A future a [`Directory`] returns; boxed so the trait stays object safe.
 pub type DirectoryFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The accounts and keys Walrus verifies requests against.
-pub trait Directory: CredentialSource + Send + Sync + 'static {
-    /// Makes the key `access_key_id` ready for [`CredentialSource::lookup`] (a remote
-    /// directory asks the cloud controller; a local one has nothing to do). Called before a
-    /// signature is verified, as verification itself does not wait. An error means the
-    /// directory cannot answer now (the caller is not at fault).
-    fn prepare<'a>(&'a self, access_key_id: &'a str) -> DirectoryFuture<'a, Result<(), String>> {
-        let _ = access_key_id;
-        Box::pin(async { Ok(()) })
+pub trait Directory: Send + Sync + 'static {
+    /// The key store, when it is in this process: signatures are checked against it
+    /// directly. `None` for a directory on another host, which [`Directory::answer`]s.
+    fn local_keys(&self) -> Option<&dyn CredentialSource>;
+
+    /// The answers to what checking one request's signature asks (a remote directory asks
+    /// the cloud controller). An error means the directory cannot answer now (the caller is
+    /// not at fault).
+    fn answer<'a>(
+        &'a self,
+        questions: Vec<KeyQuestion>,
+    ) -> DirectoryFuture<'a, Result<Answered, String>> {
+        let answered = match self.local_keys() {
+            Some(keys) => Ok(questions.into_iter().fold(Answered::default(), |a, q| {
+                let answer = identity::answer(keys, &q);
+                a.with(q, answer)
+            })),
+            None => Err("this directory has no key store".to_owned()),
+        };
+        Box::pin(async move { answered })
     }
 
     /// Whether `account_id` names an account (grants to other ids are refused).
@@ -32,12 +45,13 @@ pub trait Directory: CredentialSource + Send + Sync + 'static {
     /// The cloud's private key, which bundles are encrypted for; `None` while it is not known
     /// (a remote directory that has not reached the cloud controller yet).
     fn cloud_key(&self) -> Option<&RsaPrivateKey>;
-
-    /// The same directory as a plain credential source, for the verifiers.
-    fn credentials(&self) -> &dyn CredentialSource;
 }
 
 impl Directory for identity::Identity {
+    fn local_keys(&self) -> Option<&dyn CredentialSource> {
+        Some(self)
+    }
+
     fn account_exists<'a>(
         &'a self,
         account_id: &'a str,
@@ -48,9 +62,5 @@ impl Directory for identity::Identity {
 
     fn cloud_key(&self) -> Option<&RsaPrivateKey> {
         self.cloud_ca().map(|ca| ca.private_key())
-    }
-
-    fn credentials(&self) -> &dyn CredentialSource {
-        self
     }
 }

@@ -18,7 +18,7 @@ use bundler::{bundle, BundleKey, BundleOptions, ImageType, Manifest, MemoryParts
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use identity::{Credentials, Identity};
+use identity::{ComponentKind, Credentials, Identity};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::Digest;
 use walrus::{Walrus, WalrusConfig};
@@ -38,6 +38,8 @@ struct Cloud {
     user: Credentials,
     /// The cloud controller's component principal (`clc`).
     clc: Credentials,
+    /// A node controller's component principal, the feed's caller.
+    node: Credentials,
     cloud_cert: PublicKey,
     dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -109,10 +111,12 @@ impl Cloud {
         let (identity, _) =
             Identity::open_with_ca(&dir.join("identity"), &dir.join("keys")).unwrap();
         let user = identity.create_account("alice").unwrap();
-        let (admin, _) = identity.ensure_admin().unwrap();
-        identity.create_user(&admin.account_id, "clc").unwrap();
+        identity.ensure_admin().unwrap();
         let clc = identity
-            .active_access_key(&admin.account_id, "clc")
+            .register_component(ComponentKind::CloudController, "clc")
+            .unwrap();
+        let node = identity
+            .register_component(ComponentKind::NodeController, "nc-node1")
             .unwrap();
         drop(identity);
         let (walrus, admin, cloud_cert) = open_walrus(&dir);
@@ -121,6 +125,7 @@ impl Cloud {
             admin,
             user,
             clc,
+            node,
             cloud_cert,
             dir,
             _tmp: Some(tmp),
@@ -134,6 +139,7 @@ impl Cloud {
             dir,
             user,
             clc,
+            node,
             _tmp,
             ..
         } = self;
@@ -144,6 +150,7 @@ impl Cloud {
             admin,
             user,
             clc,
+            node,
             cloud_cert,
             dir,
             _tmp,
@@ -246,13 +253,13 @@ impl Cloud {
         .await
     }
 
-    /// GET (or HEAD) of the feed by SHA-256, as the cloud admin.
+    /// GET (or HEAD) of the feed by SHA-256, as a node.
     async fn by_hash(&self, method: &str, sha256: &str) -> Resp {
         self.send(
             method,
             &format!("{FEED}/{sha256}"),
             Vec::new(),
-            Some(&self.admin),
+            Some(&self.node),
             &[],
         )
         .await
@@ -372,7 +379,7 @@ async fn feed_unbundles_once_and_serves_by_hash() {
         .upload_bundle("imgs", "disk.img", &data, 1 << 20, &cert, |_| {})
         .await;
 
-    let first = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    let first = cloud.feed("GET", &location, Some(&cloud.node)).await;
     first.expect(200);
     assert!(first.body == data, "the image comes back bit for bit");
     assert_eq!(first.header("x-koala-image-sha256"), want);
@@ -385,10 +392,10 @@ async fn feed_unbundles_once_and_serves_by_hash() {
     // Later requests come out of the store: no second unbundling, the same file.
     let path = cloud.dir.join("walrus/images/sha256").join(&want);
     let before = std::fs::metadata(&path).unwrap();
-    let second = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    let second = cloud.feed("GET", &location, Some(&cloud.node)).await;
     second.expect(200);
     assert!(second.body == data);
-    let head = cloud.feed("HEAD", &location, Some(&cloud.admin)).await;
+    let head = cloud.feed("HEAD", &location, Some(&cloud.node)).await;
     head.expect(200);
     assert!(head.body.is_empty());
     assert_eq!(head.header("content-length"), data.len().to_string());
@@ -414,7 +421,7 @@ async fn feed_unbundles_once_and_serves_by_hash() {
             "GET",
             &format!("{FEED}/{want}"),
             Vec::new(),
-            Some(&cloud.admin),
+            Some(&cloud.node),
             &[("range", "bytes=1000-1999")],
         )
         .await;
@@ -439,7 +446,7 @@ async fn feed_unbundles_once_and_serves_by_hash() {
     let again = cloud.by_hash("GET", &want).await;
     again.expect(200);
     assert!(again.body == data);
-    let again = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    let again = cloud.feed("GET", &location, Some(&cloud.node)).await;
     again.expect(200);
     assert_eq!(again.header("x-koala-image-sha256"), want);
     assert_eq!(cloud.walrus.image_feed_stats().unbundles, 0);
@@ -460,7 +467,7 @@ async fn concurrent_requests_share_one_unbundling() {
             let cloud = std::sync::Arc::clone(&cloud);
             let location = location.clone();
             tokio::spawn(async move {
-                let r = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+                let r = cloud.feed("GET", &location, Some(&cloud.node)).await;
                 (r.status, r.header("x-koala-image-sha256"), r.body)
             })
         })
@@ -500,7 +507,7 @@ async fn corrupt_bundles_store_nothing() {
         .put("/tampered/dir/img.part.01", bytes, &cloud.user)
         .await
         .expect(200);
-    let r = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    let r = cloud.feed("GET", &location, Some(&cloud.node)).await;
     r.expect_err(409, "BadDigest");
     assert!(String::from_utf8_lossy(&r.body).contains("part 1"));
     assert!(cloud.stored_images().is_empty());
@@ -516,7 +523,7 @@ async fn corrupt_bundles_store_nothing() {
             m.digest = "0".repeat(40);
         })
         .await;
-    let r = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    let r = cloud.feed("GET", &location, Some(&cloud.node)).await;
     r.expect_err(409, "BadDigest");
     assert!(String::from_utf8_lossy(&r.body).contains("tar stream"));
     assert!(cloud.stored_images().is_empty());
@@ -537,18 +544,18 @@ async fn corrupt_bundles_store_nothing() {
         .await
         .expect(204);
     cloud
-        .feed("GET", &location, Some(&cloud.admin))
+        .feed("GET", &location, Some(&cloud.node))
         .await
         .expect_err(400, "InvalidManifest");
     let other = PublicKey::from(&bundler::PrivateKey::new(&mut rand::thread_rng(), 1024).unwrap());
     let location = cloud
         .upload_bundle("elsewhere", "img", &data, 1 << 20, &other, |_| {})
         .await;
-    let r = cloud.feed("GET", &location, Some(&cloud.admin)).await;
+    let r = cloud.feed("GET", &location, Some(&cloud.node)).await;
     r.expect_err(400, "InvalidManifest");
     assert!(String::from_utf8_lossy(&r.body).contains("not encrypted for this cloud"));
     cloud
-        .feed("GET", "imgs/none.manifest.xml", Some(&cloud.admin))
+        .feed("GET", "imgs/none.manifest.xml", Some(&cloud.node))
         .await
         .expect_err(404, "NoSuchKey");
     cloud
@@ -560,11 +567,11 @@ async fn corrupt_bundles_store_nothing() {
         .await
         .expect(200);
     cloud
-        .feed("GET", "gone/dir/junk.manifest.xml", Some(&cloud.admin))
+        .feed("GET", "gone/dir/junk.manifest.xml", Some(&cloud.node))
         .await
         .expect_err(400, "InvalidManifest");
     cloud
-        .feed("GET", "no-slash", Some(&cloud.admin))
+        .feed("GET", "no-slash", Some(&cloud.node))
         .await
         .expect_err(400, "InvalidArgument");
     assert!(cloud.stored_images().is_empty());
@@ -579,11 +586,14 @@ async fn only_the_cloud_may_call_the_feed() {
     let location = cloud
         .upload_bundle("mine", "img", &data, 1 << 20, &cert, |_| {})
         .await;
-    // The bundle's owner is not a cloud component.
-    cloud
-        .feed("GET", &location, Some(&cloud.user))
-        .await
-        .expect_err(403, "AccessDenied");
+    // The bundle's owner is not a cloud component, nor is a cloud administrator; the cloud
+    // controller reads bundles, not images.
+    for who in [&cloud.user, &cloud.admin, &cloud.clc] {
+        cloud
+            .feed("GET", &location, Some(who))
+            .await
+            .expect_err(403, "AccessDenied");
+    }
     cloud
         .feed("GET", &location, None)
         .await
@@ -721,8 +731,8 @@ async fn objects_are_read_for_an_account_with_its_rights() {
         )
         .await
         .expect_err(400, "InvalidArgument");
-    // Only the cloud controller may ask: not a user, not another cloud administrator.
-    for who in [&cloud.user, &cloud.admin] {
+    // Only the cloud controller may ask: not a user, not a cloud administrator, not a node.
+    for who in [&cloud.user, &cloud.admin, &cloud.node] {
         cloud
             .send(
                 "GET",

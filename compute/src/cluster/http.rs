@@ -1,5 +1,6 @@
-//! The CC's HTTP API, called by the CLC (instances) and by `euca_conf` (nodes), and the
-//! client the CLC calls it with:
+//! The CC's HTTP API, called by the CLC (instances, and the nodes' list) and by cloud
+//! administrators through `euca_conf` (nodes), each call open to those alone, and the client
+//! the CLC calls it with:
 //!
 //! - `GET /cluster/nodes`, `POST /cluster/nodes` ([`NodeRegistration`]),
 //!   `POST /cluster/nodes/deregister` (`{"host": ...}`: addresses hold colons, kept out of
@@ -16,9 +17,11 @@ use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
 
 use super::{Cluster, RunOutcome};
+use identity::ComponentKind;
+
 use crate::rpc::{
-    self, json_response, ConsoleOutput, InstanceReport, NodeRegistration, NodeStatus, RpcClient,
-    RpcError, RunOrder, Verifier,
+    self, json_response, Caller, ConsoleOutput, InstanceReport, NodeRegistration, NodeStatus,
+    RpcClient, RpcError, RunOrder, Verifier,
 };
 
 /// How long the CC may take: a run waits for each node to accept its orders.
@@ -53,7 +56,16 @@ async fn handle(
     let call = rpc::accept(verifier, req).await?;
     let body = &call.body;
     let ok = StatusCode::OK;
-    Ok(match (call.method.clone(), call.segments().as_slice()) {
+    // The CLC places and ends instances; administrators (euca_conf) manage the nodes.
+    let clc = Caller::Component(ComponentKind::CloudController);
+    let admin = Caller::CloudAdmin;
+    let segments = call.segments();
+    match (&call.method, segments.as_slice()) {
+        (&Method::GET, ["cluster", "nodes"]) => call.require(&[clc, admin])?,
+        (_, ["cluster", "nodes", ..]) => call.require(&[admin])?,
+        _ => call.require(&[clc])?,
+    }
+    Ok(match (call.method.clone(), segments.as_slice()) {
         (Method::GET, ["cluster", "nodes"]) => json_response(ok, &cluster.nodes()),
         (Method::POST, ["cluster", "nodes"]) => {
             let registration: NodeRegistration = rpc::parse(body)?;

@@ -1,4 +1,4 @@
-//! The NC's HTTP API, called by its CC with a signed request:
+//! The NC's HTTP API, called by cluster controllers alone, with a signed request:
 //!
 //! - `GET /node/resources`: the node's size and use ([`NodeResources`]);
 //! - `GET /node/instances`: every instance's report;
@@ -12,7 +12,9 @@ use axum::response::Response;
 use http::{Method, StatusCode};
 
 use super::Node;
-use crate::rpc::{self, json_response, RpcError, RunOrder, Verifier};
+use identity::ComponentKind;
+
+use crate::rpc::{self, json_response, Caller, RpcError, RunOrder, Verifier};
 
 /// The NC's router.
 pub fn router(node: Node, verifier: Verifier) -> axum::Router {
@@ -34,6 +36,8 @@ async fn handle(
     req: Request,
 ) -> Result<Response<Body>, RpcError> {
     let call = rpc::accept(verifier, req).await?;
+    // Only cluster controllers call nodes.
+    call.require(&[Caller::Component(ComponentKind::ClusterController)])?;
     let body = &call.body;
     match (call.method.clone(), call.segments().as_slice()) {
         (Method::GET, ["node", "resources"]) => {

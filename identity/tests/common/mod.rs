@@ -6,7 +6,7 @@
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use identity::{CredentialSource, Principal};
+use identity::{Principal, Role, SecretSource};
 use ring::{digest, hmac};
 
 /// One key, known to the test.
@@ -24,8 +24,8 @@ impl StaticCreds {
     }
 }
 
-impl CredentialSource for StaticCreds {
-    fn lookup(&self, access_key_id: &str) -> Option<(Principal, String)> {
+impl SecretSource for StaticCreds {
+    fn secret(&self, access_key_id: &str) -> Option<(Principal, String)> {
         (access_key_id == self.akid).then(|| {
             (
                 Principal {
@@ -33,6 +33,7 @@ impl CredentialSource for StaticCreds {
                     account_name: "test".into(),
                     user_name: "admin".into(),
                     access_key_id: self.akid.clone(),
+                    role: Role::User,
                 },
                 self.secret.clone(),
             )

@@ -144,6 +144,23 @@ enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Makes a user of the cloud admin account (`eucalyptus`) a cloud administrator.
+    GrantAdmin {
+        /// The user.
+        user: String,
+        /// The account service's URL [default: EUARE_URL, else derived from S3_URL].
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Makes a cloud administrator an ordinary user of the cloud admin account again (the
+    /// `admin` user always stays one).
+    RevokeAdmin {
+        /// The user.
+        user: String,
+        /// The account service's URL [default: EUARE_URL, else derived from S3_URL].
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Deletes an access key for good.
     DeleteAccessKey {
         /// The access key id.
@@ -264,6 +281,7 @@ fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
 }
 
 fn admin(command: AdminCommand) -> Result<(), String> {
+    let command_is_grant = matches!(command, AdminCommand::GrantAdmin { .. });
     let user_param = |user: &Option<String>| user.clone().unwrap_or_else(|| "admin".to_owned());
     match command {
         AdminCommand::CreateUser { user, target } => {
@@ -298,6 +316,15 @@ fn admin(command: AdminCommand) -> Result<(), String> {
                     member.field("Status")
                 );
             }
+            Ok(())
+        }
+        AdminCommand::GrantAdmin { user, url } | AdminCommand::RevokeAdmin { user, url } => {
+            let action = match command_is_grant {
+                true => "GrantCloudAdmin",
+                false => "RevokeCloudAdmin",
+            };
+            let target = Target { account: None, url };
+            target.call(action, &[("UserName", &user)])?;
             Ok(())
         }
         AdminCommand::DisableAccessKey { key, user, target } => {

@@ -1,15 +1,15 @@
 //! The feed's internal HTTP endpoint, under Walrus' mounts (`/services/Walrus/_koala/...`,
 //! `/services/objectstorage/_koala/...` or the root of the port): `_koala` is no valid
 //! bucket name, so the S3 namespace is untouched. Only the cloud's own components may call
-//! it; until components have principals of their own, that means principals of the cloud
-//! administrators' account (`eucalyptus`).
+//! it, each for what its role needs:
 //!
 //! - `GET|HEAD /_koala/images?manifest=BUCKET/KEY`: the plain image of that bundle,
-//!   unbundled first if needed.
-//! - `GET|HEAD /_koala/images/<sha256>`: an image already unbundled, by its hash.
+//!   unbundled first if needed; for node controllers.
+//! - `GET|HEAD /_koala/images/<sha256>`: an image already unbundled, by its hash; for node
+//!   controllers.
 //! - `GET|HEAD /_koala/objects?account=ID&bucket=B&key=K[&limit=N]`: an object, if that
-//!   account may read it; for the cloud controller's principal (`clc`) alone, which reads the
-//!   bundles accounts register.
+//!   account may read it; for the cloud controller alone, which reads the bundles accounts
+//!   register.
 //!
 //! The image endpoints answer with `Content-Length`, `ETag` and `x-koala-image-sha256` (the image's
 //! SHA-256) and honour a single `Range`.
@@ -19,6 +19,7 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use http::{HeaderValue, Method, Response, StatusCode};
+use identity::ComponentKind;
 
 use crate::access::AccessError;
 use crate::names::{BucketName, ObjectKey};
@@ -27,10 +28,6 @@ use crate::s3::get::parse_range;
 use crate::s3::ident::{self, Authenticated, RequestParts};
 use crate::s3::router::{strip_mount, Query};
 use crate::s3::{empty_response, etag_value, Shared};
-
-/// The cloud controller's principal (a user of the cloud admin account): the one caller of
-/// `/_koala/objects`.
-pub const CLC_PRINCIPAL: &str = "clc";
 
 /// The header naming the image's SHA-256.
 pub const SHA256_HEADER: &str = "x-koala-image-sha256";
@@ -49,27 +46,29 @@ pub async fn serve(
         raw_query,
         headers: &parts.headers,
     };
-    ident::prepare_signer(shared.directory.as_ref(), &req).await?;
-    let auth = ident::verify_s3(
-        &req,
-        strip_mount(raw_path),
-        shared.directory.credentials(),
-        SystemTime::now(),
-    )?;
-    let principal = match auth {
-        Authenticated::Signed { principal, .. } if principal.is_cloud_admin() => principal,
-        _ => return Err(S3Error::access_denied()),
+    let now = SystemTime::now();
+    let auth = ident::verify_with(shared.directory.as_ref(), |keys| {
+        ident::verify_s3(&req, strip_mount(raw_path), keys, now)
+    })
+    .await?;
+    let caller = match auth {
+        Authenticated::Signed { principal, .. } => principal.component(),
+        Authenticated::Anonymous => None,
     };
     let head = match parts.method {
         Method::GET => false,
         Method::HEAD => true,
         _ => return Err(S3Error::MethodNotAllowed),
     };
+    // Reading as any account is the cloud controller's right alone; images are the nodes'.
+    let allowed = match path {
+        "objects" => ComponentKind::CloudController,
+        _ => ComponentKind::NodeController,
+    };
+    if caller != Some(allowed) {
+        return Err(S3Error::access_denied());
+    }
     if path == "objects" {
-        // Reading as any account is the cloud controller's right alone.
-        if principal.user_name != CLC_PRINCIPAL {
-            return Err(S3Error::access_denied());
-        }
         return object_for_account(shared, raw_query, head).await;
     }
     let sha256 = match path {

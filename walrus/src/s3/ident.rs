@@ -7,18 +7,22 @@ pub use identity::{
 
 use super::error::S3Error;
 
-/// Makes the key a request is signed with ready for verification (a Walrus apart fetches it
-/// from the cloud controller); `ServiceUnavailable` when the directory cannot answer now.
-pub async fn prepare_signer(
+/// Checks a request's signature with `verify` (a call of [`verify_s3`] with the key store it
+/// is given) against the directory: directly when its key store is in this process, else
+/// with the answers the directory fetches; `ServiceUnavailable` when it cannot answer now.
+pub async fn verify_with(
     directory: &dyn crate::Directory,
-    req: &RequestParts<'_>,
-) -> Result<(), S3Error> {
-    let Some(key) = identity::signing_key_id(req) else {
-        return Ok(());
+    verify: impl Fn(&dyn identity::CredentialSource) -> Result<Authenticated, AuthError>,
+) -> Result<Authenticated, S3Error> {
+    let outcome = match directory.local_keys() {
+        Some(keys) => verify(keys),
+        None => identity::verify_remotely(verify, |questions| directory.answer(questions))
+            .await
+            .map_err(|e| {
+                S3Error::ServiceUnavailable(format!("The signature cannot be checked now: {e}"))
+            })?,
     };
-    directory.prepare(&key).await.map_err(|e| {
-        S3Error::ServiceUnavailable(format!("The signature cannot be checked now: {e}"))
-    })
+    outcome.map_err(map_auth_error)
 }
 
 /// The S3 error for a verification failure (AWS' codes: expired presigned URLs are

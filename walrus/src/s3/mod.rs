@@ -240,24 +240,28 @@ pub async fn dispatch(
         raw_query,
         headers: &parts.headers,
     };
-    ident::prepare_signer(shared.directory.as_ref(), &req).await?;
-    let credentials = shared.directory.credentials();
     let now = SystemTime::now();
-    let mut auth = ident::verify_s3(&req, &route.v2_resource, credentials, now);
-    if matches!(auth, Err(ident::AuthError::SignatureDoesNotMatch))
-        && is_sigv2(&parts.headers, raw_query)
-    {
-        for alt in route.v2_alternatives(raw_path) {
-            let retry = ident::verify_s3(&req, &alt, credentials, now);
-            if retry.is_ok() {
-                auth = retry;
-                break;
-            }
+    let sigv2 = is_sigv2(&parts.headers, raw_query);
+    let auth = ident::verify_with(shared.directory.as_ref(), |keys| {
+        let auth = ident::verify_s3(&req, &route.v2_resource, keys, now);
+        if !(matches!(auth, Err(ident::AuthError::SignatureDoesNotMatch)) && sigv2) {
+            return auth;
         }
-    }
-    let auth = auth?;
+        route
+            .v2_alternatives(raw_path)
+            .into_iter()
+            .map(|alt| ident::verify_s3(&req, &alt, keys, now))
+            .find(Result::is_ok)
+            .unwrap_or(auth)
+    })
+    .await?;
     let (principal, payload) = match auth {
         Authenticated::Anonymous => (None, Payload::Unverified),
+        // The cloud's components call Walrus only on its internal endpoints, never S3: a
+        // stolen component key reads and writes no user's data.
+        Authenticated::Signed { principal, .. } if principal.component().is_some() => {
+            return Err(S3Error::access_denied())
+        }
         Authenticated::Signed { principal, payload } => (Some(principal), payload),
     };
     let endpoint = route.endpoint;

@@ -655,14 +655,15 @@ mod tests {
     fn euca2ools_sigv2_requests_verify_through_the_router() {
         use crate::s3::ident::{verify_s3, Authenticated, Principal, RequestParts};
         struct Keys;
-        impl identity::CredentialSource for Keys {
-            fn lookup(&self, id: &str) -> Option<(Principal, String)> {
+        impl identity::SecretSource for Keys {
+            fn secret(&self, id: &str) -> Option<(Principal, String)> {
                 (id == "AKIAEUCATEST00000001").then(|| {
                     let p = Principal {
                         account_id: "123456789012".into(),
                         account_name: "test".into(),
                         user_name: "admin".into(),
                         access_key_id: id.into(),
+                        role: identity::Role::User,
                     };
                     (p, "euca2oolsTestSecretKey0000000000000000000".into())
                 })
