@@ -19,11 +19,12 @@ pub mod hypervisor;
 pub mod node;
 pub mod qemu_user;
 pub mod rpc;
+pub mod tls;
 
 pub use error::Error;
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every critical
 /// section of the crate completes its update before it can panic).
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

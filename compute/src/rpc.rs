@@ -19,12 +19,13 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use identity::{
     Answered, AuthError, Authenticated, ComponentKind, CredentialSource, KeyAnswer, KeyQuestion,
-    Payload, Principal, RequestParts, SigningScope,
+    Payload, Principal, RequestParts, SigningScope, Transport,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -335,21 +336,36 @@ impl std::fmt::Debug for ComponentKey {
     }
 }
 
-/// A signing HTTP client for internal calls.
+/// A signing HTTP client for internal calls, over TLS to components of one kind.
 #[derive(Clone)]
 pub struct RpcClient {
-    http: Client<HttpConnector, Body>,
+    http: Client<HttpsConnector<HttpConnector>, Body>,
     key: ComponentKey,
 }
 
 impl RpcClient {
-    /// A client that signs with `key`.
-    pub fn new(key: ComponentKey) -> Self {
+    /// A client that signs with `key` and calls components of kind `callee` over `tls`: the
+    /// callee's certificate must be the cloud's and carry that kind's name
+    /// ([`ComponentKind::tls_name`]), whatever address it is reached at.
+    pub fn new(key: ComponentKey, tls: &crate::tls::Tls, callee: ComponentKind) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls.client()).clone())
+            .https_only()
+            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                rustls_pki_types::ServerName::DnsName(
+                    rustls_pki_types::DnsName::try_from(callee.tls_name())
+                        .expect("the kinds' TLS names are DNS names")
+                        .to_owned(),
+                ),
+            ))
+            .enable_http1()
+            .wrap_connector(connector);
         RpcClient {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: Client::builder(TokioExecutor::new()).build(https),
             key,
         }
     }
@@ -364,7 +380,13 @@ impl RpcClient {
         let unreachable = |e: &dyn std::fmt::Display| {
             RpcError::new("Unavailable", format!("cannot reach {url}: {e}"))
         };
-        let uri: http::Uri = url
+        // Internal calls run over TLS whatever scheme a URL was written with: registrations
+        // made before TLS, or by habit, name http://.
+        let https = match url.strip_prefix("http://") {
+            Some(rest) => format!("https://{rest}"),
+            None => url.to_owned(),
+        };
+        let uri: http::Uri = https
             .parse()
             .map_err(|e| RpcError::new("BadRequest", format!("bad URL {url}: {e}")))?;
         let host = uri
@@ -640,6 +662,11 @@ pub async fn authenticate(
     req: Request<Body>,
 ) -> Result<(Principal, Bytes), RpcError> {
     let (parts, body) = req.into_parts();
+    let denied = |why: String| RpcError::new("AuthFailure", why);
+    let peer = match parts.extensions.get::<Transport>() {
+        Some(Transport::Tls { peer }) => peer.clone(),
+        _ => return Err(denied("internal calls run over TLS".into())),
+    };
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| RpcError::new("BadRequest", "the request body is too large"))?;
@@ -650,7 +677,6 @@ pub async fn authenticate(
         headers: &parts.headers,
     };
     let now = SystemTime::now();
-    let denied = |why: String| RpcError::new("AuthFailure", why);
     let auth = verifier
         .check(|keys| identity::verify_s3(&signed, parts.uri.path(), keys, now))
         .await?
@@ -665,6 +691,14 @@ pub async fn authenticate(
     if principal.component().is_none() && !principal.is_cloud_admin() {
         return Err(denied(format!(
             "{} is neither one of the cloud's components nor a cloud administrator",
+            principal.user_name
+        )));
+    }
+    // A component's key is good only on its own connection: a stolen key without the
+    // component's TLS key (or the other way round) calls nothing.
+    if principal.component().is_some() && peer.as_deref() != Some(principal.user_name.as_str()) {
+        return Err(denied(format!(
+            "{} must call over its own TLS certificate",
             principal.user_name
         )));
     }

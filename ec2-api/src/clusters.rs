@@ -25,7 +25,7 @@ const DEFAULT_CC_PORT: u16 = 8774;
 pub struct ClusterRecord {
     /// The availability zone (Eucalyptus' partition) it serves.
     pub zone: String,
-    /// Its URL (`http://host:8774`).
+    /// Its URL (`https://host:8774`).
     pub url: String,
 }
 
@@ -196,7 +196,8 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
     } else {
         host.to_owned()
     };
-    let url = format!("http://{host}:{port}");
+    // Cluster controllers speak HTTPS only.
+    let url = format!("https://{host}:{port}");
     call.cloud
         .clusters
         .register(&call.cloud.state, zone, &url)?;

@@ -333,10 +333,12 @@ fn list_signing_certificates(
 /// credentials zip for a user (default: `admin` of `eucalyptus`), base64 in `<Credentials>`.
 /// Eucalyptus' `euca_conf --get-credentials` read the database on the CLC host; Koala's
 /// `euca_conf` calls this instead, so it works from any host with the admin's keys.
-/// `RegisterComponent Kind=cluster|node|walrus|cloud ComponentName=NAME` (Koala's): the
-/// principal of one of the cloud's components (`cc-ZONE`, `nc-HOST`, `walrus`, `clc`) with
-/// a new access key, which a component started apart keeps in its data dir. Registering it
-/// again (its key file was lost) replaces its keys.
+/// `RegisterComponent Kind=cluster|node|walrus|cloud ComponentName=NAME PublicKey=PEM
+/// [HostName.N=...]` (Koala's): the principal of one of the cloud's components (`cc-ZONE`,
+/// `nc-HOST`, `walrus`, `clc`) with a new access key, and a TLS certificate for the public
+/// key it sent (its private key never leaves it) with the cloud CA's, which a component
+/// started apart keeps in its data dir. Registering it again (its files were lost) replaces
+/// its keys.
 fn register_component(ctx: &Context) -> Result<String, QueryError> {
     let kind_name = ctx.request.required("Kind")?;
     let kind = ComponentKind::parse(kind_name).ok_or_else(|| {
@@ -358,12 +360,29 @@ fn register_component(ctx: &Context) -> Result<String, QueryError> {
             if expected.ends_with('-') { "NAME" } else { "" }
         )));
     }
+    // The component's TLS certificate, for the public key it made and keeps.
+    let public_key = ctx.request.required("PublicKey")?;
+    let hosts: Vec<String> = ctx
+        .request
+        .list("HostName")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let ca = ctx
+        .identity
+        .cloud_ca()
+        .ok_or_else(|| QueryError::Internal("this cloud has no certificate authority".into()))?;
+    let cert = ca
+        .issue_tls_certificate(public_key, name, &[kind], &hosts)
+        .map_err(|e| QueryError::Validation(format!("Cannot certify the component: {e}")))?;
     let creds = ctx.identity.register_component(kind, name)?;
     Ok(format!(
-        "<AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey>",
+        "<AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey><Certificate>{cert}</Certificate><CloudCertificate>{ca_cert}</CloudCertificate>",
         user = escape(&creds.user_name),
         akid = creds.access_key_id,
         secret = escape(&creds.secret_access_key),
+        cert = escape(&cert),
+        ca_cert = escape(ca.cert_pem()),
     ))
 }
 

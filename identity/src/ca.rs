@@ -11,10 +11,14 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey, LineEnding};
 use rsa::pkcs1v15::{Signature, SigningKey};
+use rsa::pkcs8::{DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use rsa::sha2::Sha256;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+use x509_cert::der::asn1::{Ia5String, ObjectIdentifier, OctetString};
 use x509_cert::der::{DecodePem, EncodePem};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{ExtendedKeyUsage, SubjectAltName};
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
@@ -22,7 +26,7 @@ use x509_cert::time::Validity;
 use x509_cert::Certificate;
 
 use crate::fsutil::write_atomic;
-use crate::IdentityError;
+use crate::{ComponentKind, IdentityError};
 
 /// The CA's private key file in the keys folder (PKCS#1 PEM, mode 0600).
 pub const CLOUD_KEY_FILE: &str = "cloud-pk.pem";
@@ -36,6 +40,12 @@ const KEY_BITS: usize = 2048;
 const CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 /// Users' certificates: five years, as Eucalyptus issued them.
 const USER_VALIDITY: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
+/// Components' TLS certificates: as long as users' (a component is re-registered to renew).
+const TLS_VALIDITY: Duration = USER_VALIDITY;
+/// `id-kp-serverAuth` (RFC 5280).
+const ID_KP_SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+/// `id-kp-clientAuth` (RFC 5280).
+const ID_KP_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
 
 /// The cloud CA: its key and certificate. Cheap to clone.
 #[derive(Clone)]
@@ -128,6 +138,7 @@ impl CloudCa {
             &RsaPublicKey::from(&key),
             CA_VALIDITY,
             &signer,
+            |_| Ok(()),
         )?;
         let cert_pem = cert
             .to_pem(LineEnding::LF)
@@ -157,18 +168,11 @@ impl CloudCa {
         user_name: &str,
     ) -> Result<IssuedCertificate, IdentityError> {
         let key = new_key()?;
-        // User and account names are restricted to characters that need no escaping in a DN
-        // except `,+=` which IAM allows in user names: escape those.
-        let escaped: String = user_name
-            .chars()
-            .flat_map(|c| {
-                let prefix =
-                    matches!(c, ',' | '+' | '=' | '"' | '\\' | '<' | '>' | ';').then_some('\\');
-                prefix.into_iter().chain(std::iter::once(c))
-            })
-            .collect();
-        let subject = Name::from_str(&format!("CN={escaped},OU={account_id},O=Koala"))
-            .map_err(|e| pki_error("bad user subject", e))?;
+        let subject = Name::from_str(&format!(
+            "CN={},OU={account_id},O=Koala",
+            dn_escape(user_name)
+        ))
+        .map_err(|e| pki_error("bad user subject", e))?;
         let signer = SigningKey::<Sha256>::new(self.key.clone());
         let cert = build(
             Profile::Leaf {
@@ -181,6 +185,7 @@ impl CloudCa {
             &RsaPublicKey::from(&key),
             USER_VALIDITY,
             &signer,
+            |_| Ok(()),
         )?;
         let serial_hex = hex::encode(cert.tbs_certificate.serial_number.as_bytes());
         Ok(IssuedCertificate {
@@ -196,17 +201,141 @@ impl CloudCa {
     }
 }
 
+impl CloudCa {
+    /// A TLS certificate for one of the cloud's components: subject `CN=<principal>` (which
+    /// the component's peers compare with the signer of its calls), and as names its kind's
+    /// name ([`ComponentKind::tls_name`], which callers verify instead of an address that
+    /// may change) and `hosts` (DNS names or IP addresses, for clients that reach it by
+    /// address, users of Walrus and EC2 among them). Usable as server and as client
+    /// certificate; the key it certifies, `public_key_pem` (SPKI PEM), never leaves the
+    /// component.
+    pub fn issue_tls_certificate(
+        &self,
+        public_key_pem: &str,
+        principal: &str,
+        kinds: &[ComponentKind],
+        hosts: &[String],
+    ) -> Result<String, IdentityError> {
+        let public_key = RsaPublicKey::from_public_key_pem(public_key_pem)
+            .map_err(|e| pki_error("the public key is not an RSA SPKI PEM", e))?;
+        let subject = Name::from_str(&format!("CN={},O=Koala", dn_escape(principal)))
+            .map_err(|e| pki_error("bad component subject", e))?;
+        let mut names = Vec::new();
+        for kind in kinds {
+            names.push(dns_name(kind.tls_name())?);
+        }
+        for host in hosts {
+            names.push(match host.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(ip)) => ip_name(&ip.octets())?,
+                Ok(std::net::IpAddr::V6(ip)) => ip_name(&ip.octets())?,
+                Err(_) => dns_name(host)?,
+            });
+        }
+        let signer = SigningKey::<Sha256>::new(self.key.clone());
+        let cert = build(
+            Profile::Leaf {
+                issuer: self.cert.tbs_certificate.subject.clone(),
+                enable_key_agreement: false,
+                enable_key_encipherment: true,
+            },
+            subject,
+            &public_key,
+            TLS_VALIDITY,
+            &signer,
+            |builder| {
+                builder.add_extension(&SubjectAltName(names))?;
+                builder.add_extension(&ExtendedKeyUsage(vec![
+                    ID_KP_SERVER_AUTH,
+                    ID_KP_CLIENT_AUTH,
+                ]))
+            },
+        )?;
+        cert.to_pem(LineEnding::LF)
+            .map_err(|e| pki_error("cannot encode a TLS certificate", e))
+    }
+}
+
+/// A TLS key for a component, made where it runs: (private key PKCS#8 PEM, public key SPKI
+/// PEM). Slow (key generation): call it off the async reactor.
+pub fn new_tls_key() -> Result<(String, String), IdentityError> {
+    let key = new_key()?;
+    let private = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| pki_error("cannot encode a TLS key", e))?
+        .to_string();
+    let public = RsaPublicKey::from(&key)
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| pki_error("cannot encode a TLS public key", e))?;
+    Ok((private, public))
+}
+
+/// The public key (SPKI PEM) of a TLS key made by [`new_tls_key`] (PKCS#8 PEM).
+pub fn public_tls_key(private_pem: &str) -> Result<String, IdentityError> {
+    use rsa::pkcs8::DecodePrivateKey;
+    let key = RsaPrivateKey::from_pkcs8_pem(private_pem)
+        .map_err(|e| pki_error("the TLS key is not an RSA PKCS#8 PEM", e))?;
+    RsaPublicKey::from(&key)
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| pki_error("cannot encode a TLS public key", e))
+}
+
+/// The principal a component's certificate (DER) names in its subject's CN, if it is one of
+/// this cloud's TLS certificates (the TLS layer has checked it chains to the cloud CA).
+pub fn certificate_principal(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode;
+    let cert = Certificate::from_der(der).ok()?;
+    cert.tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == ObjectIdentifier::new_unwrap("2.5.4.3"))
+        .and_then(|atv| {
+            x509_cert::der::asn1::Utf8StringRef::try_from(&atv.value)
+                .map(|s| s.as_str().to_owned())
+                .ok()
+        })
+}
+
+fn dns_name(name: &str) -> Result<GeneralName, IdentityError> {
+    Ia5String::new(name)
+        .map(GeneralName::DnsName)
+        .map_err(|e| pki_error(&format!("{name:?} is no DNS name"), e))
+}
+
+fn ip_name(octets: &[u8]) -> Result<GeneralName, IdentityError> {
+    OctetString::new(octets)
+        .map(GeneralName::IpAddress)
+        .map_err(|e| pki_error("bad IP address", e))
+}
+
+/// Escapes the characters a DN value may not hold bare (IAM allows `,+=` in user names).
+fn dn_escape(value: &str) -> String {
+    value
+        .chars()
+        .flat_map(|c| {
+            let prefix =
+                matches!(c, ',' | '+' | '=' | '"' | '\\' | '<' | '>' | ';').then_some('\\');
+            prefix.into_iter().chain(std::iter::once(c))
+        })
+        .collect()
+}
+
 fn new_key() -> Result<RsaPrivateKey, IdentityError> {
     RsaPrivateKey::new(&mut OsRng, KEY_BITS).map_err(|e| pki_error("RSA key generation failed", e))
 }
 
-/// Builds and signs a certificate with a random positive 128-bit serial number.
+/// Builds and signs a certificate with a random positive 128-bit serial number; `extend`
+/// adds the extensions the profile does not.
 fn build(
     profile: Profile,
     subject: Name,
     public_key: &RsaPublicKey,
     validity: Duration,
     signer: &SigningKey<Sha256>,
+    extend: impl FnOnce(
+        &mut CertificateBuilder<'_, SigningKey<Sha256>>,
+    ) -> Result<(), x509_cert::builder::Error>,
 ) -> Result<Certificate, IdentityError> {
     let mut serial = [0u8; 16];
     OsRng
@@ -218,8 +347,10 @@ fn build(
     let validity = Validity::from_now(validity).map_err(|e| pki_error("bad validity", e))?;
     let spki = SubjectPublicKeyInfoOwned::from_key(public_key.clone())
         .map_err(|e| pki_error("cannot encode a public key", e))?;
-    CertificateBuilder::new(profile, serial, validity, subject, spki, signer)
-        .map_err(|e| pki_error("cannot prepare a certificate", e))?
+    let mut builder = CertificateBuilder::new(profile, serial, validity, subject, spki, signer)
+        .map_err(|e| pki_error("cannot prepare a certificate", e))?;
+    extend(&mut builder).map_err(|e| pki_error("cannot add an extension", e))?;
+    builder
         .build::<Signature>()
         .map_err(|e| pki_error("cannot sign a certificate", e))
 }
@@ -287,5 +418,32 @@ mod tests {
         let spki = SubjectPublicKeyInfoOwned::from_key(RsaPublicKey::from(&key)).unwrap();
         assert_eq!(spki, cert.tbs_certificate.subject_public_key_info);
         assert!(!signed_by(&ca.cert, &cert));
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn component_certificates_name_their_principal_and_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = CloudCa::open_or_create(dir.path()).unwrap();
+        let (_, public) = new_tls_key().unwrap();
+        let pem = ca
+            .issue_tls_certificate(
+                &public,
+                "nc-node1",
+                &[ComponentKind::NodeController],
+                &["127.0.0.1".into(), "node1.example".into()],
+            )
+            .unwrap();
+        let cert = Certificate::from_pem(&pem).unwrap();
+        let der = x509_cert::der::Encode::to_der(&cert).unwrap();
+        assert_eq!(certificate_principal(&der).as_deref(), Some("nc-node1"));
+        let has = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"node.koala.internal") && has(b"node1.example"));
+        assert!(has(&[127, 0, 0, 1]));
+        assert!(ca.issue_tls_certificate("junk", "nc-x", &[], &[]).is_err());
     }
 }

@@ -75,10 +75,12 @@ impl Credentials {
         export("AWS_DEFAULT_REGION", &urls.region);
         if let Some(files) = files {
             // Double quotes: `$EUCA_KEY_DIR` expands when sourced; the names are ours and safe.
+            // AWS_CA_BUNDLE: the aws CLI and boto3 trust the cloud's certificate on https://.
             for (name, file) in [
                 ("EC2_CERT", &files.certificate),
                 ("EC2_PRIVATE_KEY", &files.private_key),
                 ("EUCALYPTUS_CERT", &files.cloud_certificate),
+                ("AWS_CA_BUNDLE", &files.cloud_certificate),
             ] {
                 out.push_str(&format!("export {name}=\"${{EUCA_KEY_DIR}}/{file}\"\n"));
             }

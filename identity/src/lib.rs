@@ -30,7 +30,10 @@ mod store;
 
 use std::time::SystemTime;
 
-pub use ca::{CloudCa, IssuedCertificate, CLOUD_CERT_FILE, CLOUD_KEY_FILE};
+pub use ca::{
+    certificate_principal, new_tls_key, public_tls_key, CloudCa, IssuedCertificate,
+    CLOUD_CERT_FILE, CLOUD_KEY_FILE,
+};
 pub use canon::uri_encode;
 pub use chunked::AwsChunkedDecoder;
 pub use credentials::{BundleFile, CredentialBundle, KeyFiles, EUCA2OOLS_INI, EUCARC};
@@ -122,6 +125,21 @@ pub struct RequestParts<'a> {
     pub raw_query: &'a str,
     /// The request headers.
     pub headers: &'a http::HeaderMap,
+}
+
+/// How a request reached a server: the cloud's components call each other over TLS only,
+/// each presenting its certificate; a component's signed call is accepted only from the
+/// connection of that component. Servers put it in every request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP (users' old clients on the main port).
+    Plain,
+    /// TLS; `peer` is the principal the client's certificate names, when it presented one
+    /// the cloud's CA issued.
+    Tls {
+        /// The principal of the client's certificate.
+        peer: Option<String>,
+    },
 }
 
 /// Whether `id` has the shape of the access key ids this cloud issues (`AKIA` and 16

@@ -66,6 +66,18 @@ impl ComponentKind {
         }
     }
 
+    /// The DNS name every TLS certificate of a component of this kind carries: a caller
+    /// checks the certificate of the component it calls against it, whatever address it
+    /// reached it by (`cluster.koala.internal`, `node.koala.internal`...).
+    pub fn tls_name(self) -> &'static str {
+        match self {
+            ComponentKind::CloudController => "clc.koala.internal",
+            ComponentKind::ClusterController => "cluster.koala.internal",
+            ComponentKind::NodeController => "node.koala.internal",
+            ComponentKind::Walrus => "walrus.koala.internal",
+        }
+    }
+
     /// The kind named by [`ComponentKind::as_str`].
     pub fn parse(name: &str) -> Option<ComponentKind> {
         ComponentKind::ALL.into_iter().find(|k| k.as_str() == name)

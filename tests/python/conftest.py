@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -199,13 +200,25 @@ class Cloud:
     def component_key(self, prefix):
         """(access key id, secret) of the component whose principal starts with `prefix`
         (`nc-`, `cc-`, `clc`), from the key file `koala up` keeps in the data dir."""
+        return self.component(prefix)[:2]
+
+    def component(self, prefix):
+        """(access key id, secret, (certificate file, TLS key file)) of the component whose
+        principal starts with `prefix`, from the files `koala up` keeps in the data dir."""
         folder = os.path.join(self.data_dir, "credentials", "components")
         for name in sorted(os.listdir(folder)):
             if name.startswith(prefix) and name.endswith(".json"):
                 with open(os.path.join(folder, name)) as f:
                     key = json.load(f)
-                return key["access_key_id"], key["secret_access_key"]
+                tls = os.path.join(self.data_dir, "keys", "tls", name[:-len(".json")])
+                return (key["access_key_id"], key["secret_access_key"],
+                        (tls + "-cert.pem", tls + "-key.pem"))
         raise AssertionError(f"no component key {prefix}* in {folder}")
+
+    @property
+    def ca_file(self):
+        """The cloud CA's certificate, which every certificate of the cloud chains to."""
+        return os.path.join(self.data_dir, "keys", "cloud-cert.pem")
 
     def create_account(self, name):
         """Runs `koala admin create-account NAME`; returns the new account's environment."""
@@ -272,7 +285,9 @@ def client_config(**kw):
     return Config(**base)
 
 
-def make_client(endpoint, region, access_key=None, secret_key=None, anonymous=False, **cfg):
+def make_client(endpoint, region, access_key=None, secret_key=None, anonymous=False,
+                verify=None, **cfg):
+    """A boto3 S3 client; `verify` names the CA bundle for https endpoints."""
     if anonymous:
         cfg["signature_version"] = UNSIGNED
     elif "signature_version" not in cfg:
@@ -282,7 +297,7 @@ def make_client(endpoint, region, access_key=None, secret_key=None, anonymous=Fa
         "s3", endpoint_url=endpoint, region_name=region,
         aws_access_key_id=None if anonymous else access_key,
         aws_secret_access_key=None if anonymous else secret_key,
-        config=client_config(**cfg),
+        config=client_config(**cfg), verify=verify,
     )
 
 
@@ -469,8 +484,10 @@ class FixedPayloadAuth(S3SigV4Auth):
 
 
 def raw_request(cloud, method, path, query="", headers=None, body=b"", sign=True,
-                payload_hash=None, access_key=None, secret_key=None, base=None):
-    """Sends one request with http.client, SigV4-signed with the admin's keys by default.
+                payload_hash=None, access_key=None, secret_key=None, base=None, cert=None):
+    """Sends one request with http.client, SigV4-signed with the admin's keys by default;
+    over TLS with a client certificate when `cert` (certificate and key files) is given, as
+    the cloud's components call.
 
     `path` is already percent-encoded and is appended to `base` (default: the S3_URL path).
     Returns (status, headers dict lower-cased, body).
@@ -484,7 +501,12 @@ def raw_request(cloud, method, path, query="", headers=None, body=b"", sign=True
         creds = Credentials(access_key or cloud.access_key, secret_key or cloud.secret_key)
         FixedPayloadAuth(creds, cloud.region, payload_hash).add_auth(req)
         headers = dict(req.headers.items())
-    conn = http.client.HTTPConnection("127.0.0.1", cloud.port, timeout=60)
+    if cert:
+        ctx = ssl.create_default_context(cafile=cloud.ca_file)
+        ctx.load_cert_chain(*cert)
+        conn = http.client.HTTPSConnection("127.0.0.1", cloud.port, timeout=60, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", cloud.port, timeout=60)
     try:
         conn.putrequest(method, full_path + (f"?{query}" if query else ""),
                         skip_accept_encoding=True)

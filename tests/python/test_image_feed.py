@@ -19,8 +19,8 @@ def test_feed_serves_the_plain_image_to_the_cloud_only(cloud, s3, other_env, tmp
     try:
         location = upload(s3, bucket, "p", manifest, parts)
         query = "manifest=" + urllib.parse.quote(location, safe="")
-        akid, secret = cloud.component_key("nc-")
-        node = {"access_key": akid, "secret_key": secret}
+        akid, secret, cert = cloud.component("nc-")
+        node = {"access_key": akid, "secret_key": secret, "cert": cert}
 
         status, headers, body = raw_request(cloud, "GET", "/_koala/images", query=query, **node)
         assert status == 200, body[:400]
@@ -45,10 +45,13 @@ def test_feed_serves_the_plain_image_to_the_cloud_only(cloud, s3, other_env, tmp
 
         # An ordinary account, even the bundle's reader, a cloud administrator, the cloud
         # controller (which reads bundles, not images) and unsigned callers are refused.
-        clc_akid, clc_secret = cloud.component_key("clc")
+        clc_akid, clc_secret, clc_cert = cloud.component("clc")
+        # ...and the node's key over plain HTTP or without its own certificate.
         for kw in ({"access_key": other_env["AWS_ACCESS_KEY_ID"],
                     "secret_key": other_env["AWS_SECRET_ACCESS_KEY"]},
-                   {}, {"access_key": clc_akid, "secret_key": clc_secret},
+                   {}, {"access_key": clc_akid, "secret_key": clc_secret, "cert": clc_cert},
+                   {"access_key": akid, "secret_key": secret},
+                   {"access_key": akid, "secret_key": secret, "cert": clc_cert},
                    {"sign": False}):
             status, _, body = raw_request(cloud, "GET", "/_koala/images", query=query, **kw)
             assert status == 403 and xml_code(body) == "AccessDenied"

@@ -360,10 +360,10 @@ def test_guest_power_off_libvirt_refusal_and_corrupt_image_end_in_terminated(
     odd_disk.write_bytes(os.urandom(3 << 20))
     _, _, bad_emi, _ = register_guest(c, s3, ec2, tmp_path, guest, disk=str(odd_disk))
     location = ec2.describe_images(ImageIds=[bad_emi])["Images"][0]["ImageLocation"]
-    akid, secret = c.component_key("nc-")
+    akid, secret, cert = c.component("nc-")
     status, headers, _ = raw_request(c, "HEAD", "/_koala/images",
                                      query="manifest=" + location.replace("/", "%2F"),
-                                     access_key=akid, secret_key=secret)
+                                     access_key=akid, secret_key=secret, cert=cert)
     assert status == 200
     plain = os.path.join(c.data_dir, "walrus", "images", "sha256",
                          headers["x-koala-image-sha256"])
@@ -597,7 +597,9 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
         c.start(command="cloud", args=["--walrus-url", walrus_url])
         assert c.s3_url == walrus_url, c.env
         env = c.admin_env()
-        cloud_url = c.root_url
+        # Components register and call over TLS, trusting the cloud certificate the admin's
+        # eucarc names; users keep the plain URLs.
+        cloud_url = c.root_url.replace("http://", "https://")
         roles.append(Role(["cluster", "--cloud-url", cloud_url], port + 1, env))
         node_ports = [free_port(), free_port()]
         for name, node_port in zip(["node-a", "node-b"], node_ports):
@@ -706,7 +708,7 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
         assert zones == {"cluster01", "zone-b"}, zones
         code, out = conf("--list-clusters")
         listed = [line.split("\t") for line in out.splitlines()]
-        assert ["CLUSTER", "zone-b", f"http://127.0.0.1:{cc_b_port}", "ENABLED",
+        assert ["CLUSTER", "zone-b", f"https://127.0.0.1:{cc_b_port}", "ENABLED",
                 "1 node(s)"] in listed, out
         in_b = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1,
                                  Placement={"AvailabilityZone": "zone-b"})["Instances"][0]

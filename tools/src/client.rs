@@ -1,6 +1,6 @@
 //! A small signed client for Koala's admin commands and euca2ools family: SigV4 by the
 //! `aws-sigv4` crate (AWS's own signer, independent of our verifier), form-encoded Query API
-//! calls and path-style S3 requests over plain HTTP.
+//! calls and path-style S3 requests, over HTTP or HTTPS (trusting the cloud's certificate).
 
 use std::io::Read;
 use std::time::SystemTime;
@@ -124,7 +124,11 @@ pub fn query_call(
         SigningSettings::default(),
         creds,
     )?;
-    let request = with_headers(ureq::post(url), &[("content-type", content_type)], &signed);
+    let request = with_headers(
+        agent().post(url),
+        &[("content-type", content_type)],
+        &signed,
+    );
     match request.send_bytes(form.as_bytes()) {
         Ok(response) => response.into_string().map_err(|e| ClientError::Transport {
             url: url.to_owned(),
@@ -139,6 +143,41 @@ pub fn query_call(
             reason: err.to_string(),
         }),
     }
+}
+
+/// The HTTP agent of every call: over https it trusts the cloud's certificate as well as
+/// the public authorities, named by `EUCALYPTUS_CERT` (which a eucarc sets) or
+/// `AWS_CA_BUNDLE` (as the aws CLI reads it).
+fn agent() -> &'static ureq::Agent {
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    AGENT.get_or_init(|| {
+        let bundle = ["EUCALYPTUS_CERT", "AWS_CA_BUNDLE"]
+            .iter()
+            .find_map(std::env::var_os)
+            .and_then(|path| std::fs::read(path).ok());
+        match bundle.and_then(|pem| tls_trusting(&pem)) {
+            Some(config) => ureq::AgentBuilder::new().tls_config(config).build(),
+            None => ureq::agent(),
+        }
+    })
+}
+
+/// A TLS client configuration trusting the certificates in `pem` and the public authorities.
+fn tls_trusting(pem: &[u8]) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.ok()?).ok()?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Some(std::sync::Arc::new(config))
 }
 
 /// The error a refusal's body describes: `<Code>`/`<Message>` of an EC2 (`Response/Errors/
@@ -178,7 +217,7 @@ pub fn s3_request_with(
         s3_settings(),
         creds,
     )?;
-    let request = with_headers(ureq::request(method, url), &[], &signed);
+    let request = with_headers(agent().request(method, url), &[], &signed);
     let transport = |reason: String| ClientError::Transport {
         url: url.to_owned(),
         reason,
@@ -221,7 +260,7 @@ pub fn s3_put_object(
         s3_settings(),
         creds,
     )?;
-    let request = with_headers(ureq::put(url), &all, &signed);
+    let request = with_headers(agent().put(url), &all, &signed);
     let mut hashing = Md5Reader {
         inner: body,
         md5: Md5::new(),

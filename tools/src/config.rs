@@ -38,6 +38,21 @@ pub struct FileConfig {
     /// The cluster controller of this host.
     #[serde(default)]
     pub cluster: ClusterSettings,
+    /// TLS on the main port.
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// `[tls]`: how the main port (Walrus, EC2, Euare) speaks. It always answers HTTPS with a
+/// certificate of the cloud's CA (clients trust `DATA_DIR/keys/cloud-cert.pem`, the eucarc's
+/// `EUCALYPTUS_CERT` and `AWS_CA_BUNDLE`); the ports of the cluster and node controllers
+/// speak HTTPS only.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Whether the main port also answers plain HTTP, for old clients [default: true]; with
+    /// false, credentials name `https://` URLs and plain requests get a 400 saying so.
+    pub plain_http: Option<bool>,
 }
 
 /// `[node]`: what this host's node controller offers and how it runs guests. Every key is
@@ -118,6 +133,8 @@ pub struct Config {
     pub node: NodeSettings,
     /// The cluster controller's settings.
     pub cluster: ClusterSettings,
+    /// Whether the main port answers plain HTTP beside HTTPS.
+    pub plain_http: bool,
 }
 
 /// The zone name when none is configured (Eucalyptus' first cluster's conventional name).
@@ -191,6 +208,7 @@ impl Config {
             properties: file.properties.into_iter().collect(),
             node: file.node,
             cluster: file.cluster,
+            plain_http: file.tls.plain_http.unwrap_or(true),
         })
     }
 
@@ -206,7 +224,8 @@ impl Config {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
         };
-        format!("http://{host}:{port}")
+        let scheme = if self.plain_http { "http" } else { "https" };
+        format!("{scheme}://{host}:{port}")
     }
 }
 
@@ -269,6 +288,11 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # This host's cluster controller (under `koala up`, on the main port + 1).
 [cluster]
 # policy = "least-loaded" # or round-robin
+
+# The main port answers HTTPS (a certificate of the cloud's CA: keys/cloud-cert.pem) and,
+# for old clients, plain HTTP; the cluster and node controllers' ports speak HTTPS only.
+[tls]
+# plain_http = true       # false: HTTPS only, and credentials name https:// URLs
 "#;
 
 #[cfg(test)]

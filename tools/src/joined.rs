@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use compute::rpc::{ComponentKey, RpcClient, Verifier};
+use compute::rpc::{RpcClient, Verifier};
 use ec2_api::{BundleAccess, BundleStore};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -38,11 +38,12 @@ pub struct ClcDirectory {
 }
 
 impl ClcDirectory {
-    /// A directory asking the CLC at `cloud_url` with Walrus' own `key`, and decrypting
-    /// bundles with the cloud's private key from `cloud_key_file` (the CLC's
-    /// `DATA_DIR/keys/cloud-pk.pem`, copied by the administrator).
+    /// A directory asking the CLC at `cloud_url` with `client` (Walrus' own key and
+    /// certificate), and decrypting bundles with the cloud's private key from
+    /// `cloud_key_file` (the CLC's `DATA_DIR/keys/cloud-pk.pem`, copied by the
+    /// administrator).
     pub fn open(
-        key: ComponentKey,
+        client: RpcClient,
         cloud_url: &str,
         cloud_key_file: &Path,
     ) -> Result<ClcDirectory, String> {
@@ -57,8 +58,8 @@ impl ClcDirectory {
             .map_err(|e| format!("{} is no RSA private key: {e}", cloud_key_file.display()))?;
         let cloud_url = cloud_url.trim_end_matches('/').to_owned();
         Ok(ClcDirectory {
-            keys: Verifier::remote(RpcClient::new(key.clone()), &cloud_url),
-            client: RpcClient::new(key),
+            keys: Verifier::remote(client.clone(), &cloud_url),
+            client,
             cloud_url,
             cloud_key,
         })
@@ -118,10 +119,10 @@ pub struct WalrusOverHttp {
 }
 
 impl WalrusOverHttp {
-    /// Reads from the Walrus at `s3_url` with the CLC's `key`.
-    pub fn new(key: ComponentKey, s3_url: &str, runtime: tokio::runtime::Handle) -> Self {
+    /// Reads from the Walrus at `s3_url` with `client` (the CLC's key and certificate).
+    pub fn new(client: RpcClient, s3_url: &str, runtime: tokio::runtime::Handle) -> Self {
         WalrusOverHttp {
-            client: RpcClient::new(key),
+            client,
             base: s3_url.trim_end_matches('/').to_owned(),
             runtime,
         }

@@ -2,12 +2,14 @@
 //! request to its role, the signed client the admin commands use, and the euca2ools command
 //! family built on it.
 
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod ec2xml;
 pub mod euca;
 pub mod joined;
 pub mod roles;
+pub mod serve;
 pub mod server;
 
 /// An error and its chain of causes as one line, the way euca2ools prints failures

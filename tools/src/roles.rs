@@ -15,6 +15,7 @@ use compute::rpc::{
     ComponentKey, ConsoleOutput, InstanceReport, NodeStatus, RpcClient, RpcError, RunOrder,
     Verifier,
 };
+use compute::tls::Tls;
 use ec2_api::Clusters;
 use identity::{ComponentKind, Identity};
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,7 @@ pub fn node_host(config: &Config) -> String {
 pub async fn open_node(
     config: &Config,
     key: ComponentKey,
+    tls: &Tls,
     walrus_url: &str,
 ) -> Result<Node, String> {
     let settings = &config.node;
@@ -206,7 +208,7 @@ pub async fn open_node(
         memory_mib,
         disk_gib: settings.disk_gib.unwrap_or(100),
     };
-    let feed = WalrusFeed::new(RpcClient::new(key), walrus_url);
+    let feed = WalrusFeed::new(RpcClient::new(key, tls, ComponentKind::Walrus), walrus_url);
     Node::open(node_config, feed)
         .await
         .map_err(|e| format!("cannot start the node controller: {e}"))
@@ -250,14 +252,15 @@ fn host_memory_mib() -> u64 {
 }
 
 /// Opens this host's cluster controller.
-pub fn open_cluster(config: &Config, key: ComponentKey) -> Result<Cluster, String> {
+pub fn open_cluster(config: &Config, key: ComponentKey, tls: &Tls) -> Result<Cluster, String> {
     let policy: Policy = config
         .cluster
         .policy
         .as_deref()
         .unwrap_or("least-loaded")
         .parse()?;
-    Cluster::open(config.data_dir.join("cluster"), policy, RpcClient::new(key))
+    let nodes = RpcClient::new(key, tls, ComponentKind::NodeController);
+    Cluster::open(config.data_dir.join("cluster"), policy, nodes)
         .map_err(|e| format!("cannot open the cluster controller: {e}"))
 }
 
@@ -460,20 +463,22 @@ fn json(value: &impl serde::Serialize) -> Result<axum::response::Response, RpcEr
     Ok(compute::rpc::json_response(http::StatusCode::OK, value))
 }
 
-/// The own key of a component on a host without the identity store (`koala cluster`,
-/// `koala node`, `koala walrus --cloud-url`): kept in
-/// `DATA_DIR/credentials/components/NAME.json`; on first start it is registered through the
-/// account service (`RegisterComponent`) with the cloud admin's credentials from the
-/// environment (the admin's eucarc sourced once, as Eucalyptus' registration copied keys once).
-pub fn remote_component_key(
+/// The own key and TLS settings of a component on a host without the identity store
+/// (`koala cluster`, `koala node`, `koala walrus --cloud-url`): kept in
+/// `DATA_DIR/credentials/components/NAME.json` and `DATA_DIR/keys/`; on first start the
+/// component is registered through the account service (`RegisterComponent`, over HTTPS
+/// trusting the cloud certificate the eucarc names) with the cloud admin's credentials from
+/// the environment (the admin's eucarc sourced once, as Eucalyptus' registration copied keys
+/// once). Its TLS private key is made here and never sent; the CLC certifies its public key.
+pub fn remote_component(
     config: &Config,
     kind: ComponentKind,
     name: &str,
     cloud_url: &str,
-) -> Result<ComponentKey, String> {
+) -> Result<(ComponentKey, Tls), String> {
     let path = KeyFile::path(config, name);
-    if let Some(file) = KeyFile::read(&path)? {
-        return Ok(file.into_key(config));
+    if let (Some(file), Some(tls)) = (KeyFile::read(&path)?, crate::certs::remote(config, name)?) {
+        return Ok((file.into_key(config), tls));
     }
     let admin = crate::client::EnvCredentials::from_env().map_err(|e| {
         format!(
@@ -481,19 +486,43 @@ pub fn remote_component_key(
             path.display()
         )
     })?;
+    if !cloud_url.starts_with("https://") {
+        return Err(format!(
+            "the cloud URL {cloud_url} is not https://: components register and call over TLS"
+        ));
+    }
+    let public_key = crate::certs::registration_key(config, name)?;
+    let hosts = crate::certs::host_names(config);
+    let host_params: Vec<(String, &str)> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (format!("HostName.{}", i + 1), h.as_str()))
+        .collect();
+    let mut params = vec![
+        ("Kind", kind.as_str()),
+        ("ComponentName", name),
+        ("PublicKey", public_key.as_str()),
+    ];
+    params.extend(host_params.iter().map(|(k, v)| (k.as_str(), *v)));
     let euare = format!("{}/services/Euare", cloud_url.trim_end_matches('/'));
     let body = crate::client::query_call(
         &euare,
         "iam",
         "2010-05-08",
         "RegisterComponent",
-        &[("Kind", kind.as_str()), ("ComponentName", name)],
+        &params,
         &admin,
     )
     .map_err(|e| format!("cannot register the component {name}: {e}"))?;
     let field = |tag| {
         crate::client::xml_text(&body, tag).ok_or_else(|| format!("the response has no <{tag}>"))
     };
+    crate::certs::keep_registration(
+        config,
+        name,
+        &field("Certificate")?,
+        &field("CloudCertificate")?,
+    )?;
     let file = KeyFile {
         user: name.to_owned(),
         access_key_id: field("AccessKeyId")?,
@@ -504,5 +533,7 @@ pub fn remote_component_key(
         "Registered the component {name}; its key is in {}",
         path.display()
     );
-    Ok(file.into_key(config))
+    let tls = crate::certs::remote(config, name)?
+        .ok_or_else(|| format!("the registration of {name} left no certificate"))?;
+    Ok((file.into_key(config), tls))
 }

@@ -9,16 +9,18 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use axum::serve::ListenerExt;
 use ec2_api::{BundleAccess, BundleStore, Cloud, CloudSettings, CloudState, ClusterSet, QueryApi};
 use identity::{ComponentKind, Identity, ServiceUrls};
 use walrus::{Walrus, WalrusConfig};
 
+use crate::certs;
 use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
 use crate::joined::{ClcDirectory, WalrusOverHttp};
 use crate::roles::{self, CcClusters};
+use crate::serve::{self, Limits, Port};
 use compute::cluster::http::ClusterClient;
 use compute::rpc::{ComponentKey, NodeRegistration, RpcClient};
+use compute::tls::Tls;
 use std::net::SocketAddr;
 
 /// Which roles one process runs.
@@ -128,6 +130,25 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     }
     println!("Admin credentials: . {}", eucarc.display());
 
+    // The main port's certificate: the CLC's, naming Walrus too when it runs here.
+    let main_kinds: &[ComponentKind] = match (&roles, &walrus_url) {
+        (Roles::Walrus, _) => &[ComponentKind::Walrus],
+        (_, Some(_)) => &[ComponentKind::CloudController],
+        (_, None) => &[ComponentKind::CloudController, ComponentKind::Walrus],
+    };
+    let main_name = match roles {
+        Roles::Walrus => "walrus",
+        _ => "clc",
+    };
+    let main_tls = certs::local(
+        &identity,
+        &config,
+        main_name,
+        main_kinds,
+        &certs::host_names(&config),
+    )
+    .map_err(ServerError::Compute)?;
+
     let walrus = match &walrus_url {
         Some(_) => None,
         None => Some(open_walrus(&config, Arc::new(identity.clone()))?),
@@ -149,14 +170,15 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
             };
             let state = CloudState::open(&config.data_dir.join("clc"))
                 .map_err(|e| ServerError::CloudState(e.to_string()))?;
-            let clusters = open_clusters(&config, &state, &cluster_url, moved, &clc_key)?;
+            let clusters =
+                open_clusters(&config, &state, &cluster_url, moved, &clc_key, &main_tls)?;
             let bundles: Arc<dyn BundleStore> = match &walrus {
                 Some(walrus) => Arc::new(WalrusBundles {
                     walrus: walrus.clone(),
                     runtime: tokio::runtime::Handle::current(),
                 }),
                 None => Arc::new(WalrusOverHttp::new(
-                    clc_key,
+                    RpcClient::new(clc_key, &main_tls, ComponentKind::Walrus),
                     walrus_url.as_deref().unwrap_or_default(),
                     tokio::runtime::Handle::current(),
                 )),
@@ -194,8 +216,27 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         println!("EC2 is serving at {base}/services/compute/");
         println!("Euare (accounts) is serving at {base}/services/Euare");
     }
-    println!("Koala is listening on {}", config.listen);
-    serve_until_signal(listener, app, config.listen).await
+    println!(
+        "Koala is listening on {} ({}; the cloud's certificate is {})",
+        config.listen,
+        if config.plain_http {
+            "HTTP and HTTPS"
+        } else {
+            "HTTPS only"
+        },
+        config
+            .data_dir
+            .join("keys")
+            .join(identity::CLOUD_CERT_FILE)
+            .display()
+    );
+    let port = Port {
+        tls: main_tls.server(),
+        plain: config.plain_http,
+        limits: Limits::default(),
+    };
+    serve::serve(listener, port, app, shutdown_signal()).await;
+    Ok(())
 }
 
 /// The cloud's clusters: those registered before, and the configured zone's at
@@ -207,12 +248,13 @@ fn open_clusters(
     cluster_url: &str,
     moved: bool,
     clc_key: &ComponentKey,
+    clc_tls: &Tls,
 ) -> Result<Arc<ClusterSet>, ServerError> {
-    let clc_key = clc_key.clone();
+    let client = RpcClient::new(clc_key.clone(), clc_tls, ComponentKind::ClusterController);
     let runtime = tokio::runtime::Handle::current();
     let connect = move |url: &str| -> Arc<dyn ec2_api::Clusters> {
         Arc::new(CcClusters {
-            client: ClusterClient::new(RpcClient::new(clc_key.clone()), url),
+            client: ClusterClient::new(client.clone(), url),
             runtime: runtime.clone(),
         })
     };
@@ -250,17 +292,23 @@ fn open_walrus(
 /// `DATA_DIR/keys/cloud-pk.pem` (copied from the CLC's host); its own principal (`walrus`)
 /// is made on first start with the admin's eucarc sourced.
 pub async fn run_walrus_joined(config: Config, cloud_url: String) -> Result<(), ServerError> {
-    let key = remote_key(&config, ComponentKind::Walrus, "", &cloud_url).await?;
+    let (key, tls) = remote_component(&config, ComponentKind::Walrus, "", &cloud_url).await?;
     let cloud_key = config.data_dir.join("keys").join(identity::CLOUD_KEY_FILE);
+    let client = RpcClient::new(key, &tls, ComponentKind::CloudController);
     let directory =
-        ClcDirectory::open(key, &cloud_url, &cloud_key).map_err(ServerError::Compute)?;
+        ClcDirectory::open(client, &cloud_url, &cloud_key).map_err(ServerError::Compute)?;
     let walrus = open_walrus(&config, Arc::new(directory))?;
     let router = axum::Router::new().fallback(move |req: Request| {
         let walrus = walrus.clone();
         async move { walrus.handle(req).await }
     });
     println!("Walrus verifies users with the cloud controller at {cloud_url}");
-    serve_alone(&config, router, "Walrus (S3)").await
+    let port = Port {
+        tls: tls.server(),
+        plain: config.plain_http,
+        limits: Limits::default(),
+    };
+    serve_alone(&config, router, port, "Walrus (S3)").await
 }
 
 /// The listen address of a role on the main port + `offset`.
@@ -271,32 +319,32 @@ fn role_addr(config: &Config, offset: u16) -> SocketAddr {
     )
 }
 
-/// How the roles of one process reach a port of it.
+/// How the roles of one process reach a port of it (over TLS, as every internal call).
 fn local_url(config: &Config, offset: u16) -> String {
     let ip = match config.listen.ip() {
         ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
         ip => ip,
     };
     format!(
-        "http://{}",
+        "https://{}",
         SocketAddr::new(ip, config.listen.port().wrapping_add(offset))
     )
 }
 
-/// Binds a listener with TCP_NODELAY on its connections.
-async fn bind(
-    addr: SocketAddr,
-) -> Result<impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>, ServerError>
-{
-    Ok(tokio::net::TcpListener::bind(addr)
+/// Binds a listener.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind { addr, source })?
-        .tap_io(|tcp| {
-            // Small responses must not wait for Nagle's algorithm (40 ms stalls otherwise).
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::warn!("cannot set TCP_NODELAY: {err}");
-            }
-        }))
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// A port of the cluster or node controller: HTTPS only, with the component's certificate.
+fn internal_port(tls: &Tls) -> Port {
+    Port {
+        tls: tls.server(),
+        plain: false,
+        limits: Limits::default(),
+    }
 }
 
 /// Starts the cluster controller (on the main port plus one) and this host's node controller
@@ -306,18 +354,22 @@ async fn bind(
 async fn start_compute(config: &Config, identity: &Identity) -> Result<String, ServerError> {
     let compute_err = |e: String| ServerError::Compute(e);
     let zone = &config.zone;
+    let hosts = certs::host_names(config);
     let cc_kind = ComponentKind::ClusterController;
-    let cc_key = roles::component_key(identity, config, cc_kind, &cc_kind.principal_name(zone))
-        .map_err(compute_err)?;
-    let cluster = roles::open_cluster(config, cc_key).map_err(compute_err)?;
+    let cc_name = cc_kind.principal_name(zone);
+    let cc_key = roles::component_key(identity, config, cc_kind, &cc_name).map_err(compute_err)?;
+    let cc_tls =
+        certs::local(identity, config, &cc_name, &[cc_kind], &hosts).map_err(compute_err)?;
+    let cluster = roles::open_cluster(config, cc_key, &cc_tls).map_err(compute_err)?;
     let cc_addr = role_addr(config, 1);
     let cc_listener = bind(cc_addr).await?;
     let cc_router = compute::cluster::http::router(cluster.clone(), roles::verifier(identity));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(cc_listener, cc_router).await {
-            tracing::error!("the cluster controller stopped: {e}");
-        }
-    });
+    tokio::spawn(serve::serve(
+        cc_listener,
+        internal_port(&cc_tls),
+        cc_router,
+        std::future::pending(),
+    ));
     println!(
         "The cluster controller ({zone}) is serving at {}",
         local_url(config, 1)
@@ -327,22 +379,25 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
     let node_started = async {
         roles::ensure_libvirt().await?;
         let nc_kind = ComponentKind::NodeController;
-        let nc_key =
-            roles::component_key(identity, config, nc_kind, &nc_kind.principal_name(&host))?;
+        let nc_name = nc_kind.principal_name(&host);
+        let nc_key = roles::component_key(identity, config, nc_kind, &nc_name)?;
+        let nc_tls = certs::local(identity, config, &nc_name, &[nc_kind], &hosts)?;
         let walrus_url = format!("{}/services/Walrus", local_url(config, 0));
-        roles::open_node(config, nc_key, &walrus_url).await
+        let node = roles::open_node(config, nc_key, &nc_tls, &walrus_url).await?;
+        Ok::<_, String>((node, nc_tls))
     }
     .await;
     match node_started {
-        Ok(node) => {
+        Ok((node, nc_tls)) => {
             let nc_addr = role_addr(config, 2);
             let nc_listener = bind(nc_addr).await?;
             let nc_router = compute::node::http::router(node, roles::verifier(identity));
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(nc_listener, nc_router).await {
-                    tracing::error!("the node controller stopped: {e}");
-                }
-            });
+            tokio::spawn(serve::serve(
+                nc_listener,
+                internal_port(&nc_tls),
+                nc_router,
+                std::future::pending(),
+            ));
             // The node is registered in the same process, as no principal but an
             // administrator may register nodes over the network.
             let registration = NodeRegistration {
@@ -372,11 +427,14 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
 /// verifying calls with the CLC at `cloud_url`.
 pub async fn run_cluster(config: Config, cloud_url: String) -> Result<(), ServerError> {
     let zone = config.zone.clone();
-    let key = remote_key(&config, ComponentKind::ClusterController, &zone, &cloud_url).await?;
-    let cluster = roles::open_cluster(&config, key.clone()).map_err(ServerError::Compute)?;
-    let verifier = compute::rpc::Verifier::remote(RpcClient::new(key), &cloud_url);
+    let (key, tls) =
+        remote_component(&config, ComponentKind::ClusterController, &zone, &cloud_url).await?;
+    let cluster = roles::open_cluster(&config, key.clone(), &tls).map_err(ServerError::Compute)?;
+    let clc = RpcClient::new(key, &tls, ComponentKind::CloudController);
+    let verifier = compute::rpc::Verifier::remote(clc, &cloud_url);
     let router = compute::cluster::http::router(cluster, verifier);
-    serve_alone(&config, router, &format!("The cluster controller ({zone})")).await
+    let what = format!("The cluster controller ({zone})");
+    serve_alone(&config, router, internal_port(&tls), &what).await
 }
 
 /// Runs a node controller alone (`koala node`): instances on this host, images from the
@@ -387,59 +445,55 @@ pub async fn run_node(
     walrus_url: Option<String>,
 ) -> Result<(), ServerError> {
     let host = roles::node_host(&config);
-    let key = remote_key(&config, ComponentKind::NodeController, &host, &cloud_url).await?;
+    let (key, tls) =
+        remote_component(&config, ComponentKind::NodeController, &host, &cloud_url).await?;
     roles::ensure_libvirt()
         .await
         .map_err(ServerError::Compute)?;
     let walrus_url = walrus_url
         .unwrap_or_else(|| format!("{}/services/Walrus", cloud_url.trim_end_matches('/')));
-    let node = roles::open_node(&config, key.clone(), &walrus_url)
+    let node = roles::open_node(&config, key.clone(), &tls, &walrus_url)
         .await
         .map_err(ServerError::Compute)?;
-    let verifier = compute::rpc::Verifier::remote(RpcClient::new(key), &cloud_url);
+    let clc = RpcClient::new(key, &tls, ComponentKind::CloudController);
+    let verifier = compute::rpc::Verifier::remote(clc, &cloud_url);
     let router = compute::node::http::router(node, verifier);
-    serve_alone(&config, router, &format!("The node controller ({host})")).await
+    let what = format!("The node controller ({host})");
+    serve_alone(&config, router, internal_port(&tls), &what).await
 }
 
-/// The key of the component of `kind` qualified by `qualifier` (its zone, its host) of a role
-/// running apart (registered on first start).
-async fn remote_key(
+/// The key and TLS settings of the component of `kind` qualified by `qualifier` (its zone,
+/// its host) of a role running apart (registered on first start).
+async fn remote_component(
     config: &Config,
     kind: ComponentKind,
     qualifier: &str,
     cloud_url: &str,
-) -> Result<ComponentKey, ServerError> {
+) -> Result<(ComponentKey, Tls), ServerError> {
     let name = kind.principal_name(qualifier);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
         path: config.data_dir.clone(),
         source,
     })?;
     let (config, cloud_url) = (config.clone(), cloud_url.to_owned());
-    tokio::task::spawn_blocking(move || {
-        roles::remote_component_key(&config, kind, &name, &cloud_url)
-    })
-    .await
-    .map_err(|e| ServerError::Compute(e.to_string()))?
-    .map_err(ServerError::Compute)
+    tokio::task::spawn_blocking(move || roles::remote_component(&config, kind, &name, &cloud_url))
+        .await
+        .map_err(|e| ServerError::Compute(e.to_string()))?
+        .map_err(ServerError::Compute)
 }
 
 /// Serves a role running apart on its listen address until SIGINT or SIGTERM.
-async fn serve_alone(config: &Config, router: axum::Router, what: &str) -> Result<(), ServerError> {
-    let listener = bind(config.listen).await?;
-    println!("{what} is serving at http://{}", config.listen);
-    serve_until_signal(listener, router, config.listen).await
-}
-
-/// Serves `router` on `listener` (bound to `addr`) until SIGINT or SIGTERM.
-async fn serve_until_signal(
-    listener: impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
+async fn serve_alone(
+    config: &Config,
     router: axum::Router,
-    addr: SocketAddr,
+    port: Port,
+    what: &str,
 ) -> Result<(), ServerError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+    let listener = bind(config.listen).await?;
+    let scheme = if port.plain { "http" } else { "https" };
+    println!("{what} is serving at {scheme}://{}", config.listen);
+    serve::serve(listener, port, router, shutdown_signal()).await;
+    Ok(())
 }
 
 /// Keeps the CLC's instance records in step with the nodes, every second.

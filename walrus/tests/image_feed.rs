@@ -18,7 +18,7 @@ use bundler::{bundle, BundleKey, BundleOptions, ImageType, Manifest, MemoryParts
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use identity::{ComponentKind, Credentials, Identity};
+use identity::{ComponentKind, Credentials, Identity, Transport};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::Digest;
 use walrus::{Walrus, WalrusConfig};
@@ -224,6 +224,11 @@ impl Cloud {
         for (k, v) in &headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
+        // As the daemon's TLS layer marks a connection whose client certificate names the
+        // signer (the TLS layer itself is tried end to end in tests/python/test_trust.py).
+        builder = builder.extension(Transport::Tls {
+            peer: creds.map(|c| c.user_name.clone()),
+        });
         let resp = self
             .walrus
             .handle(builder.body(Body::from(body)).unwrap())

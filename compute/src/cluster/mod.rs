@@ -476,7 +476,10 @@ mod tests {
             secret_access_key: "secret".into(),
             region: "r".into(),
         };
-        let cluster = Cluster::open(dir.path().to_owned(), policy, RpcClient::new(key)).unwrap();
+        let (ca, _) = identity::CloudCa::open_or_create(&dir.path().join("keys")).unwrap();
+        let tls = crate::tls::Tls::new(ca.cert_pem(), None).unwrap();
+        let client = RpcClient::new(key, &tls, identity::ComponentKind::NodeController);
+        let cluster = Cluster::open(dir.path().to_owned(), policy, client).unwrap();
         let mut registry = lock(&cluster.inner.nodes);
         for (host, entry) in nodes {
             registry.insert((*host).to_owned(), entry.clone());

@@ -23,6 +23,8 @@ use base64::Engine;
 use clap::Parser;
 use compute::cluster::http::ClusterClient;
 use compute::rpc::{ComponentKey, NodeRegistration, RpcClient};
+use compute::tls::Tls;
+use identity::ComponentKind;
 use tools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
 
 /// Administers a Koala cloud (Eucalyptus' euca_conf).
@@ -115,7 +117,8 @@ fn node_address(spec: &str) -> (String, String) {
     } else {
         format!("{spec}:8775")
     };
-    let url = format!("http://{address}");
+    // Nodes speak HTTPS only.
+    let url = format!("https://{address}");
     (address, url)
 }
 
@@ -133,7 +136,7 @@ fn cluster(cli: &Cli) -> Result<(ClusterClient, tokio::runtime::Runtime), String
                 .nth(1)
                 .and_then(|rest| rest.split(['/', ':']).next())
                 .unwrap_or("127.0.0.1");
-            format!("http://{host}:8774")
+            format!("https://{host}:8774")
         }
     };
     let key = ComponentKey {
@@ -145,7 +148,19 @@ fn cluster(cli: &Cli) -> Result<(ClusterClient, tokio::runtime::Runtime), String
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let client = runtime.block_on(async { ClusterClient::new(RpcClient::new(key), &url) });
+    // The CC speaks HTTPS only, with a certificate of the cloud's CA, which the admin's
+    // eucarc names.
+    let ca_file = std::env::var("EUCALYPTUS_CERT")
+        .map_err(|_| "EUCALYPTUS_CERT is not set: source the admin's eucarc".to_owned())?;
+    let ca =
+        std::fs::read_to_string(&ca_file).map_err(|e| format!("cannot read {ca_file}: {e}"))?;
+    let tls = Tls::new(&ca, None).map_err(|e| e.to_string())?;
+    let client = runtime.block_on(async {
+        ClusterClient::new(
+            RpcClient::new(key, &tls, ComponentKind::ClusterController),
+            &url,
+        )
+    });
     Ok((client, runtime))
 }
 

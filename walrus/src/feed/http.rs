@@ -1,7 +1,7 @@
 //! The feed's internal HTTP endpoint, under Walrus' mounts (`/services/Walrus/_koala/...`,
 //! `/services/objectstorage/_koala/...` or the root of the port): `_koala` is no valid
 //! bucket name, so the S3 namespace is untouched. Only the cloud's own components may call
-//! it, each for what its role needs:
+//! it, over TLS with their own certificate, each for what its role needs:
 //!
 //! - `GET|HEAD /_koala/images?manifest=BUCKET/KEY`: the plain image of that bundle,
 //!   unbundled first if needed; for node controllers.
@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use http::{HeaderValue, Method, Response, StatusCode};
-use identity::ComponentKind;
+use identity::{ComponentKind, Transport};
 
 use crate::access::AccessError;
 use crate::names::{BucketName, ObjectKey};
@@ -51,9 +51,16 @@ pub async fn serve(
         ident::verify_s3(&req, strip_mount(raw_path), keys, now)
     })
     .await?;
+    // A component's key is good only over its own TLS connection (its certificate names it).
+    let peer = match parts.extensions.get::<Transport>() {
+        Some(Transport::Tls { peer }) => peer.as_deref(),
+        _ => None,
+    };
     let caller = match auth {
-        Authenticated::Signed { principal, .. } => principal.component(),
-        Authenticated::Anonymous => None,
+        Authenticated::Signed { principal, .. } if peer == Some(principal.user_name.as_str()) => {
+            principal.component()
+        }
+        _ => None,
     };
     let head = match parts.method {
         Method::GET => false,
