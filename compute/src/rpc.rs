@@ -271,19 +271,30 @@ pub struct Placement {
 #[error("{code}: {message}")]
 pub struct RpcError {
     /// `InsufficientInstanceCapacity`, `NotFound`, `AuthFailure`, `BadRequest`,
-    /// `Unavailable`, `InternalError`.
+    /// `Unavailable` (the call was not sent: the callee certainly did not act on it),
+    /// [`NO_ANSWER`](RpcError::NO_ANSWER), `InternalError`.
     pub code: String,
     /// What happened.
     pub message: String,
 }
 
 impl RpcError {
+    /// The code of a call that was sent but not answered (it timed out, or the connection
+    /// broke after the request went out): the callee may have acted on it, so a caller that
+    /// changes state (a run) must find out before acting as if it had not.
+    pub const NO_ANSWER: &'static str = "NoAnswer";
+
     /// An error with `code`.
     pub fn new(code: &str, message: impl Into<String>) -> Self {
         RpcError {
             code: code.into(),
             message: message.into(),
         }
+    }
+
+    /// Whether the outcome of the call is unknown: sent, never answered.
+    pub fn is_unanswered(&self) -> bool {
+        self.code == Self::NO_ANSWER
     }
 
     fn status(&self) -> StatusCode {
@@ -293,6 +304,7 @@ impl RpcError {
             "BadRequest" => StatusCode::BAD_REQUEST,
             "InsufficientInstanceCapacity" | "Conflict" => StatusCode::CONFLICT,
             "Unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NO_ANSWER => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -370,15 +382,24 @@ impl RpcClient {
         }
     }
 
-    /// Sends a signed request; the response with its body still streaming.
+    /// Sends a signed request; the response with its body still streaming. A failure to
+    /// connect is `Unavailable` (nothing was sent); a failure after that is
+    /// [`RpcError::NO_ANSWER`] (the request may have reached the callee).
     pub async fn send(
         &self,
         method: Method,
         url: &str,
         body: Bytes,
     ) -> Result<http::Response<hyper::body::Incoming>, RpcError> {
-        let unreachable = |e: &dyn std::fmt::Display| {
-            RpcError::new("Unavailable", format!("cannot reach {url}: {e}"))
+        let failed = |e: hyper_util::client::legacy::Error| {
+            if e.is_connect() {
+                RpcError::new("Unavailable", format!("cannot reach {url}: {e}"))
+            } else {
+                RpcError::new(
+                    RpcError::NO_ANSWER,
+                    format!("{url} did not answer: {}", error_chain(&e)),
+                )
+            }
         };
         // Internal calls run over TLS whatever scheme a URL was written with: registrations
         // made before TLS, or by habit, name http://.
@@ -411,10 +432,11 @@ impl RpcClient {
         let req = req
             .body(Body::from(body))
             .map_err(|e| RpcError::new("InternalError", e.to_string()))?;
-        self.http.request(req).await.map_err(|e| unreachable(&e))
+        self.http.request(req).await.map_err(failed)
     }
 
-    /// Sends a signed JSON call and decodes the JSON answer (or the callee's error).
+    /// Sends a signed JSON call and decodes the JSON answer (or the callee's error). No
+    /// answer within `timeout`, or an answer cut short, is [`RpcError::NO_ANSWER`].
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -433,7 +455,12 @@ impl RpcClient {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| RpcError::new("Unavailable", format!("{url}: {e}")))?
+                .map_err(|e| {
+                    RpcError::new(
+                        RpcError::NO_ANSWER,
+                        format!("{url} broke off its answer: {e}"),
+                    )
+                })?
                 .to_bytes();
             if status.is_success() {
                 serde_json::from_slice(&bytes).map_err(|e| {
@@ -455,7 +482,7 @@ impl RpcClient {
         };
         tokio::time::timeout(timeout, call).await.map_err(|_| {
             RpcError::new(
-                "Unavailable",
+                RpcError::NO_ANSWER,
                 format!("{url} did not answer in {timeout:?}"),
             )
         })?
@@ -775,6 +802,19 @@ pub async fn accept(verifier: &Verifier, req: Request<Body>) -> Result<Accepted,
     })
 }
 
+/// An error with its sources, on one line (hyper's own message alone says only "client
+/// error (SendRequest)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Decodes a JSON request body.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RpcError> {
     serde_json::from_slice(body).map_err(|e| RpcError::new("BadRequest", e.to_string()))
@@ -809,6 +849,69 @@ mod tests {
         assert_eq!(node.free_slots(&vm(2, 128, 5)), 1);
         assert_eq!(node.max_slots(&vm(1, 256, 5)), 4);
         assert_eq!(node.free_slots(&vm(1, 2048, 5)), 0);
+    }
+
+    fn client() -> RpcClient {
+        RpcClient::new(ComponentKey {
+            access_key_id: "AKIDTEST".into(),
+            secret_access_key: "secret".into(),
+            region: "r".into(),
+        })
+    }
+
+    async fn call(url: &str, timeout: Duration) -> RpcError {
+        client()
+            .call::<serde_json::Value>(Method::POST, url, Some(&"order"), timeout)
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_call_that_cannot_connect_was_not_sent() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Nothing listens there any more: refused before a byte of the request went out.
+        let e = call(
+            &format!("http://127.0.0.1:{port}/x"),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(e.code, "Unavailable", "{e}");
+        assert!(!e.is_unanswered());
+    }
+
+    #[tokio::test]
+    async fn a_call_cut_off_or_unanswered_after_it_was_sent_has_no_answer() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        // The callee takes the request, then closes the connection without answering: it may
+        // have acted on it.
+        let callee = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"POST /x "));
+            drop(conn);
+            listener
+        });
+        let e = call(&url, Duration::from_secs(5)).await;
+        assert!(e.is_unanswered(), "{e}");
+        // The callee takes the request and never answers.
+        let listener = callee.join().unwrap();
+        let callee = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        let e = call(&url, Duration::from_millis(500)).await;
+        assert!(e.is_unanswered(), "{e}");
+        assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+        callee.join().unwrap();
     }
 
     #[test]

@@ -188,6 +188,10 @@ fn rpc_error(e: RpcError) -> QueryError {
             "The cluster controller cannot be reached: {}",
             e.message
         )),
+        RpcError::NO_ANSWER => QueryError::Unavailable(format!(
+            "The cluster controller did not answer: {}",
+            e.message
+        )),
         _ => QueryError::Internal(e.to_string()),
     }
 }
