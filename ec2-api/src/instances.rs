@@ -408,14 +408,22 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
             return Err(rpc_error(e));
         }
     };
+    for p in &outcome.unconfirmed {
+        // Its node took the order and never said so: it stays pending until the node reports
+        // it, or its start timeout passes (see `sync`).
+        tracing::warn!(instance = %p.instance_id, node = %p.node, "the node did not confirm the start of an instance");
+    }
+    // Where each instance went, or may have gone.
     let placed: BTreeMap<&str, &str> = outcome
         .placed
         .iter()
+        .chain(&outcome.unconfirmed)
         .map(|p| (p.instance_id.as_str(), p.node.as_str()))
         .collect();
     if placed.len() < min as usize {
-        // Fewer than MinCount started: none is kept, as EC2 does.
-        for p in &outcome.placed {
+        // Fewer than MinCount started: none is kept, as EC2 does. One whose end fails here
+        // (or that starts later) has no record any more: `sync` ends it.
+        for p in outcome.placed.iter().chain(&outcome.unconfirmed) {
             if let Err(e) = cluster.terminate(&p.instance_id) {
                 tracing::warn!(instance = %p.instance_id, "cannot undo a partial launch: {e}");
             }
@@ -438,8 +446,15 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
     let _guard = cloud.state.exclusive();
     let mut batch = Batch::new();
     for record in &mut records {
+        // Re-read: the sync, or a TerminateInstances of an id DescribeInstances showed, may
+        // have moved it meanwhile.
+        if let Some(current) = cloud.state.get::<InstanceRecord>(&record.id)? {
+            *record = current;
+        }
         match placed.get(record.id.as_str()) {
-            Some(node) => record.node = Some((*node).to_owned()),
+            Some(node) => {
+                record.node.get_or_insert_with(|| (*node).to_owned());
+            }
             None => {
                 let why = outcome
                     .failed

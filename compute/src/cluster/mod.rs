@@ -56,13 +56,40 @@ impl std::str::FromStr for Policy {
     }
 }
 
-/// The outcome of a run: the instances placed, and those no node took, with why.
+/// The outcome of a run: the instances placed, those whose node never said, and those no
+/// node took, with why.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunOutcome {
     /// Where each started instance went.
     pub placed: Vec<Placement>,
+    /// Instances sent to a node that did not answer, even when asked again: they may be
+    /// starting there, so they went to no other node. The CLC keeps them pending until the
+    /// node reports them or their start timeout passes.
+    #[serde(default)]
+    pub unconfirmed: Vec<Placement>,
     /// Instances that could not be placed: their id and the error.
     pub failed: Vec<(String, RpcError)>,
+}
+
+/// What became of an order sent to a node, as far as the CC can tell.
+#[derive(Debug)]
+enum Sent {
+    /// The node took it (or had it already): its report.
+    Accepted(InstanceReport),
+    /// The node answered no, or the order never left: the instance is not there.
+    Refused(RpcError),
+    /// The order went out and no answer came: the instance may be starting there.
+    Unknown(RpcError),
+}
+
+impl From<Result<InstanceReport, RpcError>> for Sent {
+    fn from(result: Result<InstanceReport, RpcError>) -> Sent {
+        match result {
+            Ok(report) => Sent::Accepted(report),
+            Err(e) if e.is_unanswered() => Sent::Unknown(e),
+            Err(e) => Sent::Refused(e),
+        }
+    }
 }
 
 /// A running cluster controller; cheap to clone.
@@ -95,6 +122,21 @@ impl Cluster {
     /// Opens the cluster's registry in `dir` and starts polling its nodes; calls to nodes are
     /// signed by `client`.
     pub fn open(dir: PathBuf, policy: Policy, client: RpcClient) -> std::io::Result<Cluster> {
+        let cluster = Cluster::unpolled(dir, policy, client)?;
+        let poller = cluster.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLL_PERIOD);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                poller.poll().await;
+            }
+        });
+        Ok(cluster)
+    }
+
+    /// The cluster's registry, with no poller.
+    fn unpolled(dir: PathBuf, policy: Policy, client: RpcClient) -> std::io::Result<Cluster> {
         std::fs::create_dir_all(&dir)?;
         let registered: Vec<NodeRegistration> = match std::fs::read(dir.join("nodes.json")) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
@@ -113,7 +155,7 @@ impl Cluster {
                 )
             })
             .collect();
-        let cluster = Cluster {
+        Ok(Cluster {
             inner: Arc::new(Inner {
                 dir,
                 policy,
@@ -121,17 +163,7 @@ impl Cluster {
                 nodes: Mutex::new(nodes),
                 next: AtomicUsize::new(0),
             }),
-        };
-        let poller = cluster.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(POLL_PERIOD);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                poller.poll().await;
-            }
-        });
-        Ok(cluster)
+        })
     }
 
     /// Registers a node (or changes its URL) and polls it at once.
@@ -269,7 +301,9 @@ impl Cluster {
     }
 
     /// Places and starts instances: each order goes to the node the policy picks among those
-    /// with room; a node that refuses is skipped for the next one.
+    /// with room; a node that refuses is skipped for the next one. A node that does not
+    /// answer is asked again before any other is tried, so that an instance never starts on
+    /// two nodes: only its definite "no" lets the order move on.
     pub async fn run(&self, orders: Vec<RunOrder>) -> RunOutcome {
         let mut outcome = RunOutcome::default();
         for order in orders {
@@ -286,42 +320,70 @@ impl Cluster {
                     ));
                     break;
                 };
-                let sent = self
-                    .inner
-                    .client
-                    .call::<InstanceReport>(
-                        Method::POST,
-                        &format!("{url}/node/instances"),
-                        Some(&order),
-                        NODE_TIMEOUT,
-                    )
-                    .await;
+                let mut sent = self.send_order(&url, &order).await;
+                if let Sent::Unknown(e) = &sent {
+                    // The instance id is the idempotency key: the same order again asks the
+                    // node whether it has the instance. It answers with the instance if the
+                    // first order landed (or starts it now, where it was meant to go), or
+                    // refuses it, and then refuses it for good (a first order still on its
+                    // way cannot land later).
+                    tracing::warn!(node = %host, instance = %order.instance_id, "no answer to a run order, asking the node again: {e}");
+                    sent = self.send_order(&url, &order).await;
+                }
+                let placement = Placement {
+                    instance_id: order.instance_id.clone(),
+                    node: host.clone(),
+                };
                 match sent {
-                    Ok(report) => {
-                        let mut nodes = lock(&self.inner.nodes);
-                        if let Some(entry) = nodes.get_mut(&host) {
-                            if let Some(r) = entry.resources.as_mut() {
-                                r.used_cores += order.vm.cpus;
-                                r.used_memory_mib += order.vm.memory_mib;
-                                r.used_disk_gib += order.vm.disk_gib;
-                            }
-                            entry.instances.push(report);
-                            entry.generation += 1;
-                        }
-                        outcome.placed.push(Placement {
-                            instance_id: order.instance_id.clone(),
-                            node: host,
-                        });
+                    Sent::Accepted(report) => {
+                        self.count_placed(&host, &order, Some(report));
+                        outcome.placed.push(placement);
                         break;
                     }
-                    Err(e) => {
+                    Sent::Refused(e) => {
                         tracing::warn!(node = %host, instance = %order.instance_id, "node refused: {e}");
                         tried.push(host);
+                    }
+                    Sent::Unknown(e) => {
+                        // It may be starting there: nowhere else. The node's reports settle it.
+                        tracing::warn!(node = %host, instance = %order.instance_id, "the node did not answer twice; the instance may be starting there: {e}");
+                        self.count_placed(&host, &order, None);
+                        outcome.unconfirmed.push(placement);
+                        break;
                     }
                 }
             }
         }
         outcome
+    }
+
+    /// Sends a run order to the node at `url`.
+    async fn send_order(&self, url: &str, order: &RunOrder) -> Sent {
+        self.inner
+            .client
+            .call::<InstanceReport>(
+                Method::POST,
+                &format!("{url}/node/instances"),
+                Some(order),
+                NODE_TIMEOUT,
+            )
+            .await
+            .into()
+    }
+
+    /// Counts an instance placed on `host` (with the node's report, when it answered) until
+    /// the next poll says what the node holds.
+    fn count_placed(&self, host: &str, order: &RunOrder, report: Option<InstanceReport>) {
+        let mut nodes = lock(&self.inner.nodes);
+        if let Some(entry) = nodes.get_mut(host) {
+            if let Some(r) = entry.resources.as_mut() {
+                r.used_cores += order.vm.cpus;
+                r.used_memory_mib += order.vm.memory_mib;
+                r.used_disk_gib += order.vm.disk_gib;
+            }
+            entry.instances.extend(report);
+            entry.generation += 1;
+        }
     }
 
     /// The node for an instance: among answering nodes with room and not yet tried, the
@@ -479,7 +541,7 @@ mod tests {
         let (ca, _) = identity::CloudCa::open_or_create(&dir.path().join("keys")).unwrap();
         let tls = crate::tls::Tls::new(ca.cert_pem(), None).unwrap();
         let client = RpcClient::new(key, &tls, identity::ComponentKind::NodeController);
-        let cluster = Cluster::open(dir.path().to_owned(), policy, client).unwrap();
+        let cluster = Cluster::unpolled(dir.path().to_owned(), policy, client).unwrap();
         let mut registry = lock(&cluster.inner.nodes);
         for (host, entry) in nodes {
             registry.insert((*host).to_owned(), entry.clone());
@@ -535,5 +597,114 @@ mod tests {
             .failed
             .iter()
             .all(|(_, e)| e.code == "InsufficientInstanceCapacity"));
+    }
+
+    /// A node that reads each request and closes the connection without answering, as one
+    /// that died after taking it; stop it with the flag, and it says how many run orders
+    /// came.
+    fn dropping_node() -> (
+        String,
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<usize>,
+    ) {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let node = std::thread::spawn(move || {
+            let mut orders = 0;
+            while !stopped.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 8192];
+                while let Ok(n @ 1..) = conn.read(&mut buf) {
+                    request.extend_from_slice(&buf[..n]);
+                }
+                if request.starts_with(b"POST /node/instances ") {
+                    orders += 1;
+                }
+            }
+            orders
+        });
+        (url, stop, node)
+    }
+
+    fn at(url: &str, entry: NodeEntry) -> NodeEntry {
+        NodeEntry {
+            url: url.to_owned(),
+            ..entry
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_that_does_not_answer_is_asked_again_and_never_replaced() {
+        let (a_url, a_stop, a) = dropping_node();
+        let (b_url, b_stop, b) = dropping_node();
+        // a has the most room: it gets the order, takes it and never answers.
+        let (cc, _dir) = cluster(
+            Policy::LeastLoaded,
+            &[
+                ("a", at(&a_url, node(4, 0, None))),
+                ("b", at(&b_url, node(2, 0, None))),
+            ],
+        )
+        .await;
+        let outcome = cc.run(vec![order("i-00000001")]).await;
+        a_stop.store(true, Ordering::SeqCst);
+        b_stop.store(true, Ordering::SeqCst);
+        // The instance may be starting on a: it is reported there, unconfirmed, and b never
+        // heard of it (else it could run twice).
+        assert_eq!(
+            outcome.unconfirmed,
+            [Placement {
+                instance_id: "i-00000001".into(),
+                node: "a".into()
+            }]
+        );
+        assert!(outcome.placed.is_empty() && outcome.failed.is_empty());
+        assert_eq!(
+            a.join().unwrap(),
+            2,
+            "the order, then the same order as a question"
+        );
+        assert_eq!(b.join().unwrap(), 0);
+        // a's room counts the instance until the next poll says what a holds.
+        let a_room = cc.nodes()[0].resources.clone().unwrap();
+        assert_eq!(a_room.used_cores, 1);
+    }
+
+    #[tokio::test]
+    async fn a_node_never_reached_is_a_definite_no() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let (b_url, b_stop, b) = dropping_node();
+        let (cc, _dir) = cluster(
+            Policy::LeastLoaded,
+            &[
+                ("a", at(&closed_url, node(4, 0, None))),
+                ("b", at(&b_url, node(2, 0, None))),
+            ],
+        )
+        .await;
+        let outcome = cc.run(vec![order("i-00000001")]).await;
+        b_stop.store(true, Ordering::SeqCst);
+        // Refused connection to a: nothing was sent, the order moves on to b.
+        assert_eq!(
+            outcome.unconfirmed,
+            [Placement {
+                instance_id: "i-00000001".into(),
+                node: "b".into()
+            }]
+        );
+        assert_eq!(b.join().unwrap(), 2);
     }
 }

@@ -56,6 +56,11 @@ const ROOT_FILE: &str = "root";
 /// The config drive's file in the instance folder.
 const CONFIG_FILE: &str = "config.iso";
 
+/// How long a node remembers a run order it refused, to refuse it again: the CC asks a node
+/// that did not answer an order by sending it again, and moves it to another node only if
+/// this node says no; the first order, maybe still on its way, must not land afterwards.
+const REFUSED_KEPT: Duration = Duration::from_secs(3600);
+
 /// The files an instance's end deletes: its disks and config drive (the console log and the
 /// state file stay while the instance is listed).
 const DISPOSABLE_FILES: [&str; 4] = [ROOT_FILE, EPHEMERAL0, SWAP, CONFIG_FILE];
@@ -97,6 +102,8 @@ struct Inner {
     feed: WalrusFeed,
     hypervisor: Hypervisor,
     instances: Mutex<BTreeMap<String, Instance>>,
+    /// The ids of the run orders refused lately, with when (ms since the epoch).
+    refused: Mutex<BTreeMap<String, u64>>,
 }
 
 /// An instance in memory: its persisted record and what it holds.
@@ -219,6 +226,7 @@ impl Node {
                 feed,
                 hypervisor,
                 instances: Mutex::new(BTreeMap::new()),
+                refused: Mutex::new(BTreeMap::new()),
             }),
         };
         node.reconcile().await?;
@@ -244,7 +252,9 @@ impl Node {
     }
 
     /// Accepts a run order: checks it and the room for it, records the instance as pending
-    /// and starts it in the background.
+    /// and starts it in the background. The instance id is the order's idempotency key: the
+    /// same order again is answered with the instance as it is, or refused again if it was
+    /// refused (for [`REFUSED_KEPT`]).
     pub fn run(&self, order: RunOrder) -> Result<InstanceReport, RpcError> {
         if !is_instance_id(&order.instance_id) {
             return Err(RpcError::new(
@@ -264,8 +274,15 @@ impl Node {
             }
             return Err(RpcError::new("Conflict", format!("{id} already exists")));
         }
+        if lock(&self.inner.refused).contains_key(&id) {
+            return Err(RpcError::new(
+                "Conflict",
+                format!("node {} refused {id} before", self.host()),
+            ));
+        }
         let free = self.resources_locked(&instances).free_slots(&order.vm);
         if free == 0 {
+            self.refused(&id);
             return Err(RpcError::new(
                 "InsufficientInstanceCapacity",
                 format!("node {} has no room for a {}", self.host(), order.vm.name),
@@ -285,7 +302,10 @@ impl Node {
         std::fs::create_dir(&dir)
             .and_then(|()| set_mode(&dir, 0o755))
             .and_then(|()| save(&dir, &record))
-            .map_err(|e| RpcError::new("InternalError", format!("cannot record {id}: {e}")))?;
+            .map_err(|e| {
+                self.refused(&id);
+                RpcError::new("InternalError", format!("cannot record {id}: {e}"))
+            })?;
         let mut instance = Instance {
             record,
             leases: Vec::new(),
@@ -298,6 +318,14 @@ impl Node {
         let report = self.report(&instance);
         instances.insert(id, instance);
         Ok(report)
+    }
+
+    /// Remembers that the order of `id` was refused (see [`REFUSED_KEPT`]).
+    fn refused(&self, id: &str) {
+        let now = now_ms();
+        let mut refused = lock(&self.inner.refused);
+        refused.retain(|_, at| now.saturating_sub(*at) < REFUSED_KEPT.as_millis() as u64);
+        refused.insert(id.to_owned(), now);
     }
 
     /// Starts an instance within its time limit; on failure or timeout, ends it with why.
