@@ -113,6 +113,41 @@ struct Instance {
     leases: Vec<Lease>,
     /// Its start task, while it runs.
     start: Option<AbortHandle>,
+    /// Its state file.
+    state_file: Arc<StateFile>,
+    /// The version of `record`, counted up by each snapshot taken to be written.
+    version: u64,
+}
+
+/// An instance's `state.json`, written so that the newest state always wins: writers take
+/// their snapshot and its version under the node's lock, then write outside it (fsync is
+/// slow), so two writers may reach the disk in the wrong order.
+struct StateFile {
+    /// The instance's folder.
+    dir: PathBuf,
+    /// The version on disk.
+    written: Mutex<u64>,
+}
+
+impl StateFile {
+    fn new(dir: PathBuf) -> StateFile {
+        StateFile {
+            dir,
+            written: Mutex::new(0),
+        }
+    }
+
+    /// Writes `record`, the instance's state at `version`, unless that or a newer version is
+    /// on disk already; whether it wrote.
+    fn write(&self, version: u64, record: &InstanceFile) -> std::io::Result<bool> {
+        let mut written = lock(&self.written);
+        if *written >= version {
+            return Ok(false);
+        }
+        save(&self.dir, record)?;
+        *written = version;
+        Ok(true)
+    }
 }
 
 /// The instance's `state.json`.
@@ -289,6 +324,7 @@ impl Node {
             ));
         }
         let dir = self.instance_dir(&id);
+        let state_file = Arc::new(StateFile::new(dir.clone()));
         let record = InstanceFile {
             order,
             state: InstanceState::Pending,
@@ -301,7 +337,7 @@ impl Node {
         };
         std::fs::create_dir(&dir)
             .and_then(|()| set_mode(&dir, 0o755))
-            .and_then(|()| save(&dir, &record))
+            .and_then(|()| state_file.write(1, &record))
             .map_err(|e| {
                 self.refused(&id);
                 RpcError::new("InternalError", format!("cannot record {id}: {e}"))
@@ -310,6 +346,8 @@ impl Node {
             record,
             leases: Vec::new(),
             start: None,
+            state_file,
+            version: 1,
         };
         let node = self.clone();
         let task_id = id.clone();
@@ -656,13 +694,17 @@ impl Node {
         lock(&self.inner.instances).get_mut(id).map(f)
     }
 
-    /// Writes an instance's state file; a failure is logged (the memory state stays right,
-    /// and the next write or the reconciliation at start repairs the file).
+    /// Writes an instance's state file, never over a newer state written meanwhile; a
+    /// failure is logged (the memory state stays right, and the next write or the
+    /// reconciliation at start repairs the file).
     fn persist(&self, id: &str) {
-        let Some(record) = self.with_instance(id, |i| i.record.clone()) else {
+        let Some((file, version, record)) = self.update(id, |i| {
+            i.version += 1;
+            (i.state_file.clone(), i.version, i.record.clone())
+        }) else {
             return;
         };
-        if let Err(e) = save(&self.instance_dir(id), &record) {
+        if let Err(e) = file.write(version, &record) {
             tracing::error!(instance = %id, "cannot write the state file: {e}");
         }
     }
@@ -844,6 +886,8 @@ impl Node {
                     record,
                     leases,
                     start: None,
+                    state_file: Arc::new(StateFile::new(path)),
+                    version: 0,
                 },
             );
         }
@@ -988,6 +1032,84 @@ mod tests {
             "i-0123abcd/",
         ] {
             assert!(!is_instance_id(bad), "{bad}");
+        }
+    }
+
+    fn record(state: InstanceState) -> InstanceFile {
+        let image = ImageRef {
+            id: "emi-00000001".into(),
+            manifest: "b/k".into(),
+            sha256: None,
+            size: None,
+        };
+        InstanceFile {
+            order: RunOrder {
+                instance_id: "i-00000001".into(),
+                reservation_id: "r-00000001".into(),
+                owner: "000000000001".into(),
+                image: image.clone(),
+                kernel: image,
+                ramdisk: None,
+                vm: crate::rpc::VmSpec {
+                    name: "m1.small".into(),
+                    cpus: 1,
+                    memory_mib: 256,
+                    disk_gib: 5,
+                },
+                key: None,
+                user_data: String::new(),
+                start_timeout_secs: 60,
+            },
+            state,
+            reason: None,
+            images: Vec::new(),
+            timings: Timings::default(),
+        }
+    }
+
+    fn on_disk(dir: &Path) -> InstanceState {
+        let bytes = std::fs::read(dir.join("state.json")).unwrap();
+        serde_json::from_slice::<InstanceFile>(&bytes)
+            .unwrap()
+            .state
+    }
+
+    #[test]
+    fn an_older_state_never_overwrites_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().to_owned());
+        // Two writers took their snapshots (pending, then terminated) and reached the disk
+        // in the other order.
+        assert!(file.write(2, &record(InstanceState::Terminated)).unwrap());
+        assert!(!file.write(1, &record(InstanceState::Pending)).unwrap());
+        assert_eq!(on_disk(dir.path()), InstanceState::Terminated);
+    }
+
+    #[test]
+    fn racing_writers_leave_the_newest_state() {
+        let states = [
+            InstanceState::Pending,
+            InstanceState::Running,
+            InstanceState::ShuttingDown,
+            InstanceState::Terminated,
+        ];
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let file = Arc::new(StateFile::new(dir.path().to_owned()));
+            let writers: Vec<_> = states
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(version, state)| {
+                    let file = file.clone();
+                    let record = record(*state);
+                    std::thread::spawn(move || file.write(version as u64 + 1, &record).unwrap())
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            assert_eq!(on_disk(dir.path()), InstanceState::Terminated);
         }
     }
 }
