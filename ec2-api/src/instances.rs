@@ -398,8 +398,16 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
         .collect();
     let outcome = match cluster.run(&orders) {
         Ok(outcome) => outcome,
+        Err(e) if e.is_unanswered() => {
+            // The CC took the orders and its answer was lost: it may be starting them. The
+            // records stay pending and the caller is told of them; `sync` settles them (a
+            // node's report moves them on, none by their start timeout ends them).
+            tracing::warn!(account, reservation = %reservation_id, "the cluster controller did not answer a run; its instances stay pending until a node reports them: {e}");
+            return Ok(reservation_xml(call, &records));
+        }
         Err(e) => {
-            // Nothing was started: the records go as if the call never happened.
+            // The CC answered no, or the orders never left: nothing was started, the records
+            // go as if the call never happened.
             let mut batch = Batch::new();
             for r in &records {
                 batch.delete::<InstanceRecord>(&r.id);
