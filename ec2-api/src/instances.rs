@@ -196,6 +196,24 @@ fn rpc_error(e: RpcError) -> QueryError {
     }
 }
 
+/// The instances `account` launched with ClientToken `token`, in launch order, if any: a
+/// RunInstances with the same token answers with them instead of launching again.
+fn launched_with(
+    cloud: &Cloud,
+    account: &str,
+    token: Option<&str>,
+) -> Result<Option<Vec<InstanceRecord>>, QueryError> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let mut earlier: Vec<InstanceRecord> = all(cloud)?
+        .into_iter()
+        .filter(|i| i.owner == account && i.client_token.as_deref() == Some(token))
+        .collect();
+    earlier.sort_by_key(|i| i.launch_index);
+    Ok((!earlier.is_empty()).then_some(earlier))
+}
+
 /// An image for a launch: visible to the caller and of the kind wanted.
 fn launch_image(call: &Call<'_>, id: &str, kind: ImageKind) -> Result<ImageRecord, QueryError> {
     let image = images::visible(call, id)?;
@@ -230,11 +248,7 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
                 "ClientToken is at most 64 characters".into(),
             ));
         }
-        let earlier: Vec<InstanceRecord> = all(cloud)?
-            .into_iter()
-            .filter(|i| i.owner == account && i.client_token.as_deref() == Some(token))
-            .collect();
-        if !earlier.is_empty() {
+        if let Some(earlier) = launched_with(cloud, account, client_token)? {
             return Ok(reservation_xml(call, &earlier));
         }
     }
@@ -329,6 +343,10 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
     let cluster = cloud.clusters.of(&zone)?;
     let free = free_slots(&nodes, &vm);
     if free < min as u64 {
+        // A retry racing its first launch may find the room that launch took.
+        if let Some(earlier) = launched_with(cloud, account, client_token)? {
+            return Ok(reservation_xml(call, &earlier));
+        }
         return Err(QueryError::InsufficientCapacity(format!(
             "There is not enough capacity for {min} {type_name} instance(s) in {zone}: {free} can start now."
         )));
@@ -340,7 +358,13 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
     let launched_ms = now_ms();
     let mut records = Vec::new();
     {
-        let _guard = cloud.state.exclusive();
+        let guard = cloud.state.exclusive();
+        // A retry with the same token may have launched since the check above: checked again
+        // under the guard the records are written under, so that only one launch wins.
+        if let Some(earlier) = launched_with(cloud, account, client_token)? {
+            drop(guard);
+            return Ok(reservation_xml(call, &earlier));
+        }
         // The zone may have been deregistered since it was chosen.
         cloud.clusters.of(&zone)?;
         let mut batch = Batch::new();
