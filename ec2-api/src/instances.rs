@@ -7,9 +7,12 @@
 //! daemon, reads every node's reports through the CC and moves the records along (pending →
 //! running → terminated with the reason). It also ends instances no node admits to: one
 //! still pending past its start timeout (its node died mid-boot), one running whose node
-//! stopped reporting it. So an instance never stays pending for ever, whatever broke.
+//! stopped reporting it. So an instance never stays pending for ever, whatever broke. The
+//! other way round, an instance a node runs that the CLC has no live record of (its launch
+//! was undone, or its record ended while its node was silent) is ended after a grace period
+//! and logged: none runs unseen.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,6 +42,82 @@ const LOST_AFTER_MS: u64 = 120 * 1000;
 
 /// Extra time, beyond the start timeout, a pending instance no node reports is waited for.
 const PENDING_GRACE_MS: u64 = 15 * 1000;
+
+/// How long a node may run an instance the CLC has no live record of (an unknown id, or a
+/// record already terminated) before the CLC ends it. The reports the sync reads can be a
+/// poll period older than the records it compares them with: an instance just terminated, or
+/// a launch just undone, may still show as running for a few seconds. One still running a
+/// minute later is one no user knows of, which would otherwise run for ever and take room.
+const ORPHAN_GRACE_MS: u64 = 60 * 1000;
+
+/// An instance a node runs that the CLC has no live record of: where, and since when it has
+/// been seen so (kept in the state so that a CLC restart does not reset its grace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OrphanRecord {
+    /// The instance id.
+    id: String,
+    /// The zone whose cluster reported it.
+    zone: String,
+    /// The node running it.
+    node: String,
+    /// When it was first seen without a live record, ms since the epoch.
+    first_seen_ms: u64,
+}
+
+impl Record for OrphanRecord {
+    const TABLE: &'static str = "orphan/";
+}
+
+/// What a sync round does about orphans.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct OrphanPlan {
+    /// Seen for the first time: to record.
+    found: Vec<OrphanRecord>,
+    /// Past their grace: to end.
+    due: Vec<OrphanRecord>,
+    /// No longer orphans (ended, recorded after all, or not reported by a cluster that
+    /// answered): to forget.
+    gone: Vec<String>,
+}
+
+/// Compares the live reports of this round (`(zone, report)`, from the clusters that
+/// answered; `silent` lists the zones that did not) with the ids the CLC has a live record of
+/// and the orphans known from earlier rounds.
+fn plan_orphans(
+    live: &BTreeSet<String>,
+    reports: &[(String, InstanceReport)],
+    silent: &[String],
+    known: &[OrphanRecord],
+    now: u64,
+) -> OrphanPlan {
+    let running: BTreeMap<&str, (&str, &InstanceReport)> = reports
+        .iter()
+        .filter(|(_, r)| matches!(r.state, InstanceState::Pending | InstanceState::Running))
+        .filter(|(_, r)| !live.contains(&r.instance_id))
+        .map(|(zone, r)| (r.instance_id.as_str(), (zone.as_str(), r)))
+        .collect();
+    let mut plan = OrphanPlan::default();
+    for orphan in known {
+        if running.contains_key(orphan.id.as_str()) {
+            if now.saturating_sub(orphan.first_seen_ms) >= ORPHAN_GRACE_MS {
+                plan.due.push(orphan.clone());
+            }
+        } else if !silent.contains(&orphan.zone) {
+            plan.gone.push(orphan.id.clone());
+        }
+    }
+    for (id, (zone, report)) in running {
+        if !known.iter().any(|o| o.id == id) {
+            plan.found.push(OrphanRecord {
+                id: id.to_owned(),
+                zone: zone.to_owned(),
+                node: report.node.clone(),
+                first_seen_ms: now,
+            });
+        }
+    }
+    plan
+}
 
 /// An instance as the CLC records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -823,14 +902,17 @@ pub fn describe_status(call: &Call<'_>) -> Result<String, QueryError> {
 }
 
 /// Brings the records in step with what the nodes report: states and reasons, the images'
-/// hashes; ends instances no node admits to; forgets terminated ones after an hour.
+/// hashes; ends instances no node admits to, and instances nodes run without a live record;
+/// forgets terminated ones after an hour.
 pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
-    let mut reports = Vec::new();
+    // Read before the records: RunInstances writes its records before it sends the orders,
+    // so every instance reported here already has its record below.
+    let mut reports: Vec<(String, InstanceReport)> = Vec::new();
     // Records of a zone whose CC does not answer are left as they are until it does.
     let mut silent = Vec::new();
     for (zone, _, cluster) in cloud.clusters.all() {
         match cluster.instances() {
-            Ok(found) => reports.extend(found),
+            Ok(found) => reports.extend(found.into_iter().map(|r| (zone.clone(), r))),
             Err(e) => {
                 tracing::warn!(zone = %zone, "cannot ask the cluster for its instances: {e}");
                 silent.push(zone);
@@ -839,13 +921,15 @@ pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
     }
     let by_id: BTreeMap<&str, &InstanceReport> = reports
         .iter()
-        .map(|r| (r.instance_id.as_str(), r))
+        .map(|(_, r)| (r.instance_id.as_str(), r))
         .collect();
     let now = now_ms();
     let _guard = cloud.state.exclusive();
     let mut batch = Batch::new();
     let mut changed = false;
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
+    // The ids with a record not terminated, once this round has moved them.
+    let mut live = BTreeSet::new();
     for mut record in all(cloud)? {
         if record.state == InstanceState::Terminated {
             if record
@@ -859,6 +943,7 @@ pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
             continue;
         }
         if silent.contains(&record.zone) {
+            live.insert(record.id.clone());
             continue;
         }
         let before = (
@@ -928,11 +1013,42 @@ pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
             batch.put(&record.id, &record);
             changed = true;
         }
+        if record.state != InstanceState::Terminated {
+            live.insert(record.id.clone());
+        }
+    }
+    let known: Vec<OrphanRecord> = cloud
+        .state
+        .scan::<OrphanRecord>("")?
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    let orphans = plan_orphans(&live, &reports, &silent, &known, now);
+    for orphan in &orphans.found {
+        tracing::warn!(instance = %orphan.id, node = %orphan.node, zone = %orphan.zone, "a node runs an instance the cloud has no live record of; it is ended in {} s unless one appears", ORPHAN_GRACE_MS / 1000);
+        batch.put(&orphan.id, orphan);
+        changed = true;
+    }
+    for id in &orphans.gone {
+        batch.delete::<OrphanRecord>(id);
+        changed = true;
     }
     if changed {
         cloud.state.commit(batch)?;
     }
     drop(_guard);
+    for orphan in orphans.due {
+        tracing::warn!(instance = %orphan.id, node = %orphan.node, zone = %orphan.zone, "ending an instance the cloud has no live record of");
+        let ended = cloud
+            .clusters
+            .of(&orphan.zone)
+            .map_err(|e| RpcError::new("NotFound", e.to_string()))
+            .and_then(|cluster| cluster.terminate(&orphan.id));
+        if let Err(e) = ended {
+            // Tried again at the next round while the node still reports it.
+            tracing::warn!(instance = %orphan.id, node = %orphan.node, "cannot end an instance the cloud has no live record of: {e}");
+        }
+    }
     for (image, sha) in hashes {
         images::record_plain_sha256(cloud, &image, &sha)?;
     }
@@ -961,5 +1077,91 @@ mod tests {
             ),
             other => panic!("expected InvalidParameterCombination, got {other:?}"),
         }
+    }
+
+    fn report(id: &str, state: InstanceState) -> (String, InstanceReport) {
+        (
+            "zone-a".to_owned(),
+            InstanceReport {
+                instance_id: id.into(),
+                state,
+                reason: None,
+                node: "node-1".into(),
+                images: Vec::new(),
+            },
+        )
+    }
+
+    fn live(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|id| (*id).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_instance_without_a_live_record_is_ended_after_the_grace() {
+        let t0 = 1_000_000;
+        let reports = [report("i-00000001", InstanceState::Running)];
+        let first = plan_orphans(&live(&[]), &reports, &[], &[], t0);
+        let orphan = OrphanRecord {
+            id: "i-00000001".into(),
+            zone: "zone-a".into(),
+            node: "node-1".into(),
+            first_seen_ms: t0,
+        };
+        assert_eq!(
+            first,
+            OrphanPlan {
+                found: vec![orphan.clone()],
+                ..OrphanPlan::default()
+            }
+        );
+        let known = [orphan.clone()];
+        let early = plan_orphans(&live(&[]), &reports, &[], &known, t0 + ORPHAN_GRACE_MS - 1);
+        assert_eq!(early, OrphanPlan::default());
+        let due = plan_orphans(&live(&[]), &reports, &[], &known, t0 + ORPHAN_GRACE_MS);
+        assert_eq!(due.due, [orphan]);
+        assert!(due.found.is_empty() && due.gone.is_empty());
+    }
+
+    #[test]
+    fn live_records_and_ending_instances_are_no_orphans() {
+        let reports = [
+            report("i-00000001", InstanceState::Pending),
+            report("i-00000002", InstanceState::Running),
+            report("i-00000003", InstanceState::ShuttingDown),
+            report("i-00000004", InstanceState::Terminated),
+        ];
+        let plan = plan_orphans(&live(&["i-00000001", "i-00000002"]), &reports, &[], &[], 5);
+        assert_eq!(plan, OrphanPlan::default());
+    }
+
+    #[test]
+    fn an_orphan_is_forgotten_once_ended_or_recorded_but_not_while_its_zone_is_silent() {
+        let orphan = |id: &str, zone: &str| OrphanRecord {
+            id: id.into(),
+            zone: zone.into(),
+            node: "node-1".into(),
+            first_seen_ms: 0,
+        };
+        let known = [
+            orphan("i-00000001", "zone-a"),
+            orphan("i-00000002", "zone-a"),
+            orphan("i-00000003", "zone-b"),
+        ];
+        let reports = [
+            // Its end went through: the node reports it terminated.
+            report("i-00000001", InstanceState::Terminated),
+            // A record appeared for it.
+            report("i-00000002", InstanceState::Running),
+        ];
+        let plan = plan_orphans(
+            &live(&["i-00000002"]),
+            &reports,
+            &["zone-b".to_owned()],
+            &known,
+            ORPHAN_GRACE_MS * 2,
+        );
+        // zone-b's cluster did not answer: its orphan keeps its grace for when it does.
+        assert_eq!(plan.gone, ["i-00000001", "i-00000002"]);
+        assert!(plan.found.is_empty() && plan.due.is_empty());
     }
 }
