@@ -219,7 +219,6 @@ pub async fn open_node(
 /// `/var/lib/koala/nodes/<a hash of the data dir's path>`, as Eucalyptus kept instances under
 /// /var/lib/eucalyptus.
 fn default_node_dir(config: &Config) -> Result<PathBuf, String> {
-    use std::hash::{Hash, Hasher};
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
     if compute::node::check_reachable(&config.data_dir).is_ok() {
@@ -227,15 +226,23 @@ fn default_node_dir(config: &Config) -> Result<PathBuf, String> {
     }
     let data_dir = std::fs::canonicalize(&config.data_dir)
         .map_err(|e| format!("cannot resolve {}: {e}", config.data_dir.display()))?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    data_dir.hash(&mut hasher);
-    let dir = PathBuf::from(format!("/var/lib/koala/nodes/{:016x}", hasher.finish()));
+    let dir = PathBuf::from("/var/lib/koala/nodes").join(node_dir_name(&data_dir));
     println!(
         "QEMU's user cannot reach {}: the node keeps its instances and image cache in {}",
         data_dir.display(),
         dir.display()
     );
     Ok(dir)
+}
+
+/// The folder name of the node of the data dir `data_dir` (canonical) under /var/lib/koala:
+/// 16 hex digits of the SHA-256 of its path, the same from one Rust release to the next (std's
+/// `DefaultHasher` makes no such promise, and a new name would lose the node's instances).
+fn node_dir_name(data_dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_bytes());
+    hex::encode(&digest[..8])
 }
 
 /// The host's memory in MiB, from `/proc/meminfo`.
@@ -536,4 +543,20 @@ pub fn remote_component(
     let tls = crate::certs::remote(config, name)?
         .ok_or_else(|| format!("the registration of {name} left no certificate"))?;
     Ok((file.into_key(config), tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_folder_name_is_a_stable_hash_of_the_data_dir() {
+        // sha256("/srv/koala-data"), first 8 bytes: fixed for good, whatever the toolchain.
+        let name = node_dir_name(std::path::Path::new("/srv/koala-data"));
+        assert_eq!(name, "437cbc99c0af8af5");
+        assert_ne!(
+            name,
+            node_dir_name(std::path::Path::new("/srv/koala-data2"))
+        );
+    }
 }
