@@ -823,6 +823,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RpcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::testing::TestPki;
 
     fn vm(cpus: u32, memory_mib: u64, disk_gib: u64) -> VmSpec {
         VmSpec {
@@ -851,16 +852,17 @@ mod tests {
         assert_eq!(node.free_slots(&vm(1, 2048, 5)), 0);
     }
 
-    fn client() -> RpcClient {
-        RpcClient::new(ComponentKey {
+    fn client(pki: &TestPki) -> RpcClient {
+        let key = ComponentKey {
             access_key_id: "AKIDTEST".into(),
             secret_access_key: "secret".into(),
             region: "r".into(),
-        })
+        };
+        RpcClient::new(key, &pki.client, ComponentKind::NodeController)
     }
 
-    async fn call(url: &str, timeout: Duration) -> RpcError {
-        client()
+    async fn call(pki: &TestPki, url: &str, timeout: Duration) -> RpcError {
+        client(pki)
             .call::<serde_json::Value>(Method::POST, url, Some(&"order"), timeout)
             .await
             .unwrap_err()
@@ -875,7 +877,8 @@ mod tests {
             .port();
         // Nothing listens there any more: refused before a byte of the request went out.
         let e = call(
-            &format!("http://127.0.0.1:{port}/x"),
+            &TestPki::new(),
+            &format!("https://127.0.0.1:{port}/x"),
             Duration::from_secs(5),
         )
         .await;
@@ -886,29 +889,34 @@ mod tests {
     #[tokio::test]
     async fn a_call_cut_off_or_unanswered_after_it_was_sent_has_no_answer() {
         use std::io::Read;
+        let pki = Arc::new(TestPki::new());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let url = format!("https://{}/x", listener.local_addr().unwrap());
         // The callee takes the request, then closes the connection without answering: it may
         // have acted on it.
+        let server = pki.clone();
         let callee = std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
+            let (conn, _) = listener.accept().unwrap();
+            let mut conn = server.accept(conn);
             let mut buf = [0u8; 4096];
             let n = conn.read(&mut buf).unwrap();
             assert!(buf[..n].starts_with(b"POST /x "));
             drop(conn);
             listener
         });
-        let e = call(&url, Duration::from_secs(5)).await;
+        let e = call(&pki, &url, Duration::from_secs(5)).await;
         assert!(e.is_unanswered(), "{e}");
         // The callee takes the request and never answers.
         let listener = callee.join().unwrap();
+        let server = pki.clone();
         let callee = std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
+            let (conn, _) = listener.accept().unwrap();
+            let mut conn = server.accept(conn);
             let mut buf = [0u8; 4096];
             let _ = conn.read(&mut buf);
             std::thread::sleep(Duration::from_secs(2));
         });
-        let e = call(&url, Duration::from_millis(500)).await;
+        let e = call(&pki, &url, Duration::from_millis(500)).await;
         assert!(e.is_unanswered(), "{e}");
         assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
         callee.join().unwrap();

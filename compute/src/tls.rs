@@ -124,3 +124,52 @@ pub fn peer_principal(conn: &rustls::ServerConnection) -> Option<String> {
     let leaf = conn.peer_certificates()?.first()?;
     identity::certificate_principal(leaf.as_ref())
 }
+
+/// A cloud CA and a node's certificate made for a test, for callees that speak TLS as nodes
+/// do (blocking, on plain threads).
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use identity::ComponentKind;
+
+    /// The test's CA, a client trusting it, and a node's server settings.
+    pub(crate) struct TestPki {
+        _dir: tempfile::TempDir,
+        /// What a CC's client uses.
+        pub(crate) client: super::Tls,
+        server: Arc<rustls::ServerConfig>,
+    }
+
+    impl TestPki {
+        pub(crate) fn new() -> TestPki {
+            let dir = tempfile::tempdir().unwrap();
+            let (ca, _) = identity::CloudCa::open_or_create(dir.path()).unwrap();
+            let (key, public) = identity::new_tls_key().unwrap();
+            let cert = ca
+                .issue_tls_certificate(&public, "nc-test", &[ComponentKind::NodeController], &[])
+                .unwrap();
+            let node = super::Tls::new(ca.cert_pem(), Some((&cert, &key))).unwrap();
+            TestPki {
+                _dir: dir,
+                client: super::Tls::new(ca.cert_pem(), None).unwrap(),
+                server: node.server().unwrap(),
+            }
+        }
+
+        /// A connection accepted on `tcp`, the handshake done as a node's server does it.
+        pub(crate) fn accept(
+            &self,
+            tcp: std::net::TcpStream,
+        ) -> rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream> {
+            let conn = rustls::ServerConnection::new(self.server.clone()).unwrap();
+            let mut stream = rustls::StreamOwned::new(conn, tcp);
+            while stream.conn.is_handshaking() {
+                if stream.conn.complete_io(&mut stream.sock).is_err() {
+                    break;
+                }
+            }
+            stream
+        }
+    }
+}

@@ -180,7 +180,8 @@ class Split:
         self.c.start(command="cloud",
                      args=["--cluster-url", f"http://127.0.0.1:{self.cc_proxy.port}"])
         env = self.c.admin_env()
-        cloud_url = self.c.root_url
+        # Components register and call over TLS (the proxies forward its bytes as they are).
+        cloud_url = self.c.root_url.replace("http://", "https://")
         self.roles.append(Role(["cluster", "--cloud-url", cloud_url], cc_port, env))
         # node-a has the most room, even with two instances on it: least-loaded placement
         # sends each order there first.

@@ -486,6 +486,7 @@ impl Cluster {
 mod tests {
     use super::*;
     use crate::rpc::{ComponentKey, ImageRef, VmSpec};
+    use crate::tls::testing::TestPki;
 
     fn order(id: &str) -> RunOrder {
         let image = ImageRef {
@@ -532,15 +533,21 @@ mod tests {
     }
 
     async fn cluster(policy: Policy, nodes: &[(&str, NodeEntry)]) -> (Cluster, tempfile::TempDir) {
+        cluster_with(&TestPki::new(), policy, nodes).await
+    }
+
+    async fn cluster_with(
+        pki: &TestPki,
+        policy: Policy,
+        nodes: &[(&str, NodeEntry)],
+    ) -> (Cluster, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let key = ComponentKey {
             access_key_id: "AKIDTEST".into(),
             secret_access_key: "secret".into(),
             region: "r".into(),
         };
-        let (ca, _) = identity::CloudCa::open_or_create(&dir.path().join("keys")).unwrap();
-        let tls = crate::tls::Tls::new(ca.cert_pem(), None).unwrap();
-        let client = RpcClient::new(key, &tls, identity::ComponentKind::NodeController);
+        let client = RpcClient::new(key, &pki.client, identity::ComponentKind::NodeController);
         let cluster = Cluster::unpolled(dir.path().to_owned(), policy, client).unwrap();
         let mut registry = lock(&cluster.inner.nodes);
         for (host, entry) in nodes {
@@ -602,7 +609,9 @@ mod tests {
     /// A node that reads each request and closes the connection without answering, as one
     /// that died after taking it; stop it with the flag, and it says how many run orders
     /// came.
-    fn dropping_node() -> (
+    fn dropping_node(
+        pki: &Arc<TestPki>,
+    ) -> (
         String,
         Arc<std::sync::atomic::AtomicBool>,
         std::thread::JoinHandle<usize>,
@@ -610,7 +619,8 @@ mod tests {
         use std::io::Read;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let pki = pki.clone();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         let node = std::thread::spawn(move || {
@@ -623,6 +633,7 @@ mod tests {
                 conn.set_nonblocking(false).unwrap();
                 conn.set_read_timeout(Some(Duration::from_millis(300)))
                     .unwrap();
+                let mut conn = pki.accept(conn);
                 let mut request = Vec::new();
                 let mut buf = [0u8; 8192];
                 while let Ok(n @ 1..) = conn.read(&mut buf) {
@@ -646,10 +657,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_node_that_does_not_answer_is_asked_again_and_never_replaced() {
-        let (a_url, a_stop, a) = dropping_node();
-        let (b_url, b_stop, b) = dropping_node();
+        let pki = Arc::new(TestPki::new());
+        let (a_url, a_stop, a) = dropping_node(&pki);
+        let (b_url, b_stop, b) = dropping_node(&pki);
         // a has the most room: it gets the order, takes it and never answers.
-        let (cc, _dir) = cluster(
+        let (cc, _dir) = cluster_with(
+            &pki,
             Policy::LeastLoaded,
             &[
                 ("a", at(&a_url, node(4, 0, None))),
@@ -684,10 +697,12 @@ mod tests {
     #[tokio::test]
     async fn a_node_never_reached_is_a_definite_no() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let closed_url = format!("http://{}", closed.local_addr().unwrap());
+        let closed_url = format!("https://{}", closed.local_addr().unwrap());
         drop(closed);
-        let (b_url, b_stop, b) = dropping_node();
-        let (cc, _dir) = cluster(
+        let pki = Arc::new(TestPki::new());
+        let (b_url, b_stop, b) = dropping_node(&pki);
+        let (cc, _dir) = cluster_with(
+            &pki,
             Policy::LeastLoaded,
             &[
                 ("a", at(&closed_url, node(4, 0, None))),
