@@ -46,6 +46,11 @@ pub struct ImageRef {
     pub id: String,
     /// The bundle's manifest, `bucket/key`, for the feed's first unbundling.
     pub manifest: String,
+    /// The SHA-256 of the manifest's bytes as registered: Walrus unbundles only a manifest
+    /// with exactly these bytes, so a manifest replaced after registration never feeds a
+    /// node. Absent for images registered before manifests were pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
     /// The plain image's SHA-256 in hex, when known.
     pub sha256: Option<String>,
     /// The plain image's size in bytes, when known.

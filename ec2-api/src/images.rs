@@ -7,8 +7,14 @@
 //! key wrapped for this cloud, and all its parts are there with sizes adding up to
 //! `bundled_size`. Part digests are checked when Walrus first unbundles the image, which is
 //! the first time their bytes are read.
+//!
+//! The manifest is pinned at register: the record keeps the SHA-256 of the very bytes that
+//! were checked, and every run hands it to the node, whose request to Walrus' feed carries
+//! it. A manifest replaced in its bucket afterwards (re-signed, other parts, another key) is
+//! never unbundled for this image: the instance ends saying so.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::ec2::{apply_filters, is_id, new_id, timestamp_now, BundleAccess, Call, Cloud};
 use crate::query::Xml;
@@ -122,6 +128,11 @@ pub struct ImageRecord {
     pub image_size: u64,
     /// SHA-1 of the bundle's tar stream, which Walrus checks when it unbundles.
     pub image_digest: String,
+    /// SHA-256 of the manifest's bytes as checked at register: the pin Walrus' feed
+    /// compares before it unbundles for this image. None for images registered before
+    /// manifests were pinned.
+    #[serde(default)]
+    pub manifest_sha256: Option<String>,
     /// The parts, in order.
     pub parts: Vec<BundlePart>,
     /// SHA-256 of the plain image once Walrus unbundled it (a node reported it): handed to
@@ -199,7 +210,7 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
     };
     let (bucket, key) = manifest_location(location)?;
     let account = call.account().to_owned();
-    let manifest = read_manifest(call.cloud, &account, bucket, key)?;
+    let (manifest, manifest_sha256) = read_manifest(call.cloud, &account, bucket, key)?;
     let parts = check_parts(call.cloud, &account, bucket, key, &manifest)?;
 
     let kind = match manifest.image_type {
@@ -313,6 +324,7 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
         created: timestamp_now(),
         image_size: manifest.size,
         image_digest: manifest.digest.clone(),
+        manifest_sha256: Some(manifest_sha256),
         parts,
         plain_sha256: None,
     };
@@ -334,13 +346,13 @@ fn manifest_location(location: &str) -> Result<(&str, &str), QueryError> {
     }
 }
 
-/// Reads, parses and authenticates the manifest.
+/// Reads, parses and authenticates the manifest; with the SHA-256 of the bytes checked.
 fn read_manifest(
     cloud: &Cloud,
     account: &str,
     bucket: &str,
     key: &str,
-) -> Result<bundler::Manifest, QueryError> {
+) -> Result<(bundler::Manifest, String), QueryError> {
     let bytes = match cloud.bundles.read(account, bucket, key, MAX_MANIFEST) {
         Ok(bytes) => bytes,
         Err(BundleAccess::NotFound) => {
@@ -390,7 +402,7 @@ fn read_manifest(
             "The bundle {bucket}/{key} was not encrypted for this cloud: bundle it with this cloud's certificate (EUCALYPTUS_CERT)."
         ))
     })?;
-    Ok(manifest)
+    Ok((manifest, hex::encode(Sha256::digest(&bytes))))
 }
 
 /// Checks every part is there, readable by the caller, with sizes adding up.

@@ -310,6 +310,7 @@ fn image_ref(image: &ImageRecord) -> ImageRef {
     ImageRef {
         id: image.id.clone(),
         manifest: image.location.clone(),
+        manifest_sha256: image.manifest_sha256.clone(),
         sha256: image.plain_sha256.clone(),
         size: image.plain_sha256.as_ref().map(|_| image.image_size),
     }

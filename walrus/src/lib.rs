@@ -79,7 +79,7 @@ impl Walrus {
             names::BucketName::parse(bucket),
             names::ObjectKey::parse(key),
         ) {
-            (Some(b), Some(k)) => self.shared.images.image_for_manifest(&b, &k).await,
+            (Some(b), Some(k)) => self.shared.images.image_for_manifest(&b, &k, None).await,
             _ => Err(FeedError::ManifestNotFound),
         }
     }

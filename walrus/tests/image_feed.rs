@@ -258,6 +258,35 @@ impl Cloud {
         .await
     }
 
+    /// GET (or HEAD) of the feed by manifest location pinned to the manifest's SHA-256, as a
+    /// node asks for a registered image.
+    async fn feed_pinned(&self, method: &str, location: &str, pin: &str) -> Resp {
+        let q = utf8_percent_encode(location, QUERY_SET);
+        self.send(
+            method,
+            &format!("{FEED}?manifest={q}&manifest-sha256={pin}"),
+            Vec::new(),
+            Some(&self.node),
+            &[],
+        )
+        .await
+    }
+
+    /// The SHA-256 of the manifest now at `location`, as the cloud controller pins it.
+    async fn manifest_pin(&self, location: &str) -> String {
+        let r = self
+            .send(
+                "GET",
+                &format!("/{location}"),
+                Vec::new(),
+                Some(&self.user),
+                &[],
+            )
+            .await;
+        r.expect(200);
+        sha256_hex(&r.body)
+    }
+
     /// GET (or HEAD) of the feed by SHA-256, as a node.
     async fn by_hash(&self, method: &str, sha256: &str) -> Resp {
         self.send(
@@ -581,6 +610,69 @@ async fn corrupt_bundles_store_nothing() {
         .expect_err(400, "InvalidArgument");
     assert!(cloud.stored_images().is_empty());
     assert!(cloud.temp_images().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_manifest_is_never_replaced() {
+    let cloud = Cloud::start();
+    let cert = cloud.cloud_cert.clone();
+    let first = image(2 << 20, 6);
+    let second = image(2 << 20, 7);
+
+    // Registered (pinned) and unbundled, then replaced by another bundle under the same
+    // names: the pinned image is still the first one, the replacement is unbundled only when
+    // asked for without a pin (the manifest lying there now).
+    let location = cloud
+        .upload_bundle("pinned", "img", &first, 1 << 20, &cert, |_| {})
+        .await;
+    let pin = cloud.manifest_pin(&location).await;
+    let r = cloud.feed_pinned("GET", &location, &pin).await;
+    r.expect(200);
+    assert!(r.body == first);
+    cloud
+        .upload_bundle("pinned", "img", &second, 1 << 20, &cert, |_| {})
+        .await;
+    assert_ne!(cloud.manifest_pin(&location).await, pin);
+    let r = cloud.feed_pinned("GET", &location, &pin).await;
+    r.expect(200);
+    assert!(r.body == first, "the registered image, not the replacement");
+    assert_eq!(r.header("x-koala-image-sha256"), sha256_hex(&first));
+    assert_eq!(cloud.walrus.image_feed_stats().unbundles, 1);
+    let r = cloud.feed("GET", &location, Some(&cloud.node)).await;
+    r.expect(200);
+    assert!(r.body == second);
+
+    // Replaced before it was ever unbundled: refused, nothing unbundled or stored.
+    let location = cloud
+        .upload_bundle("swapped", "img", &first, 1 << 20, &cert, |_| {})
+        .await;
+    let pin = cloud.manifest_pin(&location).await;
+    let third = image(1 << 20, 8);
+    cloud
+        .upload_bundle("swapped", "img", &third, 1 << 20, &cert, |_| {})
+        .await;
+    let before = cloud.walrus.image_feed_stats().unbundles;
+    let r = cloud.feed_pinned("GET", &location, &pin).await;
+    r.expect_err(409, "BadDigest");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("was replaced after the image was registered"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = cloud.feed_pinned("HEAD", &location, &pin).await;
+    r.expect(409);
+    assert_eq!(cloud.walrus.image_feed_stats().unbundles, before);
+    assert!(!cloud.stored_images().contains(&sha256_hex(&third)));
+    cloud
+        .by_hash("GET", &sha256_hex(&third))
+        .await
+        .expect_err(404, "NoSuchKey");
+
+    // A pin that is not a SHA-256 is the caller's mistake.
+    cloud
+        .feed_pinned("GET", &location, "abc")
+        .await
+        .expect_err(400, "InvalidArgument");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,35 +35,40 @@ impl WalrusFeed {
     }
 
     /// The SHA-256 and size of an image: given by the CLC when it knows them, else asked of
-    /// Walrus (which unbundles the image once, if no one did before).
+    /// Walrus (which unbundles the image once, if no one did before), pinning the manifest
+    /// as registered so that Walrus refuses a manifest replaced since.
     pub async fn resolve(&self, image: &ImageRef) -> Result<(Sha256Digest, u64), RpcError> {
         if let (Some(sha), Some(size)) = (&image.sha256, image.size) {
             if let Ok(digest) = sha.parse() {
                 return Ok((digest, size));
             }
         }
-        let url = format!(
+        let mut url = format!(
             "{}/_koala/images?manifest={}",
             self.base,
             identity::uri_encode(image.manifest.as_bytes(), false)
         );
-        let call = self.client.send(Method::HEAD, &url, Bytes::new());
-        let resp = tokio::time::timeout(UNBUNDLE_TIMEOUT, call)
-            .await
-            .map_err(|_| {
-                RpcError::new(
-                    "Unavailable",
-                    format!("Walrus did not unbundle {} in time", image.manifest),
-                )
-            })??;
+        if let Some(pin) = &image.manifest_sha256 {
+            url.push_str(&format!(
+                "&manifest-sha256={}",
+                identity::uri_encode(pin.as_bytes(), false)
+            ));
+        }
+        let resp = self.within_unbundle_time(image, Method::HEAD, &url).await?;
         if !resp.status().is_success() {
+            // A HEAD answer has no body: ask once more for the error document, which says why.
+            let status = resp.status();
+            let why = match self.within_unbundle_time(image, Method::GET, &url).await {
+                Ok(resp) if !resp.status().is_success() => error_message(resp).await,
+                _ => None,
+            };
             return Err(RpcError::new(
                 "InternalError",
                 format!(
-                    "Walrus cannot provide image {} from {} (HTTP {})",
+                    "Walrus cannot provide image {} from {} (HTTP {status}){}",
                     image.id,
                     image.manifest,
-                    resp.status()
+                    why.map(|m| format!(": {m}")).unwrap_or_default()
                 ),
             ));
         }
@@ -81,6 +86,46 @@ impl WalrusFeed {
             .ok_or_else(|| RpcError::new("InternalError", "Walrus gave no image size"))?;
         Ok((digest, size))
     }
+
+    /// One request to the feed about `image`, allowed the time an unbundling may take.
+    async fn within_unbundle_time(
+        &self,
+        image: &ImageRef,
+        method: Method,
+        url: &str,
+    ) -> Result<http::Response<hyper::body::Incoming>, RpcError> {
+        let call = self.client.send(method, url, Bytes::new());
+        tokio::time::timeout(UNBUNDLE_TIMEOUT, call)
+            .await
+            .map_err(|_| {
+                RpcError::new(
+                    "Unavailable",
+                    format!("Walrus did not unbundle {} in time", image.manifest),
+                )
+            })?
+    }
+}
+
+/// The `<Message>` of an S3 error document (a few KiB at most are read).
+async fn error_message(resp: http::Response<hyper::body::Incoming>) -> Option<String> {
+    let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let (_, rest) = text.split_once("<Message>")?;
+    let (message, _) = rest.split_once("</Message>")?;
+    Some(unescape_xml(message))
+}
+
+/// The five predefined XML entities, decoded (all an S3 error message may carry).
+fn unescape_xml(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
 
 impl Fetcher for WalrusFeed {
@@ -97,5 +142,18 @@ impl Fetcher for WalrusFeed {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_entities_are_decoded_once() {
+        assert_eq!(
+            unescape_xml("a &lt;b&gt; &quot;c&quot; &apos;d&apos; &amp;lt;"),
+            "a <b> \"c\" 'd' &lt;"
+        );
     }
 }

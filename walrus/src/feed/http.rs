@@ -3,8 +3,10 @@
 //! bucket name, so the S3 namespace is untouched. Only the cloud's own components may call
 //! it, over TLS with their own certificate, each for what its role needs:
 //!
-//! - `GET|HEAD /_koala/images?manifest=BUCKET/KEY`: the plain image of that bundle,
-//!   unbundled first if needed; for node controllers.
+//! - `GET|HEAD /_koala/images?manifest=BUCKET/KEY[&manifest-sha256=HEX]`: the plain image
+//!   of that bundle, unbundled first if needed; with the SHA-256 of the manifest's bytes as
+//!   registered, only the image of exactly that manifest (409 BadDigest if the manifest was
+//!   replaced and that one was never unbundled); for node controllers.
 //! - `GET|HEAD /_koala/images/<sha256>`: an image already unbundled, by its hash; for node
 //!   controllers.
 //! - `GET|HEAD /_koala/objects?account=ID&bucket=B&key=K[&limit=N]`: an object, if that
@@ -28,6 +30,9 @@ use crate::s3::get::parse_range;
 use crate::s3::ident::{self, Authenticated, RequestParts};
 use crate::s3::router::{strip_mount, Query};
 use crate::s3::{empty_response, etag_value, Shared};
+
+/// The query parameter pinning the manifest (the SHA-256 of its bytes as registered).
+pub const MANIFEST_SHA256_PARAM: &str = "manifest-sha256";
 
 /// The header naming the image's SHA-256.
 pub const SHA256_HEADER: &str = "x-koala-image-sha256";
@@ -82,9 +87,18 @@ pub async fn serve(
         "images" => {
             let query = Query::parse(raw_query);
             let (bucket, key) = manifest_location(query.get("manifest"))?;
+            let pin = match query.get(MANIFEST_SHA256_PARAM) {
+                Some(pin) if super::is_sha256_hex(pin) => Some(pin),
+                Some(_) => {
+                    return Err(S3Error::InvalidArgument(format!(
+                        "The {MANIFEST_SHA256_PARAM} parameter is a SHA-256 in 64 lowercase hexadecimal digits."
+                    )))
+                }
+                None => None,
+            };
             shared
                 .images
-                .image_for_manifest(&bucket, &key)
+                .image_for_manifest(&bucket, &key, pin)
                 .await?
                 .sha256
         }

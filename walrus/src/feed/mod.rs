@@ -5,12 +5,14 @@
 //! pushes them through the bundler's streaming [`bundler::Unbundler`] (every part's SHA-1,
 //! AES-128-CBC, gunzip, the tar stream's SHA-1, the member's size) into a file that hashes
 //! SHA-256 as it is written. Only when every check passed is the file renamed to
-//! `images/sha256/<hex>` (content-addressed) and the manifest's location recorded in the
-//! store's `images` index, so later requests — and later runs — are answered at once.
-//! Concurrent requests for one manifest share one unbundling.
+//! `images/sha256/<hex>` (content-addressed) and recorded in the store's `images` index
+//! under the SHA-256 of the manifest's bytes, so later requests — and later runs — are
+//! answered at once. Concurrent requests for one manifest share one unbundling.
 //!
-//! Not yet: reference counts and deletion of images no registered image uses (the index
-//! keeps what is needed to add them: location → sha256).
+//! The cloud controller pins the manifest at RegisterImage (the SHA-256 of its bytes) and
+//! every node asks with that pin: a manifest replaced in its bucket after registration is
+//! never unbundled for the registered image, so a node is never fed other bytes than those
+//! registered. The bytes unbundled are the very bytes hashed, read once.
 
 pub(crate) mod http;
 mod writer;
@@ -23,9 +25,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 
 use crate::names::{BucketName, ObjectKey};
-use crate::store::{ImageEntry, ObjectMeta, Store, StoreError};
+use crate::store::{is_sha256_hex, ImageEntry, ObjectMeta, Store, StoreError};
 use writer::ImageWriter;
 
 /// The largest manifest the feed reads (the cloud controller's limit at register).
@@ -42,6 +45,11 @@ pub enum FeedError {
     /// for this cloud, or lists a part that is not there.
     #[error("{0}")]
     InvalidManifest(String),
+    /// The request pinned the SHA-256 of the manifest as registered, and the manifest now
+    /// at that location has other bytes (and the pinned one was never unbundled). Nothing
+    /// is unbundled.
+    #[error("{0}")]
+    ManifestReplaced(String),
     /// The stored bundle does not match its manifest (a digest, a size, the padding, the
     /// gzip or tar framing). Nothing was stored.
     #[error("{0}")]
@@ -101,11 +109,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Whether `s` is a SHA-256 as the feed names images: 64 lowercase hex digits.
-pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 impl ImageFeed {
     /// Opens the image store under `walrus_dir/images`, removing what a crash left half
     /// written.
@@ -142,30 +145,56 @@ impl ImageFeed {
     }
 
     /// The plain image of the bundle whose manifest is `bucket/key`: from the store when it
-    /// was unbundled before (and the manifest has not been replaced since), else unbundled
-    /// now, once however many requests ask at the same time. The unbundling runs in its own
-    /// task: a caller going away does not stop it.
+    /// was unbundled before, else unbundled now, once however many requests ask at the same
+    /// time. The unbundling runs in its own task: a caller going away does not stop it.
+    ///
+    /// `pin` is the SHA-256 of the manifest's bytes as the image was registered. With it,
+    /// the image of exactly that manifest is answered, even if the manifest was replaced
+    /// since it was unbundled; a replaced manifest that was not unbundled before is refused
+    /// ([`FeedError::ManifestReplaced`]), never unbundled. Without it, the manifest lying
+    /// there now is unbundled.
     pub async fn image_for_manifest(
         &self,
         bucket: &BucketName,
         key: &ObjectKey,
+        pin: Option<&str>,
     ) -> Result<FeedImage, FeedError> {
         let location = format!("{}/{}", bucket.as_str(), key.as_str());
-        if let Some(image) = self.inner.lookup(bucket, key, &location)? {
+        if let Some(pin) = pin {
+            if let Some(image) = self.inner.lookup(pin)? {
+                return Ok(image);
+            }
+        }
+        let raw = read_manifest(&self.inner.store, bucket, key, &location).await?;
+        let manifest_sha256 = hex::encode(Sha256::digest(&raw));
+        if pin.is_some_and(|pin| pin != manifest_sha256) {
+            return Err(FeedError::ManifestReplaced(format!(
+                "The manifest {location} was replaced after the image was registered: its bytes \
+                 are no longer those registered, so Walrus will not unbundle it for that image. \
+                 Register the new bundle as a new image."
+            )));
+        }
+        if let Some(image) = self.inner.lookup(&manifest_sha256)? {
             return Ok(image);
         }
         let flight = {
             let mut flights = lock(&self.inner.flights);
-            match flights.get(&location) {
+            match flights.get(&manifest_sha256) {
                 Some(flight) => flight.clone(),
                 None => {
                     // A flight records its image before it leaves the table: look again
                     // under the lock so that one just finished is not run a second time.
-                    if let Some(image) = self.inner.lookup(bucket, key, &location)? {
+                    if let Some(image) = self.inner.lookup(&manifest_sha256)? {
                         return Ok(image);
                     }
-                    let flight = self.inner.start(bucket.clone(), key.clone(), &location);
-                    flights.insert(location, flight.clone());
+                    let flight = self.inner.start(Unbundling {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                        location,
+                        raw,
+                        manifest_sha256: manifest_sha256.clone(),
+                    });
+                    flights.insert(manifest_sha256, flight.clone());
                     flight
                 }
             }
@@ -189,21 +218,12 @@ impl ImageFeed {
 }
 
 impl Inner {
-    /// The image recorded for the manifest at `location`, if it is still the manifest that
-    /// was unbundled and the image is still on disk.
-    fn lookup(
-        &self,
-        bucket: &BucketName,
-        key: &ObjectKey,
-        location: &str,
-    ) -> Result<Option<FeedImage>, FeedError> {
-        let Some(entry) = self.store.image_entry(location).map_err(internal)? else {
+    /// The image recorded for the manifest whose bytes hash to `manifest_sha256`, if the
+    /// image is still on disk.
+    fn lookup(&self, manifest_sha256: &str) -> Result<Option<FeedImage>, FeedError> {
+        let Some(entry) = self.store.image_entry(manifest_sha256).map_err(internal)? else {
             return Ok(None);
         };
-        let manifest = manifest_meta(&self.store, bucket, key)?;
-        if manifest.etag != entry.manifest_etag {
-            return Ok(None);
-        }
         match std::fs::metadata(self.images.join(&entry.sha256)) {
             Ok(m) if m.len() == entry.size => Ok(Some(FeedImage {
                 sha256: entry.sha256,
@@ -213,17 +233,16 @@ impl Inner {
         }
     }
 
-    /// Spawns the unbundling of `bucket/key`; the task leaves the flight table when done.
-    fn start(self: &Arc<Self>, bucket: BucketName, key: ObjectKey, location: &str) -> Flight {
+    /// Spawns an unbundling; the task leaves the flight table when done.
+    fn start(self: &Arc<Self>, job: Unbundling) -> Flight {
         let inner = Arc::clone(self);
-        let location = location.to_owned();
         let task = tokio::spawn(async move {
             // Leaves the table after the image was recorded, and even if the task panics.
-            let leave = Leave {
+            let _leave = Leave {
                 inner: Arc::clone(&inner),
-                location,
+                manifest_sha256: job.manifest_sha256.clone(),
             };
-            inner.unbundle(bucket, key, &leave.location).await
+            inner.unbundle(job).await
         });
         async move {
             task.await
@@ -233,41 +252,36 @@ impl Inner {
         .shared()
     }
 
-    /// Reads the manifest, unbundles on a blocking thread, records the result.
-    async fn unbundle(
-        self: Arc<Self>,
-        bucket: BucketName,
-        key: ObjectKey,
-        location: &str,
-    ) -> Result<FeedImage, FeedError> {
+    /// Parses the manifest read before, unbundles on a blocking thread, records the result
+    /// under the manifest's SHA-256.
+    async fn unbundle(self: Arc<Self>, job: Unbundling) -> Result<FeedImage, FeedError> {
         self.unbundles.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let meta = manifest_meta(&self.store, &bucket, &key)?;
-        if meta.size > MAX_MANIFEST {
-            return Err(FeedError::InvalidManifest(format!(
-                "The manifest {location} is larger than {MAX_MANIFEST} bytes."
-            )));
-        }
-        let raw = read_all(&self.store, &bucket, &key, &meta).await?;
+        let Unbundling {
+            bucket,
+            key,
+            location,
+            raw,
+            manifest_sha256,
+        } = job;
         let manifest = bundler::Manifest::parse(&raw).map_err(|e| {
             FeedError::InvalidManifest(format!("The manifest {location} cannot be read: {e}."))
         })?;
         let inner = Arc::clone(&self);
         let runtime = tokio::runtime::Handle::current();
-        let loc = location.to_owned();
+        let loc = location.clone();
         let image = tokio::task::spawn_blocking(move || {
             inner.unbundle_blocking(&runtime, &bucket, &key, &loc, &manifest)
         })
         .await
         .map_err(internal)??;
         let entry = ImageEntry {
-            manifest_etag: meta.etag,
             sha256: image.sha256.clone(),
             size: image.size,
+            location: location.clone(),
         };
         let store = self.store.clone();
-        let loc = location.to_owned();
-        tokio::task::spawn_blocking(move || store.record_image(&loc, &entry))
+        tokio::task::spawn_blocking(move || store.record_image(&manifest_sha256, &entry))
             .await
             .map_err(internal)?
             .map_err(internal)?;
@@ -354,15 +368,25 @@ impl Inner {
     }
 }
 
+/// What one unbundling works on: the manifest's bytes as read (and hashed) when it was
+/// asked for, so that the bytes unbundled are those whose SHA-256 was checked.
+struct Unbundling {
+    bucket: BucketName,
+    key: ObjectKey,
+    location: String,
+    raw: Vec<u8>,
+    manifest_sha256: String,
+}
+
 /// Removes a flight from the table when its task ends.
 struct Leave {
     inner: Arc<Inner>,
-    location: String,
+    manifest_sha256: String,
 }
 
 impl Drop for Leave {
     fn drop(&mut self) {
-        lock(&self.inner.flights).remove(&self.location);
+        lock(&self.inner.flights).remove(&self.manifest_sha256);
     }
 }
 
@@ -379,14 +403,20 @@ fn manifest_meta(
     }
 }
 
-/// The whole (small) object described by `meta`.
-async fn read_all(
+/// The bytes of the manifest at `bucket/key` (at most [`MAX_MANIFEST`]).
+async fn read_manifest(
     store: &Store,
     bucket: &BucketName,
     key: &ObjectKey,
-    meta: &ObjectMeta,
+    location: &str,
 ) -> Result<Vec<u8>, FeedError> {
-    let mut stream = match store.read(bucket, key, meta, 0, meta.size) {
+    let meta = manifest_meta(store, bucket, key)?;
+    if meta.size > MAX_MANIFEST {
+        return Err(FeedError::InvalidManifest(format!(
+            "The manifest {location} is larger than {MAX_MANIFEST} bytes."
+        )));
+    }
+    let mut stream = match store.read(bucket, key, &meta, 0, meta.size) {
         Ok(s) => s,
         Err(StoreError::NoSuchBucket | StoreError::NoSuchKey) => {
             return Err(FeedError::ManifestNotFound)

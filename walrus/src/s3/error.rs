@@ -139,7 +139,8 @@ pub enum S3Error {
     #[error("{0}")]
     InvalidManifest(String),
     /// A bundle's stored bytes disagree with its manifest (a part's or the tar stream's
-    /// SHA-1, a size, the padding, the gzip or tar framing): nothing was stored.
+    /// SHA-1, a size, the padding, the gzip or tar framing), or the manifest disagrees with
+    /// the SHA-256 the image was registered with: nothing was stored.
     #[error("{0}")]
     BundleDigestMismatch(String),
     /// This Walrus lacks what the request needs (the cloud's private key for the image
@@ -288,7 +289,9 @@ impl From<FeedError> for S3Error {
         match e {
             FeedError::ManifestNotFound => S3Error::NoSuchKey,
             FeedError::InvalidManifest(m) => S3Error::InvalidManifest(m),
-            FeedError::Corrupt(m) => S3Error::BundleDigestMismatch(m),
+            FeedError::Corrupt(m) | FeedError::ManifestReplaced(m) => {
+                S3Error::BundleDigestMismatch(m)
+            }
             FeedError::NoCloudKey => S3Error::ServiceUnavailable(FeedError::NoCloudKey.to_string()),
             FeedError::Internal(m) => S3Error::internal(m),
         }

@@ -12,8 +12,8 @@
 //!   is an orphan of a crash (see [`super::Store::open`]).
 //! - `pending`: `file id` of data files whose record is gone but whose unlink may not have
 //!   happened yet; finished at the next open if the process dies in between.
-//! - `images`: `bucket/key` of a bundle's manifest → the plain image the feed made of it
-//!   ([`super::images::ImageEntry`]).
+//! - `images`: SHA-256 of a bundle manifest's bytes (hex) → the plain image the feed made
+//!   of it ([`super::images::ImageEntry`]).
 //!
 //! Values start with a format version byte so that a later format can migrate on read.
 
@@ -40,7 +40,7 @@ pub(super) const CF_PARTS: &str = "parts";
 pub(super) const CF_FILES: &str = "files";
 /// Data files to unlink.
 pub(super) const CF_PENDING: &str = "pending";
-/// Unbundled images by manifest location ([`super::images::ImageEntry`]).
+/// Unbundled images by manifest SHA-256 ([`super::images::ImageEntry`]).
 pub(super) const CF_IMAGES: &str = "images";
 
 /// Key in the default column family holding the current open's epoch (big-endian u64).

@@ -1,9 +1,16 @@
 //! The image feed's index: which plain image a bundle's manifest unbundled into, so that a
 //! later request (or a later run) finds it without unbundling again.
 //!
-//! Keyed by the manifest's location `bucket/key`; the entry keeps the manifest's ETag, so a
-//! manifest replaced under the same name is never answered with the old image.
+//! Keyed by the SHA-256 of the manifest's bytes, not by where the manifest lies: a manifest
+//! names every part's SHA-1, the tar stream's SHA-1 and the key, so its bytes decide the
+//! image. A manifest replaced under the same name is a different key and is never answered
+//! with the old image; a request that pins the registered manifest's SHA-256 is answered
+//! with the image of exactly that manifest, whatever now lies at its location.
+//!
+//! Format 1 of the index was keyed by location (`bucket/key`); such entries are dropped at
+//! open (the images they named are unbundled again when next asked for).
 
+use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use super::db::{self, CF_IMAGES};
@@ -12,19 +19,25 @@ use super::{internal, Inner, StoreError};
 /// What the feed recorded for one manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageEntry {
-    /// The ETag of the manifest object that was unbundled.
-    pub manifest_etag: String,
     /// SHA-256 of the plain image, lowercase hex: its name in the image store.
     pub sha256: String,
     /// Size of the plain image in bytes.
     pub size: u64,
+    /// Where the manifest lay when it was unbundled (`bucket/key`), for operators.
+    pub location: String,
 }
 
-pub(super) fn get(inner: &Inner, location: &str) -> Result<Option<ImageEntry>, StoreError> {
+/// Whether `s` is a SHA-256 as the index and the image store name things: 64 lowercase hex
+/// digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+pub(super) fn get(inner: &Inner, manifest_sha256: &str) -> Result<Option<ImageEntry>, StoreError> {
     let cf = inner.cf(CF_IMAGES)?;
     match inner
         .db
-        .get_pinned_cf(cf, location.as_bytes())
+        .get_pinned_cf(cf, manifest_sha256.as_bytes())
         .map_err(internal)?
     {
         Some(v) => db::decode_json(&v).map(Some),
@@ -32,9 +45,31 @@ pub(super) fn get(inner: &Inner, location: &str) -> Result<Option<ImageEntry>, S
     }
 }
 
-pub(super) fn put(inner: &Inner, location: &str, entry: &ImageEntry) -> Result<(), StoreError> {
+pub(super) fn put(
+    inner: &Inner,
+    manifest_sha256: &str,
+    entry: &ImageEntry,
+) -> Result<(), StoreError> {
     let cf = inner.cf(CF_IMAGES)?;
-    let mut batch = rocksdb::WriteBatch::default();
-    batch.put_cf(cf, location.as_bytes(), db::encode_json(entry)?);
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf, manifest_sha256.as_bytes(), db::encode_json(entry)?);
     inner.write(batch)
+}
+
+/// Drops the entries of format 1 (keyed by location), at open.
+pub(super) fn drop_old_format(db: &rocksdb::DB) -> Result<usize, StoreError> {
+    let cf = db::cf(db, CF_IMAGES)?;
+    let mut batch = WriteBatch::default();
+    let mut dropped = 0;
+    for item in db.iterator_cf(cf, IteratorMode::Start) {
+        let (k, _) = item.map_err(internal)?;
+        if !std::str::from_utf8(&k).is_ok_and(is_sha256_hex) {
+            batch.delete_cf(cf, k);
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        db.write_opt(batch, &db::sync_writes()).map_err(internal)?;
+    }
+    Ok(dropped)
 }

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
 use data::{FileId, Layout, TempFile};
-pub use images::ImageEntry;
+pub use images::{is_sha256_hex, ImageEntry};
 
 /// A body as the S3 layer hands it over: already de-chunked (aws-chunked framing removed).
 /// An `Err` item aborts the write (client went away, bad chunk signature, ...).
@@ -447,6 +447,10 @@ impl Store {
                 tracing::info!(orphans, "removed data files of uncommitted writes");
             }
         }
+        let dropped = images::drop_old_format(&db)?;
+        if dropped > 0 {
+            tracing::info!(dropped, "dropped image index entries of the old format");
+        }
         let epoch = previous.map_or(1, |e| e + 1);
         db.put_opt(db::EPOCH_KEY, epoch.to_be_bytes(), &db::sync_writes())
             .map_err(internal)?;
@@ -680,15 +684,20 @@ impl Store {
 
     // ---- the image feed's index ----
 
-    /// The image the feed made of the manifest at `location` (`bucket/key`), if any.
-    pub fn image_entry(&self, location: &str) -> Result<Option<ImageEntry>, StoreError> {
-        images::get(&self.inner, location)
+    /// The image the feed made of the manifest whose bytes hash to `manifest_sha256`, if any.
+    pub fn image_entry(&self, manifest_sha256: &str) -> Result<Option<ImageEntry>, StoreError> {
+        images::get(&self.inner, manifest_sha256)
     }
 
-    /// Records the image the feed made of the manifest at `location`. Durable on return
-    /// (a synced WAL write: call it from a blocking-capable context).
-    pub fn record_image(&self, location: &str, entry: &ImageEntry) -> Result<(), StoreError> {
-        images::put(&self.inner, location, entry)
+    /// Records the image the feed made of the manifest whose bytes hash to
+    /// `manifest_sha256`. Durable on return (a synced WAL write: call it from a
+    /// blocking-capable context).
+    pub fn record_image(
+        &self,
+        manifest_sha256: &str,
+        entry: &ImageEntry,
+    ) -> Result<(), StoreError> {
+        images::put(&self.inner, manifest_sha256, entry)
     }
 }
 
