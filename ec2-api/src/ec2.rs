@@ -91,6 +91,8 @@ pub struct Cloud {
     pub clusters: Arc<ClusterSet>,
     /// Fixed settings.
     pub settings: Arc<CloudSettings>,
+    /// How often each account may have a bundle key unwrapped (RegisterImage).
+    pub unwraps: Arc<crate::UnwrapThrottle>,
 }
 
 /// One EC2 request being served: the cloud, who is calling, and the parameters.

@@ -83,6 +83,10 @@ pub enum QueryError {
     /// The instance is not in a state the action applies to.
     #[error("{0}")]
     IncorrectInstanceState(String),
+    /// The caller sent more requests of a rate-limited kind than allowed; it may retry
+    /// later.
+    #[error("{0}")]
+    RequestLimitExceeded(String),
     /// A component of the cloud (the cluster controller) cannot be reached now.
     #[error("{0}")]
     Unavailable(String),
@@ -273,6 +277,9 @@ impl QueryError {
             ),
             (QueryError::IncorrectInstanceState(_), _) => {
                 ("IncorrectInstanceState", StatusCode::BAD_REQUEST)
+            }
+            (QueryError::RequestLimitExceeded(_), _) => {
+                ("RequestLimitExceeded", StatusCode::SERVICE_UNAVAILABLE)
             }
             (QueryError::Unavailable(_), _) => ("Unavailable", StatusCode::SERVICE_UNAVAILABLE),
             (QueryError::Internal(_), Ec2) => ("InternalError", StatusCode::INTERNAL_SERVER_ERROR),

@@ -396,12 +396,21 @@ fn read_manifest(
         .identity
         .cloud_ca()
         .ok_or_else(|| QueryError::Internal("the cloud has no CA key".into()))?;
+    cloud.unwraps.take(account).map_err(|wait| {
+        QueryError::RequestLimitExceeded(format!(
+            "Too many bundles of this account failed to unwrap with this cloud's key in a short time: at most {} in a row, then one every {} s. Try again in {} s.",
+            crate::throttle::UNWRAP_BURST,
+            crate::throttle::UNWRAP_EVERY.as_secs(),
+            wait.as_secs_f64().ceil()
+        ))
+    })?;
     // One message for every way the unwrap fails: which one is not the caller's business.
     manifest.unwrap_cloud_key(ca.private_key()).map_err(|_| {
         QueryError::InvalidManifest(format!(
             "The bundle {bucket}/{key} was not encrypted for this cloud: bundle it with this cloud's certificate (EUCALYPTUS_CERT)."
         ))
     })?;
+    cloud.unwraps.give_back(account);
     Ok((manifest, hex::encode(Sha256::digest(&bytes))))
 }
 

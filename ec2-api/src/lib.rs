@@ -16,6 +16,7 @@ mod properties;
 pub mod query;
 pub mod state;
 mod tags;
+mod throttle;
 mod zones;
 
 use std::time::SystemTime;
@@ -29,6 +30,7 @@ pub use ec2::{BundleAccess, BundleStore, Cloud, CloudSettings, Clusters};
 pub use error::{QueryError, Resource};
 use query::{Dialect, QueryRequest};
 pub use state::CloudState;
+pub use throttle::UnwrapThrottle;
 
 /// Largest form body a Query API accepts; EC2 and IAM requests are a few KiB at most.
 const MAX_FORM_BODY: usize = 1 << 20;

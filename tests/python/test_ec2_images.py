@@ -5,7 +5,9 @@ kind of bad bundle refused with the EC2 error AWS and Eucalyptus give, nothing r
 import json
 import os
 import subprocess
+import time
 import uuid
+import zipfile
 
 import pytest
 
@@ -371,3 +373,80 @@ def test_register_signed_with_signature_v2_as_euca_install_image_does(cloud, s3,
     status, _, answer = http_get(cloud.env["EC2_URL"], headers=headers, method="POST",
                                  data=urllib.parse.urlencode(params).encode())
     assert status == 401 and b"<Code>AuthFailure</Code>" in answer, answer
+
+
+def credentials_of(cloud, account, workdir):
+    """A new account (`koala admin create-account`) and its whole credential bundle
+    (`euca_conf --get-credentials`, as the cloud admin): the environment after sourcing its
+    eucarc, certificate and key included."""
+    from conftest import source_env
+    cloud.create_account(account)
+    workdir.mkdir()
+    zipped = workdir / "creds.zip"
+    result = subprocess.run([os.path.join(TOOLS, "euca_conf"), "--get-credentials", str(zipped),
+                             "--cred-account", account], env=cloud.admin_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    with zipfile.ZipFile(zipped) as z:
+        z.extractall(workdir)
+    env = dict(cloud.admin_env())
+    env.update(source_env(str(workdir / "eucarc")))
+    return env
+
+
+def test_register_image_unwraps_keys_at_a_limited_rate_per_account(cloud_factory, tmp_path):
+    """RegisterImage decrypts the bundle key with the cloud's RSA key: an oracle (a failed
+    unwrap answers differently), and the rsa crate is not constant time. Failed unwraps come
+    10 in a row per account, then one every 5 s; past that EC2's RequestLimitExceeded (HTTP
+    503, EC2's XML). Valid bundles are never held back, nor are other accounts."""
+    from conftest import make_client, make_ec2
+    from test_ec2_cloud import error_code, query
+    c = cloud_factory()
+    s3 = make_client(c.s3_url, c.region, c.access_key, c.secret_key)
+    ec2 = make_ec2(c, c.access_key, c.secret_key)
+    s3.create_bucket(Bucket="burst")
+    manifest, parts = bundle(c, tmp_path, "burst-kernel", 20_000, ["--kernel", "true"])
+    valid = upload(s3, "burst", "k", manifest, parts)
+    key, cert = tmp_path / "other-pk.pem", tmp_path / "other-cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=another-cloud"],
+                   check=True, capture_output=True)
+    (tmp_path / "f").mkdir()
+    manifest, parts = bundle(c, tmp_path / "f", "foreign.img", 20_000,
+                             ["--kernel", "true", "--ec2cert", str(cert)])
+    foreign = upload(s3, "burst", "f", manifest, parts)
+
+    # Valid bundles, many in a row: never held back.
+    for i in range(15):
+        ec2.register_image(ImageLocation=valid, Name=f"valid-{i}")
+    # Failed unwraps: 10, then refused, valid bundles too, until the bucket refills.
+    for i in range(10):
+        assert_ec2_error(ec2.register_image, "InvalidManifest", status=400,
+                         ImageLocation=foreign, Name=f"foreign-{i}")
+    refused = assert_ec2_error(ec2.register_image, "RequestLimitExceeded", status=503,
+                               ImageLocation=foreign, Name="foreign-10")
+    assert "Try again in" in refused["Error"]["Message"]
+    status, root = query(c, "RegisterImage", [("ImageLocation", valid), ("Name", "valid-x")])
+    assert status == 503 and error_code(root) == "RequestLimitExceeded"
+    assert root.tag == "Response" and root.findtext("RequestID")
+    assert len(ec2.describe_images(Owners=["self"])["Images"]) == 15
+
+    # Another account has a bucket of its own.
+    env = credentials_of(c, "second", tmp_path / "second")
+    s3_second = make_client(c.s3_url, c.region, env["AWS_ACCESS_KEY_ID"],
+                            env["AWS_SECRET_ACCESS_KEY"])
+    ec2_second = make_ec2(c, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    s3_second.create_bucket(Bucket="second")
+    (tmp_path / "b").mkdir()
+    manifest, parts = bundle(c, tmp_path / "b", "second-kernel", 20_000, ["--kernel", "true"],
+                             env=env)
+    ec2_second.register_image(ImageLocation=upload(s3_second, "second", "k", manifest, parts),
+                              Name="second-kernel")
+
+    # One more every 5 s: a valid bundle takes it and gives it back, a failed one spends it.
+    time.sleep(5.5)
+    ec2.register_image(ImageLocation=valid, Name="valid-after-wait")
+    assert_ec2_error(ec2.register_image, "InvalidManifest", status=400,
+                     ImageLocation=foreign, Name="foreign-after-wait")
+    assert_ec2_error(ec2.register_image, "RequestLimitExceeded", status=503,
+                     ImageLocation=valid, Name="valid-too-soon")

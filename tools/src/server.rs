@@ -193,6 +193,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                     ec2_url: urls.ec2_url.clone().unwrap_or_default(),
                     property_defaults: config.properties.clone(),
                 }),
+                unwraps: Arc::default(),
             };
             spawn_instance_sync(cloud.clone());
             Some(QueryApi::new(identity.clone(), urls.clone(), cloud))
