@@ -34,6 +34,18 @@ pub trait BundleStore: Send + Sync {
         key: &str,
         limit: u64,
     ) -> Result<Vec<u8>, BundleAccess>;
+    /// Tells Walrus that image `image_id` is registered with the manifest at `location`
+    /// whose bytes hash to `manifest_sha256`: Walrus keeps the plain image while the
+    /// registration lasts. Recording it twice is harmless.
+    fn retain(
+        &self,
+        image_id: &str,
+        location: &str,
+        manifest_sha256: &str,
+    ) -> Result<(), BundleAccess>;
+    /// Tells Walrus that image `image_id` is no longer registered: its plain image may be
+    /// collected. Releasing an image Walrus never recorded succeeds.
+    fn release(&self, image_id: &str) -> Result<(), BundleAccess>;
 }
 
 /// One cluster as the CLC reaches it: a CC's client in the `koala` binary (over HTTP,

@@ -291,24 +291,24 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
         .to_owned();
     let block_devices = device_mappings(call, &manifest)?;
 
-    let _guard = call.cloud.state.exclusive();
-    let images = call.cloud.state.scan::<ImageRecord>("")?;
-    if images
-        .iter()
-        .any(|(_, i)| i.owner == account && i.name == name)
-    {
-        return Err(QueryError::Duplicate(Resource::ImageName, name));
-    }
+    let location = format!("{bucket}/{key}");
+    // The id is chosen, and Walrus told of the registration, before the record is made and
+    // outside the state's lock (Walrus may be on another host); a registration refused
+    // below releases it again.
     let id = loop {
         let id = new_id(kind.prefix());
-        if !images.iter().any(|(existing, _)| *existing == id) {
+        if call.cloud.state.get::<ImageRecord>(&id)?.is_none() {
             break id;
         }
     };
+    call.cloud
+        .bundles
+        .retain(&id, &location, &manifest_sha256)
+        .map_err(walrus_unavailable)?;
     let record = ImageRecord {
         id: id.clone(),
         owner: account,
-        location: format!("{bucket}/{key}"),
+        location,
         name,
         description,
         kind,
@@ -328,11 +328,52 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
         parts,
         plain_sha256: None,
     };
-    call.cloud.state.put(&id, &record)?;
+    if let Err(e) = record_new(call.cloud, &record) {
+        if let Err(why) = call.cloud.bundles.release(&id) {
+            tracing::warn!(image = %id, "cannot release a refused registration in Walrus: {why:?}");
+        }
+        return Err(e);
+    }
     tracing::info!(image = %id, location = %record.location, "registered an image");
     let mut x = Xml::new();
     x.elem("imageId", &id);
     Ok(x.finish())
+}
+
+/// Records a new image, unless its name is taken in its account (or, by a rare chance, its
+/// id since it was chosen).
+fn record_new(cloud: &Cloud, record: &ImageRecord) -> Result<(), QueryError> {
+    let _guard = cloud.state.exclusive();
+    let images = cloud.state.scan::<ImageRecord>("")?;
+    if images
+        .iter()
+        .any(|(_, i)| i.owner == record.owner && i.name == record.name)
+    {
+        return Err(QueryError::Duplicate(
+            Resource::ImageName,
+            record.name.clone(),
+        ));
+    }
+    if images.iter().any(|(existing, _)| *existing == record.id) {
+        return Err(QueryError::Internal(format!(
+            "the new image id {} was taken meanwhile",
+            record.id
+        )));
+    }
+    cloud.state.put(&record.id, record)?;
+    Ok(())
+}
+
+/// Walrus could not record or release a registration: not the caller's fault, and worth
+/// retrying.
+fn walrus_unavailable(e: BundleAccess) -> QueryError {
+    let why = match e {
+        BundleAccess::Failed(reason) => reason,
+        other => format!("{other:?}"),
+    };
+    QueryError::Unavailable(format!(
+        "Walrus cannot record the image's use of its bundle now ({why}); try again."
+    ))
 }
 
 /// Splits `bucket/key/of/prefix.manifest.xml` (a leading `/` tolerated).
@@ -569,10 +610,15 @@ fn device_mappings(
         .collect()
 }
 
-/// `DeregisterImage`: the record and its tags go; the bundle stays in Walrus (the user
-/// deletes it with `euca-delete-bundle`).
+/// `DeregisterImage`: the record and its tags go, and Walrus releases the image's use of
+/// its bundle (the plain image it unbundled is collected once no registration uses it);
+/// the bundle stays in Walrus (the user deletes it with `euca-delete-bundle`).
 pub fn deregister(call: &Call<'_>) -> Result<String, QueryError> {
     let id = call.params.required("ImageId")?;
+    // Walrus is told first, outside the state's lock: should the record then stay (a
+    // failure below), the plain image is only unbundled again when next needed.
+    owned(call, id)?;
+    call.cloud.bundles.release(id).map_err(walrus_unavailable)?;
     let _guard = call.cloud.state.exclusive();
     let image = owned(call, id)?;
     let mut batch = Batch::new();

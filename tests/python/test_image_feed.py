@@ -5,11 +5,19 @@ comes back with its SHA-256, by manifest and by hash, only to the cloud's node c
 
 import hashlib
 import os
+import shutil
+import subprocess
+import tempfile
+import time
+import types
 import urllib.parse
 import uuid
 
-from conftest import empty_and_delete, raw_request, unique_bucket, xml_code
-from test_ec2_images import bundle, upload
+import pytest
+
+from conftest import (Cloud, empty_and_delete, free_port, make_client, make_ec2, raw_request,
+                      unique_bucket, xml_code)
+from test_ec2_images import TOOLS, bundle, upload
 
 
 def test_feed_serves_the_plain_image_to_the_cloud_only(cloud, s3, other_env, tmp_path):
@@ -109,3 +117,129 @@ def test_a_manifest_replaced_after_registration_is_never_fed(cloud, s3, ec2, tmp
             if image:
                 ec2.deregister_image(ImageId=image)
         empty_and_delete(s3, bucket)
+
+
+@pytest.fixture
+def short_grace_cloud():
+    """A private cloud whose Walrus collects unused plain images 2 s after their last use."""
+    data_dir = tempfile.mkdtemp(prefix="koala-e2e-grace-")
+    with open(os.path.join(data_dir, "koala.toml"), "w") as f:
+        f.write("[walrus]\nimage_grace_secs = 2\n")
+    c = Cloud(data_dir).start()
+    yield c
+    c.stop()
+    if os.environ.get("KOALA_KEEP_DATA") is None:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def euca(cloud, command, *args, check=True):
+    """Runs one of our euca2ools commands with the admin's eucarc; (exit code, out, err)."""
+    result = subprocess.run([os.path.join(TOOLS, command), *args], env=cloud.admin_env(),
+                            capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, f"{command} {args}: {result.stderr}"
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_a_deregistered_images_bytes_leave_walrus_and_a_registered_one_stays(
+        short_grace_cloud, tmp_path):
+    """Images registered with euca-register, unbundled by Walrus as for a node (the feed asked
+    with the manifest's pin), then one deregistered with euca-deregister: its plain image
+    leaves Walrus' disk after the grace; the other, still registered, stays. A registration
+    refused after Walrus recorded it (a duplicate name) holds nothing."""
+    c = short_grace_cloud
+    s3 = make_client(c.s3_url, c.region, c.access_key, c.secret_key)
+    s3.create_bucket(Bucket="grace")
+    plain_dir = os.path.join(c.data_dir, "walrus", "images", "sha256")
+    images = {}
+    for name in ("gone", "kept"):
+        (tmp_path / name).mkdir()
+        manifest, parts = bundle(c, tmp_path / name, f"{name}.img", 200_000,
+                                 ["--kernel", "true"])
+        location = upload(s3, "grace", name, manifest, parts)
+        _, out, _ = euca(c, "euca-register", location, "-n", f"{name}-kernel")
+        image_id = out.split()[1]
+        assert image_id.startswith("eki-"), out
+        pin = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        query = (f"manifest={urllib.parse.quote(location, safe='')}&manifest-sha256={pin}")
+        status, headers, _ = raw_request(c, "HEAD", "/_koala/images", query=query)
+        assert status == 200
+        plain = headers["x-koala-image-sha256"]
+        assert plain == hashlib.sha256((tmp_path / name / f"{name}.img").read_bytes()).hexdigest()
+        images[name] = (image_id, location, plain)
+    assert {images["gone"][2], images["kept"][2]} <= set(os.listdir(plain_dir))
+
+    # The same bundle registered again under a name taken: refused, and released in Walrus.
+    code, _, err = euca(c, "euca-register", images["gone"][1], "-n", "gone-kernel", check=False)
+    assert code != 0 and "InvalidAMIName.Duplicate" in err, err
+
+    euca(c, "euca-deregister", images["gone"][0])
+    deadline = time.monotonic() + 30
+    while images["gone"][2] in os.listdir(plain_dir):
+        assert time.monotonic() < deadline, "the deregistered image's bytes stayed"
+        time.sleep(0.2)
+    status, _, body = raw_request(c, "GET", f"/_koala/images/{images['gone'][2]}")
+    assert status == 404 and xml_code(body) == "NoSuchKey"
+
+    time.sleep(4)
+    assert images["kept"][2] in os.listdir(plain_dir)
+    status, _, body = raw_request(c, "GET", f"/_koala/images/{images['kept'][2]}")
+    assert status == 200 and len(body) == 200_000
+
+
+@pytest.fixture
+def walrus_apart(tmp_path):
+    """`koala cloud --walrus-url` and `koala walrus --cloud-url` in processes of their own,
+    Walrus collecting unused plain images 2 s after their last use: (cloud, Walrus as an
+    endpoint raw_request can address, Walrus' data dir)."""
+    from test_instances import Role
+    port, walrus_port = free_port(), free_port()
+    walrus_url = f"http://127.0.0.1:{walrus_port}/services/Walrus"
+    cloud_dir = tempfile.mkdtemp(prefix="koala-e2e-cloud-")
+    c = Cloud(cloud_dir, port=port)
+    walrus = None
+    try:
+        c.start(command="cloud", args=["--walrus-url", walrus_url])
+        key = os.path.join("keys", "cloud-pk.pem")
+        walrus = Role(["walrus", "--cloud-url", c.root_url], walrus_port, c.admin_env(),
+                      "[walrus]\nimage_grace_secs = 2\n",
+                      files={key: os.path.join(cloud_dir, key)})
+        endpoint = types.SimpleNamespace(
+            port=walrus_port, root_url=f"http://127.0.0.1:{walrus_port}", s3_url=walrus_url,
+            region=c.region, access_key=c.access_key, secret_key=c.secret_key)
+        yield c, endpoint, walrus.data_dir
+    finally:
+        if walrus:
+            walrus.stop()
+        c.stop()
+        shutil.rmtree(cloud_dir, ignore_errors=True)
+
+
+def test_deregistering_releases_the_image_in_a_walrus_apart(walrus_apart, tmp_path):
+    """With Walrus in a process of its own, the CLC records and releases registrations over
+    Walrus' internal endpoint with its component key: a deregistered image's bytes leave that
+    Walrus' disk, a registered one's stay."""
+    c, walrus, walrus_dir = walrus_apart
+    s3 = make_client(walrus.s3_url, c.region, c.access_key, c.secret_key)
+    ec2 = make_ec2(c, c.access_key, c.secret_key)
+    s3.create_bucket(Bucket="apart")
+    plain_dir = os.path.join(walrus_dir, "walrus", "images", "sha256")
+    images = {}
+    for name in ("gone", "kept"):
+        (tmp_path / name).mkdir()
+        manifest, parts = bundle(c, tmp_path / name, f"{name}.img", 150_000,
+                                 ["--kernel", "true"])
+        location = upload(s3, "apart", name, manifest, parts)
+        image_id = ec2.register_image(ImageLocation=location, Name=f"{name}-kernel")["ImageId"]
+        pin = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        query = (f"manifest={urllib.parse.quote(location, safe='')}&manifest-sha256={pin}")
+        status, headers, _ = raw_request(walrus, "HEAD", "/_koala/images", query=query)
+        assert status == 200
+        images[name] = (image_id, headers["x-koala-image-sha256"])
+    ec2.deregister_image(ImageId=images["gone"][0])
+    deadline = time.monotonic() + 30
+    while images["gone"][1] in os.listdir(plain_dir):
+        assert time.monotonic() < deadline, "the deregistered image's bytes stayed"
+        time.sleep(0.2)
+    time.sleep(4)
+    assert images["kept"][1] in os.listdir(plain_dir)

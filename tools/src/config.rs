@@ -41,6 +41,9 @@ pub struct FileConfig {
     /// TLS on the main port.
     #[serde(default)]
     pub tls: TlsSettings,
+    /// Walrus on this host.
+    #[serde(default)]
+    pub walrus: WalrusSettings,
 }
 
 /// `[tls]`: how the main port (Walrus, EC2, Euare) speaks. It always answers HTTPS with a
@@ -53,6 +56,23 @@ pub struct TlsSettings {
     /// Whether the main port also answers plain HTTP, for old clients [default: true]; with
     /// false, credentials name `https://` URLs and plain requests get a 400 saying so.
     pub plain_http: Option<bool>,
+}
+
+/// `[walrus]`: Walrus on this host.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalrusSettings {
+    /// Seconds a plain image no registered image uses is kept after its last use before it
+    /// is collected [default: 600].
+    pub image_grace_secs: Option<u64>,
+}
+
+impl WalrusSettings {
+    /// The grace before an unused plain image is collected.
+    pub fn image_grace(&self) -> std::time::Duration {
+        self.image_grace_secs
+            .map_or(walrus::IMAGE_GRACE, std::time::Duration::from_secs)
+    }
 }
 
 /// `[node]`: what this host's node controller offers and how it runs guests. Every key is
@@ -135,6 +155,8 @@ pub struct Config {
     pub cluster: ClusterSettings,
     /// Whether the main port answers plain HTTP beside HTTPS.
     pub plain_http: bool,
+    /// Walrus' settings.
+    pub walrus: WalrusSettings,
 }
 
 /// The zone name when none is configured (Eucalyptus' first cluster's conventional name).
@@ -209,6 +231,7 @@ impl Config {
             node: file.node,
             cluster: file.cluster,
             plain_http: file.tls.plain_http.unwrap_or(true),
+            walrus: file.walrus,
         })
     }
 
@@ -293,6 +316,9 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # for old clients, plain HTTP; the cluster and node controllers' ports speak HTTPS only.
 [tls]
 # plain_http = true       # false: HTTPS only, and credentials name https:// URLs
+# Walrus on this host.
+[walrus]
+# image_grace_secs = 600  # a plain image no registered image uses is removed after this
 "#;
 
 #[cfg(test)]

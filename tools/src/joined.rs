@@ -213,4 +213,60 @@ impl BundleStore for WalrusOverHttp {
         }
         Ok(body.to_vec())
     }
+
+    fn retain(
+        &self,
+        image_id: &str,
+        location: &str,
+        manifest_sha256: &str,
+    ) -> Result<(), BundleAccess> {
+        let enc = |s: &str| identity::uri_encode(s.as_bytes(), false);
+        let url = format!(
+            "{}/_koala/registrations/{}?manifest={}&manifest-sha256={}",
+            self.base,
+            enc(image_id),
+            enc(location),
+            enc(manifest_sha256)
+        );
+        self.registration(Method::PUT, &url)
+    }
+
+    fn release(&self, image_id: &str) -> Result<(), BundleAccess> {
+        let url = format!(
+            "{}/_koala/registrations/{}",
+            self.base,
+            identity::uri_encode(image_id.as_bytes(), false)
+        );
+        self.registration(Method::DELETE, &url)
+    }
+}
+
+impl WalrusOverHttp {
+    /// Records or releases a registration at Walrus' internal endpoint.
+    fn registration(&self, method: Method, url: &str) -> Result<(), BundleAccess> {
+        let failed = |e: &dyn std::fmt::Display| BundleAccess::Failed(format!("Walrus: {e}"));
+        self.runtime.block_on(async {
+            let call = async {
+                let resp = self
+                    .client
+                    .send(method, url, Bytes::new())
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let status = resp.status();
+                let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
+                    .collect()
+                    .await
+                    .map_err(|e| failed(&e))?
+                    .to_bytes();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(refusal(status, &body))
+                }
+            };
+            tokio::time::timeout(CALL_TIMEOUT, call)
+                .await
+                .unwrap_or_else(|_| Err(failed(&"no answer in time")))
+        })
+    }
 }

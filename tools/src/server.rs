@@ -282,6 +282,7 @@ fn open_walrus(
             data_dir: config.data_dir.clone(),
             virtual_host_domain: config.virtual_host_domain.clone(),
             region: config.region.clone(),
+            image_grace: config.walrus.image_grace(),
         },
         directory,
     )
@@ -538,6 +539,23 @@ impl BundleStore for WalrusBundles {
         self.runtime
             .block_on(self.walrus.read_object_for(account_id, bucket, key, limit))
             .map_err(bundle_access)
+    }
+
+    fn retain(
+        &self,
+        image_id: &str,
+        location: &str,
+        manifest_sha256: &str,
+    ) -> Result<(), BundleAccess> {
+        self.walrus
+            .retain_image(image_id, location, manifest_sha256)
+            .map_err(|e| BundleAccess::Failed(e.to_string()))
+    }
+
+    fn release(&self, image_id: &str) -> Result<(), BundleAccess> {
+        self.walrus
+            .release_image(image_id)
+            .map_err(|e| BundleAccess::Failed(e.to_string()))
     }
 }
 

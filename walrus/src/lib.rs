@@ -20,7 +20,7 @@ use http::Method;
 
 pub use access::AccessError;
 pub use directory::{Directory, DirectoryFuture};
-pub use feed::{FeedError, FeedImage, FeedStats};
+pub use feed::{FeedError, FeedImage, FeedStats, IMAGE_GRACE};
 
 /// How Walrus is set up by the binary.
 #[derive(Clone, Debug)]
@@ -31,6 +31,9 @@ pub struct WalrusConfig {
     pub virtual_host_domain: Option<String>,
     /// The region Walrus reports to clients.
     pub region: String,
+    /// How long a plain image no registered image uses is kept after its last use before it
+    /// is collected ([`IMAGE_GRACE`] unless configured).
+    pub image_grace: std::time::Duration,
 }
 
 /// Why Walrus could not start.
@@ -58,8 +61,9 @@ impl Walrus {
     ) -> Result<Walrus, WalrusError> {
         let dir = config.data_dir.join("walrus");
         let store = store::Store::open(&dir)?;
-        let images = feed::ImageFeed::open(&dir, store.clone(), directory.clone())
-            .map_err(WalrusError::Images)?;
+        let images =
+            feed::ImageFeed::open(&dir, store.clone(), directory.clone(), config.image_grace)
+                .map_err(WalrusError::Images)?;
         Ok(Walrus {
             shared: Arc::new(s3::Shared {
                 store,
@@ -82,6 +86,28 @@ impl Walrus {
             (Some(b), Some(k)) => self.shared.images.image_for_manifest(&b, &k, None).await,
             _ => Err(FeedError::ManifestNotFound),
         }
+    }
+
+    /// Records that the cloud's image `image_id` is registered with the bundle manifest at
+    /// `location` whose bytes hash to `manifest_sha256`: the plain image it unbundles into
+    /// is kept while the registration lasts. For the cloud controller, at RegisterImage;
+    /// blocking (a synced write).
+    pub fn retain_image(
+        &self,
+        image_id: &str,
+        location: &str,
+        manifest_sha256: &str,
+    ) -> Result<(), FeedError> {
+        self.shared
+            .images
+            .retain(image_id, location, manifest_sha256)
+    }
+
+    /// Ends the registration of the cloud's image `image_id` (DeregisterImage, or a
+    /// RegisterImage that failed): its plain image is collected after the grace period if
+    /// no other registration uses it. Blocking (a synced write).
+    pub fn release_image(&self, image_id: &str) -> Result<(), FeedError> {
+        self.shared.images.release(image_id)
     }
 
     /// What the image feed has done since Walrus opened.

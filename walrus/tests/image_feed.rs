@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
@@ -42,6 +42,7 @@ struct Cloud {
     node: Credentials,
     cloud_cert: PublicKey,
     dir: PathBuf,
+    grace: Duration,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -85,9 +86,10 @@ impl Resp {
     }
 }
 
-/// Opens Walrus on `dir` with the cloud CA; returns it, the cloud admin's credentials and
-/// the cloud's certificate key (what bundles are encrypted for).
-fn open_walrus(dir: &Path) -> (Walrus, Credentials, PublicKey) {
+/// Opens Walrus on `dir` with the cloud CA, collecting unused images after `grace`; returns
+/// it, the cloud admin's credentials and the cloud's certificate key (what bundles are
+/// encrypted for).
+fn open_walrus(dir: &Path, grace: Duration) -> (Walrus, Credentials, PublicKey) {
     let (identity, _) = Identity::open_with_ca(&dir.join("identity"), &dir.join("keys")).unwrap();
     let (admin, _) = identity.ensure_admin().unwrap();
     let cloud_cert =
@@ -97,6 +99,7 @@ fn open_walrus(dir: &Path) -> (Walrus, Credentials, PublicKey) {
             data_dir: dir.to_owned(),
             virtual_host_domain: Some("s3.koala.test".into()),
             region: "us-east-1".into(),
+            image_grace: grace,
         },
         std::sync::Arc::new(identity),
     )
@@ -106,6 +109,11 @@ fn open_walrus(dir: &Path) -> (Walrus, Credentials, PublicKey) {
 
 impl Cloud {
     fn start() -> Cloud {
+        Cloud::start_with_grace(walrus::IMAGE_GRACE)
+    }
+
+    /// A cloud whose Walrus collects unused plain images after `grace`.
+    fn start_with_grace(grace: Duration) -> Cloud {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let (identity, _) =
@@ -119,7 +127,7 @@ impl Cloud {
             .register_component(ComponentKind::NodeController, "nc-node1")
             .unwrap();
         drop(identity);
-        let (walrus, admin, cloud_cert) = open_walrus(&dir);
+        let (walrus, admin, cloud_cert) = open_walrus(&dir, grace);
         Cloud {
             walrus,
             admin,
@@ -128,6 +136,7 @@ impl Cloud {
             node,
             cloud_cert,
             dir,
+            grace,
             _tmp: Some(tmp),
         }
     }
@@ -140,11 +149,12 @@ impl Cloud {
             user,
             clc,
             node,
+            grace,
             _tmp,
             ..
         } = self;
         drop(walrus);
-        let (walrus, admin, cloud_cert) = open_walrus(&dir);
+        let (walrus, admin, cloud_cert) = open_walrus(&dir, grace);
         Cloud {
             walrus,
             admin,
@@ -153,6 +163,7 @@ impl Cloud {
             node,
             cloud_cert,
             dir,
+            grace,
             _tmp,
         }
     }
@@ -285,6 +296,34 @@ impl Cloud {
             .await;
         r.expect(200);
         sha256_hex(&r.body)
+    }
+
+    /// Records (PUT) or releases (DELETE) a registration as the cloud controller.
+    async fn registration(&self, method: &str, image_id: &str, location: &str, pin: &str) -> Resp {
+        let q = utf8_percent_encode(location, QUERY_SET);
+        self.send(
+            method,
+            &format!("/_koala/registrations/{image_id}?manifest={q}&manifest-sha256={pin}"),
+            Vec::new(),
+            Some(&self.clc),
+            &[],
+        )
+        .await
+    }
+
+    /// Waits until the plain image `sha256` is on disk or not, as `present` says; false if
+    /// that did not happen within `within`.
+    async fn image_becomes(&self, sha256: &str, present: bool, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.stored_images().iter().any(|s| s == sha256) == present {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// GET (or HEAD) of the feed by SHA-256, as a node.
@@ -673,6 +712,159 @@ async fn a_pinned_manifest_is_never_replaced() {
         .feed_pinned("GET", &location, "abc")
         .await
         .expect_err(400, "InvalidArgument");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_no_registration_uses_are_collected_after_the_grace() {
+    let grace = Duration::from_secs(2);
+    let cloud = Cloud::start_with_grace(grace);
+    let cert = cloud.cloud_cert.clone();
+    let (a, b) = (image(1 << 20, 11), image(1 << 20, 12));
+    let (sha_a, sha_b) = (sha256_hex(&a), sha256_hex(&b));
+    let loc_a = cloud
+        .upload_bundle("kept", "a", &a, 1 << 20, &cert, |_| {})
+        .await;
+    let loc_b = cloud
+        .upload_bundle("kept", "b", &b, 1 << 20, &cert, |_| {})
+        .await;
+    let (pin_a, pin_b) = (
+        cloud.manifest_pin(&loc_a).await,
+        cloud.manifest_pin(&loc_b).await,
+    );
+    // Two images registered with bundle a, one with bundle b.
+    for (id, loc, pin) in [
+        ("emi-0000000a", &loc_a, &pin_a),
+        ("emi-000000aa", &loc_a, &pin_a),
+        ("emi-0000000b", &loc_b, &pin_b),
+    ] {
+        cloud.registration("PUT", id, loc, pin).await.expect(200);
+    }
+    cloud.feed_pinned("HEAD", &loc_a, &pin_a).await.expect(200);
+    cloud.feed_pinned("HEAD", &loc_b, &pin_b).await.expect(200);
+    assert_eq!(cloud.stored_images().len(), 2);
+
+    // b's only registration goes: its image is collected after the grace, a's stays.
+    cloud
+        .send(
+            "DELETE",
+            "/_koala/registrations/emi-0000000b",
+            Vec::new(),
+            Some(&cloud.clc),
+            &[],
+        )
+        .await
+        .expect(204);
+    let released = Instant::now();
+    assert!(
+        cloud.image_becomes(&sha_b, false, grace * 5).await,
+        "b collected"
+    );
+    assert!(released.elapsed() >= grace, "not before the grace");
+    cloud
+        .by_hash("GET", &sha_b)
+        .await
+        .expect_err(404, "NoSuchKey");
+    cloud.by_hash("HEAD", &sha_a).await.expect(200);
+
+    // One of a's two registrations goes: a is still used.
+    cloud
+        .send(
+            "DELETE",
+            "/_koala/registrations/emi-0000000a",
+            Vec::new(),
+            Some(&cloud.clc),
+            &[],
+        )
+        .await
+        .expect(204);
+    tokio::time::sleep(grace * 2).await;
+    assert!(
+        cloud.stored_images().contains(&sha_a),
+        "a is still registered"
+    );
+
+    // Registrations survive a restart.
+    let cloud = cloud.restart();
+    tokio::time::sleep(grace * 2).await;
+    assert_eq!(cloud.stored_images(), vec![sha_a.clone()]);
+
+    // An image no registration uses, but fetched again and again (a node mid-fetch), is
+    // kept while it is, and collected once it is not.
+    cloud
+        .send(
+            "DELETE",
+            "/_koala/registrations/emi-000000aa",
+            Vec::new(),
+            Some(&cloud.clc),
+            &[],
+        )
+        .await
+        .expect(204);
+    let until = Instant::now() + grace * 2;
+    while Instant::now() < until {
+        cloud.by_hash("HEAD", &sha_a).await.expect(200);
+        tokio::time::sleep(grace / 8).await;
+    }
+    assert!(
+        cloud.image_becomes(&sha_a, false, grace * 5).await,
+        "a collected"
+    );
+    assert!(cloud.stored_images().is_empty());
+
+    // Collected too early is only slower: the pinned manifest is unbundled again.
+    let before = cloud.walrus.image_feed_stats().unbundles;
+    let r = cloud.feed_pinned("GET", &loc_b, &pin_b).await;
+    r.expect(200);
+    assert!(r.body == b);
+    assert_eq!(cloud.walrus.image_feed_stats().unbundles, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_cloud_controller_records_registrations() {
+    let cloud = Cloud::start();
+    let pin = sha256_hex(b"manifest");
+    let path =
+        format!("/_koala/registrations/emi-0123abcd?manifest=bkt%2Fm.xml&manifest-sha256={pin}");
+    for who in [Some(&cloud.user), Some(&cloud.admin), None] {
+        cloud
+            .send("PUT", &path, Vec::new(), who, &[])
+            .await
+            .expect_err(403, "AccessDenied");
+    }
+    let clc = Some(&cloud.clc);
+    cloud
+        .send("PUT", &path, Vec::new(), clc, &[])
+        .await
+        .expect(200);
+    cloud
+        .send("GET", &path, Vec::new(), clc, &[])
+        .await
+        .expect_err(405, "MethodNotAllowed");
+    for bad in [
+        "/_koala/registrations/ami-0123abcd?manifest=bkt%2Fm.xml&manifest-sha256=".to_owned()
+            + &pin,
+        "/_koala/registrations/emi-0123abcd?manifest=bkt%2Fm.xml".to_owned(),
+        "/_koala/registrations/emi-0123abcd?manifest=bkt%2Fm.xml&manifest-sha256=abc".to_owned(),
+        "/_koala/registrations/emi-0123abcd?manifest-sha256=".to_owned() + &pin,
+    ] {
+        cloud
+            .send("PUT", &bad, Vec::new(), clc, &[])
+            .await
+            .expect_err(400, "InvalidArgument");
+    }
+    // Releasing twice, or an image never recorded, succeeds.
+    for _ in 0..2 {
+        cloud
+            .send(
+                "DELETE",
+                "/_koala/registrations/emi-0123abcd",
+                Vec::new(),
+                clc,
+                &[],
+            )
+            .await
+            .expect(204);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

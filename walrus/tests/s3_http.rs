@@ -355,6 +355,7 @@ impl Server {
                 data_dir: dir.path().to_owned(),
                 virtual_host_domain: Some("s3.koala.test".into()),
                 region: "us-east-1".into(),
+                image_grace: walrus::IMAGE_GRACE,
             },
             std::sync::Arc::new(identity),
         )

@@ -1,6 +1,6 @@
 //! The node's side of Walrus' image feed: learning an image's SHA-256 from its bundle (the
 //! first run of an image makes Walrus unbundle it) and streaming the plain image into the
-//! cache by that hash.
+//! cache by that hash (unbundled again first should Walrus have collected it).
 
 use std::time::Duration;
 
@@ -128,10 +128,45 @@ fn unescape_xml(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-impl Fetcher for WalrusFeed {
+/// The fetcher of one image: by its hash, and, should Walrus have collected the plain image
+/// meanwhile (an image no registration used for a while), unbundled again from its pinned
+/// manifest first, which makes the same image.
+pub struct ImageFetch {
+    feed: WalrusFeed,
+    image: ImageRef,
+}
+
+impl WalrusFeed {
+    /// The fetcher of `image`'s bytes for the cache.
+    pub fn for_image(&self, image: &ImageRef) -> ImageFetch {
+        ImageFetch {
+            feed: self.clone(),
+            image: image.clone(),
+        }
+    }
+}
+
+impl Fetcher for ImageFetch {
     async fn fetch(&self, digest: &Sha256Digest, sink: &mut ImageSink) -> Result<(), FetchError> {
-        let url = format!("{}/_koala/images/{}", self.base, digest.to_hex());
-        let resp = self.client.send(Method::GET, &url, Bytes::new()).await?;
+        let feed = &self.feed;
+        let url = format!("{}/_koala/images/{}", feed.base, digest.to_hex());
+        let mut resp = feed.client.send(Method::GET, &url, Bytes::new()).await?;
+        if resp.status() == http::StatusCode::NOT_FOUND {
+            let by_manifest = ImageRef {
+                sha256: None,
+                size: None,
+                ..self.image.clone()
+            };
+            let (again, _) = feed.resolve(&by_manifest).await?;
+            if again != *digest {
+                return Err(format!(
+                    "Walrus unbundled {} into image {again}, not {digest}",
+                    self.image.manifest
+                )
+                .into());
+            }
+            resp = feed.client.send(Method::GET, &url, Bytes::new()).await?;
+        }
         if !resp.status().is_success() {
             return Err(format!("Walrus answered {} for image {digest}", resp.status()).into());
         }

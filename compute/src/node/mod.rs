@@ -27,7 +27,7 @@ use cache::{CacheError, ImageCache, Lease, Limits, Sha256Digest};
 use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
 
-pub use feed::WalrusFeed;
+pub use feed::{ImageFetch, WalrusFeed};
 
 use crate::accel::Accel;
 use crate::config_drive::ConfigDrive;
@@ -418,7 +418,7 @@ impl Node {
                 let lease = node
                     .inner
                     .cache
-                    .get_or_fetch(digest, size, node.inner.feed.clone())
+                    .get_or_fetch(digest, size, node.inner.feed.for_image(&image))
                     .await
                     .map_err(|e| {
                         StateReason::server_error(format!("image {}: {}", image.id, chain(&e)))

@@ -12,6 +12,10 @@
 //! - `GET|HEAD /_koala/objects?account=ID&bucket=B&key=K[&limit=N]`: an object, if that
 //!   account may read it; for the cloud controller alone, which reads the bundles accounts
 //!   register.
+//! - `PUT /_koala/registrations/<image-id>?manifest=BUCKET/KEY&manifest-sha256=HEX` (200)
+//!   and `DELETE /_koala/registrations/<image-id>` (204): the cloud controller records which
+//!   manifest a registered image uses, and releases it when the image is deregistered, so
+//!   that plain images no registration uses are collected; for the cloud controller alone.
 //!
 //! The image endpoints answer with `Content-Length`, `ETag` and `x-koala-image-sha256` (the image's
 //! SHA-256) and honour a single `Range`.
@@ -67,6 +71,13 @@ pub async fn serve(
         }
         _ => None,
     };
+    if let Some(image_id) = path.strip_prefix("registrations/") {
+        // Registrations are the cloud controller's to record.
+        if caller != Some(ComponentKind::CloudController) {
+            return Err(S3Error::access_denied());
+        }
+        return registration(shared, image_id, &parts.method, raw_query).await;
+    }
     let head = match parts.method {
         Method::GET => false,
         Method::HEAD => true,
@@ -201,6 +212,60 @@ async fn object_for_account(
     Ok(resp)
 }
 
+/// Records (PUT) or releases (DELETE) the registration of image `image_id`.
+async fn registration(
+    shared: Arc<Shared>,
+    image_id: &str,
+    method: &Method,
+    raw_query: &str,
+) -> Result<Response<Body>, S3Error> {
+    if !is_image_id(image_id) {
+        return Err(S3Error::InvalidArgument(format!(
+            "'{image_id}' is not an image id (emi-, eki- or eri- and 8 or 17 hexadecimal digits)."
+        )));
+    }
+    let images = shared.images.clone();
+    let image_id = image_id.to_owned();
+    let (done, status) = match *method {
+        Method::PUT => {
+            let query = Query::parse(raw_query);
+            let (bucket, key) = manifest_location(query.get("manifest"))?;
+            let pin = query
+                .get(MANIFEST_SHA256_PARAM)
+                .filter(|p| super::is_sha256_hex(p))
+                .ok_or_else(|| {
+                    S3Error::InvalidArgument(format!(
+                        "The {MANIFEST_SHA256_PARAM} parameter, a SHA-256 in 64 lowercase hexadecimal digits, is required."
+                    ))
+                })?
+                .to_owned();
+            let location = format!("{}/{}", bucket.as_str(), key.as_str());
+            let done =
+                tokio::task::spawn_blocking(move || images.retain(&image_id, &location, &pin))
+                    .await;
+            (done, StatusCode::OK)
+        }
+        Method::DELETE => {
+            let done = tokio::task::spawn_blocking(move || images.release(&image_id)).await;
+            (done, StatusCode::NO_CONTENT)
+        }
+        _ => return Err(S3Error::MethodNotAllowed),
+    };
+    done.map_err(|e| S3Error::internal(format!("the registration task failed: {e}")))??;
+    Ok(empty_response(status))
+}
+
+/// Whether `id` is shaped as the cloud's image ids: `emi-`, `eki-` or `eri-` and 8 (or, in
+/// AWS' long form, 17) lowercase hexadecimal digits.
+fn is_image_id(id: &str) -> bool {
+    let hex = |s: &str| {
+        (s.len() == 8 || s.len() == 17) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    ["emi-", "eki-", "eri-"]
+        .iter()
+        .any(|prefix| id.strip_prefix(prefix).is_some_and(hex))
+}
+
 /// `BUCKET/KEY` of the `manifest` parameter.
 fn manifest_location(value: Option<&str>) -> Result<(BucketName, ObjectKey), S3Error> {
     let invalid = || {
@@ -212,5 +277,27 @@ fn manifest_location(value: Option<&str>) -> Result<(BucketName, ObjectKey), S3E
     match (BucketName::parse(bucket), ObjectKey::parse(key)) {
         (Some(b), Some(k)) => Ok((b, k)),
         _ => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_ids() {
+        for good in ["emi-0123abcd", "eki-00000000", "eri-0123456789abcdef0"] {
+            assert!(is_image_id(good), "{good}");
+        }
+        for bad in [
+            "emi-0123ABCD",
+            "ami-0123abcd",
+            "emi-0123abc",
+            "emi-",
+            "emi-0123abcd/x",
+            "",
+        ] {
+            assert!(!is_image_id(bad), "{bad}");
+        }
     }
 }

@@ -13,8 +13,14 @@
 //! every node asks with that pin: a manifest replaced in its bucket after registration is
 //! never unbundled for the registered image, so a node is never fed other bytes than those
 //! registered. The bytes unbundled are the very bytes hashed, read once.
+//!
+//! Each registered image holds a reference on its plain image; images no registration uses
+//! are removed after a grace period (`collect.rs`).
 
+mod collect;
 pub(crate) mod http;
+
+pub use collect::IMAGE_GRACE;
 mod writer;
 
 use std::collections::HashMap;
@@ -22,6 +28,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::StreamExt;
@@ -99,23 +106,32 @@ struct Inner {
     images: PathBuf,
     /// `images/tmp`: images being unbundled; emptied at open.
     tmp: PathBuf,
-    /// Unbundlings in progress by manifest location.
+    /// Unbundlings in progress by manifest SHA-256.
     flights: Mutex<HashMap<String, Flight>>,
     unbundles: AtomicU64,
+    /// How long an image no registration uses is kept after its last use.
+    grace: Duration,
+    /// When images were last handed out and since when they have been unused: what the
+    /// collector decides by. Held while an image is looked up or opened, and while the
+    /// collector removes one, so that no image goes between its check and its use.
+    uses: Mutex<collect::Uses>,
 }
 
-/// Locks the flight table; it holds no invariant a panic could break halfway.
+/// Locks the flight table or the uses; neither holds an invariant a panic could break
+/// halfway.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ImageFeed {
     /// Opens the image store under `walrus_dir/images`, removing what a crash left half
-    /// written.
+    /// written, and starts collecting the images no registration uses once they have been
+    /// unused for `grace` (when called within a Tokio runtime, as Walrus always is).
     pub fn open(
         walrus_dir: &Path,
         store: Store,
         directory: Arc<dyn crate::Directory>,
+        grace: Duration,
     ) -> std::io::Result<ImageFeed> {
         let root = walrus_dir.join("images");
         let images = root.join("sha256");
@@ -125,16 +141,18 @@ impl ImageFeed {
         for entry in std::fs::read_dir(&tmp)? {
             std::fs::remove_file(entry?.path())?;
         }
-        Ok(ImageFeed {
-            inner: Arc::new(Inner {
-                store,
-                directory,
-                images,
-                tmp,
-                flights: Mutex::new(HashMap::new()),
-                unbundles: AtomicU64::new(0),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            store,
+            directory,
+            images,
+            tmp,
+            flights: Mutex::new(HashMap::new()),
+            unbundles: AtomicU64::new(0),
+            grace,
+            uses: Mutex::new(collect::Uses::default()),
+        });
+        collect::spawn(&inner);
+        Ok(ImageFeed { inner })
     }
 
     /// What the feed has done since it opened.
@@ -207,12 +225,14 @@ impl ImageFeed {
         if !is_sha256_hex(sha256) {
             return Ok(None);
         }
+        let mut uses = lock(&self.inner.uses);
         let file = match File::open(self.inner.images.join(sha256)) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(internal(e)),
         };
         let size = file.metadata().map_err(internal)?.len();
+        uses.served(sha256);
         Ok(Some((file, size)))
     }
 }
@@ -224,11 +244,15 @@ impl Inner {
         let Some(entry) = self.store.image_entry(manifest_sha256).map_err(internal)? else {
             return Ok(None);
         };
+        let mut uses = lock(&self.uses);
         match std::fs::metadata(self.images.join(&entry.sha256)) {
-            Ok(m) if m.len() == entry.size => Ok(Some(FeedImage {
-                sha256: entry.sha256,
-                size: entry.size,
-            })),
+            Ok(m) if m.len() == entry.size => {
+                uses.served(&entry.sha256);
+                Ok(Some(FeedImage {
+                    sha256: entry.sha256,
+                    size: entry.size,
+                }))
+            }
             _ => Ok(None),
         }
     }
@@ -285,6 +309,7 @@ impl Inner {
             .await
             .map_err(internal)?
             .map_err(internal)?;
+        lock(&self.uses).served(&image.sha256);
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(
             location,

@@ -14,6 +14,8 @@
 //!   happened yet; finished at the next open if the process dies in between.
 //! - `images`: SHA-256 of a bundle manifest's bytes (hex) → the plain image the feed made
 //!   of it ([`super::images::ImageEntry`]).
+//! - `registrations`: image id (`emi-…`) → the manifest it was registered with
+//!   ([`super::registrations::Registration`]).
 //!
 //! Values start with a format version byte so that a later format can migrate on read.
 
@@ -42,6 +44,8 @@ pub(super) const CF_FILES: &str = "files";
 pub(super) const CF_PENDING: &str = "pending";
 /// Unbundled images by manifest SHA-256 ([`super::images::ImageEntry`]).
 pub(super) const CF_IMAGES: &str = "images";
+/// The cloud's registered images by id ([`super::registrations::Registration`]).
+pub(super) const CF_REGISTRATIONS: &str = "registrations";
 
 /// Key in the default column family holding the current open's epoch (big-endian u64).
 pub(super) const EPOCH_KEY: &[u8] = b"epoch";
@@ -71,7 +75,14 @@ pub(super) fn open(path: &Path) -> Result<DB, StoreError> {
     cf_opts.set_block_based_table_factory(&table);
 
     let cfs = [
-        CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS, CF_FILES, CF_PENDING, CF_IMAGES,
+        CF_BUCKETS,
+        CF_OBJECTS,
+        CF_UPLOADS,
+        CF_PARTS,
+        CF_FILES,
+        CF_PENDING,
+        CF_IMAGES,
+        CF_REGISTRATIONS,
     ]
     .into_iter()
     .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));

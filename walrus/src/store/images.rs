@@ -56,6 +56,35 @@ pub(super) fn put(
     inner.write(batch)
 }
 
+/// Every entry, by manifest SHA-256.
+pub(super) fn all(inner: &Inner) -> Result<Vec<(String, ImageEntry)>, StoreError> {
+    let cf = inner.cf(CF_IMAGES)?;
+    inner
+        .db
+        .iterator_cf(cf, IteratorMode::Start)
+        .map(|item| {
+            let (k, v) = item.map_err(internal)?;
+            Ok((
+                String::from_utf8_lossy(&k).into_owned(),
+                db::decode_json(&v)?,
+            ))
+        })
+        .collect()
+}
+
+/// Removes the entries of these manifests (their image is gone). Durable on return.
+pub(super) fn remove(inner: &Inner, manifest_sha256s: &[String]) -> Result<(), StoreError> {
+    if manifest_sha256s.is_empty() {
+        return Ok(());
+    }
+    let cf = inner.cf(CF_IMAGES)?;
+    let mut batch = WriteBatch::default();
+    for key in manifest_sha256s {
+        batch.delete_cf(cf, key.as_bytes());
+    }
+    inner.write(batch)
+}
+
 /// Drops the entries of format 1 (keyed by location), at open.
 pub(super) fn drop_old_format(db: &rocksdb::DB) -> Result<usize, StoreError> {
     let cf = db::cf(db, CF_IMAGES)?;

@@ -20,6 +20,7 @@ mod images;
 mod list;
 mod multipart;
 mod objects;
+mod registrations;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,7 @@ use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
 use data::{FileId, Layout, TempFile};
 pub use images::{is_sha256_hex, ImageEntry};
+pub use registrations::Registration;
 
 /// A body as the S3 layer hands it over: already de-chunked (aws-chunked framing removed).
 /// An `Err` item aborts the write (client went away, bad chunk signature, ...).
@@ -698,6 +700,40 @@ impl Store {
         entry: &ImageEntry,
     ) -> Result<(), StoreError> {
         images::put(&self.inner, manifest_sha256, entry)
+    }
+
+    /// Every image the feed made, by manifest SHA-256.
+    pub fn image_entries(&self) -> Result<Vec<(String, ImageEntry)>, StoreError> {
+        images::all(&self.inner)
+    }
+
+    /// Forgets the images made of these manifests (their plain image was collected).
+    /// Durable on return.
+    pub fn remove_image_entries(&self, manifest_sha256s: &[String]) -> Result<(), StoreError> {
+        images::remove(&self.inner, manifest_sha256s)
+    }
+
+    // ---- the cloud's registrations of bundles ----
+
+    /// Records that image `image_id` is registered with `registration`'s manifest
+    /// (replacing what was recorded for it). Durable on return.
+    pub fn put_registration(
+        &self,
+        image_id: &str,
+        registration: &Registration,
+    ) -> Result<(), StoreError> {
+        registrations::put(&self.inner, image_id, registration)
+    }
+
+    /// Forgets image `image_id`'s registration (nothing to do if there is none). Durable on
+    /// return.
+    pub fn delete_registration(&self, image_id: &str) -> Result<(), StoreError> {
+        registrations::delete(&self.inner, image_id)
+    }
+
+    /// Every registration, by image id.
+    pub fn registrations(&self) -> Result<Vec<(String, Registration)>, StoreError> {
+        registrations::all(&self.inner)
     }
 }
 
