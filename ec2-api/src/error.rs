@@ -77,6 +77,12 @@ pub enum QueryError {
     /// The public address pool is exhausted.
     #[error("There are no more public addresses to allocate.")]
     AddressLimitExceeded,
+    /// The account has as many images registered as its quota allows.
+    #[error("{0}")]
+    ResourceLimitExceeded(String),
+    /// The account has as many instances as its quota allows.
+    #[error("{0}")]
+    InstanceLimitExceeded(String),
     /// The cloud has no room for the instances asked for.
     #[error("{0}")]
     InsufficientCapacity(String),
@@ -270,6 +276,12 @@ impl QueryError {
             (QueryError::TagLimitExceeded(_), _) => ("TagLimitExceeded", StatusCode::BAD_REQUEST),
             (QueryError::AddressLimitExceeded, _) => {
                 ("AddressLimitExceeded", StatusCode::BAD_REQUEST)
+            }
+            (QueryError::ResourceLimitExceeded(_), _) => {
+                ("ResourceLimitExceeded", StatusCode::BAD_REQUEST)
+            }
+            (QueryError::InstanceLimitExceeded(_), _) => {
+                ("InstanceLimitExceeded", StatusCode::BAD_REQUEST)
             }
             (QueryError::InsufficientCapacity(_), _) => (
                 "InsufficientInstanceCapacity",

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::ec2::{apply_filters, is_id, new_id, timestamp_now, BundleAccess, Call, Cloud};
 use crate::query::Xml;
 use crate::state::{Batch, Record};
-use crate::{properties, tags, QueryError, Resource};
+use crate::{properties, quotas, tags, QueryError, Resource};
 
 /// Largest manifest read: a 10 GiB image in 10 MB parts makes a ~250 KB manifest.
 const MAX_MANIFEST: u64 = 4 << 20;
@@ -340,8 +340,8 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
     Ok(x.finish())
 }
 
-/// Records a new image, unless its name is taken in its account (or, by a rare chance, its
-/// id since it was chosen).
+/// Records a new image, unless its name is taken in its account, the account has as many
+/// images as its quota allows (or, by a rare chance, its id was taken since it was chosen).
 fn record_new(cloud: &Cloud, record: &ImageRecord) -> Result<(), QueryError> {
     let _guard = cloud.state.exclusive();
     let images = cloud.state.scan::<ImageRecord>("")?;
@@ -354,6 +354,8 @@ fn record_new(cloud: &Cloud, record: &ImageRecord) -> Result<(), QueryError> {
             record.name.clone(),
         ));
     }
+    let owned = images.iter().filter(|(_, i)| i.owner == record.owner);
+    quotas::check_images(cloud, owned.count())?;
     if images.iter().any(|(existing, _)| *existing == record.id) {
         return Err(QueryError::Internal(format!(
             "the new image id {} was taken meanwhile",

@@ -341,6 +341,7 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
             "MinCount ({min}) and MaxCount ({max}) must be at least 1, with MinCount <= MaxCount <= 1000"
         )));
     }
+    let max = crate::quotas::instance_room(call, min, max)?;
     let type_name = params
         .get("InstanceType")
         .filter(|t| !t.is_empty())

@@ -14,6 +14,7 @@ pub mod instances;
 mod keypairs;
 mod properties;
 pub mod query;
+pub mod quotas;
 pub mod state;
 mod tags;
 mod throttle;

@@ -4,7 +4,7 @@
 //! `koala.toml`'s `[properties]` sets; an administrator's `ModifyPropertyValue` overrides it
 //! in the cloud state until reset.
 //!
-//! Other parts of the cloud read properties through [`value`], [`vm_types`] and
+//! Other parts of the cloud read properties through [`value`], [`limit`], [`vm_types`] and
 //! [`public_ips`], never through the store.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +32,14 @@ pub const START_TIMEOUT: &str = "cloud.instances.start_timeout";
 /// The starting value of [`START_TIMEOUT`]: a first run of a multi-GiB image is unbundled by
 /// Walrus and fetched by the node within it.
 const DEFAULT_START_TIMEOUT: &str = "600";
+/// How many images each account may have registered (EC2 `ResourceLimitExceeded`).
+pub const IMAGES_PER_ACCOUNT: &str = "cloud.quota.images_per_account";
+/// How many instances each account may have that are not terminated (EC2
+/// `InstanceLimitExceeded`).
+pub const INSTANCES_PER_ACCOUNT: &str = "cloud.quota.instances_per_account";
+/// The value of a quota property that limits nothing, and the quotas' starting value: a
+/// private cloud's administrators set limits when they want them.
+pub const UNLIMITED: &str = "unlimited";
 
 /// The most addresses the public pool may hold (a /16): the pool is listed in full when an
 /// address is allocated.
@@ -83,6 +91,8 @@ enum Kind {
     VmType,
     /// A whole number of seconds, 1 to a day.
     Seconds,
+    /// A quota: a whole number, or `unlimited`.
+    Limit,
 }
 
 /// One property of the catalogue.
@@ -119,6 +129,16 @@ fn catalogue() -> Vec<Definition> {
              is terminated with the reason.",
             Kind::Seconds,
         ),
+        (
+            IMAGES_PER_ACCOUNT,
+            "The most images an account may have registered, or unlimited.",
+            Kind::Limit,
+        ),
+        (
+            INSTANCES_PER_ACCOUNT,
+            "The most instances an account may have that are not terminated, or unlimited.",
+            Kind::Limit,
+        ),
     ]
     .into_iter()
     .map(|(name, description, kind)| Definition {
@@ -126,6 +146,7 @@ fn catalogue() -> Vec<Definition> {
         description: description.to_owned(),
         default: match kind {
             Kind::Seconds => DEFAULT_START_TIMEOUT.to_owned(),
+            Kind::Limit => UNLIMITED.to_owned(),
             _ => String::new(),
         },
         kind,
@@ -374,7 +395,27 @@ fn validate(kind: Kind, text: &str) -> Result<String, String> {
                 "'{text}' is not a number of seconds from 1 to 86400."
             )),
         },
+        Kind::Limit => parse_limit(text)
+            .map(|limit| limit.map_or_else(|| UNLIMITED.to_owned(), |n| n.to_string())),
     }
+}
+
+/// A quota's value: `unlimited` (any case) is `None`, else a whole number.
+fn parse_limit(text: &str) -> Result<Option<u64>, String> {
+    if text.eq_ignore_ascii_case(UNLIMITED) {
+        return Ok(None);
+    }
+    text.parse::<u64>()
+        .map(Some)
+        .map_err(|_| format!("'{text}' is neither a whole number nor {UNLIMITED}."))
+}
+
+/// The quota property `name` in force: `None` when unlimited.
+pub fn limit(cloud: &Cloud, name: &str) -> Result<Option<u64>, QueryError> {
+    let text = value(cloud, name)?;
+    parse_limit(&text).map_err(|why| {
+        QueryError::Internal(format!("the stored value of {name} is invalid: {why}"))
+    })
 }
 
 /// The start timeout in force, in seconds.
@@ -557,6 +598,18 @@ mod tests {
         ] {
             assert!(validate(Kind::VmType, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn limit_values() {
+        assert_eq!(validate(Kind::Limit, " 12 ").unwrap(), "12");
+        assert_eq!(validate(Kind::Limit, "0").unwrap(), "0");
+        assert_eq!(validate(Kind::Limit, "Unlimited").unwrap(), UNLIMITED);
+        for bad in ["", "-1", "1.5", "10GiB", "none"] {
+            assert!(validate(Kind::Limit, bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_limit(UNLIMITED), Ok(None));
+        assert_eq!(parse_limit("7"), Ok(Some(7)));
     }
 
     #[test]
