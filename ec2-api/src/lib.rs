@@ -55,6 +55,12 @@ impl QueryApi {
         }
     }
 
+    /// The cloud the EC2 actions serve (other internal services of the cloud controller
+    /// read it too).
+    pub fn cloud(&self) -> &Cloud {
+        &self.cloud
+    }
+
     /// Whether a request belongs to a Query API rather than to S3: the service mount points,
     /// or the root of the port with an `Action` parameter (in the query, or a form POST).
     pub fn claims(req: &Request<Body>) -> bool {

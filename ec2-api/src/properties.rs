@@ -32,6 +32,11 @@ pub const START_TIMEOUT: &str = "cloud.instances.start_timeout";
 /// The starting value of [`START_TIMEOUT`]: a first run of a multi-GiB image is unbundled by
 /// Walrus and fetched by the node within it.
 const DEFAULT_START_TIMEOUT: &str = "600";
+/// How many buckets each account may own in Walrus (S3 `TooManyBuckets`).
+pub const BUCKETS_PER_ACCOUNT: &str = "walrus.quota.buckets_per_account";
+/// How many bytes each account may store in Walrus: objects and the parts of uploads in
+/// progress in its buckets (S3 `QuotaExceeded`).
+pub const BYTES_PER_ACCOUNT: &str = "walrus.quota.bytes_per_account";
 /// How many images each account may have registered (EC2 `ResourceLimitExceeded`).
 pub const IMAGES_PER_ACCOUNT: &str = "cloud.quota.images_per_account";
 /// How many instances each account may have that are not terminated (EC2
@@ -128,6 +133,17 @@ fn catalogue() -> Vec<Definition> {
             "Seconds an instance may take from RunInstances to running; past it the instance \
              is terminated with the reason.",
             Kind::Seconds,
+        ),
+        (
+            BUCKETS_PER_ACCOUNT,
+            "The most buckets an account may own in Walrus, or unlimited.",
+            Kind::Limit,
+        ),
+        (
+            BYTES_PER_ACCOUNT,
+            "The most bytes an account may store in Walrus (its objects and the parts of its \
+             uploads in progress), or unlimited.",
+            Kind::Limit,
         ),
         (
             IMAGES_PER_ACCOUNT,

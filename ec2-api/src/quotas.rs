@@ -1,13 +1,31 @@
 //! Per-account quotas, cloud properties an administrator sets at run time
 //! (`euca-modify-property`), all unlimited until set: images registered and instances not
-//! terminated.
+//! terminated, checked here for the EC2 API; buckets and bytes stored, which Walrus
+//! enforces and learns through [`storage`].
 
 use compute::rpc::InstanceState;
 
 use crate::ec2::{Call, Cloud};
 use crate::instances::InstanceRecord;
-use crate::properties::{self, INSTANCES_PER_ACCOUNT};
+use crate::properties::{self, BUCKETS_PER_ACCOUNT, BYTES_PER_ACCOUNT, INSTANCES_PER_ACCOUNT};
 use crate::QueryError;
+
+/// The storage quotas Walrus enforces for every account; `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageLimits {
+    /// Buckets an account may own.
+    pub buckets_per_account: Option<u64>,
+    /// Bytes an account may store.
+    pub bytes_per_account: Option<u64>,
+}
+
+/// The storage quotas in force, for Walrus.
+pub fn storage(cloud: &Cloud) -> Result<StorageLimits, QueryError> {
+    Ok(StorageLimits {
+        buckets_per_account: properties::limit(cloud, BUCKETS_PER_ACCOUNT)?,
+        bytes_per_account: properties::limit(cloud, BYTES_PER_ACCOUNT)?,
+    })
+}
 
 /// `ResourceLimitExceeded` when an account that has `registered` images may register no
 /// more.

@@ -3,6 +3,7 @@ cloud's certificate, uploaded with boto3, then asked of Walrus' internal endpoin
 (`/services/Walrus/_koala/images`) with requests signed by botocore's SigV4: the plain image
 comes back with its SHA-256, by manifest and by hash, only to the cloud's node controllers."""
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -187,8 +188,8 @@ def test_a_deregistered_images_bytes_leave_walrus_and_a_registered_one_stays(
     assert status == 200 and len(body) == 200_000
 
 
-@pytest.fixture
-def walrus_apart(tmp_path):
+@contextlib.contextmanager
+def walrus_apart_processes():
     """`koala cloud --walrus-url` and `koala walrus --cloud-url` in processes of their own,
     Walrus collecting unused plain images 2 s after their last use: (cloud, Walrus as an
     endpoint raw_request can address, Walrus' data dir)."""
@@ -213,6 +214,13 @@ def walrus_apart(tmp_path):
             walrus.stop()
         c.stop()
         shutil.rmtree(cloud_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def walrus_apart():
+    """The processes of walrus_apart_processes, for one test."""
+    with walrus_apart_processes() as roles:
+        yield roles
 
 
 def test_deregistering_releases_the_image_in_a_walrus_apart(walrus_apart, tmp_path):

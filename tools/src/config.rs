@@ -297,8 +297,10 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # "cloud.images.default_kernel" = "eki-12345678"
 # "cloud.images.default_ramdisk" = "eri-12345678"
 # "cloud.instances.start_timeout" = "600"
-# "cloud.quota.images_per_account" = "unlimited"     # or a whole number
-# "cloud.quota.instances_per_account" = "unlimited"
+# "cloud.quota.images_per_account" = "unlimited"     # or a whole number; so are
+# "cloud.quota.instances_per_account" = "unlimited"  # the quotas below
+# "walrus.quota.buckets_per_account" = "unlimited"
+# "walrus.quota.bytes_per_account" = "unlimited"
 
 # This host's node controller (under `koala up`, on the main port + 2).
 [node]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod ec2xml;
 pub mod euca;
 pub mod joined;
+pub mod quotas;
 pub mod roles;
 pub mod serve;
 pub mod server;

@@ -195,6 +195,9 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                 }),
                 unwraps: Arc::default(),
             };
+            if let Some(walrus) = &walrus {
+                walrus.set_quota_source(Arc::new(crate::quotas::CloudQuotas(cloud.clone())));
+            }
             spawn_instance_sync(cloud.clone());
             Some(QueryApi::new(identity.clone(), urls.clone(), cloud))
         }
@@ -297,9 +300,11 @@ pub async fn run_walrus_joined(config: Config, cloud_url: String) -> Result<(), 
     let (key, tls) = remote_component(&config, ComponentKind::Walrus, "", &cloud_url).await?;
     let cloud_key = config.data_dir.join("keys").join(identity::CLOUD_KEY_FILE);
     let client = RpcClient::new(key, &tls, ComponentKind::CloudController);
+    let quotas = crate::quotas::ClcQuotas::new(client.clone(), &cloud_url);
     let directory =
         ClcDirectory::open(client, &cloud_url, &cloud_key).map_err(ServerError::Compute)?;
     let walrus = open_walrus(&config, Arc::new(directory))?;
+    walrus.set_quota_source(quotas);
     let router = axum::Router::new().fallback(move |req: Request| {
         let walrus = walrus.clone();
         async move { walrus.handle(req).await }
@@ -585,6 +590,11 @@ async fn front(State(front): State<Front>, req: Request) -> Response<Body> {
     if let Some(identity) = &front.keys {
         if req.uri().path().starts_with("/services/Identity/") {
             return roles::key_service(identity.clone(), req).await;
+        }
+    }
+    if let (Some(identity), Some(query)) = (&front.keys, &front.query) {
+        if req.uri().path() == crate::quotas::QUOTAS_PATH {
+            return crate::quotas::serve(identity.clone(), query.cloud().clone(), req).await;
         }
     }
     match (&front.query, &front.walrus) {

@@ -9,6 +9,7 @@ pub mod acl;
 mod directory;
 mod feed;
 pub mod names;
+mod quota;
 mod s3;
 pub mod store;
 
@@ -21,6 +22,8 @@ use http::Method;
 pub use access::AccessError;
 pub use directory::{Directory, DirectoryFuture};
 pub use feed::{FeedError, FeedImage, FeedStats, IMAGE_GRACE};
+pub use quota::QuotaSource;
+pub use store::StorageQuotas;
 
 /// How Walrus is set up by the binary.
 #[derive(Clone, Debug)]
@@ -71,8 +74,17 @@ impl Walrus {
                 virtual_host_domain: config.virtual_host_domain,
                 region: config.region,
                 images,
+                quota_source: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Makes Walrus enforce the quotas `source` gives (once; a second source is ignored).
+    /// Until then, and for a Walrus of its own, nothing is limited.
+    pub fn set_quota_source(&self, source: Arc<dyn QuotaSource>) {
+        if self.shared.quota_source.set(source).is_err() {
+            tracing::warn!("Walrus already has a quota source; the new one is ignored");
+        }
     }
 
     /// The plain image of the bundle whose manifest is `bucket/key`, unbundled now if it was

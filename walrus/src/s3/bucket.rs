@@ -60,7 +60,8 @@ pub async fn create_bucket(
     let acl = ctx.requested_acl(&account, &account).await?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let location = parse_location(&body)?;
-    match ctx.store().create_bucket(bucket, acl, location) {
+    let quotas = ctx.quotas().await;
+    match ctx.store().create_bucket(bucket, acl, location, &quotas) {
         Ok(_) => {}
         Err(crate::store::StoreError::BucketAlreadyExists) => {
             // Tell the owner apart even if the store reports only "exists".

@@ -8,14 +8,14 @@ use percent_encoding::percent_decode_str;
 use super::auth::{require, MAX_OBJECT_SIZE};
 use super::error::S3Error;
 use super::get::check_conditions;
-use super::multipart::{parse_part_number, upload_for};
-use super::put::{add_checksum_header, object_headers};
+use super::multipart::{parse_part_number, replaced_part_size, upload_for};
+use super::put::{add_checksum_header, object_headers, replaced_size};
 use super::router::strip_mount;
 use super::xml::XmlWriter;
 use super::{iso8601, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::names::{BucketName, ObjectKey, MAX_KEY_LEN};
-use crate::store::{DigestRequest, ObjectMeta};
+use crate::store::{DigestRequest, NewObject, ObjectMeta};
 
 /// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=...]`, the key URL-encoded. Only
 /// the `null` version exists in an unversioned store.
@@ -110,6 +110,13 @@ pub async fn copy_object(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         .map(str::to_owned)
         .unwrap_or_else(|_| bmeta.acl.owner.clone());
     let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
+    let quotas = ctx.quotas().await;
+    ctx.check_room(
+        &quotas,
+        &bmeta.acl.owner,
+        Some(src.size),
+        replaced_size(ctx, bucket, key),
+    )?;
     let alg = src.checksum.as_ref().map(|c| c.0);
     let stream = ctx.store().read(&src_bucket, &src_key, &src, 0, src.size)?;
     let staged = ctx
@@ -129,9 +136,14 @@ pub async fn copy_object(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw),
         )
     });
+    let object = NewObject {
+        headers,
+        checksum: checksum.clone(),
+        acl,
+    };
     let meta = ctx
         .store()
-        .commit_object(bucket, key, staged, headers, checksum.clone(), acl)
+        .commit_object(bucket, key, staged, object, &quotas)
         .await?;
     let mut w = XmlWriter::new();
     w.open_root("CopyObjectResult");
@@ -169,12 +181,19 @@ pub fn parse_copy_range(value: Option<&str>, size: u64) -> Result<(u64, u64), S3
 /// UploadPartCopy: a part filled from (a range of) an existing object.
 pub async fn upload_part_copy(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
     let part_number = parse_part_number(ctx)?;
-    let upload = upload_for(ctx)?;
+    let (upload, owner) = upload_for(ctx)?;
     let (src_bucket, src_key, src) = source(ctx)?;
     let (offset, len) = parse_copy_range(ctx.header("x-amz-copy-source-range"), src.size)?;
     if len > MAX_OBJECT_SIZE {
         return Err(S3Error::EntityTooLarge);
     }
+    let quotas = ctx.quotas().await;
+    ctx.check_room(
+        &quotas,
+        &owner,
+        Some(len),
+        replaced_part_size(ctx, &upload, part_number)?,
+    )?;
     let stream = ctx.store().read(&src_bucket, &src_key, &src, offset, len)?;
     let staged = ctx
         .store()
@@ -193,7 +212,7 @@ pub async fn upload_part_copy(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         });
     let part = ctx
         .store()
-        .commit_part(&upload, part_number, staged, checksum)
+        .commit_part(&upload, part_number, staged, checksum, &quotas)
         .await?;
     let mut w = XmlWriter::new();
     w.open_root("CopyPartResult");

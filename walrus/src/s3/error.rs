@@ -113,6 +113,12 @@ pub enum S3Error {
     /// Another account owns that bucket name.
     #[error("The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again.")]
     BucketAlreadyExists,
+    /// The bucket's owner has as many buckets as its quota allows.
+    #[error("You have attempted to create more buckets than allowed.")]
+    TooManyBuckets,
+    /// The bucket's owner would store more bytes than its quota allows (Ceph RGW's code).
+    #[error("The bucket owner's storage quota is exceeded: delete objects or abort uploads to make room.")]
+    QuotaExceeded,
     /// The caller already owns that bucket.
     #[error("Your previous request to create the named bucket succeeded and you already own it.")]
     BucketAlreadyOwnedByYou,
@@ -202,6 +208,8 @@ impl S3Error {
             BucketNotEmpty => ("BucketNotEmpty", StatusCode::CONFLICT),
             BucketAlreadyExists => ("BucketAlreadyExists", StatusCode::CONFLICT),
             BucketAlreadyOwnedByYou => ("BucketAlreadyOwnedByYou", StatusCode::CONFLICT),
+            TooManyBuckets => ("TooManyBuckets", StatusCode::BAD_REQUEST),
+            QuotaExceeded => ("QuotaExceeded", StatusCode::FORBIDDEN),
             InvalidBucketName => ("InvalidBucketName", StatusCode::BAD_REQUEST),
             KeyTooLong => ("KeyTooLongError", StatusCode::BAD_REQUEST),
             InvalidUri => ("InvalidURI", StatusCode::BAD_REQUEST),
@@ -257,6 +265,8 @@ impl From<StoreError> for S3Error {
             StoreError::BucketAlreadyExists => S3Error::BucketAlreadyExists,
             StoreError::BucketAlreadyOwnedByYou => S3Error::BucketAlreadyOwnedByYou,
             StoreError::BucketNotEmpty => S3Error::BucketNotEmpty,
+            StoreError::TooManyBuckets => S3Error::TooManyBuckets,
+            StoreError::QuotaExceeded => S3Error::QuotaExceeded,
             StoreError::NoSuchKey => S3Error::NoSuchKey,
             StoreError::NoSuchUpload => S3Error::NoSuchUpload,
             StoreError::InvalidPart => S3Error::InvalidPart,

@@ -30,7 +30,7 @@ use router::{Endpoint, Route};
 
 use crate::acl::{Acl, CannedAcl, Grant, Grantee, Permission};
 use crate::names::{BucketName, ObjectKey};
-use crate::store::Store;
+use crate::store::{StorageQuotas, Store};
 
 /// What Walrus holds for the lifetime of the process.
 pub struct Shared {
@@ -44,6 +44,8 @@ pub struct Shared {
     pub region: String,
     /// The image feed (internal endpoint `/_koala/images`).
     pub images: crate::feed::ImageFeed,
+    /// Where the per-account quotas come from, once the binary supplies it.
+    pub quota_source: std::sync::OnceLock<Arc<dyn crate::QuotaSource>>,
 }
 
 /// One request being served: what every handler needs besides the body.
@@ -139,6 +141,41 @@ impl Ctx {
                 return Err(S3Error::InvalidArgument("Invalid id".into()));
             }
             checked.push(id);
+        }
+        Ok(())
+    }
+
+    /// The quotas in force: unlimited without a source, and when the source cannot tell now
+    /// (a write is never refused for want of the cloud controller).
+    pub async fn quotas(&self) -> StorageQuotas {
+        let Some(source) = self.shared.quota_source.get() else {
+            return StorageQuotas::UNLIMITED;
+        };
+        match source.quotas().await {
+            Ok(quotas) => quotas,
+            Err(e) => {
+                tracing::warn!("the quotas cannot be learnt now, so none is enforced: {e}");
+                StorageQuotas::UNLIMITED
+            }
+        }
+    }
+
+    /// `QuotaExceeded` at once, before any byte of a body of `len` bytes is received, when
+    /// `owner` would then store more than `quotas` allow, even counting the `freed` bytes of
+    /// what the write replaces. The store checks again, exactly, when the write commits.
+    pub fn check_room(
+        &self,
+        quotas: &StorageQuotas,
+        owner: &str,
+        len: Option<u64>,
+        freed: u64,
+    ) -> Result<(), S3Error> {
+        let (Some(max), Some(len)) = (quotas.bytes_per_account, len) else {
+            return Ok(());
+        };
+        let held = self.store().usage(owner).bytes.saturating_sub(freed);
+        if held.saturating_add(len) > max {
+            return Err(S3Error::QuotaExceeded);
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use super::error::S3Error;
 use super::ident::Payload;
 use super::list::{parse_encoding, parse_max};
 use super::put::{
-    add_checksum_header, checksum_name, object_headers, parse_checksum_name, receive,
+    add_checksum_header, checksum_name, object_headers, parse_checksum_name, receive, Room,
 };
 use super::xml::{self, url_encode, XmlWriter, MAX_XML_BODY};
 use super::{empty_response, etag_value, iso8601, xml_response, Ctx};
@@ -31,8 +31,9 @@ pub fn parse_part_number(ctx: &Ctx) -> Result<u32, S3Error> {
         })
 }
 
-/// The upload named by `uploadId`, after checking the caller may write the bucket.
-pub fn upload_for(ctx: &Ctx) -> Result<UploadMeta, S3Error> {
+/// The upload named by `uploadId`, after checking the caller may write the bucket; with
+/// the bucket's owner, who is charged for its parts.
+pub fn upload_for(ctx: &Ctx) -> Result<(UploadMeta, String), S3Error> {
     let bucket = ctx.bucket()?;
     let bmeta = ctx.store().bucket(bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
@@ -40,7 +41,23 @@ pub fn upload_for(ctx: &Ctx) -> Result<UploadMeta, S3Error> {
         .query("uploadId")
         .filter(|s| !s.is_empty())
         .ok_or(S3Error::NoSuchUpload)?;
-    Ok(ctx.store().upload(bucket, ctx.key()?, id)?)
+    let upload = ctx.store().upload(bucket, ctx.key()?, id)?;
+    Ok((upload, bmeta.acl.owner))
+}
+
+/// The size of the part a new part `part_number` replaces (0 when there is none).
+pub fn replaced_part_size(
+    ctx: &Ctx,
+    upload: &UploadMeta,
+    part_number: u32,
+) -> Result<u64, S3Error> {
+    let (parts, _) = ctx
+        .store()
+        .list_parts(upload, part_number.saturating_sub(1), 1)?;
+    Ok(parts
+        .first()
+        .filter(|p| p.part_number == part_number)
+        .map_or(0, |p| p.size))
 }
 
 /// CreateMultipartUpload.
@@ -84,8 +101,14 @@ pub async fn upload_part(
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
     let part_number = parse_part_number(ctx)?;
-    let upload = upload_for(ctx)?;
-    let received = receive(ctx, body, payload, upload.checksum_algorithm).await?;
+    let (upload, owner) = upload_for(ctx)?;
+    let quotas = ctx.quotas().await;
+    let room = Room {
+        quotas: &quotas,
+        owner: &owner,
+        freed: replaced_part_size(ctx, &upload, part_number)?,
+    };
+    let received = receive(ctx, body, payload, upload.checksum_algorithm, room).await?;
     let checksum = received.checksum.clone();
     let part = ctx
         .store()
@@ -94,6 +117,7 @@ pub async fn upload_part(
             part_number,
             received.staged,
             checksum.as_ref().map(|c| c.1.clone()),
+            &quotas,
         )
         .await?;
     let mut resp = empty_response(StatusCode::OK);
@@ -134,7 +158,7 @@ pub fn parse_complete(body: &[u8]) -> Result<Vec<(u32, String)>, S3Error> {
 
 /// CompleteMultipartUpload.
 pub async fn complete(ctx: &Ctx, body: Body, payload: Payload) -> Result<Response<Body>, S3Error> {
-    let upload = upload_for(ctx)?;
+    let (upload, _) = upload_for(ctx)?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let parts = parse_complete(&body)?;
     let meta = ctx.store().complete_upload(&upload, &parts).await?;
@@ -155,7 +179,7 @@ pub async fn complete(ctx: &Ctx, body: Body, payload: Payload) -> Result<Respons
 
 /// AbortMultipartUpload.
 pub async fn abort(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let upload = upload_for(ctx)?;
+    let (upload, _) = upload_for(ctx)?;
     ctx.store().abort_upload(&upload).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

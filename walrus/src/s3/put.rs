@@ -11,7 +11,10 @@ use super::error::S3Error;
 use super::ident::Payload;
 use super::{empty_response, etag_value, Ctx};
 use crate::acl::Permission;
-use crate::store::{ChecksumAlgorithm, DigestRequest, ObjectHeaders, Staged};
+use crate::names::{BucketName, ObjectKey};
+use crate::store::{
+    ChecksumAlgorithm, DigestRequest, NewObject, ObjectHeaders, Staged, StorageQuotas,
+};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -130,14 +133,27 @@ pub struct Received {
     pub checksum: Option<(ChecksumAlgorithm, String)>,
 }
 
+/// What a body may add to its bucket owner's usage, checked against the body's announced
+/// length before any byte of it is received.
+pub struct Room<'a> {
+    /// The quotas in force.
+    pub quotas: &'a StorageQuotas,
+    /// The bucket's owner, who is charged.
+    pub owner: &'a str,
+    /// Bytes the write frees (the object or part it replaces).
+    pub freed: u64,
+}
+
 /// Stages a request body and verifies it: signed SHA-256, Content-MD5, and the checksum
 /// given as header or trailer (or computed for `default_alg`, e.g. announced at
-/// CreateMultipartUpload). Nothing is visible until the caller commits.
+/// CreateMultipartUpload); a body announced larger than the `room` left is refused first.
+/// Nothing is visible until the caller commits.
 pub async fn receive(
     ctx: &Ctx,
     body: Body,
     payload: Payload,
     default_alg: Option<ChecksumAlgorithm>,
+    room: Room<'_>,
 ) -> Result<Received, S3Error> {
     let content_md5 = match ctx.headers.get("content-md5") {
         None => None,
@@ -184,6 +200,7 @@ pub async fn receive(
         .or(default_alg);
 
     let inc = incoming(body, payload, &ctx.headers, MAX_OBJECT_SIZE, true)?;
+    ctx.check_room(room.quotas, room.owner, inc.expected_len, room.freed)?;
     let want = DigestRequest {
         sha256: inc.expect_sha256.is_some(),
         checksum: alg,
@@ -284,23 +301,32 @@ pub async fn put_object(
         .unwrap_or_else(|| bmeta.acl.owner.clone());
     let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
     let headers = object_headers(&ctx.headers)?;
-    let received = receive(ctx, body, payload, None).await?;
+    let quotas = ctx.quotas().await;
+    let room = Room {
+        quotas: &quotas,
+        owner: &bmeta.acl.owner,
+        freed: replaced_size(ctx, bucket, key),
+    };
+    let received = receive(ctx, body, payload, None, room).await?;
+    let object = NewObject {
+        headers,
+        checksum: received.checksum.clone(),
+        acl,
+    };
     let meta = ctx
         .store()
-        .commit_object(
-            bucket,
-            key,
-            received.staged,
-            headers,
-            received.checksum.clone(),
-            acl,
-        )
+        .commit_object(bucket, key, received.staged, object, &quotas)
         .await?;
     let mut resp = empty_response(StatusCode::OK);
     resp.headers_mut()
         .insert(http::header::ETAG, etag_value(&meta.etag));
     add_checksum_header(&mut resp, &received.checksum);
     Ok(resp)
+}
+
+/// The size of the object a write to `bucket/key` replaces (0 when there is none).
+pub fn replaced_size(ctx: &Ctx, bucket: &BucketName, key: &ObjectKey) -> u64 {
+    ctx.store().object(bucket, key).map_or(0, |meta| meta.size)
 }
 
 #[cfg(test)]

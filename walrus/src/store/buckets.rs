@@ -1,11 +1,12 @@
-//! Bucket records.
+//! Bucket records, each counted in its owner's usage.
 
 use std::time::SystemTime;
 
-use rocksdb::{IteratorMode, ReadOptions};
+use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 
 use super::db::{self, CF_BUCKETS, CF_OBJECTS, CF_UPLOADS};
-use super::{internal, lock, write_lock, BucketMeta, Inner, StoreError};
+use super::usage::Delta;
+use super::{internal, lock, write_lock, BucketMeta, Inner, StorageQuotas, StoreError};
 use crate::acl::Acl;
 use crate::names::BucketName;
 
@@ -14,6 +15,7 @@ pub(super) fn create(
     name: &BucketName,
     acl: Acl,
     location: Option<String>,
+    quotas: &StorageQuotas,
 ) -> Result<BucketMeta, StoreError> {
     let _buckets = lock(&inner.buckets);
     let cf = inner.cf(CF_BUCKETS)?;
@@ -35,15 +37,19 @@ pub(super) fn create(
         location,
         acl,
     };
-    inner
-        .db
-        .put_cf_opt(
-            cf,
-            name.as_str(),
-            db::encode_json(&meta)?,
-            &db::sync_writes(),
-        )
-        .map_err(internal)?;
+    let counted = inner.usage.reserve(
+        Delta {
+            account: meta.acl.owner.clone(),
+            bytes: 0,
+            buckets: 1,
+        },
+        quotas,
+    )?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf, name.as_str(), db::encode_json(&meta)?);
+    counted.add_to(&inner.db, &mut batch)?;
+    inner.write(batch)?;
+    counted.keep();
     Ok(meta)
 }
 
@@ -77,17 +83,27 @@ pub(super) fn delete(inner: &Inner, name: &BucketName) -> Result<(), StoreError>
     // Exclusive: no object or upload can be committed into the bucket until it is gone.
     let _gate = write_lock(&inner.gate);
     let _buckets = lock(&inner.buckets);
-    require(inner, name.as_str())?;
+    let meta = get(inner, name.as_str())?;
     let prefix = db::bucket_prefix(name.as_str());
     for cf in [CF_OBJECTS, CF_UPLOADS] {
         if has_prefix(inner, cf, &prefix)? {
             return Err(StoreError::BucketNotEmpty);
         }
     }
-    inner
-        .db
-        .delete_cf_opt(inner.cf(CF_BUCKETS)?, name.as_str(), &db::sync_writes())
-        .map_err(internal)
+    let counted = inner.usage.reserve(
+        Delta {
+            account: meta.acl.owner,
+            bytes: 0,
+            buckets: -1,
+        },
+        &StorageQuotas::UNLIMITED,
+    )?;
+    let mut batch = WriteBatch::default();
+    batch.delete_cf(inner.cf(CF_BUCKETS)?, name.as_str());
+    counted.add_to(&inner.db, &mut batch)?;
+    inner.write(batch)?;
+    counted.keep();
+    Ok(())
 }
 
 /// Whether any key of the column family starts with `prefix`.

@@ -16,6 +16,8 @@
 //!   of it ([`super::images::ImageEntry`]).
 //! - `registrations`: image id (`emi-…`) → the manifest it was registered with
 //!   ([`super::registrations::Registration`]).
+//! - `usage`: account id → the bytes and buckets it holds, changed by merge operands
+//!   (deltas) written with the records they count ([`super::usage`]).
 //!
 //! Values start with a format version byte so that a later format can migrate on read.
 
@@ -46,6 +48,8 @@ pub(super) const CF_PENDING: &str = "pending";
 pub(super) const CF_IMAGES: &str = "images";
 /// The cloud's registered images by id ([`super::registrations::Registration`]).
 pub(super) const CF_REGISTRATIONS: &str = "registrations";
+/// What each account holds ([`super::usage`]).
+pub(super) const CF_USAGE: &str = "usage";
 
 /// Key in the default column family holding the current open's epoch (big-endian u64).
 pub(super) const EPOCH_KEY: &[u8] = b"epoch";
@@ -74,6 +78,8 @@ pub(super) fn open(path: &Path) -> Result<DB, StoreError> {
     let mut cf_opts = Options::default();
     cf_opts.set_block_based_table_factory(&table);
 
+    let mut usage_opts = cf_opts.clone();
+    usage_opts.set_merge_operator_associative(super::usage::MERGE_NAME, super::usage::merge);
     let cfs = [
         CF_BUCKETS,
         CF_OBJECTS,
@@ -85,7 +91,8 @@ pub(super) fn open(path: &Path) -> Result<DB, StoreError> {
         CF_REGISTRATIONS,
     ]
     .into_iter()
-    .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
+    .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()))
+    .chain([ColumnFamilyDescriptor::new(CF_USAGE, usage_opts)]);
     DB::open_cf_descriptors(&opts, path, cfs).map_err(internal)
 }
 

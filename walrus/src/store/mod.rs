@@ -23,6 +23,7 @@ mod objects;
 mod registrations;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -38,6 +39,7 @@ use crate::names::{BucketName, ObjectKey};
 use data::{FileId, Layout, TempFile};
 pub use images::{is_sha256_hex, ImageEntry};
 pub use registrations::Registration;
+pub use usage::{StorageQuotas, Usage};
 
 /// A body as the S3 layer hands it over: already de-chunked (aws-chunked framing removed).
 /// An `Err` item aborts the write (client went away, bad chunk signature, ...).
@@ -70,6 +72,12 @@ pub enum StoreError {
     /// The parts list at completion is not in ascending order.
     #[error("The list of parts was not in ascending order.")]
     InvalidPartOrder,
+    /// The bucket's owner would own more buckets than its quota allows.
+    #[error("You have attempted to create more buckets than allowed.")]
+    TooManyBuckets,
+    /// The bucket's owner would store more bytes than its quota allows.
+    #[error("The bucket owner's storage quota does not allow this write.")]
+    QuotaExceeded,
     /// A part other than the last is smaller than 5 MiB.
     #[error("Your proposed upload is smaller than the minimum allowed object size.")]
     EntityTooSmall,
@@ -172,6 +180,17 @@ pub struct ObjectMeta {
     pub acl: Acl,
     /// For multipart objects: the size of each part, in order (for `partNumber` GETs).
     pub part_sizes: Vec<u64>,
+}
+
+/// What a new object carries besides its body.
+#[derive(Clone, Debug)]
+pub struct NewObject {
+    /// Content headers and user metadata.
+    pub headers: ObjectHeaders,
+    /// The checksum given at upload, if any: algorithm and base64 value.
+    pub checksum: Option<(ChecksumAlgorithm, String)>,
+    /// Its ACL (owner inside).
+    pub acl: Acl,
 }
 
 /// A staged body: on disk and fsynced (or held in memory when small), not yet visible.
@@ -294,6 +313,8 @@ struct Inner {
     uploads: Box<[RwLock<()>]>,
     /// Striped by upload id and part number: serialises replacing one part.
     parts: Box<[Mutex<()>]>,
+    /// What each account holds, checked against its quotas.
+    usage: usage::Ledger,
 }
 
 /// Lock stripes per kind: enough that unrelated writes rarely wait for each other.
@@ -453,6 +474,7 @@ impl Store {
         if dropped > 0 {
             tracing::info!(dropped, "dropped image index entries of the old format");
         }
+        let usage = usage::Ledger::open(&db)?;
         let epoch = previous.map_or(1, |e| e + 1);
         db.put_opt(db::EPOCH_KEY, epoch.to_be_bytes(), &db::sync_writes())
             .map_err(internal)?;
@@ -467,20 +489,23 @@ impl Store {
                 keys: stripes(),
                 uploads: stripes(),
                 parts: stripes(),
+                usage,
             }),
         })
     }
 
     // ---- buckets ----
 
-    /// Creates a bucket owned by `acl.owner`.
+    /// Creates a bucket owned by `acl.owner`, unless the owner has as many buckets as
+    /// `quotas` allow (`TooManyBuckets`).
     pub fn create_bucket(
         &self,
         name: &BucketName,
         acl: Acl,
         location: Option<String>,
+        quotas: &StorageQuotas,
     ) -> Result<BucketMeta, StoreError> {
-        buckets::create(&self.inner, name, acl, location)
+        buckets::create(&self.inner, name, acl, location, quotas)
     }
 
     /// The bucket's record.
@@ -525,20 +550,19 @@ impl Store {
     }
 
     /// Makes a staged body visible as `bucket/key`, replacing any previous object (whose
-    /// data is then reclaimed). Durable before it returns.
+    /// data is then reclaimed), unless the bucket's owner would then store more than
+    /// `quotas` allow (`QuotaExceeded`). Durable before it returns.
     pub async fn commit_object(
         &self,
         bucket: &BucketName,
         key: &ObjectKey,
         staged: Staged,
-        headers: ObjectHeaders,
-        checksum: Option<(ChecksumAlgorithm, String)>,
-        acl: Acl,
+        object: NewObject,
+        quotas: &StorageQuotas,
     ) -> Result<ObjectMeta, StoreError> {
         let inner = Arc::clone(&self.inner);
-        let (bucket, key) = (bucket.clone(), key.clone());
-        blocking(move || objects::commit(&inner, &bucket, &key, staged, headers, checksum, acl))
-            .await
+        let (bucket, key, quotas) = (bucket.clone(), key.clone(), *quotas);
+        blocking(move || objects::commit(&inner, &bucket, &key, staged, object, &quotas)).await
     }
 
     /// The object's record.
@@ -618,18 +642,23 @@ impl Store {
         multipart::get(&self.inner, bucket, key, upload_id)
     }
 
-    /// Stores a part (replacing a previous part of the same number). Durable on return.
+    /// Stores a part (replacing a previous part of the same number), unless the bucket's
+    /// owner would then store more than `quotas` allow (`QuotaExceeded`). Durable on
+    /// return.
     pub async fn commit_part(
         &self,
         upload: &UploadMeta,
         part_number: u32,
         staged: Staged,
         checksum: Option<String>,
+        quotas: &StorageQuotas,
     ) -> Result<PartMeta, StoreError> {
         let inner = Arc::clone(&self.inner);
-        let upload = upload.clone();
-        blocking(move || multipart::commit_part(&inner, &upload, part_number, staged, checksum))
-            .await
+        let (upload, quotas) = (upload.clone(), *quotas);
+        blocking(move || {
+            multipart::commit_part(&inner, &upload, part_number, staged, checksum, &quotas)
+        })
+        .await
     }
 
     /// Parts of an upload with numbers greater than `after`, at most `max`, and whether
@@ -682,6 +711,14 @@ impl Store {
         let inner = Arc::clone(&self.inner);
         let upload = upload.clone();
         blocking(move || multipart::abort(&inner, &upload)).await
+    }
+
+    // ---- usage ----
+
+    /// What `account` holds: the buckets it owns, and the bytes of the objects and of the
+    /// parts of uploads in progress in them (writes under way included).
+    pub fn usage(&self, account: &str) -> Usage {
+        self.inner.usage.usage(account)
     }
 
     // ---- the image feed's index ----

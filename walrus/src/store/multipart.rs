@@ -1,5 +1,7 @@
 //! Multipart uploads: each part is its own data file (small parts too), and completion writes
 //! an object record that references the chosen part files in order — no byte is copied.
+//! A part's bytes count in the bucket owner's usage from its upload on; completion moves
+//! them to the object and frees those of the parts left out, an abort frees them all.
 //!
 //! Upload ids are 16 hex digits of the initiation time (nanoseconds) followed by 32 random
 //! hex digits: unguessable, and sorting by id sorts an key's uploads by initiation.
@@ -14,9 +16,11 @@ use rocksdb::{ReadOptions, WriteBatch};
 
 use super::data::FileId;
 use super::db::{self, Body, Extent, ObjectRecord, PartRecord, CF_FILES, CF_PARTS, CF_UPLOADS};
+use super::objects::size_delta;
+use super::usage::Delta;
 use super::{
     buckets, digest, internal, objects, read_lock, write_lock, ChecksumAlgorithm, Inner,
-    ObjectHeaders, ObjectMeta, PartMeta, Staged, StagedData, StoreError, UploadMeta,
+    ObjectHeaders, ObjectMeta, PartMeta, Staged, StagedData, StorageQuotas, StoreError, UploadMeta,
 };
 use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
@@ -111,6 +115,7 @@ pub(super) fn commit_part(
     part_number: u32,
     staged: Staged,
     checksum: Option<String>,
+    quotas: &StorageQuotas,
 ) -> Result<PartMeta, StoreError> {
     let meta = PartMeta {
         part_number,
@@ -134,13 +139,25 @@ pub(super) fn commit_part(
     let written = (|| {
         let _upload = read_lock(inner.upload_lock(&upload.upload_id));
         require(inner, upload)?;
+        let owner = buckets::get(inner, &upload.bucket)?.acl.owner;
         let _part = inner.part_lock(&upload.upload_id, part_number);
         let parts = inner.cf(CF_PARTS)?;
         let pkey = db::part_key(&upload.upload_id, part_number);
-        let old = match inner.db.get_pinned_cf(parts, &pkey).map_err(internal)? {
-            Some(v) => vec![part_file(&db::decode_json::<PartRecord>(&v)?)?],
-            None => Vec::new(),
+        let (old, old_size) = match inner.db.get_pinned_cf(parts, &pkey).map_err(internal)? {
+            Some(v) => {
+                let old = db::decode_json::<PartRecord>(&v)?;
+                (vec![part_file(&old)?], old.meta.size)
+            }
+            None => (Vec::new(), 0),
         };
+        let counted = inner.usage.reserve(
+            Delta {
+                account: owner,
+                bytes: size_delta(meta.size).saturating_sub(size_delta(old_size)),
+                buckets: 0,
+            },
+            quotas,
+        )?;
         let record = PartRecord {
             meta: meta.clone(),
             file: id.hex(),
@@ -149,7 +166,9 @@ pub(super) fn commit_part(
         batch.put_cf(parts, pkey, db::encode_json(&record)?);
         batch.put_cf(inner.cf(CF_FILES)?, id.0, db::MARKER);
         inner.retire(&mut batch, &old)?;
+        counted.add_to(&inner.db, &mut batch)?;
         inner.write(batch)?;
+        counted.keep();
         Ok(old)
     })();
     match written {
@@ -343,8 +362,15 @@ pub(super) fn complete(
         .values()
         .map(|(_, rec)| part_file(rec))
         .collect::<Result<Vec<_>, _>>()?;
+    let unused_bytes: u64 = stored.values().map(|(_, rec)| rec.meta.size).sum();
     inner.retire(&mut batch, &unused)?;
-    objects::put(inner, &upload.bucket, &upload.key, &record, batch)?;
+    // The chosen parts' bytes were counted as they came: they only change hands.
+    let stored = objects::Stored {
+        batch,
+        added: -size_delta(unused_bytes),
+        quotas: &StorageQuotas::UNLIMITED,
+    };
+    objects::put(inner, &upload.bucket, &upload.key, &record, stored)?;
     inner.reclaim(&unused);
     Ok(record.meta)
 }
@@ -370,6 +396,16 @@ pub(super) fn abort(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError
         let _upload = write_lock(inner.upload_lock(&upload.upload_id));
         require(inner, upload)?;
         let stored = all_parts(inner, &upload.upload_id)?;
+        let owner = buckets::get(inner, &upload.bucket)?.acl.owner;
+        let bytes: u64 = stored.values().map(|(_, rec)| rec.meta.size).sum();
+        let counted = inner.usage.reserve(
+            Delta {
+                account: owner,
+                bytes: -size_delta(bytes),
+                buckets: 0,
+            },
+            &StorageQuotas::UNLIMITED,
+        )?;
         let mut batch = WriteBatch::default();
         let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
         batch.delete_cf(inner.cf(CF_UPLOADS)?, ukey);
@@ -380,7 +416,9 @@ pub(super) fn abort(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError
             dead.push(part_file(rec)?);
         }
         inner.retire(&mut batch, &dead)?;
+        counted.add_to(&inner.db, &mut batch)?;
         inner.write(batch)?;
+        counted.keep();
         dead
     };
     inner.reclaim(&dead);

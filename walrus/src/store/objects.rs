@@ -1,8 +1,9 @@
 //! Object records: commit, metadata, reads, ACL changes and deletes.
 //!
-//! Replacing or deleting an object writes, in one synced batch, the record change and a
-//! `pending` entry for each data file of the old version; the files are unlinked after the
-//! write and the entries cleared. A crash in between leaves the entries for the next open.
+//! Replacing or deleting an object writes, in one synced batch, the record change, a
+//! `pending` entry for each data file of the old version and the change of the bucket
+//! owner's usage; the files are unlinked after the write and the entries cleared. A crash
+//! in between leaves the entries for the next open.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,9 +13,10 @@ use rocksdb::WriteBatch;
 
 use super::data::{self, Segment};
 use super::db::{self, Body, Extent, ObjectRecord, CF_FILES, CF_OBJECTS};
+use super::usage::Delta;
 use super::{
-    buckets, internal, read_lock, BodyStream, ChecksumAlgorithm, Inner, ObjectHeaders, ObjectMeta,
-    Staged, StagedData, StoreError,
+    buckets, internal, read_lock, BodyStream, Inner, NewObject, ObjectMeta, Staged, StagedData,
+    StorageQuotas, StoreError,
 };
 use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
@@ -24,9 +26,8 @@ pub(super) fn commit(
     bucket: &BucketName,
     key: &ObjectKey,
     staged: Staged,
-    headers: ObjectHeaders,
-    checksum: Option<(ChecksumAlgorithm, String)>,
-    acl: Acl,
+    object: NewObject,
+    quotas: &StorageQuotas,
 ) -> Result<ObjectMeta, StoreError> {
     let _gate = read_lock(&inner.gate);
     buckets::require(inner, bucket.as_str())?;
@@ -43,20 +44,19 @@ pub(super) fn commit(
             size,
             etag: hex::encode(staged.digests.md5),
             last_modified: SystemTime::now(),
-            headers,
-            checksum,
-            acl,
+            headers: object.headers,
+            checksum: object.checksum,
+            acl: object.acl,
             part_sizes: Vec::new(),
         },
         body,
     };
-    if let Err(e) = put(
-        inner,
-        bucket.as_str(),
-        key.as_str(),
-        &record,
-        WriteBatch::default(),
-    ) {
+    let stored = Stored {
+        batch: WriteBatch::default(),
+        added: size_delta(size),
+        quotas,
+    };
+    if let Err(e) = put(inner, bucket.as_str(), key.as_str(), &record, stored) {
         // The installed file was never referenced; don't leave it for the next open.
         for id in record.files() {
             let _ = inner.layout.unlink(id);
@@ -66,30 +66,68 @@ pub(super) fn commit(
     Ok(record.meta)
 }
 
-/// Writes `record` as `bucket/key` together with `batch`, replacing any previous version
-/// and reclaiming its files. The caller holds the gate (shared) and has checked the bucket.
+/// How a record is written by [`put`]: with what else, adding how many bytes to the bucket
+/// owner's usage (before the replaced version's are freed), within which quotas.
+pub(super) struct Stored<'a> {
+    /// Written in the same batch.
+    pub batch: WriteBatch,
+    /// Bytes the write adds: the object's size for a new body; for a completed upload,
+    /// minus the parts left out (the parts' bytes were counted as they came).
+    pub added: i64,
+    /// What the bucket's owner may hold.
+    pub quotas: &'a StorageQuotas,
+}
+
+/// A size as a change of usage.
+pub(super) fn size_delta(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
+
+/// Writes `record` as `bucket/key` together with `stored.batch`, replacing any previous
+/// version and reclaiming its files, and counts the change in the bucket owner's usage
+/// (`QuotaExceeded` when it would grow past the quota). The caller holds the gate (shared)
+/// and has checked the bucket.
 pub(super) fn put(
     inner: &Inner,
     bucket: &str,
     key: &str,
     record: &ObjectRecord,
-    mut batch: WriteBatch,
+    stored: Stored<'_>,
 ) -> Result<(), StoreError> {
+    let Stored {
+        mut batch,
+        added,
+        quotas,
+    } = stored;
+    let owner = buckets::get(inner, bucket)?.acl.owner;
     let old = {
         let _key = inner.key_lock(bucket, key);
         let objects = inner.cf(CF_OBJECTS)?;
         let files = inner.cf(CF_FILES)?;
         let okey = db::object_key(bucket, key);
-        let old = match inner.db.get_pinned_cf(objects, &okey).map_err(internal)? {
-            Some(v) => ObjectRecord::decode_files(&v)?,
-            None => Vec::new(),
+        let (old, old_size) = match inner.db.get_pinned_cf(objects, &okey).map_err(internal)? {
+            Some(v) => (
+                ObjectRecord::decode_files(&v)?,
+                ObjectRecord::decode_meta(&v)?.size,
+            ),
+            None => (Vec::new(), 0),
         };
+        let counted = inner.usage.reserve(
+            Delta {
+                account: owner,
+                bytes: added.saturating_sub(size_delta(old_size)),
+                buckets: 0,
+            },
+            quotas,
+        )?;
         batch.put_cf(objects, &okey, record.encode()?);
         for id in record.files() {
             batch.put_cf(files, id.0, db::MARKER);
         }
         inner.retire(&mut batch, &old)?;
+        counted.add_to(&inner.db, &mut batch)?;
         inner.write(batch)?;
+        counted.keep();
         old
     };
     inner.reclaim(&old);
@@ -211,10 +249,22 @@ pub(super) fn delete(
             return Ok(false);
         };
         let old = ObjectRecord::decode_files(&v)?;
+        let size = ObjectRecord::decode_meta(&v)?.size;
+        let owner = buckets::get(inner, bucket.as_str())?.acl.owner;
+        let counted = inner.usage.reserve(
+            Delta {
+                account: owner,
+                bytes: -size_delta(size),
+                buckets: 0,
+            },
+            &StorageQuotas::UNLIMITED,
+        )?;
         let mut batch = WriteBatch::default();
         batch.delete_cf(objects, okey);
         inner.retire(&mut batch, &old)?;
+        counted.add_to(&inner.db, &mut batch)?;
         inner.write(batch)?;
+        counted.keep();
         old
     };
     inner.reclaim(&old);

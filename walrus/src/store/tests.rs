@@ -62,9 +62,12 @@ async fn put(store: &Store, b: &str, k: &str, data: &[u8]) -> ObjectMeta {
             &bucket(b),
             &key(k),
             staged,
-            ObjectHeaders::default(),
-            None,
-            acl("111111111111"),
+            NewObject {
+                headers: ObjectHeaders::default(),
+                checksum: None,
+                acl: acl("111111111111"),
+            },
+            &StorageQuotas::UNLIMITED,
         )
         .await
         .expect("commit")
@@ -114,7 +117,12 @@ fn new_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
     store
-        .create_bucket(&bucket("bkt"), acl("111111111111"), None)
+        .create_bucket(
+            &bucket("bkt"),
+            acl("111111111111"),
+            None,
+            &StorageQuotas::UNLIMITED,
+        )
         .expect("create bucket");
     (dir, store)
 }
@@ -129,19 +137,29 @@ fn buckets() {
     let store = Store::open(dir.path()).expect("open");
     let b = bucket("alpha");
     let made = store
-        .create_bucket(&b, acl("111111111111"), Some("koala".into()))
+        .create_bucket(
+            &b,
+            acl("111111111111"),
+            Some("koala".into()),
+            &StorageQuotas::UNLIMITED,
+        )
         .expect("create");
     assert_eq!(store.bucket(&b).expect("get"), made);
     assert!(matches!(
-        store.create_bucket(&b, acl("111111111111"), None),
+        store.create_bucket(&b, acl("111111111111"), None, &StorageQuotas::UNLIMITED),
         Err(StoreError::BucketAlreadyOwnedByYou)
     ));
     assert!(matches!(
-        store.create_bucket(&b, acl("222222222222"), None),
+        store.create_bucket(&b, acl("222222222222"), None, &StorageQuotas::UNLIMITED),
         Err(StoreError::BucketAlreadyExists)
     ));
     store
-        .create_bucket(&bucket("a-first"), acl("222222222222"), None)
+        .create_bucket(
+            &bucket("a-first"),
+            acl("222222222222"),
+            None,
+            &StorageQuotas::UNLIMITED,
+        )
         .expect("create");
     let names: Vec<_> = store
         .list_buckets()
@@ -198,9 +216,12 @@ async fn delete_bucket_refuses_objects_and_uploads() {
             &b,
             &key("k"),
             staged,
-            ObjectHeaders::default(),
-            None,
-            acl("1"),
+            NewObject {
+                headers: ObjectHeaders::default(),
+                checksum: None,
+                acl: acl("1"),
+            },
+            &StorageQuotas::UNLIMITED,
         )
         .await;
     assert!(matches!(late, Err(StoreError::NoSuchBucket)));
@@ -240,9 +261,12 @@ async fn inline_object_put_get_overwrite_delete() {
             &b,
             &k,
             staged,
-            headers.clone(),
-            Some((ChecksumAlgorithm::Crc32c, "AAAAAA==".into())),
-            acl("111111111111"),
+            NewObject {
+                headers: headers.clone(),
+                checksum: Some((ChecksumAlgorithm::Crc32c, "AAAAAA==".into())),
+                acl: acl("111111111111"),
+            },
+            &StorageQuotas::UNLIMITED,
         )
         .await
         .expect("commit");
@@ -317,7 +341,17 @@ async fn file_object_put_get_ranges_overwrite() {
     );
     assert_eq!(tmp_files(dir.path()), 1);
     let meta = store
-        .commit_object(&b, &k, staged, ObjectHeaders::default(), None, acl("1"))
+        .commit_object(
+            &b,
+            &k,
+            staged,
+            NewObject {
+                headers: ObjectHeaders::default(),
+                checksum: None,
+                acl: acl("1"),
+            },
+            &StorageQuotas::UNLIMITED,
+        )
         .await
         .expect("commit");
     assert_eq!(meta.etag, md5_hex(&data));
@@ -595,7 +629,7 @@ async fn upload_part(store: &Store, up: &UploadMeta, n: u32, data: &[u8]) -> Par
         .await
         .expect("stage part");
     store
-        .commit_part(up, n, staged, None)
+        .commit_part(up, n, staged, None, &StorageQuotas::UNLIMITED)
         .await
         .expect("commit part")
 }
@@ -709,7 +743,9 @@ async fn multipart_complete() {
         .await
         .expect("stage");
     assert!(matches!(
-        store.commit_part(&up, 9, staged, None).await,
+        store
+            .commit_part(&up, 9, staged, None, &StorageQuotas::UNLIMITED)
+            .await,
         Err(StoreError::NoSuchUpload)
     ));
     assert_eq!(data_files(dir.path()), 3);
@@ -756,7 +792,7 @@ async fn multipart_checksum_and_single_small_part() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
     let part = store
-        .commit_part(&up, 1, staged, Some(b64.clone()))
+        .commit_part(&up, 1, staged, Some(b64.clone()), &StorageQuotas::UNLIMITED)
         .await
         .expect("part");
     assert_eq!(part.checksum.as_deref(), Some(b64.as_str()));
@@ -834,7 +870,9 @@ async fn reopen_keeps_everything_acknowledged() {
     let big = pattern(100_000, 5);
     let (up, part) = {
         let store = Store::open(dir.path()).expect("open");
-        store.create_bucket(&b, acl("1"), None).expect("bucket");
+        store
+            .create_bucket(&b, acl("1"), None, &StorageQuotas::UNLIMITED)
+            .expect("bucket");
         put(&store, "bkt", "small", b"inline").await;
         put(&store, "bkt", "big", &big).await;
         put(&store, "bkt", "gone", &big).await;
@@ -875,7 +913,7 @@ async fn open_cleans_up_after_a_crash() {
     let (orphan, pending_file, kept) = {
         let store = Store::open(&root).expect("open");
         store
-            .create_bucket(&bucket("bkt"), acl("1"), None)
+            .create_bucket(&bucket("bkt"), acl("1"), None, &StorageQuotas::UNLIMITED)
             .expect("bucket");
         put(&store, "bkt", "kept", &pattern(30_000, 1)).await;
         let inner = &store.inner;
@@ -956,7 +994,9 @@ async fn parts_of_one_upload_commit_concurrently() {
         .collect();
     {
         let store = Store::open(dir.path()).expect("open");
-        store.create_bucket(&b, acl("1"), None).expect("bucket");
+        store
+            .create_bucket(&b, acl("1"), None, &StorageQuotas::UNLIMITED)
+            .expect("bucket");
         let up = store
             .create_upload(&b, &k, ObjectHeaders::default(), None, acl("1"))
             .expect("create");
@@ -982,4 +1022,324 @@ async fn parts_of_one_upload_commit_concurrently() {
     let store = Store::open(dir.path()).expect("reopen");
     assert_eq!(get(&store, "bkt", "para").await, parts.concat());
     assert_eq!(data_files(dir.path()), 8);
+}
+
+/// Stages `data` and commits it as `b/k` within `quotas`.
+async fn put_within(
+    store: &Store,
+    b: &str,
+    k: &str,
+    data: &[u8],
+    quotas: &StorageQuotas,
+) -> Result<ObjectMeta, StoreError> {
+    let staged = store
+        .stage(
+            body(data, 7000),
+            Some(data.len() as u64),
+            DigestRequest::default(),
+        )
+        .await
+        .expect("stage");
+    let object = NewObject {
+        headers: ObjectHeaders::default(),
+        checksum: None,
+        acl: acl("222222222222"),
+    };
+    store
+        .commit_object(&bucket(b), &key(k), staged, object, quotas)
+        .await
+}
+
+/// What the records say the owner of every bucket holds: objects and parts, by listing.
+async fn counted_by_listing(store: &Store) -> u64 {
+    let b = bucket("bkt");
+    let mut total = 0;
+    let page = store
+        .list_objects(
+            &b,
+            &ListQuery {
+                max_keys: 10_000,
+                ..ListQuery::default()
+            },
+        )
+        .expect("list");
+    total += page.objects.iter().map(|(_, m)| m.size).sum::<u64>();
+    let (uploads, _) = store
+        .list_uploads(&b, "", None, None, 10_000)
+        .expect("uploads");
+    for up in uploads {
+        let (parts, _) = store.list_parts(&up, 0, 10_000).expect("parts");
+        total += parts.iter().map(|p| p.size).sum::<u64>();
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_counts_objects_and_parts_for_the_bucket_owner_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = "111111111111";
+    let b = bucket("bkt");
+    let big = pattern(5 << 20, 1);
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let none = StorageQuotas::UNLIMITED;
+        store
+            .create_bucket(&b, acl(owner), None, &none)
+            .expect("bucket");
+        store
+            .create_bucket(&bucket("other"), acl(owner), None, &none)
+            .expect("bucket");
+        assert_eq!(
+            store.usage(owner),
+            Usage {
+                bytes: 0,
+                buckets: 2
+            }
+        );
+        // Another account's object in the owner's bucket is charged to the owner.
+        put_within(&store, "bkt", "small", &pattern(100, 2), &none)
+            .await
+            .expect("put");
+        put(&store, "bkt", "file", &pattern(40_000, 3)).await;
+        put(&store, "bkt", "file", &pattern(30_000, 4)).await;
+        assert_eq!(store.usage(owner).bytes, 30_100);
+        assert_eq!(store.usage("222222222222"), Usage::default());
+        store
+            .delete_object(&b, &key("small"))
+            .await
+            .expect("delete");
+        assert_eq!(store.usage(owner).bytes, 30_000);
+
+        // Parts count as they come; completion frees the parts left out and the object
+        // it replaces; an abort frees its parts.
+        let up = store
+            .create_upload(&b, &key("file"), ObjectHeaders::default(), None, acl(owner))
+            .expect("upload");
+        let p1 = upload_part(&store, &up, 1, &big).await;
+        let p2 = upload_part(&store, &up, 2, b"tail").await;
+        upload_part(&store, &up, 3, &pattern(7, 5)).await;
+        upload_part(&store, &up, 3, &pattern(9, 5)).await;
+        assert_eq!(store.usage(owner).bytes, 30_000 + (5 << 20) + 4 + 9);
+        store
+            .complete_upload(&up, &[(1, p1.etag), (2, p2.etag)])
+            .await
+            .expect("complete");
+        assert_eq!(store.usage(owner).bytes, (5 << 20) + 4);
+        let up = store
+            .create_upload(&b, &key("x"), ObjectHeaders::default(), None, acl(owner))
+            .expect("upload");
+        upload_part(&store, &up, 1, &pattern(1000, 6)).await;
+        assert_eq!(store.usage(owner).bytes, (5 << 20) + 1004);
+        store.abort_upload(&up).await.expect("abort");
+        store
+            .delete_bucket(&bucket("other"))
+            .expect("delete bucket");
+        assert_eq!(
+            store.usage(owner),
+            Usage {
+                bytes: (5 << 20) + 4,
+                buckets: 1
+            }
+        );
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store.usage(owner),
+        Usage {
+            bytes: (5 << 20) + 4,
+            buckets: 1
+        }
+    );
+    store.delete_object(&b, &key("file")).await.expect("delete");
+    assert_eq!(store.usage(owner).bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_refuse_what_would_pass_them_and_nothing_else() {
+    let (dir, store) = new_store();
+    let owner = "111111111111";
+    let quotas = StorageQuotas {
+        buckets_per_account: Some(2),
+        bytes_per_account: Some(50_000),
+    };
+    store
+        .create_bucket(&bucket("second"), acl(owner), None, &quotas)
+        .expect("second bucket");
+    assert!(matches!(
+        store.create_bucket(&bucket("third"), acl(owner), None, &quotas),
+        Err(StoreError::TooManyBuckets)
+    ));
+    store
+        .create_bucket(&bucket("theirs"), acl("222222222222"), None, &quotas)
+        .expect("another account's bucket");
+
+    put_within(&store, "bkt", "a", &pattern(30_000, 1), &quotas)
+        .await
+        .expect("within");
+    let refused = put_within(&store, "bkt", "b", &pattern(20_001, 2), &quotas).await;
+    assert!(matches!(refused, Err(StoreError::QuotaExceeded)));
+    assert!(matches!(
+        store.object(&bucket("bkt"), &key("b")),
+        Err(StoreError::NoSuchKey)
+    ));
+    assert_eq!(data_files(dir.path()), 1, "the refused body is not kept");
+    // Replacing counts what is freed.
+    put_within(&store, "bkt", "a", &pattern(50_000, 3), &quotas)
+        .await
+        .expect("replace");
+    // A part past the quota is refused too.
+    let up = store
+        .create_upload(
+            &bucket("bkt"),
+            &key("mp"),
+            ObjectHeaders::default(),
+            None,
+            acl(owner),
+        )
+        .expect("upload");
+    let staged = store
+        .stage(body(b"x", 1), Some(1), DigestRequest::default())
+        .await
+        .expect("stage");
+    assert!(matches!(
+        store.commit_part(&up, 1, staged, None, &quotas).await,
+        Err(StoreError::QuotaExceeded)
+    ));
+    // Deleting always works, even over a lowered quota.
+    let lowered = StorageQuotas {
+        bytes_per_account: Some(10),
+        ..quotas
+    };
+    store
+        .delete_object(&bucket("bkt"), &key("a"))
+        .await
+        .expect("delete");
+    put_within(&store, "bkt", "c", &pattern(10, 4), &lowered)
+        .await
+        .expect("exactly the quota");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_count_exactly_and_never_pass_the_quota_together() {
+    let (dir, store) = new_store();
+    let owner = "111111111111";
+    // Puts, overwrites, deletes and multipart uploads on overlapping keys at once.
+    let mut tasks = Vec::new();
+    for i in 0..48u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let none = StorageQuotas::UNLIMITED;
+            let k = format!("k{}", i % 8);
+            let size = if i % 3 == 0 {
+                20_000 + i as usize
+            } else {
+                100 + i as usize
+            };
+            put_within(&store, "bkt", &k, &pattern(size, i as u8), &none)
+                .await
+                .expect("put");
+            if i % 5 == 0 {
+                store
+                    .delete_object(&bucket("bkt"), &key(&k))
+                    .await
+                    .expect("delete");
+            }
+            if i % 6 == 0 {
+                let up = store
+                    .create_upload(
+                        &bucket("bkt"),
+                        &key(&k),
+                        ObjectHeaders::default(),
+                        None,
+                        acl("1"),
+                    )
+                    .expect("upload");
+                let p1 = upload_part(&store, &up, 1, &pattern(5 << 20, 1)).await;
+                upload_part(&store, &up, 2, &pattern(10, 2)).await;
+                if i % 12 == 0 {
+                    store
+                        .complete_upload(&up, &[(1, p1.etag)])
+                        .await
+                        .expect("complete");
+                } else {
+                    store.abort_upload(&up).await.expect("abort");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let listed = counted_by_listing(&store).await;
+    assert_eq!(store.usage(owner).bytes, listed);
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.usage(owner).bytes, listed);
+
+    // Ten writes of 1 MB at once against room for exactly five: five pass, five are refused.
+    let quotas = StorageQuotas {
+        buckets_per_account: None,
+        bytes_per_account: Some(listed + 5_000_000),
+    };
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            put_within(
+                &store,
+                "bkt",
+                &format!("q{i}"),
+                &pattern(1_000_000, i),
+                &quotas,
+            )
+            .await
+        }));
+    }
+    let mut passed = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => passed += 1,
+            Err(StoreError::QuotaExceeded) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(passed, 5);
+    assert_eq!(store.usage(owner).bytes, listed + 5_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_counted_at_open_for_a_store_made_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = "111111111111";
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let none = StorageQuotas::UNLIMITED;
+        store
+            .create_bucket(&bucket("bkt"), acl(owner), None, &none)
+            .expect("bucket");
+        put(&store, "bkt", "a", &pattern(30_000, 1)).await;
+        let up = store
+            .create_upload(
+                &bucket("bkt"),
+                &key("mp"),
+                ObjectHeaders::default(),
+                None,
+                acl(owner),
+            )
+            .expect("upload");
+        upload_part(&store, &up, 1, &pattern(700, 2)).await;
+        // As a store of the previous format: no usage, no marker.
+        let db = &store.inner.db;
+        let cf = db::cf(db, db::CF_USAGE).expect("cf");
+        db.delete_cf(cf, owner.as_bytes()).expect("drop usage");
+        db.delete(b"usage-v1").expect("drop marker");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store.usage(owner),
+        Usage {
+            bytes: 30_700,
+            buckets: 1
+        }
+    );
 }

@@ -1,0 +1,14 @@
+//! Where Walrus learns the per-account quotas it enforces: cloud properties of the cloud
+//! controller (`walrus.quota.*`). Beside the cloud controller they are read from its state;
+//! a Walrus on a host of its own asks the cloud controller (the `koala` binary supplies both
+//! sources), so Walrus itself never cares which. Without a source nothing is limited.
+
+use crate::store::StorageQuotas;
+use crate::DirectoryFuture;
+
+/// The quotas in force, as the cloud's administrators set them.
+pub trait QuotaSource: Send + Sync + 'static {
+    /// The quotas now. An error means they cannot be learnt now (the caller is not at
+    /// fault): Walrus then limits nothing rather than refuse every write.
+    fn quotas(&self) -> DirectoryFuture<'_, Result<StorageQuotas, String>>;
+}
