@@ -627,7 +627,7 @@ mod tests {
         let node = std::thread::spawn(move || {
             let mut orders = 0;
             while !stopped.load(Ordering::SeqCst) {
-                let Ok((mut conn, _)) = listener.accept() else {
+                let Ok((conn, _)) = listener.accept() else {
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 };

@@ -1039,6 +1039,7 @@ mod tests {
         let image = ImageRef {
             id: "emi-00000001".into(),
             manifest: "b/k".into(),
+            manifest_sha256: None,
             sha256: None,
             size: None,
         };
