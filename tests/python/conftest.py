@@ -215,6 +215,38 @@ class Cloud:
                         (tls + "-cert.pem", tls + "-key.pem"))
         raise AssertionError(f"no component key {prefix}* in {folder}")
 
+    def as_node(self):
+        """raw_request's keyword arguments to call as this cloud's node controller: its key
+        over TLS with its certificate, as nodes call Walrus' image feed."""
+        akid, secret, cert = self.component("nc-")
+        return {"access_key": akid, "secret_key": secret, "cert": cert, "service": "koala"}
+
+    def register_component(self, kind, name, folder):
+        """Registers a component (`RegisterComponent`, with the admin's key) with a TLS key
+        made here by openssl; raw_request's keyword arguments to call as it."""
+        key, pub = os.path.join(folder, f"{name}-key.pem"), os.path.join(folder, f"{name}.pub")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                        "rsa_keygen_bits:2048", "-out", key], check=True, capture_output=True)
+        subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True,
+                       capture_output=True)
+        with open(pub) as f:
+            public_key = f.read()
+        form = urllib.parse.urlencode([("Action", "RegisterComponent"),
+                                       ("Version", "2010-05-08"), ("Kind", kind),
+                                       ("ComponentName", name), ("PublicKey", public_key)])
+        status, _, body = raw_request(self, "POST", "", body=form.encode(),
+                                      base=self.root_url + "/services/Euare",
+                                      headers={"Content-Type":
+                                               "application/x-www-form-urlencoded"})
+        assert status == 200, body
+        root = ET.fromstring(body)
+        text = {el.tag.split("}")[-1]: el.text for el in root.iter()}
+        cert = os.path.join(folder, f"{name}-cert.pem")
+        with open(cert, "w") as f:
+            f.write(text["Certificate"])
+        return {"access_key": text["AccessKeyId"], "secret_key": text["SecretAccessKey"],
+                "cert": (cert, key), "service": "koala"}
+
     @property
     def ca_file(self):
         """The cloud CA's certificate, which every certificate of the cloud chains to."""
@@ -473,8 +505,8 @@ class FixedPayloadAuth(S3SigV4Auth):
     """SigV4 for S3 with a chosen x-amz-content-sha256 (STREAMING-..., UNSIGNED-PAYLOAD, or a
     deliberately wrong hash); botocore's own S3 signer always computes it."""
 
-    def __init__(self, credentials, region, payload_hash=None):
-        super().__init__(credentials, "s3", region)
+    def __init__(self, credentials, region, payload_hash=None, service="s3"):
+        super().__init__(credentials, service, region)
         self._payload_hash = payload_hash
 
     def payload(self, request):
@@ -484,10 +516,11 @@ class FixedPayloadAuth(S3SigV4Auth):
 
 
 def raw_request(cloud, method, path, query="", headers=None, body=b"", sign=True,
-                payload_hash=None, access_key=None, secret_key=None, base=None, cert=None):
-    """Sends one request with http.client, SigV4-signed with the admin's keys by default;
-    over TLS with a client certificate when `cert` (certificate and key files) is given, as
-    the cloud's components call.
+                payload_hash=None, access_key=None, secret_key=None, base=None, cert=None,
+                service="s3"):
+    """Sends one request with http.client, SigV4-signed (for `service`) with the admin's keys
+    by default; over TLS with a client certificate when `cert` (certificate and key files) is
+    given, as the cloud's components call.
 
     `path` is already percent-encoded and is appended to `base` (default: the S3_URL path).
     Returns (status, headers dict lower-cased, body).
@@ -499,7 +532,7 @@ def raw_request(cloud, method, path, query="", headers=None, body=b"", sign=True
     if sign:
         req = AWSRequest(method=method, url=url, data=body, headers=headers)
         creds = Credentials(access_key or cloud.access_key, secret_key or cloud.secret_key)
-        FixedPayloadAuth(creds, cloud.region, payload_hash).add_auth(req)
+        FixedPayloadAuth(creds, cloud.region, payload_hash, service).add_auth(req)
         headers = dict(req.headers.items())
     if cert:
         ctx = ssl.create_default_context(cafile=cloud.ca_file)

@@ -742,7 +742,7 @@ def test_cluster_registration_is_checked_and_for_the_cloud_administrator(ecloud,
     status, root = query(ecloud, "DescribeClusters")
     items = {i.findtext("partition"): i for i in root.findall("clusterInfo/item")}
     assert items["zone-dead"].findtext("state") == "NOTREADY"
-    assert items["zone-dead"].findtext("url") == f"http://127.0.0.1:{dead}"
+    assert items["zone-dead"].findtext("url") == f"https://127.0.0.1:{dead}"
     status, root = query(ecloud, "DescribeAvailabilityZones")
     assert "zone-dead" in [i.findtext("zoneName")
                            for i in root.findall("availabilityZoneInfo/item")]

@@ -107,7 +107,8 @@ def test_a_manifest_replaced_after_registration_is_never_fed(cloud, s3, ec2, tmp
         assert "was replaced after the image was registered" in reason["Message"], reason
 
         # The replacement's bytes were never unbundled, so never served to anyone.
-        status, _, body = raw_request(cloud, "GET", f"/_koala/images/{replaced_plain}")
+        status, _, body = raw_request(cloud, "GET", f"/_koala/images/{replaced_plain}",
+                                      **cloud.as_node())
         assert status == 404 and xml_code(body) == "NoSuchKey"
         plain_dir = os.path.join(cloud.data_dir, "walrus", "images", "sha256")
         assert replaced_plain not in os.listdir(plain_dir)
@@ -163,7 +164,8 @@ def test_a_deregistered_images_bytes_leave_walrus_and_a_registered_one_stays(
         assert image_id.startswith("eki-"), out
         pin = hashlib.sha256(manifest.read_bytes()).hexdigest()
         query = (f"manifest={urllib.parse.quote(location, safe='')}&manifest-sha256={pin}")
-        status, headers, _ = raw_request(c, "HEAD", "/_koala/images", query=query)
+        status, headers, _ = raw_request(c, "HEAD", "/_koala/images", query=query,
+                                         **c.as_node())
         assert status == 200
         plain = headers["x-koala-image-sha256"]
         assert plain == hashlib.sha256((tmp_path / name / f"{name}.img").read_bytes()).hexdigest()
@@ -179,12 +181,14 @@ def test_a_deregistered_images_bytes_leave_walrus_and_a_registered_one_stays(
     while images["gone"][2] in os.listdir(plain_dir):
         assert time.monotonic() < deadline, "the deregistered image's bytes stayed"
         time.sleep(0.2)
-    status, _, body = raw_request(c, "GET", f"/_koala/images/{images['gone'][2]}")
+    status, _, body = raw_request(c, "GET", f"/_koala/images/{images['gone'][2]}",
+                                  **c.as_node())
     assert status == 404 and xml_code(body) == "NoSuchKey"
 
     time.sleep(4)
     assert images["kept"][2] in os.listdir(plain_dir)
-    status, _, body = raw_request(c, "GET", f"/_koala/images/{images['kept'][2]}")
+    status, _, body = raw_request(c, "GET", f"/_koala/images/{images['kept'][2]}",
+                                  **c.as_node())
     assert status == 200 and len(body) == 200_000
 
 
@@ -202,12 +206,17 @@ def walrus_apart_processes():
     try:
         c.start(command="cloud", args=["--walrus-url", walrus_url])
         key = os.path.join("keys", "cloud-pk.pem")
-        walrus = Role(["walrus", "--cloud-url", c.root_url], walrus_port, c.admin_env(),
+        # Components register and call over TLS.
+        cloud_url = c.root_url.replace("http://", "https://")
+        walrus = Role(["walrus", "--cloud-url", cloud_url], walrus_port, c.admin_env(),
                       "[walrus]\nimage_grace_secs = 2\n",
                       files={key: os.path.join(cloud_dir, key)})
+        # The test calls Walrus' feed as a node would: a node principal of this cloud.
+        node = c.register_component("node", "nc-feed-test", cloud_dir)
         endpoint = types.SimpleNamespace(
             port=walrus_port, root_url=f"http://127.0.0.1:{walrus_port}", s3_url=walrus_url,
-            region=c.region, access_key=c.access_key, secret_key=c.secret_key)
+            region=c.region, access_key=c.access_key, secret_key=c.secret_key,
+            ca_file=c.ca_file, as_node=lambda: node)
         yield c, endpoint, walrus.data_dir
     finally:
         if walrus:
@@ -241,7 +250,8 @@ def test_deregistering_releases_the_image_in_a_walrus_apart(walrus_apart, tmp_pa
         image_id = ec2.register_image(ImageLocation=location, Name=f"{name}-kernel")["ImageId"]
         pin = hashlib.sha256(manifest.read_bytes()).hexdigest()
         query = (f"manifest={urllib.parse.quote(location, safe='')}&manifest-sha256={pin}")
-        status, headers, _ = raw_request(walrus, "HEAD", "/_koala/images", query=query)
+        status, headers, _ = raw_request(walrus, "HEAD", "/_koala/images", query=query,
+                                         **walrus.as_node())
         assert status == 200
         images[name] = (image_id, headers["x-koala-image-sha256"])
     ec2.deregister_image(ImageId=images["gone"][0])

@@ -188,8 +188,11 @@ class Split:
         a_port, b_port = free_port(), free_port()
         self.a_proxy = self._proxy(a_port)
         for name, node_port, cores in [("node-a", a_port, 4), ("node-b", b_port, 1)]:
+            # The proxy holds some orders for 40 s: past the 30 s a node gives a request's
+            # head by default.
             role = Role(["node", "--cloud-url", cloud_url], node_port, env,
-                        f'[node]\nhost = "{name}"\ncores = {cores}\n')
+                        f'[node]\nhost = "{name}"\ncores = {cores}\n'
+                        '[limits]\nheader_timeout_secs = 120\n')
             self.roles.append(role)
             self.nodes[name] = role
         out = subprocess.run(
@@ -318,18 +321,18 @@ def test_a_node_that_does_not_answer_keeps_its_instance(split):
 
 def test_an_instance_that_starts_after_its_record_ended_is_ended(split):
     # The order and the CC's question reach node-a only after the CC gave up on both
-    # (2 x 10 s) and after the CLC ended the record at its start timeout (+ 15 s grace, so
-    # about 20 s after the launch): the user was told the instance ended, so when node-a
-    # starts it, the CLC ends it. The holds stay under the node's 30 s for a request's head.
+    # (2 x 10 s) and after the CLC ended the record at its start timeout (+ 15 s grace):
+    # the user was told the instance ended, so when node-a starts it, the CLC ends it.
+    # (node-a waits 120 s for a request's head, see `split`, so the held orders still land.)
     status, root = query(split.c, "ModifyPropertyValue",
-                         [("Name", "cloud.instances.start_timeout"), ("Value", "5")])
+                         [("Name", "cloud.instances.start_timeout"), ("Value", "15")])
     assert status == 200, root
     try:
-        split.a_proxy.fault(("hold", 27), ("hold", 27))
+        split.a_proxy.fault(("hold", 40), ("hold", 40))
         iid = split.run()["InstanceId"]
         done = wait_state(split.ec2, [iid], {"terminated"}, timeout=60)
         reason = done[iid]["StateReason"]
-        assert "no node reported the instance within 5 s" in reason["Message"], reason
+        assert "no node reported the instance within 15 s" in reason["Message"], reason
         # It starts on node-a, unseen by the user, then goes (60 s after it was first seen).
         deadline = time.monotonic() + 180
         seen = False

@@ -41,9 +41,44 @@ pub struct FileConfig {
     /// TLS on the main port.
     #[serde(default)]
     pub tls: TlsSettings,
+    /// What one client may hold of a server.
+    #[serde(default)]
+    pub limits: LimitSettings,
     /// Walrus on this host.
     #[serde(default)]
     pub walrus: WalrusSettings,
+}
+
+/// `[limits]`: what one client may hold of each port of this host; every key is optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Seconds a client may take to send a request's head (and to stay idle between
+    /// requests) [default: 30].
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body may send nothing while the server waits for it [default: 60].
+    pub body_idle_timeout_secs: Option<u64>,
+    /// Connections served at once per port [default: 4096].
+    pub max_connections: Option<usize>,
+    /// Connections served at once per port from one address [default: 512].
+    pub max_connections_per_address: Option<usize>,
+}
+
+impl LimitSettings {
+    /// The limits in force: the file's, else the defaults.
+    fn resolve(&self) -> crate::serve::Limits {
+        let default = crate::serve::Limits::default();
+        let secs =
+            |v: Option<u64>, d: std::time::Duration| v.map_or(d, std::time::Duration::from_secs);
+        crate::serve::Limits {
+            header_timeout: secs(self.header_timeout_secs, default.header_timeout),
+            body_idle_timeout: secs(self.body_idle_timeout_secs, default.body_idle_timeout),
+            max_connections: self.max_connections.unwrap_or(default.max_connections),
+            max_per_address: self
+                .max_connections_per_address
+                .unwrap_or(default.max_per_address),
+        }
+    }
 }
 
 /// `[tls]`: how the main port (Walrus, EC2, Euare) speaks. It always answers HTTPS with a
@@ -155,6 +190,8 @@ pub struct Config {
     pub cluster: ClusterSettings,
     /// Whether the main port answers plain HTTP beside HTTPS.
     pub plain_http: bool,
+    /// The limits of every port.
+    pub limits: crate::serve::Limits,
     /// Walrus' settings.
     pub walrus: WalrusSettings,
 }
@@ -231,6 +268,7 @@ impl Config {
             node: file.node,
             cluster: file.cluster,
             plain_http: file.tls.plain_http.unwrap_or(true),
+            limits: file.limits.resolve(),
             walrus: file.walrus,
         })
     }
@@ -320,6 +358,13 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # for old clients, plain HTTP; the cluster and node controllers' ports speak HTTPS only.
 [tls]
 # plain_http = true       # false: HTTPS only, and credentials name https:// URLs
+
+# What one client may hold of each port.
+[limits]
+# header_timeout_secs = 30          # to send a request's head; also the keep-alive idle time
+# body_idle_timeout_secs = 60       # a request body sending nothing this long ends the request
+# max_connections = 4096            # served at once per port; more wait in the backlog
+# max_connections_per_address = 512 # from one address; more are closed at once
 # Walrus on this host.
 [walrus]
 # image_grace_secs = 600  # a plain image no registered image uses is removed after this

@@ -7,9 +7,11 @@
 //!   [`identity::Transport`]: whether it came over TLS, and which principal the client's
 //!   certificate names.
 //! - Limits: a connection must send its request head within [`Limits::header_timeout`] (a
-//!   slowloris holds nothing for long); at most [`Limits::max_connections`] connections are
-//!   served at once, [`Limits::max_per_address`] from one address (more are closed at once),
-//!   so a flood from one host leaves room for the others.
+//!   slowloris holds nothing for long), and a request body that stalls for
+//!   [`Limits::body_idle_timeout`] while the server waits for it ends the request (a stalled
+//!   upload holds no temp file for ever); at most [`Limits::max_connections`] connections
+//!   are served at once, [`Limits::max_per_address`] from one address (more are closed at
+//!   once), so a flood from one host leaves room for the others.
 //! - Shutdown: on the signal, no new connection is taken and those open finish their request.
 
 use std::collections::HashMap;
@@ -33,8 +35,11 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// What one port allows, per connection and in all.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// How long a client may take to send a request's head (and its TLS handshake).
+    /// How long a client may take to send a request's head (and its TLS handshake), and
+    /// how long a kept-alive connection may stay idle.
     pub header_timeout: Duration,
+    /// How long a request body may send nothing while the server waits for it.
+    pub body_idle_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
     /// Connections served at once from one address; more are closed at once.
@@ -45,6 +50,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
             max_per_address: 512,
         }
@@ -117,11 +123,13 @@ pub async fn serve(
             let Some((io, transport)) = opened else {
                 return;
             };
+            let idle = port.limits.body_idle_timeout;
             let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(transport.clone());
                 let mut router = router.clone();
+                let req = req.map(|body| Body::new(IdleBody::new(body, idle)));
                 async move {
-                    let resp: Result<_, Infallible> = router.call(req.map(Body::new)).await;
+                    let resp: Result<_, Infallible> = router.call(req).await;
                     resp
                 }
             });
@@ -190,6 +198,66 @@ async fn refuse_plain(mut tcp: TcpStream) {
         let _ = tcp.shutdown().await;
     })
     .await;
+}
+
+/// A request body that fails with `TimedOut` when the client sends nothing for `idle` while
+/// the server waits for it (time the server spends elsewhere does not count).
+struct IdleBody {
+    inner: Incoming,
+    idle: Duration,
+    /// Armed while the server waits for the next frame.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleBody {
+    fn new(inner: Incoming, idle: Duration) -> IdleBody {
+        IdleBody {
+            inner,
+            idle,
+            timer: None,
+        }
+    }
+}
+
+impl http_body::Body for IdleBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the request body sent nothing for {} s", idle.as_secs()),
+                    ))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A byte stream a connection is served over (TCP, or TLS over TCP).

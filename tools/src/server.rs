@@ -17,7 +17,7 @@ use crate::certs;
 use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
 use crate::joined::{ClcDirectory, WalrusOverHttp};
 use crate::roles::{self, CcClusters};
-use crate::serve::{self, Limits, Port};
+use crate::serve::{self, Port};
 use compute::cluster::http::ClusterClient;
 use compute::rpc::{ComponentKey, NodeRegistration, RpcClient};
 use compute::tls::Tls;
@@ -237,7 +237,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     let port = Port {
         tls: main_tls.server(),
         plain: config.plain_http,
-        limits: Limits::default(),
+        limits: config.limits,
     };
     serve::serve(listener, port, app, shutdown_signal()).await;
     Ok(())
@@ -313,7 +313,7 @@ pub async fn run_walrus_joined(config: Config, cloud_url: String) -> Result<(), 
     let port = Port {
         tls: tls.server(),
         plain: config.plain_http,
-        limits: Limits::default(),
+        limits: config.limits,
     };
     serve_alone(&config, router, port, "Walrus (S3)").await
 }
@@ -346,11 +346,11 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> 
 }
 
 /// A port of the cluster or node controller: HTTPS only, with the component's certificate.
-fn internal_port(tls: &Tls) -> Port {
+fn internal_port(config: &Config, tls: &Tls) -> Port {
     Port {
         tls: tls.server(),
         plain: false,
-        limits: Limits::default(),
+        limits: config.limits,
     }
 }
 
@@ -373,7 +373,7 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
     let cc_router = compute::cluster::http::router(cluster.clone(), roles::verifier(identity));
     tokio::spawn(serve::serve(
         cc_listener,
-        internal_port(&cc_tls),
+        internal_port(config, &cc_tls),
         cc_router,
         std::future::pending(),
     ));
@@ -401,7 +401,7 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
             let nc_router = compute::node::http::router(node, roles::verifier(identity));
             tokio::spawn(serve::serve(
                 nc_listener,
-                internal_port(&nc_tls),
+                internal_port(config, &nc_tls),
                 nc_router,
                 std::future::pending(),
             ));
@@ -441,7 +441,7 @@ pub async fn run_cluster(config: Config, cloud_url: String) -> Result<(), Server
     let verifier = compute::rpc::Verifier::remote(clc, &cloud_url);
     let router = compute::cluster::http::router(cluster, verifier);
     let what = format!("The cluster controller ({zone})");
-    serve_alone(&config, router, internal_port(&tls), &what).await
+    serve_alone(&config, router, internal_port(&config, &tls), &what).await
 }
 
 /// Runs a node controller alone (`koala node`): instances on this host, images from the
@@ -466,7 +466,7 @@ pub async fn run_node(
     let verifier = compute::rpc::Verifier::remote(clc, &cloud_url);
     let router = compute::node::http::router(node, verifier);
     let what = format!("The node controller ({host})");
-    serve_alone(&config, router, internal_port(&tls), &what).await
+    serve_alone(&config, router, internal_port(&config, &tls), &what).await
 }
 
 /// The key and TLS settings of the component of `kind` qualified by `qualifier` (its zone,

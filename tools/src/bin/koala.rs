@@ -255,6 +255,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The daemon's runtime. Its blocking pool is sized for what holds blocking threads for
+/// long: Walrus' streamed uploads (capped at [`walrus::store::MAX_UPLOADS`], each holding
+/// [`walrus::store::THREADS_PER_UPLOAD`] while its client sends), with as many again for
+/// everything else (file reads, RocksDB writes, EC2 actions), so that slow uploads never
+/// take the threads other requests need.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    let uploads = walrus::store::MAX_UPLOADS * walrus::store::THREADS_PER_UPLOAD;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(2 * uploads + 128)
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
 fn run_role<F: std::future::Future<Output = Result<(), server::ServerError>>>(
     daemon: Daemon,
     default_listen: &str,
@@ -262,20 +276,12 @@ fn run_role<F: std::future::Future<Output = Result<(), server::ServerError>>>(
 ) -> Result<(), String> {
     let config = Config::load_for_role(&daemon.data_dir, &daemon.overrides, default_listen)
         .map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(role(config)).map_err(|e| e.to_string())
+    runtime()?.block_on(role(config)).map_err(|e| e.to_string())
 }
 
 fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
     let config = Config::load(&daemon.data_dir, &daemon.overrides).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime
+    runtime()?
         .block_on(server::run(config, roles))
         .map_err(|e| e.to_string())
 }

@@ -87,6 +87,9 @@ pub enum S3Error {
     /// A multipart part other than the last is below 5 MiB.
     #[error("Your proposed upload is smaller than the minimum allowed object size.")]
     EntityTooSmall,
+    /// The client stopped sending the body before it was complete.
+    #[error("Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.")]
+    RequestTimeout,
     /// The body was shorter or longer than announced.
     #[error(
         "You did not provide the number of bytes specified by the Content-Length HTTP header."
@@ -200,6 +203,7 @@ impl S3Error {
             MetadataTooLarge => ("MetadataTooLarge", StatusCode::BAD_REQUEST),
             EntityTooSmall => ("EntityTooSmall", StatusCode::BAD_REQUEST),
             IncompleteBody => ("IncompleteBody", StatusCode::BAD_REQUEST),
+            RequestTimeout => ("RequestTimeout", StatusCode::BAD_REQUEST),
             InvalidPart => ("InvalidPart", StatusCode::BAD_REQUEST),
             InvalidPartOrder => ("InvalidPartOrder", StatusCode::BAD_REQUEST),
             NoSuchUpload => ("NoSuchUpload", StatusCode::NOT_FOUND),
@@ -282,6 +286,9 @@ impl From<StoreError> for S3Error {
 /// A body stream failure: our own body wrappers put an `S3Error` inside the `io::Error` (a
 /// bad chunk signature, a body over the size limit); anything else is the client going away.
 pub fn body_error(io: std::io::Error) -> S3Error {
+    if io.kind() == std::io::ErrorKind::TimedOut || io.get_ref().is_some_and(timed_out) {
+        return S3Error::RequestTimeout;
+    }
     let kind = io.kind();
     match io.into_inner() {
         Some(inner) => match inner.downcast::<S3Error>() {
@@ -292,6 +299,21 @@ pub fn body_error(io: std::io::Error) -> S3Error {
         },
         None => S3Error::InvalidRequest(format!("The request body could not be read: {kind}")),
     }
+}
+
+/// Whether an error is, or is caused by, a timeout (the server's idle-body limit).
+fn timed_out(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    let err: &(dyn std::error::Error + 'static) = err;
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl From<FeedError> for S3Error {

@@ -32,6 +32,15 @@ const GATHER: usize = 256 << 10;
 /// Chunks in flight to each of the hashing and writing threads (bounded memory).
 const DEPTH: usize = 8;
 
+/// Large bodies streamed into files at once. Each holds up to [`THREADS_PER_UPLOAD`]
+/// blocking threads while its client sends; more uploads wait for a place before their body
+/// is read, so that many slow uploads cannot take every blocking thread from the reads and
+/// database writes of other requests.
+pub const MAX_UPLOADS: usize = 64;
+
+/// Blocking threads one streamed upload holds: the writer, MD5, and an extra checksum.
+pub const THREADS_PER_UPLOAD: usize = 3;
+
 /// A very large body is fdatasync'ed every this many bytes while it streams in, so that one
 /// multi-GB upload does not pile up dirty pages for a single huge fsync at the end. Kept
 /// coarse: on ext4 each fdatasync of a growing file is a journal commit, and syncing every
@@ -80,6 +89,8 @@ impl FileId {
 pub(super) struct Layout {
     tmp: PathBuf,
     data: PathBuf,
+    /// Places for streamed uploads ([`MAX_UPLOADS`]).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Layout {
@@ -88,6 +99,7 @@ impl Layout {
         let layout = Layout {
             tmp: root.join("tmp"),
             data: root.join("data"),
+            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         };
         std::fs::create_dir_all(&layout.tmp)?;
         std::fs::create_dir_all(&layout.data)?;
@@ -257,7 +269,13 @@ pub(super) async fn stage(
         }
     }
 
-    let mut pipe = Pipeline::start(&layout, epoch, &want);
+    let place = layout
+        .uploads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(internal)?;
+    let mut pipe = Pipeline::start(&layout, epoch, &want, place);
     for chunk in head {
         pipe.push(chunk).await?;
     }
@@ -316,10 +334,17 @@ struct Pipeline {
     md5: JoinHandle<[u8; 16]>,
     extra: Option<JoinHandle<ExtraHasher>>,
     gather: BytesMut,
+    /// Its place among the uploads streamed at once, given back when it ends.
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Pipeline {
-    fn start(layout: &Layout, epoch: u64, want: &DigestRequest) -> Pipeline {
+    fn start(
+        layout: &Layout,
+        epoch: u64,
+        want: &DigestRequest,
+        place: tokio::sync::OwnedSemaphorePermit,
+    ) -> Pipeline {
         let id = FileId::new(epoch);
         let path = layout.tmp_path(id);
         let (write_tx, mut write_rx) = mpsc::channel::<WriteMsg>(DEPTH);
@@ -384,6 +409,7 @@ impl Pipeline {
             md5,
             extra,
             gather: BytesMut::new(),
+            _place: place,
         }
     }
 

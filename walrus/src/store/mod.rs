@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
 use data::{FileId, Layout, TempFile};
+pub use data::{MAX_UPLOADS, THREADS_PER_UPLOAD};
 pub use images::{is_sha256_hex, ImageEntry};
 pub use registrations::Registration;
 pub use usage::{StorageQuotas, Usage};
