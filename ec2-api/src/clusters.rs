@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use compute::rpc::NodeStatus;
 use serde::{Deserialize, Serialize};
 
-use crate::ec2::{Call, Clusters};
+use crate::ec2::{Call, Clusters, Request};
 use crate::error::Resource;
 use crate::query::Xml;
 use crate::state::{CloudState, Record};
@@ -111,8 +111,8 @@ impl ClusterSet {
     }
 
     /// The nodes of `zone`'s cluster; an unreachable cluster is `Unavailable`.
-    pub fn nodes(&self, zone: &str) -> Result<Vec<NodeStatus>, QueryError> {
-        self.of(zone)?.nodes().map_err(|e| {
+    pub async fn nodes(&self, zone: &str) -> Result<Vec<NodeStatus>, QueryError> {
+        self.of(zone)?.nodes().await.map_err(|e| {
             QueryError::Unavailable(format!(
                 "The cluster controller of {zone} cannot be reached: {e}"
             ))
@@ -229,21 +229,25 @@ pub fn deregister(call: &Call<'_>) -> Result<String, QueryError> {
 
 /// `DescribeClusters`: every registered cluster with its zone, address and state (`ENABLED`
 /// when its CC answers, else `NOTREADY`, Eucalyptus' words). Cloud administrators only.
-pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
-    require_admin(call, "DescribeClusters")?;
+pub async fn describe(req: &Request) -> Result<String, QueryError> {
+    require_admin(&req.call(), "DescribeClusters")?;
+    let mut listed = Vec::new();
+    for (zone, url, client) in req.cloud.clusters.all() {
+        let (state, detail) = match client.nodes().await {
+            Ok(nodes) => ("ENABLED", format!("{} node(s)", nodes.len())),
+            Err(e) => ("NOTREADY", e.to_string()),
+        };
+        listed.push((zone, url, state, detail));
+    }
     let mut x = Xml::new();
     x.nest("clusterInfo", |x| {
-        for (zone, url, client) in call.cloud.clusters.all() {
-            let (state, detail) = match client.nodes() {
-                Ok(nodes) => ("ENABLED", format!("{} node(s)", nodes.len())),
-                Err(e) => ("NOTREADY", e.to_string()),
-            };
+        for (zone, url, state, detail) in &listed {
             x.nest("item", |x| {
-                x.elem("partition", &zone)
-                    .elem("name", &zone)
-                    .elem("url", &url)
+                x.elem("partition", zone)
+                    .elem("name", zone)
+                    .elem("url", url)
                     .elem("state", state)
-                    .elem("detail", &detail);
+                    .elem("detail", detail);
             });
         }
     });

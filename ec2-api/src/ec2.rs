@@ -3,6 +3,8 @@
 //! file per resource: `images.rs`, `keypairs.rs`, `groups.rs`, `addresses.rs`, `zones.rs`,
 //! `tags.rs`, `properties.rs`, `instances.rs`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use compute::cluster::RunOutcome;
@@ -19,50 +21,60 @@ pub const LATEST_VERSION: &str = "2016-11-15";
 /// The oldest API version accepted (euca2ools 1.x sends 2009-era versions).
 const OLDEST_VERSION: &str = "2009-01-01";
 
+/// A future a cross-role trait returns; boxed so that the traits stay object safe.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Where the cloud controller reads bundles: the object store, with the rights of the
-/// account registering an image. Walrus implements it in the `koala` binary; keeping it a
-/// trait keeps the CLC free of Walrus' internals and lets a Walrus on another host answer
-/// over HTTP later.
+/// account registering an image. Walrus implements it in the `koala` binary (in the same
+/// process, or over the network when it runs apart); keeping it a trait keeps the CLC free
+/// of Walrus' internals. Asynchronous: a Walrus apart is waited for without holding a
+/// thread.
 pub trait BundleStore: Send + Sync {
     /// The size of `bucket/key`, if `account_id` may read it.
-    fn size(&self, account_id: &str, bucket: &str, key: &str) -> Result<u64, BundleAccess>;
+    fn size<'a>(
+        &'a self,
+        account_id: &'a str,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> Pending<'a, Result<u64, BundleAccess>>;
     /// The body of `bucket/key` (at most `limit` bytes), if `account_id` may read it.
-    fn read(
-        &self,
-        account_id: &str,
-        bucket: &str,
-        key: &str,
+    fn read<'a>(
+        &'a self,
+        account_id: &'a str,
+        bucket: &'a str,
+        key: &'a str,
         limit: u64,
-    ) -> Result<Vec<u8>, BundleAccess>;
+    ) -> Pending<'a, Result<Vec<u8>, BundleAccess>>;
     /// Tells Walrus that image `image_id` is registered with the manifest at `location`
     /// whose bytes hash to `manifest_sha256`: Walrus keeps the plain image while the
     /// registration lasts. Recording it twice is harmless.
-    fn retain(
-        &self,
-        image_id: &str,
-        location: &str,
-        manifest_sha256: &str,
-    ) -> Result<(), BundleAccess>;
+    fn retain<'a>(
+        &'a self,
+        image_id: &'a str,
+        location: &'a str,
+        manifest_sha256: &'a str,
+    ) -> Pending<'a, Result<(), BundleAccess>>;
     /// Tells Walrus that image `image_id` is no longer registered: its plain image may be
     /// collected. Releasing an image Walrus never recorded succeeds.
-    fn release(&self, image_id: &str) -> Result<(), BundleAccess>;
+    fn release<'a>(&'a self, image_id: &'a str) -> Pending<'a, Result<(), BundleAccess>>;
 }
 
-/// One cluster as the CLC reaches it: a CC's client in the `koala` binary (over HTTP,
-/// signed with the CLC's own key). Blocking, as EC2 actions run on blocking threads.
+/// One cluster as the CLC reaches it: a CC's client in the `koala` binary (over TLS, signed
+/// with the CLC's own key). Asynchronous: a slow or hung CC is waited for without holding a
+/// thread.
 pub trait Clusters: Send + Sync {
     /// Places and starts instances.
-    fn run(&self, orders: &[RunOrder]) -> Result<RunOutcome, RpcError>;
+    fn run<'a>(&'a self, orders: &'a [RunOrder]) -> Pending<'a, Result<RunOutcome, RpcError>>;
     /// Every instance the nodes know.
-    fn instances(&self) -> Result<Vec<InstanceReport>, RpcError>;
+    fn instances(&self) -> Pending<'_, Result<Vec<InstanceReport>, RpcError>>;
     /// Terminates an instance on its node.
-    fn terminate(&self, id: &str) -> Result<InstanceReport, RpcError>;
+    fn terminate<'a>(&'a self, id: &'a str) -> Pending<'a, Result<InstanceReport, RpcError>>;
     /// Resets an instance.
-    fn reboot(&self, id: &str) -> Result<(), RpcError>;
+    fn reboot<'a>(&'a self, id: &'a str) -> Pending<'a, Result<(), RpcError>>;
     /// An instance's console log.
-    fn console(&self, id: &str) -> Result<ConsoleOutput, RpcError>;
+    fn console<'a>(&'a self, id: &'a str) -> Pending<'a, Result<ConsoleOutput, RpcError>>;
     /// The nodes with their resources.
-    fn nodes(&self) -> Result<Vec<NodeStatus>, RpcError>;
+    fn nodes(&self) -> Pending<'_, Result<Vec<NodeStatus>, RpcError>>;
 }
 
 /// Why a bundle object could not be read.
@@ -107,6 +119,40 @@ pub struct Cloud {
     pub unwraps: Arc<crate::UnwrapThrottle>,
 }
 
+/// One EC2 request, owned: what the asynchronous actions (those that wait for another role)
+/// hand to their blocking steps.
+pub struct Request {
+    /// The cloud.
+    pub cloud: Cloud,
+    /// The verified caller.
+    pub caller: Principal,
+    /// The request's parameters.
+    pub params: QueryRequest,
+}
+
+impl Request {
+    /// The request as the blocking steps see it.
+    pub fn call(&self) -> Call<'_> {
+        Call {
+            cloud: &self.cloud,
+            caller: &self.caller,
+            params: &self.params,
+        }
+    }
+}
+
+/// Runs a step of an action that blocks (RocksDB writes with fsync, RSA, scans of the
+/// records) on the blocking pool, so that the reactor never waits for it.
+pub async fn blocking<T: Send + 'static>(
+    req: &Arc<Request>,
+    step: impl FnOnce(&Call<'_>) -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, QueryError> {
+    let req = req.clone();
+    tokio::task::spawn_blocking(move || step(&req.call()))
+        .await
+        .map_err(|e| QueryError::Internal(format!("an EC2 action failed: {e}")))?
+}
+
 /// One EC2 request being served: the cloud, who is calling, and the parameters.
 pub struct Call<'a> {
     /// The cloud.
@@ -141,11 +187,26 @@ pub fn version(params: &QueryRequest) -> Result<String, QueryError> {
     }
 }
 
-/// Serves one EC2 action; the body of its response element, or its error.
-pub fn dispatch(call: &Call<'_>, action: &str) -> Result<String, QueryError> {
+/// Serves one EC2 action; the body of its response element, or its error. The actions that
+/// wait for another role (a cluster controller, a Walrus apart) run here, their blocking
+/// steps on the blocking pool; every other runs whole on the blocking pool.
+pub async fn dispatch(req: Arc<Request>, action: String) -> Result<String, QueryError> {
+    match action.as_str() {
+        "RegisterImage" => images::register(&req).await,
+        "DeregisterImage" => images::deregister(&req).await,
+        "RunInstances" => instances::run(&req).await,
+        "TerminateInstances" => instances::terminate(&req).await,
+        "RebootInstances" => instances::reboot(&req).await,
+        "GetConsoleOutput" => instances::console_output(&req).await,
+        "DescribeAvailabilityZones" => zones::describe_zones(&req).await,
+        "DescribeClusters" => clusters::describe(&req).await,
+        _ => blocking(&req, move |call| dispatch_blocking(call, &action)).await,
+    }
+}
+
+/// The actions that keep to the CLC's own records.
+fn dispatch_blocking(call: &Call<'_>, action: &str) -> Result<String, QueryError> {
     match action {
-        "RegisterImage" => images::register(call),
-        "DeregisterImage" => images::deregister(call),
         "DescribeImages" => images::describe(call),
         "DescribeImageAttribute" => images::describe_attribute(call),
         "ModifyImageAttribute" => images::modify_attribute(call),
@@ -164,22 +225,16 @@ pub fn dispatch(call: &Call<'_>, action: &str) -> Result<String, QueryError> {
         "AssociateAddress" => addresses::associate(call),
         "DisassociateAddress" => addresses::disassociate(call),
         "DescribeAddresses" => addresses::describe(call),
-        "DescribeAvailabilityZones" => zones::describe_zones(call),
         "DescribeRegions" => zones::describe_regions(call),
         "CreateTags" => tags::create(call),
         "DeleteTags" => tags::delete(call),
         "DescribeTags" => tags::describe(call),
-        "RunInstances" => instances::run(call),
         "DescribeInstances" => instances::describe(call),
-        "TerminateInstances" => instances::terminate(call),
-        "RebootInstances" => instances::reboot(call),
-        "GetConsoleOutput" => instances::console_output(call),
         "DescribeInstanceStatus" => instances::describe_status(call),
         "DescribeProperties" => properties::describe(call),
         "ModifyPropertyValue" => properties::modify(call),
         "RegisterCluster" => clusters::register(call),
         "DeregisterCluster" => clusters::deregister(call),
-        "DescribeClusters" => clusters::describe(call),
         _ => Err(QueryError::InvalidAction(action.to_owned())),
     }
 }

@@ -16,8 +16,12 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::ec2::{apply_filters, is_id, new_id, timestamp_now, BundleAccess, Call, Cloud};
-use crate::query::Xml;
+use std::sync::Arc;
+
+use crate::ec2::{
+    apply_filters, blocking, is_id, new_id, timestamp_now, BundleAccess, Call, Cloud, Request,
+};
+use crate::query::{QueryRequest, Xml};
 use crate::state::{Batch, Record};
 use crate::{properties, quotas, tags, QueryError, Resource};
 
@@ -195,9 +199,49 @@ fn owned(call: &Call<'_>, id: &str) -> Result<ImageRecord, QueryError> {
     }
 }
 
-/// `RegisterImage`.
-pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
-    let params = call.params;
+/// `RegisterImage`: the manifest and the parts' sizes are read from Walrus (waited for,
+/// holding no thread), the manifest checked and the record made on the blocking pool.
+pub async fn register(req: &Arc<Request>) -> Result<String, QueryError> {
+    let (bucket, key) = {
+        let (bucket, key) = manifest_location(requested_location(&req.params)?)?;
+        (bucket.to_owned(), key.to_owned())
+    };
+    let account = req.caller.account_id.clone();
+    let bytes = read_manifest(&req.cloud, &account, &bucket, &key).await?;
+    let (b, k, a) = (bucket.clone(), key.clone(), account.clone());
+    let (manifest, manifest_sha256) = blocking(req, move |call| {
+        authenticate_manifest(call.cloud, &a, &b, &k, &bytes)
+    })
+    .await?;
+    let parts = check_parts(&req.cloud, &account, &bucket, &key, &manifest).await?;
+    let record = blocking(req, move |call| {
+        new_record(call, &bucket, &key, manifest, manifest_sha256, parts)
+    })
+    .await?;
+    // Walrus is told of the registration before the record is made (it may be on another
+    // host); a registration refused below releases it again.
+    let sha = record.manifest_sha256.clone().unwrap_or_default();
+    req.cloud
+        .bundles
+        .retain(&record.id, &record.location, &sha)
+        .await
+        .map_err(walrus_unavailable)?;
+    let id = record.id.clone();
+    let location = record.location.clone();
+    if let Err(e) = blocking(req, move |call| record_new(call.cloud, &record)).await {
+        if let Err(why) = req.cloud.bundles.release(&id).await {
+            tracing::warn!(image = %id, "cannot release a refused registration in Walrus: {why:?}");
+        }
+        return Err(e);
+    }
+    tracing::info!(image = %id, location = %location, "registered an image");
+    let mut x = Xml::new();
+    x.elem("imageId", &id);
+    Ok(x.finish())
+}
+
+/// The `ImageLocation` of a RegisterImage (the only kind of registration Koala makes).
+fn requested_location(params: &QueryRequest) -> Result<&str, QueryError> {
     let Some(location) = params.get("ImageLocation").filter(|l| !l.is_empty()) else {
         if params.get("RootDeviceName").is_some()
             || !params.indexes("BlockDeviceMapping").is_empty()
@@ -208,11 +252,21 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
         }
         return Err(QueryError::MissingParameter("ImageLocation".into()));
     };
-    let (bucket, key) = manifest_location(location)?;
-    let account = call.account().to_owned();
-    let (manifest, manifest_sha256) = read_manifest(call.cloud, &account, bucket, key)?;
-    let parts = check_parts(call.cloud, &account, bucket, key, &manifest)?;
+    Ok(location)
+}
 
+/// The record of a new registration of the checked `manifest` at `bucket/key`, with a fresh
+/// id; the request's parameters override what the manifest says.
+fn new_record(
+    call: &Call<'_>,
+    bucket: &str,
+    key: &str,
+    manifest: bundler::Manifest,
+    manifest_sha256: String,
+    parts: Vec<BundlePart>,
+) -> Result<ImageRecord, QueryError> {
+    let params = call.params;
+    let account = call.account().to_owned();
     let kind = match manifest.image_type {
         bundler::ImageType::Machine => ImageKind::Machine,
         bundler::ImageType::Kernel => ImageKind::Kernel,
@@ -292,21 +346,16 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
     let block_devices = device_mappings(call, &manifest)?;
 
     let location = format!("{bucket}/{key}");
-    // The id is chosen, and Walrus told of the registration, before the record is made and
-    // outside the state's lock (Walrus may be on another host); a registration refused
-    // below releases it again.
+    // The id is chosen before the record is made and outside the state's lock: `record_new`
+    // checks it is still free.
     let id = loop {
         let id = new_id(kind.prefix());
         if call.cloud.state.get::<ImageRecord>(&id)?.is_none() {
             break id;
         }
     };
-    call.cloud
-        .bundles
-        .retain(&id, &location, &manifest_sha256)
-        .map_err(walrus_unavailable)?;
-    let record = ImageRecord {
-        id: id.clone(),
+    Ok(ImageRecord {
+        id,
         owner: account,
         location,
         name,
@@ -327,17 +376,7 @@ pub fn register(call: &Call<'_>) -> Result<String, QueryError> {
         manifest_sha256: Some(manifest_sha256),
         parts,
         plain_sha256: None,
-    };
-    if let Err(e) = record_new(call.cloud, &record) {
-        if let Err(why) = call.cloud.bundles.release(&id) {
-            tracing::warn!(image = %id, "cannot release a refused registration in Walrus: {why:?}");
-        }
-        return Err(e);
-    }
-    tracing::info!(image = %id, location = %record.location, "registered an image");
-    let mut x = Xml::new();
-    x.elem("imageId", &id);
-    Ok(x.finish())
+    })
 }
 
 /// Records a new image, unless its name is taken in its account, the account has as many
@@ -389,33 +428,37 @@ fn manifest_location(location: &str) -> Result<(&str, &str), QueryError> {
     }
 }
 
-/// Reads, parses and authenticates the manifest; with the SHA-256 of the bytes checked.
-fn read_manifest(
+/// The manifest's bytes, read with the rights of `account`.
+async fn read_manifest(
     cloud: &Cloud,
     account: &str,
     bucket: &str,
     key: &str,
+) -> Result<Vec<u8>, QueryError> {
+    match cloud.bundles.read(account, bucket, key, MAX_MANIFEST).await {
+        Ok(bytes) => Ok(bytes),
+        Err(BundleAccess::NotFound) => Err(QueryError::InvalidManifest(format!(
+            "The manifest {bucket}/{key} does not exist."
+        ))),
+        Err(BundleAccess::Denied) => Err(QueryError::NotAuthorized(format!(
+            "Not authorized to read the manifest {bucket}/{key}."
+        ))),
+        Err(BundleAccess::TooLarge) => Err(QueryError::InvalidManifest(format!(
+            "The manifest {bucket}/{key} is larger than {MAX_MANIFEST} bytes."
+        ))),
+        Err(BundleAccess::Failed(reason)) => Err(QueryError::Internal(reason)),
+    }
+}
+
+/// Parses and authenticates the manifest `bytes`; with the SHA-256 of the bytes checked.
+fn authenticate_manifest(
+    cloud: &Cloud,
+    account: &str,
+    bucket: &str,
+    key: &str,
+    bytes: &[u8],
 ) -> Result<(bundler::Manifest, String), QueryError> {
-    let bytes = match cloud.bundles.read(account, bucket, key, MAX_MANIFEST) {
-        Ok(bytes) => bytes,
-        Err(BundleAccess::NotFound) => {
-            return Err(QueryError::InvalidManifest(format!(
-                "The manifest {bucket}/{key} does not exist."
-            )))
-        }
-        Err(BundleAccess::Denied) => {
-            return Err(QueryError::NotAuthorized(format!(
-                "Not authorized to read the manifest {bucket}/{key}."
-            )))
-        }
-        Err(BundleAccess::TooLarge) => {
-            return Err(QueryError::InvalidManifest(format!(
-                "The manifest {bucket}/{key} is larger than {MAX_MANIFEST} bytes."
-            )))
-        }
-        Err(BundleAccess::Failed(reason)) => return Err(QueryError::Internal(reason)),
-    };
-    let manifest = bundler::Manifest::parse(&bytes).map_err(|e| {
+    let manifest = bundler::Manifest::parse(bytes).map_err(|e| {
         QueryError::InvalidManifest(format!("The manifest {bucket}/{key} cannot be read: {e}."))
     })?;
     if manifest.user.replace('-', "") != account {
@@ -454,11 +497,11 @@ fn read_manifest(
         ))
     })?;
     cloud.unwraps.give_back(account);
-    Ok((manifest, hex::encode(Sha256::digest(&bytes))))
+    Ok((manifest, hex::encode(Sha256::digest(bytes))))
 }
 
 /// Checks every part is there, readable by the caller, with sizes adding up.
-fn check_parts(
+async fn check_parts(
     cloud: &Cloud,
     account: &str,
     bucket: &str,
@@ -481,7 +524,7 @@ fn check_parts(
             )));
         }
         let key = format!("{folder}{}", part.filename);
-        let size = match cloud.bundles.size(account, bucket, &key) {
+        let size = match cloud.bundles.size(account, bucket, &key).await {
             Ok(size) => size,
             Err(BundleAccess::NotFound) => {
                 return Err(QueryError::InvalidManifest(format!(
@@ -615,12 +658,22 @@ fn device_mappings(
 /// `DeregisterImage`: the record and its tags go, and Walrus releases the image's use of
 /// its bundle (the plain image it unbundled is collected once no registration uses it);
 /// the bundle stays in Walrus (the user deletes it with `euca-delete-bundle`).
-pub fn deregister(call: &Call<'_>) -> Result<String, QueryError> {
-    let id = call.params.required("ImageId")?;
+pub async fn deregister(req: &Arc<Request>) -> Result<String, QueryError> {
+    let id = req.params.required("ImageId")?.to_owned();
     // Walrus is told first, outside the state's lock: should the record then stay (a
     // failure below), the plain image is only unbundled again when next needed.
-    owned(call, id)?;
-    call.cloud.bundles.release(id).map_err(walrus_unavailable)?;
+    let asked = id.clone();
+    blocking(req, move |call| owned(call, &asked)).await?;
+    req.cloud
+        .bundles
+        .release(&id)
+        .await
+        .map_err(walrus_unavailable)?;
+    blocking(req, move |call| forget(call, &id)).await
+}
+
+/// Removes image `id`'s record and tags.
+fn forget(call: &Call<'_>, id: &str) -> Result<String, QueryError> {
     let _guard = call.cloud.state.exclusive();
     let image = owned(call, id)?;
     let mut batch = Batch::new();

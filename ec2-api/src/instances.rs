@@ -18,13 +18,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use compute::cluster::RunOutcome;
 use compute::disk_layout::DiskLayout;
 use compute::rpc::{
     ImageRef, InstanceReport, InstanceState, NodeStatus, RpcError, RunOrder, StateReason, VmSpec,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::ec2::{apply_filters, is_id, new_id, timestamp_now, Call, Cloud, Clusters};
+use crate::ec2::{
+    apply_filters, blocking, is_id, new_id, timestamp_now, Call, Cloud, Clusters, Request,
+};
 use crate::images::{self, ImageKind, ImageRecord};
 use crate::query::Xml;
 use crate::state::{Batch, Record};
@@ -217,12 +220,15 @@ fn free_slots(nodes: &[NodeStatus], vm: &VmSpec) -> u64 {
 /// The zone whose cluster can start the most instances of `vm` now (the first by name on a
 /// tie), with its nodes, when a RunInstances names none; zones whose CC does not answer are
 /// passed over (the first zone is taken, to fail as unavailable, when none answers).
-fn roomiest_zone(cloud: &Cloud, vm: &VmSpec) -> Result<(String, Vec<NodeStatus>), QueryError> {
+async fn roomiest_zone(
+    cloud: &Cloud,
+    vm: &VmSpec,
+) -> Result<(String, Vec<NodeStatus>), QueryError> {
     let mut best: Option<(u64, String, Vec<NodeStatus>)> = None;
     let mut first = None;
     for (zone, _, cluster) in cloud.clusters.all() {
         first.get_or_insert_with(|| zone.clone());
-        let Ok(nodes) = cluster.nodes() else {
+        let Ok(nodes) = cluster.nodes().await else {
             continue;
         };
         let free = free_slots(&nodes, vm);
@@ -236,7 +242,7 @@ fn roomiest_zone(cloud: &Cloud, vm: &VmSpec) -> Result<(String, Vec<NodeStatus>)
     let zone = first.ok_or_else(|| {
         QueryError::InsufficientCapacity("No cluster is registered with this cloud.".into())
     })?;
-    let nodes = cloud.clusters.nodes(&zone)?;
+    let nodes = cloud.clusters.nodes(&zone).await?;
     Ok((zone, nodes))
 }
 
@@ -316,8 +322,101 @@ fn image_ref(image: &ImageRecord) -> ImageRef {
     }
 }
 
-/// `RunInstances`.
-pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
+/// What a RunInstances asks for, checked: everything but where it goes.
+struct LaunchPlan {
+    client_token: Option<String>,
+    image: ImageRecord,
+    kernel: ImageRecord,
+    ramdisk: Option<ImageRecord>,
+    key: Option<(String, String)>,
+    vm: VmSpec,
+    /// The user data, raw.
+    user_data: Vec<u8>,
+    groups: Vec<(String, String)>,
+    min: i64,
+    max: i64,
+    asked_zone: Option<String>,
+    start_timeout_secs: u64,
+}
+
+/// A step of RunInstances: the answer already (a retry with a ClientToken answered with
+/// the first launch's instances), or what the next step works with.
+enum Step<T> {
+    Answered(String),
+    Next(T),
+}
+
+/// `RunInstances`, in four steps: check the request (blocking: the records), find the zone
+/// and its room (waiting for the CC), record the instances (blocking), send the orders
+/// (waiting for the CC), then record where each went (blocking). No thread is held while a
+/// cluster controller is waited for.
+pub async fn run(req: &Arc<Request>) -> Result<String, QueryError> {
+    let plan = match blocking(req, plan_launch).await? {
+        Step::Answered(xml) => return Ok(xml),
+        Step::Next(plan) => Arc::new(plan),
+    };
+    let cloud = &req.cloud;
+    let (zone, nodes) = match &plan.asked_zone {
+        Some(asked) => (asked.clone(), cloud.clusters.nodes(asked).await?),
+        None => roomiest_zone(cloud, &plan.vm).await?,
+    };
+    let cluster = cloud.clusters.of(&zone)?;
+    let free = free_slots(&nodes, &plan.vm);
+    let p = plan.clone();
+    let records = match blocking(req, move |call| record_launch(call, &p, &zone, free)).await? {
+        Step::Answered(xml) => return Ok(xml),
+        Step::Next(records) => records,
+    };
+    let account = req.caller.account_id.clone();
+    let reservation_id = records[0].reservation_id.clone();
+    let orders = orders_for(&plan, &records);
+    let outcome = match cluster.run(&orders).await {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_unanswered() => {
+            // The CC took the orders and its answer was lost: it may be starting them. The
+            // records stay pending and the caller is told of them; `sync` settles them (a
+            // node's report moves them on, none by their start timeout ends them).
+            tracing::warn!(account, reservation = %reservation_id, "the cluster controller did not answer a run; its instances stay pending until a node reports them: {e}");
+            return blocking(req, move |call| Ok(reservation_xml(call, &records))).await;
+        }
+        Err(e) => {
+            // The CC answered no, or the orders never left: nothing was started, the records
+            // go as if the call never happened.
+            blocking(req, move |call| forget_launch(call.cloud, &records)).await?;
+            return Err(rpc_error(e));
+        }
+    };
+    for p in &outcome.unconfirmed {
+        // Its node took the order and never said so: it stays pending until the node reports
+        // it, or its start timeout passes (see `sync`).
+        tracing::warn!(instance = %p.instance_id, node = %p.node, "the node did not confirm the start of an instance");
+    }
+    let placed = outcome.placed.len() + outcome.unconfirmed.len();
+    if placed < plan.min as usize {
+        // Fewer than MinCount started: none is kept, as EC2 does. One whose end fails here
+        // (or that starts later) has no record any more: `sync` ends it.
+        for p in outcome.placed.iter().chain(&outcome.unconfirmed) {
+            if let Err(e) = cluster.terminate(&p.instance_id).await {
+                tracing::warn!(instance = %p.instance_id, "cannot undo a partial launch: {e}");
+            }
+        }
+        blocking(req, move |call| forget_launch(call.cloud, &records)).await?;
+        let why = outcome
+            .failed
+            .first()
+            .map(|(_, e)| e.message.clone())
+            .unwrap_or_default();
+        return Err(QueryError::InsufficientCapacity(format!(
+            "Only {placed} of the {} {} instance(s) asked for could start: {why}",
+            plan.min, plan.vm.name
+        )));
+    }
+    blocking(req, move |call| settle_launch(call, records, &outcome)).await
+}
+
+/// RunInstances' first step: the request checked against the records (images, key pair,
+/// groups, quotas), or the answer of the launch its ClientToken names.
+fn plan_launch(call: &Call<'_>) -> Result<Step<LaunchPlan>, QueryError> {
     let params = call.params;
     let account = call.account();
     let cloud = call.cloud;
@@ -329,7 +428,7 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
             ));
         }
         if let Some(earlier) = launched_with(cloud, account, client_token)? {
-            return Ok(reservation_xml(call, &earlier));
+            return Ok(Step::Answered(reservation_xml(call, &earlier)));
         }
     }
     let image_id = params.required("ImageId")?;
@@ -417,115 +516,134 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
         disk_gib: vm_type.disk_gib.into(),
     };
     check_fits(&image.id, image.image_size, &vm)?;
-    let (zone, nodes) = match asked_zone {
-        Some(asked) => (asked.to_owned(), cloud.clusters.nodes(asked)?),
-        None => roomiest_zone(cloud, &vm)?,
-    };
-    let cluster = cloud.clusters.of(&zone)?;
-    let free = free_slots(&nodes, &vm);
-    if free < min as u64 {
+    Ok(Step::Next(LaunchPlan {
+        client_token: client_token.map(str::to_owned),
+        image,
+        kernel,
+        ramdisk,
+        key,
+        vm,
+        user_data,
+        groups,
+        min,
+        max,
+        asked_zone: asked_zone.map(str::to_owned),
+        start_timeout_secs: properties::start_timeout(cloud)?,
+    }))
+}
+
+/// RunInstances' third step: the instances recorded, pending, as many as `free` slots of
+/// `zone` allow; or the answer of the launch a racing retry with the same ClientToken made.
+fn record_launch(
+    call: &Call<'_>,
+    plan: &LaunchPlan,
+    zone: &str,
+    free: u64,
+) -> Result<Step<Vec<InstanceRecord>>, QueryError> {
+    let cloud = call.cloud;
+    let account = call.account();
+    let token = plan.client_token.as_deref();
+    if free < plan.min as u64 {
         // A retry racing its first launch may find the room that launch took.
-        if let Some(earlier) = launched_with(cloud, account, client_token)? {
-            return Ok(reservation_xml(call, &earlier));
+        if let Some(earlier) = launched_with(cloud, account, token)? {
+            return Ok(Step::Answered(reservation_xml(call, &earlier)));
         }
         return Err(QueryError::InsufficientCapacity(format!(
-            "There is not enough capacity for {min} {type_name} instance(s) in {zone}: {free} can start now."
+            "There is not enough capacity for {} {} instance(s) in {zone}: {free} can start now.",
+            plan.min, plan.vm.name
         )));
     }
-    let launching = (max as u64).min(free) as u32;
-    let start_timeout_secs = properties::start_timeout(cloud)?;
+    let launching = (plan.max as u64).min(free) as u32;
     let reservation_id = new_id("r");
     let launch_time = timestamp_now();
     let launched_ms = now_ms();
     let mut records = Vec::new();
-    {
-        let guard = cloud.state.exclusive();
-        // A retry with the same token may have launched since the check above: checked again
-        // under the guard the records are written under, so that only one launch wins.
-        if let Some(earlier) = launched_with(cloud, account, client_token)? {
-            drop(guard);
-            return Ok(reservation_xml(call, &earlier));
-        }
-        // The zone may have been deregistered since it was chosen.
-        cloud.clusters.of(&zone)?;
-        let mut batch = Batch::new();
-        for launch_index in 0..launching {
-            let id = loop {
-                let id = new_id("i");
-                if cloud.state.get::<InstanceRecord>(&id)?.is_none()
-                    && !records.iter().any(|r: &InstanceRecord| r.id == id)
-                {
-                    break id;
-                }
-            };
-            let record = InstanceRecord {
-                id,
-                reservation_id: reservation_id.clone(),
-                owner: account.to_owned(),
-                image_id: image.id.clone(),
-                kernel_id: kernel.id.clone(),
-                ramdisk_id: ramdisk.as_ref().map(|r| r.id.clone()),
-                instance_type: vm_type.name.clone(),
-                key_name: key.as_ref().map(|(n, _)| n.clone()),
-                groups: groups.clone(),
-                zone: zone.clone(),
-                launch_index,
-                launch_time: launch_time.clone(),
-                launched_ms,
-                state: InstanceState::Pending,
-                state_reason: None,
-                node: None,
-                client_token: client_token.map(str::to_owned),
-                start_timeout_secs,
-                ended_ms: None,
-                missing_since_ms: None,
-            };
-            batch.put(&record.id, &record);
-            records.push(record);
-        }
-        cloud.state.commit(batch)?;
+    let guard = cloud.state.exclusive();
+    // A retry with the same token may have launched since the first check: checked again
+    // under the guard the records are written under, so that only one launch wins.
+    if let Some(earlier) = launched_with(cloud, account, token)? {
+        drop(guard);
+        return Ok(Step::Answered(reservation_xml(call, &earlier)));
     }
-    let user_data = STANDARD.encode(&user_data);
-    let orders: Vec<RunOrder> = records
+    // The zone may have been deregistered since it was chosen.
+    cloud.clusters.of(zone)?;
+    let mut batch = Batch::new();
+    for launch_index in 0..launching {
+        let id = loop {
+            let id = new_id("i");
+            if cloud.state.get::<InstanceRecord>(&id)?.is_none()
+                && !records.iter().any(|r: &InstanceRecord| r.id == id)
+            {
+                break id;
+            }
+        };
+        let record = InstanceRecord {
+            id,
+            reservation_id: reservation_id.clone(),
+            owner: account.to_owned(),
+            image_id: plan.image.id.clone(),
+            kernel_id: plan.kernel.id.clone(),
+            ramdisk_id: plan.ramdisk.as_ref().map(|r| r.id.clone()),
+            instance_type: plan.vm.name.clone(),
+            key_name: plan.key.as_ref().map(|(n, _)| n.clone()),
+            groups: plan.groups.clone(),
+            zone: zone.to_owned(),
+            launch_index,
+            launch_time: launch_time.clone(),
+            launched_ms,
+            state: InstanceState::Pending,
+            state_reason: None,
+            node: None,
+            client_token: plan.client_token.clone(),
+            start_timeout_secs: plan.start_timeout_secs,
+            ended_ms: None,
+            missing_since_ms: None,
+        };
+        batch.put(&record.id, &record);
+        records.push(record);
+    }
+    cloud.state.commit(batch)?;
+    Ok(Step::Next(records))
+}
+
+/// The run orders of the recorded instances.
+fn orders_for(plan: &LaunchPlan, records: &[InstanceRecord]) -> Vec<RunOrder> {
+    let user_data = STANDARD.encode(&plan.user_data);
+    records
         .iter()
         .map(|r| RunOrder {
             instance_id: r.id.clone(),
-            reservation_id: reservation_id.clone(),
-            owner: account.to_owned(),
-            image: image_ref(&image),
-            kernel: image_ref(&kernel),
-            ramdisk: ramdisk.as_ref().map(image_ref),
-            vm: vm.clone(),
-            key: key.clone(),
+            reservation_id: r.reservation_id.clone(),
+            owner: r.owner.clone(),
+            image: image_ref(&plan.image),
+            kernel: image_ref(&plan.kernel),
+            ramdisk: plan.ramdisk.as_ref().map(image_ref),
+            vm: plan.vm.clone(),
+            key: plan.key.clone(),
             user_data: user_data.clone(),
-            start_timeout_secs,
+            start_timeout_secs: plan.start_timeout_secs,
         })
-        .collect();
-    let outcome = match cluster.run(&orders) {
-        Ok(outcome) => outcome,
-        Err(e) if e.is_unanswered() => {
-            // The CC took the orders and its answer was lost: it may be starting them. The
-            // records stay pending and the caller is told of them; `sync` settles them (a
-            // node's report moves them on, none by their start timeout ends them).
-            tracing::warn!(account, reservation = %reservation_id, "the cluster controller did not answer a run; its instances stay pending until a node reports them: {e}");
-            return Ok(reservation_xml(call, &records));
-        }
-        Err(e) => {
-            // The CC answered no, or the orders never left: nothing was started, the records
-            // go as if the call never happened.
-            let mut batch = Batch::new();
-            for r in &records {
-                batch.delete::<InstanceRecord>(&r.id);
-            }
-            cloud.state.commit(batch)?;
-            return Err(rpc_error(e));
-        }
-    };
-    for p in &outcome.unconfirmed {
-        // Its node took the order and never said so: it stays pending until the node reports
-        // it, or its start timeout passes (see `sync`).
-        tracing::warn!(instance = %p.instance_id, node = %p.node, "the node did not confirm the start of an instance");
+        .collect()
+}
+
+/// Deletes the records of a launch that started nothing (or fewer than MinCount).
+fn forget_launch(cloud: &Cloud, records: &[InstanceRecord]) -> Result<(), QueryError> {
+    let mut batch = Batch::new();
+    for r in records {
+        batch.delete::<InstanceRecord>(&r.id);
     }
+    cloud.state.commit(batch)?;
+    Ok(())
+}
+
+/// RunInstances' last step: each instance's node recorded, those no node took ended with
+/// why; the reservation's answer.
+fn settle_launch(
+    call: &Call<'_>,
+    mut records: Vec<InstanceRecord>,
+    outcome: &RunOutcome,
+) -> Result<String, QueryError> {
+    let cloud = call.cloud;
     // Where each instance went, or may have gone.
     let placed: BTreeMap<&str, &str> = outcome
         .placed
@@ -533,55 +651,34 @@ pub fn run(call: &Call<'_>) -> Result<String, QueryError> {
         .chain(&outcome.unconfirmed)
         .map(|p| (p.instance_id.as_str(), p.node.as_str()))
         .collect();
-    if placed.len() < min as usize {
-        // Fewer than MinCount started: none is kept, as EC2 does. One whose end fails here
-        // (or that starts later) has no record any more: `sync` ends it.
-        for p in outcome.placed.iter().chain(&outcome.unconfirmed) {
-            if let Err(e) = cluster.terminate(&p.instance_id) {
-                tracing::warn!(instance = %p.instance_id, "cannot undo a partial launch: {e}");
-            }
-        }
+    {
+        let _guard = cloud.state.exclusive();
         let mut batch = Batch::new();
-        for r in &records {
-            batch.delete::<InstanceRecord>(&r.id);
+        for record in &mut records {
+            // Re-read: the sync, or a TerminateInstances of an id DescribeInstances showed,
+            // may have moved it meanwhile.
+            if let Some(current) = cloud.state.get::<InstanceRecord>(&record.id)? {
+                *record = current;
+            }
+            match placed.get(record.id.as_str()) {
+                Some(node) => {
+                    record.node.get_or_insert_with(|| (*node).to_owned());
+                }
+                None => {
+                    let why = outcome
+                        .failed
+                        .iter()
+                        .find(|(id, _)| *id == record.id)
+                        .map(|(_, e)| e.message.clone())
+                        .unwrap_or_else(|| "no node took it".into());
+                    end(record, StateReason::server_error(why));
+                }
+            }
+            batch.put(&record.id, record);
         }
         cloud.state.commit(batch)?;
-        let why = outcome
-            .failed
-            .first()
-            .map(|(_, e)| e.message.clone())
-            .unwrap_or_default();
-        return Err(QueryError::InsufficientCapacity(format!(
-            "Only {} of the {min} {type_name} instance(s) asked for could start: {why}",
-            placed.len()
-        )));
     }
-    let _guard = cloud.state.exclusive();
-    let mut batch = Batch::new();
-    for record in &mut records {
-        // Re-read: the sync, or a TerminateInstances of an id DescribeInstances showed, may
-        // have moved it meanwhile.
-        if let Some(current) = cloud.state.get::<InstanceRecord>(&record.id)? {
-            *record = current;
-        }
-        match placed.get(record.id.as_str()) {
-            Some(node) => {
-                record.node.get_or_insert_with(|| (*node).to_owned());
-            }
-            None => {
-                let why = outcome
-                    .failed
-                    .iter()
-                    .find(|(id, _)| *id == record.id)
-                    .map(|(_, e)| e.message.clone())
-                    .unwrap_or_else(|| "no node took it".into());
-                end(record, StateReason::server_error(why));
-            }
-        }
-        batch.put(&record.id, record);
-    }
-    cloud.state.commit(batch)?;
-    tracing::info!(account, reservation = %reservation_id, count = records.len(), "launched instances");
+    tracing::info!(account = call.account(), reservation = %records[0].reservation_id, count = records.len(), "launched instances");
     Ok(reservation_xml(call, &records))
 }
 
@@ -749,40 +846,32 @@ pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
 }
 
 /// `TerminateInstances`: ends the instances named; previous and current states.
-pub fn terminate(call: &Call<'_>) -> Result<String, QueryError> {
-    if call.params.list("InstanceId").is_empty() {
+pub async fn terminate(req: &Arc<Request>) -> Result<String, QueryError> {
+    if req.params.list("InstanceId").is_empty() {
         return Err(QueryError::MissingParameter("InstanceId".into()));
     }
-    let cloud = call.cloud;
+    let cloud = &req.cloud;
     let mut changes = Vec::new();
-    for mut record in named(call)? {
+    for record in blocking(req, named).await? {
         let previous = record.state;
+        let mut current = previous;
         if previous != InstanceState::Terminated {
-            let answer = cluster_of(cloud, &record).and_then(|c| c.terminate(&record.id));
+            let answer = match cluster_of(cloud, &record) {
+                Ok(cluster) => cluster.terminate(&record.id).await,
+                Err(e) => Err(e),
+            };
             let report = match answer {
                 Ok(report) => Some(report),
                 // No node has it (it never started, or its node is gone): nothing to stop.
                 Err(e) if e.code == "NotFound" => None,
                 Err(e) => return Err(rpc_error(e)),
             };
-            let _guard = cloud.state.exclusive();
-            // Re-read: the sync may have moved it meanwhile.
-            if let Some(current) = cloud.state.get::<InstanceRecord>(&record.id)? {
-                record = current;
-            }
-            match report {
-                Some(r) if r.state != InstanceState::Terminated => {
-                    record.state = InstanceState::ShuttingDown;
-                    record
-                        .state_reason
-                        .get_or_insert(StateReason::user_shutdown());
-                }
-                _ => end(&mut record, StateReason::user_shutdown()),
-            }
-            cloud.state.put(&record.id, &record)?;
-            tracing::info!(instance = %record.id, "terminated an instance");
+            let id = record.id.clone();
+            current = blocking(req, move |call| user_ended(call.cloud, record, report)).await?;
+            changes.push((id, previous, current));
+            continue;
         }
-        changes.push((record.id.clone(), previous, record.state));
+        changes.push((record.id, previous, current));
     }
     let mut x = Xml::new();
     x.list("instancesSet", &changes, |x, (id, previous, current)| {
@@ -799,12 +888,38 @@ pub fn terminate(call: &Call<'_>) -> Result<String, QueryError> {
     Ok(x.finish())
 }
 
+/// Records that the user ended `record`, as its node answered (`None`: no node has it);
+/// its state now.
+fn user_ended(
+    cloud: &Cloud,
+    mut record: InstanceRecord,
+    report: Option<InstanceReport>,
+) -> Result<InstanceState, QueryError> {
+    let _guard = cloud.state.exclusive();
+    // Re-read: the sync may have moved it meanwhile.
+    if let Some(current) = cloud.state.get::<InstanceRecord>(&record.id)? {
+        record = current;
+    }
+    match report {
+        Some(r) if r.state != InstanceState::Terminated => {
+            record.state = InstanceState::ShuttingDown;
+            record
+                .state_reason
+                .get_or_insert(StateReason::user_shutdown());
+        }
+        _ => end(&mut record, StateReason::user_shutdown()),
+    }
+    cloud.state.put(&record.id, &record)?;
+    tracing::info!(instance = %record.id, "terminated an instance");
+    Ok(record.state)
+}
+
 /// `RebootInstances`: resets the running instances named.
-pub fn reboot(call: &Call<'_>) -> Result<String, QueryError> {
-    if call.params.list("InstanceId").is_empty() {
+pub async fn reboot(req: &Arc<Request>) -> Result<String, QueryError> {
+    if req.params.list("InstanceId").is_empty() {
         return Err(QueryError::MissingParameter("InstanceId".into()));
     }
-    let records = named(call)?;
+    let records = blocking(req, named).await?;
     if let Some(r) = records
         .iter()
         .find(|r| !matches!(r.state, InstanceState::Running | InstanceState::Pending))
@@ -816,10 +931,11 @@ pub fn reboot(call: &Call<'_>) -> Result<String, QueryError> {
         )));
     }
     for r in records.iter().filter(|r| r.state == InstanceState::Running) {
-        call.cloud
+        req.cloud
             .clusters
             .of(&r.zone)?
             .reboot(&r.id)
+            .await
             .map_err(rpc_error)?;
         tracing::info!(instance = %r.id, "rebooted an instance");
     }
@@ -827,16 +943,22 @@ pub fn reboot(call: &Call<'_>) -> Result<String, QueryError> {
 }
 
 /// `GetConsoleOutput`: the last 64 KiB of the instance's serial console, base64-encoded.
-pub fn console_output(call: &Call<'_>) -> Result<String, QueryError> {
-    let id = call.params.required("InstanceId")?;
-    if !is_id(id, "i") {
-        return Err(QueryError::Malformed(Resource::Instance, id.to_owned()));
+pub async fn console_output(req: &Arc<Request>) -> Result<String, QueryError> {
+    let id = req.params.required("InstanceId")?.to_owned();
+    if !is_id(&id, "i") {
+        return Err(QueryError::Malformed(Resource::Instance, id));
     }
-    let record = match call.cloud.state.get::<InstanceRecord>(id)? {
-        Some(r) if r.owner == call.account() => r,
-        _ => return Err(QueryError::NotFound(Resource::Instance, id.to_owned())),
+    let record = blocking(req, move |call| {
+        match call.cloud.state.get::<InstanceRecord>(&id)? {
+            Some(r) if r.owner == call.account() => Ok(r),
+            _ => Err(QueryError::NotFound(Resource::Instance, id)),
+        }
+    })
+    .await?;
+    let console = match cluster_of(&req.cloud, &record) {
+        Ok(cluster) => cluster.console(&record.id).await,
+        Err(e) => Err(e),
     };
-    let console = cluster_of(call.cloud, &record).and_then(|c| c.console(&record.id));
     let (output, timestamp) = match console {
         Ok(c) => (c.output, c.timestamp),
         Err(e) if e.code == "NotFound" => (String::new(), now_ms() / 1000),
@@ -905,15 +1027,16 @@ pub fn describe_status(call: &Call<'_>) -> Result<String, QueryError> {
 
 /// Brings the records in step with what the nodes report: states and reasons, the images'
 /// hashes; ends instances no node admits to, and instances nodes run without a live record;
-/// forgets terminated ones after an hour.
-pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
+/// forgets terminated ones after an hour. The clusters are waited for on the runtime, the
+/// records moved on the blocking pool.
+pub async fn sync(cloud: &Cloud) -> Result<(), QueryError> {
     // Read before the records: RunInstances writes its records before it sends the orders,
     // so every instance reported here already has its record below.
     let mut reports: Vec<(String, InstanceReport)> = Vec::new();
     // Records of a zone whose CC does not answer are left as they are until it does.
     let mut silent = Vec::new();
     for (zone, _, cluster) in cloud.clusters.all() {
-        match cluster.instances() {
+        match cluster.instances().await {
             Ok(found) => reports.extend(found.into_iter().map(|r| (zone.clone(), r))),
             Err(e) => {
                 tracing::warn!(zone = %zone, "cannot ask the cluster for its instances: {e}");
@@ -921,6 +1044,42 @@ pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
             }
         }
     }
+    let moved = cloud.clone();
+    let (due, hashes) =
+        tokio::task::spawn_blocking(move || apply_reports(&moved, &reports, &silent))
+            .await
+            .map_err(|e| QueryError::Internal(format!("the instance sync failed: {e}")))??;
+    for orphan in due {
+        tracing::warn!(instance = %orphan.id, node = %orphan.node, zone = %orphan.zone, "ending an instance the cloud has no live record of");
+        let ended = match cloud.clusters.of(&orphan.zone) {
+            Ok(cluster) => cluster.terminate(&orphan.id).await,
+            Err(e) => Err(RpcError::new("NotFound", e.to_string())),
+        };
+        if let Err(e) = ended {
+            // Tried again at the next round while the node still reports it.
+            tracing::warn!(instance = %orphan.id, node = %orphan.node, "cannot end an instance the cloud has no live record of: {e}");
+        }
+    }
+    let cloud = cloud.clone();
+    tokio::task::spawn_blocking(move || {
+        for (image, sha) in hashes {
+            images::record_plain_sha256(&cloud, &image, &sha)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| QueryError::Internal(format!("the instance sync failed: {e}")))?
+}
+
+/// The orphans due to be ended, and the images' hashes the nodes reported.
+type Applied = (Vec<OrphanRecord>, BTreeMap<String, String>);
+
+/// The records moved as the nodes' `reports` say (the zones in `silent` left as they are).
+fn apply_reports(
+    cloud: &Cloud,
+    reports: &[(String, InstanceReport)],
+    silent: &[String],
+) -> Result<Applied, QueryError> {
     let by_id: BTreeMap<&str, &InstanceReport> = reports
         .iter()
         .map(|(_, r)| (r.instance_id.as_str(), r))
@@ -1025,7 +1184,7 @@ pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
         .into_iter()
         .map(|(_, o)| o)
         .collect();
-    let orphans = plan_orphans(&live, &reports, &silent, &known, now);
+    let orphans = plan_orphans(&live, reports, silent, &known, now);
     for orphan in &orphans.found {
         tracing::warn!(instance = %orphan.id, node = %orphan.node, zone = %orphan.zone, "a node runs an instance the cloud has no live record of; it is ended in {} s unless one appears", ORPHAN_GRACE_MS / 1000);
         batch.put(&orphan.id, orphan);
@@ -1038,23 +1197,7 @@ pub fn sync(cloud: &Cloud) -> Result<(), QueryError> {
     if changed {
         cloud.state.commit(batch)?;
     }
-    drop(_guard);
-    for orphan in orphans.due {
-        tracing::warn!(instance = %orphan.id, node = %orphan.node, zone = %orphan.zone, "ending an instance the cloud has no live record of");
-        let ended = cloud
-            .clusters
-            .of(&orphan.zone)
-            .map_err(|e| RpcError::new("NotFound", e.to_string()))
-            .and_then(|cluster| cluster.terminate(&orphan.id));
-        if let Err(e) = ended {
-            // Tried again at the next round while the node still reports it.
-            tracing::warn!(instance = %orphan.id, node = %orphan.node, "cannot end an instance the cloud has no live record of: {e}");
-        }
-    }
-    for (image, sha) in hashes {
-        images::record_plain_sha256(cloud, &image, &sha)?;
-    }
-    Ok(())
+    Ok((orphans.due, hashes))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod tags;
 mod throttle;
 mod zones;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -27,7 +28,7 @@ use http::{Request, Response};
 use identity::{Authenticated, Identity, RequestParts, ServiceUrls};
 
 pub use clusters::ClusterSet;
-pub use ec2::{BundleAccess, BundleStore, Cloud, CloudSettings, Clusters};
+pub use ec2::{BundleAccess, BundleStore, Cloud, CloudSettings, Clusters, Pending};
 pub use error::{QueryError, Resource};
 use query::{Dialect, QueryRequest};
 pub use state::CloudState;
@@ -149,19 +150,13 @@ impl QueryApi {
             }
             Dialect::Ec2 => {
                 let version = ec2::version(&request)?;
-                let cloud = self.cloud.clone();
-                let request_id = request_id.to_owned();
-                tokio::task::spawn_blocking(move || {
-                    let call = ec2::Call {
-                        cloud: &cloud,
-                        caller: &principal,
-                        params: &request,
-                    };
-                    ec2::dispatch(&call, &action)
-                        .map(|body| ec2::envelope(&action, &version, &request_id, &body))
-                })
-                .await
-                .map_err(|e| QueryError::Internal(format!("an EC2 action panicked: {e}")))?
+                let req = Arc::new(ec2::Request {
+                    cloud: self.cloud.clone(),
+                    caller: principal,
+                    params: request,
+                });
+                let body = ec2::dispatch(req, action.clone()).await?;
+                Ok(ec2::envelope(&action, &version, request_id, &body))
             }
         }
     }

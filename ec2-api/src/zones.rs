@@ -7,7 +7,9 @@
 
 use compute::rpc::{NodeStatus, VmSpec};
 
-use crate::ec2::{apply_filters, Call};
+use std::sync::Arc;
+
+use crate::ec2::{apply_filters, blocking, Call, Request};
 use crate::properties::{self, VmType};
 use crate::query::Xml;
 use crate::QueryError;
@@ -35,13 +37,31 @@ fn capacity(nodes: &[NodeStatus], vm_type: &VmType) -> (u64, u64) {
 
 /// `DescribeAvailabilityZones`: the zones named by `ZoneName.N` (all when none), narrowed
 /// by filters `zone-name`, `state` and `region-name`.
-pub fn describe_zones(call: &Call<'_>) -> Result<String, QueryError> {
+pub async fn describe_zones(req: &Arc<Request>) -> Result<String, QueryError> {
+    let call = req.call();
+    let zones = listed_zones(&call)?;
+    let verbose = wants_verbose(&call);
+    // A zone whose CC does not answer shows no room rather than failing the listing.
+    let mut nodes: Vec<Vec<NodeStatus>> = Vec::new();
+    if verbose {
+        for zone in &zones {
+            nodes.push(req.cloud.clusters.nodes(zone).await.unwrap_or_default());
+        }
+    }
+    blocking(req, move |call| zones_xml(call, &zones, verbose, &nodes)).await
+}
+
+/// Whether a listing is verbose: asked for, by a cloud administrator (capacity is the
+/// cloud's business, as in Eucalyptus: users get the plain list).
+fn wants_verbose(call: &Call<'_>) -> bool {
+    call.params.list("ZoneName").contains(&"verbose") && call.caller.is_cloud_admin()
+}
+
+/// The zones a listing names and its filters keep.
+fn listed_zones(call: &Call<'_>) -> Result<Vec<String>, QueryError> {
     let settings = &call.cloud.settings;
     let mut names = call.params.list("ZoneName");
-    let verbose = names.contains(&"verbose");
     names.retain(|n| *n != "verbose");
-    // Capacity is the cloud's business, as in Eucalyptus: users get the plain list.
-    let verbose = verbose && call.caller.is_cloud_admin();
     let known = call.cloud.clusters.zones();
     if let Some(unknown) = names.iter().find(|n| !known.iter().any(|k| k == *n)) {
         return Err(QueryError::Validation(format!(
@@ -52,7 +72,7 @@ pub fn describe_zones(call: &Call<'_>) -> Result<String, QueryError> {
         .into_iter()
         .filter(|z| names.is_empty() || names.contains(&z.as_str()))
         .collect();
-    let zones = apply_filters(
+    apply_filters(
         &call.params.filters()?,
         named,
         |zone, filter| match filter {
@@ -62,20 +82,22 @@ pub fn describe_zones(call: &Call<'_>) -> Result<String, QueryError> {
             _ => None,
         },
         |_| Vec::new(),
-    )?;
+    )
+}
+
+/// The listing of `zones`, with each one's room from `nodes` when verbose.
+fn zones_xml(
+    call: &Call<'_>,
+    zones: &[String],
+    verbose: bool,
+    nodes: &[Vec<NodeStatus>],
+) -> Result<String, QueryError> {
+    let settings = &call.cloud.settings;
     let vm_types = if verbose {
         properties::vm_types(call.cloud)?
     } else {
         Vec::new()
     };
-    // A zone whose CC does not answer shows no room rather than failing the listing.
-    let mut nodes: Vec<Vec<NodeStatus>> = Vec::new();
-    if verbose {
-        for zone in &zones {
-            nodes.push(call.cloud.clusters.nodes(zone).unwrap_or_default());
-        }
-    }
-
     let mut x = Xml::new();
     x.nest("availabilityZoneInfo", |x| {
         for (i, zone) in zones.iter().enumerate() {

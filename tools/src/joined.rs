@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use compute::rpc::{RpcClient, Verifier};
-use ec2_api::{BundleAccess, BundleStore};
+use ec2_api::{BundleAccess, BundleStore, Pending};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use identity::{Answered, CredentialSource, KeyQuestion};
@@ -109,27 +109,54 @@ impl Directory for ClcDirectory {
     }
 }
 
-/// The CLC's bundle store when Walrus runs on another host: its internal objects endpoint,
-/// called from the CLC's blocking threads.
+/// The CLC's bundle store when Walrus runs on another host: its internal objects and
+/// registrations endpoints, waited for on the runtime.
 pub struct WalrusOverHttp {
     client: RpcClient,
-    /// `http://host:port/services/Walrus`.
+    /// `https://host:port/services/Walrus`.
     base: String,
-    runtime: tokio::runtime::Handle,
 }
 
 impl WalrusOverHttp {
     /// Reads from the Walrus at `s3_url` with `client` (the CLC's key and certificate).
-    pub fn new(client: RpcClient, s3_url: &str, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(client: RpcClient, s3_url: &str) -> Self {
         WalrusOverHttp {
             client,
             base: s3_url.trim_end_matches('/').to_owned(),
-            runtime,
         }
     }
 
-    /// Asks for `bucket/key` as `account_id`; the status and body of the answer.
-    fn fetch(
+    /// Calls `url`; the status, headers and body of the answer (at most `limit` bytes of
+    /// body, and a little for an error's XML).
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        limit: u64,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), BundleAccess> {
+        let failed = |e: &dyn std::fmt::Display| BundleAccess::Failed(format!("Walrus: {e}"));
+        let call = async {
+            let resp = self
+                .client
+                .send(method, url, Bytes::new())
+                .await
+                .map_err(|e| failed(&e))?;
+            let (parts, body) = resp.into_parts();
+            let most = usize::try_from(limit).unwrap_or(usize::MAX);
+            let body = http_body_util::Limited::new(body, most.saturating_add(64 << 10))
+                .collect()
+                .await
+                .map_err(|e| failed(&e))?
+                .to_bytes();
+            Ok((parts.status, parts.headers, body))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| Err(failed(&"no answer in time")))
+    }
+
+    /// Asks for `bucket/key` as `account_id`: the status, headers and body of the answer.
+    async fn fetch(
         &self,
         method: Method,
         account_id: &str,
@@ -137,7 +164,6 @@ impl WalrusOverHttp {
         key: &str,
         limit: Option<u64>,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), BundleAccess> {
-        let enc = |s: &str| identity::uri_encode(s.as_bytes(), false);
         let mut url = format!(
             "{}/_koala/objects?account={}&bucket={}&key={}",
             self.base,
@@ -148,29 +174,23 @@ impl WalrusOverHttp {
         if let Some(limit) = limit {
             url.push_str(&format!("&limit={limit}"));
         }
-        let failed = |e: &dyn std::fmt::Display| BundleAccess::Failed(format!("Walrus: {e}"));
-        self.runtime.block_on(async {
-            let call = async {
-                let resp = self
-                    .client
-                    .send(method, &url, Bytes::new())
-                    .await
-                    .map_err(|e| failed(&e))?;
-                let (parts, body) = resp.into_parts();
-                // No more than the limit asked for (and a little for an error's XML).
-                let most = usize::try_from(limit.unwrap_or(0)).unwrap_or(usize::MAX);
-                let body = http_body_util::Limited::new(body, most.saturating_add(64 << 10))
-                    .collect()
-                    .await
-                    .map_err(|e| failed(&e))?
-                    .to_bytes();
-                Ok((parts.status, parts.headers, body))
-            };
-            tokio::time::timeout(CALL_TIMEOUT, call)
-                .await
-                .unwrap_or_else(|_| Err(failed(&"no answer in time")))
-        })
+        self.call(method, &url, limit.unwrap_or(0)).await
     }
+
+    /// Records or releases a registration at Walrus' internal endpoint.
+    async fn registration(&self, method: Method, url: &str) -> Result<(), BundleAccess> {
+        let (status, _, body) = self.call(method, url, 0).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(refusal(status, &body))
+        }
+    }
+}
+
+/// A path or query value percent-encoded as AWS encodes it.
+fn enc(s: &str) -> String {
+    identity::uri_encode(s.as_bytes(), false)
 }
 
 /// What a refusal of the objects endpoint means for the CLC.
@@ -189,38 +209,50 @@ fn refusal(status: StatusCode, body: &[u8]) -> BundleAccess {
 }
 
 impl BundleStore for WalrusOverHttp {
-    fn size(&self, account_id: &str, bucket: &str, key: &str) -> Result<u64, BundleAccess> {
-        let (status, headers, body) = self.fetch(Method::HEAD, account_id, bucket, key, None)?;
-        if !status.is_success() {
-            return Err(refusal(status, &body));
-        }
-        headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .ok_or_else(|| BundleAccess::Failed("Walrus named no size".into()))
+    fn size<'a>(
+        &'a self,
+        account_id: &'a str,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> Pending<'a, Result<u64, BundleAccess>> {
+        Box::pin(async move {
+            let (status, headers, body) = self
+                .fetch(Method::HEAD, account_id, bucket, key, None)
+                .await?;
+            if !status.is_success() {
+                return Err(refusal(status, &body));
+            }
+            headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .ok_or_else(|| BundleAccess::Failed("Walrus named no size".into()))
+        })
     }
 
-    fn read(
-        &self,
-        account_id: &str,
-        bucket: &str,
-        key: &str,
+    fn read<'a>(
+        &'a self,
+        account_id: &'a str,
+        bucket: &'a str,
+        key: &'a str,
         limit: u64,
-    ) -> Result<Vec<u8>, BundleAccess> {
-        let (status, _, body) = self.fetch(Method::GET, account_id, bucket, key, Some(limit))?;
-        if !status.is_success() {
-            return Err(refusal(status, &body));
-        }
-        Ok(body.to_vec())
+    ) -> Pending<'a, Result<Vec<u8>, BundleAccess>> {
+        Box::pin(async move {
+            let (status, _, body) = self
+                .fetch(Method::GET, account_id, bucket, key, Some(limit))
+                .await?;
+            if !status.is_success() {
+                return Err(refusal(status, &body));
+            }
+            Ok(body.to_vec())
+        })
     }
 
-    fn retain(
-        &self,
-        image_id: &str,
-        location: &str,
-        manifest_sha256: &str,
-    ) -> Result<(), BundleAccess> {
-        let enc = |s: &str| identity::uri_encode(s.as_bytes(), false);
+    fn retain<'a>(
+        &'a self,
+        image_id: &'a str,
+        location: &'a str,
+        manifest_sha256: &'a str,
+    ) -> Pending<'a, Result<(), BundleAccess>> {
         let url = format!(
             "{}/_koala/registrations/{}?manifest={}&manifest-sha256={}",
             self.base,
@@ -228,45 +260,11 @@ impl BundleStore for WalrusOverHttp {
             enc(location),
             enc(manifest_sha256)
         );
-        self.registration(Method::PUT, &url)
+        Box::pin(async move { self.registration(Method::PUT, &url).await })
     }
 
-    fn release(&self, image_id: &str) -> Result<(), BundleAccess> {
-        let url = format!(
-            "{}/_koala/registrations/{}",
-            self.base,
-            identity::uri_encode(image_id.as_bytes(), false)
-        );
-        self.registration(Method::DELETE, &url)
-    }
-}
-
-impl WalrusOverHttp {
-    /// Records or releases a registration at Walrus' internal endpoint.
-    fn registration(&self, method: Method, url: &str) -> Result<(), BundleAccess> {
-        let failed = |e: &dyn std::fmt::Display| BundleAccess::Failed(format!("Walrus: {e}"));
-        self.runtime.block_on(async {
-            let call = async {
-                let resp = self
-                    .client
-                    .send(method, url, Bytes::new())
-                    .await
-                    .map_err(|e| failed(&e))?;
-                let status = resp.status();
-                let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
-                    .collect()
-                    .await
-                    .map_err(|e| failed(&e))?
-                    .to_bytes();
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(refusal(status, &body))
-                }
-            };
-            tokio::time::timeout(CALL_TIMEOUT, call)
-                .await
-                .unwrap_or_else(|_| Err(failed(&"no answer in time")))
-        })
+    fn release<'a>(&'a self, image_id: &'a str) -> Pending<'a, Result<(), BundleAccess>> {
+        let url = format!("{}/_koala/registrations/{}", self.base, enc(image_id));
+        Box::pin(async move { self.registration(Method::DELETE, &url).await })
     }
 }

@@ -16,7 +16,7 @@ use compute::rpc::{
     Verifier,
 };
 use compute::tls::Tls;
-use ec2_api::Clusters;
+use ec2_api::{Clusters, Pending};
 use identity::{ComponentKind, Identity};
 use serde::{Deserialize, Serialize};
 
@@ -271,38 +271,35 @@ pub fn open_cluster(config: &Config, key: ComponentKey, tls: &Tls) -> Result<Clu
         .map_err(|e| format!("cannot open the cluster controller: {e}"))
 }
 
-/// The CLC's view of its cluster: the CC's client, called from the EC2 actions' blocking
-/// threads on the daemon's runtime.
+/// The CLC's view of a cluster: the CC's client.
 pub struct CcClusters {
     /// The CC's client.
     pub client: ClusterClient,
-    /// The daemon's runtime.
-    pub runtime: tokio::runtime::Handle,
 }
 
 impl Clusters for CcClusters {
-    fn run(&self, orders: &[RunOrder]) -> Result<RunOutcome, RpcError> {
-        self.runtime.block_on(self.client.run(orders))
+    fn run<'a>(&'a self, orders: &'a [RunOrder]) -> Pending<'a, Result<RunOutcome, RpcError>> {
+        Box::pin(self.client.run(orders))
     }
 
-    fn instances(&self) -> Result<Vec<InstanceReport>, RpcError> {
-        self.runtime.block_on(self.client.instances())
+    fn instances(&self) -> Pending<'_, Result<Vec<InstanceReport>, RpcError>> {
+        Box::pin(self.client.instances())
     }
 
-    fn terminate(&self, id: &str) -> Result<InstanceReport, RpcError> {
-        self.runtime.block_on(self.client.terminate(id))
+    fn terminate<'a>(&'a self, id: &'a str) -> Pending<'a, Result<InstanceReport, RpcError>> {
+        Box::pin(self.client.terminate(id))
     }
 
-    fn reboot(&self, id: &str) -> Result<(), RpcError> {
-        self.runtime.block_on(self.client.reboot(id))
+    fn reboot<'a>(&'a self, id: &'a str) -> Pending<'a, Result<(), RpcError>> {
+        Box::pin(self.client.reboot(id))
     }
 
-    fn console(&self, id: &str) -> Result<ConsoleOutput, RpcError> {
-        self.runtime.block_on(self.client.console(id))
+    fn console<'a>(&'a self, id: &'a str) -> Pending<'a, Result<ConsoleOutput, RpcError>> {
+        Box::pin(self.client.console(id))
     }
 
-    fn nodes(&self) -> Result<Vec<NodeStatus>, RpcError> {
-        self.runtime.block_on(self.client.nodes())
+    fn nodes(&self) -> Pending<'_, Result<Vec<NodeStatus>, RpcError>> {
+        Box::pin(self.client.nodes())
     }
 }
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use ec2_api::{BundleAccess, BundleStore, Cloud, CloudSettings, CloudState, ClusterSet, QueryApi};
+use ec2_api::{
+    BundleAccess, BundleStore, Cloud, CloudSettings, CloudState, ClusterSet, Pending, QueryApi,
+};
 use identity::{ComponentKind, Identity, ServiceUrls};
 use walrus::{Walrus, WalrusConfig};
 
@@ -175,12 +177,10 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
             let bundles: Arc<dyn BundleStore> = match &walrus {
                 Some(walrus) => Arc::new(WalrusBundles {
                     walrus: walrus.clone(),
-                    runtime: tokio::runtime::Handle::current(),
                 }),
                 None => Arc::new(WalrusOverHttp::new(
                     RpcClient::new(clc_key, &main_tls, ComponentKind::Walrus),
                     walrus_url.as_deref().unwrap_or_default(),
-                    tokio::runtime::Handle::current(),
                 )),
             };
             let cloud = Cloud {
@@ -255,11 +255,9 @@ fn open_clusters(
     clc_tls: &Tls,
 ) -> Result<Arc<ClusterSet>, ServerError> {
     let client = RpcClient::new(clc_key.clone(), clc_tls, ComponentKind::ClusterController);
-    let runtime = tokio::runtime::Handle::current();
     let connect = move |url: &str| -> Arc<dyn ec2_api::Clusters> {
         Arc::new(CcClusters {
             client: ClusterClient::new(client.clone(), url),
-            runtime: runtime.clone(),
         })
     };
     let clusters = ClusterSet::open(state, Box::new(connect))
@@ -510,58 +508,87 @@ fn spawn_instance_sync(cloud: Cloud) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let cloud = cloud.clone();
-            match tokio::task::spawn_blocking(move || ec2_api::instances::sync(&cloud)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("cannot sync the instances: {e:?}"),
-                Err(e) => tracing::error!("the instance sync failed: {e}"),
+            if let Err(e) = ec2_api::instances::sync(&cloud).await {
+                tracing::warn!("cannot sync the instances: {e:?}");
             }
         }
     });
 }
 
 /// The cloud controller's view of Walrus on the same host: direct reads of the store with
-/// the registering account's rights, run on the runtime from the CLC's blocking threads.
+/// the registering account's rights.
 struct WalrusBundles {
     walrus: Walrus,
-    runtime: tokio::runtime::Handle,
 }
 
 impl BundleStore for WalrusBundles {
-    fn size(&self, account_id: &str, bucket: &str, key: &str) -> Result<u64, BundleAccess> {
-        self.walrus
-            .object_size_for(account_id, bucket, key)
-            .map_err(bundle_access)
+    fn size<'a>(
+        &'a self,
+        account_id: &'a str,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> Pending<'a, Result<u64, BundleAccess>> {
+        let walrus = self.walrus.clone();
+        let (account_id, bucket, key) = (account_id.to_owned(), bucket.to_owned(), key.to_owned());
+        Box::pin(off_reactor(move || {
+            walrus
+                .object_size_for(&account_id, &bucket, &key)
+                .map_err(bundle_access)
+        }))
     }
 
-    fn read(
-        &self,
-        account_id: &str,
-        bucket: &str,
-        key: &str,
+    fn read<'a>(
+        &'a self,
+        account_id: &'a str,
+        bucket: &'a str,
+        key: &'a str,
         limit: u64,
-    ) -> Result<Vec<u8>, BundleAccess> {
-        self.runtime
-            .block_on(self.walrus.read_object_for(account_id, bucket, key, limit))
-            .map_err(bundle_access)
+    ) -> Pending<'a, Result<Vec<u8>, BundleAccess>> {
+        Box::pin(async move {
+            self.walrus
+                .read_object_for(account_id, bucket, key, limit)
+                .await
+                .map_err(bundle_access)
+        })
     }
 
-    fn retain(
-        &self,
-        image_id: &str,
-        location: &str,
-        manifest_sha256: &str,
-    ) -> Result<(), BundleAccess> {
-        self.walrus
-            .retain_image(image_id, location, manifest_sha256)
-            .map_err(|e| BundleAccess::Failed(e.to_string()))
+    fn retain<'a>(
+        &'a self,
+        image_id: &'a str,
+        location: &'a str,
+        manifest_sha256: &'a str,
+    ) -> Pending<'a, Result<(), BundleAccess>> {
+        let walrus = self.walrus.clone();
+        let (image_id, location, sha) = (
+            image_id.to_owned(),
+            location.to_owned(),
+            manifest_sha256.to_owned(),
+        );
+        Box::pin(off_reactor(move || {
+            walrus
+                .retain_image(&image_id, &location, &sha)
+                .map_err(|e| BundleAccess::Failed(e.to_string()))
+        }))
     }
 
-    fn release(&self, image_id: &str) -> Result<(), BundleAccess> {
-        self.walrus
-            .release_image(image_id)
-            .map_err(|e| BundleAccess::Failed(e.to_string()))
+    fn release<'a>(&'a self, image_id: &'a str) -> Pending<'a, Result<(), BundleAccess>> {
+        let walrus = self.walrus.clone();
+        let image_id = image_id.to_owned();
+        Box::pin(off_reactor(move || {
+            walrus
+                .release_image(&image_id)
+                .map_err(|e| BundleAccess::Failed(e.to_string()))
+        }))
     }
+}
+
+/// Runs a store call that blocks (RocksDB, with fsync for writes) on the blocking pool.
+async fn off_reactor<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BundleAccess> + Send + 'static,
+) -> Result<T, BundleAccess> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BundleAccess::Failed(e.to_string()))?
 }
 
 fn bundle_access(err: walrus::AccessError) -> BundleAccess {
