@@ -133,6 +133,11 @@ struct KeyRecord {
     user_name: String,
     status: AccessKeyStatus,
     created: u64,
+    /// The owner's role, kept with the key so that a request's verification reads one
+    /// record (a grant rewrites the user's keys). Absent in keys made before roles: the
+    /// user record says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -297,7 +302,7 @@ impl Identity {
             Some(_) => return Err(IdentityError::UserExists(name.to_owned())),
         }
         let account = self.account_record(&account_id)?;
-        let key = self.new_key_record(&account_id, &account.name, name)?;
+        let key = self.new_key_record(&account_id, &account.name, name, Role::Component(kind))?;
         let creds = key.to_credentials();
         put_key(&mut batch, key)?;
         self.write(batch)?;
@@ -330,9 +335,15 @@ impl Identity {
             }
             _ => {}
         }
-        user.role = Some(if admin { Role::CloudAdmin } else { Role::User });
+        let role = if admin { Role::CloudAdmin } else { Role::User };
+        user.role = Some(role);
         let mut batch = WriteBatch::default();
         batch.put(user_key(&account_id, user_name), encode(user)?);
+        for akid in self.user_key_ids(&account_id, user_name)? {
+            let mut key = self.key_record(&akid)?;
+            key.role = Some(role);
+            batch.put(access_key_key(&akid), encode(key)?);
+        }
         self.write(batch)
     }
 
@@ -680,7 +691,12 @@ impl Identity {
             }
         };
         let created = now_secs();
-        let key = self.new_key_record(&account_id, name, ADMIN_USER)?;
+        let admin_role = if name == ADMIN_ACCOUNT {
+            Role::CloudAdmin
+        } else {
+            Role::User
+        };
+        let key = self.new_key_record(&account_id, name, ADMIN_USER, admin_role)?;
         let mut batch = WriteBatch::default();
         batch.put(
             account_key(&account_id),
@@ -702,11 +718,7 @@ impl Identity {
                 account_id: account_id.clone(),
                 name: ADMIN_USER.to_owned(),
                 created,
-                role: Some(if name == ADMIN_ACCOUNT {
-                    Role::CloudAdmin
-                } else {
-                    Role::User
-                }),
+                role: Some(admin_role),
             })?,
         );
         let creds = key.to_credentials();
@@ -726,7 +738,8 @@ impl Identity {
             return Err(IdentityError::TooManyAccessKeys(MAX_KEYS_PER_USER));
         }
         let account = self.account_record(account_id)?;
-        let key = self.new_key_record(account_id, &account.name, user_name)?;
+        let role = self.user_role(account_id, user_name)?;
+        let key = self.new_key_record(account_id, &account.name, user_name, role)?;
         let creds = key.to_credentials();
         let mut batch = WriteBatch::default();
         put_key(&mut batch, key)?;
@@ -739,6 +752,7 @@ impl Identity {
         account_id: &str,
         account_name: &str,
         user_name: &str,
+        role: Role,
     ) -> Result<KeyRecord, IdentityError> {
         let access_key_id = loop {
             let id = format!("AKIA{}", random_string(16, BASE32)?);
@@ -754,6 +768,7 @@ impl Identity {
             user_name: user_name.to_owned(),
             status: AccessKeyStatus::Active,
             created: now_secs(),
+            role: Some(role),
         })
     }
 }
@@ -797,11 +812,12 @@ impl SecretSource for Identity {
         if record.status != AccessKeyStatus::Active {
             return None;
         }
-        let role = self
-            .user_record(&record.account_id, &record.user_name)
-            .ok()??;
+        let role = match record.role {
+            Some(role) => role,
+            None => self.user_role(&record.account_id, &record.user_name).ok()?,
+        };
         let principal = Principal {
-            role: self.role_of(&role).ok()?,
+            role,
             account_id: record.account_id,
             account_name: record.account_name,
             user_name: record.user_name,
