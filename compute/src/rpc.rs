@@ -402,7 +402,7 @@ impl RpcClient {
             } else {
                 RpcError::new(
                     RpcError::NO_ANSWER,
-                    format!("{url} did not answer: {}", error_chain(&e)),
+                    format!("{url} did not answer: {}", crate::error_chain(&e)),
                 )
             }
         };
@@ -805,19 +805,6 @@ pub async fn accept(verifier: &Verifier, req: Request<Body>) -> Result<Accepted,
         path,
         body,
     })
-}
-
-/// An error with its sources, on one line (hyper's own message alone says only "client
-/// error (SendRequest)").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Decodes a JSON request body.

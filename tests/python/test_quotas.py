@@ -14,18 +14,10 @@ import uuid
 
 from conftest import AwsCli, assert_ec2_error, assert_error, make_client, make_ec2
 from test_ec2_images import TOOLS, bundle, upload
+from test_image_feed import euca
 from test_instances import guest  # noqa: F401 (the test guest fixture, built once)
 
 MIB = 1 << 20
-
-
-def euca(cloud, command, *args, check=True):
-    """One of our euca2ools commands with the admin's eucarc: (exit code, stdout, stderr)."""
-    result = subprocess.run([os.path.join(TOOLS, command), *args], env=cloud.admin_env(),
-                            capture_output=True, text=True, timeout=120)
-    if check:
-        assert result.returncode == 0, f"{command} {args}: {result.stderr}"
-    return result.returncode, result.stdout, result.stderr
 
 
 def set_quota(cloud, name, value):

@@ -12,16 +12,3 @@ pub mod quotas;
 pub mod roles;
 pub mod serve;
 pub mod server;
-
-/// An error and its chain of causes as one line, the way euca2ools prints failures
-/// (`PROG: error: what failed: why`).
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut msg = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        msg.push_str(": ");
-        msg.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    msg
-}

@@ -421,7 +421,11 @@ impl Node {
                     .get_or_fetch(digest, size, node.inner.feed.for_image(&image))
                     .await
                     .map_err(|e| {
-                        StateReason::server_error(format!("image {}: {}", image.id, chain(&e)))
+                        StateReason::server_error(format!(
+                            "image {}: {}",
+                            image.id,
+                            crate::error_chain(&e)
+                        ))
                     })?;
                 let resolved = ImageRef {
                     sha256: Some(digest.to_hex()),
@@ -447,7 +451,7 @@ impl Node {
         let paths: Vec<PathBuf> = leases.iter().map(Lease::path).collect();
         let root = dir.join(ROOT_FILE);
         let kind = leases[0].clone_for_instance(&root).await.map_err(|e| {
-            StateReason::server_error(format!("cannot clone the disk: {}", chain(&e)))
+            StateReason::server_error(format!("cannot clone the disk: {}", crate::error_chain(&e)))
         })?;
         let kept = self.update(id, |i| {
             i.record.images = images;
@@ -466,7 +470,7 @@ impl Node {
             config
                 .qemu_user
                 .give(&root)
-                .map_err(|e| StateReason::server_error(chain(&e)))?;
+                .map_err(|e| StateReason::server_error(crate::error_chain(&e)))?;
             let mut blank_disks = Vec::new();
             for blank in layout.blank_disks() {
                 let path = spec_dir.join(blank.name);
@@ -474,13 +478,13 @@ impl Node {
                     StateReason::server_error(format!(
                         "cannot make the {} disk: {}",
                         blank.name,
-                        chain(&e)
+                        crate::error_chain(&e)
                     ))
                 })?;
                 config
                     .qemu_user
                     .give(&path)
-                    .map_err(|e| StateReason::server_error(chain(&e)))?;
+                    .map_err(|e| StateReason::server_error(crate::error_chain(&e)))?;
                 blank_disks.push(Disk {
                     path,
                     format: DiskFormat::Raw,
@@ -498,7 +502,10 @@ impl Node {
             };
             let config_drive = spec_dir.join(CONFIG_FILE);
             drive.write(&config_drive).map_err(|e| {
-                StateReason::server_error(format!("cannot write the config drive: {}", chain(&e)))
+                StateReason::server_error(format!(
+                    "cannot write the config drive: {}",
+                    crate::error_chain(&e)
+                ))
             })?;
             let console_log = spec_dir.join("console.log");
             std::fs::OpenOptions::new()
@@ -511,7 +518,7 @@ impl Node {
             config
                 .qemu_user
                 .give(&console_log)
-                .map_err(|e| StateReason::server_error(chain(&e)))?;
+                .map_err(|e| StateReason::server_error(crate::error_chain(&e)))?;
             Ok::<_, StateReason>(DomainSpec {
                 node: node.inner.node_id.clone(),
                 name: id_owned,
@@ -552,7 +559,10 @@ impl Node {
             .await
             .map_err(|e| StateReason::server_error(format!("the start task failed: {e}")))?
             .map_err(|e| {
-                StateReason::server_error(format!("libvirt refused the domain: {}", chain(&e)))
+                StateReason::server_error(format!(
+                    "libvirt refused the domain: {}",
+                    crate::error_chain(&e)
+                ))
             })?;
         Ok(())
     }
@@ -586,7 +596,7 @@ impl Node {
             Ok(Ok(())) => {}
             // The monitor's sweep destroys the domain later; the instance ends anyway.
             Ok(Err(e)) => {
-                tracing::warn!(instance = %id, "cannot destroy the domain yet: {}", chain(&e))
+                tracing::warn!(instance = %id, "cannot destroy the domain yet: {}", crate::error_chain(&e))
             }
             Err(e) => tracing::warn!(instance = %id, "the cleanup task failed: {e}"),
         }
@@ -627,7 +637,7 @@ impl Node {
         tokio::task::spawn_blocking(move || node.inner.hypervisor.reset(&name))
             .await
             .map_err(|e| RpcError::new("InternalError", e.to_string()))?
-            .map_err(|e| RpcError::new("InternalError", chain(&e)))
+            .map_err(|e| RpcError::new("InternalError", crate::error_chain(&e)))
     }
 
     /// The last 64 KiB of an instance's console log.
@@ -736,7 +746,7 @@ impl Node {
         let states = match seen {
             Ok(Ok(states)) => states,
             Ok(Err(e)) => {
-                tracing::warn!("cannot list the domains: {}", chain(&e));
+                tracing::warn!("cannot list the domains: {}", crate::error_chain(&e));
                 return;
             }
             Err(_) => return,
@@ -785,7 +795,7 @@ impl Node {
             let result =
                 tokio::task::spawn_blocking(move || node.inner.hypervisor.destroy(&name)).await;
             if let Ok(Err(e)) = result {
-                tracing::warn!("cannot destroy a leaked domain: {}", chain(&e));
+                tracing::warn!("cannot destroy a leaked domain: {}", crate::error_chain(&e));
             }
         }
         for id in expired {
@@ -915,18 +925,6 @@ fn image_too_large(image: &str, vm_type: &str, e: ImageTooLarge) -> StateReason 
 
 fn not_found(id: &str) -> RpcError {
     RpcError::new("NotFound", format!("this node has no instance {id}"))
-}
-
-/// An error with its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Checks that every folder from `/` down to `dir` (which must exist) lets others search

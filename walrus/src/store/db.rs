@@ -203,6 +203,19 @@ pub(super) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreE
     }
 }
 
+/// Every entry of column family `name`, keys as text, values decoded from JSON.
+pub(super) fn scan_json<T: DeserializeOwned>(
+    db: &DB,
+    name: &str,
+) -> Result<Vec<(String, T)>, StoreError> {
+    db.iterator_cf(cf(db, name)?, rocksdb::IteratorMode::Start)
+        .map(|item| {
+            let (k, v) = item.map_err(internal)?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), decode_json(&v)?))
+        })
+        .collect()
+}
+
 fn bad_format() -> StoreError {
     internal("stored record has an unknown format")
 }

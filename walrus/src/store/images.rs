@@ -58,18 +58,7 @@ pub(super) fn put(
 
 /// Every entry, by manifest SHA-256.
 pub(super) fn all(inner: &Inner) -> Result<Vec<(String, ImageEntry)>, StoreError> {
-    let cf = inner.cf(CF_IMAGES)?;
-    inner
-        .db
-        .iterator_cf(cf, IteratorMode::Start)
-        .map(|item| {
-            let (k, v) = item.map_err(internal)?;
-            Ok((
-                String::from_utf8_lossy(&k).into_owned(),
-                db::decode_json(&v)?,
-            ))
-        })
-        .collect()
+    db::scan_json(&inner.db, CF_IMAGES)
 }
 
 /// Removes the entries of these manifests (their image is gone). Durable on return.

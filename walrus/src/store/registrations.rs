@@ -5,11 +5,11 @@
 //! Keyed by image id; the value names the manifest by the SHA-256 of its bytes (the pin),
 //! which is what the `images` index is keyed by.
 
-use rocksdb::{IteratorMode, WriteBatch};
+use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::db::{self, CF_REGISTRATIONS};
-use super::{internal, Inner, StoreError};
+use super::{Inner, StoreError};
 
 /// One registered image's use of a bundle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,16 +41,5 @@ pub(super) fn delete(inner: &Inner, image_id: &str) -> Result<(), StoreError> {
 }
 
 pub(super) fn all(inner: &Inner) -> Result<Vec<(String, Registration)>, StoreError> {
-    let cf = inner.cf(CF_REGISTRATIONS)?;
-    inner
-        .db
-        .iterator_cf(cf, IteratorMode::Start)
-        .map(|item| {
-            let (k, v) = item.map_err(internal)?;
-            Ok((
-                String::from_utf8_lossy(&k).into_owned(),
-                db::decode_json(&v)?,
-            ))
-        })
-        .collect()
+    db::scan_json(&inner.db, CF_REGISTRATIONS)
 }
