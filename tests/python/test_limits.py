@@ -1,7 +1,7 @@
 """Bounded servers, through the real `koala up`: a client that sends its request head slowly
 (slowloris) is cut off, a stalled upload ends with RequestTimeout and leaves no temp file,
-one address cannot hold every connection, and 300 slow uploads leave the latency of small
-GETs beside them as it was."""
+one address cannot hold every connection, 300 slow uploads leave the latency of small GETs
+beside them as it was, and neither do EC2 actions waiting for a hung cluster controller."""
 
 import glob
 import os
@@ -19,6 +19,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from conftest import Cloud, FixedPayloadAuth, make_client, unique_bucket, xml_code
+from test_ec2_cloud import query
 
 
 @pytest.fixture
@@ -212,3 +213,57 @@ def test_300_slow_uploads_leave_small_gets_their_latency(limited):
     while temp_files(c) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert temp_files(c) == []
+
+
+def test_ec2_actions_waiting_for_a_hung_cluster_controller_hold_no_thread(limited):
+    """700 verbose DescribeAvailabilityZones at once, each waiting for a cluster controller
+    that never answers: they wait on the runtime, not on blocking threads (which they would
+    have exhausted), so GETs of file-backed objects keep their latency meanwhile."""
+    c = limited(max_connections_per_address=2000)
+    s3 = s3_of(c)
+    bucket = unique_bucket("hung")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="small", Body=SMALL)
+    # A cluster controller that takes connections and never says a word.
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(1024)
+    status, root = query(c, "RegisterCluster", [("Partition", "zone-hung"),
+                                                ("Host", "127.0.0.1"),
+                                                ("Port", str(hung.getsockname()[1]))])
+    assert status == 200, root
+    accepted = []
+    stop = threading.Event()
+
+    def take():
+        hung.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(hung.accept()[0])
+            except OSError:
+                pass
+
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
+    answers = []
+
+    def describe():
+        answers.append(query(c, "DescribeAvailabilityZones", [("ZoneName.1", "verbose")])[0])
+
+    callers = [threading.Thread(target=describe) for _ in range(700)]
+    try:
+        for t in callers:
+            t.start()
+        time.sleep(2)  # the callers wait for the hung CC (5 s per lookup)
+        during = get_latencies(s3, bucket, 20)
+        for t in callers:
+            t.join()
+    finally:
+        stop.set()
+        taker.join()
+        for s in accepted:
+            s.close()
+        hung.close()
+    # The listing answers without the hung zone's room; every caller was answered.
+    assert answers.count(200) == 700, {s: answers.count(s) for s in set(answers)}
+    assert max(during) < 2.0, f"a GET took {max(during):.2f} s beside the waiting actions"
