@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use compute::rpc::NodeStatus;
+use rpc::NodeStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::ec2::{Call, Clusters, Request};

@@ -7,9 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use compute::cluster::RunOutcome;
-use compute::rpc::{ConsoleOutput, InstanceReport, NodeStatus, RpcError, RunOrder};
 use identity::{Identity, Principal};
+use rpc::RunOutcome;
+use rpc::{ConsoleOutput, InstanceReport, NodeStatus, RpcError, RunOrder};
 
 use crate::clusters::{self, ClusterSet};
 use crate::query::{escape, Filter, QueryRequest};

@@ -18,9 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use compute::cluster::RunOutcome;
-use compute::disk_layout::DiskLayout;
-use compute::rpc::{
+use rpc::disk_layout::DiskLayout;
+use rpc::RunOutcome;
+use rpc::{
     ImageRef, InstanceReport, InstanceState, NodeStatus, RpcError, RunOrder, StateReason, VmSpec,
 };
 use serde::{Deserialize, Serialize};
@@ -683,7 +683,7 @@ fn settle_launch(
 }
 
 /// Refuses a machine image larger than the VM type's disk, which holds the root disk (the
-/// image), the swap and the ephemeral disk (see [`compute::disk_layout`]), as Eucalyptus did.
+/// image), the swap and the ephemeral disk (see [`rpc::disk_layout`]), as Eucalyptus did.
 /// The size is the manifest's, which Walrus holds the unbundled bytes to: so the launch fails
 /// here, at once, instead of on a node after the image was fetched.
 fn check_fits(image_id: &str, image_bytes: u64, vm: &VmSpec) -> Result<(), QueryError> {

@@ -3,7 +3,7 @@
 //! terminated, checked here for the EC2 API; buckets and bytes stored, which Walrus
 //! enforces and learns through [`storage`].
 
-use compute::rpc::InstanceState;
+use rpc::InstanceState;
 
 use crate::ec2::{Call, Cloud};
 use crate::instances::InstanceRecord;

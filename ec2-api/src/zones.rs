@@ -5,7 +5,7 @@
 //! A cloud administrator's `euca-describe-availability-zones verbose` (`ZoneName.1=verbose`)
 //! also lists, as Eucalyptus did, each zone's VM types with free and total instance slots.
 
-use compute::rpc::{NodeStatus, VmSpec};
+use rpc::{NodeStatus, VmSpec};
 
 use std::sync::Arc;
 

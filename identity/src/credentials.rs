@@ -4,7 +4,9 @@
 //! CLI, boto3) reaches the cloud and can bundle images.
 
 use crate::ca::CLOUD_CERT_FILE;
-use crate::{Credentials, Identity, IdentityError, ServiceUrls};
+#[cfg(feature = "store")]
+use crate::{Identity, IdentityError};
+use crate::{Credentials, ServiceUrls};
 
 /// The euca2ools configuration file's name inside a bundle.
 pub const EUCA2OOLS_INI: &str = "euca2ools.ini";
@@ -97,6 +99,7 @@ impl CredentialBundle {
     }
 }
 
+#[cfg(feature = "store")]
 impl Identity {
     /// A fresh credential bundle for a user: an active access key (the existing one, else a
     /// new one) and a newly issued certificate and key. Slow (key generation): call it off the

@@ -95,9 +95,10 @@ impl AuthError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityError {
-    /// RocksDB failed to open, read or write.
+    /// The account database (RocksDB) failed to open, read or write. Boxed so that the
+    /// crate's verifiers build without RocksDB (feature `store` off) for the client tools.
     #[error("The identity database failed.")]
-    Storage(#[from] rocksdb::Error),
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored value could not be decoded (unknown format version or damaged bytes).
     #[error("A stored identity record is unreadable: {0}.")]
     Corrupt(String),
@@ -131,6 +132,13 @@ pub enum IdentityError {
     /// Certificates are asked for but this store was opened without the cloud CA.
     #[error("This identity store has no certificate authority.")]
     NoCertificateAuthority,
+}
+
+#[cfg(feature = "store")]
+impl From<rocksdb::Error> for IdentityError {
+    fn from(e: rocksdb::Error) -> Self {
+        IdentityError::Storage(Box::new(e))
+    }
 }
 
 impl IdentityError {

@@ -26,6 +26,7 @@ mod keys;
 mod role;
 mod sigv2;
 mod sigv4;
+#[cfg(feature = "store")]
 mod store;
 
 use std::time::SystemTime;
@@ -45,6 +46,7 @@ pub use keys::{
     KeyQuestion, SecretSource, SigningScope, V2Algorithm, INTERNAL_SERVICE,
 };
 pub use role::{ComponentKind, Role};
+#[cfg(feature = "store")]
 pub use store::{AccessKeyInfo, AccessKeyStatus, Identity, SigningCertificate};
 
 use canon::{find_param, header_str, parse_params};

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "store")]
 use crate::{ADMIN_ACCOUNT, ADMIN_USER};
 
 /// A principal's role, kept in its user record.
@@ -89,6 +90,7 @@ impl Role {
     /// `eucalyptus` account's `admin` administered, its `clc`, `walrus`, `cc-*` and `nc-*`
     /// were the components). Only stored records without a role are read this way; every
     /// principal made since carries its role.
+    #[cfg(feature = "store")]
     pub(crate) fn of_legacy_user(account_name: &str, user_name: &str) -> Role {
         if account_name != ADMIN_ACCOUNT {
             return Role::User;

@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use compute::tls::Tls;
 use identity::{ComponentKind, Identity, CLOUD_CERT_FILE};
+use rpc::tls::Tls;
 
 use crate::config::{host_name, Config};
 

@@ -65,7 +65,7 @@ impl EucaError {
     pub fn line(&self) -> String {
         match self {
             EucaError::Client(refusal @ ClientError::Service { .. }) => refusal.to_string(),
-            other => format!("error: {}", compute::error_chain(other)),
+            other => format!("error: {}", rpc::error_chain(other)),
         }
     }
 

@@ -10,11 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use compute::rpc::{RpcClient, Verifier};
 use ec2_api::{BundleAccess, BundleStore, Pending};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use identity::{Answered, CredentialSource, KeyQuestion};
+use rpc::{RpcClient, Verifier};
 use serde::{Deserialize, Serialize};
 use walrus::{Directory, DirectoryFuture};
 

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::response::{IntoResponse, Response};
-use compute::rpc::{RpcClient, RpcError};
 use ec2_api::quotas::StorageLimits;
 use ec2_api::Cloud;
 use http::Method;
 use identity::{ComponentKind, Identity};
+use rpc::{RpcClient, RpcError};
 use walrus::{DirectoryFuture, QuotaSource, StorageQuotas};
 
 /// Where the cloud controller answers a Walrus apart with the storage quotas in force.
@@ -101,7 +101,7 @@ impl QuotaSource for ClcQuotas {
 pub async fn serve(identity: Identity, cloud: Cloud, req: axum::extract::Request) -> Response {
     let verifier = crate::roles::verifier(&identity);
     let answer = async {
-        let (caller, _) = compute::rpc::authenticate(&verifier, req).await?;
+        let (caller, _) = rpc::authenticate(&verifier, req).await?;
         if caller.component() != Some(ComponentKind::Walrus) {
             return Err(RpcError::new("AuthFailure", "only Walrus may ask this"));
         }
@@ -109,7 +109,7 @@ pub async fn serve(identity: Identity, cloud: Cloud, req: axum::extract::Request
             .await
             .map_err(|e| RpcError::new("InternalError", e.to_string()))?
             .map_err(|e| RpcError::new("InternalError", format!("{e:?}")))?;
-        Ok(compute::rpc::json_response(
+        Ok(rpc::json_response(
             http::StatusCode::OK,
             &storage_quotas(limits),
         ))

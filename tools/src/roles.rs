@@ -6,18 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compute::accel::{self, AccelChoice, Probe, ProbeGuest};
-use compute::cluster::http::ClusterClient;
-use compute::cluster::{Cluster, Policy, RunOutcome};
+use compute::cluster::{Cluster, Policy};
 use compute::hypervisor::{Hypervisor, SYSTEM_URI};
 use compute::node::{Node, NodeConfig, WalrusFeed};
 use compute::qemu_user::{self, QemuUser};
-use compute::rpc::{
-    ComponentKey, ConsoleOutput, InstanceReport, NodeStatus, RpcClient, RpcError, RunOrder,
-    Verifier,
-};
-use compute::tls::Tls;
 use ec2_api::{Clusters, Pending};
 use identity::{ComponentKind, Identity};
+use rpc::cluster::ClusterClient;
+use rpc::tls::Tls;
+use rpc::{
+    ComponentKey, ConsoleOutput, InstanceReport, NodeStatus, RpcClient, RpcError, RunOrder,
+    RunOutcome, Verifier,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{host_name, Config};
@@ -411,14 +411,14 @@ pub async fn key_service(
     let path = req.uri().path().to_owned();
     let verifier = verifier(&identity);
     let answer = async {
-        let (caller, body) = compute::rpc::authenticate(&verifier, req).await?;
+        let (caller, body) = rpc::authenticate(&verifier, req).await?;
         let refused = |what: &str| RpcError::new("AuthFailure", what.to_owned());
         let kind = caller
             .component()
             .ok_or_else(|| refused("only the cloud's components may ask this"))?;
         let rest = path.strip_prefix("/services/Identity/").unwrap_or_default();
         if rest == "answers" {
-            let questions: Vec<identity::KeyQuestion> = compute::rpc::parse(&body)?;
+            let questions: Vec<identity::KeyQuestion> = rpc::parse(&body)?;
             if questions.len() > MAX_QUESTIONS {
                 return Err(RpcError::new("BadRequest", "too many questions at once"));
             }
@@ -464,7 +464,7 @@ const MAX_QUESTIONS: usize = 16;
 
 /// A 200 with `value` as JSON.
 fn json(value: &impl serde::Serialize) -> Result<axum::response::Response, RpcError> {
-    Ok(compute::rpc::json_response(http::StatusCode::OK, value))
+    Ok(rpc::json_response(http::StatusCode::OK, value))
 }
 
 /// The own key and TLS settings of a component on a host without the identity store

@@ -181,7 +181,7 @@ async fn open(tcp: TcpStream, port: &Port) -> Option<(TokioIo<Box<dyn Stream>>, 
         }
         Err(_) => return None,
     };
-    let peer = compute::tls::peer_principal(stream.get_ref().1);
+    let peer = rpc::tls::peer_principal(stream.get_ref().1);
     Some((TokioIo::new(Box::new(stream)), Transport::Tls { peer }))
 }
 
@@ -277,7 +277,7 @@ impl AddressSlot {
         peer: SocketAddr,
         limits: Limits,
     ) -> Option<AddressSlot> {
-        let mut map = compute::lock(counts);
+        let mut map = rpc::lock(counts);
         let count = map.entry(peer.ip()).or_insert(0);
         if *count >= limits.max_per_address {
             tracing::warn!(peer = %peer.ip(), "too many connections from one address");
@@ -293,7 +293,7 @@ impl AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut map = compute::lock(&self.counts);
+        let mut map = rpc::lock(&self.counts);
         if let Some(count) = map.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {

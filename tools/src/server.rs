@@ -20,9 +20,9 @@ use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
 use crate::joined::{ClcDirectory, WalrusOverHttp};
 use crate::roles::{self, CcClusters};
 use crate::serve::{self, Port};
-use compute::cluster::http::ClusterClient;
-use compute::rpc::{ComponentKey, NodeRegistration, RpcClient};
-use compute::tls::Tls;
+use rpc::cluster::ClusterClient;
+use rpc::tls::Tls;
+use rpc::{ComponentKey, NodeRegistration, RpcClient};
 use std::net::SocketAddr;
 
 /// Which roles one process runs.
@@ -436,7 +436,7 @@ pub async fn run_cluster(config: Config, cloud_url: String) -> Result<(), Server
         remote_component(&config, ComponentKind::ClusterController, &zone, &cloud_url).await?;
     let cluster = roles::open_cluster(&config, key.clone(), &tls).map_err(ServerError::Compute)?;
     let clc = RpcClient::new(key, &tls, ComponentKind::CloudController);
-    let verifier = compute::rpc::Verifier::remote(clc, &cloud_url);
+    let verifier = rpc::Verifier::remote(clc, &cloud_url);
     let router = compute::cluster::http::router(cluster, verifier);
     let what = format!("The cluster controller ({zone})");
     serve_alone(&config, router, internal_port(&config, &tls), &what).await
@@ -461,7 +461,7 @@ pub async fn run_node(
         .await
         .map_err(ServerError::Compute)?;
     let clc = RpcClient::new(key, &tls, ComponentKind::CloudController);
-    let verifier = compute::rpc::Verifier::remote(clc, &cloud_url);
+    let verifier = rpc::Verifier::remote(clc, &cloud_url);
     let router = compute::node::http::router(node, verifier);
     let what = format!("The node controller ({host})");
     serve_alone(&config, router, internal_port(&config, &tls), &what).await

@@ -19,9 +19,9 @@ use ::http::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::lock;
-use crate::rpc::{
+use rpc::{
     ConsoleOutput, InstanceReport, NodeRegistration, NodeResources, NodeStatus, Placement,
-    RpcClient, RpcError, RunOrder,
+    RpcClient, RpcError, RunOrder, RunOutcome,
 };
 
 /// How often nodes are polled; the CLC's questions are answered from the last poll.
@@ -54,21 +54,6 @@ impl std::str::FromStr for Policy {
             )),
         }
     }
-}
-
-/// The outcome of a run: the instances placed, those whose node never said, and those no
-/// node took, with why.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunOutcome {
-    /// Where each started instance went.
-    pub placed: Vec<Placement>,
-    /// Instances sent to a node that did not answer, even when asked again: they may be
-    /// starting there, so they went to no other node. The CLC keeps them pending until the
-    /// node reports them or their start timeout passes.
-    #[serde(default)]
-    pub unconfirmed: Vec<Placement>,
-    /// Instances that could not be placed: their id and the error.
-    pub failed: Vec<(String, RpcError)>,
 }
 
 /// What became of an order sent to a node, as far as the CC can tell.
@@ -485,8 +470,8 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::{ComponentKey, ImageRef, VmSpec};
-    use crate::tls::testing::TestPki;
+    use rpc::tls::testing::TestPki;
+    use rpc::{ComponentKey, ImageRef, VmSpec};
 
     fn order(id: &str) -> RunOrder {
         let image = ImageRef {
@@ -534,7 +519,7 @@ mod tests {
     }
 
     async fn cluster(policy: Policy, nodes: &[(&str, NodeEntry)]) -> (Cluster, tempfile::TempDir) {
-        cluster_with(&TestPki::new(), policy, nodes).await
+        cluster_with(&TestPki::with_node(), policy, nodes).await
     }
 
     async fn cluster_with(
@@ -658,7 +643,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_node_that_does_not_answer_is_asked_again_and_never_replaced() {
-        let pki = Arc::new(TestPki::new());
+        let pki = Arc::new(TestPki::with_node());
         let (a_url, a_stop, a) = dropping_node(&pki);
         let (b_url, b_stop, b) = dropping_node(&pki);
         // a has the most room: it gets the order, takes it and never answers.
@@ -700,7 +685,7 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed_url = format!("https://{}", closed.local_addr().unwrap());
         drop(closed);
-        let pki = Arc::new(TestPki::new());
+        let pki = Arc::new(TestPki::with_node());
         let (b_url, b_stop, b) = dropping_node(&pki);
         let (cc, _dir) = cluster_with(
             &pki,

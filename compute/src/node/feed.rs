@@ -9,7 +9,7 @@ use cache::{FetchError, Fetcher, ImageSink, Sha256Digest};
 use http::Method;
 use http_body_util::BodyExt;
 
-use crate::rpc::{ImageRef, RpcClient, RpcError};
+use rpc::{ImageRef, RpcClient, RpcError};
 
 /// The header in which Walrus names a plain image's SHA-256.
 const SHA256_HEADER: &str = "x-koala-image-sha256";

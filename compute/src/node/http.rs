@@ -14,7 +14,7 @@ use http::{Method, StatusCode};
 use super::Node;
 use identity::ComponentKind;
 
-use crate::rpc::{self, json_response, Caller, RpcError, RunOrder, Verifier};
+use rpc::{self, json_response, Caller, RpcError, RunOrder, Verifier};
 
 /// The NC's router.
 pub fn router(node: Node, verifier: Verifier) -> axum::Router {

@@ -3,7 +3,7 @@
 //!
 //! Each instance has a folder `DIR/instances/<id>/` holding its state file (`state.json`: the
 //! run order, the state, why it ended), its disks (`root`, and the blank `ephemeral0` and
-//! `swap` that share the VM type's disk with it, see [`crate::disk_layout`]), its config drive
+//! `swap` that share the VM type's disk with it, see [`rpc::disk_layout`]), its config drive
 //! and its console log.
 //! The folders are the node's truth: at start the node reads them back, compares them with
 //! libvirt, adopts the domains still running, ends the instances whose start a crash
@@ -31,12 +31,12 @@ pub use feed::{ImageFetch, WalrusFeed};
 
 use crate::accel::Accel;
 use crate::config_drive::ConfigDrive;
-use crate::disk_layout::{DiskLayout, ImageTooLarge, EPHEMERAL0, SWAP};
 use crate::domain::{Disk, DiskFormat, DomainSpec, VmSize};
 use crate::hypervisor::{DomainState, Hypervisor};
 use crate::lock;
 use crate::qemu_user::QemuUser;
-use crate::rpc::{
+use rpc::disk_layout::{DiskLayout, ImageTooLarge, EPHEMERAL0, SWAP};
+use rpc::{
     ConsoleOutput, ImageRef, InstanceReport, InstanceState, NodeResources, RpcError, RunOrder,
     StateReason,
 };
@@ -1049,7 +1049,7 @@ mod tests {
                 image: image.clone(),
                 kernel: image,
                 ramdisk: None,
-                vm: crate::rpc::VmSpec {
+                vm: rpc::VmSpec {
                     name: "m1.small".into(),
                     cpus: 1,
                     memory_mib: 256,

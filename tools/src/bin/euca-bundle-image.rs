@@ -222,7 +222,7 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("euca-bundle-image: error: {}", compute::error_chain(&e));
+            eprintln!("euca-bundle-image: error: {}", rpc::error_chain(&e));
             ExitCode::FAILURE
         }
     }

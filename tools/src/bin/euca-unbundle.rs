@@ -99,7 +99,7 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("euca-unbundle: error: {}", compute::error_chain(&e));
+            eprintln!("euca-unbundle: error: {}", rpc::error_chain(&e));
             ExitCode::FAILURE
         }
     }

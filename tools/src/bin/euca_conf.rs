@@ -21,10 +21,10 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use clap::Parser;
-use compute::cluster::http::ClusterClient;
-use compute::rpc::{ComponentKey, NodeRegistration, RpcClient};
-use compute::tls::Tls;
 use identity::ComponentKind;
+use rpc::cluster::ClusterClient;
+use rpc::tls::Tls;
+use rpc::{ComponentKey, NodeRegistration, RpcClient};
 use tools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
 
 /// Administers a Koala cloud (Eucalyptus' euca_conf).

@@ -4,6 +4,15 @@
 //!
 //! The CLC calls the CC (`/cluster/...`), the CC calls its NCs (`/node/...`), and an NC calls
 //! Walrus' image feed. The messages are defined here once, for both ends.
+//!
+//! A crate of its own so that the EC2 API and Walrus speak the protocol without linking the
+//! node's libvirt or the account store's RocksDB: `lib.rs` (messages, the signed TLS client,
+//! the verifier, component keys), `cluster.rs` (the CLC's client of a CC), `tls.rs` (the
+//! cloud CA's TLS settings), `disk_layout.rs` (what a guest's disks are).
+
+pub mod cluster;
+pub mod disk_layout;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -30,6 +39,25 @@ use identity::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// An error and its chain of causes on one line (`what failed: why: why`): hyper's and
+/// libvirt's own messages alone often say only the outermost failure.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (every critical
+/// section of the crate completes its update before it can panic).
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// The SigV4 service name internal calls are signed for.
 pub const SERVICE: &str = identity::INTERNAL_SERVICE;
@@ -269,6 +297,21 @@ pub struct Placement {
     pub instance_id: String,
     /// The node it was sent to.
     pub node: String,
+}
+
+/// The outcome of a run: the instances placed, those whose node never said, and those no
+/// node took, with why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    /// Where each started instance went.
+    pub placed: Vec<Placement>,
+    /// Instances sent to a node that did not answer, even when asked again: they may be
+    /// starting there, so they went to no other node. The CLC keeps them pending until the
+    /// node reports them or their start timeout passes.
+    #[serde(default)]
+    pub unconfirmed: Vec<Placement>,
+    /// Instances that could not be placed: their id and the error.
+    pub failed: Vec<(String, RpcError)>,
 }
 
 /// An error a component answers with: a code the caller can act on, and a message.
@@ -869,7 +912,7 @@ mod tests {
             .port();
         // Nothing listens there any more: refused before a byte of the request went out.
         let e = call(
-            &TestPki::new(),
+            &TestPki::with_node(),
             &format!("https://127.0.0.1:{port}/x"),
             Duration::from_secs(5),
         )
@@ -881,7 +924,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_cut_off_or_unanswered_after_it_was_sent_has_no_answer() {
         use std::io::Read;
-        let pki = Arc::new(TestPki::new());
+        let pki = Arc::new(TestPki::with_node());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("https://{}/x", listener.local_addr().unwrap());
         // The callee takes the request, then closes the connection without answering: it may

@@ -127,22 +127,23 @@ pub fn peer_principal(conn: &rustls::ServerConnection) -> Option<String> {
 
 /// A cloud CA and a node's certificate made for a test, for callees that speak TLS as nodes
 /// do (blocking, on plain threads).
-#[cfg(test)]
-pub(crate) mod testing {
+#[cfg(any(test, feature = "testing"))]
+#[allow(clippy::unwrap_used, missing_docs)]
+pub mod testing {
     use std::sync::Arc;
 
     use identity::ComponentKind;
 
     /// The test's CA, a client trusting it, and a node's server settings.
-    pub(crate) struct TestPki {
+    pub struct TestPki {
         _dir: tempfile::TempDir,
         /// What a CC's client uses.
-        pub(crate) client: super::Tls,
+        pub client: super::Tls,
         server: Arc<rustls::ServerConfig>,
     }
 
     impl TestPki {
-        pub(crate) fn new() -> TestPki {
+        pub fn with_node() -> TestPki {
             let dir = tempfile::tempdir().unwrap();
             let (ca, _) = identity::CloudCa::open_or_create(dir.path()).unwrap();
             let (key, public) = identity::new_tls_key().unwrap();
@@ -158,7 +159,7 @@ pub(crate) mod testing {
         }
 
         /// A connection accepted on `tcp`, the handshake done as a node's server does it.
-        pub(crate) fn accept(
+        pub fn accept(
             &self,
             tcp: std::net::TcpStream,
         ) -> rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream> {
