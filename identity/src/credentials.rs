@@ -4,9 +4,9 @@
 //! CLI, boto3) reaches the cloud and can bundle images.
 
 use crate::ca::CLOUD_CERT_FILE;
+use crate::{Credentials, ServiceUrls};
 #[cfg(feature = "store")]
 use crate::{Identity, IdentityError};
-use crate::{Credentials, ServiceUrls};
 
 /// The euca2ools configuration file's name inside a bundle.
 pub const EUCA2OOLS_INI: &str = "euca2ools.ini";

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use euca2ools::client::{query_call, xml_text, EnvCredentials};
 use tests::{koala_bin, Cloud};
-use tools::client::{query_call, xml_text, EnvCredentials};
 
 fn main() {
     let hits: usize = std::env::var("KOALA_BENCH_HITS")

@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use euca2ools::client::{query_call, s3_request, xml_text, ClientError, EnvCredentials};
 use tests::{koala_bin, Cloud};
-use tools::client::{query_call, s3_request, xml_text, ClientError, EnvCredentials};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

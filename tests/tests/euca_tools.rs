@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use euca2ools::client::{s3_request, EnvCredentials};
 use tests::{koala_bin, Cloud};
-use tools::client::{s3_request, EnvCredentials};
 
 /// A sourced eucarc, and a folder for files.
 struct Shell {
@@ -34,7 +34,7 @@ impl Shell {
         let bin = koala_bin().with_file_name(command);
         assert!(
             bin.exists(),
-            "{} is missing: run `cargo build --release -p tools` first",
+            "{} is missing: run `cargo build --release -p euca2ools -p koala` first",
             bin.display()
         );
         Command::new(bin)

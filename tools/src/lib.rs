@@ -1,14 +1,8 @@
-//! Shared plumbing for Koala's binaries: configuration, the front door that hands each
-//! request to its role, the signed client the admin commands use, and the euca2ools command
-//! family built on it.
+//! The euca2ools commands and `euca_conf`: the signed client they share (`client.rs`), the
+//! EC2 response reader (`ec2xml.rs`), and the command family (`euca.rs`, `euca/` by area).
+//! Depends on the bundle format and the internal protocol only, so a client build needs
+//! neither librocksdb nor libvirt.
 
-pub mod certs;
 pub mod client;
-pub mod config;
 pub mod ec2xml;
 pub mod euca;
-pub mod joined;
-pub mod quotas;
-pub mod roles;
-pub mod serve;
-pub mod server;

@@ -1,5 +1,5 @@
 //! `euca-allocate-address`: allocates an elastic IP address, with euca2ools 3.4's flags and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::addresses::AllocateAddress>("euca-allocate-address")
+    euca2ools::euca::main::<euca2ools::euca::addresses::AllocateAddress>("euca-allocate-address")
 }

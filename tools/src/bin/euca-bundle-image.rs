@@ -8,7 +8,7 @@ use bundler::files::{bundle_file, fresh_bundle_dir, BundleKeys};
 use bundler::progress::ProgressBar;
 use bundler::{read_certificate, read_private_key, BundleKey, BundleOptions, ImageType, Manifest};
 use clap::Parser;
-use tools::euca::ProgressArgs;
+use euca2ools::euca::ProgressArgs;
 
 const ARCHES: [&str; 6] = ["i386", "x86_64", "armhf", "ppc", "ppc64", "ppc64le"];
 

@@ -1,5 +1,5 @@
 //! `euca-create-tags`: tags resources, with euca2ools 3.4's flags and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::tags::CreateTags>("euca-create-tags")
+    euca2ools::euca::main::<euca2ools::euca::tags::CreateTags>("euca-create-tags")
 }

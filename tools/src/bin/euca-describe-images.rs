@@ -1,5 +1,5 @@
 //! `euca-describe-images`: shows images, with euca2ools 3.4's flags and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::images::DescribeImages>("euca-describe-images")
+    euca2ools::euca::main::<euca2ools::euca::images::DescribeImages>("euca-describe-images")
 }

@@ -2,7 +2,7 @@
 //! euca2ools 3.4's flags and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::instances::DescribeInstanceStatus>(
+    euca2ools::euca::main::<euca2ools::euca::instances::DescribeInstanceStatus>(
         "euca-describe-instance-status",
     )
 }

@@ -1,5 +1,7 @@
 //! `euca-describe-instances`: shows instances, with euca2ools 3.4's flags and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::instances::DescribeInstances>("euca-describe-instances")
+    euca2ools::euca::main::<euca2ools::euca::instances::DescribeInstances>(
+        "euca-describe-instances",
+    )
 }

@@ -1,5 +1,7 @@
 //! `euca-describe-properties`: shows the cloud's properties (cloud admin), with euca2ools 3.4's flags and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::properties::DescribeProperties>("euca-describe-properties")
+    euca2ools::euca::main::<euca2ools::euca::properties::DescribeProperties>(
+        "euca-describe-properties",
+    )
 }

@@ -1,5 +1,5 @@
 //! `euca-describe-tags`: shows tags, with euca2ools 3.4's flags and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::tags::DescribeTags>("euca-describe-tags")
+    euca2ools::euca::main::<euca2ools::euca::tags::DescribeTags>("euca-describe-tags")
 }

@@ -2,5 +2,5 @@
 //! and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::instances::GetConsoleOutput>("euca-get-console-output")
+    euca2ools::euca::main::<euca2ools::euca::instances::GetConsoleOutput>("euca-get-console-output")
 }

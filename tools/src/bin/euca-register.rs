@@ -1,5 +1,5 @@
 //! `euca-register`: registers an image, with euca2ools 3.4's flags and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::images::Register>("euca-register")
+    euca2ools::euca::main::<euca2ools::euca::images::Register>("euca-register")
 }

@@ -1,5 +1,5 @@
 //! `euca-release-address`: releases an elastic IP address, with euca2ools 3.4's flags and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::addresses::ReleaseAddress>("euca-release-address")
+    euca2ools::euca::main::<euca2ools::euca::addresses::ReleaseAddress>("euca-release-address")
 }

@@ -1,5 +1,7 @@
 //! `euca-terminate-instances`: terminates instances, with euca2ools 3.4's flags and output.
 
 fn main() -> std::process::ExitCode {
-    tools::euca::main::<tools::euca::instances::TerminateInstances>("euca-terminate-instances")
+    euca2ools::euca::main::<euca2ools::euca::instances::TerminateInstances>(
+        "euca-terminate-instances",
+    )
 }

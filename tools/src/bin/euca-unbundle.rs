@@ -9,7 +9,7 @@ use bundler::files::unbundle_dir;
 use bundler::progress::ProgressBar;
 use bundler::{read_certificate, read_private_key};
 use clap::Parser;
-use tools::euca::ProgressArgs;
+use euca2ools::euca::ProgressArgs;
 
 /// Recreate an image from its bundle.
 #[derive(Parser, Debug)]

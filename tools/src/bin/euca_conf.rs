@@ -21,11 +21,11 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use clap::Parser;
+use euca2ools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
 use identity::ComponentKind;
 use rpc::cluster::ClusterClient;
 use rpc::tls::Tls;
 use rpc::{ComponentKey, NodeRegistration, RpcClient};
-use tools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
 
 /// Administers a Koala cloud (Eucalyptus' euca_conf).
 #[derive(Parser)]
@@ -229,7 +229,7 @@ fn revoke(user: &str) -> Result<(), String> {
     ) {
         Ok(body) => body,
         // A component that never started has no principal: nothing to revoke.
-        Err(tools::client::ClientError::Service { code, .. }) if code == "NoSuchEntity" => {
+        Err(euca2ools::client::ClientError::Service { code, .. }) if code == "NoSuchEntity" => {
             return Ok(())
         }
         Err(e) => return Err(format!("cannot list the keys of {user}: {e}")),

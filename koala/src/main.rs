@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
-use tools::config::{Config, Overrides};
-use tools::ec2xml::Element;
-use tools::server::{self, Roles};
+use euca2ools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
+use euca2ools::ec2xml::Element;
+use koala::config::{Config, Overrides};
+use koala::server::{self, Roles};
 
 /// Koala, a private cloud: Walrus (S3), the cloud controller, clusters and nodes.
 #[derive(Parser)]

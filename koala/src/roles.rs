@@ -484,7 +484,7 @@ pub fn remote_component(
     if let (Some(file), Some(tls)) = (KeyFile::read(&path)?, crate::certs::remote(config, name)?) {
         return Ok((file.into_key(config), tls));
     }
-    let admin = crate::client::EnvCredentials::from_env().map_err(|e| {
+    let admin = euca2ools::client::EnvCredentials::from_env().map_err(|e| {
         format!(
             "{} has no key yet: source the cloud admin's eucarc for this first start ({e})",
             path.display()
@@ -509,7 +509,7 @@ pub fn remote_component(
     ];
     params.extend(host_params.iter().map(|(k, v)| (k.as_str(), *v)));
     let euare = format!("{}/services/Euare", cloud_url.trim_end_matches('/'));
-    let body = crate::client::query_call(
+    let body = euca2ools::client::query_call(
         &euare,
         "iam",
         "2010-05-08",
@@ -519,7 +519,8 @@ pub fn remote_component(
     )
     .map_err(|e| format!("cannot register the component {name}: {e}"))?;
     let field = |tag| {
-        crate::client::xml_text(&body, tag).ok_or_else(|| format!("the response has no <{tag}>"))
+        euca2ools::client::xml_text(&body, tag)
+            .ok_or_else(|| format!("the response has no <{tag}>"))
     };
     crate::certs::keep_registration(
         config,
