@@ -21,7 +21,8 @@ use base64::Engine;
 use rpc::disk_layout::DiskLayout;
 use rpc::RunOutcome;
 use rpc::{
-    ImageRef, InstanceReport, InstanceState, NodeStatus, RpcError, RunOrder, StateReason, VmSpec,
+    ImageRef, InstanceReport, InstanceState, NodeStatus, RpcCode, RpcError, RunOrder, StateReason,
+    VmSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -252,7 +253,7 @@ async fn roomiest_zone(
 fn cluster_of(cloud: &Cloud, record: &InstanceRecord) -> Result<Arc<dyn Clusters>, RpcError> {
     cloud.clusters.of(&record.zone).map_err(|_| {
         RpcError::new(
-            "NotFound",
+            RpcCode::NotFound,
             format!("no cluster serves {} any more", record.zone),
         )
     })
@@ -267,13 +268,13 @@ pub fn live_in_zone(cloud: &Cloud, zone: &str) -> Result<usize, QueryError> {
 }
 
 fn rpc_error(e: RpcError) -> QueryError {
-    match e.code.as_str() {
-        "InsufficientInstanceCapacity" => QueryError::InsufficientCapacity(e.message),
-        "Unavailable" => QueryError::Unavailable(format!(
+    match e.code {
+        RpcCode::InsufficientInstanceCapacity => QueryError::InsufficientCapacity(e.message),
+        RpcCode::Unavailable => QueryError::Unavailable(format!(
             "The cluster controller cannot be reached: {}",
             e.message
         )),
-        RpcError::NO_ANSWER => QueryError::Unavailable(format!(
+        RpcCode::NoAnswer => QueryError::Unavailable(format!(
             "The cluster controller did not answer: {}",
             e.message
         )),
@@ -863,7 +864,7 @@ pub async fn terminate(req: &Arc<Request>) -> Result<String, QueryError> {
             let report = match answer {
                 Ok(report) => Some(report),
                 // No node has it (it never started, or its node is gone): nothing to stop.
-                Err(e) if e.code == "NotFound" => None,
+                Err(e) if e.code == RpcCode::NotFound => None,
                 Err(e) => return Err(rpc_error(e)),
             };
             let id = record.id.clone();
@@ -961,7 +962,7 @@ pub async fn console_output(req: &Arc<Request>) -> Result<String, QueryError> {
     };
     let (output, timestamp) = match console {
         Ok(c) => (c.output, c.timestamp),
-        Err(e) if e.code == "NotFound" => (String::new(), now_ms() / 1000),
+        Err(e) if e.code == RpcCode::NotFound => (String::new(), now_ms() / 1000),
         Err(e) => return Err(rpc_error(e)),
     };
     let timestamp = time::OffsetDateTime::from_unix_timestamp(timestamp as i64)
@@ -1053,7 +1054,7 @@ pub async fn sync(cloud: &Cloud) -> Result<(), QueryError> {
         tracing::warn!(instance = %orphan.id, node = %orphan.node, zone = %orphan.zone, "ending an instance the cloud has no live record of");
         let ended = match cloud.clusters.of(&orphan.zone) {
             Ok(cluster) => cluster.terminate(&orphan.id).await,
-            Err(e) => Err(RpcError::new("NotFound", e.to_string())),
+            Err(e) => Err(RpcError::new(RpcCode::NotFound, e.to_string())),
         };
         if let Err(e) = ended {
             // Tried again at the next round while the node still reports it.

@@ -4,33 +4,33 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use ring::{digest, hmac};
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
 /// The clock skew accepted between a signed request's date and the server's clock.
 pub(crate) const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
+/// The bytes AWS's `UriEncode` leaves as they are: `A-Za-z0-9-_.~`.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+/// [`UNRESERVED`] and `/`, for paths.
+const UNRESERVED_AND_SLASH: &AsciiSet = &UNRESERVED.remove(b'/');
+
 /// Percent-encodes as AWS's `UriEncode`: everything but `A-Za-z0-9-_.~` (and `/` when
 /// `keep_slash`), with uppercase hex digits. Public because signers need the same encoding
-/// for the query strings and form bodies they sign.
+/// for the query strings and form bodies they sign, and S3 listings for `encoding-type=url`.
 pub fn uri_encode(input: &[u8], keep_slash: bool) -> String {
-    let mut out = String::with_capacity(input.len() + input.len() / 2);
-    for &b in input {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'_' | b'.' | b'~')
-            || (keep_slash && b == b'/')
-        {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
-            out.push(char::from(HEX_UPPER[usize::from(b & 0x0f)]));
-        }
-    }
-    out
+    let set = if keep_slash {
+        UNRESERVED_AND_SLASH
+    } else {
+        UNRESERVED
+    };
+    percent_encoding::percent_encode(input, set).to_string()
 }
-
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Decodes `%XX` escapes (malformed escapes are kept literally, as most servers do); with
 /// `plus_is_space`, `+` becomes a space as in HTML form encoding.

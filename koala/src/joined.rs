@@ -14,7 +14,7 @@ use ec2_api::{BundleAccess, BundleStore, Pending};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use identity::{Answered, CredentialSource, KeyQuestion};
-use rpc::{RpcClient, Verifier};
+use rpc::{RpcClient, RpcCode, Verifier};
 use serde::{Deserialize, Serialize};
 use walrus::{Directory, DirectoryFuture};
 
@@ -98,7 +98,7 @@ impl Directory for ClcDirectory {
                 .await
             {
                 Ok(_) => Ok(true),
-                Err(e) if e.code == "NotFound" => Ok(false),
+                Err(e) if e.code == RpcCode::NotFound => Ok(false),
                 Err(e) => Err(e.to_string()),
             }
         })

@@ -11,7 +11,7 @@ use ec2_api::quotas::StorageLimits;
 use ec2_api::Cloud;
 use http::Method;
 use identity::{ComponentKind, Identity};
-use rpc::{RpcClient, RpcError};
+use rpc::{RpcClient, RpcCode, RpcError};
 use walrus::{DirectoryFuture, QuotaSource, StorageQuotas};
 
 /// Where the cloud controller answers a Walrus apart with the storage quotas in force.
@@ -103,12 +103,15 @@ pub async fn serve(identity: Identity, cloud: Cloud, req: axum::extract::Request
     let answer = async {
         let (caller, _) = rpc::authenticate(&verifier, req).await?;
         if caller.component() != Some(ComponentKind::Walrus) {
-            return Err(RpcError::new("AuthFailure", "only Walrus may ask this"));
+            return Err(RpcError::new(
+                RpcCode::AuthFailure,
+                "only Walrus may ask this",
+            ));
         }
         let limits = tokio::task::spawn_blocking(move || ec2_api::quotas::storage(&cloud))
             .await
-            .map_err(|e| RpcError::new("InternalError", e.to_string()))?
-            .map_err(|e| RpcError::new("InternalError", format!("{e:?}")))?;
+            .map_err(|e| RpcError::new(RpcCode::InternalError, e.to_string()))?
+            .map_err(|e| RpcError::new(RpcCode::InternalError, format!("{e:?}")))?;
         Ok(rpc::json_response(
             http::StatusCode::OK,
             &storage_quotas(limits),

@@ -15,8 +15,8 @@ use identity::{ComponentKind, Identity};
 use rpc::cluster::ClusterClient;
 use rpc::tls::Tls;
 use rpc::{
-    ComponentKey, ConsoleOutput, InstanceReport, NodeStatus, RpcClient, RpcError, RunOrder,
-    RunOutcome, Verifier,
+    ComponentKey, ConsoleOutput, InstanceReport, NodeStatus, RpcClient, RpcCode, RpcError,
+    RunOrder, RunOutcome, Verifier,
 };
 use serde::{Deserialize, Serialize};
 
@@ -412,7 +412,7 @@ pub async fn key_service(
     let verifier = verifier(&identity);
     let answer = async {
         let (caller, body) = rpc::authenticate(&verifier, req).await?;
-        let refused = |what: &str| RpcError::new("AuthFailure", what.to_owned());
+        let refused = |what: &str| RpcError::new(RpcCode::AuthFailure, what.to_owned());
         let kind = caller
             .component()
             .ok_or_else(|| refused("only the cloud's components may ask this"))?;
@@ -420,7 +420,10 @@ pub async fn key_service(
         if rest == "answers" {
             let questions: Vec<identity::KeyQuestion> = rpc::parse(&body)?;
             if questions.len() > MAX_QUESTIONS {
-                return Err(RpcError::new("BadRequest", "too many questions at once"));
+                return Err(RpcError::new(
+                    RpcCode::BadRequest,
+                    "too many questions at once",
+                ));
             }
             let now = std::time::SystemTime::now();
             let answers: Vec<identity::KeyAnswer> = questions
@@ -441,15 +444,19 @@ pub async fn key_service(
             return Err(refused("only Walrus may ask this"));
         }
         if let Some(id) = rest.strip_prefix("accounts/") {
-            let failed = |e: identity::IdentityError| RpcError::new("InternalError", e.to_string());
+            let failed =
+                |e: identity::IdentityError| RpcError::new(RpcCode::InternalError, e.to_string());
             if !identity.account_exists(id).map_err(failed)? {
-                return Err(RpcError::new("NotFound", format!("no account {id}")));
+                return Err(RpcError::new(RpcCode::NotFound, format!("no account {id}")));
             }
             return json(&AccountRecord {
                 account_id: id.to_owned(),
             });
         }
-        Err(RpcError::new("NotFound", format!("no such service {path}")))
+        Err(RpcError::new(
+            RpcCode::NotFound,
+            format!("no such service {path}"),
+        ))
     }
     .await;
     match answer {

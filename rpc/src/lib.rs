@@ -12,17 +12,14 @@
 
 pub mod cluster;
 pub mod disk_layout;
+pub mod signer;
 pub mod tls;
+
+use signer::{SignableBody, Signer, Style};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
-use aws_sigv4::sign::v4;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -318,43 +315,87 @@ pub struct RunOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct RpcError {
-    /// `InsufficientInstanceCapacity`, `NotFound`, `AuthFailure`, `BadRequest`,
-    /// `Unavailable` (the call was not sent: the callee certainly did not act on it),
-    /// [`NO_ANSWER`](RpcError::NO_ANSWER), `InternalError`.
-    pub code: String,
+    /// What kind of failure, which decides what the caller does next.
+    pub code: RpcCode,
     /// What happened.
     pub message: String,
 }
 
-impl RpcError {
-    /// The code of a call that was sent but not answered (it timed out, or the connection
-    /// broke after the request went out): the callee may have acted on it, so a caller that
-    /// changes state (a run) must find out before acting as if it had not.
-    pub const NO_ANSWER: &'static str = "NoAnswer";
+/// The kinds of failure of an internal call. Sent as their names (`"NotFound"`), so a code a
+/// newer peer adds reads as [`RpcCode::InternalError`] here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RpcCode {
+    /// No node has room for the instances asked for.
+    InsufficientInstanceCapacity,
+    /// The instance, node or cluster named does not exist there.
+    NotFound,
+    /// The caller is not who may make this call.
+    AuthFailure,
+    /// The request does not read (a bad URL, a body that does not decode).
+    BadRequest,
+    /// The request contradicts what the callee already holds.
+    Conflict,
+    /// The call was not sent: the callee certainly did not act on it.
+    Unavailable,
+    /// The call was sent but not answered (it timed out, or the connection broke after the
+    /// request went out): the callee may have acted on it, so a caller that changes state (a
+    /// run) must find out before acting as if it had not.
+    NoAnswer,
+    /// The callee failed (or answered with a code this build does not know).
+    #[serde(other)]
+    InternalError,
+}
 
+impl RpcCode {
+    /// The code's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RpcCode::InsufficientInstanceCapacity => "InsufficientInstanceCapacity",
+            RpcCode::NotFound => "NotFound",
+            RpcCode::AuthFailure => "AuthFailure",
+            RpcCode::BadRequest => "BadRequest",
+            RpcCode::Conflict => "Conflict",
+            RpcCode::Unavailable => "Unavailable",
+            RpcCode::NoAnswer => "NoAnswer",
+            RpcCode::InternalError => "InternalError",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            RpcCode::AuthFailure => StatusCode::FORBIDDEN,
+            RpcCode::NotFound => StatusCode::NOT_FOUND,
+            RpcCode::BadRequest => StatusCode::BAD_REQUEST,
+            RpcCode::InsufficientInstanceCapacity | RpcCode::Conflict => StatusCode::CONFLICT,
+            RpcCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RpcCode::NoAnswer => StatusCode::GATEWAY_TIMEOUT,
+            RpcCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for RpcCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RpcError {
     /// An error with `code`.
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
+    pub fn new(code: RpcCode, message: impl Into<String>) -> Self {
         RpcError {
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
 
     /// Whether the outcome of the call is unknown: sent, never answered.
     pub fn is_unanswered(&self) -> bool {
-        self.code == Self::NO_ANSWER
+        self.code == RpcCode::NoAnswer
     }
 
     fn status(&self) -> StatusCode {
-        match self.code.as_str() {
-            "AuthFailure" => StatusCode::FORBIDDEN,
-            "NotFound" => StatusCode::NOT_FOUND,
-            "BadRequest" => StatusCode::BAD_REQUEST,
-            "InsufficientInstanceCapacity" | "Conflict" => StatusCode::CONFLICT,
-            "Unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NO_ANSWER => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code.status()
     }
 }
 
@@ -400,7 +441,7 @@ impl std::fmt::Debug for ComponentKey {
 #[derive(Clone)]
 pub struct RpcClient {
     http: Client<HttpsConnector<HttpConnector>, Body>,
-    key: ComponentKey,
+    signer: Signer,
 }
 
 impl RpcClient {
@@ -426,13 +467,18 @@ impl RpcClient {
             .wrap_connector(connector);
         RpcClient {
             http: Client::builder(TokioExecutor::new()).build(https),
-            key,
+            signer: Signer::new(
+                &key.access_key_id,
+                &key.secret_access_key,
+                &key.region,
+                SERVICE,
+            ),
         }
     }
 
     /// Sends a signed request; the response with its body still streaming. A failure to
     /// connect is `Unavailable` (nothing was sent); a failure after that is
-    /// [`RpcError::NO_ANSWER`] (the request may have reached the callee).
+    /// [`RpcCode::NoAnswer`] (the request may have reached the callee).
     pub async fn send(
         &self,
         method: Method,
@@ -441,10 +487,10 @@ impl RpcClient {
     ) -> Result<http::Response<hyper::body::Incoming>, RpcError> {
         let failed = |e: hyper_util::client::legacy::Error| {
             if e.is_connect() {
-                RpcError::new("Unavailable", format!("cannot reach {url}: {e}"))
+                RpcError::new(RpcCode::Unavailable, format!("cannot reach {url}: {e}"))
             } else {
                 RpcError::new(
-                    RpcError::NO_ANSWER,
+                    RpcCode::NoAnswer,
                     format!("{url} did not answer: {}", crate::error_chain(&e)),
                 )
             }
@@ -457,34 +503,42 @@ impl RpcClient {
         };
         let uri: http::Uri = https
             .parse()
-            .map_err(|e| RpcError::new("BadRequest", format!("bad URL {url}: {e}")))?;
+            .map_err(|e| RpcError::new(RpcCode::BadRequest, format!("bad URL {url}: {e}")))?;
         let host = uri
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
-        let payload_hash = hex::encode(Sha256::digest(&body));
-        let mut headers = vec![
-            ("host".to_owned(), host),
-            ("x-amz-content-sha256".to_owned(), payload_hash),
-        ];
+        let mut headers = vec![("host", host.as_str())];
         if !body.is_empty() {
-            headers.push(("content-type".into(), "application/json".into()));
+            headers.push(("content-type", "application/json"));
         }
+        // Verified as S3 requests are: the payload hashed, the path encoded once.
         let signed = self
-            .sign(method.as_str(), url, &headers, &body)
-            .map_err(|e| RpcError::new("InternalError", format!("cannot sign: {e}")))?;
+            .signer
+            .sign(
+                Style::S3,
+                SystemTime::now(),
+                method.as_str(),
+                url,
+                &headers,
+                SignableBody::Bytes(&body),
+            )
+            .map_err(|e| RpcError::new(RpcCode::InternalError, e.to_string()))?;
         let mut req = Request::builder().method(method).uri(uri);
-        for (name, value) in headers.iter().chain(signed.iter()) {
+        for (name, value) in headers.into_iter() {
+            req = req.header(name, value);
+        }
+        for (name, value) in &signed.headers {
             req = req.header(name.as_str(), value.as_str());
         }
         let req = req
             .body(Body::from(body))
-            .map_err(|e| RpcError::new("InternalError", e.to_string()))?;
+            .map_err(|e| RpcError::new(RpcCode::InternalError, e.to_string()))?;
         self.http.request(req).await.map_err(failed)
     }
 
     /// Sends a signed JSON call and decodes the JSON answer (or the callee's error). No
-    /// answer within `timeout`, or an answer cut short, is [`RpcError::NO_ANSWER`].
+    /// answer within `timeout`, or an answer cut short, is [`RpcCode::NoAnswer`].
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -505,20 +559,20 @@ impl RpcClient {
                 .await
                 .map_err(|e| {
                     RpcError::new(
-                        RpcError::NO_ANSWER,
+                        RpcCode::NoAnswer,
                         format!("{url} broke off its answer: {e}"),
                     )
                 })?
                 .to_bytes();
             if status.is_success() {
                 serde_json::from_slice(&bytes).map_err(|e| {
-                    RpcError::new("InternalError", format!("{url} answered badly: {e}"))
+                    RpcError::new(RpcCode::InternalError, format!("{url} answered badly: {e}"))
                 })
             } else {
                 Err(
                     serde_json::from_slice::<RpcError>(&bytes).unwrap_or_else(|_| {
                         RpcError::new(
-                            "InternalError",
+                            RpcCode::InternalError,
                             format!(
                                 "{url} answered {status}: {}",
                                 String::from_utf8_lossy(&bytes)
@@ -530,54 +584,10 @@ impl RpcClient {
         };
         tokio::time::timeout(timeout, call).await.map_err(|_| {
             RpcError::new(
-                RpcError::NO_ANSWER,
+                RpcCode::NoAnswer,
                 format!("{url} did not answer in {timeout:?}"),
             )
         })?
-    }
-
-    fn sign(
-        &self,
-        method: &str,
-        url: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-    ) -> Result<Vec<(String, String)>, String> {
-        let identity: aws_smithy_runtime_api::client::identity::Identity = Credentials::new(
-            &self.key.access_key_id,
-            &self.key.secret_access_key,
-            None,
-            None,
-            "koala-component",
-        )
-        .into();
-        // Verified as S3 requests are: the path encoded once, never normalised.
-        let mut settings = SigningSettings::default();
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.key.region)
-            .name(SERVICE)
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| e.to_string())?
-            .into();
-        let signable = SignableRequest::new(
-            method,
-            url,
-            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            SignableBody::Bytes(body),
-        )
-        .map_err(|e| e.to_string())?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| e.to_string())?
-            .into_parts();
-        Ok(instructions
-            .headers()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect())
     }
 }
 
@@ -702,13 +712,13 @@ impl Verifier {
             .await
             .map_err(|e| {
                 RpcError::new(
-                    "Unavailable",
+                    RpcCode::Unavailable,
                     format!("cannot check the signature with the cloud controller: {e}"),
                 )
             })?;
         if answers.len() != ask.len() {
             return Err(RpcError::new(
-                "Unavailable",
+                RpcCode::Unavailable,
                 "the cloud controller answered another number of questions than asked",
             ));
         }
@@ -737,14 +747,14 @@ pub async fn authenticate(
     req: Request<Body>,
 ) -> Result<(Principal, Bytes), RpcError> {
     let (parts, body) = req.into_parts();
-    let denied = |why: String| RpcError::new("AuthFailure", why);
+    let denied = |why: String| RpcError::new(RpcCode::AuthFailure, why);
     let peer = match parts.extensions.get::<Transport>() {
         Some(Transport::Tls { peer }) => peer.clone(),
         _ => return Err(denied("internal calls run over TLS".into())),
     };
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
-        .map_err(|_| RpcError::new("BadRequest", "the request body is too large"))?;
+        .map_err(|_| RpcError::new(RpcCode::BadRequest, "the request body is too large"))?;
     let signed = RequestParts {
         method: parts.method.as_str(),
         raw_path: parts.uri.path(),
@@ -818,7 +828,7 @@ impl Accepted {
 
     /// `NotFound` for a call no route takes.
     pub fn unknown(&self) -> RpcError {
-        RpcError::new("NotFound", format!("no such call: {}", self.path))
+        RpcError::new(RpcCode::NotFound, format!("no such call: {}", self.path))
     }
 
     /// `AuthFailure` unless the signer is one of `callers`: each call is open only to the
@@ -828,7 +838,7 @@ impl Accepted {
             return Ok(());
         }
         Err(RpcError::new(
-            "AuthFailure",
+            RpcCode::AuthFailure,
             format!(
                 "{} may not call {} {}",
                 self.principal.user_name, self.method, self.path
@@ -852,7 +862,7 @@ pub async fn accept(verifier: &Verifier, req: Request<Body>) -> Result<Accepted,
 
 /// Decodes a JSON request body.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, RpcError> {
-    serde_json::from_slice(body).map_err(|e| RpcError::new("BadRequest", e.to_string()))
+    serde_json::from_slice(body).map_err(|e| RpcError::new(RpcCode::BadRequest, e.to_string()))
 }
 
 #[cfg(test)]
@@ -917,7 +927,7 @@ mod tests {
             Duration::from_secs(5),
         )
         .await;
-        assert_eq!(e.code, "Unavailable", "{e}");
+        assert_eq!(e.code, RpcCode::Unavailable, "{e}");
         assert!(!e.is_unanswered());
     }
 

@@ -1,18 +1,12 @@
-//! A small signed client for Koala's admin commands and euca2ools family: SigV4 by the
-//! `aws-sigv4` crate (AWS's own signer, independent of our verifier), form-encoded Query API
+//! A small signed client for Koala's admin commands and euca2ools family: SigV4 by
+//! [`rpc::signer`] (AWS's own signer, independent of our verifier), form-encoded Query API
 //! calls and path-style S3 requests, over HTTP or HTTPS (trusting the cloud's certificate).
 
 use std::io::Read;
 use std::time::SystemTime;
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use md5::{Digest, Md5};
+use rpc::signer::{SignableBody, Signer, Style};
 
 /// Failures of a client call, phrased for a person at a terminal.
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +15,8 @@ pub enum ClientError {
     #[error("{0} is not set: source the eucarc of an account first (`. DATA_DIR/credentials/admin/eucarc`)")]
     MissingEnv(&'static str),
     /// The request could not be signed.
-    #[error("could not sign the request: {0}")]
-    Signing(String),
+    #[error(transparent)]
+    Signing(#[from] rpc::signer::SignError),
     /// The service could not be reached.
     #[error("could not reach {url}: {reason}")]
     Transport {
@@ -121,7 +115,7 @@ pub fn query_call(
         &[("content-type", content_type)],
         SignableBody::Bytes(form.as_bytes()),
         service,
-        SigningSettings::default(),
+        Style::Query,
         creds,
     )?;
     let request = with_headers(
@@ -214,7 +208,7 @@ pub fn s3_request_with(
         &[],
         SignableBody::Bytes(body),
         "s3",
-        s3_settings(),
+        Style::S3,
         creds,
     )?;
     let request = with_headers(agent().request(method, url), &[], &signed);
@@ -257,7 +251,7 @@ pub fn s3_put_object(
         &all,
         SignableBody::UnsignedPayload,
         "s3",
-        s3_settings(),
+        Style::S3,
         creds,
     )?;
     let request = with_headers(agent().put(url), &all, &signed);
@@ -302,15 +296,6 @@ pub fn s3_url(base: &str, bucket: &str, key: &str) -> String {
         url.push_str(&segments.join("/"));
     }
     url
-}
-
-/// How S3 clients sign: the payload hash in `x-amz-content-sha256`, the path as sent.
-fn s3_settings() -> SigningSettings {
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    settings
 }
 
 /// `request` with the caller's headers and the signature's.
@@ -365,35 +350,17 @@ fn sign_headers(
     headers: &[(&str, &str)],
     body: SignableBody<'_>,
     service: &str,
-    settings: SigningSettings,
+    style: Style,
     creds: &EnvCredentials,
 ) -> Result<Vec<(String, String)>, ClientError> {
-    let identity: Identity = Credentials::new(
+    let signer = Signer::new(
         &creds.access_key_id,
         &creds.secret_access_key,
-        None,
-        None,
-        "koala-env",
-    )
-    .into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&creds.region)
-        .name(service)
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()
-        .map_err(|e| ClientError::Signing(e.to_string()))?
-        .into();
-    let signable = SignableRequest::new(method, url, headers.iter().copied(), body)
-        .map_err(|e| ClientError::Signing(e.to_string()))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| ClientError::Signing(e.to_string()))?
-        .into_parts();
-    Ok(instructions
-        .headers()
-        .map(|(n, v)| (n.to_owned(), v.to_owned()))
-        .collect())
+        &creds.region,
+        service,
+    );
+    let signature = signer.sign(style, SystemTime::now(), method, url, headers, body)?;
+    Ok(signature.headers)
 }
 
 /// Percent-encodes a form value the way AWS expects (RFC 3986 unreserved kept).

@@ -1,35 +1,26 @@
 //! The image feed end to end, in process: a real Walrus on a temp dir with an Identity that
 //! holds the cloud CA, bundles made with the bundler for the cloud's certificate and
 //! uploaded through S3 PUTs, and the feed's internal endpoint asked for the plain image,
-//! every request signed with `aws-sigv4` (a signer written independently of ours) and served
-//! by `Walrus::handle`, the same entry point the `koala` binary calls.
+//! every request signed with `aws-sigv4` through `rpc::signer` (a signer written
+//! independently of our verifier) and served by `Walrus::handle`, the same entry point the
+//! `koala` binary calls.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
-use aws_sigv4::sign::v4;
 use axum::body::Body;
 use bundler::{bundle, BundleKey, BundleOptions, ImageType, Manifest, MemoryParts, PublicKey};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use identity::{ComponentKind, Credentials, Identity, Transport};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rpc::signer::{SignableBody, Signer, Style};
 use sha2::Digest;
 use walrus::{Walrus, WalrusConfig};
 
 const HOST: &str = "walrus.koala.test";
 const FEED: &str = "/services/Walrus/_koala/images";
-const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// A Walrus with its data dir, the cloud admin and a user account.
 struct Cloud {
@@ -190,44 +181,23 @@ impl Cloud {
             headers.push(((*k).to_owned(), (*v).to_owned()));
         }
         if let Some(c) = creds {
-            let id: aws_smithy_runtime_api::client::identity::Identity =
-                aws_credential_types::Credentials::new(
-                    &c.access_key_id,
-                    &c.secret_access_key,
-                    None,
-                    None,
-                    "test",
+            let signer = Signer::new(&c.access_key_id, &c.secret_access_key, "us-east-1", "s3");
+            let signed: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let signature = signer
+                .sign(
+                    Style::S3,
+                    SystemTime::now(),
+                    method,
+                    &url,
+                    &signed,
+                    SignableBody::Bytes(&body),
                 )
-                .into();
-            let mut settings = SigningSettings::default();
-            settings.percent_encoding_mode = PercentEncodingMode::Single;
-            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-            let params = v4::SigningParams::builder()
-                .identity(&id)
-                .region("us-east-1")
-                .name("s3")
-                .time(SystemTime::now())
-                .settings(settings)
-                .build()
-                .unwrap()
-                .into();
-            let signable = SignableRequest::new(
-                method,
-                url.clone(),
-                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                SignableBody::Bytes(&body),
-            )
-            .unwrap();
-            let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-            let (new_headers, new_params) = instructions.into_parts();
-            for h in new_headers {
-                headers.push((h.name().to_owned(), h.value().to_owned()));
-            }
-            for (k, v) in new_params {
-                url.push(if url.contains('?') { '&' } else { '?' });
-                url.push_str(&format!("{k}={}", utf8_percent_encode(&v, QUERY_SET)));
-            }
+                .unwrap();
+            url = signature.presigned_url(&url);
+            headers.extend(signature.headers);
         }
         let mut builder = Request::builder()
             .method(Method::from_bytes(method.as_bytes()).unwrap())
@@ -258,7 +228,7 @@ impl Cloud {
 
     /// GET (or HEAD) of the feed by manifest location, as `creds`.
     async fn feed(&self, method: &str, location: &str, creds: Option<&Credentials>) -> Resp {
-        let q = utf8_percent_encode(location, QUERY_SET);
+        let q = identity::uri_encode(location.as_bytes(), false);
         self.send(
             method,
             &format!("{FEED}?manifest={q}"),
@@ -272,7 +242,7 @@ impl Cloud {
     /// GET (or HEAD) of the feed by manifest location pinned to the manifest's SHA-256, as a
     /// node asks for a registered image.
     async fn feed_pinned(&self, method: &str, location: &str, pin: &str) -> Resp {
-        let q = utf8_percent_encode(location, QUERY_SET);
+        let q = identity::uri_encode(location.as_bytes(), false);
         self.send(
             method,
             &format!("{FEED}?manifest={q}&manifest-sha256={pin}"),
@@ -300,7 +270,7 @@ impl Cloud {
 
     /// Records (PUT) or releases (DELETE) a registration as the cloud controller.
     async fn registration(&self, method: &str, image_id: &str, location: &str, pin: &str) -> Resp {
-        let q = utf8_percent_encode(location, QUERY_SET);
+        let q = identity::uri_encode(location.as_bytes(), false);
         self.send(
             method,
             &format!("/_koala/registrations/{image_id}?manifest={q}&manifest-sha256={pin}"),

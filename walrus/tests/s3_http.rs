@@ -1,15 +1,10 @@
 //! End-to-end tests of the S3 HTTP layer: a real Walrus on a temp dir with a real Identity,
-//! served on loopback by axum, driven by requests signed with `aws-sigv4` (a signer written
-//! independently of ours), sent by hyper's client.
+//! served on loopback by axum, driven by requests signed with `aws-sigv4` through `rpc::signer` (a signer
+//! written independently of our verifier), sent by hyper's client.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
-    SignatureLocation, SigningSettings, UriPathNormalizationMode,
-};
-use aws_sigv4::sign::v4;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -19,22 +14,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use identity::Credentials;
 use md5::Digest;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rpc::signer::{SignableBody, Signer, Style};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use walrus::{Walrus, WalrusConfig};
-
-/// Unreserved characters stay; everything else is encoded (what SDKs do for keys, minus `/`).
-const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
-const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 struct Server {
     addr: SocketAddr,
@@ -227,58 +209,23 @@ impl<'a> Req<'a> {
             } else {
                 "wrong".repeat(8)
             };
-            let id: aws_smithy_runtime_api::client::identity::Identity =
-                aws_credential_types::Credentials::new(
-                    &c.access_key_id,
-                    secret,
-                    None,
-                    None,
-                    "test",
-                )
-                .into();
-            let mut settings = SigningSettings::default();
-            settings.percent_encoding_mode = PercentEncodingMode::Single;
-            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-            let mut time = SystemTime::now();
-            match presign {
-                Some((d, t)) => {
-                    settings.signature_location = SignatureLocation::QueryParams;
-                    settings.expires_in = Some(d);
-                    time = t;
-                }
-                None => settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256,
+            let signer = Signer::new(&c.access_key_id, &secret, "us-east-1", "s3");
+            let (style, time) = match presign {
+                Some((d, t)) => (Style::S3Presigned(d), t),
+                None => (Style::S3, SystemTime::now()),
+            };
+            let signed: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let signature = signer
+                .sign(style, time, self.method.as_str(), &url, &signed, kind)
+                .expect("sign");
+            if let Auth::Streaming(_, tamper) = self.auth {
+                body = frame_signed(&self.body, &signer, time, &signature.seed, tamper);
             }
-            let params = v4::SigningParams::builder()
-                .identity(&id)
-                .region("us-east-1")
-                .name("s3")
-                .time(time)
-                .settings(settings)
-                .build()
-                .expect("params")
-                .into();
-            let signable = SignableRequest::new(
-                self.method.as_str(),
-                url.clone(),
-                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                kind,
-            )
-            .expect("signable");
-            let (instructions, seed_signature) =
-                sign(signable, &params).expect("sign").into_parts();
-            if let Auth::Streaming(c, tamper) = self.auth {
-                body = frame_signed(&self.body, c, time, &seed_signature, tamper);
-            }
-            let (new_headers, new_params) = instructions.into_parts();
-            for h in new_headers {
-                headers.push((h.name().to_owned(), h.value().to_owned()));
-            }
-            for (k, v) in new_params {
-                url.push(if url.contains('?') { '&' } else { '?' });
-                url.push_str(k);
-                url.push('=');
-                url.push_str(&utf8_percent_encode(&v, QUERY_SET).to_string());
-            }
+            url = signature.presigned_url(&url);
+            headers.extend(signature.headers);
         }
         let mut builder = Request::builder().method(self.method.clone()).uri(url);
         for (k, v) in &headers {
@@ -299,28 +246,11 @@ impl<'a> Req<'a> {
 /// Frames `payload` as aws-chunked with chunk signatures chained from the seed signature.
 fn frame_signed(
     payload: &[u8],
-    c: &Credentials,
+    signer: &Signer,
     time: SystemTime,
     seed: &str,
     tamper: bool,
 ) -> Vec<u8> {
-    let id: aws_smithy_runtime_api::client::identity::Identity =
-        aws_credential_types::Credentials::new(
-            &c.access_key_id,
-            &c.secret_access_key,
-            None,
-            None,
-            "test",
-        )
-        .into();
-    let params = v4::SigningParams::builder()
-        .identity(&id)
-        .region("us-east-1")
-        .name("s3")
-        .time(time)
-        .settings(SigningSettings::default())
-        .build()
-        .expect("params");
     let mut out = Vec::new();
     let mut previous = seed.to_owned();
     let chunks: Vec<&[u8]> = payload
@@ -328,10 +258,7 @@ fn frame_signed(
         .chain(std::iter::once(&[][..]))
         .collect();
     for (i, chunk) in chunks.iter().enumerate() {
-        let sig = v4::sign_chunk(&Bytes::copy_from_slice(chunk), &previous, &params)
-            .expect("chunk")
-            .signature()
-            .to_owned();
+        let sig = signer.sign_chunk(time, chunk, &previous).expect("chunk");
         out.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", chunk.len()).as_bytes());
         let mut data = chunk.to_vec();
         if tamper && i == 1 {
@@ -634,7 +561,7 @@ async fn keys_round_trip_verbatim() {
         "q?x#y%",
     ];
     for (i, key) in keys.iter().enumerate() {
-        let path = format!("/keys/{}", utf8_percent_encode(key, KEY_SET));
+        let path = format!("/keys/{}", identity::uri_encode(key.as_bytes(), true));
         s.put(&path, format!("body{i}").as_bytes())
             .await
             .expect(200);
@@ -708,7 +635,7 @@ async fn listing() {
         let q = match &token {
             Some(t) => format!(
                 "/list?list-type=2&max-keys=2&continuation-token={}",
-                utf8_percent_encode(t, QUERY_SET)
+                identity::uri_encode(t.as_bytes(), false)
             ),
             None => "/list?list-type=2&max-keys=2".to_owned(),
         };
@@ -733,7 +660,7 @@ async fn listing() {
         let r = s
             .get(&format!(
                 "/list?delimiter=/&max-keys=1&marker={}",
-                utf8_percent_encode(&marker, QUERY_SET)
+                identity::uri_encode(marker.as_bytes(), false)
             ))
             .await;
         r.expect(200);
@@ -888,42 +815,29 @@ async fn payload_hash_mismatch_is_refused() {
     let req = s.req("PUT", "/hash/k").body("abcd");
     let host = s.addr.to_string();
     let url = format!("http://{host}/hash/k");
-    let id: aws_smithy_runtime_api::client::identity::Identity =
-        aws_credential_types::Credentials::new(
-            &s.admin.access_key_id,
-            &s.admin.secret_access_key,
-            None,
-            None,
-            "t",
-        )
-        .into();
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    let params = v4::SigningParams::builder()
-        .identity(&id)
-        .region("us-east-1")
-        .name("s3")
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()
-        .expect("params")
-        .into();
+    let signer = Signer::new(
+        &s.admin.access_key_id,
+        &s.admin.secret_access_key,
+        "us-east-1",
+        "s3",
+    );
     let headers = [("host", host.as_str())];
-    let signable = SignableRequest::new(
-        "PUT",
-        url.clone(),
-        headers.into_iter(),
-        SignableBody::Bytes(b"abcd"),
-    )
-    .expect("s");
-    let (instr, _) = sign(signable, &params).expect("sign").into_parts();
-    let (hs, _) = instr.into_parts();
+    let signature = signer
+        .sign(
+            Style::S3,
+            SystemTime::now(),
+            "PUT",
+            &url,
+            &headers,
+            SignableBody::Bytes(b"abcd"),
+        )
+        .expect("sign");
     let mut b = Request::builder()
         .method("PUT")
         .uri(url)
         .header("host", host.as_str());
-    for h in hs {
-        b = b.header(h.name(), h.value());
+    for (name, value) in &signature.headers {
+        b = b.header(name.as_str(), value.as_str());
     }
     let resp = s
         .client
@@ -1239,7 +1153,7 @@ async fn multipart_uploads() {
         .await;
     r.expect(200);
     let id = between(&r.text(), "<UploadId>", "</UploadId>").expect("upload id");
-    let idq = utf8_percent_encode(&id, QUERY_SET).to_string();
+    let idq = identity::uri_encode(id.as_bytes(), false);
     let part1: Vec<u8> = vec![b'a'; 5 * 1024 * 1024];
     let p1 = s
         .req("PUT", &format!("/mpu/big?partNumber=1&uploadId={idq}"))
@@ -1326,7 +1240,7 @@ async fn multipart_uploads() {
     // Abort.
     let r = s.req("POST", "/mpu/gone?uploads").send().await;
     let id = between(&r.text(), "<UploadId>", "</UploadId>").expect("upload id");
-    let idq = utf8_percent_encode(&id, QUERY_SET).to_string();
+    let idq = identity::uri_encode(id.as_bytes(), false);
     s.req("PUT", &format!("/mpu/gone?partNumber=1&uploadId={idq}"))
         .body("x")
         .send()

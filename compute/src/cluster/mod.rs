@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::lock;
 use rpc::{
     ConsoleOutput, InstanceReport, NodeRegistration, NodeResources, NodeStatus, Placement,
-    RpcClient, RpcError, RunOrder, RunOutcome,
+    RpcClient, RpcCode, RpcError, RunOrder, RunOutcome,
 };
 
 /// How often nodes are polled; the CLC's questions are answered from the last poll.
@@ -155,7 +155,7 @@ impl Cluster {
     pub async fn register(&self, node: NodeRegistration) -> Result<NodeStatus, RpcError> {
         if node.host.is_empty() || !node.url.starts_with("http") {
             return Err(RpcError::new(
-                "BadRequest",
+                RpcCode::BadRequest,
                 "a node needs a host name and an http:// URL",
             ));
         }
@@ -183,7 +183,7 @@ impl Cluster {
         let mut nodes = lock(&self.inner.nodes);
         if nodes.remove(host).is_none() {
             return Err(RpcError::new(
-                "NotFound",
+                RpcCode::NotFound,
                 format!("no node {host} is registered"),
             ));
         }
@@ -212,8 +212,12 @@ impl Cluster {
             })
             .collect();
         let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
-        identity::write_atomic(&self.inner.dir.join("nodes.json"), &bytes, 0o644)
-            .map_err(|e| RpcError::new("InternalError", format!("cannot save the nodes: {e}")))
+        identity::write_atomic(&self.inner.dir.join("nodes.json"), &bytes, 0o644).map_err(|e| {
+            RpcError::new(
+                RpcCode::InternalError,
+                format!("cannot save the nodes: {e}"),
+            )
+        })
     }
 
     /// Asks every node for its resources and instances, and keeps the answers.
@@ -301,7 +305,7 @@ impl Cluster {
                     };
                     outcome.failed.push((
                         order.instance_id.clone(),
-                        RpcError::new("InsufficientInstanceCapacity", why),
+                        RpcError::new(RpcCode::InsufficientInstanceCapacity, why),
                     ));
                     break;
                 };
@@ -397,7 +401,7 @@ impl Cluster {
     async fn node_of(&self, id: &str) -> Result<String, RpcError> {
         if !crate::node::is_instance_id(id) {
             return Err(RpcError::new(
-                "NotFound",
+                RpcCode::NotFound,
                 format!("{id:?} is not an instance id"),
             ));
         }
@@ -411,7 +415,7 @@ impl Cluster {
             return Ok(url);
         }
         self.poll().await;
-        find().ok_or_else(|| RpcError::new("NotFound", format!("no node has instance {id}")))
+        find().ok_or_else(|| RpcError::new(RpcCode::NotFound, format!("no node has instance {id}")))
     }
 
     /// Terminates an instance on its node; the node's answer replaces the last poll's report,
@@ -589,7 +593,7 @@ mod tests {
         assert!(outcome
             .failed
             .iter()
-            .all(|(_, e)| e.code == "InsufficientInstanceCapacity"));
+            .all(|(_, e)| e.code == RpcCode::InsufficientInstanceCapacity));
     }
 
     /// A node that reads each request and closes the connection without answering, as one

@@ -9,7 +9,7 @@ use cache::{FetchError, Fetcher, ImageSink, Sha256Digest};
 use http::Method;
 use http_body_util::BodyExt;
 
-use rpc::{ImageRef, RpcClient, RpcError};
+use rpc::{ImageRef, RpcClient, RpcCode, RpcError};
 
 /// The header in which Walrus names a plain image's SHA-256.
 const SHA256_HEADER: &str = "x-koala-image-sha256";
@@ -63,7 +63,7 @@ impl WalrusFeed {
                 _ => None,
             };
             return Err(RpcError::new(
-                "InternalError",
+                RpcCode::InternalError,
                 format!(
                     "Walrus cannot provide image {} from {} (HTTP {status}){}",
                     image.id,
@@ -80,10 +80,10 @@ impl WalrusFeed {
         };
         let digest = header(SHA256_HEADER)
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| RpcError::new("InternalError", "Walrus named no image hash"))?;
+            .ok_or_else(|| RpcError::new(RpcCode::InternalError, "Walrus named no image hash"))?;
         let size = header("content-length")
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| RpcError::new("InternalError", "Walrus gave no image size"))?;
+            .ok_or_else(|| RpcError::new(RpcCode::InternalError, "Walrus gave no image size"))?;
         Ok((digest, size))
     }
 
@@ -99,7 +99,7 @@ impl WalrusFeed {
             .await
             .map_err(|_| {
                 RpcError::new(
-                    "Unavailable",
+                    RpcCode::Unavailable,
                     format!("Walrus did not unbundle {} in time", image.manifest),
                 )
             })?

@@ -37,8 +37,8 @@ use crate::lock;
 use crate::qemu_user::QemuUser;
 use rpc::disk_layout::{DiskLayout, ImageTooLarge, EPHEMERAL0, SWAP};
 use rpc::{
-    ConsoleOutput, ImageRef, InstanceReport, InstanceState, NodeResources, RpcError, RunOrder,
-    StateReason,
+    ConsoleOutput, ImageRef, InstanceReport, InstanceState, NodeResources, RpcCode, RpcError,
+    RunOrder, StateReason,
 };
 
 /// How often the monitor looks at the domains.
@@ -293,13 +293,13 @@ impl Node {
     pub fn run(&self, order: RunOrder) -> Result<InstanceReport, RpcError> {
         if !is_instance_id(&order.instance_id) {
             return Err(RpcError::new(
-                "BadRequest",
+                RpcCode::BadRequest,
                 format!("{:?} is not an instance id", order.instance_id),
             ));
         }
         base64::engine::general_purpose::STANDARD
             .decode(&order.user_data)
-            .map_err(|_| RpcError::new("BadRequest", "the user data is not base64"))?;
+            .map_err(|_| RpcError::new(RpcCode::BadRequest, "the user data is not base64"))?;
         let id = order.instance_id.clone();
         let mut instances = lock(&self.inner.instances);
         if let Some(existing) = instances.get(&id) {
@@ -307,11 +307,14 @@ impl Node {
             if existing.record.order == order {
                 return Ok(self.report(existing));
             }
-            return Err(RpcError::new("Conflict", format!("{id} already exists")));
+            return Err(RpcError::new(
+                RpcCode::Conflict,
+                format!("{id} already exists"),
+            ));
         }
         if lock(&self.inner.refused).contains_key(&id) {
             return Err(RpcError::new(
-                "Conflict",
+                RpcCode::Conflict,
                 format!("node {} refused {id} before", self.host()),
             ));
         }
@@ -319,7 +322,7 @@ impl Node {
         if free == 0 {
             self.refused(&id);
             return Err(RpcError::new(
-                "InsufficientInstanceCapacity",
+                RpcCode::InsufficientInstanceCapacity,
                 format!("node {} has no room for a {}", self.host(), order.vm.name),
             ));
         }
@@ -340,7 +343,7 @@ impl Node {
             .and_then(|()| state_file.write(1, &record))
             .map_err(|e| {
                 self.refused(&id);
-                RpcError::new("InternalError", format!("cannot record {id}: {e}"))
+                RpcError::new(RpcCode::InternalError, format!("cannot record {id}: {e}"))
             })?;
         let mut instance = Instance {
             record,
@@ -628,7 +631,7 @@ impl Node {
             .ok_or_else(|| not_found(id))?;
         if state != InstanceState::Running {
             return Err(RpcError::new(
-                "Conflict",
+                RpcCode::Conflict,
                 format!("{id} is {}, not running", state.name()),
             ));
         }
@@ -636,8 +639,8 @@ impl Node {
         let name = id.to_owned();
         tokio::task::spawn_blocking(move || node.inner.hypervisor.reset(&name))
             .await
-            .map_err(|e| RpcError::new("InternalError", e.to_string()))?
-            .map_err(|e| RpcError::new("InternalError", crate::error_chain(&e)))
+            .map_err(|e| RpcError::new(RpcCode::InternalError, e.to_string()))?
+            .map_err(|e| RpcError::new(RpcCode::InternalError, crate::error_chain(&e)))
     }
 
     /// The last 64 KiB of an instance's console log.
@@ -648,8 +651,13 @@ impl Node {
         let log = self.instance_dir(id).join("console.log");
         tokio::task::spawn_blocking(move || read_tail(&log))
             .await
-            .map_err(|e| RpcError::new("InternalError", e.to_string()))?
-            .map_err(|e| RpcError::new("InternalError", format!("cannot read the console: {e}")))
+            .map_err(|e| RpcError::new(RpcCode::InternalError, e.to_string()))?
+            .map_err(|e| {
+                RpcError::new(
+                    RpcCode::InternalError,
+                    format!("cannot read the console: {e}"),
+                )
+            })
     }
 
     /// Every instance the node knows, terminated ones included (for an hour).
@@ -924,7 +932,7 @@ fn image_too_large(image: &str, vm_type: &str, e: ImageTooLarge) -> StateReason 
 }
 
 fn not_found(id: &str) -> RpcError {
-    RpcError::new("NotFound", format!("this node has no instance {id}"))
+    RpcError::new(RpcCode::NotFound, format!("this node has no instance {id}"))
 }
 
 /// Checks that every folder from `/` down to `dir` (which must exist) lets others search

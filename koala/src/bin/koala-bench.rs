@@ -9,18 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
-};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rpc::signer::{SignableBody, Signer, Style};
 
 #[derive(Parser)]
 #[command(about = "Koala's benchmarks: S3 endpoints and the machine's limits")]
@@ -85,43 +80,36 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 struct S3 {
     client: HttpClient,
     endpoint: String,
-    identity: Identity,
-    region: String,
+    signer: Signer,
 }
 
 impl S3 {
     async fn send(&self, method: &str, path: &str, body: Bytes) -> Result<u64, String> {
         let url = format!("{}{}", self.endpoint, path);
-        let mut settings = SigningSettings::default();
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let params = v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| e.to_string())?
-            .into();
         let length = body.len().to_string();
         let headers = [("content-length", length.as_str())];
-        let signable = SignableRequest::new(
-            method,
-            &url,
-            headers.iter().copied(),
-            SignableBody::UnsignedPayload,
-        )
-        .map_err(|e| e.to_string())?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| e.to_string())?
-            .into_parts();
+        let signature = self
+            .signer
+            .sign(
+                Style::S3,
+                SystemTime::now(),
+                method,
+                &url,
+                &headers,
+                SignableBody::UnsignedPayload,
+            )
+            .map_err(|e| e.to_string())?;
         let mut request = http::Request::builder()
             .method(method)
             .uri(&url)
             .header("content-length", length)
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
-        instructions.apply_to_request_http1x(&mut request);
+        for (name, value) in &signature.headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+            let value = http::HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+            request.headers_mut().insert(name, value);
+        }
         let response = self
             .client
             .request(request)
@@ -166,8 +154,7 @@ fn main() -> Result<(), String> {
             let s3 = Arc::new(S3 {
                 client,
                 endpoint: endpoint.trim_end_matches('/').to_owned(),
-                identity: Credentials::new(access_key, secret_key, None, None, "bench").into(),
-                region,
+                signer: Signer::new(&access_key, &secret_key, &region, "s3"),
             });
             runtime.block_on(bench_s3(s3, &label, &workload))
         }
