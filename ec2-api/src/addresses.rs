@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ec2::{apply_filters, is_id, new_id, Call, Cloud};
+use crate::ec2::{apply_filters, is_resource_id, new_id, Call, Cloud};
 use crate::query::Xml;
 use crate::state::{Batch, Record};
 use crate::{properties, tags, QueryError, Resource};
@@ -78,7 +78,7 @@ fn named<'a>(call: &'a Call<'_>, other: &str) -> Result<Named<'a>, QueryError> {
             } else {
                 ("eipalloc", Named::Allocation(id))
             };
-            if is_id(id, prefix) {
+            if is_resource_id(id, prefix) {
                 Ok(named)
             } else {
                 Err(QueryError::Malformed(Resource::Address, id.to_owned()))
@@ -188,7 +188,7 @@ pub fn associate(call: &Call<'_>) -> Result<String, QueryError> {
         ));
     }
     let instance_id = call.params.required("InstanceId")?;
-    if !is_id(instance_id, "i") {
+    if !is_resource_id(instance_id, "i") {
         return Err(QueryError::Malformed(
             Resource::Instance,
             instance_id.to_owned(),

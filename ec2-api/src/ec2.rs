@@ -294,14 +294,7 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{n:08x}")
 }
 
-/// Whether `id` is `prefix-` followed by 8 (or, in AWS's long form, 17) hex digits.
-pub fn is_id(id: &str, prefix: &str) -> bool {
-    id.strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|hex| {
-            (hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
-        })
-}
+pub use rpc::is_resource_id;
 
 /// The current time as EC2 writes it (`2026-11-25T19:30:00.000Z`).
 pub fn timestamp_now() -> String {
@@ -346,12 +339,8 @@ mod tests {
     }
 
     #[test]
-    fn ids() {
+    fn new_ids_are_resource_ids() {
         let id = new_id("emi");
-        assert!(is_id(&id, "emi"), "{id}");
-        assert!(!is_id(&id, "eki"));
-        assert!(!is_id("emi-1234567", "emi"));
-        assert!(!is_id("emi-1234567g", "emi"));
-        assert!(is_id("sg-0123456789abcdef0", "sg"));
+        assert!(is_resource_id(&id, "emi"), "{id}");
     }
 }

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ec2::{apply_filters, is_id, new_id, Call, Cloud};
+use crate::ec2::{apply_filters, is_resource_id, new_id, Call, Cloud};
 use crate::query::{QueryRequest, Xml};
 use crate::state::{Batch, Record};
 use crate::{tags, QueryError, Resource};
@@ -191,7 +191,7 @@ pub(crate) fn for_launch(call: &Call<'_>) -> Result<Vec<(String, String)>, Query
         .chain(ids.iter().map(|i| Target::Id(i)));
     for target in targets {
         if let Target::Id(id) = target {
-            if !is_id(id, "sg") {
+            if !is_resource_id(id, "sg") {
                 return Err(QueryError::Malformed(Resource::Group, id.to_owned()));
             }
         }
@@ -230,7 +230,7 @@ fn target(params: &QueryRequest) -> Result<Target<'_>, QueryError> {
             "Give GroupName or GroupId, not both.".into(),
         )),
         (Some(name), None) => Ok(Target::Name(name)),
-        (None, Some(id)) if is_id(id, "sg") => Ok(Target::Id(id)),
+        (None, Some(id)) if is_resource_id(id, "sg") => Ok(Target::Id(id)),
         (None, Some(id)) => Err(QueryError::Malformed(Resource::Group, id.to_owned())),
         (None, None) => Err(QueryError::MissingParameter("GroupName".into())),
     }
@@ -718,7 +718,7 @@ fn source_group(
         ),
     };
     if let Some(id) = &wanted.id {
-        if !is_id(id, "sg") {
+        if !is_resource_id(id, "sg") {
             return Err(QueryError::Malformed(Resource::Group, id.clone()));
         }
         let group = groups
@@ -777,7 +777,7 @@ pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
     let names = params.list("GroupName");
     let ids = params.list("GroupId");
     let filters = params.filters()?;
-    if let Some(bad) = ids.iter().find(|id| !is_id(id, "sg")) {
+    if let Some(bad) = ids.iter().find(|id| !is_resource_id(id, "sg")) {
         return Err(QueryError::Malformed(Resource::Group, (*bad).to_owned()));
     }
 

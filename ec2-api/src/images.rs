@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use crate::ec2::{
-    apply_filters, blocking, is_id, new_id, timestamp_now, BundleAccess, Call, Cloud, Request,
+    apply_filters, blocking, is_resource_id, new_id, timestamp_now, BundleAccess, Call, Cloud,
+    Request,
 };
 use crate::query::{QueryRequest, Xml};
 use crate::state::{Batch, Record};
@@ -65,7 +66,7 @@ impl ImageKind {
     fn of_id(id: &str) -> Option<ImageKind> {
         [ImageKind::Machine, ImageKind::Kernel, ImageKind::Ramdisk]
             .into_iter()
-            .find(|k| is_id(id, k.prefix()))
+            .find(|k| is_resource_id(id, k.prefix()))
     }
 }
 

@@ -27,7 +27,7 @@ use rpc::{
 use serde::{Deserialize, Serialize};
 
 use crate::ec2::{
-    apply_filters, blocking, is_id, new_id, timestamp_now, Call, Cloud, Clusters, Request,
+    apply_filters, blocking, is_resource_id, new_id, timestamp_now, Call, Cloud, Clusters, Request,
 };
 use crate::images::{self, ImageKind, ImageRecord};
 use crate::query::Xml;
@@ -776,7 +776,7 @@ fn instance_item(call: &Call<'_>, x: &mut Xml, r: &InstanceRecord) {
 /// the caller's is an error.
 fn named(call: &Call<'_>) -> Result<Vec<InstanceRecord>, QueryError> {
     let ids = call.params.list("InstanceId");
-    if let Some(bad) = ids.iter().find(|id| !is_id(id, "i")) {
+    if let Some(bad) = ids.iter().find(|id| !is_resource_id(id, "i")) {
         return Err(QueryError::Malformed(Resource::Instance, (*bad).to_owned()));
     }
     if ids.is_empty() {
@@ -946,7 +946,7 @@ pub async fn reboot(req: &Arc<Request>) -> Result<String, QueryError> {
 /// `GetConsoleOutput`: the last 64 KiB of the instance's serial console, base64-encoded.
 pub async fn console_output(req: &Arc<Request>) -> Result<String, QueryError> {
     let id = req.params.required("InstanceId")?.to_owned();
-    if !is_id(&id, "i") {
+    if !is_resource_id(&id, "i") {
         return Err(QueryError::Malformed(Resource::Instance, id));
     }
     let record = blocking(req, move |call| {

@@ -13,7 +13,7 @@ use std::sync::Once;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ec2::{is_id, Call, Cloud, CloudSettings};
+use crate::ec2::{is_resource_id, Call, Cloud, CloudSettings};
 use crate::query::Xml;
 use crate::state::{Batch, Record};
 use crate::{QueryError, Resource};
@@ -388,7 +388,7 @@ fn validate(kind: Kind, text: &str) -> Result<String, String> {
     let text = text.trim();
     match kind {
         Kind::ImageId(prefix) => {
-            if text.is_empty() || is_id(text, prefix) {
+            if text.is_empty() || is_resource_id(text, prefix) {
                 Ok(text.to_owned())
             } else {
                 Err(format!(

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ec2::{apply_filters, is_id, Call, Cloud};
+use crate::ec2::{apply_filters, is_resource_id, Call, Cloud};
 use crate::query::Xml;
 use crate::state::{Batch, Record};
 use crate::{addresses, groups, images, QueryError, Resource};
@@ -94,7 +94,7 @@ impl Taggable {
             ("eipalloc", Taggable::Address),
         ]
         .into_iter()
-        .find(|(prefix, _)| is_id(id, prefix))
+        .find(|(prefix, _)| is_resource_id(id, prefix))
         .map(|(_, kind)| kind)
     }
 

@@ -311,6 +311,26 @@ pub struct RunOutcome {
     pub failed: Vec<(String, RpcError)>,
 }
 
+/// Whether `id` is `prefix-` and 8 (or, in AWS's long form, 17) lowercase hex digits: the
+/// resource ids the cloud makes (`i-0123abcd`, `emi-...`, `sg-...`). One rule for the EC2 API,
+/// which answers `...Malformed` for anything else, and for the node, where an instance id
+/// names a folder and a domain, so nothing else may pass.
+pub fn is_resource_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| {
+            (hex.len() == 8 || hex.len() == 17)
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+/// Whether `id` is an instance id ([`is_resource_id`] with `i`).
+pub fn is_instance_id(id: &str) -> bool {
+    is_resource_id(id, "i")
+}
+
 /// An error a component answers with: a code the caller can act on, and a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -965,6 +985,25 @@ mod tests {
         assert!(e.is_unanswered(), "{e}");
         assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
         callee.join().unwrap();
+    }
+
+    #[test]
+    fn resource_ids_are_the_ones_the_cloud_makes() {
+        assert!(is_instance_id("i-0123abcd"));
+        assert!(is_instance_id("i-0123456789abcdef0"));
+        assert!(is_resource_id("sg-0123456789abcdef0", "sg"));
+        assert!(!is_resource_id("emi-0123abcd", "eki"));
+        for bad in [
+            "i-../../x",
+            "i-0123ABCD",
+            "i-123",
+            "i-1234567g",
+            "",
+            "x-01234567",
+            "i-0123abcd/",
+        ] {
+            assert!(!is_instance_id(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -399,7 +399,7 @@ impl Cluster {
 
     /// The URL of the node holding `id`, polling again if the last poll did not show it.
     async fn node_of(&self, id: &str) -> Result<String, RpcError> {
-        if !crate::node::is_instance_id(id) {
+        if !rpc::is_instance_id(id) {
             return Err(RpcError::new(
                 RpcCode::NotFound,
                 format!("{id:?} is not an instance id"),

@@ -209,17 +209,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether `id` is an instance id Koala makes (`i-` and 8 or 17 lowercase hex digits): it
-/// names a folder and a domain, so nothing else may pass.
-pub fn is_instance_id(id: &str) -> bool {
-    id.strip_prefix("i-").is_some_and(|hex| {
-        (hex.len() == 8 || hex.len() == 17)
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
 impl Node {
     /// Opens the node: its folder, its cache, libvirt; reconciles the instance folders with
     /// libvirt's domains; starts the monitor.
@@ -291,7 +280,7 @@ impl Node {
     /// same order again is answered with the instance as it is, or refused again if it was
     /// refused (for [`REFUSED_KEPT`]).
     pub fn run(&self, order: RunOrder) -> Result<InstanceReport, RpcError> {
-        if !is_instance_id(&order.instance_id) {
+        if !rpc::is_instance_id(&order.instance_id) {
             return Err(RpcError::new(
                 RpcCode::BadRequest,
                 format!("{:?} is not an instance id", order.instance_id),
@@ -1024,22 +1013,6 @@ fn read_tail(log: &Path) -> std::io::Result<ConsoleOutput> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn instance_ids_are_checked_before_they_name_folders() {
-        assert!(is_instance_id("i-0123abcd"));
-        assert!(is_instance_id("i-0123456789abcdef0"));
-        for bad in [
-            "i-../../x",
-            "i-0123ABCD",
-            "i-123",
-            "",
-            "x-01234567",
-            "i-0123abcd/",
-        ] {
-            assert!(!is_instance_id(bad), "{bad}");
-        }
-    }
 
     fn record(state: InstanceState) -> InstanceFile {
         let image = ImageRef {
