@@ -15,6 +15,7 @@ mod keypairs;
 mod properties;
 pub mod query;
 pub mod quotas;
+mod remote_walrus;
 pub mod state;
 mod tags;
 mod throttle;
@@ -31,6 +32,7 @@ pub use clusters::ClusterSet;
 pub use ec2::{BundleAccess, BundleStore, Cloud, CloudSettings, Clusters, Pending};
 pub use error::{QueryError, Resource};
 use query::{Dialect, QueryRequest};
+pub use remote_walrus::WalrusOverHttp;
 pub use state::CloudState;
 pub use throttle::UnwrapThrottle;
 

@@ -374,6 +374,37 @@ pub fn may_learn(
     }
 }
 
+/// The most questions one call to the key service may ask (a request asks one, a SigV2 one
+/// a few: one per spelling of its string to sign).
+pub const MAX_QUESTIONS: usize = 16;
+
+/// The key service's answers to a component of kind `asker`: each question answered from
+/// `source`, except that a key the asker may not learn of ([`may_learn`]) reads as
+/// [`KeyAnswer::Unknown`], as if it did not exist. `None` when more than [`MAX_QUESTIONS`]
+/// are asked at once.
+pub fn answers_for(
+    source: &dyn CredentialSource,
+    asker: crate::ComponentKind,
+    questions: &[KeyQuestion],
+    now: std::time::SystemTime,
+) -> Option<Vec<KeyAnswer>> {
+    if questions.len() > MAX_QUESTIONS {
+        return None;
+    }
+    let answers = questions
+        .iter()
+        .map(|q| match answer(source, q) {
+            KeyAnswer::SigningKey { principal, .. } | KeyAnswer::V2Signature { principal, .. }
+                if !may_learn(asker, &principal, q, now) =>
+            {
+                KeyAnswer::Unknown
+            }
+            known => known,
+        })
+        .collect();
+    Some(answers)
+}
+
 /// Whether `date` (`YYYYMMDD`) is the UTC day of `now`, the one before or the one after.
 fn near(date: &str, now: std::time::SystemTime) -> bool {
     let days = |t: std::time::SystemTime| {
@@ -409,6 +440,58 @@ mod tests {
                 service: service.into(),
             },
         }
+    }
+
+    /// One user's key and one cluster controller's.
+    struct TwoKeys;
+
+    impl SecretSource for TwoKeys {
+        fn secret(&self, access_key_id: &str) -> Option<(Principal, String)> {
+            let role = match access_key_id {
+                "AKIAUSER" => Role::User,
+                "AKIACC" => Role::Component(K::ClusterController),
+                _ => return None,
+            };
+            let mut principal = owner(role);
+            principal.access_key_id = access_key_id.into();
+            Some((principal, "secret".into()))
+        }
+    }
+
+    fn question(key: &str, service: &str) -> KeyQuestion {
+        KeyQuestion::SigningKey {
+            access_key_id: key.into(),
+            scope: SigningScope {
+                date: "20261204".into(),
+                region: "eucalyptus".into(),
+                service: service.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_key_service_answers_only_what_the_asker_may_learn() {
+        let now = UNIX_EPOCH + Duration::from_secs(20_791 * 86_400 + 3600);
+        let questions = [
+            question("AKIACC", "koala"),
+            question("AKIAUSER", "koala"),
+            question("AKIANONE", "koala"),
+        ];
+        let answers = answers_for(&TwoKeys, K::NodeController, &questions, now).expect("answers");
+        assert!(
+            matches!(&answers[0], KeyAnswer::SigningKey { principal, .. }
+            if principal.access_key_id == "AKIACC")
+        );
+        // A user's key is none of a node's business: it reads as no key at all.
+        assert_eq!(answers[1], KeyAnswer::Unknown);
+        assert_eq!(answers[2], KeyAnswer::Unknown);
+        let walrus = answers_for(&TwoKeys, K::Walrus, &[question("AKIAUSER", "s3")], now);
+        assert!(matches!(
+            &walrus.expect("answers")[0],
+            KeyAnswer::SigningKey { .. }
+        ));
+        let many = vec![question("AKIACC", "koala"); MAX_QUESTIONS + 1];
+        assert!(answers_for(&TwoKeys, K::NodeController, &many, now).is_none());
     }
 
     #[test]

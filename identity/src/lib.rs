@@ -42,8 +42,8 @@ pub use error::{AuthError, IdentityError};
 pub use eucarc::ServiceUrls;
 pub use fsutil::write_atomic;
 pub use keys::{
-    answer, may_learn, questions_of, verify_remotely, Answered, CredentialSource, KeyAnswer,
-    KeyQuestion, SecretSource, SigningScope, V2Algorithm, INTERNAL_SERVICE,
+    answer, answers_for, may_learn, questions_of, verify_remotely, Answered, CredentialSource,
+    KeyAnswer, KeyQuestion, SecretSource, SigningScope, V2Algorithm, INTERNAL_SERVICE,
 };
 pub use role::{ComponentKind, Role};
 #[cfg(feature = "store")]

@@ -4,7 +4,6 @@
 
 pub mod certs;
 pub mod config;
-pub mod joined;
 pub mod quotas;
 pub mod roles;
 pub mod serve;

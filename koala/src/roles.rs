@@ -406,8 +406,8 @@ pub async fn key_service(
     identity: Identity,
     req: axum::extract::Request,
 ) -> axum::response::Response {
-    use crate::joined::AccountRecord;
     use axum::response::IntoResponse;
+    use rpc::AccountRecord;
     let path = req.uri().path().to_owned();
     let verifier = verifier(&identity);
     let answer = async {
@@ -419,25 +419,9 @@ pub async fn key_service(
         let rest = path.strip_prefix("/services/Identity/").unwrap_or_default();
         if rest == "answers" {
             let questions: Vec<identity::KeyQuestion> = rpc::parse(&body)?;
-            if questions.len() > MAX_QUESTIONS {
-                return Err(RpcError::new(
-                    RpcCode::BadRequest,
-                    "too many questions at once",
-                ));
-            }
             let now = std::time::SystemTime::now();
-            let answers: Vec<identity::KeyAnswer> = questions
-                .iter()
-                .map(|q| match identity::answer(&identity, q) {
-                    identity::KeyAnswer::SigningKey { principal, .. }
-                    | identity::KeyAnswer::V2Signature { principal, .. }
-                        if !identity::may_learn(kind, &principal, q, now) =>
-                    {
-                        identity::KeyAnswer::Unknown
-                    }
-                    answer => answer,
-                })
-                .collect();
+            let answers = identity::answers_for(&identity, kind, &questions, now)
+                .ok_or_else(|| RpcError::new(RpcCode::BadRequest, "too many questions at once"))?;
             return json(&answers);
         }
         if kind != ComponentKind::Walrus {
@@ -464,10 +448,6 @@ pub async fn key_service(
         Err(e) => e.into_response(),
     }
 }
-
-/// The most questions one call to the key service may ask (a request asks one, a SigV2 one
-/// a few: one per spelling of its string to sign).
-const MAX_QUESTIONS: usize = 16;
 
 /// A 200 with `value` as JSON.
 fn json(value: &impl serde::Serialize) -> Result<axum::response::Response, RpcError> {

@@ -17,13 +17,14 @@ use walrus::{Walrus, WalrusConfig};
 
 use crate::certs;
 use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
-use crate::joined::{ClcDirectory, WalrusOverHttp};
 use crate::roles::{self, CcClusters};
 use crate::serve::{self, Port};
+use ec2_api::WalrusOverHttp;
 use rpc::cluster::ClusterClient;
 use rpc::tls::Tls;
 use rpc::{ComponentKey, NodeRegistration, RpcClient};
 use std::net::SocketAddr;
+use walrus::ClcDirectory;
 
 /// Which roles one process runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -311,6 +311,14 @@ pub struct RunOutcome {
     pub failed: Vec<(String, RpcError)>,
 }
 
+/// An account as the key service answers `GET /services/Identity/accounts/<id>` (a 404 when
+/// there is none).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// The 12-digit id.
+    pub account_id: String,
+}
+
 /// Whether `id` is `prefix-` and 8 (or, in AWS's long form, 17) lowercase hex digits: the
 /// resource ids the cloud makes (`i-0123abcd`, `emi-...`, `sg-...`). One rule for the EC2 API,
 /// which answers `...Malformed` for anything else, and for the node, where an instance id

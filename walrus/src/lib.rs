@@ -10,6 +10,7 @@ mod directory;
 mod feed;
 pub mod names;
 mod quota;
+mod remote;
 mod s3;
 pub mod store;
 
@@ -23,6 +24,7 @@ pub use access::AccessError;
 pub use directory::{Directory, DirectoryFuture};
 pub use feed::{FeedError, FeedImage, FeedStats, IMAGE_GRACE};
 pub use quota::QuotaSource;
+pub use remote::ClcDirectory;
 pub use store::StorageQuotas;
 
 /// How Walrus is set up by the binary.
