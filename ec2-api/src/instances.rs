@@ -452,35 +452,7 @@ fn plan_launch(call: &Call<'_>) -> Result<Step<LaunchPlan>, QueryError> {
         .ok_or_else(|| {
             QueryError::Validation(format!("Invalid value '{type_name}' for InstanceType."))
         })?;
-    let kernel_id = match params.get("KernelId").filter(|k| !k.is_empty()) {
-        Some(k) => k.to_owned(),
-        None => match image.kernel_id.clone() {
-            Some(k) => k,
-            None => {
-                let default = properties::value(cloud, properties::DEFAULT_KERNEL)?;
-                if default.is_empty() {
-                    return Err(QueryError::Validation(format!(
-                        "{image_id} has no kernel: give KernelId, or set {} (euca-modify-property)",
-                        properties::DEFAULT_KERNEL
-                    )));
-                }
-                default
-            }
-        },
-    };
-    let kernel = launch_image(call, &kernel_id, ImageKind::Kernel)?;
-    let ramdisk_id = match params.get("RamdiskId").filter(|r| !r.is_empty()) {
-        Some(r) => Some(r.to_owned()),
-        None => image.ramdisk_id.clone().or_else(|| {
-            properties::value(cloud, properties::DEFAULT_RAMDISK)
-                .ok()
-                .filter(|r| !r.is_empty())
-        }),
-    };
-    let ramdisk = ramdisk_id
-        .as_deref()
-        .map(|r| launch_image(call, r, ImageKind::Ramdisk))
-        .transpose()?;
+    let (kernel, ramdisk) = boot_images(call, &image)?;
     let key = match params.get("KeyName").filter(|k| !k.is_empty()) {
         Some(name) => Some((name.to_owned(), keypairs::public_key(call, name)?)),
         None => None,
@@ -495,20 +467,7 @@ fn plan_launch(call: &Call<'_>) -> Result<Step<LaunchPlan>, QueryError> {
             )));
         }
     }
-    let user_data = match params.get("UserData") {
-        Some(text) => {
-            let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-            STANDARD.decode(compact).map_err(|_| {
-                QueryError::Validation("Invalid BASE64 encoding of user data".into())
-            })?
-        }
-        None => Vec::new(),
-    };
-    if user_data.len() > MAX_USER_DATA {
-        return Err(QueryError::Validation(format!(
-            "User data is limited to {MAX_USER_DATA} bytes"
-        )));
-    }
+    let user_data = user_data(params.get("UserData"))?;
     let groups = groups::for_launch(call)?;
     let vm = VmSpec {
         name: vm_type.name.clone(),
@@ -531,6 +490,66 @@ fn plan_launch(call: &Call<'_>) -> Result<Step<LaunchPlan>, QueryError> {
         asked_zone: asked_zone.map(str::to_owned),
         start_timeout_secs: properties::start_timeout(cloud)?,
     }))
+}
+
+/// The kernel and ramdisk an instance of `image` boots: the request's, else the image's,
+/// else the cloud's `cloud.images.default_kernel` and `default_ramdisk`; a machine image
+/// needs a kernel.
+fn boot_images(
+    call: &Call<'_>,
+    image: &ImageRecord,
+) -> Result<(ImageRecord, Option<ImageRecord>), QueryError> {
+    let kernel_id = match call.params.get("KernelId").filter(|k| !k.is_empty()) {
+        Some(k) => k.to_owned(),
+        None => match image.kernel_id.clone() {
+            Some(k) => k,
+            None => {
+                let default = properties::value(call.cloud, properties::DEFAULT_KERNEL)?;
+                if default.is_empty() {
+                    return Err(QueryError::Validation(format!(
+                        "{} has no kernel: give KernelId, or set {} (euca-modify-property)",
+                        image.id,
+                        properties::DEFAULT_KERNEL
+                    )));
+                }
+                default
+            }
+        },
+    };
+    let kernel = launch_image(call, &kernel_id, ImageKind::Kernel)?;
+    let ramdisk_id = match call.params.get("RamdiskId").filter(|r| !r.is_empty()) {
+        Some(r) => Some(r.to_owned()),
+        None => image.ramdisk_id.clone().or_else(|| {
+            properties::value(call.cloud, properties::DEFAULT_RAMDISK)
+                .ok()
+                .filter(|r| !r.is_empty())
+        }),
+    };
+    let ramdisk = ramdisk_id
+        .as_deref()
+        .map(|r| launch_image(call, r, ImageKind::Ramdisk))
+        .transpose()?;
+    Ok((kernel, ramdisk))
+}
+
+/// The user data of a launch, decoded from base64 (whitespace ignored, as EC2 does) and at
+/// most [`MAX_USER_DATA`] bytes.
+fn user_data(text: Option<&str>) -> Result<Vec<u8>, QueryError> {
+    let user_data = match text {
+        Some(text) => {
+            let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            STANDARD.decode(compact).map_err(|_| {
+                QueryError::Validation("Invalid BASE64 encoding of user data".into())
+            })?
+        }
+        None => Vec::new(),
+    };
+    if user_data.len() > MAX_USER_DATA {
+        return Err(QueryError::Validation(format!(
+            "User data is limited to {MAX_USER_DATA} bytes"
+        )));
+    }
+    Ok(user_data)
 }
 
 /// RunInstances' third step: the instances recorded, pending, as many as `free` slots of

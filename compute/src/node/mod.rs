@@ -209,6 +209,15 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The images of an order once in the cache: their references with digests, their sizes
+/// and the leases that keep them there, in the order's order (root, kernel, ramdisk).
+#[derive(Default)]
+struct Fetched {
+    images: Vec<ImageRef>,
+    sizes: Vec<u64>,
+    leases: Vec<Lease>,
+}
+
 impl Node {
     /// Opens the node: its folder, its cache, libvirt; reconciles the instance folders with
     /// libvirt's domains; starts the monitor.
@@ -392,15 +401,34 @@ impl Node {
         }
     }
 
-    /// Fetches the images, makes the disks and the config drive, and starts the domain.
+    /// Fetches the images, makes the disks and the config drive, and starts the domain:
+    /// each step in a function of its own, the instance's record updated between them so a
+    /// termination meanwhile stops the boot.
     async fn boot(&self, id: &str) -> Result<(), StateReason> {
         let order = self
             .with_instance(id, |i| i.record.order.clone())
             .ok_or_else(|| StateReason::server_error("the instance was forgotten"))?;
-        let dir = self.instance_dir(id);
+        let fetched = self.fetch_images(&order).await?;
+        // The CLC refused an image larger than its type's disk by the size its manifest
+        // gives; this checks the size of the bytes the node got.
+        let layout = DiskLayout::for_type(fetched.sizes[0], order.vm.disk_gib)
+            .map_err(|e| image_too_large(&fetched.images[0].id, &order.vm.name, e))?;
+        let (paths, root_kind) = self.clone_root(id, fetched).await?;
+        let node = self.clone();
+        let id_owned = id.to_owned();
+        let spec = tokio::task::spawn_blocking(move || {
+            node.domain_spec(&id_owned, &order, &layout, &paths, root_kind)
+        })
+        .await
+        .map_err(|e| StateReason::server_error(format!("the start task failed: {e}")))??;
+        self.start_domain(id, spec).await
+    }
+
+    /// Resolves and fetches the order's images (root, kernel, ramdisk) into the cache
+    /// together: one slow image does not delay the others.
+    async fn fetch_images(&self, order: &RunOrder) -> Result<Fetched, StateReason> {
         let mut wanted = vec![order.image.clone(), order.kernel.clone()];
         wanted.extend(order.ramdisk.clone());
-        // Resolve and fetch the images together: one slow image does not delay the others.
         let fetches = wanted.into_iter().map(|image| {
             let node = self.clone();
             async move {
@@ -427,118 +455,135 @@ impl Node {
                 Ok::<_, StateReason>((resolved, size, lease))
             }
         });
-        let mut images = Vec::new();
-        let mut sizes = Vec::new();
-        let mut leases = Vec::new();
-        for fetched in futures_util::future::join_all(fetches).await {
-            let (image, size, lease) = fetched?;
-            images.push(image);
-            sizes.push(size);
-            leases.push(lease);
+        let mut fetched = Fetched::default();
+        for one in futures_util::future::join_all(fetches).await {
+            let (image, size, lease) = one?;
+            fetched.images.push(image);
+            fetched.sizes.push(size);
+            fetched.leases.push(lease);
         }
-        // The CLC refused an image larger than its type's disk by the size its manifest
-        // gives; this checks the size of the bytes the node got.
-        let layout = DiskLayout::for_type(sizes[0], order.vm.disk_gib)
-            .map_err(|e| image_too_large(&images[0].id, &order.vm.name, e))?;
-        let paths: Vec<PathBuf> = leases.iter().map(Lease::path).collect();
-        let root = dir.join(ROOT_FILE);
-        let kind = leases[0].clone_for_instance(&root).await.map_err(|e| {
-            StateReason::server_error(format!("cannot clone the disk: {}", crate::error_chain(&e)))
-        })?;
+        Ok(fetched)
+    }
+
+    /// Clones the root image into the instance's folder and records the images and their
+    /// leases with the instance: the cached files' paths, in order, and how the root was
+    /// cloned.
+    async fn clone_root(
+        &self,
+        id: &str,
+        fetched: Fetched,
+    ) -> Result<(Vec<PathBuf>, cache::CloneKind), StateReason> {
+        let paths: Vec<PathBuf> = fetched.leases.iter().map(Lease::path).collect();
+        let root = self.instance_dir(id).join(ROOT_FILE);
+        let kind = fetched.leases[0]
+            .clone_for_instance(&root)
+            .await
+            .map_err(|e| {
+                StateReason::server_error(format!(
+                    "cannot clone the disk: {}",
+                    crate::error_chain(&e)
+                ))
+            })?;
         let kept = self.update(id, |i| {
-            i.record.images = images;
-            i.leases = leases;
+            i.record.images = fetched.images;
+            i.leases = fetched.leases;
         });
         if kept.is_none() {
             return Err(StateReason::user_shutdown());
         }
         self.persist(id);
+        Ok((paths, kind))
+    }
 
-        let node = self.clone();
-        let id_owned = id.to_owned();
-        let spec_dir = dir.clone();
-        let spec = tokio::task::spawn_blocking(move || {
-            let config = &node.inner.config;
+    /// Makes the instance's blank disks, config drive and console log, owned by the QEMU
+    /// user, and the domain that boots them (blocking: call it off the reactor).
+    fn domain_spec(
+        &self,
+        id: &str,
+        order: &RunOrder,
+        layout: &DiskLayout,
+        images: &[PathBuf],
+        root_kind: cache::CloneKind,
+    ) -> Result<DomainSpec, StateReason> {
+        let config = &self.inner.config;
+        let dir = self.instance_dir(id);
+        let give = |path: &Path| {
             config
                 .qemu_user
-                .give(&root)
-                .map_err(|e| StateReason::server_error(crate::error_chain(&e)))?;
-            let mut blank_disks = Vec::new();
-            for blank in layout.blank_disks() {
-                let path = spec_dir.join(blank.name);
-                cache::create_ephemeral(&path, blank.bytes).map_err(|e| {
-                    StateReason::server_error(format!(
-                        "cannot make the {} disk: {}",
-                        blank.name,
-                        crate::error_chain(&e)
-                    ))
-                })?;
-                config
-                    .qemu_user
-                    .give(&path)
-                    .map_err(|e| StateReason::server_error(crate::error_chain(&e)))?;
-                blank_disks.push(Disk {
-                    path,
-                    format: DiskFormat::Raw,
-                    readonly: false,
-                });
-            }
-            let user_data = base64::engine::general_purpose::STANDARD
-                .decode(&order.user_data)
-                .unwrap_or_default();
-            let drive = ConfigDrive {
-                instance_id: id_owned.clone(),
-                hostname: id_owned.clone(),
-                public_keys: order.key.clone().into_iter().collect(),
-                user_data,
-            };
-            let config_drive = spec_dir.join(CONFIG_FILE);
-            drive.write(&config_drive).map_err(|e| {
+                .give(path)
+                .map_err(|e| StateReason::server_error(crate::error_chain(&e)))
+        };
+        give(&dir.join(ROOT_FILE))?;
+        let mut blank_disks = Vec::new();
+        for blank in layout.blank_disks() {
+            let path = dir.join(blank.name);
+            cache::create_ephemeral(&path, blank.bytes).map_err(|e| {
                 StateReason::server_error(format!(
-                    "cannot write the config drive: {}",
+                    "cannot make the {} disk: {}",
+                    blank.name,
                     crate::error_chain(&e)
                 ))
             })?;
-            let console_log = spec_dir.join("console.log");
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&console_log)
-                .map_err(|e| {
-                    StateReason::server_error(format!("cannot create the console log: {e}"))
-                })?;
-            config
-                .qemu_user
-                .give(&console_log)
-                .map_err(|e| StateReason::server_error(crate::error_chain(&e)))?;
-            Ok::<_, StateReason>(DomainSpec {
-                node: node.inner.node_id.clone(),
-                name: id_owned,
-                accel: config.accel,
-                size: VmSize {
-                    vcpus: order.vm.cpus,
-                    memory_mib: order.vm.memory_mib,
+            give(&path)?;
+            blank_disks.push(Disk {
+                path,
+                format: DiskFormat::Raw,
+                readonly: false,
+            });
+        }
+        let user_data = base64::engine::general_purpose::STANDARD
+            .decode(&order.user_data)
+            .unwrap_or_default();
+        let drive = ConfigDrive {
+            instance_id: id.to_owned(),
+            hostname: id.to_owned(),
+            public_keys: order.key.clone().into_iter().collect(),
+            user_data,
+        };
+        let config_drive = dir.join(CONFIG_FILE);
+        drive.write(&config_drive).map_err(|e| {
+            StateReason::server_error(format!(
+                "cannot write the config drive: {}",
+                crate::error_chain(&e)
+            ))
+        })?;
+        let console_log = dir.join("console.log");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&console_log)
+            .map_err(|e| {
+                StateReason::server_error(format!("cannot create the console log: {e}"))
+            })?;
+        give(&console_log)?;
+        Ok(DomainSpec {
+            node: self.inner.node_id.clone(),
+            name: id.to_owned(),
+            accel: config.accel,
+            size: VmSize {
+                vcpus: order.vm.cpus,
+                memory_mib: order.vm.memory_mib,
+            },
+            kernel: images[1].clone(),
+            initrd: images.get(2).cloned(),
+            extra_cmdline: String::new(),
+            root_disk: Disk {
+                path: dir.join(ROOT_FILE),
+                format: match root_kind {
+                    cache::CloneKind::Reflink => DiskFormat::Raw,
+                    cache::CloneKind::Qcow2Overlay => DiskFormat::Qcow2,
                 },
-                kernel: paths[1].clone(),
-                initrd: paths.get(2).cloned(),
-                extra_cmdline: String::new(),
-                root_disk: Disk {
-                    path: spec_dir.join(ROOT_FILE),
-                    format: match kind {
-                        cache::CloneKind::Reflink => DiskFormat::Raw,
-                        cache::CloneKind::Qcow2Overlay => DiskFormat::Qcow2,
-                    },
-                    readonly: false,
-                },
-                blank_disks,
-                config_drive: Some(config_drive),
-                console_log,
-                qemu_user: config.qemu_user,
-            })
+                readonly: false,
+            },
+            blank_disks,
+            config_drive: Some(config_drive),
+            console_log,
+            qemu_user: config.qemu_user,
         })
-        .await
-        .map_err(|e| StateReason::server_error(format!("the start task failed: {e}")))??;
+    }
 
+    /// Defines and starts the domain through libvirt, unless the instance ended meanwhile.
+    async fn start_domain(&self, id: &str, spec: DomainSpec) -> Result<(), StateReason> {
         if self
             .update(id, |i| i.record.timings.libvirt_asked = Some(now_ms()))
             .is_none()
