@@ -11,13 +11,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use bundler::{bundle, BundleKey, BundleOptions, ImageType, Manifest, MemoryParts, PublicKey};
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use http::{Method, Request, StatusCode};
 use identity::{ComponentKind, Credentials, Identity, Transport};
 use rpc::signer::{SignableBody, Signer, Style};
 use sha2::Digest;
-use walrus::{Walrus, WalrusConfig};
+use walrus::Walrus;
+
+mod common;
+use common::{open_walrus, Resp};
 
 const HOST: &str = "walrus.koala.test";
 const FEED: &str = "/services/Walrus/_koala/images";
@@ -37,64 +38,15 @@ struct Cloud {
     _tmp: Option<tempfile::TempDir>,
 }
 
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default()
-    }
-
-    fn code(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        text.split_once("<Code>")
-            .and_then(|(_, rest)| rest.split_once("</Code>"))
-            .map(|(code, _)| code.to_owned())
-            .unwrap_or_default()
-    }
-
-    #[track_caller]
-    fn expect(&self, status: u16) -> &Resp {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body[..self.body.len().min(400)])
-        );
-        self
-    }
-
-    #[track_caller]
-    fn expect_err(&self, status: u16, code: &str) {
-        self.expect(status);
-        assert_eq!(self.code(), code);
-    }
-}
-
 /// Opens Walrus on `dir` with the cloud CA, collecting unused images after `grace`; returns
 /// it, the cloud admin's credentials and the cloud's certificate key (what bundles are
 /// encrypted for).
-fn open_walrus(dir: &Path, grace: Duration) -> (Walrus, Credentials, PublicKey) {
+fn open_cloud_walrus(dir: &Path, grace: Duration) -> (Walrus, Credentials, PublicKey) {
     let (identity, _) = Identity::open_with_ca(&dir.join("identity"), &dir.join("keys")).unwrap();
     let (admin, _) = identity.ensure_admin().unwrap();
     let cloud_cert =
         bundler::read_certificate(identity.cloud_ca().unwrap().cert_pem().as_bytes()).unwrap();
-    let walrus = Walrus::open(
-        WalrusConfig {
-            data_dir: dir.to_owned(),
-            virtual_host_domain: Some("s3.koala.test".into()),
-            region: "us-east-1".into(),
-            image_grace: grace,
-        },
-        std::sync::Arc::new(identity),
-    )
-    .unwrap();
+    let walrus = open_walrus(dir, identity, grace);
     (walrus, admin, cloud_cert)
 }
 
@@ -118,7 +70,7 @@ impl Cloud {
             .register_component(ComponentKind::NodeController, "nc-node1")
             .unwrap();
         drop(identity);
-        let (walrus, admin, cloud_cert) = open_walrus(&dir, grace);
+        let (walrus, admin, cloud_cert) = open_cloud_walrus(&dir, grace);
         Cloud {
             walrus,
             admin,
@@ -145,7 +97,7 @@ impl Cloud {
             ..
         } = self;
         drop(walrus);
-        let (walrus, admin, cloud_cert) = open_walrus(&dir, grace);
+        let (walrus, admin, cloud_cert) = open_cloud_walrus(&dir, grace);
         Cloud {
             walrus,
             admin,
@@ -214,12 +166,7 @@ impl Cloud {
             .walrus
             .handle(builder.body(Body::from(body)).unwrap())
             .await;
-        let (parts, body) = resp.into_parts();
-        Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
+        Resp::read(resp).await
     }
 
     async fn put(&self, path: &str, body: Vec<u8>, creds: &Credentials) -> Resp {

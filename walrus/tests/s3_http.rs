@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -16,7 +16,9 @@ use identity::Credentials;
 use md5::Digest;
 use rpc::signer::{SignableBody, Signer, Style};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use walrus::{Walrus, WalrusConfig};
+
+mod common;
+use common::{between, open_walrus, Resp};
 
 struct Server {
     addr: SocketAddr,
@@ -24,48 +26,6 @@ struct Server {
     other: Credentials,
     client: Client<HttpConnector, Full<Bytes>>,
     _dir: tempfile::TempDir,
-}
-
-#[derive(Debug)]
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Resp {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn code(&self) -> String {
-        between(&self.text(), "<Code>", "</Code>").unwrap_or_default()
-    }
-
-    fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default()
-    }
-
-    #[track_caller]
-    fn expect(&self, status: u16) -> &Resp {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
-        self
-    }
-
-    #[track_caller]
-    fn expect_err(&self, status: u16, code: &str) {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
-        assert_eq!(self.code(), code, "body: {}", self.text());
-    }
-}
-
-fn between(s: &str, a: &str, b: &str) -> Option<String> {
-    let start = s.find(a)? + a.len();
-    let end = s[start..].find(b)? + start;
-    Some(s[start..end].to_owned())
 }
 
 fn all_between(s: &str, a: &str, b: &str) -> Vec<String> {
@@ -232,14 +192,7 @@ impl<'a> Req<'a> {
             builder = builder.header(k.as_str(), v.as_str());
         }
         let req = builder.body(Full::new(Bytes::from(body))).expect("request");
-        let resp = self.server.client.request(req).await.expect("response");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        Resp::read(self.server.client.request(req).await.expect("response")).await
     }
 }
 
@@ -277,16 +230,7 @@ impl Server {
         let identity = identity::Identity::open(&dir.path().join("identity")).expect("identity");
         let (admin, _) = identity.ensure_admin().expect("admin");
         let other = identity.create_account("other").expect("account");
-        let walrus = Walrus::open(
-            WalrusConfig {
-                data_dir: dir.path().to_owned(),
-                virtual_host_domain: Some("s3.koala.test".into()),
-                region: "us-east-1".into(),
-                image_grace: walrus::IMAGE_GRACE,
-            },
-            std::sync::Arc::new(identity),
-        )
-        .expect("walrus");
+        let walrus = open_walrus(dir.path(), identity, walrus::IMAGE_GRACE);
         let app = axum::Router::new().fallback(move |req: Request<Body>| {
             let w = walrus.clone();
             async move { w.handle(req).await }
