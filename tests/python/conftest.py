@@ -131,7 +131,7 @@ class Cloud:
         """Starts `koala COMMAND ARGS` (`up`, or `cloud` for the CLC without CC and NC)."""
         if not os.access(KOALA_BIN, os.X_OK):
             pytest.fail(f"the koala binary {KOALA_BIN} does not exist: build it with "
-                        "`cargo build --release -p tools --bin koala` or set KOALA_BIN")
+                        "`cargo build --release -p koala --bin koala` or set KOALA_BIN")
         self._log = open(self.log_path, "ab")
         data_dir, cwd = self.data_dir, None
         if self.relative:
