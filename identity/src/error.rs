@@ -99,7 +99,8 @@ pub enum IdentityError {
     /// crate's verifiers build without RocksDB (feature `store` off) for the client tools.
     #[error("The identity database failed.")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// A stored value could not be decoded (unknown format version or damaged bytes).
+    /// A stored value could not be decoded (damaged bytes, or a format version newer than
+    /// this code reads).
     #[error("A stored identity record is unreadable: {0}.")]
     Corrupt(String),
     /// An account with this name already exists.
@@ -135,9 +136,12 @@ pub enum IdentityError {
 }
 
 #[cfg(feature = "store")]
-impl From<rocksdb::Error> for IdentityError {
-    fn from(e: rocksdb::Error) -> Self {
-        IdentityError::Storage(Box::new(e))
+impl From<records::RecordError> for IdentityError {
+    fn from(e: records::RecordError) -> Self {
+        match e {
+            records::RecordError::Db(e) => IdentityError::Storage(Box::new(e)),
+            e => IdentityError::Corrupt(e.to_string()),
+        }
     }
 }
 

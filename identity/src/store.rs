@@ -1,7 +1,8 @@
 //! The account store: accounts, users and access keys in RocksDB, written durably (synced
 //! WAL) so that a key handed out is never lost by a crash.
 //!
-//! One column family, keys by prefix; every value is JSON carrying a format version `v`:
+//! One column family, keys by prefix; every value is JSON carrying a format version `v` beside
+//! its fields ([`records::Envelope::Flat`]), migrated on read when a record changes:
 //!
 //! | key | value |
 //! |---|---|
@@ -13,13 +14,12 @@
 //! | `cert/<account id>/<user name>/<certificate id>` | a user's signing certificate (no key) |
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::OsRng;
 use rand::RngCore;
-use rocksdb::{DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
-use serde::de::DeserializeOwned;
+use records::{Batch, Db, Envelope, Versioned};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::CloudCa;
@@ -28,8 +28,6 @@ use crate::{
     ADMIN_USER,
 };
 
-/// Version of the stored values; bump it and migrate in [`decode`] when a record changes.
-const FORMAT_VERSION: u32 = 1;
 /// Access keys a user may hold at once (AWS and Eucalyptus allow two, for rotation).
 const MAX_KEYS_PER_USER: usize = 2;
 
@@ -40,11 +38,9 @@ pub struct Identity {
 }
 
 struct Inner {
-    db: DB,
+    db: Db,
     /// The cloud CA, when the store was opened with its keys folder: it issues user certificates.
     ca: Option<CloudCa>,
-    /// Serializes read-check-write sequences (unique names, key quotas).
-    writes: Mutex<()>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -94,14 +90,6 @@ pub struct SigningCertificate {
     pub created: SystemTime,
 }
 
-/// A stored value: the format version next to the record's own fields.
-#[derive(Serialize, Deserialize)]
-struct Stored<T> {
-    v: u32,
-    #[serde(flatten)]
-    record: T,
-}
-
 #[derive(Serialize, Deserialize)]
 struct AccountRecord {
     id: String,
@@ -109,9 +97,19 @@ struct AccountRecord {
     created: u64,
 }
 
+impl Versioned for AccountRecord {
+    const ENVELOPE: Envelope = Envelope::Flat;
+    const VERSION: u32 = 1;
+}
+
 #[derive(Serialize, Deserialize)]
 struct NameRecord {
     account_id: String,
+}
+
+impl Versioned for NameRecord {
+    const ENVELOPE: Envelope = Envelope::Flat;
+    const VERSION: u32 = 1;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -122,6 +120,11 @@ struct UserRecord {
     /// Absent in records made before roles: see [`Role::of_legacy_user`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<Role>,
+}
+
+impl Versioned for UserRecord {
+    const ENVELOPE: Envelope = Envelope::Flat;
+    const VERSION: u32 = 1;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,8 +143,18 @@ struct KeyRecord {
     role: Option<Role>,
 }
 
+impl Versioned for KeyRecord {
+    const ENVELOPE: Envelope = Envelope::Flat;
+    const VERSION: u32 = 1;
+}
+
 #[derive(Serialize, Deserialize)]
 struct IndexRecord {}
+
+impl Versioned for IndexRecord {
+    const ENVELOPE: Envelope = Envelope::Flat;
+    const VERSION: u32 = 1;
+}
 
 #[derive(Serialize, Deserialize)]
 struct CertRecord {
@@ -150,6 +163,11 @@ struct CertRecord {
     cert_pem: String,
     status: AccessKeyStatus,
     created: u64,
+}
+
+impl Versioned for CertRecord {
+    const ENVELOPE: Envelope = Envelope::Flat;
+    const VERSION: u32 = 1;
 }
 
 impl CertRecord {
@@ -162,26 +180,6 @@ impl CertRecord {
             created: UNIX_EPOCH + Duration::from_secs(self.created),
         }
     }
-}
-
-fn encode<T: Serialize>(record: T) -> Result<Vec<u8>, IdentityError> {
-    serde_json::to_vec(&Stored {
-        v: FORMAT_VERSION,
-        record,
-    })
-    .map_err(|e| IdentityError::Corrupt(format!("cannot encode a record ({e})")))
-}
-
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, IdentityError> {
-    let stored: Stored<T> = serde_json::from_slice(bytes)
-        .map_err(|e| IdentityError::Corrupt(format!("{key} does not decode ({e})")))?;
-    if stored.v != FORMAT_VERSION {
-        return Err(IdentityError::Corrupt(format!(
-            "{key} has unknown format version {}",
-            stored.v
-        )));
-    }
-    Ok(stored.record)
 }
 
 fn now_secs() -> u64 {
@@ -224,19 +222,10 @@ impl Identity {
     }
 
     fn open_inner(dir: &Path, ca: Option<CloudCa>) -> Result<Identity, IdentityError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            IdentityError::Corrupt(format!("cannot create {} ({e})", dir.display()))
-        })?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        // A few kilobytes of records: compression would only add a library dependency.
-        opts.set_compression_type(DBCompressionType::None);
-        let db = DB::open(&opts, dir)?;
         Ok(Identity {
             inner: Arc::new(Inner {
-                db,
+                db: Db::open(dir)?,
                 ca,
-                writes: Mutex::new(()),
             }),
         })
     }
@@ -270,7 +259,7 @@ impl Identity {
     pub fn create_user(&self, account_id: &str, user_name: &str) -> Result<(), IdentityError> {
         validate_user_name(user_name)?;
         let _guard = self.lock();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         self.new_user(&mut batch, account_id, user_name, Role::User)?;
         self.write(batch)
     }
@@ -290,13 +279,13 @@ impl Identity {
         let account_id = self
             .account_id_by_name(ADMIN_ACCOUNT)?
             .ok_or_else(|| IdentityError::NoSuchAccount(ADMIN_ACCOUNT.to_owned()))?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         match self.user_record(&account_id, name)? {
             None => self.new_user(&mut batch, &account_id, name, Role::Component(kind))?,
             Some(user) if self.role_of(&user)? == Role::Component(kind) => {
                 for akid in self.user_key_ids(&account_id, name)? {
-                    batch.delete(access_key_key(&akid));
-                    batch.delete(format!("{}{akid}", user_keys_prefix(&account_id, name)));
+                    batch.delete(&access_key_key(&akid));
+                    batch.delete(&format!("{}{akid}", user_keys_prefix(&account_id, name)));
                 }
             }
             Some(_) => return Err(IdentityError::UserExists(name.to_owned())),
@@ -304,7 +293,7 @@ impl Identity {
         let account = self.account_record(&account_id)?;
         let key = self.new_key_record(&account_id, &account.name, name, Role::Component(kind))?;
         let creds = key.to_credentials();
-        put_key(&mut batch, key)?;
+        put_key(&mut batch, &key);
         self.write(batch)?;
         drop(guard);
         Ok(creds)
@@ -337,12 +326,12 @@ impl Identity {
         }
         let role = if admin { Role::CloudAdmin } else { Role::User };
         user.role = Some(role);
-        let mut batch = WriteBatch::default();
-        batch.put(user_key(&account_id, user_name), encode(user)?);
+        let mut batch = Batch::new();
+        batch.put(&user_key(&account_id, user_name), &user);
         for akid in self.user_key_ids(&account_id, user_name)? {
             let mut key = self.key_record(&akid)?;
             key.role = Some(role);
-            batch.put(access_key_key(&akid), encode(key)?);
+            batch.put(&access_key_key(&akid), &key);
         }
         self.write(batch)
     }
@@ -360,10 +349,7 @@ impl Identity {
         account_id: &str,
         user_name: &str,
     ) -> Result<Option<UserRecord>, IdentityError> {
-        let key = user_key(account_id, user_name);
-        self.get(&key)?
-            .map(|bytes| decode::<UserRecord>(&key, &bytes))
-            .transpose()
+        Ok(self.inner.db.get(&user_key(account_id, user_name))?)
     }
 
     /// A user's role: recorded, or for records older than roles, what its name meant.
@@ -380,25 +366,25 @@ impl Identity {
     /// Adds a new user to `batch`; the caller holds the write lock.
     fn new_user(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         account_id: &str,
         user_name: &str,
         role: Role,
     ) -> Result<(), IdentityError> {
-        if self.get(&account_key(account_id))?.is_none() {
+        if !self.inner.db.contains(&account_key(account_id))? {
             return Err(IdentityError::NoSuchAccount(account_id.to_owned()));
         }
-        if self.get(&user_key(account_id, user_name))?.is_some() {
+        if self.inner.db.contains(&user_key(account_id, user_name))? {
             return Err(IdentityError::UserExists(user_name.to_owned()));
         }
         batch.put(
-            user_key(account_id, user_name),
-            encode(UserRecord {
+            &user_key(account_id, user_name),
+            &UserRecord {
                 account_id: account_id.to_owned(),
                 name: user_name.to_owned(),
                 created: now_secs(),
                 role: Some(role),
-            })?,
+            },
         );
         Ok(())
     }
@@ -444,8 +430,8 @@ impl Identity {
         let _guard = self.lock();
         let mut record = self.owned_key(account_id, user_name, access_key_id)?;
         record.status = status;
-        let mut batch = WriteBatch::default();
-        batch.put(access_key_key(access_key_id), encode(record)?);
+        let mut batch = Batch::new();
+        batch.put(&access_key_key(access_key_id), &record);
         self.write(batch)
     }
 
@@ -458,9 +444,9 @@ impl Identity {
     ) -> Result<(), IdentityError> {
         let _guard = self.lock();
         self.owned_key(account_id, user_name, access_key_id)?;
-        let mut batch = WriteBatch::default();
-        batch.delete(access_key_key(access_key_id));
-        batch.delete(format!(
+        let mut batch = Batch::new();
+        batch.delete(&access_key_key(access_key_id));
+        batch.delete(&format!(
             "{}{access_key_id}",
             user_keys_prefix(account_id, user_name)
         ));
@@ -474,27 +460,29 @@ impl Identity {
 
     /// Whether an account with this id exists: a grant may only name a real account.
     pub fn account_exists(&self, account_id: &str) -> Result<bool, IdentityError> {
-        Ok(self.get(&account_key(account_id))?.is_some())
+        Ok(self.inner.db.contains(&account_key(account_id))?)
     }
 
     /// Every account, as (id, name), ordered by id.
     pub fn list_accounts(&self) -> Result<Vec<(String, String)>, IdentityError> {
-        let mut out = Vec::new();
-        for (key, value) in self.scan("acct/")? {
-            let r: AccountRecord = decode(&key, &value)?;
-            out.push((r.id, r.name));
-        }
-        Ok(out)
+        Ok(self
+            .inner
+            .db
+            .scan::<AccountRecord>("acct/")?
+            .into_iter()
+            .map(|(_, r)| (r.id, r.name))
+            .collect())
     }
 
     /// The user names of an account, ordered.
     pub fn list_users(&self, account_id: &str) -> Result<Vec<String>, IdentityError> {
-        let mut out = Vec::new();
-        for (key, value) in self.scan(&format!("user/{account_id}/"))? {
-            let r: UserRecord = decode(&key, &value)?;
-            out.push(r.name);
-        }
-        Ok(out)
+        Ok(self
+            .inner
+            .db
+            .scan::<UserRecord>(&format!("user/{account_id}/"))?
+            .into_iter()
+            .map(|(_, r)| r.name)
+            .collect())
     }
 
     /// The cloud CA, if the store was opened with it.
@@ -530,8 +518,8 @@ impl Identity {
             user_certs_prefix(account_id, user_name),
             record.certificate_id
         );
-        let mut batch = WriteBatch::default();
-        batch.put(&key, encode(&record)?);
+        let mut batch = Batch::new();
+        batch.put(&key, &record);
         self.write(batch)?;
         Ok((record.into_info(), issued.key_pem))
     }
@@ -543,24 +531,27 @@ impl Identity {
         user_name: &str,
     ) -> Result<Vec<SigningCertificate>, IdentityError> {
         self.require_user(account_id, user_name)?;
-        self.scan(&user_certs_prefix(account_id, user_name))?
+        Ok(self
+            .inner
+            .db
+            .scan::<CertRecord>(&user_certs_prefix(account_id, user_name))?
             .into_iter()
-            .map(|(key, value)| Ok(decode::<CertRecord>(&key, &value)?.into_info()))
-            .collect()
+            .map(|(_, record)| record.into_info())
+            .collect())
     }
 
     /// The active certificates of every user of an account, PEM: a bundle manifest claiming
     /// this account must be signed by the key of one of them.
     pub fn certificates_of_account(&self, account_id: &str) -> Result<Vec<String>, IdentityError> {
         self.account_record(account_id)?;
-        let mut out = Vec::new();
-        for (key, value) in self.scan(&format!("cert/{account_id}/"))? {
-            let record: CertRecord = decode(&key, &value)?;
-            if record.status == AccessKeyStatus::Active {
-                out.push(record.cert_pem);
-            }
-        }
-        Ok(out)
+        Ok(self
+            .inner
+            .db
+            .scan::<CertRecord>(&format!("cert/{account_id}/"))?
+            .into_iter()
+            .filter(|(_, record)| record.status == AccessKeyStatus::Active)
+            .map(|(_, record)| record.cert_pem)
+            .collect())
     }
 
     /// An active access key of the user with its secret: the first active one, else a new one.
@@ -582,59 +573,31 @@ impl Identity {
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
-        // The guarded value is `()`: a panic elsewhere cannot leave it inconsistent.
-        self.inner
-            .writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.db.exclusive()
     }
 
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, IdentityError> {
-        Ok(self.inner.db.get(key.as_bytes())?)
-    }
-
-    fn write(&self, batch: WriteBatch) -> Result<(), IdentityError> {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        Ok(self.inner.db.write_opt(batch, &opts)?)
-    }
-
-    /// All (key, value) pairs whose key starts with `prefix`, in key order.
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, IdentityError> {
-        let mut out = Vec::new();
-        let iter = self
-            .inner
-            .db
-            .iterator(IteratorMode::From(prefix.as_bytes(), Direction::Forward));
-        for item in iter {
-            let (key, value) = item?;
-            if !key.starts_with(prefix.as_bytes()) {
-                break;
-            }
-            out.push((String::from_utf8_lossy(&key).into_owned(), value.into_vec()));
-        }
-        Ok(out)
+    fn write(&self, batch: Batch) -> Result<(), IdentityError> {
+        Ok(self.inner.db.write(batch)?)
     }
 
     fn account_id_by_name(&self, name: &str) -> Result<Option<String>, IdentityError> {
-        let key = name_key(name);
-        match self.get(&key)? {
-            Some(bytes) => Ok(Some(decode::<NameRecord>(&key, &bytes)?.account_id)),
-            None => Ok(None),
-        }
+        Ok(self
+            .inner
+            .db
+            .get::<NameRecord>(&name_key(name))?
+            .map(|r| r.account_id))
     }
 
     fn account_record(&self, account_id: &str) -> Result<AccountRecord, IdentityError> {
-        let key = account_key(account_id);
-        let bytes = self
-            .get(&key)?
-            .ok_or_else(|| IdentityError::NoSuchAccount(account_id.to_owned()))?;
-        decode(&key, &bytes)
+        self.inner
+            .db
+            .get(&account_key(account_id))?
+            .ok_or_else(|| IdentityError::NoSuchAccount(account_id.to_owned()))
     }
 
     fn require_user(&self, account_id: &str, user_name: &str) -> Result<(), IdentityError> {
         self.account_record(account_id)?;
-        if self.get(&user_key(account_id, user_name))?.is_none() {
+        if !self.inner.db.contains(&user_key(account_id, user_name))? {
             return Err(IdentityError::NoSuchUser(user_name.to_owned()));
         }
         Ok(())
@@ -645,20 +608,17 @@ impl Identity {
         account_id: &str,
         user_name: &str,
     ) -> Result<Vec<String>, IdentityError> {
-        let prefix = user_keys_prefix(account_id, user_name);
         Ok(self
-            .scan(&prefix)?
-            .into_iter()
-            .map(|(key, _)| key[prefix.len()..].to_owned())
-            .collect())
+            .inner
+            .db
+            .keys_after(&user_keys_prefix(account_id, user_name))?)
     }
 
     fn key_record(&self, akid: &str) -> Result<KeyRecord, IdentityError> {
-        let key = access_key_key(akid);
-        let bytes = self
-            .get(&key)?
-            .ok_or_else(|| IdentityError::NoSuchAccessKey(akid.to_owned()))?;
-        decode(&key, &bytes)
+        self.inner
+            .db
+            .get(&access_key_key(akid))?
+            .ok_or_else(|| IdentityError::NoSuchAccessKey(akid.to_owned()))
     }
 
     /// The key record, checking it belongs to this user (so one user cannot touch another's).
@@ -686,7 +646,7 @@ impl Identity {
         }
         let account_id = loop {
             let id = random_digits(12)?;
-            if self.get(&account_key(&id))?.is_none() {
+            if !self.inner.db.contains(&account_key(&id))? {
                 break id;
             }
         };
@@ -697,32 +657,32 @@ impl Identity {
             Role::User
         };
         let key = self.new_key_record(&account_id, name, ADMIN_USER, admin_role)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         batch.put(
-            account_key(&account_id),
-            encode(AccountRecord {
+            &account_key(&account_id),
+            &AccountRecord {
                 id: account_id.clone(),
                 name: name.to_owned(),
                 created,
-            })?,
+            },
         );
         batch.put(
-            name_key(name),
-            encode(NameRecord {
+            &name_key(name),
+            &NameRecord {
                 account_id: account_id.clone(),
-            })?,
+            },
         );
         batch.put(
-            user_key(&account_id, ADMIN_USER),
-            encode(UserRecord {
+            &user_key(&account_id, ADMIN_USER),
+            &UserRecord {
                 account_id: account_id.clone(),
                 name: ADMIN_USER.to_owned(),
                 created,
                 role: Some(admin_role),
-            })?,
+            },
         );
         let creds = key.to_credentials();
-        put_key(&mut batch, key)?;
+        put_key(&mut batch, &key);
         self.write(batch)?;
         Ok(creds)
     }
@@ -741,8 +701,8 @@ impl Identity {
         let role = self.user_role(account_id, user_name)?;
         let key = self.new_key_record(account_id, &account.name, user_name, role)?;
         let creds = key.to_credentials();
-        let mut batch = WriteBatch::default();
-        put_key(&mut batch, key)?;
+        let mut batch = Batch::new();
+        put_key(&mut batch, &key);
         self.write(batch)?;
         Ok(creds)
     }
@@ -756,7 +716,7 @@ impl Identity {
     ) -> Result<KeyRecord, IdentityError> {
         let access_key_id = loop {
             let id = format!("AKIA{}", random_string(16, BASE32)?);
-            if self.get(&access_key_key(&id))?.is_none() {
+            if !self.inner.db.contains(&access_key_key(&id))? {
                 break id;
             }
         };
@@ -773,17 +733,16 @@ impl Identity {
     }
 }
 
-fn put_key(batch: &mut WriteBatch, key: KeyRecord) -> Result<(), IdentityError> {
+fn put_key(batch: &mut Batch, key: &KeyRecord) {
     batch.put(
-        format!(
+        &format!(
             "{}{}",
             user_keys_prefix(&key.account_id, &key.user_name),
             key.access_key_id
         ),
-        encode(IndexRecord {})?,
+        &IndexRecord {},
     );
-    batch.put(access_key_key(&key.access_key_id), encode(key)?);
-    Ok(())
+    batch.put(&access_key_key(&key.access_key_id), key);
 }
 
 impl KeyRecord {
@@ -985,7 +944,7 @@ mod tests {
         assert_eq!(role(&alice.access_key_id), Role::User);
 
         // Records from before roles read as their names meant.
-        let legacy: UserRecord = decode(
+        let legacy: UserRecord = records::decode(
             "user/x/clc",
             format!(r#"{{"v":1,"account_id":"{euca}","name":"clc","created":0}}"#).as_bytes(),
         )
@@ -995,6 +954,80 @@ mod tests {
             id.role_of(&legacy).unwrap(),
             Role::Component(ComponentKind::CloudController)
         );
+    }
+
+    /// Records exactly as the store has written them since format version 1, put straight
+    /// into RocksDB, read back; a record rewritten keeps that shape.
+    #[test]
+    fn records_of_format_version_1_read_and_are_rewritten_in_their_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let acct = "123456789012";
+        let key = |status: &str| {
+            format!(
+                r#"{{"v":1,"access_key_id":"AKIAOLDKEY","secret_access_key":"s3cr3t","account_id":"{acct}","account_name":"alice","user_name":"admin","status":"{status}","created":1700000000,"role":"user"}}"#
+            )
+        };
+        {
+            let db = rocksdb::DB::open_default(dir.path()).unwrap();
+            for (k, v) in [
+                (
+                    format!("acct/{acct}"),
+                    format!(r#"{{"v":1,"id":"{acct}","name":"alice","created":1700000000}}"#),
+                ),
+                (
+                    "name/alice".to_owned(),
+                    format!(r#"{{"v":1,"account_id":"{acct}"}}"#),
+                ),
+                (
+                    format!("user/{acct}/admin"),
+                    format!(
+                        r#"{{"v":1,"account_id":"{acct}","name":"admin","created":1700000000,"role":"user"}}"#
+                    ),
+                ),
+                (
+                    format!("user/{acct}/builder"),
+                    format!(
+                        r#"{{"v":1,"account_id":"{acct}","name":"builder","created":1700000000}}"#
+                    ),
+                ),
+                ("akey/AKIAOLDKEY".to_owned(), key("Active")),
+                (format!("ukey/{acct}/admin/AKIAOLDKEY"), r#"{"v":1}"#.to_owned()),
+                (
+                    format!("cert/{acct}/admin/0A1B"),
+                    r#"{"v":1,"certificate_id":"0A1B","user_name":"admin","cert_pem":"PEM","status":"Active","created":1700000000}"#.to_owned(),
+                ),
+            ] {
+                db.put(k, v).unwrap();
+            }
+        }
+        {
+            let id = Identity::open(dir.path()).unwrap();
+            let (principal, secret) = id.secret("AKIAOLDKEY").unwrap();
+            assert_eq!(secret, "s3cr3t");
+            assert_eq!(principal.role, Role::User);
+            assert_eq!(principal.account_name, "alice");
+            assert_eq!(id.account_id("alice").unwrap().as_deref(), Some(acct));
+            assert_eq!(
+                id.list_accounts().unwrap(),
+                vec![(acct.to_owned(), "alice".to_owned())]
+            );
+            assert_eq!(id.list_users(acct).unwrap(), vec!["admin", "builder"]);
+            assert_eq!(id.user_role(acct, "builder").unwrap(), Role::User);
+            let keys = id.list_access_keys(acct, "admin").unwrap();
+            assert_eq!(keys.len(), 1);
+            assert_eq!(
+                keys[0].created,
+                UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+            );
+            let certs = id.list_signing_certificates(acct, "admin").unwrap();
+            assert_eq!(certs[0].certificate_id, "0A1B");
+            assert_eq!(id.certificates_of_account(acct).unwrap(), vec!["PEM"]);
+            id.set_access_key_status(acct, "admin", "AKIAOLDKEY", AccessKeyStatus::Inactive)
+                .unwrap();
+        }
+        let db = rocksdb::DB::open_default(dir.path()).unwrap();
+        let stored = db.get("akey/AKIAOLDKEY").unwrap().unwrap();
+        assert_eq!(String::from_utf8(stored).unwrap(), key("Inactive"));
     }
 
     #[test]
