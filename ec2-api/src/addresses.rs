@@ -34,6 +34,11 @@ struct Address {
     association_id: Option<String>,
 }
 
+impl records::Versioned for Address {
+    const ENVELOPE: records::Envelope = crate::state::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 impl Record for Address {
     const TABLE: &'static str = "address/";
 }

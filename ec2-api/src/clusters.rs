@@ -29,6 +29,11 @@ pub struct ClusterRecord {
     pub url: String,
 }
 
+impl records::Versioned for ClusterRecord {
+    const ENVELOPE: records::Envelope = crate::state::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 impl Record for ClusterRecord {
     const TABLE: &'static str = "cluster/";
 }

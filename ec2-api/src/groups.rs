@@ -54,6 +54,11 @@ struct GroupRecord {
     rules: Vec<Rule>,
 }
 
+impl records::Versioned for GroupRecord {
+    const ENVELOPE: records::Envelope = crate::state::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 impl Record for GroupRecord {
     const TABLE: &'static str = "group/";
 }

@@ -146,6 +146,11 @@ pub struct ImageRecord {
     pub plain_sha256: Option<String>,
 }
 
+impl records::Versioned for ImageRecord {
+    const ENVELOPE: records::Envelope = crate::state::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 impl Record for ImageRecord {
     const TABLE: &'static str = "image/";
 }

@@ -68,6 +68,11 @@ struct OrphanRecord {
     first_seen_ms: u64,
 }
 
+impl records::Versioned for OrphanRecord {
+    const ENVELOPE: records::Envelope = crate::state::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 impl Record for OrphanRecord {
     const TABLE: &'static str = "orphan/";
 }
@@ -167,6 +172,11 @@ pub struct InstanceRecord {
     /// Since when no node has reported it, ms since the epoch.
     #[serde(default)]
     pub missing_since_ms: Option<u64>,
+}
+
+impl records::Versioned for InstanceRecord {
+    const ENVELOPE: records::Envelope = crate::state::ENVELOPE;
+    const VERSION: u32 = 1;
 }
 
 impl Record for InstanceRecord {

@@ -72,6 +72,11 @@ struct KeyPairRecord {
     created: String,
 }
 
+impl records::Versioned for KeyPairRecord {
+    const ENVELOPE: records::Envelope = crate::state::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 impl Record for KeyPairRecord {
     const TABLE: &'static str = "keypair/";
 }

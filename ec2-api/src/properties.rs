@@ -194,6 +194,11 @@ struct Override {
     value: String,
 }
 
+impl records::Versioned for Override {
+    const ENVELOPE: records::Envelope = crate::state::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 impl Record for Override {
     const TABLE: &'static str = "property/";
 }

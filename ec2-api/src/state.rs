@@ -2,26 +2,25 @@
 //! cloud properties, in RocksDB, written synced so that an answered request survives a crash.
 //!
 //! Every record kind is a [`Record`] with its own key prefix; values are JSON with a format
-//! version. Check-then-write sequences (a name must be free, an address unallocated) run
-//! under [`CloudState::exclusive`], so two concurrent requests cannot both win. This is the
-//! one file that knows the storage engine: a PostgreSQL state store for HA would replace it
-//! behind the same methods.
+//! version, migrated on read when a kind changes (the `records` crate). Check-then-write
+//! sequences (a name must be free, an address unallocated) run under
+//! [`CloudState::exclusive`], so two concurrent requests cannot both win. This is the one file
+//! that knows the storage engine: a PostgreSQL state store for HA would replace it behind the
+//! same methods.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 
-use rocksdb::{DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use records::{Db, Envelope, RecordError, Versioned};
 
 use crate::QueryError;
 
-/// The version written with every record; a record of another version is refused, not
-/// misread.
-const FORMAT_VERSION: u32 = 1;
+/// The shape every record of the cloud state is stored in: `{"v":…,"record":{…}}`.
+pub const ENVELOPE: Envelope = Envelope::Nested;
 
-/// A kind of stored record: its key prefix (a "table").
-pub trait Record: Serialize + DeserializeOwned {
+/// A kind of stored record: its key prefix (a "table"). Its [`Versioned`] declaration gives
+/// [`ENVELOPE`], its format version and how its older versions read.
+pub trait Record: Versioned {
     /// The prefix of this kind's keys, ending in `/`.
     const TABLE: &'static str;
 }
@@ -29,15 +28,23 @@ pub trait Record: Serialize + DeserializeOwned {
 /// Why the state store failed. Always the cloud's fault, never the caller's.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// RocksDB failed.
+    /// RocksDB failed, or its folder could not be created.
     #[error("the cloud state store failed: {0}")]
-    Db(#[from] rocksdb::Error),
-    /// A record does not decode.
+    Db(RecordError),
+    /// A record does not decode: damaged, or written by a newer Koala.
     #[error("the cloud state store holds a corrupt record: {0}")]
-    Corrupt(String),
-    /// The folder could not be created.
-    #[error("cannot create {0}")]
-    Io(String),
+    Corrupt(RecordError),
+}
+
+impl From<RecordError> for StateError {
+    fn from(err: RecordError) -> StateError {
+        match err {
+            RecordError::Db(_) | RecordError::Io { .. } => StateError::Db(err),
+            RecordError::Encode(_) | RecordError::Malformed { .. } | RecordError::Newer { .. } => {
+                StateError::Corrupt(err)
+            }
+        }
+    }
 }
 
 impl From<StateError> for QueryError {
@@ -49,26 +56,12 @@ impl From<StateError> for QueryError {
 /// The cloud controller's store. Cheap to clone.
 #[derive(Clone)]
 pub struct CloudState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    db: DB,
-    writes: Mutex<()>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Stored<T> {
-    v: u32,
-    record: T,
+    db: Arc<Db>,
 }
 
 /// Writes gathered to be applied atomically, synced, by [`CloudState::commit`].
 #[derive(Default)]
-pub struct Batch {
-    batch: WriteBatch,
-    error: Option<StateError>,
-}
+pub struct Batch(records::Batch);
 
 impl Batch {
     /// A new, empty batch.
@@ -78,71 +71,42 @@ impl Batch {
 
     /// Stores `record` under `key` of its table.
     pub fn put<T: Record>(&mut self, key: &str, record: &T) {
-        match encode(record) {
-            Ok(bytes) => self.batch.put(full_key::<T>(key), bytes),
-            Err(e) => self.error = Some(e),
-        }
+        self.0.put(&full_key::<T>(key), record);
     }
 
     /// Removes `key` of `T`'s table.
     pub fn delete<T: Record>(&mut self, key: &str) {
-        self.batch.delete(full_key::<T>(key));
+        self.0.delete(&full_key::<T>(key));
     }
 }
 
 impl CloudState {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<CloudState, StateError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StateError::Io(format!("{} ({e})", dir.display())))?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        // Records of a few hundred bytes: compression would only add a library dependency.
-        opts.set_compression_type(DBCompressionType::None);
         Ok(CloudState {
-            inner: Arc::new(Inner {
-                db: DB::open(&opts, dir)?,
-                writes: Mutex::new(()),
-            }),
+            db: Arc::new(Db::open(dir)?),
         })
     }
 
     /// Holds off every other check-then-write while the guard lives.
     pub fn exclusive(&self) -> MutexGuard<'_, ()> {
-        self.inner
-            .writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.db.exclusive()
     }
 
     /// The record stored under `key`, if any.
     pub fn get<T: Record>(&self, key: &str) -> Result<Option<T>, StateError> {
-        let full = full_key::<T>(key);
-        match self.inner.db.get(&full)? {
-            Some(bytes) => Ok(Some(decode(&full, &bytes)?)),
-            None => Ok(None),
-        }
+        Ok(self.db.get(&full_key::<T>(key))?)
     }
 
     /// Every record of `T` whose key starts with `prefix`, in key order.
     pub fn scan<T: Record>(&self, prefix: &str) -> Result<Vec<(String, T)>, StateError> {
-        let start = full_key::<T>(prefix);
-        let mut out = Vec::new();
-        for item in self
-            .inner
+        Ok(self
             .db
-            .iterator(IteratorMode::From(start.as_bytes(), Direction::Forward))
-        {
-            let (key, value) = item?;
-            let Some(rest) = key.strip_prefix(start.as_bytes()) else {
-                break;
-            };
-            let key = String::from_utf8_lossy(&key).into_owned();
-            let record = decode(&key, &value)?;
-            let own = format!("{prefix}{}", String::from_utf8_lossy(rest));
-            out.push((own, record));
-        }
-        Ok(out)
+            .scan(&full_key::<T>(prefix))?
+            .into_iter()
+            // Every key scanned starts with the table's prefix (ASCII, ending in `/`).
+            .map(|(key, record)| (key[T::TABLE.len()..].to_owned(), record))
+            .collect())
     }
 
     /// Stores one record, synced.
@@ -154,13 +118,7 @@ impl CloudState {
 
     /// Applies a batch atomically, synced.
     pub fn commit(&self, batch: Batch) -> Result<(), StateError> {
-        if let Some(err) = batch.error {
-            return Err(err);
-        }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.inner.db.write_opt(batch.batch, &opts)?;
-        Ok(())
+        Ok(self.db.write(batch.0)?)
     }
 }
 
@@ -168,33 +126,18 @@ fn full_key<T: Record>(key: &str) -> String {
     format!("{}{key}", T::TABLE)
 }
 
-fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StateError> {
-    serde_json::to_vec(&Stored {
-        v: FORMAT_VERSION,
-        record,
-    })
-    .map_err(|e| StateError::Corrupt(format!("cannot encode a record ({e})")))
-}
-
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
-    let stored: Stored<T> = serde_json::from_slice(bytes)
-        .map_err(|e| StateError::Corrupt(format!("{key} does not decode ({e})")))?;
-    if stored.v != FORMAT_VERSION {
-        return Err(StateError::Corrupt(format!(
-            "{key} has unknown format version {}",
-            stored.v
-        )));
-    }
-    Ok(stored.record)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::{Deserialize, Serialize};
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     struct Thing {
         n: u32,
+    }
+    impl Versioned for Thing {
+        const ENVELOPE: Envelope = ENVELOPE;
+        const VERSION: u32 = 1;
     }
     impl Record for Thing {
         const TABLE: &'static str = "thing/";
@@ -202,6 +145,10 @@ mod tests {
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     struct Other {
         s: String,
+    }
+    impl Versioned for Other {
+        const ENVELOPE: Envelope = ENVELOPE;
+        const VERSION: u32 = 1;
     }
     impl Record for Other {
         const TABLE: &'static str = "thingx/";
@@ -234,5 +181,38 @@ mod tests {
         assert_eq!(state.get::<Thing>("c").unwrap(), Some(Thing { n: 4 }));
         assert_eq!(state.scan::<Thing>("").unwrap().len(), 3);
         assert_eq!(state.scan::<Other>("").unwrap().len(), 1);
+    }
+
+    /// Records exactly as the store has written them since format version 1, put straight
+    /// into RocksDB, read back; written again, they keep that shape.
+    #[test]
+    fn records_of_format_version_1_read_and_are_rewritten_in_their_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = rocksdb::DB::open_default(dir.path()).unwrap();
+            db.put("thing/a/1", r#"{"v":1,"record":{"n":7}}"#).unwrap();
+            db.put("thingx/a/1", r#"{"v":1,"record":{"s":"x"}}"#)
+                .unwrap();
+            db.put("thing/b", r#"{"v":2,"record":{"n":8}}"#).unwrap();
+        }
+        {
+            let state = CloudState::open(dir.path()).unwrap();
+            assert_eq!(state.get::<Thing>("a/1").unwrap(), Some(Thing { n: 7 }));
+            assert_eq!(
+                state.scan::<Other>("a/").unwrap(),
+                vec![("a/1".to_owned(), Other { s: "x".into() })]
+            );
+            // Written by a newer Koala: refused, not misread.
+            assert!(matches!(
+                state.get::<Thing>("b"),
+                Err(StateError::Corrupt(RecordError::Newer { version: 2, .. }))
+            ));
+            state.put("c", &Thing { n: 9 }).unwrap();
+        }
+        let db = rocksdb::DB::open_default(dir.path()).unwrap();
+        assert_eq!(
+            db.get("thing/c").unwrap().unwrap(),
+            br#"{"v":1,"record":{"n":9}}"#
+        );
     }
 }

@@ -29,6 +29,11 @@ struct Tag {
     value: String,
 }
 
+impl records::Versioned for Tag {
+    const ENVELOPE: records::Envelope = crate::state::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 impl Record for Tag {
     const TABLE: &'static str = "tag/";
 }
