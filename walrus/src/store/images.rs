@@ -27,6 +27,11 @@ pub struct ImageEntry {
     pub location: String,
 }
 
+impl records::Versioned for ImageEntry {
+    const ENVELOPE: records::Envelope = super::db::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 /// Whether `s` is a SHA-256 as the index and the image store name things: 64 lowercase hex
 /// digits.
 pub fn is_sha256_hex(s: &str) -> bool {

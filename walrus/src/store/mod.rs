@@ -161,6 +161,11 @@ pub struct BucketMeta {
     pub acl: Acl,
 }
 
+impl records::Versioned for BucketMeta {
+    const ENVELOPE: records::Envelope = db::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 /// A bucket name as stored (serde-friendly twin of [`BucketName`]).
 pub type BucketNameString = String;
 
@@ -267,6 +272,11 @@ pub struct UploadMeta {
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
     /// ACL the object will get (owner inside: the initiator).
     pub acl: Acl,
+}
+
+impl records::Versioned for UploadMeta {
+    const ENVELOPE: records::Envelope = db::ENVELOPE;
+    const VERSION: u32 = 1;
 }
 
 /// One uploaded part.

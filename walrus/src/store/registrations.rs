@@ -20,6 +20,11 @@ pub struct Registration {
     pub manifest_sha256: String,
 }
 
+impl records::Versioned for Registration {
+    const ENVELOPE: records::Envelope = super::db::ENVELOPE;
+    const VERSION: u32 = 1;
+}
+
 pub(super) fn put(
     inner: &Inner,
     image_id: &str,
