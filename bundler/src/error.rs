@@ -11,7 +11,7 @@ use std::io;
 pub enum Error {
     /// The manifest is not well-formed XML.
     #[error("the manifest is not well-formed XML")]
-    ManifestXml(#[source] quick_xml::Error),
+    ManifestXml(#[source] xml::Error),
     /// The manifest lacks an element that every reader needs.
     #[error("the manifest has no {0} element")]
     ManifestMissing(&'static str),

@@ -1,13 +1,9 @@
 //! The bundle manifest (`PREFIX.manifest.xml`): model, tolerant parse, exact render, RSA-SHA1
 //! signature and its verification over the raw bytes as received.
 
-use std::fmt::Write as _;
-use std::ops::Range;
-
-use quick_xml::events::Event;
-use quick_xml::Reader;
 use rsa::{Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 use sha1::{Digest, Sha1};
+use xml::{Element, Escaping, Writer};
 
 use crate::error::{Error, Result};
 use crate::keys::{self, BundleKey};
@@ -129,29 +125,6 @@ pub struct Manifest {
     received_signed: Option<Vec<u8>>,
 }
 
-/// Escapes text for element content or a double-quoted attribute, with non-ASCII characters
-/// as character references (the file is declared ASCII, as Python's ElementTree writes it).
-fn escape(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c if c.is_ascii() => out.push(c),
-            c => {
-                let _ = write!(out, "&#{};", c as u32);
-            }
-        }
-    }
-}
-
-fn element(out: &mut String, name: &str, text: &str) {
-    let _ = write!(out, "<{name}>");
-    escape(out, text);
-    let _ = write!(out, "</{name}>");
-}
-
 impl Manifest {
     /// A manifest for a new bundle, with the constant fields filled in; the bundler fills the
     /// rest from what it measured.
@@ -206,58 +179,60 @@ impl Manifest {
     /// The `<machine_configuration>…</image>` bytes this manifest would sign, serialised
     /// compactly in the fixed element order EC2 requires.
     pub fn render_signed(&self) -> String {
-        let mut o = String::with_capacity(4096);
-        o.push_str("<machine_configuration>");
-        element(&mut o, "architecture", &self.architecture);
+        let mut w = Writer::new(Escaping::ASCII);
+        self.write_signed(&mut w);
+        w.finish()
+    }
+
+    /// Writes the signed elements, `<machine_configuration>` then `<image>`.
+    fn write_signed(&self, w: &mut Writer) {
+        w.open("machine_configuration");
+        w.elem("architecture", &self.architecture);
         if !self.block_device_mapping.is_empty() {
-            o.push_str("<block_device_mapping>");
+            w.open("block_device_mapping");
             for (virt, dev) in &self.block_device_mapping {
-                o.push_str("<mapping>");
-                element(&mut o, "virtual", virt);
-                element(&mut o, "device", dev);
-                o.push_str("</mapping>");
+                w.open("mapping")
+                    .elem("virtual", virt)
+                    .elem("device", dev)
+                    .close("mapping");
             }
-            o.push_str("</block_device_mapping>");
+            w.close("block_device_mapping");
         }
         if !self.product_codes.is_empty() {
-            o.push_str("<product_codes>");
+            w.open("product_codes");
             for code in &self.product_codes {
-                element(&mut o, "product_code", code);
+                w.elem("product_code", code);
             }
-            o.push_str("</product_codes>");
+            w.close("product_codes");
         }
         if let Some(k) = &self.kernel_id {
-            element(&mut o, "kernel_id", k);
+            w.elem("kernel_id", k);
         }
         if let Some(r) = &self.ramdisk_id {
-            element(&mut o, "ramdisk_id", r);
+            w.elem("ramdisk_id", r);
         }
-        o.push_str("</machine_configuration><image>");
-        element(&mut o, "name", &self.name);
-        element(&mut o, "user", &self.user);
-        element(&mut o, "type", self.image_type.as_str());
-        o.push_str("<digest algorithm=\"SHA1\">");
-        escape(&mut o, &self.digest);
-        o.push_str("</digest>");
-        element(&mut o, "size", &self.size.to_string());
-        element(&mut o, "bundled_size", &self.bundled_size.to_string());
-        o.push_str("<ec2_encrypted_key algorithm=\"AES-128-CBC\">");
-        escape(&mut o, &self.ec2_encrypted_key);
-        o.push_str("</ec2_encrypted_key><user_encrypted_key algorithm=\"AES-128-CBC\">");
-        escape(&mut o, &self.user_encrypted_key);
-        o.push_str("</user_encrypted_key>");
-        element(&mut o, "ec2_encrypted_iv", &self.ec2_encrypted_iv);
-        element(&mut o, "user_encrypted_iv", &self.user_encrypted_iv);
-        let _ = write!(o, "<parts count=\"{}\">", self.parts.len());
+        w.close("machine_configuration");
+        let sha1 = [("algorithm", "SHA1")];
+        let aes = [("algorithm", "AES-128-CBC")];
+        w.open("image")
+            .elem("name", &self.name)
+            .elem("user", &self.user)
+            .elem("type", self.image_type.as_str())
+            .elem_with("digest", &sha1, &self.digest)
+            .elem("size", &self.size.to_string())
+            .elem("bundled_size", &self.bundled_size.to_string())
+            .elem_with("ec2_encrypted_key", &aes, &self.ec2_encrypted_key)
+            .elem_with("user_encrypted_key", &aes, &self.user_encrypted_key)
+            .elem("ec2_encrypted_iv", &self.ec2_encrypted_iv)
+            .elem("user_encrypted_iv", &self.user_encrypted_iv)
+            .open_with("parts", &[("count", &self.parts.len().to_string())]);
         for (i, p) in self.parts.iter().enumerate() {
-            let _ = write!(o, "<part index=\"{i}\">");
-            element(&mut o, "filename", &p.filename);
-            o.push_str("<digest algorithm=\"SHA1\">");
-            escape(&mut o, &p.digest);
-            o.push_str("</digest></part>");
+            w.open_with("part", &[("index", &i.to_string())])
+                .elem("filename", &p.filename)
+                .elem_with("digest", &sha1, &p.digest)
+                .close("part");
         }
-        o.push_str("</parts></image>");
-        o
+        w.close("parts").close("image");
     }
 
     /// Signs the manifest with the user's private key (RSA PKCS#1 v1.5 over SHA-1 of the
@@ -280,19 +255,19 @@ impl Manifest {
     /// The whole manifest file: the XML declaration, a newline, and `<manifest>` on one line
     /// with no trailing newline, byte for byte as euca2ools writes it.
     pub fn render(&self) -> String {
-        let mut o = String::with_capacity(8192);
-        o.push_str(XML_DECLARATION);
-        o.push_str("\n<manifest>");
-        element(&mut o, "version", &self.version);
-        o.push_str("<bundler>");
-        element(&mut o, "name", &self.bundler.name);
-        element(&mut o, "version", &self.bundler.version);
-        element(&mut o, "release", &self.bundler.release);
-        o.push_str("</bundler>");
-        o.push_str(&self.render_signed());
-        element(&mut o, "signature", &self.signature);
-        o.push_str("</manifest>");
-        o
+        let mut w = Writer::new(Escaping::ASCII);
+        w.raw(XML_DECLARATION)
+            .raw("\n")
+            .open("manifest")
+            .elem("version", &self.version)
+            .open("bundler")
+            .elem("name", &self.bundler.name)
+            .elem("version", &self.bundler.version)
+            .elem("release", &self.bundler.release)
+            .close("bundler");
+        self.write_signed(&mut w);
+        w.elem("signature", &self.signature).close("manifest");
+        w.finish()
     }
 
     /// The bytes the signature covers: as received for a parsed manifest (never re-serialised,
@@ -350,7 +325,7 @@ impl Manifest {
     /// block_device_mapping`, `productcodes`), whitespace around values, and any order.
     /// The signed byte range is kept exactly as received for [`Manifest::verify`].
     pub fn parse(bytes: &[u8]) -> Result<Manifest> {
-        let tree = Node::parse(bytes)?;
+        let tree = Element::parse(bytes).map_err(Error::ManifestXml)?;
         if tree.name != "manifest" {
             return Err(Error::ManifestMissing("manifest"));
         }
@@ -358,23 +333,21 @@ impl Manifest {
             .child("machine_configuration")
             .ok_or(Error::ManifestMissing("machine_configuration"))?;
         let image = tree.child("image").ok_or(Error::ManifestMissing("image"))?;
-        let received_signed = match (mc.span.clone(), image.span.clone()) {
-            (Some(a), Some(b)) if a.start < b.end => Some(bytes[a.start..b.end].to_vec()),
-            _ => None,
-        };
-        let text = |n: &Node, name: &'static str| -> Result<String> {
+        let received_signed =
+            (mc.span.start < image.span.end).then(|| bytes[mc.span.start..image.span.end].to_vec());
+        let text = |n: &Element, name: &'static str| -> Result<String> {
             n.child(name)
                 .map(|c| c.text.trim().to_string())
                 .ok_or(Error::ManifestMissing(name))
         };
-        let number = |n: &Node, name: &'static str, path: &'static str| -> Result<u64> {
+        let number = |n: &Element, name: &'static str, path: &'static str| -> Result<u64> {
             let t = text(n, name)?;
             t.parse().map_err(|_| Error::ManifestInvalid {
                 element: path,
                 value: short(&t),
             })
         };
-        let opt = |n: &Node, name: &str| n.child(name).map(|c| c.text.trim().to_string());
+        let opt = |n: &Element, name: &str| n.child(name).map(|c| c.text.trim().to_string());
 
         let mut block_device_mapping = Vec::new();
         for (list, item) in [
@@ -413,7 +386,7 @@ impl Manifest {
             .ok_or(Error::ManifestMissing("parts"))?;
         let mut indexed = Vec::new();
         for p in parts_node.children.iter().filter(|c| c.name == "part") {
-            let idx_text = p.attr("index").unwrap_or_default();
+            let idx_text = p.attribute("index").unwrap_or_default();
             let index: usize = idx_text
                 .trim()
                 .parse()
@@ -446,7 +419,7 @@ impl Manifest {
                 });
             }
         }
-        if let Some(count) = parts_node.attr("count") {
+        if let Some(count) = parts_node.attribute("count") {
             if count.trim().parse::<usize>().ok() != Some(indexed.len()) {
                 return Err(Error::ManifestInvalid {
                     element: "parts@count",
@@ -493,112 +466,6 @@ fn is_sha1_hex(s: &str) -> bool {
 
 fn short(s: &str) -> String {
     s.chars().take(80).collect()
-}
-
-/// A minimal element tree: enough for the manifest, with the byte span of each element.
-#[derive(Debug, Default)]
-struct Node {
-    name: String,
-    attrs: Vec<(String, String)>,
-    text: String,
-    children: Vec<Node>,
-    span: Option<Range<usize>>,
-}
-
-impl Node {
-    fn child(&self, name: &str) -> Option<&Node> {
-        self.children.iter().find(|c| c.name == name)
-    }
-
-    fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn parse(bytes: &[u8]) -> Result<Node> {
-        let mut reader = Reader::from_reader(bytes);
-        reader.config_mut().trim_text(false);
-        let mut stack: Vec<Node> = Vec::new();
-        let mut root: Option<Node> = None;
-        let xml = Error::ManifestXml;
-        loop {
-            let start = reader.buffer_position() as usize;
-            let ev = reader.read_event().map_err(xml)?;
-            let end = reader.buffer_position() as usize;
-            match ev {
-                Event::Start(_) | Event::Empty(_) if root.is_some() && stack.is_empty() => {
-                    return Err(Error::ManifestInvalid {
-                        element: "manifest",
-                        value: "a second root element".into(),
-                    });
-                }
-                Event::Start(e) => {
-                    stack.push(Node::open(&e, start)?);
-                }
-                Event::Empty(e) => {
-                    let mut n = Node::open(&e, start)?;
-                    n.span = Some(start..end);
-                    match stack.last_mut() {
-                        Some(parent) => parent.children.push(n),
-                        None => root = Some(n),
-                    }
-                }
-                Event::End(_) => {
-                    let mut n = stack.pop().ok_or(Error::ManifestInvalid {
-                        element: "manifest",
-                        value: "an unmatched end tag".into(),
-                    })?;
-                    if let Some(s) = &mut n.span {
-                        s.end = end;
-                    }
-                    match stack.last_mut() {
-                        Some(parent) => parent.children.push(n),
-                        None => root = Some(n),
-                    }
-                }
-                Event::Text(t) => {
-                    if let Some(n) = stack.last_mut() {
-                        n.text.push_str(&t.unescape().map_err(xml)?);
-                    }
-                }
-                Event::CData(t) => {
-                    if let Some(n) = stack.last_mut() {
-                        n.text.push_str(&String::from_utf8_lossy(&t));
-                    }
-                }
-                Event::Eof => break,
-                _ => {}
-            }
-        }
-        if !stack.is_empty() {
-            return Err(Error::ManifestInvalid {
-                element: "manifest",
-                value: "an unclosed element".into(),
-            });
-        }
-        root.ok_or(Error::ManifestMissing("manifest"))
-    }
-
-    fn open(e: &quick_xml::events::BytesStart<'_>, start: usize) -> Result<Node> {
-        let mut attrs = Vec::new();
-        for a in e.attributes() {
-            let a = a.map_err(|e| Error::ManifestXml(e.into()))?;
-            let v = a.unescape_value().map_err(Error::ManifestXml)?;
-            attrs.push((
-                String::from_utf8_lossy(a.key.as_ref()).into_owned(),
-                v.into_owned(),
-            ));
-        }
-        Ok(Node {
-            name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
-            attrs,
-            text: String::new(),
-            children: Vec::new(),
-            span: Some(start..start),
-        })
-    }
 }
 
 #[cfg(test)]
