@@ -7,13 +7,14 @@ use http::{HeaderMap, Response, StatusCode};
 use super::auth::{read_small_body, require};
 use super::error::S3Error;
 use super::ident::Payload;
-use super::xml::{self, XmlWriter, MAX_XML_BODY};
+use super::xml::{self, MAX_XML_BODY};
 use super::{empty_response, xml_response, Ctx};
 use crate::acl::{
     Acl, Grant, Grantee, Permission, ALL_USERS_URI, AUTHENTICATED_USERS_URI, CLOUD_SERVICES_URI,
 };
 
-const XSI: &str = "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"";
+/// The XML Schema instance namespace, for the `xsi:type` of a grantee.
+const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
 /// The `x-amz-grant-*` headers and the permission each gives.
 const GRANT_HEADERS: [(&str, Permission); 5] = [
@@ -71,18 +72,21 @@ pub fn grant_headers(headers: &HeaderMap) -> Result<Vec<Grant>, S3Error> {
 
 /// Renders an AccessControlPolicy document. `name_of` gives display names for account ids.
 pub fn render_acl(acl: &Acl, name_of: &dyn Fn(&str) -> String) -> bytes::Bytes {
-    let mut w = XmlWriter::new();
-    w.open_root("AccessControlPolicy");
-    w.open_plain("Owner");
+    let mut w = xml::document();
+    w.open_with("AccessControlPolicy", &xml::S3_ROOT);
+    w.open("Owner");
     w.elem("ID", &acl.owner);
     w.elem("DisplayName", &name_of(&acl.owner));
     w.close("Owner");
-    w.open_plain("AccessControlList");
+    w.open("AccessControlList");
     for g in &acl.grants {
-        w.open_plain("Grant");
+        w.open("Grant");
         match &g.grantee {
             Grantee::Account(id) => {
-                w.raw(&format!("<Grantee {XSI} xsi:type=\"CanonicalUser\">"));
+                w.open_with(
+                    "Grantee",
+                    &[("xmlns:xsi", XSI), ("xsi:type", "CanonicalUser")],
+                );
                 w.elem("ID", id);
                 w.elem("DisplayName", &name_of(id));
             }
@@ -92,7 +96,7 @@ pub fn render_acl(acl: &Acl, name_of: &dyn Fn(&str) -> String) -> bytes::Bytes {
                     Grantee::AuthenticatedUsers => AUTHENTICATED_USERS_URI,
                     _ => CLOUD_SERVICES_URI,
                 };
-                w.raw(&format!("<Grantee {XSI} xsi:type=\"Group\">"));
+                w.open_with("Grantee", &[("xmlns:xsi", XSI), ("xsi:type", "Group")]);
                 w.elem("URI", uri);
             }
         }
@@ -102,7 +106,7 @@ pub fn render_acl(acl: &Acl, name_of: &dyn Fn(&str) -> String) -> bytes::Bytes {
     }
     w.close("AccessControlList");
     w.close("AccessControlPolicy");
-    w.finish()
+    w.finish().into()
 }
 
 /// Parses an AccessControlPolicy body into grants (the owner stays what it is: an ACL

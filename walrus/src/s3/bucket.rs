@@ -7,7 +7,7 @@ use http::{HeaderValue, Response, StatusCode};
 use super::auth::{read_small_body, require, require_owner};
 use super::error::S3Error;
 use super::ident::Payload;
-use super::xml::{self, XmlWriter, MAX_XML_BODY};
+use super::xml::{self, MAX_XML_BODY};
 use super::{empty_response, iso8601, xml_response, Ctx};
 use crate::acl::Permission;
 
@@ -15,15 +15,15 @@ use crate::acl::Permission;
 pub fn list_buckets(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
     let account = ctx.account_id()?;
     let buckets = ctx.store().list_buckets()?;
-    let mut w = XmlWriter::new();
-    w.open_root("ListAllMyBucketsResult");
-    w.open_plain("Owner");
+    let mut w = xml::document();
+    w.open_with("ListAllMyBucketsResult", &xml::S3_ROOT);
+    w.open("Owner");
     w.elem("ID", account);
     w.elem("DisplayName", &ctx.display_name(account));
     w.close("Owner");
-    w.open_plain("Buckets");
+    w.open("Buckets");
     for b in buckets.iter().filter(|b| b.acl.owner == account) {
-        w.open_plain("Bucket");
+        w.open("Bucket");
         w.elem("Name", &b.name);
         w.elem("CreationDate", &iso8601(b.created));
         w.close("Bucket");
@@ -107,14 +107,16 @@ pub fn head_bucket(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
 pub fn get_bucket_location(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
     let meta = ctx.store().bucket(ctx.bucket()?)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
-    let mut w = XmlWriter::new();
+    let mut w = xml::document();
     match meta.location.as_deref().filter(|l| *l != "us-east-1") {
         Some(loc) => {
-            w.open_root("LocationConstraint");
-            w.raw(&xml::escape(loc));
+            w.open_with("LocationConstraint", &xml::S3_ROOT);
+            w.text(loc);
             w.close("LocationConstraint");
         }
-        None => w.raw(&format!("<LocationConstraint xmlns=\"{}\"/>", xml::S3_NS)),
+        None => {
+            w.empty("LocationConstraint", &xml::S3_ROOT);
+        }
     }
     Ok(xml_response(StatusCode::OK, w.finish()))
 }

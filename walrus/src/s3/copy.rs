@@ -11,7 +11,7 @@ use super::get::check_conditions;
 use super::multipart::{parse_part_number, replaced_part_size, upload_for};
 use super::put::{add_checksum_header, object_headers, replaced_size};
 use super::router::strip_mount;
-use super::xml::XmlWriter;
+use super::xml;
 use super::{iso8601, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::names::{BucketName, ObjectKey, MAX_KEY_LEN};
@@ -145,8 +145,8 @@ pub async fn copy_object(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         .store()
         .commit_object(bucket, key, staged, object, &quotas)
         .await?;
-    let mut w = XmlWriter::new();
-    w.open_root("CopyObjectResult");
+    let mut w = xml::document();
+    w.open_with("CopyObjectResult", &xml::S3_ROOT);
     w.elem("LastModified", &iso8601(meta.last_modified));
     w.elem("ETag", &format!("\"{}\"", meta.etag));
     w.close("CopyObjectResult");
@@ -214,8 +214,8 @@ pub async fn upload_part_copy(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         .store()
         .commit_part(&upload, part_number, staged, checksum, &quotas)
         .await?;
-    let mut w = XmlWriter::new();
-    w.open_root("CopyPartResult");
+    let mut w = xml::document();
+    w.open_with("CopyPartResult", &xml::S3_ROOT);
     w.elem("LastModified", &iso8601(part.last_modified));
     w.elem("ETag", &format!("\"{}\"", part.etag));
     w.close("CopyPartResult");

@@ -8,7 +8,7 @@ use super::auth::{read_small_body, require};
 use super::error::S3Error;
 use super::ident::Payload;
 use super::put::CHECKSUMS;
-use super::xml::{self, XmlWriter, MAX_XML_BODY};
+use super::xml::{self, MAX_XML_BODY};
 use super::{empty_response, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::names::{ObjectKey, MAX_KEY_LEN};
@@ -96,8 +96,8 @@ pub async fn delete_objects(
     let req = parse_delete(&body)?;
     let allowed = require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write);
 
-    let mut w = XmlWriter::new();
-    w.open_root("DeleteResult");
+    let mut w = xml::document();
+    w.open_with("DeleteResult", &xml::S3_ROOT);
     for key in &req.keys {
         let outcome = match (&allowed, ObjectKey::parse(key)) {
             (Err(_), _) => Err(S3Error::access_denied()),
@@ -113,7 +113,7 @@ pub async fn delete_objects(
         match outcome {
             Ok(()) if req.quiet => {}
             Ok(()) => {
-                w.open_plain("Deleted");
+                w.open("Deleted");
                 w.elem("Key", key);
                 w.close("Deleted");
             }
@@ -121,7 +121,7 @@ pub async fn delete_objects(
                 if let S3Error::Internal(source) = &e {
                     tracing::error!(request_id = ctx.request_id, error = %source, "delete failed");
                 }
-                w.open_plain("Error");
+                w.open("Error");
                 w.elem("Key", key);
                 w.elem("Code", e.code_and_status().0);
                 w.elem("Message", &e.to_string());

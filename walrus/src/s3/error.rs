@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 use super::ident::AuthError;
-use super::xml::XmlWriter;
+use super::xml;
 use crate::feed::FeedError;
 use crate::store::StoreError;
 
@@ -233,19 +233,23 @@ impl S3Error {
     /// the `<Key>` and NoSuchBucket the `<BucketName>`.
     pub fn to_xml(&self, at: &Addressed, request_id: &str) -> Bytes {
         let (code, _) = self.code_and_status();
-        let mut w = XmlWriter::new();
-        w.open_plain("Error");
+        let mut w = xml::document();
+        w.open("Error");
         w.elem("Code", code);
         w.elem("Message", &self.to_string());
         match (self, &at.bucket, &at.key) {
-            (S3Error::NoSuchKey, _, Some(key)) => w.elem("Key", key),
-            (S3Error::NoSuchBucket, Some(bucket), _) => w.elem("BucketName", bucket),
+            (S3Error::NoSuchKey, _, Some(key)) => {
+                w.elem("Key", key);
+            }
+            (S3Error::NoSuchBucket, Some(bucket), _) => {
+                w.elem("BucketName", bucket);
+            }
             _ => {}
         }
         w.elem("Resource", &at.resource);
         w.elem("RequestId", request_id);
         w.close("Error");
-        w.finish()
+        w.finish().into()
     }
 
     /// Extra headers some errors carry (416's `Content-Range`).

@@ -7,7 +7,7 @@ use http::{Response, StatusCode};
 
 use super::auth::require;
 use super::error::S3Error;
-use super::xml::{url_encode, XmlWriter};
+use super::xml::{self, url_encode};
 use super::{iso8601, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::store::ListQuery;
@@ -101,8 +101,8 @@ pub fn list_objects(ctx: &Ctx, v2: bool) -> Result<Response<Body>, S3Error> {
         },
     )?;
 
-    let mut w = XmlWriter::new();
-    w.open_root("ListBucketResult");
+    let mut w = xml::document();
+    w.open_with("ListBucketResult", &xml::S3_ROOT);
     w.elem("Name", bucket.as_str());
     w.elem("Prefix", &enc(&prefix));
     if v2 {
@@ -140,13 +140,13 @@ pub fn list_objects(ctx: &Ctx, v2: bool) -> Result<Response<Body>, S3Error> {
         }
     }
     for (key, obj) in &page.objects {
-        w.open_plain("Contents");
+        w.open("Contents");
         w.elem("Key", &enc(key.as_str()));
         w.elem("LastModified", &iso8601(obj.last_modified));
         w.elem("ETag", &format!("\"{}\"", obj.etag));
         w.elem("Size", &obj.size.to_string());
         if fetch_owner {
-            w.open_plain("Owner");
+            w.open("Owner");
             w.elem("ID", &obj.acl.owner);
             w.elem("DisplayName", &ctx.display_name(&obj.acl.owner));
             w.close("Owner");
@@ -155,7 +155,7 @@ pub fn list_objects(ctx: &Ctx, v2: bool) -> Result<Response<Body>, S3Error> {
         w.close("Contents");
     }
     for p in &page.common_prefixes {
-        w.open_plain("CommonPrefixes");
+        w.open("CommonPrefixes");
         w.elem("Prefix", &enc(p));
         w.close("CommonPrefixes");
     }

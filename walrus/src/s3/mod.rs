@@ -190,8 +190,8 @@ impl Ctx {
 }
 
 /// A response with an XML body.
-pub fn xml_response(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut resp = Response::new(Body::from(body));
+pub fn xml_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -11,7 +11,7 @@ use super::list::{parse_encoding, parse_max};
 use super::put::{
     add_checksum_header, checksum_name, object_headers, parse_checksum_name, receive, Room,
 };
-use super::xml::{self, url_encode, XmlWriter, MAX_XML_BODY};
+use super::xml::{self, url_encode, MAX_XML_BODY};
 use super::{empty_response, etag_value, iso8601, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::store::UploadMeta;
@@ -78,8 +78,8 @@ pub async fn create(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
     let upload = ctx
         .store()
         .create_upload(bucket, key, object_headers(&ctx.headers)?, alg, acl)?;
-    let mut w = XmlWriter::new();
-    w.open_root("InitiateMultipartUploadResult");
+    let mut w = xml::document();
+    w.open_with("InitiateMultipartUploadResult", &xml::S3_ROOT);
     w.elem("Bucket", bucket.as_str());
     w.elem("Key", key.as_str());
     w.elem("UploadId", &upload.upload_id);
@@ -164,8 +164,8 @@ pub async fn complete(ctx: &Ctx, body: Body, payload: Payload) -> Result<Respons
     let meta = ctx.store().complete_upload(&upload, &parts).await?;
     let bucket = ctx.bucket()?;
     let key = ctx.key()?;
-    let mut w = XmlWriter::new();
-    w.open_root("CompleteMultipartUploadResult");
+    let mut w = xml::document();
+    w.open_with("CompleteMultipartUploadResult", &xml::S3_ROOT);
     w.elem(
         "Location",
         &format!("/{}/{}", bucket, url_encode(key.as_str())),
@@ -184,8 +184,8 @@ pub async fn abort(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
-fn owner_elems(ctx: &Ctx, w: &mut XmlWriter, name: &str, id: &str) {
-    w.open_plain(name);
+fn owner_elems(ctx: &Ctx, w: &mut ::xml::Writer, name: &str, id: &str) {
+    w.open(name);
     w.elem("ID", id);
     w.elem("DisplayName", &ctx.display_name(id));
     w.close(name);
@@ -208,8 +208,8 @@ pub fn list_parts(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         })?,
     };
     let (parts, truncated) = ctx.store().list_parts(&upload, marker, max)?;
-    let mut w = XmlWriter::new();
-    w.open_root("ListPartsResult");
+    let mut w = xml::document();
+    w.open_with("ListPartsResult", &xml::S3_ROOT);
     w.elem("Bucket", bucket.as_str());
     w.elem("Key", &upload.key);
     w.elem("UploadId", &upload.upload_id);
@@ -226,7 +226,7 @@ pub fn list_parts(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         w.elem("ChecksumAlgorithm", checksum_name(a));
     }
     for p in &parts {
-        w.open_plain("Part");
+        w.open("Part");
         w.elem("PartNumber", &p.part_number.to_string());
         w.elem("LastModified", &iso8601(p.last_modified));
         w.elem("ETag", &format!("\"{}\"", p.etag));
@@ -257,8 +257,8 @@ pub fn list_uploads(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         .store()
         .list_uploads(bucket, prefix, key_marker, id_marker, max)?;
 
-    let mut w = XmlWriter::new();
-    w.open_root("ListMultipartUploadsResult");
+    let mut w = xml::document();
+    w.open_with("ListMultipartUploadsResult", &xml::S3_ROOT);
     w.elem("Bucket", bucket.as_str());
     w.elem("KeyMarker", &enc(key_marker.unwrap_or("")));
     w.elem("UploadIdMarker", id_marker.unwrap_or(""));
@@ -287,7 +287,7 @@ pub fn list_uploads(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
                 continue;
             }
         }
-        w.open_plain("Upload");
+        w.open("Upload");
         w.elem("Key", &enc(&u.key));
         w.elem("UploadId", &u.upload_id);
         owner_elems(ctx, &mut w, "Initiator", &u.acl.owner);
@@ -297,7 +297,7 @@ pub fn list_uploads(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         w.close("Upload");
     }
     for p in &prefixes {
-        w.open_plain("CommonPrefixes");
+        w.open("CommonPrefixes");
         w.elem("Prefix", &enc(p));
         w.close("CommonPrefixes");
     }
