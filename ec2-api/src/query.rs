@@ -3,6 +3,7 @@
 use axum::body::Body;
 use http::{HeaderMap, Response, StatusCode};
 use percent_encoding::percent_decode;
+use xml::{Escaping, Writer};
 
 use crate::QueryError;
 
@@ -225,11 +226,18 @@ fn wildcard(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
-/// A small writer for EC2 response bodies: elements with escaped text, `...Set` lists of
-/// `<item>`s, optional elements left out.
-#[derive(Default)]
+/// EC2's vocabulary over the xml crate's writer: elements with escaped text, `...Set` lists
+/// of `<item>`s, optional elements left out.
 pub struct Xml {
-    out: String,
+    w: Writer,
+}
+
+impl Default for Xml {
+    fn default() -> Self {
+        Xml {
+            w: Writer::new(Escaping::READABLE),
+        }
+    }
 }
 
 impl Xml {
@@ -240,13 +248,7 @@ impl Xml {
 
     /// `<name>text</name>`.
     pub fn elem(&mut self, name: &str, text: &str) -> &mut Xml {
-        self.out.push('<');
-        self.out.push_str(name);
-        self.out.push('>');
-        self.out.push_str(&escape(text));
-        self.out.push_str("</");
-        self.out.push_str(name);
-        self.out.push('>');
+        self.w.elem(name, text);
         self
     }
 
@@ -260,13 +262,9 @@ impl Xml {
 
     /// `<name>` ... `</name>` around what `inner` writes.
     pub fn nest(&mut self, name: &str, inner: impl FnOnce(&mut Xml)) -> &mut Xml {
-        self.out.push('<');
-        self.out.push_str(name);
-        self.out.push('>');
+        self.w.open(name);
         inner(self);
-        self.out.push_str("</");
-        self.out.push_str(name);
-        self.out.push('>');
+        self.w.close(name);
         self
     }
 
@@ -280,9 +278,7 @@ impl Xml {
     ) -> &mut Xml {
         let mut items = items.into_iter().peekable();
         if items.peek().is_none() {
-            self.out.push('<');
-            self.out.push_str(name);
-            self.out.push_str("/>");
+            self.w.empty(name, &[]);
             return self;
         }
         self.nest(name, |x| {
@@ -294,7 +290,7 @@ impl Xml {
 
     /// The text written so far.
     pub fn finish(self) -> String {
-        self.out
+        self.w.finish()
     }
 }
 
@@ -312,25 +308,11 @@ pub fn request_id() -> String {
     )
 }
 
-/// Escapes text for an XML element or attribute. Characters XML 1.0 cannot carry at all
-/// (control characters other than tab and line ends, which a caller's input may hold and an
-/// error message may echo) become U+FFFD, so every response stays well-formed.
+/// Escapes text for the EC2 and Euare documents still built with `format!`, by the same rule
+/// as [`Xml`]: characters XML 1.0 cannot carry (a caller's input may hold them and an error
+/// message may echo them) become U+FFFD, so every response stays readable by strict parsers.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if c.is_control() && c < '\u{80}' => out.push('\u{fffd}'),
-            '\u{fffe}' | '\u{ffff}' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
+    Escaping::READABLE.escape(text)
 }
 
 /// An XML response, sent in one piece with its length.
@@ -430,7 +412,8 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&apos;");
+        assert_eq!(escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;'");
         assert_eq!(escape("a\u{1}b\tc\u{7f}"), "a\u{fffd}b\tc\u{fffd}");
+        assert_eq!(escape("a\r\nb"), "a&#xD;\nb");
     }
 }
