@@ -9,10 +9,9 @@
 //! power-off or a crash ends the domain, which the node controller then sees as the
 //! instance's end.
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use quick_xml::escape::escape;
+use xml::{Escaping, Writer};
 
 use crate::accel::Accel;
 use crate::qemu_user::QemuUser;
@@ -106,33 +105,36 @@ impl DomainSpec {
 
     /// Renders the domain XML that libvirt defines.
     pub fn to_xml(&self) -> String {
-        let mut x = String::with_capacity(2048);
-        // Writing to a String cannot fail: the results of writeln! are ignored below.
-        let _ = writeln!(x, "<domain type='{}'>", self.accel.domain_type());
-        let _ = writeln!(x, "  <name>{}</name>", escape(self.name.as_str()));
-        let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", self.size.memory_mib);
-        let _ = writeln!(x, "  <vcpu>{}</vcpu>", self.size.vcpus);
-        let _ = writeln!(
-            x,
-            "  <metadata>\n    <koala:instance xmlns:koala='{KOALA_NS}' node='{}'/>\n  </metadata>",
-            escape(self.node.as_str())
-        );
-        x.push_str("  <os>\n    <type arch='x86_64'>hvm</type>\n");
-        let _ = writeln!(x, "    <kernel>{}</kernel>", path_text(&self.kernel));
+        let mut w = Writer::indented(Escaping::LOSSLESS);
+        w.open_with("domain", &[("type", self.accel.domain_type())])
+            .elem("name", &self.name)
+            .elem_with(
+                "memory",
+                &[("unit", "MiB")],
+                &self.size.memory_mib.to_string(),
+            )
+            .elem("vcpu", &self.size.vcpus.to_string())
+            .open("metadata")
+            .empty(
+                "koala:instance",
+                &[("xmlns:koala", KOALA_NS), ("node", &self.node)],
+            )
+            .close("metadata")
+            .open("os")
+            .elem_with("type", &[("arch", "x86_64")], "hvm")
+            .elem("kernel", &self.kernel.to_string_lossy());
         if let Some(initrd) = &self.initrd {
-            let _ = writeln!(x, "    <initrd>{}</initrd>", path_text(initrd));
+            w.elem("initrd", &initrd.to_string_lossy());
         }
-        let _ = writeln!(
-            x,
-            "    <cmdline>{}</cmdline>",
-            escape(self.cmdline().as_str())
-        );
-        x.push_str("  </os>\n");
-        x.push_str("  <features>\n    <acpi/>\n  </features>\n");
-        x.push_str("  <on_poweroff>destroy</on_poweroff>\n");
-        x.push_str("  <on_reboot>restart</on_reboot>\n");
-        x.push_str("  <on_crash>destroy</on_crash>\n");
-        x.push_str("  <devices>\n");
+        w.elem("cmdline", &self.cmdline())
+            .close("os")
+            .open("features")
+            .empty("acpi", &[])
+            .close("features")
+            .elem("on_poweroff", "destroy")
+            .elem("on_reboot", "restart")
+            .elem("on_crash", "destroy")
+            .open("devices");
         let config_drive = self.config_drive.as_ref().map(|drive| Disk {
             path: drive.clone(),
             format: DiskFormat::Raw,
@@ -143,50 +145,49 @@ impl DomainSpec {
             .chain(&config_drive);
         // At most four disks: the letters never run out.
         for (disk, letter) in disks.zip(b'a'..=b'z') {
-            disk_xml(&mut x, disk, &format!("vd{}", char::from(letter)));
+            disk_xml(&mut w, disk, &format!("vd{}", char::from(letter)));
         }
-        x.push_str("    <serial type='file'>\n");
-        let _ = writeln!(
-            x,
-            "      <source path='{}' append='on'/>",
-            path_text(&self.console_log)
-        );
-        x.push_str("      <target port='0'/>\n    </serial>\n");
-        x.push_str("    <controller type='usb' model='none'/>\n");
-        x.push_str("    <memballoon model='none'/>\n");
-        x.push_str("  </devices>\n");
-        x.push_str("  <seclabel type='static' model='dac' relabel='no'>\n");
-        let _ = writeln!(x, "    <label>{}</label>", self.qemu_user.dac_label());
-        x.push_str("  </seclabel>\n");
-        x.push_str("</domain>\n");
-        x
+        w.open_with("serial", &[("type", "file")])
+            .empty(
+                "source",
+                &[
+                    ("path", &self.console_log.to_string_lossy()),
+                    ("append", "on"),
+                ],
+            )
+            .empty("target", &[("port", "0")])
+            .close("serial")
+            .empty("controller", &[("type", "usb"), ("model", "none")])
+            .empty("memballoon", &[("model", "none")])
+            .close("devices")
+            .open_with(
+                "seclabel",
+                &[("type", "static"), ("model", "dac"), ("relabel", "no")],
+            )
+            .elem("label", &self.qemu_user.dac_label())
+            .close("seclabel")
+            .close("domain");
+        w.finish()
     }
 }
 
-fn disk_xml(x: &mut String, disk: &Disk, target: &str) {
-    x.push_str("    <disk type='file' device='disk'>\n");
-    let _ = writeln!(
-        x,
-        "      <driver name='qemu' type='{}'/>",
-        disk.format.as_str()
-    );
-    let _ = writeln!(x, "      <source file='{}'/>", path_text(&disk.path));
-    let _ = writeln!(x, "      <target dev='{target}' bus='virtio'/>");
+fn disk_xml(w: &mut Writer, disk: &Disk, target: &str) {
+    w.open_with("disk", &[("type", "file"), ("device", "disk")])
+        .empty(
+            "driver",
+            &[("name", "qemu"), ("type", disk.format.as_str())],
+        )
+        .empty("source", &[("file", &disk.path.to_string_lossy())])
+        .empty("target", &[("dev", target), ("bus", "virtio")]);
     if disk.readonly {
-        x.push_str("      <readonly/>\n");
+        w.empty("readonly", &[]);
     }
-    x.push_str("    </disk>\n");
-}
-
-fn path_text(path: &Path) -> String {
-    escape(path.to_string_lossy().as_ref()).into_owned()
+    w.close("disk");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quick_xml::events::{BytesStart, Event};
-    use quick_xml::Reader;
 
     /// One element of a parsed document: its path from the root, attributes and text.
     struct Element {
@@ -204,52 +205,29 @@ mod tests {
         }
     }
 
-    fn element(stack: &[String], e: &BytesStart) -> Element {
-        let attrs = e
-            .attributes()
-            .map(|a| {
-                let a = a.unwrap();
-                let key = String::from_utf8(a.key.as_ref().to_vec()).unwrap();
-                (key, a.unescape_value().unwrap().into_owned())
-            })
-            .collect();
-        Element {
-            path: stack.join("/"),
-            attrs,
-            text: String::new(),
-        }
-    }
-
-    fn parse(xml: &str) -> Vec<Element> {
-        let mut reader = Reader::from_str(xml);
-        let mut stack: Vec<String> = Vec::new();
-        let mut open: Vec<usize> = Vec::new();
-        let mut out = Vec::new();
-        loop {
-            match reader.read_event().expect("well-formed XML") {
-                Event::Start(e) => {
-                    stack.push(String::from_utf8(e.name().as_ref().to_vec()).unwrap());
-                    out.push(element(&stack, &e));
-                    open.push(out.len() - 1);
-                }
-                Event::Empty(e) => {
-                    stack.push(String::from_utf8(e.name().as_ref().to_vec()).unwrap());
-                    out.push(element(&stack, &e));
-                    stack.pop();
-                }
-                Event::Text(t) => {
-                    if let Some(&i) = open.last() {
-                        out[i].text.push_str(&t.unescape().unwrap());
-                    }
-                }
-                Event::End(_) => {
-                    stack.pop();
-                    open.pop();
-                }
-                Event::Eof => break,
-                _ => {}
+    /// Every element of a document, in document order, by path of local names.
+    fn parse(text: &str) -> Vec<Element> {
+        fn walk(e: &xml::Element, parent: &str, out: &mut Vec<Element>) {
+            let path = if parent.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{parent}/{}", e.name)
+            };
+            out.push(Element {
+                path: path.clone(),
+                attrs: e.attributes.clone(),
+                text: e.text.clone(),
+            });
+            for c in &e.children {
+                walk(c, &path, out);
             }
         }
+        let mut out = Vec::new();
+        walk(
+            &xml::Element::parse(text.as_bytes()).expect("well-formed XML"),
+            "",
+            &mut out,
+        );
         out
     }
 

@@ -135,7 +135,6 @@ impl Hypervisor {
     /// The names of the domains the node controller `node` defined (marked with
     /// [`crate::domain::KOALA_NS`] metadata naming it): what its reconciliation may destroy.
     pub fn koala_domains(&self, node: &str) -> Result<Vec<String>, Error> {
-        let mark = format!("node=\"{node}\"");
         /// libvirt's `VIR_DOMAIN_METADATA_ELEMENT`.
         const METADATA_ELEMENT: i32 = 2;
         let domains = self
@@ -146,7 +145,10 @@ impl Hypervisor {
             .iter()
             .filter(|d| {
                 d.metadata(METADATA_ELEMENT, Some(crate::domain::KOALA_NS), 0)
-                    .is_ok_and(|xml| xml.replace('\'', "\"").contains(&mark))
+                    .is_ok_and(|text| {
+                        xml::Element::parse(text.as_bytes())
+                            .is_ok_and(|mark| mark.attribute("node") == Some(node))
+                    })
             })
             .filter_map(|d| d.name().ok())
             .collect())

@@ -113,19 +113,8 @@ async fn error_message(resp: http::Response<hyper::body::Incoming>) -> Option<St
         .await
         .ok()?
         .to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    let (_, rest) = text.split_once("<Message>")?;
-    let (message, _) = rest.split_once("</Message>")?;
-    Some(unescape_xml(message))
-}
-
-/// The five predefined XML entities, decoded (all an S3 error message may carry).
-fn unescape_xml(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+    let error = xml::Element::parse(&body).ok()?;
+    error.find("Message").map(|m| m.text.clone())
 }
 
 /// The fetcher of one image: by its hash, and, should Walrus have collected the plain image
@@ -177,18 +166,5 @@ impl Fetcher for ImageFetch {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn xml_entities_are_decoded_once() {
-        assert_eq!(
-            unescape_xml("a &lt;b&gt; &quot;c&quot; &apos;d&apos; &amp;lt;"),
-            "a <b> \"c\" 'd' &lt;"
-        );
     }
 }
