@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use euca2ools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
-use euca2ools::ec2xml::Element;
+use euca2ools::ec2xml::{self, Element};
 use koala::config::{Config, Overrides};
 use koala::server::{self, Roles};
 
@@ -198,7 +198,7 @@ impl Target {
         }
         let body = query_call(&url, "iam", "2010-05-08", action, &all, &creds)
             .map_err(|e| e.to_string())?;
-        Element::parse(&body).map_err(|e| format!("{action}: {e}"))
+        ec2xml::parse(&body).map_err(|e| format!("{action}: {e}"))
     }
 }
 

@@ -368,20 +368,11 @@ fn encode(text: &str) -> String {
     identity::uri_encode(text.as_bytes(), false)
 }
 
-/// The text of the first `<tag>` element of a small, trusted-shape XML response.
-pub fn xml_text(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&format!("</{tag}>"))?;
-    Some(unescape(&xml[start..end]))
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+/// The text of the first `<tag>` element, at any depth, of a small XML response: for the
+/// calls whose answer is one value (`<Credentials>`, `<AccessKeyId>`) or an error's `<Code>`.
+pub fn xml_text(body: &str, tag: &str) -> Option<String> {
+    let root = xml::Element::parse(body.as_bytes()).ok()?;
+    root.find(tag).map(|e| e.text.clone())
 }
 
 #[cfg(test)]

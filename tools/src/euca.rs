@@ -25,7 +25,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use crate::client::{query_call, ClientError, EnvCredentials};
-use crate::ec2xml::{Element, XmlError};
+use crate::ec2xml::{self, Element, XmlError};
 
 /// The EC2 API version euca2ools 3.4 sends, and so the one Koala's EC2 API is written to.
 pub const EC2_VERSION: &str = "2015-10-01";
@@ -210,7 +210,7 @@ impl Ec2 {
             &pairs,
             &self.endpoint.creds,
         )?;
-        Ok(Element::parse(&body)?)
+        Ok(ec2xml::parse(&body)?)
     }
 }
 

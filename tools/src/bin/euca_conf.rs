@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use base64::Engine;
 use clap::Parser;
 use euca2ools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
+use euca2ools::ec2xml;
 use identity::ComponentKind;
 use rpc::cluster::ClusterClient;
 use rpc::tls::Tls;
@@ -285,14 +286,14 @@ fn deregister_cluster(cli: &Cli) -> Result<(), String> {
 
 fn list_clusters() -> Result<(), String> {
     let body = ec2_call("DescribeClusters", &[])?;
-    for item in body.split("<item>").skip(1) {
-        let field = |tag: &str| xml_text(item, tag).unwrap_or_default();
+    let root = ec2xml::parse(&body).map_err(|e| format!("DescribeClusters: {e}"))?;
+    for item in root.items("clusterInfo") {
         println!(
             "CLUSTER\t{}\t{}\t{}\t{}",
-            field("partition"),
-            field("url"),
-            field("state"),
-            field("detail")
+            item.field("partition"),
+            item.field("url"),
+            item.field("state"),
+            item.field("detail")
         );
     }
     Ok(())

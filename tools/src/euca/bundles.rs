@@ -242,11 +242,11 @@ fn ensure_bucket(
     }
     let config = location
         .map(|l| {
-            let l = l.replace('&', "&amp;").replace('<', "&lt;");
-            format!(
-                "<CreateBucketConfiguration><LocationConstraint>{l}</LocationConstraint>\
-                 </CreateBucketConfiguration>"
-            )
+            let mut w = xml::Writer::new(xml::Escaping::LOSSLESS);
+            w.open("CreateBucketConfiguration")
+                .elem("LocationConstraint", l)
+                .close("CreateBucketConfiguration");
+            w.finish()
         })
         .unwrap_or_default();
     let (status, body) = s3_request_with("PUT", &url, config.as_bytes(), &endpoint.creds)?;

@@ -763,6 +763,7 @@ impl Command for DescribeInstanceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ec2xml;
     use crate::euca::tabify;
 
     fn lines(rows: &[Row]) -> Vec<String> {
@@ -1128,7 +1129,7 @@ mod tests {
 
     #[test]
     fn run_instances_prints_the_reservation() {
-        let response = Element::parse(RUN_INSTANCES_RESPONSE).unwrap();
+        let response = ec2xml::parse(RUN_INSTANCES_RESPONSE).unwrap();
         let printed = lines(&reservation_rows(&response).unwrap());
         let instance = |id: &str, index: &str| {
             instance_line(&[
@@ -1298,7 +1299,7 @@ mod tests {
 
     #[test]
     fn describe_instances_prints_reservations_devices_and_tags() {
-        let response = Element::parse(DESCRIBE_INSTANCES_RESPONSE).unwrap();
+        let response = ec2xml::parse(DESCRIBE_INSTANCES_RESPONSE).unwrap();
         let printed = lines(&describe_instances_rows(&response).unwrap());
         let common = [
             ("imageId", "ami-1a2b3c4d"),
@@ -1360,7 +1361,7 @@ mod tests {
                 "TAG\tinstance\ti-c7cd56ad\tstack\tProduction".to_owned(),
             ]
         );
-        let none = Element::parse(
+        let none = ec2xml::parse(
             "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2015-10-01/\">\
              <requestId>x</requestId><reservationSet/></DescribeInstancesResponse>",
         )
@@ -1393,7 +1394,7 @@ mod tests {
 
     #[test]
     fn instances_print_in_launch_order_groups_by_name_else_id() {
-        let response = Element::parse(
+        let response = ec2xml::parse(
             "<R><reservationId>r-1</reservationId><groupSet>\
                <item><groupId>sg-1</groupId><groupName>web</groupName></item>\
                <item><groupId>sg-2</groupId></item>\
@@ -1430,7 +1431,7 @@ mod tests {
 
     #[test]
     fn fields_euca2ools_indexes_are_mandatory() {
-        let missing = |xml: &str| match reservation_rows(&Element::parse(xml).unwrap()) {
+        let missing = |xml: &str| match reservation_rows(&ec2xml::parse(xml).unwrap()) {
             Err(EucaError::Missing(name)) => name,
             other => panic!("{xml}: {other:?}"),
         };
@@ -1474,7 +1475,7 @@ mod tests {
             "primary"
         );
         assert!(matches!(
-            describe_instances_rows(&Element::parse("<R/>").unwrap()),
+            describe_instances_rows(&ec2xml::parse("<R/>").unwrap()),
             Err(EucaError::Missing("reservationSet"))
         ));
     }
@@ -1587,7 +1588,7 @@ mod tests {
 
     #[test]
     fn vpc_instances_print_their_interfaces() {
-        let response = Element::parse(VPC_INSTANCE_RESPONSE).unwrap();
+        let response = ec2xml::parse(VPC_INSTANCE_RESPONSE).unwrap();
         let printed = lines(&describe_instances_rows(&response).unwrap());
         assert_eq!(
             printed,
@@ -1645,7 +1646,7 @@ mod tests {
     #[test]
     fn terminate_prints_each_state_change() {
         // AWS's TerminateInstances example, in the 2015-10-01 namespace.
-        let response = Element::parse(
+        let response = ec2xml::parse(
             r#"<TerminateInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2015-10-01/">
   <requestId>59dbff89-35bd-4eac-99ed-be587EXAMPLE</requestId>
   <instancesSet>
@@ -1695,7 +1696,7 @@ mod tests {
     #[test]
     fn console_output_is_decoded_and_escaped() {
         // AWS's GetConsoleOutput example, in the 2015-10-01 namespace.
-        let response = Element::parse(
+        let response = ec2xml::parse(
             r#"<GetConsoleOutputResponse xmlns="http://ec2.amazonaws.com/doc/2015-10-01/">
   <requestId>59dbff89-35bd-4eac-99ed-be587EXAMPLE</requestId>
   <instanceId>i-1234567890abcdef0</instanceId>
@@ -1724,7 +1725,7 @@ bmFibGluZyBmYXN0IEZQVSBzYXZlIGFuZCByZXN0b3JlLi4uIGRvbmUuCg==</output>
         let text = b"ok\tline\r\n\x1b[1mbold\x1b[0m \x00\x07\x7f \xff caf\xc3\xa9";
         let encoded = base64::engine::general_purpose::STANDARD.encode(text);
         let with = |output: &str| {
-            Element::parse(&format!(
+            ec2xml::parse(&format!(
                 "<R><instanceId>i-1</instanceId><output>{output}</output></R>"
             ))
             .unwrap()
@@ -1843,7 +1844,7 @@ bmFibGluZyBmYXN0IEZQVSBzYXZlIGFuZCByZXN0b3JlLi4uIGRvbmUuCg==</output>
 
     #[test]
     fn instance_status_prints_checks_and_events() {
-        let response = Element::parse(INSTANCE_STATUS_RESPONSE).unwrap();
+        let response = ec2xml::parse(INSTANCE_STATUS_RESPONSE).unwrap();
         let impaired = [
             "INSTANCE\ti-1a2b3c4d\tus-east-1d\trunning\t16\timpaired\timpaired\tretiring\t\
              YYYY-MM-DDTHH:MM:SS+0000",
@@ -1873,7 +1874,7 @@ bmFibGluZyBmYXN0IEZQVSBzYXZlIGFuZCByZXN0b3JlLi4uIGRvbmUuCg==</output>
         let unhealthy: Vec<&str> = impaired.iter().chain(&waiting).copied().collect();
         assert_eq!(lines(&instance_status_rows(&response, true)), unhealthy);
 
-        let events = Element::parse(
+        let events = ec2xml::parse(
             "<R><instanceStatusSet><item><instanceId>i-1</instanceId><eventsSet>\
              <item><code>system-reboot</code><notBefore>2026-03-02T00:00:00.000Z</notBefore></item>\
              <item><code>instance-stop</code><notBefore>2026-03-01T00:00:00.000Z</notBefore></item>\
