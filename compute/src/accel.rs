@@ -12,7 +12,6 @@
 use std::fs::{OpenOptions, Permissions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -41,8 +40,10 @@ impl Accel {
     }
 }
 
-/// The node's accelerator setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The node's accelerator setting, `[node] accel` in koala.toml: a value it does not name
+/// is refused when the file is read, before any role starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AccelChoice {
     /// KVM if a probe guest boots under it, else TCG.
     #[default]
@@ -51,19 +52,6 @@ pub enum AccelChoice {
     Kvm,
     /// Always TCG.
     Tcg,
-}
-
-impl FromStr for AccelChoice {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s {
-            "auto" => Ok(AccelChoice::Auto),
-            "kvm" => Ok(AccelChoice::Kvm),
-            "tcg" => Ok(AccelChoice::Tcg),
-            other => Err(Error::UnknownAccel(other.to_owned())),
-        }
-    }
 }
 
 /// The guest the KVM probe boots.
@@ -320,13 +308,15 @@ mod tests {
 
     #[test]
     fn parses_the_setting() {
-        assert_eq!("auto".parse::<AccelChoice>().unwrap(), AccelChoice::Auto);
-        assert_eq!("kvm".parse::<AccelChoice>().unwrap(), AccelChoice::Kvm);
-        assert_eq!("tcg".parse::<AccelChoice>().unwrap(), AccelChoice::Tcg);
-        assert!(matches!(
-            "KVM".parse::<AccelChoice>(),
-            Err(Error::UnknownAccel(_))
-        ));
+        let parse = |s: &str| serde_json::from_str::<AccelChoice>(&format!("{s:?}"));
+        assert_eq!(parse("auto").unwrap(), AccelChoice::Auto);
+        assert_eq!(parse("kvm").unwrap(), AccelChoice::Kvm);
+        assert_eq!(parse("tcg").unwrap(), AccelChoice::Tcg);
+        let refused = parse("KVM").unwrap_err().to_string();
+        assert!(
+            refused.contains("expected one of `auto`, `kvm`, `tcg`"),
+            "{refused}"
+        );
         assert_eq!(Accel::Kvm.domain_type(), "kvm");
         assert_eq!(Accel::Tcg.domain_type(), "qemu");
     }

@@ -42,9 +42,6 @@ pub enum Error {
     /// QEMU's user is not in the password database.
     #[error("there is no user {0} on this host for QEMU to run as")]
     NoSuchUser(String),
-    /// An accelerator setting that is none of `auto`, `kvm` and `tcg`.
-    #[error("unknown accelerator {0:?}: expected auto, kvm or tcg")]
-    UnknownAccel(String),
 }
 
 impl Error {

@@ -99,7 +99,7 @@ pub struct CloudSettings {
     pub ec2_url: String,
     /// Starting values of cloud properties (from `koala.toml`), by property name; an admin's
     /// `ModifyPropertyValue` overrides them at run time.
-    pub property_defaults: Vec<(String, String)>,
+    pub property_defaults: crate::StartingValues,
 }
 
 /// Everything the EC2 actions work with. Cheap to clone.

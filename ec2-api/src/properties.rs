@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::sync::Once;
 
 use serde::{Deserialize, Serialize};
 
@@ -348,43 +347,63 @@ pub fn modify(call: &Call<'_>) -> Result<String, QueryError> {
     Ok(x.finish())
 }
 
-/// `koala.toml`'s value for a property if it is valid, else the catalogue's default.
+/// The starting value of a property: `koala.toml`'s, else the catalogue's default.
 fn starting_value(settings: &CloudSettings, definition: &Definition) -> String {
-    report_configuration(settings);
     settings
         .property_defaults
-        .iter()
-        .rev()
-        .find(|(name, _)| *name == definition.name)
-        .and_then(|(_, text)| validate(definition.kind, text).ok())
+        .get(&definition.name)
         .unwrap_or_else(|| definition.default.clone())
 }
 
-/// Warns, once per process, about `koala.toml` entries that name no property or hold an
-/// invalid value (the cloud then uses the default). `koala.toml` is read once per process,
-/// so its mistakes are reported once, on first use.
-fn report_configuration(settings: &CloudSettings) {
-    static REPORTED: Once = Once::new();
-    REPORTED.call_once(|| {
-        for (name, text) in &settings.property_defaults {
-            match definition(name) {
-                Err(_) => tracing::warn!(
-                    property = %name,
-                    "koala.toml sets a property that does not exist; it is ignored"
-                ),
-                Ok(d) => {
-                    if let Err(why) = validate(d.kind, text) {
-                        tracing::warn!(
-                            property = %name,
-                            value = %text,
-                            "koala.toml sets an invalid value ({why}); the default {:?} is used",
-                            d.default
-                        );
-                    }
-                }
-            }
+/// Starting values of cloud properties (`koala.toml`'s `[properties]`), each checked against
+/// the catalogue when the file is read, so that a mistake stops the cloud at start instead of
+/// surfacing on first use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartingValues(BTreeMap<String, String>);
+
+/// Why a starting value of a cloud property is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PropertyError {
+    /// The name is none of the catalogue's.
+    #[error("there is no cloud property {0} (euca-describe-properties lists them)")]
+    Unknown(String),
+    /// The value is not one the property takes.
+    #[error("{name} = {value:?} is refused: {why}")]
+    Invalid {
+        /// The property.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What is wrong, as a sentence.
+        why: String,
+    },
+}
+
+impl StartingValues {
+    /// Checks `values` (name, value), keeping each normalised as `ModifyPropertyValue`
+    /// would store it; a later value of the same name wins.
+    pub fn new(
+        values: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<StartingValues, PropertyError> {
+        let catalogue = catalogue();
+        let mut checked = BTreeMap::new();
+        for (name, value) in values {
+            let Some(definition) = catalogue.iter().find(|d| d.name == name) else {
+                return Err(PropertyError::Unknown(name));
+            };
+            let normalised = match validate(definition.kind, &value) {
+                Ok(normalised) => normalised,
+                Err(why) => return Err(PropertyError::Invalid { name, value, why }),
+            };
+            checked.insert(name, normalised);
         }
-    });
+        Ok(StartingValues(checked))
+    }
+
+    /// The starting value of property `name`, if one was given.
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
 }
 
 /// Checks a new value for a property of `kind`; the value to store (trimmed, normalised), or
@@ -657,15 +676,14 @@ mod tests {
     }
 
     #[test]
-    fn starting_values_come_from_koala_toml_when_valid() {
+    fn starting_values_come_from_koala_toml_and_bad_ones_are_refused() {
+        let values = |pairs: &[(&str, &str)]| {
+            StartingValues::new(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())))
+        };
         let settings = CloudSettings {
             region: "r".into(),
             ec2_url: String::new(),
-            property_defaults: vec![
-                (PUBLIC_IPS.into(), "10.0.0.1-10.0.0.2".into()),
-                ("cloud.vmtypes.m1.small".into(), "one".into()),
-                ("cloud.unknown".into(), "x".into()),
-            ],
+            property_defaults: values(&[(PUBLIC_IPS, "10.0.0.1 - 10.0.0.2")]).unwrap(),
         };
         let pool = definition(PUBLIC_IPS).unwrap();
         assert_eq!(starting_value(&settings, &pool), "10.0.0.1-10.0.0.2");
@@ -673,5 +691,13 @@ mod tests {
         assert_eq!(starting_value(&settings, &small), "1 256 5");
         let kernel = definition(DEFAULT_KERNEL).unwrap();
         assert_eq!(starting_value(&settings, &kernel), "");
+        assert!(matches!(
+            values(&[("cloud.vmtypes.m1.small", "one")]),
+            Err(PropertyError::Invalid { name, .. }) if name == "cloud.vmtypes.m1.small"
+        ));
+        assert_eq!(
+            values(&[("cloud.unknown", "x")]),
+            Err(PropertyError::Unknown("cloud.unknown".into()))
+        );
     }
 }

@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use compute::accel::{AccelChoice, ProbeGuest};
+use compute::cluster::Policy;
+use ec2_api::{PropertyError, StartingValues};
 use serde::Deserialize;
 
 /// The file's name inside the data dir.
@@ -118,7 +121,8 @@ pub struct NodeSettings {
     /// The node's name in the cluster [default: this host's name].
     pub host: Option<String>,
     /// `auto` (KVM if a probe kernel boots under it, else TCG), `kvm` or `tcg`.
-    pub accel: Option<String>,
+    #[serde(default)]
+    pub accel: AccelChoice,
     /// The kernel `auto` probes KVM with [default: the host's own, `/boot/vmlinuz-*`]; alone
     /// it boots to a panic, or with `probe_initrd` and `probe_disk` a guest that prints
     /// Koala's ready marker (scripts/build-test-guest makes one). No kernel: TCG.
@@ -147,7 +151,8 @@ pub struct NodeSettings {
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
     /// `least-loaded` (default) or `round-robin`.
-    pub policy: Option<String>,
+    #[serde(default)]
+    pub policy: Policy,
 }
 
 /// Values given on the command line or in the environment (clap reads both).
@@ -182,10 +187,13 @@ pub struct Config {
     pub virtual_host_domain: Option<String>,
     /// The availability zone of this host's cluster.
     pub zone: String,
-    /// Starting values of cloud properties, by name.
-    pub properties: Vec<(String, String)>,
+    /// Starting values of cloud properties, checked.
+    pub properties: StartingValues,
     /// The node controller's settings.
     pub node: NodeSettings,
+    /// The guest the node's KVM probe boots, when `[node] probe_*` names one [default: the
+    /// host's own kernel].
+    pub probe_guest: Option<ProbeGuest>,
     /// The cluster controller's settings.
     pub cluster: ClusterSettings,
     /// Whether the main port answers plain HTTP beside HTTPS.
@@ -203,24 +211,43 @@ pub const DEFAULT_ZONE: &str = "cluster01";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
+        #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML or has unknown keys.
-    #[error("{path} is not a valid Koala configuration: {message}")]
+    /// The file is not valid TOML, has unknown keys or a value a key does not take.
+    #[error("{} is not a valid Koala configuration: {message}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
+        /// What is wrong and where (the key, its table and line).
         message: String,
     },
     /// The listen address is not `HOST:PORT`.
     #[error("listen address {0:?} is not HOST:PORT")]
     Listen(String),
+    /// A starting value in `[properties]` names no property or is not one it takes.
+    #[error("{} is not a valid Koala configuration: [properties]", path.display())]
+    Property {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the value.
+        #[source]
+        source: PropertyError,
+    },
+    /// `[node] probe_initrd` or `probe_disk` without the other two `probe_*` keys.
+    #[error(
+        "{} is not a valid Koala configuration: [node] probe_initrd and probe_disk go together, with probe_kernel",
+        path.display()
+    )]
+    Probe {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 impl Config {
@@ -240,10 +267,29 @@ impl Config {
         let file = match std::fs::read_to_string(&path) {
             Ok(text) => toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
                 path: path.clone(),
-                message: e.message().to_owned(),
+                message: match e.span() {
+                    Some(span) => format!("{}: {}", location(&text, span.start), e.message()),
+                    None => e.message().to_owned(),
+                },
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
             Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let properties =
+            StartingValues::new(file.properties).map_err(|source| ConfigError::Property {
+                path: path.clone(),
+                source,
+            })?;
+        let node = &file.node;
+        let probe_guest = match (&node.probe_kernel, &node.probe_initrd, &node.probe_disk) {
+            (Some(kernel), Some(initrd), Some(disk)) => Some(ProbeGuest::Marked {
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                disk: disk.clone(),
+            }),
+            (Some(kernel), None, None) => Some(ProbeGuest::Kernel(kernel.clone())),
+            (None, None, None) => None,
+            _ => return Err(ConfigError::Probe { path }),
         };
         let listen = overrides
             .listen
@@ -264,8 +310,9 @@ impl Config {
                 .clone()
                 .or(file.virtual_host_domain),
             zone: file.zone.unwrap_or_else(|| DEFAULT_ZONE.to_owned()),
-            properties: file.properties.into_iter().collect(),
+            properties,
             node: file.node,
+            probe_guest,
             cluster: file.cluster,
             plain_http: file.tls.plain_http.unwrap_or(true),
             limits: file.limits.resolve(),
@@ -287,6 +334,26 @@ impl Config {
         };
         let scheme = if self.plain_http { "http" } else { "https" };
         format!("{scheme}://{host}:{port}")
+    }
+}
+
+/// Where the byte `at` of a koala.toml is, for an error message: the key on its line, with
+/// the table it is in, and the line's number (`[node] accel (line 14)`).
+fn location(text: &str, at: usize) -> String {
+    let before = text.get(..at).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let number = before.matches('\n').count() + 1;
+    let line = text.lines().nth(number - 1).unwrap_or_default().trim();
+    let key = line.split('=').next().unwrap_or_default().trim();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.split_inclusive(']').next().unwrap_or(l));
+    match table {
+        Some(table) if !key.starts_with('[') => format!("{table} {key} (line {number})"),
+        _ => format!("{key} (line {number})"),
     }
 }
 
@@ -402,6 +469,78 @@ mod tests {
             Err(ConfigError::Parse { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What loading a koala.toml holding `text` refuses with, as the daemon prints it.
+    fn refusal(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+        let err = Config::load(dir.path(), &Overrides::default()).unwrap_err();
+        rpc::error_chain(&err)
+    }
+
+    #[test]
+    fn a_bad_accelerator_is_refused_naming_the_key_and_the_values() {
+        let message = refusal("region = \"r1\"\n\n[node]\ncores = 2\naccel = \"kvmm\"\n");
+        assert!(message.contains("[node] accel (line 5)"), "{message}");
+        assert!(
+            message.contains("expected one of `auto`, `kvm`, `tcg`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_bad_placement_policy_is_refused_naming_the_key_and_the_values() {
+        let message = refusal("[cluster] # the CC\npolicy = \"greedy\"\n");
+        assert!(message.contains("[cluster] policy (line 2)"), "{message}");
+        assert!(
+            message.contains("expected `least-loaded` or `round-robin`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let message = refusal("[node]\naccell = \"kvm\"\n");
+        assert!(message.contains("[node] accell (line 2)"), "{message}");
+        assert!(message.contains("unknown field `accell`"), "{message}");
+        let message = refusal("[nodes]\naccel = \"kvm\"\n");
+        assert!(message.contains("unknown field `nodes`"), "{message}");
+    }
+
+    #[test]
+    fn bad_property_values_are_refused_at_load() {
+        let message = refusal("[properties]\n\"cloud.vmtypes.m1.small\" = \"one\"\n");
+        assert!(
+            message.contains("[properties]: cloud.vmtypes.m1.small"),
+            "{message}"
+        );
+        let message = refusal("[properties]\n\"cloud.nothing\" = \"1\"\n");
+        assert!(
+            message.contains("no cloud property cloud.nothing"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn probe_keys_go_together() {
+        let message = refusal("[node]\nprobe_initrd = \"/i\"\n");
+        assert!(
+            message.contains("probe_initrd and probe_disk go together"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn valid_values_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let text =
+            "[node]\naccel = \"tcg\"\nprobe_kernel = \"/k\"\n[cluster]\npolicy = \"round-robin\"\n";
+        std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+        let config = Config::load(dir.path(), &Overrides::default()).unwrap();
+        assert_eq!(config.node.accel, AccelChoice::Tcg);
+        assert_eq!(config.cluster.policy, Policy::RoundRobin);
+        assert_eq!(config.probe_guest, Some(ProbeGuest::Kernel("/k".into())));
     }
 
     #[test]

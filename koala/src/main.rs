@@ -275,12 +275,13 @@ fn run_role<F: std::future::Future<Output = Result<(), server::ServerError>>>(
     role: impl FnOnce(Config) -> F,
 ) -> Result<(), String> {
     let config = Config::load_for_role(&daemon.data_dir, &daemon.overrides, default_listen)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| rpc::error_chain(&e))?;
     runtime()?.block_on(role(config)).map_err(|e| e.to_string())
 }
 
 fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
-    let config = Config::load(&daemon.data_dir, &daemon.overrides).map_err(|e| e.to_string())?;
+    let config =
+        Config::load(&daemon.data_dir, &daemon.overrides).map_err(|e| rpc::error_chain(&e))?;
     runtime()?
         .block_on(server::run(config, roles))
         .map_err(|e| e.to_string())

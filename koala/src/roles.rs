@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compute::accel::{self, AccelChoice, Probe, ProbeGuest};
-use compute::cluster::{Cluster, Policy};
+use compute::cluster::Cluster;
 use compute::hypervisor::{Hypervisor, SYSTEM_URI};
 use compute::node::{Node, NodeConfig, WalrusFeed};
 use compute::qemu_user::{self, QemuUser};
@@ -126,28 +126,11 @@ pub async fn open_node(
         Some(dir) => dir.clone(),
         None => default_node_dir(config)?,
     };
-    let choice: AccelChoice = settings
-        .accel
-        .as_deref()
-        .unwrap_or("auto")
-        .parse()
-        .map_err(|e: compute::Error| e.to_string())?;
-    let guest = match (
-        &settings.probe_kernel,
-        &settings.probe_initrd,
-        &settings.probe_disk,
-    ) {
-        (Some(kernel), Some(initrd), Some(disk)) => Some(ProbeGuest::Marked {
-            kernel: kernel.clone(),
-            initrd: initrd.clone(),
-            disk: disk.clone(),
-        }),
-        (Some(kernel), None, None) => Some(ProbeGuest::Kernel(kernel.clone())),
-        (None, None, None) => accel::host_kernel().map(ProbeGuest::Kernel),
-        _ => {
-            return Err("[node] probe_initrd and probe_disk go together, with probe_kernel".into())
-        }
-    };
+    let choice = settings.accel;
+    let guest = config
+        .probe_guest
+        .clone()
+        .or_else(|| accel::host_kernel().map(ProbeGuest::Kernel));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let probe = guest.map(|guest| Probe {
         guest,
@@ -260,12 +243,7 @@ fn host_memory_mib() -> u64 {
 
 /// Opens this host's cluster controller.
 pub fn open_cluster(config: &Config, key: ComponentKey, tls: &Tls) -> Result<Cluster, String> {
-    let policy: Policy = config
-        .cluster
-        .policy
-        .as_deref()
-        .unwrap_or("least-loaded")
-        .parse()?;
+    let policy = config.cluster.policy;
     let nodes = RpcClient::new(key, tls, ComponentKind::NodeController);
     Cluster::open(config.data_dir.join("cluster"), policy, nodes)
         .map_err(|e| format!("cannot open the cluster controller: {e}"))

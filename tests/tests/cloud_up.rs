@@ -167,3 +167,74 @@ fn query_api_errors_are_ec2_xml() {
     );
     assert!(body.contains("<RequestID>"), "{body}");
 }
+
+/// Runs `koala ARGS --data-dir DIR` on a data dir whose koala.toml is `toml`, expecting it to
+/// refuse at once; what it printed on stderr. A daemon that starts instead is killed after
+/// 30 s and the test fails.
+fn refused_at_start(args: &[&str], toml: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("koala.toml"), toml).expect("write koala.toml");
+    let listen = tests::free_port().to_string();
+    let mut child = std::process::Command::new(tests::koala_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", &listen])
+        .env_remove("KOALA_HOME")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("koala starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for koala") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("koala {args:?} started with koala.toml {toml:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().expect("koala's stderr");
+    assert!(!status.success(), "koala {args:?} exited 0");
+    assert!(
+        !dir.path().join("identity").exists(),
+        "koala {args:?} opened its stores before refusing its configuration"
+    );
+    stderr(&out)
+}
+
+#[test]
+fn bad_configuration_values_are_refused_at_start() {
+    let message = refused_at_start(&["up"], "[node]\naccel = \"kvmm\"\n");
+    assert!(message.contains("[node] accel (line 2)"), "{message}");
+    assert!(
+        message.contains("expected one of `auto`, `kvm`, `tcg`"),
+        "{message}"
+    );
+    let cloud_url = ["--cloud-url", "https://127.0.0.1:1"];
+    let message = refused_at_start(
+        &["cluster", cloud_url[0], cloud_url[1]],
+        "[cluster]\npolicy = \"greedy\"\n",
+    );
+    assert!(message.contains("[cluster] policy (line 2)"), "{message}");
+    assert!(
+        message.contains("expected `least-loaded` or `round-robin`"),
+        "{message}"
+    );
+    let message = refused_at_start(
+        &["node", cloud_url[0], cloud_url[1]],
+        "[node]\nacel = \"kvm\"\n",
+    );
+    assert!(message.contains("unknown field `acel`"), "{message}");
+    let message = refused_at_start(
+        &["up"],
+        "[properties]\n\"cloud.instances.start_timeout\" = \"soon\"\n",
+    );
+    assert!(
+        message.contains("cloud.instances.start_timeout = \"soon\" is refused"),
+        "{message}"
+    );
+}

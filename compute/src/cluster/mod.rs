@@ -30,7 +30,8 @@ const POLL_PERIOD: Duration = Duration::from_secs(1);
 /// How long a node may take to answer a call.
 const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How instances are spread over nodes.
+/// How instances are spread over nodes: `[cluster] policy` in koala.toml, whose other
+/// values are refused when the file is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
@@ -40,20 +41,6 @@ pub enum Policy {
     LeastLoaded,
     /// Each node in turn, skipping full ones.
     RoundRobin,
-}
-
-impl std::str::FromStr for Policy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "least-loaded" => Ok(Policy::LeastLoaded),
-            "round-robin" => Ok(Policy::RoundRobin),
-            other => Err(format!(
-                "unknown placement policy {other:?}: expected least-loaded or round-robin"
-            )),
-        }
-    }
 }
 
 /// What became of an order sent to a node, as far as the CC can tell.
