@@ -11,6 +11,36 @@ use std::process::Command;
 
 use crate::Error;
 
+/// The program that writes config drives.
+const GENISOIMAGE: &str = "genisoimage";
+
+/// Checks that this host can write config drives (`genisoimage` runs), so that a node
+/// without it refuses to start rather than failing its first instance's boot.
+pub fn check_writer() -> Result<(), Error> {
+    check_program(GENISOIMAGE, "genisoimage")
+}
+
+/// Checks that `program` (from the Debian package `package`) runs and exits 0 when asked
+/// for its version.
+fn check_program(program: &'static str, package: &'static str) -> Result<(), Error> {
+    let output = Command::new(program)
+        .arg("-version")
+        .output()
+        .map_err(|source| Error::MissingProgram {
+            program,
+            package,
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(Error::Command {
+            program,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// What an instance is told at boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigDrive {
@@ -54,7 +84,7 @@ impl ConfigDrive {
         let user_data = seed.path().join("user-data");
         std::fs::write(&user_data, &self.user_data).map_err(Error::io("write", &user_data))?;
         let image = seed.path().join("seed.iso");
-        let output = Command::new("genisoimage")
+        let output = Command::new(GENISOIMAGE)
             .arg("-quiet")
             .arg("-output")
             .arg(&image)
@@ -65,7 +95,7 @@ impl ConfigDrive {
             .map_err(Error::io("run genisoimage for", path))?;
         if !output.status.success() {
             return Err(Error::Command {
-                program: "genisoimage",
+                program: GENISOIMAGE,
                 status: output.status,
                 stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             });
@@ -102,6 +132,16 @@ fn yaml_scalar(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_writer_is_named_with_its_package() {
+        let err = check_program("koala-no-such-program", "koala-pkg").unwrap_err();
+        assert!(matches!(err, Error::MissingProgram { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "cannot run koala-no-such-program, which the node needs (apt-get install koala-pkg)"
+        );
+    }
 
     fn drive() -> ConfigDrive {
         ConfigDrive {

@@ -39,6 +39,17 @@ pub enum Error {
         /// What it printed on its standard error.
         stderr: String,
     },
+    /// A program the node needs cannot be run (not installed, or not on `PATH`).
+    #[error("cannot run {program}, which the node needs (apt-get install {package})")]
+    MissingProgram {
+        /// The program's name.
+        program: &'static str,
+        /// The Debian package that installs it.
+        package: &'static str,
+        /// Why it could not be started.
+        #[source]
+        source: std::io::Error,
+    },
     /// QEMU's user is not in the password database.
     #[error("there is no user {0} on this host for QEMU to run as")]
     NoSuchUser(String),

@@ -115,6 +115,8 @@ pub async fn open_node(
     walrus_url: &str,
 ) -> Result<Node, String> {
     let settings = &config.node;
+    // Without a config drive writer every instance would fail at its boot: refuse now.
+    compute::config_drive::check_writer().map_err(|e| rpc::error_chain(&e))?;
     let qemu_user = QemuUser::lookup(qemu_user::DEFAULT_NAME).map_err(|e| {
         format!("{e}: install libvirt (apt-get install libvirt-daemon-system qemu-system-x86 qemu-utils)")
     })?;
