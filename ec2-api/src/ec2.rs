@@ -150,7 +150,7 @@ pub async fn blocking<T: Send + 'static>(
     let req = req.clone();
     tokio::task::spawn_blocking(move || step(&req.call()))
         .await
-        .map_err(|e| QueryError::Internal(format!("an EC2 action failed: {e}")))?
+        .map_err(|e| QueryError::failed("an EC2 action failed", e))?
 }
 
 /// One EC2 request being served: the cloud, who is calling, and the parameters.

@@ -96,9 +96,21 @@ pub enum QueryError {
     /// A component of the cloud (the cluster controller) cannot be reached now.
     #[error("{0}")]
     Unavailable(String),
-    /// A failure of ours, not the caller's.
+    /// A failure of ours, not the caller's: the caller is told only that, the log gets the
+    /// cause with its chain of sources.
     #[error("An internal error occurred.")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// What was being done when an internal failure happened, over its cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}")]
+struct Failure {
+    /// What failed, as a sentence fragment ("RSA key generation failed").
+    doing: String,
+    /// Why.
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// The kinds of EC2 resources, which name the `...NotFound` and `...Duplicate` codes.
@@ -216,12 +228,28 @@ impl From<IdentityError> for QueryError {
             | IdentityError::NoSuchAccessKey(_) => QueryError::NoSuchEntity(err.to_string()),
             IdentityError::InvalidName(_) => QueryError::Validation(err.to_string()),
             IdentityError::TooManyAccessKeys(_) => QueryError::LimitExceeded(err.to_string()),
-            other => QueryError::Internal(other.to_string()),
+            other => QueryError::internal(other),
         }
     }
 }
 
 impl QueryError {
+    /// An internal failure: an error (kept as the source) or a sentence saying what broke.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> QueryError {
+        QueryError::Internal(cause.into())
+    }
+
+    /// An internal failure while `doing` something, caused by `source` (kept for the log).
+    pub fn failed(
+        doing: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> QueryError {
+        QueryError::Internal(Box::new(Failure {
+            doing: doing.into(),
+            source: Box::new(source),
+        }))
+    }
+
     /// The AWS error code and HTTP status of this error in `dialect`.
     fn code(&self, dialect: Dialect) -> (&'static str, StatusCode) {
         use Dialect::{Ec2, Euare};
@@ -303,7 +331,8 @@ impl QueryError {
 
     /// The error as the service's XML document.
     pub fn render(&self, dialect: Dialect, request_id: &str) -> Response<Body> {
-        if let QueryError::Internal(detail) = self {
+        if let QueryError::Internal(cause) = self {
+            let detail = rpc::error_chain(cause.as_ref());
             tracing::error!(request_id, detail, "internal error in a Query API request");
         }
         let (code, status) = self.code(dialect);
@@ -321,5 +350,27 @@ impl QueryError {
             }
         };
         xml_response(status, body, request_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_keep_their_cause_for_the_log_and_tell_the_caller_nothing() {
+        let cause = std::io::Error::other("disk on fire");
+        let err = QueryError::failed("cannot encode a private key", cause);
+        assert_eq!(
+            rpc::error_chain(&err),
+            "An internal error occurred.: cannot encode a private key: disk on fire"
+        );
+        let response = err.render(Dialect::Ec2, "req-1");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            err.code(Dialect::Euare),
+            ("ServiceFailure", StatusCode::INTERNAL_SERVER_ERROR)
+        );
+        assert_eq!(err.to_string(), "An internal error occurred.");
     }
 }

@@ -371,7 +371,7 @@ fn register_component(ctx: &Context) -> Result<String, QueryError> {
     let ca = ctx
         .identity
         .cloud_ca()
-        .ok_or_else(|| QueryError::Internal("this cloud has no certificate authority".into()))?;
+        .ok_or_else(|| QueryError::internal("this cloud has no certificate authority"))?;
     let cert = ca
         .issue_tls_certificate(public_key, name, &[kind], &hosts)
         .map_err(|e| QueryError::Validation(format!("Cannot certify the component: {e}")))?;

@@ -211,7 +211,7 @@ pub(crate) fn for_launch(call: &Call<'_>) -> Result<Vec<(String, String)>, Query
     if chosen.is_empty() {
         let g = &groups.all[groups
             .by_name(account, DEFAULT_GROUP)
-            .ok_or_else(|| QueryError::Internal("the default group vanished".into()))?];
+            .ok_or_else(|| QueryError::internal("the default group vanished"))?];
         chosen.push((g.id.clone(), g.name.clone()));
     }
     Ok(chosen)

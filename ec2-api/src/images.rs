@@ -402,7 +402,7 @@ fn record_new(cloud: &Cloud, record: &ImageRecord) -> Result<(), QueryError> {
     let owned = images.iter().filter(|(_, i)| i.owner == record.owner);
     quotas::check_images(cloud, owned.count())?;
     if images.iter().any(|(existing, _)| *existing == record.id) {
-        return Err(QueryError::Internal(format!(
+        return Err(QueryError::internal(format!(
             "the new image id {} was taken meanwhile",
             record.id
         )));
@@ -452,7 +452,7 @@ async fn read_manifest(
         Err(BundleAccess::TooLarge) => Err(QueryError::InvalidManifest(format!(
             "The manifest {bucket}/{key} is larger than {MAX_MANIFEST} bytes."
         ))),
-        Err(BundleAccess::Failed(reason)) => Err(QueryError::Internal(reason)),
+        Err(BundleAccess::Failed(reason)) => Err(QueryError::internal(reason)),
     }
 }
 
@@ -487,7 +487,7 @@ fn authenticate_manifest(
     let ca = cloud
         .identity
         .cloud_ca()
-        .ok_or_else(|| QueryError::Internal("the cloud has no CA key".into()))?;
+        .ok_or_else(|| QueryError::internal("the cloud has no CA key"))?;
     cloud.unwraps.take(account).map_err(|wait| {
         QueryError::RequestLimitExceeded(format!(
             "Too many bundles of this account failed to unwrap with this cloud's key in a short time: at most {} in a row, then one every {} s. Try again in {} s.",
@@ -543,9 +543,9 @@ async fn check_parts(
                 )))
             }
             Err(BundleAccess::TooLarge) => {
-                return Err(QueryError::Internal("a size query hit a limit".into()))
+                return Err(QueryError::internal("a size query hit a limit"))
             }
-            Err(BundleAccess::Failed(reason)) => return Err(QueryError::Internal(reason)),
+            Err(BundleAccess::Failed(reason)) => return Err(QueryError::internal(reason)),
         };
         total += size;
         parts.push(BundlePart {

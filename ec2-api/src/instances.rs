@@ -288,7 +288,7 @@ fn rpc_error(e: RpcError) -> QueryError {
             "The cluster controller did not answer: {}",
             e.message
         )),
-        _ => QueryError::Internal(e.to_string()),
+        _ => QueryError::internal(e),
     }
 }
 
@@ -1078,7 +1078,7 @@ pub async fn sync(cloud: &Cloud) -> Result<(), QueryError> {
     let (due, hashes) =
         tokio::task::spawn_blocking(move || apply_reports(&moved, &reports, &silent))
             .await
-            .map_err(|e| QueryError::Internal(format!("the instance sync failed: {e}")))??;
+            .map_err(|e| QueryError::failed("the instance sync failed", e))??;
     for orphan in due {
         tracing::warn!(instance = %orphan.id, node = %orphan.node, zone = %orphan.zone, "ending an instance the cloud has no live record of");
         let ended = match cloud.clusters.of(&orphan.zone) {
@@ -1098,7 +1098,7 @@ pub async fn sync(cloud: &Cloud) -> Result<(), QueryError> {
         Ok(())
     })
     .await
-    .map_err(|e| QueryError::Internal(format!("the instance sync failed: {e}")))?
+    .map_err(|e| QueryError::failed("the instance sync failed", e))?
 }
 
 /// The orphans due to be ended, and the images' hashes the nodes reported.

@@ -129,11 +129,11 @@ pub fn create(call: &Call<'_>) -> Result<String, QueryError> {
         return Err(QueryError::Duplicate(Resource::KeyPair, name.to_owned()));
     }
     let private = RsaPrivateKey::new(&mut OsRng, CREATED_KEY_BITS)
-        .map_err(|e| QueryError::Internal(format!("RSA key generation failed: {e}")))?;
+        .map_err(|e| QueryError::failed("RSA key generation failed", e))?;
     let fingerprint = created_fingerprint(&private)?;
     let material = private
         .to_pkcs1_pem(LineEnding::LF)
-        .map_err(|e| QueryError::Internal(format!("cannot encode a private key: {e}")))?;
+        .map_err(|e| QueryError::failed("cannot encode a private key", e))?;
     let public = PublicKey::Rsa(private.to_public_key());
     let record = store(call, name, &public, fingerprint)?;
     tracing::info!(account, key_pair = name, "created a key pair");
@@ -386,7 +386,7 @@ fn put_mpint(out: &mut Vec<u8>, n: &BigUint) {
 fn created_fingerprint(key: &RsaPrivateKey) -> Result<String, QueryError> {
     let der = key
         .to_pkcs8_der()
-        .map_err(|e| QueryError::Internal(format!("cannot encode a private key: {e}")))?;
+        .map_err(|e| QueryError::failed("cannot encode a private key", e))?;
     Ok(colon_hex(&Sha1::digest(der.as_bytes())))
 }
 
@@ -398,7 +398,7 @@ fn imported_fingerprint(key: &PublicKey) -> Result<String, QueryError> {
         PublicKey::Rsa(rsa) => {
             let der = rsa
                 .to_public_key_der()
-                .map_err(|e| QueryError::Internal(format!("cannot encode a public key: {e}")))?;
+                .map_err(|e| QueryError::failed("cannot encode a public key", e))?;
             Ok(colon_hex(&Md5::digest(der.as_bytes())))
         }
         PublicKey::Ed25519(_) => Ok(STANDARD.encode(Sha256::digest(key.ssh_blob()))),

@@ -149,7 +149,7 @@ impl QueryApi {
                     )
                 })
                 .await
-                .map_err(|e| QueryError::Internal(format!("a Euare action panicked: {e}")))?
+                .map_err(|e| QueryError::failed("a Euare action panicked", e))?
             }
             Dialect::Ec2 => {
                 let version = ec2::version(&request)?;

@@ -243,7 +243,7 @@ pub fn vm_types(cloud: &Cloud) -> Result<Vec<VmType>, QueryError> {
         .map(|d| {
             let text = resolve(cloud, &overrides, &d);
             let (cpus, memory_mib, disk_gib) = parse_vm_type(&text).map_err(|why| {
-                QueryError::Internal(format!("the stored value of {} is invalid: {why}", d.name))
+                QueryError::internal(format!("the stored value of {} is invalid: {why}", d.name))
             })?;
             Ok(VmType {
                 name: d.name[VM_TYPE_PREFIX.len()..].to_owned(),
@@ -259,7 +259,7 @@ pub fn vm_types(cloud: &Cloud) -> Result<Vec<VmType>, QueryError> {
 pub fn public_ips(cloud: &Cloud) -> Result<Vec<Ipv4Addr>, QueryError> {
     let text = value(cloud, PUBLIC_IPS)?;
     parse_address_pool(&text).map_err(|why| {
-        QueryError::Internal(format!(
+        QueryError::internal(format!(
             "the stored value of {PUBLIC_IPS} is invalid: {why}"
         ))
     })
@@ -454,7 +454,7 @@ fn parse_limit(text: &str) -> Result<Option<u64>, String> {
 pub fn limit(cloud: &Cloud, name: &str) -> Result<Option<u64>, QueryError> {
     let text = value(cloud, name)?;
     parse_limit(&text).map_err(|why| {
-        QueryError::Internal(format!("the stored value of {name} is invalid: {why}"))
+        QueryError::internal(format!("the stored value of {name} is invalid: {why}"))
     })
 }
 
@@ -462,7 +462,7 @@ pub fn limit(cloud: &Cloud, name: &str) -> Result<Option<u64>, QueryError> {
 pub fn start_timeout(cloud: &Cloud) -> Result<u64, QueryError> {
     let text = value(cloud, START_TIMEOUT)?;
     text.parse().map_err(|_| {
-        QueryError::Internal(format!(
+        QueryError::internal(format!(
             "the stored value of {START_TIMEOUT} is invalid: {text}"
         ))
     })

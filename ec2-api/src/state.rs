@@ -49,7 +49,7 @@ impl From<RecordError> for StateError {
 
 impl From<StateError> for QueryError {
     fn from(err: StateError) -> QueryError {
-        QueryError::Internal(err.to_string())
+        QueryError::internal(err)
     }
 }
 
