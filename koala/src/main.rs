@@ -276,7 +276,9 @@ fn run_role<F: std::future::Future<Output = Result<(), server::ServerError>>>(
 ) -> Result<(), String> {
     let config = Config::load_for_role(&daemon.data_dir, &daemon.overrides, default_listen)
         .map_err(|e| rpc::error_chain(&e))?;
-    runtime()?.block_on(role(config)).map_err(|e| e.to_string())
+    runtime()?
+        .block_on(role(config))
+        .map_err(|e| rpc::error_chain(&e))
 }
 
 fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
@@ -284,7 +286,7 @@ fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
         Config::load(&daemon.data_dir, &daemon.overrides).map_err(|e| rpc::error_chain(&e))?;
     runtime()?
         .block_on(server::run(config, roles))
-        .map_err(|e| e.to_string())
+        .map_err(|e| rpc::error_chain(&e))
 }
 
 fn admin(command: AdminCommand) -> Result<(), String> {

@@ -50,31 +50,33 @@ pub enum Roles {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The data dir or a file in it could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
         /// The I/O error.
+        #[source]
         source: std::io::Error,
     },
-    /// The identity store failed to open.
-    #[error("cannot open the identity store: {0}")]
-    Identity(String),
-    /// The cloud controller's store failed to open.
-    #[error("cannot open the cloud controller's store: {0}")]
-    CloudState(String),
+    /// The identity store failed to open (or to make the admin's account or credentials).
+    #[error("cannot open the identity store")]
+    Identity(#[source] identity::IdentityError),
+    /// The cloud controller's store (or its registry of clusters) failed to open.
+    #[error("cannot open the cloud controller's store")]
+    CloudState(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Walrus failed to open.
-    #[error("cannot open Walrus: {0}")]
-    Walrus(String),
+    #[error("cannot open Walrus")]
+    Walrus(#[source] walrus::WalrusError),
     /// A compute role (cluster or node controller) could not start.
     #[error("{0}")]
     Compute(String),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
         /// The I/O error.
+        #[source]
         source: std::io::Error,
     },
 }
@@ -107,16 +109,14 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         &config.data_dir.join("identity"),
         &config.data_dir.join("keys"),
     )
-    .map_err(|e| ServerError::Identity(e.to_string()))?;
+    .map_err(ServerError::Identity)?;
     if ca_created {
         println!(
             "Created the cloud CA in {}",
             config.data_dir.join("keys").display()
         );
     }
-    let (admin, created) = identity
-        .ensure_admin()
-        .map_err(|e| ServerError::Identity(e.to_string()))?;
+    let (admin, created) = identity.ensure_admin().map_err(ServerError::Identity)?;
     let walrus_url = match &roles {
         Roles::Cloud { walrus_url, .. } => walrus_url.clone(),
         _ => None,
@@ -172,7 +172,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                 _ => (start_compute(&config, &identity).await?, true),
             };
             let state = CloudState::open(&config.data_dir.join("clc"))
-                .map_err(|e| ServerError::CloudState(e.to_string()))?;
+                .map_err(|e| ServerError::CloudState(e.into()))?;
             let clusters =
                 open_clusters(&config, &state, &cluster_url, moved, &clc_key, &main_tls)?;
             let bundles: Arc<dyn BundleStore> = match &walrus {
@@ -262,11 +262,11 @@ fn open_clusters(
         })
     };
     let clusters = ClusterSet::open(state, Box::new(connect))
-        .map_err(|e| ServerError::CloudState(e.to_string()))?;
+        .map_err(|e| ServerError::CloudState(e.into()))?;
     if moved || clusters.of(&config.zone).is_err() {
         clusters
             .register(state, &config.zone, cluster_url)
-            .map_err(|e| ServerError::CloudState(e.to_string()))?;
+            .map_err(|e| ServerError::CloudState(e.into()))?;
     }
     for (zone, url, _) in clusters.all() {
         println!("Instances in {zone} are placed by the cluster controller at {url}");
@@ -288,7 +288,7 @@ fn open_walrus(
         },
         directory,
     )
-    .map_err(|e| ServerError::Walrus(e.to_string()))
+    .map_err(ServerError::Walrus)
 }
 
 /// Runs Walrus on a host of its own beside a cloud controller (`koala walrus --cloud-url`):
@@ -676,7 +676,7 @@ fn write_admin_credentials(
         None => {
             identity
                 .credential_bundle(&admin.account_id, &admin.user_name, urls)
-                .map_err(|e| ServerError::Identity(e.to_string()))?
+                .map_err(ServerError::Identity)?
                 .files
         }
     };
