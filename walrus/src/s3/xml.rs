@@ -25,18 +25,11 @@ pub fn document() -> Writer {
     w
 }
 
-/// Percent-encodes a value for `encoding-type=url` listings: everything but unreserved
-/// characters and `/`; a space becomes `%20` (which every client's decoder accepts).
+/// Percent-encodes a value for `encoding-type=url` listings with AWS' `UriEncode`, the one
+/// encoder the signers use too: everything but unreserved characters and `/`, as `%XX` in
+/// uppercase; a space becomes `%20` (which every client's decoder accepts).
 pub fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    identity::uri_encode(text.as_bytes(), true)
 }
 
 /// Parses a request body into its root element (namespace prefixes dropped, text verbatim:
@@ -111,5 +104,6 @@ mod tests {
     #[test]
     fn url_encoding() {
         assert_eq!(url_encode("a b+c/d&é"), "a%20b%2Bc/d%26%C3%A9");
+        assert_eq!(url_encode("Az09-_.~\u{1}\u{7f}%"), "Az09-_.~%01%7F%25");
     }
 }
