@@ -7,11 +7,13 @@ use http::{HeaderMap, Response, StatusCode};
 use super::auth::{read_small_body, require};
 use super::error::S3Error;
 use super::ident::Payload;
+use super::router::ObjectPath;
 use super::xml::{self, MAX_XML_BODY};
 use super::{empty_response, xml_response, Ctx};
 use crate::acl::{
     Acl, Grant, Grantee, Permission, ALL_USERS_URI, AUTHENTICATED_USERS_URI, CLOUD_SERVICES_URI,
 };
+use crate::names::BucketName;
 
 /// The XML Schema instance namespace, for the `xsi:type` of a grantee.
 const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
@@ -179,8 +181,8 @@ async fn new_acl(
 }
 
 /// GetBucketAcl.
-pub fn get_bucket_acl(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let meta = ctx.store().bucket(ctx.bucket()?)?;
+pub fn get_bucket_acl(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
+    let meta = ctx.store().bucket(bucket)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::ReadAcp)?;
     Ok(xml_response(
         StatusCode::OK,
@@ -191,10 +193,10 @@ pub fn get_bucket_acl(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
 /// PutBucketAcl.
 pub async fn put_bucket_acl(
     ctx: &Ctx,
+    bucket: &BucketName,
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
     let meta = ctx.store().bucket(bucket)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::WriteAcp)?;
     let acl = new_acl(ctx, body, payload, &meta.acl, &meta.acl.owner).await?;
@@ -203,10 +205,9 @@ pub async fn put_bucket_acl(
 }
 
 /// GetObjectAcl.
-pub fn get_object_acl(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
-    ctx.store().bucket(bucket)?;
-    let meta = ctx.store().object(bucket, ctx.key()?)?;
+pub fn get_object_acl(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
+    ctx.store().bucket(&object.bucket)?;
+    let meta = ctx.store().object(&object.bucket, &object.key)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::ReadAcp)?;
     Ok(xml_response(
         StatusCode::OK,
@@ -217,11 +218,11 @@ pub fn get_object_acl(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
 /// PutObjectAcl.
 pub async fn put_object_acl(
     ctx: &Ctx,
+    object: &ObjectPath,
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
-    let key = ctx.key()?;
+    let ObjectPath { bucket, key } = object;
     let bmeta = ctx.store().bucket(bucket)?;
     let meta = ctx.store().object(bucket, key)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::WriteAcp)?;

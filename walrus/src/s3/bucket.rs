@@ -10,6 +10,7 @@ use super::ident::Payload;
 use super::xml::{self, MAX_XML_BODY};
 use super::{empty_response, iso8601, xml_response, Ctx};
 use crate::acl::Permission;
+use crate::names::BucketName;
 
 /// ListBuckets: the caller's own buckets.
 pub fn list_buckets(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
@@ -52,11 +53,11 @@ pub fn parse_location(body: &[u8]) -> Result<Option<String>, S3Error> {
 /// a canned or header-granted ACL.
 pub async fn create_bucket(
     ctx: &Ctx,
+    bucket: &BucketName,
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
     let account = ctx.account_id()?.to_owned();
-    let bucket = ctx.bucket()?;
     let acl = ctx.requested_acl(&account, &account).await?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let location = parse_location(&body)?;
@@ -82,8 +83,7 @@ pub async fn create_bucket(
 }
 
 /// DeleteBucket: the owner only, and only when empty.
-pub fn delete_bucket(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
+pub fn delete_bucket(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
     let meta = ctx.store().bucket(bucket)?;
     require_owner(&meta.acl, ctx.principal.as_ref())?;
     ctx.store().delete_bucket(bucket)?;
@@ -91,8 +91,8 @@ pub fn delete_bucket(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
 }
 
 /// HeadBucket: exists and readable by the caller.
-pub fn head_bucket(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let meta = ctx.store().bucket(ctx.bucket()?)?;
+pub fn head_bucket(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
+    let meta = ctx.store().bucket(bucket)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
     let mut resp = empty_response(StatusCode::OK);
     let region = meta.location.as_deref().unwrap_or(&ctx.shared.region);
@@ -104,8 +104,8 @@ pub fn head_bucket(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
 
 /// GetBucketLocation: the constraint given at creation (empty for the default region, as
 /// AWS answers for us-east-1).
-pub fn get_bucket_location(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let meta = ctx.store().bucket(ctx.bucket()?)?;
+pub fn get_bucket_location(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
+    let meta = ctx.store().bucket(bucket)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
     let mut w = xml::document();
     match meta.location.as_deref().filter(|l| *l != "us-east-1") {

@@ -8,9 +8,9 @@ use percent_encoding::percent_decode_str;
 use super::auth::{require, MAX_OBJECT_SIZE};
 use super::error::S3Error;
 use super::get::check_conditions;
-use super::multipart::{parse_part_number, replaced_part_size, upload_for};
+use super::multipart::{replaced_part_size, upload_for};
 use super::put::{add_checksum_header, object_headers, replaced_size};
-use super::router::strip_mount;
+use super::router::{strip_mount, ObjectPath, PartNumber, UploadId};
 use super::xml;
 use super::{iso8601, xml_response, Ctx};
 use crate::acl::Permission;
@@ -74,9 +74,8 @@ fn source(ctx: &Ctx) -> Result<(BucketName, ObjectKey, ObjectMeta), S3Error> {
 }
 
 /// CopyObject, with `x-amz-metadata-directive` COPY (default) or REPLACE.
-pub async fn copy_object(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
-    let key = ctx.key()?;
+pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
+    let ObjectPath { bucket, key } = object;
     let bmeta = ctx.store().bucket(bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
     let (src_bucket, src_key, src) = source(ctx)?;
@@ -179,9 +178,13 @@ pub fn parse_copy_range(value: Option<&str>, size: u64) -> Result<(u64, u64), S3
 }
 
 /// UploadPartCopy: a part filled from (a range of) an existing object.
-pub async fn upload_part_copy(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let part_number = parse_part_number(ctx)?;
-    let (upload, owner) = upload_for(ctx)?;
+pub async fn upload_part_copy(
+    ctx: &Ctx,
+    object: &ObjectPath,
+    upload_id: &UploadId,
+    part_number: PartNumber,
+) -> Result<Response<Body>, S3Error> {
+    let (upload, owner) = upload_for(ctx, object, upload_id)?;
     let (src_bucket, src_key, src) = source(ctx)?;
     let (offset, len) = parse_copy_range(ctx.header("x-amz-copy-source-range"), src.size)?;
     if len > MAX_OBJECT_SIZE {
@@ -212,7 +215,7 @@ pub async fn upload_part_copy(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
         });
     let part = ctx
         .store()
-        .commit_part(&upload, part_number, staged, checksum, &quotas)
+        .commit_part(&upload, part_number.get(), staged, checksum, &quotas)
         .await?;
     let mut w = xml::document();
     w.open_with("CopyPartResult", &xml::S3_ROOT);

@@ -8,20 +8,22 @@ use super::auth::{read_small_body, require};
 use super::error::S3Error;
 use super::ident::Payload;
 use super::put::CHECKSUMS;
+use super::router::ObjectPath;
 use super::xml::{self, MAX_XML_BODY};
 use super::{empty_response, xml_response, Ctx};
 use crate::acl::Permission;
-use crate::names::{ObjectKey, MAX_KEY_LEN};
+use crate::names::{BucketName, ObjectKey, MAX_KEY_LEN};
 
 /// The most keys one DeleteObjects request may name.
 pub const MAX_DELETE_KEYS: usize = 1000;
 
 /// DeleteObject: 204 whether or not the key existed.
-pub async fn delete_object(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
-    let bmeta = ctx.store().bucket(bucket)?;
+pub async fn delete_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
+    let bmeta = ctx.store().bucket(&object.bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
-    ctx.store().delete_object(bucket, ctx.key()?).await?;
+    ctx.store()
+        .delete_object(&object.bucket, &object.key)
+        .await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
@@ -82,10 +84,10 @@ pub fn has_integrity_header(headers: &HeaderMap) -> bool {
 /// DeleteObjects.
 pub async fn delete_objects(
     ctx: &Ctx,
+    bucket: &BucketName,
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
     let bmeta = ctx.store().bucket(bucket)?;
     if !has_integrity_header(&ctx.headers) {
         return Err(S3Error::InvalidRequest(

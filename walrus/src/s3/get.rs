@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use super::auth::require;
 use super::error::S3Error;
 use super::put::checksum_header;
+use super::router::{ObjectPath, PartNumber};
 use super::{empty_response, etag_value, Ctx};
 use crate::acl::Permission;
 use crate::store::{ObjectMeta, StoreError};
@@ -136,8 +137,9 @@ fn hv(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_bytes(s.as_bytes()).ok()
 }
 
-/// The headers describing an object (everything GET and HEAD share but the length).
-fn object_response_headers(ctx: &Ctx, meta: &ObjectMeta, h: &mut HeaderMap) {
+/// The headers describing an object (everything GET and HEAD share but the length), and
+/// its count of parts when a part is asked for.
+fn object_response_headers(ctx: &Ctx, meta: &ObjectMeta, part: bool, h: &mut HeaderMap) {
     h.insert(http::header::ETAG, etag_value(&meta.etag));
     if let Some(v) = hv(&httpdate::fmt_http_date(meta.last_modified)) {
         h.insert(http::header::LAST_MODIFIED, v);
@@ -188,7 +190,7 @@ fn object_response_headers(ctx: &Ctx, meta: &ObjectMeta, h: &mut HeaderMap) {
             }
         }
     }
-    if meta.part_sizes.len() > 1 && ctx.query("partNumber").is_some() {
+    if meta.part_sizes.len() > 1 && part {
         h.insert(
             "x-amz-mp-parts-count",
             HeaderValue::from(meta.part_sizes.len()),
@@ -225,18 +227,9 @@ fn apply_overrides(ctx: &Ctx, h: &mut HeaderMap) -> Result<(), S3Error> {
     Ok(())
 }
 
-/// The byte range of part `n` (1-based) of an object; single-part objects have one part.
-fn part_range(meta: &ObjectMeta, n: &str) -> Result<(u64, u64), S3Error> {
-    let n: usize = n
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| (1..=10000).contains(n))
-        .ok_or_else(|| {
-            S3Error::InvalidArgument(
-                "Part number must be an integer between 1 and 10000, inclusive".into(),
-            )
-        })?;
+/// The byte range of part `n` of an object; single-part objects have one part.
+fn part_range(meta: &ObjectMeta, n: PartNumber) -> Result<(u64, u64), S3Error> {
+    let n = n.get() as usize;
     let sizes: Vec<u64> = if meta.part_sizes.is_empty() {
         vec![meta.size]
     } else {
@@ -253,10 +246,14 @@ fn part_range(meta: &ObjectMeta, n: &str) -> Result<(u64, u64), S3Error> {
     Ok((start, start + len - 1))
 }
 
-/// GetObject (or HeadObject when `head`).
-pub fn get_object(ctx: &Ctx, head: bool) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
-    let key = ctx.key()?;
+/// GetObject (or HeadObject when `head`): the whole object, a range, or `part_number`.
+pub fn get_object(
+    ctx: &Ctx,
+    object: &ObjectPath,
+    part_number: Option<PartNumber>,
+    head: bool,
+) -> Result<Response<Body>, S3Error> {
+    let ObjectPath { bucket, key } = object;
     let bmeta = ctx.store().bucket(bucket)?;
     let meta = match ctx.store().object(bucket, key) {
         Ok(m) => m,
@@ -286,7 +283,7 @@ pub fn get_object(ctx: &Ctx, head: bool) -> Result<Response<Body>, S3Error> {
         return Err(e);
     }
 
-    let range = match ctx.query("partNumber") {
+    let range = match part_number {
         Some(n) => {
             if ctx.headers.contains_key(http::header::RANGE) {
                 return Err(S3Error::InvalidRequest(
@@ -300,7 +297,7 @@ pub fn get_object(ctx: &Ctx, head: bool) -> Result<Response<Body>, S3Error> {
 
     let mut resp = empty_response(StatusCode::OK);
     let h = resp.headers_mut();
-    object_response_headers(ctx, &meta, h);
+    object_response_headers(ctx, &meta, part_number.is_some(), h);
     apply_overrides(ctx, h)?;
     let (offset, len) = match range {
         Some((first, last)) if meta.size > 0 => {
@@ -451,15 +448,12 @@ mod tests {
             acl: crate::acl::CannedAcl::Private.to_acl("1", "1"),
             part_sizes: vec![8, 4],
         };
-        assert_eq!(part_range(&meta, "1").expect("ok"), (0, 7));
-        assert_eq!(part_range(&meta, "2").expect("ok"), (8, 11));
+        let part = |n| PartNumber::parse(n).expect("part number");
+        assert_eq!(part_range(&meta, part("1")).expect("ok"), (0, 7));
+        assert_eq!(part_range(&meta, part("2")).expect("ok"), (8, 11));
         assert!(matches!(
-            part_range(&meta, "3"),
+            part_range(&meta, part("3")),
             Err(S3Error::InvalidRange { .. })
-        ));
-        assert!(matches!(
-            part_range(&meta, "0"),
-            Err(S3Error::InvalidArgument(_))
         ));
     }
 }

@@ -10,6 +10,7 @@ use super::error::S3Error;
 use super::xml::{self, url_encode};
 use super::{iso8601, xml_response, Ctx};
 use crate::acl::Permission;
+use crate::names::BucketName;
 use crate::store::ListQuery;
 
 /// Default and largest page size.
@@ -61,8 +62,7 @@ pub fn decode_token(token: &str) -> Result<String, S3Error> {
 }
 
 /// ListObjects / ListObjectsV2.
-pub fn list_objects(ctx: &Ctx, v2: bool) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
+pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response<Body>, S3Error> {
     let meta = ctx.store().bucket(bucket)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
 

@@ -1,7 +1,7 @@
 //! The S3 HTTP layer: one file per protocol area (Garage's layout). [`router`] turns a
-//! request into an [`router::Endpoint`], [`auth`] says who is calling, and the handlers in
-//! `bucket`, `list`, `put`, `get`, `copy`, `delete`, `multipart` and `acl` do the work;
-//! [`error`] and [`xml`] render what goes back.
+//! request into an [`router::Endpoint`] carrying its typed parameters, [`auth`] says who is
+//! calling, and the handlers in `bucket`, `list`, `put`, `get`, `copy`, `delete`,
+//! `multipart` and `acl` do the work; [`error`] and [`xml`] render what goes back.
 
 pub mod acl;
 pub mod auth;
@@ -26,10 +26,9 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use error::{Addressed, S3Error};
 use ident::{Authenticated, Payload, Principal, RequestParts};
-use router::{Endpoint, Route};
+use router::{Endpoint, Query};
 
 use crate::acl::{Acl, CannedAcl, Grant, Grantee, Permission};
-use crate::names::{BucketName, ObjectKey};
 use crate::store::{StorageQuotas, Store};
 
 /// What Walrus holds for the lifetime of the process.
@@ -48,12 +47,13 @@ pub struct Shared {
     pub quota_source: std::sync::OnceLock<Arc<dyn crate::QuotaSource>>,
 }
 
-/// One request being served: what every handler needs besides the body.
+/// One request being served: what every handler needs besides the body and the endpoint's
+/// parameters.
 pub struct Ctx {
     /// Process-wide state.
     pub shared: Arc<Shared>,
-    /// The routed request.
-    pub route: Route,
+    /// The decoded query, for the parameters the router leaves to the handlers.
+    pub query: Query,
     /// The request's headers.
     pub headers: HeaderMap,
     /// Who signed it, if anyone.
@@ -68,16 +68,6 @@ impl Ctx {
         &self.shared.store
     }
 
-    /// The addressed bucket (the router guarantees one for bucket and object endpoints).
-    pub fn bucket(&self) -> Result<&BucketName, S3Error> {
-        self.route.bucket.as_ref().ok_or(S3Error::InvalidBucketName)
-    }
-
-    /// The addressed key (the router guarantees one for object endpoints).
-    pub fn key(&self) -> Result<&ObjectKey, S3Error> {
-        self.route.key.as_ref().ok_or(S3Error::InvalidUri)
-    }
-
     /// A header as a string, when present and visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -85,7 +75,7 @@ impl Ctx {
 
     /// A query parameter.
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.route.query.get(name)
+        self.query.get(name)
     }
 
     /// The caller's account id, or AccessDenied for anonymous callers.
@@ -301,45 +291,59 @@ pub async fn dispatch(
         }
         Authenticated::Signed { principal, payload } => (Some(principal), payload),
     };
-    let endpoint = route.endpoint;
-    if !endpoint.is_implemented() {
-        return Err(S3Error::NotImplemented(endpoint.name()));
-    }
-    tracing::debug!(request_id, endpoint = endpoint.name(), "s3 request");
+    tracing::debug!(request_id, endpoint = route.endpoint.name(), "s3 request");
     let ctx = Ctx {
         shared,
-        route,
+        query: route.query,
         headers: parts.headers,
         principal,
         request_id,
     };
     use Endpoint as E;
-    match endpoint {
+    match route.endpoint {
         E::ListBuckets => bucket::list_buckets(&ctx),
-        E::CreateBucket => bucket::create_bucket(&ctx, body, payload).await,
-        E::DeleteBucket => bucket::delete_bucket(&ctx),
-        E::HeadBucket => bucket::head_bucket(&ctx),
-        E::GetBucketLocation => bucket::get_bucket_location(&ctx),
-        E::ListObjects => list::list_objects(&ctx, false),
-        E::ListObjectsV2 => list::list_objects(&ctx, true),
-        E::DeleteObjects => delete::delete_objects(&ctx, body, payload).await,
-        E::GetBucketAcl => acl::get_bucket_acl(&ctx),
-        E::PutBucketAcl => acl::put_bucket_acl(&ctx, body, payload).await,
-        E::PutObject => put::put_object(&ctx, body, payload).await,
-        E::GetObject => get::get_object(&ctx, false),
-        E::HeadObject => get::get_object(&ctx, true),
-        E::DeleteObject => delete::delete_object(&ctx).await,
-        E::CopyObject => copy::copy_object(&ctx).await,
-        E::GetObjectAcl => acl::get_object_acl(&ctx),
-        E::PutObjectAcl => acl::put_object_acl(&ctx, body, payload).await,
-        E::CreateMultipartUpload => multipart::create(&ctx).await,
-        E::UploadPart => multipart::upload_part(&ctx, body, payload).await,
-        E::UploadPartCopy => copy::upload_part_copy(&ctx).await,
-        E::CompleteMultipartUpload => multipart::complete(&ctx, body, payload).await,
-        E::AbortMultipartUpload => multipart::abort(&ctx).await,
-        E::ListParts => multipart::list_parts(&ctx),
-        E::ListMultipartUploads => multipart::list_uploads(&ctx),
-        other => Err(S3Error::NotImplemented(other.name())),
+        E::CreateBucket(b) => bucket::create_bucket(&ctx, &b, body, payload).await,
+        E::DeleteBucket(b) => bucket::delete_bucket(&ctx, &b),
+        E::HeadBucket(b) => bucket::head_bucket(&ctx, &b),
+        E::GetBucketLocation(b) => bucket::get_bucket_location(&ctx, &b),
+        E::ListObjects(b) => list::list_objects(&ctx, &b, false),
+        E::ListObjectsV2(b) => list::list_objects(&ctx, &b, true),
+        E::DeleteObjects(b) => delete::delete_objects(&ctx, &b, body, payload).await,
+        E::GetBucketAcl(b) => acl::get_bucket_acl(&ctx, &b),
+        E::PutBucketAcl(b) => acl::put_bucket_acl(&ctx, &b, body, payload).await,
+        E::ListMultipartUploads(b) => multipart::list_uploads(&ctx, &b),
+        E::PutObject(o) => put::put_object(&ctx, &o, body, payload).await,
+        E::GetObject {
+            object,
+            part_number,
+        } => get::get_object(&ctx, &object, part_number, false),
+        E::HeadObject {
+            object,
+            part_number,
+        } => get::get_object(&ctx, &object, part_number, true),
+        E::DeleteObject(o) => delete::delete_object(&ctx, &o).await,
+        E::CopyObject(o) => copy::copy_object(&ctx, &o).await,
+        E::GetObjectAcl(o) => acl::get_object_acl(&ctx, &o),
+        E::PutObjectAcl(o) => acl::put_object_acl(&ctx, &o, body, payload).await,
+        E::CreateMultipartUpload(o) => multipart::create(&ctx, &o).await,
+        E::UploadPart {
+            object,
+            upload_id,
+            part_number,
+        } => multipart::upload_part(&ctx, &object, &upload_id, part_number, body, payload).await,
+        E::UploadPartCopy {
+            object,
+            upload_id,
+            part_number,
+        } => copy::upload_part_copy(&ctx, &object, &upload_id, part_number).await,
+        E::CompleteMultipartUpload { object, upload_id } => {
+            multipart::complete(&ctx, &object, &upload_id, body, payload).await
+        }
+        E::AbortMultipartUpload { object, upload_id } => {
+            multipart::abort(&ctx, &object, &upload_id).await
+        }
+        E::ListParts { object, upload_id } => multipart::list_parts(&ctx, &object, &upload_id),
+        E::NotImplemented(op) => Err(S3Error::NotImplemented(op.name())),
     }
 }
 

@@ -11,37 +11,25 @@ use super::list::{parse_encoding, parse_max};
 use super::put::{
     add_checksum_header, checksum_name, object_headers, parse_checksum_name, receive, Room,
 };
+use super::router::{ObjectPath, PartNumber, UploadId};
 use super::xml::{self, url_encode, MAX_XML_BODY};
 use super::{empty_response, etag_value, iso8601, xml_response, Ctx};
 use crate::acl::Permission;
+use crate::names::BucketName;
 use crate::store::UploadMeta;
 
-/// Highest part number S3 allows.
-pub const MAX_PART_NUMBER: u32 = 10_000;
-
-/// The `partNumber` parameter: 1..=10000.
-pub fn parse_part_number(ctx: &Ctx) -> Result<u32, S3Error> {
-    ctx.query("partNumber")
-        .and_then(|n| n.trim().parse::<u32>().ok())
-        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-        .ok_or_else(|| {
-            S3Error::InvalidArgument(
-                "Part number must be an integer between 1 and 10000, inclusive".into(),
-            )
-        })
-}
-
-/// The upload named by `uploadId`, after checking the caller may write the bucket; with
+/// The upload `upload_id` of `object`, after checking the caller may write the bucket; with
 /// the bucket's owner, who is charged for its parts.
-pub fn upload_for(ctx: &Ctx) -> Result<(UploadMeta, String), S3Error> {
-    let bucket = ctx.bucket()?;
-    let bmeta = ctx.store().bucket(bucket)?;
+pub fn upload_for(
+    ctx: &Ctx,
+    object: &ObjectPath,
+    upload_id: &UploadId,
+) -> Result<(UploadMeta, String), S3Error> {
+    let bmeta = ctx.store().bucket(&object.bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
-    let id = ctx
-        .query("uploadId")
-        .filter(|s| !s.is_empty())
-        .ok_or(S3Error::NoSuchUpload)?;
-    let upload = ctx.store().upload(bucket, ctx.key()?, id)?;
+    let upload = ctx
+        .store()
+        .upload(&object.bucket, &object.key, upload_id.as_str())?;
     Ok((upload, bmeta.acl.owner))
 }
 
@@ -49,21 +37,19 @@ pub fn upload_for(ctx: &Ctx) -> Result<(UploadMeta, String), S3Error> {
 pub fn replaced_part_size(
     ctx: &Ctx,
     upload: &UploadMeta,
-    part_number: u32,
+    part_number: PartNumber,
 ) -> Result<u64, S3Error> {
-    let (parts, _) = ctx
-        .store()
-        .list_parts(upload, part_number.saturating_sub(1), 1)?;
+    let n = part_number.get();
+    let (parts, _) = ctx.store().list_parts(upload, n - 1, 1)?;
     Ok(parts
         .first()
-        .filter(|p| p.part_number == part_number)
+        .filter(|p| p.part_number == n)
         .map_or(0, |p| p.size))
 }
 
 /// CreateMultipartUpload.
-pub async fn create(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
-    let key = ctx.key()?;
+pub async fn create(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
+    let ObjectPath { bucket, key } = object;
     let bmeta = ctx.store().bucket(bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
     let owner = ctx
@@ -97,11 +83,13 @@ pub async fn create(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
 /// UploadPart.
 pub async fn upload_part(
     ctx: &Ctx,
+    object: &ObjectPath,
+    upload_id: &UploadId,
+    part_number: PartNumber,
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let part_number = parse_part_number(ctx)?;
-    let (upload, owner) = upload_for(ctx)?;
+    let (upload, owner) = upload_for(ctx, object, upload_id)?;
     let quotas = ctx.quotas().await;
     let room = Room {
         quotas: &quotas,
@@ -114,7 +102,7 @@ pub async fn upload_part(
         .store()
         .commit_part(
             &upload,
-            part_number,
+            part_number.get(),
             received.staged,
             checksum.as_ref().map(|c| c.1.clone()),
             &quotas,
@@ -142,7 +130,7 @@ pub fn parse_complete(body: &[u8]) -> Result<Vec<(u32, String)>, S3Error> {
             .ok_or(S3Error::MalformedXml)?;
         let etag = p.child_text("ETag").ok_or(S3Error::MalformedXml)?;
         let etag = etag.trim().trim_matches('"').to_ascii_lowercase();
-        if !(1..=MAX_PART_NUMBER).contains(&n) {
+        if !(1..=PartNumber::MAX).contains(&n) {
             return Err(S3Error::InvalidPart);
         }
         parts.push((n, etag));
@@ -157,13 +145,18 @@ pub fn parse_complete(body: &[u8]) -> Result<Vec<(u32, String)>, S3Error> {
 }
 
 /// CompleteMultipartUpload.
-pub async fn complete(ctx: &Ctx, body: Body, payload: Payload) -> Result<Response<Body>, S3Error> {
-    let (upload, _) = upload_for(ctx)?;
+pub async fn complete(
+    ctx: &Ctx,
+    object: &ObjectPath,
+    upload_id: &UploadId,
+    body: Body,
+    payload: Payload,
+) -> Result<Response<Body>, S3Error> {
+    let (upload, _) = upload_for(ctx, object, upload_id)?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let parts = parse_complete(&body)?;
     let meta = ctx.store().complete_upload(&upload, &parts).await?;
-    let bucket = ctx.bucket()?;
-    let key = ctx.key()?;
+    let ObjectPath { bucket, key } = object;
     let mut w = xml::document();
     w.open_with("CompleteMultipartUploadResult", &xml::S3_ROOT);
     w.elem(
@@ -178,8 +171,12 @@ pub async fn complete(ctx: &Ctx, body: Body, payload: Payload) -> Result<Respons
 }
 
 /// AbortMultipartUpload.
-pub async fn abort(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let (upload, _) = upload_for(ctx)?;
+pub async fn abort(
+    ctx: &Ctx,
+    object: &ObjectPath,
+    upload_id: &UploadId,
+) -> Result<Response<Body>, S3Error> {
+    let (upload, _) = upload_for(ctx, object, upload_id)?;
     ctx.store().abort_upload(&upload).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
@@ -192,12 +189,17 @@ fn owner_elems(ctx: &Ctx, w: &mut ::xml::Writer, name: &str, id: &str) {
 }
 
 /// ListParts.
-pub fn list_parts(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
+pub fn list_parts(
+    ctx: &Ctx,
+    object: &ObjectPath,
+    upload_id: &UploadId,
+) -> Result<Response<Body>, S3Error> {
+    let bucket = &object.bucket;
     let bmeta = ctx.store().bucket(bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Read)?;
-    let id = ctx.query("uploadId").unwrap_or("");
-    let upload = ctx.store().upload(bucket, ctx.key()?, id)?;
+    let upload = ctx
+        .store()
+        .upload(bucket, &object.key, upload_id.as_str())?;
     let max = parse_max(ctx.query("max-parts"), "max-parts", 1000)?;
     let marker = match ctx.query("part-number-marker") {
         None => 0,
@@ -242,8 +244,7 @@ pub fn list_parts(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
 
 /// ListMultipartUploads. The store pages by (key, upload id); a delimiter rolls keys up
 /// into common prefixes within the page.
-pub fn list_uploads(ctx: &Ctx) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
+pub fn list_uploads(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
     let bmeta = ctx.store().bucket(bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Read)?;
     let prefix = ctx.query("prefix").unwrap_or("");

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use super::auth::{incoming, require, MAX_OBJECT_SIZE};
 use super::error::S3Error;
 use super::ident::Payload;
+use super::router::ObjectPath;
 use super::{empty_response, etag_value, Ctx};
 use crate::acl::Permission;
 use crate::names::{BucketName, ObjectKey};
@@ -286,11 +287,11 @@ pub fn add_checksum_header(
 /// PutObject.
 pub async fn put_object(
     ctx: &Ctx,
+    object: &ObjectPath,
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let bucket = ctx.bucket()?;
-    let key = ctx.key()?;
+    let ObjectPath { bucket, key } = object;
     let bmeta = ctx.store().bucket(bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
     // Anonymous writes (public-read-write buckets) leave the object to the bucket owner.

@@ -1,6 +1,8 @@
-//! From an HTTP request to an S3 endpoint. Every operation S3 defines is a variant of
-//! [`Endpoint`], so a request Walrus recognises but does not implement gets 501
-//! NotImplemented, distinct from a request that means nothing (405 MethodNotAllowed).
+//! From an HTTP request to an S3 endpoint. Every operation S3 defines is an [`Endpoint`], so
+//! a request Walrus recognises but does not implement gets 501 NotImplemented, distinct from
+//! a request that means nothing (405 MethodNotAllowed). Each implemented endpoint carries the
+//! parameters its handler needs, parsed and checked here once: handlers take them as typed
+//! values and never look at the path or those query parameters again.
 //!
 //! Addressing: path style at the root of the port and under the Eucalyptus mount points
 //! (`/services/Walrus`, `/services/objectstorage`), virtual-host style when the Host is
@@ -16,174 +18,304 @@ use crate::names::{BucketName, ObjectKey, MAX_KEY_LEN};
 /// Where Eucalyptus mounts its object store; the prefix is not part of the SigV2 resource.
 pub const MOUNT_PREFIXES: [&str; 2] = ["/services/Walrus", "/services/objectstorage"];
 
-macro_rules! endpoints {
-    (implemented: [$($i:ident),* $(,)?], not_implemented: [$($u:ident),* $(,)?] $(,)?) => {
-        /// Every S3 operation the router recognises (AWS' operation names).
+/// The bucket and key an object endpoint addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectPath {
+    /// The bucket.
+    pub bucket: BucketName,
+    /// The key in it.
+    pub key: ObjectKey,
+}
+
+/// The `uploadId` parameter as the client sent it (empty when absent). Only the store knows
+/// which values name an upload; any other is NoSuchUpload, answered after the bucket and
+/// access checks as AWS orders them, so the router does not judge it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadId(String);
+
+impl UploadId {
+    fn from_query(query: &Query) -> UploadId {
+        UploadId(query.get("uploadId").unwrap_or_default().to_owned())
+    }
+
+    /// The id as a string slice, for the store.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A part number S3 allows, 1 to [`PartNumber::MAX`]: of a part being uploaded, or of the
+/// part of an object a GET or HEAD asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartNumber(u32);
+
+impl PartNumber {
+    /// Highest part number S3 allows.
+    pub const MAX: u32 = 10_000;
+
+    /// Parses a `partNumber` value: InvalidArgument unless it is an integer from 1 to MAX.
+    pub fn parse(value: &str) -> Result<PartNumber, S3Error> {
+        value
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=PartNumber::MAX).contains(n))
+            .map(PartNumber)
+            .ok_or_else(|| {
+                S3Error::InvalidArgument(
+                    "Part number must be an integer between 1 and 10000, inclusive".into(),
+                )
+            })
+    }
+
+    /// The number.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// Every S3 operation the router recognises (AWS' operation names), with what its handler
+/// needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // the names are AWS' operation names
+pub enum Endpoint {
+    ListBuckets,
+    CreateBucket(BucketName),
+    DeleteBucket(BucketName),
+    HeadBucket(BucketName),
+    GetBucketLocation(BucketName),
+    ListObjects(BucketName),
+    ListObjectsV2(BucketName),
+    DeleteObjects(BucketName),
+    GetBucketAcl(BucketName),
+    PutBucketAcl(BucketName),
+    ListMultipartUploads(BucketName),
+    PutObject(ObjectPath),
+    GetObject {
+        object: ObjectPath,
+        part_number: Option<PartNumber>,
+    },
+    HeadObject {
+        object: ObjectPath,
+        part_number: Option<PartNumber>,
+    },
+    DeleteObject(ObjectPath),
+    CopyObject(ObjectPath),
+    GetObjectAcl(ObjectPath),
+    PutObjectAcl(ObjectPath),
+    CreateMultipartUpload(ObjectPath),
+    UploadPart {
+        object: ObjectPath,
+        upload_id: UploadId,
+        part_number: PartNumber,
+    },
+    UploadPartCopy {
+        object: ObjectPath,
+        upload_id: UploadId,
+        part_number: PartNumber,
+    },
+    CompleteMultipartUpload {
+        object: ObjectPath,
+        upload_id: UploadId,
+    },
+    AbortMultipartUpload {
+        object: ObjectPath,
+        upload_id: UploadId,
+    },
+    ListParts {
+        object: ObjectPath,
+        upload_id: UploadId,
+    },
+    /// Recognised, not implemented: 501 NotImplemented.
+    NotImplemented(Unimplemented),
+}
+
+impl Endpoint {
+    /// The AWS operation name, for the log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            E::ListBuckets => "ListBuckets",
+            E::CreateBucket(_) => "CreateBucket",
+            E::DeleteBucket(_) => "DeleteBucket",
+            E::HeadBucket(_) => "HeadBucket",
+            E::GetBucketLocation(_) => "GetBucketLocation",
+            E::ListObjects(_) => "ListObjects",
+            E::ListObjectsV2(_) => "ListObjectsV2",
+            E::DeleteObjects(_) => "DeleteObjects",
+            E::GetBucketAcl(_) => "GetBucketAcl",
+            E::PutBucketAcl(_) => "PutBucketAcl",
+            E::ListMultipartUploads(_) => "ListMultipartUploads",
+            E::PutObject(_) => "PutObject",
+            E::GetObject { .. } => "GetObject",
+            E::HeadObject { .. } => "HeadObject",
+            E::DeleteObject(_) => "DeleteObject",
+            E::CopyObject(_) => "CopyObject",
+            E::GetObjectAcl(_) => "GetObjectAcl",
+            E::PutObjectAcl(_) => "PutObjectAcl",
+            E::CreateMultipartUpload(_) => "CreateMultipartUpload",
+            E::UploadPart { .. } => "UploadPart",
+            E::UploadPartCopy { .. } => "UploadPartCopy",
+            E::CompleteMultipartUpload { .. } => "CompleteMultipartUpload",
+            E::AbortMultipartUpload { .. } => "AbortMultipartUpload",
+            E::ListParts { .. } => "ListParts",
+            E::NotImplemented(op) => op.name(),
+        }
+    }
+}
+
+macro_rules! unimplemented_endpoints {
+    ($($u:ident),* $(,)?) => {
+        /// The S3 operations Walrus recognises but does not implement (AWS' operation
+        /// names): each is answered 501 NotImplemented, never mistaken for another.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[allow(missing_docs)] // the names are AWS' operation names
-        pub enum Endpoint { $($i,)* $($u,)* }
+        pub enum Unimplemented { $($u,)* }
 
-        impl Endpoint {
-            /// The AWS operation name.
+        impl Unimplemented {
+            /// The AWS operation name, for the 501's message.
             pub fn name(self) -> &'static str {
-                match self { $(Endpoint::$i => stringify!($i),)* $(Endpoint::$u => stringify!($u),)* }
-            }
-
-            /// Whether Walrus implements it (otherwise: 501 NotImplemented).
-            pub fn is_implemented(self) -> bool {
-                match self { $(Endpoint::$i => true,)* $(Endpoint::$u => false,)* }
+                match self { $(Unimplemented::$u => stringify!($u),)* }
             }
         }
     };
 }
 
-endpoints! {
-    implemented: [
-        ListBuckets,
-        CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation,
-        ListObjects, ListObjectsV2, DeleteObjects, GetBucketAcl, PutBucketAcl,
-        PutObject, GetObject, HeadObject, DeleteObject, CopyObject,
-        GetObjectAcl, PutObjectAcl,
-        CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
-        AbortMultipartUpload, ListParts, ListMultipartUploads,
-    ],
-    not_implemented: [
-        ListObjectVersions, PostObject,
-        GetBucketVersioning, PutBucketVersioning,
-        GetBucketLifecycleConfiguration, PutBucketLifecycleConfiguration, DeleteBucketLifecycle,
-        GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
-        GetBucketCors, PutBucketCors, DeleteBucketCors,
-        GetBucketTagging, PutBucketTagging, DeleteBucketTagging,
-        GetBucketWebsite, PutBucketWebsite, DeleteBucketWebsite,
-        GetBucketLogging, PutBucketLogging,
-        GetBucketNotificationConfiguration, PutBucketNotificationConfiguration,
-        GetBucketReplication, PutBucketReplication, DeleteBucketReplication,
-        GetBucketEncryption, PutBucketEncryption, DeleteBucketEncryption,
-        GetObjectLockConfiguration, PutObjectLockConfiguration,
-        GetBucketAccelerateConfiguration, PutBucketAccelerateConfiguration,
-        GetBucketRequestPayment, PutBucketRequestPayment,
-        GetBucketOwnershipControls, PutBucketOwnershipControls, DeleteBucketOwnershipControls,
-        GetPublicAccessBlock, PutPublicAccessBlock, DeletePublicAccessBlock,
-        GetBucketAnalyticsConfiguration, PutBucketAnalyticsConfiguration,
-        DeleteBucketAnalyticsConfiguration,
-        GetBucketInventoryConfiguration, PutBucketInventoryConfiguration,
-        DeleteBucketInventoryConfiguration,
-        GetBucketMetricsConfiguration, PutBucketMetricsConfiguration,
-        DeleteBucketMetricsConfiguration,
-        GetBucketIntelligentTieringConfiguration, PutBucketIntelligentTieringConfiguration,
-        DeleteBucketIntelligentTieringConfiguration,
-        GetObjectTagging, PutObjectTagging, DeleteObjectTagging,
-        GetObjectRetention, PutObjectRetention, GetObjectLegalHold, PutObjectLegalHold,
-        GetObjectTorrent, GetObjectAttributes, RestoreObject, SelectObjectContent,
-    ],
+unimplemented_endpoints! {
+    ListObjectVersions, PostObject,
+    GetBucketVersioning, PutBucketVersioning,
+    GetBucketLifecycleConfiguration, PutBucketLifecycleConfiguration, DeleteBucketLifecycle,
+    GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
+    GetBucketCors, PutBucketCors, DeleteBucketCors,
+    GetBucketTagging, PutBucketTagging, DeleteBucketTagging,
+    GetBucketWebsite, PutBucketWebsite, DeleteBucketWebsite,
+    GetBucketLogging, PutBucketLogging,
+    GetBucketNotificationConfiguration, PutBucketNotificationConfiguration,
+    GetBucketReplication, PutBucketReplication, DeleteBucketReplication,
+    GetBucketEncryption, PutBucketEncryption, DeleteBucketEncryption,
+    GetObjectLockConfiguration, PutObjectLockConfiguration,
+    GetBucketAccelerateConfiguration, PutBucketAccelerateConfiguration,
+    GetBucketRequestPayment, PutBucketRequestPayment,
+    GetBucketOwnershipControls, PutBucketOwnershipControls, DeleteBucketOwnershipControls,
+    GetPublicAccessBlock, PutPublicAccessBlock, DeletePublicAccessBlock,
+    GetBucketAnalyticsConfiguration, PutBucketAnalyticsConfiguration,
+    DeleteBucketAnalyticsConfiguration,
+    GetBucketInventoryConfiguration, PutBucketInventoryConfiguration,
+    DeleteBucketInventoryConfiguration,
+    GetBucketMetricsConfiguration, PutBucketMetricsConfiguration,
+    DeleteBucketMetricsConfiguration,
+    GetBucketIntelligentTieringConfiguration, PutBucketIntelligentTieringConfiguration,
+    DeleteBucketIntelligentTieringConfiguration,
+    GetObjectTagging, PutObjectTagging, DeleteObjectTagging,
+    GetObjectRetention, PutObjectRetention, GetObjectLegalHold, PutObjectLegalHold,
+    GetObjectTorrent, GetObjectAttributes, RestoreObject, SelectObjectContent,
 }
 
 use Endpoint as E;
+use Unimplemented as U;
 
-/// Bucket-level sub-resources by method, in priority order; the first present wins.
-const BUCKET_GET: &[(&str, Endpoint)] = &[
-    ("acl", E::GetBucketAcl),
-    ("location", E::GetBucketLocation),
-    ("uploads", E::ListMultipartUploads),
-    ("versions", E::ListObjectVersions),
-    ("versioning", E::GetBucketVersioning),
-    ("lifecycle", E::GetBucketLifecycleConfiguration),
-    ("policy", E::GetBucketPolicy),
-    ("policyStatus", E::GetBucketPolicyStatus),
-    ("cors", E::GetBucketCors),
-    ("tagging", E::GetBucketTagging),
-    ("website", E::GetBucketWebsite),
-    ("logging", E::GetBucketLogging),
-    ("notification", E::GetBucketNotificationConfiguration),
-    ("replication", E::GetBucketReplication),
-    ("encryption", E::GetBucketEncryption),
-    ("object-lock", E::GetObjectLockConfiguration),
-    ("accelerate", E::GetBucketAccelerateConfiguration),
-    ("requestPayment", E::GetBucketRequestPayment),
-    ("ownershipControls", E::GetBucketOwnershipControls),
-    ("publicAccessBlock", E::GetPublicAccessBlock),
-    ("analytics", E::GetBucketAnalyticsConfiguration),
-    ("inventory", E::GetBucketInventoryConfiguration),
-    ("metrics", E::GetBucketMetricsConfiguration),
+/// Sub-resources of unimplemented bucket operations by method, in priority order; the first
+/// present wins. The implemented sub-resources (`acl`, `location`, `uploads`) come first.
+const BUCKET_GET: &[(&str, Unimplemented)] = &[
+    ("versions", U::ListObjectVersions),
+    ("versioning", U::GetBucketVersioning),
+    ("lifecycle", U::GetBucketLifecycleConfiguration),
+    ("policy", U::GetBucketPolicy),
+    ("policyStatus", U::GetBucketPolicyStatus),
+    ("cors", U::GetBucketCors),
+    ("tagging", U::GetBucketTagging),
+    ("website", U::GetBucketWebsite),
+    ("logging", U::GetBucketLogging),
+    ("notification", U::GetBucketNotificationConfiguration),
+    ("replication", U::GetBucketReplication),
+    ("encryption", U::GetBucketEncryption),
+    ("object-lock", U::GetObjectLockConfiguration),
+    ("accelerate", U::GetBucketAccelerateConfiguration),
+    ("requestPayment", U::GetBucketRequestPayment),
+    ("ownershipControls", U::GetBucketOwnershipControls),
+    ("publicAccessBlock", U::GetPublicAccessBlock),
+    ("analytics", U::GetBucketAnalyticsConfiguration),
+    ("inventory", U::GetBucketInventoryConfiguration),
+    ("metrics", U::GetBucketMetricsConfiguration),
     (
         "intelligent-tiering",
-        E::GetBucketIntelligentTieringConfiguration,
+        U::GetBucketIntelligentTieringConfiguration,
     ),
 ];
 
-const BUCKET_PUT: &[(&str, Endpoint)] = &[
-    ("acl", E::PutBucketAcl),
-    ("versioning", E::PutBucketVersioning),
-    ("lifecycle", E::PutBucketLifecycleConfiguration),
-    ("policy", E::PutBucketPolicy),
-    ("cors", E::PutBucketCors),
-    ("tagging", E::PutBucketTagging),
-    ("website", E::PutBucketWebsite),
-    ("logging", E::PutBucketLogging),
-    ("notification", E::PutBucketNotificationConfiguration),
-    ("replication", E::PutBucketReplication),
-    ("encryption", E::PutBucketEncryption),
-    ("object-lock", E::PutObjectLockConfiguration),
-    ("accelerate", E::PutBucketAccelerateConfiguration),
-    ("requestPayment", E::PutBucketRequestPayment),
-    ("ownershipControls", E::PutBucketOwnershipControls),
-    ("publicAccessBlock", E::PutPublicAccessBlock),
-    ("analytics", E::PutBucketAnalyticsConfiguration),
-    ("inventory", E::PutBucketInventoryConfiguration),
-    ("metrics", E::PutBucketMetricsConfiguration),
+const BUCKET_PUT: &[(&str, Unimplemented)] = &[
+    ("versioning", U::PutBucketVersioning),
+    ("lifecycle", U::PutBucketLifecycleConfiguration),
+    ("policy", U::PutBucketPolicy),
+    ("cors", U::PutBucketCors),
+    ("tagging", U::PutBucketTagging),
+    ("website", U::PutBucketWebsite),
+    ("logging", U::PutBucketLogging),
+    ("notification", U::PutBucketNotificationConfiguration),
+    ("replication", U::PutBucketReplication),
+    ("encryption", U::PutBucketEncryption),
+    ("object-lock", U::PutObjectLockConfiguration),
+    ("accelerate", U::PutBucketAccelerateConfiguration),
+    ("requestPayment", U::PutBucketRequestPayment),
+    ("ownershipControls", U::PutBucketOwnershipControls),
+    ("publicAccessBlock", U::PutPublicAccessBlock),
+    ("analytics", U::PutBucketAnalyticsConfiguration),
+    ("inventory", U::PutBucketInventoryConfiguration),
+    ("metrics", U::PutBucketMetricsConfiguration),
     (
         "intelligent-tiering",
-        E::PutBucketIntelligentTieringConfiguration,
+        U::PutBucketIntelligentTieringConfiguration,
     ),
 ];
 
-const BUCKET_DELETE: &[(&str, Endpoint)] = &[
-    ("lifecycle", E::DeleteBucketLifecycle),
-    ("policy", E::DeleteBucketPolicy),
-    ("cors", E::DeleteBucketCors),
-    ("tagging", E::DeleteBucketTagging),
-    ("website", E::DeleteBucketWebsite),
-    ("replication", E::DeleteBucketReplication),
-    ("encryption", E::DeleteBucketEncryption),
-    ("ownershipControls", E::DeleteBucketOwnershipControls),
-    ("publicAccessBlock", E::DeletePublicAccessBlock),
-    ("analytics", E::DeleteBucketAnalyticsConfiguration),
-    ("inventory", E::DeleteBucketInventoryConfiguration),
-    ("metrics", E::DeleteBucketMetricsConfiguration),
+const BUCKET_DELETE: &[(&str, Unimplemented)] = &[
+    ("lifecycle", U::DeleteBucketLifecycle),
+    ("policy", U::DeleteBucketPolicy),
+    ("cors", U::DeleteBucketCors),
+    ("tagging", U::DeleteBucketTagging),
+    ("website", U::DeleteBucketWebsite),
+    ("replication", U::DeleteBucketReplication),
+    ("encryption", U::DeleteBucketEncryption),
+    ("ownershipControls", U::DeleteBucketOwnershipControls),
+    ("publicAccessBlock", U::DeletePublicAccessBlock),
+    ("analytics", U::DeleteBucketAnalyticsConfiguration),
+    ("inventory", U::DeleteBucketInventoryConfiguration),
+    ("metrics", U::DeleteBucketMetricsConfiguration),
     (
         "intelligent-tiering",
-        E::DeleteBucketIntelligentTieringConfiguration,
+        U::DeleteBucketIntelligentTieringConfiguration,
     ),
 ];
 
-const OBJECT_GET: &[(&str, Endpoint)] = &[
-    ("acl", E::GetObjectAcl),
-    ("uploadId", E::ListParts),
-    ("tagging", E::GetObjectTagging),
-    ("torrent", E::GetObjectTorrent),
-    ("retention", E::GetObjectRetention),
-    ("legal-hold", E::GetObjectLegalHold),
-    ("attributes", E::GetObjectAttributes),
+/// The same for objects; the implemented sub-resources (`acl`, `uploads`, `uploadId`) come
+/// first.
+const OBJECT_GET: &[(&str, Unimplemented)] = &[
+    ("tagging", U::GetObjectTagging),
+    ("torrent", U::GetObjectTorrent),
+    ("retention", U::GetObjectRetention),
+    ("legal-hold", U::GetObjectLegalHold),
+    ("attributes", U::GetObjectAttributes),
 ];
 
-const OBJECT_PUT: &[(&str, Endpoint)] = &[
-    ("acl", E::PutObjectAcl),
-    ("tagging", E::PutObjectTagging),
-    ("retention", E::PutObjectRetention),
-    ("legal-hold", E::PutObjectLegalHold),
+const OBJECT_PUT: &[(&str, Unimplemented)] = &[
+    ("tagging", U::PutObjectTagging),
+    ("retention", U::PutObjectRetention),
+    ("legal-hold", U::PutObjectLegalHold),
 ];
 
-const OBJECT_POST: &[(&str, Endpoint)] = &[
-    ("uploads", E::CreateMultipartUpload),
-    ("uploadId", E::CompleteMultipartUpload),
-    ("restore", E::RestoreObject),
-    ("select", E::SelectObjectContent),
+const OBJECT_POST: &[(&str, Unimplemented)] = &[
+    ("restore", U::RestoreObject),
+    ("select", U::SelectObjectContent),
 ];
 
-const OBJECT_DELETE: &[(&str, Endpoint)] = &[
-    ("uploadId", E::AbortMultipartUpload),
-    ("tagging", E::DeleteObjectTagging),
-];
+const OBJECT_DELETE: &[(&str, Unimplemented)] = &[("tagging", U::DeleteObjectTagging)];
+
+/// The first unimplemented operation of `table` whose sub-resource the query names.
+fn unimplemented(table: &[(&str, Unimplemented)], query: &Query) -> Option<Unimplemented> {
+    table
+        .iter()
+        .find(|(name, _)| query.has(name))
+        .map(|(_, op)| *op)
+}
 
 /// The decoded query string: names and values percent-decoded (`+` is a space, as in forms).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -224,11 +356,12 @@ impl Query {
 /// A routed request.
 #[derive(Clone, Debug)]
 pub struct Route {
-    /// The operation.
+    /// The operation, with its handler's parameters.
     pub endpoint: Endpoint,
-    /// The bucket, when addressed.
+    /// The bucket, when addressed, whatever the endpoint: SigV2's resource and error
+    /// documents depend on it.
     pub bucket: Option<BucketName>,
-    /// The key, when addressed.
+    /// The key, when addressed, whatever the endpoint.
     pub key: Option<ObjectKey>,
     /// The SigV2 canonical resource: `/bucket/key` as received (still percent-encoded),
     /// mount prefix stripped, virtual-host bucket prepended.
@@ -357,60 +490,19 @@ pub fn route(
         Some(ObjectKey::parse(&s).ok_or(S3Error::InvalidUri)?)
     };
 
-    let pick = |table: &[(&str, Endpoint)], default: Endpoint| {
-        table
-            .iter()
-            .find(|(name, _)| query.has(name))
-            .map(|(_, e)| *e)
-            .unwrap_or(default)
-    };
-
-    let endpoint = match (bucket.is_some(), key.is_some()) {
-        (false, _) => match *method {
+    let endpoint = match (&bucket, &key) {
+        (None, _) => match *method {
             Method::GET => E::ListBuckets,
             _ => return Err(S3Error::MethodNotAllowed),
         },
-        (true, false) => match *method {
-            Method::GET => {
-                let list = if query.get("list-type") == Some("2") {
-                    E::ListObjectsV2
-                } else {
-                    E::ListObjects
-                };
-                pick(BUCKET_GET, list)
-            }
-            Method::HEAD => E::HeadBucket,
-            Method::PUT => pick(BUCKET_PUT, E::CreateBucket),
-            Method::DELETE => pick(BUCKET_DELETE, E::DeleteBucket),
-            Method::POST if query.has("delete") => E::DeleteObjects,
-            Method::POST => E::PostObject,
-            _ => return Err(S3Error::MethodNotAllowed),
-        },
-        (true, true) => match *method {
-            Method::GET => pick(OBJECT_GET, E::GetObject),
-            Method::HEAD => E::HeadObject,
-            Method::PUT if query.has("uploadId") || query.has("partNumber") => {
-                if has_copy_source {
-                    E::UploadPartCopy
-                } else {
-                    E::UploadPart
-                }
-            }
-            Method::PUT => pick(
-                OBJECT_PUT,
-                if has_copy_source {
-                    E::CopyObject
-                } else {
-                    E::PutObject
-                },
-            ),
-            Method::POST => match OBJECT_POST.iter().find(|(name, _)| query.has(name)) {
-                Some((_, e)) => *e,
-                None => return Err(S3Error::MethodNotAllowed),
-            },
-            Method::DELETE => pick(OBJECT_DELETE, E::DeleteObject),
-            _ => return Err(S3Error::MethodNotAllowed),
-        },
+        (Some(bucket), None) => bucket_endpoint(method, &query, bucket.clone())?,
+        (Some(bucket), Some(key)) => {
+            let object = ObjectPath {
+                bucket: bucket.clone(),
+                key: key.clone(),
+            };
+            object_endpoint(method, &query, object, has_copy_source)?
+        }
     };
 
     Ok(Route {
@@ -420,6 +512,110 @@ pub fn route(
         v2_resource,
         query,
     })
+}
+
+/// The endpoint of a request that names a bucket and no key.
+fn bucket_endpoint(
+    method: &Method,
+    query: &Query,
+    bucket: BucketName,
+) -> Result<Endpoint, S3Error> {
+    let endpoint = match *method {
+        Method::GET if query.has("acl") => E::GetBucketAcl(bucket),
+        Method::GET if query.has("location") => E::GetBucketLocation(bucket),
+        Method::GET if query.has("uploads") => E::ListMultipartUploads(bucket),
+        Method::GET => match unimplemented(BUCKET_GET, query) {
+            Some(op) => E::NotImplemented(op),
+            None if query.get("list-type") == Some("2") => E::ListObjectsV2(bucket),
+            None => E::ListObjects(bucket),
+        },
+        Method::HEAD => E::HeadBucket(bucket),
+        Method::PUT if query.has("acl") => E::PutBucketAcl(bucket),
+        Method::PUT => match unimplemented(BUCKET_PUT, query) {
+            Some(op) => E::NotImplemented(op),
+            None => E::CreateBucket(bucket),
+        },
+        Method::DELETE => match unimplemented(BUCKET_DELETE, query) {
+            Some(op) => E::NotImplemented(op),
+            None => E::DeleteBucket(bucket),
+        },
+        Method::POST if query.has("delete") => E::DeleteObjects(bucket),
+        Method::POST => E::NotImplemented(U::PostObject),
+        _ => return Err(S3Error::MethodNotAllowed),
+    };
+    Ok(endpoint)
+}
+
+/// The endpoint of a request that names a bucket and a key.
+fn object_endpoint(
+    method: &Method,
+    query: &Query,
+    object: ObjectPath,
+    has_copy_source: bool,
+) -> Result<Endpoint, S3Error> {
+    // The part of an object to read, when one is asked for.
+    let part_to_read = || query.get("partNumber").map(PartNumber::parse).transpose();
+    let endpoint = match *method {
+        Method::GET if query.has("acl") => E::GetObjectAcl(object),
+        Method::GET if query.has("uploadId") => E::ListParts {
+            object,
+            upload_id: UploadId::from_query(query),
+        },
+        Method::GET => match unimplemented(OBJECT_GET, query) {
+            Some(op) => E::NotImplemented(op),
+            None => E::GetObject {
+                object,
+                part_number: part_to_read()?,
+            },
+        },
+        Method::HEAD => E::HeadObject {
+            object,
+            part_number: part_to_read()?,
+        },
+        Method::PUT if query.has("uploadId") || query.has("partNumber") => {
+            let upload_id = UploadId::from_query(query);
+            // A part to write needs a number: an absent one is as invalid as a wrong one.
+            let part_number = PartNumber::parse(query.get("partNumber").unwrap_or_default())?;
+            if has_copy_source {
+                E::UploadPartCopy {
+                    object,
+                    upload_id,
+                    part_number,
+                }
+            } else {
+                E::UploadPart {
+                    object,
+                    upload_id,
+                    part_number,
+                }
+            }
+        }
+        Method::PUT if query.has("acl") => E::PutObjectAcl(object),
+        Method::PUT => match unimplemented(OBJECT_PUT, query) {
+            Some(op) => E::NotImplemented(op),
+            None if has_copy_source => E::CopyObject(object),
+            None => E::PutObject(object),
+        },
+        Method::POST if query.has("uploads") => E::CreateMultipartUpload(object),
+        Method::POST if query.has("uploadId") => E::CompleteMultipartUpload {
+            object,
+            upload_id: UploadId::from_query(query),
+        },
+        Method::POST => match unimplemented(OBJECT_POST, query) {
+            Some(op) => E::NotImplemented(op),
+            None => return Err(S3Error::MethodNotAllowed),
+        },
+        Method::DELETE if query.has("uploadId") => E::AbortMultipartUpload {
+            object,
+            upload_id: UploadId::from_query(query),
+        },
+        Method::DELETE => match unimplemented(OBJECT_DELETE, query) {
+            Some(op) => E::NotImplemented(op),
+            None => E::DeleteObject(object),
+        },
+        _ => return Err(S3Error::MethodNotAllowed),
+    };
+    Ok(endpoint)
 }
 
 #[cfg(test)]
@@ -453,49 +649,100 @@ mod tests {
         ));
     }
 
+    fn b1b() -> BucketName {
+        BucketName::parse("b1b").expect("bucket")
+    }
+
+    fn b1b_k() -> ObjectPath {
+        ObjectPath {
+            bucket: b1b(),
+            key: ObjectKey::parse("k").expect("key"),
+        }
+    }
+
+    fn upload(id: &str) -> UploadId {
+        UploadId(id.to_owned())
+    }
+
     #[test]
     fn classifies_endpoints() {
         assert_eq!(ep(Method::GET, "/", ""), E::ListBuckets);
-        assert_eq!(ep(Method::PUT, "/b1b", ""), E::CreateBucket);
-        assert_eq!(ep(Method::PUT, "/b1b/", ""), E::CreateBucket);
-        assert_eq!(ep(Method::GET, "/b1b", ""), E::ListObjects);
+        assert_eq!(ep(Method::PUT, "/b1b", ""), E::CreateBucket(b1b()));
+        assert_eq!(ep(Method::PUT, "/b1b/", ""), E::CreateBucket(b1b()));
+        assert_eq!(ep(Method::GET, "/b1b", ""), E::ListObjects(b1b()));
         assert_eq!(
             ep(Method::GET, "/b1b", "list-type=2&prefix=a"),
-            E::ListObjectsV2
+            E::ListObjectsV2(b1b())
         );
-        assert_eq!(ep(Method::GET, "/b1b", "location"), E::GetBucketLocation);
-        assert_eq!(ep(Method::GET, "/b1b", "uploads"), E::ListMultipartUploads);
-        assert_eq!(ep(Method::POST, "/b1b", "delete"), E::DeleteObjects);
+        assert_eq!(
+            ep(Method::GET, "/b1b", "location"),
+            E::GetBucketLocation(b1b())
+        );
+        assert_eq!(
+            ep(Method::GET, "/b1b", "uploads"),
+            E::ListMultipartUploads(b1b())
+        );
+        assert_eq!(ep(Method::POST, "/b1b", "delete"), E::DeleteObjects(b1b()));
         assert_eq!(
             ep(Method::GET, "/b1b", "versioning"),
-            E::GetBucketVersioning
+            E::NotImplemented(U::GetBucketVersioning)
         );
-        assert_eq!(ep(Method::PUT, "/b1b", "acl"), E::PutBucketAcl);
-        assert_eq!(ep(Method::DELETE, "/b1b", "cors"), E::DeleteBucketCors);
-        assert_eq!(ep(Method::HEAD, "/b1b", ""), E::HeadBucket);
-        assert_eq!(ep(Method::PUT, "/b1b/k", ""), E::PutObject);
+        assert_eq!(ep(Method::PUT, "/b1b", "acl"), E::PutBucketAcl(b1b()));
+        assert_eq!(
+            ep(Method::DELETE, "/b1b", "cors"),
+            E::NotImplemented(U::DeleteBucketCors)
+        );
+        assert_eq!(ep(Method::HEAD, "/b1b", ""), E::HeadBucket(b1b()));
+        assert_eq!(ep(Method::PUT, "/b1b/k", ""), E::PutObject(b1b_k()));
         assert_eq!(
             ep(Method::PUT, "/b1b/k", "partNumber=1&uploadId=x"),
-            E::UploadPart
+            E::UploadPart {
+                object: b1b_k(),
+                upload_id: upload("x"),
+                part_number: PartNumber(1),
+            }
         );
         assert_eq!(
             ep(Method::POST, "/b1b/k", "uploads"),
-            E::CreateMultipartUpload
+            E::CreateMultipartUpload(b1b_k())
         );
         assert_eq!(
             ep(Method::POST, "/b1b/k", "uploadId=x"),
-            E::CompleteMultipartUpload
+            E::CompleteMultipartUpload {
+                object: b1b_k(),
+                upload_id: upload("x"),
+            }
         );
         assert_eq!(
             ep(Method::DELETE, "/b1b/k", "uploadId=x"),
-            E::AbortMultipartUpload
+            E::AbortMultipartUpload {
+                object: b1b_k(),
+                upload_id: upload("x"),
+            }
         );
-        assert_eq!(ep(Method::GET, "/b1b/k", "uploadId=x"), E::ListParts);
-        assert_eq!(ep(Method::GET, "/b1b/k", "acl"), E::GetObjectAcl);
-        assert_eq!(ep(Method::GET, "/b1b/k", "tagging"), E::GetObjectTagging);
-        assert!(!E::GetObjectTagging.is_implemented());
-        assert!(E::GetObject.is_implemented());
-        assert_eq!(E::UploadPartCopy.name(), "UploadPartCopy");
+        assert_eq!(
+            ep(Method::GET, "/b1b/k", "uploadId=x"),
+            E::ListParts {
+                object: b1b_k(),
+                upload_id: upload("x"),
+            }
+        );
+        assert_eq!(ep(Method::GET, "/b1b/k", "acl"), E::GetObjectAcl(b1b_k()));
+        assert_eq!(
+            ep(Method::GET, "/b1b/k", "tagging"),
+            E::NotImplemented(U::GetObjectTagging)
+        );
+        assert_eq!(
+            ep(Method::GET, "/b1b/k", ""),
+            E::GetObject {
+                object: b1b_k(),
+                part_number: None,
+            }
+        );
+        assert_eq!(
+            E::NotImplemented(U::GetObjectTagging).name(),
+            "GetObjectTagging"
+        );
         let r = route(
             &Method::PUT,
             "/b1b/k",
@@ -505,9 +752,17 @@ mod tests {
             true,
         )
         .expect("r");
-        assert_eq!(r.endpoint, E::UploadPartCopy);
+        assert_eq!(
+            r.endpoint,
+            E::UploadPartCopy {
+                object: b1b_k(),
+                upload_id: upload("u"),
+                part_number: PartNumber(2),
+            }
+        );
+        assert_eq!(r.endpoint.name(), "UploadPartCopy");
         let r = route(&Method::PUT, "/b1b/k", "", None, None, true).expect("r");
-        assert_eq!(r.endpoint, E::CopyObject);
+        assert_eq!(r.endpoint, E::CopyObject(b1b_k()));
         assert!(matches!(
             route(&Method::PATCH, "/b1b/k", "", None, None, false),
             Err(S3Error::MethodNotAllowed)
@@ -516,6 +771,59 @@ mod tests {
             route(&Method::POST, "/b1b/k", "", None, None, false),
             Err(S3Error::MethodNotAllowed)
         ));
+    }
+
+    #[test]
+    fn part_numbers_and_upload_ids() {
+        let at = |method: Method, query: &str| route(&method, "/b1b/k", query, None, None, false);
+        for bad in ["0", "10001", "x", "", "-1", "4294967296"] {
+            for (method, upload) in [
+                (Method::PUT, "&uploadId=u"),
+                (Method::GET, ""),
+                (Method::HEAD, ""),
+            ] {
+                assert!(
+                    matches!(
+                        at(method.clone(), &format!("partNumber={bad}{upload}")),
+                        Err(S3Error::InvalidArgument(m))
+                            if m == "Part number must be an integer between 1 and 10000, inclusive"
+                    ),
+                    "{method} {bad:?}"
+                );
+            }
+        }
+        // A part to write needs its number.
+        assert!(matches!(
+            at(Method::PUT, "uploadId=u"),
+            Err(S3Error::InvalidArgument(_))
+        ));
+        assert_eq!(
+            at(Method::PUT, "partNumber=%2010000").expect("r").endpoint,
+            E::UploadPart {
+                object: b1b_k(),
+                upload_id: upload(""),
+                part_number: PartNumber(PartNumber::MAX),
+            }
+        );
+        assert_eq!(
+            at(Method::HEAD, "partNumber=3").expect("r").endpoint,
+            E::HeadObject {
+                object: b1b_k(),
+                part_number: Some(PartNumber(3)),
+            }
+        );
+        // Another operation's sub-resource wins over a part number it does not read.
+        assert_eq!(
+            at(Method::GET, "tagging&partNumber=0").expect("r").endpoint,
+            E::NotImplemented(U::GetObjectTagging)
+        );
+        assert_eq!(
+            at(Method::DELETE, "uploadId").expect("r").endpoint,
+            E::AbortMultipartUpload {
+                object: b1b_k(),
+                upload_id: upload(""),
+            }
+        );
     }
 
     #[test]
@@ -530,7 +838,7 @@ mod tests {
                 false,
             )
             .expect("r");
-            assert_eq!(r.endpoint, E::GetObject);
+            assert_eq!(r.endpoint.name(), "GetObject");
             assert_eq!(r.bucket.as_ref().map(|b| b.as_str()), Some("bkt"));
             assert_eq!(r.key.as_ref().map(|k| k.as_str()), Some("a b"));
             assert_eq!(r.v2_resource, "/bkt/a%20b");
@@ -576,7 +884,10 @@ mod tests {
         );
         assert!(matches!(r, Err(S3Error::InvalidBucketName)));
         let r = route(&Method::GET, "/", "", Some("bkt.s3.example.com"), d, false).expect("r");
-        assert_eq!(r.endpoint, E::ListObjects);
+        assert_eq!(
+            r.endpoint,
+            E::ListObjects(BucketName::parse("bkt").expect("bucket"))
+        );
         assert_eq!(r.v2_resource, "/bkt/");
         // The bare domain is path style.
         let r = route(&Method::GET, "/bkt/k", "", Some("s3.example.com"), d, false).expect("r");
