@@ -1,0 +1,223 @@
+//! The address plan of a checked `[network]` table: which subnet and VLAN the n-th group
+//! network has, which addresses its instances may take, and the MAC each address is given.
+//! Pure arithmetic, so the CLC (which allocates) and the CC and NC (which build the host
+//! objects) derive the same answer from the same table.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::config::{Ipv4Net, Mode, NetworkError, StaticHost};
+
+/// A guest NIC's hardware address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac([u8; 6]);
+
+impl Mac {
+    /// The MAC Koala gives the NIC that holds `ip`: Eucalyptus' `d0:0d` prefix followed by
+    /// the address's four bytes, so that a MAC seen on the wire names its instance's address
+    /// and no two guests of one cloud share a MAC.
+    pub fn for_address(ip: Ipv4Addr) -> Mac {
+        let [a, b, c, d] = ip.octets();
+        Mac([0xd0, 0x0d, a, b, c, d])
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for Mac {
+    type Err = NetworkError;
+
+    fn from_str(text: &str) -> Result<Mac, NetworkError> {
+        let bad =
+            || NetworkError::Subnet(text.to_owned(), "it is not a MAC (six hex bytes with ':')");
+        let mut bytes = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut bytes {
+            let part = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        match parts.next() {
+            Some(_) => Err(bad()),
+            None => Ok(Mac(bytes)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One security group's network in the MANAGED modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupNetwork {
+    /// Its place in the private space, from 0.
+    pub index: u32,
+    /// Its subnet.
+    pub subnet: Ipv4Net,
+    /// The CC's address on it, the guests' default route and DHCP server.
+    pub gateway: Ipv4Addr,
+    /// Its VLAN tag (MANAGED only).
+    pub vlan: Option<u16>,
+}
+
+impl GroupNetwork {
+    /// The addresses its instances may take, in order: all but the network address, the
+    /// gateway and the broadcast address.
+    pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let first = u32::from(self.gateway) + 1;
+        let last = u32::from(self.subnet.last()) - 1;
+        (first..=last).map(Ipv4Addr::from)
+    }
+}
+
+/// A checked `[network]` table, ready to plan with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    mode: Mode,
+    /// The MANAGED space, or STATIC's one subnet.
+    space: Option<Ipv4Net>,
+    per_net: u32,
+    first_vlan: Option<u16>,
+    router: Option<Ipv4Addr>,
+    hosts: Vec<StaticHost>,
+}
+
+impl Layout {
+    /// SYSTEM: nothing to plan, the site's DHCP decides.
+    pub(crate) fn unplanned(mode: Mode) -> Layout {
+        Layout {
+            mode,
+            space: None,
+            per_net: 0,
+            first_vlan: None,
+            router: None,
+            hosts: Vec::new(),
+        }
+    }
+
+    /// STATIC: one subnet, one router, the table.
+    pub(crate) fn with_static(subnet: Ipv4Net, router: Ipv4Addr, hosts: Vec<StaticHost>) -> Layout {
+        Layout {
+            mode: Mode::Static,
+            space: Some(subnet),
+            per_net: 0,
+            first_vlan: None,
+            router: Some(router),
+            hosts,
+        }
+    }
+
+    /// MANAGED and MANAGED-NOVLAN: the space cut into networks of `per_net` addresses.
+    pub(crate) fn managed(
+        mode: Mode,
+        space: Ipv4Net,
+        per_net: u32,
+        first_vlan: Option<u16>,
+    ) -> Layout {
+        Layout {
+            mode,
+            space: Some(space),
+            per_net,
+            first_vlan,
+            router: None,
+            hosts: Vec::new(),
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// How many group networks the space holds (0 outside the MANAGED modes).
+    pub fn networks(&self) -> u32 {
+        match (self.mode.is_managed(), self.space) {
+            (true, Some(space)) => (space.size() / u64::from(self.per_net)) as u32,
+            _ => 0,
+        }
+    }
+
+    /// The `index`-th group network, if the space holds it.
+    pub fn network(&self, index: u32) -> Option<GroupNetwork> {
+        let space = self.space?;
+        if index >= self.networks() {
+            return None;
+        }
+        let start = u32::from(space.network()) + index * self.per_net;
+        let prefix = 32 - self.per_net.trailing_zeros() as u8;
+        let subnet = Ipv4Net::new(Ipv4Addr::from(start), prefix).ok()?;
+        Some(GroupNetwork {
+            index,
+            subnet,
+            gateway: Ipv4Addr::from(start + 1),
+            vlan: self.first_vlan.map(|first| first + index as u16),
+        })
+    }
+
+    /// STATIC's MAC→IP table.
+    pub fn static_hosts(&self) -> &[StaticHost] {
+        &self.hosts
+    }
+
+    /// STATIC's subnet and router.
+    pub fn static_subnet(&self) -> Option<(Ipv4Net, Ipv4Addr)> {
+        Some((self.space?, self.router?)).filter(|_| self.mode == Mode::Static)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_name_their_address() {
+        let mac = Mac::for_address(Ipv4Addr::new(10, 128, 0, 34));
+        assert_eq!(mac.to_string(), "d0:0d:0a:80:00:22");
+        assert_eq!("D0:0D:0A:80:00:22".parse::<Mac>().unwrap(), mac);
+        for bad in [
+            "d0:0d:0a:80:00",
+            "d0:0d:0a:80:00:22:01",
+            "d0-0d-0a-80-00-22",
+            "g0:0d:0a:80:00:22",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks_tile_the_space_without_overlap() {
+        let space: Ipv4Net = "10.20.0.0/24".parse().unwrap();
+        let layout = Layout::managed(Mode::ManagedNovlan, space, 64, None);
+        assert_eq!(layout.networks(), 4);
+        let nets: Vec<_> = (0..4).map(|i| layout.network(i).unwrap()).collect();
+        assert_eq!(nets[3].subnet.to_string(), "10.20.0.192/26");
+        assert_eq!(nets[3].vlan, None);
+        for (i, a) in nets.iter().enumerate() {
+            assert!(space.contains(a.subnet.network()) && space.contains(a.subnet.last()));
+            for b in &nets[i + 1..] {
+                assert!(!a.subnet.overlaps(&b.subnet));
+            }
+        }
+        let hosts: Vec<_> = nets[1].hosts().collect();
+        assert_eq!(hosts.len(), 61);
+        assert_eq!(hosts[0], Ipv4Addr::new(10, 20, 0, 66));
+        assert_eq!(hosts[60], Ipv4Addr::new(10, 20, 0, 126));
+    }
+}

@@ -1,0 +1,21 @@
+//! Guest networking as Eucalyptus ran it, in four modes (SYSTEM, STATIC, MANAGED,
+//! MANAGED-NOVLAN).
+//!
+//! The CLC decides who is where: [`NetworkSettings`] is the `[network]` table of koala.toml,
+//! checked once at start into a [`Layout`], and the layout says which private subnet and VLAN
+//! a security-group network gets, which address and MAC an instance in it gets, and which
+//! addresses of the subnet are the gateway's. The host objects (bridges, taps, VLAN
+//! interfaces, nftables rules, the DHCP server) are built from the same layout by the roles
+//! that own them: [`Plan`] is the CC's security-group and NAT rules, applied through [`Nft`].
+
+mod config;
+mod layout;
+mod nft;
+mod rules;
+
+pub use config::{Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost};
+pub use layout::{GroupNetwork, Layout, Mac};
+pub use nft::{Nft, NftError};
+pub use rules::{
+    remove, Grant, Guest, Plan, Protocol, RulesError, Source, METADATA_ADDRESS, TABLE,
+};
