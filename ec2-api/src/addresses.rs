@@ -14,6 +14,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::ec2::{apply_filters, is_resource_id, new_id, Call, Cloud};
+use crate::instances::InstanceRecord;
 use crate::query::Xml;
 use crate::state::{Batch, Record};
 use crate::{properties, tags, QueryError, Resource};
@@ -117,6 +118,62 @@ fn all(cloud: &Cloud) -> Result<Vec<Address>, QueryError> {
         .collect())
 }
 
+/// The addresses allocated to accounts, which the pool cannot lend to instances.
+pub fn allocated(cloud: &Cloud) -> Result<HashSet<Ipv4Addr>, QueryError> {
+    Ok(all(cloud)?.into_iter().map(|a| a.public_ip).collect())
+}
+
+/// Disassociates, in `batch`, the addresses associated with an instance `ended` says has
+/// ended, as EC2 does when an instance terminates; whether any was.
+pub fn detach_ended(
+    cloud: &Cloud,
+    batch: &mut Batch,
+    ended: impl Fn(&str) -> bool,
+) -> Result<bool, QueryError> {
+    let mut changed = false;
+    for mut address in all(cloud)? {
+        if address.instance_id.as_deref().is_some_and(&ended) {
+            address.instance_id = None;
+            address.association_id = None;
+            batch.put(&address.public_ip.to_string(), &address);
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Points the NIC of instance `id` (if it has one) at `public_ip`, an elastic IP, or when
+/// `None` at an address lent from the pool as Eucalyptus gave one back, in `batch`. The
+/// caller holds the exclusive lock.
+fn renat(
+    cloud: &Cloud,
+    batch: &mut Batch,
+    id: &str,
+    public_ip: Option<Ipv4Addr>,
+) -> Result<(), QueryError> {
+    let Some(mut instance) = cloud.state.get::<InstanceRecord>(id)? else {
+        return Ok(());
+    };
+    if instance.state == rpc::InstanceState::Terminated {
+        return Ok(());
+    }
+    let Some(nic) = instance.nic.as_mut() else {
+        return Ok(());
+    };
+    match public_ip {
+        Some(ip) => {
+            nic.public_ip = Some(ip);
+            nic.elastic = true;
+        }
+        None => {
+            nic.public_ip = crate::networks::lend_public(cloud)?;
+            nic.elastic = false;
+        }
+    }
+    batch.put(id, &instance);
+    Ok(())
+}
+
 /// The account owning the address with allocation id `allocation_id`, if allocated (tags).
 pub fn owner_of(cloud: &Cloud, allocation_id: &str) -> Result<Option<String>, QueryError> {
     Ok(all(cloud)?
@@ -140,7 +197,7 @@ pub fn allocate(call: &Call<'_>) -> Result<String, QueryError> {
     let pool = properties::public_ips(call.cloud)?;
     let _guard = call.cloud.state.exclusive();
     let taken = all(call.cloud)?;
-    let used_ips: HashSet<Ipv4Addr> = taken.iter().map(|a| a.public_ip).collect();
+    let used_ips = crate::networks::public_taken(call.cloud)?;
     let public_ip = pool
         .into_iter()
         .find(|ip| !used_ips.contains(ip))
@@ -175,6 +232,9 @@ pub fn release(call: &Call<'_>) -> Result<String, QueryError> {
     let _guard = call.cloud.state.exclusive();
     let address = own_address(call, &named)?;
     let mut batch = Batch::new();
+    if let Some(instance) = &address.instance_id {
+        renat(call.cloud, &mut batch, instance, None)?;
+    }
     batch.delete::<Address>(&address.public_ip.to_string());
     tags::delete_all(call.cloud, &mut batch, &address.allocation_id)?;
     call.cloud.state.commit(batch)?;
@@ -208,6 +268,10 @@ pub fn associate(call: &Call<'_>) -> Result<String, QueryError> {
         ));
     }
     let mut batch = Batch::new();
+    if let Some(moved_from) = address.instance_id.as_deref().filter(|i| *i != instance_id) {
+        renat(call.cloud, &mut batch, moved_from, None)?;
+    }
+    renat(call.cloud, &mut batch, instance_id, Some(address.public_ip))?;
     for mut previous in all(call.cloud)? {
         if previous.owner == call.account()
             && previous.public_ip != address.public_ip
@@ -235,12 +299,12 @@ pub fn disassociate(call: &Call<'_>) -> Result<String, QueryError> {
     let named = named(call, "AssociationId")?;
     let _guard = call.cloud.state.exclusive();
     let mut address = own_address(call, &named)?;
-    if address.instance_id.is_some() {
-        address.instance_id = None;
+    if let Some(instance) = address.instance_id.take() {
         address.association_id = None;
-        call.cloud
-            .state
-            .put(&address.public_ip.to_string(), &address)?;
+        let mut batch = Batch::new();
+        renat(call.cloud, &mut batch, &instance, None)?;
+        batch.put(&address.public_ip.to_string(), &address);
+        call.cloud.state.commit(batch)?;
     }
     Ok("<return>true</return>".to_owned())
 }

@@ -100,6 +100,9 @@ pub struct CloudSettings {
     /// Starting values of cloud properties (from `koala.toml`), by property name; an admin's
     /// `ModifyPropertyValue` overrides them at run time.
     pub property_defaults: crate::StartingValues,
+    /// The guest network's address plan (`[network]` of koala.toml); `None` gives instances
+    /// no NIC.
+    pub network: Option<network::Layout>,
 }
 
 /// Everything the EC2 actions work with. Cheap to clone.

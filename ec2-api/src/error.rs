@@ -86,6 +86,10 @@ pub enum QueryError {
     /// The cloud has no room for the instances asked for.
     #[error("{0}")]
     InsufficientCapacity(String),
+    /// The private space (or a group's network) has no address left for the instances
+    /// asked for.
+    #[error("{0}")]
+    InsufficientAddressCapacity(String),
     /// The instance is not in a state the action applies to.
     #[error("{0}")]
     IncorrectInstanceState(String),
@@ -313,6 +317,10 @@ impl QueryError {
             }
             (QueryError::InsufficientCapacity(_), _) => (
                 "InsufficientInstanceCapacity",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (QueryError::InsufficientAddressCapacity(_), _) => (
+                "InsufficientAddressCapacity",
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (QueryError::IncorrectInstanceState(_), _) => {

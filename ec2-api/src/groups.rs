@@ -330,6 +330,7 @@ pub fn delete(call: &Call<'_>) -> Result<String, QueryError> {
     check_unused(call.cloud, &groups, group)?;
     let mut batch = Batch::new();
     batch.delete::<GroupRecord>(&group.id);
+    crate::networks::forget_group(call.cloud, &mut batch, &group.id)?;
     tags::delete_all(call.cloud, &mut batch, &group.id)?;
     call.cloud.state.commit(batch)?;
     tracing::info!(account, group = %group.id, name = %group.name, "deleted a security group");

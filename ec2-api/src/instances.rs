@@ -21,8 +21,8 @@ use base64::Engine;
 use rpc::disk_layout::DiskLayout;
 use rpc::RunOutcome;
 use rpc::{
-    ImageRef, InstanceReport, InstanceState, NodeStatus, RpcCode, RpcError, RunOrder, StateReason,
-    VmSpec,
+    ImageRef, InstanceReport, InstanceState, NicOrder, NodeStatus, RpcCode, RpcError, RunOrder,
+    StateReason, VmSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,7 @@ use crate::ec2::{
     apply_filters, blocking, is_resource_id, new_id, timestamp_now, Call, Cloud, Clusters, Request,
 };
 use crate::images::{self, ImageKind, ImageRecord};
+use crate::networks;
 use crate::query::Xml;
 use crate::state::{Batch, Record};
 use crate::{groups, keypairs, properties, tags, QueryError, Resource};
@@ -172,6 +173,9 @@ pub struct InstanceRecord {
     /// Since when no node has reported it, ms since the epoch.
     #[serde(default)]
     pub missing_since_ms: Option<u64>,
+    /// Its NIC, when the CLC plans addresses (the MANAGED modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<crate::networks::Nic>,
 }
 
 impl records::Versioned for InstanceRecord {
@@ -348,6 +352,9 @@ struct LaunchPlan {
     max: i64,
     asked_zone: Option<String>,
     start_timeout_secs: u64,
+    /// Whether the instances get public addresses (`AddressingType` public, the default)
+    /// in the modes that give them.
+    public_addressing: bool,
 }
 
 /// A step of RunInstances: the answer already (a retry with a ClientToken answered with
@@ -380,7 +387,7 @@ pub async fn run(req: &Arc<Request>) -> Result<String, QueryError> {
     };
     let account = req.caller.account_id.clone();
     let reservation_id = records[0].reservation_id.clone();
-    let orders = orders_for(&plan, &records);
+    let orders = orders_for(&plan, &records, cloud.settings.network.as_ref());
     let outcome = match cluster.run(&orders).await {
         Ok(outcome) => outcome,
         Err(e) if e.is_unanswered() => {
@@ -486,6 +493,15 @@ fn plan_launch(call: &Call<'_>) -> Result<Step<LaunchPlan>, QueryError> {
         disk_gib: vm_type.disk_gib.into(),
     };
     check_fits(&image.id, image.image_size, &vm)?;
+    let public_addressing = match params.get("AddressingType").unwrap_or("") {
+        "" | "public" => true,
+        "private" => false,
+        other => {
+            return Err(QueryError::Validation(format!(
+                "Invalid value '{other}' for AddressingType: give public or private."
+            )))
+        }
+    };
     Ok(Step::Next(LaunchPlan {
         client_token: client_token.map(str::to_owned),
         image,
@@ -499,6 +515,7 @@ fn plan_launch(call: &Call<'_>) -> Result<Step<LaunchPlan>, QueryError> {
         max,
         asked_zone: asked_zone.map(str::to_owned),
         start_timeout_secs: properties::start_timeout(cloud)?,
+        public_addressing,
     }))
 }
 
@@ -583,7 +600,7 @@ fn record_launch(
             plan.min, plan.vm.name
         )));
     }
-    let launching = (plan.max as u64).min(free) as u32;
+    let mut launching = (plan.max as u64).min(free) as u32;
     let reservation_id = new_id("r");
     let launch_time = timestamp_now();
     let launched_ms = now_ms();
@@ -598,6 +615,29 @@ fn record_launch(
     // The zone may have been deregistered since it was chosen.
     cloud.clusters.of(zone)?;
     let mut batch = Batch::new();
+    let mut nics = match (&cloud.settings.network, plan.groups.first()) {
+        (Some(layout), Some((group_id, _))) if layout.mode().is_managed() => {
+            let nics = networks::plan(
+                cloud,
+                layout,
+                &mut batch,
+                group_id,
+                launching,
+                plan.public_addressing,
+            )?;
+            if nics.len() < plan.min as usize {
+                return Err(QueryError::InsufficientAddressCapacity(format!(
+                    "Security group {group_id}'s network has {} free addresses; {} instance(s) were asked for.",
+                    nics.len(),
+                    plan.min
+                )));
+            }
+            launching = nics.len() as u32;
+            nics.into_iter().map(Some).collect()
+        }
+        _ => Vec::new(),
+    }
+    .into_iter();
     for launch_index in 0..launching {
         let id = loop {
             let id = new_id("i");
@@ -628,6 +668,7 @@ fn record_launch(
             start_timeout_secs: plan.start_timeout_secs,
             ended_ms: None,
             missing_since_ms: None,
+            nic: nics.next().flatten(),
         };
         batch.put(&record.id, &record);
         records.push(record);
@@ -637,7 +678,11 @@ fn record_launch(
 }
 
 /// The run orders of the recorded instances.
-fn orders_for(plan: &LaunchPlan, records: &[InstanceRecord]) -> Vec<RunOrder> {
+fn orders_for(
+    plan: &LaunchPlan,
+    records: &[InstanceRecord],
+    layout: Option<&network::Layout>,
+) -> Vec<RunOrder> {
     let user_data = STANDARD.encode(&plan.user_data);
     records
         .iter()
@@ -652,6 +697,14 @@ fn orders_for(plan: &LaunchPlan, records: &[InstanceRecord]) -> Vec<RunOrder> {
             key: plan.key.clone(),
             user_data: user_data.clone(),
             start_timeout_secs: plan.start_timeout_secs,
+            nic: r.nic.as_ref().map(|n| NicOrder {
+                mac: network::Mac::for_address(n.private_ip),
+                private_ip: n.private_ip,
+                network: n.network,
+                vlan: layout
+                    .and_then(|l| l.network(n.network))
+                    .and_then(|g| g.vlan),
+            }),
         })
         .collect()
 }
@@ -756,8 +809,16 @@ fn instance_item(call: &Call<'_>, x: &mut Xml, r: &InstanceRecord) {
         x.elem("code", &r.state.code().to_string())
             .elem("name", r.state.name());
     });
-    x.elem("privateDnsName", "")
-        .elem("dnsName", "")
+    // Koala serves no DNS for guests: the names are the addresses, as Eucalyptus showed
+    // them without a DNS domain.
+    let private_ip = r.nic.as_ref().map(|n| n.private_ip.to_string());
+    let public_ip = r
+        .nic
+        .as_ref()
+        .and_then(|n| n.public_ip)
+        .map(|ip| ip.to_string());
+    x.elem("privateDnsName", private_ip.as_deref().unwrap_or(""))
+        .elem("dnsName", public_ip.as_deref().unwrap_or(""))
         .elem(
             "reason",
             r.state_reason
@@ -776,7 +837,9 @@ fn instance_item(call: &Call<'_>, x: &mut Xml, r: &InstanceRecord) {
             .elem("tenancy", "default");
     });
     x.elem("kernelId", &r.kernel_id)
-        .opt("ramdiskId", r.ramdisk_id.as_deref());
+        .opt("ramdiskId", r.ramdisk_id.as_deref())
+        .opt("ipAddress", public_ip.as_deref())
+        .opt("privateIpAddress", private_ip.as_deref());
     x.nest("monitoring", |x| {
         x.elem("state", "disabled");
     });
@@ -855,6 +918,22 @@ pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
                 "state-reason-code" => i.state_reason.iter().map(|r| r.code.clone()).collect(),
                 "root-device-type" => vec!["instance-store".to_owned()],
                 "client-token" => i.client_token.clone().into_iter().collect(),
+                "private-ip-address" | "network-interface.addresses.private-ip-address" => {
+                    i.nic.iter().map(|n| n.private_ip.to_string()).collect()
+                }
+                "ip-address" => i
+                    .nic
+                    .iter()
+                    .filter_map(|n| n.public_ip)
+                    .map(|ip| ip.to_string())
+                    .collect(),
+                "private-dns-name" => i.nic.iter().map(|n| n.private_ip.to_string()).collect(),
+                "dns-name" => i
+                    .nic
+                    .iter()
+                    .filter_map(|n| n.public_ip)
+                    .map(|ip| ip.to_string())
+                    .collect(),
                 _ => return None,
             })
         },
@@ -939,7 +1018,12 @@ fn user_ended(
         }
         _ => end(&mut record, StateReason::user_shutdown()),
     }
-    cloud.state.put(&record.id, &record)?;
+    let mut batch = Batch::new();
+    if record.state == InstanceState::Terminated {
+        crate::addresses::detach_ended(cloud, &mut batch, |id| id == record.id)?;
+    }
+    batch.put(&record.id, &record);
+    cloud.state.commit(batch)?;
     tracing::info!(instance = %record.id, "terminated an instance");
     Ok(record.state)
 }
@@ -1214,6 +1298,7 @@ fn apply_reports(
         .into_iter()
         .map(|(_, o)| o)
         .collect();
+    changed |= crate::addresses::detach_ended(cloud, &mut batch, |id| !live.contains(id))?;
     let orphans = plan_orphans(&live, reports, silent, &known, now);
     for orphan in &orphans.found {
         tracing::warn!(instance = %orphan.id, node = %orphan.node, zone = %orphan.zone, "a node runs an instance the cloud has no live record of; it is ended in {} s unless one appears", ORPHAN_GRACE_MS / 1000);

@@ -50,6 +50,8 @@ pub struct FileConfig {
     /// Walrus on this host.
     #[serde(default)]
     pub walrus: WalrusSettings,
+    /// Guest networking (eucalyptus.conf's `VNET_*`); without it instances get no NIC.
+    pub network: Option<network::NetworkSettings>,
 }
 
 /// `[limits]`: what one client may hold of each port of this host; every key is optional.
@@ -202,6 +204,8 @@ pub struct Config {
     pub limits: crate::serve::Limits,
     /// Walrus' settings.
     pub walrus: WalrusSettings,
+    /// The guest network's address plan, checked.
+    pub network: Option<network::Layout>,
 }
 
 /// The zone name when none is configured (Eucalyptus' first cluster's conventional name).
@@ -238,6 +242,15 @@ pub enum ConfigError {
         /// What is wrong with the value.
         #[source]
         source: PropertyError,
+    },
+    /// `[network]` that cannot be served.
+    #[error("{} is not a valid Koala configuration", path.display())]
+    Network {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: network::NetworkError,
     },
     /// `[node] probe_initrd` or `probe_disk` without the other two `probe_*` keys.
     #[error(
@@ -280,6 +293,13 @@ impl Config {
                 path: path.clone(),
                 source,
             })?;
+        let network = match &file.network {
+            Some(settings) => Some(settings.layout().map_err(|source| ConfigError::Network {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
         let node = &file.node;
         let probe_guest = match (&node.probe_kernel, &node.probe_initrd, &node.probe_disk) {
             (Some(kernel), Some(initrd), Some(disk)) => Some(ProbeGuest::Marked {
@@ -317,6 +337,7 @@ impl Config {
             plain_http: file.tls.plain_http.unwrap_or(true),
             limits: file.limits.resolve(),
             walrus: file.walrus,
+            network,
         })
     }
 

@@ -193,6 +193,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                     region: config.region.clone(),
                     ec2_url: urls.ec2_url.clone().unwrap_or_default(),
                     property_defaults: config.properties.clone(),
+                    network: config.network.clone(),
                 }),
                 unwraps: Arc::default(),
             };

@@ -118,6 +118,23 @@ pub struct RunOrder {
     pub user_data: String,
     /// How long the instance may take from order to running before it is terminated.
     pub start_timeout_secs: u64,
+    /// Its NIC, in the modes where the CLC plans addresses; none: no NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<NicOrder>,
+}
+
+/// The guest NIC the NC plugs: what the CLC planned, so that the NC, the CC's DHCP server and
+/// its rules agree on the MAC and the network without asking each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicOrder {
+    /// The NIC's MAC (the CC's DHCP server gives it `private_ip`).
+    pub mac: network::Mac,
+    /// The address DHCP will give it.
+    pub private_ip: std::net::Ipv4Addr,
+    /// Its group network's index in the layout.
+    pub network: u32,
+    /// The group network's VLAN tag (MANAGED), carried to the node's bridge for it.
+    pub vlan: Option<u16>,
 }
 
 /// An instance's life as EC2 shows it.

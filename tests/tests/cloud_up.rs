@@ -237,4 +237,17 @@ fn bad_configuration_values_are_refused_at_start() {
         message.contains("cloud.instances.start_timeout = \"soon\" is refused"),
         "{message}"
     );
+    let message = refused_at_start(
+        &["up"],
+        "[network]\nmode = \"managed-novlan\"\nbridge = \"br0\"\nprivate_subnet = \"10.1.0.1/16\"\n",
+    );
+    assert!(
+        message.contains("the subnet 10.1.0.1/16 cannot be used: the address has host bits set"),
+        "{message}"
+    );
+    let message = refused_at_start(&["up"], "[network]\nmode = \"managed\"\n");
+    assert!(
+        message.contains("mode = \"managed\" needs private_interface"),
+        "{message}"
+    );
 }

@@ -488,6 +488,7 @@ mod tests {
             key: None,
             user_data: String::new(),
             start_timeout_secs: 60,
+            nic: None,
         }
     }
 

@@ -1084,6 +1084,7 @@ mod tests {
                 key: None,
                 user_data: String::new(),
                 start_timeout_secs: 60,
+                nic: None,
             },
             state,
             reason: None,
