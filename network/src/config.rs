@@ -69,6 +69,16 @@ impl Ipv4Net {
         Ok(net)
     }
 
+    /// The network `ip/prefix` lies in, host bits cleared: how EC2 reads a rule's CIDR
+    /// (`10.1.2.3/8` is `10.0.0.0/8`). `None` when the prefix is over 32.
+    pub fn containing(ip: Ipv4Addr, prefix: u8) -> Option<Self> {
+        if prefix > 32 {
+            return None;
+        }
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        Ipv4Net::new(Ipv4Addr::from(u32::from(ip) & mask), prefix).ok()
+    }
+
     /// The network's first address.
     pub fn network(&self) -> Ipv4Addr {
         self.network
@@ -131,6 +141,12 @@ impl FromStr for Ipv4Net {
             .parse()
             .map_err(|_| bad("the prefix is not a number"))?;
         Ipv4Net::new(ip, prefix)
+    }
+}
+
+impl serde::Serialize for Ipv4Net {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -420,6 +436,15 @@ mod tests {
         ] {
             assert!(bad.parse::<Ipv4Net>().is_err(), "{bad}");
         }
+        let wide = Ipv4Net::containing(Ipv4Addr::new(10, 1, 2, 3), 8).unwrap();
+        assert_eq!(wide.to_string(), "10.0.0.0/8");
+        assert!(Ipv4Net::containing(Ipv4Addr::new(10, 1, 2, 3), 33).is_none());
+        assert_eq!(
+            Ipv4Net::containing(Ipv4Addr::new(10, 1, 2, 3), 0)
+                .unwrap()
+                .to_string(),
+            "0.0.0.0/0"
+        );
         let a: Ipv4Net = "10.0.0.0/8".parse().unwrap();
         assert!(a.overlaps(&net) && net.overlaps(&a));
         assert!(!net.overlaps(&"10.129.0.0/16".parse().unwrap()));

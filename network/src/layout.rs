@@ -65,7 +65,7 @@ impl Serialize for Mac {
 }
 
 /// One security group's network in the MANAGED modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupNetwork {
     /// Its place in the private space, from 0.
     pub index: u32,

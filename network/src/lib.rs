@@ -9,11 +9,13 @@
 //! that own them: [`Plan`] is the CC's security-group and NAT rules, applied through [`Nft`].
 
 mod config;
+mod dhcp;
 mod layout;
 mod nft;
 mod rules;
 
 pub use config::{Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost};
+pub use dhcp::{Dhcp, DhcpError, DhcpHost};
 pub use layout::{GroupNetwork, Layout, Mac};
 pub use nft::{Nft, NftError};
 pub use rules::{

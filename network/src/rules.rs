@@ -41,6 +41,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::Ipv4Net;
@@ -56,7 +57,8 @@ pub const TABLE: &str = "koala";
 pub const METADATA_ADDRESS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 254), 80);
 
 /// The IP protocol a security-group rule opens, as EC2's `IpProtocol` names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// `tcp`: the ports are a destination port range.
     Tcp,
@@ -81,7 +83,8 @@ impl Protocol {
 }
 
 /// Whom a grant lets in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Source {
     /// Addresses by CIDR (EC2's `CidrIp`); `0.0.0.0/0` is everyone.
     Cidr(Ipv4Net),
@@ -93,7 +96,7 @@ pub enum Source {
 /// One security-group rule: traffic of `protocol` and ports from `source` may reach the
 /// instances of the group whose network is `to`. Groups deny every other inbound packet
 /// that does not belong to a connection already let through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Grant {
     /// The index of the group's network.
     pub to: u32,
@@ -175,7 +178,7 @@ impl Grant {
 }
 
 /// An instance as the CC's rules see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Guest {
     /// Its id, for error messages.
     pub instance_id: String,
@@ -190,7 +193,7 @@ pub struct Guest {
 
 /// Everything the CC's rules say, decided by the CLC: replaced whole on each change, so that
 /// the table on the host is always exactly what one plan renders.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// The group networks in use; inbound traffic to each is denied but for its grants.
     pub networks: Vec<GroupNetwork>,
