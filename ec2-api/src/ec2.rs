@@ -75,6 +75,8 @@ pub trait Clusters: Send + Sync {
     fn console<'a>(&'a self, id: &'a str) -> Pending<'a, Result<ConsoleOutput, RpcError>>;
     /// The nodes with their resources.
     fn nodes(&self) -> Pending<'_, Result<Vec<NodeStatus>, RpcError>>;
+    /// Hands the CC the guest network it must apply (MANAGED modes), whole.
+    fn set_network<'a>(&'a self, plan: &'a network::Plan) -> Pending<'a, Result<(), RpcError>>;
 }
 
 /// Why a bundle object could not be read.
@@ -103,6 +105,9 @@ pub struct CloudSettings {
     /// The guest network's address plan (`[network]` of koala.toml); `None` gives instances
     /// no NIC.
     pub network: Option<network::Layout>,
+    /// Where the CC sends guests' requests to 169.254.169.254:80: the CLC's metadata
+    /// service (address 0.0.0.0: on the CC's own host).
+    pub metadata: Option<std::net::SocketAddrV4>,
 }
 
 /// Everything the EC2 actions work with. Cheap to clone.
@@ -120,6 +125,8 @@ pub struct Cloud {
     pub settings: Arc<CloudSettings>,
     /// How often each account may have a bundle key unwrapped (RegisterImage).
     pub unwraps: Arc<crate::UnwrapThrottle>,
+    /// Sends the CCs their guest networks.
+    pub guest_networks: Arc<crate::networks::Pusher>,
 }
 
 /// One EC2 request, owned: what the asynchronous actions (those that wait for another role)
@@ -194,16 +201,35 @@ pub fn version(params: &QueryRequest) -> Result<String, QueryError> {
 /// wait for another role (a cluster controller, a Walrus apart) run here, their blocking
 /// steps on the blocking pool; every other runs whole on the blocking pool.
 pub async fn dispatch(req: Arc<Request>, action: String) -> Result<String, QueryError> {
+    let changes_networks = matches!(
+        action.as_str(),
+        "RunInstances"
+            | "TerminateInstances"
+            | "AuthorizeSecurityGroupIngress"
+            | "RevokeSecurityGroupIngress"
+            | "AssociateAddress"
+            | "DisassociateAddress"
+            | "ReleaseAddress"
+    );
+    let answer = serve_action(&req, action).await;
+    if changes_networks && answer.is_ok() {
+        req.cloud.guest_networks.changed();
+    }
+    answer
+}
+
+/// The action itself, as [`dispatch`] serves it.
+async fn serve_action(req: &Arc<Request>, action: String) -> Result<String, QueryError> {
     match action.as_str() {
-        "RegisterImage" => images::register(&req).await,
-        "DeregisterImage" => images::deregister(&req).await,
-        "RunInstances" => instances::run(&req).await,
-        "TerminateInstances" => instances::terminate(&req).await,
-        "RebootInstances" => instances::reboot(&req).await,
-        "GetConsoleOutput" => instances::console_output(&req).await,
-        "DescribeAvailabilityZones" => zones::describe_zones(&req).await,
-        "DescribeClusters" => clusters::describe(&req).await,
-        _ => blocking(&req, move |call| dispatch_blocking(call, &action)).await,
+        "RegisterImage" => images::register(req).await,
+        "DeregisterImage" => images::deregister(req).await,
+        "RunInstances" => instances::run(req).await,
+        "TerminateInstances" => instances::terminate(req).await,
+        "RebootInstances" => instances::reboot(req).await,
+        "GetConsoleOutput" => instances::console_output(req).await,
+        "DescribeAvailabilityZones" => zones::describe_zones(req).await,
+        "DescribeClusters" => clusters::describe(req).await,
+        _ => blocking(req, move |call| dispatch_blocking(call, &action)).await,
     }
 }
 

@@ -115,6 +115,54 @@ pub fn owner_of(cloud: &Cloud, id: &str) -> Result<Option<String>, QueryError> {
     Ok(cloud.state.get::<GroupRecord>(id)?.map(|g| g.owner))
 }
 
+/// The rules of group `id` as the CC enforces them on its network `to`: a group source is
+/// let in by its own network (`network_of`; a group with no network has no instance to let
+/// in). Rules of protocols other than tcp, udp, icmp and all are recorded but not enforced.
+pub fn grants(
+    cloud: &Cloud,
+    id: &str,
+    to: u32,
+    network_of: impl Fn(&str) -> Option<u32>,
+) -> Result<Vec<network::Grant>, QueryError> {
+    let Some(group) = cloud.state.get::<GroupRecord>(id)? else {
+        return Ok(Vec::new());
+    };
+    let mut grants = Vec::new();
+    for rule in &group.rules {
+        let protocol = match rule.protocol.as_str() {
+            "tcp" => network::Protocol::Tcp,
+            "udp" => network::Protocol::Udp,
+            "icmp" => network::Protocol::Icmp,
+            "-1" => network::Protocol::All,
+            _ => continue,
+        };
+        let source = match &rule.source {
+            Source::Cidr(cidr) => {
+                // Checked by `cidr` when the rule was authorized.
+                let parsed = cidr.split_once('/').and_then(|(ip, prefix)| {
+                    network::Ipv4Net::containing(ip.parse().ok()?, prefix.parse().ok()?)
+                });
+                match parsed {
+                    Some(net) => network::Source::Cidr(net),
+                    None => continue,
+                }
+            }
+            Source::Group { id, .. } => match network_of(id) {
+                Some(index) => network::Source::Network(index),
+                None => continue,
+            },
+        };
+        grants.push(network::Grant {
+            to,
+            protocol,
+            from_port: rule.from_port.unwrap_or(-1),
+            to_port: rule.to_port.unwrap_or(-1),
+            source,
+        });
+    }
+    Ok(grants)
+}
+
 /// Every security group of the cloud, read for one action. Groups are few (tens per
 /// account), and rules may name the groups of other accounts, so actions read them all.
 struct Groups {

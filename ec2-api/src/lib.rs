@@ -12,7 +12,7 @@ mod groups;
 mod images;
 pub mod instances;
 mod keypairs;
-mod networks;
+pub mod networks;
 mod properties;
 pub mod query;
 pub mod quotas;

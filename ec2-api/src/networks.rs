@@ -9,8 +9,12 @@
 //! an address is never recorded twice. Nothing here touches a host: the CC and NC build the
 //! bridges, rules and leases from these records.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use network::{GroupNetwork, Layout};
 use serde::{Deserialize, Serialize};
@@ -180,4 +184,109 @@ pub fn forget_group(cloud: &Cloud, batch: &mut Batch, group_id: &str) -> Result<
         batch.delete::<GroupNetworkRecord>(group_id);
     }
     Ok(())
+}
+
+/// What zone `zone`'s CC must apply: its live instances' NICs, the networks of their groups
+/// with those groups' rules, and where guests' metadata requests go. An instance in several
+/// groups sits in its first group's network and is guarded by that group's rules, as in
+/// Eucalyptus' MANAGED mode.
+pub fn zone_plan(cloud: &Cloud, layout: &Layout, zone: &str) -> Result<network::Plan, QueryError> {
+    let held: BTreeMap<String, u32> = cloud
+        .state
+        .scan::<GroupNetworkRecord>("")?
+        .into_iter()
+        .map(|(_, r)| (r.group_id, r.index))
+        .collect();
+    let guests: Vec<network::Guest> = live(cloud)?
+        .into_iter()
+        .filter(|i| i.zone == zone)
+        .filter_map(|i| {
+            let nic = i.nic?;
+            Some(network::Guest {
+                instance_id: i.id,
+                network: nic.network,
+                private_ip: nic.private_ip,
+                public_ip: nic.public_ip,
+            })
+        })
+        .collect();
+    let used: BTreeSet<u32> = guests.iter().map(|g| g.network).collect();
+    let mut plan = network::Plan {
+        networks: used.iter().filter_map(|i| layout.network(*i)).collect(),
+        guests,
+        grants: Vec::new(),
+        metadata: cloud.settings.metadata,
+    };
+    for (group_id, index) in &held {
+        if used.contains(index) {
+            plan.grants
+                .extend(crate::groups::grants(cloud, group_id, *index, |g| {
+                    held.get(g).copied()
+                })?);
+        }
+    }
+    Ok(plan)
+}
+
+/// How long a CC may go without being sent its plan again: a CC that restarted, or lost its
+/// rules, has them back within this even if nothing changed.
+const REPUSH: Duration = Duration::from_secs(30);
+
+/// Sends each zone's CC its plan when it changes: at once when an action that changes one
+/// says so ([`Pusher::changed`]), and every second for changes the instance sync makes.
+#[derive(Default)]
+pub struct Pusher {
+    changed: Notify,
+    pushed: Mutex<BTreeMap<String, (network::Plan, Instant)>>,
+}
+
+impl Pusher {
+    /// Wakes the pusher: an action changed what some CC must apply.
+    pub fn changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Runs for the cloud's life (spawned by the daemon when guest networking is on).
+    pub async fn run(cloud: Cloud) {
+        let Some(layout) = cloud
+            .settings
+            .network
+            .clone()
+            .filter(|l| l.mode().is_managed())
+        else {
+            return;
+        };
+        loop {
+            let pusher = &cloud.guest_networks;
+            let _ = tokio::time::timeout(Duration::from_secs(1), pusher.changed.notified()).await;
+            for (zone, _, cluster) in cloud.clusters.all() {
+                let (c, l, z) = (cloud.clone(), layout.clone(), zone.clone());
+                let plan = match tokio::task::spawn_blocking(move || zone_plan(&c, &l, &z)).await {
+                    Ok(Ok(plan)) => plan,
+                    Ok(Err(e)) => {
+                        tracing::warn!(zone, "cannot plan the guest network: {e:?}");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(zone, "cannot plan the guest network: {e}");
+                        continue;
+                    }
+                };
+                let fresh = rpc::lock(&pusher.pushed)
+                    .get(&zone)
+                    .is_some_and(|(sent, at)| *sent == plan && at.elapsed() < REPUSH);
+                if fresh {
+                    continue;
+                }
+                match cluster.set_network(&plan).await {
+                    Ok(()) => {
+                        rpc::lock(&pusher.pushed).insert(zone, (plan, Instant::now()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(zone, "the cluster did not take its network plan: {e}")
+                    }
+                }
+            }
+        }
+    }
 }

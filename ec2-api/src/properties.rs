@@ -685,6 +685,7 @@ mod tests {
             ec2_url: String::new(),
             property_defaults: values(&[(PUBLIC_IPS, "10.0.0.1 - 10.0.0.2")]).unwrap(),
             network: None,
+            metadata: None,
         };
         let pool = definition(PUBLIC_IPS).unwrap();
         assert_eq!(starting_value(&settings, &pool), "10.0.0.1-10.0.0.2");

@@ -206,6 +206,8 @@ pub struct Config {
     pub walrus: WalrusSettings,
     /// The guest network's address plan, checked.
     pub network: Option<network::Layout>,
+    /// The `[network]` table as written: the interfaces and servers the CC and NC use.
+    pub network_settings: Option<network::NetworkSettings>,
 }
 
 /// The zone name when none is configured (Eucalyptus' first cluster's conventional name).
@@ -338,6 +340,7 @@ impl Config {
             limits: file.limits.resolve(),
             walrus: file.walrus,
             network,
+            network_settings: file.network,
         })
     }
 

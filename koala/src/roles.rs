@@ -247,7 +247,23 @@ fn host_memory_mib() -> u64 {
 pub fn open_cluster(config: &Config, key: ComponentKey, tls: &Tls) -> Result<Cluster, String> {
     let policy = config.cluster.policy;
     let nodes = RpcClient::new(key, tls, ComponentKind::NodeController);
-    Cluster::open(config.data_dir.join("cluster"), policy, nodes)
+    let gateway = config
+        .network_settings
+        .as_ref()
+        .filter(|s| s.mode.is_managed())
+        .map(|s| {
+            // MANAGED's bridges are one per VLAN, Koala's own; the other mode's is the site's.
+            let bridges = match (s.mode, &s.bridge) {
+                (network::Mode::ManagedNovlan, Some(bridge)) => vec![bridge.clone()],
+                _ => vec![format!("{}*", network::BRIDGE_PREFIX)],
+            };
+            network::Gateway::new(
+                config.data_dir.join("cluster").join("network"),
+                bridges,
+                s.dns_server,
+            )
+        });
+    Cluster::open(config.data_dir.join("cluster"), policy, nodes, gateway)
         .map_err(|e| format!("cannot open the cluster controller: {e}"))
 }
 
@@ -280,6 +296,10 @@ impl Clusters for CcClusters {
 
     fn nodes(&self) -> Pending<'_, Result<Vec<NodeStatus>, RpcError>> {
         Box::pin(self.client.nodes())
+    }
+
+    fn set_network<'a>(&'a self, plan: &'a network::Plan) -> Pending<'a, Result<(), RpcError>> {
+        Box::pin(self.client.set_network(plan))
     }
 }
 

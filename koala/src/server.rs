@@ -194,13 +194,16 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                     ec2_url: urls.ec2_url.clone().unwrap_or_default(),
                     property_defaults: config.properties.clone(),
                     network: config.network.clone(),
+                    metadata: None,
                 }),
                 unwraps: Arc::default(),
+                guest_networks: Arc::default(),
             };
             if let Some(walrus) = &walrus {
                 walrus.set_quota_source(Arc::new(crate::quotas::CloudQuotas(cloud.clone())));
             }
             spawn_instance_sync(cloud.clone());
+            tokio::spawn(ec2_api::networks::Pusher::run(cloud.clone()));
             Some(QueryApi::new(identity.clone(), urls.clone(), cloud))
         }
         Roles::Walrus => None,

@@ -11,6 +11,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{Ipv4Net, Mode, NetworkError, StaticHost};
 
+/// The prefix of the bridges Koala makes for MANAGED's VLANs (`kbr-<vlan>`): a name no site
+/// bridge has, so that Koala only ever removes its own.
+pub const BRIDGE_PREFIX: &str = "kbr-";
+
 /// A guest NIC's hardware address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mac([u8; 6]);

@@ -10,13 +10,15 @@
 
 mod config;
 mod dhcp;
+mod gateway;
 mod layout;
 mod nft;
 mod rules;
 
 pub use config::{Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost};
 pub use dhcp::{Dhcp, DhcpError, DhcpHost};
-pub use layout::{GroupNetwork, Layout, Mac};
+pub use gateway::{Gateway, GatewayError};
+pub use layout::{GroupNetwork, Layout, Mac, BRIDGE_PREFIX};
 pub use nft::{Nft, NftError};
 pub use rules::{
     remove, Grant, Guest, Plan, Protocol, RulesError, Source, METADATA_ADDRESS, TABLE,

@@ -100,6 +100,13 @@ impl ClusterClient {
         .await
     }
 
+    /// Hands the CC the guest network it must apply.
+    pub async fn set_network(&self, plan: &network::Plan) -> Result<(), RpcError> {
+        self.call::<serde_json::Value>(Method::PUT, "/cluster/network", Some(plan))
+            .await
+            .map(|_| ())
+    }
+
     /// The cluster's nodes.
     pub async fn nodes(&self) -> Result<Vec<NodeStatus>, RpcError> {
         self.call(Method::GET, "/cluster/nodes", None::<&()>).await

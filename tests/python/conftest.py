@@ -94,7 +94,7 @@ def source_env(path):
 class Cloud:
     """One `koala up` process with its data dir and port."""
 
-    def __init__(self, data_dir, port=None, relative=False):
+    def __init__(self, data_dir, port=None, relative=False, netns=None):
         # mkdtemp makes 0700 folders; QEMU's user must reach the node's disks inside.
         os.chmod(data_dir, 0o755)
         self.data_dir = data_dir
@@ -106,6 +106,10 @@ class Cloud:
         self.log_path = os.path.join(data_dir, "koala.log")
         self.env = None
         self._log = None
+        # A cloud inside a network namespace (networking tests): started there, its port
+        # relayed to this process's loopback (tests/python/netns.py).
+        self.netns = netns
+        self._forward = None
 
     @property
     def root_url(self):
@@ -136,8 +140,9 @@ class Cloud:
         data_dir, cwd = self.data_dir, None
         if self.relative:
             cwd, data_dir = os.path.split(self.data_dir)
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            [KOALA_BIN, command, *args, "--data-dir", data_dir, "--listen",
+            [*prefix, KOALA_BIN, command, *args, "--data-dir", data_dir, "--listen",
              f"127.0.0.1:{self.port}"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
         )
@@ -147,6 +152,10 @@ class Cloud:
                 pytest.fail(f"koala up exited with {self.proc.returncode} before listening:\n"
                             + self.log_tail())
             try:
+                if self.netns:
+                    from netns import connect_in
+                    connect_in(self.netns, ("127.0.0.1", self.port), timeout=0.5).close()
+                    break
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     break
             except OSError:
@@ -162,6 +171,9 @@ class Cloud:
                 pytest.fail(f"{eucarc} was not written:\n" + self.log_tail())
             time.sleep(0.1)
         self.env = source_env(eucarc)
+        if self.netns and self._forward is None:
+            from netns import Forward
+            self._forward = Forward(self.netns, self.port)
         return self
 
     def stop(self, timeout=20):
@@ -178,6 +190,9 @@ class Cloud:
                 self.proc.wait()
                 code = None
         self.proc = None
+        if self._forward:
+            self._forward.close()
+            self._forward = None
         if self._log:
             self._log.close()
             self._log = None

@@ -3,14 +3,18 @@ each security group that runs instances gets its own subnet of the private space
 instance the lowest free address of it, and a public address lent from the pool for its life;
 an elastic IP replaces the lent address and the instance gets one back when it leaves.
 
-The host side (bridges, taps, DHCP, NAT and group rules) is not built yet: the instances boot
-without a NIC, and these tests check what a user sees through the EC2 API (boto3 and our
-euca-* tools)."""
+Each cloud runs inside a network namespace of its own (tests/python/netns.py): its CC's
+rules, DHCP server and bridges stay there, and its port is relayed to the test's loopback."""
+
+import os
+import shutil
+import tempfile
 
 import pytest
 
-from conftest import assert_ec2_error
-from test_instances import euca, fault_cloud, guest, register_guest, rows  # noqa: F401
+from conftest import Cloud, assert_ec2_error, make_client, make_ec2
+from netns import Netns
+from test_instances import euca, guest, register_guest, rows, terminate_all  # noqa: F401
 
 POOL = ["10.98.0.1", "10.98.0.2", "10.98.0.3"]
 CONFIG = f"""
@@ -28,6 +32,33 @@ addresses_per_network = 16
 """
 
 
+@pytest.fixture
+def ns_cloud():
+    """Starts private clouds with `koala.toml` text, each inside a new network namespace;
+    stops them, ends their instances and deletes the namespaces at the end."""
+    made = []
+
+    def make(config):
+        ns = Netns("net")
+        data_dir = tempfile.mkdtemp(prefix="koala-e2e-net-")
+        with open(os.path.join(data_dir, "koala.toml"), "w") as f:
+            f.write(config)
+        c = Cloud(data_dir, netns=ns.name)
+        made.append((c, ns))
+        c.start()
+        ec2 = make_ec2(c, c.access_key, c.secret_key)
+        s3 = make_client(c.s3_url, c.region, c.access_key, c.secret_key)
+        return c, ec2, s3
+
+    yield make
+    for c, ns in made:
+        terminate_all(c)
+        c.stop()
+        ns.delete()
+        if os.environ.get("KOALA_KEEP_DATA") is None:
+            shutil.rmtree(c.data_dir, ignore_errors=True)
+
+
 def instance(ec2, iid):
     found = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"]
     return found[0]
@@ -43,8 +74,8 @@ def addresses(ec2):
 
 
 def test_groups_get_subnets_instances_addresses_and_the_pool_lends_public_ones(
-        fault_cloud, guest, tmp_path):
-    c, ec2, s3 = fault_cloud(CONFIG)
+        ns_cloud, guest, tmp_path):
+    c, ec2, s3 = ns_cloud(CONFIG)
     _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
 
     # Two instances of the default group: the first addresses of its network (10.77.0.0/28,
@@ -110,9 +141,9 @@ def test_groups_get_subnets_instances_addresses_and_the_pool_lends_public_ones(
 
 
 def test_a_deleted_group_frees_its_network_and_a_full_network_refuses(
-        fault_cloud, guest, tmp_path):
+        ns_cloud, guest, tmp_path):
     small = CONFIG.replace("10.77.0.0/24", "10.77.0.0/27")
-    c, ec2, s3 = fault_cloud(small)
+    c, ec2, s3 = ns_cloud(small)
     _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
 
     # Two networks in the space: the default group's and one more.

@@ -7,6 +7,7 @@
 //!   the signed path);
 //! - `POST /cluster/instances` with a list of [`RunOrder`]s: a [`RunOutcome`];
 //! - `GET /cluster/instances`: every node's instance reports;
+//! - `PUT /cluster/network` with a `network::Plan`: the guest networks to apply (MANAGED);
 //! - `POST /cluster/instances/<id>/terminate` and `/reboot`, `GET .../console`.
 
 use axum::body::Body;
@@ -70,6 +71,10 @@ async fn handle(
             json_response(ok, &cluster.run(orders).await)
         }
         (Method::GET, ["cluster", "instances"]) => json_response(ok, &cluster.instances()),
+        (Method::PUT, ["cluster", "network"]) => {
+            cluster.set_network(rpc::parse(body)?).await?;
+            json_response(ok, &serde_json::json!({}))
+        }
         (Method::POST, ["cluster", "instances", id, "terminate"]) => {
             json_response(ok, &cluster.terminate(id).await?)
         }

@@ -76,6 +76,8 @@ struct Inner {
     client: RpcClient,
     nodes: Mutex<BTreeMap<String, NodeEntry>>,
     next: AtomicUsize,
+    /// The guest networks this CC applies on its host (MANAGED modes).
+    gateway: Option<Arc<network::Gateway>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -92,9 +94,25 @@ struct NodeEntry {
 
 impl Cluster {
     /// Opens the cluster's registry in `dir` and starts polling its nodes; calls to nodes are
-    /// signed by `client`.
-    pub fn open(dir: PathBuf, policy: Policy, client: RpcClient) -> std::io::Result<Cluster> {
-        let cluster = Cluster::unpolled(dir, policy, client)?;
+    /// signed by `client`. With a `gateway` (MANAGED modes), the guest networks it applied
+    /// last are applied again before any plan from the CLC arrives.
+    pub fn open(
+        dir: PathBuf,
+        policy: Policy,
+        client: RpcClient,
+        gateway: Option<network::Gateway>,
+    ) -> std::io::Result<Cluster> {
+        let cluster = Cluster::unpolled(dir, policy, client, gateway.map(Arc::new))?;
+        if let Some(gateway) = cluster.inner.gateway.clone() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = gateway.restore() {
+                    tracing::error!(
+                        "cannot restore the guest networks: {}",
+                        rpc::error_chain(&e)
+                    );
+                }
+            });
+        }
         let poller = cluster.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL_PERIOD);
@@ -108,7 +126,12 @@ impl Cluster {
     }
 
     /// The cluster's registry, with no poller.
-    fn unpolled(dir: PathBuf, policy: Policy, client: RpcClient) -> std::io::Result<Cluster> {
+    fn unpolled(
+        dir: PathBuf,
+        policy: Policy,
+        client: RpcClient,
+        gateway: Option<Arc<network::Gateway>>,
+    ) -> std::io::Result<Cluster> {
         std::fs::create_dir_all(&dir)?;
         let registered: Vec<NodeRegistration> = match std::fs::read(dir.join("nodes.json")) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
@@ -134,6 +157,7 @@ impl Cluster {
                 client,
                 nodes: Mutex::new(nodes),
                 next: AtomicUsize::new(0),
+                gateway,
             }),
         })
     }
@@ -274,6 +298,20 @@ impl Cluster {
             .filter(|e| e.error.is_none())
             .flat_map(|e| e.instances.iter().cloned())
             .collect()
+    }
+
+    /// Applies the guest networks the CLC planned for this cluster.
+    pub async fn set_network(&self, plan: network::Plan) -> Result<(), RpcError> {
+        let Some(gateway) = self.inner.gateway.clone() else {
+            return Err(RpcError::new(
+                RpcCode::BadRequest,
+                "this cluster controller has no [network] table in a MANAGED mode",
+            ));
+        };
+        tokio::task::spawn_blocking(move || gateway.apply(&plan))
+            .await
+            .map_err(|e| RpcError::new(RpcCode::InternalError, e.to_string()))?
+            .map_err(|e| RpcError::new(RpcCode::InternalError, rpc::error_chain(&e)))
     }
 
     /// Places and starts instances: each order goes to the node the policy picks among those
@@ -526,7 +564,7 @@ mod tests {
             region: "r".into(),
         };
         let client = RpcClient::new(key, &pki.client, identity::ComponentKind::NodeController);
-        let cluster = Cluster::unpolled(dir.path().to_owned(), policy, client).unwrap();
+        let cluster = Cluster::unpolled(dir.path().to_owned(), policy, client, None).unwrap();
         let mut registry = lock(&cluster.inner.nodes);
         for (host, entry) in nodes {
             registry.insert((*host).to_owned(), entry.clone());
