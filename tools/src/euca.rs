@@ -80,6 +80,11 @@ impl EucaError {
 pub trait Command: Parser {
     /// Runs the command, printing its result on standard output.
     fn run(self) -> Result<(), EucaError>;
+
+    /// The command line with older euca2ools spellings rewritten to today's, before parsing.
+    fn spellings(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        args
+    }
 }
 
 /// The whole life of a command binary called `prog`: parse the flags (usage errors exit 2,
@@ -87,7 +92,7 @@ pub trait Command: Parser {
 pub fn main<C: Command>(prog: &'static str) -> ExitCode {
     let mut command = C::command().name(prog).bin_name(prog);
     let parsed = command
-        .try_get_matches_from_mut(std::env::args_os())
+        .try_get_matches_from_mut(C::spellings(std::env::args_os().collect()))
         .and_then(|matches| C::from_arg_matches(&matches));
     let cmd = match parsed {
         Ok(cmd) => cmd,

@@ -1,6 +1,8 @@
 //! Security groups: `euca-create-group` (and its euca2ools 1.x name `euca-add-group`),
 //! `euca-delete-group`, `euca-describe-groups`, `euca-authorize`, `euca-revoke`.
 
+use std::ffi::OsString;
+
 use clap::Parser;
 
 use super::{print_tag, Command, Ec2Args, EucaError, Filters, Params};
@@ -172,7 +174,8 @@ pub struct Rule {
         allow_hyphen_values = true
     )]
     icmp_type_code: Option<String>,
-    /// IP range to allow (repeatable; default 0.0.0.0/0 unless -o is given).
+    /// IP range to allow (repeatable; default 0.0.0.0/0 unless -o is given). `-S CIDR`, the
+    /// euca2ools 1.x spelling of the Eucalyptus 1.5 guides, is read as `-s CIDR`.
     #[arg(short = 's', long = "cidr", value_name = "CIDR")]
     cidr: Vec<String>,
     /// Name or ID of a security group whose members to allow.
@@ -338,6 +341,27 @@ impl Command for Authorize {
     fn run(self) -> Result<(), EucaError> {
         self.rule.apply("AuthorizeSecurityGroupIngress", &self.ec2)
     }
+
+    fn spellings(args: Vec<OsString>) -> Vec<OsString> {
+        one_x_cidr(args)
+    }
+}
+
+/// euca2ools 1.x wrote a rule's CIDR with `-S`, which later versions gave the secret key: a
+/// `-S` followed by an IPv4 CIDR (which no secret key is) is read as `-s`.
+fn one_x_cidr(mut args: Vec<OsString>) -> Vec<OsString> {
+    for i in 1..args.len() {
+        let is_cidr = args[i]
+            .to_str()
+            .and_then(|v| v.split_once('/'))
+            .is_some_and(|(ip, n)| {
+                ip.parse::<std::net::Ipv4Addr>().is_ok() && n.parse::<u8>().is_ok_and(|n| n <= 32)
+            });
+        if is_cidr && args[i - 1] == "-S" {
+            args[i - 1] = "-s".into();
+        }
+    }
+    args
 }
 
 /// Remove a rule from a security group.
@@ -354,6 +378,10 @@ impl Command for Revoke {
     fn run(self) -> Result<(), EucaError> {
         self.rule.apply("RevokeSecurityGroupIngress", &self.ec2)
     }
+
+    fn spellings(args: Vec<OsString>) -> Vec<OsString> {
+        one_x_cidr(args)
+    }
 }
 
 #[cfg(test)]
@@ -361,9 +389,12 @@ mod tests {
     use super::*;
 
     fn rule(args: &[&str]) -> Result<(Vec<(String, String)>, String), EucaError> {
-        let cmd = Authorize::try_parse_from(
-            std::iter::once("euca-authorize").chain(args.iter().copied()),
-        )
+        let cmd = Authorize::try_parse_from(Authorize::spellings(
+            std::iter::once("euca-authorize")
+                .chain(args.iter().copied())
+                .map(OsString::from)
+                .collect(),
+        ))
         .map_err(|e| EucaError::Usage(e.to_string()))?;
         let (params, echo) = cmd.rule.params()?;
         Ok((params.pairs().to_vec(), echo.join("\t")))
@@ -416,6 +447,22 @@ mod tests {
                 "IpPermissions.1.IpRanges.1.CidrIp=10.0.0.0/8",
                 "IpPermissions.1.IpRanges.2.CidrIp=192.168.0.0/16",
             ]
+        );
+        // euca2ools 1.x: -S for the CIDR, as the Eucalyptus 1.5 guides write it.
+        let (params, _) = rule(&["default", "-P", "tcp", "-p", "22", "-S", "10.1.0.0/16"]).unwrap();
+        // A -S that is no CIDR stays the secret key.
+        let cmd = Authorize::try_parse_from(Authorize::spellings(
+            ["euca-authorize", "default", "-S", "wJalr/K7MDENG"]
+                .map(OsString::from)
+                .to_vec(),
+        ))
+        .unwrap();
+        assert_eq!(
+            cmd.ec2.connection.secret_key.as_deref(),
+            Some("wJalr/K7MDENG")
+        );
+        assert!(
+            names(&params).contains(&"IpPermissions.1.IpRanges.1.CidrIp=10.1.0.0/16".to_owned())
         );
         let (params, _) = rule(&["web", "-p", "-1"]).unwrap();
         assert!(names(&params).contains(&"IpPermissions.1.FromPort=1".to_owned()));
