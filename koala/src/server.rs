@@ -568,7 +568,7 @@ impl BundleStore for WalrusBundles {
         Box::pin(off_reactor(move || {
             walrus
                 .retain_image(&image_id, &location, &sha)
-                .map_err(|e| BundleAccess::Failed(e.to_string()))
+                .map_err(|e| BundleAccess::Failed(rpc::error_chain(&e)))
         }))
     }
 
@@ -578,7 +578,7 @@ impl BundleStore for WalrusBundles {
         Box::pin(off_reactor(move || {
             walrus
                 .release_image(&image_id)
-                .map_err(|e| BundleAccess::Failed(e.to_string()))
+                .map_err(|e| BundleAccess::Failed(rpc::error_chain(&e)))
         }))
     }
 }
@@ -597,7 +597,7 @@ fn bundle_access(err: walrus::AccessError) -> BundleAccess {
         walrus::AccessError::NotFound { .. } => BundleAccess::NotFound,
         walrus::AccessError::Denied { .. } => BundleAccess::Denied,
         walrus::AccessError::TooLarge { .. } => BundleAccess::TooLarge,
-        walrus::AccessError::Failed(reason) => BundleAccess::Failed(reason),
+        e @ walrus::AccessError::Failed(_) => BundleAccess::Failed(rpc::error_chain(&e)),
     }
 }
 
