@@ -568,7 +568,7 @@ impl BundleStore for WalrusBundles {
         Box::pin(off_reactor(move || {
             walrus
                 .retain_image(&image_id, &location, &sha)
-                .map_err(|e| BundleAccess::Failed(rpc::error_chain(&e)))
+                .map_err(|e| BundleAccess::Failed(Box::new(e)))
         }))
     }
 
@@ -578,7 +578,7 @@ impl BundleStore for WalrusBundles {
         Box::pin(off_reactor(move || {
             walrus
                 .release_image(&image_id)
-                .map_err(|e| BundleAccess::Failed(rpc::error_chain(&e)))
+                .map_err(|e| BundleAccess::Failed(Box::new(e)))
         }))
     }
 }
@@ -589,7 +589,7 @@ async fn off_reactor<T: Send + 'static>(
 ) -> Result<T, BundleAccess> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| BundleAccess::Failed(e.to_string()))?
+        .map_err(|e| BundleAccess::Failed(Box::new(e)))?
 }
 
 fn bundle_access(err: walrus::AccessError) -> BundleAccess {
@@ -597,7 +597,7 @@ fn bundle_access(err: walrus::AccessError) -> BundleAccess {
         walrus::AccessError::NotFound { .. } => BundleAccess::NotFound,
         walrus::AccessError::Denied { .. } => BundleAccess::Denied,
         walrus::AccessError::TooLarge { .. } => BundleAccess::TooLarge,
-        e @ walrus::AccessError::Failed(_) => BundleAccess::Failed(rpc::error_chain(&e)),
+        e @ walrus::AccessError::Failed(_) => BundleAccess::Failed(Box::new(e)),
     }
 }
 
