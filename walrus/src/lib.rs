@@ -23,7 +23,7 @@ use http::Method;
 pub use access::AccessError;
 pub use directory::{Directory, DirectoryFuture};
 pub use feed::{FeedError, FeedImage, FeedStats, IMAGE_GRACE};
-pub use quota::QuotaSource;
+pub use quota::{QuotaError, QuotaSource};
 pub use remote::ClcDirectory;
 pub use store::StorageQuotas;
 

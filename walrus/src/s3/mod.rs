@@ -154,7 +154,10 @@ impl Ctx {
         match source.quotas().await {
             Ok(quotas) => quotas,
             Err(e) => {
-                tracing::warn!("the quotas cannot be learnt now, so none is enforced: {e}");
+                tracing::warn!(
+                    "the quotas cannot be learnt now, so none is enforced: {}",
+                    rpc::error_chain(&e)
+                );
                 StorageQuotas::UNLIMITED
             }
         }
