@@ -301,7 +301,7 @@ pub async fn run_walrus_joined(config: Config, cloud_url: String) -> Result<(), 
     let client = RpcClient::new(key, &tls, ComponentKind::CloudController);
     let quotas = crate::quotas::ClcQuotas::new(client.clone(), &cloud_url);
     let directory =
-        ClcDirectory::open(client, &cloud_url, &cloud_key).map_err(ServerError::Compute)?;
+        ClcDirectory::open(client, &cloud_url, &cloud_key).map_err(ServerError::Walrus)?;
     let walrus = open_walrus(&config, Arc::new(directory))?;
     walrus.set_quota_source(quotas);
     let router = axum::Router::new().fallback(move |req: Request| {
