@@ -79,17 +79,21 @@ pub trait Clusters: Send + Sync {
     fn set_network<'a>(&'a self, plan: &'a network::Plan) -> Pending<'a, Result<(), RpcError>>;
 }
 
-/// Why a bundle object could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a bundle object could not be read, or a registration recorded or released.
+#[derive(Debug, thiserror::Error)]
 pub enum BundleAccess {
     /// No such bucket or key.
+    #[error("the bundle object does not exist")]
     NotFound,
     /// The account may not read it.
+    #[error("the account may not read the bundle object")]
     Denied,
     /// Larger than the limit asked for.
+    #[error("the bundle object is larger than the limit")]
     TooLarge,
-    /// The store failed (not the caller's fault).
-    Failed(String),
+    /// Walrus failed, or could not be reached (not the caller's fault): the cause is kept.
+    #[error("Walrus failed")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The cloud-wide settings the EC2 actions need, fixed at start.

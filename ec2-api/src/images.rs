@@ -415,7 +415,7 @@ fn record_new(cloud: &Cloud, record: &ImageRecord) -> Result<(), QueryError> {
 /// retrying.
 fn walrus_unavailable(e: BundleAccess) -> QueryError {
     let why = match e {
-        BundleAccess::Failed(reason) => reason,
+        failed @ BundleAccess::Failed(_) => rpc::error_chain(&failed),
         other => format!("{other:?}"),
     };
     QueryError::Unavailable(format!(
@@ -452,7 +452,10 @@ async fn read_manifest(
         Err(BundleAccess::TooLarge) => Err(QueryError::InvalidManifest(format!(
             "The manifest {bucket}/{key} is larger than {MAX_MANIFEST} bytes."
         ))),
-        Err(BundleAccess::Failed(reason)) => Err(QueryError::internal(reason)),
+        Err(e @ BundleAccess::Failed(_)) => Err(QueryError::failed(
+            format!("cannot read the manifest {bucket}/{key}"),
+            e,
+        )),
     }
 }
 
@@ -545,7 +548,12 @@ async fn check_parts(
             Err(BundleAccess::TooLarge) => {
                 return Err(QueryError::internal("a size query hit a limit"))
             }
-            Err(BundleAccess::Failed(reason)) => return Err(QueryError::internal(reason)),
+            Err(e @ BundleAccess::Failed(_)) => {
+                return Err(QueryError::failed(
+                    format!("cannot read the size of the bundle part {bucket}/{key}"),
+                    e,
+                ))
+            }
         };
         total += size;
         parts.push(BundlePart {
@@ -1004,6 +1012,23 @@ pub fn reset_attribute(call: &Call<'_>) -> Result<String, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_walrus_failure_tells_its_cause_to_the_caller_and_keeps_it_for_the_log() {
+        let cause = std::io::Error::other("disk full");
+        let err = walrus_unavailable(BundleAccess::Failed(Box::new(cause)));
+        assert_eq!(
+            err.to_string(),
+            "Walrus cannot record the image's use of its bundle now (Walrus failed: disk full); try again."
+        );
+        let cause = std::io::Error::other("disk full");
+        let read = BundleAccess::Failed(Box::new(cause));
+        let err = QueryError::failed("cannot read the manifest b/m", read);
+        assert_eq!(
+            rpc::error_chain(&err),
+            "An internal error occurred.: cannot read the manifest b/m: Walrus failed: disk full"
+        );
+    }
 
     #[test]
     fn manifest_locations() {

@@ -14,6 +14,37 @@ use crate::{BundleAccess, BundleStore, Pending};
 /// How long one call to the other role may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why a call to Walrus got no usable answer: the source of [`BundleAccess::Failed`].
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// The request could not be sent, or no answer came.
+    #[error("the call failed")]
+    Send(#[source] rpc::RpcError),
+    /// The answer's body could not be read (or was longer than asked for).
+    #[error("its answer could not be read")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// No answer within [`CALL_TIMEOUT`].
+    #[error("no answer came within {} s", CALL_TIMEOUT.as_secs())]
+    Timeout,
+    /// Walrus refused in a way that is not the caller's fault.
+    #[error("it answered {status}: {body}")]
+    Refused {
+        /// The answer's status.
+        status: StatusCode,
+        /// The answer's body (an S3 error document).
+        body: String,
+    },
+    /// A HEAD answered without a length.
+    #[error("it named no size")]
+    NoSize,
+}
+
+impl From<CallError> for BundleAccess {
+    fn from(e: CallError) -> BundleAccess {
+        BundleAccess::Failed(Box::new(e))
+    }
+}
+
 /// The CLC's bundle store when Walrus runs on another host: its internal objects and
 /// registrations endpoints, waited for on the runtime.
 pub struct WalrusOverHttp {
@@ -39,25 +70,24 @@ impl WalrusOverHttp {
         url: &str,
         limit: u64,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), BundleAccess> {
-        let failed = |e: &dyn std::fmt::Display| BundleAccess::Failed(format!("Walrus: {e}"));
         let call = async {
             let resp = self
                 .client
                 .send(method, url, Bytes::new())
                 .await
-                .map_err(|e| failed(&e))?;
+                .map_err(CallError::Send)?;
             let (parts, body) = resp.into_parts();
             let most = usize::try_from(limit).unwrap_or(usize::MAX);
             let body = http_body_util::Limited::new(body, most.saturating_add(64 << 10))
                 .collect()
                 .await
-                .map_err(|e| failed(&e))?
+                .map_err(CallError::Body)?
                 .to_bytes();
-            Ok((parts.status, parts.headers, body))
+            Ok::<_, CallError>((parts.status, parts.headers, body))
         };
-        tokio::time::timeout(CALL_TIMEOUT, call)
+        Ok(tokio::time::timeout(CALL_TIMEOUT, call)
             .await
-            .unwrap_or_else(|_| Err(failed(&"no answer in time")))
+            .unwrap_or(Err(CallError::Timeout))?)
     }
 
     /// Asks for `bucket/key` as `account_id`: the status, headers and body of the answer.
@@ -106,10 +136,11 @@ fn refusal(status: StatusCode, body: &[u8]) -> BundleAccess {
         StatusCode::BAD_REQUEST if body.windows(14).any(|w| w == b"EntityTooLarge") => {
             BundleAccess::TooLarge
         }
-        _ => BundleAccess::Failed(format!(
-            "Walrus answered {status}: {}",
-            String::from_utf8_lossy(body)
-        )),
+        _ => CallError::Refused {
+            status,
+            body: String::from_utf8_lossy(body).into_owned(),
+        }
+        .into(),
     }
 }
 
@@ -130,7 +161,7 @@ impl BundleStore for WalrusOverHttp {
             headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
-                .ok_or_else(|| BundleAccess::Failed("Walrus named no size".into()))
+                .ok_or_else(|| CallError::NoSize.into())
         })
     }
 
@@ -200,7 +231,13 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE,
             b"<Error><Code>SlowDown</Code></Error>",
         ) {
-            BundleAccess::Failed(why) => assert!(why.contains("503"), "{why}"),
+            failed @ BundleAccess::Failed(_) => {
+                let why = rpc::error_chain(&failed);
+                assert!(
+                    why.starts_with("Walrus failed: it answered 503 Service Unavailable: <Error>"),
+                    "{why}"
+                );
+            }
             other => panic!("{other:?}"),
         }
     }

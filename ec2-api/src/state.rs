@@ -29,11 +29,11 @@ pub trait Record: Versioned {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// RocksDB failed, or its folder could not be created.
-    #[error("the cloud state store failed: {0}")]
-    Db(RecordError),
+    #[error("the cloud state store failed")]
+    Db(#[source] RecordError),
     /// A record does not decode: damaged, or written by a newer Koala.
-    #[error("the cloud state store holds a corrupt record: {0}")]
-    Corrupt(RecordError),
+    #[error("the cloud state store holds a corrupt record")]
+    Corrupt(#[source] RecordError),
 }
 
 impl From<RecordError> for StateError {
@@ -181,6 +181,22 @@ mod tests {
         assert_eq!(state.get::<Thing>("c").unwrap(), Some(Thing { n: 4 }));
         assert_eq!(state.scan::<Thing>("").unwrap().len(), 3);
         assert_eq!(state.scan::<Other>("").unwrap().len(), 1);
+    }
+
+    /// A failure of RocksDB is told once: its message is the cause's, not the store's.
+    #[test]
+    fn a_rocksdb_failure_appears_once_in_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = CloudState::open(dir.path()).unwrap();
+        // RocksDB's lock on its folder refuses a second open.
+        let err = CloudState::open(dir.path()).err().unwrap();
+        assert!(matches!(err, StateError::Db(RecordError::Db(_))), "{err:?}");
+        assert_eq!(err.to_string(), "the cloud state store failed");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(!cause.is_empty());
+        let chain = rpc::error_chain(&err);
+        assert_eq!(chain, format!("the cloud state store failed: {cause}"));
+        assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
     }
 
     /// Records exactly as the store has written them since format version 1, put straight

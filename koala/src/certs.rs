@@ -13,6 +13,7 @@ use identity::{ComponentKind, Identity, CLOUD_CERT_FILE};
 use rpc::tls::Tls;
 
 use crate::config::{host_name, Config};
+use crate::roles::RoleError;
 
 /// The files of component `name`.
 struct TlsFiles {
@@ -32,21 +33,19 @@ impl TlsFiles {
     }
 }
 
-fn read(path: &Path) -> Result<Option<String>, String> {
+fn read(path: &Path) -> Result<Option<String>, RoleError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(RoleError::read(path)(e)),
     }
 }
 
-fn write(path: &Path, contents: &str, mode: u32) -> Result<(), String> {
+fn write(path: &Path, contents: &str, mode: u32) -> Result<(), RoleError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(RoleError::create_dir(dir))?;
     }
-    identity::write_atomic(path, contents.as_bytes(), mode)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    identity::write_atomic(path, contents.as_bytes(), mode).map_err(RoleError::write(path))
 }
 
 /// The host names and addresses a component on this host is reached by: the configured
@@ -71,12 +70,12 @@ pub fn host_names(config: &Config) -> Vec<String> {
     names
 }
 
-/// This component's private key (made on first use) and its SPKI public key.
-fn key_pair(files: &TlsFiles) -> Result<(String, Option<String>), String> {
+/// Component `name`'s private key (made on first use) and its SPKI public key.
+fn key_pair(files: &TlsFiles, name: &str) -> Result<(String, Option<String>), RoleError> {
     if let Some(key) = read(&files.key)? {
         return Ok((key, None));
     }
-    let (private, public) = identity::new_tls_key().map_err(|e| e.to_string())?;
+    let (private, public) = identity::new_tls_key().map_err(tls_key(name))?;
     write(&files.key, &private, 0o600)?;
     Ok((private, Some(public)))
 }
@@ -89,51 +88,54 @@ pub fn local(
     name: &str,
     kinds: &[ComponentKind],
     hosts: &[String],
-) -> Result<Tls, String> {
+) -> Result<Tls, RoleError> {
     let ca = identity
         .cloud_ca()
-        .ok_or("the cloud controller has no certificate authority")?;
+        .ok_or(RoleError::NoCertificateAuthority)?;
     let files = TlsFiles::of(config, name);
     let wanted = names_line(kinds, hosts);
-    let (key, fresh_public) = key_pair(&files)?;
+    let (key, fresh_public) = key_pair(&files, name)?;
     let cert = match (read(&files.cert)?, read(&files.names)?) {
         (Some(cert), Some(names)) if fresh_public.is_none() && names == wanted => cert,
         _ => {
             let public = match fresh_public {
                 Some(public) => public,
-                None => public_of(&key)?,
+                None => public_of(&key, name)?,
             };
             let cert = ca
                 .issue_tls_certificate(&public, name, kinds, hosts)
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| RoleError::Certify {
+                    name: name.to_owned(),
+                    source,
+                })?;
             write(&files.cert, &cert, 0o644)?;
             write(&files.names, &wanted, 0o644)?;
             cert
         }
     };
-    Tls::new(ca.cert_pem(), Some((&cert, &key))).map_err(|e| e.to_string())
+    Tls::new(ca.cert_pem(), Some((&cert, &key))).map_err(unusable(name))
 }
 
 /// The TLS settings of component `name` running apart, from its files; `None` when it has
 /// none yet (it registers on first start).
-pub fn remote(config: &Config, name: &str) -> Result<Option<Tls>, String> {
+pub fn remote(config: &Config, name: &str) -> Result<Option<Tls>, RoleError> {
     let files = TlsFiles::of(config, name);
     let ca = read(&config.data_dir.join("keys").join(CLOUD_CERT_FILE))?;
     match (ca, read(&files.cert)?, read(&files.key)?) {
         (Some(ca), Some(cert), Some(key)) => Tls::new(&ca, Some((&cert, &key)))
             .map(Some)
-            .map_err(|e| e.to_string()),
+            .map_err(unusable(name)),
         _ => Ok(None),
     }
 }
 
 /// What a component running apart sends with its registration: the public key of its TLS key
 /// (made now, kept in its files).
-pub fn registration_key(config: &Config, name: &str) -> Result<String, String> {
+pub fn registration_key(config: &Config, name: &str) -> Result<String, RoleError> {
     let files = TlsFiles::of(config, name);
-    match key_pair(&files)? {
+    match key_pair(&files, name)? {
         (_, Some(public)) => Ok(public),
-        (key, None) => public_of(&key),
+        (key, None) => public_of(&key, name),
     }
 }
 
@@ -143,7 +145,7 @@ pub fn keep_registration(
     name: &str,
     cert_pem: &str,
     ca_pem: &str,
-) -> Result<(), String> {
+) -> Result<(), RoleError> {
     let files = TlsFiles::of(config, name);
     write(
         &config.data_dir.join("keys").join(CLOUD_CERT_FILE),
@@ -153,9 +155,21 @@ pub fn keep_registration(
     write(&files.cert, cert_pem, 0o644)
 }
 
-/// The public key (SPKI PEM) of a private key (PKCS#8 PEM).
-fn public_of(private_pem: &str) -> Result<String, String> {
-    identity::public_tls_key(private_pem).map_err(|e| e.to_string())
+/// The public key (SPKI PEM) of component `name`'s private key (PKCS#8 PEM).
+fn public_of(private_pem: &str, name: &str) -> Result<String, RoleError> {
+    identity::public_tls_key(private_pem).map_err(tls_key(name))
+}
+
+/// For `map_err`: component `name`'s TLS key could not be made or read.
+fn tls_key(name: &str) -> impl FnOnce(identity::IdentityError) -> RoleError {
+    let name = name.to_owned();
+    move |source| RoleError::TlsKey { name, source }
+}
+
+/// For `map_err`: component `name`'s certificate and key cannot be used.
+fn unusable(name: &str) -> impl FnOnce(rpc::tls::TlsError) -> RoleError {
+    let name = name.to_owned();
+    move |source| RoleError::Tls { name, source }
 }
 
 /// The names a certificate carries, as one comparable line.

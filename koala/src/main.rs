@@ -5,10 +5,47 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use euca2ools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
-use euca2ools::ec2xml::{self, Element};
-use koala::config::{Config, Overrides};
-use koala::server::{self, Roles};
+use euca2ools::client::{euare_url_from_env, query_call, xml_text, ClientError, EnvCredentials};
+use euca2ools::ec2xml::{self, Element, XmlError};
+use koala::config::{Config, ConfigError, Overrides};
+use koala::server::{self, Roles, ServerError};
+
+/// Why a `koala` command failed; `main` prints it with its chain of causes.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// The configuration could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The async runtime could not be built.
+    #[error("cannot start the runtime")]
+    Runtime(#[source] std::io::Error),
+    /// A role of the daemon could not start, or stopped.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// An admin command's call: no credentials, no endpoint, or the service refused.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The answer to an admin command's action is not XML.
+    #[error("the answer to {action} is not XML")]
+    Xml {
+        /// The action called.
+        action: String,
+        /// What did not parse.
+        #[source]
+        source: XmlError,
+    },
+    /// `CreateAccessKey` answered without a key.
+    #[error("the response holds no access key")]
+    NoAccessKey,
+    /// `CreateAccount` answered without a field the eucarc needs.
+    #[error("the response has no <{tag}>: {body}")]
+    NoField {
+        /// The element missing.
+        tag: &'static str,
+        /// The whole answer.
+        body: String,
+    },
+}
 
 /// Koala, a private cloud: Walrus (S3), the cloud controller, clusters and nodes.
 #[derive(Parser)]
@@ -186,19 +223,21 @@ struct Target {
 
 impl Target {
     /// Calls a Euare action in the target account; the parsed response.
-    fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<Element, String> {
-        let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
+    fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<Element, CliError> {
+        let creds = EnvCredentials::from_env()?;
         let url = match &self.url {
             Some(url) => url.clone(),
-            None => euare_url_from_env().map_err(|e| e.to_string())?,
+            None => euare_url_from_env()?,
         };
         let mut all: Vec<(&str, &str)> = params.to_vec();
         if let Some(account) = &self.account {
             all.push(("DelegateAccount", account));
         }
-        let body = query_call(&url, "iam", "2010-05-08", action, &all, &creds)
-            .map_err(|e| e.to_string())?;
-        ec2xml::parse(&body).map_err(|e| format!("{action}: {e}"))
+        let body = query_call(&url, "iam", "2010-05-08", action, &all, &creds)?;
+        ec2xml::parse(&body).map_err(|source| CliError::Xml {
+            action: action.to_owned(),
+            source,
+        })
     }
 }
 
@@ -248,8 +287,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("koala: {message}");
+        Err(e) => {
+            eprintln!("koala: {}", rpc::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -260,36 +299,30 @@ fn main() -> ExitCode {
 /// [`walrus::store::THREADS_PER_UPLOAD`] while its client sends), with as many again for
 /// everything else (file reads, RocksDB writes, EC2 actions), so that slow uploads never
 /// take the threads other requests need.
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     let uploads = walrus::store::MAX_UPLOADS * walrus::store::THREADS_PER_UPLOAD;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(2 * uploads + 128)
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .map_err(CliError::Runtime)
 }
 
-fn run_role<F: std::future::Future<Output = Result<(), server::ServerError>>>(
+fn run_role<F: std::future::Future<Output = Result<(), ServerError>>>(
     daemon: Daemon,
     default_listen: &str,
     role: impl FnOnce(Config) -> F,
-) -> Result<(), String> {
-    let config = Config::load_for_role(&daemon.data_dir, &daemon.overrides, default_listen)
-        .map_err(|e| rpc::error_chain(&e))?;
-    runtime()?
-        .block_on(role(config))
-        .map_err(|e| rpc::error_chain(&e))
+) -> Result<(), CliError> {
+    let config = Config::load_for_role(&daemon.data_dir, &daemon.overrides, default_listen)?;
+    Ok(runtime()?.block_on(role(config))?)
 }
 
-fn serve(daemon: Daemon, roles: Roles) -> Result<(), String> {
-    let config =
-        Config::load(&daemon.data_dir, &daemon.overrides).map_err(|e| rpc::error_chain(&e))?;
-    runtime()?
-        .block_on(server::run(config, roles))
-        .map_err(|e| rpc::error_chain(&e))
+fn serve(daemon: Daemon, roles: Roles) -> Result<(), CliError> {
+    let config = Config::load(&daemon.data_dir, &daemon.overrides)?;
+    Ok(runtime()?.block_on(server::run(config, roles))?)
 }
 
-fn admin(command: AdminCommand) -> Result<(), String> {
+fn admin(command: AdminCommand) -> Result<(), CliError> {
     let command_is_grant = matches!(command, AdminCommand::GrantAdmin { .. });
     let user_param = |user: &Option<String>| user.clone().unwrap_or_else(|| "admin".to_owned());
     match command {
@@ -310,7 +343,7 @@ fn admin(command: AdminCommand) -> Result<(), String> {
             let response = target.call("CreateAccessKey", &[("UserName", &user)])?;
             let key = response
                 .get("CreateAccessKeyResult/AccessKey")
-                .ok_or("the response holds no access key")?;
+                .ok_or(CliError::NoAccessKey)?;
             println!("{}", key.field("AccessKeyId"));
             println!("{}", key.field("SecretAccessKey"));
             Ok(())
@@ -351,10 +384,10 @@ fn admin(command: AdminCommand) -> Result<(), String> {
             Ok(())
         }
         AdminCommand::CreateAccount { name, url } => {
-            let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
+            let creds = EnvCredentials::from_env()?;
             let url = match url {
                 Some(url) => url,
-                None => euare_url_from_env().map_err(|e| e.to_string())?,
+                None => euare_url_from_env()?,
             };
             let body = query_call(
                 &url,
@@ -363,10 +396,12 @@ fn admin(command: AdminCommand) -> Result<(), String> {
                 "CreateAccount",
                 &[("AccountName", &name)],
                 &creds,
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             let field = |tag| {
-                xml_text(&body, tag).ok_or_else(|| format!("the response has no <{tag}>: {body}"))
+                xml_text(&body, tag).ok_or_else(|| CliError::NoField {
+                    tag,
+                    body: body.clone(),
+                })
             };
             let new = identity::Credentials {
                 account_id: field("AccountId")?,
@@ -399,7 +434,7 @@ fn members<'a>(response: &'a Element, path: &str) -> impl Iterator<Item = &'a El
         .filter(|c| c.name == "member")
 }
 
-fn set_key_status(target: &Target, user: &str, key: &str, status: &str) -> Result<(), String> {
+fn set_key_status(target: &Target, user: &str, key: &str, status: &str) -> Result<(), CliError> {
     target.call(
         "UpdateAccessKey",
         &[("UserName", user), ("AccessKeyId", key), ("Status", status)],

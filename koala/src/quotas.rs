@@ -12,7 +12,7 @@ use ec2_api::Cloud;
 use http::Method;
 use identity::{ComponentKind, Identity};
 use rpc::{RpcClient, RpcCode, RpcError};
-use walrus::{DirectoryFuture, QuotaSource, StorageQuotas};
+use walrus::{DirectoryFuture, QuotaError, QuotaSource, StorageQuotas};
 
 /// Where the cloud controller answers a Walrus apart with the storage quotas in force.
 pub const QUOTAS_PATH: &str = "/services/Quotas/storage";
@@ -35,10 +35,10 @@ fn storage_quotas(limits: StorageLimits) -> StorageQuotas {
 pub struct CloudQuotas(pub Cloud);
 
 impl QuotaSource for CloudQuotas {
-    fn quotas(&self) -> DirectoryFuture<'_, Result<StorageQuotas, String>> {
+    fn quotas(&self) -> DirectoryFuture<'_, Result<StorageQuotas, QuotaError>> {
         let answer = ec2_api::quotas::storage(&self.0)
             .map(storage_quotas)
-            .map_err(|e| format!("{e:?}"));
+            .map_err(|e| QuotaError::Failed(Box::new(e)));
         Box::pin(async move { answer })
     }
 }
@@ -72,7 +72,7 @@ impl ClcQuotas {
 }
 
 impl QuotaSource for ClcQuotas {
-    fn quotas(&self) -> DirectoryFuture<'_, Result<StorageQuotas, String>> {
+    fn quotas(&self) -> DirectoryFuture<'_, Result<StorageQuotas, QuotaError>> {
         Box::pin(async move {
             let mut learnt = self.learnt.lock().await;
             if learnt.asked.is_none_or(|at| at.elapsed() >= REFRESH) {
@@ -89,9 +89,7 @@ impl QuotaSource for ClcQuotas {
                     ),
                 }
             }
-            learnt
-                .quotas
-                .ok_or_else(|| "the cloud controller has not told its quotas yet".to_owned())
+            learnt.quotas.ok_or(QuotaError::NotLearnt)
         })
     }
 }
@@ -111,7 +109,7 @@ pub async fn serve(identity: Identity, cloud: Cloud, req: axum::extract::Request
         let limits = tokio::task::spawn_blocking(move || ec2_api::quotas::storage(&cloud))
             .await
             .map_err(|e| RpcError::new(RpcCode::InternalError, e.to_string()))?
-            .map_err(|e| RpcError::new(RpcCode::InternalError, format!("{e:?}")))?;
+            .map_err(|e| RpcError::new(RpcCode::InternalError, rpc::error_chain(&e)))?;
         Ok(rpc::json_response(
             http::StatusCode::OK,
             &storage_quotas(limits),

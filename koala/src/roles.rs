@@ -22,6 +22,191 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{host_name, Config};
 
+/// Why a component of a role (the CLC's, a cluster's or a node's, or Walrus apart) could
+/// not get its key or TLS certificate, or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    /// A key or certificate file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A folder could not be made.
+    #[error("cannot create {}", path.display())]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key or certificate file could not be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data dir's real path could not be found.
+    #[error("cannot resolve {}", path.display())]
+    Resolve {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A component key file holds something else.
+    #[error("{} is not a component key", path.display())]
+    NotAKey {
+        /// The file.
+        path: PathBuf,
+        /// What did not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A component key could not be encoded to be kept.
+    #[error("cannot encode a component key")]
+    EncodeKey(#[source] serde_json::Error),
+    /// The identity store could not make the component's principal and key.
+    #[error("cannot register the component {name}")]
+    Register {
+        /// The component's principal name.
+        name: String,
+        /// The store's error.
+        #[source]
+        source: identity::IdentityError,
+    },
+    /// The account service refused or could not be asked to register a component apart.
+    #[error("cannot register the component {name}")]
+    RegisterRemotely {
+        /// The component's principal name.
+        name: String,
+        /// The client's error.
+        #[source]
+        source: euca2ools::client::ClientError,
+    },
+    /// A component apart starting for the first time has no admin credentials to register
+    /// with.
+    #[error(
+        "{} has no key yet: source the cloud admin's eucarc for this first start",
+        path.display()
+    )]
+    NoAdminCredentials {
+        /// Where the component's key would be.
+        path: PathBuf,
+        /// What is missing from the environment.
+        #[source]
+        source: euca2ools::client::ClientError,
+    },
+    /// Components register and call over TLS only.
+    #[error("the cloud URL {0} is not https://: components register and call over TLS")]
+    NotHttps(String),
+    /// The answer to `RegisterComponent` lacks a field.
+    #[error("the response has no <{0}>")]
+    NoField(&'static str),
+    /// A registration answered, yet left no certificate behind.
+    #[error("the registration of {0} left no certificate")]
+    NoCertificate(String),
+    /// A TLS key could not be made, or the public key of one not derived.
+    #[error("cannot make or read the TLS key of {name}")]
+    TlsKey {
+        /// The component.
+        name: String,
+        /// The error.
+        #[source]
+        source: identity::IdentityError,
+    },
+    /// The identity store has no cloud CA to certify components with.
+    #[error("the cloud controller has no certificate authority")]
+    NoCertificateAuthority,
+    /// The cloud CA could not issue a component's certificate.
+    #[error("cannot issue the TLS certificate of {name}")]
+    Certify {
+        /// The component.
+        name: String,
+        /// The CA's error.
+        #[source]
+        source: identity::IdentityError,
+    },
+    /// A component's certificate, key or the cloud's certificate cannot be used.
+    #[error("cannot use the TLS certificate and key of {name}")]
+    Tls {
+        /// The component.
+        name: String,
+        /// What is wrong with them.
+        #[source]
+        source: rpc::tls::TlsError,
+    },
+    /// A program the node needs is missing (genisoimage).
+    #[error(transparent)]
+    NodeProgram(compute::Error),
+    /// QEMU's user is unknown on this host.
+    #[error(
+        "cannot find QEMU's user (install libvirt: apt-get install libvirt-daemon-system \
+         qemu-system-x86 qemu-utils)"
+    )]
+    QemuUser(#[source] compute::Error),
+    /// KVM or TCG could not be chosen (libvirt did not answer, or the probe failed).
+    #[error(
+        "cannot choose how guests run: is libvirtd running? (scripts/start-libvirt starts it)"
+    )]
+    Accel(#[source] compute::Error),
+    /// Blocking work of the start (on the blocking pool) panicked or was cancelled.
+    #[error("a start-up task failed")]
+    Task(#[source] tokio::task::JoinError),
+    /// The node controller could not open.
+    #[error("cannot start the node controller")]
+    Node(#[source] compute::node::NodeError),
+    /// The cluster controller could not open its store.
+    #[error("cannot open the cluster controller")]
+    Cluster(#[source] std::io::Error),
+    /// libvirt is not installed on this host.
+    #[error(
+        "libvirt is not installed (apt-get install libvirt-daemon-system qemu-system-x86 \
+         qemu-utils genisoimage)"
+    )]
+    NoLibvirt,
+    /// libvirt's daemons could not be started.
+    #[error("cannot start libvirt's daemons")]
+    StartLibvirt(#[source] std::io::Error),
+    /// Starting libvirt's daemons failed.
+    #[error(
+        "libvirtd is not running and could not be started (start it as root: \
+         scripts/start-libvirt)"
+    )]
+    LibvirtNotStarted,
+    /// libvirtd started but never answered.
+    #[error("libvirtd did not open its socket within 30 s")]
+    LibvirtSilent,
+}
+
+impl RoleError {
+    /// For `map_err`: `path` could not be read.
+    pub(crate) fn read(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> RoleError {
+        let path = path.to_owned();
+        move |source| RoleError::Read { path, source }
+    }
+
+    /// For `map_err`: the folder `path` could not be made.
+    pub(crate) fn create_dir(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> RoleError {
+        let path = path.to_owned();
+        move |source| RoleError::CreateDir { path, source }
+    }
+
+    /// For `map_err`: `path` could not be written.
+    pub(crate) fn write(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> RoleError {
+        let path = path.to_owned();
+        move |source| RoleError::Write { path, source }
+    }
+}
+
 /// A component key as kept on disk, `DATA_DIR/credentials/components/NAME.json` (0600).
 #[derive(Serialize, Deserialize)]
 struct KeyFile {
@@ -40,25 +225,28 @@ impl KeyFile {
     }
 
     /// The key kept at `path`: `None` when there is none, an error when it is unreadable.
-    fn read(path: &std::path::Path) -> Result<Option<KeyFile>, String> {
+    fn read(path: &std::path::Path) -> Result<Option<KeyFile>, RoleError> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| format!("{} is not a component key: {e}", path.display())),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| RoleError::NotAKey {
+                        path: path.to_owned(),
+                        source,
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => Err(RoleError::read(path)(e)),
         }
     }
 
     /// Keeps the key at `path`, readable by its owner only.
-    fn save(&self, path: &std::path::Path) -> Result<(), String> {
+    fn save(&self, path: &std::path::Path) -> Result<(), RoleError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(RoleError::create_dir(dir))?;
         }
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        identity::write_atomic(path, &bytes, 0o600)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        let bytes = serde_json::to_vec_pretty(self).map_err(RoleError::EncodeKey)?;
+        identity::write_atomic(path, &bytes, 0o600).map_err(RoleError::write(path))
     }
 
     /// The key, signing for `config`'s region.
@@ -80,7 +268,7 @@ pub fn component_key(
     config: &Config,
     kind: ComponentKind,
     name: &str,
-) -> Result<ComponentKey, String> {
+) -> Result<ComponentKey, RoleError> {
     let path = KeyFile::path(config, name);
     // A key file that is unreadable, or whose key was revoked, is replaced.
     if let Ok(Some(file)) = KeyFile::read(&path) {
@@ -92,7 +280,10 @@ pub fn component_key(
     }
     let creds = identity
         .register_component(kind, name)
-        .map_err(|e| format!("cannot register the component {name}: {e}"))?;
+        .map_err(|source| RoleError::Register {
+            name: name.to_owned(),
+            source,
+        })?;
     let file = KeyFile {
         user: name.to_owned(),
         access_key_id: creds.access_key_id,
@@ -113,13 +304,11 @@ pub async fn open_node(
     key: ComponentKey,
     tls: &Tls,
     walrus_url: &str,
-) -> Result<Node, String> {
+) -> Result<Node, RoleError> {
     let settings = &config.node;
     // Without a config drive writer every instance would fail at its boot: refuse now.
-    compute::config_drive::check_writer().map_err(|e| rpc::error_chain(&e))?;
-    let qemu_user = QemuUser::lookup(qemu_user::DEFAULT_NAME).map_err(|e| {
-        format!("{e}: install libvirt (apt-get install libvirt-daemon-system qemu-system-x86 qemu-utils)")
-    })?;
+    compute::config_drive::check_writer().map_err(RoleError::NodeProgram)?;
+    let qemu_user = QemuUser::lookup(qemu_user::DEFAULT_NAME).map_err(RoleError::QemuUser)?;
     let uri = settings
         .libvirt_uri
         .clone()
@@ -133,7 +322,7 @@ pub async fn open_node(
         .probe_guest
         .clone()
         .or_else(|| accel::host_kernel().map(ProbeGuest::Kernel));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(RoleError::create_dir(&dir))?;
     let probe = guest.map(|guest| Probe {
         guest,
         work_dir: dir.clone(),
@@ -162,8 +351,8 @@ pub async fn open_node(
         }
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("{e}: is libvirtd running? (scripts/start-libvirt starts it)"))?;
+    .map_err(RoleError::Task)?
+    .map_err(RoleError::Accel)?;
     println!(
         "Guests on this node run under {}",
         match accel {
@@ -194,23 +383,23 @@ pub async fn open_node(
         disk_gib: settings.disk_gib.unwrap_or(100),
     };
     let feed = WalrusFeed::new(RpcClient::new(key, tls, ComponentKind::Walrus), walrus_url);
-    Node::open(node_config, feed)
-        .await
-        .map_err(|e| format!("cannot start the node controller: {e}"))
+    Node::open(node_config, feed).await.map_err(RoleError::Node)
 }
 
 /// The node's folder when none is configured: `DATA_DIR/node`, unless QEMU's user cannot
 /// reach it (a data dir under a closed folder such as root's home), then
 /// `/var/lib/koala/nodes/<a hash of the data dir's path>`, as Eucalyptus kept instances under
 /// /var/lib/eucalyptus.
-fn default_node_dir(config: &Config) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+fn default_node_dir(config: &Config) -> Result<PathBuf, RoleError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(RoleError::create_dir(&config.data_dir))?;
     if compute::node::check_reachable(&config.data_dir).is_ok() {
         return Ok(config.data_dir.join("node"));
     }
-    let data_dir = std::fs::canonicalize(&config.data_dir)
-        .map_err(|e| format!("cannot resolve {}: {e}", config.data_dir.display()))?;
+    let data_dir =
+        std::fs::canonicalize(&config.data_dir).map_err(|source| RoleError::Resolve {
+            path: config.data_dir.clone(),
+            source,
+        })?;
     let dir = PathBuf::from("/var/lib/koala/nodes").join(node_dir_name(&data_dir));
     println!(
         "QEMU's user cannot reach {}: the node keeps its instances and image cache in {}",
@@ -244,7 +433,7 @@ fn host_memory_mib() -> u64 {
 }
 
 /// Opens this host's cluster controller.
-pub fn open_cluster(config: &Config, key: ComponentKey, tls: &Tls) -> Result<Cluster, String> {
+pub fn open_cluster(config: &Config, key: ComponentKey, tls: &Tls) -> Result<Cluster, RoleError> {
     let policy = config.cluster.policy;
     let nodes = RpcClient::new(key, tls, ComponentKind::NodeController);
     let gateway = config
@@ -264,7 +453,7 @@ pub fn open_cluster(config: &Config, key: ComponentKey, tls: &Tls) -> Result<Clu
             )
         });
     Cluster::open(config.data_dir.join("cluster"), policy, nodes, gateway)
-        .map_err(|e| format!("cannot open the cluster controller: {e}"))
+        .map_err(RoleError::Cluster)
 }
 
 /// The CLC's view of a cluster: the CC's client.
@@ -316,7 +505,7 @@ pub fn loopback(port: u16) -> String {
 /// Makes sure libvirt answers on this host: where no service manager started its daemons
 /// (containers, CI machines) and Koala runs as root, starts `virtlogd` and `libvirtd` as
 /// scripts/start-libvirt does; else says in one sentence what is missing.
-pub async fn ensure_libvirt() -> Result<(), String> {
+pub async fn ensure_libvirt() -> Result<(), RoleError> {
     const SOCKET: &str = "/run/libvirt/libvirt-sock";
     // A socket file is not enough: one left by a daemon that died (or by a machine image
     // taken while it ran) refuses connections.
@@ -331,10 +520,7 @@ pub async fn ensure_libvirt() -> Result<(), String> {
             .any(|dir| std::path::Path::new(dir).join(name).exists())
     };
     if !installed("libvirtd") {
-        return Err(
-            "libvirt is not installed (apt-get install libvirt-daemon-system qemu-system-x86 qemu-utils genisoimage)"
-                .into(),
-        );
+        return Err(RoleError::NoLibvirt);
     }
     let status = tokio::task::spawn_blocking(|| {
         std::process::Command::new("sh")
@@ -343,10 +529,10 @@ pub async fn ensure_libvirt() -> Result<(), String> {
             .status()
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot start libvirt's daemons: {e}"))?;
+    .map_err(RoleError::Task)?
+    .map_err(RoleError::StartLibvirt)?;
     if !status.success() {
-        return Err("libvirtd is not running and could not be started (start it as root: scripts/start-libvirt)".into());
+        return Err(RoleError::LibvirtNotStarted);
     }
     for _ in 0..300 {
         if answers() {
@@ -354,7 +540,7 @@ pub async fn ensure_libvirt() -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err("libvirtd did not open its socket within 30 s".into())
+    Err(RoleError::LibvirtSilent)
 }
 
 /// What Debian's udev rules would have done where none ran (containers, CI machines): give
@@ -466,21 +652,19 @@ pub fn remote_component(
     kind: ComponentKind,
     name: &str,
     cloud_url: &str,
-) -> Result<(ComponentKey, Tls), String> {
+) -> Result<(ComponentKey, Tls), RoleError> {
     let path = KeyFile::path(config, name);
     if let (Some(file), Some(tls)) = (KeyFile::read(&path)?, crate::certs::remote(config, name)?) {
         return Ok((file.into_key(config), tls));
     }
-    let admin = euca2ools::client::EnvCredentials::from_env().map_err(|e| {
-        format!(
-            "{} has no key yet: source the cloud admin's eucarc for this first start ({e})",
-            path.display()
-        )
+    let admin = euca2ools::client::EnvCredentials::from_env().map_err(|source| {
+        RoleError::NoAdminCredentials {
+            path: path.clone(),
+            source,
+        }
     })?;
     if !cloud_url.starts_with("https://") {
-        return Err(format!(
-            "the cloud URL {cloud_url} is not https://: components register and call over TLS"
-        ));
+        return Err(RoleError::NotHttps(cloud_url.to_owned()));
     }
     let public_key = crate::certs::registration_key(config, name)?;
     let hosts = crate::certs::host_names(config);
@@ -504,11 +688,11 @@ pub fn remote_component(
         &params,
         &admin,
     )
-    .map_err(|e| format!("cannot register the component {name}: {e}"))?;
-    let field = |tag| {
-        euca2ools::client::xml_text(&body, tag)
-            .ok_or_else(|| format!("the response has no <{tag}>"))
-    };
+    .map_err(|source| RoleError::RegisterRemotely {
+        name: name.to_owned(),
+        source,
+    })?;
+    let field = |tag| euca2ools::client::xml_text(&body, tag).ok_or(RoleError::NoField(tag));
     crate::certs::keep_registration(
         config,
         name,
@@ -526,13 +710,39 @@ pub fn remote_component(
         path.display()
     );
     let tls = crate::certs::remote(config, name)?
-        .ok_or_else(|| format!("the registration of {name} left no certificate"))?;
+        .ok_or_else(|| RoleError::NoCertificate(name.to_owned()))?;
     Ok((file.into_key(config), tls))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_component_key_is_named_with_its_cause() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("clc.json");
+        std::fs::write(&path, "not a key").expect("write");
+        let Err(err) = KeyFile::read(&path) else {
+            panic!("read a damaged key");
+        };
+        assert!(matches!(err, RoleError::NotAKey { .. }), "{err:?}");
+        let chain = rpc::error_chain(&err);
+        let expected = format!("{} is not a component key: expected ", path.display());
+        assert!(chain.starts_with(&expected), "{chain}");
+    }
+
+    #[test]
+    fn the_daemon_prints_a_role_failure_as_the_role_words_it_with_every_cause() {
+        let err = crate::server::ServerError::from(RoleError::Node(compute::node::NodeError::Io {
+            path: PathBuf::from("/srv/node"),
+            source: std::io::Error::other("disk on fire"),
+        }));
+        assert_eq!(
+            rpc::error_chain(&err),
+            "cannot start the node controller: cannot use /srv/node: disk on fire"
+        );
+    }
 
     #[test]
     fn the_node_folder_name_is_a_stable_hash_of_the_data_dir() {

@@ -17,7 +17,7 @@ use walrus::{Walrus, WalrusConfig};
 
 use crate::certs;
 use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
-use crate::roles::{self, CcClusters};
+use crate::roles::{self, CcClusters, RoleError};
 use crate::serve::{self, Port};
 use ec2_api::WalrusOverHttp;
 use rpc::cluster::ClusterClient;
@@ -67,9 +67,19 @@ pub enum ServerError {
     /// Walrus failed to open.
     #[error("cannot open Walrus")]
     Walrus(#[source] walrus::WalrusError),
-    /// A compute role (cluster or node controller) could not start.
-    #[error("{0}")]
-    Compute(String),
+    /// A component of a role could not get its key or certificate, or could not start (the
+    /// cluster or node controller).
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    /// The node of `koala up` could not be registered with its cluster.
+    #[error("cannot register node {host}")]
+    RegisterNode {
+        /// The node's host name.
+        host: String,
+        /// The cluster controller's refusal.
+        #[source]
+        source: rpc::RpcError,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -149,8 +159,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         main_name,
         main_kinds,
         &certs::host_names(&config),
-    )
-    .map_err(ServerError::Compute)?;
+    )?;
 
     let walrus = match &walrus_url {
         Some(_) => None,
@@ -160,8 +169,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         Roles::All | Roles::Cloud { .. } => {
             // The CLC's own key, for its calls to cluster controllers and a Walrus apart.
             let clc_key =
-                roles::component_key(&identity, &config, ComponentKind::CloudController, "clc")
-                    .map_err(ServerError::Compute)?;
+                roles::component_key(&identity, &config, ComponentKind::CloudController, "clc")?;
             // `koala up`'s own CC is always where it runs; `koala cloud`'s is where it is
             // told, else where it was registered.
             let (cluster_url, moved) = match &roles {
@@ -305,7 +313,7 @@ pub async fn run_walrus_joined(config: Config, cloud_url: String) -> Result<(), 
     let client = RpcClient::new(key, &tls, ComponentKind::CloudController);
     let quotas = crate::quotas::ClcQuotas::new(client.clone(), &cloud_url);
     let directory =
-        ClcDirectory::open(client, &cloud_url, &cloud_key).map_err(ServerError::Compute)?;
+        ClcDirectory::open(client, &cloud_url, &cloud_key).map_err(ServerError::Walrus)?;
     let walrus = open_walrus(&config, Arc::new(directory))?;
     walrus.set_quota_source(quotas);
     let router = axum::Router::new().fallback(move |req: Request| {
@@ -362,15 +370,13 @@ fn internal_port(config: &Config, tls: &Tls) -> Port {
 /// A node that cannot start (no libvirt) is reported in one sentence; the rest of the cloud
 /// runs without it.
 async fn start_compute(config: &Config, identity: &Identity) -> Result<String, ServerError> {
-    let compute_err = |e: String| ServerError::Compute(e);
     let zone = &config.zone;
     let hosts = certs::host_names(config);
     let cc_kind = ComponentKind::ClusterController;
     let cc_name = cc_kind.principal_name(zone);
-    let cc_key = roles::component_key(identity, config, cc_kind, &cc_name).map_err(compute_err)?;
-    let cc_tls =
-        certs::local(identity, config, &cc_name, &[cc_kind], &hosts).map_err(compute_err)?;
-    let cluster = roles::open_cluster(config, cc_key, &cc_tls).map_err(compute_err)?;
+    let cc_key = roles::component_key(identity, config, cc_kind, &cc_name)?;
+    let cc_tls = certs::local(identity, config, &cc_name, &[cc_kind], &hosts)?;
+    let cluster = roles::open_cluster(config, cc_key, &cc_tls)?;
     let cc_addr = role_addr(config, 1);
     let cc_listener = bind(cc_addr).await?;
     let cc_router = compute::cluster::http::router(cluster.clone(), roles::verifier(identity));
@@ -394,7 +400,7 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
         let nc_tls = certs::local(identity, config, &nc_name, &[nc_kind], &hosts)?;
         let walrus_url = format!("{}/services/Walrus", local_url(config, 0));
         let node = roles::open_node(config, nc_key, &nc_tls, &walrus_url).await?;
-        Ok::<_, String>((node, nc_tls))
+        Ok::<_, RoleError>((node, nc_tls))
     }
     .await;
     match node_started {
@@ -419,8 +425,11 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
                 .iter()
                 .any(|n| n.host == host && n.url == registration.url);
             if !registered {
-                cluster.register(registration).await.map_err(|e| {
-                    ServerError::Compute(format!("cannot register node {host}: {e}"))
+                cluster.register(registration).await.map_err(|source| {
+                    ServerError::RegisterNode {
+                        host: host.clone(),
+                        source,
+                    }
                 })?;
             }
             println!(
@@ -428,7 +437,10 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
                 local_url(config, 2)
             );
         }
-        Err(e) => println!("No node controller runs on this host, so no instance can start: {e}"),
+        Err(e) => println!(
+            "No node controller runs on this host, so no instance can start: {}",
+            rpc::error_chain(&e)
+        ),
     }
     Ok(local_url(config, 1))
 }
@@ -439,7 +451,7 @@ pub async fn run_cluster(config: Config, cloud_url: String) -> Result<(), Server
     let zone = config.zone.clone();
     let (key, tls) =
         remote_component(&config, ComponentKind::ClusterController, &zone, &cloud_url).await?;
-    let cluster = roles::open_cluster(&config, key.clone(), &tls).map_err(ServerError::Compute)?;
+    let cluster = roles::open_cluster(&config, key.clone(), &tls)?;
     let clc = RpcClient::new(key, &tls, ComponentKind::CloudController);
     let verifier = rpc::Verifier::remote(clc, &cloud_url);
     let router = compute::cluster::http::router(cluster, verifier);
@@ -457,14 +469,10 @@ pub async fn run_node(
     let host = roles::node_host(&config);
     let (key, tls) =
         remote_component(&config, ComponentKind::NodeController, &host, &cloud_url).await?;
-    roles::ensure_libvirt()
-        .await
-        .map_err(ServerError::Compute)?;
+    roles::ensure_libvirt().await?;
     let walrus_url = walrus_url
         .unwrap_or_else(|| format!("{}/services/Walrus", cloud_url.trim_end_matches('/')));
-    let node = roles::open_node(&config, key.clone(), &tls, &walrus_url)
-        .await
-        .map_err(ServerError::Compute)?;
+    let node = roles::open_node(&config, key.clone(), &tls, &walrus_url).await?;
     let clc = RpcClient::new(key, &tls, ComponentKind::CloudController);
     let verifier = rpc::Verifier::remote(clc, &cloud_url);
     let router = compute::node::http::router(node, verifier);
@@ -488,8 +496,8 @@ async fn remote_component(
     let (config, cloud_url) = (config.clone(), cloud_url.to_owned());
     tokio::task::spawn_blocking(move || roles::remote_component(&config, kind, &name, &cloud_url))
         .await
-        .map_err(|e| ServerError::Compute(e.to_string()))?
-        .map_err(ServerError::Compute)
+        .map_err(RoleError::Task)?
+        .map_err(ServerError::Role)
 }
 
 /// Serves a role running apart on its listen address until SIGINT or SIGTERM.
@@ -572,7 +580,7 @@ impl BundleStore for WalrusBundles {
         Box::pin(off_reactor(move || {
             walrus
                 .retain_image(&image_id, &location, &sha)
-                .map_err(|e| BundleAccess::Failed(e.to_string()))
+                .map_err(|e| BundleAccess::Failed(Box::new(e)))
         }))
     }
 
@@ -582,7 +590,7 @@ impl BundleStore for WalrusBundles {
         Box::pin(off_reactor(move || {
             walrus
                 .release_image(&image_id)
-                .map_err(|e| BundleAccess::Failed(e.to_string()))
+                .map_err(|e| BundleAccess::Failed(Box::new(e)))
         }))
     }
 }
@@ -593,7 +601,7 @@ async fn off_reactor<T: Send + 'static>(
 ) -> Result<T, BundleAccess> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| BundleAccess::Failed(e.to_string()))?
+        .map_err(|e| BundleAccess::Failed(Box::new(e)))?
 }
 
 fn bundle_access(err: walrus::AccessError) -> BundleAccess {
@@ -601,7 +609,7 @@ fn bundle_access(err: walrus::AccessError) -> BundleAccess {
         walrus::AccessError::NotFound { .. } => BundleAccess::NotFound,
         walrus::AccessError::Denied { .. } => BundleAccess::Denied,
         walrus::AccessError::TooLarge { .. } => BundleAccess::TooLarge,
-        walrus::AccessError::Failed(reason) => BundleAccess::Failed(reason),
+        e @ walrus::AccessError::Failed(_) => BundleAccess::Failed(Box::new(e)),
     }
 }
 

@@ -568,7 +568,7 @@ impl RpcClient {
                 &headers,
                 SignableBody::Bytes(&body),
             )
-            .map_err(|e| RpcError::new(RpcCode::InternalError, e.to_string()))?;
+            .map_err(|e| RpcError::new(RpcCode::InternalError, error_chain(&e)))?;
         let mut req = Request::builder().method(method).uri(uri);
         for (name, value) in headers.into_iter() {
             req = req.header(name, value);

@@ -38,9 +38,9 @@ pub enum AccessError {
         /// The caller's limit.
         limit: u64,
     },
-    /// The store failed.
-    #[error("the object store failed: {0}")]
-    Failed(String),
+    /// The store failed (a database or disk error, or the object's data could not be read).
+    #[error("the object store failed")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Walrus {
@@ -68,7 +68,7 @@ impl Walrus {
             Err(StoreError::NoSuchBucket | StoreError::NoSuchKey) => {
                 return Err(not_found(bucket, key))
             }
-            Err(e) => return Err(AccessError::Failed(e.to_string())),
+            Err(e) => return Err(AccessError::Failed(e.into())),
         };
         let who = Requester::Account { account_id };
         if !meta.acl.allows(who, Permission::Read) {
@@ -104,11 +104,11 @@ impl Walrus {
             Err(StoreError::NoSuchBucket | StoreError::NoSuchKey) => {
                 return Err(not_found(bucket, key))
             }
-            Err(e) => return Err(AccessError::Failed(e.to_string())),
+            Err(e) => return Err(AccessError::Failed(e.into())),
         };
         let mut body = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
         while let Some(chunk) = stream.next().await {
-            body.extend_from_slice(&chunk.map_err(|e| AccessError::Failed(e.to_string()))?);
+            body.extend_from_slice(&chunk.map_err(|e| AccessError::Failed(e.into()))?);
         }
         Ok(body)
     }

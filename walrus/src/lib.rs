@@ -23,7 +23,7 @@ use http::Method;
 pub use access::AccessError;
 pub use directory::{Directory, DirectoryFuture};
 pub use feed::{FeedError, FeedImage, FeedStats, IMAGE_GRACE};
-pub use quota::QuotaSource;
+pub use quota::{QuotaError, QuotaSource};
 pub use remote::ClcDirectory;
 pub use store::StorageQuotas;
 
@@ -50,6 +50,28 @@ pub enum WalrusError {
     /// The image feed's directories could not be prepared.
     #[error("The image store could not be opened.")]
     Images(#[source] std::io::Error),
+    /// A Walrus apart could not read the cloud's private key, which decrypts bundles.
+    #[error(
+        "cannot read the cloud's key {} (copy it from the cloud controller's DATA_DIR/keys/{}, readable by root only)",
+        path.display(),
+        identity::CLOUD_KEY_FILE
+    )]
+    CloudKey {
+        /// Where the key was looked for.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file where the cloud's private key belongs holds no RSA private key.
+    #[error("{} is no RSA private key", path.display())]
+    NotACloudKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the bundler found wrong.
+        #[source]
+        source: bundler::Error,
+    },
 }
 
 /// The S3 service. Cheap to clone; every clone serves the same store.

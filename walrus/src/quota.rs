@@ -10,5 +10,17 @@ use crate::DirectoryFuture;
 pub trait QuotaSource: Send + Sync + 'static {
     /// The quotas now. An error means they cannot be learnt now (the caller is not at
     /// fault): Walrus then limits nothing rather than refuse every write.
-    fn quotas(&self) -> DirectoryFuture<'_, Result<StorageQuotas, String>>;
+    fn quotas(&self) -> DirectoryFuture<'_, Result<StorageQuotas, QuotaError>>;
+}
+
+/// Why a [`QuotaSource`] cannot tell the quotas now.
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    /// The source has not learnt any quotas yet (a Walrus apart whose cloud controller has
+    /// not answered since it started).
+    #[error("the cloud controller has not told its quotas yet")]
+    NotLearnt,
+    /// Reading the quotas failed.
+    #[error("cannot read the storage quotas")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

@@ -11,7 +11,7 @@ use http::Method;
 use identity::{Answered, CredentialSource, KeyQuestion};
 use rpc::{AccountRecord, RpcClient, RpcCode, Verifier};
 
-use crate::{Directory, DirectoryFuture};
+use crate::{Directory, DirectoryFuture, WalrusError};
 
 /// How long one call to the other role may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,16 +33,18 @@ impl ClcDirectory {
         client: RpcClient,
         cloud_url: &str,
         cloud_key_file: &Path,
-    ) -> Result<ClcDirectory, String> {
-        let pem = std::fs::read_to_string(cloud_key_file).map_err(|e| {
-            format!(
-                "cannot read the cloud's key {}: {e}; copy it from the cloud controller's DATA_DIR/keys/{} (readable by root only)",
-                cloud_key_file.display(),
-                identity::CLOUD_KEY_FILE
-            )
-        })?;
-        let cloud_key = bundler::read_private_key(&pem)
-            .map_err(|e| format!("{} is no RSA private key: {e}", cloud_key_file.display()))?;
+    ) -> Result<ClcDirectory, WalrusError> {
+        let path = || cloud_key_file.to_owned();
+        let pem =
+            std::fs::read_to_string(cloud_key_file).map_err(|source| WalrusError::CloudKey {
+                path: path(),
+                source,
+            })?;
+        let cloud_key =
+            bundler::read_private_key(&pem).map_err(|source| WalrusError::NotACloudKey {
+                path: path(),
+                source,
+            })?;
         let cloud_url = cloud_url.trim_end_matches('/').to_owned();
         Ok(ClcDirectory {
             keys: Verifier::remote(client.clone(), &cloud_url),
@@ -93,5 +95,52 @@ impl Directory for ClcDirectory {
 
     fn cloud_key(&self) -> Option<&bundler::PrivateKey> {
         Some(&self.cloud_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_bad_cloud_key_is_refused_with_where_it_comes_from_and_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, _) = identity::CloudCa::open_or_create(dir.path()).expect("a CA");
+        let tls = rpc::tls::Tls::new(ca.cert_pem(), None).expect("TLS settings");
+        let key = rpc::ComponentKey {
+            access_key_id: "AKID".into(),
+            secret_access_key: "secret".into(),
+            region: "eucalyptus".into(),
+        };
+        let client = RpcClient::new(key, &tls, identity::ComponentKind::CloudController);
+        let url = "https://clc:8773";
+
+        let missing = dir
+            .path()
+            .join("walrus-host")
+            .join(identity::CLOUD_KEY_FILE);
+        let Err(err) = ClcDirectory::open(client.clone(), url, &missing) else {
+            panic!("opened without a key");
+        };
+        let chain = rpc::error_chain(&err);
+        let expected = format!(
+            "cannot read the cloud's key {} (copy it from the cloud controller's \
+             DATA_DIR/keys/cloud-pk.pem, readable by root only): ",
+            missing.display()
+        );
+        assert!(chain.starts_with(&expected), "{chain}");
+        assert!(std::error::Error::source(&err).is_some());
+
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(&bad, "not a key").expect("write");
+        let Err(err) = ClcDirectory::open(client, url, &bad) else {
+            panic!("opened with no key");
+        };
+        assert!(matches!(err, WalrusError::NotACloudKey { .. }), "{err:?}");
+        assert!(
+            rpc::error_chain(&err)
+                .starts_with(&format!("{} is no RSA private key: ", bad.display())),
+            "{err}"
+        );
     }
 }

@@ -181,7 +181,7 @@ struct Timings {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The image cache failed to open.
-    #[error("cannot open the image cache: {0}")]
+    #[error("cannot open the image cache")]
     Cache(#[from] CacheError),
     /// libvirt failed.
     #[error(transparent)]
@@ -193,7 +193,7 @@ pub enum NodeError {
     )]
     Unreachable(PathBuf),
     /// The node's folder failed.
-    #[error("cannot use {path}: {source}")]
+    #[error("cannot use {}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
@@ -1058,6 +1058,18 @@ fn read_tail(log: &Path) -> std::io::Result<ConsoleOutput> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_error_tells_its_cause_once() {
+        let err = NodeError::Io {
+            path: PathBuf::from("/srv/node/instances"),
+            source: std::io::Error::other("disk on fire"),
+        };
+        assert_eq!(
+            rpc::error_chain(&err),
+            "cannot use /srv/node/instances: disk on fire"
+        );
+    }
 
     fn record(state: InstanceState) -> InstanceFile {
         let image = ImageRef {

@@ -21,12 +21,131 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use clap::Parser;
-use euca2ools::client::{euare_url_from_env, query_call, xml_text, EnvCredentials};
-use euca2ools::ec2xml;
+use euca2ools::client::{euare_url_from_env, query_call, xml_text, ClientError, EnvCredentials};
+use euca2ools::ec2xml::{self, XmlError};
 use identity::ComponentKind;
 use rpc::cluster::ClusterClient;
-use rpc::tls::Tls;
-use rpc::{ComponentKey, NodeRegistration, RpcClient};
+use rpc::tls::{Tls, TlsError};
+use rpc::{ComponentKey, NodeRegistration, RpcClient, RpcError};
+
+/// Why `euca_conf` failed; `main` prints it with its chain of causes.
+#[derive(Debug, thiserror::Error)]
+enum ConfError {
+    /// No action flag was given.
+    #[error(
+        "give --get-credentials FILE, --register-nodes, --deregister-nodes, --register-cluster, \
+         --deregister-cluster or --list-clusters"
+    )]
+    NoAction,
+    /// No credentials or endpoint in the environment, or a call to the cloud failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Neither `--cluster-url`, `KOALA_CLUSTER_URL` nor `EC2_URL` names the cluster.
+    #[error("give --cluster-url (or source the admin's eucarc)")]
+    NoClusterUrl,
+    /// `EC2_URL` is not set.
+    #[error("source the cloud admin's eucarc (EC2_URL is not set)")]
+    NoEc2Url,
+    /// `EUCALYPTUS_CERT` is not set.
+    #[error("EUCALYPTUS_CERT is not set: source the admin's eucarc")]
+    NoCloudCert,
+    /// The cloud's certificate could not be read.
+    #[error("cannot read {path}")]
+    ReadCert {
+        /// The file `EUCALYPTUS_CERT` names.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cloud's certificate cannot be trusted as a CA.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The async runtime could not be built.
+    #[error("cannot start the runtime")]
+    Runtime(#[source] std::io::Error),
+    /// The cluster controller refused or did not answer a node's registration.
+    #[error("cannot register {host}")]
+    RegisterNode {
+        /// The node's `HOST:PORT`.
+        host: String,
+        /// The cluster controller's error.
+        #[source]
+        source: RpcError,
+    },
+    /// The cluster controller refused or did not answer a node's deregistration.
+    #[error("cannot deregister {host}")]
+    DeregisterNode {
+        /// The node's `HOST:PORT`.
+        host: String,
+        /// The cluster controller's error.
+        #[source]
+        source: RpcError,
+    },
+    /// The cluster controller did not list its nodes.
+    #[error("cannot list the nodes")]
+    ListNodes(#[source] RpcError),
+    /// A component principal's keys could not be listed.
+    #[error("cannot list the keys of {user}")]
+    ListKeys {
+        /// The principal.
+        user: String,
+        /// The account service's error.
+        #[source]
+        source: ClientError,
+    },
+    /// A component principal's key could not be deleted.
+    #[error("cannot revoke {user}'s key")]
+    Revoke {
+        /// The principal.
+        user: String,
+        /// The account service's error.
+        #[source]
+        source: ClientError,
+    },
+    /// A cluster could not be registered.
+    #[error("cannot register the cluster of {zone}")]
+    RegisterCluster {
+        /// The cluster's availability zone.
+        zone: String,
+        /// Why.
+        #[source]
+        source: Box<ConfError>,
+    },
+    /// A cluster could not be deregistered.
+    #[error("cannot deregister the cluster of {zone}")]
+    DeregisterCluster {
+        /// The cluster's availability zone.
+        zone: String,
+        /// Why.
+        #[source]
+        source: Box<ConfError>,
+    },
+    /// The answer to an action is not XML.
+    #[error("the answer to {action} is not XML")]
+    Xml {
+        /// The action called.
+        action: &'static str,
+        /// What did not parse.
+        #[source]
+        source: XmlError,
+    },
+    /// `GetCredentials` answered without the credentials.
+    #[error("the response has no <Credentials>: {0}")]
+    NoCredentials(String),
+    /// The credentials answered are not base64.
+    #[error("the credentials in the response are not base64")]
+    NotBase64(#[source] base64::DecodeError),
+    /// The credentials zip could not be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The zip's path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Administers a Koala cloud (Eucalyptus' euca_conf).
 #[derive(Parser)]
@@ -100,12 +219,12 @@ fn main() -> ExitCode {
     } else if let Some(file) = &cli.get_credentials {
         get_credentials(&cli, file)
     } else {
-        Err("give --get-credentials FILE, --register-nodes, --deregister-nodes, --register-cluster, --deregister-cluster or --list-clusters".into())
+        Err(ConfError::NoAction)
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("euca_conf: {message}");
+        Err(e) => {
+            eprintln!("euca_conf: {}", rpc::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -124,14 +243,13 @@ fn node_address(spec: &str) -> (String, String) {
 }
 
 /// The CC's client, signing with the admin's key.
-fn cluster(cli: &Cli) -> Result<(ClusterClient, tokio::runtime::Runtime), String> {
-    let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
+fn cluster(cli: &Cli) -> Result<(ClusterClient, tokio::runtime::Runtime), ConfError> {
+    let creds = EnvCredentials::from_env()?;
     let url = match (&cli.cluster_url, std::env::var("KOALA_CLUSTER_URL")) {
         (Some(url), _) => url.clone(),
         (None, Ok(url)) => url,
         (None, Err(_)) => {
-            let ec2 = std::env::var("EC2_URL")
-                .map_err(|_| "give --cluster-url (or source the admin's eucarc)".to_owned())?;
+            let ec2 = std::env::var("EC2_URL").map_err(|_| ConfError::NoClusterUrl)?;
             let host = ec2
                 .split("://")
                 .nth(1)
@@ -148,14 +266,15 @@ fn cluster(cli: &Cli) -> Result<(ClusterClient, tokio::runtime::Runtime), String
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(ConfError::Runtime)?;
     // The CC speaks HTTPS only, with a certificate of the cloud's CA, which the admin's
     // eucarc names.
-    let ca_file = std::env::var("EUCALYPTUS_CERT")
-        .map_err(|_| "EUCALYPTUS_CERT is not set: source the admin's eucarc".to_owned())?;
-    let ca =
-        std::fs::read_to_string(&ca_file).map_err(|e| format!("cannot read {ca_file}: {e}"))?;
-    let tls = Tls::new(&ca, None).map_err(|e| e.to_string())?;
+    let ca_file = std::env::var("EUCALYPTUS_CERT").map_err(|_| ConfError::NoCloudCert)?;
+    let ca = std::fs::read_to_string(&ca_file).map_err(|source| ConfError::ReadCert {
+        path: ca_file.clone(),
+        source,
+    })?;
+    let tls = Tls::new(&ca, None)?;
     let client = runtime.block_on(async {
         ClusterClient::new(
             RpcClient::new(key, &tls, ComponentKind::ClusterController),
@@ -165,7 +284,7 @@ fn cluster(cli: &Cli) -> Result<(ClusterClient, tokio::runtime::Runtime), String
     Ok((client, runtime))
 }
 
-fn register_nodes(cli: &Cli, nodes: &str) -> Result<(), String> {
+fn register_nodes(cli: &Cli, nodes: &str) -> Result<(), ConfError> {
     let (client, runtime) = cluster(cli)?;
     for spec in nodes.split_whitespace() {
         let (host, url) = node_address(spec);
@@ -174,7 +293,10 @@ fn register_nodes(cli: &Cli, nodes: &str) -> Result<(), String> {
                 host: host.clone(),
                 url,
             }))
-            .map_err(|e| format!("cannot register {host}: {e}"))?;
+            .map_err(|source| ConfError::RegisterNode {
+                host: host.clone(),
+                source,
+            })?;
         match (&status.resources, &status.error) {
             (Some(r), _) => println!(
                 "Registered node {host} ({}): {} cores, {} MiB, {} GiB",
@@ -189,11 +311,11 @@ fn register_nodes(cli: &Cli, nodes: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn deregister_nodes(cli: &Cli, nodes: &str) -> Result<(), String> {
+fn deregister_nodes(cli: &Cli, nodes: &str) -> Result<(), ConfError> {
     let (client, runtime) = cluster(cli)?;
     let known = runtime
         .block_on(client.nodes())
-        .map_err(|e| format!("cannot list the nodes: {e}"))?;
+        .map_err(ConfError::ListNodes)?;
     for spec in nodes.split_whitespace() {
         let (host, _) = node_address(spec);
         let name = known
@@ -203,7 +325,10 @@ fn deregister_nodes(cli: &Cli, nodes: &str) -> Result<(), String> {
             .map(|r| r.host.clone());
         runtime
             .block_on(client.deregister(&host))
-            .map_err(|e| format!("cannot deregister {host}: {e}"))?;
+            .map_err(|source| ConfError::DeregisterNode {
+                host: host.clone(),
+                source,
+            })?;
         // Its principal goes too: a deregistered node's calls are refused from now on.
         if let Some(name) = name {
             let user = format!("nc-{name}");
@@ -217,9 +342,9 @@ fn deregister_nodes(cli: &Cli, nodes: &str) -> Result<(), String> {
 }
 
 /// Deletes every access key of component principal `user`, so its calls are refused.
-fn revoke(user: &str) -> Result<(), String> {
-    let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
-    let euare = euare_url_from_env().map_err(|e| e.to_string())?;
+fn revoke(user: &str) -> Result<(), ConfError> {
+    let creds = EnvCredentials::from_env()?;
+    let euare = euare_url_from_env()?;
     let body = match query_call(
         &euare,
         "iam",
@@ -233,7 +358,12 @@ fn revoke(user: &str) -> Result<(), String> {
         Err(euca2ools::client::ClientError::Service { code, .. }) if code == "NoSuchEntity" => {
             return Ok(())
         }
-        Err(e) => return Err(format!("cannot list the keys of {user}: {e}")),
+        Err(source) => {
+            return Err(ConfError::ListKeys {
+                user: user.to_owned(),
+                source,
+            })
+        }
     };
     for key in body
         .split("<AccessKeyId>")
@@ -248,20 +378,29 @@ fn revoke(user: &str) -> Result<(), String> {
             &[("UserName", user), ("AccessKeyId", key)],
             &creds,
         )
-        .map_err(|e| format!("cannot revoke {user}'s key: {e}"))?;
+        .map_err(|source| ConfError::Revoke {
+            user: user.to_owned(),
+            source,
+        })?;
     }
     Ok(())
 }
 
 /// Calls an EC2 action of the cloud (EC2_URL) with the admin's credentials.
-fn ec2_call(action: &str, params: &[(&str, &str)]) -> Result<String, String> {
-    let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
-    let url = std::env::var("EC2_URL")
-        .map_err(|_| "source the cloud admin's eucarc (EC2_URL is not set)".to_owned())?;
-    query_call(&url, "ec2", "2016-11-15", action, params, &creds).map_err(|e| e.to_string())
+fn ec2_call(action: &str, params: &[(&str, &str)]) -> Result<String, ConfError> {
+    let creds = EnvCredentials::from_env()?;
+    let url = std::env::var("EC2_URL").map_err(|_| ConfError::NoEc2Url)?;
+    Ok(query_call(
+        &url,
+        "ec2",
+        "2016-11-15",
+        action,
+        params,
+        &creds,
+    )?)
 }
 
-fn register_cluster(cli: &Cli) -> Result<(), String> {
+fn register_cluster(cli: &Cli) -> Result<(), ConfError> {
     let zone = cli.partition.as_deref().unwrap_or_default();
     let host = cli.host.as_deref().unwrap_or_default();
     let port = cli.port.to_string();
@@ -269,24 +408,34 @@ fn register_cluster(cli: &Cli) -> Result<(), String> {
         "RegisterCluster",
         &[("Partition", zone), ("Host", host), ("Port", &port)],
     )
-    .map_err(|e| format!("cannot register the cluster of {zone}: {e}"))?;
+    .map_err(|e| ConfError::RegisterCluster {
+        zone: zone.to_owned(),
+        source: Box::new(e),
+    })?;
     println!("Registered cluster {zone} at {host}:{port}");
     Ok(())
 }
 
-fn deregister_cluster(cli: &Cli) -> Result<(), String> {
+fn deregister_cluster(cli: &Cli) -> Result<(), ConfError> {
     let zone = cli.partition.as_deref().unwrap_or_default();
-    ec2_call("DeregisterCluster", &[("Partition", zone)])
-        .map_err(|e| format!("cannot deregister the cluster of {zone}: {e}"))?;
+    ec2_call("DeregisterCluster", &[("Partition", zone)]).map_err(|e| {
+        ConfError::DeregisterCluster {
+            zone: zone.to_owned(),
+            source: Box::new(e),
+        }
+    })?;
     let user = format!("cc-{zone}");
     revoke(&user)?;
     println!("Deregistered cluster {zone} and revoked {user}");
     Ok(())
 }
 
-fn list_clusters() -> Result<(), String> {
+fn list_clusters() -> Result<(), ConfError> {
     let body = ec2_call("DescribeClusters", &[])?;
-    let root = ec2xml::parse(&body).map_err(|e| format!("DescribeClusters: {e}"))?;
+    let root = ec2xml::parse(&body).map_err(|source| ConfError::Xml {
+        action: "DescribeClusters",
+        source,
+    })?;
     for item in root.items("clusterInfo") {
         println!(
             "CLUSTER\t{}\t{}\t{}\t{}",
@@ -299,11 +448,11 @@ fn list_clusters() -> Result<(), String> {
     Ok(())
 }
 
-fn get_credentials(cli: &Cli, file: &std::path::Path) -> Result<(), String> {
-    let creds = EnvCredentials::from_env().map_err(|e| e.to_string())?;
+fn get_credentials(cli: &Cli, file: &std::path::Path) -> Result<(), ConfError> {
+    let creds = EnvCredentials::from_env()?;
     let url = match &cli.url {
         Some(url) => url.clone(),
-        None => euare_url_from_env().map_err(|e| e.to_string())?,
+        None => euare_url_from_env()?,
     };
     let body = query_call(
         &url,
@@ -315,16 +464,17 @@ fn get_credentials(cli: &Cli, file: &std::path::Path) -> Result<(), String> {
             ("UserName", &cli.cred_user),
         ],
         &creds,
-    )
-    .map_err(|e| e.to_string())?;
-    let encoded = xml_text(&body, "Credentials")
-        .ok_or_else(|| format!("the response has no <Credentials>: {body}"))?;
+    )?;
+    let encoded =
+        xml_text(&body, "Credentials").ok_or_else(|| ConfError::NoCredentials(body.clone()))?;
     let zip = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
-        .map_err(|e| format!("the credentials in the response are not base64: {e}"))?;
+        .map_err(ConfError::NotBase64)?;
     // Readable by its owner only: the zip holds a secret key.
-    identity::write_atomic(file, &zip, 0o600)
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    identity::write_atomic(file, &zip, 0o600).map_err(|source| ConfError::Write {
+        path: file.to_owned(),
+        source,
+    })?;
     println!(
         "Wrote the credentials of user {} of account {} to {}",
         cli.cred_user,
@@ -332,4 +482,30 @@ fn get_credentials(cli: &Cli, file: &std::path::Path) -> Result<(), String> {
         file.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_read_as_before_with_their_causes_after() {
+        let err = ConfError::RegisterCluster {
+            zone: "cluster02".into(),
+            source: Box::new(ConfError::NoEc2Url),
+        };
+        assert_eq!(
+            rpc::error_chain(&err),
+            "cannot register the cluster of cluster02: source the cloud admin's eucarc \
+             (EC2_URL is not set)"
+        );
+        let err = ConfError::ReadCert {
+            path: "/nowhere/cloud-cert.pem".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            rpc::error_chain(&err),
+            "cannot read /nowhere/cloud-cert.pem: entity not found"
+        );
+    }
 }

@@ -65,7 +65,9 @@ impl ImageFeed {
         self.inner
             .store
             .put_registration(image_id, &registration)
-            .map_err(internal)?;
+            .map_err(internal(format!(
+                "cannot record the registration of {image_id}"
+            )))?;
         tracing::info!(image = image_id, location, "registration recorded");
         Ok(())
     }
@@ -77,7 +79,9 @@ impl ImageFeed {
         self.inner
             .store
             .delete_registration(image_id)
-            .map_err(internal)?;
+            .map_err(internal(format!(
+                "cannot release the registration of {image_id}"
+            )))?;
         tracing::info!(image = image_id, "registration released");
         Ok(())
     }
@@ -104,7 +108,9 @@ pub(super) fn spawn(inner: &Arc<Inner>) {
             let done = tokio::task::spawn_blocking(move || inner.collect(Instant::now())).await;
             match done {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("cannot collect unused images: {e}"),
+                Ok(Err(e)) => {
+                    tracing::warn!("cannot collect unused images: {}", rpc::error_chain(&e))
+                }
                 Err(e) => tracing::error!("the image collector failed: {e}"),
             }
         }
@@ -115,8 +121,14 @@ impl Inner {
     /// Removes the plain images no registration uses that have been unused and not handed
     /// out for the grace period, with their index entries.
     fn collect(&self, now: Instant) -> Result<(), FeedError> {
-        let entries = self.store.image_entries().map_err(internal)?;
-        let registrations = self.store.registrations().map_err(internal)?;
+        let entries = self
+            .store
+            .image_entries()
+            .map_err(internal("cannot read the image index"))?;
+        let registrations = self
+            .store
+            .registrations()
+            .map_err(internal("cannot read the registrations"))?;
         let image_of: HashMap<&str, &str> = entries
             .iter()
             .map(|(manifest, entry)| (manifest.as_str(), entry.sha256.as_str()))
@@ -126,8 +138,9 @@ impl Inner {
             .filter_map(|(_, r)| image_of.get(r.manifest_sha256.as_str()).copied())
             .collect();
         let mut on_disk = HashSet::new();
-        for entry in std::fs::read_dir(&self.images).map_err(internal)? {
-            let name = entry.map_err(internal)?.file_name();
+        let listing = |e| internal(format!("cannot list {}", self.images.display()))(e);
+        for entry in std::fs::read_dir(&self.images).map_err(listing)? {
+            let name = entry.map_err(listing)?.file_name();
             if let Some(name) = name.to_str().filter(|n| is_sha256_hex(n)) {
                 on_disk.insert(name.to_owned());
             }
@@ -170,7 +183,7 @@ impl Inner {
             .collect();
         self.store
             .remove_image_entries(&forgotten)
-            .map_err(internal)?;
+            .map_err(internal("cannot forget the collected images"))?;
         for sha256 in &collected {
             tracing::info!(sha256, "collected a plain image no registration uses");
         }

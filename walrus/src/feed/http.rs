@@ -188,7 +188,7 @@ async fn object_for_account(
         AccessError::NotFound { .. } => S3Error::NoSuchKey,
         AccessError::Denied { .. } => S3Error::access_denied(),
         AccessError::TooLarge { .. } => S3Error::EntityTooLarge,
-        AccessError::Failed(reason) => S3Error::internal(reason),
+        e @ AccessError::Failed(_) => S3Error::Internal(Box::new(e)),
     };
     let mut resp = empty_response(StatusCode::OK);
     if head {

@@ -43,7 +43,7 @@ const MAX_MANIFEST: u64 = 4 << 20;
 
 /// Why the feed could not produce an image. Cloneable, because every request waiting on one
 /// unbundling receives its outcome; mapped to S3 errors in `s3/error.rs`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum FeedError {
     /// The manifest's bucket or key does not exist.
     #[error("The specified manifest does not exist.")]
@@ -64,13 +64,26 @@ pub enum FeedError {
     /// This Walrus holds no cloud private key, so it cannot decrypt any bundle.
     #[error("This Walrus holds no cloud private key, so it cannot decrypt bundles.")]
     NoCloudKey,
-    /// Disk, database or thread failure.
-    #[error("{0}")]
-    Internal(String),
+    /// Disk, database or thread failure, while doing what `doing` says.
+    #[error("{doing}")]
+    Internal {
+        /// What failed, as a sentence fragment ("cannot read the image index").
+        doing: String,
+        /// Why; shared, as every request waiting on one unbundling receives the error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-fn internal(e: impl std::fmt::Display) -> FeedError {
-    FeedError::Internal(e.to_string())
+/// An internal failure while `doing` something, caused by the error it is applied to.
+fn internal<E: std::error::Error + Send + Sync + 'static>(
+    doing: impl Into<String>,
+) -> impl FnOnce(E) -> FeedError {
+    let doing = doing.into();
+    move |source| FeedError::Internal {
+        doing,
+        source: Arc::new(source),
+    }
 }
 
 /// A plain image held by the feed.
@@ -229,9 +242,14 @@ impl ImageFeed {
         let file = match File::open(self.inner.images.join(sha256)) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(internal(e)),
+            Err(e) => return Err(internal(format!("cannot open the image {sha256}"))(e)),
         };
-        let size = file.metadata().map_err(internal)?.len();
+        let size = file
+            .metadata()
+            .map_err(internal(format!(
+                "cannot read the size of the image {sha256}"
+            )))?
+            .len();
         uses.served(sha256);
         Ok(Some((file, size)))
     }
@@ -241,7 +259,11 @@ impl Inner {
     /// The image recorded for the manifest whose bytes hash to `manifest_sha256`, if the
     /// image is still on disk.
     fn lookup(&self, manifest_sha256: &str) -> Result<Option<FeedImage>, FeedError> {
-        let Some(entry) = self.store.image_entry(manifest_sha256).map_err(internal)? else {
+        let Some(entry) = self
+            .store
+            .image_entry(manifest_sha256)
+            .map_err(internal("cannot read the image index"))?
+        else {
             return Ok(None);
         };
         let mut uses = lock(&self.uses);
@@ -270,7 +292,7 @@ impl Inner {
         });
         async move {
             task.await
-                .unwrap_or_else(|e| Err(internal(format!("the unbundling task failed: {e}"))))
+                .unwrap_or_else(|e| Err(internal("the unbundling task failed")(e)))
         }
         .boxed()
         .shared()
@@ -298,7 +320,7 @@ impl Inner {
             inner.unbundle_blocking(&runtime, &bucket, &key, &loc, &manifest)
         })
         .await
-        .map_err(internal)??;
+        .map_err(internal(format!("unbundling {location} failed")))??;
         let entry = ImageEntry {
             sha256: image.sha256.clone(),
             size: image.size,
@@ -307,8 +329,8 @@ impl Inner {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.record_image(&manifest_sha256, &entry))
             .await
-            .map_err(internal)?
-            .map_err(internal)?;
+            .map_err(internal(format!("cannot record the image of {location}")))?
+            .map_err(internal(format!("cannot record the image of {location}")))?;
         lock(&self.uses).served(&image.sha256);
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(
@@ -338,9 +360,12 @@ impl Inner {
             ))
         })?;
         let parts = self.find_parts(bucket, key, manifest)?;
-        let sink = ImageWriter::create(&self.tmp).map_err(internal)?;
-        let mut unbundler =
-            bundler::Unbundler::new(manifest, &bundle_key, sink).map_err(internal)?;
+        let sink = ImageWriter::create(&self.tmp).map_err(internal(format!(
+            "cannot create an image file in {}",
+            self.tmp.display()
+        )))?;
+        let mut unbundler = bundler::Unbundler::new(manifest, &bundle_key, sink)
+            .map_err(internal(format!("unbundling {location} failed")))?;
         let refused = |e: bundler::Error| bundle_error(location, e);
         for (index, (part_key, part_meta)) in parts.iter().enumerate() {
             unbundler.begin_part(index).map_err(refused)?;
@@ -349,14 +374,18 @@ impl Inner {
                 .read(bucket, part_key, part_meta, 0, part_meta.size)
                 .map_err(|e| part_error(bucket, part_key, e))?;
             while let Some(chunk) = runtime.block_on(stream.next()) {
-                unbundler
-                    .write(&chunk.map_err(internal)?)
-                    .map_err(refused)?;
+                let chunk = chunk.map_err(internal(format!(
+                    "cannot read the bundle part {}/{}",
+                    bucket.as_str(),
+                    part_key.as_str()
+                )))?;
+                unbundler.write(&chunk).map_err(refused)?;
             }
             unbundler.end_part().map_err(refused)?;
         }
         let (sink, _summary) = unbundler.finish().map_err(refused)?;
-        sink.commit(&self.images).map_err(internal)
+        sink.commit(&self.images)
+            .map_err(internal(format!("cannot store the image of {location}")))
     }
 
     /// Every part the manifest lists, found beside the manifest, before any byte is read.
@@ -424,7 +453,11 @@ fn manifest_meta(
     match store.object(bucket, key) {
         Ok(meta) => Ok(meta),
         Err(StoreError::NoSuchBucket | StoreError::NoSuchKey) => Err(FeedError::ManifestNotFound),
-        Err(e) => Err(internal(e)),
+        Err(e) => Err(internal(format!(
+            "cannot look up the manifest {}/{}",
+            bucket.as_str(),
+            key.as_str()
+        ))(e)),
     }
 }
 
@@ -446,11 +479,13 @@ async fn read_manifest(
         Err(StoreError::NoSuchBucket | StoreError::NoSuchKey) => {
             return Err(FeedError::ManifestNotFound)
         }
-        Err(e) => return Err(internal(e)),
+        Err(e) => return Err(internal(format!("cannot read the manifest {location}"))(e)),
     };
     let mut raw = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
     while let Some(chunk) = stream.next().await {
-        raw.extend_from_slice(&chunk.map_err(internal)?);
+        raw.extend_from_slice(
+            &chunk.map_err(internal(format!("cannot read the manifest {location}")))?,
+        );
     }
     Ok(raw)
 }
@@ -464,7 +499,11 @@ fn part_error(bucket: &BucketName, key: &ObjectKey, e: StoreError) -> FeedError 
             bucket.as_str(),
             key.as_str()
         )),
-        e => internal(e),
+        e => internal(format!(
+            "cannot read the bundle part {}/{}",
+            bucket.as_str(),
+            key.as_str()
+        ))(e),
     }
 }
 
@@ -485,6 +524,27 @@ fn bundle_error(location: &str, e: bundler::Error) -> FeedError {
         | B::ImageDigest { .. } => FeedError::Corrupt(format!(
             "The bundle {location} does not match its manifest: {e}."
         )),
-        e => internal(format!("unbundling {location} failed: {e}")),
+        e => internal(format!("unbundling {location} failed"))(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_failure_keeps_its_whole_cause_through_clones_and_into_s3() {
+        let cause = bundler::Error::io("writing the image", std::io::Error::other("disk full"));
+        let err = bundle_error("b/i.manifest.xml", cause);
+        assert!(matches!(err, FeedError::Internal { .. }), "{err:?}");
+        let chain = "unbundling b/i.manifest.xml failed: writing the image: disk full";
+        // Every request waiting on the unbundling gets a clone, with the cause.
+        assert_eq!(rpc::error_chain(&err.clone()), chain);
+        match crate::s3::error::S3Error::from(err) {
+            crate::s3::error::S3Error::Internal(source) => {
+                assert_eq!(rpc::error_chain(source.as_ref()), chain)
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -121,7 +121,8 @@ pub async fn delete_objects(
             }
             Err(e) => {
                 if let S3Error::Internal(source) = &e {
-                    tracing::error!(request_id = ctx.request_id, error = %source, "delete failed");
+                    let error = rpc::error_chain(source.as_ref());
+                    tracing::error!(request_id = ctx.request_id, error, "delete failed");
                 }
                 w.open("Error");
                 w.elem("Key", key);

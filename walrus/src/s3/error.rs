@@ -329,7 +329,7 @@ impl From<FeedError> for S3Error {
                 S3Error::BundleDigestMismatch(m)
             }
             FeedError::NoCloudKey => S3Error::ServiceUnavailable(FeedError::NoCloudKey.to_string()),
-            FeedError::Internal(m) => S3Error::internal(m),
+            e @ FeedError::Internal { .. } => S3Error::Internal(Box::new(e)),
         }
     }
 }

@@ -144,7 +144,10 @@ impl Ctx {
         match source.quotas().await {
             Ok(quotas) => quotas,
             Err(e) => {
-                tracing::warn!("the quotas cannot be learnt now, so none is enforced: {e}");
+                tracing::warn!(
+                    "the quotas cannot be learnt now, so none is enforced: {}",
+                    rpc::error_chain(&e)
+                );
                 StorageQuotas::UNLIMITED
             }
         }
@@ -403,7 +406,8 @@ pub fn error_response(
 ) -> Response<Body> {
     let (_, status) = err.code_and_status();
     if let S3Error::Internal(source) = &err {
-        tracing::error!(request_id, error = %source, "internal error serving S3 request");
+        let error = rpc::error_chain(source.as_ref());
+        tracing::error!(request_id, error, "internal error serving S3 request");
     }
     let mut resp = if is_head || status == StatusCode::NOT_MODIFIED {
         empty_response(status)
