@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use ec2_api::{
     BundleAccess, BundleStore, Cloud, CloudSettings, CloudState, ClusterSet, Pending, QueryApi,
@@ -201,6 +201,9 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                 walrus.set_quota_source(Arc::new(crate::quotas::CloudQuotas(cloud.clone())));
             }
             spawn_instance_sync(cloud.clone());
+            if let Some(addr) = config.metadata_listen {
+                start_metadata(&config, addr, cloud.clone()).await?;
+            }
             Some(QueryApi::new(identity.clone(), urls.clone(), cloud))
         }
         Roles::Walrus => None,
@@ -500,6 +503,35 @@ async fn serve_alone(
     let scheme = if port.plain { "http" } else { "https" };
     println!("{what} is serving at {scheme}://{}", config.listen);
     serve::serve(listener, port, router, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Serves the instance metadata service on `addr` (`[network] metadata_listen`), where the
+/// CC sends guests' requests to 169.254.169.254:80. Plain HTTP, as guests speak it: who is
+/// answered is decided by the connection's source address (see [`ec2_api::metadata`]), so
+/// TLS would add nothing. The port has the limits of every other.
+async fn start_metadata(
+    config: &Config,
+    addr: SocketAddr,
+    cloud: Cloud,
+) -> Result<(), ServerError> {
+    let listener = bind(addr).await?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let router = axum::Router::new().fallback(
+        move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request| {
+            let cloud = cloud.clone();
+            async move {
+                ec2_api::metadata::serve(cloud, peer.ip(), req.method(), req.uri().path()).await
+            }
+        },
+    );
+    let port = Port {
+        tls: None,
+        plain: true,
+        limits: config.limits,
+    };
+    tokio::spawn(serve::serve(listener, port, router, std::future::pending()));
+    println!("The instance metadata service is serving at http://{bound}/latest/meta-data/ (guests ask 169.254.169.254)");
     Ok(())
 }
 

@@ -13,7 +13,9 @@ mod layout;
 mod nft;
 mod rules;
 
-pub use config::{Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost};
+pub use config::{
+    Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost, DEFAULT_METADATA_LISTEN,
+};
 pub use layout::{GroupNetwork, Layout, Mac};
 pub use nft::{Nft, NftError};
 pub use rules::{

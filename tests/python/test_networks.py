@@ -22,6 +22,9 @@ mode = "managed-novlan"
 bridge = "kbr-none"
 private_subnet = "10.77.0.0/24"
 addresses_per_network = 16
+# The metadata service's own port: any free one, so that these clouds never contend for
+# the default 0.0.0.0:8780.
+metadata_listen = "127.0.0.1:0"
 
 [properties]
 "cloud.network.public_ips" = "{POOL[0]}-{POOL[-1]}"
