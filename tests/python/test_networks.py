@@ -7,10 +7,18 @@ The host side (bridges, taps, DHCP, NAT and group rules) is not built yet: the i
 without a NIC, and these tests check what a user sees through the EC2 API (boto3 and our
 euca-* tools)."""
 
+import ctypes
+import http.client
+import os
+import shutil
+import subprocess
+import uuid
+
 import pytest
 
 from conftest import assert_ec2_error
-from test_instances import euca, fault_cloud, guest, register_guest, rows  # noqa: F401
+from test_instances import (euca, fault_cloud, guest, register_guest, rows,  # noqa: F401
+                            wait_state)
 
 POOL = ["10.98.0.1", "10.98.0.2", "10.98.0.3"]
 CONFIG = f"""
@@ -141,3 +149,103 @@ def test_a_deleted_group_frees_its_network_and_a_full_network_refuses(
     i2 = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1,
                            SecurityGroups=["two"])["Instances"][0]
     assert i2["PrivateIpAddress"] == "10.77.0.2"
+
+
+# setns(2)'s flag for a network namespace.
+CLONE_NEWNET = 0x40000000
+# `ssh-keygen -t ed25519 -C meta@koala`.
+ED_PUB = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEYIezsJFUhKcoR8HP6WtPFS+i/Z1jc7nJdd5nYASjOw "
+          "meta@koala")
+
+
+@pytest.fixture
+def netns():
+    """A network namespace made for the test, which this thread (so every socket it opens and
+    every process it starts, the cloud included) is in until the test ends; deleted then. The
+    host's own network is never touched."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("making a network namespace needs root and iproute2")
+    name = f"koala-md-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        ns = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            if libc.setns(ns, CLONE_NEWNET) != 0:
+                pytest.fail(f"setns {name}: {os.strerror(ctypes.get_errno())}")
+        finally:
+            os.close(ns)
+        try:
+            yield name
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "cannot go back to the test's own network")
+    finally:
+        os.close(home)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def metadata(source, path):
+    """GET `path` of the metadata service (on the namespace's 8780) from address `source`,
+    as a guest whose requests the CC redirects; (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", 8780, timeout=30,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_each_instance_reads_its_own_metadata_by_its_private_address(
+        guest, netns, fault_cloud, tmp_path):
+    # The whole cloud runs in a namespace of its own, where the instances' private addresses
+    # can be put on lo: requests from them reach the metadata service with the source a
+    # guest's have once the CC has redirected them. Its default port, 0.0.0.0:8780, is the
+    # namespace's own.
+    c, ec2, s3 = fault_cloud(CONFIG.replace('metadata_listen = "127.0.0.1:0"', ""))
+    _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+    ec2.import_key_pair(KeyName="meta-key", PublicKeyMaterial=ED_PUB.encode())
+    user_data = b"#!/bin/sh\necho from a\n"
+    a = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1, KeyName="meta-key",
+                          UserData=user_data.decode())["Instances"][0]
+    b = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]
+    a_ip, b_ip = a["PrivateIpAddress"], b["PrivateIpAddress"]
+    for ip in (a_ip, b_ip):
+        subprocess.run(["ip", "-n", netns, "addr", "add", f"{ip}/32", "dev", "lo"], check=True)
+
+    # Each reads its own items, whatever state it is in (pending or running).
+    assert metadata(a_ip, "/latest/meta-data/instance-id") == (200, a["InstanceId"].encode())
+    assert metadata(b_ip, "/latest/meta-data/instance-id") == (200, b["InstanceId"].encode())
+    assert metadata(a_ip, "/latest/meta-data/local-ipv4") == (200, a_ip.encode())
+    assert metadata(a_ip, "/latest/meta-data/public-ipv4") == (
+        200, a["PublicIpAddress"].encode())
+    assert metadata(a_ip, "/latest/meta-data/reservation-id") == (
+        200, ec2.describe_instances(InstanceIds=[a["InstanceId"]])
+        ["Reservations"][0]["ReservationId"].encode())
+    assert metadata(a_ip, "/latest/meta-data/security-groups") == (200, b"default")
+    assert metadata(a_ip, "/latest/meta-data/public-keys/") == (200, b"0=meta-key")
+    status, key = metadata(a_ip, "/latest/meta-data/public-keys/0/openssh-key")
+    assert status == 200 and ED_PUB.split()[1].encode() in key, key
+    assert metadata(a_ip, "/latest/user-data") == (200, user_data)
+    # b has no key and no user data, and a public address of its own: it never reads a's.
+    assert metadata(b_ip, "/latest/meta-data/public-keys/0/openssh-key")[0] == 404
+    assert metadata(b_ip, "/latest/meta-data/public-ipv4") == (
+        200, b["PublicIpAddress"].encode())
+    assert b["PublicIpAddress"] != a["PublicIpAddress"]
+    assert metadata(b_ip, "/latest/user-data")[0] == 404
+    assert metadata(b_ip, "/latest/")[1] == b"meta-data"
+    # An address no instance holds reads nothing.
+    assert metadata("127.0.0.1", "/latest/meta-data/instance-id") == (
+        404, b"No instance of this cloud has the address 127.0.0.1.\n")
+
+    # a ends: its address reads nothing any more; b is still answered.
+    ec2.terminate_instances(InstanceIds=[a["InstanceId"]])
+    wait_state(ec2, [a["InstanceId"]], {"terminated"}, timeout=120)
+    assert metadata(a_ip, "/latest/meta-data/instance-id") == (
+        404, f"No instance of this cloud has the address {a_ip}.\n".encode())
+    assert metadata(b_ip, "/latest/meta-data/instance-id") == (200, b["InstanceId"].encode())
+
