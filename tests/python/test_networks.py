@@ -77,7 +77,7 @@ def test_groups_get_subnets_instances_addresses_and_the_pool_lends_public_ones(
     assert w["PublicIpAddress"] in set(POOL) - lent
 
     # Every pool address is lent: none to allocate, and a new instance runs private only.
-    assert_ec2_error(ec2.allocate_address, "AddressLimitExceeded", 400)
+    assert_ec2_error(ec2.allocate_address, "AddressLimitExceeded", status=400)
     p = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]
     assert p["PrivateIpAddress"] == "10.77.0.4"
     assert "PublicIpAddress" not in p
@@ -135,11 +135,11 @@ def test_a_deleted_group_frees_its_network_and_a_full_network_refuses(
     i_default = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]
     assert i_default["PrivateIpAddress"] == "10.77.0.18"
     # No network is left for a third group.
-    assert_ec2_error(ec2.run_instances, "InsufficientAddressCapacity", 503,
+    assert_ec2_error(ec2.run_instances, "InsufficientAddressCapacity", status=503,
                      ImageId=emi, MinCount=1, MaxCount=1, SecurityGroups=["two"])
     # More instances than a network has addresses (13): refused, nothing recorded.
     before = len(ec2.describe_instances()["Reservations"])
-    assert_ec2_error(ec2.run_instances, "InsufficientAddressCapacity", 503,
+    assert_ec2_error(ec2.run_instances, "InsufficientAddressCapacity", status=503,
                      ImageId=emi, MinCount=13, MaxCount=13, SecurityGroups=["one"])
     assert len(ec2.describe_instances()["Reservations"]) == before
 
