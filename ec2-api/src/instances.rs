@@ -36,7 +36,7 @@ use crate::state::{Batch, Record};
 use crate::{groups, keypairs, properties, tags, QueryError, Resource};
 
 /// The most user data RunInstances takes (EC2's limit, after base64 decoding).
-const MAX_USER_DATA: usize = 16 * 1024;
+pub const MAX_USER_DATA: usize = 16 * 1024;
 
 /// How long a terminated instance stays listed, as in EC2.
 const TERMINATED_KEPT_MS: u64 = 3600 * 1000;
@@ -176,6 +176,14 @@ pub struct InstanceRecord {
     /// Its NIC, when the CLC plans addresses (the MANAGED modes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic: Option<crate::networks::Nic>,
+    /// The key pair's OpenSSH public key as it was at launch: the metadata service hands
+    /// it to the instance even after the key pair is deleted or replaced, as EC2 does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// The user data given at launch, base64 (at most [`MAX_USER_DATA`] bytes decoded),
+    /// which the metadata service hands to the instance; none when it was given none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
 }
 
 impl records::Versioned for InstanceRecord {
@@ -605,6 +613,7 @@ fn record_launch(
     let launch_time = timestamp_now();
     let launched_ms = now_ms();
     let mut records = Vec::new();
+    let user_data = (!plan.user_data.is_empty()).then(|| STANDARD.encode(&plan.user_data));
     let guard = cloud.state.exclusive();
     // A retry with the same token may have launched since the first check: checked again
     // under the guard the records are written under, so that only one launch wins.
@@ -669,6 +678,8 @@ fn record_launch(
             ended_ms: None,
             missing_since_ms: None,
             nic: nics.next().flatten(),
+            public_key: plan.key.as_ref().map(|(_, key)| key.clone()),
+            user_data: user_data.clone(),
         };
         batch.put(&record.id, &record);
         records.push(record);

@@ -1,7 +1,8 @@
 //! The cloud controller's Query APIs: the form-encoded `Action=...` protocol shared by EC2
 //! (`/services/compute`, `/services/Eucalyptus`, or `/` with an `Action`) and Eucalyptus'
 //! account service Euare (`/services/Euare`). Requests are verified once by `identity` and
-//! dispatched by service; each service renders its own error dialect.
+//! dispatched by service; each service renders its own error dialect. The CLC's instance
+//! metadata service ([`metadata`]), served on a port of its own, reads the same records.
 
 mod addresses;
 pub mod clusters;
@@ -12,6 +13,7 @@ mod groups;
 mod images;
 pub mod instances;
 mod keypairs;
+pub mod metadata;
 pub mod networks;
 mod properties;
 pub mod query;

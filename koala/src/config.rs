@@ -208,6 +208,9 @@ pub struct Config {
     pub network: Option<network::Layout>,
     /// The `[network]` table as written: the interfaces and servers the CC and NC use.
     pub network_settings: Option<network::NetworkSettings>,
+    /// Where the CLC serves the instance metadata service (`[network] metadata_listen`):
+    /// only in the MANAGED modes, where the CC sends guests' 169.254.169.254:80 to it.
+    pub metadata_listen: Option<SocketAddr>,
 }
 
 /// The zone name when none is configured (Eucalyptus' first cluster's conventional name).
@@ -295,6 +298,10 @@ impl Config {
                 path: path.clone(),
                 source,
             })?;
+        let metadata_listen = file
+            .network
+            .as_ref()
+            .and_then(network::NetworkSettings::metadata_address);
         let network = match &file.network {
             Some(settings) => Some(settings.layout().map_err(|source| ConfigError::Network {
                 path: path.clone(),
@@ -341,6 +348,7 @@ impl Config {
             walrus: file.walrus,
             network,
             network_settings: file.network,
+            metadata_listen,
         })
     }
 
@@ -459,6 +467,16 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # Walrus on this host.
 [walrus]
 # image_grace_secs = 600  # a plain image no registered image uses is removed after this
+
+# Guest networking (eucalyptus.conf's VNET_*); without this table instances get no NIC.
+# [network]
+# mode = "managed-novlan"          # system, static, managed or managed-novlan
+# bridge = "br0"                   # the nodes' bridge (managed: private_interface = "eth1")
+# private_subnet = "10.128.0.0/16" # the MANAGED modes cut each security group's subnet here
+# addresses_per_network = 32
+# metadata_listen = "0.0.0.0:8780" # MANAGED modes: where the CLC answers the instance
+#                                  # metadata service (the CC sends guests' 169.254.169.254
+#                                  # there); it answers each guest by its private address
 "#;
 
 #[cfg(test)]
@@ -570,5 +588,41 @@ mod tests {
     #[test]
     fn default_file_parses() {
         toml::from_str::<FileConfig>(DEFAULT_FILE).unwrap();
+    }
+
+    #[test]
+    fn metadata_is_served_where_the_network_table_says_in_the_managed_modes() {
+        let load = |text: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+            Config::load(dir.path(), &Overrides::default()).unwrap()
+        };
+        assert_eq!(load("").metadata_listen, None);
+        let system = load("[network]\nmode = \"system\"\nbridge = \"br0\"\n");
+        assert_eq!(system.metadata_listen, None);
+        // The sample's [network] lines, uncommented, are a MANAGED network with the default.
+        let (_, sample) = DEFAULT_FILE.split_once("# [network]\n").unwrap();
+        let sample: String = sample
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let managed = load(&format!("[network]\n{sample}"));
+        assert!(managed.network.is_some());
+        assert_eq!(
+            managed.metadata_listen,
+            Some(network::DEFAULT_METADATA_LISTEN)
+        );
+        let set = load(&format!(
+            "[network]\n{}",
+            sample.replace("0.0.0.0:8780", "127.0.0.1:9780")
+        ));
+        assert_eq!(set.metadata_listen, Some("127.0.0.1:9780".parse().unwrap()));
+        let message = refusal(
+            "[network]\nmode = \"system\"\nbridge = \"br0\"\nmetadata_listen = \"0.0.0.0:1\"\n",
+        );
+        assert!(
+            message.contains("metadata_listen has no meaning in mode = \"system\""),
+            "{message}"
+        );
     }
 }

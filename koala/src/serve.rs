@@ -5,7 +5,8 @@
 //!   the first byte (a TLS handshake starts with 0x16), so that old clients keep their
 //!   `http://` URLs unless the administrator turns plain HTTP off. Each request carries an
 //!   [`identity::Transport`]: whether it came over TLS, and which principal the client's
-//!   certificate names.
+//!   certificate names; and the TCP peer's address as axum's [`ConnectInfo`] (the metadata
+//!   service answers by it).
 //! - Limits: a connection must send its request head within [`Limits::header_timeout`] (a
 //!   slowloris holds nothing for long), and a request body that stalls for
 //!   [`Limits::body_idle_timeout`] while the server waits for it ends the request (a stalled
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use identity::Transport;
@@ -126,6 +128,7 @@ pub async fn serve(
             let idle = port.limits.body_idle_timeout;
             let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(transport.clone());
+                req.extensions_mut().insert(ConnectInfo(peer));
                 let mut router = router.clone();
                 let req = req.map(|body| Body::new(IdleBody::new(body, idle)));
                 async move {

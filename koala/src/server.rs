@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use ec2_api::{
     BundleAccess, BundleStore, Cloud, CloudSettings, CloudState, ClusterSet, Pending, QueryApi,
@@ -192,6 +192,10 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                     walrus_url.as_deref().unwrap_or_default(),
                 )),
             };
+            let metadata = match config.metadata_listen {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            };
             let cloud = Cloud {
                 state,
                 identity: identity.clone(),
@@ -202,7 +206,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                     ec2_url: urls.ec2_url.clone().unwrap_or_default(),
                     property_defaults: config.properties.clone(),
                     network: config.network.clone(),
-                    metadata: None,
+                    metadata: metadata.as_ref().and_then(metadata_target),
                 }),
                 unwraps: Arc::default(),
                 guest_networks: Arc::default(),
@@ -212,6 +216,9 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
             }
             spawn_instance_sync(cloud.clone());
             tokio::spawn(ec2_api::networks::Pusher::run(cloud.clone()));
+            if let Some(listener) = metadata {
+                start_metadata(&config, listener, cloud.clone());
+            }
             Some(QueryApi::new(identity.clone(), urls.clone(), cloud))
         }
         Roles::Walrus => None,
@@ -512,6 +519,47 @@ async fn serve_alone(
     println!("{what} is serving at {scheme}://{}", config.listen);
     serve::serve(listener, port, router, shutdown_signal()).await;
     Ok(())
+}
+
+/// Serves the instance metadata service on `addr` (`[network] metadata_listen`), where the
+/// CC sends guests' requests to 169.254.169.254:80. Plain HTTP, as guests speak it: who is
+/// answered is decided by the connection's source address (see [`ec2_api::metadata`]), so
+/// TLS would add nothing. The port has the limits of every other.
+fn start_metadata(config: &Config, listener: tokio::net::TcpListener, cloud: Cloud) {
+    let bound = match listener.local_addr() {
+        Ok(addr) => addr.to_string(),
+        Err(_) => "its port".to_owned(),
+    };
+    let router = axum::Router::new().fallback(
+        move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request| {
+            let cloud = cloud.clone();
+            async move {
+                ec2_api::metadata::serve(cloud, peer.ip(), req.method(), req.uri().path()).await
+            }
+        },
+    );
+    let port = Port {
+        tls: None,
+        plain: true,
+        limits: config.limits,
+    };
+    tokio::spawn(serve::serve(listener, port, router, std::future::pending()));
+    println!("The instance metadata service is serving at http://{bound}/latest/meta-data/ (guests ask 169.254.169.254)");
+}
+
+/// Where the CCs send guests' metadata requests: the listener's own address, or with an
+/// unspecified one (`0.0.0.0`) "this port on the CC's host", which the CC points at one of
+/// its gateway addresses (right when the CC runs here; a CLC apart names its address in
+/// `metadata_listen`).
+fn metadata_target(listener: &tokio::net::TcpListener) -> Option<std::net::SocketAddrV4> {
+    match listener.local_addr().ok()? {
+        SocketAddr::V4(addr) => Some(addr),
+        SocketAddr::V6(addr) if addr.ip().is_unspecified() => Some(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            addr.port(),
+        )),
+        SocketAddr::V6(_) => None,
+    }
 }
 
 /// Keeps the CLC's instance records in step with the nodes, every second.

@@ -3,7 +3,7 @@
 //! with a sentence, not the first RunInstances.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
@@ -199,7 +199,16 @@ pub struct NetworkSettings {
     /// `VNET_MACMAP` of STATIC.
     #[serde(default)]
     pub hosts: Vec<StaticHost>,
+    /// Where the CLC answers the instance metadata service in the MANAGED modes, `HOST:PORT`
+    /// (the CC sends guests' 169.254.169.254:80 there) [default: 0.0.0.0:8780]; read through
+    /// [`NetworkSettings::metadata_address`].
+    pub metadata_listen: Option<SocketAddr>,
 }
+
+/// Where the CLC serves instance metadata when `metadata_listen` is not set: every address
+/// of the CLC's host (the CC reaches it over the private network), beside the main 8773.
+pub const DEFAULT_METADATA_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8780));
 
 /// What is wrong with a `[network]` table.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -283,6 +292,15 @@ const LINK_LOCAL: Ipv4Net = Ipv4Net {
 };
 
 impl NetworkSettings {
+    /// Where the CLC serves instance metadata: in the MANAGED modes, `metadata_listen` or
+    /// [`DEFAULT_METADATA_LISTEN`]; in the others none (guests there reach no metadata
+    /// service through Koala, as in Eucalyptus' SYSTEM and STATIC modes).
+    pub fn metadata_address(&self) -> Option<SocketAddr> {
+        self.mode
+            .is_managed()
+            .then(|| self.metadata_listen.unwrap_or(DEFAULT_METADATA_LISTEN))
+    }
+
     /// The table checked as a whole: every key the mode needs, none it would ignore.
     pub fn layout(&self) -> Result<Layout, NetworkError> {
         let mode = self.mode.name();
@@ -313,6 +331,7 @@ impl NetworkSettings {
             )?;
             unused("first_vlan", self.first_vlan.is_some())?;
             unused("public_interface", self.public_interface.is_some())?;
+            unused("metadata_listen", self.metadata_listen.is_some())?;
             needs("bridge", self.bridge.is_some())?;
         }
         if self.mode != Mode::Static {
@@ -462,6 +481,24 @@ mod tests {
     }
 
     #[test]
+    fn metadata_is_served_in_the_managed_modes_only() {
+        let parse = |text: &str| toml::from_str::<NetworkSettings>(text).unwrap();
+        let managed = parse("mode = \"managed-novlan\"\nbridge = \"br0\"");
+        assert_eq!(managed.metadata_address(), Some(DEFAULT_METADATA_LISTEN));
+        assert_eq!(DEFAULT_METADATA_LISTEN.to_string(), "0.0.0.0:8780");
+        let set = parse(
+            "mode = \"managed\"\nprivate_interface = \"eth1\"\nmetadata_listen = \"10.0.0.5:9000\"",
+        );
+        assert_eq!(
+            set.metadata_address(),
+            Some("10.0.0.5:9000".parse().unwrap())
+        );
+        assert!(set.layout().is_ok());
+        let system = parse("mode = \"system\"\nbridge = \"br0\"");
+        assert_eq!(system.metadata_address(), None);
+    }
+
+    #[test]
     fn each_mode_refuses_what_it_cannot_use() {
         let cases = [
             ("mode = \"managed\"", "needs private_interface"),
@@ -477,6 +514,8 @@ mod tests {
             ("mode = \"managed-novlan\"\nbridge = \"br0\"\nprivate_subnet = \"10.1.0.1/16\"", "host bits"),
             ("mode = \"bridged\"", "unknown variant"),
             ("mode = \"static\"\nbridge = \"br0\"\nprivate_subnet = \"10.1.0.0/24\"", "needs router"),
+            ("mode = \"system\"\nbridge = \"br0\"\nmetadata_listen = \"0.0.0.0:8780\"", "metadata_listen has no meaning"),
+            ("mode = \"managed-novlan\"\nbridge = \"br0\"\nmetadata_listen = \"8780\"", "invalid socket address"),
         ];
         for (text, want) in cases {
             let got = settings(text).unwrap_err();

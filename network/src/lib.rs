@@ -15,7 +15,9 @@ mod layout;
 mod nft;
 mod rules;
 
-pub use config::{Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost};
+pub use config::{
+    Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost, DEFAULT_METADATA_LISTEN,
+};
 pub use dhcp::{Dhcp, DhcpError, DhcpHost};
 pub use gateway::{Gateway, GatewayError};
 pub use layout::{GroupNetwork, Layout, Mac, BRIDGE_PREFIX};

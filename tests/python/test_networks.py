@@ -6,15 +6,19 @@ an elastic IP replaces the lent address and the instance gets one back when it l
 Each cloud runs inside a network namespace of its own (tests/python/netns.py): its CC's
 rules, DHCP server and bridges stay there, and its port is relayed to the test's loopback."""
 
+import http.client
 import os
 import shutil
+import subprocess
 import tempfile
+import threading
 
 import pytest
 
 from conftest import Cloud, assert_ec2_error, make_client, make_ec2
-from netns import Netns
-from test_instances import euca, guest, register_guest, rows, terminate_all  # noqa: F401
+from netns import Netns, enter
+from test_instances import (euca, guest, register_guest, rows, terminate_all,  # noqa: F401
+                            wait_state)
 
 POOL = ["10.98.0.1", "10.98.0.2", "10.98.0.3"]
 CONFIG = f"""
@@ -169,3 +173,86 @@ def test_a_deleted_group_frees_its_network_and_a_full_network_refuses(
     i2 = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1,
                            SecurityGroups=["two"])["Instances"][0]
     assert i2["PrivateIpAddress"] == "10.77.0.2"
+
+
+# setns(2)'s flag for a network namespace.
+CLONE_NEWNET = 0x40000000
+# `ssh-keygen -t ed25519 -C meta@koala`.
+ED_PUB = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEYIezsJFUhKcoR8HP6WtPFS+i/Z1jc7nJdd5nYASjOw "
+          "meta@koala")
+
+
+def metadata(netns, source, path):
+    """GET `path` of the metadata service (on 8780 of the cloud's namespace) from address
+    `source`, as a guest whose requests the CC redirects; (status, body)."""
+    result = {}
+
+    def ask():
+        try:
+            enter(netns)
+            conn = http.client.HTTPConnection("127.0.0.1", 8780, timeout=30,
+                                              source_address=(source, 0))
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            result["answer"] = (resp.status, resp.read())
+            conn.close()
+        except OSError as e:
+            result["error"] = e
+
+    t = threading.Thread(target=ask)
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    return result["answer"]
+
+
+def test_each_instance_reads_its_own_metadata_by_its_private_address(
+        guest, ns_cloud, tmp_path):
+    # The cloud runs in a namespace of its own, where the instances' private addresses can be
+    # put on lo: requests from them reach the metadata service with the source a guest's have
+    # once the CC has redirected them. Its default port, 0.0.0.0:8780, is the namespace's own.
+    c, ec2, s3 = ns_cloud(CONFIG)
+    netns = c.netns
+    _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+    ec2.import_key_pair(KeyName="meta-key", PublicKeyMaterial=ED_PUB.encode())
+    user_data = b"#!/bin/sh\necho from a\n"
+    a = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1, KeyName="meta-key",
+                          UserData=user_data.decode())["Instances"][0]
+    b = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]
+    a_ip, b_ip = a["PrivateIpAddress"], b["PrivateIpAddress"]
+    for ip in (a_ip, b_ip):
+        subprocess.run(["ip", "-n", netns, "addr", "add", f"{ip}/32", "dev", "lo"], check=True)
+
+    # Each reads its own items, whatever state it is in (pending or running).
+    assert metadata(netns, a_ip, "/latest/meta-data/instance-id") == (200, a["InstanceId"].encode())
+    assert metadata(netns, b_ip, "/latest/meta-data/instance-id") == (200, b["InstanceId"].encode())
+    assert metadata(netns, a_ip, "/latest/meta-data/local-ipv4") == (200, a_ip.encode())
+    assert metadata(netns, a_ip, "/latest/meta-data/public-ipv4") == (
+        200, a["PublicIpAddress"].encode())
+    assert metadata(netns, a_ip, "/latest/meta-data/reservation-id") == (
+        200, ec2.describe_instances(InstanceIds=[a["InstanceId"]])
+        ["Reservations"][0]["ReservationId"].encode())
+    assert metadata(netns, a_ip, "/latest/meta-data/security-groups") == (200, b"default")
+    assert metadata(netns, a_ip, "/latest/meta-data/public-keys/") == (200, b"0=meta-key")
+    status, key = metadata(netns, a_ip, "/latest/meta-data/public-keys/0/openssh-key")
+    assert status == 200 and ED_PUB.split()[1].encode() in key, key
+    assert metadata(netns, a_ip, "/latest/user-data") == (200, user_data)
+    # b has no key and no user data, and a public address of its own: it never reads a's.
+    assert metadata(netns, b_ip, "/latest/meta-data/public-keys/0/openssh-key")[0] == 404
+    assert metadata(netns, b_ip, "/latest/meta-data/public-ipv4") == (
+        200, b["PublicIpAddress"].encode())
+    assert b["PublicIpAddress"] != a["PublicIpAddress"]
+    assert metadata(netns, b_ip, "/latest/user-data")[0] == 404
+    assert metadata(netns, b_ip, "/latest/")[1] == b"meta-data"
+    # An address no instance holds reads nothing.
+    assert metadata(netns, "127.0.0.1", "/latest/meta-data/instance-id") == (
+        404, b"No instance of this cloud has the address 127.0.0.1.\n")
+
+    # a ends: its address reads nothing any more; b is still answered.
+    ec2.terminate_instances(InstanceIds=[a["InstanceId"]])
+    wait_state(ec2, [a["InstanceId"]], {"terminated"}, timeout=120)
+    assert metadata(netns, a_ip, "/latest/meta-data/instance-id") == (
+        404, f"No instance of this cloud has the address {a_ip}.\n".encode())
+    assert metadata(netns, b_ip, "/latest/meta-data/instance-id") == (200, b["InstanceId"].encode())
+
