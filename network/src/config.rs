@@ -303,6 +303,13 @@ impl NetworkSettings {
 
     /// The table checked as a whole: every key the mode needs, none it would ignore.
     pub fn layout(&self) -> Result<Layout, NetworkError> {
+        Ok(self
+            .plan()?
+            .with_interfaces(self.bridge.clone(), self.private_interface.clone()))
+    }
+
+    /// The address plan of [`NetworkSettings::layout`], every key checked.
+    fn plan(&self) -> Result<Layout, NetworkError> {
         let mode = self.mode.name();
         for (key, name) in [
             ("public_interface", &self.public_interface),
@@ -478,6 +485,16 @@ mod tests {
         assert_eq!(first.gateway, Ipv4Addr::new(10, 128, 0, 1));
         assert_eq!(first.vlan, Some(10));
         assert!(layout.network(2048).is_none());
+        assert_eq!(layout.private_interface(), Some("eth1"));
+        assert_eq!(layout.bridge(), None);
+    }
+
+    #[test]
+    fn the_layout_names_the_bridge_the_node_plugs_into() {
+        for mode in ["system", "managed-novlan"] {
+            let layout = settings(&format!("mode = \"{mode}\"\nbridge = \"br0\"")).unwrap();
+            assert_eq!(layout.bridge(), Some("br0"), "{mode}");
+        }
     }
 
     #[test]

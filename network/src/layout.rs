@@ -11,10 +11,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{Ipv4Net, Mode, NetworkError, StaticHost};
 
-/// The prefix of the bridges Koala makes for MANAGED's VLANs (`kbr-<vlan>`): a name no site
-/// bridge has, so that Koala only ever removes its own.
-pub const BRIDGE_PREFIX: &str = "kbr-";
-
 /// A guest NIC's hardware address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mac([u8; 6]);
@@ -101,6 +97,8 @@ pub struct Layout {
     first_vlan: Option<u16>,
     router: Option<Ipv4Addr>,
     hosts: Vec<StaticHost>,
+    bridge: Option<String>,
+    private_interface: Option<String>,
 }
 
 impl Layout {
@@ -113,6 +111,8 @@ impl Layout {
             first_vlan: None,
             router: None,
             hosts: Vec::new(),
+            bridge: None,
+            private_interface: None,
         }
     }
 
@@ -125,6 +125,8 @@ impl Layout {
             first_vlan: None,
             router: Some(router),
             hosts,
+            bridge: None,
+            private_interface: None,
         }
     }
 
@@ -142,6 +144,21 @@ impl Layout {
             first_vlan,
             router: None,
             hosts: Vec::new(),
+            bridge: None,
+            private_interface: None,
+        }
+    }
+
+    /// The same plan with the host's interfaces named by the table.
+    pub(crate) fn with_interfaces(
+        self,
+        bridge: Option<String>,
+        private_interface: Option<String>,
+    ) -> Layout {
+        Layout {
+            bridge,
+            private_interface,
+            ..self
         }
     }
 
@@ -178,6 +195,18 @@ impl Layout {
     /// STATIC's MAC→IP table.
     pub fn static_hosts(&self) -> &[StaticHost] {
         &self.hosts
+    }
+
+    /// The node's existing bridge its guests join (`bridge`: SYSTEM, STATIC, MANAGED-NOVLAN),
+    /// so that the node controller plugs taps into the bridge the table names.
+    pub fn bridge(&self) -> Option<&str> {
+        self.bridge.as_deref()
+    }
+
+    /// The interface between the CC and the nodes (`private_interface`): in MANAGED, where
+    /// each node tags the VLANs of its guests' networks.
+    pub fn private_interface(&self) -> Option<&str> {
+        self.private_interface.as_deref()
     }
 
     /// STATIC's subnet and router.

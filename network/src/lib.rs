@@ -6,12 +6,15 @@
 //! a security-group network gets, which address and MAC an instance in it gets, and which
 //! addresses of the subnet are the gateway's. The host objects (bridges, taps, VLAN
 //! interfaces, nftables rules, the DHCP server) are built from the same layout by the roles
-//! that own them: [`Plan`] is the CC's security-group and NAT rules, applied through [`Nft`].
+//! that own them: [`Plan`] is the CC's security-group and NAT rules, applied through [`Nft`];
+//! `Links` (feature `links`) is the node controller's taps, bridges and VLAN interfaces.
 
 mod config;
 mod dhcp;
 mod gateway;
 mod layout;
+#[cfg(feature = "links")]
+mod links;
 mod nft;
 mod rules;
 
@@ -20,7 +23,12 @@ pub use config::{
 };
 pub use dhcp::{Dhcp, DhcpError, DhcpHost};
 pub use gateway::{Gateway, GatewayError};
-pub use layout::{GroupNetwork, Layout, Mac, BRIDGE_PREFIX};
+pub use layout::{GroupNetwork, Layout, Mac};
+#[cfg(feature = "links")]
+pub use links::{
+    tap_name, vlan_bridge_name, vlan_interface_name, Links, LinksError, Netns, BRIDGE_PREFIX,
+    TAP_PREFIX, VLAN_PREFIX,
+};
 pub use nft::{Nft, NftError};
 pub use rules::{
     remove, Grant, Guest, Plan, Protocol, RulesError, Source, METADATA_ADDRESS, TABLE,

@@ -1,0 +1,735 @@
+//! The host objects a node controller makes for its guests' NICs, through netlink.
+//!
+//! Each object has one owner. The guest's tap is libvirt's: it makes it when QEMU starts
+//! (`<interface type='ethernet'>` with a managed `ktap-…` target) and it vanishes with QEMU.
+//! The bridge named by `[network] bridge` (SYSTEM, STATIC, MANAGED-NOVLAN) and the private
+//! interface are the site's: Koala plugs into them and never changes or removes them. The
+//! per-VLAN bridge `kbr-<vlan>` and VLAN interface `kvl-<vlan>` of MANAGED are the node
+//! controller's: [`Links`] records each in its record file *before* making it, and removes
+//! only what the file names, so that a restart finds exactly what it made and nothing else is
+//! ever deleted.
+//!
+//! The node controller may work in another network namespace than libvirtd (tests run the
+//! cloud inside namespaces, a site may keep Koala's networking in one): every netlink socket
+//! here is opened inside a given [`Netns`], by a short-lived thread that enters it, so the
+//! process's own namespace is never touched. A tap libvirt made in its namespace is moved
+//! into the node's by [`Links::plug`] before it joins its bridge.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use futures_util::TryStreamExt;
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVlan};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Mode;
+use crate::layout::Layout;
+
+/// The prefix of every guest tap's name: what marks a tap as an instance's.
+pub const TAP_PREFIX: &str = "ktap-";
+
+/// The prefix of the node controller's per-VLAN bridges (MANAGED).
+pub const BRIDGE_PREFIX: &str = "kbr-";
+
+/// The prefix of the node controller's VLAN interfaces on the private interface (MANAGED).
+pub const VLAN_PREFIX: &str = "kvl-";
+
+/// The name of the tap of instance `instance_id`: [`TAP_PREFIX`] and the id's last ten hex
+/// digits (all eight of Koala's own ids), within Linux's 15 characters, so that the tap names
+/// its instance and the NC can find it again after a restart.
+pub fn tap_name(instance_id: &str) -> String {
+    let hex: Vec<char> = instance_id
+        .rsplit('-')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .collect();
+    let tail: String = hex[hex.len().saturating_sub(10)..].iter().collect();
+    format!("{TAP_PREFIX}{tail}")
+}
+
+/// The node's bridge for the guests of VLAN `vlan` (MANAGED).
+pub fn vlan_bridge_name(vlan: u16) -> String {
+    format!("{BRIDGE_PREFIX}{vlan}")
+}
+
+/// The node's VLAN interface tagging `vlan` on the private interface (MANAGED).
+pub fn vlan_interface_name(vlan: u16) -> String {
+    format!("{VLAN_PREFIX}{vlan}")
+}
+
+/// A network namespace, held open by a file so that it stays the same namespace while Koala
+/// works in it (a name in `/run/netns` or a process may go; the open file keeps it).
+#[derive(Debug)]
+pub struct Netns {
+    file: File,
+    path: PathBuf,
+}
+
+impl Netns {
+    /// The namespace of the calling thread: where the node controller itself runs.
+    pub fn current() -> Result<Netns, LinksError> {
+        Netns::open("/proc/thread-self/ns/net")
+    }
+
+    /// A namespace of `ip netns` (`/run/netns/NAME`).
+    pub fn named(name: &str) -> Result<Netns, LinksError> {
+        Netns::open(Path::new("/run/netns").join(name))
+    }
+
+    /// The namespace of process `pid`.
+    pub fn of_process(pid: u32) -> Result<Netns, LinksError> {
+        Netns::open(format!("/proc/{pid}/ns/net"))
+    }
+
+    /// The namespace of the process whose id a pid file holds (libvirt's
+    /// `/run/libvirt/qemu/<domain>.pid`: QEMU runs in libvirtd's namespace).
+    pub fn of_pid_file(pid_file: &Path) -> Result<Netns, LinksError> {
+        let bad = |source| LinksError::PidFile {
+            path: pid_file.to_owned(),
+            source,
+        };
+        let text = std::fs::read_to_string(pid_file).map_err(bad)?;
+        let pid = text.trim().parse().map_err(|_| {
+            bad(io::Error::other(format!(
+                "{:?} is not a process id",
+                text.trim()
+            )))
+        })?;
+        Netns::of_process(pid)
+    }
+
+    /// The namespace file at `path` (`/proc/PID/ns/net`, a bind mount of one).
+    pub fn open(path: impl Into<PathBuf>) -> Result<Netns, LinksError> {
+        let path = path.into();
+        match File::open(&path) {
+            Ok(file) => Ok(Netns { file, path }),
+            Err(source) => Err(LinksError::Namespace { path, source }),
+        }
+    }
+
+    /// Where it was opened from, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `other` is the same namespace (the same nsfs inode).
+    pub fn is(&self, other: &Netns) -> bool {
+        match (self.file.metadata(), other.file.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+
+    /// A rtnetlink connection whose socket lives in this namespace. A socket stays in the
+    /// namespace it was made in: a thread of its own enters the namespace, makes the socket
+    /// (registered with the caller's runtime) and ends, so no thread of the process is left
+    /// in another namespace.
+    async fn connect(&self) -> Result<Handle, LinksError> {
+        let runtime = tokio::runtime::Handle::current();
+        let file = self.file.try_clone().map_err(LinksError::Socket)?;
+        let path = self.path.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("koala-netns".into())
+            .spawn(move || {
+                let made = match nix::sched::setns(&file, CloneFlags::CLONE_NEWNET) {
+                    Err(source) => Err(LinksError::Enter { path, source }),
+                    Ok(()) => {
+                        let _runtime = runtime.enter();
+                        rtnetlink::new_connection().map_err(LinksError::Socket)
+                    }
+                };
+                // The receiver gone means the caller gave up; the socket closes here.
+                let _ = tx.send(made);
+            })
+            .map_err(LinksError::Socket)?;
+        let (connection, handle, _) = rx.await.map_err(|_| {
+            LinksError::Socket(io::Error::other("the namespace thread ended early"))
+        })??;
+        tokio::spawn(connection);
+        Ok(handle)
+    }
+}
+
+/// Why a NIC could not be plugged, or a bridge made or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinksError {
+    /// A namespace file could not be opened.
+    #[error("cannot open the network namespace {}", path.display())]
+    Namespace {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A thread could not enter a namespace (the node controller needs CAP_SYS_ADMIN).
+    #[error("cannot enter the network namespace {}", path.display())]
+    Enter {
+        /// The namespace file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Errno,
+    },
+    /// A netlink socket (or the thread making it) could not be made.
+    #[error("cannot open a netlink socket")]
+    Socket(#[source] io::Error),
+    /// The kernel refused a request.
+    #[error("netlink could not {action}")]
+    Netlink {
+        /// What was asked, e.g. "make the bridge kbr-10".
+        action: String,
+        /// The kernel's answer.
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// An interface the table names is not there.
+    #[error("the {what} {name} does not exist in the network namespace {}", netns.display())]
+    Missing {
+        /// Which key named it ("bridge", "private interface").
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// Where it was looked for.
+        netns: PathBuf,
+    },
+    /// An interface that should be a bridge is not one.
+    #[error("{0} is not a bridge")]
+    NotABridge(String),
+    /// libvirt's tap is neither in the node's namespace nor in libvirtd's.
+    #[error("the tap {tap} is in neither the node's network namespace nor libvirtd's ({})", netns.display())]
+    TapMissing {
+        /// The tap.
+        tap: String,
+        /// libvirtd's namespace, where it was looked for last.
+        netns: PathBuf,
+    },
+    /// libvirt's pid file of a domain could not be read.
+    #[error("cannot read the pid file {}", path.display())]
+    PidFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The record of what the node made could not be read or written.
+    #[error("cannot use the record of the node's links {}", path.display())]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel makes no VLAN interfaces (no 802.1Q support): MANAGED cannot tag here.
+    #[error("the kernel cannot make VLAN interfaces (802.1Q, module 8021q), which VLAN {vlan} needs: use mode = \"managed-novlan\" on this host or load 8021q")]
+    NoVlanSupport {
+        /// The VLAN asked for.
+        vlan: u16,
+    },
+    /// A MANAGED order without a VLAN: the CLC and this node disagree on the mode.
+    #[error("mode = \"managed\" needs the NIC's VLAN, and the order has none")]
+    NoVlan,
+    /// A VLAN in a mode without VLANs: the CLC and this node disagree on the mode.
+    #[error("the order's VLAN {vlan} has no meaning in mode = \"{mode}\"")]
+    UnexpectedVlan {
+        /// The tag.
+        vlan: u16,
+        /// The node's mode.
+        mode: &'static str,
+    },
+}
+
+/// The record file: the links the node controller made, by name.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    version: u32,
+    links: BTreeSet<String>,
+}
+
+/// The version [`Record`] is written with.
+const RECORD_VERSION: u32 = 1;
+
+/// A node controller's hand on its network namespace: plugs guests' taps into their bridges
+/// and owns the per-VLAN bridges and VLAN interfaces it makes for them. Its operations run
+/// one at a time, so a bridge is never removed while a tap is being plugged into it.
+#[derive(Debug)]
+pub struct Links {
+    mode: Mode,
+    bridge: Option<String>,
+    private_interface: Option<String>,
+    netns: Netns,
+    handle: Handle,
+    record: PathBuf,
+    /// The names the record file holds; the lock serialises every operation.
+    owned: tokio::sync::Mutex<BTreeSet<String>>,
+}
+
+/// An interface found by name.
+struct Found {
+    index: u32,
+    message: LinkMessage,
+}
+
+impl Found {
+    fn kind(&self) -> Option<&InfoKind> {
+        self.message.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Kind(kind) => Some(kind),
+                _ => None,
+            }),
+            _ => None,
+        })
+    }
+
+    fn controller(&self) -> Option<u32> {
+        self.message.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Controller(index) => Some(*index),
+            _ => None,
+        })
+    }
+}
+
+impl Links {
+    /// Opens the node's namespace `netns` for the `[network]` table `layout`, with the record
+    /// of what the node made at `record`, and checks that the interfaces the table names are
+    /// there: a missing bridge stops the node at start, not at its first instance.
+    pub async fn open(layout: &Layout, netns: Netns, record: PathBuf) -> Result<Links, LinksError> {
+        let owned = read_record(&record)?;
+        let handle = netns.connect().await?;
+        let links = Links {
+            mode: layout.mode(),
+            bridge: layout.bridge().map(str::to_owned),
+            private_interface: layout.private_interface().map(str::to_owned),
+            netns,
+            handle,
+            record,
+            owned: tokio::sync::Mutex::new(owned),
+        };
+        match links.mode {
+            Mode::Managed => {
+                links
+                    .required("private interface", &links.private_interface)
+                    .await?;
+            }
+            _ => {
+                let bridge = links.required("bridge", &links.bridge).await?;
+                if bridge.kind() != Some(&InfoKind::Bridge) {
+                    return Err(LinksError::NotABridge(
+                        links.bridge.clone().unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+        Ok(links)
+    }
+
+    /// The namespace the node's taps and bridges are in.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// Plugs the tap `tap` of a guest on VLAN `vlan` (MANAGED; `None` in the other modes) into
+    /// its bridge, and brings it up; returns the bridge's name. In MANAGED the VLAN's bridge
+    /// and VLAN interface are made if missing. A tap that is not in the node's namespace is
+    /// moved there from the namespace of the process `pid_file` names (QEMU's, which libvirtd
+    /// started in its own). Plugging a tap that is plugged already changes nothing, so a
+    /// restarted node plugs its running guests again safely.
+    pub async fn plug(
+        &self,
+        tap: &str,
+        vlan: Option<u16>,
+        pid_file: &Path,
+    ) -> Result<String, LinksError> {
+        let mut owned = self.owned.lock().await;
+        let (bridge, bridge_index) = match (self.mode, vlan) {
+            (Mode::Managed, Some(vlan)) => self.vlan_bridge(vlan, &mut owned).await?,
+            (Mode::Managed, None) => return Err(LinksError::NoVlan),
+            (mode, Some(vlan)) => {
+                return Err(LinksError::UnexpectedVlan {
+                    vlan,
+                    mode: mode.name(),
+                })
+            }
+            (_, None) => {
+                let found = self.required("bridge", &self.bridge).await?;
+                (self.bridge.clone().unwrap_or_default(), found.index)
+            }
+        };
+        let tap_index = match find(&self.handle, tap).await? {
+            Some(found) => found.index,
+            None => self.move_here(tap, pid_file).await?,
+        };
+        set(
+            &self.handle,
+            LinkUnspec::new_with_index(tap_index)
+                .controller(bridge_index)
+                .up()
+                .build(),
+            format!("plug the tap {tap} into {bridge}"),
+        )
+        .await?;
+        Ok(bridge)
+    }
+
+    /// Whether the tap `tap` is in the node's namespace, plugged into `bridge` and up: what a
+    /// plugged guest's NIC looks like from the host.
+    pub async fn is_plugged(&self, tap: &str, bridge: &str) -> Result<bool, LinksError> {
+        let (Some(tap), Some(bridge)) = (
+            find(&self.handle, tap).await?,
+            find(&self.handle, bridge).await?,
+        ) else {
+            return Ok(false);
+        };
+        let up = tap
+            .message
+            .header
+            .flags
+            .contains(rtnetlink::packet_route::link::LinkFlags::Up);
+        Ok(up && tap.controller() == Some(bridge.index))
+    }
+
+    /// Removes the bridge and VLAN interface of `vlan` that the node made, unless `in_use`
+    /// (asked while no plug runs) says a guest of this node is still on the VLAN; whether the
+    /// VLAN was free (and so what the node made for it is gone). Objects the node did not make
+    /// are left alone.
+    pub async fn release(
+        &self,
+        vlan: u16,
+        in_use: impl FnOnce() -> bool,
+    ) -> Result<bool, LinksError> {
+        let mut owned = self.owned.lock().await;
+        if in_use() {
+            return Ok(false);
+        }
+        self.remove_vlan(vlan, &mut owned).await?;
+        Ok(true)
+    }
+
+    /// Removes every VLAN bridge and interface the node made whose VLAN `in_use` says no guest
+    /// uses any more (at start: what the node left when it stopped).
+    pub async fn sweep(&self, in_use: impl Fn(u16) -> bool) -> Result<(), LinksError> {
+        let mut owned = self.owned.lock().await;
+        let vlans: BTreeSet<u16> = owned
+            .iter()
+            .filter_map(|name| {
+                name.strip_prefix(BRIDGE_PREFIX)
+                    .or_else(|| name.strip_prefix(VLAN_PREFIX))
+                    .and_then(|n| n.parse().ok())
+            })
+            .collect();
+        for vlan in vlans.into_iter().filter(|v| !in_use(*v)) {
+            self.remove_vlan(vlan, &mut owned).await?;
+        }
+        Ok(())
+    }
+
+    /// The VLANs whose bridges the node made and still records.
+    pub async fn owned_vlans(&self) -> BTreeSet<u16> {
+        self.owned
+            .lock()
+            .await
+            .iter()
+            .filter_map(|name| name.strip_prefix(BRIDGE_PREFIX)?.parse().ok())
+            .collect()
+    }
+
+    /// The interface `name` the table requires (`what` names its key in messages).
+    async fn required(
+        &self,
+        what: &'static str,
+        name: &Option<String>,
+    ) -> Result<Found, LinksError> {
+        let missing = |name: &str| LinksError::Missing {
+            what,
+            name: name.to_owned(),
+            netns: self.netns.path.clone(),
+        };
+        let name = name
+            .as_deref()
+            .ok_or_else(|| missing("(none configured)"))?;
+        find(&self.handle, name).await?.ok_or_else(|| missing(name))
+    }
+
+    /// The bridge of `vlan`, with its VLAN interface on the private interface enslaved to it,
+    /// both up; made (and recorded first) where missing. Existing ones the node did not make
+    /// are used as they are.
+    async fn vlan_bridge(
+        &self,
+        vlan: u16,
+        owned: &mut BTreeSet<String>,
+    ) -> Result<(String, u32), LinksError> {
+        let parent = self
+            .required("private interface", &self.private_interface)
+            .await?;
+        let bridge = vlan_bridge_name(vlan);
+        let bridge_index = match find(&self.handle, &bridge).await? {
+            Some(found) => found.index,
+            None => {
+                self.own(owned, &bridge)?;
+                add(
+                    &self.handle,
+                    LinkBridge::new(&bridge).build(),
+                    format!("make the bridge {bridge}"),
+                )
+                .await?;
+                self.index_of(&bridge).await?
+            }
+        };
+        if owned.contains(&bridge) {
+            set(
+                &self.handle,
+                LinkUnspec::new_with_index(bridge_index).up().build(),
+                format!("bring {bridge} up"),
+            )
+            .await?;
+        }
+        let tagged = vlan_interface_name(vlan);
+        let tagged_index = match find(&self.handle, &tagged).await? {
+            Some(found) => found.index,
+            None => {
+                self.own(owned, &tagged)?;
+                let parent_name = self.private_interface.as_deref().unwrap_or_default();
+                let made = self
+                    .handle
+                    .link()
+                    .add(LinkVlan::new(&tagged, parent.index, vlan).build())
+                    .execute()
+                    .await;
+                match made {
+                    Ok(()) => {}
+                    Err(e) if errno(&e) == Some(Errno::EOPNOTSUPP) => {
+                        return Err(LinksError::NoVlanSupport { vlan })
+                    }
+                    Err(source) => {
+                        return Err(LinksError::Netlink {
+                            action: format!(
+                                "make the VLAN interface {tagged} (VLAN {vlan} on {parent_name})"
+                            ),
+                            source,
+                        })
+                    }
+                }
+                self.index_of(&tagged).await?
+            }
+        };
+        if owned.contains(&tagged) {
+            set(
+                &self.handle,
+                LinkUnspec::new_with_index(tagged_index)
+                    .controller(bridge_index)
+                    .up()
+                    .build(),
+                format!("plug {tagged} into {bridge}"),
+            )
+            .await?;
+        }
+        Ok((bridge, bridge_index))
+    }
+
+    /// Deletes the VLAN interface and bridge of `vlan` that the record names, then forgets
+    /// them.
+    async fn remove_vlan(&self, vlan: u16, owned: &mut BTreeSet<String>) -> Result<(), LinksError> {
+        for name in [vlan_interface_name(vlan), vlan_bridge_name(vlan)] {
+            if !owned.contains(&name) {
+                continue;
+            }
+            if let Some(found) = find(&self.handle, &name).await? {
+                match self.handle.link().del(found.index).execute().await {
+                    Ok(()) => {}
+                    // Gone meanwhile (a VLAN interface goes with its parent).
+                    Err(e) if errno(&e) == Some(Errno::ENODEV) => {}
+                    Err(source) => {
+                        return Err(LinksError::Netlink {
+                            action: format!("remove {name}"),
+                            source,
+                        })
+                    }
+                }
+            }
+            owned.remove(&name);
+            write_record(&self.record, owned)?;
+        }
+        Ok(())
+    }
+
+    /// Records `name` as the node's before it is made, so that a crash right after the
+    /// making cannot leave an object of the node's that the node does not know.
+    fn own(&self, owned: &mut BTreeSet<String>, name: &str) -> Result<(), LinksError> {
+        if owned.insert(name.to_owned()) {
+            write_record(&self.record, owned)?;
+        }
+        Ok(())
+    }
+
+    async fn index_of(&self, name: &str) -> Result<u32, LinksError> {
+        find(&self.handle, name)
+            .await?
+            .map(|f| f.index)
+            .ok_or_else(|| LinksError::Missing {
+                what: "interface just made",
+                name: name.to_owned(),
+                netns: self.netns.path.clone(),
+            })
+    }
+
+    /// Moves `tap` from libvirtd's namespace (that of the process `pid_file` names) into the
+    /// node's; its index there.
+    async fn move_here(&self, tap: &str, pid_file: &Path) -> Result<u32, LinksError> {
+        let there = Netns::of_pid_file(pid_file)?;
+        let missing = || LinksError::TapMissing {
+            tap: tap.to_owned(),
+            netns: there.path.clone(),
+        };
+        if there.is(&self.netns) {
+            return Err(missing());
+        }
+        let handle = there.connect().await?;
+        let found = find(&handle, tap).await?.ok_or_else(missing)?;
+        set(
+            &handle,
+            LinkUnspec::new_with_index(found.index)
+                .setns_by_fd(self.netns.file.as_raw_fd())
+                .build(),
+            format!(
+                "move the tap {tap} from {} to {}",
+                there.path.display(),
+                self.netns.path.display()
+            ),
+        )
+        .await?;
+        drop(handle);
+        self.index_of(tap).await
+    }
+}
+
+/// The errno of a netlink refusal.
+fn errno(e: &rtnetlink::Error) -> Option<Errno> {
+    match e {
+        rtnetlink::Error::NetlinkError(message) => Some(Errno::from_raw(-message.raw_code())),
+        _ => None,
+    }
+}
+
+/// The interface `name` in the handle's namespace, or `None`.
+async fn find(handle: &Handle, name: &str) -> Result<Option<Found>, LinksError> {
+    let mut links = handle.link().get().match_name(name).execute();
+    match links.try_next().await {
+        Ok(Some(message)) => Ok(Some(Found {
+            index: message.header.index,
+            message,
+        })),
+        Ok(None) => Ok(None),
+        Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
+        Err(source) => Err(LinksError::Netlink {
+            action: format!("look up {name}"),
+            source,
+        }),
+    }
+}
+
+async fn add(handle: &Handle, message: LinkMessage, action: String) -> Result<(), LinksError> {
+    handle
+        .link()
+        .add(message)
+        .execute()
+        .await
+        .map_err(|source| LinksError::Netlink { action, source })
+}
+
+async fn set(handle: &Handle, message: LinkMessage, action: String) -> Result<(), LinksError> {
+    handle
+        .link()
+        .set(message)
+        .execute()
+        .await
+        .map_err(|source| LinksError::Netlink { action, source })
+}
+
+fn read_record(path: &Path) -> Result<BTreeSet<String>, LinksError> {
+    let bad = |source| LinksError::Record {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let record: Record =
+                serde_json::from_slice(&bytes).map_err(|e| bad(io::Error::other(e)))?;
+            if record.version != RECORD_VERSION {
+                return Err(bad(io::Error::other(format!(
+                    "version {} is not {RECORD_VERSION}",
+                    record.version
+                ))));
+            }
+            Ok(record.links)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(e) => Err(bad(e)),
+    }
+}
+
+/// Writes the record whole: a temporary file, fsync, rename, fsync of the folder, so that
+/// the file always holds one complete record.
+fn write_record(path: &Path, owned: &BTreeSet<String>) -> Result<(), LinksError> {
+    use std::io::Write;
+    let bad = |source| LinksError::Record {
+        path: path.to_owned(),
+        source,
+    };
+    let record = Record {
+        version: RECORD_VERSION,
+        links: owned.clone(),
+    };
+    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| bad(io::Error::other(e)))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let temp = path.with_extension("json.tmp");
+    let written = File::create(&temp)
+        .and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temp, path))
+        .and_then(|()| File::open(dir)?.sync_all());
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.map_err(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_linux_and_carry_koalas_prefix() {
+        assert_eq!(tap_name("i-12345678"), "ktap-12345678");
+        let long = tap_name("i-0123456789abcdef0");
+        assert_eq!(long, "ktap-789abcdef0");
+        assert!(long.len() <= 15);
+        assert_eq!(vlan_bridge_name(4094), "kbr-4094");
+        assert_eq!(vlan_interface_name(10), "kvl-10");
+    }
+
+    #[test]
+    fn the_record_survives_a_round_trip_and_refuses_other_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("links.json");
+        assert!(read_record(&path).unwrap().is_empty());
+        let owned: BTreeSet<String> = ["kbr-10".to_owned(), "kvl-10".to_owned()].into();
+        write_record(&path, &owned).unwrap();
+        assert_eq!(read_record(&path).unwrap(), owned);
+        std::fs::write(&path, r#"{"version": 2, "links": []}"#).unwrap();
+        assert!(matches!(read_record(&path), Err(LinksError::Record { .. })));
+    }
+}

@@ -1,0 +1,319 @@
+//! The node controller's links made by the real kernel inside network namespaces the tests
+//! create: a "node" namespace stands for the node controller's, a "virt" namespace stands
+//! for libvirtd's, where a tap appears as QEMU starts (here a persistent tap `ip tuntap`
+//! makes, with a `sleep` standing for QEMU).
+//!
+//! They need root and `ip`; without them they fail, they do not skip. Nothing outside the
+//! namespaces they create (and delete, even on panic) is touched.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use network::{Layout, Links, LinksError, Netns, NetworkSettings};
+
+/// Namespaces and processes, deleted and killed on drop, panic or not.
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(name: &str) -> Lab {
+        Lab {
+            prefix: format!("kn-{}-{name}", std::process::id()),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir: tempfile::tempdir().expect("a temporary folder"),
+        }
+    }
+
+    /// A new namespace `PREFIX-role`.
+    fn netns(&mut self, role: &str) -> String {
+        let name = format!("{}-{role}", self.prefix);
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("ip (iproute2) is needed");
+        assert!(
+            out.status.success(),
+            "cannot create the network namespace {name} (these tests need root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.namespaces.push(name.clone());
+        name
+    }
+
+    /// A pid file naming a process that lives in `ns` (what QEMU's is to libvirtd's).
+    fn process_in(&mut self, ns: &str) -> PathBuf {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "sleep", "600"])
+            .spawn()
+            .expect("sleep");
+        let path = self.dir.path().join(format!("{ns}.pid"));
+        std::fs::write(&path, child.id().to_string()).unwrap();
+        self.children.push(child);
+        // `ip netns exec` enters the namespace before it execs sleep.
+        for _ in 0..100 {
+            let ours = Netns::of_pid_file(&path).unwrap();
+            if ours.is(&Netns::named(ns).unwrap()) {
+                return path;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the process never entered {ns}");
+    }
+
+    fn record(&self) -> PathBuf {
+        self.dir.path().join("links.json")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Runs `ip -n NS ARGS`, which must succeed; its output.
+fn ip(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "{ns}: ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The interfaces of `ns`, by name.
+fn interfaces(ns: &str) -> Vec<String> {
+    ip(ns, &["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+        .collect()
+}
+
+/// `ip -d link show NAME` in `ns`.
+fn details(ns: &str, name: &str) -> String {
+    ip(ns, &["-d", "link", "show", name])
+}
+
+fn layout(text: &str) -> Layout {
+    toml::from_str::<NetworkSettings>(text)
+        .unwrap()
+        .layout()
+        .unwrap()
+}
+
+/// The site's private interface `priv0` in `ns`: one end of a veth pair (this kernel may
+/// have no dummy interfaces), up.
+fn private_interface(ns: &str) {
+    ip(
+        ns,
+        &[
+            "link",
+            "add",
+            "priv0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "priv0-peer",
+        ],
+    );
+    ip(ns, &["link", "set", "priv0", "up"]);
+}
+
+fn tap_in(ns: &str, tap: &str) {
+    ip(ns, &["tuntap", "add", "dev", tap, "mode", "tap"]);
+}
+
+/// Whether the kernel makes VLAN interfaces (some have no 802.1Q at all), probed in `ns` on
+/// `priv0`.
+fn vlans_supported(ns: &str) -> bool {
+    let made = Command::new("ip")
+        .args(["-n", ns, "link", "add", "link", "priv0", "name", "probe"])
+        .args(["type", "vlan", "id", "4000"])
+        .output()
+        .expect("ip")
+        .status
+        .success();
+    if made {
+        ip(ns, &["link", "del", "probe"]);
+    }
+    made
+}
+
+/// Plugs `tap` on `vlan`: plugged where the kernel has VLANs; else refused with the reason,
+/// after the VLAN's bridge was made (and recorded).
+async fn plug_on_vlan(links: &Links, tap: &str, vlan: u16, qemu: &Path, vlans: bool) {
+    let plugged = links.plug(tap, Some(vlan), qemu).await;
+    if vlans {
+        assert_eq!(plugged.unwrap(), format!("kbr-{vlan}"));
+        assert!(links.is_plugged(tap, &format!("kbr-{vlan}")).await.unwrap());
+    } else {
+        assert!(
+            matches!(plugged, Err(LinksError::NoVlanSupport { vlan: v }) if v == vlan),
+            "{plugged:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn managed_makes_a_vlan_bridge_moves_the_tap_in_and_removes_only_its_own() {
+    let mut lab = Lab::new("managed");
+    let node = lab.netns("node");
+    let virt = lab.netns("virt");
+    let qemu = lab.process_in(&virt);
+    // The site's private interface, and a bridge of Koala's prefix that this node did not make.
+    private_interface(&node);
+    let vlans = vlans_supported(&node);
+    ip(&node, &["link", "add", "kbr-11", "type", "bridge"]);
+    let layout = layout("mode = \"managed\"\nprivate_interface = \"priv0\"");
+    let links = Links::open(&layout, Netns::named(&node).unwrap(), lab.record())
+        .await
+        .unwrap();
+
+    tap_in(&virt, "ktap-00000001");
+    plug_on_vlan(&links, "ktap-00000001", 10, &qemu, vlans).await;
+    assert!(details(&node, "kbr-10").contains(",UP"));
+    let record = std::fs::read_to_string(lab.record()).unwrap();
+    assert!(
+        record.contains("kbr-10") && record.contains("kvl-10"),
+        "{record}"
+    );
+    if vlans {
+        assert!(!interfaces(&virt).contains(&"ktap-00000001".to_owned()));
+        let tagged = details(&node, "kvl-10");
+        assert!(tagged.contains("kvl-10@priv0"), "{tagged}");
+        assert!(tagged.contains("vlan protocol 802.1Q id 10"), "{tagged}");
+        assert!(tagged.contains("master kbr-10"), "{tagged}");
+
+        // Plugging again (a restarted node) changes nothing; a second guest shares the bridge.
+        plug_on_vlan(&links, "ktap-00000001", 10, &qemu, vlans).await;
+        tap_in(&virt, "ktap-00000002");
+        plug_on_vlan(&links, "ktap-00000002", 10, &qemu, vlans).await;
+
+        // An existing kbr-11 is used as it is, never owned.
+        tap_in(&virt, "ktap-00000003");
+        plug_on_vlan(&links, "ktap-00000003", 11, &qemu, vlans).await;
+    }
+
+    assert!(!links.release(10, || true).await.unwrap());
+    assert!(interfaces(&node).contains(&"kbr-10".to_owned()));
+    assert!(links.release(10, || false).await.unwrap());
+    assert!(links.release(11, || false).await.unwrap());
+    let left = interfaces(&node);
+    assert!(!left.contains(&"kbr-10".to_owned()), "{left:?}");
+    assert!(!left.contains(&"kvl-10".to_owned()), "{left:?}");
+    assert!(left.contains(&"kbr-11".to_owned()), "{left:?}");
+    assert!(left.contains(&"priv0".to_owned()), "{left:?}");
+    assert!(links.owned_vlans().await.is_empty());
+    let record = std::fs::read_to_string(lab.record()).unwrap();
+    assert!(
+        !record.contains("kbr-") && !record.contains("kvl-"),
+        "{record}"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_node_sweeps_the_vlans_no_guest_uses() {
+    let mut lab = Lab::new("sweep");
+    let node = lab.netns("node");
+    let virt = lab.netns("virt");
+    let qemu = lab.process_in(&virt);
+    private_interface(&node);
+    let vlans = vlans_supported(&node);
+    let layout = layout("mode = \"managed\"\nprivate_interface = \"priv0\"");
+    {
+        let links = Links::open(&layout, Netns::named(&node).unwrap(), lab.record())
+            .await
+            .unwrap();
+        for (tap, vlan) in [("ktap-00000001", 10), ("ktap-00000002", 12)] {
+            tap_in(&virt, tap);
+            plug_on_vlan(&links, tap, vlan, &qemu, vlans).await;
+        }
+    }
+    // The node stops; its guest on VLAN 12 ended meanwhile. Opened again, it removes what
+    // only that guest used.
+    let links = Links::open(&layout, Netns::named(&node).unwrap(), lab.record())
+        .await
+        .unwrap();
+    assert_eq!(links.owned_vlans().await, [10, 12].into());
+    links.sweep(|vlan| vlan == 10).await.unwrap();
+    let left = interfaces(&node);
+    assert!(left.contains(&"kbr-10".to_owned()), "{left:?}");
+    assert_eq!(left.contains(&"kvl-10".to_owned()), vlans, "{left:?}");
+    assert!(!left.contains(&"kbr-12".to_owned()) && !left.contains(&"kvl-12".to_owned()));
+    assert_eq!(links.owned_vlans().await, [10].into());
+}
+
+#[tokio::test]
+async fn novlan_plugs_into_the_sites_bridge_and_refuses_what_it_cannot_serve() {
+    let mut lab = Lab::new("novlan");
+    let node = lab.netns("node");
+    let virt = lab.netns("virt");
+    let qemu = lab.process_in(&virt);
+    let layout = layout("mode = \"managed-novlan\"\nbridge = \"br0\"");
+    let refused = Links::open(&layout, Netns::named(&node).unwrap(), lab.record()).await;
+    assert!(
+        matches!(&refused, Err(LinksError::Missing { what: "bridge", name, .. }) if name == "br0"),
+        "{refused:?}"
+    );
+    ip(
+        &node,
+        &[
+            "link", "add", "br0", "type", "veth", "peer", "name", "br0-peer",
+        ],
+    );
+    let refused = Links::open(&layout, Netns::named(&node).unwrap(), lab.record()).await;
+    assert!(
+        matches!(refused, Err(LinksError::NotABridge(_))),
+        "{refused:?}"
+    );
+    ip(&node, &["link", "del", "br0"]);
+    ip(&node, &["link", "add", "br0", "type", "bridge"]);
+    let links = Links::open(&layout, Netns::named(&node).unwrap(), lab.record())
+        .await
+        .unwrap();
+
+    tap_in(&virt, "ktap-00000001");
+    assert_eq!(
+        links.plug("ktap-00000001", None, &qemu).await.unwrap(),
+        "br0"
+    );
+    assert!(links.is_plugged("ktap-00000001", "br0").await.unwrap());
+    assert!(!interfaces(&virt).contains(&"ktap-00000001".to_owned()));
+    let tap = details(&node, "ktap-00000001");
+    assert!(tap.contains("master br0") && tap.contains(",UP"), "{tap}");
+    let refused = links.plug("ktap-00000001", Some(10), &qemu).await;
+    assert!(matches!(
+        refused,
+        Err(LinksError::UnexpectedVlan { vlan: 10, .. })
+    ));
+    // A tap that is nowhere.
+    let refused = links.plug("ktap-0000000f", None, &qemu).await;
+    assert!(
+        matches!(refused, Err(LinksError::TapMissing { .. })),
+        "{refused:?}"
+    );
+    // The site's bridge stays whatever is released.
+    links.sweep(|_| false).await.unwrap();
+    assert!(interfaces(&node).contains(&"br0".to_owned()));
+    assert!(!Path::new(&lab.record()).exists());
+}
