@@ -167,6 +167,9 @@ pub enum RoleError {
     /// The cluster controller could not open its store.
     #[error("cannot open the cluster controller")]
     Cluster(#[source] std::io::Error),
+    /// The cluster controller's guest networks could not be opened.
+    #[error("cannot open the cluster controller's guest networks")]
+    Gateway(#[source] network::GatewayError),
     /// libvirt is not installed on this host.
     #[error(
         "libvirt is not installed (apt-get install libvirt-daemon-system qemu-system-x86 \
@@ -432,26 +435,27 @@ fn host_memory_mib() -> u64 {
         .unwrap_or(1024)
 }
 
-/// Opens this host's cluster controller.
-pub fn open_cluster(config: &Config, key: ComponentKey, tls: &Tls) -> Result<Cluster, RoleError> {
+/// Opens this host's cluster controller; in the MANAGED modes with its gateway, whose
+/// interfaces must exist.
+pub async fn open_cluster(
+    config: &Config,
+    key: ComponentKey,
+    tls: &Tls,
+) -> Result<Cluster, RoleError> {
     let policy = config.cluster.policy;
     let nodes = RpcClient::new(key, tls, ComponentKind::NodeController);
-    let gateway = config
-        .network_settings
-        .as_ref()
-        .filter(|s| s.mode.is_managed())
-        .map(|s| {
-            // MANAGED's bridges are one per VLAN, Koala's own; the other mode's is the site's.
-            let bridges = match (s.mode, &s.bridge) {
-                (network::Mode::ManagedNovlan, Some(bridge)) => vec![bridge.clone()],
-                _ => vec![format!("{}*", network::BRIDGE_PREFIX)],
-            };
-            network::Gateway::new(
+    let gateway = match (&config.network, &config.network_settings) {
+        (Some(layout), Some(settings)) if layout.mode().is_managed() => Some(
+            network::Gateway::open(
+                layout,
+                settings,
                 config.data_dir.join("cluster").join("network"),
-                bridges,
-                s.dns_server,
             )
-        });
+            .await
+            .map_err(RoleError::Gateway)?,
+        ),
+        _ => None,
+    };
     Cluster::open(config.data_dir.join("cluster"), policy, nodes, gateway)
         .map_err(RoleError::Cluster)
 }

@@ -383,7 +383,7 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
     let cc_name = cc_kind.principal_name(zone);
     let cc_key = roles::component_key(identity, config, cc_kind, &cc_name)?;
     let cc_tls = certs::local(identity, config, &cc_name, &[cc_kind], &hosts)?;
-    let cluster = roles::open_cluster(config, cc_key, &cc_tls)?;
+    let cluster = roles::open_cluster(config, cc_key, &cc_tls).await?;
     let cc_addr = role_addr(config, 1);
     let cc_listener = bind(cc_addr).await?;
     let cc_router = compute::cluster::http::router(cluster.clone(), roles::verifier(identity));
@@ -458,7 +458,7 @@ pub async fn run_cluster(config: Config, cloud_url: String) -> Result<(), Server
     let zone = config.zone.clone();
     let (key, tls) =
         remote_component(&config, ComponentKind::ClusterController, &zone, &cloud_url).await?;
-    let cluster = roles::open_cluster(&config, key.clone(), &tls)?;
+    let cluster = roles::open_cluster(&config, key.clone(), &tls).await?;
     let clc = RpcClient::new(key, &tls, ComponentKind::CloudController);
     let verifier = rpc::Verifier::remote(clc, &cloud_url);
     let router = compute::cluster::http::router(cluster, verifier);

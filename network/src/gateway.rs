@@ -1,20 +1,29 @@
 //! The CC's side of the MANAGED modes on its host: what it holds for the guest networks the
 //! CLC planned, applied whole from one [`Plan`] each time the plan changes, and again at start
 //! from the last plan it applied (kept in its folder), so that a restarted CC rebuilds exactly
-//! what it owned: the DHCP server's tables, forwarding, and the rules table.
+//! what it owned: each group network's gateway address on its bridge (in MANAGED, the VLAN's
+//! bridge, made for it), the guests' public addresses on the public interface, the DHCP
+//! server's tables, forwarding, and the rules table. What a plan no longer names is removed;
+//! what Koala did not make is never touched (see [`Links`]).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::collections::BTreeSet;
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::Arc;
 
+use crate::config::NetworkSettings;
 use crate::dhcp::{Dhcp, DhcpError, DhcpHost};
-use crate::layout::Mac;
+use crate::layout::{Layout, Mac};
+use crate::links::{Links, LinksError, Netns, BRIDGE_PREFIX};
 use crate::nft::Nft;
 use crate::rules::{Plan, RulesError};
 
 /// Why a plan was not (wholly) applied.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// A bridge or an address could not be made or removed.
+    #[error("the guest network's interfaces could not be set up")]
+    Links(#[from] LinksError),
     /// The DHCP server refused its tables.
     #[error("the guest network's DHCP server failed")]
     Dhcp(#[from] DhcpError),
@@ -30,58 +39,117 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    /// The blocking half of an apply did not finish.
+    #[error("applying the guest network stopped: {0}")]
+    Stopped(String),
+}
+
+/// What runs processes (dnsmasq, nft) and writes /proc: the blocking half of an apply.
+struct HostSide {
+    dhcp: Dhcp,
+    nft: Nft,
 }
 
 /// The guest networks a CC applies on its own host.
 pub struct Gateway {
     dir: PathBuf,
-    dhcp: Dhcp,
-    nft: Nft,
-    applied: Mutex<Option<Plan>>,
+    links: Links,
+    /// MANAGED-NOVLAN's bridge (the site's), where every gateway address goes.
+    bridge: Option<String>,
+    public_interface: Option<String>,
+    host: Arc<HostSide>,
+    applied: tokio::sync::Mutex<Option<Plan>>,
 }
 
 impl Gateway {
-    /// The CC's gateway, its files in `dir`, its DHCP server on the guest `bridges` (a
-    /// trailing `*` matches a prefix) announcing `dns`. Nothing is applied until
-    /// [`Gateway::restore`] or [`Gateway::apply`].
-    pub fn new(dir: PathBuf, bridges: Vec<String>, dns: Option<Ipv4Addr>) -> Gateway {
-        Gateway {
-            dhcp: Dhcp::new(dir.join("dhcp"), bridges, dns),
+    /// The CC's gateway for the `[network]` table `settings` (checked into `layout`), its
+    /// files in `dir`, working in the CC's own network namespace. The interfaces the table
+    /// names must exist. Nothing is applied until [`Gateway::restore`] or [`Gateway::apply`].
+    pub async fn open(
+        layout: &Layout,
+        settings: &NetworkSettings,
+        dir: PathBuf,
+    ) -> Result<Gateway, GatewayError> {
+        let links = Links::open(layout, Netns::current()?, dir.join("links.json")).await?;
+        // MANAGED's bridges are one per VLAN, Koala's own; the other mode's is the site's.
+        let bridges = match &settings.bridge {
+            Some(bridge) if layout.mode() != crate::Mode::Managed => vec![bridge.clone()],
+            _ => vec![format!("{BRIDGE_PREFIX}*")],
+        };
+        Ok(Gateway {
+            host: Arc::new(HostSide {
+                dhcp: Dhcp::new(dir.join("dhcp"), bridges, settings.dns_server),
+                nft: Nft::here(),
+            }),
             dir,
-            nft: Nft::here(),
-            applied: Mutex::new(None),
-        }
+            links,
+            bridge: settings.bridge.clone(),
+            public_interface: settings.public_interface.clone(),
+            applied: tokio::sync::Mutex::new(None),
+        })
     }
 
     /// Applies the plan the CC applied last, at start; nothing when it never applied one.
-    pub fn restore(&self) -> Result<(), GatewayError> {
+    pub async fn restore(&self) -> Result<(), GatewayError> {
         let saved = std::fs::read(self.dir.join("plan.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Plan>(&bytes).ok());
         match saved {
-            Some(plan) => self.apply(&plan),
+            Some(plan) => self.apply(&plan).await,
             None => Ok(()),
         }
     }
 
     /// Makes the host hold exactly what `plan` says: kept first (so a restart applies it
-    /// again), then the DHCP tables, forwarding and the rules. A plan equal to the one
-    /// applied last changes nothing.
-    pub fn apply(&self, plan: &Plan) -> Result<(), GatewayError> {
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        if applied.as_ref() == Some(plan) {
+    /// again), then the addresses and bridges, the DHCP tables, forwarding and the rules. A
+    /// plan equal to the one applied last changes nothing.
+    pub async fn apply(&self, given: &Plan) -> Result<(), GatewayError> {
+        let mut applied = self.applied.lock().await;
+        if applied.as_ref() == Some(given) {
             return Ok(());
         }
-        let given = plan;
-        let plan = self.localised(given);
-        let write = |path: PathBuf, bytes: &[u8]| {
-            std::fs::create_dir_all(&self.dir)
-                .and_then(|()| std::fs::write(path.with_extension("tmp"), bytes))
-                .and_then(|()| std::fs::rename(path.with_extension("tmp"), &path))
-                .map_err(|source| GatewayError::Write { path, source })
-        };
-        let json = serde_json::to_vec(given).unwrap_or_default();
-        write(self.dir.join("plan.json"), &json)?;
+        let path = self.dir.join("plan.json");
+        let json = serde_json::to_vec(given).map_err(|e| GatewayError::Stopped(e.to_string()))?;
+        std::fs::create_dir_all(&self.dir)
+            .and_then(|()| std::fs::write(path.with_extension("tmp"), json))
+            .and_then(|()| std::fs::rename(path.with_extension("tmp"), &path))
+            .map_err(|source| GatewayError::Write { path, source })?;
+
+        let mut wanted = BTreeSet::new();
+        for n in &given.networks {
+            let bridge = match (n.vlan, &self.bridge) {
+                (Some(vlan), _) => self.links.gateway_bridge(vlan).await?,
+                (None, Some(bridge)) => bridge.clone(),
+                (None, None) => continue,
+            };
+            wanted.insert((bridge, n.gateway, n.subnet.prefix()));
+        }
+        if let Some(public) = &self.public_interface {
+            for ip in given.guests.iter().filter_map(|g| g.public_ip) {
+                wanted.insert((public.clone(), ip, 32));
+            }
+        }
+        self.links.set_addresses(&wanted).await?;
+        let vlans: BTreeSet<u16> = given.networks.iter().filter_map(|n| n.vlan).collect();
+        self.links.sweep(|vlan| vlans.contains(&vlan)).await?;
+
+        let plan = localised(given);
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.apply(&plan))
+            .await
+            .map_err(|e| GatewayError::Stopped(e.to_string()))??;
+        *applied = Some(given.clone());
+        Ok(())
+    }
+
+    /// Stops the DHCP server (the CC is stopping); the rules stay, guarding the guests.
+    pub fn stop(&self) {
+        self.host.dhcp.stop();
+    }
+}
+
+impl HostSide {
+    fn apply(&self, plan: &Plan) -> Result<(), GatewayError> {
         let hosts: Vec<DhcpHost> = plan
             .guests
             .iter()
@@ -100,25 +168,22 @@ impl Gateway {
             })?;
         }
         plan.apply(&self.nft)?;
-        *applied = Some(given.clone());
         Ok(())
     }
+}
 
-    /// The plan with a metadata service "on this host" (address 0.0.0.0) pointed at a
-    /// gateway address of this host, where the CLC's listener answers: a DNAT to loopback
-    /// would need route_localnet, a DNAT to a local address does not.
-    fn localised(&self, plan: &Plan) -> Plan {
-        let mut plan = plan.clone();
-        if let (Some(m), Some(first)) = (plan.metadata, plan.networks.first()) {
-            if m.ip().is_unspecified() {
-                plan.metadata = Some(SocketAddrV4::new(first.gateway, m.port()));
-            }
+/// The plan with a metadata service "on this host" (address 0.0.0.0) pointed at a gateway
+/// address of this host, where the CLC's listener answers: a DNAT to loopback would need
+/// route_localnet, a DNAT to a local address does not.
+fn localised(plan: &Plan) -> Plan {
+    let mut plan = plan.clone();
+    if let (Some(m), Some(first)) = (plan.metadata, plan.networks.first()) {
+        if m.ip().is_unspecified() {
+            plan.metadata = Some(SocketAddrV4::new(first.gateway, m.port()));
         }
-        plan
     }
-
-    /// Stops the DHCP server (the CC is stopping); the rules stay, guarding the guests.
-    pub fn stop(&self) {
-        self.dhcp.stop();
+    if plan.networks.is_empty() {
+        plan.metadata = None;
     }
+    plan
 }

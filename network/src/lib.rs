@@ -11,6 +11,7 @@
 
 mod config;
 mod dhcp;
+#[cfg(feature = "links")]
 mod gateway;
 mod layout;
 #[cfg(feature = "links")]
@@ -22,6 +23,7 @@ pub use config::{
     Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost, DEFAULT_METADATA_LISTEN,
 };
 pub use dhcp::{Dhcp, DhcpError, DhcpHost};
+#[cfg(feature = "links")]
 pub use gateway::{Gateway, GatewayError};
 pub use layout::{GroupNetwork, Layout, Mac};
 #[cfg(feature = "links")]

@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,9 @@ pub const TAP_PREFIX: &str = "ktap-";
 
 /// The prefix of the node controller's per-VLAN bridges (MANAGED).
 pub const BRIDGE_PREFIX: &str = "kbr-";
+
+/// How the record names an address Koala added: `addr:INTERFACE/ADDRESS/PREFIX`.
+const ADDRESS_PREFIX: &str = "addr:";
 
 /// The prefix of the node controller's VLAN interfaces on the private interface (MANAGED).
 pub const VLAN_PREFIX: &str = "kvl-";
@@ -431,6 +435,105 @@ impl Links {
             .collect();
         for vlan in vlans.into_iter().filter(|v| !in_use(*v)) {
             self.remove_vlan(vlan, &mut owned).await?;
+        }
+        Ok(())
+    }
+
+    /// The CC's bridge for the guests of VLAN `vlan` (MANAGED), made with its VLAN interface
+    /// if missing, as a node's is for its guests; its name. The gateway's address goes on it.
+    pub async fn gateway_bridge(&self, vlan: u16) -> Result<String, LinksError> {
+        let mut owned = self.owned.lock().await;
+        Ok(self.vlan_bridge(vlan, &mut owned).await?.0)
+    }
+
+    /// Makes the addresses Koala holds on this namespace's interfaces exactly `wanted`
+    /// (interface, address, prefix length): the CC's gateway addresses on the guest bridges and
+    /// the public addresses of its guests. Each is recorded before it is added; recorded ones
+    /// no longer wanted are removed; an address Koala did not add is never removed.
+    pub async fn set_addresses(
+        &self,
+        wanted: &BTreeSet<(String, Ipv4Addr, u8)>,
+    ) -> Result<(), LinksError> {
+        let mut owned = self.owned.lock().await;
+        let entry = |(name, ip, prefix): &(String, Ipv4Addr, u8)| {
+            format!("{ADDRESS_PREFIX}{name}/{ip}/{prefix}")
+        };
+        let wanted_entries: BTreeSet<String> = wanted.iter().map(entry).collect();
+        for (name, ip, prefix) in wanted {
+            let Some(found) = find(&self.handle, name).await? else {
+                return Err(LinksError::Missing {
+                    what: "interface",
+                    name: name.clone(),
+                    netns: self.netns.path.clone(),
+                });
+            };
+            self.own(&mut owned, &entry(&(name.clone(), *ip, *prefix)))?;
+            self.handle
+                .address()
+                .add(found.index, IpAddr::V4(*ip), *prefix)
+                .replace()
+                .execute()
+                .await
+                .map_err(|source| LinksError::Netlink {
+                    action: format!("add {ip}/{prefix} to {name}"),
+                    source,
+                })?;
+        }
+        let stale: Vec<String> = owned
+            .iter()
+            .filter(|e| e.starts_with(ADDRESS_PREFIX) && !wanted_entries.contains(*e))
+            .cloned()
+            .collect();
+        for stale_entry in stale {
+            let parsed = stale_entry.strip_prefix(ADDRESS_PREFIX).and_then(|rest| {
+                let (name, rest) = rest.split_once('/')?;
+                let (ip, prefix) = rest.split_once('/')?;
+                Some((
+                    name.to_owned(),
+                    ip.parse::<Ipv4Addr>().ok()?,
+                    prefix.parse::<u8>().ok()?,
+                ))
+            });
+            if let Some((name, ip, prefix)) = parsed {
+                self.remove_address(&name, ip, prefix).await?;
+            }
+            owned.remove(&stale_entry);
+            write_record(&self.record, &owned)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `ip/prefix` from interface `name` if it is there.
+    async fn remove_address(&self, name: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), LinksError> {
+        let Some(found) = find(&self.handle, name).await? else {
+            return Ok(());
+        };
+        let mut addresses = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(found.index)
+            .set_address_filter(IpAddr::V4(ip))
+            .set_prefix_length_filter(prefix)
+            .execute();
+        while let Some(message) =
+            addresses
+                .try_next()
+                .await
+                .map_err(|source| LinksError::Netlink {
+                    action: format!("list the addresses of {name}"),
+                    source,
+                })?
+        {
+            self.handle
+                .address()
+                .del(message)
+                .execute()
+                .await
+                .map_err(|source| LinksError::Netlink {
+                    action: format!("remove {ip}/{prefix} from {name}"),
+                    source,
+                })?;
         }
         Ok(())
     }

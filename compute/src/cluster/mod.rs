@@ -104,8 +104,8 @@ impl Cluster {
     ) -> std::io::Result<Cluster> {
         let cluster = Cluster::unpolled(dir, policy, client, gateway.map(Arc::new))?;
         if let Some(gateway) = cluster.inner.gateway.clone() {
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = gateway.restore() {
+            tokio::spawn(async move {
+                if let Err(e) = gateway.restore().await {
                     tracing::error!(
                         "cannot restore the guest networks: {}",
                         rpc::error_chain(&e)
@@ -308,9 +308,9 @@ impl Cluster {
                 "this cluster controller has no [network] table in a MANAGED mode",
             ));
         };
-        tokio::task::spawn_blocking(move || gateway.apply(&plan))
+        gateway
+            .apply(&plan)
             .await
-            .map_err(|e| RpcError::new(RpcCode::InternalError, e.to_string()))?
             .map_err(|e| RpcError::new(RpcCode::InternalError, rpc::error_chain(&e)))
     }
 
