@@ -372,6 +372,22 @@ mod tests {
     }
 
     #[test]
+    fn the_envelope_is_written_byte_for_byte() {
+        assert_eq!(
+            envelope(
+                "DescribeRegions",
+                "2009-11-30",
+                "req-1",
+                "<regionInfo><item><regionName>r</regionName></item></regionInfo>"
+            ),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeRegionsResponse \
+             xmlns=\"http://ec2.amazonaws.com/doc/2009-11-30/\"><requestId>req-1</requestId>\
+             <regionInfo><item><regionName>r</regionName></item></regionInfo>\
+             </DescribeRegionsResponse>"
+        );
+    }
+
+    #[test]
     fn new_ids_are_resource_ids() {
         let id = new_id("emi");
         assert!(is_resource_id(&id, "emi"), "{id}");

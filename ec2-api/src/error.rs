@@ -365,6 +365,58 @@ impl QueryError {
 mod tests {
     use super::*;
 
+    /// The status and body of a rendered error.
+    async fn sent(err: &QueryError, dialect: Dialect) -> (StatusCode, String) {
+        let response = err.render(dialect, "req-1");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn error_documents_are_written_byte_for_byte() {
+        // A message echoing a caller's markup, quotes and characters XML cannot carry.
+        let err = QueryError::Validation("Value (a<b> & \"c\" 'd'\u{1}\r\n) is bad.".into());
+        let message = "Value (a&lt;b&gt; &amp; &quot;c&quot; 'd'\u{fffd}&#xD;\n) is bad.";
+        assert_eq!(
+            sent(&err, Dialect::Ec2).await,
+            (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+                     <Code>InvalidParameterValue</Code><Message>{message}</Message></Error>\
+                     </Errors><RequestID>req-1</RequestID></Response>"
+                )
+            )
+        );
+        assert_eq!(
+            sent(&err, Dialect::Euare).await,
+            (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse \
+                     xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>Sender\
+                     </Type><Code>ValidationError</Code><Message>{message}</Message></Error>\
+                     <RequestId>req-1</RequestId></ErrorResponse>"
+                )
+            )
+        );
+        let ours = QueryError::internal("disk on fire");
+        assert_eq!(
+            sent(&ours, Dialect::Euare).await,
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse \
+                 xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>Receiver\
+                 </Type><Code>ServiceFailure</Code><Message>An internal error occurred.\
+                 </Message></Error><RequestId>req-1</RequestId></ErrorResponse>"
+                    .to_owned()
+            )
+        );
+    }
+
     #[test]
     fn internal_errors_keep_their_cause_for_the_log_and_tell_the_caller_nothing() {
         let cause = std::io::Error::other("disk on fire");

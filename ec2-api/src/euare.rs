@@ -416,6 +416,8 @@ fn get_credentials(ctx: &Context) -> Result<String, QueryError> {
 mod tests {
     use super::*;
     use identity::SecretSource;
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    use rsa::pkcs8::EncodePublicKey;
 
     struct Cloud {
         _dir: tempfile::TempDir,
@@ -430,12 +432,16 @@ mod tests {
         Cloud {
             _dir: dir,
             identity,
-            urls: ServiceUrls {
-                s3_url: "http://h:1/services/Walrus".into(),
-                ec2_url: None,
-                euare_url: None,
-                region: "r".into(),
-            },
+            urls: urls(),
+        }
+    }
+
+    fn urls() -> ServiceUrls {
+        ServiceUrls {
+            s3_url: "http://h:1/services/Walrus".into(),
+            ec2_url: None,
+            euare_url: None,
+            region: "r".into(),
         }
     }
 
@@ -448,7 +454,10 @@ mod tests {
         caller: &Principal,
         params: &[(&str, &str)],
     ) -> Result<String, QueryError> {
-        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+            .collect();
         let request = QueryRequest::new(&query.join("&"), b"", &http::HeaderMap::new());
         let action = request.required("Action")?.to_owned();
         dispatch(
@@ -467,6 +476,265 @@ mod tests {
         let open = format!("<{tag}>");
         let start = xml.find(&open).unwrap() + open.len();
         xml[start..start + xml[start..].find('<').unwrap()].to_owned()
+    }
+
+    /// IAM's response document of `action` around `result`, as clients have always read it.
+    fn iam(action: &str, result: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response \
+             xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><{action}Result>{result}\
+             </{action}Result><ResponseMetadata><RequestId>rid</RequestId></ResponseMetadata>\
+             </{action}Response>"
+        )
+    }
+
+    #[test]
+    fn accounts_users_and_keys_are_written_byte_for_byte() {
+        let cloud = cloud();
+        let (root, _) = cloud.identity.ensure_admin().unwrap();
+        let root = principal(&cloud.identity, &root.access_key_id);
+
+        let account = call(
+            &cloud,
+            &root,
+            &[("Action", "CreateAccount"), ("AccountName", "dave")],
+        )
+        .unwrap();
+        let dave = cloud.identity.account_id("dave").unwrap().unwrap();
+        let (akid, secret) = (
+            text(&account, "AccessKeyId"),
+            text(&account, "SecretAccessKey"),
+        );
+        assert_eq!(
+            account,
+            iam(
+                "CreateAccount",
+                &format!(
+                    "<Account><AccountName>dave</AccountName><AccountId>{dave}</AccountId>\
+                     </Account><AccessKey><UserName>admin</UserName><AccessKeyId>{akid}\
+                     </AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}\
+                     </SecretAccessKey></AccessKey>"
+                )
+            )
+        );
+        let admin = principal(&cloud.identity, &akid);
+
+        let user = call(
+            &cloud,
+            &admin,
+            &[("Action", "CreateUser"), ("UserName", "bob")],
+        )
+        .unwrap();
+        assert_eq!(
+            user,
+            iam(
+                "CreateUser",
+                &format!(
+                    "<User><Path>/</Path><UserName>bob</UserName>\
+                     <Arn>arn:aws:iam::{dave}:user/bob</Arn></User>"
+                )
+            )
+        );
+        assert_eq!(
+            call(&cloud, &admin, &[("Action", "ListUsers")]).unwrap(),
+            iam(
+                "ListUsers",
+                &format!(
+                    "<Users><member><Path>/</Path><UserName>admin</UserName>\
+                     <Arn>arn:aws:iam::{dave}:user/admin</Arn></member><member><Path>/</Path>\
+                     <UserName>bob</UserName><Arn>arn:aws:iam::{dave}:user/bob</Arn></member>\
+                     </Users><IsTruncated>false</IsTruncated>"
+                )
+            )
+        );
+
+        let key = call(
+            &cloud,
+            &admin,
+            &[("Action", "CreateAccessKey"), ("UserName", "bob")],
+        )
+        .unwrap();
+        let (akid, secret) = (text(&key, "AccessKeyId"), text(&key, "SecretAccessKey"));
+        assert_eq!(
+            key,
+            iam(
+                "CreateAccessKey",
+                &format!(
+                    "<AccessKey><UserName>bob</UserName><AccessKeyId>{akid}</AccessKeyId>\
+                     <Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey>\
+                     </AccessKey>"
+                )
+            )
+        );
+        let update = [
+            ("Action", "UpdateAccessKey"),
+            ("UserName", "bob"),
+            ("AccessKeyId", &akid),
+            ("Status", "Inactive"),
+        ];
+        // An action without a result answers with the request id alone.
+        assert_eq!(
+            call(&cloud, &admin, &update).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<UpdateAccessKeyResponse \
+             xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><ResponseMetadata>\
+             <RequestId>rid</RequestId></ResponseMetadata></UpdateAccessKeyResponse>"
+        );
+        let listed = call(
+            &cloud,
+            &admin,
+            &[("Action", "ListAccessKeys"), ("UserName", "bob")],
+        )
+        .unwrap();
+        let created = text(&listed, "CreateDate");
+        assert_eq!(
+            listed,
+            iam(
+                "ListAccessKeys",
+                &format!(
+                    "<UserName>bob</UserName><AccessKeyMetadata><member><UserName>bob\
+                     </UserName><AccessKeyId>{akid}</AccessKeyId><Status>Inactive</Status>\
+                     <CreateDate>{created}</CreateDate></member></AccessKeyMetadata>\
+                     <IsTruncated>false</IsTruncated>"
+                )
+            )
+        );
+
+        // Empty lists are an element opened and closed, not an empty element.
+        call(
+            &cloud,
+            &admin,
+            &[
+                ("Action", "DeleteAccessKey"),
+                ("UserName", "bob"),
+                ("AccessKeyId", &akid),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            call(
+                &cloud,
+                &admin,
+                &[("Action", "ListAccessKeys"), ("UserName", "bob")]
+            )
+            .unwrap(),
+            iam(
+                "ListAccessKeys",
+                "<UserName>bob</UserName><AccessKeyMetadata></AccessKeyMetadata>\
+                 <IsTruncated>false</IsTruncated>"
+            )
+        );
+        assert_eq!(
+            call(&cloud, &admin, &[("Action", "ListSigningCertificates")]).unwrap(),
+            iam(
+                "ListSigningCertificates",
+                "<UserName>admin</UserName><Certificates></Certificates>\
+                 <IsTruncated>false</IsTruncated>"
+            )
+        );
+    }
+
+    #[test]
+    fn certificates_and_credentials_are_written_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, _) =
+            Identity::open_with_ca(&dir.path().join("db"), &dir.path().join("keys")).unwrap();
+        let (root, _) = identity.ensure_admin().unwrap();
+        let cloud = Cloud {
+            _dir: dir,
+            identity,
+            urls: urls(),
+        };
+        let root = principal(&cloud.identity, &root.access_key_id);
+        let ca_pem = cloud.identity.cloud_ca().unwrap().cert_pem().to_owned();
+
+        let created = call(&cloud, &root, &[("Action", "CreateSigningCertificate")]).unwrap();
+        let cert = cloud
+            .identity
+            .list_signing_certificates(&root.account_id, "admin")
+            .unwrap()
+            .remove(0);
+        let (id, body) = (&cert.certificate_id, &cert.cert_pem);
+        let (key, date) = (text(&created, "PrivateKey"), text(&created, "UploadDate"));
+        assert!(
+            key.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"),
+            "{key}"
+        );
+        assert_eq!(
+            created,
+            iam(
+                "CreateSigningCertificate",
+                &format!(
+                    "<Certificate><UserName>admin</UserName><CertificateId>{id}\
+                     </CertificateId><CertificateBody>{body}</CertificateBody><PrivateKey>{key}\
+                     </PrivateKey><Status>Active</Status><UploadDate>{date}</UploadDate>\
+                     </Certificate>"
+                )
+            )
+        );
+        assert_eq!(
+            call(&cloud, &root, &[("Action", "ListSigningCertificates")]).unwrap(),
+            iam(
+                "ListSigningCertificates",
+                &format!(
+                    "<UserName>admin</UserName><Certificates><member><UserName>admin</UserName>\
+                     <CertificateId>{id}</CertificateId><CertificateBody>{body}\
+                     </CertificateBody><Status>Active</Status><UploadDate>{date}</UploadDate>\
+                     </member></Certificates><IsTruncated>false</IsTruncated>"
+                )
+            )
+        );
+
+        let credentials = call(&cloud, &root, &[("Action", "GetCredentials")]).unwrap();
+        let zip = text(&credentials, "Credentials");
+        assert!(!zip.is_empty());
+        assert_eq!(
+            credentials,
+            iam(
+                "GetCredentials",
+                &format!(
+                    "<AccountName>eucalyptus</AccountName><UserName>admin</UserName>\
+                     <Credentials>{zip}</Credentials>"
+                )
+            )
+        );
+
+        let public_key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+            .unwrap()
+            .to_public_key()
+            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap();
+        let registered = call(
+            &cloud,
+            &root,
+            &[
+                ("Action", "RegisterComponent"),
+                ("Kind", "walrus"),
+                ("ComponentName", "walrus"),
+                ("PublicKey", &public_key),
+            ],
+        )
+        .unwrap();
+        let (akid, secret) = (
+            text(&registered, "AccessKeyId"),
+            text(&registered, "SecretAccessKey"),
+        );
+        let issued = text(&registered, "Certificate");
+        assert!(
+            issued.starts_with("-----BEGIN CERTIFICATE-----\n"),
+            "{issued}"
+        );
+        assert_eq!(
+            registered,
+            iam(
+                "RegisterComponent",
+                &format!(
+                    "<AccessKey><UserName>walrus</UserName><AccessKeyId>{akid}</AccessKeyId>\
+                     <Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey>\
+                     </AccessKey><Certificate>{issued}</Certificate><CloudCertificate>{ca_pem}\
+                     </CloudCertificate>"
+                )
+            )
+        );
     }
 
     #[test]
