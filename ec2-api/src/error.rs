@@ -5,7 +5,7 @@ use axum::body::Body;
 use http::{Response, StatusCode};
 use identity::{AuthError, IdentityError};
 
-use crate::query::{escape, xml_response, Dialect};
+use crate::query::{document, xml_response, Dialect};
 
 /// Everything a Query API request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -344,20 +344,37 @@ impl QueryError {
             tracing::error!(request_id, detail, "internal error in a Query API request");
         }
         let (code, status) = self.code(dialect);
-        let message = escape(&self.to_string());
-        let body = match dialect {
-            Dialect::Ec2 => format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
-            ),
-            Dialect::Euare => {
-                let kind = if status.is_server_error() { "Receiver" } else { "Sender" };
-                format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"{ns}\"><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>",
-                    ns = crate::euare::NAMESPACE
-                )
+        let message = self.to_string();
+        let mut w = document();
+        match dialect {
+            Dialect::Ec2 => {
+                w.open("Response")
+                    .open("Errors")
+                    .open("Error")
+                    .elem("Code", code)
+                    .elem("Message", &message)
+                    .close("Error")
+                    .close("Errors")
+                    .elem("RequestID", request_id)
+                    .close("Response");
             }
-        };
-        xml_response(status, body, request_id)
+            Dialect::Euare => {
+                let kind = if status.is_server_error() {
+                    "Receiver"
+                } else {
+                    "Sender"
+                };
+                w.open_with("ErrorResponse", &[("xmlns", crate::euare::NAMESPACE)])
+                    .open("Error")
+                    .elem("Type", kind)
+                    .elem("Code", code)
+                    .elem("Message", &message)
+                    .close("Error")
+                    .elem("RequestId", request_id)
+                    .close("ErrorResponse");
+            }
+        }
+        xml_response(status, w.finish(), request_id)
     }
 }
 

@@ -15,10 +15,11 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use identity::{
-    AccessKeyStatus, ComponentKind, Identity, Principal, ServiceUrls, ADMIN_ACCOUNT, ADMIN_USER,
+    AccessKeyStatus, ComponentKind, Credentials, Identity, Principal, ServiceUrls, ADMIN_ACCOUNT,
+    ADMIN_USER,
 };
 
-use crate::query::{escape, QueryRequest};
+use crate::query::{document, QueryRequest, Xml};
 use crate::QueryError;
 
 /// IAM's XML namespace, which Euare answers in.
@@ -166,16 +167,21 @@ fn target_account(ctx: &Context) -> Option<Result<String, QueryError>> {
     }
 }
 
-/// Wraps an action's result in IAM's response document.
+/// Wraps an action's result (as [`Xml`] wrote it; none when empty) in IAM's response
+/// document. `action` is one [`Action::parse`] knows, so it is a name fit for an element.
 fn envelope(action: &str, result: &str, request_id: &str) -> String {
-    let result = if result.is_empty() {
-        String::new()
-    } else {
-        format!("<{action}Result>{result}</{action}Result>")
-    };
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{NAMESPACE}\">{result}<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{action}Response>"
-    )
+    let root = format!("{action}Response");
+    let mut w = document();
+    w.open_with(&root, &[("xmlns", NAMESPACE)]);
+    if !result.is_empty() {
+        let wrapper = format!("{action}Result");
+        w.open(&wrapper).raw(result).close(&wrapper);
+    }
+    w.open("ResponseMetadata")
+        .elem("RequestId", request_id)
+        .close("ResponseMetadata")
+        .close(&root);
+    w.finish()
 }
 
 /// ISO 8601 in UTC, as IAM dates are.
@@ -185,11 +191,21 @@ fn iso8601(time: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-fn user_xml(account_id: &str, user: &str) -> String {
-    let user = escape(user);
-    format!(
-        "<Path>/</Path><UserName>{user}</UserName><Arn>arn:aws:iam::{account_id}:user/{user}</Arn>"
-    )
+/// A user's fields, as IAM writes them in `<User>` and in `ListUsers`' members.
+fn user_xml(x: &mut Xml, account_id: &str, user: &str) {
+    x.elem("Path", "/")
+        .elem("UserName", user)
+        .elem("Arn", &format!("arn:aws:iam::{account_id}:user/{user}"));
+}
+
+/// A new access key with its secret, which the caller sees this once.
+fn access_key_xml(x: &mut Xml, creds: &Credentials) {
+    x.nest("AccessKey", |x| {
+        x.elem("UserName", &creds.user_name)
+            .elem("AccessKeyId", &creds.access_key_id)
+            .elem("Status", "Active")
+            .elem("SecretAccessKey", &creds.secret_access_key);
+    });
 }
 
 /// `CreateAccount AccountName=NAME`: like Eucalyptus it makes the account with its `admin`
@@ -198,41 +214,39 @@ fn user_xml(account_id: &str, user: &str) -> String {
 fn create_account(ctx: &Context) -> Result<String, QueryError> {
     let name = ctx.request.required("AccountName")?;
     let creds = ctx.identity.create_account(name)?;
-    Ok(format!(
-        "<Account><AccountName>{name}</AccountName><AccountId>{id}</AccountId></Account><AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey>",
-        name = escape(&creds.account_name),
-        id = creds.account_id,
-        user = escape(&creds.user_name),
-        akid = creds.access_key_id,
-        secret = escape(&creds.secret_access_key),
-    ))
+    let mut x = Xml::new();
+    x.nest("Account", |x| {
+        x.elem("AccountName", &creds.account_name)
+            .elem("AccountId", &creds.account_id);
+    });
+    access_key_xml(&mut x, &creds);
+    Ok(x.finish())
 }
 
 fn create_user(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
     ctx.identity.create_user(account, user)?;
-    Ok(format!("<User>{}</User>", user_xml(account, user)))
+    let mut x = Xml::new();
+    x.nest("User", |x| user_xml(x, account, user));
+    Ok(x.finish())
 }
 
 fn list_users(ctx: &Context, account: &str) -> Result<String, QueryError> {
-    let members: String = ctx
-        .identity
-        .list_users(account)?
-        .iter()
-        .map(|user| format!("<member>{}</member>", user_xml(account, user)))
-        .collect();
-    Ok(format!(
-        "<Users>{members}</Users><IsTruncated>false</IsTruncated>"
-    ))
+    let users = ctx.identity.list_users(account)?;
+    let mut x = Xml::new();
+    x.nest("Users", |x| {
+        for user in &users {
+            x.nest("member", |x| user_xml(x, account, user));
+        }
+    })
+    .elem("IsTruncated", "false");
+    Ok(x.finish())
 }
 
 fn create_access_key(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
     let creds = ctx.identity.create_access_key(account, user)?;
-    Ok(format!(
-        "<AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey>",
-        user = escape(&creds.user_name),
-        akid = creds.access_key_id,
-        secret = escape(&creds.secret_access_key),
-    ))
+    let mut x = Xml::new();
+    access_key_xml(&mut x, &creds);
+    Ok(x.finish())
 }
 
 fn status_name(status: AccessKeyStatus) -> &'static str {
@@ -243,24 +257,21 @@ fn status_name(status: AccessKeyStatus) -> &'static str {
 }
 
 fn list_access_keys(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
-    let members: String = ctx
-        .identity
-        .list_access_keys(account, user)?
-        .iter()
-        .map(|key| {
-            format!(
-                "<member><UserName>{}</UserName><AccessKeyId>{}</AccessKeyId><Status>{}</Status><CreateDate>{}</CreateDate></member>",
-                escape(&key.user_name),
-                key.access_key_id,
-                status_name(key.status),
-                iso8601(key.created)
-            )
+    let keys = ctx.identity.list_access_keys(account, user)?;
+    let mut x = Xml::new();
+    x.elem("UserName", user)
+        .nest("AccessKeyMetadata", |x| {
+            for key in &keys {
+                x.nest("member", |x| {
+                    x.elem("UserName", &key.user_name)
+                        .elem("AccessKeyId", &key.access_key_id)
+                        .elem("Status", status_name(key.status))
+                        .elem("CreateDate", &iso8601(key.created));
+                });
+            }
         })
-        .collect();
-    Ok(format!(
-        "<UserName>{}</UserName><AccessKeyMetadata>{members}</AccessKeyMetadata><IsTruncated>false</IsTruncated>",
-        escape(user)
-    ))
+        .elem("IsTruncated", "false");
+    Ok(x.finish())
 }
 
 fn update_access_key(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
@@ -293,14 +304,16 @@ fn create_signing_certificate(
     user: &str,
 ) -> Result<String, QueryError> {
     let (cert, key_pem) = ctx.identity.create_signing_certificate(account, user)?;
-    Ok(format!(
-        "<Certificate><UserName>{}</UserName><CertificateId>{}</CertificateId><CertificateBody>{}</CertificateBody><PrivateKey>{}</PrivateKey><Status>Active</Status><UploadDate>{}</UploadDate></Certificate>",
-        escape(&cert.user_name),
-        cert.certificate_id,
-        escape(&cert.cert_pem),
-        escape(&key_pem),
-        iso8601(cert.created)
-    ))
+    let mut x = Xml::new();
+    x.nest("Certificate", |x| {
+        x.elem("UserName", &cert.user_name)
+            .elem("CertificateId", &cert.certificate_id)
+            .elem("CertificateBody", &cert.cert_pem)
+            .elem("PrivateKey", &key_pem)
+            .elem("Status", "Active")
+            .elem("UploadDate", &iso8601(cert.created));
+    });
+    Ok(x.finish())
 }
 
 fn list_signing_certificates(
@@ -308,25 +321,22 @@ fn list_signing_certificates(
     account: &str,
     user: &str,
 ) -> Result<String, QueryError> {
-    let members: String = ctx
-        .identity
-        .list_signing_certificates(account, user)?
-        .iter()
-        .map(|cert| {
-            format!(
-                "<member><UserName>{}</UserName><CertificateId>{}</CertificateId><CertificateBody>{}</CertificateBody><Status>{}</Status><UploadDate>{}</UploadDate></member>",
-                escape(&cert.user_name),
-                cert.certificate_id,
-                escape(&cert.cert_pem),
-                status_name(cert.status),
-                iso8601(cert.created)
-            )
+    let certs = ctx.identity.list_signing_certificates(account, user)?;
+    let mut x = Xml::new();
+    x.elem("UserName", user)
+        .nest("Certificates", |x| {
+            for cert in &certs {
+                x.nest("member", |x| {
+                    x.elem("UserName", &cert.user_name)
+                        .elem("CertificateId", &cert.certificate_id)
+                        .elem("CertificateBody", &cert.cert_pem)
+                        .elem("Status", status_name(cert.status))
+                        .elem("UploadDate", &iso8601(cert.created));
+                });
+            }
         })
-        .collect();
-    Ok(format!(
-        "<UserName>{}</UserName><Certificates>{members}</Certificates><IsTruncated>false</IsTruncated>",
-        escape(user)
-    ))
+        .elem("IsTruncated", "false");
+    Ok(x.finish())
 }
 
 /// Koala's `GetCredentials [AccountName=NAME] [UserName=NAME]` (cloud admin only): a fresh
@@ -376,14 +386,11 @@ fn register_component(ctx: &Context) -> Result<String, QueryError> {
         .issue_tls_certificate(public_key, name, &[kind], &hosts)
         .map_err(|e| QueryError::Validation(format!("Cannot certify the component: {e}")))?;
     let creds = ctx.identity.register_component(kind, name)?;
-    Ok(format!(
-        "<AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey><Certificate>{cert}</Certificate><CloudCertificate>{ca_cert}</CloudCertificate>",
-        user = escape(&creds.user_name),
-        akid = creds.access_key_id,
-        secret = escape(&creds.secret_access_key),
-        cert = escape(&cert),
-        ca_cert = escape(ca.cert_pem()),
-    ))
+    let mut x = Xml::new();
+    access_key_xml(&mut x, &creds);
+    x.elem("Certificate", &cert)
+        .elem("CloudCertificate", ca.cert_pem());
+    Ok(x.finish())
 }
 
 fn get_credentials(ctx: &Context) -> Result<String, QueryError> {
@@ -404,12 +411,14 @@ fn get_credentials(ctx: &Context) -> Result<String, QueryError> {
         .identity
         .credential_bundle(&account, user, ctx.urls)?
         .to_zip();
-    Ok(format!(
-        "<AccountName>{}</AccountName><UserName>{}</UserName><Credentials>{}</Credentials>",
-        escape(account_name),
-        escape(user),
-        base64::engine::general_purpose::STANDARD.encode(zip)
-    ))
+    let mut x = Xml::new();
+    x.elem("AccountName", account_name)
+        .elem("UserName", user)
+        .elem(
+            "Credentials",
+            &base64::engine::general_purpose::STANDARD.encode(zip),
+        );
+    Ok(x.finish())
 }
 
 #[cfg(test)]
