@@ -12,7 +12,7 @@ use rpc::RunOutcome;
 use rpc::{ConsoleOutput, InstanceReport, NodeStatus, RpcError, RunOrder};
 
 use crate::clusters::{self, ClusterSet};
-use crate::query::{escape, Filter, QueryRequest};
+use crate::query::{document, Filter, QueryRequest};
 use crate::state::CloudState;
 use crate::{addresses, groups, images, instances, keypairs, properties, tags, zones, QueryError};
 
@@ -273,12 +273,17 @@ fn dispatch_blocking(call: &Call<'_>, action: &str) -> Result<String, QueryError
 }
 
 /// The response document: `<ActionResponse xmlns=EC2 namespace of the version>` with the
-/// request id first, then the action's body.
+/// request id first, then the action's body (as [`crate::query::Xml`] wrote it). `action` is
+/// one the table above served, so it is a name fit for an element.
 pub fn envelope(action: &str, version: &str, request_id: &str, body: &str) -> String {
-    let action = escape(action);
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"http://ec2.amazonaws.com/doc/{version}/\"><requestId>{request_id}</requestId>{body}</{action}Response>"
-    )
+    let root = format!("{action}Response");
+    let namespace = format!("http://ec2.amazonaws.com/doc/{version}/");
+    let mut w = document();
+    w.open_with(&root, &[("xmlns", &namespace)])
+        .elem("requestId", request_id)
+        .raw(body)
+        .close(&root);
+    w.finish()
 }
 
 /// Keeps the items every filter matches. `fields(item, name)` gives an item's values for a
@@ -369,6 +374,22 @@ mod tests {
                 Err(QueryError::NoSuchVersion(_))
             ));
         }
+    }
+
+    #[test]
+    fn the_envelope_is_written_byte_for_byte() {
+        assert_eq!(
+            envelope(
+                "DescribeRegions",
+                "2009-11-30",
+                "req-1",
+                "<regionInfo><item><regionName>r</regionName></item></regionInfo>"
+            ),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeRegionsResponse \
+             xmlns=\"http://ec2.amazonaws.com/doc/2009-11-30/\"><requestId>req-1</requestId>\
+             <regionInfo><item><regionName>r</regionName></item></regionInfo>\
+             </DescribeRegionsResponse>"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use axum::body::Body;
 use http::{Response, StatusCode};
 use identity::{AuthError, IdentityError};
 
-use crate::query::{escape, xml_response, Dialect};
+use crate::query::{document, xml_response, Dialect};
 
 /// Everything a Query API request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -344,26 +344,95 @@ impl QueryError {
             tracing::error!(request_id, detail, "internal error in a Query API request");
         }
         let (code, status) = self.code(dialect);
-        let message = escape(&self.to_string());
-        let body = match dialect {
-            Dialect::Ec2 => format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
-            ),
-            Dialect::Euare => {
-                let kind = if status.is_server_error() { "Receiver" } else { "Sender" };
-                format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"{ns}\"><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>",
-                    ns = crate::euare::NAMESPACE
-                )
+        let message = self.to_string();
+        let mut w = document();
+        match dialect {
+            Dialect::Ec2 => {
+                w.open("Response")
+                    .open("Errors")
+                    .open("Error")
+                    .elem("Code", code)
+                    .elem("Message", &message)
+                    .close("Error")
+                    .close("Errors")
+                    .elem("RequestID", request_id)
+                    .close("Response");
             }
-        };
-        xml_response(status, body, request_id)
+            Dialect::Euare => {
+                let kind = if status.is_server_error() {
+                    "Receiver"
+                } else {
+                    "Sender"
+                };
+                w.open_with("ErrorResponse", &[("xmlns", crate::euare::NAMESPACE)])
+                    .open("Error")
+                    .elem("Type", kind)
+                    .elem("Code", code)
+                    .elem("Message", &message)
+                    .close("Error")
+                    .elem("RequestId", request_id)
+                    .close("ErrorResponse");
+            }
+        }
+        xml_response(status, w.finish(), request_id)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The status and body of a rendered error.
+    async fn sent(err: &QueryError, dialect: Dialect) -> (StatusCode, String) {
+        let response = err.render(dialect, "req-1");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn error_documents_are_written_byte_for_byte() {
+        // A message echoing a caller's markup, quotes and characters XML cannot carry.
+        let err = QueryError::Validation("Value (a<b> & \"c\" 'd'\u{1}\r\n) is bad.".into());
+        let message = "Value (a&lt;b&gt; &amp; &quot;c&quot; 'd'\u{fffd}&#xD;\n) is bad.";
+        assert_eq!(
+            sent(&err, Dialect::Ec2).await,
+            (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+                     <Code>InvalidParameterValue</Code><Message>{message}</Message></Error>\
+                     </Errors><RequestID>req-1</RequestID></Response>"
+                )
+            )
+        );
+        assert_eq!(
+            sent(&err, Dialect::Euare).await,
+            (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse \
+                     xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>Sender\
+                     </Type><Code>ValidationError</Code><Message>{message}</Message></Error>\
+                     <RequestId>req-1</RequestId></ErrorResponse>"
+                )
+            )
+        );
+        let ours = QueryError::internal("disk on fire");
+        assert_eq!(
+            sent(&ours, Dialect::Euare).await,
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse \
+                 xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>Receiver\
+                 </Type><Code>ServiceFailure</Code><Message>An internal error occurred.\
+                 </Message></Error><RequestId>req-1</RequestId></ErrorResponse>"
+                    .to_owned()
+            )
+        );
+    }
 
     #[test]
     fn internal_errors_keep_their_cause_for_the_log_and_tell_the_caller_nothing() {

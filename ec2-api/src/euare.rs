@@ -15,10 +15,11 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use identity::{
-    AccessKeyStatus, ComponentKind, Identity, Principal, ServiceUrls, ADMIN_ACCOUNT, ADMIN_USER,
+    AccessKeyStatus, ComponentKind, Credentials, Identity, Principal, ServiceUrls, ADMIN_ACCOUNT,
+    ADMIN_USER,
 };
 
-use crate::query::{escape, QueryRequest};
+use crate::query::{document, QueryRequest, Xml};
 use crate::QueryError;
 
 /// IAM's XML namespace, which Euare answers in.
@@ -166,16 +167,21 @@ fn target_account(ctx: &Context) -> Option<Result<String, QueryError>> {
     }
 }
 
-/// Wraps an action's result in IAM's response document.
+/// Wraps an action's result (as [`Xml`] wrote it; none when empty) in IAM's response
+/// document. `action` is one [`Action::parse`] knows, so it is a name fit for an element.
 fn envelope(action: &str, result: &str, request_id: &str) -> String {
-    let result = if result.is_empty() {
-        String::new()
-    } else {
-        format!("<{action}Result>{result}</{action}Result>")
-    };
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{NAMESPACE}\">{result}<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{action}Response>"
-    )
+    let root = format!("{action}Response");
+    let mut w = document();
+    w.open_with(&root, &[("xmlns", NAMESPACE)]);
+    if !result.is_empty() {
+        let wrapper = format!("{action}Result");
+        w.open(&wrapper).raw(result).close(&wrapper);
+    }
+    w.open("ResponseMetadata")
+        .elem("RequestId", request_id)
+        .close("ResponseMetadata")
+        .close(&root);
+    w.finish()
 }
 
 /// ISO 8601 in UTC, as IAM dates are.
@@ -185,11 +191,21 @@ fn iso8601(time: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-fn user_xml(account_id: &str, user: &str) -> String {
-    let user = escape(user);
-    format!(
-        "<Path>/</Path><UserName>{user}</UserName><Arn>arn:aws:iam::{account_id}:user/{user}</Arn>"
-    )
+/// A user's fields, as IAM writes them in `<User>` and in `ListUsers`' members.
+fn user_xml(x: &mut Xml, account_id: &str, user: &str) {
+    x.elem("Path", "/")
+        .elem("UserName", user)
+        .elem("Arn", &format!("arn:aws:iam::{account_id}:user/{user}"));
+}
+
+/// A new access key with its secret, which the caller sees this once.
+fn access_key_xml(x: &mut Xml, creds: &Credentials) {
+    x.nest("AccessKey", |x| {
+        x.elem("UserName", &creds.user_name)
+            .elem("AccessKeyId", &creds.access_key_id)
+            .elem("Status", "Active")
+            .elem("SecretAccessKey", &creds.secret_access_key);
+    });
 }
 
 /// `CreateAccount AccountName=NAME`: like Eucalyptus it makes the account with its `admin`
@@ -198,41 +214,39 @@ fn user_xml(account_id: &str, user: &str) -> String {
 fn create_account(ctx: &Context) -> Result<String, QueryError> {
     let name = ctx.request.required("AccountName")?;
     let creds = ctx.identity.create_account(name)?;
-    Ok(format!(
-        "<Account><AccountName>{name}</AccountName><AccountId>{id}</AccountId></Account><AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey>",
-        name = escape(&creds.account_name),
-        id = creds.account_id,
-        user = escape(&creds.user_name),
-        akid = creds.access_key_id,
-        secret = escape(&creds.secret_access_key),
-    ))
+    let mut x = Xml::new();
+    x.nest("Account", |x| {
+        x.elem("AccountName", &creds.account_name)
+            .elem("AccountId", &creds.account_id);
+    });
+    access_key_xml(&mut x, &creds);
+    Ok(x.finish())
 }
 
 fn create_user(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
     ctx.identity.create_user(account, user)?;
-    Ok(format!("<User>{}</User>", user_xml(account, user)))
+    let mut x = Xml::new();
+    x.nest("User", |x| user_xml(x, account, user));
+    Ok(x.finish())
 }
 
 fn list_users(ctx: &Context, account: &str) -> Result<String, QueryError> {
-    let members: String = ctx
-        .identity
-        .list_users(account)?
-        .iter()
-        .map(|user| format!("<member>{}</member>", user_xml(account, user)))
-        .collect();
-    Ok(format!(
-        "<Users>{members}</Users><IsTruncated>false</IsTruncated>"
-    ))
+    let users = ctx.identity.list_users(account)?;
+    let mut x = Xml::new();
+    x.nest("Users", |x| {
+        for user in &users {
+            x.nest("member", |x| user_xml(x, account, user));
+        }
+    })
+    .elem("IsTruncated", "false");
+    Ok(x.finish())
 }
 
 fn create_access_key(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
     let creds = ctx.identity.create_access_key(account, user)?;
-    Ok(format!(
-        "<AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey>",
-        user = escape(&creds.user_name),
-        akid = creds.access_key_id,
-        secret = escape(&creds.secret_access_key),
-    ))
+    let mut x = Xml::new();
+    access_key_xml(&mut x, &creds);
+    Ok(x.finish())
 }
 
 fn status_name(status: AccessKeyStatus) -> &'static str {
@@ -243,24 +257,21 @@ fn status_name(status: AccessKeyStatus) -> &'static str {
 }
 
 fn list_access_keys(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
-    let members: String = ctx
-        .identity
-        .list_access_keys(account, user)?
-        .iter()
-        .map(|key| {
-            format!(
-                "<member><UserName>{}</UserName><AccessKeyId>{}</AccessKeyId><Status>{}</Status><CreateDate>{}</CreateDate></member>",
-                escape(&key.user_name),
-                key.access_key_id,
-                status_name(key.status),
-                iso8601(key.created)
-            )
+    let keys = ctx.identity.list_access_keys(account, user)?;
+    let mut x = Xml::new();
+    x.elem("UserName", user)
+        .nest("AccessKeyMetadata", |x| {
+            for key in &keys {
+                x.nest("member", |x| {
+                    x.elem("UserName", &key.user_name)
+                        .elem("AccessKeyId", &key.access_key_id)
+                        .elem("Status", status_name(key.status))
+                        .elem("CreateDate", &iso8601(key.created));
+                });
+            }
         })
-        .collect();
-    Ok(format!(
-        "<UserName>{}</UserName><AccessKeyMetadata>{members}</AccessKeyMetadata><IsTruncated>false</IsTruncated>",
-        escape(user)
-    ))
+        .elem("IsTruncated", "false");
+    Ok(x.finish())
 }
 
 fn update_access_key(ctx: &Context, account: &str, user: &str) -> Result<String, QueryError> {
@@ -293,14 +304,16 @@ fn create_signing_certificate(
     user: &str,
 ) -> Result<String, QueryError> {
     let (cert, key_pem) = ctx.identity.create_signing_certificate(account, user)?;
-    Ok(format!(
-        "<Certificate><UserName>{}</UserName><CertificateId>{}</CertificateId><CertificateBody>{}</CertificateBody><PrivateKey>{}</PrivateKey><Status>Active</Status><UploadDate>{}</UploadDate></Certificate>",
-        escape(&cert.user_name),
-        cert.certificate_id,
-        escape(&cert.cert_pem),
-        escape(&key_pem),
-        iso8601(cert.created)
-    ))
+    let mut x = Xml::new();
+    x.nest("Certificate", |x| {
+        x.elem("UserName", &cert.user_name)
+            .elem("CertificateId", &cert.certificate_id)
+            .elem("CertificateBody", &cert.cert_pem)
+            .elem("PrivateKey", &key_pem)
+            .elem("Status", "Active")
+            .elem("UploadDate", &iso8601(cert.created));
+    });
+    Ok(x.finish())
 }
 
 fn list_signing_certificates(
@@ -308,25 +321,22 @@ fn list_signing_certificates(
     account: &str,
     user: &str,
 ) -> Result<String, QueryError> {
-    let members: String = ctx
-        .identity
-        .list_signing_certificates(account, user)?
-        .iter()
-        .map(|cert| {
-            format!(
-                "<member><UserName>{}</UserName><CertificateId>{}</CertificateId><CertificateBody>{}</CertificateBody><Status>{}</Status><UploadDate>{}</UploadDate></member>",
-                escape(&cert.user_name),
-                cert.certificate_id,
-                escape(&cert.cert_pem),
-                status_name(cert.status),
-                iso8601(cert.created)
-            )
+    let certs = ctx.identity.list_signing_certificates(account, user)?;
+    let mut x = Xml::new();
+    x.elem("UserName", user)
+        .nest("Certificates", |x| {
+            for cert in &certs {
+                x.nest("member", |x| {
+                    x.elem("UserName", &cert.user_name)
+                        .elem("CertificateId", &cert.certificate_id)
+                        .elem("CertificateBody", &cert.cert_pem)
+                        .elem("Status", status_name(cert.status))
+                        .elem("UploadDate", &iso8601(cert.created));
+                });
+            }
         })
-        .collect();
-    Ok(format!(
-        "<UserName>{}</UserName><Certificates>{members}</Certificates><IsTruncated>false</IsTruncated>",
-        escape(user)
-    ))
+        .elem("IsTruncated", "false");
+    Ok(x.finish())
 }
 
 /// Koala's `GetCredentials [AccountName=NAME] [UserName=NAME]` (cloud admin only): a fresh
@@ -376,14 +386,11 @@ fn register_component(ctx: &Context) -> Result<String, QueryError> {
         .issue_tls_certificate(public_key, name, &[kind], &hosts)
         .map_err(|e| QueryError::Validation(format!("Cannot certify the component: {e}")))?;
     let creds = ctx.identity.register_component(kind, name)?;
-    Ok(format!(
-        "<AccessKey><UserName>{user}</UserName><AccessKeyId>{akid}</AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey></AccessKey><Certificate>{cert}</Certificate><CloudCertificate>{ca_cert}</CloudCertificate>",
-        user = escape(&creds.user_name),
-        akid = creds.access_key_id,
-        secret = escape(&creds.secret_access_key),
-        cert = escape(&cert),
-        ca_cert = escape(ca.cert_pem()),
-    ))
+    let mut x = Xml::new();
+    access_key_xml(&mut x, &creds);
+    x.elem("Certificate", &cert)
+        .elem("CloudCertificate", ca.cert_pem());
+    Ok(x.finish())
 }
 
 fn get_credentials(ctx: &Context) -> Result<String, QueryError> {
@@ -404,18 +411,22 @@ fn get_credentials(ctx: &Context) -> Result<String, QueryError> {
         .identity
         .credential_bundle(&account, user, ctx.urls)?
         .to_zip();
-    Ok(format!(
-        "<AccountName>{}</AccountName><UserName>{}</UserName><Credentials>{}</Credentials>",
-        escape(account_name),
-        escape(user),
-        base64::engine::general_purpose::STANDARD.encode(zip)
-    ))
+    let mut x = Xml::new();
+    x.elem("AccountName", account_name)
+        .elem("UserName", user)
+        .elem(
+            "Credentials",
+            &base64::engine::general_purpose::STANDARD.encode(zip),
+        );
+    Ok(x.finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use identity::SecretSource;
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    use rsa::pkcs8::EncodePublicKey;
 
     struct Cloud {
         _dir: tempfile::TempDir,
@@ -430,12 +441,16 @@ mod tests {
         Cloud {
             _dir: dir,
             identity,
-            urls: ServiceUrls {
-                s3_url: "http://h:1/services/Walrus".into(),
-                ec2_url: None,
-                euare_url: None,
-                region: "r".into(),
-            },
+            urls: urls(),
+        }
+    }
+
+    fn urls() -> ServiceUrls {
+        ServiceUrls {
+            s3_url: "http://h:1/services/Walrus".into(),
+            ec2_url: None,
+            euare_url: None,
+            region: "r".into(),
         }
     }
 
@@ -448,7 +463,10 @@ mod tests {
         caller: &Principal,
         params: &[(&str, &str)],
     ) -> Result<String, QueryError> {
-        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+            .collect();
         let request = QueryRequest::new(&query.join("&"), b"", &http::HeaderMap::new());
         let action = request.required("Action")?.to_owned();
         dispatch(
@@ -467,6 +485,265 @@ mod tests {
         let open = format!("<{tag}>");
         let start = xml.find(&open).unwrap() + open.len();
         xml[start..start + xml[start..].find('<').unwrap()].to_owned()
+    }
+
+    /// IAM's response document of `action` around `result`, as clients have always read it.
+    fn iam(action: &str, result: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response \
+             xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><{action}Result>{result}\
+             </{action}Result><ResponseMetadata><RequestId>rid</RequestId></ResponseMetadata>\
+             </{action}Response>"
+        )
+    }
+
+    #[test]
+    fn accounts_users_and_keys_are_written_byte_for_byte() {
+        let cloud = cloud();
+        let (root, _) = cloud.identity.ensure_admin().unwrap();
+        let root = principal(&cloud.identity, &root.access_key_id);
+
+        let account = call(
+            &cloud,
+            &root,
+            &[("Action", "CreateAccount"), ("AccountName", "dave")],
+        )
+        .unwrap();
+        let dave = cloud.identity.account_id("dave").unwrap().unwrap();
+        let (akid, secret) = (
+            text(&account, "AccessKeyId"),
+            text(&account, "SecretAccessKey"),
+        );
+        assert_eq!(
+            account,
+            iam(
+                "CreateAccount",
+                &format!(
+                    "<Account><AccountName>dave</AccountName><AccountId>{dave}</AccountId>\
+                     </Account><AccessKey><UserName>admin</UserName><AccessKeyId>{akid}\
+                     </AccessKeyId><Status>Active</Status><SecretAccessKey>{secret}\
+                     </SecretAccessKey></AccessKey>"
+                )
+            )
+        );
+        let admin = principal(&cloud.identity, &akid);
+
+        let user = call(
+            &cloud,
+            &admin,
+            &[("Action", "CreateUser"), ("UserName", "bob")],
+        )
+        .unwrap();
+        assert_eq!(
+            user,
+            iam(
+                "CreateUser",
+                &format!(
+                    "<User><Path>/</Path><UserName>bob</UserName>\
+                     <Arn>arn:aws:iam::{dave}:user/bob</Arn></User>"
+                )
+            )
+        );
+        assert_eq!(
+            call(&cloud, &admin, &[("Action", "ListUsers")]).unwrap(),
+            iam(
+                "ListUsers",
+                &format!(
+                    "<Users><member><Path>/</Path><UserName>admin</UserName>\
+                     <Arn>arn:aws:iam::{dave}:user/admin</Arn></member><member><Path>/</Path>\
+                     <UserName>bob</UserName><Arn>arn:aws:iam::{dave}:user/bob</Arn></member>\
+                     </Users><IsTruncated>false</IsTruncated>"
+                )
+            )
+        );
+
+        let key = call(
+            &cloud,
+            &admin,
+            &[("Action", "CreateAccessKey"), ("UserName", "bob")],
+        )
+        .unwrap();
+        let (akid, secret) = (text(&key, "AccessKeyId"), text(&key, "SecretAccessKey"));
+        assert_eq!(
+            key,
+            iam(
+                "CreateAccessKey",
+                &format!(
+                    "<AccessKey><UserName>bob</UserName><AccessKeyId>{akid}</AccessKeyId>\
+                     <Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey>\
+                     </AccessKey>"
+                )
+            )
+        );
+        let update = [
+            ("Action", "UpdateAccessKey"),
+            ("UserName", "bob"),
+            ("AccessKeyId", &akid),
+            ("Status", "Inactive"),
+        ];
+        // An action without a result answers with the request id alone.
+        assert_eq!(
+            call(&cloud, &admin, &update).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<UpdateAccessKeyResponse \
+             xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><ResponseMetadata>\
+             <RequestId>rid</RequestId></ResponseMetadata></UpdateAccessKeyResponse>"
+        );
+        let listed = call(
+            &cloud,
+            &admin,
+            &[("Action", "ListAccessKeys"), ("UserName", "bob")],
+        )
+        .unwrap();
+        let created = text(&listed, "CreateDate");
+        assert_eq!(
+            listed,
+            iam(
+                "ListAccessKeys",
+                &format!(
+                    "<UserName>bob</UserName><AccessKeyMetadata><member><UserName>bob\
+                     </UserName><AccessKeyId>{akid}</AccessKeyId><Status>Inactive</Status>\
+                     <CreateDate>{created}</CreateDate></member></AccessKeyMetadata>\
+                     <IsTruncated>false</IsTruncated>"
+                )
+            )
+        );
+
+        // Empty lists are an element opened and closed, not an empty element.
+        call(
+            &cloud,
+            &admin,
+            &[
+                ("Action", "DeleteAccessKey"),
+                ("UserName", "bob"),
+                ("AccessKeyId", &akid),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            call(
+                &cloud,
+                &admin,
+                &[("Action", "ListAccessKeys"), ("UserName", "bob")]
+            )
+            .unwrap(),
+            iam(
+                "ListAccessKeys",
+                "<UserName>bob</UserName><AccessKeyMetadata></AccessKeyMetadata>\
+                 <IsTruncated>false</IsTruncated>"
+            )
+        );
+        assert_eq!(
+            call(&cloud, &admin, &[("Action", "ListSigningCertificates")]).unwrap(),
+            iam(
+                "ListSigningCertificates",
+                "<UserName>admin</UserName><Certificates></Certificates>\
+                 <IsTruncated>false</IsTruncated>"
+            )
+        );
+    }
+
+    #[test]
+    fn certificates_and_credentials_are_written_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, _) =
+            Identity::open_with_ca(&dir.path().join("db"), &dir.path().join("keys")).unwrap();
+        let (root, _) = identity.ensure_admin().unwrap();
+        let cloud = Cloud {
+            _dir: dir,
+            identity,
+            urls: urls(),
+        };
+        let root = principal(&cloud.identity, &root.access_key_id);
+        let ca_pem = cloud.identity.cloud_ca().unwrap().cert_pem().to_owned();
+
+        let created = call(&cloud, &root, &[("Action", "CreateSigningCertificate")]).unwrap();
+        let cert = cloud
+            .identity
+            .list_signing_certificates(&root.account_id, "admin")
+            .unwrap()
+            .remove(0);
+        let (id, body) = (&cert.certificate_id, &cert.cert_pem);
+        let (key, date) = (text(&created, "PrivateKey"), text(&created, "UploadDate"));
+        assert!(
+            key.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"),
+            "{key}"
+        );
+        assert_eq!(
+            created,
+            iam(
+                "CreateSigningCertificate",
+                &format!(
+                    "<Certificate><UserName>admin</UserName><CertificateId>{id}\
+                     </CertificateId><CertificateBody>{body}</CertificateBody><PrivateKey>{key}\
+                     </PrivateKey><Status>Active</Status><UploadDate>{date}</UploadDate>\
+                     </Certificate>"
+                )
+            )
+        );
+        assert_eq!(
+            call(&cloud, &root, &[("Action", "ListSigningCertificates")]).unwrap(),
+            iam(
+                "ListSigningCertificates",
+                &format!(
+                    "<UserName>admin</UserName><Certificates><member><UserName>admin</UserName>\
+                     <CertificateId>{id}</CertificateId><CertificateBody>{body}\
+                     </CertificateBody><Status>Active</Status><UploadDate>{date}</UploadDate>\
+                     </member></Certificates><IsTruncated>false</IsTruncated>"
+                )
+            )
+        );
+
+        let credentials = call(&cloud, &root, &[("Action", "GetCredentials")]).unwrap();
+        let zip = text(&credentials, "Credentials");
+        assert!(!zip.is_empty());
+        assert_eq!(
+            credentials,
+            iam(
+                "GetCredentials",
+                &format!(
+                    "<AccountName>eucalyptus</AccountName><UserName>admin</UserName>\
+                     <Credentials>{zip}</Credentials>"
+                )
+            )
+        );
+
+        let public_key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+            .unwrap()
+            .to_public_key()
+            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap();
+        let registered = call(
+            &cloud,
+            &root,
+            &[
+                ("Action", "RegisterComponent"),
+                ("Kind", "walrus"),
+                ("ComponentName", "walrus"),
+                ("PublicKey", &public_key),
+            ],
+        )
+        .unwrap();
+        let (akid, secret) = (
+            text(&registered, "AccessKeyId"),
+            text(&registered, "SecretAccessKey"),
+        );
+        let issued = text(&registered, "Certificate");
+        assert!(
+            issued.starts_with("-----BEGIN CERTIFICATE-----\n"),
+            "{issued}"
+        );
+        assert_eq!(
+            registered,
+            iam(
+                "RegisterComponent",
+                &format!(
+                    "<AccessKey><UserName>walrus</UserName><AccessKeyId>{akid}</AccessKeyId>\
+                     <Status>Active</Status><SecretAccessKey>{secret}</SecretAccessKey>\
+                     </AccessKey><Certificate>{issued}</Certificate><CloudCertificate>{ca_pem}\
+                     </CloudCertificate>"
+                )
+            )
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The Query protocol's plumbing: form parameters, request ids, XML escaping and responses.
+//! The Query protocol's plumbing: form parameters, request ids, XML documents and responses.
 
 use axum::body::Body;
 use http::{HeaderMap, Response, StatusCode};
@@ -308,11 +308,14 @@ pub fn request_id() -> String {
     )
 }
 
-/// Escapes text for the EC2 and Euare documents still built with `format!`, by the same rule
-/// as [`Xml`]: characters XML 1.0 cannot carry (a caller's input may hold them and an error
-/// message may echo them) become U+FFFD, so every response stays readable by strict parsers.
-pub fn escape(text: &str) -> String {
-    Escaping::READABLE.escape(text)
+/// A response document, its XML declaration written: the envelopes around the bodies [`Xml`]
+/// writes, and the error documents. Text is escaped as in [`Xml`]: characters XML 1.0 cannot
+/// carry (a caller's input may hold them and an error message may echo them) become U+FFFD,
+/// so every response stays readable by strict parsers.
+pub fn document() -> Writer {
+    let mut w = Writer::new(Escaping::READABLE);
+    w.raw("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    w
 }
 
 /// An XML response, sent in one piece with its length.
@@ -412,8 +415,19 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;'");
-        assert_eq!(escape("a\u{1}b\tc\u{7f}"), "a\u{fffd}b\tc\u{fffd}");
-        assert_eq!(escape("a\r\nb"), "a&#xD;\nb");
+        let mut x = Xml::new();
+        x.elem("a", "a<b>&\"'")
+            .elem("b", "a\u{1}b\tc\u{7f}")
+            .elem("c", "a\r\nb");
+        assert_eq!(
+            x.finish(),
+            "<a>a&lt;b&gt;&amp;&quot;'</a><b>a\u{fffd}b\tc\u{fffd}</b><c>a&#xD;\nb</c>"
+        );
+        let mut d = document();
+        d.elem("m", "\u{1}");
+        assert_eq!(
+            d.finish(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<m>\u{fffd}</m>"
+        );
     }
 }

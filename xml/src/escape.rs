@@ -88,24 +88,23 @@ impl Escaping {
             }
         }
     }
-
-    /// `text` escaped, as a new string: for the few documents still built with `format!`.
-    pub fn escape(self, text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        self.escape_into(&mut out, text);
-        out
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn escape(e: Escaping, text: &str) -> String {
+        let mut out = String::new();
+        e.escape_into(&mut out, text);
+        out
+    }
+
     #[test]
     fn markup_is_escaped_alike_everywhere() {
         for e in [Escaping::LOSSLESS, Escaping::READABLE, Escaping::ASCII] {
             assert_eq!(
-                e.escape("a<b>&\"'\t\n\r"),
+                escape(e, "a<b>&\"'\t\n\r"),
                 "a&lt;b&gt;&amp;&quot;'\t\n&#xD;"
             );
         }
@@ -114,11 +113,11 @@ mod tests {
     #[test]
     fn documents_differ_only_in_what_they_cannot_carry() {
         let text = "k\u{1}\u{7f}é\u{fffe}";
-        assert_eq!(Escaping::LOSSLESS.escape(text), "k&#x1;&#x7F;é&#xFFFE;");
+        assert_eq!(escape(Escaping::LOSSLESS, text), "k&#x1;&#x7F;é&#xFFFE;");
         assert_eq!(
-            Escaping::READABLE.escape(text),
+            escape(Escaping::READABLE, text),
             "k\u{fffd}\u{fffd}é\u{fffd}"
         );
-        assert_eq!(Escaping::ASCII.escape(text), "k&#x1;&#x7F;&#233;&#xFFFE;");
+        assert_eq!(escape(Escaping::ASCII, text), "k&#x1;&#x7F;&#233;&#xFFFE;");
     }
 }
