@@ -282,6 +282,7 @@ impl Probe {
             },
             blank_disks: Vec::new(),
             config_drive: None,
+            nic: None,
             console_log: console_log.clone(),
             qemu_user: self.qemu_user,
         };

@@ -4,10 +4,10 @@
 //! root disk as `virtio` `/dev/vda`, then its blank disks (ephemeral0 as `/dev/vdb`, as EC2
 //! gives it the second disk, then swap), then the NoCloud config drive as a read-only `virtio`
 //! disk, last because the guest finds it by its label (the test kernels have no CD-ROM
-//! driver), the serial console appended to a log file (what GetConsoleOutput returns), no
-//! network interface yet, and no USB or balloon device. A guest reboot restarts it; a
-//! power-off or a crash ends the domain, which the node controller then sees as the
-//! instance's end.
+//! driver), the serial console appended to a log file (what GetConsoleOutput returns), a
+//! virtio NIC on a tap when the run order has one (none otherwise), and no USB or balloon
+//! device. A guest reboot restarts it; a power-off or a crash ends the domain, which the node
+//! controller then sees as the instance's end.
 
 use std::path::PathBuf;
 
@@ -61,6 +61,17 @@ pub struct Disk {
     pub readonly: bool,
 }
 
+/// The guest's NIC: a virtio device on a tap libvirt makes (`<interface type='ethernet'>`),
+/// which the node controller then plugs into the guest's bridge itself, so that it can do so
+/// in its own network namespace, whatever libvirtd's is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    /// The guest's MAC, the one the CC's DHCP server knows.
+    pub mac: network::Mac,
+    /// The tap's name ([`network::tap_name`]), how the node finds it again.
+    pub tap: String,
+}
+
 /// Everything that makes an instance's domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
@@ -86,6 +97,8 @@ pub struct DomainSpec {
     pub blank_disks: Vec<Disk>,
     /// The NoCloud config drive (a raw ISO 9660 image), read-only, after every other disk.
     pub config_drive: Option<PathBuf>,
+    /// The NIC, if the instance has one.
+    pub nic: Option<Nic>,
     /// The file the serial console is appended to.
     pub console_log: PathBuf,
     /// The user QEMU runs as (see [`crate::qemu_user`]).
@@ -146,6 +159,17 @@ impl DomainSpec {
         // At most four disks: the letters never run out.
         for (disk, letter) in disks.zip(b'a'..=b'z') {
             disk_xml(&mut w, disk, &format!("vd{}", char::from(letter)));
+        }
+        if let Some(nic) = &self.nic {
+            // managed='yes': libvirt makes the tap and it vanishes with QEMU. No option ROM:
+            // the kernel boots directly, never from the network, and the ROM costs seconds
+            // under TCG.
+            w.open_with("interface", &[("type", "ethernet")])
+                .empty("mac", &[("address", &nic.mac.to_string())])
+                .empty("target", &[("dev", &nic.tap), ("managed", "yes")])
+                .empty("model", &[("type", "virtio")])
+                .empty("rom", &[("enabled", "no")])
+                .close("interface");
         }
         w.open_with("serial", &[("type", "file")])
             .empty(
@@ -263,6 +287,7 @@ mod tests {
                 })
                 .collect(),
             config_drive: Some("/var/lib/koala/instances/i-12345678/config.iso".into()),
+            nic: None,
             console_log: "/var/lib/koala/instances/i-12345678/console.log".into(),
             qemu_user: QemuUser {
                 uid: 64055,
@@ -376,6 +401,38 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert_eq!(found[1].0, "vdb");
         assert!(found[1].2.ends_with("config.iso") && found[1].3);
+    }
+
+    #[test]
+    fn a_nic_is_a_virtio_device_on_a_managed_tap() {
+        let mut s = spec();
+        s.nic = Some(Nic {
+            mac: "d0:0d:0a:80:00:22".parse().unwrap(),
+            tap: network::tap_name("i-12345678"),
+        });
+        let doc = parse(&s.to_xml());
+        assert_eq!(
+            one(&doc, "domain/devices/interface").attr("type"),
+            Some("ethernet")
+        );
+        assert_eq!(
+            one(&doc, "domain/devices/interface/mac").attr("address"),
+            Some("d0:0d:0a:80:00:22")
+        );
+        let target = one(&doc, "domain/devices/interface/target");
+        assert_eq!(target.attr("dev"), Some("ktap-12345678"));
+        assert_eq!(target.attr("managed"), Some("yes"));
+        assert_eq!(
+            one(&doc, "domain/devices/interface/model").attr("type"),
+            Some("virtio")
+        );
+        assert_eq!(
+            one(&doc, "domain/devices/interface/rom").attr("enabled"),
+            Some("no")
+        );
+        // The NIC changes nothing else: the disks keep their letters.
+        let targets: Vec<String> = disks(&s.to_xml()).into_iter().map(|d| d.0).collect();
+        assert_eq!(targets, ["vda", "vdb", "vdc", "vdd"]);
     }
 
     #[test]

@@ -141,6 +141,7 @@ fn boots_resets_and_destroys_a_guest_under_tcg() {
         },
         blank_disks: Vec::new(),
         config_drive: Some(config),
+        nic: None,
         console_log: log.clone(),
         qemu_user: user,
     };
@@ -235,6 +236,7 @@ fn a_domain_that_cannot_start_leaves_no_definition() {
         },
         blank_disks: Vec::new(),
         config_drive: None,
+        nic: None,
         console_log: console_log(dir.path(), user),
         qemu_user: user,
     };

@@ -384,6 +384,9 @@ pub async fn open_node(
         cores,
         memory_mib,
         disk_gib: settings.disk_gib.unwrap_or(100),
+        // The node plugs its guests' taps into the bridges of the cloud's one [network]
+        // table, in its own network namespace.
+        network: config.network.clone(),
     };
     let feed = WalrusFeed::new(RpcClient::new(key, tls, ComponentKind::Walrus), walrus_url);
     Node::open(node_config, feed).await.map_err(RoleError::Node)

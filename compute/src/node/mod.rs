@@ -9,13 +9,18 @@
 //! libvirt, adopts the domains still running, ends the instances whose start a crash
 //! interrupted, and destroys Koala domains that no folder claims. Nothing is leaked.
 //!
-//! An instance's start (image lookup, fetch into the cache, clone, config drive, domain) runs
-//! in its own task under a time limit: whatever fails or takes too long ends the instance in
-//! `terminated` with the reason, never in a `pending` that lasts for ever. A monitor notices
-//! guests that power off and domains that vanish.
+//! An instance's start (image lookup, fetch into the cache, clone, config drive, domain, its
+//! NIC plugged) runs in its own task under a time limit: whatever fails or takes too long ends
+//! the instance in `terminated` with the reason, never in a `pending` that lasts for ever. A
+//! monitor notices guests that power off and domains that vanish.
+//!
+//! With `[network]`, an order's NIC becomes a tap the node plugs into the guest's bridge
+//! ([`nic`]) while the domain is paused; the per-VLAN bridges the node makes for MANAGED are
+//! recorded in `DIR/links.json`, kept while a guest of the node uses them and removed after.
 
 mod feed;
 pub mod http;
+pub mod nic;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,8 +42,8 @@ use crate::lock;
 use crate::qemu_user::QemuUser;
 use rpc::disk_layout::{DiskLayout, ImageTooLarge, EPHEMERAL0, SWAP};
 use rpc::{
-    ConsoleOutput, ImageRef, InstanceReport, InstanceState, NodeResources, RpcCode, RpcError,
-    RunOrder, StateReason,
+    ConsoleOutput, ImageRef, InstanceReport, InstanceState, NicOrder, NodeResources, RpcCode,
+    RpcError, RunOrder, StateReason,
 };
 
 /// How often the monitor looks at the domains.
@@ -86,6 +91,10 @@ pub struct NodeConfig {
     pub memory_mib: u64,
     /// Disk offered to instances, GiB.
     pub disk_gib: u64,
+    /// Guest networking, the `[network]` table checked: which bridge each guest's tap joins,
+    /// in the node controller's own network namespace (taps libvirt makes in another are
+    /// moved there). `None`: instances have no NIC, and an order with one fails.
+    pub network: Option<network::Layout>,
 }
 
 /// A running node controller; cheap to clone.
@@ -101,6 +110,8 @@ struct Inner {
     cache: ImageCache,
     feed: WalrusFeed,
     hypervisor: Hypervisor,
+    /// The guests' taps and the bridges the node makes for them, with `[network]`.
+    links: Option<network::Links>,
     instances: Mutex<BTreeMap<String, Instance>>,
     /// The ids of the run orders refused lately, with when (ms since the epoch).
     refused: Mutex<BTreeMap<String, u64>>,
@@ -192,6 +203,10 @@ pub enum NodeError {
          set [node] dir to a folder under an open path"
     )]
     Unreachable(PathBuf),
+    /// The guests' network cannot be served: an interface `[network]` names is missing, or
+    /// the record of the links the node made is unreadable.
+    #[error("cannot set up the guests' network")]
+    Network(#[from] network::LinksError),
     /// The node's folder failed.
     #[error("cannot use {}", path.display())]
     Io {
@@ -251,6 +266,14 @@ impl Node {
             path: config.dir.join("node-id"),
             source,
         })?;
+        let links = match &config.network {
+            Some(layout) => {
+                let netns = network::Netns::current()?;
+                let record = config.dir.join("links.json");
+                Some(network::Links::open(layout, netns, record).await?)
+            }
+            None => None,
+        };
         let node = Node {
             inner: Arc::new(Inner {
                 config,
@@ -258,6 +281,7 @@ impl Node {
                 cache,
                 feed,
                 hypervisor,
+                links,
                 instances: Mutex::new(BTreeMap::new()),
                 refused: Mutex::new(BTreeMap::new()),
             }),
@@ -408,12 +432,19 @@ impl Node {
         let order = self
             .with_instance(id, |i| i.record.order.clone())
             .ok_or_else(|| StateReason::server_error("the instance was forgotten"))?;
+        if order.nic.is_some() && self.inner.links.is_none() {
+            return Err(StateReason::server_error(format!(
+                "node {} has no [network] table: it cannot give the instance a NIC",
+                self.host()
+            )));
+        }
         let fetched = self.fetch_images(&order).await?;
         // The CLC refused an image larger than its type's disk by the size its manifest
         // gives; this checks the size of the bytes the node got.
         let layout = DiskLayout::for_type(fetched.sizes[0], order.vm.disk_gib)
             .map_err(|e| image_too_large(&fetched.images[0].id, &order.vm.name, e))?;
         let (paths, root_kind) = self.clone_root(id, fetched).await?;
+        let nic = order.nic.clone();
         let node = self.clone();
         let id_owned = id.to_owned();
         let spec = tokio::task::spawn_blocking(move || {
@@ -421,7 +452,7 @@ impl Node {
         })
         .await
         .map_err(|e| StateReason::server_error(format!("the start task failed: {e}")))??;
-        self.start_domain(id, spec).await
+        self.start_domain(id, spec, nic.as_ref()).await
     }
 
     /// Resolves and fetches the order's images (root, kernel, ramdisk) into the cache
@@ -577,13 +608,21 @@ impl Node {
             },
             blank_disks,
             config_drive: Some(config_drive),
+            nic: order.nic.as_ref().map(|n| nic::domain_nic(id, n)),
             console_log,
             qemu_user: config.qemu_user,
         })
     }
 
     /// Defines and starts the domain through libvirt, unless the instance ended meanwhile.
-    async fn start_domain(&self, id: &str, spec: DomainSpec) -> Result<(), StateReason> {
+    /// With a NIC the domain starts paused, its tap is plugged, then it runs: the guest's
+    /// first packet already reaches its network.
+    async fn start_domain(
+        &self,
+        id: &str,
+        spec: DomainSpec,
+        nic: Option<&NicOrder>,
+    ) -> Result<(), StateReason> {
         if self
             .update(id, |i| i.record.timings.libvirt_asked = Some(now_ms()))
             .is_none()
@@ -592,16 +631,64 @@ impl Node {
         }
         let node = self.clone();
         let xml = spec.to_xml();
-        tokio::task::spawn_blocking(move || node.inner.hypervisor.define_and_start(&xml))
+        let paused = nic.is_some();
+        tokio::task::spawn_blocking(move || match paused {
+            true => node.inner.hypervisor.define_and_start_paused(&xml),
+            false => node.inner.hypervisor.define_and_start(&xml),
+        })
+        .await
+        .map_err(|e| StateReason::server_error(format!("the start task failed: {e}")))?
+        .map_err(|e| {
+            StateReason::server_error(format!(
+                "libvirt refused the domain: {}",
+                crate::error_chain(&e)
+            ))
+        })?;
+        let Some(nic) = nic else {
+            return Ok(());
+        };
+        // `boot` refused a NIC on a node without [network] before anything was made.
+        let links = self.inner.links.as_ref().ok_or_else(|| {
+            StateReason::server_error("the node has no [network] table for the instance's NIC")
+        })?;
+        nic::plug(links, id, nic).await.map_err(|e| {
+            StateReason::server_error(format!(
+                "cannot plug the instance's NIC: {}",
+                crate::error_chain(&e)
+            ))
+        })?;
+        let node = self.clone();
+        let name = id.to_owned();
+        tokio::task::spawn_blocking(move || node.inner.hypervisor.resume(&name))
             .await
             .map_err(|e| StateReason::server_error(format!("the start task failed: {e}")))?
             .map_err(|e| {
                 StateReason::server_error(format!(
-                    "libvirt refused the domain: {}",
+                    "the plugged guest could not be let run: {}",
                     crate::error_chain(&e)
                 ))
-            })?;
-        Ok(())
+            })
+    }
+
+    /// Removes the bridge of `vlan` the node made once no other live instance of the node is
+    /// on it (`id`'s domain is gone); a failure is logged, and the next start sweeps it.
+    async fn release_vlan(&self, id: &str, vlan: u16) {
+        let Some(links) = &self.inner.links else {
+            return;
+        };
+        let in_use = || {
+            lock(&self.inner.instances).values().any(|i| {
+                i.record.order.instance_id != id
+                    && matches!(
+                        i.record.state,
+                        InstanceState::Pending | InstanceState::Running
+                    )
+                    && i.record.order.nic.as_ref().and_then(|n| n.vlan) == Some(vlan)
+            })
+        };
+        if let Err(e) = links.release(vlan, in_use).await {
+            tracing::warn!(instance = %id, vlan, "cannot remove the VLAN's bridge: {}", crate::error_chain(&e));
+        }
     }
 
     /// Ends an instance: destroys its domain, deletes its disks (root, ephemeral0, swap) and
@@ -639,6 +726,13 @@ impl Node {
         }
         // The disks are gone: the images may be evicted once nothing else uses them.
         drop(leases);
+        // The tap went with QEMU; its VLAN's bridge goes with the VLAN's last guest here.
+        if let Some(vlan) = self
+            .with_instance(id, |i| i.record.order.nic.as_ref().and_then(|n| n.vlan))
+            .flatten()
+        {
+            self.release_vlan(id, vlan).await;
+        }
         self.update(id, |i| {
             i.record.state = InstanceState::Terminated;
             i.record.timings.ended.get_or_insert_with(now_ms);
@@ -848,6 +942,44 @@ impl Node {
         }
     }
 
+    /// Plugs the taps of the running instances again (a restart may follow a change of their
+    /// bridges) and removes the VLAN bridges the node made that no live instance uses. A tap
+    /// that cannot be plugged is logged: its guest runs on, unreachable, rather than ended.
+    async fn replug(&self) {
+        let Some(links) = &self.inner.links else {
+            return;
+        };
+        let running: Vec<(String, NicOrder)> = lock(&self.inner.instances)
+            .values()
+            .filter(|i| i.record.state == InstanceState::Running)
+            .filter_map(|i| {
+                Some((
+                    i.record.order.instance_id.clone(),
+                    i.record.order.nic.clone()?,
+                ))
+            })
+            .collect();
+        for (id, order) in &running {
+            if let Err(e) = nic::plug(links, id, order).await {
+                tracing::warn!(instance = %id, "cannot plug the NIC again: {}", crate::error_chain(&e));
+            }
+        }
+        let in_use = |vlan| {
+            lock(&self.inner.instances).values().any(|i| {
+                matches!(
+                    i.record.state,
+                    InstanceState::Pending | InstanceState::Running
+                ) && i.record.order.nic.as_ref().and_then(|n| n.vlan) == Some(vlan)
+            })
+        };
+        if let Err(e) = links.sweep(in_use).await {
+            tracing::warn!(
+                "cannot remove the unused VLAN bridges: {}",
+                crate::error_chain(&e)
+            );
+        }
+    }
+
     /// Reads the instance folders back after a restart and makes them agree with libvirt.
     async fn reconcile(&self) -> Result<(), NodeError> {
         let dir = self.inner.config.dir.join("instances");
@@ -948,6 +1080,7 @@ impl Node {
                 self.end(&id, reason).await;
             }
         }
+        self.replug().await;
         // Koala domains no folder claims are destroyed by the first monitor pass.
         self.monitor().await;
         Ok(())
