@@ -9,16 +9,16 @@ rules, DHCP server and bridges stay there, and its port is relayed to the test's
 import http.client
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
 from conftest import Cloud, assert_ec2_error, make_client, make_ec2
 from netns import Netns, enter
-from test_instances import (euca, guest, register_guest, rows, terminate_all,  # noqa: F401
-                            wait_state)
+from test_instances import (BOOT_TIMEOUT, console, euca, guest, register_guest,  # noqa: F401
+                            rows, terminate_all, wait_state)
 
 POOL = ["10.98.0.1", "10.98.0.2", "10.98.0.3"]
 CONFIG = f"""
@@ -27,7 +27,7 @@ cores = 64
 
 [network]
 mode = "managed-novlan"
-bridge = "kbr-none"
+bridge = "guestbr0"
 private_subnet = "10.77.0.0/24"
 addresses_per_network = 16
 
@@ -42,13 +42,18 @@ def ns_cloud():
     stops them, ends their instances and deletes the namespaces at the end."""
     made = []
 
-    def make(config):
+    def make(config, before_start=None):
         ns = Netns("net")
         data_dir = tempfile.mkdtemp(prefix="koala-e2e-net-")
         with open(os.path.join(data_dir, "koala.toml"), "w") as f:
             f.write(config)
         c = Cloud(data_dir, netns=ns.name)
         made.append((c, ns))
+        # The site's bridge the guests join (MANAGED-NOVLAN's `bridge`), as an admin makes it.
+        ns.run("ip", "link", "add", "guestbr0", "type", "bridge")
+        ns.run("ip", "link", "set", "guestbr0", "up")
+        if before_start:
+            before_start(ns)
         c.start()
         ec2 = make_ec2(c, c.access_key, c.secret_key)
         s3 = make_client(c.s3_url, c.region, c.access_key, c.secret_key)
@@ -175,16 +180,9 @@ def test_a_deleted_group_frees_its_network_and_a_full_network_refuses(
     assert i2["PrivateIpAddress"] == "10.77.0.2"
 
 
-# setns(2)'s flag for a network namespace.
-CLONE_NEWNET = 0x40000000
-# `ssh-keygen -t ed25519 -C meta@koala`.
-ED_PUB = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEYIezsJFUhKcoR8HP6WtPFS+i/Z1jc7nJdd5nYASjOw "
-          "meta@koala")
-
-
-def metadata(netns, source, path):
-    """GET `path` of the metadata service (on 8780 of the cloud's namespace) from address
-    `source`, as a guest whose requests the CC redirects; (status, body)."""
+def metadata(netns, source, path, method="GET"):
+    """`method path` of the metadata service (on 8780 of the cloud's namespace) from address
+    `source` there; (status, body)."""
     result = {}
 
     def ask():
@@ -192,7 +190,7 @@ def metadata(netns, source, path):
             enter(netns)
             conn = http.client.HTTPConnection("127.0.0.1", 8780, timeout=30,
                                               source_address=(source, 0))
-            conn.request("GET", path)
+            conn.request(method, path)
             resp = conn.getresponse()
             result["answer"] = (resp.status, resp.read())
             conn.close()
@@ -207,52 +205,197 @@ def metadata(netns, source, path):
     return result["answer"]
 
 
-def test_each_instance_reads_its_own_metadata_by_its_private_address(
-        guest, ns_cloud, tmp_path):
-    # The cloud runs in a namespace of its own, where the instances' private addresses can be
-    # put on lo: requests from them reach the metadata service with the source a guest's have
-    # once the CC has redirected them. Its default port, 0.0.0.0:8780, is the namespace's own.
-    c, ec2, s3 = ns_cloud(CONFIG)
-    netns = c.netns
+def test_the_metadata_service_answers_no_address_that_is_no_instance(ns_cloud):
+    # What each instance reads, through the CC's redirect, is in the walk below; the
+    # isolation rules are unit-tested beside the handler (ec2-api/src/metadata.rs).
+    c, _, _ = ns_cloud(CONFIG)
+    none = b"No instance of this cloud has the address 127.0.0.1.\n"
+    for path in ["/", "/latest/", "/latest/meta-data/", "/latest/meta-data/instance-id",
+                 "/2009-04-04/meta-data/public-keys/0/openssh-key", "/latest/user-data"]:
+        assert metadata(c.netns, "127.0.0.1", path) == (404, none), path
+    # IMDSv2's token request is refused, so that clients fall back to plain GETs.
+    assert metadata(c.netns, "127.0.0.1", "/latest/api/token", method="PUT") == (
+        405, b"The metadata service answers GET and HEAD only.\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's walk from the issue: a key pair, two instances, a rule, an elastic IP, ssh.
+
+# TEST-NET-1 (RFC 5737): the "public" network lives only between the cloud's namespace and
+# an "outside" namespace standing for a user's machine.
+PUBLIC_POOL = ("192.0.2.10", "192.0.2.20")
+HOST_PUBLIC = "192.0.2.2"
+USER_ADDRESS = "192.0.2.1"
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR"]
+
+
+def console_line(ec2, iid, prefix, timeout=BOOT_TIMEOUT):
+    """The first console line of `iid` starting with `prefix`, waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in console(ec2, iid).splitlines():
+            if prefix in line:
+                return line[line.index(prefix):].strip()
+        if time.monotonic() > deadline:
+            pytest.fail(f"{iid}: no {prefix} on the console within {timeout} s:\n"
+                        + console(ec2, iid)[-3000:])
+        time.sleep(1)
+
+
+def ssh(outside, key, address, command="echo hello from $(cat /etc/hostname 2>/dev/null)"):
+    """Runs `command` in the instance at `address` over ssh from the outside namespace."""
+    return outside.run("ssh", "-i", key, *SSH_OPTIONS, f"root@{address}", command,
+                       check=False, timeout=30)
+
+
+def wait_ssh(outside, key, address, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        done = ssh(outside, key, address)
+        if done.returncode == 0:
+            return done.stdout
+        if time.monotonic() > deadline:
+            pytest.fail(f"ssh root@{address} kept failing: {done.stderr}")
+        time.sleep(1)
+
+
+def pinged(outside, address):
+    """Whether one ping from the outside namespace to `address` is answered (busybox's ping:
+    1 is no answer; anything else is a broken test, not a refusal)."""
+    done = outside.run("busybox", "ping", "-c", "1", "-W", "1", address, check=False)
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode == 0
+
+
+def refused(outside, key, address, within=5.0):
+    """Whether ssh to `address` is refused (the group's rules drop it) within `within`
+    seconds of a change, and stays so for the next attempt."""
+    deadline = time.monotonic() + within
+    while ssh(outside, key, address).returncode == 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return ssh(outside, key, address).returncode != 0
+
+
+@pytest.mark.parametrize("mode", ["managed-novlan"])
+def test_a_user_reaches_an_instance_over_ssh_through_its_elastic_ip(
+        ns_cloud, guest, tmp_path, mode):
+    outside = Netns("user")
+    try:
+        _walk(ns_cloud, guest, tmp_path, mode, outside)
+    finally:
+        outside.delete()
+
+
+def _walk(ns_cloud, guest, tmp_path, mode, outside):
+    config = f"""
+[node]
+cores = 16
+
+[network]
+mode = "{mode}"
+bridge = "guestbr0"
+public_interface = "kpub0"
+private_subnet = "10.77.0.0/24"
+addresses_per_network = 16
+
+[properties]
+"cloud.network.public_ips" = "{PUBLIC_POOL[0]}-{PUBLIC_POOL[1]}"
+"""
+    # The cloud's namespace exists once ns_cloud made it: the public link is a veth from it
+    # to the user's namespace, made before the cloud starts.
+    made = {}
+
+    def plumbed(c_ns):
+        c_ns.run("ip", "link", "add", "kpub0", "type", "veth", "peer", "name", "eth0",
+                 "netns", outside.name)
+        c_ns.run("ip", "addr", "add", f"{HOST_PUBLIC}/24", "dev", "kpub0")
+        c_ns.run("ip", "link", "set", "kpub0", "up")
+        outside.run("ip", "addr", "add", f"{USER_ADDRESS}/24", "dev", "eth0")
+        outside.run("ip", "link", "set", "eth0", "up")
+        made["ns"] = c_ns
+
+    c, ec2, s3 = ns_cloud(config, before_start=plumbed)
     _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
-    ec2.import_key_pair(KeyName="meta-key", PublicKeyMaterial=ED_PUB.encode())
-    user_data = b"#!/bin/sh\necho from a\n"
-    a = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1, KeyName="meta-key",
-                          UserData=user_data.decode())["Instances"][0]
-    b = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]
-    a_ip, b_ip = a["PrivateIpAddress"], b["PrivateIpAddress"]
-    for ip in (a_ip, b_ip):
-        subprocess.run(["ip", "-n", netns, "addr", "add", f"{ip}/32", "dev", "lo"], check=True)
 
-    # Each reads its own items, whatever state it is in (pending or running).
-    assert metadata(netns, a_ip, "/latest/meta-data/instance-id") == (200, a["InstanceId"].encode())
-    assert metadata(netns, b_ip, "/latest/meta-data/instance-id") == (200, b["InstanceId"].encode())
-    assert metadata(netns, a_ip, "/latest/meta-data/local-ipv4") == (200, a_ip.encode())
-    assert metadata(netns, a_ip, "/latest/meta-data/public-ipv4") == (
-        200, a["PublicIpAddress"].encode())
-    assert metadata(netns, a_ip, "/latest/meta-data/reservation-id") == (
-        200, ec2.describe_instances(InstanceIds=[a["InstanceId"]])
-        ["Reservations"][0]["ReservationId"].encode())
-    assert metadata(netns, a_ip, "/latest/meta-data/security-groups") == (200, b"default")
-    assert metadata(netns, a_ip, "/latest/meta-data/public-keys/") == (200, b"0=meta-key")
-    status, key = metadata(netns, a_ip, "/latest/meta-data/public-keys/0/openssh-key")
-    assert status == 200 and ED_PUB.split()[1].encode() in key, key
-    assert metadata(netns, a_ip, "/latest/user-data") == (200, user_data)
-    # b has no key and no user data, and a public address of its own: it never reads a's.
-    assert metadata(netns, b_ip, "/latest/meta-data/public-keys/0/openssh-key")[0] == 404
-    assert metadata(netns, b_ip, "/latest/meta-data/public-ipv4") == (
-        200, b["PublicIpAddress"].encode())
-    assert b["PublicIpAddress"] != a["PublicIpAddress"]
-    assert metadata(netns, b_ip, "/latest/user-data")[0] == 404
-    assert metadata(netns, b_ip, "/latest/")[1] == b"meta-data"
-    # An address no instance holds reads nothing.
-    assert metadata(netns, "127.0.0.1", "/latest/meta-data/instance-id") == (
-        404, b"No instance of this cloud has the address 127.0.0.1.\n")
+    # euca-add-keypair mykey > mykey.private && chmod 0600 mykey.private
+    key = tmp_path / "mykey.private"
+    key.write_text(euca(c, "euca-add-keypair", "mykey"))
+    os.chmod(key, 0o600)
+    # euca-run-instances -k mykey -n 2 emi-...
+    out = euca(c, "euca-run-instances", "-k", "mykey", "-n", "2", "-d", "hello guests", emi)
+    ids = [r[1] for r in rows(out, "INSTANCE")]
+    assert len(ids) == 2, out
+    for iid in ids:
+        assert console_line(ec2, iid, "KOALA-GUEST-SSH") == "KOALA-GUEST-SSH key=metadata"
+    # euca-describe-instances: private and public addresses.
+    described = {r["InstanceId"]: r for r in (instance(ec2, i) for i in ids)}
+    for iid, r in described.items():
+        net = console_line(ec2, iid, "KOALA-GUEST-NET")
+        assert net == f"KOALA-GUEST-NET ip={r['PrivateIpAddress']}", net
+        assert r["PublicIpAddress"].startswith("192.0.2.")
 
-    # a ends: its address reads nothing any more; b is still answered.
-    ec2.terminate_instances(InstanceIds=[a["InstanceId"]])
-    wait_state(ec2, [a["InstanceId"]], {"terminated"}, timeout=120)
-    assert metadata(netns, a_ip, "/latest/meta-data/instance-id") == (
-        404, f"No instance of this cloud has the address {a_ip}.\n".encode())
-    assert metadata(netns, b_ip, "/latest/meta-data/instance-id") == (200, b["InstanceId"].encode())
+    first = described[ids[0]]
+    # Default deny: no ssh, no ping, before any rule.
+    assert refused(outside, str(key), first["PublicIpAddress"])
+    assert not pinged(outside, first["PublicIpAddress"])
 
+    # euca-authorize -P tcp -p 22 -s 0.0.0.0/0 default
+    euca(c, "euca-authorize", "-P", "tcp", "-p", "22", "-s", "0.0.0.0/0", "default")
+    said = wait_ssh(outside, str(key), first["PublicIpAddress"], timeout=10)
+    assert "hello from" in said
+
+    # Each instance reads its own metadata, through the CC's redirect of 169.254.169.254.
+    def asked(address, path):
+        return ssh(outside, str(key), address,
+                   f"wget -qO- http://169.254.169.254/latest/{path}").stdout
+
+    assert asked(first["PublicIpAddress"], "meta-data/instance-id") == ids[0]
+    assert asked(first["PublicIpAddress"], "meta-data/local-ipv4") == first["PrivateIpAddress"]
+    assert asked(first["PublicIpAddress"], "meta-data/public-ipv4") == first["PublicIpAddress"]
+    assert asked(first["PublicIpAddress"], "meta-data/public-keys/0/openssh-key").startswith(
+        "ssh-rsa ")
+    assert asked(first["PublicIpAddress"], "user-data") == "hello guests"
+    second = described[ids[1]]
+    assert asked(second["PublicIpAddress"], "meta-data/instance-id") == ids[1]
+
+    # ICMP is still refused until it is authorized.
+    assert not pinged(outside, first["PublicIpAddress"])
+
+    # euca-authorize -P icmp -t -1:-1 -s 0.0.0.0/0 default: ping answers.
+    euca(c, "euca-authorize", "-P", "icmp", "-t", "-1:-1", "-s", "0.0.0.0/0", "default")
+    deadline = time.monotonic() + 5
+    while not pinged(outside, first["PublicIpAddress"]):
+        assert time.monotonic() < deadline, "ping still refused after the ICMP rule:\n" + (
+            made["ns"].run("nft", "list", "table", "ip", "koala", check=False).stdout)
+
+    # euca-allocate-address; euca-associate-address IP -i i-...
+    out = euca(c, "euca-allocate-address")
+    elastic = rows(out, "ADDRESS")[0][1]
+    euca(c, "euca-associate-address", elastic, "-i", ids[1])
+    assert instance(ec2, ids[1])["PublicIpAddress"] == elastic
+    # ssh -i mykey.private root@ELASTIC: a shell in the instance.
+    said = wait_ssh(outside, str(key), elastic, timeout=10)
+    assert "hello from" in said
+    assert outside.run("ssh", "-i", str(key), *SSH_OPTIONS, f"root@{elastic}",
+                       "ip -4 -o addr show eth0", check=False,
+                       timeout=30).stdout.count(described[ids[1]]["PrivateIpAddress"]) == 1
+
+    # Revoked: refused again.
+    euca(c, "euca-revoke", "-P", "tcp", "-p", "22", "-s", "0.0.0.0/0", "default")
+    assert refused(outside, str(key), elastic)
+
+    # Terminated: nothing of them is left in the cloud's namespace: no tap, no rule naming them.
+    euca(c, "euca-terminate-instances", *ids)
+    wait_state(ec2, ids, {"terminated"}, timeout=120)
+    deadline = time.monotonic() + 10
+    while True:
+        links = made["ns"].run("ip", "-o", "link").stdout
+        table = made["ns"].run("nft", "list", "table", "ip", "koala", check=False).stdout
+        if "ktap" not in links and "10.77.0.2 " not in table and elastic not in table:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"left behind after terminate:\n{links}\n{table}")
+        time.sleep(0.5)

@@ -41,17 +41,7 @@ pub struct Cloud {
 impl Cloud {
     /// Starts `koala up` on a free port and waits until it accepts connections.
     pub fn start() -> Cloud {
-        Cloud::start_in(tempfile::tempdir().expect("temp dir"))
-    }
-
-    /// Starts `koala up` as [`Cloud::start`] does, with `koala_toml` as its configuration.
-    pub fn start_with(koala_toml: &str) -> Cloud {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("koala.toml"), koala_toml).expect("write koala.toml");
-        Cloud::start_in(dir)
-    }
-
-    fn start_in(dir: tempfile::TempDir) -> Cloud {
         // QEMU's user must reach the node controller's disks inside (tempdir makes 0700).
         std::fs::set_permissions(
             dir.path(),
