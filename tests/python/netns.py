@@ -67,6 +67,15 @@ class Netns:
         return subprocess.Popen(["ip", "netns", "exec", self.name, *args], **kw)
 
     def delete(self):
+        """Ends what still runs inside (a CC's dnsmasq outlives its CC on purpose: guests
+        keep their leases while it restarts), then deletes the namespace."""
+        pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True,
+                              text=True, check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), 9)
+            except (OSError, ValueError):
+                pass
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
 
@@ -122,4 +131,9 @@ class Forward:
 
     def close(self):
         self.closed = True
+        # shutdown wakes the accepting thread, so the port is free when this returns.
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()

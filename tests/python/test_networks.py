@@ -9,6 +9,7 @@ rules, DHCP server and bridges stay there, and its port is relayed to the test's
 import http.client
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -260,6 +261,20 @@ def wait_ssh(outside, key, address, timeout=60):
         time.sleep(1)
 
 
+def servers(ns, name):
+    """How many processes called `name` run in namespace `ns`."""
+    pids = subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True, text=True,
+                          check=True).stdout.split()
+    count = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                count += f.read().strip() == name
+        except OSError:
+            pass
+    return count
+
+
 def pinged(outside, address):
     """Whether one ping from the outside namespace to `address` is answered (busybox's ping:
     1 is no answer; anything else is a broken test, not a refusal)."""
@@ -318,7 +333,7 @@ addresses_per_network = 16
         made["ns"] = c_ns
 
     c, ec2, s3 = ns_cloud(config, before_start=plumbed)
-    _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+    eki, eri, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
 
     # euca-add-keypair mykey > mykey.private && chmod 0600 mykey.private
     key = tmp_path / "mykey.private"
@@ -382,6 +397,47 @@ addresses_per_network = 16
     assert outside.run("ssh", "-i", str(key), *SSH_OPTIONS, f"root@{elastic}",
                        "ip -4 -o addr show eth0", check=False,
                        timeout=30).stdout.count(described[ids[1]]["PrivateIpAddress"]) == 1
+
+    # The whole cloud restarts with the instances running: the CC applies the plan it kept,
+    # the NC plugs its guests again, nothing is doubled (rules, DHCP servers).
+    ns = made["ns"]
+    table = ns.run("nft", "list", "table", "ip", "koala").stdout
+    c.stop()
+    c.start()
+    wait_ssh(outside, str(key), elastic, timeout=30)
+    assert ns.run("nft", "list", "table", "ip", "koala").stdout == table
+    # One DHCP server: the restarted CC replaced the one its predecessor left.
+    deadline = time.monotonic() + 10
+    while servers(ns, "dnsmasq") != 1:
+        assert time.monotonic() < deadline, f"{servers(ns, 'dnsmasq')} DHCP servers run"
+        time.sleep(0.5)
+
+    # Another account's instance sits in its own group's network, out of reach of ours
+    # until its group lets ours in.
+    bob = c.create_account("bob")
+    ec2_bob = make_ec2(c, bob["AWS_ACCESS_KEY_ID"], bob["AWS_SECRET_ACCESS_KEY"])
+    for image in (eki, eri, emi):
+        ec2.modify_image_attribute(ImageId=image,
+                                   LaunchPermission={"Add": [{"Group": "all"}]})
+    theirs = ec2_bob.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]
+    their_ip = theirs["PrivateIpAddress"]
+    assert their_ip == "10.77.0.18", their_ip  # the second network, 10.77.0.16/28
+    console_line(ec2_bob, theirs["InstanceId"], "KOALA-GUEST-NET ip=")
+
+    def ping_from_ours():
+        done = ssh(outside, str(key), elastic, f"ping -c 1 -W 1 {their_ip}")
+        assert done.returncode in (0, 1), done.stderr  # 255: ssh itself failed
+        return done.returncode == 0
+
+    assert not ping_from_ours()
+    ec2_bob.authorize_security_group_ingress(
+        GroupName="default", IpPermissions=[{"IpProtocol": "icmp", "FromPort": -1,
+                                             "ToPort": -1,
+                                             "IpRanges": [{"CidrIp": "10.77.0.0/24"}]}])
+    deadline = time.monotonic() + 5
+    while not ping_from_ours():
+        assert time.monotonic() < deadline, "bob's group let ours in, and ping still fails"
+    ec2_bob.terminate_instances(InstanceIds=[theirs["InstanceId"]])
 
     # Revoked: refused again.
     euca(c, "euca-revoke", "-P", "tcp", "-p", "22", "-s", "0.0.0.0/0", "default")
