@@ -101,8 +101,8 @@ pub enum IdentityError {
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored value could not be decoded (damaged bytes, or a format version newer than
     /// this code reads).
-    #[error("A stored identity record is unreadable: {0}.")]
-    Corrupt(String),
+    #[error("A stored identity record is unreadable.")]
+    Corrupt(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// An account with this name already exists.
     #[error("An account named {0} already exists.")]
     AccountExists(String),
@@ -140,7 +140,7 @@ impl From<records::RecordError> for IdentityError {
     fn from(e: records::RecordError) -> Self {
         match e {
             records::RecordError::Db(e) => IdentityError::Storage(Box::new(e)),
-            e => IdentityError::Corrupt(e.to_string()),
+            e => IdentityError::Corrupt(Box::new(e)),
         }
     }
 }

@@ -64,24 +64,26 @@ pub enum RecordError {
     #[error(transparent)]
     Db(#[from] rocksdb::Error),
     /// The database's folder could not be created.
-    #[error("cannot create {} ({detail})", path.display())]
+    #[error("cannot create {}", path.display())]
     Io {
         /// The folder.
         path: PathBuf,
         /// What the system said.
-        detail: std::io::Error,
+        #[source]
+        source: std::io::Error,
     },
     /// A record could not be encoded (a version too large for its envelope, a map key that
     /// is not a string).
-    #[error("cannot encode a record ({0})")]
-    Encode(serde_json::Error),
+    #[error("cannot encode a record")]
+    Encode(#[source] serde_json::Error),
     /// A stored value is not a record of the type asked for, at any version it reads.
-    #[error("{key} does not decode ({detail})")]
+    #[error("{key} does not decode")]
     Malformed {
         /// The record's key, or what names it.
         key: String,
         /// What did not decode.
-        detail: serde_json::Error,
+        #[source]
+        source: serde_json::Error,
     },
     /// A record was written by a newer Koala; reading it could lose what it says.
     #[error("{key} has format version {version}, newer than {known}, the newest this code reads")]
@@ -145,9 +147,9 @@ pub fn encode<T: Versioned>(record: &T) -> Result<Vec<u8>, RecordError> {
 /// Reads a record stored under `key` (used only to name it in errors), migrating it from an
 /// older version if need be.
 pub fn decode<T: Versioned>(key: &str, bytes: &[u8]) -> Result<T, RecordError> {
-    let malformed = |detail| RecordError::Malformed {
+    let malformed = |source| RecordError::Malformed {
         key: key.to_owned(),
-        detail,
+        source,
     };
     let newer = |version| RecordError::Newer {
         key: key.to_owned(),
@@ -249,9 +251,9 @@ pub struct Db {
 impl Db {
     /// Opens (creating if needed) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Db, RecordError> {
-        std::fs::create_dir_all(dir).map_err(|detail| RecordError::Io {
+        std::fs::create_dir_all(dir).map_err(|source| RecordError::Io {
             path: dir.to_owned(),
-            detail,
+            source,
         })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -439,6 +441,9 @@ mod tests {
                 matches!(err, RecordError::Malformed { .. }),
                 "{what}: {err}"
             );
+            // What did not decode is the source, not repeated in the message.
+            assert_eq!(err.to_string(), "acct/a does not decode", "{what}");
+            assert!(std::error::Error::source(&err).is_some(), "{what}");
         }
         assert!(matches!(
             decode::<Byte>("k", b""),

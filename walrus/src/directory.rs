@@ -25,13 +25,13 @@ pub trait Directory: Send + Sync + 'static {
     fn answer<'a>(
         &'a self,
         questions: Vec<KeyQuestion>,
-    ) -> DirectoryFuture<'a, Result<Answered, String>> {
+    ) -> DirectoryFuture<'a, Result<Answered, DirectoryError>> {
         let answered = match self.local_keys() {
             Some(keys) => Ok(questions.into_iter().fold(Answered::default(), |a, q| {
                 let answer = identity::answer(keys, &q);
                 a.with(q, answer)
             })),
-            None => Err("this directory has no key store".to_owned()),
+            None => Err(DirectoryError::NoKeyStore),
         };
         Box::pin(async move { answered })
     }
@@ -40,11 +40,25 @@ pub trait Directory: Send + Sync + 'static {
     fn account_exists<'a>(
         &'a self,
         account_id: &'a str,
-    ) -> DirectoryFuture<'a, Result<bool, String>>;
+    ) -> DirectoryFuture<'a, Result<bool, DirectoryError>>;
 
     /// The cloud's private key, which bundles are encrypted for; `None` while it is not known
     /// (a remote directory that has not reached the cloud controller yet).
     fn cloud_key(&self) -> Option<&RsaPrivateKey>;
+}
+
+/// Why a [`Directory`] cannot answer now: never the caller's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// A directory without a key store in this process that does not fetch answers either.
+    #[error("this directory has no key store")]
+    NoKeyStore,
+    /// The cloud controller could not be asked, or failed to answer.
+    #[error("the cloud controller cannot answer")]
+    Remote(#[source] rpc::RpcError),
+    /// The identity store in this process failed.
+    #[error("the identity store cannot answer")]
+    Store(#[source] identity::IdentityError),
 }
 
 impl Directory for identity::Identity {
@@ -55,8 +69,9 @@ impl Directory for identity::Identity {
     fn account_exists<'a>(
         &'a self,
         account_id: &'a str,
-    ) -> DirectoryFuture<'a, Result<bool, String>> {
-        let found = identity::Identity::account_exists(self, account_id).map_err(|e| e.to_string());
+    ) -> DirectoryFuture<'a, Result<bool, DirectoryError>> {
+        let found =
+            identity::Identity::account_exists(self, account_id).map_err(DirectoryError::Store);
         Box::pin(async move { found })
     }
 

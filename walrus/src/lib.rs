@@ -21,7 +21,7 @@ use axum::body::Body;
 use http::Method;
 
 pub use access::AccessError;
-pub use directory::{Directory, DirectoryFuture};
+pub use directory::{Directory, DirectoryError, DirectoryFuture};
 pub use feed::{FeedError, FeedImage, FeedStats, IMAGE_GRACE};
 pub use quota::{QuotaError, QuotaSource};
 pub use remote::ClcDirectory;

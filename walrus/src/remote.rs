@@ -11,7 +11,7 @@ use http::Method;
 use identity::{Answered, CredentialSource, KeyQuestion};
 use rpc::{AccountRecord, RpcClient, RpcCode, Verifier};
 
-use crate::{Directory, DirectoryFuture, WalrusError};
+use crate::{Directory, DirectoryError, DirectoryFuture, WalrusError};
 
 /// How long one call to the other role may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,19 +63,19 @@ impl Directory for ClcDirectory {
     fn answer<'a>(
         &'a self,
         questions: Vec<KeyQuestion>,
-    ) -> DirectoryFuture<'a, Result<Answered, String>> {
+    ) -> DirectoryFuture<'a, Result<Answered, DirectoryError>> {
         Box::pin(async move {
             self.keys
                 .answers(questions)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(DirectoryError::Remote)
         })
     }
 
     fn account_exists<'a>(
         &'a self,
         account_id: &'a str,
-    ) -> DirectoryFuture<'a, Result<bool, String>> {
+    ) -> DirectoryFuture<'a, Result<bool, DirectoryError>> {
         Box::pin(async move {
             if account_id.is_empty() || !account_id.bytes().all(|b| b.is_ascii_digit()) {
                 return Ok(false);
@@ -88,7 +88,7 @@ impl Directory for ClcDirectory {
             {
                 Ok(_) => Ok(true),
                 Err(e) if e.code == RpcCode::NotFound => Ok(false),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(DirectoryError::Remote(e)),
             }
         })
     }

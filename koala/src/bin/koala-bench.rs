@@ -6,6 +6,8 @@
 //! `koala-bench disk --dir DIR` does the same work against files (write + fsync; read back
 //! from the page cache): the ceiling any server on this machine is measured against.
 
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rpc::signer::{SignableBody, Signer, Style};
+use rpc::signer::{SignError, SignableBody, Signer, Style};
 
 #[derive(Parser)]
 #[command(about = "Koala's benchmarks: S3 endpoints and the machine's limits")]
@@ -77,6 +79,83 @@ enum Bench {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// Why a benchmark stopped.
+#[derive(Debug, thiserror::Error)]
+enum BenchError {
+    /// The Tokio runtime could not be built.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// A request could not be signed.
+    #[error("cannot sign {method} {path}")]
+    Sign {
+        method: &'static str,
+        path: String,
+        #[source]
+        source: SignError,
+    },
+    /// A request (its URL or a signature header) is not valid HTTP.
+    #[error("cannot build the request {method} {path}")]
+    Request {
+        method: &'static str,
+        path: String,
+        #[source]
+        source: http::Error,
+    },
+    /// The endpoint could not be reached, or did not answer.
+    #[error("{method} {path} was not answered")]
+    Send {
+        method: &'static str,
+        path: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The body of an answer broke off.
+    #[error("cannot read the answer to {method} {path}")]
+    Receive {
+        method: &'static str,
+        path: String,
+        #[source]
+        source: hyper::Error,
+    },
+    /// The endpoint answered with an error status.
+    #[error("{method} {path}: HTTP {status}")]
+    Status {
+        method: &'static str,
+        path: String,
+        status: http::StatusCode,
+    },
+    /// A GET of a 4 KiB object returned another size.
+    #[error("GET returned {0} bytes")]
+    WrongSize(u64),
+    /// A task driving requests panicked or was cancelled.
+    #[error("a benchmark task failed")]
+    Task(#[source] tokio::task::JoinError),
+    /// A thread writing large files panicked.
+    #[error("a large-file writer panicked")]
+    WriterPanicked,
+    /// A thread writing small files panicked while holding the latencies.
+    #[error("a small-file writer panicked")]
+    LockPoisoned,
+    /// A file or directory of the disk benchmark could not be used.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The [`BenchError::Io`] for `action` on `path` (built only on failure: the disk loops
+/// are timed).
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> BenchError {
+    BenchError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
 struct S3 {
     client: HttpClient,
     endpoint: String,
@@ -84,7 +163,7 @@ struct S3 {
 }
 
 impl S3 {
-    async fn send(&self, method: &str, path: &str, body: Bytes) -> Result<u64, String> {
+    async fn send(&self, method: &'static str, path: &str, body: Bytes) -> Result<u64, BenchError> {
         let url = format!("{}{}", self.endpoint, path);
         let length = body.len().to_string();
         let headers = [("content-length", length.as_str())];
@@ -98,45 +177,76 @@ impl S3 {
                 &headers,
                 SignableBody::UnsignedPayload,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| BenchError::Sign {
+                method,
+                path: path.to_owned(),
+                source,
+            })?;
+        let invalid = |source: http::Error| BenchError::Request {
+            method,
+            path: path.to_owned(),
+            source,
+        };
         let mut request = http::Request::builder()
             .method(method)
             .uri(&url)
             .header("content-length", length)
             .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
+            .map_err(invalid)?;
         for (name, value) in &signature.headers {
-            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-            let value = http::HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+            let name =
+                http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(e.into()))?;
+            let value = http::HeaderValue::from_str(value).map_err(|e| invalid(e.into()))?;
             request.headers_mut().insert(name, value);
         }
         let response = self
             .client
             .request(request)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| BenchError::Send {
+                method,
+                path: path.to_owned(),
+                source,
+            })?;
         let status = response.status();
         let mut body = response.into_body();
         let mut received = 0u64;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| e.to_string())?;
+            let frame = frame.map_err(|source| BenchError::Receive {
+                method,
+                path: path.to_owned(),
+                source,
+            })?;
             if let Some(data) = frame.data_ref() {
                 received += data.len() as u64;
             }
         }
         if !status.is_success() {
-            return Err(format!("{method} {path}: HTTP {status}"));
+            return Err(BenchError::Status {
+                method,
+                path: path.to_owned(),
+                status,
+            });
         }
         Ok(received)
     }
 }
 
-fn main() -> Result<(), String> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("koala-bench: {}", rpc::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), BenchError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(BenchError::Runtime)?;
     match cli.command {
         Bench::S3 {
             endpoint,
@@ -199,10 +309,10 @@ async fn run_parallel<F, Fut>(
     count: usize,
     concurrency: usize,
     op: F,
-) -> Result<(Vec<Duration>, Duration), String>
+) -> Result<(Vec<Duration>, Duration), BenchError>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<u64, String>> + Send,
+    Fut: std::future::Future<Output = Result<u64, BenchError>> + Send,
 {
     let op = Arc::new(op);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -216,7 +326,7 @@ where
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= count {
-                    return Ok::<_, String>(latencies);
+                    return Ok::<_, BenchError>(latencies);
                 }
                 let t = Instant::now();
                 op(i).await?;
@@ -226,12 +336,12 @@ where
     }
     let mut all = Vec::with_capacity(count);
     for worker in workers {
-        all.extend(worker.await.map_err(|e| e.to_string())??);
+        all.extend(worker.await.map_err(BenchError::Task)??);
     }
     Ok((all, start.elapsed()))
 }
 
-async fn bench_s3(s3: Arc<S3>, label: &str, w: &Workload) -> Result<(), String> {
+async fn bench_s3(s3: Arc<S3>, label: &str, w: &Workload) -> Result<(), BenchError> {
     let bucket = format!("bench-{}", std::process::id());
     s3.send("PUT", &format!("/{bucket}"), Bytes::new()).await?;
 
@@ -287,7 +397,7 @@ async fn bench_s3(s3: Arc<S3>, label: &str, w: &Workload) -> Result<(), String> 
                     .send("GET", &format!("/{b}/small-{c}-{i}"), Bytes::new())
                     .await?;
                 if got != 4096 {
-                    return Err(format!("GET returned {got} bytes"));
+                    return Err(BenchError::WrongSize(got));
                 }
                 Ok(got)
             }
@@ -298,31 +408,32 @@ async fn bench_s3(s3: Arc<S3>, label: &str, w: &Workload) -> Result<(), String> 
     Ok(())
 }
 
-fn bench_disk(dir: &std::path::Path, w: &Workload) -> Result<(), String> {
+fn bench_disk(dir: &Path, w: &Workload) -> Result<(), BenchError> {
     use std::io::{Read, Write};
     let dir = dir.join(format!("koala-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
     let large = random_bytes(w.large_mib << 20);
     let total = (w.large_count * large.len()) as u64;
     let start = Instant::now();
-    std::thread::scope(|scope| -> Result<(), String> {
+    std::thread::scope(|scope| -> Result<(), BenchError> {
         let handles: Vec<_> = (0..w.large_concurrency)
             .map(|t| {
                 let (dir, large) = (&dir, &large);
-                scope.spawn(move || -> std::io::Result<()> {
+                scope.spawn(move || -> Result<(), BenchError> {
                     for i in (t..w.large_count).step_by(w.large_concurrency) {
-                        let mut f = std::fs::File::create(dir.join(format!("large-{i}")))?;
-                        f.write_all(large)?;
-                        f.sync_all()?;
+                        let path = dir.join(format!("large-{i}"));
+                        let mut f = std::fs::File::create(&path)
+                            .map_err(|e| io_error("create", &path, e))?;
+                        f.write_all(large)
+                            .and_then(|()| f.sync_all())
+                            .map_err(|e| io_error("write", &path, e))?;
                     }
                     Ok(())
                 })
             })
             .collect();
         for h in handles {
-            h.join()
-                .map_err(|_| "writer panicked".to_owned())?
-                .map_err(|e| e.to_string())?;
+            h.join().map_err(|_| BenchError::WriterPanicked)??;
         }
         Ok(())
     })?;
@@ -335,9 +446,9 @@ fn bench_disk(dir: &std::path::Path, w: &Workload) -> Result<(), String> {
     let start = Instant::now();
     let mut buf = vec![0u8; 1 << 20];
     for i in 0..w.large_count {
-        let mut f =
-            std::fs::File::open(dir.join(format!("large-{i}"))).map_err(|e| e.to_string())?;
-        while f.read(&mut buf).map_err(|e| e.to_string())? > 0 {}
+        let path = dir.join(format!("large-{i}"));
+        let mut f = std::fs::File::open(&path).map_err(|e| io_error("open", &path, e))?;
+        while f.read(&mut buf).map_err(|e| io_error("read", &path, e))? > 0 {}
     }
     println!(
         "disk       large read (page cache): {:.0} MB/s",
@@ -374,16 +485,17 @@ fn bench_disk(dir: &std::path::Path, w: &Workload) -> Result<(), String> {
         });
         let lat = latencies
             .into_inner()
-            .map_err(|_| "lock poisoned".to_owned())?;
+            .map_err(|_| BenchError::LockPoisoned)?;
         report_ops("disk", "4KiB write", c, lat, start.elapsed());
         let start = Instant::now();
         let mut lat = Vec::with_capacity(w.small_count);
         for i in 0..w.small_count {
             let t = Instant::now();
-            std::fs::read(dir.join(format!("small-{c}-{i}"))).map_err(|e| e.to_string())?;
+            let path = dir.join(format!("small-{c}-{i}"));
+            std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
             lat.push(t.elapsed());
         }
         report_ops("disk", "4KiB read", 1, lat, start.elapsed());
     }
-    std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())
+    std::fs::remove_dir_all(&dir).map_err(|e| io_error("remove", &dir, e))
 }

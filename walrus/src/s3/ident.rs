@@ -19,7 +19,13 @@ pub async fn verify_with(
         None => identity::verify_remotely(verify, |questions| directory.answer(questions))
             .await
             .map_err(|e| {
-                S3Error::ServiceUnavailable(format!("The signature cannot be checked now: {e}"))
+                // The body names the cloud controller's own error rather than this context, as
+                // it always has.
+                let cause = match e {
+                    crate::DirectoryError::Remote(e) => e.to_string(),
+                    e => e.to_string(),
+                };
+                S3Error::ServiceUnavailable(format!("The signature cannot be checked now: {cause}"))
             })?,
     };
     outcome.map_err(map_auth_error)
@@ -49,5 +55,64 @@ pub fn map_auth_error(e: AuthError) -> S3Error {
         AuthError::ContentSha256Mismatch => S3Error::ContentSha256Mismatch,
         AuthError::IncompleteBody => S3Error::IncompleteBody,
         _ => S3Error::AccessDenied(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Directory, DirectoryError, DirectoryFuture};
+    use identity::{Answered, CredentialSource, KeyQuestion};
+    use rpc::{RpcCode, RpcError};
+
+    /// A directory on another host whose cloud controller does not answer.
+    struct Unreachable;
+
+    impl Directory for Unreachable {
+        fn local_keys(&self) -> Option<&dyn CredentialSource> {
+            None
+        }
+
+        fn answer<'a>(
+            &'a self,
+            _: Vec<KeyQuestion>,
+        ) -> DirectoryFuture<'a, Result<Answered, DirectoryError>> {
+            Box::pin(async {
+                Err(DirectoryError::Remote(RpcError::new(
+                    RpcCode::Unavailable,
+                    "https://clc:8773 did not answer",
+                )))
+            })
+        }
+
+        fn account_exists<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> DirectoryFuture<'a, Result<bool, DirectoryError>> {
+            Box::pin(async { Ok(false) })
+        }
+
+        fn cloud_key(&self) -> Option<&rsa::RsaPrivateKey> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_cannot_answer_is_service_unavailable_naming_the_cloud_controllers_error(
+    ) {
+        let asks = |keys: &dyn CredentialSource| {
+            let _ = keys.check_v2("AKID", identity::V2Algorithm::HmacSha1, "to sign", b"sig");
+            Err(AuthError::SignatureDoesNotMatch)
+        };
+        let Err(err) = verify_with(&Unreachable, asks).await else {
+            panic!("verified without a directory");
+        };
+        let S3Error::ServiceUnavailable(message) = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(
+            message,
+            "The signature cannot be checked now: Unavailable: https://clc:8773 did not answer"
+        );
     }
 }

@@ -126,7 +126,7 @@ impl Ctx {
                 .directory
                 .account_exists(id)
                 .await
-                .map_err(|e| S3Error::internal(format!("account lookup failed: {e}")))?;
+                .map_err(|e| S3Error::Internal(Box::new(e)))?;
             if !exists {
                 return Err(S3Error::InvalidArgument("Invalid id".into()));
             }
