@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::ec2::Cloud;
 use crate::instances::InstanceRecord;
 use crate::state::{Batch, CloudState, Record, StateError};
-use crate::{properties, QueryError};
+use crate::{properties, QueryError, StartingValues};
 
 /// An instance's network interface as the CLC planned it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +159,17 @@ pub enum LayoutError {
         /// The live instances holding addresses, by id.
         instances: Vec<String>,
     },
+    /// The public pool in force has an address inside the private space of the table.
+    #[error("cloud.network.public_ips, {}, is refused: {overlap}{}", set_by(*.overridden), remedy(*.overridden))]
+    PublicInPrivate {
+        /// The address and the space.
+        overlap: PublicInPrivate,
+        /// Whether `ModifyPropertyValue` set the pool (else koala.toml's `[properties]`).
+        overridden: bool,
+    },
+    /// The public pool stored is not one (written by a newer Koala, or damaged).
+    #[error("the stored value of cloud.network.public_ips is invalid: {0}")]
+    StoredPool(String),
     /// The cloud state could not be read or written.
     #[error("cannot check the guest network's layout against the cloud state")]
     Store(#[from] StateError),
@@ -183,6 +194,23 @@ fn holding(instances: &[String]) -> String {
     };
     let them = if instances.len() == 1 { "it" } else { "them" };
     format!("{what}: terminate {them} first, or restore the table")
+}
+
+/// Who set the public pool refused at start.
+fn set_by(overridden: bool) -> &'static str {
+    match overridden {
+        true => "as euca-modify-property set it",
+        false => "as koala.toml's [properties] sets it",
+    }
+}
+
+/// How the administrator gets a refused pool out of the way: one set at run time can only be
+/// changed by a running cloud.
+fn remedy(overridden: bool) -> &'static str {
+    match overridden {
+        true => "; start under the [network] table the cloud had, take the address out of the pool with euca-modify-property, then change the table",
+        false => "",
+    }
 }
 
 /// `a`, `a and b`, `a, b and c`.
@@ -234,10 +262,22 @@ fn describe_change(old: &Option<Addressing>, new: &Option<Addressing>) -> String
 /// Checks the configured `[network]` table (`None`: there is none) against the one the
 /// cloud last started under, before anything is served: the same, or changed while no live
 /// instance holds an address, is recorded (on a change the group networks are dropped, to be
-/// planned anew); changed while some do is refused, and nothing is written. Called by the
-/// daemon when it opens the CLC's state, before any cluster controller is started.
-pub fn adopt_layout(state: &CloudState, layout: Option<&Layout>) -> Result<Adopted, LayoutError> {
+/// planned anew); changed while some do is refused, and nothing is written. So is a public
+/// pool in force (`properties` are koala.toml's starting values) with an address inside the
+/// table's private space. Called by the daemon when it opens the CLC's state, before any
+/// cluster controller is started.
+pub fn adopt_layout(
+    state: &CloudState,
+    layout: Option<&Layout>,
+    properties: &StartingValues,
+) -> Result<Adopted, LayoutError> {
     let _guard = state.exclusive();
+    let pool = properties::public_pool_in(state, properties)?;
+    let addresses = properties::parse_address_pool(&pool.text).map_err(LayoutError::StoredPool)?;
+    check_public_pool(&addresses, layout).map_err(|overlap| LayoutError::PublicInPrivate {
+        overlap,
+        overridden: pool.overridden,
+    })?;
     let configured = layout.map(Addressing::of);
     let record = LayoutRecord {
         addressing: configured.clone(),
@@ -269,6 +309,36 @@ pub fn adopt_layout(state: &CloudState, layout: Option<&Layout>) -> Result<Adopt
         change,
         forgotten: groups.len(),
     })
+}
+
+/// A public address inside the guests' private space of the MANAGED modes: the CC routes
+/// that space to the guest networks, so traffic for the address would go to a guest network
+/// instead of being NATed to the instance holding it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{address} is inside the guests' private space {space} ([network] private_subnet), where a public address would be routed to a guest network")]
+pub struct PublicInPrivate {
+    /// The first such address of the pool.
+    pub address: Ipv4Addr,
+    /// The private space.
+    pub space: Ipv4Net,
+}
+
+/// Refuses a public pool with an address inside the private space `layout` plans guests'
+/// addresses from (the MANAGED modes; the others route no public address).
+pub fn check_public_pool(
+    pool: &[Ipv4Addr],
+    layout: Option<&Layout>,
+) -> Result<(), PublicInPrivate> {
+    let Some(space) = layout
+        .filter(|l| l.mode().is_managed())
+        .and_then(Layout::private_space)
+    else {
+        return Ok(());
+    };
+    match pool.iter().find(|ip| space.contains(**ip)) {
+        Some(&address) => Err(PublicInPrivate { address, space }),
+        None => Ok(()),
+    }
 }
 
 /// The instances that hold addresses: all but the terminated.
@@ -565,13 +635,18 @@ mod tests {
     fn started_under(first: Option<&Layout>) -> (tempfile::TempDir, CloudState) {
         let dir = tempfile::tempdir().unwrap();
         let state = CloudState::open(dir.path()).unwrap();
-        assert_eq!(adopt_layout(&state, first).unwrap(), Adopted::First);
+        assert_eq!(adopt(&state, first).unwrap(), Adopted::First);
         let group = GroupNetworkRecord {
             group_id: "sg-00000001".into(),
             index: 0,
         };
         state.put(&group.group_id, &group).unwrap();
         (dir, state)
+    }
+
+    /// [`adopt_layout`] with no starting value of a property.
+    fn adopt(state: &CloudState, layout: Option<&Layout>) -> Result<Adopted, LayoutError> {
+        adopt_layout(state, layout, &StartingValues::default())
     }
 
     fn groups(state: &CloudState) -> usize {
@@ -603,7 +678,7 @@ mod tests {
             "private_subnet": "10.77.0.0/24",
             "addresses_per_network": 16,
         }));
-        assert_eq!(adopt_layout(&state, Some(&moved)).unwrap(), Adopted::Same);
+        assert_eq!(adopt(&state, Some(&moved)).unwrap(), Adopted::Same);
         assert_eq!(groups(&state), 1);
     }
 
@@ -620,7 +695,7 @@ mod tests {
             state.put(id, &instance(id, s, host)).unwrap();
         }
         let new = novlan("10.78.0.0/24");
-        let err = adopt_layout(&state, Some(&new)).unwrap_err();
+        let err = adopt(&state, Some(&new)).unwrap_err();
         assert!(matches!(&err, LayoutError::Changed { instances, .. } if instances.len() == 2));
         assert_eq!(
             rpc::error_chain(&err),
@@ -639,7 +714,7 @@ mod tests {
             "private_subnet": "10.77.0.0/24",
             "addresses_per_network": 16,
         }));
-        let err = adopt_layout(&state, Some(&managed)).unwrap_err();
+        let err = adopt(&state, Some(&managed)).unwrap_err();
         assert!(
             err.to_string().starts_with(
                 "koala.toml's [network] changes mode from \"managed-novlan\" to \"managed\" \
@@ -649,7 +724,7 @@ mod tests {
         );
 
         // The table removed: the same refusal, naming what it was.
-        let err = adopt_layout(&state, None).unwrap_err();
+        let err = adopt(&state, None).unwrap_err();
         assert!(
             err.to_string().starts_with(
                 "koala.toml no longer has the [network] table (mode = \"managed-novlan\", \
@@ -694,7 +769,7 @@ mod tests {
             .unwrap();
         let new = novlan("10.78.0.0/24");
         assert_eq!(
-            adopt_layout(&state, Some(&new)).unwrap(),
+            adopt(&state, Some(&new)).unwrap(),
             Adopted::Replaced {
                 change: "koala.toml's [network] changes private_subnet from 10.77.0.0/24 to \
                          10.78.0.0/24"
@@ -705,16 +780,16 @@ mod tests {
         assert_eq!(recorded(&state), Some(Addressing::of(&new)));
         assert_eq!(groups(&state), 0);
         // Started again under it: the same.
-        assert_eq!(adopt_layout(&state, Some(&new)).unwrap(), Adopted::Same);
+        assert_eq!(adopt(&state, Some(&new)).unwrap(), Adopted::Same);
 
         // Removed, then added again: both adopted, as nothing holds an address.
         assert!(matches!(
-            adopt_layout(&state, None).unwrap(),
+            adopt(&state, None).unwrap(),
             Adopted::Replaced { .. }
         ));
         assert_eq!(recorded(&state), None);
         assert!(matches!(
-            adopt_layout(&state, Some(&old)).unwrap(),
+            adopt(&state, Some(&old)).unwrap(),
             Adopted::Replaced { .. }
         ));
         assert_eq!(recorded(&state), Some(Addressing::of(&old)));
@@ -725,7 +800,7 @@ mod tests {
         let (_dir, state) = started_under(None);
         assert_eq!(recorded(&state), None);
         let new = novlan("10.77.0.0/24");
-        match adopt_layout(&state, Some(&new)).unwrap() {
+        match adopt(&state, Some(&new)).unwrap() {
             Adopted::Replaced { change, .. } => assert_eq!(
                 change,
                 "koala.toml has a [network] table (mode = \"managed-novlan\", private_subnet = \
@@ -736,13 +811,59 @@ mod tests {
         assert_eq!(recorded(&state), Some(Addressing::of(&new)));
     }
 
+    #[test]
+    fn a_public_pool_inside_the_new_private_space_is_refused_and_nothing_written() {
+        let old = novlan("10.77.0.0/24");
+        let (_dir, state) = started_under(Some(&old));
+        // Set under the old layout, outside its space; inside the new one.
+        let pool = properties::Override {
+            value: "10.78.0.5-10.78.0.6".into(),
+        };
+        state.put(properties::PUBLIC_IPS, &pool).unwrap();
+        let new = novlan("10.78.0.0/24");
+        let err = adopt(&state, Some(&new)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cloud.network.public_ips, as euca-modify-property set it, is refused: 10.78.0.5 is \
+             inside the guests' private space 10.78.0.0/24 ([network] private_subnet), where a \
+             public address would be routed to a guest network; start under the [network] \
+             table the cloud had, take the address out of the pool with euca-modify-property, \
+             then change the table"
+        );
+        // No instance held an address, yet nothing was adopted.
+        assert_eq!(recorded(&state), Some(Addressing::of(&old)));
+        assert_eq!(groups(&state), 1);
+        assert_eq!(adopt(&state, Some(&old)).unwrap(), Adopted::Same);
+
+        // A starting value from koala.toml is checked too (the daemon refuses it earlier,
+        // when it reads the file), and the override wins over it.
+        let starting =
+            StartingValues::new([(properties::PUBLIC_IPS.to_owned(), "10.77.0.9".to_owned())])
+                .unwrap();
+        assert_eq!(
+            adopt_layout(&state, Some(&old), &starting).unwrap(),
+            Adopted::Same
+        );
+        let mut batch = Batch::new();
+        batch.delete::<properties::Override>(properties::PUBLIC_IPS);
+        state.commit(batch).unwrap();
+        let err = adopt_layout(&state, Some(&old), &starting).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "cloud.network.public_ips, as koala.toml's [properties] sets it, is refused: \
+                 10.77.0.9 is inside"
+            ),
+            "{err}"
+        );
+    }
+
     /// The record as this version writes it, so that later versions keep reading it.
     #[test]
     fn the_layout_record_is_stored_in_its_format_version_1() {
         let dir = tempfile::tempdir().unwrap();
         {
             let state = CloudState::open(dir.path()).unwrap();
-            adopt_layout(&state, Some(&novlan("10.77.0.0/24"))).unwrap();
+            adopt(&state, Some(&novlan("10.77.0.0/24"))).unwrap();
         }
         let db = rocksdb::DB::open_default(dir.path()).unwrap();
         assert_eq!(

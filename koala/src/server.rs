@@ -274,7 +274,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
 /// Records the `[network]` layout in force in the CLC's state, or refuses to start under one
 /// that plans addresses differently while instances hold addresses planned under the old.
 fn adopt_network(config: &Config, state: &CloudState) -> Result<(), ServerError> {
-    match ec2_api::networks::adopt_layout(state, config.network.as_ref())? {
+    match ec2_api::networks::adopt_layout(state, config.network.as_ref(), &config.properties)? {
         Adopted::Same | Adopted::First => {}
         Adopted::Replaced { change, forgotten } => {
             let networks = match forgotten {
