@@ -21,6 +21,8 @@ pub mod quotas;
 mod remote_walrus;
 pub mod state;
 mod tags;
+#[cfg(test)]
+mod testing;
 mod throttle;
 mod zones;
 

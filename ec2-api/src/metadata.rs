@@ -404,48 +404,9 @@ fn block_devices(
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
-    use std::sync::Arc;
-
-    use identity::Identity;
 
     use super::*;
-    use crate::ec2::{BundleAccess, BundleStore, CloudSettings, Pending};
     use crate::networks::Nic;
-    use crate::{CloudState, ClusterSet};
-
-    /// The bundle store of a cloud whose tests read no bundle.
-    struct NoBundles;
-
-    impl BundleStore for NoBundles {
-        fn size<'a>(
-            &'a self,
-            _: &'a str,
-            _: &'a str,
-            _: &'a str,
-        ) -> Pending<'a, Result<u64, BundleAccess>> {
-            Box::pin(async { Err(BundleAccess::NotFound) })
-        }
-        fn read<'a>(
-            &'a self,
-            _: &'a str,
-            _: &'a str,
-            _: &'a str,
-            _: u64,
-        ) -> Pending<'a, Result<Vec<u8>, BundleAccess>> {
-            Box::pin(async { Err(BundleAccess::NotFound) })
-        }
-        fn retain<'a>(
-            &'a self,
-            _: &'a str,
-            _: &'a str,
-            _: &'a str,
-        ) -> Pending<'a, Result<(), BundleAccess>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn release<'a>(&'a self, _: &'a str) -> Pending<'a, Result<(), BundleAccess>> {
-            Box::pin(async { Ok(()) })
-        }
-    }
 
     /// A cloud on a temp dir, with no cluster.
     fn cloud() -> (tempfile::TempDir, Cloud) {
@@ -455,29 +416,7 @@ mod tests {
     }
 
     fn cloud_in(dir: &std::path::Path) -> Cloud {
-        let state = CloudState::open(&dir.join("clc")).unwrap();
-        let clusters = ClusterSet::open(
-            &state,
-            Box::new(|_: &str| -> Arc<dyn crate::Clusters> {
-                unreachable!("no cluster is registered")
-            }),
-        )
-        .unwrap();
-        Cloud {
-            state,
-            identity: Identity::open(&dir.join("identity")).unwrap(),
-            bundles: Arc::new(NoBundles),
-            clusters: Arc::new(clusters),
-            settings: Arc::new(CloudSettings {
-                region: "r".into(),
-                ec2_url: "http://h:1/services/compute/".into(),
-                property_defaults: crate::StartingValues::default(),
-                network: None,
-                metadata: None,
-            }),
-            unwraps: Arc::default(),
-            guest_networks: Arc::default(),
-        }
+        crate::testing::cloud_in(dir, crate::testing::settings())
     }
 
     const ALICE: &str = "111111111111";

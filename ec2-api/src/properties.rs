@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ec2::{is_resource_id, Call, Cloud, CloudSettings};
 use crate::query::Xml;
-use crate::state::{Batch, Record};
+use crate::state::{Batch, CloudState, Record, StateError};
 use crate::{QueryError, Resource};
 
 /// The property naming the kernel used for images registered without one.
@@ -189,8 +189,9 @@ fn definition(name: &str) -> Result<Definition, QueryError> {
 
 /// A value an administrator set, overriding the starting value.
 #[derive(Debug, Serialize, Deserialize)]
-struct Override {
-    value: String,
+pub(crate) struct Override {
+    /// The value, checked and normalised.
+    pub(crate) value: String,
 }
 
 impl records::Versioned for Override {
@@ -265,6 +266,35 @@ pub fn public_ips(cloud: &Cloud) -> Result<Vec<Ipv4Addr>, QueryError> {
     })
 }
 
+/// The public pool in force read straight from the store, for the CLC's start to check it
+/// before the cloud is built.
+pub(crate) struct PoolInForce {
+    /// Its value.
+    pub text: String,
+    /// Whether an administrator's `ModifyPropertyValue` set it (else koala.toml did, or it
+    /// is empty).
+    pub overridden: bool,
+}
+
+/// The public pool in force: an administrator's override in `state`, else the starting value
+/// of `defaults`.
+pub(crate) fn public_pool_in(
+    state: &CloudState,
+    defaults: &StartingValues,
+) -> Result<PoolInForce, StateError> {
+    Ok(match state.get::<Override>(PUBLIC_IPS)? {
+        Some(stored) => PoolInForce {
+            text: stored.value,
+            overridden: true,
+        },
+        None => PoolInForce {
+            // The pool's catalogue default is empty.
+            text: defaults.get(PUBLIC_IPS).unwrap_or_default(),
+            overridden: false,
+        },
+    })
+}
+
 /// `DescribeProperties`: the properties named by `Property.N` (names or name prefixes; none
 /// lists all), with values and descriptions. Cloud administrators only.
 pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
@@ -311,6 +341,7 @@ pub fn modify(call: &Call<'_>) -> Result<String, QueryError> {
     } else {
         let text = given.ok_or_else(|| QueryError::MissingParameter("Value".to_owned()))?;
         let value = validate(definition.kind, text)
+            .and_then(|value| fits_network(&call.cloud.settings, name, value))
             .map_err(|why| QueryError::Validation(format!("Invalid value for {name}: {why}")))?;
         Some(value)
     };
@@ -345,6 +376,19 @@ pub fn modify(call: &Call<'_>) -> Result<String, QueryError> {
         .elem("value", &value)
         .elem("oldValue", &old);
     Ok(x.finish())
+}
+
+/// A checked value of property `name`, refused when it is a public pool with an address
+/// inside the guests' private space (the CC routes that space to the guest networks).
+fn fits_network(settings: &CloudSettings, name: &str, value: String) -> Result<String, String> {
+    if name != PUBLIC_IPS {
+        return Ok(value);
+    }
+    let pool = parse_address_pool(&value)?;
+    match crate::networks::check_public_pool(&pool, settings.network.as_ref()) {
+        Ok(()) => Ok(value),
+        Err(overlap) => Err(format!("{overlap}.")),
+    }
 }
 
 /// The starting value of a property: `koala.toml`'s, else the catalogue's default.
@@ -398,6 +442,23 @@ impl StartingValues {
             checked.insert(name, normalised);
         }
         Ok(StartingValues(checked))
+    }
+
+    /// Refuses a starting public pool with an address inside the guests' private space of
+    /// `layout` (koala.toml's `[network]`), so that the file is refused as a whole when it is
+    /// read rather than the pool routing addresses to a guest network.
+    pub fn check_network(&self, layout: Option<&network::Layout>) -> Result<(), PropertyError> {
+        let Some(value) = self.get(PUBLIC_IPS) else {
+            return Ok(());
+        };
+        let invalid = |why| PropertyError::Invalid {
+            name: PUBLIC_IPS.to_owned(),
+            value: value.clone(),
+            why,
+        };
+        let pool = parse_address_pool(&value).map_err(invalid)?;
+        crate::networks::check_public_pool(&pool, layout)
+            .map_err(|overlap| invalid(format!("{overlap}.")))
     }
 
     /// The starting value of property `name`, if one was given.
@@ -493,7 +554,7 @@ fn pool_entries(text: &str) -> Vec<String> {
 
 /// The addresses of a pool value (`10.0.0.1, 10.0.0.5-10.0.0.9`), ascending, each once; or
 /// a sentence saying what is wrong.
-fn parse_address_pool(text: &str) -> Result<Vec<Ipv4Addr>, String> {
+pub(crate) fn parse_address_pool(text: &str) -> Result<Vec<Ipv4Addr>, String> {
     let mut addresses = BTreeSet::new();
     for entry in pool_entries(text) {
         let (first, last) = match entry.split_once('-') {
@@ -673,6 +734,113 @@ mod tests {
             definition("cloud.nothing"),
             Err(QueryError::NotFound(Resource::Property, _))
         ));
+    }
+
+    /// A MANAGED-NOVLAN layout whose guests' private space is 10.77.0.0/24.
+    fn managed_layout() -> network::Layout {
+        serde_json::from_value::<network::NetworkSettings>(serde_json::json!({
+            "mode": "managed-novlan",
+            "bridge": "br0",
+            "private_subnet": "10.77.0.0/24",
+        }))
+        .unwrap()
+        .layout()
+        .unwrap()
+    }
+
+    /// `ModifyPropertyValue` of `name` to `value` by a cloud administrator.
+    fn modify_as_admin(cloud: &Cloud, name: &str, value: &str) -> Result<String, QueryError> {
+        let admin = identity::Principal {
+            account_id: "000000000001".into(),
+            account_name: "eucalyptus".into(),
+            user_name: "admin".into(),
+            access_key_id: "AKIDADMIN".into(),
+            role: identity::Role::CloudAdmin,
+        };
+        let encode =
+            |v| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC);
+        let query = format!("Name={}&Value={}", encode(name), encode(value));
+        let params = crate::query::QueryRequest::new(&query, b"", &http::HeaderMap::new());
+        modify(&Call {
+            cloud,
+            caller: &admin,
+            params: &params,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_public_pool_inside_the_guests_private_space_is_refused_by_modify() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::testing::settings();
+        settings.network = Some(managed_layout());
+        let cloud = crate::testing::cloud_in(dir.path(), settings);
+        modify_as_admin(&cloud, PUBLIC_IPS, "10.98.0.1-10.98.0.3").unwrap();
+        let err =
+            modify_as_admin(&cloud, PUBLIC_IPS, "10.98.0.4, 10.76.255.250-10.77.0.3").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Invalid value for cloud.network.public_ips: 10.77.0.0 is inside the guests' \
+             private space 10.77.0.0/24 ([network] private_subnet), where a public address \
+             would be routed to a guest network."
+        );
+        let response = err.render(crate::query::Dialect::Ec2, "rid");
+        assert_eq!(response.status(), http::StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            body.contains("<Code>InvalidParameterValue</Code>"),
+            "{body}"
+        );
+        // Nothing was stored: the pool is the one set before.
+        assert_eq!(
+            public_ips(&cloud).unwrap(),
+            vec![ip("10.98.0.1"), ip("10.98.0.2"), ip("10.98.0.3")]
+        );
+
+        // Without a MANAGED network, no address is routed to guests: any pool is taken.
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = crate::testing::cloud_in(dir.path(), crate::testing::settings());
+        modify_as_admin(&cloud, PUBLIC_IPS, "10.77.0.5").unwrap();
+    }
+
+    #[test]
+    fn a_starting_public_pool_inside_the_guests_private_space_is_refused() {
+        let values =
+            |pool: &str| StartingValues::new([(PUBLIC_IPS.to_owned(), pool.to_owned())]).unwrap();
+        let layout = managed_layout();
+        assert_eq!(
+            values("10.98.0.1-10.98.0.3").check_network(Some(&layout)),
+            Ok(())
+        );
+        assert_eq!(
+            StartingValues::default().check_network(Some(&layout)),
+            Ok(())
+        );
+        let err = values("10.77.0.200 - 10.77.0.201")
+            .check_network(Some(&layout))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cloud.network.public_ips = \"10.77.0.200-10.77.0.201\" is refused: 10.77.0.200 is \
+             inside the guests' private space 10.77.0.0/24 ([network] private_subnet), where a \
+             public address would be routed to a guest network."
+        );
+        // SYSTEM and STATIC route no public address: the pool is not checked.
+        let system = serde_json::from_value::<network::NetworkSettings>(serde_json::json!({
+            "mode": "static",
+            "bridge": "br0",
+            "private_subnet": "10.77.0.0/24",
+            "router": "10.77.0.1",
+        }))
+        .unwrap()
+        .layout()
+        .unwrap();
+        assert_eq!(values("10.77.0.200").check_network(Some(&system)), Ok(()));
+        assert_eq!(values("10.77.0.200").check_network(None), Ok(()));
+        // The pool's catalogue default, which `public_pool_in` relies on, is empty.
+        assert_eq!(definition(PUBLIC_IPS).unwrap().default, "");
     }
 
     #[test]

@@ -309,6 +309,12 @@ impl Config {
             })?),
             None => None,
         };
+        properties
+            .check_network(network.as_ref())
+            .map_err(|source| ConfigError::Property {
+                path: path.clone(),
+                source,
+            })?;
         let node = &file.node;
         let probe_guest = match (&node.probe_kernel, &node.probe_initrd, &node.probe_disk) {
             (Some(kernel), Some(initrd), Some(disk)) => Some(ProbeGuest::Marked {
@@ -560,6 +566,21 @@ mod tests {
         let message = refusal("[properties]\n\"cloud.nothing\" = \"1\"\n");
         assert!(
             message.contains("no cloud property cloud.nothing"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_public_pool_inside_the_guests_private_space_is_refused_at_load() {
+        let table = "[network]\nmode = \"managed-novlan\"\nbridge = \"br0\"\nprivate_subnet = \"10.77.0.0/24\"\n";
+        let message = refusal(&format!(
+            "[properties]\n\"cloud.network.public_ips\" = \"10.98.0.1, 10.77.0.9\"\n{table}"
+        ));
+        assert!(
+            message.contains(
+                "[properties]: cloud.network.public_ips = \"10.98.0.1,10.77.0.9\" is refused: \
+                 10.77.0.9 is inside the guests' private space 10.77.0.0/24"
+            ),
             "{message}"
         );
     }

@@ -19,6 +19,7 @@ use crate::certs;
 use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
 use crate::roles::{self, CcClusters, RoleError};
 use crate::serve::{self, Port};
+use ec2_api::networks::Adopted;
 use ec2_api::WalrusOverHttp;
 use rpc::cluster::ClusterClient;
 use rpc::tls::Tls;
@@ -64,6 +65,10 @@ pub enum ServerError {
     /// The cloud controller's store (or its registry of clusters) failed to open.
     #[error("cannot open the cloud controller's store")]
     CloudState(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// koala.toml's `[network]` table would strand the addresses of running instances, or
+    /// could not be checked against the CLC's state.
+    #[error(transparent)]
+    Network(#[from] ec2_api::networks::LayoutError),
     /// Walrus failed to open.
     #[error("cannot open Walrus")]
     Walrus(#[source] walrus::WalrusError),
@@ -170,6 +175,11 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
             // The CLC's own key, for its calls to cluster controllers and a Walrus apart.
             let clc_key =
                 roles::component_key(&identity, &config, ComponentKind::CloudController, "clc")?;
+            // The CLC's store first: a [network] table that would strand the addresses of
+            // running instances stops the daemon before any CC applies it.
+            let state = CloudState::open(&config.data_dir.join("clc"))
+                .map_err(|e| ServerError::CloudState(e.into()))?;
+            adopt_network(&config, &state)?;
             // `koala up`'s own CC is always where it runs; `koala cloud`'s is where it is
             // told, else where it was registered.
             let (cluster_url, moved) = match &roles {
@@ -179,8 +189,6 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                 },
                 _ => (start_compute(&config, &identity).await?, true),
             };
-            let state = CloudState::open(&config.data_dir.join("clc"))
-                .map_err(|e| ServerError::CloudState(e.into()))?;
             let clusters =
                 open_clusters(&config, &state, &cluster_url, moved, &clc_key, &main_tls)?;
             let bundles: Arc<dyn BundleStore> = match &walrus {
@@ -260,6 +268,25 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         limits: config.limits,
     };
     serve::serve(listener, port, app, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Records the `[network]` layout in force in the CLC's state, or refuses to start under one
+/// that plans addresses differently while instances hold addresses planned under the old.
+fn adopt_network(config: &Config, state: &CloudState) -> Result<(), ServerError> {
+    match ec2_api::networks::adopt_layout(state, config.network.as_ref(), &config.properties)? {
+        Adopted::Same | Adopted::First => {}
+        Adopted::Replaced { change, forgotten } => {
+            let networks = match forgotten {
+                1 => "1 security group's network".to_owned(),
+                n => format!("{n} security groups' networks"),
+            };
+            println!(
+                "{change}; no instance held an address under the old layout, so the new one \
+                 is in force and {networks} will be planned anew"
+            );
+        }
+    }
     Ok(())
 }
 

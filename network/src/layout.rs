@@ -192,6 +192,26 @@ impl Layout {
         })
     }
 
+    /// The space guests' private addresses come from: the MANAGED modes' `private_subnet`
+    /// (its default when unset) or STATIC's subnet; none in SYSTEM. The CLC keeps public
+    /// addresses out of it and records it, since the addresses it planned mean nothing in
+    /// another space.
+    pub fn private_space(&self) -> Option<Ipv4Net> {
+        self.space
+    }
+
+    /// The size of each group network in the MANAGED modes (`addresses_per_network`); none
+    /// in the others. Which network an index names depends on it.
+    pub fn addresses_per_network(&self) -> Option<u32> {
+        Some(self.per_net).filter(|_| self.mode.is_managed())
+    }
+
+    /// The VLAN tag of the first group network (MANAGED only): the n-th network's tag is
+    /// this plus n.
+    pub fn first_vlan(&self) -> Option<u16> {
+        self.first_vlan
+    }
+
     /// STATIC's MAC→IP table.
     pub fn static_hosts(&self) -> &[StaticHost] {
         &self.hosts

@@ -250,4 +250,17 @@ fn bad_configuration_values_are_refused_at_start() {
         message.contains("mode = \"managed\" needs private_interface"),
         "{message}"
     );
+    // A public address inside the guests' space would be routed to a guest network.
+    let message = refused_at_start(
+        &["up"],
+        "[network]\nmode = \"managed-novlan\"\nbridge = \"br0\"\nprivate_subnet = \"10.77.0.0/24\"\n\
+         [properties]\n\"cloud.network.public_ips\" = \"10.77.0.250-10.77.0.251\"\n",
+    );
+    assert!(
+        message.contains(
+            "cloud.network.public_ips = \"10.77.0.250-10.77.0.251\" is refused: 10.77.0.250 is \
+             inside the guests' private space 10.77.0.0/24"
+        ),
+        "{message}"
+    );
 }
