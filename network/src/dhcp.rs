@@ -156,8 +156,14 @@ impl Dhcp {
         if networks.is_empty() {
             return Ok(());
         }
+        let child = self.start(networks)?;
+        tracing::info!(
+            pid = child.id(),
+            networks = networks.len(),
+            "started the DHCP server"
+        );
         *running = Some(Running {
-            child: self.start(networks)?,
+            child,
             networks: networks.to_vec(),
         });
         Ok(())
@@ -177,6 +183,10 @@ impl Dhcp {
             .map(|c| String::from_utf8_lossy(&c).contains(&*pid_file.to_string_lossy()))
             .unwrap_or(false);
         if let (true, Some(pid)) = (ours, rustix::process::Pid::from_raw(pid)) {
+            tracing::info!(
+                pid = pid.as_raw_nonzero(),
+                "ending the DHCP server a previous cluster controller left"
+            );
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             // It frees its sockets as it exits; the new one binds them.
             for _ in 0..50 {
