@@ -104,8 +104,9 @@ class Proxy:
         client, server = conn["client"], conn["server"]
         pending = b""
         while True:
-            client.settimeout(self.QUIET if pending else None)
             try:
+                # The proxy's close() may have closed the socket under this thread.
+                client.settimeout(self.QUIET if pending else None)
                 data = client.recv(65536)
             except socket.timeout:
                 data = None
