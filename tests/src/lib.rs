@@ -72,7 +72,16 @@ impl Cloud {
             .expect("koala starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(self.addr).is_err() {
+        // Up when its own banner names its port: a port that merely accepts could be another
+        // test's cloud's.
+        let own = format!(":{}/", self.addr.port());
+        let announced = || {
+            std::fs::read_to_string(&stdout).is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.contains("is serving at") && l.contains(&own))
+            })
+        };
+        while TcpStream::connect(self.addr).is_err() || !announced() {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!("koala exited early with {status}");
@@ -156,18 +165,25 @@ impl Drop for Cloud {
 }
 
 /// A loopback address with a port P nobody listens on right now, nor on P+1 and P+2, where
-/// `koala up` runs its cluster and node controllers.
+/// `koala up` runs its cluster and node controllers. P is a multiple of 4, so that clouds
+/// started at once by tests running in parallel never have overlapping port triples (two
+/// bind(0) calls close in time get nearby ports: P+2 of one was seen to be P of another). The
+/// kernel's bind(0) gives odd ports, so P is the next multiple of 4 above the one it gave.
 pub fn free_port() -> SocketAddr {
     for _ in 0..100 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
-        let next_free = |offset: u16| {
-            addr.port()
-                .checked_add(offset)
-                .is_some_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        let given = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind loopback")
+            .port();
+        let Some(base) = given.checked_add(3).map(|p| p & !3) else {
+            continue;
         };
-        if next_free(1) && next_free(2) {
-            return addr;
+        let free = |offset: u16| {
+            base.checked_add(offset)
+                .and_then(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+        };
+        if let (Some(_), Some(_), Some(_)) = (free(0), free(1), free(2)) {
+            return SocketAddr::from(([127, 0, 0, 1], base));
         }
     }
     panic!("no three consecutive free ports on loopback");
