@@ -406,7 +406,6 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-    use crate::networks::Nic;
 
     /// A cloud on a temp dir, with no cluster.
     fn cloud() -> (tempfile::TempDir, Cloud) {
@@ -422,38 +421,9 @@ mod tests {
     const ALICE: &str = "111111111111";
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEYIezsJFUhKcoR8HP6WtPFS+i/Z1jc7nJdd5nYASjOw alice-key";
 
-    /// A running instance at `10.77.0.{host}`.
+    /// A running instance of Alice's at `10.77.0.{host}`.
     fn instance(id: &str, host: u8) -> InstanceRecord {
-        InstanceRecord {
-            id: id.into(),
-            reservation_id: "r-0000000a".into(),
-            owner: ALICE.into(),
-            image_id: "emi-0000000e".into(),
-            kernel_id: "eki-0000000k".into(),
-            ramdisk_id: None,
-            instance_type: "m1.small".into(),
-            key_name: None,
-            groups: vec![("sg-00000001".into(), "default".into())],
-            zone: "cluster01".into(),
-            launch_index: 0,
-            launch_time: "2026-12-05T07:00:00.000Z".into(),
-            launched_ms: 0,
-            state: InstanceState::Running,
-            state_reason: None,
-            node: Some("node-1".into()),
-            client_token: None,
-            start_timeout_secs: 600,
-            ended_ms: None,
-            missing_since_ms: None,
-            nic: Some(Nic {
-                network: 0,
-                private_ip: Ipv4Addr::new(10, 77, 0, host),
-                public_ip: None,
-                elastic: false,
-            }),
-            public_key: None,
-            user_data: None,
-        }
+        crate::testing::instance(id, InstanceState::Running, Some(host))
     }
 
     /// An instance with everything set: key, user data, public address, ramdisk, two groups.

@@ -576,6 +576,7 @@ impl Pusher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::instance;
     use rpc::InstanceState;
 
     /// The layout of a `[network]` table written as JSON.
@@ -594,40 +595,6 @@ mod tests {
             "private_subnet": subnet,
             "addresses_per_network": 16,
         }))
-    }
-
-    /// An instance in `state`, with a NIC at `10.77.0.{host}` when `host` is given.
-    fn instance(id: &str, state: InstanceState, host: Option<u8>) -> InstanceRecord {
-        InstanceRecord {
-            id: id.into(),
-            reservation_id: "r-0000000a".into(),
-            owner: "111111111111".into(),
-            image_id: "emi-0000000e".into(),
-            kernel_id: "eki-0000000k".into(),
-            ramdisk_id: None,
-            instance_type: "m1.small".into(),
-            key_name: None,
-            groups: vec![("sg-00000001".into(), "default".into())],
-            zone: "cluster01".into(),
-            launch_index: 0,
-            launch_time: "2026-12-05T07:00:00.000Z".into(),
-            launched_ms: 0,
-            state,
-            state_reason: None,
-            node: Some("node-1".into()),
-            client_token: None,
-            start_timeout_secs: 600,
-            ended_ms: None,
-            missing_since_ms: None,
-            nic: host.map(|host| Nic {
-                network: 0,
-                private_ip: Ipv4Addr::new(10, 77, 0, host),
-                public_ip: None,
-                elastic: false,
-            }),
-            public_key: None,
-            user_data: None,
-        }
     }
 
     /// A store on a temp dir that started once under `first` and planned group `sg-00000001`'s

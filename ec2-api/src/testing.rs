@@ -1,12 +1,17 @@
 //! What the crate's unit tests share: a cloud on a temp dir with real stores (RocksDB, the
 //! identity store) and neither cluster nor bundle behind it.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
 use identity::Identity;
 
+use rpc::InstanceState;
+
 use crate::ec2::{BundleAccess, BundleStore, Cloud, CloudSettings, Pending};
+use crate::instances::InstanceRecord;
+use crate::networks::Nic;
 use crate::{CloudState, ClusterSet};
 
 /// The bundle store of a cloud whose tests read no bundle.
@@ -72,5 +77,40 @@ pub(crate) fn cloud_in(dir: &Path, settings: CloudSettings) -> Cloud {
         settings: Arc::new(settings),
         unwraps: Arc::default(),
         guest_networks: Arc::default(),
+    }
+}
+
+/// An instance of account 111111111111 in `state`, with a NIC at `10.77.0.{host}` when
+/// `host` is given.
+pub(crate) fn instance(id: &str, state: InstanceState, host: Option<u8>) -> InstanceRecord {
+    InstanceRecord {
+        id: id.into(),
+        reservation_id: "r-0000000a".into(),
+        owner: "111111111111".into(),
+        image_id: "emi-0000000e".into(),
+        kernel_id: "eki-0000000k".into(),
+        ramdisk_id: None,
+        instance_type: "m1.small".into(),
+        key_name: None,
+        groups: vec![("sg-00000001".into(), "default".into())],
+        zone: "cluster01".into(),
+        launch_index: 0,
+        launch_time: "2026-12-05T07:00:00.000Z".into(),
+        launched_ms: 0,
+        state,
+        state_reason: None,
+        node: Some("node-1".into()),
+        client_token: None,
+        start_timeout_secs: 600,
+        ended_ms: None,
+        missing_since_ms: None,
+        nic: host.map(|host| Nic {
+            network: 0,
+            private_ip: Ipv4Addr::new(10, 77, 0, host),
+            public_ip: None,
+            elastic: false,
+        }),
+        public_key: None,
+        user_data: None,
     }
 }
