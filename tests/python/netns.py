@@ -30,14 +30,15 @@ def enter(name):
         os.close(fd)
 
 
-def connect_in(name, address, timeout=5.0):
-    """A TCP connection to `address` made from inside namespace `name`."""
+def run_in(name, fn):
+    """fn() called by a thread inside namespace `name` (sockets it opens are that
+    namespace's); its result, or its OSError raised here."""
     result = {}
 
     def run():
         try:
             enter(name)
-            result["sock"] = socket.create_connection(address, timeout=timeout)
+            result["value"] = fn()
         except OSError as e:
             result["error"] = e
 
@@ -46,7 +47,12 @@ def connect_in(name, address, timeout=5.0):
     t.join()
     if "error" in result:
         raise result["error"]
-    return result["sock"]
+    return result["value"]
+
+
+def connect_in(name, address, timeout=5.0):
+    """A TCP connection to `address` made from inside namespace `name`."""
+    return run_in(name, lambda: socket.create_connection(address, timeout=timeout))
 
 
 class Netns:

@@ -11,13 +11,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 
 import pytest
 
 from conftest import Cloud, assert_ec2_error, make_client, make_ec2
-from netns import Netns, enter
+from netns import Netns, run_in
 from test_instances import (BOOT_TIMEOUT, console, euca, guest, register_guest,  # noqa: F401
                             rows, terminate_all, wait_state)
 
@@ -184,26 +183,17 @@ def test_a_deleted_group_frees_its_network_and_a_full_network_refuses(
 def metadata(netns, source, path, method="GET"):
     """`method path` of the metadata service (on 8780 of the cloud's namespace) from address
     `source` there; (status, body)."""
-    result = {}
-
     def ask():
+        conn = http.client.HTTPConnection("127.0.0.1", 8780, timeout=30,
+                                          source_address=(source, 0))
         try:
-            enter(netns)
-            conn = http.client.HTTPConnection("127.0.0.1", 8780, timeout=30,
-                                              source_address=(source, 0))
             conn.request(method, path)
             resp = conn.getresponse()
-            result["answer"] = (resp.status, resp.read())
+            return resp.status, resp.read()
+        finally:
             conn.close()
-        except OSError as e:
-            result["error"] = e
 
-    t = threading.Thread(target=ask)
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result["answer"]
+    return run_in(netns, ask)
 
 
 def test_the_metadata_service_answers_no_address_that_is_no_instance(ns_cloud):
