@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::layout::{Layout, Mac};
+use crate::layout::{Carrier, Layout, Mac};
 
 /// Eucalyptus' `VNET_MODE`: who gives guests their addresses and who filters their traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +41,27 @@ impl Mode {
         }
     }
 }
+
+/// How MANAGED carries each group network's VLAN between the CC and the nodes
+/// (`vlan_transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum VlanTransport {
+    /// 802.1Q tags on the private interface, as Eucalyptus did: the switches between the
+    /// hosts must trunk the VLANs.
+    #[default]
+    #[serde(rename = "802.1q")]
+    Tagged,
+    /// Each VLAN a VXLAN segment over the private interface's IP network (its VNI the VLAN
+    /// number, flooding by multicast): no switch configuration, and hosts whose kernel has no
+    /// 802.1Q still keep the groups apart.
+    #[serde(rename = "vxlan")]
+    Vxlan,
+}
+
+/// The multicast group MANAGED's VXLAN segments flood through when `vxlan_group` is not
+/// set: in the IPv4 local scope (239.255.0.0/16, RFC 2365), which routers never forward
+/// past the site.
+pub const DEFAULT_VXLAN_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 75, 1);
 
 /// An IPv4 network in CIDR notation, `10.128.0.0/16`, its address the network's own (no host
 /// bits set).
@@ -184,6 +205,10 @@ pub struct NetworkSettings {
     /// The VLAN tag of the first group network in MANAGED; the n-th takes `first_vlan + n`
     /// [default: 10].
     pub first_vlan: Option<u16>,
+    /// How MANAGED carries the VLANs between hosts: `"802.1q"` tags [default] or `"vxlan"`.
+    pub vlan_transport: Option<VlanTransport>,
+    /// The multicast group of the VXLAN segments [default: 239.255.75.1].
+    pub vxlan_group: Option<Ipv4Addr>,
     /// `VNET_DNS`: the name server DHCP announces.
     pub dns_server: Option<Ipv4Addr>,
     /// `VNET_ROUTER` of STATIC: the gateway DHCP announces.
@@ -253,6 +278,9 @@ pub enum NetworkError {
         /// The name given.
         name: String,
     },
+    /// A VXLAN group that is not a multicast address.
+    #[error("network: vxlan_group = {0} is not a multicast address (224.0.0.0/4)")]
+    VxlanGroup(Ipv4Addr),
     /// A MAC that is not six hex bytes.
     #[error("network: {0:?} is not a MAC (six hex bytes joined by ':')")]
     Mac(String),
@@ -303,9 +331,17 @@ impl NetworkSettings {
 
     /// The table checked as a whole: every key the mode needs, none it would ignore.
     pub fn layout(&self) -> Result<Layout, NetworkError> {
+        let carrier = match (self.mode, self.vlan_transport.unwrap_or_default()) {
+            (Mode::Managed, VlanTransport::Tagged) => Some(Carrier::Tagged),
+            (Mode::Managed, VlanTransport::Vxlan) => Some(Carrier::Vxlan {
+                group: self.vxlan_group.unwrap_or(DEFAULT_VXLAN_GROUP),
+            }),
+            _ => None,
+        };
         Ok(self
             .plan()?
-            .with_interfaces(self.bridge.clone(), self.private_interface.clone()))
+            .with_interfaces(self.bridge.clone(), self.private_interface.clone())
+            .with_carrier(carrier))
     }
 
     /// The address plan of [`NetworkSettings::layout`], every key checked.
@@ -347,6 +383,14 @@ impl NetworkSettings {
         }
         if self.mode != Mode::Managed {
             unused("first_vlan", self.first_vlan.is_some())?;
+            unused("vlan_transport", self.vlan_transport.is_some())?;
+            unused("vxlan_group", self.vxlan_group.is_some())?;
+        }
+        if self.vlan_transport != Some(VlanTransport::Vxlan) {
+            unused("vxlan_group", self.vxlan_group.is_some())?;
+        }
+        if let Some(group) = self.vxlan_group.filter(|g| !g.is_multicast()) {
+            return Err(NetworkError::VxlanGroup(group));
         }
         match self.mode {
             Mode::System => {
@@ -487,6 +531,19 @@ mod tests {
         assert!(layout.network(2048).is_none());
         assert_eq!(layout.private_interface(), Some("eth1"));
         assert_eq!(layout.bridge(), None);
+        assert_eq!(layout.carrier(), Some(Carrier::Tagged));
+        let vxlan = "mode = \"managed\"\nprivate_interface = \"eth1\"\nvlan_transport = \"vxlan\"";
+        let group = DEFAULT_VXLAN_GROUP;
+        assert_eq!(
+            settings(vxlan).unwrap().carrier(),
+            Some(Carrier::Vxlan { group })
+        );
+        let group = Ipv4Addr::new(239, 1, 2, 3);
+        let chosen = format!("{vxlan}\nvxlan_group = \"{group}\"");
+        assert_eq!(
+            settings(&chosen).unwrap().carrier(),
+            Some(Carrier::Vxlan { group })
+        );
     }
 
     #[test]
@@ -533,6 +590,10 @@ mod tests {
             ("mode = \"static\"\nbridge = \"br0\"\nprivate_subnet = \"10.1.0.0/24\"", "needs router"),
             ("mode = \"system\"\nbridge = \"br0\"\nmetadata_listen = \"0.0.0.0:8780\"", "metadata_listen has no meaning"),
             ("mode = \"managed-novlan\"\nbridge = \"br0\"\nmetadata_listen = \"8780\"", "invalid socket address"),
+            ("mode = \"managed-novlan\"\nbridge = \"br0\"\nvlan_transport = \"vxlan\"", "vlan_transport has no meaning"),
+            ("mode = \"managed\"\nprivate_interface = \"eth1\"\nvxlan_group = \"239.1.1.1\"", "vxlan_group has no meaning"),
+            ("mode = \"managed\"\nprivate_interface = \"eth1\"\nvlan_transport = \"vxlan\"\nvxlan_group = \"10.0.0.1\"", "not a multicast address"),
+            ("mode = \"managed\"\nprivate_interface = \"eth1\"\nvlan_transport = \"gre\"", "unknown variant"),
         ];
         for (text, want) in cases {
             let got = settings(text).unwrap_err();

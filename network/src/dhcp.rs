@@ -62,6 +62,7 @@ pub struct Dhcp {
     dir: PathBuf,
     interfaces: Vec<String>,
     dns: Option<Ipv4Addr>,
+    mtu: Option<u32>,
     netns: Option<String>,
     child: Mutex<Option<Running>>,
 }
@@ -92,14 +93,18 @@ fn hosts_table(hosts: &[DhcpHost]) -> String {
         .collect()
 }
 
-/// dnsmasq's options table: each network's router and the DNS server, by network tag.
-fn options_table(networks: &[GroupNetwork], dns: Option<Ipv4Addr>) -> String {
+/// dnsmasq's options table: each network's router, the DNS server and the guests' MTU, by
+/// network tag.
+fn options_table(networks: &[GroupNetwork], dns: Option<Ipv4Addr>, mtu: Option<u32>) -> String {
     let mut text = String::new();
     for n in networks {
         let tag = format!("tag:net{}", n.index);
         text += &format!("{tag},option:router,{}\n", n.gateway);
         if let Some(dns) = dns {
             text += &format!("{tag},option:dns-server,{dns}\n");
+        }
+        if let Some(mtu) = mtu {
+            text += &format!("{tag},option:mtu,{mtu}\n");
         }
     }
     text
@@ -114,9 +119,16 @@ impl Dhcp {
             dir,
             interfaces,
             dns,
+            mtu: None,
             netns: None,
             child: Mutex::new(None),
         }
+    }
+
+    /// The same server telling guests to send packets of at most `mtu` bytes (MANAGED's VLANs
+    /// carried by VXLAN).
+    pub fn with_mtu(self, mtu: Option<u32>) -> Dhcp {
+        Dhcp { mtu, ..self }
     }
 
     /// The same server run inside the named network namespace (`ip netns exec`), as tests
@@ -138,7 +150,7 @@ impl Dhcp {
         replace(&self.dir.join("hosts"), &hosts_table(hosts))?;
         replace(
             &self.dir.join("options"),
-            &options_table(networks, self.dns),
+            &options_table(networks, self.dns, self.mtu),
         )?;
         let mut running = self.child.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = running.as_mut() {
@@ -293,10 +305,15 @@ mod tests {
             network: 3,
         }]);
         assert_eq!(hosts, "d0:0d:0a:01:00:62,set:net3,10.1.0.98,infinite\n");
-        let options = options_table(&[net], Some(Ipv4Addr::new(10, 0, 0, 53)));
+        let options = options_table(&[net], Some(Ipv4Addr::new(10, 0, 0, 53)), None);
         assert_eq!(
             options,
             "tag:net3,option:router,10.1.0.97\ntag:net3,option:dns-server,10.0.0.53\n"
+        );
+        let carried = options_table(&[net], None, Some(1450));
+        assert_eq!(
+            carried,
+            "tag:net3,option:router,10.1.0.97\ntag:net3,option:mtu,1450\n"
         );
     }
 }

@@ -72,13 +72,14 @@ impl Gateway {
     ) -> Result<Gateway, GatewayError> {
         let links = Links::open(layout, Netns::current()?, dir.join("links.json")).await?;
         // MANAGED's bridges are one per VLAN, Koala's own; the other mode's is the site's.
+        let mtu = links.vxlan_mtu().await?;
         let bridges = match &settings.bridge {
             Some(bridge) if layout.mode() != crate::Mode::Managed => vec![bridge.clone()],
             _ => vec![format!("{BRIDGE_PREFIX}*")],
         };
         Ok(Gateway {
             host: Arc::new(HostSide {
-                dhcp: Dhcp::new(dir.join("dhcp"), bridges, settings.dns_server),
+                dhcp: Dhcp::new(dir.join("dhcp"), bridges, settings.dns_server).with_mtu(mtu),
                 nft: Nft::here(),
             }),
             dir,

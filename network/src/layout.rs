@@ -87,6 +87,19 @@ impl GroupNetwork {
     }
 }
 
+/// What carries a MANAGED group network's VLAN between hosts: the node's (and the CC's)
+/// interface that joins the VLAN's bridge to the private interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// An 802.1Q VLAN interface on the private interface, tagged with the VLAN.
+    Tagged,
+    /// A VXLAN interface over the private interface, its VNI the VLAN, flooding to `group`.
+    Vxlan {
+        /// The multicast group every host of the cloud joins.
+        group: Ipv4Addr,
+    },
+}
+
 /// A checked `[network]` table, ready to plan with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -99,6 +112,7 @@ pub struct Layout {
     hosts: Vec<StaticHost>,
     bridge: Option<String>,
     private_interface: Option<String>,
+    carrier: Option<Carrier>,
 }
 
 impl Layout {
@@ -113,6 +127,7 @@ impl Layout {
             hosts: Vec::new(),
             bridge: None,
             private_interface: None,
+            carrier: None,
         }
     }
 
@@ -127,6 +142,7 @@ impl Layout {
             hosts,
             bridge: None,
             private_interface: None,
+            carrier: None,
         }
     }
 
@@ -146,6 +162,7 @@ impl Layout {
             hosts: Vec::new(),
             bridge: None,
             private_interface: None,
+            carrier: None,
         }
     }
 
@@ -160,6 +177,16 @@ impl Layout {
             private_interface,
             ..self
         }
+    }
+
+    /// The same plan with MANAGED's VLANs carried by `carrier`.
+    pub(crate) fn with_carrier(self, carrier: Option<Carrier>) -> Layout {
+        Layout { carrier, ..self }
+    }
+
+    /// What carries the VLANs between hosts (MANAGED only).
+    pub fn carrier(&self) -> Option<Carrier> {
+        self.carrier
     }
 
     /// The mode.

@@ -20,16 +20,17 @@ mod nft;
 mod rules;
 
 pub use config::{
-    Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost, DEFAULT_METADATA_LISTEN,
+    Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost, VlanTransport,
+    DEFAULT_METADATA_LISTEN, DEFAULT_VXLAN_GROUP,
 };
 pub use dhcp::{Dhcp, DhcpError, DhcpHost};
 #[cfg(feature = "links")]
 pub use gateway::{Gateway, GatewayError};
-pub use layout::{GroupNetwork, Layout, Mac};
+pub use layout::{Carrier, GroupNetwork, Layout, Mac};
 #[cfg(feature = "links")]
 pub use links::{
     tap_name, vlan_bridge_name, vlan_interface_name, Links, LinksError, Netns, BRIDGE_PREFIX,
-    TAP_PREFIX, VLAN_PREFIX,
+    TAP_PREFIX, VLAN_PREFIX, VXLAN_PREFIX,
 };
 pub use nft::{Nft, NftError};
 pub use rules::{

@@ -27,11 +27,11 @@ use futures_util::TryStreamExt;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVlan};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVlan, LinkVxlan};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Mode;
-use crate::layout::Layout;
+use crate::layout::{Carrier, Layout};
 
 /// The prefix of every guest tap's name: what marks a tap as an instance's.
 pub const TAP_PREFIX: &str = "ktap-";
@@ -44,6 +44,17 @@ const ADDRESS_PREFIX: &str = "addr:";
 
 /// The prefix of the node controller's VLAN interfaces on the private interface (MANAGED).
 pub const VLAN_PREFIX: &str = "kvl-";
+
+/// The prefix of the VXLAN interfaces that carry MANAGED's VLANs when
+/// `vlan_transport = "vxlan"`.
+pub const VXLAN_PREFIX: &str = "kvx-";
+
+/// The UDP port of VXLAN (IANA's 4789).
+const VXLAN_PORT: u16 = 4789;
+
+/// What VXLAN adds to each frame over IPv4: outer IP (20), UDP (8), VXLAN (8) and the inner
+/// Ethernet header (14).
+const VXLAN_OVERHEAD: u32 = 50;
 
 /// The name of the tap of instance `instance_id`: [`TAP_PREFIX`] and the id's last ten hex
 /// digits (all eight of Koala's own ids), within Linux's 15 characters, so that the tap names
@@ -65,9 +76,13 @@ pub fn vlan_bridge_name(vlan: u16) -> String {
     format!("{BRIDGE_PREFIX}{vlan}")
 }
 
-/// The node's VLAN interface tagging `vlan` on the private interface (MANAGED).
-pub fn vlan_interface_name(vlan: u16) -> String {
-    format!("{VLAN_PREFIX}{vlan}")
+/// The node's interface carrying `vlan` over the private interface (MANAGED): the VLAN
+/// interface tagging it, or the VXLAN interface whose VNI it is.
+pub fn vlan_interface_name(carrier: Carrier, vlan: u16) -> String {
+    match carrier {
+        Carrier::Tagged => format!("{VLAN_PREFIX}{vlan}"),
+        Carrier::Vxlan { .. } => format!("{VXLAN_PREFIX}{vlan}"),
+    }
 }
 
 /// A network namespace, held open by a file so that it stays the same namespace while Koala
@@ -237,7 +252,7 @@ pub enum LinksError {
         source: io::Error,
     },
     /// The kernel makes no VLAN interfaces (no 802.1Q support): MANAGED cannot tag here.
-    #[error("the kernel cannot make VLAN interfaces (802.1Q, module 8021q), which VLAN {vlan} needs: use mode = \"managed-novlan\" on this host or load 8021q")]
+    #[error("the kernel cannot make VLAN interfaces (802.1Q, module 8021q), which VLAN {vlan} needs: load 8021q, or carry the VLANs as VXLAN segments (vlan_transport = \"vxlan\")")]
     NoVlanSupport {
         /// The VLAN asked for.
         vlan: u16,
@@ -265,12 +280,18 @@ struct Record {
 /// The version [`Record`] is written with.
 const RECORD_VERSION: u32 = 1;
 
-/// A node controller's hand on its network namespace: plugs guests' taps into their bridges
-/// and owns the per-VLAN bridges and VLAN interfaces it makes for them. Its operations run
-/// one at a time, so a bridge is never removed while a tap is being plugged into it.
+/// A node controller's (or a CC's) hand on its network namespace: plugs guests' taps into
+/// their bridges and holds the per-VLAN bridges and carrier interfaces it uses for them. Its
+/// operations run one at a time, so a bridge is never removed while a tap is being plugged
+/// into it.
+///
+/// A VLAN's bridge may serve two roles of one host at once (a CC beside a node: the
+/// gateway's address and the guests' taps on one bridge): each records the bridge it uses,
+/// and the one that leaves it last removes it, so it outlives neither user.
 #[derive(Debug)]
 pub struct Links {
     mode: Mode,
+    carrier: Option<Carrier>,
     bridge: Option<String>,
     private_interface: Option<String>,
     netns: Netns,
@@ -314,6 +335,7 @@ impl Links {
         let handle = netns.connect().await?;
         let links = Links {
             mode: layout.mode(),
+            carrier: layout.carrier(),
             bridge: layout.bridge().map(str::to_owned),
             private_interface: layout.private_interface().map(str::to_owned),
             netns,
@@ -404,10 +426,9 @@ impl Links {
         Ok(up && tap.controller() == Some(bridge.index))
     }
 
-    /// Removes the bridge and VLAN interface of `vlan` that the node made, unless `in_use`
-    /// (asked while no plug runs) says a guest of this node is still on the VLAN; whether the
-    /// VLAN was free (and so what the node made for it is gone). Objects the node did not make
-    /// are left alone.
+    /// Lets go of the bridge and carrier of `vlan` unless `in_use` (asked while no plug runs)
+    /// says a guest of this node is still on the VLAN; whether the VLAN was free. They are
+    /// deleted unless another role of this host still uses the bridge (see [`Links`]).
     pub async fn release(
         &self,
         vlan: u16,
@@ -421,8 +442,8 @@ impl Links {
         Ok(true)
     }
 
-    /// Removes every VLAN bridge and interface the node made whose VLAN `in_use` says no guest
-    /// uses any more (at start: what the node left when it stopped).
+    /// Lets go of every VLAN bridge and carrier recorded whose VLAN `in_use` says no guest
+    /// uses any more (at start: what the node left when it stopped), as [`Links::release`].
     pub async fn sweep(&self, in_use: impl Fn(u16) -> bool) -> Result<(), LinksError> {
         let mut owned = self.owned.lock().await;
         let vlans: BTreeSet<u16> = owned
@@ -430,6 +451,7 @@ impl Links {
             .filter_map(|name| {
                 name.strip_prefix(BRIDGE_PREFIX)
                     .or_else(|| name.strip_prefix(VLAN_PREFIX))
+                    .or_else(|| name.strip_prefix(VXLAN_PREFIX))
                     .and_then(|n| n.parse().ok())
             })
             .collect();
@@ -437,6 +459,23 @@ impl Links {
             self.remove_vlan(vlan, &mut owned).await?;
         }
         Ok(())
+    }
+
+    /// The largest packet a guest may send over a VXLAN-carried VLAN: the private
+    /// interface's MTU less VXLAN's 50 bytes of headers, so that DHCP can tell the guests (a
+    /// frame over it would be dropped by the bridge). `None` when the VLANs are not VXLAN.
+    pub async fn vxlan_mtu(&self) -> Result<Option<u32>, LinksError> {
+        if !matches!(self.carrier, Some(Carrier::Vxlan { .. })) {
+            return Ok(None);
+        }
+        let parent = self
+            .required("private interface", &self.private_interface)
+            .await?;
+        let mtu = parent.message.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        });
+        Ok(mtu.map(|m| m.saturating_sub(VXLAN_OVERHEAD)))
     }
 
     /// The CC's bridge for the guests of VLAN `vlan` (MANAGED), made with its VLAN interface
@@ -565,22 +604,23 @@ impl Links {
         find(&self.handle, name).await?.ok_or_else(|| missing(name))
     }
 
-    /// The bridge of `vlan`, with its VLAN interface on the private interface enslaved to it,
-    /// both up; made (and recorded first) where missing. Existing ones the node did not make
-    /// are used as they are.
+    /// The bridge of `vlan`, with its carrier (VLAN or VXLAN interface on the private
+    /// interface) enslaved to it, both up; made where missing, and recorded as used (before
+    /// they are made, so a crash right after cannot leave one the record does not name).
     async fn vlan_bridge(
         &self,
         vlan: u16,
         owned: &mut BTreeSet<String>,
     ) -> Result<(String, u32), LinksError> {
+        let carrier = self.carrier.ok_or(LinksError::NoVlan)?;
         let parent = self
             .required("private interface", &self.private_interface)
             .await?;
         let bridge = vlan_bridge_name(vlan);
+        self.own(owned, &bridge)?;
         let bridge_index = match find(&self.handle, &bridge).await? {
             Some(found) => found.index,
             None => {
-                self.own(owned, &bridge)?;
                 add(
                     &self.handle,
                     LinkBridge::new(&bridge).build(),
@@ -590,81 +630,133 @@ impl Links {
                 self.index_of(&bridge).await?
             }
         };
-        if owned.contains(&bridge) {
-            set(
-                &self.handle,
-                LinkUnspec::new_with_index(bridge_index).up().build(),
-                format!("bring {bridge} up"),
-            )
-            .await?;
-        }
-        let tagged = vlan_interface_name(vlan);
-        let tagged_index = match find(&self.handle, &tagged).await? {
+        set(
+            &self.handle,
+            LinkUnspec::new_with_index(bridge_index).up().build(),
+            format!("bring {bridge} up"),
+        )
+        .await?;
+        let carried = vlan_interface_name(carrier, vlan);
+        self.own(owned, &carried)?;
+        let carried_index = match find(&self.handle, &carried).await? {
             Some(found) => found.index,
             None => {
-                self.own(owned, &tagged)?;
                 let parent_name = self.private_interface.as_deref().unwrap_or_default();
-                let made = self
-                    .handle
-                    .link()
-                    .add(LinkVlan::new(&tagged, parent.index, vlan).build())
-                    .execute()
-                    .await;
-                match made {
+                let message = match carrier {
+                    Carrier::Tagged => LinkVlan::new(&carried, parent.index, vlan).build(),
+                    Carrier::Vxlan { group } => LinkVxlan::new(&carried, u32::from(vlan))
+                        .dev(parent.index)
+                        .group(group)
+                        .port(VXLAN_PORT)
+                        .build(),
+                };
+                match self.handle.link().add(message).execute().await {
                     Ok(()) => {}
-                    Err(e) if errno(&e) == Some(Errno::EOPNOTSUPP) => {
+                    Err(e)
+                        if errno(&e) == Some(Errno::EOPNOTSUPP) && carrier == Carrier::Tagged =>
+                    {
                         return Err(LinksError::NoVlanSupport { vlan })
                     }
                     Err(source) => {
                         return Err(LinksError::Netlink {
                             action: format!(
-                                "make the VLAN interface {tagged} (VLAN {vlan} on {parent_name})"
+                                "make {carried}, which carries VLAN {vlan} over {parent_name}"
                             ),
                             source,
                         })
                     }
                 }
-                self.index_of(&tagged).await?
+                self.index_of(&carried).await?
             }
         };
-        if owned.contains(&tagged) {
-            set(
-                &self.handle,
-                LinkUnspec::new_with_index(tagged_index)
-                    .controller(bridge_index)
-                    .up()
-                    .build(),
-                format!("plug {tagged} into {bridge}"),
-            )
-            .await?;
-        }
+        set(
+            &self.handle,
+            LinkUnspec::new_with_index(carried_index)
+                .controller(bridge_index)
+                .up()
+                .build(),
+            format!("plug {carried} into {bridge}"),
+        )
+        .await?;
         Ok((bridge, bridge_index))
     }
 
-    /// Deletes the VLAN interface and bridge of `vlan` that the record names, then forgets
-    /// them.
+    /// Lets go of the carrier and bridge of `vlan`: deleted when nothing else uses the bridge
+    /// (no port but the carrier, no IPv4 address: another role of this host still serving the
+    /// VLAN keeps it), then forgotten either way.
     async fn remove_vlan(&self, vlan: u16, owned: &mut BTreeSet<String>) -> Result<(), LinksError> {
-        for name in [vlan_interface_name(vlan), vlan_bridge_name(vlan)] {
-            if !owned.contains(&name) {
-                continue;
-            }
-            if let Some(found) = find(&self.handle, &name).await? {
-                match self.handle.link().del(found.index).execute().await {
-                    Ok(()) => {}
-                    // Gone meanwhile (a VLAN interface goes with its parent).
-                    Err(e) if errno(&e) == Some(Errno::ENODEV) => {}
-                    Err(source) => {
-                        return Err(LinksError::Netlink {
-                            action: format!("remove {name}"),
-                            source,
-                        })
+        let bridge = vlan_bridge_name(vlan);
+        let carriers = [
+            format!("{VLAN_PREFIX}{vlan}"),
+            format!("{VXLAN_PREFIX}{vlan}"),
+        ];
+        if owned.contains(&bridge) && !self.shared(&bridge, &carriers).await? {
+            for name in carriers.iter().chain([&bridge]) {
+                if !owned.contains(name) {
+                    continue;
+                }
+                if let Some(found) = find(&self.handle, name).await? {
+                    match self.handle.link().del(found.index).execute().await {
+                        Ok(()) => {}
+                        // Gone meanwhile (a VLAN interface goes with its parent).
+                        Err(e) if errno(&e) == Some(Errno::ENODEV) => {}
+                        Err(source) => {
+                            return Err(LinksError::Netlink {
+                                action: format!("remove {name}"),
+                                source,
+                            })
+                        }
                     }
                 }
             }
-            owned.remove(&name);
-            write_record(&self.record, owned)?;
+        }
+        for name in carriers.iter().chain([&bridge]) {
+            if owned.remove(name) {
+                write_record(&self.record, owned)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether the bridge `bridge` serves someone besides this role's guests that have gone:
+    /// a port other than its `carriers`, or an IPv4 address on it.
+    async fn shared(&self, bridge: &str, carriers: &[String]) -> Result<bool, LinksError> {
+        let Some(found) = find(&self.handle, bridge).await? else {
+            return Ok(false);
+        };
+        let failed = |source| LinksError::Netlink {
+            action: format!("list what uses {bridge}"),
+            source,
+        };
+        let mut addresses = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(found.index)
+            .execute();
+        while let Some(address) = addresses.try_next().await.map_err(failed)? {
+            // (IPv6's link-local address comes with any interface that is up.)
+            if address.header.family == rtnetlink::packet_route::AddressFamily::Inet {
+                return Ok(true);
+            }
+        }
+        let mut all = self.handle.link().get().execute();
+        while let Some(link) = all.try_next().await.map_err(failed)? {
+            let port = Found {
+                index: link.header.index,
+                message: link,
+            };
+            if port.controller() == Some(found.index) {
+                let name = port.message.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(name) => Some(name.as_str()),
+                    _ => None,
+                });
+                if !name.is_some_and(|n| carriers.iter().any(|c| c == n)) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Records `name` as the node's before it is made, so that a crash right after the
@@ -821,7 +913,12 @@ mod tests {
         assert_eq!(long, "ktap-789abcdef0");
         assert!(long.len() <= 15);
         assert_eq!(vlan_bridge_name(4094), "kbr-4094");
-        assert_eq!(vlan_interface_name(10), "kvl-10");
+        assert_eq!(vlan_interface_name(Carrier::Tagged, 10), "kvl-10");
+        let group = crate::DEFAULT_VXLAN_GROUP;
+        assert_eq!(
+            vlan_interface_name(Carrier::Vxlan { group }, 4094),
+            "kvx-4094"
+        );
     }
 
     #[test]

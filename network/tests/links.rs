@@ -180,10 +180,9 @@ async fn managed_makes_a_vlan_bridge_moves_the_tap_in_and_removes_only_its_own()
     let node = lab.netns("node");
     let virt = lab.netns("virt");
     let qemu = lab.process_in(&virt);
-    // The site's private interface, and a bridge of Koala's prefix that this node did not make.
+    // The site's private interface.
     private_interface(&node);
     let vlans = vlans_supported(&node);
-    ip(&node, &["link", "add", "kbr-11", "type", "bridge"]);
     let layout = layout("mode = \"managed\"\nprivate_interface = \"priv0\"");
     let links = Links::open(&layout, Netns::named(&node).unwrap(), lab.record())
         .await
@@ -208,20 +207,14 @@ async fn managed_makes_a_vlan_bridge_moves_the_tap_in_and_removes_only_its_own()
         plug_on_vlan(&links, "ktap-00000001", 10, &qemu, vlans).await;
         tap_in(&virt, "ktap-00000002");
         plug_on_vlan(&links, "ktap-00000002", 10, &qemu, vlans).await;
-
-        // An existing kbr-11 is used as it is, never owned.
-        tap_in(&virt, "ktap-00000003");
-        plug_on_vlan(&links, "ktap-00000003", 11, &qemu, vlans).await;
     }
 
     assert!(!links.release(10, || true).await.unwrap());
     assert!(interfaces(&node).contains(&"kbr-10".to_owned()));
     assert!(links.release(10, || false).await.unwrap());
-    assert!(links.release(11, || false).await.unwrap());
     let left = interfaces(&node);
     assert!(!left.contains(&"kbr-10".to_owned()), "{left:?}");
     assert!(!left.contains(&"kvl-10".to_owned()), "{left:?}");
-    assert!(left.contains(&"kbr-11".to_owned()), "{left:?}");
     assert!(left.contains(&"priv0".to_owned()), "{left:?}");
     assert!(links.owned_vlans().await.is_empty());
     let record = std::fs::read_to_string(lab.record()).unwrap();
@@ -316,4 +309,82 @@ async fn novlan_plugs_into_the_sites_bridge_and_refuses_what_it_cannot_serve() {
     links.sweep(|_| false).await.unwrap();
     assert!(interfaces(&node).contains(&"br0".to_owned()));
     assert!(!Path::new(&lab.record()).exists());
+}
+
+/// `mode = "managed"` with the VLANs carried as VXLAN segments over `priv0`.
+const VXLAN: &str = "mode = \"managed\"\nprivate_interface = \"priv0\"\nvlan_transport = \"vxlan\"";
+
+#[tokio::test]
+async fn vxlan_carries_each_vlan_and_a_bridge_two_roles_share_goes_with_the_last() {
+    let mut lab = Lab::new("vxlan");
+    let node = lab.netns("node");
+    let virt = lab.netns("virt");
+    let qemu = lab.process_in(&virt);
+    private_interface(&node);
+    ip(&node, &["addr", "add", "192.168.90.2/24", "dev", "priv0"]);
+    let layout = layout(VXLAN);
+    let nc = Links::open(&layout, Netns::named(&node).unwrap(), lab.record())
+        .await
+        .unwrap();
+    // A CC on the same host: its own record, the same namespace.
+    let cc_record = lab.dir.path().join("cc-links.json");
+    let cc = Links::open(&layout, Netns::named(&node).unwrap(), cc_record.clone())
+        .await
+        .unwrap();
+    assert_eq!(nc.vxlan_mtu().await.unwrap(), Some(1450));
+
+    // The node plugs a guest on VLAN 10: the VLAN's bridge, and VNI 10 over priv0 in it.
+    tap_in(&virt, "ktap-00000001");
+    assert_eq!(
+        nc.plug("ktap-00000001", Some(10), &qemu).await.unwrap(),
+        "kbr-10"
+    );
+    let carrier = details(&node, "kvx-10");
+    for want in [
+        "vxlan id 10 group 239.255.75.1 dev priv0",
+        "dstport 4789",
+        "master kbr-10",
+    ] {
+        assert!(carrier.contains(want), "{want}: {carrier}");
+    }
+    // The CC puts VLAN 10's gateway on the same bridge.
+    assert_eq!(cc.gateway_bridge(10).await.unwrap(), "kbr-10");
+    let gateway = [("kbr-10".to_owned(), "10.5.0.1".parse().unwrap(), 28)].into();
+    cc.set_addresses(&gateway).await.unwrap();
+
+    // The guest ends: the node lets go, and the bridge stays, the CC's gateway on it.
+    ip(&node, &["link", "del", "ktap-00000001"]);
+    assert!(nc.release(10, || false).await.unwrap());
+    assert!(nc.owned_vlans().await.is_empty());
+    assert!(ip(&node, &["-4", "addr", "show", "kbr-10"]).contains("10.5.0.1/28"));
+    assert!(interfaces(&node).contains(&"kvx-10".to_owned()));
+
+    // The CC's plan no longer has the network: the last user removes bridge and carrier.
+    cc.set_addresses(&Default::default()).await.unwrap();
+    cc.sweep(|_| false).await.unwrap();
+    let left = interfaces(&node);
+    assert!(
+        !left.contains(&"kbr-10".to_owned()) && !left.contains(&"kvx-10".to_owned()),
+        "{left:?}"
+    );
+
+    // The other order: the CC's gateway first and gone first; the guest's tap keeps the
+    // bridge until the node lets go.
+    assert_eq!(cc.gateway_bridge(12).await.unwrap(), "kbr-12");
+    tap_in(&virt, "ktap-00000002");
+    nc.plug("ktap-00000002", Some(12), &qemu).await.unwrap();
+    cc.sweep(|_| false).await.unwrap();
+    assert!(nc.is_plugged("ktap-00000002", "kbr-12").await.unwrap());
+    assert!(cc.owned_vlans().await.is_empty());
+    ip(&node, &["link", "del", "ktap-00000002"]);
+    assert!(nc.release(12, || false).await.unwrap());
+    let left = interfaces(&node);
+    assert!(
+        !left.contains(&"kbr-12".to_owned()) && !left.contains(&"kvx-12".to_owned()),
+        "{left:?}"
+    );
+    for record in [lab.record(), cc_record] {
+        let text = std::fs::read_to_string(&record).unwrap();
+        assert!(!text.contains("kbr-") && !text.contains("kvx-"), "{text}");
+    }
 }

@@ -103,14 +103,22 @@ def _pump(src, dst):
 
 
 class Forward:
-    """127.0.0.1:`port` here relayed to 127.0.0.1:`port` inside namespace `name`."""
+    """127.0.0.1:`port` here (or inside namespace `listen_in`) relayed to 127.0.0.1:`port`
+    inside namespace `name`: how roles in two namespaces standing for two hosts reach each
+    other's loopback ports while only their guests' packets cross the namespaces' links."""
 
-    def __init__(self, name, port):
+    def __init__(self, name, port, listen_in=None):
         self.name, self.port = name, port
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen(64)
+
+        def listen():
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(64)
+            return s
+
+        # A socket stays in the namespace it was made in.
+        self.listener = run_in(listen_in, listen) if listen_in else listen()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 

@@ -541,7 +541,7 @@ def test_instance_disks_are_reflinks_on_xfs(xfs_dir, fault_cloud, guest, tmp_pat
 class Role:
     """One `koala cloud|cluster|node` process with its own data dir."""
 
-    def __init__(self, args, port, env, config="", files=None):
+    def __init__(self, args, port, env, config="", files=None, netns=None):
         self.data_dir = tempfile.mkdtemp(prefix="koala-e2e-role-")
         os.chmod(self.data_dir, 0o755)
         if config:
@@ -552,13 +552,20 @@ class Role:
             shutil.copy(source, os.path.join(self.data_dir, name))
         self.port = port
         self.log = open(os.path.join(self.data_dir, "koala.log"), "ab")
+        # A role inside a network namespace stands for one on another host.
+        prefix = ["ip", "netns", "exec", netns] if netns else []
         self.proc = subprocess.Popen(
-            [KOALA_BIN, *args, "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{port}"],
+            [*prefix, KOALA_BIN, *args, "--data-dir", self.data_dir, "--listen",
+             f"127.0.0.1:{port}"],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 60
         while True:
             assert self.proc.poll() is None, f"koala {args[0]} exited:\n{self.tail()}"
             try:
+                if netns:
+                    from netns import connect_in
+                    connect_in(netns, ("127.0.0.1", port), timeout=0.5).close()
+                    return
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                     return
             except OSError:

@@ -284,7 +284,44 @@ def refused(outside, key, address, within=5.0):
     return ssh(outside, key, address).returncode != 0
 
 
-@pytest.mark.parametrize("mode", ["managed-novlan"])
+# The private network between the cloud's hosts (MANAGED carries its VLANs over it as VXLAN
+# segments: this kernel has no 802.1Q).
+PRIVATE_NET = "192.168.77.{}/24"
+
+
+def network_keys(mode):
+    """Where a host's guests join the cloud's network, in `mode`."""
+    if mode == "managed":
+        return 'private_interface = "kpriv0"\nvlan_transport = "vxlan"'
+    return 'bridge = "guestbr0"'
+
+
+def public_link(c_ns, outside):
+    """The cloud's public interface `kpub0`: a veth to the user's namespace."""
+    c_ns.run("ip", "link", "add", "kpub0", "type", "veth", "peer", "name", "eth0",
+             "netns", outside.name)
+    c_ns.run("ip", "addr", "add", f"{HOST_PUBLIC}/24", "dev", "kpub0")
+    c_ns.run("ip", "link", "set", "kpub0", "up")
+    outside.run("ip", "addr", "add", f"{USER_ADDRESS}/24", "dev", "eth0")
+    outside.run("ip", "link", "set", "eth0", "up")
+
+
+def private_link(host_ns, number, switch=None):
+    """Host `number`'s private interface `kpriv0`: a veth into the switch namespace's bridge,
+    or (one host alone) to a peer of its own."""
+    if switch:
+        port = f"sw{number}-{host_ns.name[-6:]}"
+        host_ns.run("ip", "link", "add", "kpriv0", "type", "veth", "peer", "name", port,
+                    "netns", switch.name)
+        switch.run("ip", "link", "set", port, "master", "switch", "up")
+    else:
+        host_ns.run("ip", "link", "add", "kpriv0", "type", "veth", "peer", "name", "kpriv0-peer")
+        host_ns.run("ip", "link", "set", "kpriv0-peer", "up")
+    host_ns.run("ip", "addr", "add", PRIVATE_NET.format(number), "dev", "kpriv0")
+    host_ns.run("ip", "link", "set", "kpriv0", "up")
+
+
+@pytest.mark.parametrize("mode", ["managed-novlan", "managed"])
 def test_a_user_reaches_an_instance_over_ssh_through_its_elastic_ip(
         ns_cloud, guest, tmp_path, mode):
     outside = Netns("user")
@@ -301,7 +338,7 @@ cores = 16
 
 [network]
 mode = "{mode}"
-bridge = "guestbr0"
+{network_keys(mode)}
 public_interface = "kpub0"
 private_subnet = "10.77.0.0/24"
 addresses_per_network = 16
@@ -314,12 +351,9 @@ addresses_per_network = 16
     made = {}
 
     def plumbed(c_ns):
-        c_ns.run("ip", "link", "add", "kpub0", "type", "veth", "peer", "name", "eth0",
-                 "netns", outside.name)
-        c_ns.run("ip", "addr", "add", f"{HOST_PUBLIC}/24", "dev", "kpub0")
-        c_ns.run("ip", "link", "set", "kpub0", "up")
-        outside.run("ip", "addr", "add", f"{USER_ADDRESS}/24", "dev", "eth0")
-        outside.run("ip", "link", "set", "eth0", "up")
+        public_link(c_ns, outside)
+        if mode == "managed":
+            private_link(c_ns, 1)
         made["ns"] = c_ns
 
     c, ec2, s3 = ns_cloud(config, before_start=plumbed)
@@ -440,8 +474,135 @@ addresses_per_network = 16
     while True:
         links = made["ns"].run("ip", "-o", "link").stdout
         table = made["ns"].run("nft", "list", "table", "ip", "koala", check=False).stdout
-        if "ktap" not in links and "10.77.0.2 " not in table and elastic not in table:
+        # (MANAGED: the VLANs' bridges and VXLAN interfaces go with their last guest.)
+        if ("ktap" not in links and "kbr-" not in links and "kvx-" not in links
+                and "10.77.0.2 " not in table and elastic not in table):
             break
         if time.monotonic() > deadline:
             pytest.fail(f"left behind after terminate:\n{links}\n{table}")
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# MANAGED across hosts: the cloud's namespace and a second node's namespace stand for two
+# hosts, their private interfaces veths into a third namespace's bridge (the site's switch).
+
+
+def test_managed_vlans_carry_a_group_across_two_nodes(ns_cloud, guest, tmp_path):
+    switch, host_b, outside = Netns("sw"), Netns("nodeb"), Netns("user")
+    switch.run("ip", "link", "add", "switch", "type", "bridge")
+    switch.run("ip", "link", "set", "switch", "up")
+    started = []
+    try:
+        _across_nodes(ns_cloud, guest, tmp_path, switch, host_b, outside, started)
+    finally:
+        for thing in reversed(started):
+            thing()
+        for ns in (host_b, outside, switch):
+            ns.delete()
+
+
+def _across_nodes(ns_cloud, guest, tmp_path, switch, host_b, outside, started):
+    from test_ec2_images import TOOLS
+    from test_instances import Role
+    from conftest import free_port
+    from netns import Forward
+
+    network = f"""
+[network]
+mode = "managed"
+{network_keys("managed")}
+public_interface = "kpub0"
+private_subnet = "10.77.0.0/24"
+addresses_per_network = 16
+"""
+    # One core on each host: the second instance must go to the other node.
+    config = f"""
+[node]
+cores = 1
+{network}
+[properties]
+"cloud.network.public_ips" = "{PUBLIC_POOL[0]}-{PUBLIC_POOL[1]}"
+"""
+
+    def plumbed(c_ns):
+        public_link(c_ns, outside)
+        private_link(c_ns, 1, switch)
+
+    c, ec2, s3 = ns_cloud(config, before_start=plumbed)
+    private_link(host_b, 2, switch)
+    # The second host's node reaches the cloud's port on its loopback, and the CC reaches
+    # the node's; the bytes are relayed by this process (tests/python/netns.py).
+    node_port = free_port()
+    for ns, port, listen_in in ((c.netns, c.port, host_b.name),
+                                (c.netns, c.port + 1, host_b.name),
+                                (host_b.name, node_port, c.netns)):
+        relay = Forward(ns, port, listen_in=listen_in)
+        started.append(relay.close)
+    cloud_url = c.root_url.replace("http://", "https://")
+    node_b = Role(["node", "--cloud-url", cloud_url], node_port, c.admin_env(),
+                  f'[node]\nhost = "node-b"\ncores = 1\n{network}', netns=host_b.name)
+    started.append(node_b.stop)
+    # Guests still running when the test ends are ended before node-b stops.
+    started.append(lambda: terminate_all(c))
+    out = subprocess.run(["ip", "netns", "exec", c.netns, os.path.join(TOOLS, "euca_conf"),
+                          "--register-nodes", f"127.0.0.1:{node_port}", "--cluster-url",
+                          f"http://127.0.0.1:{c.port + 1}"], env=c.admin_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "(node-b): 1 cores" in out.stdout, out.stdout + out.stderr
+
+    _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+    key = tmp_path / "mykey.private"
+    key.write_text(euca(c, "euca-add-keypair", "mykey"))
+    os.chmod(key, 0o600)
+    ids = [ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1,
+                             KeyName="mykey")["Instances"][0]["InstanceId"] for _ in range(2)]
+    homes = {iid: [d for d in (c.data_dir, node_b.data_dir)
+                   if os.path.isdir(os.path.join(d, "node", "instances", iid))] for iid in ids}
+    assert sorted(map(len, homes.values())) == [1, 1] and homes[ids[0]] != homes[ids[1]], homes
+
+    # Both guests are in the default group's network (VLAN 10): the one on node-b got its
+    # address from the CC's DHCP server and its key from the metadata service, both across
+    # the VXLAN segment.
+    described = {iid: instance(ec2, iid) for iid in ids}
+    for iid, r in described.items():
+        assert console_line(ec2, iid, "KOALA-GUEST-NET") == \
+            f"KOALA-GUEST-NET ip={r['PrivateIpAddress']}"
+        assert console_line(ec2, iid, "KOALA-GUEST-SSH") == "KOALA-GUEST-SSH key=metadata"
+    assert host_b.run("ip", "-d", "link", "show", "kvx-10").stdout.count("vxlan id 10") == 1
+
+    # ssh reaches each through its public address once port 22 is open.
+    euca(c, "euca-authorize", "-P", "tcp", "-p", "22", "-s", "0.0.0.0/0", "default")
+    for r in described.values():
+        assert "hello from" in wait_ssh(outside, str(key), r["PublicIpAddress"], timeout=20)
+
+    # The two guests reach each other across the hosts once the group lets itself in (ICMP
+    # from the group, a group-to-group grant).
+    a, b = (described[i] for i in ids)
+
+    def ping(source, target):
+        done = ssh(outside, str(key), source["PublicIpAddress"],
+                   f"ping -c 1 -W 1 {target['PrivateIpAddress']}")
+        assert done.returncode in (0, 1), done.stderr
+        return done.returncode == 0
+
+    assert not ping(a, b)
+    ec2.authorize_security_group_ingress(
+        GroupName="default", IpPermissions=[{"IpProtocol": "icmp", "FromPort": -1, "ToPort": -1,
+                                             "UserIdGroupPairs": [{"GroupName": "default"}]}])
+    deadline = time.monotonic() + 5
+    while not (ping(a, b) and ping(b, a)):
+        assert time.monotonic() < deadline, "the group let itself in, and ping still fails"
+
+    # Both end: neither host keeps a tap, a VLAN bridge or a VXLAN interface.
+    ec2.terminate_instances(InstanceIds=ids)
+    wait_state(ec2, ids, {"terminated"}, timeout=120)
+    deadline = time.monotonic() + 10
+    while True:
+        left = [subprocess.run(["ip", "-n", name, "-o", "link"], capture_output=True,
+                               text=True, check=True).stdout for name in (c.netns, host_b.name)]
+        if not any(p in text for text in left for p in ("ktap", "kbr-", "kvx-")):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail("left behind after terminate:\n" + "\n".join(left))
         time.sleep(0.5)
