@@ -194,6 +194,18 @@ pub fn allocate(call: &Call<'_>) -> Result<String, QueryError> {
             )))
         }
     };
+    if let Some(layout) = call
+        .cloud
+        .settings
+        .network
+        .as_ref()
+        .filter(|l| !l.mode().is_managed())
+    {
+        return Err(QueryError::UnsupportedOperation(format!(
+            "Elastic IPs need a MANAGED networking mode; this cloud runs mode = \"{}\", where guests' addresses are the site's.",
+            layout.mode().name()
+        )));
+    }
     let pool = properties::public_ips(call.cloud)?;
     let _guard = call.cloud.state.exclusive();
     let taken = all(call.cloud)?;

@@ -93,6 +93,10 @@ pub enum QueryError {
     /// The instance is not in a state the action applies to.
     #[error("{0}")]
     IncorrectInstanceState(String),
+    /// The action has no meaning in the cloud as configured (elastic IPs in a networking
+    /// mode that routes no public address).
+    #[error("{0}")]
+    UnsupportedOperation(String),
     /// The caller sent more requests of a rate-limited kind than allowed; it may retry
     /// later.
     #[error("{0}")]
@@ -325,6 +329,9 @@ impl QueryError {
             ),
             (QueryError::IncorrectInstanceState(_), _) => {
                 ("IncorrectInstanceState", StatusCode::BAD_REQUEST)
+            }
+            (QueryError::UnsupportedOperation(_), _) => {
+                ("UnsupportedOperation", StatusCode::BAD_REQUEST)
             }
             (QueryError::RequestLimitExceeded(_), _) => {
                 ("RequestLimitExceeded", StatusCode::SERVICE_UNAVAILABLE)

@@ -644,6 +644,18 @@ fn record_launch(
             launching = nics.len() as u32;
             nics.into_iter().map(Some).collect()
         }
+        (Some(layout), _) if layout.mode() == network::Mode::Static => {
+            let nics = networks::plan_static(cloud, layout, launching)?;
+            if nics.len() < plan.min as usize {
+                return Err(QueryError::InsufficientAddressCapacity(format!(
+                    "The static network's table ([network] hosts) has {} free entries; {} instance(s) were asked for.",
+                    nics.len(),
+                    plan.min
+                )));
+            }
+            launching = nics.len() as u32;
+            nics.into_iter().map(Some).collect()
+        }
         _ => Vec::new(),
     }
     .into_iter();
@@ -709,7 +721,10 @@ fn orders_for(
             user_data: user_data.clone(),
             start_timeout_secs: plan.start_timeout_secs,
             nic: r.nic.as_ref().map(|n| NicOrder {
-                mac: network::Mac::for_address(n.private_ip),
+                mac: layout.map_or_else(
+                    || network::Mac::for_address(n.private_ip),
+                    |l| l.mac_of(n.private_ip),
+                ),
                 private_ip: n.private_ip,
                 network: n.network,
                 vlan: layout

@@ -451,6 +451,29 @@ pub fn plan(
         .collect())
 }
 
+/// The NICs of `count` instances about to be recorded in STATIC: the first entries of the
+/// MAC→IP table no live instance holds, in the table's order (fewer when fewer are free).
+/// STATIC has no public addresses and no group networks: every NIC is in network 0, the
+/// table's subnet. The caller holds the exclusive lock.
+pub fn plan_static(cloud: &Cloud, layout: &Layout, count: u32) -> Result<Vec<Nic>, QueryError> {
+    let used: HashSet<Ipv4Addr> = live(&cloud.state)?
+        .iter()
+        .filter_map(|i| Some(i.nic.as_ref()?.private_ip))
+        .collect();
+    Ok(layout
+        .static_hosts()
+        .iter()
+        .filter(|h| !used.contains(&h.ip))
+        .take(count as usize)
+        .map(|h| Nic {
+            network: 0,
+            private_ip: h.ip,
+            public_ip: None,
+            elastic: false,
+        })
+        .collect())
+}
+
 /// A public address to lend an instance whose elastic IP left it, as Eucalyptus gave one
 /// back; none when the pool has none free. The caller holds the exclusive lock.
 pub fn lend_public(cloud: &Cloud) -> Result<Option<Ipv4Addr>, QueryError> {

@@ -438,8 +438,8 @@ fn host_memory_mib() -> u64 {
         .unwrap_or(1024)
 }
 
-/// Opens this host's cluster controller; in the MANAGED modes with its gateway, whose
-/// interfaces must exist.
+/// Opens this host's cluster controller; in the MANAGED modes and STATIC with its gateway
+/// (STATIC: only its DHCP server), whose interfaces must exist.
 pub async fn open_cluster(
     config: &Config,
     key: ComponentKey,
@@ -448,15 +448,19 @@ pub async fn open_cluster(
     let policy = config.cluster.policy;
     let nodes = RpcClient::new(key, tls, ComponentKind::NodeController);
     let gateway = match (&config.network, &config.network_settings) {
-        (Some(layout), Some(settings)) if layout.mode().is_managed() => Some(
-            network::Gateway::open(
-                layout,
-                settings,
-                config.data_dir.join("cluster").join("network"),
+        (Some(layout), Some(settings))
+            if layout.mode().is_managed() || layout.mode() == network::Mode::Static =>
+        {
+            Some(
+                network::Gateway::open(
+                    layout,
+                    settings,
+                    config.data_dir.join("cluster").join("network"),
+                )
+                .await
+                .map_err(RoleError::Gateway)?,
             )
-            .await
-            .map_err(RoleError::Gateway)?,
-        ),
+        }
         _ => None,
     };
     Cluster::open(config.data_dir.join("cluster"), policy, nodes, gateway)

@@ -604,9 +604,20 @@ mod tests {
     #[test]
     fn static_tables_are_checked_line_by_line() {
         let head = "mode = \"static\"\nbridge = \"br0\"\nprivate_subnet = \"10.1.0.0/24\"\nrouter = \"10.1.0.1\"\n";
-        let ok = format!("{head}hosts = [{{ mac = \"d0:0d:0a:01:00:05\", ip = \"10.1.0.5\" }}]");
+        let ok = format!("{head}hosts = [{{ mac = \"02:00:00:00:00:05\", ip = \"10.1.0.5\" }}]");
         let layout = settings(&ok).unwrap();
         assert_eq!(layout.static_hosts().len(), 1);
+        // The table's MAC for its address; the derived one for any other.
+        let ip = Ipv4Addr::new(10, 1, 0, 5);
+        assert_eq!(layout.mac_of(ip).to_string(), "02:00:00:00:00:05");
+        let other = Ipv4Addr::new(10, 1, 0, 6);
+        assert_eq!(layout.mac_of(other), Mac::for_address(other));
+        let net = layout.static_network().unwrap();
+        assert_eq!(
+            (net.index, net.gateway, net.vlan),
+            (0, Ipv4Addr::new(10, 1, 0, 1), None)
+        );
+        assert_eq!(net.subnet.to_string(), "10.1.0.0/24");
         for (hosts, want) in [
             ("{ mac = \"d0:0d:00:00:00:01\", ip = \"10.2.0.5\" }", "not a host address"),
             ("{ mac = \"d0:0d:00:00:00:01\", ip = \"10.1.0.1\" }", "router's"),

@@ -1,5 +1,6 @@
-//! The CC's side of the MANAGED modes on its host: what it holds for the guest networks the
-//! CLC planned, applied whole from one [`Plan`] each time the plan changes, and again at start
+//! The CC's side of guest networking on its host. In STATIC, only the DHCP server, serving
+//! koala.toml's MAC→IP table on the site's bridge from start to stop. In the MANAGED modes,
+//! what it holds for the guest networks the CLC planned, applied whole from one [`Plan`] each time the plan changes, and again at start
 //! from the last plan it applied (kept in its folder), so that a restarted CC rebuilds exactly
 //! what it owned: each group network's gateway address on its bridge (in MANAGED, the VLAN's
 //! bridge, made for it), the guests' public addresses on the public interface, the DHCP
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use crate::config::NetworkSettings;
 use crate::dhcp::{Dhcp, DhcpError, DhcpHost};
-use crate::layout::{Layout, Mac};
+use crate::layout::{GroupNetwork, Layout, Mac};
 use crate::links::{Links, LinksError, Netns, BRIDGE_PREFIX};
 use crate::nft::Nft;
 use crate::rules::{Plan, RulesError};
@@ -57,6 +58,8 @@ pub struct Gateway {
     /// MANAGED-NOVLAN's bridge (the site's), where every gateway address goes.
     bridge: Option<String>,
     public_interface: Option<String>,
+    /// STATIC's network and table, served as they are (no plan comes in STATIC).
+    static_table: Option<(GroupNetwork, Vec<DhcpHost>)>,
     host: Arc<HostSide>,
     applied: tokio::sync::Mutex<Option<Plan>>,
 }
@@ -85,13 +88,33 @@ impl Gateway {
             dir,
             links,
             bridge: settings.bridge.clone(),
+            static_table: layout.static_network().map(|net| {
+                let hosts = layout
+                    .static_hosts()
+                    .iter()
+                    .map(|h| DhcpHost {
+                        mac: h.mac,
+                        ip: h.ip,
+                        network: net.index,
+                    })
+                    .collect();
+                (net, hosts)
+            }),
             public_interface: settings.public_interface.clone(),
             applied: tokio::sync::Mutex::new(None),
         })
     }
 
     /// Applies the plan the CC applied last, at start; nothing when it never applied one.
+    /// In STATIC, starts serving the table.
     pub async fn restore(&self) -> Result<(), GatewayError> {
+        if let Some((net, hosts)) = self.static_table.clone() {
+            let host = self.host.clone();
+            return tokio::task::spawn_blocking(move || host.dhcp.update(&[net], &hosts))
+                .await
+                .map_err(|e| GatewayError::Stopped(e.to_string()))?
+                .map_err(GatewayError::Dhcp);
+        }
         let saved = std::fs::read(self.dir.join("plan.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Plan>(&bytes).ok());

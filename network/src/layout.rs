@@ -256,6 +256,28 @@ impl Layout {
         self.private_interface.as_deref()
     }
 
+    /// The MAC of the NIC that holds `ip`: the one STATIC's table maps to it, else
+    /// [`Mac::for_address`].
+    pub fn mac_of(&self, ip: Ipv4Addr) -> Mac {
+        self.hosts
+            .iter()
+            .find(|h| h.ip == ip)
+            .map(|h| h.mac)
+            .unwrap_or_else(|| Mac::for_address(ip))
+    }
+
+    /// STATIC's one network, as the DHCP server serves it: the subnet, the router as its
+    /// gateway, index 0, no VLAN.
+    pub fn static_network(&self) -> Option<GroupNetwork> {
+        let (subnet, router) = self.static_subnet()?;
+        Some(GroupNetwork {
+            index: 0,
+            subnet,
+            gateway: router,
+            vlan: None,
+        })
+    }
+
     /// STATIC's subnet and router.
     pub fn static_subnet(&self) -> Option<(Ipv4Net, Ipv4Addr)> {
         Some((self.space?, self.router?)).filter(|_| self.mode == Mode::Static)

@@ -63,6 +63,13 @@ class Netns:
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         self.run("ip", "link", "set", "lo", "up")
 
+    @classmethod
+    def existing(cls, name):
+        """The namespace `name` made elsewhere (a cloud's), to run commands in."""
+        ns = cls.__new__(cls)
+        ns.name = name
+        return ns
+
     def run(self, *args, check=True, timeout=60, **kw):
         """Runs a command inside the namespace."""
         return subprocess.run(["ip", "netns", "exec", self.name, *args], check=check,

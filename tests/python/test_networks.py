@@ -606,3 +606,68 @@ cores = 1
         if time.monotonic() > deadline:
             pytest.fail("left behind after terminate:\n" + "\n".join(left))
         time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# STATIC: the admin's MAC→IP table; the CC's DHCP server serves it on the site's bridge.
+
+STATIC_HOSTS = [("02:00:5e:10:00:0a", "10.78.0.50"), ("02:00:5e:10:00:0b", "10.78.0.51")]
+
+
+def domain_xml(iid):
+    return subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", iid],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def test_static_gives_each_instance_the_address_its_mac_maps_to(ns_cloud, guest, tmp_path):
+    hosts = ", ".join(f'{{ mac = "{mac}", ip = "{ip}" }}' for mac, ip in STATIC_HOSTS)
+    config = f"""
+[node]
+cores = 16
+
+[network]
+mode = "static"
+bridge = "guestbr0"
+private_subnet = "10.78.0.0/24"
+router = "10.78.0.1"
+hosts = [{hosts}]
+"""
+
+    def site(c_ns):
+        # The site's network: the bridge carries the router's address (the admin's).
+        c_ns.run("ip", "addr", "add", "10.78.0.1/24", "dev", "guestbr0")
+
+    c, ec2, s3 = ns_cloud(config, before_start=site)
+    _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+    key = tmp_path / "mykey.private"
+    key.write_text(euca(c, "euca-add-keypair", "mykey"))
+    os.chmod(key, 0o600)
+
+    ran = ec2.run_instances(ImageId=emi, MinCount=2, MaxCount=2, KeyName="mykey")["Instances"]
+    a, b = sorted(ran, key=lambda i: i["AmiLaunchIndex"])
+    assert [a["PrivateIpAddress"], b["PrivateIpAddress"]] == [ip for _, ip in STATIC_HOSTS]
+    # The table is full: a third is refused, nothing recorded.
+    before = len(ec2.describe_instances()["Reservations"])
+    assert_ec2_error(ec2.run_instances, "InsufficientAddressCapacity", status=503,
+                     ImageId=emi, MinCount=1, MaxCount=1)
+    assert len(ec2.describe_instances()["Reservations"]) == before
+
+    wait_state(ec2, [a["InstanceId"], b["InstanceId"]], {"running"}, timeout=120)
+    # Each guest's NIC has its table MAC and got the address that MAC maps to from the CC's
+    # DHCP server; ssh reaches it on the site's network (no rules in STATIC).
+    for r, (mac, ip) in zip((a, b), STATIC_HOSTS):
+        assert f"<mac address='{mac}'/>" in domain_xml(r["InstanceId"])
+        assert console_line(ec2, r["InstanceId"], "KOALA-GUEST-NET") == f"KOALA-GUEST-NET ip={ip}"
+    ns = Netns.existing(c.netns)
+    console_line(ec2, a["InstanceId"], "KOALA-GUEST-SSH")
+    said = wait_ssh(ns, str(key), STATIC_HOSTS[0][1], timeout=30)
+    assert "hello from" in said
+
+    # No public address is routed in STATIC: elastic IPs are refused, saying why.
+    assert_ec2_error(ec2.allocate_address, "UnsupportedOperation", status=400)
+
+    # a ends; its entry is free for the next instance.
+    ec2.terminate_instances(InstanceIds=[a["InstanceId"]])
+    wait_state(ec2, [a["InstanceId"]], {"terminated"}, timeout=120)
+    again = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]
+    assert again["PrivateIpAddress"] == STATIC_HOSTS[0][1]
