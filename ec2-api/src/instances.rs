@@ -644,6 +644,9 @@ fn record_launch(
             launching = nics.len() as u32;
             nics.into_iter().map(Some).collect()
         }
+        (Some(layout), _) if layout.mode() == network::Mode::System => {
+            (0..launching).map(|_| Some(networks::Nic::unplanned())).collect()
+        }
         (Some(layout), _) if layout.mode() == network::Mode::Static => {
             let nics = networks::plan_static(cloud, layout, launching)?;
             if nics.len() < plan.min as usize {
@@ -721,10 +724,7 @@ fn orders_for(
             user_data: user_data.clone(),
             start_timeout_secs: plan.start_timeout_secs,
             nic: r.nic.as_ref().map(|n| NicOrder {
-                mac: layout.map_or_else(
-                    || network::Mac::for_address(n.private_ip),
-                    |l| l.mac_of(n.private_ip),
-                ),
+                mac: networks::mac_of(layout, &r.id, n),
                 private_ip: n.private_ip,
                 network: n.network,
                 vlan: layout
@@ -837,7 +837,11 @@ fn instance_item(call: &Call<'_>, x: &mut Xml, r: &InstanceRecord) {
     });
     // Koala serves no DNS for guests: the names are the addresses, as Eucalyptus showed
     // them without a DNS domain.
-    let private_ip = r.nic.as_ref().map(|n| n.private_ip.to_string());
+    let private_ip = r
+        .nic
+        .as_ref()
+        .and_then(|n| n.address())
+        .map(|ip| ip.to_string());
     let public_ip = r
         .nic
         .as_ref()
@@ -944,16 +948,24 @@ pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
                 "state-reason-code" => i.state_reason.iter().map(|r| r.code.clone()).collect(),
                 "root-device-type" => vec!["instance-store".to_owned()],
                 "client-token" => i.client_token.clone().into_iter().collect(),
-                "private-ip-address" | "network-interface.addresses.private-ip-address" => {
-                    i.nic.iter().map(|n| n.private_ip.to_string()).collect()
-                }
+                "private-ip-address" | "network-interface.addresses.private-ip-address" => i
+                    .nic
+                    .iter()
+                    .filter_map(|n| n.address())
+                    .map(|ip| ip.to_string())
+                    .collect(),
                 "ip-address" => i
                     .nic
                     .iter()
                     .filter_map(|n| n.public_ip)
                     .map(|ip| ip.to_string())
                     .collect(),
-                "private-dns-name" => i.nic.iter().map(|n| n.private_ip.to_string()).collect(),
+                "private-dns-name" => i
+                    .nic
+                    .iter()
+                    .filter_map(|n| n.address())
+                    .map(|ip| ip.to_string())
+                    .collect(),
                 "dns-name" => i
                     .nic
                     .iter()
@@ -1252,10 +1264,15 @@ fn apply_reports(
             record.state_reason.clone(),
             record.node.clone(),
             record.missing_since_ms,
+            record.nic.clone(),
         );
         match by_id.get(record.id.as_str()) {
             Some(report) => {
                 record.missing_since_ms = None;
+                // SYSTEM: the address the node saw the guest use.
+                if let (Some(ip), Some(nic)) = (report.private_ip, record.nic.as_mut()) {
+                    nic.private_ip = ip;
+                }
                 record.node = Some(report.node.clone());
                 for image in &report.images {
                     if let Some(sha) = &image.sha256 {
@@ -1309,6 +1326,7 @@ fn apply_reports(
             record.state_reason.clone(),
             record.node.clone(),
             record.missing_since_ms,
+            record.nic.clone(),
         );
         if before != after {
             batch.put(&record.id, &record);
@@ -1374,6 +1392,7 @@ mod tests {
                 reason: None,
                 node: "node-1".into(),
                 images: Vec::new(),
+                private_ip: None,
             },
         )
     }

@@ -315,10 +315,9 @@ fn meta_data(cloud: &Cloud, instance: &InstanceRecord) -> Result<Node, MetadataE
         .as_ref()
         .and_then(|n| n.public_ip)
         .map(|ip| ip.to_string());
-    let mac = instance
-        .nic
-        .as_ref()
-        .map(|n| network::Mac::for_address(n.private_ip).to_string());
+    let mac = instance.nic.as_ref().map(|n| {
+        crate::networks::mac_of(cloud.settings.network.as_ref(), &instance.id, n).to_string()
+    });
     let mut entries = vec![
         ("ami-id", t(&instance.image_id)),
         (

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use network::{GroupNetwork, Ipv4Net, Layout, Mode};
+use network::{GroupNetwork, Ipv4Net, Layout, Mac, Mode};
 use serde::{Deserialize, Serialize};
 
 use crate::ec2::Cloud;
@@ -37,6 +37,34 @@ pub struct Nic {
     /// instance ends) rather than one lent from the pool for the instance's life.
     #[serde(default)]
     pub elastic: bool,
+}
+
+impl Nic {
+    /// A SYSTEM NIC: its address is the site's DHCP server's to give, unknown (0.0.0.0)
+    /// until the node sees the guest use one.
+    pub fn unplanned() -> Nic {
+        Nic {
+            network: 0,
+            private_ip: Ipv4Addr::UNSPECIFIED,
+            public_ip: None,
+            elastic: false,
+        }
+    }
+
+    /// Its private address, once known (always, outside SYSTEM).
+    pub fn address(&self) -> Option<Ipv4Addr> {
+        Some(self.private_ip).filter(|ip| !ip.is_unspecified())
+    }
+}
+
+/// The MAC of instance `instance_id`'s NIC `nic` under `layout`: SYSTEM's is the instance's
+/// own ([`Mac::for_instance`]), STATIC's the table's, the MANAGED modes' its address's.
+pub fn mac_of(layout: Option<&Layout>, instance_id: &str, nic: &Nic) -> Mac {
+    match layout {
+        Some(l) if l.mode() == Mode::System => Mac::for_instance(instance_id),
+        Some(l) => l.mac_of(nic.private_ip),
+        None => Mac::for_address(nic.private_ip),
+    }
 }
 
 /// Which network of the private space a security group holds, kept while the group exists

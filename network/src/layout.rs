@@ -25,6 +25,25 @@ impl Mac {
     }
 }
 
+impl Mac {
+    /// The MAC Koala gives the NIC of instance `instance_id` in SYSTEM, where no address is
+    /// planned: the `d0:0d` prefix followed by the last four bytes of the id's hex digits
+    /// (all of Koala's `i-XXXXXXXX`), so that each instance of the cloud has its own.
+    pub fn for_instance(instance_id: &str) -> Mac {
+        let hex: Vec<u8> = instance_id
+            .bytes()
+            .filter_map(|b| (b as char).to_digit(16).map(|d| d as u8))
+            .collect();
+        let tail = &hex[hex.len().saturating_sub(8)..];
+        let mut bytes = [0xd0, 0x0d, 0, 0, 0, 0];
+        for (i, pair) in tail.rchunks(2).enumerate().take(4) {
+            let byte = pair.iter().fold(0u8, |acc, d| acc << 4 | d);
+            bytes[5 - i] = byte;
+        }
+        Mac(bytes)
+    }
+}
+
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [a, b, c, d, e, g] = self.0;
@@ -301,6 +320,22 @@ mod tests {
         ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn instances_get_macs_of_their_ids() {
+        assert_eq!(
+            Mac::for_instance("i-0a1b2c3d").to_string(),
+            "d0:0d:0a:1b:2c:3d"
+        );
+        assert_eq!(
+            Mac::for_instance("i-0123456789abcdef0").to_string(),
+            "d0:0d:9a:bc:de:f0"
+        );
+        assert_ne!(
+            Mac::for_instance("i-00000001"),
+            Mac::for_instance("i-00000002")
+        );
     }
 
     #[test]

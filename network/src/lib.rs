@@ -18,6 +18,8 @@ mod layout;
 mod links;
 mod nft;
 mod rules;
+#[cfg(feature = "links")]
+mod sightings;
 
 pub use config::{
     Ipv4Net, Mode, NetworkError, NetworkSettings, StaticHost, VlanTransport,
@@ -36,3 +38,5 @@ pub use nft::{Nft, NftError};
 pub use rules::{
     remove, Grant, Guest, Plan, Protocol, RulesError, Source, METADATA_ADDRESS, TABLE,
 };
+#[cfg(feature = "links")]
+pub use sightings::Sightings;

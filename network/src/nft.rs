@@ -25,6 +25,9 @@ pub enum NftError {
     /// The batch could not be handed to nft, and nft still said it succeeded.
     #[error("the batch could not be written to nft")]
     Write(#[source] io::Error),
+    /// nft printed JSON that is not what was listed.
+    #[error("nft printed what is not JSON: {0}")]
+    Output(String),
     /// nft (or `ip netns exec`) refused: the kernel kept the ruleset it had.
     #[error("nft failed with {status}: {stderr}")]
     Failed {
@@ -53,19 +56,43 @@ impl Nft {
         self.netns.as_deref()
     }
 
-    /// Commits `batch` (`{"nftables": [...]}`) as one transaction: every command in it takes
-    /// effect, or none does. Blocks until nft exits (call it from a blocking thread in async
-    /// code).
-    pub fn run(&self, batch: &Value) -> Result<(), NftError> {
-        let mut command = match &self.netns {
+    /// What `nft -j list ARGS` prints (`["set", "bridge", "koala", "guests_seen"]`), parsed.
+    /// Blocks until nft exits.
+    pub fn list(&self, args: &[&str]) -> Result<Value, NftError> {
+        let output = self
+            .command()
+            .args(["-j", "list"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(NftError::Spawn)?;
+        if !output.status.success() {
+            return Err(NftError::Failed {
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        serde_json::from_slice(&output.stdout).map_err(|e| NftError::Output(e.to_string()))
+    }
+
+    /// `nft`, or `ip netns exec NAME nft`.
+    fn command(&self) -> Command {
+        match &self.netns {
             None => Command::new("nft"),
             Some(name) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", name, "nft"]);
                 c
             }
-        };
-        let mut child = command
+        }
+    }
+
+    /// Commits `batch` (`{"nftables": [...]}`) as one transaction: every command in it takes
+    /// effect, or none does. Blocks until nft exits (call it from a blocking thread in async
+    /// code).
+    pub fn run(&self, batch: &Value) -> Result<(), NftError> {
+        let mut child = self
+            .command()
             .args(["-j", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

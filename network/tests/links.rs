@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use network::{Layout, Links, LinksError, Netns, NetworkSettings};
+use network::{Layout, Links, LinksError, Mac, Netns, NetworkSettings, Nft, Sightings};
 
 /// Namespaces and processes, deleted and killed on drop, panic or not.
 struct Lab {
@@ -387,4 +387,82 @@ async fn vxlan_carries_each_vlan_and_a_bridge_two_roles_share_goes_with_the_last
         let text = std::fs::read_to_string(&record).unwrap();
         assert!(!text.contains("kbr-") && !text.contains("kvx-"), "{text}");
     }
+}
+
+#[test]
+fn system_mode_learns_the_address_each_guest_sends_from() {
+    let mut lab = Lab::new("seen");
+    let node = lab.netns("node");
+    let guest = lab.netns("guest");
+    // The site's bridge, a guest's tap on it (a veth whose other end is the guest's NIC), and
+    // a port that is not a guest's.
+    ip(&node, &["link", "add", "br0", "type", "bridge"]);
+    ip(&node, &["link", "set", "br0", "up"]);
+    ip(
+        &node,
+        &[
+            "link",
+            "add",
+            "ktap-0000000a",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &guest,
+        ],
+    );
+    ip(
+        &node,
+        &["link", "set", "ktap-0000000a", "master", "br0", "up"],
+    );
+    ip(
+        &node,
+        &[
+            "link", "add", "uplink", "type", "veth", "peer", "name", "site",
+        ],
+    );
+    ip(&node, &["link", "set", "uplink", "master", "br0", "up"]);
+    ip(
+        &node,
+        &["link", "set", "site", "address", "02:00:00:00:00:99", "up"],
+    );
+    ip(&node, &["addr", "add", "10.60.0.99/24", "dev", "site"]);
+    ip(
+        &guest,
+        &["link", "set", "eth0", "address", "d0:0d:00:00:00:0a", "up"],
+    );
+
+    let sightings = Sightings::new(Nft::in_netns(&node));
+    sightings.install().unwrap();
+    assert!(sightings.read().unwrap().is_empty());
+    // The guest configures the address the site's DHCP gave it and speaks (an ARP for its
+    // gateway first).
+    ip(&guest, &["addr", "add", "10.60.0.23/24", "dev", "eth0"]);
+    let mac: Mac = "d0:0d:00:00:00:0a".parse().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &guest, "python3", "-c"])
+            .arg("import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('10.60.0.1', 9))")
+            .status();
+        seen = sightings.read().unwrap();
+        if !seen.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(seen, vec![(mac, "10.60.0.23".parse().unwrap())]);
+    // Installed again (a restarted node): what was learned is kept, nothing doubled.
+    sightings.install().unwrap();
+    assert_eq!(sightings.read().unwrap(), seen);
+    let rules = Command::new("ip")
+        .args([
+            "netns", "exec", &node, "nft", "list", "table", "bridge", "koala",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rules.stdout);
+    assert_eq!(text.matches("update @guests_seen").count(), 2, "{text}");
 }

@@ -129,7 +129,8 @@ pub struct RunOrder {
 pub struct NicOrder {
     /// The NIC's MAC (the CC's DHCP server gives it `private_ip`).
     pub mac: network::Mac,
-    /// The address DHCP will give it.
+    /// The address DHCP will give it (0.0.0.0 in SYSTEM, where the site's DHCP server
+    /// decides).
     pub private_ip: std::net::Ipv4Addr,
     /// Its group network's index in the layout.
     pub network: u32,
@@ -226,6 +227,10 @@ pub struct InstanceReport {
     /// The images it was started from, with their SHA-256 and size, once the node knows
     /// them: the CLC records them so that later runs are cache hits without Walrus.
     pub images: Vec<ImageRef>,
+    /// SYSTEM: the address the guest was seen using (the site's DHCP server gave it), once
+    /// the node saw it; none in the modes where the CLC planned the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// A node's size and what its instances take of it.

@@ -671,3 +671,75 @@ hosts = [{hosts}]
     wait_state(ec2, [a["InstanceId"]], {"terminated"}, timeout=120)
     again = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]
     assert again["PrivateIpAddress"] == STATIC_HOSTS[0][1]
+
+
+# ---------------------------------------------------------------------------------------------
+# SYSTEM: the guest's NIC on the site's bridge; the site's own DHCP server gives the address,
+# and the cloud learns it from what the guest sends.
+
+
+def test_system_reports_the_address_the_sites_dhcp_server_gave(ns_cloud, guest, tmp_path):
+    site = Netns("site")
+    try:
+        _system(ns_cloud, guest, tmp_path, site)
+    finally:
+        site.delete()
+
+
+def _system(ns_cloud, guest, tmp_path, site):
+    config = """
+[node]
+cores = 16
+
+[network]
+mode = "system"
+bridge = "guestbr0"
+"""
+
+    def site_network(c_ns):
+        # The site's LAN: its DHCP server (a dnsmasq of the site's, not Koala's) in its own
+        # namespace, a veth to the node's bridge.
+        c_ns.run("ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "lan0",
+                 "netns", site.name)
+        c_ns.run("ip", "link", "set", "uplink0", "master", "guestbr0", "up")
+        site.run("ip", "addr", "add", "10.79.0.1/24", "dev", "lan0")
+        site.run("ip", "link", "set", "lan0", "up")
+        site.popen(["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+                    "--interface=lan0", "--bind-interfaces",
+                    "--dhcp-range=10.79.0.100,10.79.0.150,255.255.255.0,1h",
+                    f"--dhcp-leasefile={tmp_path / 'site.leases'}",
+                    f"--pid-file={tmp_path / 'site.pid'}"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    c, ec2, s3 = ns_cloud(config, before_start=site_network)
+    _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+    key = tmp_path / "mykey.private"
+    key.write_text(euca(c, "euca-add-keypair", "mykey"))
+    os.chmod(key, 0o600)
+    iid = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1,
+                            KeyName="mykey")["Instances"][0]["InstanceId"]
+    # Nothing planned: no address until the guest has one.
+    assert "PrivateIpAddress" not in instance(ec2, iid)
+    got = console_line(ec2, iid, "KOALA-GUEST-NET ip=").split("=", 1)[1]
+    assert got.startswith("10.79.0."), got
+    assert 100 <= int(got.rsplit(".", 1)[1]) <= 150, got
+
+    # The cloud learns it from what the guest sends, and shows it.
+    deadline = time.monotonic() + 30
+    while instance(ec2, iid).get("PrivateIpAddress") != got:
+        assert time.monotonic() < deadline, instance(ec2, iid)
+        time.sleep(0.5)
+    out = euca(c, "euca-describe-instances", iid)
+    assert got in rows(out, "INSTANCE")[0], out
+    found = ec2.describe_instances(
+        Filters=[{"Name": "private-ip-address", "Values": [got]}])["Reservations"]
+    assert [i["InstanceId"] for r in found for i in r["Instances"]] == [iid]
+    # The site's DHCP server handed out that address to the instance's MAC.
+    with open(tmp_path / "site.leases") as f:
+        leases = f.read()
+    mac = "d0:0d:" + ":".join(iid[-8:][i:i + 2] for i in range(0, 8, 2))
+    assert f"{mac} {got}" in leases, leases
+    # And the user reaches it on the site's network.
+    console_line(ec2, iid, "KOALA-GUEST-SSH")
+    assert "hello from" in wait_ssh(site, str(key), got, timeout=30)
+    assert_ec2_error(ec2.allocate_address, "UnsupportedOperation", status=400)

@@ -112,6 +112,8 @@ struct Inner {
     hypervisor: Hypervisor,
     /// The guests' taps and the bridges the node makes for them, with `[network]`.
     links: Option<network::Links>,
+    /// SYSTEM: where the node learns the addresses the site's DHCP gave its guests.
+    sightings: Option<network::Sightings>,
     instances: Mutex<BTreeMap<String, Instance>>,
     /// The ids of the run orders refused lately, with when (ms since the epoch).
     refused: Mutex<BTreeMap<String, u64>>,
@@ -169,6 +171,10 @@ struct InstanceFile {
     reason: Option<StateReason>,
     /// The images with their hashes, once resolved.
     images: Vec<ImageRef>,
+    /// SYSTEM: the address the guest was seen sending from (the site's DHCP server's), once
+    /// seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    address: Option<std::net::Ipv4Addr>,
     /// When the order came, when libvirt was asked to start the domain, when it ran and when
     /// it ended (milliseconds since the epoch): the start latency split.
     timings: Timings,
@@ -207,6 +213,9 @@ pub enum NodeError {
     /// the record of the links the node made is unreadable.
     #[error("cannot set up the guests' network")]
     Network(#[from] network::LinksError),
+    /// SYSTEM's table of the addresses guests use could not be made.
+    #[error("cannot set up the table that learns the guests' addresses")]
+    Sightings(#[from] network::NftError),
     /// The node's folder failed.
     #[error("cannot use {}", path.display())]
     Io {
@@ -274,6 +283,20 @@ impl Node {
             }
             None => None,
         };
+        let sightings = match &config.network {
+            Some(layout) if layout.mode() == network::Mode::System => {
+                let sightings = network::Sightings::new(network::Nft::here());
+                let installing = sightings.clone();
+                tokio::task::spawn_blocking(move || installing.install())
+                    .await
+                    .map_err(|e| NodeError::Io {
+                        path: config.dir.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })??;
+                Some(sightings)
+            }
+            _ => None,
+        };
         let node = Node {
             inner: Arc::new(Inner {
                 config,
@@ -282,6 +305,7 @@ impl Node {
                 feed,
                 hypervisor,
                 links,
+                sightings,
                 instances: Mutex::new(BTreeMap::new()),
                 refused: Mutex::new(BTreeMap::new()),
             }),
@@ -355,6 +379,7 @@ impl Node {
             state: InstanceState::Pending,
             reason: None,
             images: Vec::new(),
+            address: None,
             timings: Timings {
                 received: now_ms(),
                 ..Timings::default()
@@ -829,6 +854,7 @@ impl Node {
             reason: i.record.reason.clone(),
             node: self.host().to_owned(),
             images: i.record.images.clone(),
+            private_ip: i.record.address,
         }
     }
 
@@ -855,9 +881,49 @@ impl Node {
         }
     }
 
+    /// SYSTEM: the addresses of the running guests whose address is not known yet, from
+    /// what the node's table saw their NICs' MACs send from; each recorded in its state.
+    async fn learn_addresses(&self) {
+        let Some(sightings) = self.inner.sightings.clone() else {
+            return;
+        };
+        let wanting: Vec<(String, network::Mac)> = lock(&self.inner.instances)
+            .values()
+            .filter(|i| i.record.state == InstanceState::Running && i.record.address.is_none())
+            .filter_map(|i| {
+                Some((
+                    i.record.order.instance_id.clone(),
+                    i.record.order.nic.as_ref()?.mac,
+                ))
+            })
+            .collect();
+        if wanting.is_empty() {
+            return;
+        }
+        let seen = match tokio::task::spawn_blocking(move || sightings.read()).await {
+            Ok(Ok(seen)) => seen,
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "cannot read the guests' addresses: {}",
+                    crate::error_chain(&e)
+                );
+                return;
+            }
+            Err(_) => return,
+        };
+        for (id, mac) in wanting {
+            if let Some((_, ip)) = seen.iter().find(|(m, _)| *m == mac) {
+                tracing::info!(instance = %id, %ip, "learned the guest's address");
+                self.update(&id, |i| i.record.address = Some(*ip));
+                self.persist(&id);
+            }
+        }
+    }
+
     /// One look at the domains: guests that powered off end; Koala domains no live instance
     /// claims are destroyed; terminated instances past their hour are forgotten.
     async fn monitor(&self) {
+        self.learn_addresses().await;
         // Only these can be judged gone: an instance that became running during the look
         // below may be missing from it, or seen shut off between its domain's define and
         // start, and must not be ended for that.
@@ -1234,6 +1300,7 @@ mod tests {
             state,
             reason: None,
             images: Vec::new(),
+            address: None,
             timings: Timings::default(),
         }
     }
