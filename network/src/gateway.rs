@@ -8,7 +8,7 @@
 //! what Koala did not make is never touched (see [`Links`]).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -132,6 +132,7 @@ impl Gateway {
         if applied.as_ref() == Some(given) {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let path = self.dir.join("plan.json");
         let json = serde_json::to_vec(given).map_err(|e| GatewayError::Stopped(e.to_string()))?;
         std::fs::create_dir_all(&self.dir)
@@ -148,9 +149,17 @@ impl Gateway {
             };
             wanted.insert((bridge, n.gateway, n.subnet.prefix()));
         }
+        let mut announced = Vec::new();
         if let Some(public) = &self.public_interface {
+            let held: BTreeSet<_> = applied
+                .iter()
+                .flat_map(|p| p.guests.iter().filter_map(|g| g.public_ip))
+                .collect();
             for ip in given.guests.iter().filter_map(|g| g.public_ip) {
                 wanted.insert((public.clone(), ip, 32));
+                if !held.contains(&ip) {
+                    announced.push((public.clone(), ip));
+                }
             }
         }
         self.links.set_addresses(&wanted).await?;
@@ -163,6 +172,15 @@ impl Gateway {
             .await
             .map_err(|e| GatewayError::Stopped(e.to_string()))??;
         *applied = Some(given.clone());
+        for (interface, ip) in announced {
+            announce(interface, ip);
+        }
+        tracing::info!(
+            networks = given.networks.len(),
+            guests = given.guests.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "applied the guest networks"
+        );
         Ok(())
     }
 
@@ -194,6 +212,32 @@ impl HostSide {
         plan.apply(&self.nft)?;
         Ok(())
     }
+}
+
+/// Tells the public network that `ip` is now at this host's `interface`: two gratuitous ARPs
+/// (`arping -U`, in the background), so that a router or user whose neighbour entry for the
+/// address was failing (it moved, or was free a moment ago) sends to it at once instead of at
+/// its next ARP retry, a second or more later, as Neutron's L3 agent does. Without arping the
+/// address still works, after that retry.
+fn announce(interface: String, ip: Ipv4Addr) {
+    std::thread::spawn(move || {
+        let sent = std::process::Command::new("arping")
+            .args(["-q", "-U", "-c", "2", "-I", &interface])
+            .arg(ip.to_string())
+            .stdin(std::process::Stdio::null())
+            .output();
+        match sent {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => tracing::warn!(
+                %ip, %interface, status = %out.status,
+                stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+                "cannot announce a public address"
+            ),
+            Err(e) => {
+                tracing::warn!(%ip, %interface, "cannot run arping (iputils-arping) to announce a public address: {e}")
+            }
+        }
+    });
 }
 
 /// The plan with a metadata service "on this host" (address 0.0.0.0) pointed at a gateway
