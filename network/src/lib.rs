@@ -13,6 +13,7 @@ mod config;
 mod dhcp;
 #[cfg(feature = "links")]
 mod gateway;
+mod guard;
 mod layout;
 #[cfg(feature = "links")]
 mod links;
@@ -28,6 +29,7 @@ pub use config::{
 pub use dhcp::{Dhcp, DhcpError, DhcpHost};
 #[cfg(feature = "links")]
 pub use gateway::{Gateway, GatewayError};
+pub use guard::{Guard, GuardedNic};
 pub use layout::{Carrier, GroupNetwork, Layout, Mac};
 #[cfg(feature = "links")]
 pub use links::{

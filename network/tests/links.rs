@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use network::{Layout, Links, LinksError, Mac, Netns, NetworkSettings, Nft, Sightings};
+use network::{Guard, Layout, Links, LinksError, Mac, Netns, NetworkSettings, Nft, Sightings};
 
 /// Namespaces and processes, deleted and killed on drop, panic or not.
 struct Lab {
@@ -465,4 +465,109 @@ fn system_mode_learns_the_address_each_guest_sends_from() {
         .unwrap();
     let text = String::from_utf8_lossy(&rules.stdout);
     assert_eq!(text.matches("update @guests_seen").count(), 2, "{text}");
+}
+
+/// Whether a UDP datagram `from` sends (from `source`, if given) to `to`:9 reaches a socket
+/// in the namespace `to_ns` within a second.
+fn delivered(from: &str, source: Option<&str>, to_ns: &str, to: &str) -> bool {
+    let listener = Command::new("ip")
+        .args(["netns", "exec", to_ns, "python3", "-c"])
+        .arg(
+            "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('0.0.0.0',9)); s.settimeout(1.5)\n\
+             try: s.recvfrom(10); print('got')\nexcept OSError: print('none')",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let bind = source.map_or(String::new(), |s| format!("s.bind(('{s}', 0))\n"));
+    let sent = Command::new("ip")
+        .args(["netns", "exec", from, "python3", "-c"])
+        .arg(format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n{bind}\
+             s.sendto(b'x', ('{to}', 9))"
+        ))
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = listener.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "got"
+}
+
+#[test]
+fn the_guard_pins_each_guest_to_itself_and_keeps_networks_apart_on_one_bridge() {
+    let mut lab = Lab::new("guard");
+    let node = lab.netns("node");
+    ip(&node, &["link", "add", "br0", "type", "bridge"]);
+    ip(&node, &["link", "set", "br0", "up"]);
+    // Guests a and c in 10.0.0.0/28, b in 10.0.0.16/28: one NOVLAN bridge.
+    let guests = [
+        ("a", "10.0.0.2", 28),
+        ("b", "10.0.0.18", 28),
+        ("c", "10.0.0.4", 28),
+    ];
+    let mut nics = Vec::new();
+    for (n, (name, addr, prefix)) in guests.iter().enumerate() {
+        let ns = lab.netns(name);
+        let tap = format!("ktap-{n:08x}");
+        ip(
+            &node,
+            &[
+                "link", "add", &tap, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        );
+        ip(&node, &["link", "set", &tap, "master", "br0", "up"]);
+        let ip_addr: std::net::Ipv4Addr = addr.parse().unwrap();
+        let mac = Mac::for_address(ip_addr);
+        ip(
+            &ns,
+            &["link", "set", "eth0", "address", &mac.to_string(), "up"],
+        );
+        ip(
+            &ns,
+            &["addr", "add", &format!("{addr}/{prefix}"), "dev", "eth0"],
+        );
+        // Every guest believes the whole /24 is on its link: it tries layer 2 to all.
+        ip(&ns, &["route", "add", "10.0.0.0/24", "dev", "eth0"]);
+        let subnet = network::Ipv4Net::containing(ip_addr, *prefix).unwrap();
+        nics.push((
+            ns,
+            network::GuardedNic {
+                tap,
+                mac,
+                ip: ip_addr,
+                subnet,
+            },
+        ));
+    }
+    let (a, b, c) = (&nics[0].0, &nics[1].0, &nics[2].0);
+    // Unguarded, a reaches b of the other network at layer 2.
+    assert!(delivered(a, None, b, "10.0.0.18"));
+
+    let guard = Guard::new(Nft::in_netns(&node));
+    let guarded: Vec<_> = nics.iter().map(|(_, nic)| nic.clone()).collect();
+    guard.apply(&guarded).unwrap();
+    assert!(
+        !delivered(a, None, b, "10.0.0.18"),
+        "another network's guest at layer 2"
+    );
+    assert!(delivered(a, None, c, "10.0.0.4"), "its own network's guest");
+    // a takes c's neighbour's address: what it sends from it goes nowhere.
+    ip(a, &["addr", "add", "10.0.0.5/28", "dev", "eth0"]);
+    assert!(
+        !delivered(a, Some("10.0.0.5"), c, "10.0.0.4"),
+        "a spoofed source"
+    );
+    // Applied again without b: b's rules go, the others stay (one transaction each time).
+    guard.apply(&guarded[..1]).unwrap();
+    let listed = Command::new("ip")
+        .args([
+            "netns", "exec", &node, "nft", "list", "table", "bridge", "koala",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(text.matches("drop").count(), 5, "{text}");
+    assert!(!text.contains("ktap-00000001"), "{text}");
 }

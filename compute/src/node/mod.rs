@@ -114,6 +114,9 @@ struct Inner {
     links: Option<network::Links>,
     /// SYSTEM: where the node learns the addresses the site's DHCP gave its guests.
     sightings: Option<network::Sightings>,
+    /// The MANAGED modes: the bridge rules pinning each guest to its MAC and address; the
+    /// lock makes each rebuild apply after the one before.
+    guard: Option<tokio::sync::Mutex<network::Guard>>,
     instances: Mutex<BTreeMap<String, Instance>>,
     /// The ids of the run orders refused lately, with when (ms since the epoch).
     refused: Mutex<BTreeMap<String, u64>>,
@@ -302,6 +305,11 @@ impl Node {
             }
             _ => None,
         };
+        let guard = config
+            .network
+            .as_ref()
+            .filter(|layout| layout.mode().is_managed())
+            .map(|_| tokio::sync::Mutex::new(network::Guard::new(network::Nft::here())));
         let node = Node {
             inner: Arc::new(Inner {
                 config,
@@ -311,6 +319,7 @@ impl Node {
                 hypervisor,
                 links,
                 sightings,
+                guard,
                 instances: Mutex::new(BTreeMap::new()),
                 refused: Mutex::new(BTreeMap::new()),
             }),
@@ -688,6 +697,12 @@ impl Node {
                 crate::error_chain(&e)
             ))
         })?;
+        self.reguard().await.map_err(|e| {
+            StateReason::server_error(format!(
+                "cannot guard the instance's NIC: {}",
+                crate::error_chain(&e)
+            ))
+        })?;
         let took = plugging.elapsed().as_micros() as u64;
         self.update(id, |i| i.record.timings.nic_plug_us = Some(took));
         let node = self.clone();
@@ -771,6 +786,40 @@ impl Node {
             i.record.timings.ended.get_or_insert_with(now_ms);
         });
         self.persist(id);
+        if let Err(e) = self.reguard().await {
+            tracing::warn!(instance = %id, "cannot remove the NIC's guard: {}", crate::error_chain(&e));
+        }
+    }
+
+    /// The MANAGED modes: rebuilds the bridge guard from the NICs of the instances not ended
+    /// (see `network::Guard`); nothing in the other modes.
+    async fn reguard(&self) -> Result<(), network::NftError> {
+        let (Some(guard), Some(layout)) = (&self.inner.guard, &self.inner.config.network) else {
+            return Ok(());
+        };
+        let guard = guard.lock().await;
+        let nics: Vec<network::GuardedNic> = lock(&self.inner.instances)
+            .values()
+            .filter(|i| {
+                matches!(
+                    i.record.state,
+                    InstanceState::Pending | InstanceState::Running
+                )
+            })
+            .filter_map(|i| {
+                let nic = i.record.order.nic.as_ref()?;
+                Some(network::GuardedNic {
+                    tap: network::tap_name(&i.record.order.instance_id),
+                    mac: nic.mac,
+                    ip: nic.private_ip,
+                    subnet: layout.network(nic.network)?.subnet,
+                })
+            })
+            .collect();
+        let applying = guard.clone();
+        tokio::task::spawn_blocking(move || applying.apply(&nics))
+            .await
+            .map_err(|e| network::NftError::Spawn(std::io::Error::other(e.to_string())))?
     }
 
     /// Terminates an instance at the user's request.
@@ -1037,6 +1086,9 @@ impl Node {
             if let Err(e) = nic::plug(links, id, order).await {
                 tracing::warn!(instance = %id, "cannot plug the NIC again: {}", crate::error_chain(&e));
             }
+        }
+        if let Err(e) = self.reguard().await {
+            tracing::warn!("cannot guard the NICs again: {}", crate::error_chain(&e));
         }
         let in_use = |vlan| {
             lock(&self.inner.instances).values().any(|i| {
