@@ -9,6 +9,11 @@
 //! process is Koala's alone: started with no system configuration (`--conf-file=/dev/null`),
 //! no DNS (`--port=0`), serving only the guest bridges named, its files under the CC's own
 //! folder. A CC that restarts finds the previous dnsmasq by its pid file and replaces it.
+//!
+//! It keeps no lease database (`--leasefile-ro`): each MAC's address is the CLC's plan, fixed
+//! (MANAGED's MAC is made of the address, STATIC's table pairs them), the leases are infinite,
+//! and an authoritative server acknowledges a guest's renewal of its planned address after a
+//! restart; so nothing of an ended guest is left on disk.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -246,7 +251,7 @@ impl Dhcp {
         ])
         .arg(format!("--log-facility={}", log.display()))
         .arg(format!("--pid-file={}", file("pid")))
-        .arg(format!("--dhcp-leasefile={}", file("leases")))
+        .arg("--leasefile-ro")
         .arg(format!("--dhcp-hostsfile={}", file("hosts")))
         .arg(format!("--dhcp-optsfile={}", file("options")));
         for n in networks {

@@ -474,12 +474,18 @@ addresses_per_network = 16
     while True:
         links = made["ns"].run("ip", "-o", "link").stdout
         table = made["ns"].run("nft", "list", "table", "ip", "koala", check=False).stdout
+        # The DHCP server's table names none of them; with no guest network left it stops
+        # (and keeps no lease database).
+        with open(os.path.join(c.data_dir, "cluster", "network", "dhcp", "hosts")) as f:
+            hosts = f.read()
         # (MANAGED: the VLANs' bridges and VXLAN interfaces go with their last guest.)
         if ("ktap" not in links and "kbr-" not in links and "kvx-" not in links
-                and "10.77.0.2 " not in table and elastic not in table):
+                and "10.77.0.2 " not in table and elastic not in table
+                and "d0:0d" not in hosts and servers(made["ns"], "dnsmasq") == 0):
             break
         if time.monotonic() > deadline:
-            pytest.fail(f"left behind after terminate:\n{links}\n{table}")
+            pytest.fail(f"left behind after terminate:\n{links}\n{table}\n{hosts}\n"
+                        f"{servers(made['ns'], 'dnsmasq')} DHCP servers")
         time.sleep(0.5)
 
 
