@@ -480,8 +480,8 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # bridge = "br0"                   # the nodes' bridge (managed: private_interface = "eth1")
 # private_subnet = "10.128.0.0/16" # the MANAGED modes cut each security group's subnet here
 # addresses_per_network = 32
-#                                  # managed: vlan_transport = "vxlan" carries the VLANs
-#                                  # as VXLAN segments instead of 802.1Q tags
+#                                  # managed: the VLANs cross hosts as VXLAN segments;
+#                                  # vlan_transport = "802.1q" tags them instead
 # metadata_listen = "0.0.0.0:8780" # MANAGED modes: where the CLC answers the instance
 #                                  # metadata service (the CC sends guests' 169.254.169.254
 #                                  # there); it answers each guest by its private address

@@ -47,13 +47,14 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum VlanTransport {
     /// 802.1Q tags on the private interface, as Eucalyptus did: the switches between the
-    /// hosts must trunk the VLANs.
-    #[default]
+    /// hosts must trunk the VLANs, and every host's kernel needs 802.1Q.
     #[serde(rename = "802.1q")]
     Tagged,
     /// Each VLAN a VXLAN segment over the private interface's IP network (its VNI the VLAN
     /// number, flooding by multicast): no switch configuration, and hosts whose kernel has no
-    /// 802.1Q still keep the groups apart.
+    /// 802.1Q still keep the groups apart. The default: it works wherever the hosts reach
+    /// each other over IP (and it is the transport Koala's tests run).
+    #[default]
     #[serde(rename = "vxlan")]
     Vxlan,
 }
@@ -205,7 +206,7 @@ pub struct NetworkSettings {
     /// The VLAN tag of the first group network in MANAGED; the n-th takes `first_vlan + n`
     /// [default: 10].
     pub first_vlan: Option<u16>,
-    /// How MANAGED carries the VLANs between hosts: `"802.1q"` tags [default] or `"vxlan"`.
+    /// How MANAGED carries the VLANs between hosts: `"vxlan"` [default] or `"802.1q"` tags.
     pub vlan_transport: Option<VlanTransport>,
     /// The multicast group of the VXLAN segments [default: 239.255.75.1].
     pub vxlan_group: Option<Ipv4Addr>,
@@ -386,7 +387,7 @@ impl NetworkSettings {
             unused("vlan_transport", self.vlan_transport.is_some())?;
             unused("vxlan_group", self.vxlan_group.is_some())?;
         }
-        if self.vlan_transport != Some(VlanTransport::Vxlan) {
+        if self.vlan_transport.unwrap_or_default() != VlanTransport::Vxlan {
             unused("vxlan_group", self.vxlan_group.is_some())?;
         }
         if let Some(group) = self.vxlan_group.filter(|g| !g.is_multicast()) {
@@ -531,13 +532,12 @@ mod tests {
         assert!(layout.network(2048).is_none());
         assert_eq!(layout.private_interface(), Some("eth1"));
         assert_eq!(layout.bridge(), None);
-        assert_eq!(layout.carrier(), Some(Carrier::Tagged));
-        let vxlan = "mode = \"managed\"\nprivate_interface = \"eth1\"\nvlan_transport = \"vxlan\"";
         let group = DEFAULT_VXLAN_GROUP;
-        assert_eq!(
-            settings(vxlan).unwrap().carrier(),
-            Some(Carrier::Vxlan { group })
-        );
+        assert_eq!(layout.carrier(), Some(Carrier::Vxlan { group }));
+        let tagged =
+            "mode = \"managed\"\nprivate_interface = \"eth1\"\nvlan_transport = \"802.1q\"";
+        assert_eq!(settings(tagged).unwrap().carrier(), Some(Carrier::Tagged));
+        let vxlan = "mode = \"managed\"\nprivate_interface = \"eth1\"";
         let group = Ipv4Addr::new(239, 1, 2, 3);
         let chosen = format!("{vxlan}\nvxlan_group = \"{group}\"");
         assert_eq!(
@@ -591,7 +591,7 @@ mod tests {
             ("mode = \"system\"\nbridge = \"br0\"\nmetadata_listen = \"0.0.0.0:8780\"", "metadata_listen has no meaning"),
             ("mode = \"managed-novlan\"\nbridge = \"br0\"\nmetadata_listen = \"8780\"", "invalid socket address"),
             ("mode = \"managed-novlan\"\nbridge = \"br0\"\nvlan_transport = \"vxlan\"", "vlan_transport has no meaning"),
-            ("mode = \"managed\"\nprivate_interface = \"eth1\"\nvxlan_group = \"239.1.1.1\"", "vxlan_group has no meaning"),
+            ("mode = \"managed\"\nprivate_interface = \"eth1\"\nvlan_transport = \"802.1q\"\nvxlan_group = \"239.1.1.1\"", "vxlan_group has no meaning"),
             ("mode = \"managed\"\nprivate_interface = \"eth1\"\nvlan_transport = \"vxlan\"\nvxlan_group = \"10.0.0.1\"", "not a multicast address"),
             ("mode = \"managed\"\nprivate_interface = \"eth1\"\nvlan_transport = \"gre\"", "unknown variant"),
         ];

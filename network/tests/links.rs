@@ -174,6 +174,10 @@ async fn plug_on_vlan(links: &Links, tap: &str, vlan: u16, qemu: &Path, vlans: b
     }
 }
 
+/// `mode = "managed"` with 802.1Q-tagged VLANs on `priv0`.
+const TAGGED: &str =
+    "mode = \"managed\"\nprivate_interface = \"priv0\"\nvlan_transport = \"802.1q\"";
+
 #[tokio::test]
 async fn managed_makes_a_vlan_bridge_moves_the_tap_in_and_removes_only_its_own() {
     let mut lab = Lab::new("managed");
@@ -183,7 +187,7 @@ async fn managed_makes_a_vlan_bridge_moves_the_tap_in_and_removes_only_its_own()
     // The site's private interface.
     private_interface(&node);
     let vlans = vlans_supported(&node);
-    let layout = layout("mode = \"managed\"\nprivate_interface = \"priv0\"");
+    let layout = layout(TAGGED);
     let links = Links::open(&layout, Netns::named(&node).unwrap(), lab.record())
         .await
         .unwrap();
@@ -232,7 +236,7 @@ async fn a_restarted_node_sweeps_the_vlans_no_guest_uses() {
     let qemu = lab.process_in(&virt);
     private_interface(&node);
     let vlans = vlans_supported(&node);
-    let layout = layout("mode = \"managed\"\nprivate_interface = \"priv0\"");
+    let layout = layout(TAGGED);
     {
         let links = Links::open(&layout, Netns::named(&node).unwrap(), lab.record())
             .await
@@ -311,8 +315,8 @@ async fn novlan_plugs_into_the_sites_bridge_and_refuses_what_it_cannot_serve() {
     assert!(!Path::new(&lab.record()).exists());
 }
 
-/// `mode = "managed"` with the VLANs carried as VXLAN segments over `priv0`.
-const VXLAN: &str = "mode = \"managed\"\nprivate_interface = \"priv0\"\nvlan_transport = \"vxlan\"";
+/// `mode = "managed"` with the VLANs carried as VXLAN segments over `priv0` (the default).
+const VXLAN: &str = "mode = \"managed\"\nprivate_interface = \"priv0\"";
 
 #[tokio::test]
 async fn vxlan_carries_each_vlan_and_a_bridge_two_roles_share_goes_with_the_last() {

@@ -285,14 +285,14 @@ def refused(outside, key, address, within=5.0):
 
 
 # The private network between the cloud's hosts (MANAGED carries its VLANs over it as VXLAN
-# segments: this kernel has no 802.1Q).
+# segments, its default; this kernel has no 802.1Q for tagged ones).
 PRIVATE_NET = "192.168.77.{}/24"
 
 
 def network_keys(mode):
     """Where a host's guests join the cloud's network, in `mode`."""
     if mode == "managed":
-        return 'private_interface = "kpriv0"\nvlan_transport = "vxlan"'
+        return 'private_interface = "kpriv0"'  # VLANs carried as VXLAN, the default
     return 'bridge = "guestbr0"'
 
 
