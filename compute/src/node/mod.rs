@@ -691,13 +691,15 @@ impl Node {
             StateReason::server_error("the node has no [network] table for the instance's NIC")
         })?;
         let plugging = std::time::Instant::now();
-        nic::plug(links, id, nic).await.map_err(|e| {
+        // The guard's rules name the tap, so they are made while the tap is plugged.
+        let (plugged, guarded) = tokio::join!(nic::plug(links, id, nic), self.reguard());
+        plugged.map_err(|e| {
             StateReason::server_error(format!(
                 "cannot plug the instance's NIC: {}",
                 crate::error_chain(&e)
             ))
         })?;
-        self.reguard().await.map_err(|e| {
+        guarded.map_err(|e| {
             StateReason::server_error(format!(
                 "cannot guard the instance's NIC: {}",
                 crate::error_chain(&e)
