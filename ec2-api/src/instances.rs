@@ -1237,6 +1237,11 @@ fn apply_reports(
         .map(|(_, r)| (r.instance_id.as_str(), r))
         .collect();
     let now = now_ms();
+    let system = cloud
+        .settings
+        .network
+        .as_ref()
+        .is_some_and(|l| l.mode() == network::Mode::System);
     let _guard = cloud.state.exclusive();
     let mut batch = Batch::new();
     let mut changed = false;
@@ -1269,8 +1274,11 @@ fn apply_reports(
         match by_id.get(record.id.as_str()) {
             Some(report) => {
                 record.missing_since_ms = None;
-                // SYSTEM: the address the node saw the guest use.
-                if let (Some(ip), Some(nic)) = (report.private_ip, record.nic.as_mut()) {
+                // SYSTEM: the address the node saw the guest use. In the other modes the
+                // address is the CLC's plan, whatever a node says.
+                if let (true, Some(ip), Some(nic)) =
+                    (system, report.private_ip, record.nic.as_mut())
+                {
                     nic.private_ip = ip;
                 }
                 record.node = Some(report.node.clone());

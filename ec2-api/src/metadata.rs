@@ -309,7 +309,11 @@ fn meta_data(cloud: &Cloud, instance: &InstanceRecord) -> Result<Node, MetadataE
     let image = cloud.state.get::<ImageRecord>(&instance.image_id)?;
     // Koala serves no DNS for guests: the host names are the addresses, as
     // DescribeInstances shows them.
-    let private_ip = instance.nic.as_ref().map(|n| n.private_ip.to_string());
+    let private_ip = instance
+        .nic
+        .as_ref()
+        .and_then(|n| n.address())
+        .map(|ip| ip.to_string());
     let public_ip = instance
         .nic
         .as_ref()

@@ -68,6 +68,7 @@ pub struct Dhcp {
     interfaces: Vec<String>,
     dns: Option<Ipv4Addr>,
     mtu: Option<u32>,
+    authoritative: bool,
     netns: Option<String>,
     child: Mutex<Option<Running>>,
 }
@@ -125,6 +126,7 @@ impl Dhcp {
             interfaces,
             dns,
             mtu: None,
+            authoritative: true,
             netns: None,
             child: Mutex::new(None),
         }
@@ -134,6 +136,16 @@ impl Dhcp {
     /// carried by VXLAN).
     pub fn with_mtu(self, mtu: Option<u32>) -> Dhcp {
         Dhcp { mtu, ..self }
+    }
+
+    /// The same server on a network it shares with hosts that are not Koala's guests (STATIC's
+    /// site bridge): not authoritative, so that it never refuses (NAKs) another host's request
+    /// for an address it does not know, and only answers the MACs of its table.
+    pub fn on_shared_network(self) -> Dhcp {
+        Dhcp {
+            authoritative: false,
+            ..self
+        }
     }
 
     /// The same server run inside the named network namespace (`ip netns exec`), as tests
@@ -244,14 +256,11 @@ impl Dhcp {
             "--port=0",
             "--bind-dynamic",
         ])
-        .args([
-            "--except-interface=lo",
-            "--dhcp-authoritative",
-            "--log-dhcp",
-        ])
+        .args(["--except-interface=lo", "--log-dhcp"])
         .arg(format!("--log-facility={}", log.display()))
         .arg(format!("--pid-file={}", file("pid")))
         .arg("--leasefile-ro")
+        .args(self.authoritative.then_some("--dhcp-authoritative"))
         .arg(format!("--dhcp-hostsfile={}", file("hosts")))
         .arg(format!("--dhcp-optsfile={}", file("options")));
         for n in networks {

@@ -1,7 +1,8 @@
 //! The CC's side of guest networking on its host. In STATIC, only the DHCP server, serving
 //! koala.toml's MAC→IP table on the site's bridge from start to stop. In the MANAGED modes,
-//! what it holds for the guest networks the CLC planned, applied whole from one [`Plan`] each time the plan changes, and again at start
-//! from the last plan it applied (kept in its folder), so that a restarted CC rebuilds exactly
+//! what it holds for the guest networks the CLC planned, applied whole from one [`Plan`] each
+//! time the plan changes, and again at start from the last plan it applied (kept in its
+//! folder), so that a restarted CC rebuilds exactly
 //! what it owned: each group network's gateway address on its bridge (in MANAGED, the VLAN's
 //! bridge, made for it), the guests' public addresses on the public interface, the DHCP
 //! server's tables, forwarding, and the rules table. What a plan no longer names is removed;
@@ -82,7 +83,13 @@ impl Gateway {
         };
         Ok(Gateway {
             host: Arc::new(HostSide {
-                dhcp: Dhcp::new(dir.join("dhcp"), bridges, settings.dns_server).with_mtu(mtu),
+                dhcp: match layout.mode() {
+                    crate::Mode::Static => {
+                        Dhcp::new(dir.join("dhcp"), bridges, settings.dns_server)
+                            .on_shared_network()
+                    }
+                    _ => Dhcp::new(dir.join("dhcp"), bridges, settings.dns_server).with_mtu(mtu),
+                },
                 nft: Nft::here(),
             }),
             dir,

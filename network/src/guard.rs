@@ -9,8 +9,9 @@
 //! one is plugged or ends:
 //!
 //! - `guard_in` (prerouting): from a guest's tap only its own MAC, only IPv4 from its own
-//!   address (or 0.0.0.0, DHCP's), only ARP naming its own address (or 0.0.0.0, a probe), and
-//!   nothing else (no IPv6: Koala's guest networks are IPv4);
+//!   address (or from 0.0.0.0 to a DHCP server's port), only ARP naming its own MAC and
+//!   address (or 0.0.0.0, a probe), and nothing else (no IPv6, no VLAN tags: Koala's guest
+//!   networks are untagged IPv4);
 //! - `guard_out` (postrouting): to a guest's tap, no IPv4 packet from outside its own subnet
 //!   sent by a guest's MAC (Koala's `d0:0d` prefix): such a packet comes straight from a guest
 //!   of another network, where only the CC, which routes and filters, may bring one.
@@ -126,6 +127,34 @@ fn batch(nics: &[GuardedNic]) -> Value {
             rule(
                 "guard_in",
                 vec![
+                    from.clone(),
+                    matches("==", payload("ip", "saddr"), unspecified.clone()),
+                    matches("!=", meta("l4proto"), json!("udp")),
+                ],
+            ),
+            rule(
+                "guard_in",
+                vec![
+                    from.clone(),
+                    matches("==", payload("ip", "saddr"), unspecified.clone()),
+                    matches("!=", payload("udp", "dport"), json!(67)),
+                ],
+            ),
+            rule(
+                "guard_in",
+                vec![
+                    from.clone(),
+                    matches("==", ether_type.clone(), json!("arp")),
+                    matches(
+                        "!=",
+                        payload("arp", "saddr ether"),
+                        json!(nic.mac.to_string()),
+                    ),
+                ],
+            ),
+            rule(
+                "guard_in",
+                vec![
                     from,
                     matches("==", ether_type.clone(), json!("arp")),
                     matches(
@@ -163,7 +192,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_nic_gets_its_five_rules_after_the_chains_are_emptied() {
+    fn each_nic_gets_its_eight_rules_after_the_chains_are_emptied() {
         let nic = GuardedNic {
             tap: "ktap-0000000a".into(),
             mac: Mac::for_address(Ipv4Addr::new(10, 0, 0, 2)),
@@ -172,7 +201,7 @@ mod tests {
         };
         let batch = batch(&[nic.clone(), nic]);
         let commands = batch["nftables"].as_array().unwrap();
-        assert_eq!(commands.len(), 5 + 2 * 5);
+        assert_eq!(commands.len(), 5 + 2 * 8);
         assert!(commands[3].get("flush").is_some() && commands[4].get("flush").is_some());
         let empty = super::batch(&[]);
         assert_eq!(empty["nftables"].as_array().unwrap().len(), 5);

@@ -4,10 +4,12 @@
 //! (`<interface type='ethernet'>` with a managed `ktap-…` target) and it vanishes with QEMU.
 //! The bridge named by `[network] bridge` (SYSTEM, STATIC, MANAGED-NOVLAN) and the private
 //! interface are the site's: Koala plugs into them and never changes or removes them. The
-//! per-VLAN bridge `kbr-<vlan>` and VLAN interface `kvl-<vlan>` of MANAGED are the node
-//! controller's: [`Links`] records each in its record file *before* making it, and removes
-//! only what the file names, so that a restart finds exactly what it made and nothing else is
-//! ever deleted.
+//! per-VLAN bridge `kbr-<vlan>` and its carrier (the VLAN interface `kvl-<vlan>` or the VXLAN
+//! interface `kvx-<vlan>`) of MANAGED are Koala's, by their prefixes: each role that uses one
+//! (the node controller for its guests, a CC on the same host for its gateway) records it in
+//! its record file *before* making or using it, and deletes only what its file names, once
+//! nothing else uses the bridge (see [`Links`]), so that a restart finds exactly what it used
+//! and no interface without Koala's prefixes is ever deleted.
 //!
 //! The node controller may work in another network namespace than libvirtd (tests run the
 //! cloud inside namespaces, a site may keep Koala's networking in one): every netlink socket

@@ -25,9 +25,9 @@ pub enum NftError {
     /// The batch could not be handed to nft, and nft still said it succeeded.
     #[error("the batch could not be written to nft")]
     Write(#[source] io::Error),
-    /// nft printed JSON that is not what was listed.
-    #[error("nft printed what is not JSON: {0}")]
-    Output(String),
+    /// What nft printed is not JSON.
+    #[error("nft printed what is not JSON")]
+    Output(#[source] serde_json::Error),
     /// nft (or `ip netns exec`) refused: the kernel kept the ruleset it had.
     #[error("nft failed with {status}: {stderr}")]
     Failed {
@@ -72,7 +72,7 @@ impl Nft {
                 stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             });
         }
-        serde_json::from_slice(&output.stdout).map_err(|e| NftError::Output(e.to_string()))
+        serde_json::from_slice(&output.stdout).map_err(NftError::Output)
     }
 
     /// `nft`, or `ip netns exec NAME nft`.

@@ -3,9 +3,11 @@
 //! table).
 //!
 //! The node controller keeps one nftables table of the bridge family, `bridge koala`, in its
-//! namespace: a rule at the bridge's prerouting hook puts the pair (source MAC, source IPv4
-//! address) of every ARP and IPv4 packet a guest's tap (`ktap-*`) sends into a dynamic set,
-//! each entry expiring an hour after it was last seen. The kernel does the learning on the
+//! namespace: a rule at the bridge's prerouting hook puts the pair (tap, source IPv4 address)
+//! of every ARP and IPv4 packet a guest's tap (`ktap-*`) sends into a dynamic set, each entry
+//! expiring an hour after it was last seen. The tap is where the packet came in, which no
+//! guest can forge (a MAC it can); addresses no DHCP server gives (0.0.0.0/8, link-local
+//! 169.254.0.0/16, multicast and above) are not learned, and the set is bounded. The kernel does the learning on the
 //! packet path; the node reads the set only while a guest's address is unknown. The table is
 //! Koala's alone (the `ip koala` table of a CC on the same host is another family's), and
 //! installing it again keeps what it learned.
@@ -14,7 +16,6 @@ use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
 
-use crate::layout::Mac;
 use crate::links::TAP_PREFIX;
 use crate::nft::{Nft, NftError};
 use crate::rules::TABLE;
@@ -24,6 +25,10 @@ const SEEN: &str = "guests_seen";
 
 /// How long a pair stays in the set after the guest last sent from it, seconds.
 const SEEN_FOR_SECS: u64 = 3600;
+
+/// The most pairs the set holds: a guest sending from many addresses fills it, and then
+/// only the learning stops.
+const SEEN_AT_MOST: u64 = 65536;
 
 /// The node's table of guests' (MAC, address) pairs.
 #[derive(Debug, Clone)]
@@ -43,17 +48,21 @@ impl Sightings {
     pub fn install(&self) -> Result<(), NftError> {
         let table = json!({"family": "bridge", "name": TABLE});
         let chain = json!({"family": "bridge", "table": TABLE, "name": "prerouting"});
-        let from_tap = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}},
-                                        "right": format!("{TAP_PREFIX}*")}});
+        let tap = json!({"meta": {"key": "iifname"}});
+        let from_tap =
+            json!({"match": {"op": "==", "left": tap, "right": format!("{TAP_PREFIX}*")}});
+        let prefix = |addr: &str, len: u8| json!({"prefix": {"addr": addr, "len": len}});
+        let not_given = json!({"set": [prefix("0.0.0.0", 8), prefix("169.254.0.0", 16),
+                                       prefix("224.0.0.0", 3)]});
         let learn = |protocol: &str, field: &str| {
             let source = json!({"payload": {"protocol": protocol, "field": field}});
             json!({"add": {"rule": {
                 "family": "bridge", "table": TABLE, "chain": "prerouting",
                 "expr": [
                     from_tap,
-                    {"match": {"op": "!=", "left": source, "right": "0.0.0.0"}},
+                    {"match": {"op": "!=", "left": source, "right": not_given}},
                     {"set": {"op": "update", "set": format!("@{SEEN}"), "elem": {"concat": [
-                        {"payload": {"protocol": "ether", "field": "saddr"}}, source]}}},
+                        tap, source]}}},
                 ],
             }}})
         };
@@ -63,8 +72,9 @@ impl Sightings {
         if self.nft.list(&["set", "bridge", TABLE, SEEN]).is_err() {
             batch.push(
                 json!({"add": {"set": {"family": "bridge", "table": TABLE, "name": SEEN,
-                                              "type": ["ether_addr", "ipv4_addr"],
-                                              "flags": ["timeout"], "timeout": SEEN_FOR_SECS}}}),
+                                              "type": ["ifname", "ipv4_addr"],
+                                              "flags": ["timeout"], "timeout": SEEN_FOR_SECS,
+                                              "size": SEEN_AT_MOST}}}),
             );
         }
         batch.extend([
@@ -78,17 +88,17 @@ impl Sightings {
         self.nft.run(&json!({ "nftables": batch }))
     }
 
-    /// The address each MAC was seen sending from last (the most recent, if several). Blocks
+    /// The address each tap was seen sending from last (the most recent, if several). Blocks
     /// until nft exits.
-    pub fn read(&self) -> Result<Vec<(Mac, Ipv4Addr)>, NftError> {
+    pub fn read(&self) -> Result<Vec<(String, Ipv4Addr)>, NftError> {
         let listed = self.nft.list(&["set", "bridge", TABLE, SEEN])?;
         Ok(latest(&listed))
     }
 }
 
-/// The pairs of a listed set, one per MAC: the one that expires last (seen last).
-fn latest(listed: &Value) -> Vec<(Mac, Ipv4Addr)> {
-    let mut found: Vec<(Mac, Ipv4Addr, u64)> = Vec::new();
+/// The pairs of a listed set, one per tap: the one that expires last (seen last).
+fn latest(listed: &Value) -> Vec<(String, Ipv4Addr)> {
+    let mut found: Vec<(String, Ipv4Addr, u64)> = Vec::new();
     let sets = listed["nftables"].as_array().into_iter().flatten();
     let elements = sets.filter_map(|o| o["set"]["elem"].as_array()).flatten();
     for element in elements {
@@ -99,18 +109,18 @@ fn latest(listed: &Value) -> Vec<(Mac, Ipv4Addr)> {
         };
         let parts = value["concat"].as_array();
         let pair = parts.and_then(|p| {
-            let mac = p.first()?.as_str()?.parse::<Mac>().ok()?;
+            let tap = p.first()?.as_str()?.to_owned();
             let ip = p.get(1)?.as_str()?.parse::<Ipv4Addr>().ok()?;
-            Some((mac, ip))
+            Some((tap, ip))
         });
-        let Some((mac, ip)) = pair else { continue };
-        match found.iter_mut().find(|(m, _, _)| *m == mac) {
+        let Some((tap, ip)) = pair else { continue };
+        match found.iter_mut().find(|(t, _, _)| *t == tap) {
             Some(seen) if seen.2 >= expires => {}
-            Some(seen) => *seen = (mac, ip, expires),
-            None => found.push((mac, ip, expires)),
+            Some(seen) => *seen = (tap, ip, expires),
+            None => found.push((tap, ip, expires)),
         }
     }
-    found.into_iter().map(|(mac, ip, _)| (mac, ip)).collect()
+    found.into_iter().map(|(tap, ip, _)| (tap, ip)).collect()
 }
 
 #[cfg(test)]
@@ -118,21 +128,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pair_seen_last_wins_for_each_mac() {
+    fn the_pair_seen_last_wins_for_each_tap() {
         let listed = json!({"nftables": [{"metainfo": {}}, {"set": {"elem": [
-            {"elem": {"val": {"concat": ["d0:0d:00:00:00:01", "10.0.0.5"]}, "expires": 100}},
-            {"elem": {"val": {"concat": ["d0:0d:00:00:00:01", "10.0.0.9"]}, "expires": 3500}},
-            {"elem": {"val": {"concat": ["d0:0d:00:00:00:02", "10.0.0.6"]}, "expires": 3000}},
-            {"concat": ["d0:0d:00:00:00:03", "10.0.0.7"]},
-            {"elem": {"val": {"concat": ["not a mac", "10.0.0.8"]}, "expires": 1}},
+            {"elem": {"val": {"concat": ["ktap-00000001", "10.0.0.5"]}, "expires": 100}},
+            {"elem": {"val": {"concat": ["ktap-00000001", "10.0.0.9"]}, "expires": 3500}},
+            {"elem": {"val": {"concat": ["ktap-00000002", "10.0.0.6"]}, "expires": 3000}},
+            {"concat": ["ktap-00000003", "10.0.0.7"]},
+            {"elem": {"val": {"concat": ["ktap-00000004", "not an address"]}, "expires": 1}},
         ]}}]});
-        let mac = |s: &str| s.parse::<Mac>().unwrap();
+        let tap = |s: &str| s.to_owned();
         assert_eq!(
             latest(&listed),
             vec![
-                (mac("d0:0d:00:00:00:01"), Ipv4Addr::new(10, 0, 0, 9)),
-                (mac("d0:0d:00:00:00:02"), Ipv4Addr::new(10, 0, 0, 6)),
-                (mac("d0:0d:00:00:00:03"), Ipv4Addr::new(10, 0, 0, 7)),
+                (tap("ktap-00000001"), Ipv4Addr::new(10, 0, 0, 9)),
+                (tap("ktap-00000002"), Ipv4Addr::new(10, 0, 0, 6)),
+                (tap("ktap-00000003"), Ipv4Addr::new(10, 0, 0, 7)),
             ]
         );
         assert!(latest(&json!({"nftables": []})).is_empty());

@@ -441,10 +441,15 @@ fn system_mode_learns_the_address_each_guest_sends_from() {
     let sightings = Sightings::new(Nft::in_netns(&node));
     sightings.install().unwrap();
     assert!(sightings.read().unwrap().is_empty());
-    // The guest configures the address the site's DHCP gave it and speaks (an ARP for its
-    // gateway first).
+    // A link-local address (as a guest may take before DHCP answers) is not learned; the
+    // address the site's DHCP gave it is, once it speaks (an ARP for its gateway first).
+    ip(&guest, &["addr", "add", "169.254.7.7/16", "dev", "eth0"]);
+    let _ = Command::new("ip")
+        .args(["netns", "exec", &guest, "python3", "-c"])
+        .arg("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('169.254.7.7', 0)); s.sendto(b'x', ('169.254.1.1', 9))")
+        .status();
     ip(&guest, &["addr", "add", "10.60.0.23/24", "dev", "eth0"]);
-    let mac: Mac = "d0:0d:00:00:00:0a".parse().unwrap();
+    let tap = "ktap-0000000a".to_owned();
     let mut seen = Vec::new();
     for _ in 0..50 {
         let _ = Command::new("ip")
@@ -457,7 +462,7 @@ fn system_mode_learns_the_address_each_guest_sends_from() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(seen, vec![(mac, "10.60.0.23".parse().unwrap())]);
+    assert_eq!(seen, vec![(tap, "10.60.0.23".parse().unwrap())]);
     // Installed again (a restarted node): what was learned is kept, nothing doubled.
     sightings.install().unwrap();
     assert_eq!(sightings.read().unwrap(), seen);
@@ -563,6 +568,10 @@ fn the_guard_pins_each_guest_to_itself_and_keeps_networks_apart_on_one_bridge() 
         !delivered(a, Some("10.0.0.5"), c, "10.0.0.4"),
         "a spoofed source"
     );
+    // a takes another MAC: nothing it sends passes, not even its ARP for c.
+    ip(a, &["link", "set", "eth0", "address", "02:00:00:00:00:01"]);
+    ip(a, &["neigh", "flush", "dev", "eth0"]);
+    assert!(!delivered(a, None, c, "10.0.0.4"), "a spoofed MAC");
     // Applied again without b: b's rules go, the others stay (one transaction each time).
     guard.apply(&guarded[..1]).unwrap();
     let listed = Command::new("ip")
@@ -572,6 +581,6 @@ fn the_guard_pins_each_guest_to_itself_and_keeps_networks_apart_on_one_bridge() 
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&listed.stdout);
-    assert_eq!(text.matches("drop").count(), 5, "{text}");
+    assert_eq!(text.matches("drop").count(), 8, "{text}");
     assert!(!text.contains("ktap-00000001"), "{text}");
 }

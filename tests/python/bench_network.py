@@ -132,6 +132,8 @@ addresses_per_network = 16
         while public is None:
             public = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0][
                 "Instances"][0].get("PublicIpAddress")
+            if public is None:
+                time.sleep(0.1)
         while ssh(outside, str(key), public, "true").returncode != 0:
             assert time.monotonic() - sent < 300, "no ssh login within 300 s"
         logins.append(time.monotonic() - sent)

@@ -114,9 +114,11 @@ struct Inner {
     links: Option<network::Links>,
     /// SYSTEM: where the node learns the addresses the site's DHCP gave its guests.
     sightings: Option<network::Sightings>,
-    /// The MANAGED modes: the bridge rules pinning each guest to its MAC and address; the
-    /// lock makes each rebuild apply after the one before.
-    guard: Option<tokio::sync::Mutex<network::Guard>>,
+    /// The MANAGED modes: the bridge rules pinning each guest to its MAC and address. Each
+    /// rebuild takes its look at the instances and applies it under the lock, in a blocking
+    /// task that runs to its end even if its caller is aborted, so the last applied is the
+    /// newest look.
+    guard: Option<(network::Guard, Mutex<()>)>,
     instances: Mutex<BTreeMap<String, Instance>>,
     /// The ids of the run orders refused lately, with when (ms since the epoch).
     refused: Mutex<BTreeMap<String, u64>>,
@@ -234,6 +236,26 @@ pub enum NodeError {
     },
 }
 
+/// Why the bridge guard could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+enum GuardError {
+    /// An instance's NIC names a group network this node's `[network]` table does not have
+    /// (the CLC's table and the node's differ).
+    #[error("instance {instance}'s NIC is on network {network}, which this node's [network] table does not have")]
+    UnknownNetwork {
+        /// The instance.
+        instance: String,
+        /// The network's index.
+        network: u32,
+    },
+    /// nft refused the rules.
+    #[error("nft refused the guard's rules")]
+    Nft(#[source] network::NftError),
+    /// The blocking task ended early.
+    #[error("the guard's task failed: {0}")]
+    Task(String),
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -309,7 +331,7 @@ impl Node {
             .network
             .as_ref()
             .filter(|layout| layout.mode().is_managed())
-            .map(|_| tokio::sync::Mutex::new(network::Guard::new(network::Nft::here())));
+            .map(|_| (network::Guard::new(network::Nft::here()), Mutex::new(())));
         let node = Node {
             inner: Arc::new(Inner {
                 config,
@@ -793,35 +815,59 @@ impl Node {
         }
     }
 
-    /// The MANAGED modes: rebuilds the bridge guard from the NICs of the instances not ended
-    /// (see `network::Guard`); nothing in the other modes.
-    async fn reguard(&self) -> Result<(), network::NftError> {
-        let (Some(guard), Some(layout)) = (&self.inner.guard, &self.inner.config.network) else {
+    /// The MANAGED modes: rebuilds the bridge guard from the NICs of the instances whose
+    /// guests may run (pending, running, shutting down: see `network::Guard`); nothing in the
+    /// other modes.
+    async fn reguard(&self) -> Result<(), GuardError> {
+        if self.inner.guard.is_none() {
             return Ok(());
+        }
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some((guard, applying)) = &node.inner.guard else {
+                return Ok(());
+            };
+            let _one_at_a_time = lock(applying);
+            let nics = node.guarded_nics()?;
+            guard.apply(&nics).map_err(GuardError::Nft)
+        })
+        .await
+        .map_err(|e| GuardError::Task(e.to_string()))?
+    }
+
+    /// The NICs the guard pins: those of the instances whose guests may run. A NIC whose
+    /// network the node's `[network]` table lacks is refused rather than left unguarded.
+    fn guarded_nics(&self) -> Result<Vec<network::GuardedNic>, GuardError> {
+        let Some(layout) = &self.inner.config.network else {
+            return Ok(Vec::new());
         };
-        let guard = guard.lock().await;
-        let nics: Vec<network::GuardedNic> = lock(&self.inner.instances)
-            .values()
-            .filter(|i| {
+        let instances = lock(&self.inner.instances);
+        let mut nics = Vec::new();
+        for i in instances.values() {
+            let (true, Some(nic)) = (
                 matches!(
                     i.record.state,
-                    InstanceState::Pending | InstanceState::Running
-                )
-            })
-            .filter_map(|i| {
-                let nic = i.record.order.nic.as_ref()?;
-                Some(network::GuardedNic {
-                    tap: network::tap_name(&i.record.order.instance_id),
-                    mac: nic.mac,
-                    ip: nic.private_ip,
-                    subnet: layout.network(nic.network)?.subnet,
-                })
-            })
-            .collect();
-        let applying = guard.clone();
-        tokio::task::spawn_blocking(move || applying.apply(&nics))
-            .await
-            .map_err(|e| network::NftError::Spawn(std::io::Error::other(e.to_string())))?
+                    InstanceState::Pending | InstanceState::Running | InstanceState::ShuttingDown
+                ),
+                i.record.order.nic.as_ref(),
+            ) else {
+                continue;
+            };
+            let id = &i.record.order.instance_id;
+            let net = layout
+                .network(nic.network)
+                .ok_or_else(|| GuardError::UnknownNetwork {
+                    instance: id.clone(),
+                    network: nic.network,
+                })?;
+            nics.push(network::GuardedNic {
+                tap: network::tap_name(id),
+                mac: nic.mac,
+                ip: nic.private_ip,
+                subnet: net.subnet,
+            });
+        }
+        Ok(nics)
     }
 
     /// Terminates an instance at the user's request.
@@ -941,20 +987,16 @@ impl Node {
     }
 
     /// SYSTEM: the addresses of the running guests whose address is not known yet, from
-    /// what the node's table saw their NICs' MACs send from; each recorded in its state.
+    /// what the node's table saw their taps send from; each recorded in its state.
     async fn learn_addresses(&self) {
         let Some(sightings) = self.inner.sightings.clone() else {
             return;
         };
-        let wanting: Vec<(String, network::Mac)> = lock(&self.inner.instances)
+        let wanting: Vec<String> = lock(&self.inner.instances)
             .values()
             .filter(|i| i.record.state == InstanceState::Running && i.record.address.is_none())
-            .filter_map(|i| {
-                Some((
-                    i.record.order.instance_id.clone(),
-                    i.record.order.nic.as_ref()?.mac,
-                ))
-            })
+            .filter(|i| i.record.order.nic.is_some())
+            .map(|i| i.record.order.instance_id.clone())
             .collect();
         if wanting.is_empty() {
             return;
@@ -970,8 +1012,9 @@ impl Node {
             }
             Err(_) => return,
         };
-        for (id, mac) in wanting {
-            if let Some((_, ip)) = seen.iter().find(|(m, _)| *m == mac) {
+        for id in wanting {
+            let tap = network::tap_name(&id);
+            if let Some((_, ip)) = seen.iter().find(|(t, _)| *t == tap) {
                 tracing::info!(instance = %id, %ip, "learned the guest's address");
                 self.update(&id, |i| i.record.address = Some(*ip));
                 self.persist(&id);
