@@ -147,6 +147,9 @@ impl Gateway {
             .and_then(|()| std::fs::rename(path.with_extension("tmp"), &path))
             .map_err(|source| GatewayError::Write { path, source })?;
 
+        // The VLAN bridges are made, given their addresses, and the unused ones removed under
+        // the host lock: a node controller of this host decides a bridge unused under it too.
+        let host = self.links.host_lock().await?;
         let mut wanted = BTreeSet::new();
         for n in &given.networks {
             let bridge = match (n.vlan, &self.bridge) {
@@ -172,6 +175,7 @@ impl Gateway {
         self.links.set_addresses(&wanted).await?;
         let vlans: BTreeSet<u16> = given.networks.iter().filter_map(|n| n.vlan).collect();
         self.links.sweep(|vlan| vlans.contains(&vlan)).await?;
+        drop(host);
 
         let plan = localised(given);
         let host = self.host.clone();

@@ -33,8 +33,8 @@ pub use guard::{Guard, GuardedNic};
 pub use layout::{Carrier, GroupNetwork, Layout, Mac};
 #[cfg(feature = "links")]
 pub use links::{
-    tap_name, vlan_bridge_name, vlan_interface_name, Links, LinksError, Netns, BRIDGE_PREFIX,
-    TAP_PREFIX, VLAN_PREFIX, VXLAN_PREFIX,
+    tap_name, vlan_bridge_name, vlan_interface_name, HostLock, Links, LinksError, Netns,
+    BRIDGE_PREFIX, TAP_PREFIX, VLAN_PREFIX, VXLAN_PREFIX,
 };
 pub use nft::{Nft, NftError};
 pub use rules::{

@@ -253,6 +253,15 @@ pub enum LinksError {
         #[source]
         source: io::Error,
     },
+    /// The lock the roles sharing a namespace take turns with could not be taken.
+    #[error("cannot take the host's links lock {}", path.display())]
+    HostLock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The kernel makes no VLAN interfaces (no 802.1Q support): MANAGED cannot tag here.
     #[error("the kernel cannot make VLAN interfaces (802.1Q, module 8021q), which VLAN {vlan} needs: load 8021q, or carry the VLANs as VXLAN segments (vlan_transport = \"vxlan\")")]
     NoVlanSupport {
@@ -289,7 +298,9 @@ const RECORD_VERSION: u32 = 1;
 ///
 /// A VLAN's bridge may serve two roles of one host at once (a CC beside a node: the
 /// gateway's address and the guests' taps on one bridge): each records the bridge it uses,
-/// and the one that leaves it last removes it, so it outlives neither user.
+/// and the one that leaves it last removes it, so it outlives neither user. Each role calls
+/// the methods that make, use or remove VLAN bridges with [`Links::host_lock`] held, so that
+/// one never removes a bridge the other is just starting to use.
 #[derive(Debug)]
 pub struct Links {
     mode: Mode,
@@ -301,6 +312,12 @@ pub struct Links {
     record: PathBuf,
     /// The names the record file holds; the lock serialises every operation.
     owned: tokio::sync::Mutex<BTreeSet<String>>,
+}
+
+/// The host lock of a namespace, held until dropped (see [`Links::host_lock`]).
+#[derive(Debug)]
+pub struct HostLock {
+    _file: File,
 }
 
 /// An interface found by name.
@@ -366,6 +383,40 @@ impl Links {
     /// The namespace the node's taps and bridges are in.
     pub fn netns(&self) -> &Netns {
         &self.netns
+    }
+
+    /// Waits for, then holds, the lock every role working in this namespace takes around a
+    /// sequence that makes or uses a VLAN bridge (make it, then plug a tap or put an address
+    /// on it) or decides it unused and deletes it, so that a CC and a node controller of one
+    /// host never delete a bridge the other is just starting to use. The lock is a file in
+    /// `/run/koala` named after the namespace (the same for both roles, in one process or
+    /// two), locked with flock; it is released when the [`HostLock`] is dropped.
+    pub async fn host_lock(&self) -> Result<HostLock, LinksError> {
+        let path = host_lock_path(&self.netns);
+        let lock_path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let failed = |source| LinksError::HostLock {
+                path: path.clone(),
+                source,
+            };
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(failed)?;
+            }
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(failed)?;
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| failed(e.into()))?;
+            Ok(HostLock { _file: file })
+        })
+        .await
+        .map_err(|e| LinksError::HostLock {
+            path: lock_path,
+            source: io::Error::other(e.to_string()),
+        })?
     }
 
     /// Plugs the tap `tap` of a guest on VLAN `vlan` (MANAGED; `None` in the other modes) into
@@ -809,6 +860,17 @@ impl Links {
         drop(handle);
         self.index_of(tap).await
     }
+}
+
+/// The host lock file of namespace `netns`: named by the namespace's device and inode, which
+/// every process in it sees alike.
+fn host_lock_path(netns: &Netns) -> PathBuf {
+    let (dev, ino) = netns
+        .file
+        .metadata()
+        .map(|m| (m.dev(), m.ino()))
+        .unwrap_or_default();
+    PathBuf::from(format!("/run/koala/links-{dev:x}-{ino:x}.lock"))
 }
 
 /// The errno of a netlink refusal.

@@ -584,3 +584,41 @@ fn the_guard_pins_each_guest_to_itself_and_keeps_networks_apart_on_one_bridge() 
     assert_eq!(text.matches("drop").count(), 8, "{text}");
     assert!(!text.contains("ktap-00000001"), "{text}");
 }
+
+#[tokio::test]
+async fn the_roles_of_one_namespace_take_turns_with_its_vlan_bridges() {
+    let mut lab = Lab::new("turns");
+    let node = lab.netns("node");
+    private_interface(&node);
+    let layout = layout(VXLAN);
+    let nc = Links::open(&layout, Netns::named(&node).unwrap(), lab.record())
+        .await
+        .unwrap();
+    let cc_record = lab.dir.path().join("cc-links.json");
+    let cc = Links::open(&layout, Netns::named(&node).unwrap(), cc_record)
+        .await
+        .unwrap();
+    // While the node holds the lock, the CC waits; it gets it once the node lets go.
+    let held = nc.host_lock().await.unwrap();
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(300), cc.host_lock());
+    assert!(
+        waiting.await.is_err(),
+        "the CC took the lock the node holds"
+    );
+    drop(held);
+    let taken = tokio::time::timeout(std::time::Duration::from_secs(5), cc.host_lock()).await;
+    assert!(taken.is_ok_and(|l| l.is_ok()));
+    // Another namespace has its own lock.
+    let other = lab.netns("other");
+    private_interface(&other);
+    let elsewhere = Links::open(
+        &layout,
+        Netns::named(&other).unwrap(),
+        lab.dir.path().join("o.json"),
+    )
+    .await
+    .unwrap();
+    let _held = nc.host_lock().await.unwrap();
+    let apart = tokio::time::timeout(std::time::Duration::from_secs(5), elsewhere.host_lock());
+    assert!(apart.await.is_ok_and(|l| l.is_ok()));
+}

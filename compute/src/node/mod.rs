@@ -758,7 +758,11 @@ impl Node {
                     && i.record.order.nic.as_ref().and_then(|n| n.vlan) == Some(vlan)
             })
         };
-        if let Err(e) = links.release(vlan, in_use).await {
+        let released = match links.host_lock().await {
+            Ok(_host) => links.release(vlan, in_use).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = released {
             tracing::warn!(instance = %id, vlan, "cannot remove the VLAN's bridge: {}", crate::error_chain(&e));
         }
     }
@@ -1143,7 +1147,11 @@ impl Node {
                 ) && i.record.order.nic.as_ref().and_then(|n| n.vlan) == Some(vlan)
             })
         };
-        if let Err(e) = links.sweep(in_use).await {
+        let swept = match links.host_lock().await {
+            Ok(_host) => links.sweep(in_use).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = swept {
             tracing::warn!(
                 "cannot remove the unused VLAN bridges: {}",
                 crate::error_chain(&e)

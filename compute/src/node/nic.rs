@@ -34,6 +34,7 @@ pub fn domain_nic(id: &str, nic: &NicOrder) -> Nic {
 /// the bridge of its network; returns the bridge's name. Plugging a plugged tap changes
 /// nothing: what a restarted node does for its running guests.
 pub async fn plug(links: &Links, id: &str, nic: &NicOrder) -> Result<String, LinksError> {
+    let _host = links.host_lock().await?;
     links
         .plug(&network::tap_name(id), nic.vlan, &qemu_pid_file(id))
         .await
