@@ -624,44 +624,35 @@ fn record_launch(
     // The zone may have been deregistered since it was chosen.
     cloud.clusters.of(zone)?;
     let mut batch = Batch::new();
-    let mut nics = match (&cloud.settings.network, plan.groups.first()) {
-        (Some(layout), Some((group_id, _))) if layout.mode().is_managed() => {
-            let nics = networks::plan(
+    let planned = match (&cloud.settings.network, plan.groups.first()) {
+        (Some(layout), Some((group_id, _))) if layout.mode().is_managed() => Some(enough(
+            networks::plan(
                 cloud,
                 layout,
                 &mut batch,
                 group_id,
                 launching,
                 plan.public_addressing,
-            )?;
-            if nics.len() < plan.min as usize {
-                return Err(QueryError::InsufficientAddressCapacity(format!(
-                    "Security group {group_id}'s network has {} free addresses; {} instance(s) were asked for.",
-                    nics.len(),
-                    plan.min
-                )));
-            }
-            launching = nics.len() as u32;
-            nics.into_iter().map(Some).collect()
-        }
+            )?,
+            plan.min,
+            &format!("Security group {group_id}'s network"),
+            "addresses",
+        )?),
         (Some(layout), _) if layout.mode() == network::Mode::System => {
-            (0..launching).map(|_| Some(networks::Nic::unplanned())).collect()
+            Some((0..launching).map(|_| networks::Nic::unplanned()).collect())
         }
-        (Some(layout), _) if layout.mode() == network::Mode::Static => {
-            let nics = networks::plan_static(cloud, layout, launching)?;
-            if nics.len() < plan.min as usize {
-                return Err(QueryError::InsufficientAddressCapacity(format!(
-                    "The static network's table ([network] hosts) has {} free entries; {} instance(s) were asked for.",
-                    nics.len(),
-                    plan.min
-                )));
-            }
-            launching = nics.len() as u32;
-            nics.into_iter().map(Some).collect()
-        }
-        _ => Vec::new(),
+        (Some(layout), _) if layout.mode() == network::Mode::Static => Some(enough(
+            networks::plan_static(cloud, layout, launching)?,
+            plan.min,
+            "The static network's table ([network] hosts)",
+            "entries",
+        )?),
+        _ => None,
+    };
+    if let Some(planned) = &planned {
+        launching = planned.len() as u32;
     }
-    .into_iter();
+    let mut nics = planned.unwrap_or_default().into_iter();
     for launch_index in 0..launching {
         let id = loop {
             let id = new_id("i");
@@ -692,7 +683,7 @@ fn record_launch(
             start_timeout_secs: plan.start_timeout_secs,
             ended_ms: None,
             missing_since_ms: None,
-            nic: nics.next().flatten(),
+            nic: nics.next(),
             public_key: plan.key.as_ref().map(|(_, key)| key.clone()),
             user_data: user_data.clone(),
         };
@@ -701,6 +692,23 @@ fn record_launch(
     }
     cloud.state.commit(batch)?;
     Ok(Step::Next(records))
+}
+
+/// The NICs planned for a launch, one per instance that will start: fewer than `min`
+/// refuses the launch, saying what (`source`) had too few free `noun`.
+fn enough(
+    nics: Vec<networks::Nic>,
+    min: i64,
+    source: &str,
+    noun: &str,
+) -> Result<Vec<networks::Nic>, QueryError> {
+    if nics.len() < min as usize {
+        return Err(QueryError::InsufficientAddressCapacity(format!(
+            "{source} has {} free {noun}; {min} instance(s) were asked for.",
+            nics.len()
+        )));
+    }
+    Ok(nics)
 }
 
 /// The run orders of the recorded instances.

@@ -27,9 +27,7 @@ import pytest
 from conftest import make_ec2  # noqa: F401
 from netns import Netns, run_in
 from test_instances import guest, register_guest, terminate_all, wait_state  # noqa: F401
-from test_networks import (HOST_PUBLIC, PUBLIC_POOL, SSH_OPTIONS, USER_ADDRESS,  # noqa: F401
-                           console_line, network_keys, ns_cloud, private_link, public_link,
-                           ssh)
+from test_networks import ns_cloud, ssh, user_cloud  # noqa: F401
 
 CHANGES = int(os.environ.get("KOALA_BENCH_CHANGES", "100"))
 RUNS = int(os.environ.get("KOALA_BENCH_RUNS", "3"))
@@ -85,27 +83,7 @@ def test_bench_network(ns_cloud, guest, tmp_path, mode, monkeypatch):
 
 
 def _bench(ns_cloud, guest, tmp_path, mode, outside):
-    config = f"""
-[node]
-cores = 16
-
-[network]
-mode = "{mode}"
-{network_keys(mode)}
-public_interface = "kpub0"
-private_subnet = "10.77.0.0/24"
-addresses_per_network = 16
-
-[properties]
-"cloud.network.public_ips" = "{PUBLIC_POOL[0]}-{PUBLIC_POOL[1]}"
-"""
-
-    def plumbed(c_ns):
-        public_link(c_ns, outside)
-        if mode == "managed":
-            private_link(c_ns, 1)
-
-    c, ec2, s3 = ns_cloud(config, before_start=plumbed)
+    c, ec2, s3, _ = user_cloud(ns_cloud, mode, outside)
     _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
     key = tmp_path / "bench.private"
     key.write_text(ec2.create_key_pair(KeyName="bench")["KeyMaterial"])

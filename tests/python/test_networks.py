@@ -331,7 +331,10 @@ def test_a_user_reaches_an_instance_over_ssh_through_its_elastic_ip(
         outside.delete()
 
 
-def _walk(ns_cloud, guest, tmp_path, mode, outside):
+def user_cloud(ns_cloud, mode, outside):
+    """A cloud in MANAGED mode `mode` in its own namespace, whose public interface is a veth
+    to the user's namespace `outside` (and, in MANAGED, with a private interface of its own),
+    made before the cloud starts: (cloud, ec2, s3, the cloud's namespace)."""
     config = f"""
 [node]
 cores = 16
@@ -346,8 +349,6 @@ addresses_per_network = 16
 [properties]
 "cloud.network.public_ips" = "{PUBLIC_POOL[0]}-{PUBLIC_POOL[1]}"
 """
-    # The cloud's namespace exists once ns_cloud made it: the public link is a veth from it
-    # to the user's namespace, made before the cloud starts.
     made = {}
 
     def plumbed(c_ns):
@@ -357,6 +358,11 @@ addresses_per_network = 16
         made["ns"] = c_ns
 
     c, ec2, s3 = ns_cloud(config, before_start=plumbed)
+    return c, ec2, s3, made["ns"]
+
+
+def _walk(ns_cloud, guest, tmp_path, mode, outside):
+    c, ec2, s3, ns = user_cloud(ns_cloud, mode, outside)
     eki, eri, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
 
     # euca-add-keypair mykey > mykey.private && chmod 0600 mykey.private
@@ -408,7 +414,7 @@ addresses_per_network = 16
     deadline = time.monotonic() + 5
     while not pinged(outside, first["PublicIpAddress"]):
         assert time.monotonic() < deadline, "ping still refused after the ICMP rule:\n" + (
-            made["ns"].run("nft", "list", "table", "ip", "koala", check=False).stdout)
+            ns.run("nft", "list", "table", "ip", "koala", check=False).stdout)
 
     # euca-allocate-address; euca-associate-address IP -i i-...
     out = euca(c, "euca-allocate-address")
@@ -424,7 +430,6 @@ addresses_per_network = 16
 
     # The whole cloud restarts with the instances running: the CC applies the plan it kept,
     # the NC plugs its guests again, nothing is doubled (rules, DHCP servers).
-    ns = made["ns"]
     table = ns.run("nft", "list", "table", "ip", "koala").stdout
     c.stop()
     c.start()
@@ -472,8 +477,8 @@ addresses_per_network = 16
     wait_state(ec2, ids, {"terminated"}, timeout=120)
     deadline = time.monotonic() + 10
     while True:
-        links = made["ns"].run("ip", "-o", "link").stdout
-        table = made["ns"].run("nft", "list", "table", "ip", "koala", check=False).stdout
+        links = ns.run("ip", "-o", "link").stdout
+        table = ns.run("nft", "list", "table", "ip", "koala", check=False).stdout
         # The DHCP server's table names none of them; with no guest network left it stops
         # (and keeps no lease database).
         with open(os.path.join(c.data_dir, "cluster", "network", "dhcp", "hosts")) as f:
@@ -481,11 +486,11 @@ addresses_per_network = 16
         # (MANAGED: the VLANs' bridges and VXLAN interfaces go with their last guest.)
         if ("ktap" not in links and "kbr-" not in links and "kvx-" not in links
                 and "10.77.0.2 " not in table and elastic not in table
-                and "d0:0d" not in hosts and servers(made["ns"], "dnsmasq") == 0):
+                and "d0:0d" not in hosts and servers(ns, "dnsmasq") == 0):
             break
         if time.monotonic() > deadline:
             pytest.fail(f"left behind after terminate:\n{links}\n{table}\n{hosts}\n"
-                        f"{servers(made['ns'], 'dnsmasq')} DHCP servers")
+                        f"{servers(ns, 'dnsmasq')} DHCP servers")
         time.sleep(0.5)
 
 
