@@ -40,7 +40,7 @@ pub use properties::{PropertyError, StartingValues};
 use query::{Dialect, QueryRequest};
 pub use remote_walrus::WalrusOverHttp;
 pub use state::CloudState;
-pub use throttle::UnwrapThrottle;
+pub use throttle::{Throttle, UnwrapThrottle};
 
 /// Largest form body a Query API accepts; EC2 and IAM requests are a few KiB at most.
 const MAX_FORM_BODY: usize = 1 << 20;

@@ -1,4 +1,5 @@
-//! Rate limits on actions that use the cloud's private key on a caller's input.
+//! Rate limits: per-key token buckets (the generic cell rate algorithm), for actions that use
+//! the cloud's private key on a caller's input and for the console's sign-in attempts.
 //!
 //! RegisterImage decrypts the bundle key a manifest carries with the cloud's RSA key, and
 //! answers differently when it does not decrypt: an RSA decryption oracle on the cloud key.
@@ -23,45 +24,73 @@ pub const UNWRAP_BURST: u32 = 10;
 /// below the hundreds of thousands to millions of timed decryptions the Marvin attack needs.
 pub const UNWRAP_EVERY: Duration = Duration::from_secs(5);
 
-/// Past this many accounts tracked, those whose burst is whole again are forgotten (their
+/// Past this many keys tracked, those whose burst is whole again are forgotten (their
 /// next request finds a full burst, as it would anyway).
 const PRUNE_ABOVE: usize = 1024;
 
-/// Per-account token buckets for key unwrapping, kept as the time at which each account's
-/// bucket is next full (the generic cell rate algorithm: one instant per account).
-#[derive(Debug, Default)]
-pub struct UnwrapThrottle {
+/// Token buckets by key (an account, an address, a user name), kept as the time at which
+/// each key's bucket is next full (the generic cell rate algorithm: one instant per key).
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    burst: u32,
     full_at: Mutex<HashMap<String, Instant>>,
 }
 
-impl UnwrapThrottle {
-    /// Takes one unwrap for `account` now; when its burst is spent, how long until one
-    /// is allowed again.
-    pub fn take(&self, account: &str) -> Result<(), Duration> {
-        self.take_at(account, Instant::now())
-    }
-
-    /// Gives back the unwrap `account` took: its key unwrapped, so the oracle told nothing.
-    pub fn give_back(&self, account: &str) {
-        let mut full_at = self.full_at.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(at) = full_at.get_mut(account) {
-            *at = at.checked_sub(UNWRAP_EVERY).unwrap_or(*at);
+impl Throttle {
+    /// Buckets of `burst` tokens (at least one), one token back every `every`.
+    pub fn new(every: Duration, burst: u32) -> Throttle {
+        Throttle {
+            every,
+            burst: burst.max(1),
+            full_at: Mutex::default(),
         }
     }
 
-    fn take_at(&self, account: &str, now: Instant) -> Result<(), Duration> {
+    /// Takes one token for `key` now; when its burst is spent, how long until one is
+    /// allowed again.
+    pub fn take(&self, key: &str) -> Result<(), Duration> {
+        self.take_at(key, Instant::now())
+    }
+
+    /// Gives back the token `key` took (the action it guarded told an attacker nothing).
+    pub fn give_back(&self, key: &str) {
         let mut full_at = self.full_at.lock().unwrap_or_else(PoisonError::into_inner);
-        let tolerance = UNWRAP_EVERY * (UNWRAP_BURST - 1);
-        let at = full_at.get(account).copied().unwrap_or(now).max(now);
+        if let Some(at) = full_at.get_mut(key) {
+            *at = at.checked_sub(self.every).unwrap_or(*at);
+        }
+    }
+
+    fn take_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let mut full_at = self.full_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let tolerance = self.every * (self.burst - 1);
+        let at = full_at.get(key).copied().unwrap_or(now).max(now);
         let ahead = at - now;
         if ahead > tolerance {
             return Err(ahead - tolerance);
         }
-        full_at.insert(account.to_owned(), at + UNWRAP_EVERY);
+        full_at.insert(key.to_owned(), at + self.every);
         if full_at.len() > PRUNE_ABOVE {
             full_at.retain(|_, at| *at > now);
         }
         Ok(())
+    }
+}
+
+/// Per-account buckets for key unwrapping: [`UNWRAP_BURST`], then one every [`UNWRAP_EVERY`].
+#[derive(Debug)]
+pub struct UnwrapThrottle(Throttle);
+
+impl Default for UnwrapThrottle {
+    fn default() -> Self {
+        UnwrapThrottle(Throttle::new(UNWRAP_EVERY, UNWRAP_BURST))
+    }
+}
+
+impl std::ops::Deref for UnwrapThrottle {
+    type Target = Throttle;
+    fn deref(&self) -> &Throttle {
+        &self.0
     }
 }
 
@@ -113,7 +142,7 @@ mod tests {
             throttle.take_at(&i.to_string(), t0).unwrap();
         }
         throttle.take_at("last", t0 + UNWRAP_EVERY).unwrap();
-        let tracked = throttle.full_at.lock().unwrap().len();
+        let tracked = throttle.0.full_at.lock().unwrap().len();
         assert_eq!(tracked, 1);
     }
 }
