@@ -133,6 +133,12 @@ pub enum IdentityError {
     /// Certificates are asked for but this store was opened without the cloud CA.
     #[error("This identity store has no certificate authority.")]
     NoCertificateAuthority,
+    /// A new password breaks the password rules (IAM's `PasswordPolicyViolation`).
+    #[error("{0}")]
+    PasswordPolicy(String),
+    /// A password could not be hashed or a stored hash not read.
+    #[error("The password hash failed: {0}.")]
+    PasswordHash(String),
 }
 
 #[cfg(feature = "store")]
@@ -153,13 +159,15 @@ impl IdentityError {
             | IdentityError::Corrupt(_)
             | IdentityError::Random
             | IdentityError::Certificate(_)
-            | IdentityError::NoCertificateAuthority => "ServiceFailure",
+            | IdentityError::NoCertificateAuthority
+            | IdentityError::PasswordHash(_) => "ServiceFailure",
             IdentityError::AccountExists(_) | IdentityError::UserExists(_) => "EntityAlreadyExists",
             IdentityError::NoSuchAccount(_)
             | IdentityError::NoSuchUser(_)
             | IdentityError::NoSuchAccessKey(_) => "NoSuchEntity",
             IdentityError::InvalidName(_) => "ValidationError",
             IdentityError::TooManyAccessKeys(_) => "LimitExceeded",
+            IdentityError::PasswordPolicy(_) => "PasswordPolicyViolation",
         }
     }
 }

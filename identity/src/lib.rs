@@ -23,6 +23,8 @@ mod error;
 mod eucarc;
 mod fsutil;
 mod keys;
+#[cfg(feature = "store")]
+mod login;
 mod role;
 mod sigv2;
 mod sigv4;
@@ -45,6 +47,8 @@ pub use keys::{
     answer, answers_for, may_learn, questions_of, verify_remotely, Answered, CredentialSource,
     KeyAnswer, KeyQuestion, SecretSource, SigningScope, V2Algorithm, INTERNAL_SERVICE,
 };
+#[cfg(feature = "store")]
+pub use login::{plausible_email, SignedIn, DEFAULT_ADMIN_PASSWORD, MIN_PASSWORD_LENGTH};
 pub use role::{ComponentKind, Role};
 #[cfg(feature = "store")]
 pub use store::{AccessKeyInfo, AccessKeyStatus, Identity, SigningCertificate};

@@ -12,6 +12,7 @@
 //! | `akey/<access key id>` | access key: secret, owner, status (the hot path of every request) |
 //! | `ukey/<account id>/<user name>/<access key id>` | index of a user's keys |
 //! | `cert/<account id>/<user name>/<certificate id>` | a user's signing certificate (no key) |
+//! | `login/<account id>/<user name>` | a user's console password, hashed (see `login.rs`) |
 
 use std::path::Path;
 use std::sync::{Arc, MutexGuard};
@@ -182,7 +183,7 @@ impl CertRecord {
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -572,11 +573,17 @@ impl Identity {
         self.create_access_key_locked(&guard, account_id, user_name)
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
+    /// The write lock: check-then-write sequences hold it.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
         self.inner.db.exclusive()
     }
 
-    fn write(&self, batch: Batch) -> Result<(), IdentityError> {
+    /// The database, for the store's other files (login profiles).
+    pub(crate) fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub(crate) fn write(&self, batch: Batch) -> Result<(), IdentityError> {
         Ok(self.inner.db.write(batch)?)
     }
 
@@ -595,7 +602,11 @@ impl Identity {
             .ok_or_else(|| IdentityError::NoSuchAccount(account_id.to_owned()))
     }
 
-    fn require_user(&self, account_id: &str, user_name: &str) -> Result<(), IdentityError> {
+    pub(crate) fn require_user(
+        &self,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<(), IdentityError> {
         self.account_record(account_id)?;
         if !self.inner.db.contains(&user_key(account_id, user_name))? {
             return Err(IdentityError::NoSuchUser(user_name.to_owned()));

@@ -15,6 +15,9 @@ pub const CONFIG_FILE: &str = "koala.toml";
 /// The main port's default, Eucalyptus' 8773.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8773";
 
+/// The web console's default address, Eucalyptus' 8443.
+pub const DEFAULT_CONSOLE_LISTEN: &str = "0.0.0.0:8443";
+
 /// The region name written into credentials when none is configured (Eucalyptus' own).
 pub const DEFAULT_REGION: &str = "eucalyptus";
 
@@ -50,6 +53,9 @@ pub struct FileConfig {
     /// Walrus on this host.
     #[serde(default)]
     pub walrus: WalrusSettings,
+    /// The web console.
+    #[serde(default)]
+    pub console: ConsoleSettings,
     /// Guest networking (eucalyptus.conf's `VNET_*`); without it instances get no NIC.
     pub network: Option<network::NetworkSettings>,
 }
@@ -96,6 +102,16 @@ pub struct TlsSettings {
     /// Whether the main port also answers plain HTTP, for old clients [default: true]; with
     /// false, credentials name `https://` URLs and plain requests get a 400 saying so.
     pub plain_http: Option<bool>,
+}
+
+/// `[console]`: the web console the cloud controller serves over HTTPS.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Where it listens, `HOST:PORT` [default: 0.0.0.0:8443].
+    pub listen: Option<String>,
+    /// Whether it is served at all [default: true].
+    pub enabled: Option<bool>,
 }
 
 /// `[walrus]`: Walrus on this host.
@@ -172,6 +188,9 @@ pub struct Overrides {
     /// Domain for virtual-host-style S3 requests (`bucket.DOMAIN`).
     #[arg(long, env = "KOALA_VIRTUAL_HOST_DOMAIN")]
     pub virtual_host_domain: Option<String>,
+    /// The web console's listen address [default: 0.0.0.0:8443; port 0: any free port].
+    #[arg(long, env = "KOALA_CONSOLE_LISTEN")]
+    pub console_listen: Option<String>,
 }
 
 /// The configuration in force.
@@ -211,6 +230,8 @@ pub struct Config {
     /// Where the CLC serves the instance metadata service (`[network] metadata_listen`):
     /// only in the MANAGED modes, where the CC sends guests' 169.254.169.254:80 to it.
     pub metadata_listen: Option<SocketAddr>,
+    /// Where the CLC serves the web console; `None` when `[console] enabled = false`.
+    pub console_listen: Option<SocketAddr>,
 }
 
 /// The zone name when none is configured (Eucalyptus' first cluster's conventional name).
@@ -331,6 +352,17 @@ impl Config {
             .clone()
             .or(file.listen)
             .unwrap_or_else(|| default_listen.to_owned());
+        let console_listen = match file.console.enabled {
+            Some(false) => None,
+            _ => {
+                let console = overrides
+                    .console_listen
+                    .clone()
+                    .or(file.console.listen)
+                    .unwrap_or_else(|| DEFAULT_CONSOLE_LISTEN.to_owned());
+                Some(console.parse().map_err(|_| ConfigError::Listen(console))?)
+            }
+        };
         Ok(Config {
             data_dir: absolute(data_dir)?,
             listen: listen.parse().map_err(|_| ConfigError::Listen(listen))?,
@@ -355,6 +387,7 @@ impl Config {
             network,
             network_settings: file.network,
             metadata_listen,
+            console_listen,
         })
     }
 
@@ -470,6 +503,12 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # body_idle_timeout_secs = 60       # a request body sending nothing this long ends the request
 # max_connections = 4096            # served at once per port; more wait in the backlog
 # max_connections_per_address = 512 # from one address; more are closed at once
+
+# The web console (https://HOST:8443/, the cloud's certificate); first sign-in admin / admin.
+[console]
+# listen = "0.0.0.0:8443"
+# enabled = true
+
 # Walrus on this host.
 [walrus]
 # image_grace_secs = 600  # a plain image no registered image uses is removed after this

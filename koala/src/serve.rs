@@ -64,11 +64,22 @@ impl Default for Limits {
 pub struct Port {
     /// The TLS settings of the component serving it; `None`: plain HTTP only.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Whether plain HTTP is served too (the main port, for old clients). Without TLS it
-    /// must be.
-    pub plain: bool,
+    /// What plain HTTP gets on a port with TLS. Without TLS it is served.
+    pub plain: Plain,
     /// The limits.
     pub limits: Limits,
+}
+
+/// What a port with TLS does with a connection speaking plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plain {
+    /// Served too (the main port, for old clients' `http://` URLs).
+    Serve,
+    /// Answered with a 400 saying to use `https://` (the components' internal ports).
+    Refuse,
+    /// Answered with a redirect to the same URL over `https://` (the web console: a person
+    /// who typed `http://` lands on the page they meant).
+    Redirect,
 }
 
 /// Serves `router` on `listener` as `port` says until `shutdown` completes; then lets the
@@ -158,7 +169,7 @@ pub async fn serve(
 /// A connection made ready for HTTP: TLS accepted when it starts a handshake (and the port
 /// has a certificate), else plain when the port allows it. `None` when it is not served
 /// (a failed handshake, plain HTTP where only TLS is spoken, nothing sent in time).
-async fn open(tcp: TcpStream, port: &Port) -> Option<(TokioIo<Box<dyn Stream>>, Transport)> {
+async fn open(mut tcp: TcpStream, port: &Port) -> Option<(TokioIo<Box<dyn Stream>>, Transport)> {
     let Some(tls) = &port.tls else {
         return Some((TokioIo::new(Box::new(tcp)), Transport::Plain));
     };
@@ -168,10 +179,14 @@ async fn open(tcp: TcpStream, port: &Port) -> Option<(TokioIo<Box<dyn Stream>>, 
         return None;
     }
     if first[0] != TLS_HANDSHAKE {
-        if port.plain {
-            return Some((TokioIo::new(Box::new(tcp)), Transport::Plain));
+        match port.plain {
+            Plain::Serve => return Some((TokioIo::new(Box::new(tcp)), Transport::Plain)),
+            Plain::Refuse => refuse_plain(tcp, None).await,
+            Plain::Redirect => {
+                let location = https_location(&mut tcp, port.limits.header_timeout).await;
+                refuse_plain(tcp, location).await;
+            }
         }
-        refuse_plain(tcp).await;
         return None;
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
@@ -189,18 +204,66 @@ async fn open(tcp: TcpStream, port: &Port) -> Option<(TokioIo<Box<dyn Stream>>, 
 }
 
 /// Answers a plain HTTP request on a port that speaks TLS only with a 400 that says so (as
-/// nginx does), instead of a handshake error the client cannot read.
-async fn refuse_plain(mut tcp: TcpStream) {
+/// nginx does), instead of a handshake error the client cannot read; or, given the request's
+/// `https://` URL, with a 301 there whose body says the same.
+async fn refuse_plain(mut tcp: TcpStream, location: Option<String>) {
     const BODY: &str = "This port speaks HTTPS only: use an https:// URL.\n";
-    let response = format!(
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
-        BODY.len()
-    );
+    let response = match location {
+        Some(location) => {
+            let body = format!("This port speaks HTTPS only: use {location}\n");
+            format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        None => format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+            BODY.len()
+        ),
+    };
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = tcp.write_all(response.as_bytes()).await;
         let _ = tcp.shutdown().await;
     })
     .await;
+}
+
+/// The `https://` URL of the plain HTTP request arriving on `tcp`: its `Host` and target, read
+/// from a head of at most 8 KiB sent within `timeout`. `None` when the head does not come, is
+/// not HTTP, or names no usable host.
+async fn https_location(tcp: &mut TcpStream, timeout: Duration) -> Option<String> {
+    let mut head = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(timeout, async {
+        let mut buf = [0u8; 1024];
+        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::io::AsyncReadExt::read(tcp, &mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Some(())
+    })
+    .await;
+    read.ok()??;
+    let head = std::str::from_utf8(&head).ok()?;
+    let mut lines = head.split("\r\n");
+    let target = lines.next()?.split(' ').nth(1)?;
+    let host = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("host"))?
+        .1
+        .trim();
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'<')
+    };
+    if !target.starts_with('/') || !safe(target) || !safe(host) || host.contains('/') {
+        return None;
+    }
+    Some(format!("https://{host}{target}"))
 }
 
 /// A request body that fails with `TimedOut` when the client sends nothing for `idle` while

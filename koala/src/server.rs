@@ -18,7 +18,7 @@ use walrus::{Walrus, WalrusConfig};
 use crate::certs;
 use crate::config::{Config, CONFIG_FILE, DEFAULT_FILE};
 use crate::roles::{self, CcClusters, RoleError};
-use crate::serve::{self, Port};
+use crate::serve::{self, Plain, Port};
 use ec2_api::networks::Adopted;
 use ec2_api::WalrusOverHttp;
 use rpc::cluster::ClusterClient;
@@ -85,6 +85,9 @@ pub enum ServerError {
         #[source]
         source: rpc::RpcError,
     },
+    /// The web console could not start.
+    #[error("cannot start the web console")]
+    Console(#[source] console::ConsoleError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -204,6 +207,10 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                 Some(addr) => Some(bind(addr).await?),
                 None => None,
             };
+            let console = match config.console_listen {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            };
             let cloud = Cloud {
                 state,
                 identity: identity.clone(),
@@ -226,6 +233,9 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
             tokio::spawn(ec2_api::networks::Pusher::run(cloud.clone()));
             if let Some(listener) = metadata {
                 start_metadata(&config, listener, cloud.clone());
+            }
+            if let Some(listener) = console {
+                start_console(&config, listener, &main_tls, &cloud, &urls)?;
             }
             Some(QueryApi::new(identity.clone(), urls.clone(), cloud))
         }
@@ -264,7 +274,11 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     );
     let port = Port {
         tls: main_tls.server(),
-        plain: config.plain_http,
+        plain: if config.plain_http {
+            Plain::Serve
+        } else {
+            Plain::Refuse
+        },
         limits: config.limits,
     };
     serve::serve(listener, port, app, shutdown_signal()).await;
@@ -357,7 +371,11 @@ pub async fn run_walrus_joined(config: Config, cloud_url: String) -> Result<(), 
     println!("Walrus verifies users with the cloud controller at {cloud_url}");
     let port = Port {
         tls: tls.server(),
-        plain: config.plain_http,
+        plain: if config.plain_http {
+            Plain::Serve
+        } else {
+            Plain::Refuse
+        },
         limits: config.limits,
     };
     serve_alone(&config, router, port, "Walrus (S3)").await
@@ -394,7 +412,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> 
 fn internal_port(config: &Config, tls: &Tls) -> Port {
     Port {
         tls: tls.server(),
-        plain: false,
+        plain: Plain::Refuse,
         limits: config.limits,
     }
 }
@@ -542,7 +560,11 @@ async fn serve_alone(
     what: &str,
 ) -> Result<(), ServerError> {
     let listener = bind(config.listen).await?;
-    let scheme = if port.plain { "http" } else { "https" };
+    let scheme = if port.plain == Plain::Serve {
+        "http"
+    } else {
+        "https"
+    };
     println!("{what} is serving at {scheme}://{}", config.listen);
     serve::serve(listener, port, router, shutdown_signal()).await;
     Ok(())
@@ -567,11 +589,58 @@ fn start_metadata(config: &Config, listener: tokio::net::TcpListener, cloud: Clo
     );
     let port = Port {
         tls: None,
-        plain: true,
+        plain: Plain::Serve,
         limits: config.limits,
     };
     tokio::spawn(serve::serve(listener, port, router, std::future::pending()));
     println!("The instance metadata service is serving at http://{bound}/latest/meta-data/ (guests ask 169.254.169.254)");
+}
+
+/// Serves the web console on `listener` (`[console] listen`, 8443): HTTPS only with the CLC's
+/// certificate, asking browsers for no client certificate; plain HTTP is redirected to the
+/// same URL over HTTPS. The cloud admin gets the default password on first start.
+fn start_console(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    tls: &Tls,
+    cloud: &Cloud,
+    urls: &ServiceUrls,
+) -> Result<(), ServerError> {
+    let default_password = cloud
+        .identity
+        .ensure_admin_login()
+        .map_err(ServerError::Identity)?;
+    let router = console::router(console::ConsoleSetup {
+        identity: cloud.identity.clone(),
+        state: cloud.state.clone(),
+        urls: urls.clone(),
+    })
+    .map_err(ServerError::Console)?;
+    let bound = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.console_listen.unwrap_or(config.listen),
+        source,
+    })?;
+    let port = Port {
+        tls: tls.web_server(),
+        plain: Plain::Redirect,
+        limits: config.limits,
+    };
+    tokio::spawn(serve::serve(listener, port, router, std::future::pending()));
+    let host = match bound.ip() {
+        ip if ip.is_unspecified() => crate::config::host_name(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let first = if default_password {
+        " (first sign-in: admin / admin, then choose a password)"
+    } else {
+        ""
+    };
+    println!(
+        "The web console is at https://{host}:{}/{first}",
+        bound.port()
+    );
+    Ok(())
 }
 
 /// Where the CCs send guests' metadata requests: the listener's own address, or with an

@@ -41,6 +41,7 @@ fn unusable(what: &str, why: impl std::fmt::Display) -> TlsError {
 pub struct Tls {
     client: Arc<ClientConfig>,
     server: Option<Arc<ServerConfig>>,
+    web: Option<Arc<ServerConfig>>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -75,6 +76,7 @@ impl Tls {
             return Ok(Tls {
                 client: Arc::new(client.with_no_client_auth()),
                 server: None,
+                web: None,
             });
         };
         let chain = || -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -95,15 +97,24 @@ impl Tls {
             .allow_unauthenticated()
             .build()
             .map_err(|e| unusable("the cloud certificate", e))?;
-        let server = ServerConfig::builder_with_provider(provider)
+        let server = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| unusable("TLS", e))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain()?, key()?)
             .map_err(|e| unusable("the component's certificate", e))?;
+        // Browsers asked for an optional client certificate may prompt their user to pick one:
+        // pages are served without asking.
+        let web = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| unusable("TLS", e))?
+            .with_no_client_auth()
+            .with_single_cert(chain()?, key()?)
+            .map_err(|e| unusable("the component's certificate", e))?;
         Ok(Tls {
             client: Arc::new(client),
             server: Some(Arc::new(server)),
+            web: Some(Arc::new(web)),
         })
     }
 
@@ -115,6 +126,12 @@ impl Tls {
     /// The settings of this component's servers, when it has a certificate.
     pub fn server(&self) -> Option<Arc<ServerConfig>> {
         self.server.clone()
+    }
+
+    /// The settings of a server for browsers (the web console), with the same certificate
+    /// but asking for no client certificate.
+    pub fn web_server(&self) -> Option<Arc<ServerConfig>> {
+        self.web.clone()
     }
 }
 

@@ -141,9 +141,12 @@ class Cloud:
         if self.relative:
             cwd, data_dir = os.path.split(self.data_dir)
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        # Each test cloud's web console on a free port of its own (its banner names it), not
+        # all on 8443.
+        consoles_before = len(self._console_lines())
         self.proc = subprocess.Popen(
             [*prefix, KOALA_BIN, command, *args, "--data-dir", data_dir, "--listen",
-             f"127.0.0.1:{self.port}"],
+             f"127.0.0.1:{self.port}", "--console-listen", "127.0.0.1:0"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
         )
         deadline = time.monotonic() + START_TIMEOUT
@@ -171,10 +174,29 @@ class Cloud:
                 pytest.fail(f"{eucarc} was not written:\n" + self.log_tail())
             time.sleep(0.1)
         self.env = source_env(eucarc)
+        while len(self._console_lines()) <= consoles_before:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail("koala did not say where its web console is:\n" + self.log_tail())
+            time.sleep(0.1)
         if self.netns and self._forward is None:
             from netns import Forward
             self._forward = Forward(self.netns, self.port)
         return self
+
+    def _console_lines(self):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return re.findall(r"The web console is at (https://\S+/)", f.read())
+        except FileNotFoundError:
+            return []
+
+    @property
+    def console_url(self):
+        """The web console's URL as the last start printed it (`https://127.0.0.1:PORT/`)."""
+        lines = self._console_lines()
+        assert lines, "koala printed no web console URL:\n" + self.log_tail()
+        return lines[-1]
 
     def stop(self, timeout=20):
         """SIGTERM, then wait; returns the exit code (None if it had to be killed)."""

@@ -65,6 +65,8 @@ impl Cloud {
             .args(["up", "--data-dir"])
             .arg(self.dir.path())
             .args(["--listen", &self.addr.to_string()])
+            // Its web console on a free port, not every test cloud on 8443.
+            .args(["--console-listen", "127.0.0.1:0"])
             .env_remove("KOALA_HOME")
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
             .stderr(Stdio::inherit())

@@ -179,7 +179,7 @@ fn refused_at_start(args: &[&str], toml: &str) -> String {
         .args(args)
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--listen", &listen])
+        .args(["--listen", &listen, "--console-listen", "127.0.0.1:0"])
         .env_remove("KOALA_HOME")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -1,0 +1,81 @@
+//! The web console, Eucalyptus' `https://CLOUD:8443`: people sign in with a password and drive
+//! the cloud from server-rendered pages.
+//!
+//! Every action is the operation the APIs expose, called on the same stores with the same
+//! rules (`identity` for accounts, users and passwords; `ec2-api` for the cloud's state): the
+//! console has no rules of its own, only sessions, forms and pages.
+//!
+//! - [`session`]: who is signed in (a random id in a `__Host-` cookie, the session itself in
+//!   memory), and the CSRF token every form carries.
+//! - [`sign_in`]: sign-in with its rate limits, sign-out, and the first run (a password that
+//!   must be changed, the admin's e-mail and Walrus' URL).
+//! - [`home`]: the personal page.
+//! - [`page`]: templates, the static files and the headers every answer carries.
+//! - [`error`]: what goes wrong, as the page and status a person sees.
+
+mod error;
+mod home;
+mod page;
+mod session;
+mod settings;
+mod sign_in;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use ec2_api::CloudState;
+use identity::{Identity, ServiceUrls};
+
+pub use error::ConsoleError;
+
+/// What the console serves from: the cloud controller's stores and the URLs of its services.
+#[derive(Clone)]
+pub struct ConsoleSetup {
+    /// Accounts, users, passwords and keys.
+    pub identity: Identity,
+    /// The cloud controller's state (the console's settings live there too).
+    pub state: CloudState,
+    /// The URLs clients use, as credentials name them (the Walrus URL offered at first run).
+    pub urls: ServiceUrls,
+}
+
+/// The console's shared state: the setup, the sessions and the sign-in limits.
+struct Console {
+    setup: ConsoleSetup,
+    sessions: session::Sessions,
+    limits: sign_in::Limits,
+}
+
+/// The state every handler gets.
+type Shared = Arc<Console>;
+
+/// The console's routes, ready to serve over HTTPS. Requests must carry axum's
+/// `ConnectInfo<SocketAddr>` (sign-in attempts are limited per address).
+pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
+    let console = Arc::new(Console {
+        setup,
+        sessions: session::Sessions::new()?,
+        limits: sign_in::Limits::default(),
+    });
+    Ok(axum::Router::new()
+        .route("/", get(home::show))
+        .route("/login", get(sign_in::form).post(sign_in::submit))
+        .route("/logout", post(sign_in::sign_out))
+        .route(
+            "/first-run",
+            get(sign_in::first_run_form).post(sign_in::first_run_submit),
+        )
+        .route("/static/{file}", get(page::static_file))
+        .fallback(page::not_found)
+        .layer(axum::middleware::map_response(page::with_headers))
+        .with_state(console))
+}
+
+/// The address a request came from: what serve gives as `ConnectInfo`, else unspecified (every
+/// such request then shares one sign-in limit).
+fn peer_of(req: &axum::extract::Request) -> std::net::IpAddr {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip())
+}
