@@ -18,6 +18,8 @@ struct HomePage<'a> {
     admin: bool,
     ec2_url: &'a str,
     walrus_url: &'a str,
+    /// For the administrator: where mail goes when no relay is set.
+    mail_dir: Option<String>,
 }
 
 /// `GET /`: the personal page; sign-in first, and the first run before anything else.
@@ -40,6 +42,8 @@ pub async fn show(State(console): State<Shared>, req: Request) -> Result<Respons
             admin: session.is_admin(),
             ec2_url: urls.ec2_url.as_deref().unwrap_or_default(),
             walrus_url: &walrus_url,
+            mail_dir: (session.is_admin() && console.outbox.to_files())
+                .then(|| console.outbox.dir().display().to_string()),
         },
     ))
 }

@@ -9,16 +9,20 @@
 //!   memory), and the CSRF token every form carries.
 //! - [`sign_in`]: sign-in with its rate limits, sign-out, and the first run (a password that
 //!   must be changed, the admin's e-mail and Walrus' URL).
+//! - [`signup`]: applications, approval and activation by mail links.
+//! - [`mail`]: the outbox, delivered by SMTP or to files.
 //! - [`home`]: the personal page.
 //! - [`page`]: templates, the static files and the headers every answer carries.
 //! - [`error`]: what goes wrong, as the page and status a person sees.
 
 mod error;
 mod home;
+mod mail;
 mod page;
 mod session;
 mod settings;
 mod sign_in;
+mod signup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use ec2_api::CloudState;
 use identity::{Identity, ServiceUrls};
 
 pub use error::ConsoleError;
+pub use mail::MailSettings;
 
 /// What the console serves from: the cloud controller's stores and the URLs of its services.
 #[derive(Clone)]
@@ -38,6 +43,12 @@ pub struct ConsoleSetup {
     pub state: CloudState,
     /// The URLs clients use, as credentials name them (the Walrus URL offered at first run).
     pub urls: ServiceUrls,
+    /// The console's own URL, ending in `/`, for the links in its mail.
+    pub url: String,
+    /// How long a link in a mail works.
+    pub link_lifetime: std::time::Duration,
+    /// Where mail goes.
+    pub mail: MailSettings,
 }
 
 /// The console's shared state: the setup, the sessions and the sign-in limits.
@@ -45,18 +56,23 @@ struct Console {
     setup: ConsoleSetup,
     sessions: session::Sessions,
     limits: sign_in::Limits,
+    outbox: Arc<mail::Outbox>,
 }
 
 /// The state every handler gets.
 type Shared = Arc<Console>;
 
-/// The console's routes, ready to serve over HTTPS. Requests must carry axum's
-/// `ConnectInfo<SocketAddr>` (sign-in attempts are limited per address).
+/// The console's routes, ready to serve over HTTPS, and its mail delivery started (call
+/// within the Tokio runtime). Requests must carry axum's `ConnectInfo<SocketAddr>` (sign-in
+/// attempts and applications are limited per address).
 pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
+    let outbox = mail::Outbox::new(setup.state.clone(), setup.mail.clone());
+    tokio::spawn(outbox.clone().run());
     let console = Arc::new(Console {
         setup,
         sessions: session::Sessions::new()?,
         limits: sign_in::Limits::default(),
+        outbox,
     });
     Ok(axum::Router::new()
         .route("/", get(home::show))
@@ -66,7 +82,9 @@ pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
             "/first-run",
             get(sign_in::first_run_form).post(sign_in::first_run_submit),
         )
+        .route("/apply", get(signup::form).post(signup::submit))
         .route("/static/{file}", get(page::static_file))
+        .route("/{purpose}/{token}", get(signup::confirm).post(signup::act))
         .fallback(page::not_found)
         .layer(axum::middleware::map_response(page::with_headers))
         .with_state(console))
@@ -78,4 +96,29 @@ fn peer_of(req: &axum::extract::Request) -> std::net::IpAddr {
     req.extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip())
+}
+
+/// Seconds since the epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// This host's name, for the greeting of SMTP.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Runs work that hashes passwords (argon2, tens of milliseconds) off the reactor.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ConsoleError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ConsoleError::Internal(e.to_string()))
 }

@@ -19,7 +19,7 @@ use identity::{IdentityError, SignedIn, ADMIN_ACCOUNT, ADMIN_USER, MIN_PASSWORD_
 use crate::page::{render, see_other, Form};
 use crate::session::Session;
 use crate::settings::{plausible_url, Settings};
-use crate::{ConsoleError, Shared};
+use crate::{blocking, ConsoleError, Shared};
 
 /// Wrong attempts one address may make back to back, then one more every
 /// [`ADDRESS_EVERY`] (a whole office behind one NAT still signs in).
@@ -32,10 +32,18 @@ const USER_BURST: u32 = 5;
 /// See [`USER_BURST`].
 const USER_EVERY: Duration = Duration::from_secs(30);
 
-/// The sign-in limits.
+/// Applications one address may send back to back, then one more every
+/// [`APPLICATION_EVERY`] (each sends a mail: no mail bombing through the form).
+const APPLICATION_BURST: u32 = 5;
+/// See [`APPLICATION_BURST`].
+const APPLICATION_EVERY: Duration = Duration::from_secs(60);
+
+/// The limits on what anyone may try before signing in.
 pub struct Limits {
     per_address: Throttle,
     per_user: Throttle,
+    /// Applications per address.
+    pub applications: Throttle,
 }
 
 impl Default for Limits {
@@ -43,6 +51,7 @@ impl Default for Limits {
         Limits {
             per_address: Throttle::new(ADDRESS_EVERY, ADDRESS_BURST),
             per_user: Throttle::new(USER_EVERY, USER_BURST),
+            applications: Throttle::new(APPLICATION_EVERY, APPLICATION_BURST),
         }
     }
 }
@@ -328,13 +337,4 @@ pub async fn first_run_submit(
     }
     console.sessions.update(&session, who);
     Ok(see_other("/"))
-}
-
-/// Runs identity work that hashes passwords (argon2, tens of milliseconds) off the reactor.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ConsoleError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ConsoleError::Internal(e.to_string()))
 }

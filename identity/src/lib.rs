@@ -48,10 +48,14 @@ pub use keys::{
     KeyAnswer, KeyQuestion, SecretSource, SigningScope, V2Algorithm, INTERNAL_SERVICE,
 };
 #[cfg(feature = "store")]
-pub use login::{plausible_email, SignedIn, DEFAULT_ADMIN_PASSWORD, MIN_PASSWORD_LENGTH};
+pub use login::{
+    hash_new_password, plausible_email, SignedIn, DEFAULT_ADMIN_PASSWORD, MIN_PASSWORD_LENGTH,
+};
 pub use role::{ComponentKind, Role};
 #[cfg(feature = "store")]
-pub use store::{AccessKeyInfo, AccessKeyStatus, Identity, SigningCertificate};
+pub use store::{
+    validate_account_name, AccessKeyInfo, AccessKeyStatus, Identity, SigningCertificate,
+};
 
 use canon::{find_param, header_str, parse_params};
 

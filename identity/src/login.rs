@@ -109,6 +109,40 @@ fn check_rules(user_name: &str, password: &str) -> Result<(), IdentityError> {
     Ok(())
 }
 
+/// Adds to `batch` the login profile of a user whose password (hashed, `phc`) they chose.
+pub(crate) fn put_login(
+    batch: &mut Batch,
+    account_id: &str,
+    user_name: &str,
+    phc: &str,
+    email: &str,
+) -> Result<(), IdentityError> {
+    PasswordHash::new(phc).map_err(|e| IdentityError::PasswordHash(e.to_string()))?;
+    batch.put(
+        &login_key(account_id, user_name),
+        &LoginRecord {
+            password: phc.to_owned(),
+            must_change: false,
+            changed: now_secs(),
+            email: Some(email.to_owned()),
+        },
+    );
+    Ok(())
+}
+
+/// Checks a password someone chooses for `user_name` against the rules and hashes it
+/// (argon2id, slow: off the reactor), to be kept until the user exists (an application
+/// waiting for approval keeps the hash, never the password).
+pub fn hash_new_password(user_name: &str, password: &str) -> Result<String, IdentityError> {
+    check_rules(user_name, password)?;
+    if password == DEFAULT_ADMIN_PASSWORD {
+        return Err(IdentityError::PasswordPolicy(
+            "The password must not be the default one.".into(),
+        ));
+    }
+    hash(password)
+}
+
 impl Identity {
     /// Gives the cloud admin (`eucalyptus`/`admin`) the default password, to be changed at
     /// the first sign-in, unless it has a login profile already. Returns whether the admin
@@ -183,13 +217,7 @@ impl Identity {
         password: &str,
         must_change: bool,
     ) -> Result<(), IdentityError> {
-        check_rules(user_name, password)?;
-        if password == DEFAULT_ADMIN_PASSWORD {
-            return Err(IdentityError::PasswordPolicy(
-                "The password must not be the default one.".into(),
-            ));
-        }
-        let phc = hash(password)?;
+        let phc = hash_new_password(user_name, password)?;
         let key = login_key(account_id, user_name);
         let _guard = self.lock();
         self.require_user(account_id, user_name)?;
@@ -212,6 +240,18 @@ impl Identity {
             },
         );
         self.write(batch)
+    }
+
+    /// The e-mail address of a user, when their login profile has one.
+    pub fn email_of(
+        &self,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<Option<String>, IdentityError> {
+        Ok(self
+            .db()
+            .get::<LoginRecord>(&login_key(account_id, user_name))?
+            .and_then(|r| r.email))
     }
 
     /// Records the e-mail address of a user who has a login profile (the console sends it the

@@ -246,14 +246,31 @@ impl Identity {
             let creds = self.create_access_key_locked(&guard, &account_id, ADMIN_USER)?;
             return Ok((creds, true));
         }
-        Ok((self.create_account_locked(&guard, ADMIN_ACCOUNT)?, true))
+        Ok((
+            self.create_account_locked(&guard, ADMIN_ACCOUNT, None)?,
+            true,
+        ))
     }
 
     /// A new account with its `admin` user and a first access key.
     pub fn create_account(&self, name: &str) -> Result<Credentials, IdentityError> {
         validate_account_name(name)?;
         let guard = self.lock();
-        self.create_account_locked(&guard, name)
+        self.create_account_locked(&guard, name, None)
+    }
+
+    /// A new account whose `admin` user signs in to the console with the password hashed as
+    /// `password_phc` (see [`crate::hash_new_password`]) and gets mail at `email`: an approved
+    /// application, activated. Account, user, key and login profile are written at once.
+    pub fn create_account_with_login(
+        &self,
+        name: &str,
+        password_phc: &str,
+        email: &str,
+    ) -> Result<Credentials, IdentityError> {
+        validate_account_name(name)?;
+        let guard = self.lock();
+        self.create_account_locked(&guard, name, Some((password_phc, email)))
     }
 
     /// A new user (without keys) in an existing account.
@@ -651,6 +668,7 @@ impl Identity {
         &self,
         _guard: &MutexGuard<'_, ()>,
         name: &str,
+        login: Option<(&str, &str)>,
     ) -> Result<Credentials, IdentityError> {
         if self.account_id_by_name(name)?.is_some() {
             return Err(IdentityError::AccountExists(name.to_owned()));
@@ -692,6 +710,9 @@ impl Identity {
                 role: Some(admin_role),
             },
         );
+        if let Some((phc, email)) = login {
+            crate::login::put_login(&mut batch, &account_id, ADMIN_USER, phc, email)?;
+        }
         let creds = key.to_credentials();
         put_key(&mut batch, &key);
         self.write(batch)?;
@@ -827,7 +848,9 @@ fn random_digits(len: usize) -> Result<String, IdentityError> {
 
 /// Account names: 1 to 63 lowercase letters, digits and hyphens, not starting or ending with a
 /// hyphen, not all digits (that would read as an account id).
-fn validate_account_name(name: &str) -> Result<(), IdentityError> {
+/// Account names as Eucalyptus allows them: 1 to 63 lowercase letters, digits and hyphens,
+/// not starting or ending with a hyphen, not all digits (an account id is).
+pub fn validate_account_name(name: &str) -> Result<(), IdentityError> {
     let bad = |why: &str| {
         Err(IdentityError::InvalidName(format!(
             "Invalid account name '{name}': {why}."

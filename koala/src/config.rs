@@ -56,6 +56,9 @@ pub struct FileConfig {
     /// The web console.
     #[serde(default)]
     pub console: ConsoleSettings,
+    /// The console's mail.
+    #[serde(default)]
+    pub mail: MailConfig,
     /// Guest networking (eucalyptus.conf's `VNET_*`); without it instances get no NIC.
     pub network: Option<network::NetworkSettings>,
 }
@@ -112,6 +115,22 @@ pub struct ConsoleSettings {
     pub listen: Option<String>,
     /// Whether it is served at all [default: true].
     pub enabled: Option<bool>,
+    /// The URL people reach it by, for the links in its mail [default: https://HOST:PORT/
+    /// of the listen address, with this host's name for an all-addresses listen].
+    pub public_url: Option<String>,
+    /// Seconds a link in the console's mail (approve, reject, activate) works [default:
+    /// 604800, a week].
+    pub link_lifetime_secs: Option<u64>,
+}
+
+/// `[mail]`: where the console's mail goes.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// The SMTP relay, `HOST:PORT` [default: none: mail is written to DATA_DIR/mail/].
+    pub smtp: Option<String>,
+    /// The sender [default: koala@HOST].
+    pub from: Option<String>,
 }
 
 /// `[walrus]`: Walrus on this host.
@@ -232,6 +251,10 @@ pub struct Config {
     pub metadata_listen: Option<SocketAddr>,
     /// Where the CLC serves the web console; `None` when `[console] enabled = false`.
     pub console_listen: Option<SocketAddr>,
+    /// The rest of `[console]`.
+    pub console: ConsoleSettings,
+    /// `[mail]`.
+    pub mail: MailConfig,
 }
 
 /// The zone name when none is configured (Eucalyptus' first cluster's conventional name).
@@ -358,7 +381,7 @@ impl Config {
                 let console = overrides
                     .console_listen
                     .clone()
-                    .or(file.console.listen)
+                    .or(file.console.listen.clone())
                     .unwrap_or_else(|| DEFAULT_CONSOLE_LISTEN.to_owned());
                 Some(console.parse().map_err(|_| ConfigError::Listen(console))?)
             }
@@ -388,6 +411,8 @@ impl Config {
             network_settings: file.network,
             metadata_listen,
             console_listen,
+            console: file.console,
+            mail: file.mail,
         })
     }
 
@@ -508,6 +533,13 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 [console]
 # listen = "0.0.0.0:8443"
 # enabled = true
+# public_url = "https://cloud.example.com:8443/"  # for the links in its mail
+# link_lifetime_secs = 604800                      # approve, reject and activate links
+
+# The console's mail (applications, approvals); without a relay it is written to DATA_DIR/mail/.
+[mail]
+# smtp = "localhost:25"
+# from = "Koala <koala@cloud.example.com>"
 
 # Walrus on this host.
 [walrus]

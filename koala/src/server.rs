@@ -610,36 +610,59 @@ fn start_console(
         .identity
         .ensure_admin_login()
         .map_err(ServerError::Identity)?;
-    let router = console::router(console::ConsoleSetup {
-        identity: cloud.identity.clone(),
-        state: cloud.state.clone(),
-        urls: urls.clone(),
-    })
-    .map_err(ServerError::Console)?;
     let bound = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: config.console_listen.unwrap_or(config.listen),
         source,
     })?;
+    let host = match bound.ip() {
+        ip if ip.is_unspecified() => crate::config::host_name(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let url = format!("https://{host}:{}/", bound.port());
+    let router = console::router(console::ConsoleSetup {
+        identity: cloud.identity.clone(),
+        state: cloud.state.clone(),
+        urls: urls.clone(),
+        url: match &config.console.public_url {
+            Some(public) => format!("{}/", public.trim_end_matches('/')),
+            None => url.clone(),
+        },
+        link_lifetime: std::time::Duration::from_secs(
+            config
+                .console
+                .link_lifetime_secs
+                .unwrap_or(7 * 24 * 60 * 60),
+        ),
+        mail: console::MailSettings {
+            smtp: config.mail.smtp.clone(),
+            from: config
+                .mail
+                .from
+                .clone()
+                .unwrap_or_else(|| format!("Koala <koala@{}>", crate::config::host_name())),
+            dir: config.data_dir.join("mail"),
+        },
+    })
+    .map_err(ServerError::Console)?;
     let port = Port {
         tls: tls.web_server(),
         plain: Plain::Redirect,
         limits: config.limits,
     };
     tokio::spawn(serve::serve(listener, port, router, std::future::pending()));
-    let host = match bound.ip() {
-        ip if ip.is_unspecified() => crate::config::host_name(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
-    };
     let first = if default_password {
         " (first sign-in: admin / admin, then choose a password)"
     } else {
         ""
     };
-    println!(
-        "The web console is at https://{host}:{}/{first}",
-        bound.port()
-    );
+    println!("The web console is at {url}{first}");
+    if config.mail.smtp.is_none() {
+        println!(
+            "The console's mail is written to {} (no [mail] smtp relay is set)",
+            config.data_dir.join("mail").display()
+        );
+    }
     Ok(())
 }
 

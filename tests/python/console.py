@@ -5,14 +5,18 @@ would not send (a form without its token, another session's token, a flood of wr
 Screenshots go to $KOALA_ARTIFACTS (default target/test-artifacts) under console/.
 """
 
+import email
+import email.policy
 import http.client
 import os
 import re
 import ssl
 import tempfile
+import threading
+import time
 import urllib.parse
 
-from conftest import REPO
+from conftest import REPO, free_port
 
 ARTIFACTS = os.environ.get("KOALA_ARTIFACTS") or os.path.join(REPO, "target", "test-artifacts")
 CHROMIUM = "/usr/bin/chromium"
@@ -95,6 +99,21 @@ class Session:
     def post(self, path, form, **kw):
         return self.request("POST", path, form=form, **kw)
 
+    def follow(self, url):
+        """Opens a mail's link as a person does: the page it shows (GET), then its button
+        (POST with the page's token). Returns (page, answer)."""
+        path = urllib.parse.urlsplit(url).path
+        page = self.get(path)
+        if page.status != 200:
+            return page, page
+        return page, self.post(path, {"csrf": page.csrf()})
+
+    def apply(self, name, email_address, password, full_name="Ada Lovelace", notes=""):
+        token = self.get("/apply").csrf()
+        return self.post("/apply", {
+            "csrf": token, "name": name, "full_name": full_name, "email": email_address,
+            "password": password, "password2": password, "notes": notes})
+
     def sign_in(self, name, password):
         token = self.get("/login").csrf()
         return self.post("/login", {"csrf": token, "name": name, "password": password})
@@ -114,6 +133,53 @@ def sign_in_admin(cloud, password):
             "email": "admin@cloud.test", "walrus_url": cloud.s3_url})
         assert (done.status, done.header("location")) == (303, "/"), done.body
     return s
+
+
+LINK = re.compile(r"https://\S+?/(approve|reject|activate|apply)(?:/[A-Za-z0-9_-]+)?")
+
+
+class MailCatcher:
+    """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.port = free_port()
+        self.messages = []
+        self.lock = threading.Lock()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append((list(envelope.rcpt_tos), message))
+        return "250 Message accepted"
+
+    def wait_for(self, to, subject, timeout=30):
+        """The first message to `to` whose subject contains `subject`: (subject, text)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for rcpts, message in self.messages:
+                    if to in rcpts and subject in message["subject"]:
+                        return message["subject"], message.get_content()
+            time.sleep(0.1)
+        with self.lock:
+            seen = [(r, m["subject"]) for r, m in self.messages]
+        raise AssertionError(f"no mail to {to} about {subject!r} within {timeout} s; got {seen}")
+
+    def count(self, to):
+        with self.lock:
+            return sum(1 for rcpts, _ in self.messages if to in rcpts)
+
+    def stop(self):
+        self.controller.stop()
+
+
+def links_in(text):
+    """The console links in a mail's text, by what they do: {"approve": URL, ...}."""
+    return {m.group(1): m.group(0) for m in LINK.finditer(text)}
 
 
 class Browser:
@@ -164,12 +230,15 @@ class Browser:
             box.send_keys(value)
 
     def submit(self, form_css="main form"):
-        """Clicks the form's button and waits for the page it leads to."""
-        from selenium.webdriver.support import expected_conditions
+        """Clicks the form's button and waits for the page it leads to: a new document (whose
+        window lacks the mark set on the old one) fully loaded."""
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
-        old = self.find("html")
+        self.driver.execute_script("window.koalaOldPage = true;")
         self.find(f"{form_css} button[type=submit]").click()
-        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
+        WebDriverWait(self.driver, 30, ignored_exceptions=[WebDriverException]).until(
+            lambda d: d.execute_script(
+                "return !window.koalaOldPage && document.readyState === 'complete';"))
 
     def shot(self, name):
         self.count += 1
