@@ -23,6 +23,9 @@ pub enum ConsoleError {
     /// A request the console cannot read (a form too large, not a form).
     #[error("{0}")]
     BadRequest(String),
+    /// The cloud refused the action, with its reason (the API's own error, as a page).
+    #[error("{1}")]
+    Refused(StatusCode, String),
     /// Too many attempts: wait this long.
     #[error("Too many attempts. Try again in {} seconds.", .0.as_secs().max(1))]
     Throttled(Duration),
@@ -37,6 +40,7 @@ impl ConsoleError {
             ConsoleError::Forgery | ConsoleError::NotAdmin => StatusCode::FORBIDDEN,
             ConsoleError::NotFound => StatusCode::NOT_FOUND,
             ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ConsoleError::Refused(status, _) => *status,
             ConsoleError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ConsoleError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -46,6 +50,27 @@ impl ConsoleError {
 impl From<identity::IdentityError> for ConsoleError {
     fn from(e: identity::IdentityError) -> Self {
         ConsoleError::Internal(e.to_string())
+    }
+}
+
+impl From<ec2_api::QueryError> for ConsoleError {
+    /// The API's refusal, with the status a person's mistake gets: the same rules, the same
+    /// reasons, as a page.
+    fn from(e: ec2_api::QueryError) -> Self {
+        use ec2_api::QueryError as Q;
+        match e {
+            Q::AccessDenied(_) | Q::NotAuthorized(_) => ConsoleError::NotAdmin,
+            Q::Internal(_) | Q::Unavailable(_) | Q::Auth(_) | Q::MissingAuthentication => {
+                ConsoleError::Internal(e.to_string())
+            }
+            Q::NotFound(..) | Q::NoSuchEntity(_) => {
+                ConsoleError::Refused(StatusCode::NOT_FOUND, e.to_string())
+            }
+            Q::Duplicate(..) | Q::EntityAlreadyExists(_) | Q::InUse(..) => {
+                ConsoleError::Refused(StatusCode::CONFLICT, e.to_string())
+            }
+            _ => ConsoleError::Refused(StatusCode::BAD_REQUEST, e.to_string()),
+        }
     }
 }
 

@@ -7,7 +7,6 @@ use http::StatusCode;
 use identity::SignedIn;
 
 use crate::page::{render, see_other};
-use crate::settings::Settings;
 use crate::{ConsoleError, Shared};
 
 #[derive(Template)]
@@ -30,10 +29,7 @@ pub async fn show(State(console): State<Shared>, req: Request) -> Result<Respons
     if session.who.must_change {
         return Ok(see_other("/first-run"));
     }
-    let urls = &console.setup.urls;
-    let walrus_url = Settings::load(&console.setup.state)?
-        .walrus_url
-        .unwrap_or_else(|| urls.s3_url.clone());
+    let urls = crate::service_urls(&console)?;
     Ok(render(
         StatusCode::OK,
         &HomePage {
@@ -41,7 +37,7 @@ pub async fn show(State(console): State<Shared>, req: Request) -> Result<Respons
             who: &session.who,
             admin: session.is_admin(),
             ec2_url: urls.ec2_url.as_deref().unwrap_or_default(),
-            walrus_url: &walrus_url,
+            walrus_url: &urls.s3_url,
             mail_dir: (session.is_admin() && console.outbox.to_files())
                 .then(|| console.outbox.dir().display().to_string()),
         },

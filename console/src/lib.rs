@@ -20,7 +20,6 @@ mod home;
 mod mail;
 mod page;
 mod session;
-mod settings;
 mod sign_in;
 mod signup;
 
@@ -28,20 +27,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::{get, post};
-use ec2_api::CloudState;
-use identity::{Identity, ServiceUrls};
+use ec2_api::Cloud;
+use identity::ServiceUrls;
 
 pub use error::ConsoleError;
 pub use mail::MailSettings;
 
-/// What the console serves from: the cloud controller's stores and the URLs of its services.
+/// What the console serves from: the cloud controller (its account store, state and
+/// operations) and the URLs of its services.
 #[derive(Clone)]
 pub struct ConsoleSetup {
-    /// Accounts, users, passwords and keys.
-    pub identity: Identity,
-    /// The cloud controller's state (the console's settings live there too).
-    pub state: CloudState,
-    /// The URLs clients use, as credentials name them (the Walrus URL offered at first run).
+    /// The cloud controller: `identity` for accounts, users, passwords and keys, `state` for
+    /// the rest (the console's applications, links and mail live there too).
+    pub cloud: Cloud,
+    /// The URLs clients use, as credentials name them (before the Walrus URL property).
     pub urls: ServiceUrls,
     /// The console's own URL, ending in `/`, for the links in its mail.
     pub url: String,
@@ -66,7 +65,7 @@ type Shared = Arc<Console>;
 /// within the Tokio runtime). Requests must carry axum's `ConnectInfo<SocketAddr>` (sign-in
 /// attempts and applications are limited per address).
 pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
-    let outbox = mail::Outbox::new(setup.state.clone(), setup.mail.clone());
+    let outbox = mail::Outbox::new(setup.cloud.state.clone(), setup.mail.clone());
     tokio::spawn(outbox.clone().run());
     let console = Arc::new(Console {
         setup,
@@ -121,4 +120,12 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ConsoleError::Internal(e.to_string()))
+}
+
+/// The URLs credentials name, the Walrus URL property applied: what `GetCredentials` uses.
+fn service_urls(console: &Console) -> Result<ServiceUrls, ConsoleError> {
+    Ok(ec2_api::properties::service_urls(
+        &console.setup.cloud,
+        &console.setup.urls,
+    )?)
 }

@@ -18,7 +18,6 @@ use identity::{IdentityError, SignedIn, ADMIN_ACCOUNT, ADMIN_USER, MIN_PASSWORD_
 
 use crate::page::{render, see_other, Form};
 use crate::session::Session;
-use crate::settings::{plausible_url, Settings};
 use crate::{blocking, ConsoleError, Shared};
 
 /// Wrong attempts one address may make back to back, then one more every
@@ -147,7 +146,7 @@ pub async fn submit(State(console): State<Shared>, req: Request) -> Result<Respo
     }
     let (account, user) = principal_of(name);
     let (account, user, password) = (account.to_owned(), user.to_owned(), password.to_owned());
-    let identity = console.setup.identity.clone();
+    let identity = console.setup.cloud.identity.clone();
     let checked = blocking(move || identity.check_password(&account, &user, &password)).await??;
     let Some(who) = checked else {
         let error = "The user name or password is wrong.".to_owned();
@@ -228,10 +227,7 @@ pub async fn first_run_form(
     if !session.who.must_change {
         return Ok(see_other("/"));
     }
-    let settings = Settings::load(&console.setup.state)?;
-    let walrus_url = settings
-        .walrus_url
-        .unwrap_or_else(|| console.setup.urls.s3_url.clone());
+    let walrus_url = crate::service_urls(&console)?.s3_url;
     Ok(first_run_page(
         &console,
         &session,
@@ -297,11 +293,28 @@ pub async fn first_run_submit(
     if admin && !identity::plausible_email(email) {
         errors.email = Some("Enter an e-mail address, such as admin@example.com.".into());
     }
-    if admin && !plausible_url(walrus_url) {
-        errors.walrus_url = Some("Enter an http:// or https:// URL.".into());
+    let walrus_property = ec2_api::properties::WALRUS_URL;
+    if admin {
+        if let Err(e) =
+            ec2_api::properties::check(&console.setup.cloud, walrus_property, walrus_url)
+        {
+            errors.walrus_url = Some(e.to_string());
+        }
+    }
+    if admin && !errors.any() {
+        // The property's own rule and store: what euca-modify-property would do. The
+        // cloud's own URL is left as the default, so it follows the cloud if it moves.
+        let value = if walrus_url == console.setup.urls.s3_url {
+            None
+        } else {
+            Some(walrus_url)
+        };
+        let principal = session.who.principal();
+        let cloud = &console.setup.cloud;
+        ec2_api::properties::set(cloud, &principal, walrus_property, value)?;
     }
     if !errors.any() {
-        let identity = console.setup.identity.clone();
+        let identity = console.setup.cloud.identity.clone();
         let who = session.who.clone();
         let new = password.to_owned();
         let set =
@@ -328,12 +341,10 @@ pub async fn first_run_submit(
     if admin {
         console
             .setup
+            .cloud
             .identity
             .set_email(&who.account_id, &who.user_name, email)?;
         who.email = Some(email.to_owned());
-        let mut settings = Settings::load(&console.setup.state)?;
-        settings.walrus_url = Some(walrus_url.to_owned());
-        settings.save(&console.setup.state)?;
     }
     console.sessions.update(&session, who);
     Ok(see_other("/"))

@@ -299,8 +299,8 @@ fn record_application(
     fields: &ApplyFields<'_>,
     phc: String,
 ) -> Result<(), ConsoleError> {
-    let state = &console.setup.state;
-    let identity = &console.setup.identity;
+    let state = &console.setup.cloud.state;
+    let identity = &console.setup.cloud.identity;
     let _guard = state.exclusive();
     let taken = identity.account_id(fields.name)?.is_some()
         || state.scan::<Application>("")?.iter().any(|(_, a)| {
@@ -369,7 +369,7 @@ fn record_application(
 }
 
 fn admin_email(console: &Shared) -> Result<Option<String>, ConsoleError> {
-    let identity = &console.setup.identity;
+    let identity = &console.setup.cloud.identity;
     let Some(account) = identity.account_id(identity::ADMIN_ACCOUNT)? else {
         return Ok(None);
     };
@@ -402,7 +402,7 @@ fn live_link(
     purpose: Purpose,
     token: &str,
 ) -> Result<Result<(String, LinkToken, Application), Response>, ConsoleError> {
-    let state = &console.setup.state;
+    let state = &console.setup.cloud.state;
     let key = token_key(token);
     let found = state.get::<LinkToken>(&key)?;
     let Some(link) = found.filter(|l| l.purpose == purpose) else {
@@ -509,7 +509,7 @@ pub async fn act(
     console
         .sessions
         .check_pre_form(&headers, form.get("csrf"))?;
-    let state = console.setup.state.clone();
+    let state = console.setup.cloud.state.clone();
     let guard = state.exclusive();
     let (key, mut link, mut application) = match live_link(&console, purpose, &token)? {
         Ok(found) => found,
@@ -523,6 +523,7 @@ pub async fn act(
         Purpose::Approve => {
             if console
                 .setup
+                .cloud
                 .identity
                 .account_id(&application.name)?
                 .is_some()
@@ -573,7 +574,7 @@ pub async fn act(
             )
         }
         Purpose::Activate => {
-            let made = console.setup.identity.create_account_with_login(
+            let made = console.setup.cloud.identity.create_account_with_login(
                 &application.name,
                 &application.password,
                 &application.email,

@@ -15,7 +15,7 @@ pub mod instances;
 mod keypairs;
 pub mod metadata;
 pub mod networks;
-mod properties;
+pub mod properties;
 pub mod query;
 pub mod quotas;
 mod remote_walrus;
@@ -139,7 +139,9 @@ impl QueryApi {
         match dialect {
             Dialect::Euare => {
                 let identity = self.identity.clone();
-                let urls = self.urls.clone();
+                // The Walrus URL an administrator set (the console's first run) goes into
+                // the credentials GetCredentials hands out, as into the console's.
+                let urls = properties::service_urls(&self.cloud, &self.urls)?;
                 let request_id = request_id.to_owned();
                 tokio::task::spawn_blocking(move || {
                     euare::dispatch(

@@ -4,13 +4,17 @@
 //! `koala.toml`'s `[properties]` sets; an administrator's `ModifyPropertyValue` overrides it
 //! in the cloud state until reset.
 //!
-//! Other parts of the cloud read properties through [`value`], [`limit`], [`vm_types`] and
-//! [`public_ips`], never through the store.
+//! Other parts of the cloud read properties through [`value`], [`limit`], [`vm_types`],
+//! [`public_ips`] and [`service_urls`], never through the store; the web console lists and
+//! changes them through [`list`] and [`set`], the operations `DescribeProperties` and
+//! `ModifyPropertyValue` are made of.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+
+use identity::{Principal, ServiceUrls};
 
 use crate::ec2::{is_resource_id, Call, Cloud, CloudSettings};
 use crate::query::Xml;
@@ -41,6 +45,8 @@ pub const IMAGES_PER_ACCOUNT: &str = "cloud.quota.images_per_account";
 /// How many instances each account may have that are not terminated (EC2
 /// `InstanceLimitExceeded`).
 pub const INSTANCES_PER_ACCOUNT: &str = "cloud.quota.instances_per_account";
+/// The Walrus URL users' credentials name (`S3_URL`); empty: this cloud's own.
+pub const WALRUS_URL: &str = "cloud.walrus_url";
 /// The value of a quota property that limits nothing, and the quotas' starting value: a
 /// private cloud's administrators set limits when they want them.
 pub const UNLIMITED: &str = "unlimited";
@@ -97,6 +103,8 @@ enum Kind {
     Seconds,
     /// A quota: a whole number, or `unlimited`.
     Limit,
+    /// An absolute `http://` or `https://` URL, or empty.
+    Url,
 }
 
 /// One property of the catalogue.
@@ -153,6 +161,11 @@ fn catalogue() -> Vec<Definition> {
             INSTANCES_PER_ACCOUNT,
             "The most instances an account may have that are not terminated, or unlimited.",
             Kind::Limit,
+        ),
+        (
+            WALRUS_URL,
+            "The Walrus (S3) URL users' credentials name; empty for this cloud's own.",
+            Kind::Url,
         ),
     ]
     .into_iter()
@@ -295,58 +308,73 @@ pub(crate) fn public_pool_in(
     })
 }
 
+/// A property as listed: name, current value, what it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Property {
+    /// Its name (`cloud.vmtypes.m1.small`).
+    pub name: String,
+    /// Its current value.
+    pub value: String,
+    /// What it sets.
+    pub description: String,
+}
+
+/// The properties whose names start with one of `prefixes` (none: all), by name, with their
+/// values. Cloud administrators only.
+pub fn list(
+    cloud: &Cloud,
+    caller: &Principal,
+    prefixes: &[&str],
+) -> Result<Vec<Property>, QueryError> {
+    if !caller.is_cloud_admin() {
+        return Err(QueryError::AccessDenied("DescribeProperties".to_owned()));
+    }
+    let overrides = overrides(cloud, "")?;
+    let mut listed: Vec<Property> = catalogue()
+        .into_iter()
+        .filter(|d| prefixes.is_empty() || prefixes.iter().any(|a| d.name.starts_with(a)))
+        .map(|d| Property {
+            value: resolve(cloud, &overrides, &d),
+            name: d.name,
+            description: d.description,
+        })
+        .collect();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(listed)
+}
+
 /// `DescribeProperties`: the properties named by `Property.N` (names or name prefixes; none
 /// lists all), with values and descriptions. Cloud administrators only.
 pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
-    if !call.caller.is_cloud_admin() {
-        return Err(QueryError::AccessDenied("DescribeProperties".to_owned()));
-    }
     let asked = call.params.list("Property");
-    let overrides = overrides(call.cloud, "")?;
-    let mut listed: Vec<(Definition, String)> = catalogue()
-        .into_iter()
-        .filter(|d| asked.is_empty() || asked.iter().any(|a| d.name.starts_with(a)))
-        .map(|d| {
-            let value = resolve(call.cloud, &overrides, &d);
-            (d, value)
-        })
-        .collect();
-    listed.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let listed = list(call.cloud, call.caller, &asked)?;
     let mut x = Xml::new();
-    x.list("properties", listed, |x, (d, value)| {
-        x.elem("name", &d.name)
-            .elem("value", &value)
-            .elem("description", &d.description);
+    x.list("properties", listed, |x, p| {
+        x.elem("name", &p.name)
+            .elem("value", &p.value)
+            .elem("description", &p.description);
     });
     Ok(x.finish())
 }
 
-/// `ModifyPropertyValue`: sets property `Name` to `Value`, or with `Reset=true` back to its
-/// starting value; answers the new and the old value. Cloud administrators only.
-pub fn modify(call: &Call<'_>) -> Result<String, QueryError> {
-    if !call.caller.is_cloud_admin() {
+/// Sets property `name` to `value`, or with `None` back to its starting value; the new and
+/// the old value. Cloud administrators only.
+pub fn set(
+    cloud: &Cloud,
+    caller: &Principal,
+    name: &str,
+    value: Option<&str>,
+) -> Result<(String, String), QueryError> {
+    if !caller.is_cloud_admin() {
         return Err(QueryError::AccessDenied("ModifyPropertyValue".to_owned()));
     }
-    let name = call.params.required("Name")?;
     let definition = definition(name)?;
-    let reset = call.params.boolean("Reset")?.unwrap_or(false);
-    let given = call.params.get("Value");
-    let new = if reset {
-        if given.is_some() {
-            return Err(QueryError::InvalidParameterCombination(
-                "Give either Value or Reset=true, not both.".to_owned(),
-            ));
-        }
-        None
-    } else {
-        let text = given.ok_or_else(|| QueryError::MissingParameter("Value".to_owned()))?;
-        let value = validate(definition.kind, text)
-            .and_then(|value| fits_network(&call.cloud.settings, name, value))
-            .map_err(|why| QueryError::Validation(format!("Invalid value for {name}: {why}")))?;
-        Some(value)
+    let new = match value {
+        None => None,
+        Some(text) => Some(check(cloud, name, text)?),
     };
-    let _guard = call.cloud.state.exclusive();
-    let old = current(call.cloud, &definition)?;
+    let _guard = cloud.state.exclusive();
+    let old = current(cloud, &definition)?;
     let mut batch = Batch::new();
     let value = match new {
         Some(value) => {
@@ -360,22 +388,64 @@ pub fn modify(call: &Call<'_>) -> Result<String, QueryError> {
         }
         None => {
             batch.delete::<Override>(name);
-            starting_value(&call.cloud.settings, &definition)
+            starting_value(&cloud.settings, &definition)
         }
     };
-    call.cloud.state.commit(batch)?;
+    cloud.state.commit(batch)?;
     tracing::info!(
         property = name,
         old = %old,
         new = %value,
-        by = %call.caller.account_name,
+        by = %caller.account_name,
         "cloud property changed"
     );
+    Ok((value, old))
+}
+
+/// `text` checked as a value of property `name`, normalised, without setting it (a form
+/// shows every mistake at once).
+pub fn check(cloud: &Cloud, name: &str, text: &str) -> Result<String, QueryError> {
+    let definition = definition(name)?;
+    validate(definition.kind, text)
+        .and_then(|value| fits_network(&cloud.settings, name, value))
+        .map_err(|why| QueryError::Validation(format!("Invalid value for {name}: {why}")))
+}
+
+/// `ModifyPropertyValue`: sets property `Name` to `Value`, or with `Reset=true` back to its
+/// starting value; answers the new and the old value. Cloud administrators only.
+pub fn modify(call: &Call<'_>) -> Result<String, QueryError> {
+    if !call.caller.is_cloud_admin() {
+        return Err(QueryError::AccessDenied("ModifyPropertyValue".to_owned()));
+    }
+    let name = call.params.required("Name")?;
+    let reset = call.params.boolean("Reset")?.unwrap_or(false);
+    let given = call.params.get("Value");
+    if reset && given.is_some() {
+        return Err(QueryError::InvalidParameterCombination(
+            "Give either Value or Reset=true, not both.".to_owned(),
+        ));
+    }
+    if !reset && given.is_none() {
+        definition(name)?;
+        return Err(QueryError::MissingParameter("Value".to_owned()));
+    }
+    let (value, old) = set(call.cloud, call.caller, name, given)?;
     let mut x = Xml::new();
     x.elem("name", name)
         .elem("value", &value)
         .elem("oldValue", &old);
     Ok(x.finish())
+}
+
+/// The URLs credentials name: `base` (the cloud's own), with the Walrus URL property's
+/// value when one is set.
+pub fn service_urls(cloud: &Cloud, base: &ServiceUrls) -> Result<ServiceUrls, QueryError> {
+    let mut urls = base.clone();
+    let walrus = value(cloud, WALRUS_URL)?;
+    if !walrus.is_empty() {
+        urls.s3_url = walrus;
+    }
+    Ok(urls)
 }
 
 /// A checked value of property `name`, refused when it is a public pool with an address
@@ -498,6 +568,19 @@ fn validate(kind: Kind, text: &str) -> Result<String, String> {
         },
         Kind::Limit => parse_limit(text)
             .map(|limit| limit.map_or_else(|| UNLIMITED.to_owned(), |n| n.to_string())),
+        Kind::Url => {
+            let absolute = text.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some_and(|h| !h.is_empty())
+            });
+            if text.is_empty() || absolute {
+                Ok(text.to_owned())
+            } else {
+                Err(format!(
+                    "'{text}' is not an http:// or https:// URL; give one or an empty value."
+                ))
+            }
+        }
     }
 }
 

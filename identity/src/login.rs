@@ -64,6 +64,20 @@ pub struct SignedIn {
     pub email: Option<String>,
 }
 
+impl SignedIn {
+    /// The principal the person acts as: the same rules decide what the console may do for
+    /// them as for their signed requests. Signed in by password, it names no access key.
+    pub fn principal(&self) -> crate::Principal {
+        crate::Principal {
+            account_id: self.account_id.clone(),
+            account_name: self.account_name.clone(),
+            user_name: self.user_name.clone(),
+            access_key_id: String::new(),
+            role: self.role,
+        }
+    }
+}
+
 fn hash(password: &str) -> Result<String, IdentityError> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()

@@ -621,8 +621,7 @@ fn start_console(
     };
     let url = format!("https://{host}:{}/", bound.port());
     let router = console::router(console::ConsoleSetup {
-        identity: cloud.identity.clone(),
-        state: cloud.state.clone(),
+        cloud: cloud.clone(),
         urls: urls.clone(),
         url: match &config.console.public_url {
             Some(public) => format!("{}/", public.trim_end_matches('/')),

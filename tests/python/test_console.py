@@ -5,15 +5,18 @@ requests get. Each test cloud serves its console on a free port its banner names
 import os
 import socket
 import ssl
+import subprocess
 import tempfile
 import urllib.parse
+import zipfile
 
 import pytest
 
-from conftest import Cloud
+from conftest import KOALA_BIN, Cloud
 from console import Browser, Session, artifact_dir, cloud_context, sign_in_admin
 
 NEW_PASSWORD = "koala-console-1"
+TOOLS = os.path.dirname(KOALA_BIN)
 
 
 def fresh_cloud():
@@ -209,10 +212,33 @@ def test_the_first_run_checks_each_field():
         assert bad.status == 400
         assert "at least 8 characters" in bad.error()
         assert "e-mail address" in bad.error()
-        assert "http:// or https:// URL" in bad.error()
+        assert "is not an http:// or https:// URL" in bad.error()
         same = s.post("/first-run", {"csrf": token, "password": "admin", "password2": "admin",
                                      "email": "a@b.test", "walrus_url": c.s3_url})
         assert same.status == 400
         assert s.get("/").header("location") == "/first-run", "nothing was changed"
+
+        # A Walrus elsewhere: the URL confirmed here is the cloud property
+        # cloud.walrus_url, which the credentials euca_conf downloads name too.
+        elsewhere = "http://walrus.cloud.test:8773/services/Walrus"
+        done = s.post("/first-run", {"csrf": token, "password": NEW_PASSWORD,
+                                     "password2": NEW_PASSWORD, "email": "a@b.test",
+                                     "walrus_url": elsewhere})
+        assert done.header("location") == "/", done.body
+        assert elsewhere in s.get("/").body
+        props = subprocess.run([os.path.join(TOOLS, "euca-describe-properties"),
+                                "cloud.walrus_url"], env=c.admin_env(), capture_output=True,
+                               text=True, timeout=60)
+        assert props.returncode == 0, props.stderr
+        assert elsewhere in props.stdout
+        with tempfile.TemporaryDirectory() as work:
+            zipped = os.path.join(work, "creds.zip")
+            got = subprocess.run([os.path.join(TOOLS, "euca_conf"), "--get-credentials",
+                                  zipped], env=c.admin_env(), capture_output=True, text=True,
+                                 timeout=60)
+            assert got.returncode == 0, got.stderr
+            with zipfile.ZipFile(zipped) as z:
+                eucarc = z.read("eucarc").decode()
+        assert f"S3_URL='{elsewhere}'" in eucarc or f"S3_URL={elsewhere}" in eucarc, eucarc
     finally:
         c.stop()
