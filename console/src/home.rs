@@ -19,6 +19,15 @@ struct HomePage<'a> {
     walrus_url: &'a str,
     /// For the administrator: where mail goes when no relay is set.
     mail_dir: Option<String>,
+    /// The person's access keys, when Euare lets them manage keys.
+    keys: Option<Vec<KeyRow>>,
+}
+
+/// An access key as the page lists it.
+struct KeyRow {
+    id: String,
+    active: bool,
+    created: String,
 }
 
 /// `GET /`: the personal page; sign-in first, and the first run before anything else.
@@ -30,6 +39,21 @@ pub async fn show(State(console): State<Shared>, req: Request) -> Result<Respons
         return Ok(see_other("/first-run"));
     }
     let urls = crate::service_urls(&console)?;
+    let identity = &console.setup.cloud.identity;
+    let keys = match ec2_api::euare::managed_account(identity, &session.who.principal(), None) {
+        Ok(account) => Some(
+            identity
+                .list_access_keys(&account, &session.who.user_name)?
+                .into_iter()
+                .map(|k| KeyRow {
+                    active: k.status == identity::AccessKeyStatus::Active,
+                    created: httpdate::fmt_http_date(k.created),
+                    id: k.access_key_id,
+                })
+                .collect(),
+        ),
+        Err(_) => None,
+    };
     Ok(render(
         StatusCode::OK,
         &HomePage {
@@ -38,6 +62,7 @@ pub async fn show(State(console): State<Shared>, req: Request) -> Result<Respons
             admin: session.is_admin(),
             ec2_url: urls.ec2_url.as_deref().unwrap_or_default(),
             walrus_url: &urls.s3_url,
+            keys,
             mail_dir: (session.is_admin() && console.outbox.to_files())
                 .then(|| console.outbox.dir().display().to_string()),
         },

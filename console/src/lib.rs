@@ -11,12 +11,14 @@
 //!   must be changed, the admin's e-mail and Walrus' URL).
 //! - [`signup`]: applications, approval and activation by mail links.
 //! - [`mail`]: the outbox, delivered by SMTP or to files.
-//! - [`home`]: the personal page.
+//! - [`home`]: the personal page; [`keys`]: the person's credentials zip, access keys and
+//!   password.
 //! - [`page`]: templates, the static files and the headers every answer carries.
 //! - [`error`]: what goes wrong, as the page and status a person sees.
 
 mod error;
 mod home;
+mod keys;
 mod mail;
 mod page;
 mod session;
@@ -82,6 +84,13 @@ pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
             get(sign_in::first_run_form).post(sign_in::first_run_submit),
         )
         .route("/apply", get(signup::form).post(signup::submit))
+        .route("/credentials", post(keys::download))
+        .route("/keys", post(keys::create))
+        .route("/keys/{key}", post(keys::change))
+        .route(
+            "/password",
+            get(keys::password_form).post(keys::password_submit),
+        )
         .route("/static/{file}", get(page::static_file))
         .route("/{purpose}/{token}", get(signup::confirm).post(signup::act))
         .fallback(page::not_found)

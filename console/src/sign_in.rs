@@ -349,3 +349,28 @@ pub async fn first_run_submit(
     console.sessions.update(&session, who);
     Ok(see_other("/"))
 }
+
+/// The name `who` signs in with, as the per-user limit counts it.
+fn login_name(who: &SignedIn) -> String {
+    match (who.account_name.as_str(), who.user_name.as_str()) {
+        (ADMIN_ACCOUNT, ADMIN_USER) => ADMIN_USER.to_owned(),
+        (account, ADMIN_USER) => account.to_owned(),
+        (account, user) => format!("{user}@{account}"),
+    }
+    .to_lowercase()
+}
+
+/// Takes one password attempt of `who` (a password change checks the current one): the
+/// same limit as sign-in, so a stolen session cannot guess the password faster.
+pub fn take_attempt(console: &Shared, who: &SignedIn) -> Result<(), ConsoleError> {
+    console
+        .limits
+        .per_user
+        .take(&login_name(who))
+        .map_err(ConsoleError::Throttled)
+}
+
+/// Gives back the attempt of a right password.
+pub fn give_back_attempt(console: &Shared, who: &SignedIn) {
+    console.limits.per_user.give_back(&login_name(who));
+}

@@ -2,11 +2,13 @@
 //! access keys and signing certificates, plus Koala's `GetCredentials`, the credentials zip
 //! that `euca_conf --get-credentials` downloads.
 //!
-//! Who may do what, as in Eucalyptus: an account's `admin` user manages its own account; a
-//! cloud administrator (user `admin` of account `eucalyptus`, and the users it made
-//! administrators with `GrantCloudAdmin`) also manages any other account by naming it in
-//! `DelegateAccount`, and registers the cloud's components (`RegisterComponent`). Other users
-//! may do nothing here yet (IAM policies come later).
+//! Who may do what, as in Eucalyptus: an account's `admin` user manages its own account (and
+//! downloads its users' credentials); a cloud administrator (user `admin` of account
+//! `eucalyptus`, and the users it made administrators with `GrantCloudAdmin`) also manages
+//! any other account by naming it in `DelegateAccount`, and registers the cloud's components
+//! (`RegisterComponent`). Other users may do nothing here yet (IAM policies come later).
+//!
+//! The rules are [`managed_account`] and [`credentials`], which the web console calls too.
 //!
 //! Actions may generate RSA keys or write to RocksDB with fsync: [`dispatch`] blocks and is
 //! run off the async reactor.
@@ -88,7 +90,6 @@ pub fn dispatch(ctx: &Context, action_name: &str) -> Result<String, QueryError> 
     let cloud_admin_only = matches!(
         action,
         Action::CreateAccount
-            | Action::GetCredentials
             | Action::RegisterComponent
             | Action::GrantCloudAdmin
             | Action::RevokeCloudAdmin
@@ -144,27 +145,64 @@ pub fn dispatch(ctx: &Context, action_name: &str) -> Result<String, QueryError> 
 }
 
 /// The id of the account the action works on, or `None` when the caller may not manage it:
-/// the caller's own account for its `admin` user, or the account named in `DelegateAccount`
-/// for the cloud admin.
+/// see [`managed_account`].
 fn target_account(ctx: &Context) -> Option<Result<String, QueryError>> {
-    match ctx.request.get("DelegateAccount").filter(|a| !a.is_empty()) {
-        Some(name) => {
-            if !ctx.caller.is_cloud_admin() {
-                return None;
-            }
-            Some(match ctx.identity.account_id(name) {
-                Ok(Some(id)) => Ok(id),
-                Ok(None) => Err(QueryError::NoSuchEntity(format!(
-                    "The account {name} does not exist."
-                ))),
-                Err(err) => Err(err.into()),
-            })
-        }
-        None if ctx.caller.user_name == ADMIN_USER || ctx.caller.is_cloud_admin() => {
-            Some(Ok(ctx.caller.account_id.clone()))
-        }
-        None => None,
+    let delegate = ctx.request.get("DelegateAccount").filter(|a| !a.is_empty());
+    match managed_account(ctx.identity, ctx.caller, delegate) {
+        Err(QueryError::AccessDenied(_)) => None,
+        found => Some(found),
     }
+}
+
+/// The id of the account `caller` manages: its own for its `admin` user (and for a cloud
+/// administrator), or the account named `delegate` for a cloud administrator.
+/// `AccessDenied` for anyone else.
+pub fn managed_account(
+    identity: &Identity,
+    caller: &Principal,
+    delegate: Option<&str>,
+) -> Result<String, QueryError> {
+    match delegate {
+        Some(_) if !caller.is_cloud_admin() => Err(QueryError::AccessDenied(
+            "managing another account".to_owned(),
+        )),
+        Some(name) => identity
+            .account_id(name)?
+            .ok_or_else(|| QueryError::NoSuchEntity(format!("The account {name} does not exist."))),
+        None if caller.user_name == ADMIN_USER || caller.is_cloud_admin() => {
+            Ok(caller.account_id.clone())
+        }
+        None => Err(QueryError::AccessDenied("managing this account".to_owned())),
+    }
+}
+
+/// The credentials zip of user `user` (default `admin`) of account `account` (default: the
+/// caller's own, `eucalyptus` for a cloud administrator): eucarc, euca2ools.ini, a new X.509
+/// certificate and key, the cloud's certificate, and an active access key. A cloud
+/// administrator gets anyone's; an account's `admin` user those of its own account's users.
+/// Slow (RSA key generation): off the reactor.
+pub fn credentials(
+    identity: &Identity,
+    urls: &ServiceUrls,
+    caller: &Principal,
+    account: Option<&str>,
+    user: Option<&str>,
+) -> Result<Vec<u8>, QueryError> {
+    let default_account = if caller.is_cloud_admin() {
+        ADMIN_ACCOUNT
+    } else {
+        caller.account_name.as_str()
+    };
+    let account_name = account.unwrap_or(default_account);
+    let user = user.unwrap_or(ADMIN_USER);
+    let delegate = (account_name != caller.account_name).then_some(account_name);
+    let account = match managed_account(identity, caller, delegate) {
+        Err(QueryError::AccessDenied(_)) => {
+            return Err(QueryError::AccessDenied("GetCredentials".to_owned()))
+        }
+        found => found?,
+    };
+    Ok(identity.credential_bundle(&account, user, urls)?.to_zip())
 }
 
 /// Wraps an action's result (as [`Xml`] wrote it; none when empty) in IAM's response
@@ -394,26 +432,17 @@ fn register_component(ctx: &Context) -> Result<String, QueryError> {
 }
 
 fn get_credentials(ctx: &Context) -> Result<String, QueryError> {
-    let account_name = ctx
-        .request
-        .get("AccountName")
-        .filter(|a| !a.is_empty())
-        .unwrap_or(ADMIN_ACCOUNT);
-    let user = ctx
-        .request
-        .get("UserName")
-        .filter(|u| !u.is_empty())
-        .unwrap_or(ADMIN_USER);
-    let account = ctx.identity.account_id(account_name)?.ok_or_else(|| {
-        QueryError::NoSuchEntity(format!("The account {account_name} does not exist."))
-    })?;
-    let zip = ctx
-        .identity
-        .credential_bundle(&account, user, ctx.urls)?
-        .to_zip();
+    let nonempty = |name| ctx.request.get(name).filter(|v: &&str| !v.is_empty());
+    let (account, user) = (nonempty("AccountName"), nonempty("UserName"));
+    let zip = credentials(ctx.identity, ctx.urls, ctx.caller, account, user)?;
+    let account_name = account.unwrap_or(if ctx.caller.is_cloud_admin() {
+        ADMIN_ACCOUNT
+    } else {
+        &ctx.caller.account_name
+    });
     let mut x = Xml::new();
     x.elem("AccountName", account_name)
-        .elem("UserName", user)
+        .elem("UserName", user.unwrap_or(ADMIN_USER))
         .elem(
             "Credentials",
             &base64::engine::general_purpose::STANDARD.encode(zip),
@@ -932,6 +961,46 @@ mod tests {
             assert!(
                 matches!(err, QueryError::AccessDenied(_)),
                 "{action}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_account_admin_gets_its_own_accounts_credentials_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, _) =
+            Identity::open_with_ca(&dir.path().join("db"), &dir.path().join("keys")).unwrap();
+        identity.ensure_admin().unwrap();
+        let cloud = Cloud {
+            _dir: dir,
+            identity,
+            urls: urls(),
+        };
+        let alice = cloud.identity.create_account("alice").unwrap();
+        cloud.identity.create_account("carol").unwrap();
+        cloud
+            .identity
+            .create_user(&alice.account_id, "bob")
+            .unwrap();
+        let bob_key = cloud
+            .identity
+            .create_access_key(&alice.account_id, "bob")
+            .unwrap();
+        let alice = principal(&cloud.identity, &alice.access_key_id);
+        let bob = principal(&cloud.identity, &bob_key.access_key_id);
+        let own = call(&cloud, &alice, &[("Action", "GetCredentials")]).unwrap();
+        assert_eq!(text(&own, "AccountName"), "alice");
+        let of_bob = credentials(&cloud.identity, &cloud.urls, &alice, None, Some("bob")).unwrap();
+        assert!(!of_bob.is_empty());
+        for (caller, account) in [
+            (&alice, Some("carol")),
+            (&alice, Some("eucalyptus")),
+            (&bob, None),
+        ] {
+            let refused = credentials(&cloud.identity, &cloud.urls, caller, account, None);
+            assert!(
+                matches!(refused, Err(QueryError::AccessDenied(_))),
+                "{account:?}: {refused:?}"
             );
         }
     }

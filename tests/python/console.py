@@ -182,11 +182,25 @@ def links_in(text):
     return {m.group(1): m.group(0) for m in LINK.finditer(text)}
 
 
+def sign_up(cloud, mail, name, password, admin_mail="admin@cloud.test"):
+    """A new account `name` made the way a person makes one: apply, the administrator's
+    approve link, the applicant's activation link (mail caught by `mail`)."""
+    s = Session(cloud)
+    address = f"{name}@example.test"
+    assert s.apply(name, address, password).status == 200
+    links = links_in(mail.wait_for(admin_mail, f"{name} applies")[1])
+    _, done = s.follow(links["approve"])
+    assert done.status == 200, done.body
+    activate = links_in(mail.wait_for(address, "approved")[1])["activate"]
+    _, done = s.follow(activate)
+    assert done.status == 200 and "ready" in done.body, done.body
+
+
 class Browser:
     """Headless Chromium from Debian. The cloud's certificate is self-signed by its own CA,
     which a person accepts on the first visit: so does this browser (acceptInsecureCerts)."""
 
-    def __init__(self, shots):
+    def __init__(self, shots, downloads=None):
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -200,7 +214,13 @@ class Browser:
                     "--window-size=1280,900", f"--user-data-dir={self.profile.name}"):
             options.add_argument(arg)
         options.accept_insecure_certs = True
+        if downloads:
+            options.add_experimental_option("prefs", {
+                "download.default_directory": downloads, "download.prompt_for_download": False})
         self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        if downloads:
+            self.driver.execute_cdp_cmd("Browser.setDownloadBehavior",
+                                        {"behavior": "allow", "downloadPath": downloads})
         self.driver.set_page_load_timeout(30)
         self.shots = shots
         self.count = 0
@@ -230,12 +250,16 @@ class Browser:
             box.send_keys(value)
 
     def submit(self, form_css="main form"):
-        """Clicks the form's button and waits for the page it leads to: a new document (whose
-        window lacks the mark set on the old one) fully loaded."""
+        """Clicks the form's (first) button and waits for the page it leads to."""
+        self.press(f"{form_css} button[type=submit]")
+
+    def press(self, button_css):
+        """Clicks a button and waits for the page it leads to: a new document (whose window
+        lacks the mark set on the old one) fully loaded."""
         from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
         self.driver.execute_script("window.koalaOldPage = true;")
-        self.find(f"{form_css} button[type=submit]").click()
+        self.find(button_css).click()
         WebDriverWait(self.driver, 30, ignored_exceptions=[WebDriverException]).until(
             lambda d: d.execute_script(
                 "return !window.koalaOldPage && document.readyState === 'complete';"))
