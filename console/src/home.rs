@@ -32,7 +32,7 @@ struct KeyRow {
 
 /// `GET /`: the personal page; sign-in first, and the first run before anything else.
 pub async fn show(State(console): State<Shared>, req: Request) -> Result<Response, ConsoleError> {
-    let Some(session) = console.sessions.current(req.headers()) else {
+    let Some(session) = crate::signed_in(&console, req.headers()) else {
         return Ok(see_other("/login"));
     };
     if session.who.must_change {

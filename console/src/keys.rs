@@ -20,7 +20,7 @@ async fn signed_form(
     req: Request,
 ) -> Result<Result<(Session, Form), Response>, ConsoleError> {
     let headers = req.headers().clone();
-    let Some(session) = console.sessions.current(&headers) else {
+    let Some(session) = crate::signed_in(console, &headers) else {
         return Ok(Err(see_other("/login")));
     };
     if session.who.must_change {
@@ -191,7 +191,7 @@ pub async fn password_form(
     State(console): State<Shared>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let Some(session) = console.sessions.current(req.headers()) else {
+    let Some(session) = crate::signed_in(&console, req.headers()) else {
         return Ok(see_other("/login"));
     };
     if session.who.must_change {

@@ -14,8 +14,10 @@
 //! - [`home`]: the personal page; [`keys`]: the person's credentials zip, access keys and
 //!   password.
 //! - [`page`]: templates, the static files and the headers every answer carries.
+//! - [`admin`]: the administrators' pages (users and applications).
 //! - [`error`]: what goes wrong, as the page and status a person sees.
 
+mod admin;
 mod error;
 mod home;
 mod keys;
@@ -91,6 +93,8 @@ pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
             "/password",
             get(keys::password_form).post(keys::password_submit),
         )
+        .route("/admin/users", get(admin::users).post(admin::change_user))
+        .route("/admin/applications/{id}", post(admin::decide))
         .route("/static/{file}", get(page::static_file))
         .route("/{purpose}/{token}", get(signup::confirm).post(signup::act))
         .fallback(page::not_found)
@@ -137,4 +141,23 @@ fn service_urls(console: &Console) -> Result<ServiceUrls, ConsoleError> {
         &console.setup.cloud,
         &console.setup.urls,
     )?)
+}
+
+/// The live session of a request whose person is still enabled: a user disabled while signed
+/// in is signed out at their next request.
+fn signed_in(console: &Console, headers: &http::HeaderMap) -> Option<session::Session> {
+    let session = console.sessions.current(headers)?;
+    let who = &session.who;
+    match console
+        .setup
+        .cloud
+        .identity
+        .user_enabled(&who.account_id, &who.user_name)
+    {
+        Ok(true) => Some(session),
+        _ => {
+            console.sessions.end(&session);
+            None
+        }
+    }
 }

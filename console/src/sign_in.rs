@@ -97,7 +97,7 @@ fn login_page(
 
 /// `GET /login`.
 pub async fn form(State(console): State<Shared>, req: Request) -> Result<Response, ConsoleError> {
-    if console.sessions.current(req.headers()).is_some() {
+    if crate::signed_in(&console, req.headers()).is_some() {
         return Ok(see_other("/"));
     }
     login_page(&console, req.headers(), StatusCode::OK, "", None)
@@ -173,7 +173,7 @@ pub async fn sign_out(
     req: Request,
 ) -> Result<Response, ConsoleError> {
     let headers = req.headers().clone();
-    let Some(session) = console.sessions.current(&headers) else {
+    let Some(session) = crate::signed_in(&console, &headers) else {
         return Ok(see_other("/login"));
     };
     let form = Form::read(req).await?;
@@ -221,7 +221,7 @@ pub async fn first_run_form(
     State(console): State<Shared>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let Some(session) = console.sessions.current(req.headers()) else {
+    let Some(session) = crate::signed_in(&console, req.headers()) else {
         return Ok(see_other("/login"));
     };
     if !session.who.must_change {
@@ -266,7 +266,7 @@ pub async fn first_run_submit(
     req: Request,
 ) -> Result<Response, ConsoleError> {
     let headers = req.headers().clone();
-    let Some(session) = console.sessions.current(&headers) else {
+    let Some(session) = crate::signed_in(&console, &headers) else {
         return Ok(see_other("/login"));
     };
     let form = Form::read(req).await?;

@@ -515,11 +515,39 @@ pub async fn act(
         Ok(found) => found,
         Err(page) => return Ok(page),
     };
-    let now = now_secs();
-    link.used = Some(now);
-    application.decided = Some(now);
+    link.used = Some(now_secs());
     let mut batch = Batch::new();
-    let (title, message) = match purpose {
+    let (title, message) = match carry_out(&console, &mut batch, &mut application, purpose)? {
+        Ok(done) => done,
+        Err(page) => return Ok(page),
+    };
+    batch.put(&key, &link);
+    batch.put(&application.id, &application);
+    state.commit(batch)?;
+    drop(guard);
+    console.outbox.wake();
+    Ok(render(
+        StatusCode::OK,
+        &MessagePage {
+            title,
+            message: &message,
+            signed_in: false,
+        },
+    ))
+}
+
+/// Does what `purpose` says to `application` (pending for a decision, approved for
+/// activation): its new status, and the mail it sends, in `batch`; the page's title and
+/// message, or the page saying why it cannot be done. The caller holds the state's lock,
+/// checked the application's status and commits the batch with the application.
+pub fn carry_out(
+    console: &Shared,
+    batch: &mut Batch,
+    application: &mut Application,
+    purpose: Purpose,
+) -> Result<Result<(&'static str, String), Response>, ConsoleError> {
+    application.decided = Some(now_secs());
+    let done = match purpose {
         Purpose::Approve => {
             if console
                 .setup
@@ -528,13 +556,13 @@ pub async fn act(
                 .account_id(&application.name)?
                 .is_some()
             {
-                return Ok(dead_link(&format!(
+                return Ok(Err(dead_link(&format!(
                     "An account named {} exists already: reject this application.",
                     application.name
-                )));
+                ))));
             }
             application.status = Status::Approved;
-            let activate = new_link(&console, &mut batch, Purpose::Activate, &application.id)?;
+            let activate = new_link(console, batch, Purpose::Activate, &application.id)?;
             let body = format!(
                 "Hello {},\n\nYour application for the account \"{}\" was approved. Activate it \
                  here (the link works once and expires in {} days):\n\n  {activate}\n\n\
@@ -545,7 +573,7 @@ pub async fn act(
                 application.name,
             );
             Outbox::queue(
-                &mut batch,
+                batch,
                 &Mail::new(&application.email, "Your account was approved".into(), body),
             );
             (
@@ -561,7 +589,7 @@ pub async fn act(
                 application.full_name, application.name
             );
             Outbox::queue(
-                &mut batch,
+                batch,
                 &Mail::new(
                     &application.email,
                     "Your application was declined".into(),
@@ -582,11 +610,11 @@ pub async fn act(
             match made {
                 Ok(_) => {}
                 Err(IdentityError::AccountExists(_)) => {
-                    return Ok(dead_link(&format!(
+                    return Ok(Err(dead_link(&format!(
                         "An account named {} was made since your application was approved: \
                          apply again with another name.",
                         application.name
-                    )))
+                    ))))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -600,17 +628,5 @@ pub async fn act(
             )
         }
     };
-    batch.put(&key, &link);
-    batch.put(&application.id, &application);
-    state.commit(batch)?;
-    drop(guard);
-    console.outbox.wake();
-    Ok(render(
-        StatusCode::OK,
-        &MessagePage {
-            title,
-            message: &message,
-            signed_in: false,
-        },
-    ))
+    Ok(Ok(done))
 }

@@ -44,6 +44,8 @@ enum Action {
     RegisterComponent,
     GrantCloudAdmin,
     RevokeCloudAdmin,
+    EnableUser,
+    DisableUser,
 }
 
 impl Action {
@@ -62,6 +64,8 @@ impl Action {
             "RegisterComponent" => Action::RegisterComponent,
             "GrantCloudAdmin" => Action::GrantCloudAdmin,
             "RevokeCloudAdmin" => Action::RevokeCloudAdmin,
+            "EnableUser" => Action::EnableUser,
+            "DisableUser" => Action::DisableUser,
             _ => return None,
         })
     }
@@ -133,6 +137,13 @@ pub fn dispatch(ctx: &Context, action_name: &str) -> Result<String, QueryError> 
                 Action::ListSigningCertificates => {
                     list_signing_certificates(ctx, &account, user.unwrap_or(ADMIN_USER))?
                 }
+                Action::EnableUser | Action::DisableUser => {
+                    let user = ctx.request.required("UserName")?;
+                    let delegate = ctx.request.get("DelegateAccount").filter(|a| !a.is_empty());
+                    let enabled = action == Action::EnableUser;
+                    set_user_enabled(ctx.identity, ctx.caller, delegate, user, enabled)?;
+                    String::new()
+                }
                 Action::CreateAccount
                 | Action::GetCredentials
                 | Action::RegisterComponent
@@ -174,6 +185,27 @@ pub fn managed_account(
         }
         None => Err(QueryError::AccessDenied("managing this account".to_owned())),
     }
+}
+
+/// Koala's `DisableUser` / `EnableUser UserName=U [DelegateAccount=A]`: a disabled user
+/// neither signs in to the console nor signs requests (its keys are kept, refused). The
+/// caller must manage the account, its own or `delegate` ([`managed_account`]); nobody
+/// disables themselves.
+pub fn set_user_enabled(
+    identity: &Identity,
+    caller: &Principal,
+    delegate: Option<&str>,
+    user: &str,
+    enabled: bool,
+) -> Result<(), QueryError> {
+    let account_id = managed_account(identity, caller, delegate)?;
+    let account_id = account_id.as_str();
+    if !enabled && caller.account_id == account_id && caller.user_name == user {
+        return Err(QueryError::Validation(
+            "You cannot disable yourself.".to_owned(),
+        ));
+    }
+    Ok(identity.set_user_enabled(account_id, user, enabled)?)
 }
 
 /// The credentials zip of user `user` (default `admin`) of account `account` (default: the

@@ -54,7 +54,7 @@ pub use login::{
 pub use role::{ComponentKind, Role};
 #[cfg(feature = "store")]
 pub use store::{
-    validate_account_name, AccessKeyInfo, AccessKeyStatus, Identity, SigningCertificate,
+    validate_account_name, AccessKeyInfo, AccessKeyStatus, Identity, SigningCertificate, UserInfo,
 };
 
 use canon::{find_param, header_str, parse_params};

@@ -186,7 +186,7 @@ impl Identity {
 
     /// Checks `password` for user `user_name` of the account named `account_name`: the person
     /// signed in, or `None` for any wrong name, user or password alike (slow: argon2; run it
-    /// off the reactor). A user without a login profile cannot sign in.
+    /// off the reactor). A user without a login profile, or disabled, cannot sign in.
     pub fn check_password(
         &self,
         account_name: &str,
@@ -197,11 +197,11 @@ impl Identity {
             return Ok(None);
         }
         let found = match self.account_id(account_name)? {
-            Some(account_id) => self
+            Some(account_id) if self.user_enabled(&account_id, user_name)? => self
                 .db()
                 .get::<LoginRecord>(&login_key(&account_id, user_name))?
                 .map(|record| (account_id, record)),
-            None => None,
+            _ => None,
         };
         let Some((account_id, record)) = found else {
             let _ = verify(password, decoy());
@@ -384,5 +384,43 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(signed.email.as_deref(), Some("root@cloud.example"));
+    }
+
+    #[test]
+    fn a_disabled_user_neither_signs_in_nor_signs_requests() {
+        use crate::SecretSource;
+        let (_dir, identity, admin) = store();
+        let alice = identity.create_account("alice").unwrap();
+        let phc = hash_new_password("alice", "alice's password").unwrap();
+        let mut batch = Batch::new();
+        put_login(&mut batch, &alice.account_id, ADMIN_USER, &phc, "a@b.test").unwrap();
+        identity.write(batch).unwrap();
+        let signs_in = || {
+            identity
+                .check_password("alice", ADMIN_USER, "alice's password")
+                .unwrap()
+                .is_some()
+        };
+        assert!(signs_in());
+        identity
+            .set_user_enabled(&alice.account_id, ADMIN_USER, false)
+            .unwrap();
+        assert!(!signs_in());
+        assert!(identity.secret(&alice.access_key_id).is_none());
+        let later = identity
+            .create_access_key(&alice.account_id, ADMIN_USER)
+            .unwrap();
+        assert!(
+            identity.secret(&later.access_key_id).is_none(),
+            "keys made while disabled"
+        );
+        identity
+            .set_user_enabled(&alice.account_id, ADMIN_USER, true)
+            .unwrap();
+        assert!(signs_in());
+        assert!(identity.secret(&later.access_key_id).is_some());
+        assert!(identity
+            .set_user_enabled(&admin, ADMIN_USER, false)
+            .is_err());
     }
 }

@@ -62,6 +62,17 @@ pub enum AccessKeyStatus {
     Inactive,
 }
 
+/// A user as the console's user list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The user's name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Whether it may sign in and sign requests.
+    pub enabled: bool,
+}
+
 /// An access key as listed (never with its secret), for Euare's `ListAccessKeys`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessKeyInfo {
@@ -121,6 +132,13 @@ struct UserRecord {
     /// Absent in records made before roles: see [`Role::of_legacy_user`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<Role>,
+    /// A disabled user neither signs in nor signs requests (absent: enabled).
+    #[serde(default, skip_serializing_if = "is_false")]
+    disabled: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Versioned for UserRecord {
@@ -142,6 +160,9 @@ struct KeyRecord {
     /// user record says it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<Role>,
+    /// The owner is disabled, kept with the key as the role is (absent: enabled).
+    #[serde(default, skip_serializing_if = "is_false")]
+    disabled: bool,
 }
 
 impl Versioned for KeyRecord {
@@ -402,6 +423,7 @@ impl Identity {
                 name: user_name.to_owned(),
                 created: now_secs(),
                 role: Some(role),
+                disabled: false,
             },
         );
         Ok(())
@@ -501,6 +523,66 @@ impl Identity {
             .into_iter()
             .map(|(_, r)| r.name)
             .collect())
+    }
+
+    /// The users of an account with their roles and whether each is enabled, by name.
+    pub fn users_of(&self, account_id: &str) -> Result<Vec<UserInfo>, IdentityError> {
+        let mut out = Vec::new();
+        for (_, user) in self
+            .inner
+            .db
+            .scan::<UserRecord>(&format!("user/{account_id}/"))?
+        {
+            out.push(UserInfo {
+                role: self.role_of(&user)?,
+                enabled: !user.disabled,
+                name: user.name,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether user `user_name` is enabled (a user that does not exist is not).
+    pub fn user_enabled(&self, account_id: &str, user_name: &str) -> Result<bool, IdentityError> {
+        Ok(self
+            .user_record(account_id, user_name)?
+            .is_some_and(|u| !u.disabled))
+    }
+
+    /// Disables a user (it can neither sign in nor sign requests: its keys are refused, kept)
+    /// or enables it again. The cloud's own `admin` and the components cannot be disabled.
+    pub fn set_user_enabled(
+        &self,
+        account_id: &str,
+        user_name: &str,
+        enabled: bool,
+    ) -> Result<(), IdentityError> {
+        let _guard = self.lock();
+        let mut user = self
+            .user_record(account_id, user_name)?
+            .ok_or_else(|| IdentityError::NoSuchUser(user_name.to_owned()))?;
+        let account = self.account_record(account_id)?;
+        if !enabled {
+            if account.name == ADMIN_ACCOUNT && user_name == ADMIN_USER {
+                return Err(IdentityError::InvalidName(
+                    "The admin user of the eucalyptus account cannot be disabled.".into(),
+                ));
+            }
+            if matches!(self.role_of(&user)?, Role::Component(_)) {
+                return Err(IdentityError::InvalidName(format!(
+                    "{user_name} is one of the cloud's components, not a person."
+                )));
+            }
+        }
+        user.disabled = !enabled;
+        let mut batch = Batch::new();
+        batch.put(&user_key(account_id, user_name), &user);
+        for akid in self.user_key_ids(account_id, user_name)? {
+            let mut key = self.key_record(&akid)?;
+            key.disabled = !enabled;
+            batch.put(&access_key_key(&akid), &key);
+        }
+        self.write(batch)
     }
 
     /// The cloud CA, if the store was opened with it.
@@ -708,6 +790,7 @@ impl Identity {
                 name: ADMIN_USER.to_owned(),
                 created,
                 role: Some(admin_role),
+                disabled: false,
             },
         );
         if let Some((phc, email)) = login {
@@ -731,7 +814,10 @@ impl Identity {
         }
         let account = self.account_record(account_id)?;
         let role = self.user_role(account_id, user_name)?;
-        let key = self.new_key_record(account_id, &account.name, user_name, role)?;
+        let mut key = self.new_key_record(account_id, &account.name, user_name, role)?;
+        key.disabled = self
+            .user_record(account_id, user_name)?
+            .is_some_and(|u| u.disabled);
         let creds = key.to_credentials();
         let mut batch = Batch::new();
         put_key(&mut batch, &key);
@@ -761,6 +847,7 @@ impl Identity {
             status: AccessKeyStatus::Active,
             created: now_secs(),
             role: Some(role),
+            disabled: false,
         })
     }
 }
@@ -800,7 +887,7 @@ impl SecretSource for Identity {
             return None;
         }
         let record = self.key_record(access_key_id).ok()?;
-        if record.status != AccessKeyStatus::Active {
+        if record.status != AccessKeyStatus::Active || record.disabled {
             return None;
         }
         let role = match record.role {

@@ -36,10 +36,11 @@ def cloud_context(cloud):
 
 
 class Answer:
-    def __init__(self, status, headers, body):
+    def __init__(self, status, headers, raw):
         self.status = status
         self.headers = headers
-        self.body = body
+        self.raw = raw
+        self.body = raw.decode("utf-8", "replace")
 
     def header(self, name):
         return self.headers.get(name.lower())
@@ -79,7 +80,7 @@ class Session:
         hdrs.update(headers or {})
         conn.request(method, path, body=body, headers=hdrs)
         resp = conn.getresponse()
-        data = resp.read().decode("utf-8", "replace")
+        data = resp.read()
         for name, value in resp.getheaders():
             if name.lower() == "set-cookie":
                 self.set_cookie_headers.append(value)
