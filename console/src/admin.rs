@@ -188,3 +188,231 @@ pub async fn decide(
         },
     ))
 }
+
+struct ImageRow {
+    id: String,
+    name: String,
+    owner: String,
+    kind: &'static str,
+    architecture: String,
+    public: bool,
+    created: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_images.html")]
+struct ImagesPage<'a> {
+    csrf: &'a str,
+    who: &'a SignedIn,
+    images: Vec<ImageRow>,
+}
+
+/// `GET /admin/images`: every registered image, DescribeImages' rule for an administrator.
+pub async fn images(State(console): State<Shared>, req: Request) -> Result<Response, ConsoleError> {
+    let session = match administrator(&console, req.headers())? {
+        Ok(session) => session,
+        Err(redirect) => return Ok(redirect),
+    };
+    let cloud = &console.setup.cloud;
+    let accounts: std::collections::HashMap<String, String> =
+        cloud.identity.list_accounts()?.into_iter().collect();
+    let mut images: Vec<ImageRow> = ec2_api::visible_images(cloud, &session.who.principal())?
+        .into_iter()
+        .map(|i| ImageRow {
+            owner: accounts.get(&i.owner).cloned().unwrap_or(i.owner),
+            kind: match i.kind {
+                ec2_api::ImageKind::Machine => "machine",
+                ec2_api::ImageKind::Kernel => "kernel",
+                ec2_api::ImageKind::Ramdisk => "ramdisk",
+            },
+            id: i.id,
+            name: i.name,
+            architecture: i.architecture,
+            public: i.public,
+            created: i.created,
+        })
+        .collect();
+    images.sort_by(|a, b| (&a.owner, &a.name).cmp(&(&b.owner, &b.name)));
+    Ok(render(
+        StatusCode::OK,
+        &ImagesPage {
+            csrf: &console.sessions.csrf_token(&session),
+            who: &session.who,
+            images,
+        },
+    ))
+}
+
+/// `POST /admin/images/ID/deregister`: EC2's DeregisterImage, as the API runs it.
+pub async fn deregister(
+    State(console): State<Shared>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ConsoleError> {
+    let headers = req.headers().clone();
+    let session = match administrator(&console, &headers)? {
+        Ok(session) => session,
+        Err(redirect) => return Ok(redirect),
+    };
+    let form = Form::read(req).await?;
+    console
+        .sessions
+        .check_form(&session, &headers, form.get("csrf"))?;
+    ec2_api::ec2::act(
+        &console.setup.cloud,
+        &session.who.principal(),
+        "DeregisterImage",
+        &[("ImageId", &id)],
+    )
+    .await?;
+    Ok(see_other("/admin/images"))
+}
+
+struct NodeRow {
+    zone: String,
+    host: String,
+    state: String,
+    cores: String,
+    memory: String,
+    disk: String,
+    free_small: String,
+}
+
+struct VmTypeRow {
+    name: String,
+    cpus: u32,
+    memory_mib: u32,
+    disk_gib: u32,
+    free: u64,
+}
+
+#[derive(Template)]
+#[template(path = "admin_config.html")]
+struct ConfigPage<'a> {
+    csrf: &'a str,
+    who: &'a SignedIn,
+    walrus_url: &'a str,
+    ec2_url: &'a str,
+    clusters: Vec<(String, String)>,
+    nodes: Vec<NodeRow>,
+    vm_types: Vec<VmTypeRow>,
+    properties: Vec<ec2_api::properties::Property>,
+}
+
+/// `GET /admin/config`: the clusters and their nodes (state, what is used, free slots), the
+/// VM types with the room the cloud has for each, the URLs, and every cloud property.
+pub async fn config(State(console): State<Shared>, req: Request) -> Result<Response, ConsoleError> {
+    let session = match administrator(&console, req.headers())? {
+        Ok(session) => session,
+        Err(redirect) => return Ok(redirect),
+    };
+    let cloud = &console.setup.cloud;
+    let principal = session.who.principal();
+    let vm_types = ec2_api::properties::vm_types(cloud)?;
+    let spec = |v: &ec2_api::properties::VmType| rpc::VmSpec {
+        name: v.name.clone(),
+        cpus: v.cpus,
+        memory_mib: v.memory_mib.into(),
+        disk_gib: v.disk_gib.into(),
+    };
+    let small = vm_types
+        .iter()
+        .find(|v| v.name == "m1.small")
+        .map(&spec);
+    let mut clusters = Vec::new();
+    let mut nodes = Vec::new();
+    let mut reports = Vec::new();
+    for (zone, url, _) in cloud.clusters.all() {
+        clusters.push((zone.clone(), url));
+        match cloud.clusters.nodes(&zone).await {
+            Ok(found) => {
+                for node in found {
+                    let row = match (&node.error, &node.resources) {
+                        (None, Some(r)) => NodeRow {
+                            zone: zone.clone(),
+                            host: node.host.clone(),
+                            state: "up".into(),
+                            cores: format!("{} of {}", r.used_cores, r.cores),
+                            memory: format!("{} of {} MiB", r.used_memory_mib, r.memory_mib),
+                            disk: format!("{} of {} GiB", r.used_disk_gib, r.disk_gib),
+                            free_small: small
+                                .as_ref()
+                                .map_or_else(String::new, |s| r.free_slots(s).to_string()),
+                        },
+                        (error, _) => NodeRow {
+                            zone: zone.clone(),
+                            host: node.host.clone(),
+                            state: error.clone().unwrap_or_else(|| "not reported yet".into()),
+                            cores: String::new(),
+                            memory: String::new(),
+                            disk: String::new(),
+                            free_small: "0".into(),
+                        },
+                    };
+                    nodes.push(row);
+                    if node.error.is_none() {
+                        reports.extend(node.resources);
+                    }
+                }
+            }
+            Err(e) => nodes.push(NodeRow {
+                zone: zone.clone(),
+                host: String::new(),
+                state: e.to_string(),
+                cores: String::new(),
+                memory: String::new(),
+                disk: String::new(),
+                free_small: "0".into(),
+            }),
+        }
+    }
+    let vm_types = vm_types
+        .iter()
+        .map(|v| VmTypeRow {
+            free: reports.iter().map(|r| r.free_slots(&spec(v))).sum(),
+            name: v.name.clone(),
+            cpus: v.cpus,
+            memory_mib: v.memory_mib,
+            disk_gib: v.disk_gib,
+        })
+        .collect();
+    let urls = crate::service_urls(&console)?;
+    Ok(render(
+        StatusCode::OK,
+        &ConfigPage {
+            csrf: &console.sessions.csrf_token(&session),
+            who: &session.who,
+            walrus_url: &urls.s3_url,
+            ec2_url: urls.ec2_url.as_deref().unwrap_or_default(),
+            clusters,
+            nodes,
+            vm_types,
+            properties: ec2_api::properties::list(cloud, &principal, &[])?,
+        },
+    ))
+}
+
+/// `POST /admin/config`: fields `name` and `value`, or `reset`: ModifyPropertyValue's
+/// operation.
+pub async fn set_property(
+    State(console): State<Shared>,
+    req: Request,
+) -> Result<Response, ConsoleError> {
+    let headers = req.headers().clone();
+    let session = match administrator(&console, &headers)? {
+        Ok(session) => session,
+        Err(redirect) => return Ok(redirect),
+    };
+    let form = Form::read(req).await?;
+    console
+        .sessions
+        .check_form(&session, &headers, form.get("csrf"))?;
+    let value = (form.get("reset").is_empty()).then(|| form.get("value"));
+    ec2_api::properties::set(
+        &console.setup.cloud,
+        &session.who.principal(),
+        form.get("name"),
+        value,
+    )?;
+    Ok(see_other("/admin/config#properties"))
+}

@@ -14,7 +14,7 @@
 //! - [`home`]: the personal page; [`keys`]: the person's credentials zip, access keys and
 //!   password.
 //! - [`page`]: templates, the static files and the headers every answer carries.
-//! - [`admin`]: the administrators' pages (users and applications).
+//! - [`admin`]: the administrators' pages: users and applications, images, configuration.
 //! - [`error`]: what goes wrong, as the page and status a person sees.
 
 mod admin;
@@ -95,6 +95,12 @@ pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
         )
         .route("/admin/users", get(admin::users).post(admin::change_user))
         .route("/admin/applications/{id}", post(admin::decide))
+        .route("/admin/images", get(admin::images))
+        .route("/admin/images/{id}/deregister", post(admin::deregister))
+        .route(
+            "/admin/config",
+            get(admin::config).post(admin::set_property),
+        )
         .route("/static/{file}", get(page::static_file))
         .route("/{purpose}/{token}", get(signup::confirm).post(signup::act))
         .fallback(page::not_found)

@@ -201,6 +201,33 @@ pub fn version(params: &QueryRequest) -> Result<String, QueryError> {
     }
 }
 
+/// Runs EC2 action `action` with `params` for `caller` exactly as the Query API runs it (its
+/// rules, its checks, its side effects): how the web console acts on images, instances and
+/// the rest, so that it has no second code path. The answer is the action's XML result.
+pub async fn act(
+    cloud: &Cloud,
+    caller: &Principal,
+    action: &str,
+    params: &[(&str, &str)],
+) -> Result<String, QueryError> {
+    let mut query = format!("Action={action}");
+    for (name, value) in params {
+        query.push('&');
+        query.push_str(name);
+        query.push('=');
+        query.extend(percent_encoding::utf8_percent_encode(
+            value,
+            percent_encoding::NON_ALPHANUMERIC,
+        ));
+    }
+    let request = Request {
+        cloud: cloud.clone(),
+        caller: caller.clone(),
+        params: QueryRequest::new(&query, b"", &http::HeaderMap::new()),
+    };
+    dispatch(Arc::new(request), action.to_owned()).await
+}
+
 /// Serves one EC2 action; the body of its response element, or its error. The actions that
 /// wait for another role (a cluster controller, a Walrus apart) run here, their blocking
 /// steps on the blocking pool; every other runs whole on the blocking pool.

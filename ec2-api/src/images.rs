@@ -25,6 +25,7 @@ use crate::ec2::{
 use crate::query::{QueryRequest, Xml};
 use crate::state::{Batch, Record};
 use crate::{properties, quotas, tags, QueryError, Resource};
+use identity::Principal;
 
 /// Largest manifest read: a 10 GiB image in 10 MB parts makes a ~250 KB manifest.
 const MAX_MANIFEST: u64 = 4 << 20;
@@ -698,6 +699,19 @@ fn forget(call: &Call<'_>, id: &str) -> Result<String, QueryError> {
     Ok("<return>true</return>".to_owned())
 }
 
+/// The images `caller` may see: those it may launch (its own, public ones, those shared with
+/// its account), every image for a cloud administrator. DescribeImages' rule, which the web
+/// console lists by.
+pub fn visible_images(cloud: &Cloud, caller: &Principal) -> Result<Vec<ImageRecord>, QueryError> {
+    Ok(cloud
+        .state
+        .scan::<ImageRecord>("")?
+        .into_iter()
+        .map(|(_, i)| i)
+        .filter(|i| i.launchable_by(&caller.account_id) || caller.is_cloud_admin())
+        .collect())
+}
+
 /// `DescribeImages`, with `ImageId`, `Owner`, `ExecutableBy` and filters.
 pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
     let params = call.params;
@@ -718,13 +732,7 @@ pub fn describe(call: &Call<'_>) -> Result<String, QueryError> {
     let filters = params.filters()?;
 
     let mut images: Vec<ImageRecord> = if ids.is_empty() {
-        call.cloud
-            .state
-            .scan::<ImageRecord>("")?
-            .into_iter()
-            .map(|(_, i)| i)
-            .filter(|i| i.launchable_by(account) || call.caller.is_cloud_admin())
-            .collect()
+        visible_images(call.cloud, call.caller)?
     } else {
         ids.iter()
             .map(|id| visible(call, id))

@@ -36,6 +36,7 @@ use identity::{Authenticated, Identity, RequestParts, ServiceUrls};
 pub use clusters::ClusterSet;
 pub use ec2::{BundleAccess, BundleStore, Cloud, CloudSettings, Clusters, Pending};
 pub use error::{QueryError, Resource};
+pub use images::{visible_images, ImageKind, ImageRecord};
 pub use properties::{PropertyError, StartingValues};
 use query::{Dialect, QueryRequest};
 pub use remote_walrus::WalrusOverHttp;

@@ -6,6 +6,7 @@ session ended) and enabled again; and nobody else reaches these pages.
 import os
 import subprocess
 import tempfile
+import time
 import zipfile
 
 import pytest
@@ -91,6 +92,73 @@ def test_the_admin_approves_disables_and_enables_users_in_a_browser(mail):
         assert b.text(f"{row} .status") == "Enabled"
         assert zones(env).returncode == 0
         assert Session(c).sign_in("ada", "analytical-engine").header("location") == "/"
+    finally:
+        if b:
+            b.close()
+        c.stop()
+
+
+def test_images_and_configuration_pages(tmp_path):
+    """The images page lists every account's images and deregisters through EC2's own
+    DeregisterImage; the configuration page shows the cluster, its node and the room for
+    each VM type, and sets a cloud property as euca-modify-property does."""
+    from conftest import make_client, make_ec2
+    from test_ec2_images import bundle, upload
+
+    c = Cloud(tempfile.mkdtemp(prefix="koala-e2e-")).start()
+    b = None
+    try:
+        s3 = make_client(c.s3_url, c.region, c.access_key, c.secret_key)
+        ec2 = make_ec2(c, c.access_key, c.secret_key)
+        s3.create_bucket(Bucket="console-images")
+        manifest, parts = bundle(c, tmp_path, "vmlinuz-console", 50_000, ["--kernel", "true"])
+        eki = ec2.register_image(ImageLocation=upload(s3, "console-images", "k", manifest, parts),
+                                 Name="console-kernel")["ImageId"]
+        sign_in_admin(c, ADMIN_PASSWORD)
+
+        b = Browser(artifact_dir("admin-config"))
+        b.open(c.console_url + "login")
+        b.fill(name="admin", password=ADMIN_PASSWORD)
+        b.submit()
+        b.open(c.console_url + "admin/images")
+        row = f"#image-{eki}"
+        assert b.text(f"{row} td:nth-child(2)") == "console-kernel"
+        assert b.text(f"{row} td:nth-child(3)") == "eucalyptus"
+        assert b.text(f"{row} td:nth-child(4)") == "kernel"
+        b.shot("images")
+        b.press(f"{row} button")
+        assert b.path == "/admin/images"
+        assert not b.find_all(row)
+        assert ec2.describe_images(ImageIds=[])["Images"] == []
+
+        b.open(c.console_url + "admin/config")
+        assert b.text("#config-walrus-url") == c.s3_url
+        assert "cluster01" in b.text("#clusters")
+        nodes = b.find_all("#clusters tbody tr")
+        assert len(nodes) == 1, b.text("#clusters")
+        # The node of `koala up` answers (under TCG here) with room for small instances.
+        deadline = time.monotonic() + 30
+        while b.text("#clusters tbody tr .state") != "up" and time.monotonic() < deadline:
+            time.sleep(1)
+            b.open(c.console_url + "admin/config")
+        assert b.text("#clusters tbody tr .state") == "up"
+        assert int(b.text("#vmtype-m1\\.small .free")) > 0
+        b.shot("configuration")
+
+        name = "cloud.instances.start_timeout"
+        css_name = name.replace(".", "\\.")
+        box = b.find(f"#value-{css_name}")
+        box.clear()
+        box.send_keys("900")
+        b.press(f"#property-{css_name} button.secondary")
+        props = subprocess.run([os.path.join(TOOLS, "euca-describe-properties"), name],
+                               env=c.admin_env(), capture_output=True, text=True, timeout=60)
+        assert "900" in props.stdout, props.stdout + props.stderr
+        # A value the property refuses is refused with the API's reason.
+        s = sign_in_admin(c, ADMIN_PASSWORD)
+        refused = s.post("/admin/config", {"csrf": s.get("/").csrf(), "name": name,
+                                           "value": "forever"})
+        assert refused.status == 400 and "number of seconds" in refused.body
     finally:
         if b:
             b.close()
