@@ -315,10 +315,7 @@ pub async fn config(State(console): State<Shared>, req: Request) -> Result<Respo
         memory_mib: v.memory_mib.into(),
         disk_gib: v.disk_gib.into(),
     };
-    let small = vm_types
-        .iter()
-        .find(|v| v.name == "m1.small")
-        .map(&spec);
+    let small = vm_types.iter().find(|v| v.name == "m1.small").map(&spec);
     let mut clusters = Vec::new();
     let mut nodes = Vec::new();
     let mut reports = Vec::new();

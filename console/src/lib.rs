@@ -105,6 +105,7 @@ pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
         .route("/{purpose}/{token}", get(signup::confirm).post(signup::act))
         .fallback(page::not_found)
         .layer(axum::middleware::map_response(page::with_headers))
+        .layer(axum::middleware::from_fn(page::timed))
         .with_state(console))
 }
 

@@ -95,6 +95,18 @@ pub async fn not_found() -> ConsoleError {
     ConsoleError::NotFound
 }
 
+/// Adds `Server-Timing: app;dur=MS`, the time the console took to answer (what
+/// `koala-bench console` reads; browsers' developer tools show it too).
+pub async fn timed(req: Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(req).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
+}
+
 /// The headers every answer carries: nothing is loaded from elsewhere or framed (clickjacking),
 /// no URL leaks to other sites, and no page with a person's data is kept in a cache.
 pub async fn with_headers(mut response: Response<Body>) -> Response<Body> {

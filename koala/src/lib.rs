@@ -2,6 +2,7 @@
 //! request to its role, the roles wired together (one host or apart), the serve loop with its
 //! TLS and limits, the key service, and the admin's quotas. The client tools are `euca2ools`.
 
+pub mod bench_console;
 pub mod certs;
 pub mod config;
 pub mod quotas;

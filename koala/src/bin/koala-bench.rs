@@ -5,6 +5,8 @@
 //! (MB/s) and 4 KiB PUT and GET (ops/s with latency percentiles) at each concurrency.
 //! `koala-bench disk --dir DIR` does the same work against files (write + fsync; read back
 //! from the page cache): the ceiling any server on this machine is measured against.
+//! `koala-bench console --data-dir DIR` seeds a cloud with many users and instances, starts
+//! it and prints each console page's server time.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,6 +69,21 @@ enum Bench {
         #[command(flatten)]
         workload: Workload,
     },
+    /// The web console's server time per page on a seeded cloud.
+    Console {
+        /// A fresh data dir for the seeded cloud.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Accounts (each with a console password).
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Instance records.
+        #[arg(long, default_value_t = 10_000)]
+        instances: usize,
+        /// Requests per page.
+        #[arg(long, default_value_t = 100)]
+        requests: usize,
+    },
     /// The same work on plain files in DIR.
     Disk {
         /// A directory on the disk to measure.
@@ -82,6 +99,9 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// Why a benchmark stopped.
 #[derive(Debug, thiserror::Error)]
 enum BenchError {
+    /// The console benchmark failed.
+    #[error(transparent)]
+    Console(#[from] koala::bench_console::ConsoleBenchError),
     /// The Tokio runtime could not be built.
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
@@ -269,6 +289,14 @@ fn run(cli: Cli) -> Result<(), BenchError> {
             runtime.block_on(bench_s3(s3, &label, &workload))
         }
         Bench::Disk { dir, workload } => bench_disk(&dir, &workload),
+        Bench::Console {
+            data_dir,
+            users,
+            instances,
+            requests,
+        } => Ok(koala::bench_console::run(
+            &data_dir, users, instances, requests,
+        )?),
     }
 }
 
