@@ -114,9 +114,16 @@ struct NestedOut<'a, T> {
 
 /// A nested record before its version is known.
 #[derive(Deserialize)]
-struct NestedIn {
+struct NestedIn<'a> {
     v: u32,
-    record: Value,
+    #[serde(borrow)]
+    record: &'a serde_json::value::RawValue,
+}
+
+/// The format version of a record in the flat envelope, the other fields skipped.
+#[derive(Deserialize)]
+struct Version {
+    v: u32,
 }
 
 /// The stored form of `record`, in its type's envelope at its current version.
@@ -158,6 +165,12 @@ pub fn decode<T: Versioned>(key: &str, bytes: &[u8]) -> Result<T, RecordError> {
     };
     let (version, json) = match T::ENVELOPE {
         Envelope::Flat => {
+            // The common case reads the version, then the record straight from the bytes
+            // (its `v` ignored as an unknown field), without a tree of values.
+            let Version { v } = serde_json::from_slice(bytes).map_err(malformed)?;
+            if v == T::VERSION {
+                return serde_json::from_slice(bytes).map_err(malformed);
+            }
             let mut fields: serde_json::Map<String, Value> =
                 serde_json::from_slice(bytes).map_err(malformed)?;
             let v = fields
@@ -169,7 +182,15 @@ pub fn decode<T: Versioned>(key: &str, bytes: &[u8]) -> Result<T, RecordError> {
         }
         Envelope::Nested => {
             let stored: NestedIn = serde_json::from_slice(bytes).map_err(malformed)?;
-            (stored.v, stored.record)
+            if stored.v == T::VERSION {
+                // The common case reads the record straight from its text, without a tree.
+                return serde_json::from_str(stored.record.get()).map_err(malformed);
+            }
+            if stored.v > T::VERSION {
+                return Err(newer(stored.v));
+            }
+            let old = serde_json::from_str(stored.record.get()).map_err(malformed)?;
+            (stored.v, old)
         }
         Envelope::VersionByte => {
             let Some((&v, json)) = bytes.split_first() else {
