@@ -413,3 +413,100 @@ pub async fn set_property(
     )?;
     Ok(see_other("/admin/config#properties"))
 }
+
+struct RunningRow {
+    id: String,
+    owner: String,
+    state: &'static str,
+    kind: String,
+    image: String,
+    address: String,
+    launched: String,
+}
+
+struct NodeGroup {
+    zone: String,
+    node: String,
+    instances: Vec<RunningRow>,
+}
+
+#[derive(Template)]
+#[template(path = "admin_dashboard.html")]
+struct DashboardPage<'a> {
+    csrf: &'a str,
+    who: &'a SignedIn,
+    counts: Vec<(&'static str, usize)>,
+    accounts: usize,
+    pending_applications: usize,
+    groups: Vec<NodeGroup>,
+}
+
+/// `GET /admin`: what runs where (every account's instances not terminated, by zone and
+/// node: `DescribeInstances verbose`'s operation), with counts by state.
+pub async fn dashboard(
+    State(console): State<Shared>,
+    req: Request,
+) -> Result<Response, ConsoleError> {
+    let session = match administrator(&console, req.headers())? {
+        Ok(session) => session,
+        Err(redirect) => return Ok(redirect),
+    };
+    let cloud = &console.setup.cloud;
+    let all = ec2_api::instances::everyones(cloud, &session.who.principal())?;
+    let accounts: std::collections::HashMap<String, String> =
+        cloud.identity.list_accounts()?.into_iter().collect();
+    let states = ["pending", "running", "shutting-down", "terminated"];
+    let counts = states
+        .iter()
+        .map(|s| (*s, all.iter().filter(|i| i.state.name() == *s).count()))
+        .collect();
+    let mut by_node: std::collections::BTreeMap<(String, String), Vec<RunningRow>> =
+        std::collections::BTreeMap::new();
+    for i in all
+        .into_iter()
+        .filter(|i| i.state != rpc::InstanceState::Terminated)
+    {
+        let node = i.node.clone().unwrap_or_else(|| "(not placed yet)".into());
+        by_node
+            .entry((i.zone.clone(), node))
+            .or_default()
+            .push(RunningRow {
+                owner: accounts.get(&i.owner).cloned().unwrap_or(i.owner),
+                state: i.state.name(),
+                address: i
+                    .nic
+                    .as_ref()
+                    .and_then(|n| n.address())
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                id: i.id,
+                kind: i.instance_type,
+                image: i.image_id,
+                launched: i.launch_time,
+            });
+    }
+    let pending_applications = cloud
+        .state
+        .scan::<Application>("")?
+        .iter()
+        .filter(|(_, a)| a.status == Status::Pending)
+        .count();
+    Ok(render(
+        StatusCode::OK,
+        &DashboardPage {
+            csrf: &console.sessions.csrf_token(&session),
+            who: &session.who,
+            counts,
+            accounts: accounts.len(),
+            pending_applications,
+            groups: by_node
+                .into_iter()
+                .map(|((zone, node), instances)| NodeGroup {
+                    zone,
+                    node,
+                    instances,
+                })
+                .collect(),
+        },
+    ))
+}

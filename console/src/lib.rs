@@ -14,7 +14,10 @@
 //! - [`home`]: the personal page; [`keys`]: the person's credentials zip, access keys and
 //!   password.
 //! - [`page`]: templates, the static files and the headers every answer carries.
-//! - [`admin`]: the administrators' pages: users and applications, images, configuration.
+//! - [`resources`]: a person's instances, images, key pairs, groups and addresses, as the
+//!   Describe actions answer them.
+//! - [`admin`]: the administrators' pages: a dashboard of what runs where, users and
+//!   applications, images, configuration.
 //! - [`error`]: what goes wrong, as the page and status a person sees.
 
 mod admin;
@@ -23,6 +26,7 @@ mod home;
 mod keys;
 mod mail;
 mod page;
+mod resources;
 mod session;
 mod sign_in;
 mod signup;
@@ -89,10 +93,16 @@ pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
         .route("/credentials", post(keys::download))
         .route("/keys", post(keys::create))
         .route("/keys/{key}", post(keys::change))
+        .route("/resources", get(resources::show))
+        .route(
+            "/resources/instances/{id}/terminate",
+            post(resources::terminate),
+        )
         .route(
             "/password",
             get(keys::password_form).post(keys::password_submit),
         )
+        .route("/admin", get(admin::dashboard))
         .route("/admin/users", get(admin::users).post(admin::change_user))
         .route("/admin/applications/{id}", post(admin::decide))
         .route("/admin/images", get(admin::images))

@@ -230,6 +230,20 @@ fn all(cloud: &Cloud) -> Result<Vec<InstanceRecord>, QueryError> {
         .collect())
 }
 
+/// Every account's instances, for a cloud administrator: what Eucalyptus' `DescribeInstances`
+/// with `verbose` (euca-describe-instances verbose) shows, and the console's dashboard.
+pub fn everyones(
+    cloud: &Cloud,
+    caller: &identity::Principal,
+) -> Result<Vec<InstanceRecord>, QueryError> {
+    if !caller.is_cloud_admin() {
+        return Err(QueryError::AccessDenied(
+            "DescribeInstances verbose".to_owned(),
+        ));
+    }
+    all(cloud)
+}
+
 /// How many instances of `vm` the answering nodes can start now.
 fn free_slots(nodes: &[NodeStatus], vm: &VmSpec) -> u64 {
     nodes
@@ -903,9 +917,17 @@ fn instance_item(call: &Call<'_>, x: &mut Xml, r: &InstanceRecord) {
 }
 
 /// The caller's instances named by `InstanceId.N` (all when none); a malformed id or one not
-/// the caller's is an error.
+/// the caller's is an error. Eucalyptus' `verbose` alone: every account's for a cloud
+/// administrator ([`everyones`]), the caller's own for anyone else. Only the Describe
+/// actions read instances through here.
 fn named(call: &Call<'_>) -> Result<Vec<InstanceRecord>, QueryError> {
-    let ids = call.params.list("InstanceId");
+    let mut ids = call.params.list("InstanceId");
+    if ids == ["verbose"] {
+        if call.caller.is_cloud_admin() {
+            return everyones(call.cloud, call.caller);
+        }
+        ids.clear();
+    }
     if let Some(bad) = ids.iter().find(|id| !is_resource_id(id, "i")) {
         return Err(QueryError::Malformed(Resource::Instance, (*bad).to_owned()));
     }

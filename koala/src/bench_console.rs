@@ -19,6 +19,8 @@ const PAGES: &[&str] = &[
     "/login",
     "/apply",
     "/",
+    "/resources",
+    "/admin",
     "/admin/users",
     "/admin/images",
     "/admin/config",
@@ -52,7 +54,7 @@ pub fn run(
     let started = Instant::now();
     seed(dir, users, instances)?;
     println!(
-        "seeded {users} accounts with console passwords and {instances} instance records in {:.1} s",
+        "seeded {users} accounts with console passwords and {instances} instance records (a tenth running) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let (mut koala, url) = start(dir)?;
@@ -110,14 +112,19 @@ fn seed(dir: &Path, users: usize, instances: usize) -> Result<(), ConsoleBenchEr
                 launch_index: 0,
                 launch_time: "2026-12-05T00:00:00.000Z".into(),
                 launched_ms: now_ms,
-                // Ended: the node of this cloud does not know them, and the CLC's sync must
-                // not be busy ending them while pages are measured.
-                state: rpc::InstanceState::Terminated,
+                // One in ten running (the dashboard lists those), the rest ended. No node
+                // reports them: the CLC's sync marks the running ones missing once, and
+                // would end them two minutes later, after the measurement.
+                state: if n % 10 == 0 {
+                    rpc::InstanceState::Running
+                } else {
+                    rpc::InstanceState::Terminated
+                },
                 state_reason: None,
                 node: Some("bench-node".into()),
                 client_token: None,
                 start_timeout_secs: 600,
-                ended_ms: Some(now_ms),
+                ended_ms: (n % 10 != 0).then_some(now_ms),
                 missing_since_ms: None,
                 nic: None,
                 public_key: None,
