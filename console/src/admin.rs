@@ -50,6 +50,17 @@ struct UsersPage<'a> {
     who: &'a SignedIn,
     pending: Vec<Application>,
     users: Vec<UserRow>,
+    add: AddForm,
+}
+
+/// The "Add an account" form as sent, with what is wrong with it.
+#[derive(Default)]
+struct AddForm {
+    name: String,
+    full_name: String,
+    email: String,
+    error: Option<String>,
+    added: Option<String>,
 }
 
 /// `GET /admin/users`.
@@ -58,6 +69,15 @@ pub async fn users(State(console): State<Shared>, req: Request) -> Result<Respon
         Ok(session) => session,
         Err(redirect) => return Ok(redirect),
     };
+    users_page(&console, &session, StatusCode::OK, AddForm::default())
+}
+
+fn users_page(
+    console: &Shared,
+    session: &Session,
+    status: StatusCode,
+    add: AddForm,
+) -> Result<Response, ConsoleError> {
     let identity = &console.setup.cloud.identity;
     let mut pending: Vec<Application> = console
         .setup
@@ -92,17 +112,59 @@ pub async fn users(State(console): State<Shared>, req: Request) -> Result<Respon
     }
     users.sort_by(|a, b| (&a.account, &a.name).cmp(&(&b.account, &b.name)));
     Ok(render(
-        StatusCode::OK,
+        status,
         &UsersPage {
-            csrf: &console.sessions.csrf_token(&session),
+            csrf: &console.sessions.csrf_token(session),
             who: &session.who,
             pending,
             users,
+            add,
         },
     ))
 }
 
-/// `POST /admin/users`: fields `account`, `user`, `action` (`disable` or `enable`).
+/// `POST /admin/accounts`: fields `name`, `full_name`, `email`: a new account whose person
+/// gets the activation mail and chooses a password (`signup::add_by_admin`).
+pub async fn add_account(
+    State(console): State<Shared>,
+    req: Request,
+) -> Result<Response, ConsoleError> {
+    let headers = req.headers().clone();
+    let session = match administrator(&console, &headers)? {
+        Ok(session) => session,
+        Err(redirect) => return Ok(redirect),
+    };
+    let form = Form::read(req).await?;
+    console
+        .sessions
+        .check_form(&session, &headers, form.get("csrf"))?;
+    let mut add = AddForm {
+        name: form.get("name").trim().to_owned(),
+        full_name: form.get("full_name").trim().to_owned(),
+        email: form.get("email").trim().to_owned(),
+        ..AddForm::default()
+    };
+    let admin = format!("{}@{}", session.who.user_name, session.who.account_name);
+    match crate::signup::add_by_admin(&console, &admin, &add.name, &add.full_name, &add.email)? {
+        Ok(()) => {
+            let added = AddForm {
+                added: Some(format!(
+                    "{} was sent the activation link for account {}.",
+                    add.email, add.name
+                )),
+                ..AddForm::default()
+            };
+            users_page(&console, &session, StatusCode::OK, added)
+        }
+        Err(why) => {
+            add.error = Some(why);
+            users_page(&console, &session, StatusCode::BAD_REQUEST, add)
+        }
+    }
+}
+
+/// `POST /admin/users`: fields `account`, `user`, `action` (`disable`, `enable` or
+/// `delete`).
 pub async fn change_user(
     State(console): State<Shared>,
     req: Request,
@@ -119,6 +181,15 @@ pub async fn change_user(
     let enabled = match form.get("action") {
         "enable" => true,
         "disable" => false,
+        "delete" => {
+            ec2_api::euare::delete_user(
+                &console.setup.cloud.identity,
+                &session.who.principal(),
+                Some(form.get("account")),
+                form.get("user"),
+            )?;
+            return Ok(see_other("/admin/users"));
+        }
         other => {
             return Err(ConsoleError::BadRequest(format!(
                 "{other:?} is not something a user can be."

@@ -105,6 +105,7 @@ pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
         .route("/admin", get(admin::dashboard))
         .route("/admin/users", get(admin::users).post(admin::change_user))
         .route("/admin/applications/{id}", post(admin::decide))
+        .route("/admin/accounts", post(admin::add_account))
         .route("/admin/images", get(admin::images))
         .route("/admin/images/{id}/deregister", post(admin::deregister))
         .route(

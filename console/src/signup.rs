@@ -57,7 +57,9 @@ pub struct Application {
     pub email: String,
     /// Affiliation and notes, for the administrator.
     pub notes: String,
-    /// The chosen password, hashed (argon2id PHC).
+    /// The chosen password, hashed (argon2id PHC); empty when an administrator added the
+    /// account, whose person chooses it at activation.
+    #[serde(default)]
     password: String,
     /// Where it stands.
     pub status: Status,
@@ -451,6 +453,10 @@ struct DecidePage<'a> {
     title: &'a str,
     button: &'a str,
     application: &'a Application,
+    /// Activating an account an administrator added: the person chooses a password here.
+    choose_password: bool,
+    min_length: usize,
+    password_error: Option<String>,
 }
 
 /// `GET /approve/TOKEN`, `/reject/TOKEN`, `/activate/TOKEN`: what the link will do, with the
@@ -465,7 +471,27 @@ pub async fn confirm(
         Ok(found) => found,
         Err(page) => return Ok(page),
     };
-    let (csrf, cookie) = console.sessions.pre_token(req.headers())?;
+    decide_page(
+        &console,
+        req.headers(),
+        purpose,
+        &token,
+        &application,
+        StatusCode::OK,
+        None,
+    )
+}
+
+fn decide_page(
+    console: &Shared,
+    headers: &http::HeaderMap,
+    purpose: Purpose,
+    token: &str,
+    application: &Application,
+    status: StatusCode,
+    password_error: Option<String>,
+) -> Result<Response, ConsoleError> {
+    let (csrf, cookie) = console.sessions.pre_token(headers)?;
     let (title, button) = match purpose {
         Purpose::Approve => ("Approve this application?", "Approve"),
         Purpose::Reject => ("Reject this application?", "Reject"),
@@ -473,13 +499,16 @@ pub async fn confirm(
     };
     let action = format!("/{}/{token}", purpose.path());
     let mut response = render(
-        StatusCode::OK,
+        status,
         &DecidePage {
             csrf: &csrf,
             action: &action,
             title,
             button,
-            application: &application,
+            application,
+            choose_password: purpose == Purpose::Activate && application.password.is_empty(),
+            min_length: MIN_PASSWORD_LENGTH,
+            password_error,
         },
     );
     if let Some(cookie) = cookie {
@@ -509,12 +538,47 @@ pub async fn act(
     console
         .sessions
         .check_pre_form(&headers, form.get("csrf"))?;
+    // An account an administrator added: the person chooses the password now (hashed before
+    // the state's lock is taken).
+    let mut chosen = None;
+    if purpose == Purpose::Activate {
+        let (_, _, application) = match live_link(&console, purpose, &token)? {
+            Ok(found) => found,
+            Err(page) => return Ok(page),
+        };
+        if application.password.is_empty() {
+            let password = form.get("password");
+            let refused = |why: String| {
+                decide_page(
+                    &console,
+                    &headers,
+                    purpose,
+                    &token,
+                    &application,
+                    StatusCode::BAD_REQUEST,
+                    Some(why),
+                )
+            };
+            if password != form.get("password2") {
+                return refused("The two passwords differ.".into());
+            }
+            let (name, password) = (application.name.clone(), password.to_owned());
+            match blocking(move || identity::hash_new_password(&name, &password)).await? {
+                Ok(phc) => chosen = Some(phc),
+                Err(IdentityError::PasswordPolicy(why)) => return refused(why),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     let state = console.setup.cloud.state.clone();
     let guard = state.exclusive();
     let (key, mut link, mut application) = match live_link(&console, purpose, &token)? {
         Ok(found) => found,
         Err(page) => return Ok(page),
     };
+    if let Some(phc) = chosen {
+        application.password = phc;
+    }
     link.used = Some(now_secs());
     let mut batch = Batch::new();
     let (title, message) = match carry_out(&console, &mut batch, &mut application, purpose)? {
@@ -629,4 +693,72 @@ pub fn carry_out(
         }
     };
     Ok(Ok(done))
+}
+
+/// An account an administrator adds (`/admin/users`): recorded as an approved application
+/// whose person gets the activation mail and chooses a password when activating. The name
+/// follows the sign-up rules; `Err` says what is wrong with the form.
+pub fn add_by_admin(
+    console: &Shared,
+    admin: &str,
+    name: &str,
+    full_name: &str,
+    email: &str,
+) -> Result<Result<(), String>, ConsoleError> {
+    if let Err(e) = identity::validate_account_name(name) {
+        return Ok(Err(e.to_string()));
+    }
+    if RESERVED.contains(&name) {
+        return Ok(Err(format!("{name} is reserved.")));
+    }
+    if !identity::plausible_email(email) {
+        return Ok(Err(format!("{email:?} is not an e-mail address.")));
+    }
+    let state = &console.setup.cloud.state;
+    let _guard = state.exclusive();
+    let taken = console.setup.cloud.identity.account_id(name)?.is_some()
+        || state
+            .scan::<Application>("")?
+            .iter()
+            .any(|(_, a)| a.name == name && matches!(a.status, Status::Pending | Status::Approved));
+    if taken {
+        return Ok(Err(format!(
+            "An account named {name} exists or is waiting already."
+        )));
+    }
+    let id = hex::encode(random16()?);
+    let mut batch = Batch::new();
+    let activate = new_link(console, &mut batch, Purpose::Activate, &id)?;
+    let full_name = if full_name.is_empty() {
+        name
+    } else {
+        full_name
+    };
+    let body = format!(
+        "Hello {full_name},\n\nAn account named \"{name}\" was made for you on this cloud. \
+         Activate it and choose your password here (the link works once and expires in {} \
+         days):\n\n  {activate}\n\nThen sign in as \"{name}\".\n",
+        console.setup.link_lifetime.as_secs().div_ceil(86_400),
+    );
+    Outbox::queue(
+        &mut batch,
+        &Mail::new(email, "An account was made for you".into(), body),
+    );
+    batch.put(
+        &id,
+        &Application {
+            id: id.clone(),
+            name: name.to_owned(),
+            full_name: full_name.to_owned(),
+            email: email.to_owned(),
+            notes: format!("Added by {admin}."),
+            password: String::new(),
+            status: Status::Approved,
+            created: now_secs(),
+            decided: Some(now_secs()),
+        },
+    );
+    state.commit(batch)?;
+    console.outbox.wake();
+    Ok(Ok(()))
 }

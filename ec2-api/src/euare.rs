@@ -46,6 +46,7 @@ enum Action {
     RevokeCloudAdmin,
     EnableUser,
     DisableUser,
+    DeleteUser,
 }
 
 impl Action {
@@ -66,6 +67,7 @@ impl Action {
             "RevokeCloudAdmin" => Action::RevokeCloudAdmin,
             "EnableUser" => Action::EnableUser,
             "DisableUser" => Action::DisableUser,
+            "DeleteUser" => Action::DeleteUser,
             _ => return None,
         })
     }
@@ -137,6 +139,12 @@ pub fn dispatch(ctx: &Context, action_name: &str) -> Result<String, QueryError> 
                 Action::ListSigningCertificates => {
                     list_signing_certificates(ctx, &account, user.unwrap_or(ADMIN_USER))?
                 }
+                Action::DeleteUser => {
+                    let user = ctx.request.required("UserName")?;
+                    let delegate = ctx.request.get("DelegateAccount").filter(|a| !a.is_empty());
+                    delete_user(ctx.identity, ctx.caller, delegate, user)?;
+                    String::new()
+                }
                 Action::EnableUser | Action::DisableUser => {
                     let user = ctx.request.required("UserName")?;
                     let delegate = ctx.request.get("DelegateAccount").filter(|a| !a.is_empty());
@@ -206,6 +214,24 @@ pub fn set_user_enabled(
         ));
     }
     Ok(identity.set_user_enabled(account_id, user, enabled)?)
+}
+
+/// `DeleteUser UserName=U [DelegateAccount=A]`: the user goes with its keys, certificates
+/// and console password at once (Eucalyptus' recursive delete; IAM would first want them
+/// removed one by one). The caller must manage the account; nobody deletes themselves.
+pub fn delete_user(
+    identity: &Identity,
+    caller: &Principal,
+    delegate: Option<&str>,
+    user: &str,
+) -> Result<(), QueryError> {
+    let account_id = managed_account(identity, caller, delegate)?;
+    if caller.account_id == account_id && caller.user_name == user {
+        return Err(QueryError::Validation(
+            "You cannot delete yourself.".to_owned(),
+        ));
+    }
+    Ok(identity.delete_user(&account_id, user)?)
 }
 
 /// The credentials zip of user `user` (default `admin`) of account `account` (default: the
@@ -934,8 +960,28 @@ mod tests {
         assert!(matches!(third, QueryError::LimitExceeded(_)));
 
         assert!(matches!(
-            call(&cloud, &admin, &[("Action", "DeleteUser")]),
+            call(&cloud, &admin, &[("Action", "DeleteLoginProfile")]),
             Err(QueryError::InvalidAction(_))
+        ));
+        // DeleteUser takes the user with its keys; nobody deletes themselves.
+        call(
+            &cloud,
+            &admin,
+            &[("Action", "DeleteUser"), ("UserName", "bob")],
+        )
+        .unwrap();
+        assert!(!cloud
+            .identity
+            .list_users(&admin.account_id)
+            .unwrap()
+            .contains(&"bob".to_owned()));
+        assert!(matches!(
+            call(
+                &cloud,
+                &admin,
+                &[("Action", "DeleteUser"), ("UserName", "admin")]
+            ),
+            Err(QueryError::Validation(_))
         ));
         let sigs = call(&cloud, &admin, &[("Action", "ListSigningCertificates")]).unwrap();
         assert!(sigs.contains("<Certificates></Certificates>"), "{sigs}");

@@ -585,6 +585,41 @@ impl Identity {
         self.write(batch)
     }
 
+    /// Deletes a user with its access keys, signing certificates and console password
+    /// (Eucalyptus' recursive `euare-userdel -r`). An account's `admin` user goes only with
+    /// its account; components are deleted by re-registration, not here.
+    pub fn delete_user(&self, account_id: &str, user_name: &str) -> Result<(), IdentityError> {
+        let _guard = self.lock();
+        let user = self
+            .user_record(account_id, user_name)?
+            .ok_or_else(|| IdentityError::NoSuchUser(user_name.to_owned()))?;
+        if user_name == ADMIN_USER {
+            return Err(IdentityError::InvalidName(
+                "An account's admin user is deleted only with its account.".into(),
+            ));
+        }
+        if matches!(self.role_of(&user)?, Role::Component(_)) {
+            return Err(IdentityError::InvalidName(format!(
+                "{user_name} is one of the cloud's components, not a person."
+            )));
+        }
+        let mut batch = Batch::new();
+        batch.delete(&user_key(account_id, user_name));
+        for akid in self.user_key_ids(account_id, user_name)? {
+            batch.delete(&access_key_key(&akid));
+            batch.delete(&format!(
+                "{}{akid}",
+                user_keys_prefix(account_id, user_name)
+            ));
+        }
+        let certs = user_certs_prefix(account_id, user_name);
+        for id in self.inner.db.keys_after(&certs)? {
+            batch.delete(&format!("{certs}{id}"));
+        }
+        batch.delete(&format!("login/{account_id}/{user_name}"));
+        self.write(batch)
+    }
+
     /// The cloud CA, if the store was opened with it.
     pub fn cloud_ca(&self) -> Option<&CloudCa> {
         self.inner.ca.as_ref()

@@ -92,6 +92,47 @@ def test_the_admin_approves_disables_and_enables_users_in_a_browser(mail):
         assert b.text(f"{row} .status") == "Enabled"
         assert zones(env).returncode == 0
         assert Session(c).sign_in("ada", "analytical-engine").header("location") == "/"
+
+        # A user of Ada's account made with the API, deleted from the page with its key.
+        koala = lambda *args: subprocess.run([KOALA_BIN, "admin", *args], env=c.admin_env(),
+                                             capture_output=True, text=True, timeout=60)
+        made = koala("create-user", "dave", "--account", "ada")
+        assert made.returncode == 0, made.stderr
+        key = koala("create-access-key", "--user", "dave", "--account", "ada")
+        assert key.returncode == 0, key.stderr
+        akid, secret = key.stdout.split()[:2]
+        dave_env = dict(env, AWS_ACCESS_KEY_ID=akid, AWS_SECRET_ACCESS_KEY=secret)
+        b.open(c.console_url + "admin/users")
+        assert b.find_all("#user-ada-dave")
+        assert not b.find_all("#user-ada-admin button[value=delete]"), "admins go with accounts"
+        b.press("#user-ada-dave button[value=delete]")
+        assert not b.find_all("#user-ada-dave")
+        gone = zones(dave_env)
+        assert gone.returncode != 0 and "AuthFailure" in gone.stderr + gone.stdout
+        users = koala("list-users", "--account", "ada")
+        assert "dave" not in users.stdout.split(), users.stdout
+
+        # An account added by the admin: the person activates it and chooses a password.
+        b.fill(name="Carol!", full_name="Carol Shaw", email="carol@example.test")
+        b.press("#add-submit")
+        assert "lowercase" in b.text("#add-error")
+        assert b.find("#add-email").get_attribute("value") == "carol@example.test"
+        b.fill(name="carol")
+        b.press("#add-submit")
+        assert "carol@example.test was sent the activation link" in b.text("#added")
+        b.shot("account-added")
+        activate = links_in(mail.wait_for("carol@example.test", "made for you")[1])["activate"]
+        carol = Session(c)
+        path = activate.split("/", 3)[3]
+        page = carol.get("/" + path)
+        assert 'name="password"' in page.body
+        differ = carol.post("/" + path, {"csrf": page.csrf(), "password": "carols-password",
+                                         "password2": "carols-passwort"})
+        assert differ.status == 400 and "differ" in differ.error()
+        done = carol.post("/" + path, {"csrf": page.csrf(), "password": "carols-password",
+                                       "password2": "carols-password"})
+        assert done.status == 200 and "ready" in done.body, done.body
+        assert carol.sign_in("carol", "carols-password").header("location") == "/"
     finally:
         if b:
             b.close()
