@@ -11,7 +11,7 @@ use ec2_api::state::Batch;
 use http::StatusCode;
 use identity::{Role, SignedIn};
 
-use crate::page::{render, see_other, Form, MessagePage};
+use crate::page::{render, see_other, MessagePage};
 use crate::session::Session;
 use crate::signup::{carry_out, Application, Purpose, Status};
 use crate::{ConsoleError, Shared};
@@ -129,15 +129,10 @@ pub async fn add_account(
     State(console): State<Shared>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let headers = req.headers().clone();
-    let session = match administrator(&console, &headers)? {
-        Ok(session) => session,
+    let (session, form) = match crate::posted_form(&console, req, crate::Who::Admin).await? {
+        Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
-    let form = Form::read(req).await?;
-    console
-        .sessions
-        .check_form(&session, &headers, form.get("csrf"))?;
     let mut add = AddForm {
         name: form.get("name").trim().to_owned(),
         full_name: form.get("full_name").trim().to_owned(),
@@ -169,15 +164,10 @@ pub async fn change_user(
     State(console): State<Shared>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let headers = req.headers().clone();
-    let session = match administrator(&console, &headers)? {
-        Ok(session) => session,
+    let (session, form) = match crate::posted_form(&console, req, crate::Who::Admin).await? {
+        Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
-    let form = Form::read(req).await?;
-    console
-        .sessions
-        .check_form(&session, &headers, form.get("csrf"))?;
     let enabled = match form.get("action") {
         "enable" => true,
         "disable" => false,
@@ -212,15 +202,10 @@ pub async fn decide(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let headers = req.headers().clone();
-    let session = match administrator(&console, &headers)? {
-        Ok(session) => session,
+    let (_, form) = match crate::posted_form(&console, req, crate::Who::Admin).await? {
+        Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
-    let form = Form::read(req).await?;
-    console
-        .sessions
-        .check_form(&session, &headers, form.get("csrf"))?;
     let purpose = match form.get("action") {
         "approve" => Purpose::Approve,
         "reject" => Purpose::Reject,
@@ -320,15 +305,10 @@ pub async fn deregister(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let headers = req.headers().clone();
-    let session = match administrator(&console, &headers)? {
-        Ok(session) => session,
+    let (session, _) = match crate::posted_form(&console, req, crate::Who::Admin).await? {
+        Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
-    let form = Form::read(req).await?;
-    console
-        .sessions
-        .check_form(&session, &headers, form.get("csrf"))?;
     ec2_api::ec2::act(
         &console.setup.cloud,
         &session.who.principal(),
@@ -466,15 +446,10 @@ pub async fn set_property(
     State(console): State<Shared>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let headers = req.headers().clone();
-    let session = match administrator(&console, &headers)? {
-        Ok(session) => session,
+    let (session, form) = match crate::posted_form(&console, req, crate::Who::Admin).await? {
+        Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
-    let form = Form::read(req).await?;
-    console
-        .sessions
-        .check_form(&session, &headers, form.get("csrf"))?;
     let value = (form.get("reset").is_empty()).then(|| form.get("value"));
     ec2_api::properties::set(
         &console.setup.cloud,

@@ -9,29 +9,9 @@ use axum::response::{IntoResponse, Response};
 use http::{header, StatusCode};
 use identity::{AccessKeyStatus, IdentityError, SignedIn, MIN_PASSWORD_LENGTH};
 
-use crate::page::{render, see_other, Form, MessagePage};
+use crate::page::{render, see_other, MessagePage};
 use crate::session::Session;
 use crate::{blocking, ConsoleError, Shared};
-
-/// The session of a signed-in person who has done the first run, and their form, its token
-/// checked; otherwise where the browser goes.
-async fn signed_form(
-    console: &Shared,
-    req: Request,
-) -> Result<Result<(Session, Form), Response>, ConsoleError> {
-    let headers = req.headers().clone();
-    let Some(session) = crate::signed_in(console, &headers) else {
-        return Ok(Err(see_other("/login")));
-    };
-    if session.who.must_change {
-        return Ok(Err(see_other("/first-run")));
-    }
-    let form = Form::read(req).await?;
-    console
-        .sessions
-        .check_form(&session, &headers, form.get("csrf"))?;
-    Ok(Ok((session, form)))
-}
 
 /// The account whose keys the person manages (their own, if Euare lets them).
 fn own_account(console: &Shared, who: &SignedIn) -> Result<String, ConsoleError> {
@@ -47,7 +27,7 @@ pub async fn download(
     State(console): State<Shared>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let (session, _) = match signed_form(&console, req).await? {
+    let (session, _) = match crate::posted_form(&console, req, crate::Who::Person).await? {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
@@ -89,7 +69,7 @@ struct NewKeyPage<'a> {
 
 /// `POST /keys`: a new access key, its secret shown this once.
 pub async fn create(State(console): State<Shared>, req: Request) -> Result<Response, ConsoleError> {
-    let (session, _) = match signed_form(&console, req).await? {
+    let (session, _) = match crate::posted_form(&console, req, crate::Who::Person).await? {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
@@ -126,7 +106,7 @@ pub async fn change(
     Path(key): Path<String>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let (session, form) = match signed_form(&console, req).await? {
+    let (session, form) = match crate::posted_form(&console, req, crate::Who::Person).await? {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
@@ -210,7 +190,7 @@ pub async fn password_submit(
     State(console): State<Shared>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let (session, form) = match signed_form(&console, req).await? {
+    let (session, form) = match crate::posted_form(&console, req, crate::Who::Person).await? {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };

@@ -179,3 +179,36 @@ fn signed_in(console: &Console, headers: &http::HeaderMap) -> Option<session::Se
         }
     }
 }
+
+/// Who may post a form.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// Anyone signed in who has done the first run.
+    Person,
+    /// A cloud administrator (anyone else is refused with 403).
+    Admin,
+}
+
+/// The session and form of a POST whose token was checked, for `who`; otherwise where the
+/// browser goes (sign-in, the first run).
+async fn posted_form(
+    console: &Console,
+    req: axum::extract::Request,
+    who: Who,
+) -> Result<Result<(session::Session, page::Form), axum::response::Response>, ConsoleError> {
+    let headers = req.headers().clone();
+    let Some(session) = signed_in(console, &headers) else {
+        return Ok(Err(page::see_other("/login")));
+    };
+    if session.who.must_change {
+        return Ok(Err(page::see_other("/first-run")));
+    }
+    if who == Who::Admin && !session.is_admin() {
+        return Err(ConsoleError::NotAdmin);
+    }
+    let form = page::Form::read(req).await?;
+    console
+        .sessions
+        .check_form(&session, &headers, form.get("csrf"))?;
+    Ok(Ok((session, form)))
+}

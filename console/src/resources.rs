@@ -13,7 +13,7 @@ use http::StatusCode;
 use identity::SignedIn;
 use xml::Element;
 
-use crate::page::{render, see_other, Form};
+use crate::page::{render, see_other};
 use crate::{ConsoleError, Shared};
 
 /// An EC2 action's answer as an element tree (the answer's elements under one root).
@@ -153,14 +153,10 @@ pub async fn terminate(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ConsoleError> {
-    let headers = req.headers().clone();
-    let Some(session) = crate::signed_in(&console, &headers) else {
-        return Ok(see_other("/login"));
+    let (session, _) = match crate::posted_form(&console, req, crate::Who::Person).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
     };
-    let form = Form::read(req).await?;
-    console
-        .sessions
-        .check_form(&session, &headers, form.get("csrf"))?;
     ec2_api::ec2::act(
         &console.setup.cloud,
         &session.who.principal(),
