@@ -34,7 +34,7 @@ pub async fn download(
     let urls = crate::service_urls(&console)?;
     let identity = console.setup.cloud.identity.clone();
     let who = session.who.clone();
-    let zip = blocking(move || {
+    let zip = blocking(&console, move || {
         ec2_api::euare::credentials(
             &identity,
             &urls,
@@ -208,7 +208,7 @@ pub async fn password_submit(
         let identity = console.setup.cloud.identity.clone();
         let who = session.who.clone();
         let (current, new) = (current.to_owned(), new.to_owned());
-        let outcome = blocking(move || {
+        let outcome = blocking(&console, move || {
             match identity.check_password(&who.account_name, &who.user_name, &current)? {
                 None => Ok(Some(None)),
                 Some(_) => {

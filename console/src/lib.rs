@@ -64,6 +64,8 @@ struct Console {
     sessions: session::Sessions,
     limits: sign_in::Limits,
     outbox: Arc<mail::Outbox>,
+    /// Turns for password hashing and key generation: two per core.
+    heavy: tokio::sync::Semaphore,
 }
 
 /// The state every handler gets.
@@ -80,6 +82,9 @@ pub fn router(setup: ConsoleSetup) -> Result<axum::Router, ConsoleError> {
         sessions: session::Sessions::new()?,
         limits: sign_in::Limits::default(),
         outbox,
+        heavy: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+        ),
     });
     Ok(axum::Router::new()
         .route("/", get(home::show))
@@ -144,10 +149,18 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Runs work that hashes passwords (argon2, tens of milliseconds) off the reactor.
+/// Runs work that hashes passwords (argon2: tens of milliseconds and 19 MiB each) or makes
+/// RSA keys off the reactor, a few at a time: a flood of sign-ins from many addresses waits
+/// its turn instead of taking every core and gigabytes of memory.
 async fn blocking<T: Send + 'static>(
+    console: &Console,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ConsoleError> {
+    let _turn = console
+        .heavy
+        .acquire()
+        .await
+        .map_err(|e| ConsoleError::Internal(e.to_string()))?;
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ConsoleError::Internal(e.to_string()))

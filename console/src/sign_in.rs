@@ -147,7 +147,10 @@ pub async fn submit(State(console): State<Shared>, req: Request) -> Result<Respo
     let (account, user) = principal_of(name);
     let (account, user, password) = (account.to_owned(), user.to_owned(), password.to_owned());
     let identity = console.setup.cloud.identity.clone();
-    let checked = blocking(move || identity.check_password(&account, &user, &password)).await??;
+    let checked = blocking(&console, move || {
+        identity.check_password(&account, &user, &password)
+    })
+    .await??;
     let Some(who) = checked else {
         let error = "The user name or password is wrong.".to_owned();
         return login_page(
@@ -317,9 +320,10 @@ pub async fn first_run_submit(
         let identity = console.setup.cloud.identity.clone();
         let who = session.who.clone();
         let new = password.to_owned();
-        let set =
-            blocking(move || identity.set_password(&who.account_id, &who.user_name, &new, false))
-                .await?;
+        let set = blocking(&console, move || {
+            identity.set_password(&who.account_id, &who.user_name, &new, false)
+        })
+        .await?;
         match set {
             Ok(()) => {}
             Err(IdentityError::PasswordPolicy(why)) => errors.password = Some(why),

@@ -258,11 +258,23 @@ pub async fn submit(State(console): State<Shared>, req: Request) -> Result<Respo
     if password != form.get("password2") {
         errors.password2 = Some("The two passwords differ.".into());
     }
+    if !errors.any() {
+        // Each application hashes a password and sends a mail: limited before either.
+        console
+            .limits
+            .applications
+            .take(&peer)
+            .map_err(ConsoleError::Throttled)?;
+    }
     let phc = if errors.any() {
         None
     } else {
         let (name, password) = (fields.name.to_owned(), password.to_owned());
-        match blocking(move || identity::hash_new_password(&name, &password)).await? {
+        match blocking(&console, move || {
+            identity::hash_new_password(&name, &password)
+        })
+        .await?
+        {
             Ok(phc) => Some(phc),
             Err(IdentityError::PasswordPolicy(why)) => {
                 errors.password = Some(why);
@@ -274,11 +286,6 @@ pub async fn submit(State(console): State<Shared>, req: Request) -> Result<Respo
     let Some(phc) = phc else {
         return apply_page(&console, &headers, StatusCode::BAD_REQUEST, fields, errors);
     };
-    console
-        .limits
-        .applications
-        .take(&peer)
-        .map_err(ConsoleError::Throttled)?;
     record_application(&console, &fields, phc)?;
     Ok(render(
         StatusCode::OK,
@@ -563,7 +570,11 @@ pub async fn act(
                 return refused("The two passwords differ.".into());
             }
             let (name, password) = (application.name.clone(), password.to_owned());
-            match blocking(move || identity::hash_new_password(&name, &password)).await? {
+            match blocking(&console, move || {
+                identity::hash_new_password(&name, &password)
+            })
+            .await?
+            {
                 Ok(phc) => chosen = Some(phc),
                 Err(IdentityError::PasswordPolicy(why)) => return refused(why),
                 Err(e) => return Err(e.into()),
