@@ -336,7 +336,7 @@ pub async fn open_node(
     let accel_uri = uri.clone();
     let accel = tokio::task::spawn_blocking(move || match (choice, probe) {
         (AccelChoice::Auto, None) => {
-            println!(
+            crate::say!(
                 "No kernel to probe KVM with (no /boot/vmlinuz-*): guests run under TCG; set [node] accel = \"kvm\" to use KVM"
             );
             Ok(compute::accel::Accel::Tcg)
@@ -356,7 +356,7 @@ pub async fn open_node(
     .await
     .map_err(RoleError::Task)?
     .map_err(RoleError::Accel)?;
-    println!(
+    crate::say!(
         "Guests on this node run under {}",
         match accel {
             compute::accel::Accel::Kvm => "KVM",
@@ -407,7 +407,7 @@ fn default_node_dir(config: &Config) -> Result<PathBuf, RoleError> {
             source,
         })?;
     let dir = PathBuf::from("/var/lib/koala/nodes").join(node_dir_name(&data_dir));
-    println!(
+    crate::say!(
         "QEMU's user cannot reach {}: the node keeps its instances and image cache in {}",
         data_dir.display(),
         dir.display()
@@ -578,7 +578,7 @@ async fn open_kvm_to_qemu() {
     })
     .await;
     if let Ok(Some(true)) = done {
-        println!("Gave {KVM} to group kvm (mode 0660) so that QEMU's user can open it");
+        crate::say!("Gave {KVM} to group kvm (mode 0660) so that QEMU's user can open it");
     }
 }
 
@@ -716,7 +716,7 @@ pub fn remote_component(
         secret_access_key: field("SecretAccessKey")?,
     };
     file.save(&path)?;
-    println!(
+    crate::say!(
         "Registered the component {name}; its key is in {}",
         path.display()
     );

@@ -129,7 +129,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     )
     .map_err(ServerError::Identity)?;
     if ca_created {
-        println!(
+        crate::say!(
             "Created the cloud CA in {}",
             config.data_dir.join("keys").display()
         );
@@ -144,12 +144,12 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     write_admin_credentials(&identity, &admin, &urls, &admin_dir)?;
     let eucarc = admin_dir.join(identity::EUCARC);
     if created {
-        println!(
+        crate::say!(
             "Created the cloud admin account 'eucalyptus' (user 'admin'); its credentials are in {}",
             eucarc.display()
         );
     }
-    println!("Admin credentials: . {}", eucarc.display());
+    crate::say!("Admin credentials: . {}", eucarc.display());
 
     // The main port's certificate: the CLC's, naming Walrus too when it runs here.
     let main_kinds: &[ComponentKind] = match (&roles, &walrus_url) {
@@ -251,14 +251,14 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     let listener = bind(config.listen).await?;
     let base = config.base_url();
     match &walrus_url {
-        None => println!("Walrus (S3) is serving at {base}/ and {base}/services/Walrus"),
-        Some(url) => println!("Bundles are read from the Walrus at {url}"),
+        None => crate::say!("Walrus (S3) is serving at {base}/ and {base}/services/Walrus"),
+        Some(url) => crate::say!("Bundles are read from the Walrus at {url}"),
     }
     if roles != Roles::Walrus {
-        println!("EC2 is serving at {base}/services/compute/");
-        println!("Euare (accounts) is serving at {base}/services/Euare");
+        crate::say!("EC2 is serving at {base}/services/compute/");
+        crate::say!("Euare (accounts) is serving at {base}/services/Euare");
     }
-    println!(
+    crate::say!(
         "Koala is listening on {} ({}; the cloud's certificate is {})",
         config.listen,
         if config.plain_http {
@@ -295,7 +295,7 @@ fn adopt_network(config: &Config, state: &CloudState) -> Result<(), ServerError>
                 1 => "1 security group's network".to_owned(),
                 n => format!("{n} security groups' networks"),
             };
-            println!(
+            crate::say!(
                 "{change}; no instance held an address under the old layout, so the new one \
                  is in force and {networks} will be planned anew"
             );
@@ -329,7 +329,7 @@ fn open_clusters(
             .map_err(|e| ServerError::CloudState(e.into()))?;
     }
     for (zone, url, _) in clusters.all() {
-        println!("Instances in {zone} are placed by the cluster controller at {url}");
+        crate::say!("Instances in {zone} are placed by the cluster controller at {url}");
     }
     Ok(Arc::new(clusters))
 }
@@ -368,7 +368,7 @@ pub async fn run_walrus_joined(config: Config, cloud_url: String) -> Result<(), 
         let walrus = walrus.clone();
         async move { walrus.handle(req).await }
     });
-    println!("Walrus verifies users with the cloud controller at {cloud_url}");
+    crate::say!("Walrus verifies users with the cloud controller at {cloud_url}");
     let port = Port {
         tls: tls.server(),
         plain: if config.plain_http {
@@ -438,7 +438,7 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
         cc_router,
         std::future::pending(),
     ));
-    println!(
+    crate::say!(
         "The cluster controller ({zone}) is serving at {}",
         local_url(config, 1)
     );
@@ -484,12 +484,12 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
                     }
                 })?;
             }
-            println!(
+            crate::say!(
                 "The node controller ({host}) is serving at {}",
                 local_url(config, 2)
             );
         }
-        Err(e) => println!(
+        Err(e) => crate::say!(
             "No node controller runs on this host, so no instance can start: {}",
             rpc::error_chain(&e)
         ),
@@ -565,7 +565,7 @@ async fn serve_alone(
     } else {
         "https"
     };
-    println!("{what} is serving at {scheme}://{}", config.listen);
+    crate::say!("{what} is serving at {scheme}://{}", config.listen);
     serve::serve(listener, port, router, shutdown_signal()).await;
     Ok(())
 }
@@ -593,7 +593,7 @@ fn start_metadata(config: &Config, listener: tokio::net::TcpListener, cloud: Clo
         limits: config.limits,
     };
     tokio::spawn(serve::serve(listener, port, router, std::future::pending()));
-    println!("The instance metadata service is serving at http://{bound}/latest/meta-data/ (guests ask 169.254.169.254)");
+    crate::say!("The instance metadata service is serving at http://{bound}/latest/meta-data/ (guests ask 169.254.169.254)");
 }
 
 /// Serves the web console on `listener` (`[console] listen`, 8443): HTTPS only with the CLC's
@@ -655,9 +655,9 @@ fn start_console(
     } else {
         ""
     };
-    println!("The web console is at {url}{first}");
+    crate::say!("The web console is at {url}{first}");
     if config.mail.smtp.is_none() {
-        println!(
+        crate::say!(
             "The console's mail is written to {} (no [mail] smtp relay is set)",
             config.data_dir.join("mail").display()
         );
