@@ -80,6 +80,20 @@ impl Walrus {
         Ok((bucket_name, object_key, meta))
     }
 
+    /// The names of the buckets `account_id` owns, in name order: the cloud controller
+    /// deletes an account only once it owns none (its objects would be nobody's).
+    pub fn buckets_of(&self, account_id: &str) -> Result<Vec<String>, AccessError> {
+        Ok(self
+            .shared
+            .store
+            .list_buckets()
+            .map_err(|e| AccessError::Failed(e.into()))?
+            .into_iter()
+            .filter(|b| b.acl.owner == account_id)
+            .map(|b| b.name)
+            .collect())
+    }
+
     /// The whole body of `bucket/key` (at most `limit` bytes), if `account_id` may read it.
     /// The version whose rights and size were checked is the one read, even if the key is
     /// replaced meanwhile.

@@ -952,6 +952,43 @@ async fn objects_are_read_for_an_account_with_its_rights() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_controller_learns_which_buckets_an_account_owns() {
+    let cloud = Cloud::start();
+    let alice = cloud.user.account_id.clone();
+    let path = format!("/_koala/accounts/{alice}/buckets");
+    let clc = Some(&cloud.clc);
+    let r = cloud.send("GET", &path, Vec::new(), clc, &[]).await;
+    r.expect(200);
+    assert!(r.body.is_empty(), "no bucket yet");
+    for bucket in ["/zeta", "/alpha"] {
+        cloud.put(bucket, Vec::new(), &cloud.user).await.expect(200);
+    }
+    cloud
+        .put("/admins", Vec::new(), &cloud.admin)
+        .await
+        .expect(200);
+    let r = cloud.send("GET", &path, Vec::new(), clc, &[]).await;
+    r.expect(200);
+    assert_eq!(&r.body[..], b"alpha\nzeta\n", "hers only, in name order");
+    cloud
+        .send("DELETE", &path, Vec::new(), clc, &[])
+        .await
+        .expect_err(405, "MethodNotAllowed");
+    // Only the cloud controller may ask: not the account itself, an administrator or a node.
+    for who in [
+        Some(&cloud.user),
+        Some(&cloud.admin),
+        Some(&cloud.node),
+        None,
+    ] {
+        cloud
+            .send("GET", &path, Vec::new(), who, &[])
+            .await
+            .expect_err(403, "AccessDenied");
+    }
+}
+
 /// Unbundle throughput for a 256 MiB image: `cargo test --release -p walrus --test
 /// image_feed -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,8 @@
 //!   and `DELETE /_koala/registrations/<image-id>` (204): the cloud controller records which
 //!   manifest a registered image uses, and releases it when the image is deregistered, so
 //!   that plain images no registration uses are collected; for the cloud controller alone.
+//! - `GET /_koala/accounts/<account-id>/buckets`: the names of the buckets the account owns,
+//!   one per line (`text/plain`); the cloud controller deletes only accounts that own none.
 //!
 //! The image endpoints answer with `Content-Length`, `ETag` and `x-koala-image-sha256` (the image's
 //! SHA-256) and honour a single `Range`.
@@ -77,6 +79,19 @@ pub async fn serve(
             return Err(S3Error::access_denied());
         }
         return registration(shared, image_id, &parts.method, raw_query).await;
+    }
+    if let Some(account) = path
+        .strip_prefix("accounts/")
+        .and_then(|rest| rest.strip_suffix("/buckets"))
+    {
+        // Which buckets an account owns is the cloud controller's to ask (DeleteAccount).
+        if caller != Some(ComponentKind::CloudController) {
+            return Err(S3Error::access_denied());
+        }
+        if parts.method != Method::GET {
+            return Err(S3Error::MethodNotAllowed);
+        }
+        return buckets_of(shared, account).await;
     }
     let head = match parts.method {
         Method::GET => false,
@@ -209,6 +224,30 @@ async fn object_for_account(
     resp.headers_mut()
         .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     *resp.body_mut() = Body::from(body);
+    Ok(resp)
+}
+
+/// The buckets `account` owns, a name per line.
+async fn buckets_of(shared: Arc<Shared>, account: &str) -> Result<Response<Body>, S3Error> {
+    let walrus = crate::Walrus { shared };
+    let account = account.to_owned();
+    let names = tokio::task::spawn_blocking(move || walrus.buckets_of(&account))
+        .await
+        .map_err(|e| S3Error::internal(format!("the bucket listing task failed: {e}")))?
+        .map_err(|e| S3Error::Internal(Box::new(e)))?;
+    let mut text = String::new();
+    for name in names {
+        text.push_str(&name);
+        text.push('\n');
+    }
+    let mut resp = empty_response(StatusCode::OK);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    *resp.body_mut() = Body::from(text);
     Ok(resp)
 }
 
