@@ -43,7 +43,7 @@ impl Versioned for LoginRecord {
     const VERSION: u32 = 1;
 }
 
-fn login_key(account_id: &str, user: &str) -> String {
+pub(crate) fn login_key(account_id: &str, user: &str) -> String {
     format!("login/{account_id}/{user}")
 }
 
@@ -422,5 +422,51 @@ mod tests {
         assert!(identity
             .set_user_enabled(&admin, ADMIN_USER, false)
             .is_err());
+    }
+
+    #[test]
+    fn a_deleted_account_leaves_nothing_and_frees_its_name() {
+        use crate::SecretSource;
+        let (_dir, identity, admin) = store();
+        let bob = identity.create_account("bob").unwrap();
+        identity.create_user(&bob.account_id, "builder").unwrap();
+        let builder = identity
+            .create_access_key(&bob.account_id, "builder")
+            .unwrap();
+        let phc = hash_new_password("bob", "bob's password").unwrap();
+        let mut batch = Batch::new();
+        put_login(&mut batch, &bob.account_id, ADMIN_USER, &phc, "b@b.test").unwrap();
+        identity.write(batch).unwrap();
+        let carol = identity.create_account("carol").unwrap();
+
+        identity.delete_account(&bob.account_id).unwrap();
+        assert!(identity.secret(&bob.access_key_id).is_none());
+        assert!(identity.secret(&builder.access_key_id).is_none());
+        assert!(identity
+            .check_password("bob", ADMIN_USER, "bob's password")
+            .unwrap()
+            .is_none());
+        assert_eq!(identity.account_id("bob").unwrap(), None);
+        assert!(!identity.account_exists(&bob.account_id).unwrap());
+        assert!(identity.list_users(&bob.account_id).unwrap().is_empty());
+        // Nothing of bob is left in the store: no key with its id in it.
+        let left: Vec<String> = identity
+            .db()
+            .keys_after("")
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.contains(&bob.account_id))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Others are untouched; the name can be taken again, with a new id.
+        assert!(identity.secret(&carol.access_key_id).is_some());
+        let again = identity.create_account("bob").unwrap();
+        assert_ne!(again.account_id, bob.account_id);
+        assert!(matches!(
+            identity.delete_account(&bob.account_id),
+            Err(IdentityError::NoSuchAccount(_))
+        ));
+        assert!(identity.delete_account(&admin).is_err(), "the cloud's own");
+        assert!(identity.account_exists(&admin).unwrap());
     }
 }

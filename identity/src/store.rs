@@ -604,6 +604,38 @@ impl Identity {
             )));
         }
         let mut batch = Batch::new();
+        self.forget_user(&mut batch, account_id, user_name)?;
+        self.write(batch)
+    }
+
+    /// Deletes an account with all its users, their keys, certificates and console
+    /// passwords, in one write; its name is free again, its id never comes back. What the
+    /// account owns elsewhere (instances, images, buckets) is the caller's to check first.
+    /// The cloud's own `eucalyptus` account cannot be deleted.
+    pub fn delete_account(&self, account_id: &str) -> Result<(), IdentityError> {
+        let _guard = self.lock();
+        let account = self.account_record(account_id)?;
+        if account.name == ADMIN_ACCOUNT {
+            return Err(IdentityError::InvalidName(format!(
+                "The {ADMIN_ACCOUNT} account is the cloud's own: it cannot be deleted."
+            )));
+        }
+        let mut batch = Batch::new();
+        for user in self.list_users(account_id)? {
+            self.forget_user(&mut batch, account_id, &user)?;
+        }
+        batch.delete(&account_key(account_id));
+        batch.delete(&name_key(&account.name));
+        self.write(batch)
+    }
+
+    /// Adds to `batch` the deletion of a user with its keys, certificates and login profile.
+    fn forget_user(
+        &self,
+        batch: &mut Batch,
+        account_id: &str,
+        user_name: &str,
+    ) -> Result<(), IdentityError> {
         batch.delete(&user_key(account_id, user_name));
         for akid in self.user_key_ids(account_id, user_name)? {
             batch.delete(&access_key_key(&akid));
@@ -616,8 +648,8 @@ impl Identity {
         for id in self.inner.db.keys_after(&certs)? {
             batch.delete(&format!("{certs}{id}"));
         }
-        batch.delete(&format!("login/{account_id}/{user_name}"));
-        self.write(batch)
+        batch.delete(&crate::login::login_key(account_id, user_name));
+        Ok(())
     }
 
     /// The cloud CA, if the store was opened with it.
