@@ -118,6 +118,15 @@ fn all(cloud: &Cloud) -> Result<Vec<Address>, QueryError> {
         .collect())
 }
 
+/// The elastic IPs allocated to `account`: an account is deleted only once it holds none.
+pub(crate) fn held_by(cloud: &Cloud, account: &str) -> Result<Vec<String>, QueryError> {
+    Ok(all(cloud)?
+        .into_iter()
+        .filter(|a| a.owner == account)
+        .map(|a| a.public_ip.to_string())
+        .collect())
+}
+
 /// The addresses allocated to accounts, which the pool cannot lend to instances.
 pub fn allocated(cloud: &Cloud) -> Result<HashSet<Ipv4Addr>, QueryError> {
     Ok(all(cloud)?.into_iter().map(|a| a.public_ip).collect())

@@ -57,6 +57,12 @@ pub trait BundleStore: Send + Sync {
     /// Tells Walrus that image `image_id` is no longer registered: its plain image may be
     /// collected. Releasing an image Walrus never recorded succeeds.
     fn release<'a>(&'a self, image_id: &'a str) -> Pending<'a, Result<(), BundleAccess>>;
+    /// The names of the buckets account `account_id` owns: an account is deleted only once
+    /// it owns none, or its objects would belong to nobody.
+    fn buckets_of<'a>(
+        &'a self,
+        account_id: &'a str,
+    ) -> Pending<'a, Result<Vec<String>, BundleAccess>>;
 }
 
 /// One cluster as the CLC reaches it: a CC's client in the `koala` binary (over TLS, signed

@@ -37,6 +37,10 @@ pub enum QueryError {
     /// The account, user or key named does not exist.
     #[error("{0}")]
     NoSuchEntity(String),
+    /// The entity cannot be deleted while it still owns or is named by something (an
+    /// account with instances, images, buckets or addresses).
+    #[error("{0}")]
+    DeleteConflict(String),
     /// A quota is reached (access keys per user).
     #[error("{0}")]
     LimitExceeded(String),
@@ -292,6 +296,7 @@ impl QueryError {
             }
             (QueryError::NoSuchEntity(_), _) => ("NoSuchEntity", StatusCode::NOT_FOUND),
             (QueryError::LimitExceeded(_), _) => ("LimitExceeded", StatusCode::CONFLICT),
+            (QueryError::DeleteConflict(_), _) => ("DeleteConflict", StatusCode::CONFLICT),
             (QueryError::RequestTooLarge, _) => {
                 ("RequestEntityTooLarge", StatusCode::PAYLOAD_TOO_LARGE)
             }

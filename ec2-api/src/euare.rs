@@ -27,8 +27,9 @@ use crate::QueryError;
 /// IAM's XML namespace, which Euare answers in.
 pub const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 
-/// Every Euare action this service knows. An explicit list, so that the router tells a
-/// misspelt action from an unknown one in one place.
+/// Every Euare action this service knows but [`DELETE_ACCOUNT`] (which waits for Walrus and
+/// is served before). An explicit list, so that the router tells a misspelt action from an
+/// unknown one in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     CreateAccount,
@@ -232,6 +233,111 @@ pub fn delete_user(
         ));
     }
     Ok(identity.delete_user(&account_id, user)?)
+}
+
+/// The Euare action served by [`serve_delete_account`] rather than [`dispatch`]: it waits for
+/// Walrus, so it runs on the runtime.
+pub const DELETE_ACCOUNT: &str = "DeleteAccount";
+
+/// Serves `DeleteAccount AccountName=A [Recursive=true|false]` ([`delete_account`]) and
+/// returns the response document.
+pub async fn serve_delete_account(
+    cloud: &crate::Cloud,
+    caller: &Principal,
+    request: &QueryRequest,
+    request_id: &str,
+) -> Result<String, QueryError> {
+    let name = request.required("AccountName")?;
+    let recursive = match request.get("Recursive").unwrap_or("false") {
+        r if r.eq_ignore_ascii_case("true") => true,
+        r if r.eq_ignore_ascii_case("false") => false,
+        other => {
+            return Err(QueryError::Validation(format!(
+                "Recursive is true or false, not '{other}'."
+            )))
+        }
+    };
+    delete_account(cloud, caller, name, recursive).await?;
+    Ok(envelope(DELETE_ACCOUNT, "", request_id))
+}
+
+/// Eucalyptus' `DeleteAccount` (`euare-accountdel [-r]`), for cloud administrators: account
+/// `name` goes with its users, keys, certificates, console passwords, key pairs and
+/// security groups; never the cloud's own `eucalyptus`. What holds data or costs the cloud
+/// must be let go by its owner first, so that nothing is lost by surprise: registered
+/// images, instances not terminated, elastic IPs and buckets (asked of Walrus) make it a
+/// `DeleteConflict` that lists them. Unless `recursive`, users other than `admin` make it
+/// one too. The console's "Delete account" is this.
+pub async fn delete_account(
+    cloud: &crate::Cloud,
+    caller: &Principal,
+    name: &str,
+    recursive: bool,
+) -> Result<(), QueryError> {
+    if !caller.is_cloud_admin() {
+        return Err(QueryError::AccessDenied(DELETE_ACCOUNT.to_owned()));
+    }
+    if name == ADMIN_ACCOUNT {
+        return Err(QueryError::Validation(format!(
+            "The {ADMIN_ACCOUNT} account is the cloud's own: it cannot be deleted."
+        )));
+    }
+    let account = cloud
+        .identity
+        .account_id(name)?
+        .ok_or_else(|| QueryError::NoSuchEntity(format!("The account {name} does not exist.")))?;
+    let buckets = cloud.bundles.buckets_of(&account).await.map_err(|e| {
+        let why = match e {
+            failed @ crate::BundleAccess::Failed(_) => rpc::error_chain(&failed),
+            other => format!("{other:?}"),
+        };
+        QueryError::Unavailable(format!(
+            "Walrus cannot say which buckets the account owns now ({why}); try again."
+        ))
+    })?;
+    let (cloud, name, by) = (cloud.clone(), name.to_owned(), caller.user_name.clone());
+    tokio::task::spawn_blocking(move || {
+        let _guard = cloud.state.exclusive();
+        let mut held = Vec::new();
+        let mut list = |what: &str, items: Vec<String>| {
+            if !items.is_empty() {
+                held.push(format!("{what} {}", items.join(", ")));
+            }
+        };
+        list("images", crate::images::registered_by(&cloud, &account)?);
+        list("instances", crate::instances::live_of(&cloud, &account)?);
+        list("addresses", crate::addresses::held_by(&cloud, &account)?);
+        list("buckets", buckets);
+        let users: Vec<String> = cloud
+            .identity
+            .list_users(&account)?
+            .into_iter()
+            .filter(|u| u != ADMIN_USER)
+            .collect();
+        if !recursive {
+            list("users", users);
+        }
+        if !held.is_empty() {
+            return Err(QueryError::DeleteConflict(format!(
+                "The account {name} still has {}. Its owner must let them go first{}.",
+                held.join("; "),
+                if recursive {
+                    ""
+                } else {
+                    " (users go with Recursive=true)"
+                }
+            )));
+        }
+        let mut batch = crate::state::Batch::new();
+        crate::groups::forget_account(&cloud, &mut batch, &account)?;
+        crate::keypairs::forget_account(&cloud, &mut batch, &account)?;
+        cloud.identity.delete_account(&account)?;
+        cloud.state.commit(batch)?;
+        tracing::info!(account, name, by, "deleted an account");
+        Ok(())
+    })
+    .await
+    .map_err(|e| QueryError::failed("DeleteAccount failed", e))?
 }
 
 /// The credentials zip of user `user` (default `admin`) of account `account` (default: the
@@ -1081,5 +1187,104 @@ mod tests {
                 "{account:?}: {refused:?}"
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_account_is_deleted_only_once_it_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = crate::testing::cloud_in(dir.path(), crate::testing::settings());
+        let identity = &cloud.identity;
+        let (root, _) = identity.ensure_admin().unwrap();
+        let root = principal(identity, &root.access_key_id);
+        let erin = identity.create_account("erin").unwrap();
+        let erin_admin = principal(identity, &erin.access_key_id);
+        identity.create_user(&erin.account_id, "frank").unwrap();
+        let other = identity.create_account("other").unwrap();
+        let other_admin = principal(identity, &other.access_key_id);
+        let ec2 = |who: &Principal, action: &'static str, params: Vec<(&'static str, String)>| {
+            let (cloud, who) = (cloud.clone(), who.clone());
+            async move {
+                let params: Vec<(&str, &str)> =
+                    params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                crate::ec2::act(&cloud, &who, action, &params).await
+            }
+        };
+        ec2(&erin_admin, "CreateKeyPair", vec![("KeyName", "k".into())])
+            .await
+            .unwrap();
+        let made = ec2(
+            &erin_admin,
+            "CreateSecurityGroup",
+            vec![
+                ("GroupName", "web".into()),
+                ("GroupDescription", "w".into()),
+            ],
+        )
+        .await
+        .unwrap();
+        let web = text(&made, "groupId");
+        // Another account lets erin's group in.
+        let rule = vec![
+            ("GroupName", "default".to_owned()),
+            ("IpPermissions.1.IpProtocol", "tcp".into()),
+            ("IpPermissions.1.FromPort", "22".into()),
+            ("IpPermissions.1.ToPort", "22".into()),
+            ("IpPermissions.1.Groups.1.GroupId", web.clone()),
+            ("IpPermissions.1.Groups.1.UserId", erin.account_id.clone()),
+        ];
+        ec2(&other_admin, "AuthorizeSecurityGroupIngress", rule.clone())
+            .await
+            .unwrap();
+        let mut running = crate::testing::instance("i-0000000e", rpc::InstanceState::Running, None);
+        running.owner = erin.account_id.clone();
+        cloud.state.put(&running.id, &running).unwrap();
+
+        let conflict = |result: Result<(), QueryError>| match result {
+            Err(QueryError::DeleteConflict(why)) => why,
+            other => panic!("expected DeleteConflict, got {other:?}"),
+        };
+        assert!(matches!(
+            delete_account(&cloud, &erin_admin, "erin", true).await,
+            Err(QueryError::AccessDenied(_))
+        ));
+        assert!(matches!(
+            delete_account(&cloud, &root, "eucalyptus", true).await,
+            Err(QueryError::Validation(_))
+        ));
+        assert!(matches!(
+            delete_account(&cloud, &root, "nobody", true).await,
+            Err(QueryError::NoSuchEntity(_))
+        ));
+        let why = conflict(delete_account(&cloud, &root, "erin", false).await);
+        assert!(why.contains("i-0000000e") && why.contains("frank"), "{why}");
+        let why = conflict(delete_account(&cloud, &root, "erin", true).await);
+        assert!(
+            why.contains("i-0000000e") && !why.contains("frank"),
+            "{why}"
+        );
+
+        running.state = rpc::InstanceState::Terminated;
+        cloud.state.put(&running.id, &running).unwrap();
+        let why = conflict(delete_account(&cloud, &root, "erin", true).await);
+        assert!(
+            why.contains(&web) && why.contains(&other.account_id),
+            "{why}"
+        );
+        // Nothing went while refused.
+        assert!(identity.secret(&erin.access_key_id).is_some());
+        let pairs = ec2(&erin_admin, "DescribeKeyPairs", vec![]).await.unwrap();
+        assert!(pairs.contains("<keyName>k</keyName>"), "{pairs}");
+
+        ec2(&other_admin, "RevokeSecurityGroupIngress", rule.clone())
+            .await
+            .unwrap();
+        delete_account(&cloud, &root, "erin", true).await.unwrap();
+        assert!(identity.secret(&erin.access_key_id).is_none());
+        assert_eq!(identity.account_id("erin").unwrap(), None);
+        let pairs = ec2(&erin_admin, "DescribeKeyPairs", vec![]).await.unwrap();
+        assert!(!pairs.contains("<keyName>"), "{pairs}");
+        assert_eq!(crate::groups::owner_of(&cloud, &web).unwrap(), None);
+        // The other account is untouched.
+        assert!(identity.secret(&other.access_key_id).is_some());
     }
 }

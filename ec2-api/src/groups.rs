@@ -385,6 +385,35 @@ pub fn delete(call: &Call<'_>) -> Result<String, QueryError> {
     Ok("<return>true</return>".to_owned())
 }
 
+/// Adds to `batch` the deletion of every security group of `account`, with their networks
+/// and tags (DeleteAccount, once the account runs no instance). Refused while a group of
+/// another account names one of them as a rule's source.
+pub(crate) fn forget_account(
+    cloud: &Cloud,
+    batch: &mut Batch,
+    account: &str,
+) -> Result<(), QueryError> {
+    let groups = Groups::load(cloud)?;
+    for group in groups.all.iter().filter(|g| g.owner == account) {
+        let referrer = groups.all.iter().find(|g| {
+            g.owner != account
+                && g.rules
+                    .iter()
+                    .any(|r| matches!(&r.source, Source::Group { id, .. } if *id == group.id))
+        });
+        if let Some(g) = referrer {
+            return Err(QueryError::DeleteConflict(format!(
+                "A rule of security group {} of account {} names the account's group '{}' ({}): that rule must be revoked first.",
+                g.id, g.owner, group.name, group.id
+            )));
+        }
+        batch.delete::<GroupRecord>(&group.id);
+        crate::networks::forget_group(cloud, batch, &group.id)?;
+        tags::delete_all(cloud, batch, &group.id)?;
+    }
+    Ok(())
+}
+
 /// Refuses to delete a group that is still in use: named as the source of another group's
 /// rule (of any account), or holding an instance that is not terminated.
 fn check_unused(cloud: &Cloud, groups: &Groups, group: &GroupRecord) -> Result<(), QueryError> {

@@ -168,6 +168,18 @@ pub fn owner_of(cloud: &Cloud, id: &str) -> Result<Option<String>, QueryError> {
     Ok(cloud.state.get::<ImageRecord>(id)?.map(|r| r.owner))
 }
 
+/// The ids of the images `account` has registered: an account is deleted only once it has
+/// deregistered them (others may be launching them).
+pub(crate) fn registered_by(cloud: &Cloud, account: &str) -> Result<Vec<String>, QueryError> {
+    Ok(cloud
+        .state
+        .scan::<ImageRecord>("")?
+        .into_iter()
+        .filter(|(_, r)| r.owner == account)
+        .map(|(_, r)| r.id)
+        .collect())
+}
+
 /// Records the SHA-256 a node reported for an image's plain bytes (once; the bundle of an
 /// image never changes).
 pub(crate) fn record_plain_sha256(cloud: &Cloud, id: &str, sha256: &str) -> Result<(), QueryError> {

@@ -230,6 +230,16 @@ fn all(cloud: &Cloud) -> Result<Vec<InstanceRecord>, QueryError> {
         .collect())
 }
 
+/// The ids of the instances of `account` that are not terminated: an account is deleted
+/// only once it runs none.
+pub(crate) fn live_of(cloud: &Cloud, account: &str) -> Result<Vec<String>, QueryError> {
+    Ok(all(cloud)?
+        .into_iter()
+        .filter(|i| i.owner == account && i.state != InstanceState::Terminated)
+        .map(|i| i.id)
+        .collect())
+}
+
 /// Every account's instances, for a cloud administrator: what Eucalyptus' `DescribeInstances`
 /// with `verbose` (euca-describe-instances verbose) shows, and the console's dashboard.
 pub fn everyones(

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
-use crate::ec2::{apply_filters, new_id, timestamp_now, Call};
+use crate::ec2::{apply_filters, new_id, timestamp_now, Call, Cloud};
 use crate::query::{QueryRequest, Xml};
 use crate::state::{Batch, Record};
 use crate::{QueryError, Resource};
@@ -85,6 +85,18 @@ impl Record for KeyPairRecord {
 /// of that account's key pairs only, whatever the names hold.
 fn store_key(account: &str, name: &str) -> String {
     format!("{account}/{name}")
+}
+
+/// Adds to `batch` the deletion of every key pair of `account` (DeleteAccount).
+pub(crate) fn forget_account(
+    cloud: &Cloud,
+    batch: &mut Batch,
+    account: &str,
+) -> Result<(), QueryError> {
+    for (key, _) in cloud.state.scan::<KeyPairRecord>(&store_key(account, ""))? {
+        batch.delete::<KeyPairRecord>(&key);
+    }
+    Ok(())
 }
 
 /// The OpenSSH public key of the caller's key pair `name`, for an instance's config drive.

@@ -138,6 +138,9 @@ impl QueryApi {
         let request = QueryRequest::new(raw_query, &body, &parts.headers);
         let action = request.required("Action")?.to_owned();
         match dialect {
+            Dialect::Euare if action == euare::DELETE_ACCOUNT => {
+                euare::serve_delete_account(&self.cloud, &principal, &request, request_id).await
+            }
             Dialect::Euare => {
                 let identity = self.identity.clone();
                 // The Walrus URL an administrator set (the console's first run) goes into

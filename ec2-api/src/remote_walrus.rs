@@ -13,6 +13,9 @@ use crate::{BundleAccess, BundleStore, Pending};
 
 /// How long one call to the other role may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest list of an account's bucket names read (64-byte names, a line each: room for
+/// far more buckets than any quota allows).
+const MAX_BUCKET_LIST: u64 = 1 << 20;
 
 /// Why a call to Walrus got no usable answer: the source of [`BundleAccess::Failed`].
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +205,21 @@ impl BundleStore for WalrusOverHttp {
     fn release<'a>(&'a self, image_id: &'a str) -> Pending<'a, Result<(), BundleAccess>> {
         let url = format!("{}/_koala/registrations/{}", self.base, enc(image_id));
         Box::pin(async move { self.registration(Method::DELETE, &url).await })
+    }
+
+    fn buckets_of<'a>(
+        &'a self,
+        account_id: &'a str,
+    ) -> Pending<'a, Result<Vec<String>, BundleAccess>> {
+        let url = format!("{}/_koala/accounts/{}/buckets", self.base, enc(account_id));
+        Box::pin(async move {
+            let (status, _, body) = self.call(Method::GET, &url, MAX_BUCKET_LIST).await?;
+            if !status.is_success() {
+                return Err(refusal(status, &body));
+            }
+            let text = std::str::from_utf8(&body).map_err(|e| CallError::Body(Box::new(e)))?;
+            Ok(text.lines().map(str::to_owned).collect())
+        })
     }
 }
 

@@ -46,6 +46,9 @@ impl BundleStore for NoBundles {
     fn release<'a>(&'a self, _: &'a str) -> Pending<'a, Result<(), BundleAccess>> {
         Box::pin(async { Ok(()) })
     }
+    fn buckets_of<'a>(&'a self, _: &'a str) -> Pending<'a, Result<Vec<String>, BundleAccess>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// The settings of a test cloud: no starting value, no guest network.

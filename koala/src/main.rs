@@ -133,6 +133,19 @@ enum AdminCommand {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Deletes an account with its users, keys, key pairs and security groups (Euare's
+    /// `DeleteAccount`, as `euare-accountdel`); refused while it still has images, instances,
+    /// elastic IPs or buckets.
+    DeleteAccount {
+        /// The account's name.
+        name: String,
+        /// Delete its users too (else an account with users besides `admin` is refused).
+        #[arg(short, long)]
+        recursive: bool,
+        /// The account service's URL [default: EUARE_URL, else derived from S3_URL].
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Creates a user in an account.
     CreateUser {
         /// The user's name.
@@ -380,6 +393,27 @@ fn admin(command: AdminCommand) -> Result<(), CliError> {
             target.call(
                 "DeleteAccessKey",
                 &[("UserName", &user), ("AccessKeyId", &key)],
+            )?;
+            Ok(())
+        }
+        AdminCommand::DeleteAccount {
+            name,
+            recursive,
+            url,
+        } => {
+            let creds = EnvCredentials::from_env()?;
+            let url = match url {
+                Some(url) => url,
+                None => euare_url_from_env()?,
+            };
+            let recursive = if recursive { "true" } else { "false" };
+            query_call(
+                &url,
+                "iam",
+                "2010-05-08",
+                "DeleteAccount",
+                &[("AccountName", &name), ("Recursive", recursive)],
+                &creds,
             )?;
             Ok(())
         }

@@ -759,6 +759,17 @@ impl BundleStore for WalrusBundles {
                 .map_err(|e| BundleAccess::Failed(Box::new(e)))
         }))
     }
+
+    fn buckets_of<'a>(
+        &'a self,
+        account_id: &'a str,
+    ) -> Pending<'a, Result<Vec<String>, BundleAccess>> {
+        let walrus = self.walrus.clone();
+        let account_id = account_id.to_owned();
+        Box::pin(off_reactor(move || {
+            walrus.buckets_of(&account_id).map_err(bundle_access)
+        }))
+    }
 }
 
 /// Runs a store call that blocks (RocksDB, with fsync for writes) on the blocking pool.

@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from conftest import (Cloud, empty_and_delete, free_port, make_client, make_ec2, raw_request,
-                      unique_bucket, xml_code)
+from conftest import (KOALA_BIN, Cloud, empty_and_delete, free_port, make_client, make_ec2,
+                      raw_request, unique_bucket, xml_code)
 from test_ec2_images import TOOLS, bundle, upload
 
 
@@ -261,3 +261,25 @@ def test_deregistering_releases_the_image_in_a_walrus_apart(walrus_apart, tmp_pa
         time.sleep(0.2)
     time.sleep(4)
     assert images["kept"][1] in os.listdir(plain_dir)
+
+
+def test_an_account_is_deleted_only_once_its_buckets_in_a_walrus_apart_are_gone(walrus_apart):
+    """DeleteAccount asks the Walrus apart, over its internal endpoint with the CLC's
+    component key, which buckets the account owns: refused while it owns one, done after."""
+    c, walrus, _ = walrus_apart
+    gail = c.create_account("gail")
+    s3 = make_client(walrus.s3_url, c.region, gail["AWS_ACCESS_KEY_ID"],
+                     gail["AWS_SECRET_ACCESS_KEY"])
+    s3.create_bucket(Bucket="gails-bucket")
+    delete = lambda: subprocess.run([KOALA_BIN, "admin", "delete-account", "gail"],
+                                    env=c.admin_env(), capture_output=True, text=True,
+                                    timeout=60)
+    refused = delete()
+    assert refused.returncode != 0, refused.stdout
+    assert "DeleteConflict" in refused.stderr and "gails-bucket" in refused.stderr, refused.stderr
+    s3.delete_bucket(Bucket="gails-bucket")
+    done = delete()
+    assert done.returncode == 0, done.stderr
+    users = subprocess.run([KOALA_BIN, "admin", "list-users", "--account", "gail"],
+                           env=c.admin_env(), capture_output=True, text=True, timeout=60)
+    assert users.returncode != 0 and "NoSuchEntity" in users.stderr, users.stderr
