@@ -1,8 +1,9 @@
 //! The administrators' pages (cloud administrators only; anyone else signed in gets 403):
 //! users, with the applications waiting for a decision.
 //!
-//! Approving or rejecting here does what the mail's links do (`signup::carry_out`), and
-//! disabling a user is Euare's `DisableUser` (`ec2_api::euare::set_user_enabled`).
+//! Approving or rejecting here does what the mail's links do (`signup::carry_out`),
+//! disabling a user is Euare's `DisableUser` (`ec2_api::euare::set_user_enabled`) and
+//! deleting an account its `DeleteAccount` (`ec2_api::euare::delete_account`).
 
 use askama::Template;
 use axum::extract::{Path, Request, State};
@@ -159,7 +160,7 @@ pub async fn add_account(
 }
 
 /// `POST /admin/users`: fields `account`, `user`, `action` (`disable`, `enable` or
-/// `delete`).
+/// `delete`); or `account`, `action=delete-account` (and `confirm=yes` once confirmed).
 pub async fn change_user(
     State(console): State<Shared>,
     req: Request,
@@ -171,6 +172,7 @@ pub async fn change_user(
     let enabled = match form.get("action") {
         "enable" => true,
         "disable" => false,
+        "delete-account" => return delete_account(&console, &session, &form).await,
         "delete" => {
             ec2_api::euare::delete_user(
                 &console.setup.cloud.identity,
@@ -194,6 +196,54 @@ pub async fn change_user(
         enabled,
     )?;
     Ok(see_other("/admin/users"))
+}
+
+#[derive(Template)]
+#[template(path = "admin_delete_account.html")]
+struct DeleteAccountPage<'a> {
+    csrf: &'a str,
+    who: &'a SignedIn,
+    account: &'a str,
+    account_id: String,
+    users: Vec<String>,
+    error: Option<String>,
+}
+
+/// Deleting an account from the Users page: first a page saying what goes (no JavaScript
+/// confirm), then, with `confirm=yes`, Euare's `DeleteAccount` (recursive). What the
+/// account still owns is said on that page.
+async fn delete_account(
+    console: &Shared,
+    session: &Session,
+    form: &crate::page::Form,
+) -> Result<Response, ConsoleError> {
+    let account = form.get("account");
+    let cloud = &console.setup.cloud;
+    let Some(account_id) = cloud.identity.account_id(account)? else {
+        return Err(ConsoleError::NotFound);
+    };
+    let mut page = DeleteAccountPage {
+        csrf: &console.sessions.csrf_token(session),
+        who: &session.who,
+        account,
+        users: cloud.identity.list_users(&account_id)?,
+        account_id,
+        error: None,
+    };
+    if form.get("confirm") != "yes" {
+        return Ok(render(StatusCode::OK, &page));
+    }
+    let principal = session.who.principal();
+    match ec2_api::euare::delete_account(cloud, &principal, account, true).await {
+        Ok(()) => Ok(see_other("/admin/users")),
+        Err(e) => match ConsoleError::from(e) {
+            ConsoleError::Refused(status, why) => {
+                page.error = Some(why);
+                Ok(render(status, &page))
+            }
+            other => Err(other),
+        },
+    }
 }
 
 /// `POST /admin/applications/ID`: field `action`, `approve` or `reject`.

@@ -66,7 +66,7 @@ impl From<ec2_api::QueryError> for ConsoleError {
             Q::NotFound(..) | Q::NoSuchEntity(_) => {
                 ConsoleError::Refused(StatusCode::NOT_FOUND, e.to_string())
             }
-            Q::Duplicate(..) | Q::EntityAlreadyExists(_) | Q::InUse(..) => {
+            Q::Duplicate(..) | Q::EntityAlreadyExists(_) | Q::InUse(..) | Q::DeleteConflict(_) => {
                 ConsoleError::Refused(StatusCode::CONFLICT, e.to_string())
             }
             _ => ConsoleError::Refused(StatusCode::BAD_REQUEST, e.to_string()),

@@ -265,6 +265,12 @@ class Browser:
             lambda d: d.execute_script(
                 "return !window.koalaOldPage && document.readyState === 'complete';"))
 
+    def sign_in(self, cloud, name, password):
+        """Opens the cloud's sign-in page and signs in as `name`."""
+        self.open(cloud.console_url + "login")
+        self.fill(name=name, password=password)
+        self.submit()
+
     def shot(self, name):
         self.count += 1
         path = os.path.join(self.shots, f"{self.count:02d}-{name}.png")

@@ -63,9 +63,7 @@ def test_the_admin_approves_disables_and_enables_users_in_a_browser(mail):
                                          "action": "disable"}).status == 403
 
         b = Browser(artifact_dir("admin"))
-        b.open(c.console_url + "login")
-        b.fill(name="admin", password=ADMIN_PASSWORD)
-        b.submit()
+        b.sign_in(c, "admin", ADMIN_PASSWORD)
         b.find("#admin-users").click()
         assert b.path == "/admin/users"
         assert b.text("#application-bob td:nth-child(3)") == "bob@example.test"
@@ -158,9 +156,7 @@ def test_images_and_configuration_pages(tmp_path):
         sign_in_admin(c, ADMIN_PASSWORD)
 
         b = Browser(artifact_dir("admin-config"))
-        b.open(c.console_url + "login")
-        b.fill(name="admin", password=ADMIN_PASSWORD)
-        b.submit()
+        b.sign_in(c, "admin", ADMIN_PASSWORD)
         b.open(c.console_url + "admin/images")
         row = f"#image-{eki}"
         assert b.text(f"{row} td:nth-child(2)") == "console-kernel"
@@ -200,6 +196,88 @@ def test_images_and_configuration_pages(tmp_path):
         refused = s.post("/admin/config", {"csrf": s.get("/").csrf(), "name": name,
                                            "value": "forever"})
         assert refused.status == 400 and "number of seconds" in refused.body
+    finally:
+        if b:
+            b.close()
+        c.stop()
+
+
+def test_an_account_is_deleted_once_it_owns_nothing():
+    """Deleting an account (the Users page's "Delete account", Euare's DeleteAccount): refused
+    with what it still owns (a bucket here) and nothing lost; once that is gone, the account
+    goes with its users, keys, key pairs and groups, and its name can be taken again."""
+    from botocore.exceptions import ClientError
+    from conftest import make_client, make_ec2
+
+    c = Cloud(tempfile.mkdtemp(prefix="koala-e2e-")).start()
+    b = None
+    try:
+        erin = c.create_account("erin")
+        keys = (erin["AWS_ACCESS_KEY_ID"], erin["AWS_SECRET_ACCESS_KEY"])
+        s3 = make_client(c.s3_url, c.region, *keys)
+        ec2 = make_ec2(c, *keys)
+        s3.create_bucket(Bucket="erins-photos")
+        s3.put_object(Bucket="erins-photos", Key="cat.jpg", Body=b"meow")
+        ec2.create_key_pair(KeyName="erin-key")
+        ec2.create_security_group(GroupName="web", Description="web servers")
+        koala = lambda *args, env=c.admin_env(): subprocess.run(
+            [KOALA_BIN, "admin", *args], env=env, capture_output=True, text=True, timeout=60)
+        made = koala("create-user", "frank", "--account", "erin")
+        assert made.returncode == 0, made.stderr
+
+        # The API: users besides admin go only when asked (Recursive); only a cloud
+        # administrator deletes accounts; the cloud's own account is never deleted.
+        kept = koala("delete-account", "erin")
+        assert kept.returncode != 0 and "DeleteConflict" in kept.stderr, kept.stderr
+        assert "frank" in kept.stderr, kept.stderr
+        own = koala("delete-account", "erin", "--recursive", env=dict(c.admin_env(), **erin))
+        assert own.returncode != 0 and "AccessDenied" in own.stderr, own.stderr
+        cloud_own = koala("delete-account", "eucalyptus", "--recursive")
+        assert cloud_own.returncode != 0 and "cannot be deleted" in cloud_own.stderr
+
+        sign_in_admin(c, ADMIN_PASSWORD)
+        b = Browser(artifact_dir("admin-delete-account"))
+        b.sign_in(c, "admin", ADMIN_PASSWORD)
+        b.open(c.console_url + "admin/users")
+        assert not b.find_all("#user-eucalyptus-admin button[value=delete-account]")
+        assert not b.find_all("#user-erin-frank button[value=delete-account]")
+        b.press("#user-erin-admin button[value=delete-account]")
+        assert b.text("h1") == "Delete account erin?"
+        assert "frank" in b.text("#delete-account")
+        b.shot("confirm")
+        b.press("#delete-confirm")
+        assert "erins-photos" in b.text("#delete-error"), b.text("#delete-account")
+        b.shot("still-owns-a-bucket")
+        # Nothing went: her keys, her bucket and her user are all there.
+        assert s3.get_object(Bucket="erins-photos", Key="cat.jpg")["Body"].read() == b"meow"
+        b.find("#back-to-users").click()
+        assert b.find_all("#user-erin-frank")
+
+        s3.delete_object(Bucket="erins-photos", Key="cat.jpg")
+        s3.delete_bucket(Bucket="erins-photos")
+        b.press("#user-erin-admin button[value=delete-account]")
+        b.press("#delete-confirm")
+        assert b.path == "/admin/users"
+        assert not b.find_all("#user-erin-admin") and not b.find_all("#user-erin-frank")
+        b.shot("deleted")
+
+        # Her keys are refused by both APIs; her console sign-in is gone with her user.
+        with pytest.raises(ClientError) as refused:
+            s3.list_buckets()
+        assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+        with pytest.raises(ClientError) as refused:
+            ec2.describe_key_pairs()
+        assert refused.value.response["Error"]["Code"] == "AuthFailure"
+        users = koala("list-users", "--account", "erin")
+        assert users.returncode != 0 and "NoSuchEntity" in users.stderr, users.stderr
+
+        # The name is free again, for an account that starts with nothing of hers.
+        again = c.create_account("erin")
+        assert again["AWS_ACCESS_KEY_ID"] != keys[0]
+        ec2_again = make_ec2(c, again["AWS_ACCESS_KEY_ID"], again["AWS_SECRET_ACCESS_KEY"])
+        assert ec2_again.describe_key_pairs()["KeyPairs"] == []
+        groups = ec2_again.describe_security_groups()["SecurityGroups"]
+        assert [g["GroupName"] for g in groups] == ["default"], groups
     finally:
         if b:
             b.close()

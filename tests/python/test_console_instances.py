@@ -32,9 +32,7 @@ def test_the_dashboard_and_resources_show_a_real_instance(cloud, ec2, guest_imag
 
         b = Browser(artifact_dir("instances"))
         try:
-            b.open(cloud.console_url + "login")
-            b.fill(name="admin", password=PASSWORD)
-            b.submit()
+            b.sign_in(cloud, "admin", PASSWORD)
             b.open(cloud.console_url + "admin")
             assert b.text(f"#running-{instance} .state") == "running"
             assert int(b.text("#count-running")) >= 1

@@ -50,9 +50,7 @@ def test_credentials_keys_and_password_in_a_browser(people):
     downloads = tempfile.mkdtemp(prefix="koala-downloads-")
     b = Browser(artifact_dir("personal"), downloads=downloads)
     try:
-        b.open(c.console_url + "login")
-        b.fill(name="ada", password="analytical-engine")
-        b.submit()
+        b.sign_in(c, "ada", "analytical-engine")
         assert b.path == "/"
         rows = b.find_all("#keys tbody tr")
         assert len(rows) == 1, "the key made with the account"
