@@ -164,6 +164,14 @@ impl Walrus {
         let request_id = s3::new_request_id();
         let (parts, body) = req.into_parts();
         let is_head = parts.method == Method::HEAD;
+        // A cross-origin request (not a preflight) gets its bucket's CORS headers, whatever
+        // its outcome.
+        let cors = parts
+            .headers
+            .get(http::header::ORIGIN)
+            .filter(|_| parts.method != Method::OPTIONS)
+            .cloned()
+            .map(|origin| (origin, parts.method.clone()));
         let close_after = expects_continue_without_body(&parts.headers);
         let at = s3::addressed(&parts, self.shared.virtual_host_domain.as_deref());
         let shared = self.shared.clone();
@@ -185,6 +193,9 @@ impl Walrus {
             Err(e) => s3::error_response(e, &at, &request_id, is_head),
         };
         let mut resp = s3::finalize(resp, &request_id);
+        if let (Some((origin, method)), Some(bucket)) = (cors, &at.bucket) {
+            s3::cors::decorate(&self.shared.store, bucket, &origin, &method, &mut resp);
+        }
         if close_after {
             resp.headers_mut().insert(
                 http::header::CONNECTION,

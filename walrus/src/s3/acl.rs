@@ -37,7 +37,8 @@ fn group(uri: &str) -> Option<Grantee> {
 }
 
 /// Grants from `x-amz-grant-*` headers: `id="..."` and `uri="..."` items, comma-separated.
-/// Grants by e-mail address cannot be resolved in Koala.
+/// Grants by e-mail address are UnresolvableGrantByEmailAddress: Walrus knows accounts by
+/// id, and no e-mail address names one.
 pub fn grant_headers(headers: &HeaderMap) -> Result<Vec<Grant>, S3Error> {
     let mut grants = Vec::new();
     for (name, permission) in GRANT_HEADERS {
@@ -55,11 +56,7 @@ pub fn grant_headers(headers: &HeaderMap) -> Result<Vec<Grant>, S3Error> {
                     "uri" => group(v).ok_or_else(|| {
                         S3Error::InvalidArgument(format!("Invalid group uri: {v}"))
                     })?,
-                    "emailaddress" => {
-                        return Err(S3Error::InvalidArgument(
-                            "Grants by e-mail address are not supported.".into(),
-                        ))
-                    }
+                    "emailaddress" => return Err(S3Error::UnresolvableGrantByEmailAddress),
                     _ => return Err(S3Error::InvalidArgument(format!("Invalid {name} header."))),
                 };
                 grants.push(Grant {
@@ -133,9 +130,7 @@ pub fn parse_acl(body: &[u8]) -> Result<Vec<Grant>, S3Error> {
                     S3Error::InvalidArgument(format!("Invalid group uri: {}", uri.trim()))
                 })?
             } else if grantee.child("EmailAddress").is_some() {
-                return Err(S3Error::InvalidArgument(
-                    "Grants by e-mail address are not supported.".into(),
-                ));
+                return Err(S3Error::UnresolvableGrantByEmailAddress);
             } else {
                 return Err(S3Error::MalformedXml);
             };
@@ -200,7 +195,10 @@ pub async fn put_bucket_acl(
     let meta = ctx.store().bucket(bucket)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::WriteAcp)?;
     let acl = new_acl(ctx, body, payload, &meta.acl, &meta.acl.owner).await?;
-    ctx.store().set_bucket_acl(bucket, acl)?;
+    ctx.store().update_bucket(bucket, |meta| {
+        meta.acl = acl;
+        Ok(())
+    })?;
     Ok(empty_response(StatusCode::OK))
 }
 
@@ -227,7 +225,10 @@ pub async fn put_object_acl(
     let meta = ctx.store().object(bucket, key)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::WriteAcp)?;
     let acl = new_acl(ctx, body, payload, &meta.acl, &bmeta.acl.owner).await?;
-    ctx.store().set_object_acl(bucket, key, acl)?;
+    ctx.store().update_object(bucket, key, |meta| {
+        meta.acl = acl;
+        Ok(())
+    })?;
     Ok(empty_response(StatusCode::OK))
 }
 

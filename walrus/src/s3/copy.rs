@@ -104,6 +104,19 @@ pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body
     } else {
         src.headers.clone()
     };
+    // Tags follow `x-amz-tagging-directive`: the source's (COPY, default) or the request's.
+    let tags = match ctx.header("x-amz-tagging-directive").map(str::trim) {
+        None => src.tags.clone(),
+        Some(d) if d.eq_ignore_ascii_case("COPY") => src.tags.clone(),
+        Some(d) if d.eq_ignore_ascii_case("REPLACE") => {
+            super::tagging::from_header(&ctx.headers)?.unwrap_or_default()
+        }
+        Some(_) => {
+            return Err(S3Error::InvalidArgument(
+                "Unknown tagging directive.".into(),
+            ))
+        }
+    };
     let owner = ctx
         .account_id()
         .map(str::to_owned)
@@ -139,6 +152,7 @@ pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body
         headers,
         checksum: checksum.clone(),
         acl,
+        tags,
     };
     let meta = ctx
         .store()

@@ -140,6 +140,26 @@ pub enum S3Error {
     /// An upload without Content-Length or chunked framing.
     #[error("You must provide the Content-Length HTTP header.")]
     MissingContentLength,
+    /// A tag set over its limits (count, key or value length), with a duplicate key, or
+    /// naming a key reserved for the system (`aws:`).
+    #[error("{0}")]
+    InvalidTag(String),
+    /// A grant names its grantee by an e-mail address, which names no account Walrus knows.
+    #[error("The e-mail address you provided does not match any account on record.")]
+    UnresolvableGrantByEmailAddress,
+    /// A request S3 calls plainly bad (a CORS preflight without `Origin` or a valid
+    /// `Access-Control-Request-Method`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A CORS preflight that no rule of the bucket allows (or a bucket without CORS).
+    #[error("CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.")]
+    CorsForbidden,
+    /// GetBucketCors of a bucket that has no CORS configuration.
+    #[error("The CORS configuration does not exist")]
+    NoSuchCorsConfiguration,
+    /// GetBucketTagging of a bucket that has no tags.
+    #[error("The TagSet does not exist")]
+    NoSuchTagSet,
     /// An operation the router knows but Walrus does not implement.
     #[error("{0} is not implemented by Walrus.")]
     NotImplemented(&'static str),
@@ -219,6 +239,14 @@ impl S3Error {
             InvalidUri => ("InvalidURI", StatusCode::BAD_REQUEST),
             MethodNotAllowed => ("MethodNotAllowed", StatusCode::METHOD_NOT_ALLOWED),
             MissingContentLength => ("MissingContentLength", StatusCode::LENGTH_REQUIRED),
+            InvalidTag(_) => ("InvalidTag", StatusCode::BAD_REQUEST),
+            BadRequest(_) => ("BadRequest", StatusCode::BAD_REQUEST),
+            UnresolvableGrantByEmailAddress => {
+                ("UnresolvableGrantByEmailAddress", StatusCode::BAD_REQUEST)
+            }
+            CorsForbidden => ("AccessForbidden", StatusCode::FORBIDDEN),
+            NoSuchCorsConfiguration => ("NoSuchCORSConfiguration", StatusCode::NOT_FOUND),
+            NoSuchTagSet => ("NoSuchTagSet", StatusCode::NOT_FOUND),
             NotImplemented(_) => ("NotImplemented", StatusCode::NOT_IMPLEMENTED),
             InvalidManifest(_) => ("InvalidManifest", StatusCode::BAD_REQUEST),
             // The request is sound; the stored bundle conflicts with its own manifest, and

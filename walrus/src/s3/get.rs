@@ -148,6 +148,7 @@ fn object_response_headers(ctx: &Ctx, meta: &ObjectMeta, part: bool, h: &mut Hea
         http::header::ACCEPT_RANGES,
         HeaderValue::from_static("bytes"),
     );
+    super::tagging::add_count_header(h, &meta.tags);
     let oh = &meta.headers;
     let ct = oh.content_type.as_deref().unwrap_or("binary/octet-stream");
     let pairs: [(HeaderName, Option<&str>); 6] = [
@@ -447,6 +448,7 @@ mod tests {
             checksum: None,
             acl: crate::acl::CannedAcl::Private.to_acl("1", "1"),
             part_sizes: vec![8, 4],
+            tags: Vec::new(),
         };
         let part = |n| PartNumber::parse(n).expect("part number");
         assert_eq!(part_range(&meta, part("1")).expect("ok"), (0, 7));

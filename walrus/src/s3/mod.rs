@@ -1,12 +1,13 @@
 //! The S3 HTTP layer: one file per protocol area (Garage's layout). [`router`] turns a
 //! request into an [`router::Endpoint`] carrying its typed parameters, [`auth`] says who is
 //! calling, and the handlers in `bucket`, `list`, `put`, `get`, `copy`, `delete`,
-//! `multipart` and `acl` do the work; [`error`] and [`xml`] render what goes back.
+//! `multipart`, `acl`, `tagging` and `cors` do the work; [`error`] and [`xml`] render what goes back.
 
 pub mod acl;
 pub mod auth;
 pub mod bucket;
 pub mod copy;
+pub mod cors;
 pub mod delete;
 pub mod error;
 pub mod get;
@@ -15,6 +16,7 @@ pub mod list;
 pub mod multipart;
 pub mod put;
 pub mod router;
+pub mod tagging;
 pub mod xml;
 
 use std::sync::Arc;
@@ -315,6 +317,13 @@ pub async fn dispatch(
         E::GetBucketAcl(b) => acl::get_bucket_acl(&ctx, &b),
         E::PutBucketAcl(b) => acl::put_bucket_acl(&ctx, &b, body, payload).await,
         E::ListMultipartUploads(b) => multipart::list_uploads(&ctx, &b),
+        E::GetBucketTagging(b) => tagging::get_bucket_tagging(&ctx, &b),
+        E::PutBucketTagging(b) => tagging::put_bucket_tagging(&ctx, &b, body, payload).await,
+        E::DeleteBucketTagging(b) => tagging::delete_bucket_tagging(&ctx, &b),
+        E::GetBucketCors(b) => cors::get_bucket_cors(&ctx, &b),
+        E::PutBucketCors(b) => cors::put_bucket_cors(&ctx, &b, body, payload).await,
+        E::DeleteBucketCors(b) => cors::delete_bucket_cors(&ctx, &b),
+        E::PreflightCors(b) => cors::preflight(&ctx, &b),
         E::PutObject(o) => put::put_object(&ctx, &o, body, payload).await,
         E::GetObject {
             object,
@@ -328,6 +337,9 @@ pub async fn dispatch(
         E::CopyObject(o) => copy::copy_object(&ctx, &o).await,
         E::GetObjectAcl(o) => acl::get_object_acl(&ctx, &o),
         E::PutObjectAcl(o) => acl::put_object_acl(&ctx, &o, body, payload).await,
+        E::GetObjectTagging(o) => tagging::get_object_tagging(&ctx, &o),
+        E::PutObjectTagging(o) => tagging::put_object_tagging(&ctx, &o, body, payload).await,
+        E::DeleteObjectTagging(o) => tagging::delete_object_tagging(&ctx, &o),
         E::CreateMultipartUpload(o) => multipart::create(&ctx, &o).await,
         E::UploadPart {
             object,

@@ -61,9 +61,14 @@ pub async fn create(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3
         Some(n) => Some(parse_checksum_name(n)?),
         None => None,
     };
-    let upload = ctx
-        .store()
-        .create_upload(bucket, key, object_headers(&ctx.headers)?, alg, acl)?;
+    let upload = ctx.store().create_upload(
+        bucket,
+        key,
+        object_headers(&ctx.headers)?,
+        alg,
+        acl,
+        super::tagging::from_header(&ctx.headers)?.unwrap_or_default(),
+    )?;
     let mut w = xml::document();
     w.open_with("InitiateMultipartUploadResult", &xml::S3_ROOT);
     w.elem("Bucket", bucket.as_str());

@@ -302,6 +302,7 @@ pub async fn put_object(
         .unwrap_or_else(|| bmeta.acl.owner.clone());
     let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
     let headers = object_headers(&ctx.headers)?;
+    let tags = super::tagging::from_header(&ctx.headers)?.unwrap_or_default();
     let quotas = ctx.quotas().await;
     let room = Room {
         quotas: &quotas,
@@ -313,6 +314,7 @@ pub async fn put_object(
         headers,
         checksum: received.checksum.clone(),
         acl,
+        tags,
     };
     let meta = ctx
         .store()

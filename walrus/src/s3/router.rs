@@ -90,6 +90,15 @@ pub enum Endpoint {
     GetBucketAcl(BucketName),
     PutBucketAcl(BucketName),
     ListMultipartUploads(BucketName),
+    GetBucketTagging(BucketName),
+    PutBucketTagging(BucketName),
+    DeleteBucketTagging(BucketName),
+    GetBucketCors(BucketName),
+    PutBucketCors(BucketName),
+    DeleteBucketCors(BucketName),
+    /// A browser's CORS preflight, on the bucket or one of its objects (AWS has no
+    /// operation name for it).
+    PreflightCors(BucketName),
     PutObject(ObjectPath),
     GetObject {
         object: ObjectPath,
@@ -103,6 +112,9 @@ pub enum Endpoint {
     CopyObject(ObjectPath),
     GetObjectAcl(ObjectPath),
     PutObjectAcl(ObjectPath),
+    GetObjectTagging(ObjectPath),
+    PutObjectTagging(ObjectPath),
+    DeleteObjectTagging(ObjectPath),
     CreateMultipartUpload(ObjectPath),
     UploadPart {
         object: ObjectPath,
@@ -145,6 +157,13 @@ impl Endpoint {
             E::GetBucketAcl(_) => "GetBucketAcl",
             E::PutBucketAcl(_) => "PutBucketAcl",
             E::ListMultipartUploads(_) => "ListMultipartUploads",
+            E::GetBucketTagging(_) => "GetBucketTagging",
+            E::PutBucketTagging(_) => "PutBucketTagging",
+            E::DeleteBucketTagging(_) => "DeleteBucketTagging",
+            E::GetBucketCors(_) => "GetBucketCors",
+            E::PutBucketCors(_) => "PutBucketCors",
+            E::DeleteBucketCors(_) => "DeleteBucketCors",
+            E::PreflightCors(_) => "OPTIONS",
             E::PutObject(_) => "PutObject",
             E::GetObject { .. } => "GetObject",
             E::HeadObject { .. } => "HeadObject",
@@ -152,6 +171,9 @@ impl Endpoint {
             E::CopyObject(_) => "CopyObject",
             E::GetObjectAcl(_) => "GetObjectAcl",
             E::PutObjectAcl(_) => "PutObjectAcl",
+            E::GetObjectTagging(_) => "GetObjectTagging",
+            E::PutObjectTagging(_) => "PutObjectTagging",
+            E::DeleteObjectTagging(_) => "DeleteObjectTagging",
             E::CreateMultipartUpload(_) => "CreateMultipartUpload",
             E::UploadPart { .. } => "UploadPart",
             E::UploadPartCopy { .. } => "UploadPartCopy",
@@ -185,8 +207,6 @@ unimplemented_endpoints! {
     GetBucketVersioning, PutBucketVersioning,
     GetBucketLifecycleConfiguration, PutBucketLifecycleConfiguration, DeleteBucketLifecycle,
     GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
-    GetBucketCors, PutBucketCors, DeleteBucketCors,
-    GetBucketTagging, PutBucketTagging, DeleteBucketTagging,
     GetBucketWebsite, PutBucketWebsite, DeleteBucketWebsite,
     GetBucketLogging, PutBucketLogging,
     GetBucketNotificationConfiguration, PutBucketNotificationConfiguration,
@@ -205,7 +225,6 @@ unimplemented_endpoints! {
     DeleteBucketMetricsConfiguration,
     GetBucketIntelligentTieringConfiguration, PutBucketIntelligentTieringConfiguration,
     DeleteBucketIntelligentTieringConfiguration,
-    GetObjectTagging, PutObjectTagging, DeleteObjectTagging,
     GetObjectRetention, PutObjectRetention, GetObjectLegalHold, PutObjectLegalHold,
     GetObjectTorrent, GetObjectAttributes, RestoreObject, SelectObjectContent,
 }
@@ -214,15 +233,14 @@ use Endpoint as E;
 use Unimplemented as U;
 
 /// Sub-resources of unimplemented bucket operations by method, in priority order; the first
-/// present wins. The implemented sub-resources (`acl`, `location`, `uploads`) come first.
+/// present wins. The implemented sub-resources (`acl`, `location`, `uploads`, `tagging`,
+/// `cors`) come first.
 const BUCKET_GET: &[(&str, Unimplemented)] = &[
     ("versions", U::ListObjectVersions),
     ("versioning", U::GetBucketVersioning),
     ("lifecycle", U::GetBucketLifecycleConfiguration),
     ("policy", U::GetBucketPolicy),
     ("policyStatus", U::GetBucketPolicyStatus),
-    ("cors", U::GetBucketCors),
-    ("tagging", U::GetBucketTagging),
     ("website", U::GetBucketWebsite),
     ("logging", U::GetBucketLogging),
     ("notification", U::GetBucketNotificationConfiguration),
@@ -246,8 +264,6 @@ const BUCKET_PUT: &[(&str, Unimplemented)] = &[
     ("versioning", U::PutBucketVersioning),
     ("lifecycle", U::PutBucketLifecycleConfiguration),
     ("policy", U::PutBucketPolicy),
-    ("cors", U::PutBucketCors),
-    ("tagging", U::PutBucketTagging),
     ("website", U::PutBucketWebsite),
     ("logging", U::PutBucketLogging),
     ("notification", U::PutBucketNotificationConfiguration),
@@ -270,8 +286,6 @@ const BUCKET_PUT: &[(&str, Unimplemented)] = &[
 const BUCKET_DELETE: &[(&str, Unimplemented)] = &[
     ("lifecycle", U::DeleteBucketLifecycle),
     ("policy", U::DeleteBucketPolicy),
-    ("cors", U::DeleteBucketCors),
-    ("tagging", U::DeleteBucketTagging),
     ("website", U::DeleteBucketWebsite),
     ("replication", U::DeleteBucketReplication),
     ("encryption", U::DeleteBucketEncryption),
@@ -286,10 +300,9 @@ const BUCKET_DELETE: &[(&str, Unimplemented)] = &[
     ),
 ];
 
-/// The same for objects; the implemented sub-resources (`acl`, `uploads`, `uploadId`) come
-/// first.
+/// The same for objects; the implemented sub-resources (`acl`, `tagging`, `uploads`,
+/// `uploadId`) come first.
 const OBJECT_GET: &[(&str, Unimplemented)] = &[
-    ("tagging", U::GetObjectTagging),
     ("torrent", U::GetObjectTorrent),
     ("retention", U::GetObjectRetention),
     ("legal-hold", U::GetObjectLegalHold),
@@ -297,7 +310,6 @@ const OBJECT_GET: &[(&str, Unimplemented)] = &[
 ];
 
 const OBJECT_PUT: &[(&str, Unimplemented)] = &[
-    ("tagging", U::PutObjectTagging),
     ("retention", U::PutObjectRetention),
     ("legal-hold", U::PutObjectLegalHold),
 ];
@@ -306,8 +318,6 @@ const OBJECT_POST: &[(&str, Unimplemented)] = &[
     ("restore", U::RestoreObject),
     ("select", U::SelectObjectContent),
 ];
-
-const OBJECT_DELETE: &[(&str, Unimplemented)] = &[("tagging", U::DeleteObjectTagging)];
 
 /// The first unimplemented operation of `table` whose sub-resource the query names.
 fn unimplemented(table: &[(&str, Unimplemented)], query: &Query) -> Option<Unimplemented> {
@@ -524,6 +534,8 @@ fn bucket_endpoint(
         Method::GET if query.has("acl") => E::GetBucketAcl(bucket),
         Method::GET if query.has("location") => E::GetBucketLocation(bucket),
         Method::GET if query.has("uploads") => E::ListMultipartUploads(bucket),
+        Method::GET if query.has("tagging") => E::GetBucketTagging(bucket),
+        Method::GET if query.has("cors") => E::GetBucketCors(bucket),
         Method::GET => match unimplemented(BUCKET_GET, query) {
             Some(op) => E::NotImplemented(op),
             None if query.get("list-type") == Some("2") => E::ListObjectsV2(bucket),
@@ -531,15 +543,20 @@ fn bucket_endpoint(
         },
         Method::HEAD => E::HeadBucket(bucket),
         Method::PUT if query.has("acl") => E::PutBucketAcl(bucket),
+        Method::PUT if query.has("tagging") => E::PutBucketTagging(bucket),
+        Method::PUT if query.has("cors") => E::PutBucketCors(bucket),
         Method::PUT => match unimplemented(BUCKET_PUT, query) {
             Some(op) => E::NotImplemented(op),
             None => E::CreateBucket(bucket),
         },
+        Method::DELETE if query.has("tagging") => E::DeleteBucketTagging(bucket),
+        Method::DELETE if query.has("cors") => E::DeleteBucketCors(bucket),
         Method::DELETE => match unimplemented(BUCKET_DELETE, query) {
             Some(op) => E::NotImplemented(op),
             None => E::DeleteBucket(bucket),
         },
         Method::POST if query.has("delete") => E::DeleteObjects(bucket),
+        Method::OPTIONS => E::PreflightCors(bucket),
         Method::POST => E::NotImplemented(U::PostObject),
         _ => return Err(S3Error::MethodNotAllowed),
     };
@@ -557,6 +574,7 @@ fn object_endpoint(
     let part_to_read = || query.get("partNumber").map(PartNumber::parse).transpose();
     let endpoint = match *method {
         Method::GET if query.has("acl") => E::GetObjectAcl(object),
+        Method::GET if query.has("tagging") => E::GetObjectTagging(object),
         Method::GET if query.has("uploadId") => E::ListParts {
             object,
             upload_id: UploadId::from_query(query),
@@ -591,6 +609,7 @@ fn object_endpoint(
             }
         }
         Method::PUT if query.has("acl") => E::PutObjectAcl(object),
+        Method::PUT if query.has("tagging") => E::PutObjectTagging(object),
         Method::PUT => match unimplemented(OBJECT_PUT, query) {
             Some(op) => E::NotImplemented(op),
             None if has_copy_source => E::CopyObject(object),
@@ -609,10 +628,9 @@ fn object_endpoint(
             object,
             upload_id: UploadId::from_query(query),
         },
-        Method::DELETE => match unimplemented(OBJECT_DELETE, query) {
-            Some(op) => E::NotImplemented(op),
-            None => E::DeleteObject(object),
-        },
+        Method::DELETE if query.has("tagging") => E::DeleteObjectTagging(object),
+        Method::OPTIONS => E::PreflightCors(object.bucket),
+        Method::DELETE => E::DeleteObject(object),
         _ => return Err(S3Error::MethodNotAllowed),
     };
     Ok(endpoint)
@@ -690,7 +708,7 @@ mod tests {
         assert_eq!(ep(Method::PUT, "/b1b", "acl"), E::PutBucketAcl(b1b()));
         assert_eq!(
             ep(Method::DELETE, "/b1b", "cors"),
-            E::NotImplemented(U::DeleteBucketCors)
+            E::DeleteBucketCors(BucketName::parse("b1b").expect("name"))
         );
         assert_eq!(ep(Method::HEAD, "/b1b", ""), E::HeadBucket(b1b()));
         assert_eq!(ep(Method::PUT, "/b1b/k", ""), E::PutObject(b1b_k()));
@@ -730,7 +748,19 @@ mod tests {
         assert_eq!(ep(Method::GET, "/b1b/k", "acl"), E::GetObjectAcl(b1b_k()));
         assert_eq!(
             ep(Method::GET, "/b1b/k", "tagging"),
-            E::NotImplemented(U::GetObjectTagging)
+            E::GetObjectTagging(b1b_k())
+        );
+        assert_eq!(
+            ep(Method::DELETE, "/b1b/k", "tagging"),
+            E::DeleteObjectTagging(b1b_k())
+        );
+        assert_eq!(
+            ep(Method::PUT, "/b1b", "tagging"),
+            E::PutBucketTagging(BucketName::parse("b1b").expect("name"))
+        );
+        assert_eq!(
+            ep(Method::GET, "/b1b/k", "retention"),
+            E::NotImplemented(U::GetObjectRetention)
         );
         assert_eq!(
             ep(Method::GET, "/b1b/k", ""),
@@ -740,8 +770,8 @@ mod tests {
             }
         );
         assert_eq!(
-            E::NotImplemented(U::GetObjectTagging).name(),
-            "GetObjectTagging"
+            E::NotImplemented(U::GetObjectRetention).name(),
+            "GetObjectRetention"
         );
         let r = route(
             &Method::PUT,
@@ -815,7 +845,7 @@ mod tests {
         // Another operation's sub-resource wins over a part number it does not read.
         assert_eq!(
             at(Method::GET, "tagging&partNumber=0").expect("r").endpoint,
-            E::NotImplemented(U::GetObjectTagging)
+            E::GetObjectTagging(b1b_k())
         );
         assert_eq!(
             at(Method::DELETE, "uploadId").expect("r").endpoint,

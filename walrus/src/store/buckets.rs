@@ -4,9 +4,9 @@ use std::time::SystemTime;
 
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 
-use super::db::{self, CF_BUCKETS, CF_OBJECTS, CF_UPLOADS};
+use super::db::{self, CF_BUCKETS, CF_OBJECTS};
 use super::usage::Delta;
-use super::{internal, lock, write_lock, BucketMeta, Inner, StorageQuotas, StoreError};
+use super::{internal, lock, multipart, write_lock, BucketMeta, Inner, StorageQuotas, StoreError};
 use crate::acl::Acl;
 use crate::names::BucketName;
 
@@ -36,6 +36,8 @@ pub(super) fn create(
         created: SystemTime::now(),
         location,
         acl,
+        tags: None,
+        cors: None,
     };
     let counted = inner.usage.reserve(
         Delta {
@@ -85,10 +87,14 @@ pub(super) fn delete(inner: &Inner, name: &BucketName) -> Result<(), StoreError>
     let _buckets = lock(&inner.buckets);
     let meta = get(inner, name.as_str())?;
     let prefix = db::bucket_prefix(name.as_str());
-    for cf in [CF_OBJECTS, CF_UPLOADS] {
-        if has_prefix(inner, cf, &prefix)? {
-            return Err(StoreError::BucketNotEmpty);
-        }
+    if has_prefix(inner, CF_OBJECTS, &prefix)? {
+        return Err(StoreError::BucketNotEmpty);
+    }
+    // Uploads in progress go with the bucket, as in S3: left alone, one forgotten upload
+    // would keep its bucket forever. (The gate keeps new ones out meanwhile.)
+    let (uploads, _) = multipart::list_uploads(inner, name, "", None, None, usize::MAX)?;
+    for upload in &uploads {
+        multipart::abort(inner, upload)?;
     }
     let counted = inner.usage.reserve(
         Delta {
@@ -119,10 +125,14 @@ fn has_prefix(inner: &Inner, cf: &str, prefix: &[u8]) -> Result<bool, StoreError
     Ok(found)
 }
 
-pub(super) fn set_acl(inner: &Inner, name: &BucketName, acl: Acl) -> Result<(), StoreError> {
+pub(super) fn update(
+    inner: &Inner,
+    name: &BucketName,
+    change: impl FnOnce(&mut BucketMeta) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let _buckets = lock(&inner.buckets);
     let mut meta = get(inner, name.as_str())?;
-    meta.acl = acl;
+    change(&mut meta)?;
     inner
         .db
         .put_cf_opt(

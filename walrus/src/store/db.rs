@@ -375,7 +375,7 @@ pub(super) const MARKER: &[u8] = &[FORMAT_V1];
 mod tests {
     use super::*;
     use crate::acl::Acl;
-    use crate::store::ObjectHeaders;
+    use crate::store::{ObjectHeaders, Tag};
     use std::time::SystemTime;
 
     fn meta() -> ObjectMeta {
@@ -393,6 +393,10 @@ mod tests {
                 grants: vec![],
             },
             part_sizes: vec![],
+            tags: vec![Tag {
+                key: "project".into(),
+                value: "kö ala".into(),
+            }],
         }
     }
 

@@ -14,6 +14,10 @@ pub(super) fn objects(
     q: &ListQuery,
 ) -> Result<ListPage, StoreError> {
     buckets::require(inner, bucket.as_str())?;
+    if q.max_keys == 0 {
+        // S3 answers an empty page that is not truncated, whatever the bucket holds.
+        return Ok(ListPage::default());
+    }
     let base = db::bucket_prefix(bucket.as_str());
     let scan_prefix = db::object_key(bucket.as_str(), &q.prefix);
     let mut opts = ReadOptions::default();

@@ -148,6 +148,38 @@ pub struct ObjectHeaders {
     pub user_metadata: Vec<(String, String)>,
 }
 
+/// One tag of an object or a bucket (S3's `Tagging`): a key and a value, both Unicode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    /// Up to 128 characters.
+    pub key: String,
+    /// Up to 256 characters, possibly empty.
+    pub value: String,
+}
+
+/// One rule of a bucket's CORS configuration (PutBucketCors): which origins may make which
+/// cross-origin requests with which headers, what they may read back, and for how long a
+/// browser may keep the preflight's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsRule {
+    /// The rule's `ID`, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Origins, each with at most one `*` wildcard.
+    pub allowed_origins: Vec<String>,
+    /// Methods: GET, PUT, HEAD, POST, DELETE.
+    pub allowed_methods: Vec<String>,
+    /// Request headers a preflight may announce, each with at most one `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_headers: Vec<String>,
+    /// Response headers the browser lets the page read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache the preflight's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u32>,
+}
+
 /// A bucket's stored record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketMeta {
@@ -159,6 +191,13 @@ pub struct BucketMeta {
     pub location: Option<String>,
     /// Its ACL (owner inside).
     pub acl: Acl,
+    /// Its tags (PutBucketTagging); `None` until set, which GetBucketTagging tells apart
+    /// from an empty set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    /// Its CORS rules (PutBucketCors), in order; `None` until set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Vec<CorsRule>>,
 }
 
 impl records::Versioned for BucketMeta {
@@ -186,6 +225,9 @@ pub struct ObjectMeta {
     pub acl: Acl,
     /// For multipart objects: the size of each part, in order (for `partNumber` GETs).
     pub part_sizes: Vec<u64>,
+    /// Its tags (`x-amz-tagging`, PutObjectTagging).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
 }
 
 /// What a new object carries besides its body.
@@ -197,6 +239,8 @@ pub struct NewObject {
     pub checksum: Option<(ChecksumAlgorithm, String)>,
     /// Its ACL (owner inside).
     pub acl: Acl,
+    /// Its tags.
+    pub tags: Vec<Tag>,
 }
 
 /// A staged body: on disk and fsynced (or held in memory when small), not yet visible.
@@ -272,6 +316,9 @@ pub struct UploadMeta {
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
     /// ACL the object will get (owner inside: the initiator).
     pub acl: Acl,
+    /// Tags the object will get (`x-amz-tagging` at creation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
 }
 
 impl records::Versioned for UploadMeta {
@@ -296,8 +343,8 @@ pub struct PartMeta {
 
 /// The store. Cheap to clone (an `Arc` inside); safe to use from many tasks.
 ///
-/// The synchronous methods that write (`create_bucket`, `delete_bucket`, `set_bucket_acl`,
-/// `set_object_acl`, `create_upload`) wait for a WAL fsync: call them from a blocking-capable
+/// The synchronous methods that write (`create_bucket`, `delete_bucket`, `update_bucket`,
+/// `update_object`, `create_upload`) wait for a WAL fsync: call them from a blocking-capable
 /// context (`spawn_blocking`) on a busy server. The async methods move their blocking work
 /// off the reactor themselves.
 #[derive(Clone)]
@@ -529,14 +576,20 @@ impl Store {
         buckets::list(&self.inner)
     }
 
-    /// Deletes an empty bucket (no objects, no multipart uploads).
+    /// Deletes a bucket that holds no object; its multipart uploads in progress are aborted
+    /// (their parts' files reclaimed) with it.
     pub fn delete_bucket(&self, name: &BucketName) -> Result<(), StoreError> {
         buckets::delete(&self.inner, name)
     }
 
-    /// Replaces the bucket's ACL.
-    pub fn set_bucket_acl(&self, name: &BucketName, acl: Acl) -> Result<(), StoreError> {
-        buckets::set_acl(&self.inner, name, acl)
+    /// Changes the bucket's record (its ACL, tags, configurations) under the bucket lock,
+    /// synced; `change` may refuse, and nothing is written then.
+    pub fn update_bucket(
+        &self,
+        name: &BucketName,
+        change: impl FnOnce(&mut BucketMeta) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        buckets::update(&self.inner, name, change)
     }
 
     // ---- objects ----
@@ -599,14 +652,15 @@ impl Store {
         objects::read(&self.inner, bucket, key, meta, offset, len)
     }
 
-    /// Replaces an object's ACL.
-    pub fn set_object_acl(
+    /// Changes an object's metadata (its ACL, tags) in place, under the key's lock, synced;
+    /// the body stays. `change` may refuse, and nothing is written then.
+    pub fn update_object(
         &self,
         bucket: &BucketName,
         key: &ObjectKey,
-        acl: Acl,
+        change: impl FnOnce(&mut ObjectMeta) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        objects::set_acl(&self.inner, bucket, key, acl)
+        objects::update(&self.inner, bucket, key, change)
     }
 
     /// Deletes an object; deleting a missing key succeeds (S3 semantics) and returns false.
@@ -639,8 +693,17 @@ impl Store {
         headers: ObjectHeaders,
         checksum_algorithm: Option<ChecksumAlgorithm>,
         acl: Acl,
+        tags: Vec<Tag>,
     ) -> Result<UploadMeta, StoreError> {
-        multipart::create(&self.inner, bucket, key, headers, checksum_algorithm, acl)
+        multipart::create(
+            &self.inner,
+            bucket,
+            key,
+            headers,
+            checksum_algorithm,
+            acl,
+            tags,
+        )
     }
 
     /// The upload's record, checking it belongs to `bucket/key`.

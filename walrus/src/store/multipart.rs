@@ -20,7 +20,8 @@ use super::objects::size_delta;
 use super::usage::Delta;
 use super::{
     buckets, digest, internal, objects, read_lock, write_lock, ChecksumAlgorithm, Inner,
-    ObjectHeaders, ObjectMeta, PartMeta, Staged, StagedData, StorageQuotas, StoreError, UploadMeta,
+    ObjectHeaders, ObjectMeta, PartMeta, Staged, StagedData, StorageQuotas, StoreError, Tag,
+    UploadMeta,
 };
 use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
@@ -50,6 +51,7 @@ pub(super) fn create(
     headers: ObjectHeaders,
     checksum_algorithm: Option<ChecksumAlgorithm>,
     acl: Acl,
+    tags: Vec<Tag>,
 ) -> Result<UploadMeta, StoreError> {
     let _gate = read_lock(&inner.gate);
     buckets::require(inner, bucket.as_str())?;
@@ -62,6 +64,7 @@ pub(super) fn create(
         headers,
         checksum_algorithm,
         acl,
+        tags,
     };
     let ukey = db::upload_key(&meta.bucket, &meta.key, &meta.upload_id);
     inner
@@ -346,6 +349,7 @@ pub(super) fn complete(
             checksum: composite_checksum(upload.checksum_algorithm, &chosen),
             acl: upload.acl.clone(),
             part_sizes: extents.iter().map(|e| e.size).collect(),
+            tags: upload.tags.clone(),
         },
         body: Body::Files(extents),
     };

@@ -18,7 +18,6 @@ use super::{
     buckets, internal, read_lock, BodyStream, Inner, NewObject, ObjectMeta, Staged, StagedData,
     StorageQuotas, StoreError,
 };
-use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
 
 pub(super) fn commit(
@@ -48,6 +47,7 @@ pub(super) fn commit(
             checksum: object.checksum,
             acl: object.acl,
             part_sizes: Vec::new(),
+            tags: object.tags,
         },
         body,
     };
@@ -212,11 +212,11 @@ pub(super) fn read(
     }
 }
 
-pub(super) fn set_acl(
+pub(super) fn update(
     inner: &Inner,
     bucket: &BucketName,
     key: &ObjectKey,
-    acl: Acl,
+    change: impl FnOnce(&mut ObjectMeta) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let _key = inner.key_lock(bucket.as_str(), key.as_str());
     let objects = inner.cf(CF_OBJECTS)?;
@@ -228,7 +228,7 @@ pub(super) fn set_acl(
             return Err(StoreError::NoSuchKey);
         }
     };
-    record.meta.acl = acl;
+    change(&mut record.meta)?;
     inner
         .db
         .put_cf_opt(objects, okey, record.encode()?, &db::sync_writes())
