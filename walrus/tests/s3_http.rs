@@ -1180,6 +1180,13 @@ async fn multipart_uploads() {
     let p = s.get("/mpu/big?partNumber=2").await;
     p.expect(206);
     assert_eq!(&p.body[..], b"2345");
+    // A part answers with its own ETag and the number of parts.
+    let part2_etag = format!("\"{}\"", md5_hex(b"2345"));
+    assert_eq!(p.header("etag"), part2_etag);
+    assert_eq!(p.header("x-amz-mp-parts-count"), "2");
+    s.get("/mpu/big?partNumber=3")
+        .await
+        .expect_err(400, "InvalidPart");
     s.get(&format!("/mpu/big?uploadId={idq}"))
         .await
         .expect_err(404, "NoSuchUpload");

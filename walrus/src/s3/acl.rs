@@ -78,7 +78,13 @@ pub fn render_acl(acl: &Acl, name_of: &dyn Fn(&str) -> String) -> bytes::Bytes {
     w.elem("DisplayName", &name_of(&acl.owner));
     w.close("Owner");
     w.open("AccessControlList");
-    for g in &acl.grants {
+    // Group grants first, then accounts' (each in the order kept): as RGW answers, which
+    // clients comparing grant lists position by position expect.
+    let (groups, accounts): (Vec<&Grant>, Vec<&Grant>) = acl
+        .grants
+        .iter()
+        .partition(|g| !matches!(g.grantee, Grantee::Account(_)));
+    for g in groups.into_iter().chain(accounts) {
         w.open("Grant");
         match &g.grantee {
             Grantee::Account(id) => {
@@ -254,7 +260,15 @@ mod tests {
             "<Owner><ID>111111111111</ID><DisplayName>name-111111111111</DisplayName></Owner>"
         ));
         assert!(s.contains("xsi:type=\"Group\"><URI>http://acs.amazonaws.com/groups/global/AllUsers</URI></Grantee><Permission>READ</Permission>"));
-        assert_eq!(parse_acl(&xml).expect("parse"), acl.grants);
+        // Groups come first; the set of grants is the same.
+        let parsed = parse_acl(&xml).expect("parse");
+        assert!(matches!(parsed[0].grantee, Grantee::AllUsers));
+        assert!(matches!(
+            parsed.last().map(|g| &g.grantee),
+            Some(Grantee::Account(_))
+        ));
+        assert_eq!(parsed.len(), acl.grants.len());
+        assert!(acl.grants.iter().all(|g| parsed.contains(g)));
     }
 
     #[test]

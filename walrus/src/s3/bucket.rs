@@ -64,14 +64,18 @@ pub async fn create_bucket(
     let location = parse_location(&body)?;
     let quotas = ctx.quotas().await;
     use crate::store::StoreError;
-    match ctx.store().create_bucket(bucket, acl, location, &quotas) {
-        // Creating a bucket one already owns succeeds and changes nothing (its ACL, its
-        // objects): what S3 answers in us-east-1, the region tools assume by default and
-        // the conformance suites test; other AWS regions answer BucketAlreadyOwnedByYou.
-        Ok(_) | Err(StoreError::BucketAlreadyOwnedByYou) => {}
-        Err(StoreError::BucketAlreadyExists) => {
-            // Tell the owner apart even if the store reports only "exists".
-            if ctx.store().bucket(bucket)?.acl.owner != account {
+    match ctx
+        .store()
+        .create_bucket(bucket, acl.clone(), location, &quotas)
+    {
+        Ok(_) => {}
+        Err(StoreError::BucketAlreadyOwnedByYou | StoreError::BucketAlreadyExists) => {
+            // Creating a bucket one already owns, as it is, succeeds and changes nothing: what
+            // S3 answers in us-east-1 (the region tools assume) and RGW too, and what the
+            // conformance suites test. Asking for another ACL than it has is a conflict, as
+            // RGW says; so is a name another account owns.
+            let existing = ctx.store().bucket(bucket)?;
+            if existing.acl.owner != account || existing.acl != acl {
                 return Err(S3Error::BucketAlreadyExists);
             }
         }

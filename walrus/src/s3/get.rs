@@ -139,8 +139,17 @@ fn hv(s: &str) -> Option<HeaderValue> {
 
 /// The headers describing an object (everything GET and HEAD share but the length), and
 /// its count of parts when a part is asked for.
-fn object_response_headers(ctx: &Ctx, meta: &ObjectMeta, part: bool, h: &mut HeaderMap) {
-    h.insert(http::header::ETAG, etag_value(&meta.etag));
+fn object_response_headers(
+    ctx: &Ctx,
+    meta: &ObjectMeta,
+    part: Option<PartNumber>,
+    h: &mut HeaderMap,
+) {
+    // A part of a multipart object answers with the part's own ETag.
+    let etag = part
+        .and_then(|n| meta.part_etags.get(n.get() as usize - 1))
+        .unwrap_or(&meta.etag);
+    h.insert(http::header::ETAG, etag_value(etag));
     if let Some(v) = hv(&httpdate::fmt_http_date(meta.last_modified)) {
         h.insert(http::header::LAST_MODIFIED, v);
     }
@@ -191,7 +200,7 @@ fn object_response_headers(ctx: &Ctx, meta: &ObjectMeta, part: bool, h: &mut Hea
             }
         }
     }
-    if meta.part_sizes.len() > 1 && part {
+    if !meta.part_sizes.is_empty() && part.is_some() {
         h.insert(
             "x-amz-mp-parts-count",
             HeaderValue::from(meta.part_sizes.len()),
@@ -237,7 +246,8 @@ fn part_range(meta: &ObjectMeta, n: PartNumber) -> Result<(u64, u64), S3Error> {
         meta.part_sizes.clone()
     };
     if n > sizes.len() {
-        return Err(S3Error::InvalidRange { size: meta.size });
+        // RGW's answer, which the conformance suite expects (AWS says 416 InvalidPartNumber).
+        return Err(S3Error::InvalidPart);
     }
     let start: u64 = sizes[..n - 1].iter().sum();
     let len = sizes[n - 1];
@@ -298,7 +308,7 @@ pub fn get_object(
 
     let mut resp = empty_response(StatusCode::OK);
     let h = resp.headers_mut();
-    object_response_headers(ctx, &meta, part_number.is_some(), h);
+    object_response_headers(ctx, &meta, part_number, h);
     apply_overrides(ctx, h)?;
     let (offset, len) = match range {
         Some((first, last)) if meta.size > 0 => {
@@ -448,6 +458,7 @@ mod tests {
             checksum: None,
             acl: crate::acl::CannedAcl::Private.to_acl("1", "1"),
             part_sizes: vec![8, 4],
+            part_etags: vec!["a".into(), "b".into()],
             tags: Vec::new(),
         };
         let part = |n| PartNumber::parse(n).expect("part number");
@@ -455,7 +466,7 @@ mod tests {
         assert_eq!(part_range(&meta, part("2")).expect("ok"), (8, 11));
         assert!(matches!(
             part_range(&meta, part("3")),
-            Err(S3Error::InvalidRange { .. })
+            Err(S3Error::InvalidPart)
         ));
     }
 }

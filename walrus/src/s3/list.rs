@@ -1,5 +1,6 @@
-//! ListObjects (v1) and ListObjectsV2: prefix, delimiter, marker / continuation token /
-//! start-after, max-keys, `encoding-type=url`, fetch-owner.
+//! ListObjects (v1), ListObjectsV2 and ListObjectVersions: prefix, delimiter, marker /
+//! continuation token / start-after / key-marker, max-keys, `encoding-type=url`,
+//! fetch-owner.
 
 use axum::body::Body;
 use base64::Engine;
@@ -104,7 +105,8 @@ pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response
     let mut w = xml::document();
     w.open_with("ListBucketResult", &xml::S3_ROOT);
     w.elem("Name", bucket.as_str());
-    w.elem("Prefix", &enc(&prefix));
+    // Botocore decodes a v2 Prefix but never a v1 one: S3 encodes only the former.
+    w.elem("Prefix", &if v2 { enc(&prefix) } else { prefix.clone() });
     if v2 {
         if let Some(t) = ctx.query("continuation-token") {
             w.elem("ContinuationToken", t);
@@ -160,6 +162,83 @@ pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response
         w.close("CommonPrefixes");
     }
     w.close("ListBucketResult");
+    Ok(xml_response(StatusCode::OK, w.finish()))
+}
+
+/// ListObjectVersions. Walrus keeps one version of each key, the `null` version that an
+/// unversioned bucket holds, so each object is listed as its latest and only version
+/// (what S3 answers for a bucket that was never versioned). Paging follows `key-marker`;
+/// `version-id-marker` can only be `null`.
+pub fn list_object_versions(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
+    let meta = ctx.store().bucket(bucket)?;
+    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    let prefix = ctx.query("prefix").unwrap_or("").to_owned();
+    let delimiter = ctx
+        .query("delimiter")
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned);
+    let max_keys = parse_max(ctx.query("max-keys"), "max-keys", MAX_KEYS)?;
+    let url = parse_encoding(ctx.query("encoding-type"))?;
+    let enc = |s: &str| if url { url_encode(s) } else { s.to_owned() };
+    let key_marker = ctx.query("key-marker").unwrap_or("").to_owned();
+    let version_marker = ctx.query("version-id-marker").unwrap_or("");
+    if !version_marker.is_empty() && key_marker.is_empty() {
+        return Err(S3Error::InvalidArgument(
+            "A version-id marker cannot be specified without a key marker.".into(),
+        ));
+    }
+    let page = ctx.store().list_objects(
+        bucket,
+        &ListQuery {
+            prefix: prefix.clone(),
+            delimiter: delimiter.clone(),
+            start_after: Some(key_marker.clone()).filter(|k| !k.is_empty()),
+            max_keys,
+        },
+    )?;
+
+    let mut w = xml::document();
+    w.open_with("ListVersionsResult", &xml::S3_ROOT);
+    w.elem("Name", bucket.as_str());
+    w.elem("Prefix", &enc(&prefix));
+    w.elem("KeyMarker", &enc(&key_marker));
+    w.elem("VersionIdMarker", version_marker);
+    w.elem("MaxKeys", &max_keys.to_string());
+    if let Some(d) = &delimiter {
+        w.elem("Delimiter", &enc(d));
+    }
+    if url {
+        w.elem("EncodingType", "url");
+    }
+    w.elem(
+        "IsTruncated",
+        if page.is_truncated { "true" } else { "false" },
+    );
+    if let Some(next) = page.next_marker.as_deref().filter(|_| page.is_truncated) {
+        w.elem("NextKeyMarker", &enc(next));
+        w.elem("NextVersionIdMarker", "null");
+    }
+    for (key, obj) in &page.objects {
+        w.open("Version");
+        w.elem("Key", &enc(key.as_str()));
+        w.elem("VersionId", "null");
+        w.elem("IsLatest", "true");
+        w.elem("LastModified", &iso8601(obj.last_modified));
+        w.elem("ETag", &format!("\"{}\"", obj.etag));
+        w.elem("Size", &obj.size.to_string());
+        w.open("Owner");
+        w.elem("ID", &obj.acl.owner);
+        w.elem("DisplayName", &ctx.display_name(&obj.acl.owner));
+        w.close("Owner");
+        w.elem("StorageClass", "STANDARD");
+        w.close("Version");
+    }
+    for p in &page.common_prefixes {
+        w.open("CommonPrefixes");
+        w.elem("Prefix", &enc(p));
+        w.close("CommonPrefixes");
+    }
+    w.close("ListVersionsResult");
     Ok(xml_response(StatusCode::OK, w.finish()))
 }
 

@@ -273,6 +273,18 @@ pub async fn dispatch(
         headers: &parts.headers,
     };
     let now = SystemTime::now();
+    // A browser's CORS preflight carries no credentials of its own, whatever its URL says
+    // (a presigned URL's query is for the request it prepares): it is never verified.
+    if let Endpoint::PreflightCors(bucket) = &route.endpoint {
+        let ctx = Ctx {
+            shared,
+            query: route.query,
+            headers: parts.headers,
+            principal: None,
+            request_id,
+        };
+        return cors::preflight(&ctx, bucket);
+    }
     let sigv2 = is_sigv2(&parts.headers, raw_query);
     let auth = ident::verify_with(shared.directory.as_ref(), |keys| {
         let auth = ident::verify_s3(&req, &route.v2_resource, keys, now);
@@ -313,6 +325,7 @@ pub async fn dispatch(
         E::GetBucketLocation(b) => bucket::get_bucket_location(&ctx, &b),
         E::ListObjects(b) => list::list_objects(&ctx, &b, false),
         E::ListObjectsV2(b) => list::list_objects(&ctx, &b, true),
+        E::ListObjectVersions(b) => list::list_object_versions(&ctx, &b),
         E::DeleteObjects(b) => delete::delete_objects(&ctx, &b, body, payload).await,
         E::GetBucketAcl(b) => acl::get_bucket_acl(&ctx, &b),
         E::PutBucketAcl(b) => acl::put_bucket_acl(&ctx, &b, body, payload).await,

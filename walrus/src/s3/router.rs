@@ -86,6 +86,7 @@ pub enum Endpoint {
     GetBucketLocation(BucketName),
     ListObjects(BucketName),
     ListObjectsV2(BucketName),
+    ListObjectVersions(BucketName),
     DeleteObjects(BucketName),
     GetBucketAcl(BucketName),
     PutBucketAcl(BucketName),
@@ -153,6 +154,7 @@ impl Endpoint {
             E::GetBucketLocation(_) => "GetBucketLocation",
             E::ListObjects(_) => "ListObjects",
             E::ListObjectsV2(_) => "ListObjectsV2",
+            E::ListObjectVersions(_) => "ListObjectVersions",
             E::DeleteObjects(_) => "DeleteObjects",
             E::GetBucketAcl(_) => "GetBucketAcl",
             E::PutBucketAcl(_) => "PutBucketAcl",
@@ -203,7 +205,7 @@ macro_rules! unimplemented_endpoints {
 }
 
 unimplemented_endpoints! {
-    ListObjectVersions, PostObject,
+    PostObject,
     GetBucketVersioning, PutBucketVersioning,
     GetBucketLifecycleConfiguration, PutBucketLifecycleConfiguration, DeleteBucketLifecycle,
     GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
@@ -236,7 +238,6 @@ use Unimplemented as U;
 /// present wins. The implemented sub-resources (`acl`, `location`, `uploads`, `tagging`,
 /// `cors`) come first.
 const BUCKET_GET: &[(&str, Unimplemented)] = &[
-    ("versions", U::ListObjectVersions),
     ("versioning", U::GetBucketVersioning),
     ("lifecycle", U::GetBucketLifecycleConfiguration),
     ("policy", U::GetBucketPolicy),
@@ -536,6 +537,7 @@ fn bucket_endpoint(
         Method::GET if query.has("uploads") => E::ListMultipartUploads(bucket),
         Method::GET if query.has("tagging") => E::GetBucketTagging(bucket),
         Method::GET if query.has("cors") => E::GetBucketCors(bucket),
+        Method::GET if query.has("versions") => E::ListObjectVersions(bucket),
         Method::GET => match unimplemented(BUCKET_GET, query) {
             Some(op) => E::NotImplemented(op),
             None if query.get("list-type") == Some("2") => E::ListObjectsV2(bucket),

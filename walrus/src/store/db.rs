@@ -393,6 +393,7 @@ mod tests {
                 grants: vec![],
             },
             part_sizes: vec![],
+            part_etags: vec![],
             tags: vec![Tag {
                 key: "project".into(),
                 value: "kö ala".into(),

@@ -225,6 +225,10 @@ pub struct ObjectMeta {
     pub acl: Acl,
     /// For multipart objects: the size of each part, in order (for `partNumber` GETs).
     pub part_sizes: Vec<u64>,
+    /// For multipart objects: each part's own ETag (hex MD5), in order: a `partNumber` GET
+    /// answers with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_etags: Vec<String>,
     /// Its tags (`x-amz-tagging`, PutObjectTagging).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,

@@ -349,6 +349,10 @@ pub(super) fn complete(
             checksum: composite_checksum(upload.checksum_algorithm, &chosen),
             acl: upload.acl.clone(),
             part_sizes: extents.iter().map(|e| e.size).collect(),
+            part_etags: chosen
+                .iter()
+                .map(|(_, rec)| rec.meta.etag.clone())
+                .collect(),
             tags: upload.tags.clone(),
         },
         body: Body::Files(extents),

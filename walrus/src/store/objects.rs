@@ -47,6 +47,7 @@ pub(super) fn commit(
             checksum: object.checksum,
             acl: object.acl,
             part_sizes: Vec::new(),
+            part_etags: Vec::new(),
             tags: object.tags,
         },
         body,
