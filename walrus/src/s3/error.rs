@@ -144,6 +144,13 @@ pub enum S3Error {
     /// naming a key reserved for the system (`aws:`).
     #[error("{0}")]
     InvalidTag(String),
+    /// A POST Object body that is not well-formed `multipart/form-data`.
+    #[error("The body of your POST request is not well-formed multipart/form-data.")]
+    MalformedPostRequest,
+    /// A POST Object policy document that cannot be read (not base64 JSON, no expiration
+    /// or conditions, a condition of no known shape).
+    #[error("{0}")]
+    InvalidPolicyDocument(String),
     /// A grant names its grantee by an e-mail address, which names no account Walrus knows.
     #[error("The e-mail address you provided does not match any account on record.")]
     UnresolvableGrantByEmailAddress,
@@ -241,6 +248,8 @@ impl S3Error {
             MissingContentLength => ("MissingContentLength", StatusCode::LENGTH_REQUIRED),
             InvalidTag(_) => ("InvalidTag", StatusCode::BAD_REQUEST),
             BadRequest(_) => ("BadRequest", StatusCode::BAD_REQUEST),
+            MalformedPostRequest => ("MalformedPOSTRequest", StatusCode::BAD_REQUEST),
+            InvalidPolicyDocument(_) => ("InvalidPolicyDocument", StatusCode::BAD_REQUEST),
             UnresolvableGrantByEmailAddress => {
                 ("UnresolvableGrantByEmailAddress", StatusCode::BAD_REQUEST)
             }

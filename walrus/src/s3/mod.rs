@@ -1,7 +1,7 @@
 //! The S3 HTTP layer: one file per protocol area (Garage's layout). [`router`] turns a
 //! request into an [`router::Endpoint`] carrying its typed parameters, [`auth`] says who is
 //! calling, and the handlers in `bucket`, `list`, `put`, `get`, `copy`, `delete`,
-//! `multipart`, `acl`, `tagging` and `cors` do the work; [`error`] and [`xml`] render what goes back.
+//! `multipart`, `post`, `acl`, `tagging` and `cors` do the work; [`error`] and [`xml`] render what goes back.
 
 pub mod acl;
 pub mod auth;
@@ -14,6 +14,7 @@ pub mod get;
 pub mod ident;
 pub mod list;
 pub mod multipart;
+pub mod post;
 pub mod put;
 pub mod router;
 pub mod tagging;
@@ -327,6 +328,7 @@ pub async fn dispatch(
         E::ListObjectsV2(b) => list::list_objects(&ctx, &b, true),
         E::ListObjectVersions(b) => list::list_object_versions(&ctx, &b),
         E::DeleteObjects(b) => delete::delete_objects(&ctx, &b, body, payload).await,
+        E::PostObject(b) => post::post_object(&ctx, &b, body).await,
         E::GetBucketAcl(b) => acl::get_bucket_acl(&ctx, &b),
         E::PutBucketAcl(b) => acl::put_bucket_acl(&ctx, &b, body, payload).await,
         E::ListMultipartUploads(b) => multipart::list_uploads(&ctx, &b),

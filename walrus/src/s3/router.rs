@@ -88,6 +88,8 @@ pub enum Endpoint {
     ListObjectsV2(BucketName),
     ListObjectVersions(BucketName),
     DeleteObjects(BucketName),
+    /// A browser's form upload (`multipart/form-data`) to the bucket.
+    PostObject(BucketName),
     GetBucketAcl(BucketName),
     PutBucketAcl(BucketName),
     ListMultipartUploads(BucketName),
@@ -156,6 +158,7 @@ impl Endpoint {
             E::ListObjectsV2(_) => "ListObjectsV2",
             E::ListObjectVersions(_) => "ListObjectVersions",
             E::DeleteObjects(_) => "DeleteObjects",
+            E::PostObject(_) => "PostObject",
             E::GetBucketAcl(_) => "GetBucketAcl",
             E::PutBucketAcl(_) => "PutBucketAcl",
             E::ListMultipartUploads(_) => "ListMultipartUploads",
@@ -205,7 +208,6 @@ macro_rules! unimplemented_endpoints {
 }
 
 unimplemented_endpoints! {
-    PostObject,
     GetBucketVersioning, PutBucketVersioning,
     GetBucketLifecycleConfiguration, PutBucketLifecycleConfiguration, DeleteBucketLifecycle,
     GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
@@ -559,7 +561,7 @@ fn bucket_endpoint(
         },
         Method::POST if query.has("delete") => E::DeleteObjects(bucket),
         Method::OPTIONS => E::PreflightCors(bucket),
-        Method::POST => E::NotImplemented(U::PostObject),
+        Method::POST => E::PostObject(bucket),
         _ => return Err(S3Error::MethodNotAllowed),
     };
     Ok(endpoint)

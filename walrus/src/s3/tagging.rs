@@ -146,7 +146,13 @@ async fn tags_in_body(
     max: usize,
 ) -> Result<Vec<Tag>, S3Error> {
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
-    let tags = parse(&body)?;
+    from_document(&body, max)
+}
+
+/// The tag set of a `Tagging` document, checked against `max` and put in order: what a
+/// Put*Tagging body or a POST form's `tagging` field sets.
+pub fn from_document(doc: &[u8], max: usize) -> Result<Vec<Tag>, S3Error> {
+    let tags = parse(doc)?;
     check(&tags, max)?;
     Ok(in_order(tags))
 }
