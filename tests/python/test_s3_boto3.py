@@ -628,6 +628,51 @@ def test_copy_object_from_private_bucket_of_another_account(s3, s3_other, bucket
 
 
 # ---------------------------------------------------------------------------------------------
+# GetObjectAttributes
+
+
+def test_object_attributes_of_a_plain_and_a_multipart_object(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"attributes", ChecksumAlgorithm="CRC32")
+    attrs = s3.get_object_attributes(Bucket=bucket, Key="plain", ObjectAttributes=[
+        "ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"])
+    assert attrs["ETag"] == md5_hex(b"attributes"), "without quotes, as S3 answers"
+    assert attrs["Checksum"]["ChecksumCRC32"] == crc32_b64(b"attributes")
+    assert attrs["ObjectSize"] == 10 and attrs["StorageClass"] == "STANDARD"
+    assert "ObjectParts" not in attrs, "a plain object has no parts"
+    only_size = s3.get_object_attributes(Bucket=bucket, Key="plain", ObjectAttributes=["ObjectSize"])
+    assert only_size["ObjectSize"] == 10 and "ETag" not in only_size
+
+    p1, p2 = os.urandom(5 * MiB), os.urandom(1000)
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="SHA256")[
+        "UploadId"]
+    sums = [b64(hashlib.sha256(p).digest()) for p in (p1, p2)]
+    etags = [s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=n, Body=p,
+                            ChecksumAlgorithm="SHA256")["ETag"] for n, p in ((1, p1), (2, p2))]
+    s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": e, "ChecksumSHA256": c}
+                  for n, (e, c) in enumerate(zip(etags, sums), start=1)]})
+    attrs = s3.get_object_attributes(Bucket=bucket, Key="mp",
+                                     ObjectAttributes=["ObjectParts", "ObjectSize"])
+    parts = attrs["ObjectParts"]
+    assert parts["TotalPartsCount"] == 2 and parts["IsTruncated"] is False
+    assert [(p["PartNumber"], p["Size"], p["ChecksumSHA256"]) for p in parts["Parts"]] == [
+        (1, len(p1), sums[0]), (2, len(p2), sums[1])]
+    assert attrs["ObjectSize"] == len(p1) + len(p2)
+    first = s3.get_object_attributes(Bucket=bucket, Key="mp", ObjectAttributes=["ObjectParts"],
+                                     MaxParts=1)["ObjectParts"]
+    assert [p["PartNumber"] for p in first["Parts"]] == [1]
+    assert first["IsTruncated"] is True and first["NextPartNumberMarker"] == 1
+    rest = s3.get_object_attributes(Bucket=bucket, Key="mp", ObjectAttributes=["ObjectParts"],
+                                    PartNumberMarker=1)["ObjectParts"]
+    assert [p["PartNumber"] for p in rest["Parts"]] == [2]
+
+    assert_error(s3.get_object_attributes, "InvalidArgument", 400, Bucket=bucket, Key="plain",
+                 ObjectAttributes=["Colour"])
+    assert_error(s3.get_object_attributes, "NoSuchKey", 404, Bucket=bucket, Key="absent",
+                 ObjectAttributes=["ETag"])
+
+
+# ---------------------------------------------------------------------------------------------
 # Multipart
 
 

@@ -459,6 +459,7 @@ mod tests {
             acl: crate::acl::CannedAcl::Private.to_acl("1", "1"),
             part_sizes: vec![8, 4],
             part_etags: vec!["a".into(), "b".into()],
+            part_checksums: Vec::new(),
             tags: Vec::new(),
         };
         let part = |n| PartNumber::parse(n).expect("part number");

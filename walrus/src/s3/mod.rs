@@ -1,9 +1,10 @@
 //! The S3 HTTP layer: one file per protocol area (Garage's layout). [`router`] turns a
 //! request into an [`router::Endpoint`] carrying its typed parameters, [`auth`] says who is
 //! calling, and the handlers in `bucket`, `list`, `put`, `get`, `copy`, `delete`,
-//! `multipart`, `post`, `acl`, `tagging` and `cors` do the work; [`error`] and [`xml`] render what goes back.
+//! `multipart`, `post`, `acl`, `tagging`, `cors` and `attributes` do the work; [`error`] and [`xml`] render what goes back.
 
 pub mod acl;
+pub mod attributes;
 pub mod auth;
 pub mod bucket;
 pub mod copy;
@@ -353,6 +354,7 @@ pub async fn dispatch(
         E::GetObjectAcl(o) => acl::get_object_acl(&ctx, &o),
         E::PutObjectAcl(o) => acl::put_object_acl(&ctx, &o, body, payload).await,
         E::GetObjectTagging(o) => tagging::get_object_tagging(&ctx, &o),
+        E::GetObjectAttributes(o) => attributes::get_object_attributes(&ctx, &o),
         E::PutObjectTagging(o) => tagging::put_object_tagging(&ctx, &o, body, payload).await,
         E::DeleteObjectTagging(o) => tagging::delete_object_tagging(&ctx, &o),
         E::CreateMultipartUpload(o) => multipart::create(&ctx, &o).await,

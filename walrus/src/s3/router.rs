@@ -116,6 +116,7 @@ pub enum Endpoint {
     GetObjectAcl(ObjectPath),
     PutObjectAcl(ObjectPath),
     GetObjectTagging(ObjectPath),
+    GetObjectAttributes(ObjectPath),
     PutObjectTagging(ObjectPath),
     DeleteObjectTagging(ObjectPath),
     CreateMultipartUpload(ObjectPath),
@@ -177,6 +178,7 @@ impl Endpoint {
             E::GetObjectAcl(_) => "GetObjectAcl",
             E::PutObjectAcl(_) => "PutObjectAcl",
             E::GetObjectTagging(_) => "GetObjectTagging",
+            E::GetObjectAttributes(_) => "GetObjectAttributes",
             E::PutObjectTagging(_) => "PutObjectTagging",
             E::DeleteObjectTagging(_) => "DeleteObjectTagging",
             E::CreateMultipartUpload(_) => "CreateMultipartUpload",
@@ -230,7 +232,7 @@ unimplemented_endpoints! {
     GetBucketIntelligentTieringConfiguration, PutBucketIntelligentTieringConfiguration,
     DeleteBucketIntelligentTieringConfiguration,
     GetObjectRetention, PutObjectRetention, GetObjectLegalHold, PutObjectLegalHold,
-    GetObjectTorrent, GetObjectAttributes, RestoreObject, SelectObjectContent,
+    GetObjectTorrent, RestoreObject, SelectObjectContent,
 }
 
 use Endpoint as E;
@@ -309,7 +311,6 @@ const OBJECT_GET: &[(&str, Unimplemented)] = &[
     ("torrent", U::GetObjectTorrent),
     ("retention", U::GetObjectRetention),
     ("legal-hold", U::GetObjectLegalHold),
-    ("attributes", U::GetObjectAttributes),
 ];
 
 const OBJECT_PUT: &[(&str, Unimplemented)] = &[
@@ -579,6 +580,7 @@ fn object_endpoint(
     let endpoint = match *method {
         Method::GET if query.has("acl") => E::GetObjectAcl(object),
         Method::GET if query.has("tagging") => E::GetObjectTagging(object),
+        Method::GET if query.has("attributes") => E::GetObjectAttributes(object),
         Method::GET if query.has("uploadId") => E::ListParts {
             object,
             upload_id: UploadId::from_query(query),

@@ -394,6 +394,7 @@ mod tests {
             },
             part_sizes: vec![],
             part_etags: vec![],
+            part_checksums: vec![],
             tags: vec![Tag {
                 key: "project".into(),
                 value: "kö ala".into(),

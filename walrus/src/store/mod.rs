@@ -229,6 +229,10 @@ pub struct ObjectMeta {
     /// answers with it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub part_etags: Vec<String>,
+    /// For multipart objects uploaded with a checksum algorithm: each part's checksum
+    /// (base64), in order (GetObjectAttributes lists them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_checksums: Vec<String>,
     /// Its tags (`x-amz-tagging`, PutObjectTagging).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,

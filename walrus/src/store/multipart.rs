@@ -353,6 +353,11 @@ pub(super) fn complete(
                 .iter()
                 .map(|(_, rec)| rec.meta.etag.clone())
                 .collect(),
+            part_checksums: chosen
+                .iter()
+                .map(|(_, rec)| rec.meta.checksum.clone())
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default(),
             tags: upload.tags.clone(),
         },
         body: Body::Files(extents),

@@ -48,6 +48,7 @@ pub(super) fn commit(
             acl: object.acl,
             part_sizes: Vec::new(),
             part_etags: Vec::new(),
+            part_checksums: Vec::new(),
             tags: object.tags,
         },
         body,
