@@ -313,6 +313,7 @@ impl From<StoreError> for S3Error {
             StoreError::TooManyBuckets => S3Error::TooManyBuckets,
             StoreError::QuotaExceeded => S3Error::QuotaExceeded,
             StoreError::NoSuchKey => S3Error::NoSuchKey,
+            e @ StoreError::ChecksumMismatch => S3Error::BadDigest(e.to_string()),
             StoreError::NoSuchUpload => S3Error::NoSuchUpload,
             StoreError::InvalidPart => S3Error::InvalidPart,
             StoreError::InvalidPartOrder => S3Error::InvalidPartOrder,

@@ -198,6 +198,13 @@ fn object_response_headers(
             if let Some(v) = hv(value) {
                 h.insert(checksum_header(*alg), v);
             }
+            // A composite (multipart) checksum ends in `-N`; any other covers the object.
+            let kind = if value.contains('-') {
+                "COMPOSITE"
+            } else {
+                "FULL_OBJECT"
+            };
+            h.insert("x-amz-checksum-type", HeaderValue::from_static(kind));
         }
     }
     if !meta.part_sizes.is_empty() && part.is_some() {

@@ -10,13 +10,14 @@ use super::ident::Payload;
 use super::list::{parse_encoding, parse_max};
 use super::put::{
     add_checksum_header, checksum_name, object_headers, parse_checksum_name, receive, Room,
+    CHECKSUMS,
 };
 use super::router::{ObjectPath, PartNumber, UploadId};
 use super::xml::{self, url_encode, MAX_XML_BODY};
 use super::{empty_response, etag_value, iso8601, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::names::BucketName;
-use crate::store::UploadMeta;
+use crate::store::{ChecksumAlgorithm, ChecksumType, UploadMeta};
 
 /// The upload `upload_id` of `object`, after checking the caller may write the bucket; with
 /// the bucket's owner, who is charged for its parts.
@@ -61,11 +62,15 @@ pub async fn create(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3
         Some(n) => Some(parse_checksum_name(n)?),
         None => None,
     };
+    let checksum = match alg {
+        Some(alg) => Some((alg, checksum_type(ctx, alg)?)),
+        None => None,
+    };
     let upload = ctx.store().create_upload(
         bucket,
         key,
         object_headers(&ctx.headers)?,
-        alg,
+        checksum,
         acl,
         super::tagging::from_header(&ctx.headers)?.unwrap_or_default(),
     )?;
@@ -76,13 +81,56 @@ pub async fn create(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3
     w.elem("UploadId", &upload.upload_id);
     w.close("InitiateMultipartUploadResult");
     let mut resp = xml_response(StatusCode::OK, w.finish());
-    if let Some(a) = alg {
+    if let Some((a, kind)) = checksum {
         resp.headers_mut().insert(
             "x-amz-checksum-algorithm",
             HeaderValue::from_static(checksum_name(a)),
         );
+        resp.headers_mut()
+            .insert(CHECKSUM_TYPE, HeaderValue::from_static(type_name(kind)));
     }
     Ok(resp)
+}
+
+/// The header naming how a multipart object's checksum is made.
+const CHECKSUM_TYPE: &str = "x-amz-checksum-type";
+
+fn type_name(kind: ChecksumType) -> &'static str {
+    match kind {
+        ChecksumType::Composite => "COMPOSITE",
+        ChecksumType::FullObject => "FULL_OBJECT",
+    }
+}
+
+/// The upload's checksum type: `x-amz-checksum-type`, else S3's default for the algorithm
+/// (FULL_OBJECT for CRC-64/NVME, the only kind it has; COMPOSITE for the others). The SHAs
+/// cannot be combined into a full-object checksum, nor CRC-64/NVME split into a composite.
+fn checksum_type(ctx: &Ctx, alg: ChecksumAlgorithm) -> Result<ChecksumType, S3Error> {
+    let kind = match ctx.header(CHECKSUM_TYPE).map(str::trim) {
+        None if alg == ChecksumAlgorithm::Crc64Nvme => ChecksumType::FullObject,
+        None => ChecksumType::Composite,
+        Some(t) if t.eq_ignore_ascii_case("COMPOSITE") => ChecksumType::Composite,
+        Some(t) if t.eq_ignore_ascii_case("FULL_OBJECT") => ChecksumType::FullObject,
+        Some(t) => {
+            return Err(S3Error::InvalidRequest(format!(
+                "Value for x-amz-checksum-type header is invalid: {t}"
+            )))
+        }
+    };
+    let possible = match kind {
+        ChecksumType::Composite => alg != ChecksumAlgorithm::Crc64Nvme,
+        ChecksumType::FullObject => {
+            !matches!(alg, ChecksumAlgorithm::Sha1 | ChecksumAlgorithm::Sha256)
+        }
+    };
+    if !possible {
+        return Err(S3Error::InvalidRequest(format!(
+            "The {} checksum type cannot be used with the {} algorithm.",
+            type_name(kind),
+            checksum_name(alg)
+        )));
+    }
+    Ok(kind)
 }
 
 /// UploadPart.
@@ -158,9 +206,23 @@ pub async fn complete(
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
     let (upload, _) = upload_for(ctx, object, upload_id)?;
-    let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
+    // An `x-amz-checksum-*` header here is the checksum the client claims for the whole
+    // object (as SDKs send it), not its body's: it is compared with the one the parts make.
+    let claimed = CHECKSUMS
+        .iter()
+        .find(|(alg, _, _)| Some(*alg) == upload.checksum_algorithm)
+        .and_then(|(_, name, _)| ctx.header(name))
+        .map(str::to_owned);
+    let mut headers = ctx.headers.clone();
+    for (_, name, _) in CHECKSUMS {
+        headers.remove(name);
+    }
+    let body = read_small_body(body, payload, &headers, MAX_XML_BODY).await?;
     let parts = parse_complete(&body)?;
-    let meta = ctx.store().complete_upload(&upload, &parts).await?;
+    let meta = ctx
+        .store()
+        .complete_upload(&upload, &parts, claimed)
+        .await?;
     let ObjectPath { bucket, key } = object;
     let mut w = xml::document();
     w.open_with("CompleteMultipartUploadResult", &xml::S3_ROOT);
@@ -171,6 +233,10 @@ pub async fn complete(
     w.elem("Bucket", bucket.as_str());
     w.elem("Key", key.as_str());
     w.elem("ETag", &format!("\"{}\"", meta.etag));
+    if let Some((alg, value)) = &meta.checksum {
+        w.elem(&format!("Checksum{}", checksum_name(*alg)), value);
+        w.elem("ChecksumType", type_name(upload.checksum_type));
+    }
     w.close("CompleteMultipartUploadResult");
     Ok(xml_response(StatusCode::OK, w.finish()))
 }

@@ -64,6 +64,10 @@ pub enum StoreError {
     /// The key does not exist.
     #[error("The specified key does not exist.")]
     NoSuchKey,
+    /// The checksum a client claimed for a completed multipart object is not the one its
+    /// parts make.
+    #[error("The checksum of the object does not match the one claimed.")]
+    ChecksumMismatch,
     /// The multipart upload does not exist (never created, completed or aborted).
     #[error("The specified multipart upload does not exist.")]
     NoSuchUpload,
@@ -91,6 +95,23 @@ pub enum StoreError {
     /// Disk or database failure: a 500 for the client.
     #[error("An internal storage error occurred.")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// How a multipart object's checksum is made from its parts' (`x-amz-checksum-type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChecksumType {
+    /// The checksum of the parts' checksums, suffixed `-N` (S3's only kind for SHA-1 and
+    /// SHA-256, the default for CRC-32 and CRC-32C).
+    #[default]
+    Composite,
+    /// The CRC of the whole object, as if uploaded at once (CRC-64/NVME's only kind).
+    FullObject,
+}
+
+impl ChecksumType {
+    fn is_composite(&self) -> bool {
+        *self == ChecksumType::Composite
+    }
 }
 
 /// The checksum algorithms of S3's `x-amz-checksum-*` headers.
@@ -322,6 +343,9 @@ pub struct UploadMeta {
     pub headers: ObjectHeaders,
     /// The checksum algorithm announced at creation, if any.
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    /// How the object's checksum is made from the parts'.
+    #[serde(default, skip_serializing_if = "ChecksumType::is_composite")]
+    pub checksum_type: ChecksumType,
     /// ACL the object will get (owner inside: the initiator).
     pub acl: Acl,
     /// Tags the object will get (`x-amz-tagging` at creation).
@@ -699,19 +723,11 @@ impl Store {
         bucket: &BucketName,
         key: &ObjectKey,
         headers: ObjectHeaders,
-        checksum_algorithm: Option<ChecksumAlgorithm>,
+        checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
         acl: Acl,
         tags: Vec<Tag>,
     ) -> Result<UploadMeta, StoreError> {
-        multipart::create(
-            &self.inner,
-            bucket,
-            key,
-            headers,
-            checksum_algorithm,
-            acl,
-            tags,
-        )
+        multipart::create(&self.inner, bucket, key, headers, checksum, acl, tags)
     }
 
     /// The upload's record, checking it belongs to `bucket/key`.
@@ -781,11 +797,12 @@ impl Store {
         &self,
         upload: &UploadMeta,
         parts: &[(u32, String)],
+        claimed: Option<String>,
     ) -> Result<ObjectMeta, StoreError> {
         let inner = Arc::clone(&self.inner);
         let upload = upload.clone();
         let parts = parts.to_vec();
-        blocking(move || multipart::complete(&inner, &upload, &parts)).await
+        blocking(move || multipart::complete(&inner, &upload, &parts, claimed.as_deref())).await
     }
 
     /// Aborts an upload and reclaims its parts.

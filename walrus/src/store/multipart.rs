@@ -19,8 +19,8 @@ use super::db::{self, Body, Extent, ObjectRecord, PartRecord, CF_FILES, CF_PARTS
 use super::objects::size_delta;
 use super::usage::Delta;
 use super::{
-    buckets, digest, internal, objects, read_lock, write_lock, ChecksumAlgorithm, Inner,
-    ObjectHeaders, ObjectMeta, PartMeta, Staged, StagedData, StorageQuotas, StoreError, Tag,
+    buckets, digest, internal, objects, read_lock, write_lock, ChecksumAlgorithm, ChecksumType,
+    Inner, ObjectHeaders, ObjectMeta, PartMeta, Staged, StagedData, StorageQuotas, StoreError, Tag,
     UploadMeta,
 };
 use crate::acl::Acl;
@@ -49,7 +49,7 @@ pub(super) fn create(
     bucket: &BucketName,
     key: &ObjectKey,
     headers: ObjectHeaders,
-    checksum_algorithm: Option<ChecksumAlgorithm>,
+    checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
     acl: Acl,
     tags: Vec<Tag>,
 ) -> Result<UploadMeta, StoreError> {
@@ -62,7 +62,8 @@ pub(super) fn create(
         key: key.as_str().to_owned(),
         initiated,
         headers,
-        checksum_algorithm,
+        checksum_algorithm: checksum.map(|(alg, _)| alg),
+        checksum_type: checksum.map(|(_, kind)| kind).unwrap_or_default(),
         acl,
         tags,
     };
@@ -304,6 +305,7 @@ pub(super) fn complete(
     inner: &Inner,
     upload: &UploadMeta,
     listed: &[(u32, String)],
+    claimed: Option<&str>,
 ) -> Result<ObjectMeta, StoreError> {
     let _gate = read_lock(&inner.gate);
     let _upload = write_lock(inner.upload_lock(&upload.upload_id));
@@ -340,13 +342,22 @@ pub(super) fn complete(
         });
     }
     let etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
+    let checksum = object_checksum(upload, &chosen);
+    // A checksum the client claims for the whole object must be the one its parts make.
+    // (A composite's `-N` may be left out of the claim.)
+    if let (Some(claimed), Some((_, made))) = (claimed, &checksum) {
+        let bare = |s: &str| s.trim().split('-').next().unwrap_or_default().to_owned();
+        if bare(claimed) != bare(made) {
+            return Err(StoreError::ChecksumMismatch);
+        }
+    }
     let record = ObjectRecord {
         meta: ObjectMeta {
             size: extents.iter().map(|e| e.size).sum(),
             etag,
             last_modified: SystemTime::now(),
             headers: upload.headers.clone(),
-            checksum: composite_checksum(upload.checksum_algorithm, &chosen),
+            checksum,
             acl: upload.acl.clone(),
             part_sizes: extents.iter().map(|e| e.size).collect(),
             part_etags: chosen
@@ -388,20 +399,29 @@ pub(super) fn complete(
     Ok(record.meta)
 }
 
-/// S3's composite checksum of a multipart object: the checksum of the parts' raw checksums
-/// concatenated, base64, then `-N`. Only when every part carried one; never for CRC64NVME,
-/// which S3 defines only over the full object.
-fn composite_checksum(
-    alg: Option<ChecksumAlgorithm>,
+/// S3's checksum of a multipart object, when every part carried one: COMPOSITE, the
+/// checksum of the parts' raw checksums concatenated, base64, then `-N`; FULL_OBJECT, the
+/// CRC of the whole object combined from the parts' CRCs and sizes (no byte read again).
+fn object_checksum(
+    upload: &UploadMeta,
     parts: &[(Vec<u8>, PartRecord)],
 ) -> Option<(ChecksumAlgorithm, String)> {
-    let alg = alg.filter(|a| *a != ChecksumAlgorithm::Crc64Nvme)?;
-    let mut raw = Vec::new();
+    let alg = upload.checksum_algorithm?;
+    let mut raw = Vec::with_capacity(parts.len());
     for (_, rec) in parts {
-        raw.extend(BASE64.decode(rec.meta.checksum.as_deref()?).ok()?);
+        raw.push((
+            BASE64.decode(rec.meta.checksum.as_deref()?).ok()?,
+            rec.meta.size,
+        ));
     }
-    let value = BASE64.encode(digest::checksum_of(alg, &raw));
-    Some((alg, format!("{value}-{}", parts.len())))
+    match upload.checksum_type {
+        ChecksumType::FullObject => Some((alg, BASE64.encode(digest::combined_crc(alg, &raw)?))),
+        ChecksumType::Composite => {
+            let joined: Vec<u8> = raw.into_iter().flat_map(|(sum, _)| sum).collect();
+            let value = BASE64.encode(digest::checksum_of(alg, &joined));
+            Some((alg, format!("{value}-{}", parts.len())))
+        }
+    }
 }
 
 pub(super) fn abort(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError> {

@@ -728,7 +728,7 @@ async fn multipart_complete() {
         (vec![], "part"),
         (vec![(3, etag(&m3)), (4, etag(&m4))], "small"),
     ] {
-        let r = store.complete_upload(&up, &list).await;
+        let r = store.complete_upload(&up, &list, None).await;
         match want {
             "order" => assert!(matches!(r, Err(StoreError::InvalidPartOrder)), "{list:?}"),
             "part" => assert!(matches!(r, Err(StoreError::InvalidPart)), "{list:?}"),
@@ -742,7 +742,10 @@ async fn multipart_complete() {
         (2, m2.etag.clone()),
         (3, format!("\"{}\"", m3.etag)),
     ];
-    let meta = store.complete_upload(&up, &listed).await.expect("complete");
+    let meta = store
+        .complete_upload(&up, &listed, None)
+        .await
+        .expect("complete");
     let mut md5s = Vec::new();
     for p in [&p1, &p2, &p3] {
         md5s.extend_from_slice(&Md5::digest(p));
@@ -765,7 +768,7 @@ async fn multipart_complete() {
         Err(StoreError::NoSuchUpload)
     ));
     assert!(matches!(
-        store.complete_upload(&up, &listed).await,
+        store.complete_upload(&up, &listed, None).await,
         Err(StoreError::NoSuchUpload)
     ));
     let staged = store
@@ -803,7 +806,7 @@ async fn multipart_checksum_and_single_small_part() {
             &b,
             &k,
             ObjectHeaders::default(),
-            Some(ChecksumAlgorithm::Sha256),
+            Some((ChecksumAlgorithm::Sha256, ChecksumType::Composite)),
             acl("1"),
             Vec::new(),
         )
@@ -828,7 +831,7 @@ async fn multipart_checksum_and_single_small_part() {
         .expect("part");
     assert_eq!(part.checksum.as_deref(), Some(b64.as_str()));
     let meta = store
-        .complete_upload(&up, &[(1, part.etag.clone())])
+        .complete_upload(&up, &[(1, part.etag.clone())], None)
         .await
         .expect("complete");
     let (alg, value) = meta.checksum.clone().expect("composite checksum");
@@ -943,7 +946,7 @@ async fn reopen_keeps_everything_acknowledged() {
     assert_eq!(parts.len(), 1);
     assert_eq!(parts[0], part);
     let meta = store
-        .complete_upload(&up, &[(1, part.etag)])
+        .complete_upload(&up, &[(1, part.etag)], None)
         .await
         .expect("complete after restart");
     assert_eq!(meta.size, big.len() as u64);
@@ -1062,7 +1065,10 @@ async fn parts_of_one_upload_commit_concurrently() {
         }
         assert_eq!(data_files(dir.path()), 8);
         let listed: Vec<(u32, String)> = etags.into_iter().collect();
-        store.complete_upload(&up, &listed).await.expect("complete");
+        store
+            .complete_upload(&up, &listed, None)
+            .await
+            .expect("complete");
     }
     let store = Store::open(dir.path()).expect("reopen");
     assert_eq!(get(&store, "bkt", "para").await, parts.concat());
@@ -1174,7 +1180,7 @@ async fn usage_counts_objects_and_parts_for_the_bucket_owner_and_survives_reopen
         upload_part(&store, &up, 3, &pattern(9, 5)).await;
         assert_eq!(store.usage(owner).bytes, 30_000 + (5 << 20) + 4 + 9);
         store
-            .complete_upload(&up, &[(1, p1.etag), (2, p2.etag)])
+            .complete_upload(&up, &[(1, p1.etag), (2, p2.etag)], None)
             .await
             .expect("complete");
         assert_eq!(store.usage(owner).bytes, (5 << 20) + 4);
@@ -1320,7 +1326,7 @@ async fn concurrent_writes_count_exactly_and_never_pass_the_quota_together() {
                 upload_part(&store, &up, 2, &pattern(10, 2)).await;
                 if i % 12 == 0 {
                     store
-                        .complete_upload(&up, &[(1, p1.etag)])
+                        .complete_upload(&up, &[(1, p1.etag)], None)
                         .await
                         .expect("complete");
                 } else {
