@@ -654,6 +654,12 @@ def test_multipart_full_object_crc_checksums(s3, bucket):
         assert done[f"Checksum{alg}"] == crc(p1 + p2) and done["ChecksumType"] == "FULL_OBJECT"
         head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         assert head[f"Checksum{alg}"] == crc(p1 + p2) and head["ChecksumType"] == "FULL_OBJECT"
+    # Every part of an upload uses its algorithm.
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mixed", ChecksumAlgorithm="CRC32")[
+        "UploadId"]
+    assert_error(s3.upload_part, "InvalidRequest", 400, Bucket=bucket, Key="mixed",
+                 UploadId=uid, PartNumber=1, Body=b"p", ChecksumAlgorithm="SHA256")
+    s3.abort_multipart_upload(Bucket=bucket, Key="mixed", UploadId=uid)
     # SHA-256 has no full-object kind.
     assert_error(s3.create_multipart_upload, "InvalidRequest", 400, Bucket=bucket, Key="x",
                  ChecksumAlgorithm="SHA256", ChecksumType="FULL_OBJECT")
@@ -713,6 +719,8 @@ def test_object_attributes_of_a_plain_and_a_multipart_object(s3, bucket):
 
     assert_error(s3.get_object_attributes, "InvalidArgument", 400, Bucket=bucket, Key="plain",
                  ObjectAttributes=["Colour"])
+    assert_error(s3.get_object_attributes, "InvalidArgument", 400, Bucket=bucket, Key="mp",
+                 ObjectAttributes=["ObjectParts"], PartNumberMarker=2**64 - 1)
     assert_error(s3.get_object_attributes, "NoSuchKey", 404, Bucket=bucket, Key="absent",
                  ObjectAttributes=["ETag"])
 

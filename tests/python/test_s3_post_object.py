@@ -166,6 +166,7 @@ def test_boto3_presigned_post_with_sigv4(cloud, s3, bucket):
     "unlisted field", "field fails eq", "missing policy field", "too large", "too small",
     "no key", "no signature", "bad date", "no expiration", "EXPIRATION", "no conditions",
     "CONDITIONS", "empty condition", "range without max", "negative range", "not a form",
+    "repeated field", "oversized fields",
 ])
 def test_form_upload_refusals(cloud, s3, bucket, case):
     url = f"{cloud.s3_url}/{bucket}"
@@ -180,6 +181,8 @@ def test_form_upload_refusals(cloud, s3, bucket, case):
             "missing policy field": (403, "AccessDenied"),
             "too large": (400, "EntityTooLarge"), "too small": (400, "EntityTooSmall"),
             "no key": (400, "InvalidArgument"), "no signature": (400, "InvalidArgument"),
+            "repeated field": (400, "InvalidArgument"),
+            "oversized fields": (400, "InvalidArgument"),
             "not a form": (400, "MalformedPOSTRequest")}.get(case, (400, "InvalidPolicyDocument"))
     if case == "bad signature":
         fields = signed(cloud, conditions, base)
@@ -208,6 +211,13 @@ def test_form_upload_refusals(cloud, s3, bucket, case):
         fields = signed(cloud, [c for c in conditions if "$key" not in c], base[1:])
     elif case == "no signature":
         fields = signed(cloud, conditions, base)[:-1]
+    elif case == "repeated field":
+        # One value to meet the policy, another to be stored: refused.
+        fields = signed(cloud, conditions + [{"x-amz-meta-owner": "alice"}],
+                        [*base, ("x-amz-meta-owner", "alice"), ("x-amz-meta-owner", "mallory")])
+    elif case == "oversized fields":
+        # The fields before the file are limited in all (64 KiB), names included.
+        fields = [*base, ("x" * 200, "v" * 40_000), ("y" * 200, "v" * 40_000)]
     elif case == "bad date":
         fields = signed(cloud, conditions, base, expiration="2099-01-01 00:00:00+00:00")
     else:

@@ -98,7 +98,7 @@ def test_object_tagging_follows_the_acl(s3, s3_other, bucket):
     assert_error(s3_other.get_object_tagging, "AccessDenied", 403, Bucket=bucket, Key="private")
     assert s3_other.get_object_tagging(Bucket=bucket, Key="readable")["TagSet"] == [
         {"Key": "a", "Value": "1"}]
-    # Retagging takes the right to write the bucket.
+    # Retagging is the object's or the bucket's owner's, whatever the ACLs grant.
     assert_error(s3_other.put_object_tagging, "AccessDenied", 403, Bucket=bucket,
                  Key="readable", Tagging={"TagSet": []})
     assert_error(s3_other.delete_object_tagging, "AccessDenied", 403, Bucket=bucket,

@@ -62,7 +62,7 @@ pub fn get_object_attributes(ctx: &Ctx, object: &ObjectPath) -> Result<Response<
     let max_parts = parse_max(ctx.header("x-amz-max-parts"), "max-parts", MAX_PARTS)?;
     let marker = match ctx.header("x-amz-part-number-marker") {
         None => 0,
-        Some(v) => v.trim().parse::<usize>().map_err(|_| {
+        Some(v) => v.trim().parse::<u32>().map(|n| n as usize).map_err(|_| {
             S3Error::InvalidArgument("Part number marker must be an integer".into())
         })?,
     };
@@ -114,7 +114,7 @@ fn parts(w: &mut ::xml::Writer, meta: &ObjectMeta, marker: usize, max: usize) {
     }
     let count = meta.part_sizes.len();
     let alg = meta.checksum.as_ref().map(|(alg, _)| *alg);
-    let shown: Vec<usize> = (marker + 1..=count).take(max).collect();
+    let shown: Vec<usize> = (marker.saturating_add(1)..=count).take(max).collect();
     let truncated = shown.last().is_some_and(|last| *last < count);
     w.open("ObjectParts");
     w.elem("PartsCount", &count.to_string());

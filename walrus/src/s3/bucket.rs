@@ -112,10 +112,14 @@ pub fn configure(
 }
 
 /// DeleteBucket: the owner only, and only when empty.
-pub fn delete_bucket(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
+pub async fn delete_bucket(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
     let meta = ctx.store().bucket(bucket)?;
     require_owner(&meta.acl, ctx.principal.as_ref())?;
-    ctx.store().delete_bucket(bucket)?;
+    // Off the reactor: aborting the uploads left in the bucket writes and unlinks.
+    let (store, name) = (ctx.store().clone(), bucket.clone());
+    tokio::task::spawn_blocking(move || store.delete_bucket(&name))
+        .await
+        .map_err(|e| S3Error::internal(format!("the bucket deletion task failed: {e}")))??;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 

@@ -322,7 +322,7 @@ pub async fn dispatch(
     match route.endpoint {
         E::ListBuckets => bucket::list_buckets(&ctx),
         E::CreateBucket(b) => bucket::create_bucket(&ctx, &b, body, payload).await,
-        E::DeleteBucket(b) => bucket::delete_bucket(&ctx, &b),
+        E::DeleteBucket(b) => bucket::delete_bucket(&ctx, &b).await,
         E::HeadBucket(b) => bucket::head_bucket(&ctx, &b),
         E::GetBucketLocation(b) => bucket::get_bucket_location(&ctx, &b),
         E::ListObjects(b) => list::list_objects(&ctx, &b, false),

@@ -143,6 +143,19 @@ pub async fn upload_part(
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
     let (upload, owner) = upload_for(ctx, object, upload_id)?;
+    // The parts of an upload that has a checksum algorithm all use it: the object's checksum
+    // is made of theirs.
+    if let Some(alg) = upload.checksum_algorithm {
+        if let Some((_, name, _)) = CHECKSUMS
+            .iter()
+            .find(|(a, name, _)| *a != alg && ctx.headers.contains_key(*name))
+        {
+            return Err(S3Error::InvalidRequest(format!(
+                "The upload was created with the {} checksum algorithm; this part carries {name}.",
+                checksum_name(alg)
+            )));
+        }
+    }
     let quotas = ctx.quotas().await;
     let room = Room {
         quotas: &quotas,

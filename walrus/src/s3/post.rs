@@ -28,6 +28,8 @@ use crate::store::{BodyStream, DigestRequest, NewObject};
 
 /// The most bytes of form fields before the file (the policy is the longest of them).
 const MAX_FIELDS: usize = 64 * 1024;
+/// What each field costs against [`MAX_FIELDS`] beyond its name and value (its framing).
+const PART_OVERHEAD: usize = 64;
 /// The most bytes of one part's headers.
 const MAX_PART_HEAD: usize = 8 * 1024;
 /// Room for the form's framing around the file, beyond the largest object.
@@ -114,12 +116,17 @@ impl Form {
     }
 
     /// Reads until `needle` is in the buffer (at most `limit` bytes before it); its offset.
+    /// Each byte is searched once (a body sent a byte at a time costs no more), and the
+    /// needle must start within `limit` bytes.
     async fn until(&mut self, needle: &[u8], limit: usize) -> Result<usize, S3Error> {
+        let mut from = 0;
         loop {
-            if let Some(at) = find(&self.buf, needle) {
-                return Ok(at);
+            if let Some(at) = find(&self.buf[from..], needle).map(|i| from + i) {
+                return if at > limit { Err(malformed()) } else { Ok(at) };
             }
-            if self.buf.len() > limit + needle.len() || !self.fill().await? {
+            // The needle may straddle what is here and what comes next.
+            from = self.buf.len().saturating_sub(needle.len() - 1);
+            if from > limit || !self.fill().await? {
                 return Err(malformed());
             }
         }
@@ -372,7 +379,7 @@ async fn signer(ctx: &Ctx, fields: &Fields) -> Result<Option<identity::Principal
             ));
         }
         let parts: Vec<&str> = credential.split('/').collect();
-        let [akid, date, region, service, "aws4_request"] = parts[..] else {
+        let [akid, date, region, "s3", "aws4_request"] = parts[..] else {
             return Err(S3Error::InvalidArgument(
                 "The x-amz-credential field is malformed.".into(),
             ));
@@ -380,20 +387,18 @@ async fn signer(ctx: &Ctx, fields: &Fields) -> Result<Option<identity::Principal
         let scope = SigningScope {
             date: date.to_owned(),
             region: region.to_owned(),
-            service: service.to_owned(),
+            service: "s3".to_owned(),
         };
-        let (akid, signature) = (akid.to_owned(), signature.to_ascii_lowercase());
+        let akid = akid.to_owned();
+        let signature =
+            hex::decode(signature.trim()).map_err(|_| S3Error::SignatureDoesNotMatch)?;
         ident::verify_with(ctx.shared.directory.as_ref(), |keys| {
             let (principal, key) = keys
                 .signing_key(&akid, &scope)
                 .ok_or(identity::AuthError::InvalidAccessKeyId)?;
-            let mac = ring::hmac::sign(
-                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
-                policy.as_bytes(),
-            );
-            if hex::encode(mac.as_ref()) != signature {
-                return Err(identity::AuthError::SignatureDoesNotMatch);
-            }
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+            ring::hmac::verify(&key, policy.as_bytes(), &signature)
+                .map_err(|_| identity::AuthError::SignatureDoesNotMatch)?;
             Ok(Authenticated::Signed {
                 principal,
                 payload: Payload::Unverified,
@@ -488,8 +493,17 @@ pub async fn post_object(
         if part.name == "file" {
             break part.filename.unwrap_or_default();
         }
-        let value = form.value(MAX_FIELDS - used).await?;
-        used += part.name.len() + value.len();
+        // A field counts its name and framing too, so that no count of empty fields is free;
+        // a field given twice could meet the policy with one value and be stored with both.
+        used += part.name.len() + PART_OVERHEAD;
+        if fields.get(&part.name).is_some() {
+            return Err(S3Error::InvalidArgument(format!(
+                "The form field {} is given more than once.",
+                part.name
+            )));
+        }
+        let value = form.value(MAX_FIELDS.saturating_sub(used)).await?;
+        used += value.len();
         fields.0.push((part.name, value));
     };
 

@@ -6,7 +6,7 @@ use axum::body::Body;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
-use super::auth::{read_small_body, require};
+use super::auth::{read_small_body, require, require_owner};
 use super::bucket::{configure, owned};
 use super::error::S3Error;
 use super::ident::Payload;
@@ -165,11 +165,14 @@ pub fn get_object_tagging(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Bod
     Ok(xml_response(StatusCode::OK, render(&meta.tags)))
 }
 
-/// AccessDenied unless the caller may write the object's bucket: the right that would let
-/// it replace the object lets it retag it (Put/DeleteObjectTagging).
+/// AccessDenied unless the caller owns the object or its bucket (Put/DeleteObjectTagging):
+/// no ACL grants the right to retag, as in S3, so a bucket anyone may write does not let
+/// anyone retag the objects others put there.
 fn may_retag(ctx: &Ctx, object: &ObjectPath) -> Result<(), S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
-    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)
+    let meta = ctx.store().object(&object.bucket, &object.key)?;
+    require_owner(&meta.acl, ctx.principal.as_ref())
+        .or_else(|_| require_owner(&bmeta.acl, ctx.principal.as_ref()))
 }
 
 /// Replaces the object's whole tag set.

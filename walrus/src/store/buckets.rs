@@ -94,7 +94,11 @@ pub(super) fn delete(inner: &Inner, name: &BucketName) -> Result<(), StoreError>
     // would keep its bucket forever. (The gate keeps new ones out meanwhile.)
     let (uploads, _) = multipart::list_uploads(inner, name, "", None, None, usize::MAX)?;
     for upload in &uploads {
-        multipart::abort(inner, upload)?;
+        match multipart::abort(inner, upload) {
+            // Aborted meanwhile by its owner.
+            Ok(()) | Err(StoreError::NoSuchUpload) => {}
+            Err(e) => return Err(e),
+        }
     }
     let counted = inner.usage.reserve(
         Delta {

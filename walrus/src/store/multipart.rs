@@ -344,11 +344,13 @@ pub(super) fn complete(
     let etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
     let checksum = object_checksum(upload, &chosen);
     // A checksum the client claims for the whole object must be the one its parts make.
-    // (A composite's `-N` may be left out of the claim.)
-    if let (Some(claimed), Some((_, made))) = (claimed, &checksum) {
+    // (A composite's `-N` may be left out of the claim.) A claim that cannot be checked
+    // (parts without checksums) is refused, never taken on trust.
+    if let Some(claimed) = claimed {
         let bare = |s: &str| s.trim().split('-').next().unwrap_or_default().to_owned();
-        if bare(claimed) != bare(made) {
-            return Err(StoreError::ChecksumMismatch);
+        match &checksum {
+            Some((_, made)) if bare(claimed) == bare(made) => {}
+            _ => return Err(StoreError::ChecksumMismatch),
         }
     }
     let record = ObjectRecord {
@@ -407,14 +409,22 @@ fn object_checksum(
     parts: &[(Vec<u8>, PartRecord)],
 ) -> Option<(ChecksumAlgorithm, String)> {
     let alg = upload.checksum_algorithm?;
+    let width = digest::checksum_of(alg, b"").len();
     let mut raw = Vec::with_capacity(parts.len());
     for (_, rec) in parts {
-        raw.push((
-            BASE64.decode(rec.meta.checksum.as_deref()?).ok()?,
-            rec.meta.size,
-        ));
+        let sum = BASE64.decode(rec.meta.checksum.as_deref()?).ok()?;
+        if sum.len() != width {
+            return None;
+        }
+        raw.push((sum, rec.meta.size));
     }
-    match upload.checksum_type {
+    // CRC-64/NVME has only the full-object kind (uploads recorded before checksum types
+    // existed say composite).
+    let kind = match alg {
+        ChecksumAlgorithm::Crc64Nvme => ChecksumType::FullObject,
+        _ => upload.checksum_type,
+    };
+    match kind {
         ChecksumType::FullObject => Some((alg, BASE64.encode(digest::combined_crc(alg, &raw)?))),
         ChecksumType::Composite => {
             let joined: Vec<u8> = raw.into_iter().flat_map(|(sum, _)| sum).collect();
