@@ -85,6 +85,16 @@ pub trait Clusters: Send + Sync {
     fn set_network<'a>(&'a self, plan: &'a network::Plan) -> Pending<'a, Result<(), RpcError>>;
 }
 
+/// Walrus could not do what the CLC asked (`doing`, "record the image's use of its
+/// bundle"): not the caller's fault, and worth retrying; the answer says why.
+pub(crate) fn walrus_unavailable(doing: &str, e: BundleAccess) -> QueryError {
+    let why = match e {
+        failed @ BundleAccess::Failed(_) => rpc::error_chain(&failed),
+        other => format!("{other:?}"),
+    };
+    QueryError::Unavailable(format!("Walrus cannot {doing} now ({why}); try again."))
+}
+
 /// Why a bundle object could not be read, or a registration recorded or released.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleAccess {

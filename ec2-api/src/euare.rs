@@ -286,15 +286,11 @@ pub async fn delete_account(
         .identity
         .account_id(name)?
         .ok_or_else(|| QueryError::NoSuchEntity(format!("The account {name} does not exist.")))?;
-    let buckets = cloud.bundles.buckets_of(&account).await.map_err(|e| {
-        let why = match e {
-            failed @ crate::BundleAccess::Failed(_) => rpc::error_chain(&failed),
-            other => format!("{other:?}"),
-        };
-        QueryError::Unavailable(format!(
-            "Walrus cannot say which buckets the account owns now ({why}); try again."
-        ))
-    })?;
+    let buckets = cloud
+        .bundles
+        .buckets_of(&account)
+        .await
+        .map_err(|e| crate::ec2::walrus_unavailable("say which buckets the account owns", e))?;
     let (cloud, name, by) = (cloud.clone(), name.to_owned(), caller.user_name.clone());
     tokio::task::spawn_blocking(move || {
         let _guard = cloud.state.exclusive();

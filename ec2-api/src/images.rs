@@ -427,13 +427,7 @@ fn record_new(cloud: &Cloud, record: &ImageRecord) -> Result<(), QueryError> {
 /// Walrus could not record or release a registration: not the caller's fault, and worth
 /// retrying.
 fn walrus_unavailable(e: BundleAccess) -> QueryError {
-    let why = match e {
-        failed @ BundleAccess::Failed(_) => rpc::error_chain(&failed),
-        other => format!("{other:?}"),
-    };
-    QueryError::Unavailable(format!(
-        "Walrus cannot record the image's use of its bundle now ({why}); try again."
-    ))
+    crate::ec2::walrus_unavailable("record the image's use of its bundle", e)
 }
 
 /// Splits `bucket/key/of/prefix.manifest.xml` (a leading `/` tolerated).

@@ -166,9 +166,19 @@ impl Walrus {
         let is_head = parts.method == Method::HEAD;
         // A cross-origin request (not a preflight) gets its bucket's CORS headers, whatever
         // its outcome.
-        let cors = (parts.headers.contains_key(http::header::ORIGIN)
-            && parts.method != Method::OPTIONS)
-            .then(|| (parts.headers.clone(), parts.method.clone()));
+        let cors = parts
+            .headers
+            .get(http::header::ORIGIN)
+            .filter(|_| parts.method != Method::OPTIONS)
+            .map(|origin| s3::cors::Asked {
+                origin: origin.clone(),
+                method: parts
+                    .headers
+                    .get("access-control-request-method")
+                    .and_then(|m| m.to_str().ok())
+                    .unwrap_or(parts.method.as_str())
+                    .to_owned(),
+            });
         let close_after = expects_continue_without_body(&parts.headers);
         let at = s3::addressed(&parts, self.shared.virtual_host_domain.as_deref());
         let shared = self.shared.clone();
@@ -190,8 +200,8 @@ impl Walrus {
             Err(e) => s3::error_response(e, &at, &request_id, is_head),
         };
         let mut resp = s3::finalize(resp, &request_id);
-        if let (Some((headers, method)), Some(bucket)) = (cors, &at.bucket) {
-            s3::cors::decorate(&self.shared.store, bucket, &headers, &method, &mut resp);
+        if let (Some(asked), Some(bucket)) = (cors, &at.bucket) {
+            s3::cors::decorate(&self.shared.store, bucket, &asked, &mut resp);
         }
         if close_after {
             resp.headers_mut().insert(

@@ -4,7 +4,7 @@
 //! as in S3.
 
 use axum::body::Body;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::auth::read_small_body;
 use super::bucket::{configure, owned};
@@ -196,35 +196,29 @@ fn add_headers(h: &mut HeaderMap, grant: &Grant, request_headers: Option<&str>) 
     );
 }
 
-/// Adds the CORS headers of `bucket`'s first rule matching the request's `Origin` and
-/// method to the answer of an actual (not preflight) request, whatever its status. The
-/// method is the request's `Access-Control-Request-Method` when it carries one (RGW's rule,
-/// which clients of the conformance suite rely on), else its own. A bucket without CORS, or
-/// no rule matching, adds nothing.
-pub fn decorate(
-    store: &Store,
-    bucket: &str,
-    request: &HeaderMap,
-    method: &Method,
-    resp: &mut Response<Body>,
-) {
-    let origin = request
-        .get(http::header::ORIGIN)
-        .and_then(|o| o.to_str().ok());
-    let (Some(bucket), Some(origin)) = (BucketName::parse(bucket), origin) else {
+/// What an actual (not preflight) cross-origin request asks of CORS: its `Origin`, and the
+/// method to match, its `Access-Control-Request-Method` when it carries one (RGW's rule,
+/// which clients of the conformance suite rely on), else its own.
+pub struct Asked {
+    /// The request's `Origin`.
+    pub origin: HeaderValue,
+    /// The method a rule must allow.
+    pub method: String,
+}
+
+/// Adds the CORS headers of `bucket`'s first rule matching what the request `asked` to its
+/// answer, whatever its status. A bucket without CORS, or no rule matching, adds nothing.
+pub fn decorate(store: &Store, bucket: &str, asked: &Asked, resp: &mut Response<Body>) {
+    let (Some(bucket), Ok(origin)) = (BucketName::parse(bucket), asked.origin.to_str()) else {
         return;
     };
-    let method = request
-        .get("access-control-request-method")
-        .and_then(|m| m.to_str().ok())
-        .unwrap_or(method.as_str());
     let Ok(meta) = store.bucket(&bucket) else {
         return;
     };
     let Some(rules) = &meta.cors else {
         return;
     };
-    if let Some(grant) = first_match(rules, origin, method, &[]) {
+    if let Some(grant) = first_match(rules, origin, &asked.method, &[]) {
         add_headers(resp.headers_mut(), &grant, None);
     }
 }

@@ -12,7 +12,7 @@ use super::xml::{self, url_encode};
 use super::{iso8601, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::names::BucketName;
-use crate::store::ListQuery;
+use crate::store::{ListPage, ListQuery, ObjectMeta};
 
 /// Default and largest page size.
 pub const MAX_KEYS: usize = 1000;
@@ -62,19 +62,101 @@ pub fn decode_token(token: &str) -> Result<String, S3Error> {
         })
 }
 
+/// What every listing of a bucket's keys takes from the request (after the caller's right
+/// to list it is checked), and writes the same way.
+struct Listing {
+    prefix: String,
+    delimiter: Option<String>,
+    max_keys: usize,
+    /// `encoding-type=url`.
+    url: bool,
+}
+
+impl Listing {
+    fn parse(ctx: &Ctx, bucket: &BucketName) -> Result<Listing, S3Error> {
+        let meta = ctx.store().bucket(bucket)?;
+        require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+        Ok(Listing {
+            prefix: ctx.query("prefix").unwrap_or("").to_owned(),
+            delimiter: ctx
+                .query("delimiter")
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned),
+            max_keys: parse_max(ctx.query("max-keys"), "max-keys", MAX_KEYS)?,
+            url: parse_encoding(ctx.query("encoding-type"))?,
+        })
+    }
+
+    /// A key, prefix or marker as the answer carries it.
+    fn enc(&self, s: &str) -> String {
+        if self.url {
+            url_encode(s)
+        } else {
+            s.to_owned()
+        }
+    }
+
+    /// One page of the store's keys, after `start_after`.
+    fn page(
+        &self,
+        ctx: &Ctx,
+        bucket: &BucketName,
+        start_after: Option<String>,
+    ) -> Result<ListPage, S3Error> {
+        Ok(ctx.store().list_objects(
+            bucket,
+            &ListQuery {
+                prefix: self.prefix.clone(),
+                delimiter: self.delimiter.clone(),
+                start_after,
+                max_keys: self.max_keys,
+            },
+        )?)
+    }
+
+    /// `MaxKeys`, `Delimiter`, `EncodingType` and `IsTruncated`.
+    fn settings(&self, w: &mut ::xml::Writer, page: &ListPage) {
+        w.elem("MaxKeys", &self.max_keys.to_string());
+        if let Some(d) = &self.delimiter {
+            w.elem("Delimiter", &self.enc(d));
+        }
+        if self.url {
+            w.elem("EncodingType", "url");
+        }
+        w.elem(
+            "IsTruncated",
+            if page.is_truncated { "true" } else { "false" },
+        );
+    }
+
+    /// What an entry says of its object after its key: date, ETag, size, owner, class.
+    fn object(&self, w: &mut ::xml::Writer, ctx: &Ctx, obj: &ObjectMeta, owner: bool) {
+        w.elem("LastModified", &iso8601(obj.last_modified));
+        w.elem("ETag", &format!("\"{}\"", obj.etag));
+        w.elem("Size", &obj.size.to_string());
+        if owner {
+            w.open("Owner");
+            w.elem("ID", &obj.acl.owner);
+            w.elem("DisplayName", &ctx.display_name(&obj.acl.owner));
+            w.close("Owner");
+        }
+        w.elem("StorageClass", "STANDARD");
+    }
+
+    fn common_prefixes(&self, w: &mut ::xml::Writer, page: &ListPage) {
+        for p in &page.common_prefixes {
+            w.open("CommonPrefixes");
+            w.elem("Prefix", &self.enc(p));
+            w.close("CommonPrefixes");
+        }
+    }
+}
+
 /// ListObjects / ListObjectsV2.
 pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response<Body>, S3Error> {
-    let meta = ctx.store().bucket(bucket)?;
-    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
-
-    let prefix = ctx.query("prefix").unwrap_or("").to_owned();
-    let delimiter = ctx
-        .query("delimiter")
-        .filter(|d| !d.is_empty())
-        .map(str::to_owned);
-    let max_keys = parse_max(ctx.query("max-keys"), "max-keys", MAX_KEYS)?;
-    let url = parse_encoding(ctx.query("encoding-type"))?;
-    let enc = |s: &str| if url { url_encode(s) } else { s.to_owned() };
+    let listing = Listing::parse(ctx, bucket)?;
+    let enc = |s: &str| listing.enc(s);
+    let prefix = &listing.prefix;
     let token = match ctx.query("continuation-token").filter(|_| v2) {
         Some(t) => Some(decode_token(t)?),
         None => None,
@@ -92,21 +174,13 @@ pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response
             .query("fetch-owner")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
 
-    let page = ctx.store().list_objects(
-        bucket,
-        &ListQuery {
-            prefix: prefix.clone(),
-            delimiter: delimiter.clone(),
-            start_after,
-            max_keys,
-        },
-    )?;
+    let page = listing.page(ctx, bucket, start_after)?;
 
     let mut w = xml::document();
     w.open_with("ListBucketResult", &xml::S3_ROOT);
     w.elem("Name", bucket.as_str());
     // Botocore decodes a v2 Prefix but never a v1 one: S3 encodes only the former.
-    w.elem("Prefix", &if v2 { enc(&prefix) } else { prefix.clone() });
+    w.elem("Prefix", &if v2 { enc(prefix) } else { prefix.clone() });
     if v2 {
         if let Some(t) = ctx.query("continuation-token") {
             w.elem("ContinuationToken", t);
@@ -121,17 +195,7 @@ pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response
     } else {
         w.elem("Marker", &enc(marker.as_deref().unwrap_or("")));
     }
-    w.elem("MaxKeys", &max_keys.to_string());
-    if let Some(d) = &delimiter {
-        w.elem("Delimiter", &enc(d));
-    }
-    if url {
-        w.elem("EncodingType", "url");
-    }
-    w.elem(
-        "IsTruncated",
-        if page.is_truncated { "true" } else { "false" },
-    );
+    listing.settings(&mut w, &page);
     if page.is_truncated {
         if let Some(next) = &page.next_marker {
             if v2 {
@@ -144,23 +208,10 @@ pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response
     for (key, obj) in &page.objects {
         w.open("Contents");
         w.elem("Key", &enc(key.as_str()));
-        w.elem("LastModified", &iso8601(obj.last_modified));
-        w.elem("ETag", &format!("\"{}\"", obj.etag));
-        w.elem("Size", &obj.size.to_string());
-        if fetch_owner {
-            w.open("Owner");
-            w.elem("ID", &obj.acl.owner);
-            w.elem("DisplayName", &ctx.display_name(&obj.acl.owner));
-            w.close("Owner");
-        }
-        w.elem("StorageClass", "STANDARD");
+        listing.object(&mut w, ctx, obj, fetch_owner);
         w.close("Contents");
     }
-    for p in &page.common_prefixes {
-        w.open("CommonPrefixes");
-        w.elem("Prefix", &enc(p));
-        w.close("CommonPrefixes");
-    }
+    listing.common_prefixes(&mut w, &page);
     w.close("ListBucketResult");
     Ok(xml_response(StatusCode::OK, w.finish()))
 }
@@ -170,16 +221,8 @@ pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response
 /// (what S3 answers for a bucket that was never versioned). Paging follows `key-marker`;
 /// `version-id-marker` can only be `null`.
 pub fn list_object_versions(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
-    let meta = ctx.store().bucket(bucket)?;
-    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
-    let prefix = ctx.query("prefix").unwrap_or("").to_owned();
-    let delimiter = ctx
-        .query("delimiter")
-        .filter(|d| !d.is_empty())
-        .map(str::to_owned);
-    let max_keys = parse_max(ctx.query("max-keys"), "max-keys", MAX_KEYS)?;
-    let url = parse_encoding(ctx.query("encoding-type"))?;
-    let enc = |s: &str| if url { url_encode(s) } else { s.to_owned() };
+    let listing = Listing::parse(ctx, bucket)?;
+    let enc = |s: &str| listing.enc(s);
     let key_marker = ctx.query("key-marker").unwrap_or("").to_owned();
     let version_marker = ctx.query("version-id-marker").unwrap_or("");
     if !version_marker.is_empty() && key_marker.is_empty() {
@@ -187,33 +230,16 @@ pub fn list_object_versions(ctx: &Ctx, bucket: &BucketName) -> Result<Response<B
             "A version-id marker cannot be specified without a key marker.".into(),
         ));
     }
-    let page = ctx.store().list_objects(
-        bucket,
-        &ListQuery {
-            prefix: prefix.clone(),
-            delimiter: delimiter.clone(),
-            start_after: Some(key_marker.clone()).filter(|k| !k.is_empty()),
-            max_keys,
-        },
-    )?;
+    let start_after = Some(key_marker.clone()).filter(|k| !k.is_empty());
+    let page = listing.page(ctx, bucket, start_after)?;
 
     let mut w = xml::document();
     w.open_with("ListVersionsResult", &xml::S3_ROOT);
     w.elem("Name", bucket.as_str());
-    w.elem("Prefix", &enc(&prefix));
+    w.elem("Prefix", &enc(&listing.prefix));
     w.elem("KeyMarker", &enc(&key_marker));
     w.elem("VersionIdMarker", version_marker);
-    w.elem("MaxKeys", &max_keys.to_string());
-    if let Some(d) = &delimiter {
-        w.elem("Delimiter", &enc(d));
-    }
-    if url {
-        w.elem("EncodingType", "url");
-    }
-    w.elem(
-        "IsTruncated",
-        if page.is_truncated { "true" } else { "false" },
-    );
+    listing.settings(&mut w, &page);
     if let Some(next) = page.next_marker.as_deref().filter(|_| page.is_truncated) {
         w.elem("NextKeyMarker", &enc(next));
         w.elem("NextVersionIdMarker", "null");
@@ -223,21 +249,10 @@ pub fn list_object_versions(ctx: &Ctx, bucket: &BucketName) -> Result<Response<B
         w.elem("Key", &enc(key.as_str()));
         w.elem("VersionId", "null");
         w.elem("IsLatest", "true");
-        w.elem("LastModified", &iso8601(obj.last_modified));
-        w.elem("ETag", &format!("\"{}\"", obj.etag));
-        w.elem("Size", &obj.size.to_string());
-        w.open("Owner");
-        w.elem("ID", &obj.acl.owner);
-        w.elem("DisplayName", &ctx.display_name(&obj.acl.owner));
-        w.close("Owner");
-        w.elem("StorageClass", "STANDARD");
+        listing.object(&mut w, ctx, obj, true);
         w.close("Version");
     }
-    for p in &page.common_prefixes {
-        w.open("CommonPrefixes");
-        w.elem("Prefix", &enc(p));
-        w.close("CommonPrefixes");
-    }
+    listing.common_prefixes(&mut w, &page);
     w.close("ListVersionsResult");
     Ok(xml_response(StatusCode::OK, w.finish()))
 }

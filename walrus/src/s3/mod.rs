@@ -277,30 +277,24 @@ pub async fn dispatch(
     let now = SystemTime::now();
     // A browser's CORS preflight carries no credentials of its own, whatever its URL says
     // (a presigned URL's query is for the request it prepares): it is never verified.
-    if let Endpoint::PreflightCors(bucket) = &route.endpoint {
-        let ctx = Ctx {
-            shared,
-            query: route.query,
-            headers: parts.headers,
-            principal: None,
-            request_id,
-        };
-        return cors::preflight(&ctx, bucket);
-    }
-    let sigv2 = is_sigv2(&parts.headers, raw_query);
-    let auth = ident::verify_with(shared.directory.as_ref(), |keys| {
-        let auth = ident::verify_s3(&req, &route.v2_resource, keys, now);
-        if !(matches!(auth, Err(ident::AuthError::SignatureDoesNotMatch)) && sigv2) {
-            return auth;
-        }
-        route
-            .v2_alternatives(raw_path)
-            .into_iter()
-            .map(|alt| ident::verify_s3(&req, &alt, keys, now))
-            .find(Result::is_ok)
-            .unwrap_or(auth)
-    })
-    .await?;
+    let auth = if matches!(route.endpoint, Endpoint::PreflightCors(_)) {
+        Authenticated::Anonymous
+    } else {
+        let sigv2 = is_sigv2(&parts.headers, raw_query);
+        ident::verify_with(shared.directory.as_ref(), |keys| {
+            let auth = ident::verify_s3(&req, &route.v2_resource, keys, now);
+            if !(matches!(auth, Err(ident::AuthError::SignatureDoesNotMatch)) && sigv2) {
+                return auth;
+            }
+            route
+                .v2_alternatives(raw_path)
+                .into_iter()
+                .map(|alt| ident::verify_s3(&req, &alt, keys, now))
+                .find(Result::is_ok)
+                .unwrap_or(auth)
+        })
+        .await?
+    };
     let (principal, payload) = match auth {
         Authenticated::Anonymous => (None, Payload::Unverified),
         // The cloud's components call Walrus only on its internal endpoints, never S3: a
