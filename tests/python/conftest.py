@@ -427,17 +427,19 @@ def empty_and_delete(client, bucket):
     except ClientError:
         pass
     try:
-        token = None
+        # Every version and delete marker (a never-versioned bucket's objects are their
+        # keys' null versions), a page at a time.
+        kw = {}
         while True:
-            kw = {"Bucket": bucket}
-            if token:
-                kw["ContinuationToken"] = token
-            page = client.list_objects_v2(**kw)
-            for obj in page.get("Contents", []):
-                client.delete_object(Bucket=bucket, Key=obj["Key"])
+            page = client.list_object_versions(Bucket=bucket, **kw)
+            objects = [{"Key": e["Key"], "VersionId": e["VersionId"]}
+                       for e in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+            if objects:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
             if not page.get("IsTruncated"):
                 break
-            token = page["NextContinuationToken"]
+            kw = {"KeyMarker": page["NextKeyMarker"],
+                  "VersionIdMarker": page["NextVersionIdMarker"]}
         client.delete_bucket(Bucket=bucket)
     except ClientError:
         pass

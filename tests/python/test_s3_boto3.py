@@ -1556,7 +1556,6 @@ def test_malformed_create_bucket_configuration(s3, bucket_name):
 
 
 @pytest.mark.parametrize("call", [
-    lambda s3, b: s3.get_bucket_versioning(Bucket=b),
     lambda s3, b: s3.put_bucket_lifecycle_configuration(
         Bucket=b, LifecycleConfiguration={"Rules": [
             {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""},
@@ -1565,7 +1564,7 @@ def test_malformed_create_bucket_configuration(s3, bucket_name):
     lambda s3, b: s3.get_bucket_website(Bucket=b),
     lambda s3, b: s3.get_bucket_encryption(Bucket=b),
     lambda s3, b: s3.get_bucket_replication(Bucket=b),
-], ids=["get_versioning", "put_lifecycle", "get_policy", "get_website", "get_encryption",
+], ids=["put_lifecycle", "get_policy", "get_website", "get_encryption",
         "get_replication"])
 def test_unimplemented_subresources_are_501(s3, bucket, call):
     with pytest.raises(ClientError) as exc:

@@ -908,7 +908,6 @@ async fn not_implemented_and_unknown() {
     let s = Server::start().await;
     s.put("/nim", b"").await.expect(200);
     for path in [
-        "/nim?versioning",
         "/nim?lifecycle",
         "/nim?policy",
         "/nim?encryption",
@@ -917,12 +916,20 @@ async fn not_implemented_and_unknown() {
     ] {
         s.get(path).await.expect_err(501, "NotImplemented");
     }
-    s.req("PUT", "/nim?versioning")
-        .body("<VersioningConfiguration/>")
+    s.req("PUT", "/nim?lifecycle")
+        .body("<LifecycleConfiguration/>")
         .send()
         .await
         .expect_err(501, "NotImplemented");
-    // Tagging and CORS are built: a bucket without them says so with S3's own codes.
+    // Versioning, tagging and CORS are built: a bucket without them says so as S3 does.
+    let r = s.get("/nim?versioning").await;
+    r.expect(200);
+    assert!(!r.text().contains("<Status>"), "{}", r.text());
+    s.req("PUT", "/nim?versioning")
+        .body("<VersioningConfiguration><Status>On</Status></VersioningConfiguration>")
+        .send()
+        .await
+        .expect_err(400, "MalformedXML");
     s.get("/nim?tagging").await.expect_err(404, "NoSuchTagSet");
     s.get("/nim?cors")
         .await

@@ -9,7 +9,7 @@ use super::error::S3Error;
 use super::ident::Payload;
 use super::router::ObjectPath;
 use super::xml::{self, MAX_XML_BODY};
-use super::{empty_response, xml_response, Ctx};
+use super::{empty_response, versioning, xml_response, Ctx};
 use crate::acl::{
     Acl, Grant, Grantee, Permission, ALL_USERS_URI, AUTHENTICATED_USERS_URI, CLOUD_SERVICES_URI,
 };
@@ -210,13 +210,15 @@ pub async fn put_bucket_acl(
 
 /// GetObjectAcl.
 pub fn get_object_acl(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
-    ctx.store().bucket(&object.bucket)?;
-    let meta = ctx.store().object(&object.bucket, &object.key)?;
+    let bmeta = ctx.store().bucket(&object.bucket)?;
+    let meta = versioning::addressed(ctx, object)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::ReadAcp)?;
-    Ok(xml_response(
+    let mut resp = xml_response(
         StatusCode::OK,
         render_acl(&meta.acl, &|id| ctx.display_name(id)),
-    ))
+    );
+    versioning::add_version_header(resp.headers_mut(), &bmeta, &meta);
+    Ok(resp)
 }
 
 /// PutObjectAcl.
@@ -226,16 +228,23 @@ pub async fn put_object_acl(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let ObjectPath { bucket, key } = object;
+    let ObjectPath {
+        bucket,
+        key,
+        version,
+    } = object;
     let bmeta = ctx.store().bucket(bucket)?;
-    let meta = ctx.store().object(bucket, key)?;
+    let meta = versioning::addressed(ctx, object)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::WriteAcp)?;
     let acl = new_acl(ctx, body, payload, &meta.acl, &bmeta.acl.owner).await?;
-    ctx.store().update_object(bucket, key, |meta| {
-        meta.acl = acl;
-        Ok(())
-    })?;
-    Ok(empty_response(StatusCode::OK))
+    ctx.store()
+        .update_object(bucket, key, version.as_ref(), |meta| {
+            meta.acl = acl;
+            Ok(())
+        })?;
+    let mut resp = empty_response(StatusCode::OK);
+    versioning::add_version_header(resp.headers_mut(), &bmeta, &meta);
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -55,8 +55,8 @@ fn invalid_attribute(name: &str) -> S3Error {
 
 /// GetObjectAttributes: for whoever may read the object.
 pub fn get_object_attributes(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
-    ctx.store().bucket(&object.bucket)?;
-    let meta = ctx.store().object(&object.bucket, &object.key)?;
+    let bmeta = ctx.store().bucket(&object.bucket)?;
+    let meta = super::versioning::addressed(ctx, object)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
     let wanted = wanted(ctx)?;
     let max_parts = parse_max(ctx.header("x-amz-max-parts"), "max-parts", MAX_PARTS)?;
@@ -103,6 +103,7 @@ pub fn get_object_attributes(ctx: &Ctx, object: &ObjectPath) -> Result<Response<
     if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(meta.last_modified)) {
         resp.headers_mut().insert(http::header::LAST_MODIFIED, v);
     }
+    super::versioning::add_version_header(resp.headers_mut(), &bmeta, &meta);
     Ok(resp)
 }
 

@@ -9,28 +9,26 @@ use super::auth::{require, MAX_OBJECT_SIZE};
 use super::error::S3Error;
 use super::get::check_conditions;
 use super::multipart::{replaced_part_size, upload_for};
-use super::put::{add_checksum_header, object_headers, replaced_size};
+use super::put::{add_checksum_header, object_headers, replaced_size, write_condition};
 use super::router::{strip_mount, ObjectPath, PartNumber, UploadId};
 use super::xml;
-use super::{iso8601, xml_response, Ctx};
+use super::{iso8601, versioning, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::names::{BucketName, ObjectKey, MAX_KEY_LEN};
-use crate::store::{DigestRequest, NewObject, ObjectMeta};
+use crate::store::{BucketMeta, DigestRequest, NewObject, ObjectMeta, VersionRef};
 
-/// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=...]`, the key URL-encoded. Only
-/// the `null` version exists in an unversioned store.
-pub fn parse_copy_source(value: &str) -> Result<(BucketName, ObjectKey), S3Error> {
+/// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=...]`, the key URL-encoded.
+pub fn parse_copy_source(value: &str) -> Result<ObjectPath, S3Error> {
     let (path, version) = match value.split_once('?') {
         Some((p, q)) => (p, q.strip_prefix("versionId=")),
         None => (value, None),
     };
-    if let Some(v) = version {
-        if v != "null" {
-            return Err(S3Error::InvalidArgument(
-                "Invalid version id specified".into(),
-            ));
-        }
-    }
+    let version = version
+        .map(|v| {
+            VersionRef::parse(v)
+                .ok_or_else(|| S3Error::InvalidArgument("Invalid version id specified".into()))
+        })
+        .transpose()?;
     let path = strip_mount(path);
     let path = path.strip_prefix('/').unwrap_or(path);
     let (b, k) = path.split_once('/').ok_or_else(|| {
@@ -51,17 +49,29 @@ pub fn parse_copy_source(value: &str) -> Result<(BucketName, ObjectKey), S3Error
                 "Copy Source must mention the source bucket and key: sourcebucket/sourcekey".into(),
             )
         })?;
-    Ok((bucket, key))
+    Ok(ObjectPath {
+        bucket,
+        key,
+        version,
+    })
 }
 
-/// Looks up the copy source, checks the caller may read it and its conditions hold.
-fn source(ctx: &Ctx) -> Result<(BucketName, ObjectKey, ObjectMeta), S3Error> {
+/// Looks up the copy source (its current version or the one it names), checks the caller
+/// may read it and its conditions hold; with the source bucket's record.
+fn source(ctx: &Ctx) -> Result<(ObjectPath, BucketMeta, ObjectMeta), S3Error> {
     let value = ctx
         .header("x-amz-copy-source")
         .ok_or_else(|| S3Error::InvalidArgument("Missing x-amz-copy-source.".into()))?;
-    let (bucket, key) = parse_copy_source(value)?;
-    ctx.store().bucket(&bucket)?;
-    let meta = ctx.store().object(&bucket, &key)?;
+    let path = parse_copy_source(value)?;
+    let bmeta = ctx.store().bucket(&path.bucket)?;
+    let meta = match versioning::addressed(ctx, &path) {
+        Err(S3Error::DeleteMarkerAsked { .. }) => {
+            return Err(S3Error::InvalidRequest(
+                "The source of a copy request may not specifically refer to a delete marker by version id.".into(),
+            ))
+        }
+        other => other?,
+    };
     require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
     check_conditions(
         &ctx.headers,
@@ -70,15 +80,17 @@ fn source(ctx: &Ctx) -> Result<(BucketName, ObjectKey, ObjectMeta), S3Error> {
         meta.last_modified,
         true,
     )?;
-    Ok((bucket, key, meta))
+    Ok((path, bmeta, meta))
 }
 
 /// CopyObject, with `x-amz-metadata-directive` COPY (default) or REPLACE.
 pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
-    let ObjectPath { bucket, key } = object;
+    let ObjectPath { bucket, key, .. } = object;
     let bmeta = ctx.store().bucket(bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
-    let (src_bucket, src_key, src) = source(ctx)?;
+    let condition = write_condition(&ctx.headers);
+    let (src_path, src_bmeta, src) = source(ctx)?;
+    let (src_bucket, src_key) = (&src_path.bucket, &src_path.key);
     let replace = match ctx.header("x-amz-metadata-directive").map(str::trim) {
         None => false,
         Some(d) if d.eq_ignore_ascii_case("COPY") => false,
@@ -89,7 +101,7 @@ pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body
             ))
         }
     };
-    if src_bucket == *bucket && src_key == *key && !replace {
+    if src_bucket == bucket && src_key == key && src_path.version.is_none() && !replace {
         return Err(S3Error::InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
         ));
@@ -127,10 +139,10 @@ pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body
         &quotas,
         &bmeta.acl.owner,
         Some(src.size),
-        replaced_size(ctx, bucket, key),
+        replaced_size(ctx, &bmeta, key),
     )?;
     let alg = src.checksum.as_ref().map(|c| c.0);
-    let stream = ctx.store().read(&src_bucket, &src_key, &src, 0, src.size)?;
+    let stream = ctx.store().read(src_bucket, src_key, &src, 0, src.size)?;
     let staged = ctx
         .store()
         .stage(
@@ -153,6 +165,7 @@ pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body
         checksum: checksum.clone(),
         acl,
         tags,
+        condition,
     };
     let meta = ctx
         .store()
@@ -165,7 +178,18 @@ pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body
     w.close("CopyObjectResult");
     let mut resp = xml_response(StatusCode::OK, w.finish());
     add_checksum_header(&mut resp, &checksum);
+    add_copy_source_version(resp.headers_mut(), &src_bmeta, &src);
+    versioning::add_written_version(resp.headers_mut(), &meta);
     Ok(resp)
+}
+
+/// Adds `x-amz-copy-source-version-id`: the version copied, when its bucket versions.
+fn add_copy_source_version(h: &mut http::HeaderMap, bucket: &BucketMeta, src: &ObjectMeta) {
+    let mut named = http::HeaderMap::new();
+    versioning::add_version_header(&mut named, bucket, src);
+    if let Some(v) = named.remove(versioning::VERSION_HEADER) {
+        h.insert("x-amz-copy-source-version-id", v);
+    }
 }
 
 /// Parses `x-amz-copy-source-range: bytes=first-last` against the source size.
@@ -199,7 +223,7 @@ pub async fn upload_part_copy(
     part_number: PartNumber,
 ) -> Result<Response<Body>, S3Error> {
     let (upload, owner) = upload_for(ctx, object, upload_id)?;
-    let (src_bucket, src_key, src) = source(ctx)?;
+    let (src_path, _, src) = source(ctx)?;
     let (offset, len) = parse_copy_range(ctx.header("x-amz-copy-source-range"), src.size)?;
     if len > MAX_OBJECT_SIZE {
         return Err(S3Error::EntityTooLarge);
@@ -211,7 +235,9 @@ pub async fn upload_part_copy(
         Some(len),
         replaced_part_size(ctx, &upload, part_number)?,
     )?;
-    let stream = ctx.store().read(&src_bucket, &src_key, &src, offset, len)?;
+    let stream = ctx
+        .store()
+        .read(&src_path.bucket, &src_path.key, &src, offset, len)?;
     let staged = ctx
         .store()
         .stage(
@@ -245,12 +271,17 @@ mod tests {
 
     #[test]
     fn copy_sources() {
-        let (b, k) = parse_copy_source("/bkt/a%20b%2Bc").expect("ok");
-        assert_eq!((b.as_str(), k.as_str()), ("bkt", "a b+c"));
-        let (b, k) = parse_copy_source("bkt/dir/x?versionId=null").expect("ok");
-        assert_eq!((b.as_str(), k.as_str()), ("bkt", "dir/x"));
-        let (b, k) = parse_copy_source("/services/Walrus/bkt/x").expect("ok");
-        assert_eq!((b.as_str(), k.as_str()), ("bkt", "x"));
+        let p = parse_copy_source("/bkt/a%20b%2Bc").expect("ok");
+        assert_eq!((p.bucket.as_str(), p.key.as_str()), ("bkt", "a b+c"));
+        assert_eq!(p.version, None);
+        let p = parse_copy_source("bkt/dir/x?versionId=null").expect("ok");
+        assert_eq!((p.bucket.as_str(), p.key.as_str()), ("bkt", "dir/x"));
+        assert_eq!(p.version, Some(VersionRef::Null));
+        let id = "000000000000000a00000000000000ff";
+        let p = parse_copy_source(&format!("bkt/x?versionId={id}")).expect("ok");
+        assert_eq!(p.version, Some(VersionRef::Id(id.into())));
+        let p = parse_copy_source("/services/Walrus/bkt/x").expect("ok");
+        assert_eq!((p.bucket.as_str(), p.key.as_str()), ("bkt", "x"));
         assert!(parse_copy_source("bkt").is_err());
         assert!(parse_copy_source("bkt/").is_err());
         assert!(parse_copy_source("bkt/x?versionId=abc").is_err());

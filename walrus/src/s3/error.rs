@@ -164,6 +164,23 @@ pub enum S3Error {
     /// GetBucketCors of a bucket that has no CORS configuration.
     #[error("The CORS configuration does not exist")]
     NoSuchCorsConfiguration,
+    /// The key has no version of the id asked for.
+    #[error("The specified version does not exist.")]
+    NoSuchVersion,
+    /// GET or HEAD of a key without a current version: NoSuchKey, saying in its headers
+    /// whether a delete marker hides the key (and which), as S3 and RGW do.
+    #[error("The specified key does not exist.")]
+    NoCurrentVersion {
+        /// The delete marker on top of the key's versions, if that is why.
+        delete_marker: Option<String>,
+    },
+    /// A request named a delete marker's version: it has no body, tags or ACL (405 naming
+    /// the marker).
+    #[error("The specified method is not allowed against this resource.")]
+    DeleteMarkerAsked {
+        /// The marker's version id ("null" for a null marker).
+        version_id: String,
+    },
     /// GetBucketTagging of a bucket that has no tags.
     #[error("The TagSet does not exist")]
     NoSuchTagSet,
@@ -235,6 +252,9 @@ impl S3Error {
             InvalidPartOrder => ("InvalidPartOrder", StatusCode::BAD_REQUEST),
             NoSuchUpload => ("NoSuchUpload", StatusCode::NOT_FOUND),
             NoSuchKey => ("NoSuchKey", StatusCode::NOT_FOUND),
+            NoSuchVersion => ("NoSuchVersion", StatusCode::NOT_FOUND),
+            NoCurrentVersion { .. } => ("NoSuchKey", StatusCode::NOT_FOUND),
+            DeleteMarkerAsked { .. } => ("MethodNotAllowed", StatusCode::METHOD_NOT_ALLOWED),
             NoSuchBucket => ("NoSuchBucket", StatusCode::NOT_FOUND),
             BucketNotEmpty => ("BucketNotEmpty", StatusCode::CONFLICT),
             BucketAlreadyExists => ("BucketAlreadyExists", StatusCode::CONFLICT),
@@ -275,7 +295,7 @@ impl S3Error {
         w.elem("Code", code);
         w.elem("Message", &self.to_string());
         match (self, &at.bucket, &at.key) {
-            (S3Error::NoSuchKey, _, Some(key)) => {
+            (S3Error::NoSuchKey | S3Error::NoCurrentVersion { .. }, _, Some(key)) => {
                 w.elem("Key", key);
             }
             (S3Error::NoSuchBucket, Some(bucket), _) => {
@@ -298,6 +318,12 @@ impl S3Error {
                     Err(_) => vec![],
                 }
             }
+            S3Error::NoCurrentVersion { delete_marker } => {
+                super::versioning::marker_headers(delete_marker.as_deref())
+            }
+            S3Error::DeleteMarkerAsked { version_id } => {
+                super::versioning::marker_headers(Some(version_id))
+            }
             _ => vec![],
         }
     }
@@ -313,6 +339,9 @@ impl From<StoreError> for S3Error {
             StoreError::TooManyBuckets => S3Error::TooManyBuckets,
             StoreError::QuotaExceeded => S3Error::QuotaExceeded,
             StoreError::NoSuchKey => S3Error::NoSuchKey,
+            StoreError::NoSuchVersion => S3Error::NoSuchVersion,
+            StoreError::MethodNotAllowed => S3Error::MethodNotAllowed,
+            StoreError::PreconditionFailed => S3Error::PreconditionFailed,
             e @ StoreError::ChecksumMismatch => S3Error::BadDigest(e.to_string()),
             StoreError::NoSuchUpload => S3Error::NoSuchUpload,
             StoreError::InvalidPart => S3Error::InvalidPart,

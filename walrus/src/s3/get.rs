@@ -12,9 +12,9 @@ use super::auth::require;
 use super::error::S3Error;
 use super::put::checksum_header;
 use super::router::{ObjectPath, PartNumber};
-use super::{empty_response, etag_value, Ctx};
+use super::{empty_response, etag_value, versioning, Ctx};
 use crate::acl::Permission;
-use crate::store::{ObjectMeta, StoreError};
+use crate::store::ObjectMeta;
 
 /// Bodies up to this size are read whole and sent with the headers in one write.
 const SMALL_BODY: u64 = 256 * 1024;
@@ -271,20 +271,23 @@ pub fn get_object(
     part_number: Option<PartNumber>,
     head: bool,
 ) -> Result<Response<Body>, S3Error> {
-    let ObjectPath { bucket, key } = object;
+    let ObjectPath { bucket, key, .. } = object;
     let bmeta = ctx.store().bucket(bucket)?;
-    let meta = match ctx.store().object(bucket, key) {
+    let meta = match versioning::addressed(ctx, object) {
         Ok(m) => m,
         // Without the right to list the bucket a caller may not learn which keys exist.
-        Err(StoreError::NoSuchKey)
-            if !bmeta.acl.allows(
-                super::auth::requester(ctx.principal.as_ref()),
-                Permission::Read,
-            ) =>
+        Err(
+            S3Error::NoCurrentVersion { .. }
+            | S3Error::NoSuchVersion
+            | S3Error::DeleteMarkerAsked { .. },
+        ) if !bmeta.acl.allows(
+            super::auth::requester(ctx.principal.as_ref()),
+            Permission::Read,
+        ) =>
         {
             return Err(S3Error::access_denied())
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
     if let Err(e) = check_conditions(&ctx.headers, "", &meta.etag, meta.last_modified, false) {
@@ -293,6 +296,7 @@ pub fn get_object(
             let mut resp = empty_response(StatusCode::NOT_MODIFIED);
             resp.headers_mut()
                 .insert(http::header::ETAG, etag_value(&meta.etag));
+            versioning::add_version_header(resp.headers_mut(), &bmeta, &meta);
             if let Some(v) = hv(&httpdate::fmt_http_date(meta.last_modified)) {
                 resp.headers_mut().insert(http::header::LAST_MODIFIED, v);
             }
@@ -316,6 +320,7 @@ pub fn get_object(
     let mut resp = empty_response(StatusCode::OK);
     let h = resp.headers_mut();
     object_response_headers(ctx, &meta, part_number, h);
+    versioning::add_version_header(h, &bmeta, &meta);
     apply_overrides(ctx, h)?;
     let (offset, len) = match range {
         Some((first, last)) if meta.size > 0 => {
@@ -468,6 +473,8 @@ mod tests {
             part_etags: vec!["a".into(), "b".into()],
             part_checksums: Vec::new(),
             tags: Vec::new(),
+            version_id: None,
+            delete_marker: false,
         };
         let part = |n| PartNumber::parse(n).expect("part number");
         assert_eq!(part_range(&meta, part("1")).expect("ok"), (0, 7));

@@ -12,7 +12,7 @@ use super::xml::{self, url_encode};
 use super::{iso8601, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::names::BucketName;
-use crate::store::{ListPage, ListQuery, ObjectMeta};
+use crate::store::{ListPage, ListQuery, ObjectMeta, VersionQuery, VersionRef};
 
 /// Default and largest page size.
 pub const MAX_KEYS: usize = 1000;
@@ -115,7 +115,7 @@ impl Listing {
     }
 
     /// `MaxKeys`, `Delimiter`, `EncodingType` and `IsTruncated`.
-    fn settings(&self, w: &mut ::xml::Writer, page: &ListPage) {
+    fn settings(&self, w: &mut ::xml::Writer, is_truncated: bool) {
         w.elem("MaxKeys", &self.max_keys.to_string());
         if let Some(d) = &self.delimiter {
             w.elem("Delimiter", &self.enc(d));
@@ -123,10 +123,7 @@ impl Listing {
         if self.url {
             w.elem("EncodingType", "url");
         }
-        w.elem(
-            "IsTruncated",
-            if page.is_truncated { "true" } else { "false" },
-        );
+        w.elem("IsTruncated", if is_truncated { "true" } else { "false" });
     }
 
     /// What an entry says of its object after its key: date, ETag, size, owner, class.
@@ -135,16 +132,21 @@ impl Listing {
         w.elem("ETag", &format!("\"{}\"", obj.etag));
         w.elem("Size", &obj.size.to_string());
         if owner {
-            w.open("Owner");
-            w.elem("ID", &obj.acl.owner);
-            w.elem("DisplayName", &ctx.display_name(&obj.acl.owner));
-            w.close("Owner");
+            self.owner(w, ctx, obj);
         }
         w.elem("StorageClass", "STANDARD");
     }
 
-    fn common_prefixes(&self, w: &mut ::xml::Writer, page: &ListPage) {
-        for p in &page.common_prefixes {
+    /// The `Owner` of an entry.
+    fn owner(&self, w: &mut ::xml::Writer, ctx: &Ctx, obj: &ObjectMeta) {
+        w.open("Owner");
+        w.elem("ID", &obj.acl.owner);
+        w.elem("DisplayName", &ctx.display_name(&obj.acl.owner));
+        w.close("Owner");
+    }
+
+    fn common_prefixes(&self, w: &mut ::xml::Writer, prefixes: &[String]) {
+        for p in prefixes {
             w.open("CommonPrefixes");
             w.elem("Prefix", &self.enc(p));
             w.close("CommonPrefixes");
@@ -195,7 +197,7 @@ pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response
     } else {
         w.elem("Marker", &enc(marker.as_deref().unwrap_or("")));
     }
-    listing.settings(&mut w, &page);
+    listing.settings(&mut w, page.is_truncated);
     if page.is_truncated {
         if let Some(next) = &page.next_marker {
             if v2 {
@@ -211,15 +213,14 @@ pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response
         listing.object(&mut w, ctx, obj, fetch_owner);
         w.close("Contents");
     }
-    listing.common_prefixes(&mut w, &page);
+    listing.common_prefixes(&mut w, &page.common_prefixes);
     w.close("ListBucketResult");
     Ok(xml_response(StatusCode::OK, w.finish()))
 }
 
-/// ListObjectVersions. Walrus keeps one version of each key, the `null` version that an
-/// unversioned bucket holds, so each object is listed as its latest and only version
-/// (what S3 answers for a bucket that was never versioned). Paging follows `key-marker`;
-/// `version-id-marker` can only be `null`.
+/// ListObjectVersions: every version and delete marker, by key, newest first within a key,
+/// paged by `key-marker` and `version-id-marker`. A never-versioned bucket's objects are
+/// each their key's latest and only version, the `null` one.
 pub fn list_object_versions(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
     let listing = Listing::parse(ctx, bucket)?;
     let enc = |s: &str| listing.enc(s);
@@ -230,8 +231,23 @@ pub fn list_object_versions(ctx: &Ctx, bucket: &BucketName) -> Result<Response<B
             "A version-id marker cannot be specified without a key marker.".into(),
         ));
     }
-    let start_after = Some(key_marker.clone()).filter(|k| !k.is_empty());
-    let page = listing.page(ctx, bucket, start_after)?;
+    let version_ref = match version_marker {
+        "" => None,
+        v => Some(
+            VersionRef::parse(v)
+                .ok_or_else(|| S3Error::InvalidArgument("Invalid version id specified".into()))?,
+        ),
+    };
+    let page = ctx.store().list_versions(
+        bucket,
+        &VersionQuery {
+            prefix: listing.prefix.clone(),
+            delimiter: listing.delimiter.clone(),
+            key_marker: Some(key_marker.clone()).filter(|k| !k.is_empty()),
+            version_marker: version_ref,
+            max_keys: listing.max_keys,
+        },
+    )?;
 
     let mut w = xml::document();
     w.open_with("ListVersionsResult", &xml::S3_ROOT);
@@ -239,20 +255,32 @@ pub fn list_object_versions(ctx: &Ctx, bucket: &BucketName) -> Result<Response<B
     w.elem("Prefix", &enc(&listing.prefix));
     w.elem("KeyMarker", &enc(&key_marker));
     w.elem("VersionIdMarker", version_marker);
-    listing.settings(&mut w, &page);
-    if let Some(next) = page.next_marker.as_deref().filter(|_| page.is_truncated) {
-        w.elem("NextKeyMarker", &enc(next));
-        w.elem("NextVersionIdMarker", "null");
+    listing.settings(&mut w, page.is_truncated);
+    if let Some((key, version)) = page.next_marker.as_ref().filter(|_| page.is_truncated) {
+        w.elem("NextKeyMarker", &enc(key));
+        if let Some(v) = version {
+            w.elem("NextVersionIdMarker", v);
+        }
     }
-    for (key, obj) in &page.objects {
-        w.open("Version");
+    for (key, obj, latest) in &page.versions {
+        let element = if obj.delete_marker {
+            "DeleteMarker"
+        } else {
+            "Version"
+        };
+        w.open(element);
         w.elem("Key", &enc(key.as_str()));
-        w.elem("VersionId", "null");
-        w.elem("IsLatest", "true");
-        listing.object(&mut w, ctx, obj, true);
-        w.close("Version");
+        w.elem("VersionId", obj.version_label());
+        w.elem("IsLatest", if *latest { "true" } else { "false" });
+        if obj.delete_marker {
+            w.elem("LastModified", &iso8601(obj.last_modified));
+            listing.owner(&mut w, ctx, obj);
+        } else {
+            listing.object(&mut w, ctx, obj, true);
+        }
+        w.close(element);
     }
-    listing.common_prefixes(&mut w, &page);
+    listing.common_prefixes(&mut w, &page.common_prefixes);
     w.close("ListVersionsResult");
     Ok(xml_response(StatusCode::OK, w.finish()))
 }

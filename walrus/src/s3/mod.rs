@@ -1,7 +1,7 @@
 //! The S3 HTTP layer: one file per protocol area (Garage's layout). [`router`] turns a
 //! request into an [`router::Endpoint`] carrying its typed parameters, [`auth`] says who is
 //! calling, and the handlers in `bucket`, `list`, `put`, `get`, `copy`, `delete`,
-//! `multipart`, `post`, `acl`, `tagging`, `cors` and `attributes` do the work; [`error`] and [`xml`] render what goes back.
+//! `multipart`, `post`, `acl`, `tagging`, `cors`, `attributes` and `versioning` do the work; [`error`] and [`xml`] render what goes back.
 
 pub mod acl;
 pub mod attributes;
@@ -19,6 +19,7 @@ pub mod post;
 pub mod put;
 pub mod router;
 pub mod tagging;
+pub mod versioning;
 pub mod xml;
 
 use std::sync::Arc;
@@ -333,6 +334,10 @@ pub async fn dispatch(
         E::GetBucketCors(b) => cors::get_bucket_cors(&ctx, &b),
         E::PutBucketCors(b) => cors::put_bucket_cors(&ctx, &b, body, payload).await,
         E::DeleteBucketCors(b) => cors::delete_bucket_cors(&ctx, &b),
+        E::GetBucketVersioning(b) => versioning::get_bucket_versioning(&ctx, &b),
+        E::PutBucketVersioning(b) => {
+            versioning::put_bucket_versioning(&ctx, &b, body, payload).await
+        }
         E::PreflightCors(b) => cors::preflight(&ctx, &b),
         E::PutObject(o) => put::put_object(&ctx, &o, body, payload).await,
         E::GetObject {

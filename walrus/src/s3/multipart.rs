@@ -50,7 +50,7 @@ pub fn replaced_part_size(
 
 /// CreateMultipartUpload.
 pub async fn create(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
-    let ObjectPath { bucket, key } = object;
+    let ObjectPath { bucket, key, .. } = object;
     let bmeta = ctx.store().bucket(bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
     let owner = ctx
@@ -219,6 +219,7 @@ pub async fn complete(
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
     let (upload, _) = upload_for(ctx, object, upload_id)?;
+    let condition = super::put::write_condition(&ctx.headers);
     // An `x-amz-checksum-*` header here is the checksum the client claims for the whole
     // object (as SDKs send it), not its body's: it is compared with the one the parts make.
     let claimed = CHECKSUMS
@@ -234,9 +235,9 @@ pub async fn complete(
     let parts = parse_complete(&body)?;
     let meta = ctx
         .store()
-        .complete_upload(&upload, &parts, claimed)
+        .complete_upload(&upload, &parts, claimed, condition)
         .await?;
-    let ObjectPath { bucket, key } = object;
+    let ObjectPath { bucket, key, .. } = object;
     let mut w = xml::document();
     w.open_with("CompleteMultipartUploadResult", &xml::S3_ROOT);
     w.elem(
@@ -251,7 +252,9 @@ pub async fn complete(
         w.elem("ChecksumType", type_name(upload.checksum_type));
     }
     w.close("CompleteMultipartUploadResult");
-    Ok(xml_response(StatusCode::OK, w.finish()))
+    let mut resp = xml_response(StatusCode::OK, w.finish());
+    super::versioning::add_written_version(resp.headers_mut(), &meta);
+    Ok(resp)
 }
 
 /// AbortMultipartUpload.

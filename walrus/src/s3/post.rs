@@ -570,12 +570,15 @@ pub async fn post_object(
         checksum: None,
         acl,
         tags,
+        condition: Default::default(),
     };
     let meta = ctx
         .store()
         .commit_object(bucket, &key, staged, object, &quotas)
         .await?;
-    answer(&fields, bucket, &key, &meta.etag)
+    let mut resp = answer(&fields, bucket, &key, &meta.etag)?;
+    super::versioning::add_written_version(resp.headers_mut(), &meta);
+    Ok(resp)
 }
 
 /// The answer the form asked for: a redirect (`success_action_redirect`), 200, 201 with a

@@ -14,7 +14,8 @@ use super::{empty_response, etag_value, Ctx};
 use crate::acl::Permission;
 use crate::names::{BucketName, ObjectKey};
 use crate::store::{
-    ChecksumAlgorithm, DigestRequest, NewObject, ObjectHeaders, Staged, StorageQuotas,
+    BucketMeta, ChecksumAlgorithm, DigestRequest, NewObject, ObjectHeaders, Staged, StorageQuotas,
+    Versioning, WriteCondition,
 };
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -291,9 +292,10 @@ pub async fn put_object(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let ObjectPath { bucket, key } = object;
+    let ObjectPath { bucket, key, .. } = object;
     let bmeta = ctx.store().bucket(bucket)?;
     require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
+    let condition = write_condition(&ctx.headers);
     // Anonymous writes (public-read-write buckets) leave the object to the bucket owner.
     let owner = ctx
         .principal
@@ -307,7 +309,7 @@ pub async fn put_object(
     let room = Room {
         quotas: &quotas,
         owner: &bmeta.acl.owner,
-        freed: replaced_size(ctx, bucket, key),
+        freed: replaced_size(ctx, &bmeta, key),
     };
     let received = receive(ctx, body, payload, None, room).await?;
     let object = NewObject {
@@ -315,6 +317,7 @@ pub async fn put_object(
         checksum: received.checksum.clone(),
         acl,
         tags,
+        condition,
     };
     let meta = ctx
         .store()
@@ -323,13 +326,41 @@ pub async fn put_object(
     let mut resp = empty_response(StatusCode::OK);
     resp.headers_mut()
         .insert(http::header::ETAG, etag_value(&meta.etag));
+    super::versioning::add_written_version(resp.headers_mut(), &meta);
     add_checksum_header(&mut resp, &received.checksum);
     Ok(resp)
 }
 
-/// The size of the object a write to `bucket/key` replaces (0 when there is none).
-pub fn replaced_size(ctx: &Ctx, bucket: &BucketName, key: &ObjectKey) -> u64 {
-    ctx.store().object(bucket, key).map_or(0, |meta| meta.size)
+/// The size of the object a write to `key` of `bucket` replaces: its null version's, unless
+/// versioning keeps it (0 when there is none).
+pub fn replaced_size(ctx: &Ctx, bucket: &BucketMeta, key: &ObjectKey) -> u64 {
+    if bucket.versioning == Some(Versioning::Enabled) {
+        return 0;
+    }
+    let Some(name) = BucketName::parse(&bucket.name) else {
+        return 0;
+    };
+    ctx.store()
+        .object(&name, key)
+        .ok()
+        .filter(|meta| meta.version_id.is_none())
+        .map_or(0, |meta| meta.size)
+}
+
+/// The preconditions of a conditional write: `If-None-Match: *` (only if no object is
+/// there) or an ETag (only unless the current version has it, as RGW takes it), `If-Match`
+/// with an ETag or `*` (only over that version, or any).
+pub fn write_condition(headers: &HeaderMap) -> WriteCondition {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+    };
+    WriteCondition {
+        if_match: get("if-match"),
+        if_none_match: get("if-none-match"),
+    }
 }
 
 #[cfg(test)]

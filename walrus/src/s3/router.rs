@@ -14,6 +14,7 @@ use percent_encoding::percent_decode_str;
 
 use super::error::S3Error;
 use crate::names::{BucketName, ObjectKey, MAX_KEY_LEN};
+use crate::store::VersionRef;
 
 /// Where Eucalyptus mounts its object store; the prefix is not part of the SigV2 resource.
 pub const MOUNT_PREFIXES: [&str; 2] = ["/services/Walrus", "/services/objectstorage"];
@@ -25,6 +26,8 @@ pub struct ObjectPath {
     pub bucket: BucketName,
     /// The key in it.
     pub key: ObjectKey,
+    /// The version the request names (`versionId`); `None` for the current one.
+    pub version: Option<VersionRef>,
 }
 
 /// The `uploadId` parameter as the client sent it (empty when absent). Only the store knows
@@ -98,6 +101,8 @@ pub enum Endpoint {
     DeleteBucketTagging(BucketName),
     GetBucketCors(BucketName),
     PutBucketCors(BucketName),
+    GetBucketVersioning(BucketName),
+    PutBucketVersioning(BucketName),
     DeleteBucketCors(BucketName),
     /// A browser's CORS preflight, on the bucket or one of its objects (AWS has no
     /// operation name for it).
@@ -168,6 +173,8 @@ impl Endpoint {
             E::DeleteBucketTagging(_) => "DeleteBucketTagging",
             E::GetBucketCors(_) => "GetBucketCors",
             E::PutBucketCors(_) => "PutBucketCors",
+            E::GetBucketVersioning(_) => "GetBucketVersioning",
+            E::PutBucketVersioning(_) => "PutBucketVersioning",
             E::DeleteBucketCors(_) => "DeleteBucketCors",
             E::PreflightCors(_) => "OPTIONS",
             E::PutObject(_) => "PutObject",
@@ -210,7 +217,6 @@ macro_rules! unimplemented_endpoints {
 }
 
 unimplemented_endpoints! {
-    GetBucketVersioning, PutBucketVersioning,
     GetBucketLifecycleConfiguration, PutBucketLifecycleConfiguration, DeleteBucketLifecycle,
     GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
     GetBucketWebsite, PutBucketWebsite, DeleteBucketWebsite,
@@ -242,7 +248,6 @@ use Unimplemented as U;
 /// present wins. The implemented sub-resources (`acl`, `location`, `uploads`, `tagging`,
 /// `cors`) come first.
 const BUCKET_GET: &[(&str, Unimplemented)] = &[
-    ("versioning", U::GetBucketVersioning),
     ("lifecycle", U::GetBucketLifecycleConfiguration),
     ("policy", U::GetBucketPolicy),
     ("policyStatus", U::GetBucketPolicyStatus),
@@ -266,7 +271,6 @@ const BUCKET_GET: &[(&str, Unimplemented)] = &[
 ];
 
 const BUCKET_PUT: &[(&str, Unimplemented)] = &[
-    ("versioning", U::PutBucketVersioning),
     ("lifecycle", U::PutBucketLifecycleConfiguration),
     ("policy", U::PutBucketPolicy),
     ("website", U::PutBucketWebsite),
@@ -511,9 +515,16 @@ pub fn route(
         },
         (Some(bucket), None) => bucket_endpoint(method, &query, bucket.clone())?,
         (Some(bucket), Some(key)) => {
+            let version = match query.get("versionId") {
+                None => None,
+                Some(v) => Some(VersionRef::parse(v).ok_or_else(|| {
+                    S3Error::InvalidArgument("Invalid version id specified".into())
+                })?),
+            };
             let object = ObjectPath {
                 bucket: bucket.clone(),
                 key: key.clone(),
+                version,
             };
             object_endpoint(method, &query, object, has_copy_source)?
         }
@@ -541,6 +552,7 @@ fn bucket_endpoint(
         Method::GET if query.has("tagging") => E::GetBucketTagging(bucket),
         Method::GET if query.has("cors") => E::GetBucketCors(bucket),
         Method::GET if query.has("versions") => E::ListObjectVersions(bucket),
+        Method::GET if query.has("versioning") => E::GetBucketVersioning(bucket),
         Method::GET => match unimplemented(BUCKET_GET, query) {
             Some(op) => E::NotImplemented(op),
             None if query.get("list-type") == Some("2") => E::ListObjectsV2(bucket),
@@ -550,6 +562,7 @@ fn bucket_endpoint(
         Method::PUT if query.has("acl") => E::PutBucketAcl(bucket),
         Method::PUT if query.has("tagging") => E::PutBucketTagging(bucket),
         Method::PUT if query.has("cors") => E::PutBucketCors(bucket),
+        Method::PUT if query.has("versioning") => E::PutBucketVersioning(bucket),
         Method::PUT => match unimplemented(BUCKET_PUT, query) {
             Some(op) => E::NotImplemented(op),
             None => E::CreateBucket(bucket),
@@ -681,6 +694,7 @@ mod tests {
         ObjectPath {
             bucket: b1b(),
             key: ObjectKey::parse("k").expect("key"),
+            version: None,
         }
     }
 
@@ -709,8 +723,16 @@ mod tests {
         assert_eq!(ep(Method::POST, "/b1b", "delete"), E::DeleteObjects(b1b()));
         assert_eq!(
             ep(Method::GET, "/b1b", "versioning"),
-            E::NotImplemented(U::GetBucketVersioning)
+            E::GetBucketVersioning(b1b())
         );
+        assert_eq!(
+            ep(Method::PUT, "/b1b", "versioning"),
+            E::PutBucketVersioning(b1b())
+        );
+        assert!(matches!(
+            route(&Method::GET, "/b1b/k", "versionId=zz", None, None, false),
+            Err(S3Error::InvalidArgument(_))
+        ));
         assert_eq!(ep(Method::PUT, "/b1b", "acl"), E::PutBucketAcl(b1b()));
         assert_eq!(
             ep(Method::DELETE, "/b1b", "cors"),

@@ -12,7 +12,7 @@ use super::error::S3Error;
 use super::ident::Payload;
 use super::router::ObjectPath;
 use super::xml::{self, MAX_XML_BODY};
-use super::{empty_response, xml_response, Ctx};
+use super::{empty_response, versioning, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::names::BucketName;
 use crate::store::Tag;
@@ -159,10 +159,12 @@ pub fn from_document(doc: &[u8], max: usize) -> Result<Vec<Tag>, S3Error> {
 
 /// GetObjectTagging: for whoever may read the object.
 pub fn get_object_tagging(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
-    ctx.store().bucket(&object.bucket)?;
-    let meta = ctx.store().object(&object.bucket, &object.key)?;
+    let bmeta = ctx.store().bucket(&object.bucket)?;
+    let meta = versioning::addressed(ctx, object)?;
     require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
-    Ok(xml_response(StatusCode::OK, render(&meta.tags)))
+    let mut resp = xml_response(StatusCode::OK, render(&meta.tags));
+    versioning::add_version_header(resp.headers_mut(), &bmeta, &meta);
+    Ok(resp)
 }
 
 /// AccessDenied unless the caller owns the object or its bucket (Put/DeleteObjectTagging):
@@ -170,19 +172,35 @@ pub fn get_object_tagging(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Bod
 /// anyone retag the objects others put there.
 fn may_retag(ctx: &Ctx, object: &ObjectPath) -> Result<(), S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
-    let meta = ctx.store().object(&object.bucket, &object.key)?;
+    let meta = versioning::addressed(ctx, object)?;
     require_owner(&meta.acl, ctx.principal.as_ref())
         .or_else(|_| require_owner(&bmeta.acl, ctx.principal.as_ref()))
 }
 
-/// Replaces the object's whole tag set.
-fn set_object_tags(ctx: &Ctx, object: &ObjectPath, tags: Vec<Tag>) -> Result<(), S3Error> {
-    ctx.store()
-        .update_object(&object.bucket, &object.key, |meta| {
+/// Replaces the whole tag set of the version addressed; the answer names that version.
+fn set_object_tags(
+    ctx: &Ctx,
+    object: &ObjectPath,
+    tags: Vec<Tag>,
+    status: StatusCode,
+) -> Result<Response<Body>, S3Error> {
+    let mut tagged = None;
+    ctx.store().update_object(
+        &object.bucket,
+        &object.key,
+        object.version.as_ref(),
+        |meta| {
             meta.tags = tags;
+            tagged = Some(meta.clone());
             Ok(())
-        })?;
-    Ok(())
+        },
+    )?;
+    let mut resp = empty_response(status);
+    if let Some(meta) = tagged {
+        let bmeta = ctx.store().bucket(&object.bucket)?;
+        versioning::add_version_header(resp.headers_mut(), &bmeta, &meta);
+    }
+    Ok(resp)
 }
 
 /// PutObjectTagging.
@@ -194,15 +212,13 @@ pub async fn put_object_tagging(
 ) -> Result<Response<Body>, S3Error> {
     may_retag(ctx, object)?;
     let tags = tags_in_body(ctx, body, payload, MAX_OBJECT_TAGS).await?;
-    set_object_tags(ctx, object, tags)?;
-    Ok(empty_response(StatusCode::OK))
+    set_object_tags(ctx, object, tags, StatusCode::OK)
 }
 
 /// DeleteObjectTagging: 204.
 pub fn delete_object_tagging(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
     may_retag(ctx, object)?;
-    set_object_tags(ctx, object, Vec::new())?;
-    Ok(empty_response(StatusCode::NO_CONTENT))
+    set_object_tags(ctx, object, Vec::new(), StatusCode::NO_CONTENT)
 }
 
 /// GetBucketTagging: the owner's; NoSuchTagSet until tags are set.

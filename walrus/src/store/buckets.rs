@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 
-use super::db::{self, CF_BUCKETS, CF_OBJECTS};
+use super::db::{self, CF_BUCKETS, CF_OBJECTS, CF_VERSIONS};
 use super::usage::Delta;
 use super::{internal, lock, multipart, write_lock, BucketMeta, Inner, StorageQuotas, StoreError};
 use crate::acl::Acl;
@@ -38,6 +38,7 @@ pub(super) fn create(
         acl,
         tags: None,
         cors: None,
+        versioning: None,
     };
     let counted = inner.usage.reserve(
         Delta {
@@ -81,13 +82,14 @@ pub(super) fn list(inner: &Inner) -> Result<Vec<BucketMeta>, StoreError> {
         .collect()
 }
 
+/// Deletes a bucket that holds no object, no version and no delete marker.
 pub(super) fn delete(inner: &Inner, name: &BucketName) -> Result<(), StoreError> {
     // Exclusive: no object or upload can be committed into the bucket until it is gone.
     let _gate = write_lock(&inner.gate);
     let _buckets = lock(&inner.buckets);
     let meta = get(inner, name.as_str())?;
     let prefix = db::bucket_prefix(name.as_str());
-    if has_prefix(inner, CF_OBJECTS, &prefix)? {
+    if has_prefix(inner, CF_OBJECTS, &prefix)? || has_prefix(inner, CF_VERSIONS, &prefix)? {
         return Err(StoreError::BucketNotEmpty);
     }
     // Uploads in progress go with the bucket, as in S3: left alone, one forgotten upload

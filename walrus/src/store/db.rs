@@ -3,7 +3,12 @@
 //!
 //! Keys are chosen so that every listing is one forward scan in S3's order:
 //! - `objects`: `bucket 0x00 key` — bucket names never contain 0x00, and the key comes last,
-//!   so the keys of a bucket sort in UTF-8 byte order, which is S3's listing order.
+//!   so the keys of a bucket sort in UTF-8 byte order, which is S3's listing order. The
+//!   record is the key's current version, unless that is a delete marker.
+//! - `versions`: `bucket 0x00 esc(key) 0x00 0x01 !seq(big-endian u64)` — every other version
+//!   of a key in a versioned bucket (older versions, delete markers), newest first; `seq` is
+//!   the version's write time in nanoseconds, unique and increasing per key. A never-versioned
+//!   bucket has no entry here, so its writes cost what they did before versioning.
 //! - `uploads`: `bucket 0x00 esc(key) 0x00 0x01 upload_id` — the key is escaped (0x00 becomes
 //!   0x00 0xFF) so that a key and its upload ids sort before any longer key, and upload ids
 //!   begin with the initiation time, so uploads sort by (key, initiation).
@@ -37,6 +42,8 @@ use super::{internal, ObjectMeta, PartMeta, StoreError};
 pub(super) const CF_BUCKETS: &str = "buckets";
 /// Object records ([`ObjectRecord`]).
 pub(super) const CF_OBJECTS: &str = "objects";
+/// Versions other than the current one ([`ObjectRecord`]).
+pub(super) const CF_VERSIONS: &str = "versions";
 /// Multipart upload records ([`super::UploadMeta`]).
 pub(super) const CF_UPLOADS: &str = "uploads";
 /// Part records ([`PartRecord`]).
@@ -93,6 +100,7 @@ pub(super) fn open(path: &Path) -> Result<DB, StoreError> {
     let cfs = [
         CF_BUCKETS,
         CF_OBJECTS,
+        CF_VERSIONS,
         CF_UPLOADS,
         CF_PARTS,
         CF_FILES,
@@ -147,23 +155,61 @@ fn push_escaped(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// `bucket 0x00 esc(prefix)`: every upload whose key starts with `prefix`.
-pub(super) fn upload_prefix(bucket: &str, prefix: &str) -> Vec<u8> {
+/// `bucket 0x00 esc(prefix)`: every upload or version entry whose key starts with `prefix`.
+pub(super) fn escaped_prefix(bucket: &str, prefix: &str) -> Vec<u8> {
     let mut k = bucket_prefix(bucket);
     push_escaped(&mut k, prefix);
     k
 }
 
-/// `bucket 0x00 esc(key) 0x00 0x01`: every upload of exactly `key`.
-pub(super) fn upload_key_prefix(bucket: &str, key: &str) -> Vec<u8> {
-    let mut k = upload_prefix(bucket, key);
+/// `bucket 0x00 esc(key) 0x00 0x01`: every upload or version entry of exactly `key`.
+pub(super) fn escaped_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = escaped_prefix(bucket, key);
     k.extend_from_slice(&[0, 1]);
     k
 }
 
+/// Past every upload or version entry of a key starting with `prefix` (UTF-8 never holds
+/// 0xFF, and an escaped 0x00 is followed by 0xFF or 0x01, both before it).
+pub(super) fn escaped_past(bucket: &str, prefix: &str) -> Vec<u8> {
+    let mut k = escaped_prefix(bucket, prefix);
+    k.push(0xFF);
+    k
+}
+
+/// The key of one version entry.
+pub(super) fn version_key(bucket: &str, key: &str, seq: u64) -> Vec<u8> {
+    let mut k = escaped_key(bucket, key);
+    k.extend_from_slice(&(!seq).to_be_bytes());
+    k
+}
+
+/// The object key and `seq` of a version entry's key, given the length of its bucket prefix.
+pub(super) fn split_version_key(raw: &[u8], base: usize) -> Result<(String, u64), StoreError> {
+    let body = raw
+        .len()
+        .checked_sub(10)
+        .filter(|&end| end >= base)
+        .map(|end| (&raw[base..end], &raw[end..]))
+        .filter(|(_, tail)| tail[..2] == [0, 1])
+        .ok_or_else(bad_format)?;
+    let (escaped, tail) = body;
+    let mut key = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.iter();
+    while let Some(&b) = bytes.next() {
+        key.push(b);
+        if b == 0 && bytes.next() != Some(&0xFF) {
+            return Err(bad_format());
+        }
+    }
+    let key = String::from_utf8(key).map_err(|_| bad_format())?;
+    let (seq, _) = split_array::<8>(&tail[2..])?;
+    Ok((key, !u64::from_be_bytes(seq)))
+}
+
 /// The key of one upload.
 pub(super) fn upload_key(bucket: &str, key: &str, upload_id: &str) -> Vec<u8> {
-    let mut k = upload_key_prefix(bucket, key);
+    let mut k = escaped_key(bucket, key);
     k.extend_from_slice(upload_id.as_bytes());
     k
 }
@@ -399,6 +445,8 @@ mod tests {
                 key: "project".into(),
                 value: "kö ala".into(),
             }],
+            version_id: Some("0123".into()),
+            delete_marker: false,
         }
     }
 
@@ -468,9 +516,31 @@ mod tests {
         let a0b = upload_key("b", "a\0b", "0000");
         let ab = upload_key("b", "ab", "0000");
         assert!(a < a0b && a0b < ab);
-        assert!(a.starts_with(&upload_prefix("b", "a")));
-        assert!(a0b.starts_with(&upload_prefix("b", "a\0")));
-        assert!(!a.starts_with(&upload_prefix("b", "a\0")));
+        assert!(a.starts_with(&escaped_prefix("b", "a")));
+        assert!(a0b.starts_with(&escaped_prefix("b", "a\0")));
+        assert!(!a.starts_with(&escaped_prefix("b", "a\0")));
+    }
+
+    #[test]
+    fn version_keys_sort_by_key_then_newest_first_and_split_back() {
+        let old = version_key("b", "a", 5);
+        let new = version_key("b", "a", 9);
+        let a0b = version_key("b", "a\0b", 1);
+        let ab = version_key("b", "ab", 1);
+        assert!(new < old && old < a0b && a0b < ab);
+        // Past every key starting with "a", and no further.
+        let past = escaped_past("b", "a");
+        assert!(a0b < past && ab < past && version_key("b", "b", 1) > past);
+        let base = bucket_prefix("b").len();
+        assert_eq!(
+            split_version_key(&a0b, base).expect("split"),
+            ("a\0b".into(), 1)
+        );
+        assert_eq!(
+            split_version_key(&new, base).expect("split"),
+            ("a".into(), 9)
+        );
+        assert!(split_version_key(&new[..new.len() - 1], base).is_err());
     }
 
     #[test]

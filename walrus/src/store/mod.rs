@@ -24,6 +24,7 @@ mod registrations;
 #[cfg(test)]
 mod tests;
 mod usage;
+mod versions;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -64,6 +65,15 @@ pub enum StoreError {
     /// The key does not exist.
     #[error("The specified key does not exist.")]
     NoSuchKey,
+    /// The version asked for is a delete marker, which has no body, tags or ACL.
+    #[error("The specified method is not allowed against this resource.")]
+    MethodNotAllowed,
+    /// A conditional write's precondition does not hold.
+    #[error("At least one of the pre-conditions you specified did not hold.")]
+    PreconditionFailed,
+    /// The key has no version of that id.
+    #[error("The specified version does not exist.")]
+    NoSuchVersion,
     /// The checksum a client claimed for a completed multipart object is not the one its
     /// parts make.
     #[error("The checksum of the object does not match the one claimed.")]
@@ -219,6 +229,19 @@ pub struct BucketMeta {
     /// Its CORS rules (PutBucketCors), in order; `None` until set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Vec<CorsRule>>,
+    /// Its versioning state; `None` while it was never turned on (it can be suspended,
+    /// never turned off again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<Versioning>,
+}
+
+/// A bucket's versioning state (PutBucketVersioning).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Versioning {
+    /// Every write makes a new version with an id of its own; deletes leave a marker.
+    Enabled,
+    /// Writes and deletes replace the key's "null" version; older versions stay.
+    Suspended,
 }
 
 impl records::Versioned for BucketMeta {
@@ -257,6 +280,93 @@ pub struct ObjectMeta {
     /// Its tags (`x-amz-tagging`, PutObjectTagging).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+    /// Its version id; `None` for the "null" version (written while the bucket was never
+    /// versioned, or suspended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// A delete marker: no body, it hides the versions below it from GET and listings.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_marker: bool,
+}
+
+impl ObjectMeta {
+    /// The version id as S3 shows it: "null" for the null version.
+    pub fn version_label(&self) -> &str {
+        self.version_id.as_deref().unwrap_or(NULL_VERSION)
+    }
+}
+
+/// The id S3 gives the version written while a bucket is not versioning.
+pub const NULL_VERSION: &str = "null";
+
+/// One version of a key, as a request names it (`versionId`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionRef {
+    /// `versionId=null`.
+    Null,
+    /// An id Walrus handed out.
+    Id(String),
+}
+
+impl VersionRef {
+    /// Parses a `versionId`: "null" or one of Walrus' ids; `None` for anything else
+    /// (S3's `InvalidArgument`).
+    pub fn parse(s: &str) -> Option<VersionRef> {
+        if s == NULL_VERSION {
+            Some(VersionRef::Null)
+        } else {
+            versions::seq_of(s).map(|_| VersionRef::Id(s.to_owned()))
+        }
+    }
+
+    /// Whether `meta` is this version.
+    fn names(&self, meta: &ObjectMeta) -> bool {
+        match self {
+            VersionRef::Null => meta.version_id.is_none(),
+            VersionRef::Id(id) => meta.version_id.as_deref() == Some(id.as_str()),
+        }
+    }
+}
+
+/// What a delete did (S3's `x-amz-delete-marker` and `x-amz-version-id`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// The version removed, or the delete marker written; `None` for an unversioned
+    /// bucket's object.
+    pub version_id: Option<String>,
+    /// Whether a delete marker was written, or the version removed was one.
+    pub delete_marker: bool,
+}
+
+/// ListObjectVersions parameters.
+#[derive(Clone, Debug, Default)]
+pub struct VersionQuery {
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Roll keys up to the first occurrence of this after the prefix.
+    pub delimiter: Option<String>,
+    /// Start after this key (every version of it), or, with `version_marker`, after that
+    /// version of it.
+    pub key_marker: Option<String>,
+    /// With `key_marker`: start after this version of that key.
+    pub version_marker: Option<VersionRef>,
+    /// At most this many versions plus common prefixes.
+    pub max_keys: usize,
+}
+
+/// One page of ListObjectVersions.
+#[derive(Clone, Debug, Default)]
+pub struct VersionPage {
+    /// Versions and delete markers in key order, newest first within a key, each with
+    /// whether it is the key's current version.
+    pub versions: Vec<(ObjectKey, ObjectMeta, bool)>,
+    /// Common prefixes (when a delimiter was given), in order, each once.
+    pub common_prefixes: Vec<String>,
+    /// True when more follow.
+    pub is_truncated: bool,
+    /// Where the next page starts: a key (after every version of it when the version is
+    /// `None`: a common prefix) and a version.
+    pub next_marker: Option<(String, Option<String>)>,
 }
 
 /// What a new object carries besides its body.
@@ -270,6 +380,71 @@ pub struct NewObject {
     pub acl: Acl,
     /// Its tags.
     pub tags: Vec<Tag>,
+    /// What must hold of the key's current version for the write to happen.
+    pub condition: WriteCondition,
+}
+
+/// A conditional write's preconditions (`If-Match`, `If-None-Match`), checked against the
+/// key's current version under the key's lock, so that two writers cannot both pass them.
+/// A delete marker on top counts as no object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteCondition {
+    /// Only over a current version with this ETag (`*`: any): `NoSuchKey` when there is
+    /// none, `PreconditionFailed` when it differs.
+    pub if_match: Option<String>,
+    /// Only unless the current version has this ETag (`*`: unless there is one at all):
+    /// `PreconditionFailed` otherwise.
+    pub if_none_match: Option<String>,
+}
+
+/// A conditional delete's preconditions (`If-Match`, `x-amz-if-match-last-modified-time`,
+/// `x-amz-if-match-size`), checked against the version a delete removes (or the key's
+/// current entry) under the key's lock. A target that is not there passes (the delete is a
+/// no-op); a delete marker has no ETag, time or size to match, only `If-Match: *`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteCondition {
+    /// The target's ETag (`*`: any).
+    pub etag: Option<String>,
+    /// The target's Last-Modified, in whole seconds since the epoch.
+    pub last_modified: Option<u64>,
+    /// The target's size in bytes.
+    pub size: Option<u64>,
+}
+
+impl DeleteCondition {
+    /// Whether nothing is asked.
+    fn is_empty(&self) -> bool {
+        *self == DeleteCondition::default()
+    }
+
+    /// `PreconditionFailed` unless `target` is as asked.
+    fn check(&self, target: &ObjectMeta) -> Result<(), StoreError> {
+        let secs = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        let etag_ok = match self.etag.as_deref() {
+            None => true,
+            Some("*") => true,
+            Some(e) => !target.delete_marker && same_etag(e, &target.etag),
+        };
+        let time_ok = self
+            .last_modified
+            .is_none_or(|t| !target.delete_marker && secs(target.last_modified) == t);
+        let size_ok = self
+            .size
+            .is_none_or(|s| !target.delete_marker && target.size == s);
+        if etag_ok && time_ok && size_ok {
+            Ok(())
+        } else {
+            Err(StoreError::PreconditionFailed)
+        }
+    }
+}
+
+/// Whether an ETag as a client sent it (maybe quoted) is `stored`.
+fn same_etag(given: &str, stored: &str) -> bool {
+    given.trim().trim_matches('"').eq_ignore_ascii_case(stored)
 }
 
 /// A staged body: on disk and fsynced (or held in memory when small), not yet visible.
@@ -645,9 +820,11 @@ impl Store {
         .await
     }
 
-    /// Makes a staged body visible as `bucket/key`, replacing any previous object (whose
-    /// data is then reclaimed), unless the bucket's owner would then store more than
-    /// `quotas` allow (`QuotaExceeded`). Durable before it returns.
+    /// Makes a staged body the current version of `bucket/key`: in a never-versioned or
+    /// suspended bucket it replaces the key's null version (whose data is then reclaimed),
+    /// in a versioned one it goes on top. Refused when `object.condition` does not hold, or
+    /// when the bucket's owner would then store more than `quotas` allow (`QuotaExceeded`).
+    /// Durable before it returns; the result carries the version's id and time.
     pub async fn commit_object(
         &self,
         bucket: &BucketName,
@@ -661,15 +838,28 @@ impl Store {
         blocking(move || objects::commit(&inner, &bucket, &key, staged, object, &quotas)).await
     }
 
-    /// The object's record.
+    /// The current version of the object (`NoSuchKey` when there is none, or a delete
+    /// marker is on top).
     pub fn object(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectMeta, StoreError> {
         objects::meta(&self.inner, bucket, key)
     }
 
-    /// Reads `len` bytes from `offset` of the object as a stream of chunks (bounded memory;
-    /// large reads in large chunks). Reads the object version described by `meta` even if
-    /// it is replaced meanwhile (data is reclaimed only when no reader holds it) — or fails
-    /// with `NoSuchKey` if that cannot be guaranteed.
+    /// The current version of the object, or version `version`; unlike [`Store::object`]
+    /// either may be a delete marker (`delete_marker` set), which S3 answers for
+    /// differently than for a missing key (`NoSuchKey`) or version (`NoSuchVersion`).
+    pub fn object_version(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        version: Option<&VersionRef>,
+    ) -> Result<ObjectMeta, StoreError> {
+        versions::meta(&self.inner, bucket, key, version)
+    }
+
+    /// Reads `len` bytes from `offset` of the object version `meta` describes as a stream
+    /// of chunks (bounded memory; large reads in large chunks), even if it is replaced
+    /// meanwhile (data is reclaimed only when no reader holds it) — or fails with
+    /// `NoSuchKey` if that version is gone.
     ///
     /// The files are opened before this returns: a later delete unlinks them, and an open
     /// file outlives its unlink, so the stream always completes with the version asked for.
@@ -684,26 +874,57 @@ impl Store {
         objects::read(&self.inner, bucket, key, meta, offset, len)
     }
 
-    /// Changes an object's metadata (its ACL, tags) in place, under the key's lock, synced;
-    /// the body stays. `change` may refuse, and nothing is written then.
+    /// Changes the metadata (ACL, tags) of the current version, or of version `version`, in
+    /// place, under the key's lock, synced; the body stays. `change` may refuse, and nothing
+    /// is written then; a delete marker is refused (`MethodNotAllowed`).
     pub fn update_object(
         &self,
         bucket: &BucketName,
         key: &ObjectKey,
+        version: Option<&VersionRef>,
         change: impl FnOnce(&mut ObjectMeta) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        objects::update(&self.inner, bucket, key, change)
+        versions::update(&self.inner, bucket, key, version, change)
     }
 
-    /// Deletes an object; deleting a missing key succeeds (S3 semantics) and returns false.
+    /// DeleteObject without a version: removes the object of a never-versioned bucket
+    /// (a missing key is no error), or puts a delete marker owned by `requester` on top of
+    /// a versioned one's versions; if `condition` holds of the current entry.
     pub async fn delete_object(
         &self,
         bucket: &BucketName,
         key: &ObjectKey,
-    ) -> Result<bool, StoreError> {
+        requester: &str,
+        condition: DeleteCondition,
+    ) -> Result<Deleted, StoreError> {
         let inner = Arc::clone(&self.inner);
-        let (bucket, key) = (bucket.clone(), key.clone());
-        blocking(move || objects::delete(&inner, &bucket, &key)).await
+        let (bucket, key, requester) = (bucket.clone(), key.clone(), requester.to_owned());
+        blocking(move || versions::delete_current(&inner, &bucket, &key, &requester, &condition))
+            .await
+    }
+
+    /// Deletes one version (or delete marker) for good, if `condition` holds of it; the next
+    /// newest becomes current when it was the current one. A missing version is no error.
+    pub async fn delete_version(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        version: &VersionRef,
+        condition: DeleteCondition,
+    ) -> Result<Deleted, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let (bucket, key, version) = (bucket.clone(), key.clone(), version.clone());
+        blocking(move || versions::delete_version(&inner, &bucket, &key, &version, &condition))
+            .await
+    }
+
+    /// One page of the bucket's versions and delete markers (ListObjectVersions).
+    pub fn list_versions(
+        &self,
+        bucket: &BucketName,
+        query: &VersionQuery,
+    ) -> Result<VersionPage, StoreError> {
+        versions::list(&self.inner, bucket, query)
     }
 
     /// One page of the bucket's keys.
@@ -792,17 +1013,23 @@ impl Store {
 
     /// Completes an upload from the parts the client lists (number and ETag, ascending):
     /// re-references the part files, never copies them; all but the last part must be at
-    /// least 5 MiB. Durable on return; the upload is gone afterwards.
+    /// least 5 MiB; the object becomes the key's current version as with
+    /// [`Store::commit_object`], if `condition` holds. Durable on return; the upload is gone
+    /// afterwards.
     pub async fn complete_upload(
         &self,
         upload: &UploadMeta,
         parts: &[(u32, String)],
         claimed: Option<String>,
+        condition: WriteCondition,
     ) -> Result<ObjectMeta, StoreError> {
         let inner = Arc::clone(&self.inner);
         let upload = upload.clone();
         let parts = parts.to_vec();
-        blocking(move || multipart::complete(&inner, &upload, &parts, claimed.as_deref())).await
+        blocking(move || {
+            multipart::complete(&inner, &upload, &parts, claimed.as_deref(), &condition)
+        })
+        .await
     }
 
     /// Aborts an upload and reclaims its parts.

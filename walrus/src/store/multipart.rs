@@ -21,7 +21,7 @@ use super::usage::Delta;
 use super::{
     buckets, digest, internal, objects, read_lock, write_lock, ChecksumAlgorithm, ChecksumType,
     Inner, ObjectHeaders, ObjectMeta, PartMeta, Staged, StagedData, StorageQuotas, StoreError, Tag,
-    UploadMeta,
+    UploadMeta, WriteCondition,
 };
 use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
@@ -258,7 +258,7 @@ pub(super) fn list_uploads(
 ) -> Result<(Vec<UploadMeta>, bool), StoreError> {
     buckets::require(inner, bucket.as_str())?;
     let b = bucket.as_str();
-    let scan = db::upload_prefix(b, prefix);
+    let scan = db::escaped_prefix(b, prefix);
     let mut opts = ReadOptions::default();
     if let Some(end) = db::prefix_end(&scan) {
         opts.set_iterate_upper_bound(end);
@@ -274,7 +274,7 @@ pub(super) fn list_uploads(
         }
         (Some(km), None) => {
             // Past every upload of the marker key: its ids follow `0x00 0x01`.
-            let mut from = db::upload_prefix(b, km);
+            let mut from = db::escaped_prefix(b, km);
             from.extend_from_slice(&[0, 2]);
             it.seek(from.max(scan));
         }
@@ -306,6 +306,7 @@ pub(super) fn complete(
     upload: &UploadMeta,
     listed: &[(u32, String)],
     claimed: Option<&str>,
+    condition: &WriteCondition,
 ) -> Result<ObjectMeta, StoreError> {
     let _gate = read_lock(&inner.gate);
     let _upload = write_lock(inner.upload_lock(&upload.upload_id));
@@ -353,11 +354,12 @@ pub(super) fn complete(
             _ => return Err(StoreError::ChecksumMismatch),
         }
     }
-    let record = ObjectRecord {
+    let mut record = ObjectRecord {
         meta: ObjectMeta {
             size: extents.iter().map(|e| e.size).sum(),
             etag,
-            last_modified: SystemTime::now(),
+            // Set when the record is placed among the key's versions.
+            last_modified: SystemTime::UNIX_EPOCH,
             headers: upload.headers.clone(),
             checksum,
             acl: upload.acl.clone(),
@@ -372,6 +374,8 @@ pub(super) fn complete(
                 .collect::<Option<Vec<_>>>()
                 .unwrap_or_default(),
             tags: upload.tags.clone(),
+            version_id: None,
+            delete_marker: false,
         },
         body: Body::Files(extents),
     };
@@ -395,8 +399,9 @@ pub(super) fn complete(
         batch,
         added: -size_delta(unused_bytes),
         quotas: &StorageQuotas::UNLIMITED,
+        condition,
     };
-    objects::put(inner, &upload.bucket, &upload.key, &record, stored)?;
+    objects::put(inner, &upload.bucket, &upload.key, &mut record, stored)?;
     inner.reclaim(&unused);
     Ok(record.meta)
 }

@@ -13,10 +13,11 @@ use rocksdb::WriteBatch;
 
 use super::data::{self, Segment};
 use super::db::{self, Body, Extent, ObjectRecord, CF_FILES, CF_OBJECTS};
+use super::same_etag;
 use super::usage::Delta;
 use super::{
-    buckets, internal, read_lock, BodyStream, Inner, NewObject, ObjectMeta, Staged, StagedData,
-    StorageQuotas, StoreError,
+    buckets, internal, read_lock, versions, BodyStream, Inner, NewObject, ObjectMeta, Staged,
+    StagedData, StorageQuotas, StoreError, WriteCondition,
 };
 use crate::names::{BucketName, ObjectKey};
 
@@ -38,11 +39,12 @@ pub(super) fn commit(
             size,
         }]),
     };
-    let record = ObjectRecord {
+    let mut record = ObjectRecord {
         meta: ObjectMeta {
             size,
             etag: hex::encode(staged.digests.md5),
-            last_modified: SystemTime::now(),
+            // Set when the record is placed among the key's versions.
+            last_modified: SystemTime::UNIX_EPOCH,
             headers: object.headers,
             checksum: object.checksum,
             acl: object.acl,
@@ -50,6 +52,8 @@ pub(super) fn commit(
             part_etags: Vec::new(),
             part_checksums: Vec::new(),
             tags: object.tags,
+            version_id: None,
+            delete_marker: false,
         },
         body,
     };
@@ -57,8 +61,9 @@ pub(super) fn commit(
         batch: WriteBatch::default(),
         added: size_delta(size),
         quotas,
+        condition: &object.condition,
     };
-    if let Err(e) = put(inner, bucket.as_str(), key.as_str(), &record, stored) {
+    if let Err(e) = put(inner, bucket.as_str(), key.as_str(), &mut record, stored) {
         // The installed file was never referenced; don't leave it for the next open.
         for id in record.files() {
             let _ = inner.layout.unlink(id);
@@ -69,7 +74,7 @@ pub(super) fn commit(
 }
 
 /// How a record is written by [`put`]: with what else, adding how many bytes to the bucket
-/// owner's usage (before the replaced version's are freed), within which quotas.
+/// owner's usage (before the replaced version's are freed), within which quotas, if what.
 pub(super) struct Stored<'a> {
     /// Written in the same batch.
     pub batch: WriteBatch,
@@ -78,6 +83,8 @@ pub(super) struct Stored<'a> {
     pub added: i64,
     /// What the bucket's owner may hold.
     pub quotas: &'a StorageQuotas,
+    /// What must hold of the key's current version.
+    pub condition: &'a WriteCondition,
 }
 
 /// A size as a change of usage.
@@ -85,39 +92,38 @@ pub(super) fn size_delta(size: u64) -> i64 {
     i64::try_from(size).unwrap_or(i64::MAX)
 }
 
-/// Writes `record` as `bucket/key` together with `stored.batch`, replacing any previous
-/// version and reclaiming its files, and counts the change in the bucket owner's usage
-/// (`QuotaExceeded` when it would grow past the quota). The caller holds the gate (shared)
-/// and has checked the bucket.
+/// Writes `record` as the current version of `bucket/key` together with `stored.batch`,
+/// giving it its time and version id: the version it replaces is kept (versioned bucket) or
+/// its files reclaimed; counts the change in the bucket owner's usage (`QuotaExceeded` when
+/// it would grow past the quota). The caller holds the gate (shared) and has checked the
+/// bucket.
 pub(super) fn put(
     inner: &Inner,
     bucket: &str,
     key: &str,
-    record: &ObjectRecord,
+    record: &mut ObjectRecord,
     stored: Stored<'_>,
 ) -> Result<(), StoreError> {
     let Stored {
         mut batch,
         added,
         quotas,
+        condition,
     } = stored;
-    let owner = buckets::get(inner, bucket)?.acl.owner;
-    let old = {
+    let bmeta = buckets::get(inner, bucket)?;
+    let retired = {
         let _key = inner.key_lock(bucket, key);
         let objects = inner.cf(CF_OBJECTS)?;
         let files = inner.cf(CF_FILES)?;
         let okey = db::object_key(bucket, key);
-        let (old, old_size) = match inner.db.get_pinned_cf(objects, &okey).map_err(internal)? {
-            Some(v) => (
-                ObjectRecord::decode_files(&v)?,
-                ObjectRecord::decode_meta(&v)?.size,
-            ),
-            None => (Vec::new(), 0),
-        };
+        check(inner, &okey, condition)?;
+        let placement = versions::place(inner, &mut batch, bucket, key, bmeta.versioning)?;
+        record.meta.last_modified = placement.last_modified;
+        record.meta.version_id = placement.version_id;
         let counted = inner.usage.reserve(
             Delta {
-                account: owner,
-                bytes: added.saturating_sub(size_delta(old_size)),
+                account: bmeta.acl.owner,
+                bytes: added.saturating_sub(size_delta(placement.freed)),
                 buckets: 0,
             },
             quotas,
@@ -126,14 +132,40 @@ pub(super) fn put(
         for id in record.files() {
             batch.put_cf(files, id.0, db::MARKER);
         }
-        inner.retire(&mut batch, &old)?;
+        inner.retire(&mut batch, &placement.retired)?;
         counted.add_to(&inner.db, &mut batch)?;
         inner.write(batch)?;
         counted.keep();
-        old
+        placement.retired
     };
-    inner.reclaim(&old);
+    inner.reclaim(&retired);
     Ok(())
+}
+
+/// `PreconditionFailed` (or `NoSuchKey` for an `If-Match` on no object) unless the key's
+/// current version is as `condition` asks. The caller holds the key's lock.
+fn check(inner: &Inner, okey: &[u8], condition: &WriteCondition) -> Result<(), StoreError> {
+    if *condition == WriteCondition::default() {
+        return Ok(());
+    }
+    let current = match inner
+        .db
+        .get_pinned_cf(inner.cf(CF_OBJECTS)?, okey)
+        .map_err(internal)?
+    {
+        Some(v) => Some(ObjectRecord::decode_meta(&v)?),
+        None => None,
+    };
+    let names = |given: &str, m: &ObjectMeta| given.trim() == "*" || same_etag(given, &m.etag);
+    match (&current, condition.if_match.as_deref()) {
+        (None, Some(_)) => return Err(StoreError::NoSuchKey),
+        (Some(m), Some(given)) if !names(given, m) => return Err(StoreError::PreconditionFailed),
+        _ => {}
+    }
+    match (&current, condition.if_none_match.as_deref()) {
+        (Some(m), Some(given)) if names(given, m) => Err(StoreError::PreconditionFailed),
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn meta(
@@ -152,11 +184,6 @@ pub(super) fn meta(
     }
 }
 
-/// Whether two records describe the same stored version.
-fn same_version(a: &ObjectMeta, b: &ObjectMeta) -> bool {
-    a.etag == b.etag && a.size == b.size && a.last_modified == b.last_modified
-}
-
 pub(super) fn read(
     inner: &Inner,
     bucket: &BucketName,
@@ -169,16 +196,9 @@ pub(super) fn read(
         .checked_add(len)
         .filter(|&end| end <= meta.size)
         .ok_or_else(|| internal("read range beyond the end of the object"))?;
-    let objects = inner.cf(CF_OBJECTS)?;
-    let okey = db::object_key(bucket.as_str(), key.as_str());
-    let record = match inner.db.get_pinned_cf(objects, okey).map_err(internal)? {
-        Some(v) => ObjectRecord::decode(&v)?,
-        None => return Err(StoreError::NoSuchKey),
-    };
-    if !same_version(&record.meta, meta) {
-        // Replaced since `meta` was read: that version's bytes may be gone already.
-        return Err(StoreError::NoSuchKey);
-    }
+    // Gone since `meta` was read: that version's bytes may be gone already.
+    let record = versions::record_of(inner, bucket.as_str(), key.as_str(), meta)?
+        .ok_or(StoreError::NoSuchKey)?;
     match record.body {
         Body::Inline(data) => {
             let chunk = Bytes::from(data).slice(offset as usize..end as usize);
@@ -212,63 +232,4 @@ pub(super) fn read(
             Ok(data::stream_segments(segments))
         }
     }
-}
-
-pub(super) fn update(
-    inner: &Inner,
-    bucket: &BucketName,
-    key: &ObjectKey,
-    change: impl FnOnce(&mut ObjectMeta) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let _key = inner.key_lock(bucket.as_str(), key.as_str());
-    let objects = inner.cf(CF_OBJECTS)?;
-    let okey = db::object_key(bucket.as_str(), key.as_str());
-    let mut record = match inner.db.get_pinned_cf(objects, &okey).map_err(internal)? {
-        Some(v) => ObjectRecord::decode(&v)?,
-        None => {
-            buckets::require(inner, bucket.as_str())?;
-            return Err(StoreError::NoSuchKey);
-        }
-    };
-    change(&mut record.meta)?;
-    inner
-        .db
-        .put_cf_opt(objects, okey, record.encode()?, &db::sync_writes())
-        .map_err(internal)
-}
-
-pub(super) fn delete(
-    inner: &Inner,
-    bucket: &BucketName,
-    key: &ObjectKey,
-) -> Result<bool, StoreError> {
-    let old = {
-        let _key = inner.key_lock(bucket.as_str(), key.as_str());
-        let objects = inner.cf(CF_OBJECTS)?;
-        let okey = db::object_key(bucket.as_str(), key.as_str());
-        let Some(v) = inner.db.get_pinned_cf(objects, &okey).map_err(internal)? else {
-            buckets::require(inner, bucket.as_str())?;
-            return Ok(false);
-        };
-        let old = ObjectRecord::decode_files(&v)?;
-        let size = ObjectRecord::decode_meta(&v)?.size;
-        let owner = buckets::get(inner, bucket.as_str())?.acl.owner;
-        let counted = inner.usage.reserve(
-            Delta {
-                account: owner,
-                bytes: -size_delta(size),
-                buckets: 0,
-            },
-            &StorageQuotas::UNLIMITED,
-        )?;
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(objects, okey);
-        inner.retire(&mut batch, &old)?;
-        counted.add_to(&inner.db, &mut batch)?;
-        inner.write(batch)?;
-        counted.keep();
-        old
-    };
-    inner.reclaim(&old);
-    Ok(true)
 }
