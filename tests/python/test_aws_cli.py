@@ -266,8 +266,33 @@ def test_s3api_errors_are_reported(aws, cli_bucket):
     out = aws("s3api", "get-object", "--bucket", cli_bucket, "--key", "absent", "/dev/null",
               check=False)
     assert out.returncode != 0 and "NoSuchKey" in out.stderr
-    out = aws("s3api", "get-bucket-versioning", "--bucket", cli_bucket, check=False)
+    out = aws("s3api", "get-bucket-lifecycle-configuration", "--bucket", cli_bucket,
+              check=False)
     assert out.returncode != 0 and "NotImplemented" in out.stderr
+    out = aws("s3api", "get-bucket-policy", "--bucket", cli_bucket, check=False)
+    assert out.returncode != 0 and "NoSuchBucketPolicy" in out.stderr
+
+
+def test_s3api_versioning(aws, cli_bucket, tmp_path):
+    aws("s3api", "put-bucket-versioning", "--bucket", cli_bucket,
+        "--versioning-configuration", "Status=Enabled")
+    assert json.loads(aws("s3api", "get-bucket-versioning", "--bucket", cli_bucket).stdout) == {
+        "Status": "Enabled"}
+    write(str(tmp_path / "v"), b"one")
+    first = json.loads(aws("s3api", "put-object", "--bucket", cli_bucket, "--key", "v",
+                           "--body", str(tmp_path / "v")).stdout)["VersionId"]
+    write(str(tmp_path / "v"), b"two")
+    aws("s3api", "put-object", "--bucket", cli_bucket, "--key", "v", "--body",
+        str(tmp_path / "v"))
+    aws("s3api", "get-object", "--bucket", cli_bucket, "--key", "v", "--version-id", first,
+        str(tmp_path / "out"))
+    assert open(tmp_path / "out", "rb").read() == b"one"
+    listed = json.loads(aws("s3api", "list-object-versions", "--bucket", cli_bucket).stdout)
+    assert [v["IsLatest"] for v in listed["Versions"]] == [True, False]
+    # `aws s3 rm` leaves a delete marker; the versions stay until removed by id.
+    aws("s3", "rm", f"s3://{cli_bucket}/v")
+    listed = json.loads(aws("s3api", "list-object-versions", "--bucket", cli_bucket).stdout)
+    assert len(listed["Versions"]) == 2 and len(listed["DeleteMarkers"]) == 1
 
 
 def test_presign_and_fetch(aws, s3, cli_bucket, tmp_path):

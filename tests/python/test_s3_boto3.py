@@ -1560,11 +1560,10 @@ def test_malformed_create_bucket_configuration(s3, bucket_name):
         Bucket=b, LifecycleConfiguration={"Rules": [
             {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""},
              "Expiration": {"Days": 1}}]}),
-    lambda s3, b: s3.get_bucket_policy(Bucket=b),
     lambda s3, b: s3.get_bucket_website(Bucket=b),
     lambda s3, b: s3.get_bucket_encryption(Bucket=b),
     lambda s3, b: s3.get_bucket_replication(Bucket=b),
-], ids=["put_lifecycle", "get_policy", "get_website", "get_encryption",
+], ids=["put_lifecycle", "get_website", "get_encryption",
         "get_replication"])
 def test_unimplemented_subresources_are_501(s3, bucket, call):
     with pytest.raises(ClientError) as exc:

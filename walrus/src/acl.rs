@@ -206,4 +206,31 @@ impl Acl {
             .iter()
             .any(|g| g.permission.covers(wanted) && g.grantee.matches(who))
     }
+
+    /// Whether a grant gives something to everyone or to any signed caller (S3's "public"
+    /// ACL, which a public access block refuses or ignores).
+    pub fn is_public(&self) -> bool {
+        self.grants.iter().any(|g| g.grantee.is_public())
+    }
+
+    /// The ACL without its grants to everyone and to any signed caller: what a bucket that
+    /// ignores public ACLs goes by.
+    pub fn without_public_grants(&self) -> Acl {
+        Acl {
+            owner: self.owner.clone(),
+            grants: self
+                .grants
+                .iter()
+                .filter(|g| !g.grantee.is_public())
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+impl Grantee {
+    /// Everyone, or any signed caller.
+    fn is_public(&self) -> bool {
+        matches!(self, Grantee::AllUsers | Grantee::AuthenticatedUsers)
+    }
 }

@@ -9,6 +9,7 @@ pub mod acl;
 mod directory;
 mod feed;
 pub mod names;
+mod policy;
 mod quota;
 mod remote;
 mod s3;

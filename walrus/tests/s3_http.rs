@@ -909,7 +909,6 @@ async fn not_implemented_and_unknown() {
     s.put("/nim", b"").await.expect(200);
     for path in [
         "/nim?lifecycle",
-        "/nim?policy",
         "/nim?encryption",
         "/nim?website",
         "/nim?object-lock",
@@ -931,6 +930,12 @@ async fn not_implemented_and_unknown() {
         .await
         .expect_err(400, "MalformedXML");
     s.get("/nim?tagging").await.expect_err(404, "NoSuchTagSet");
+    s.get("/nim?policy")
+        .await
+        .expect_err(404, "NoSuchBucketPolicy");
+    s.get("/nim?publicAccessBlock")
+        .await
+        .expect_err(404, "NoSuchPublicAccessBlockConfiguration");
     s.get("/nim?cors")
         .await
         .expect_err(404, "NoSuchCORSConfiguration");

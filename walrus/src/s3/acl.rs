@@ -4,7 +4,8 @@
 use axum::body::Body;
 use http::{HeaderMap, Response, StatusCode};
 
-use super::auth::{read_small_body, require};
+use super::access::{authorize, refuse_public_acl, AclCheck, Want};
+use super::auth::read_small_body;
 use super::error::S3Error;
 use super::ident::Payload;
 use super::router::ObjectPath;
@@ -184,7 +185,12 @@ async fn new_acl(
 /// GetBucketAcl.
 pub fn get_bucket_acl(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
     let meta = ctx.store().bucket(bucket)?;
-    require(&meta.acl, ctx.principal.as_ref(), Permission::ReadAcp)?;
+    authorize(
+        ctx,
+        &meta,
+        Want::bucket("s3:GetBucketAcl"),
+        AclCheck::Permission(&meta.acl, Permission::ReadAcp),
+    )?;
     Ok(xml_response(
         StatusCode::OK,
         render_acl(&meta.acl, &|id| ctx.display_name(id)),
@@ -199,8 +205,14 @@ pub async fn put_bucket_acl(
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
     let meta = ctx.store().bucket(bucket)?;
-    require(&meta.acl, ctx.principal.as_ref(), Permission::WriteAcp)?;
+    authorize(
+        ctx,
+        &meta,
+        Want::bucket("s3:PutBucketAcl"),
+        AclCheck::Permission(&meta.acl, Permission::WriteAcp),
+    )?;
     let acl = new_acl(ctx, body, payload, &meta.acl, &meta.acl.owner).await?;
+    refuse_public_acl(&meta, &acl)?;
     ctx.store().update_bucket(bucket, |meta| {
         meta.acl = acl;
         Ok(())
@@ -212,7 +224,16 @@ pub async fn put_bucket_acl(
 pub fn get_object_acl(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
     let meta = versioning::addressed(ctx, object)?;
-    require(&meta.acl, ctx.principal.as_ref(), Permission::ReadAcp)?;
+    let action = match object.version {
+        Some(_) => "s3:GetObjectVersionAcl",
+        None => "s3:GetObjectAcl",
+    };
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object(action, &object.key, Some(&meta)),
+        AclCheck::Permission(&meta.acl, Permission::ReadAcp),
+    )?;
     let mut resp = xml_response(
         StatusCode::OK,
         render_acl(&meta.acl, &|id| ctx.display_name(id)),
@@ -235,8 +256,18 @@ pub async fn put_object_acl(
     } = object;
     let bmeta = ctx.store().bucket(bucket)?;
     let meta = versioning::addressed(ctx, object)?;
-    require(&meta.acl, ctx.principal.as_ref(), Permission::WriteAcp)?;
+    let action = match version {
+        Some(_) => "s3:PutObjectVersionAcl",
+        None => "s3:PutObjectAcl",
+    };
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object(action, key, Some(&meta)),
+        AclCheck::Permission(&meta.acl, Permission::WriteAcp),
+    )?;
     let acl = new_acl(ctx, body, payload, &meta.acl, &bmeta.acl.owner).await?;
+    refuse_public_acl(&bmeta, &acl)?;
     ctx.store()
         .update_object(bucket, key, version.as_ref(), |meta| {
             meta.acl = acl;

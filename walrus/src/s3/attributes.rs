@@ -5,7 +5,7 @@
 use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode};
 
-use super::auth::require;
+use super::access::{authorize, AclCheck, Want};
 use super::error::S3Error;
 use super::list::parse_max;
 use super::put::checksum_name;
@@ -57,7 +57,16 @@ fn invalid_attribute(name: &str) -> S3Error {
 pub fn get_object_attributes(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
     let meta = super::versioning::addressed(ctx, object)?;
-    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    let action = match object.version {
+        Some(_) => "s3:GetObjectVersionAttributes",
+        None => "s3:GetObjectAttributes",
+    };
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object(action, &object.key, Some(&meta)),
+        AclCheck::Permission(&meta.acl, Permission::Read),
+    )?;
     let wanted = wanted(ctx)?;
     let max_parts = parse_max(ctx.header("x-amz-max-parts"), "max-parts", MAX_PARTS)?;
     let marker = match ctx.header("x-amz-part-number-marker") {

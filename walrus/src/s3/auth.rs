@@ -1,7 +1,7 @@
 //! Who the caller is and what they may do: signature verification through `identity`, the
 //! request body turned into a verified stream according to what the signature promised
-//! (SHA-256 payload hash, aws-chunked framing with chunk signatures and trailers), and the
-//! ACL checks each operation makes.
+//! (SHA-256 payload hash, aws-chunked framing with chunk signatures and trailers), and who
+//! the caller is to ACLs (what they may do is `access`'s).
 
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +13,7 @@ use sha2::Digest;
 
 use super::error::S3Error;
 use super::ident::{AwsChunkedDecoder, Payload, Principal};
-use crate::acl::{Acl, Permission, Requester};
+use crate::acl::{Acl, Requester};
 use crate::store::BodyStream;
 
 /// The largest single PUT (and copy source) S3 accepts: 5 GiB.
@@ -26,19 +26,6 @@ pub fn requester(principal: Option<&Principal>) -> Requester<'_> {
         Some(p) => Requester::Account {
             account_id: &p.account_id,
         },
-    }
-}
-
-/// Fails with AccessDenied unless the ACL gives the caller `wanted`.
-pub fn require(
-    acl: &Acl,
-    principal: Option<&Principal>,
-    wanted: Permission,
-) -> Result<(), S3Error> {
-    if acl.allows(requester(principal), wanted) {
-        Ok(())
-    } else {
-        Err(S3Error::access_denied())
     }
 }
 
@@ -306,7 +293,15 @@ fn check_small_digests(headers: &HeaderMap, body: &[u8]) -> Result<(), S3Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acl::{CannedAcl, Grant, Grantee};
+    use crate::acl::{CannedAcl, Grant, Grantee, Permission};
+
+    fn require(acl: &Acl, p: Option<&Principal>, wanted: Permission) -> Result<(), S3Error> {
+        if acl.allows(requester(p), wanted) {
+            Ok(())
+        } else {
+            Err(S3Error::access_denied())
+        }
+    }
 
     fn principal(account: &str, name: &str) -> Principal {
         Principal {

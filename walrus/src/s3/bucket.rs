@@ -4,7 +4,8 @@
 use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode};
 
-use super::auth::{read_small_body, require, require_owner};
+use super::access::{authorize, AclCheck, Want};
+use super::auth::{read_small_body, require_owner};
 use super::error::S3Error;
 use super::ident::Payload;
 use super::xml::{self, MAX_XML_BODY};
@@ -88,12 +89,20 @@ pub async fn create_bucket(
     Ok(resp)
 }
 
-/// The record of `bucket` when its owner is calling, else AccessDenied: a bucket's
-/// configurations (tags, CORS) are its owner's to read and change.
-pub fn owned(ctx: &Ctx, bucket: &BucketName) -> Result<BucketMeta, S3Error> {
+/// The record of `bucket` when its owner is calling (and its policy does not deny
+/// `action`), else AccessDenied: a bucket's configurations (tags, CORS, versioning, policy)
+/// are its owner's to read and change.
+pub fn owned(ctx: &Ctx, bucket: &BucketName, action: &'static str) -> Result<BucketMeta, S3Error> {
     let meta = ctx.store().bucket(bucket)?;
-    require_owner(&meta.acl, ctx.principal.as_ref())?;
+    authorize_owner(ctx, &meta, action)?;
     Ok(meta)
+}
+
+/// AccessDenied unless the bucket's owner calls and its policy does not deny `action`.
+/// A policy cannot hand a bucket's configurations to another account.
+pub fn authorize_owner(ctx: &Ctx, meta: &BucketMeta, action: &'static str) -> Result<(), S3Error> {
+    require_owner(&meta.acl, ctx.principal.as_ref())?;
+    authorize(ctx, meta, Want::bucket(action), AclCheck::Owner(&meta.acl))
 }
 
 /// Changes `bucket`'s record and answers `status` without a body: how every Put and Delete
@@ -114,7 +123,7 @@ pub fn configure(
 /// DeleteBucket: the owner only, and only when empty.
 pub async fn delete_bucket(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
     let meta = ctx.store().bucket(bucket)?;
-    require_owner(&meta.acl, ctx.principal.as_ref())?;
+    authorize_owner(ctx, &meta, "s3:DeleteBucket")?;
     // Off the reactor: aborting the uploads left in the bucket writes and unlinks.
     let (store, name) = (ctx.store().clone(), bucket.clone());
     tokio::task::spawn_blocking(move || store.delete_bucket(&name))
@@ -126,7 +135,12 @@ pub async fn delete_bucket(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Bo
 /// HeadBucket: exists and readable by the caller.
 pub fn head_bucket(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
     let meta = ctx.store().bucket(bucket)?;
-    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    authorize(
+        ctx,
+        &meta,
+        Want::bucket("s3:ListBucket"),
+        AclCheck::Permission(&meta.acl, Permission::Read),
+    )?;
     let mut resp = empty_response(StatusCode::OK);
     let region = meta.location.as_deref().unwrap_or(&ctx.shared.region);
     if let Ok(v) = HeaderValue::from_str(region) {
@@ -139,7 +153,12 @@ pub fn head_bucket(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3E
 /// AWS answers for us-east-1).
 pub fn get_bucket_location(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
     let meta = ctx.store().bucket(bucket)?;
-    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    authorize(
+        ctx,
+        &meta,
+        Want::bucket("s3:GetBucketLocation"),
+        AclCheck::Permission(&meta.acl, Permission::Read),
+    )?;
     let mut w = xml::document();
     match meta.location.as_deref().filter(|l| *l != "us-east-1") {
         Some(loc) => {

@@ -5,7 +5,8 @@ use axum::body::Body;
 use http::{Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
-use super::auth::{require, MAX_OBJECT_SIZE};
+use super::access::{authorize, refuse_public_acl, AclCheck, Want};
+use super::auth::MAX_OBJECT_SIZE;
 use super::error::S3Error;
 use super::get::check_conditions;
 use super::multipart::{replaced_part_size, upload_for};
@@ -72,7 +73,16 @@ fn source(ctx: &Ctx) -> Result<(ObjectPath, BucketMeta, ObjectMeta), S3Error> {
         }
         other => other?,
     };
-    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    let action = match path.version {
+        Some(_) => "s3:GetObjectVersion",
+        None => "s3:GetObject",
+    };
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object(action, &path.key, Some(&meta)),
+        AclCheck::Permission(&meta.acl, Permission::Read),
+    )?;
     check_conditions(
         &ctx.headers,
         "x-amz-copy-source-",
@@ -87,7 +97,12 @@ fn source(ctx: &Ctx) -> Result<(ObjectPath, BucketMeta, ObjectMeta), S3Error> {
 pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
     let ObjectPath { bucket, key, .. } = object;
     let bmeta = ctx.store().bucket(bucket)?;
-    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object("s3:PutObject", key, None),
+        AclCheck::Permission(&bmeta.acl, Permission::Write),
+    )?;
     let condition = write_condition(&ctx.headers);
     let (src_path, src_bmeta, src) = source(ctx)?;
     let (src_bucket, src_key) = (&src_path.bucket, &src_path.key);
@@ -134,6 +149,7 @@ pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body
         .map(str::to_owned)
         .unwrap_or_else(|_| bmeta.acl.owner.clone());
     let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
+    refuse_public_acl(&bmeta, &acl)?;
     let quotas = ctx.quotas().await;
     ctx.check_room(
         &quotas,
@@ -222,7 +238,7 @@ pub async fn upload_part_copy(
     upload_id: &UploadId,
     part_number: PartNumber,
 ) -> Result<Response<Body>, S3Error> {
-    let (upload, owner) = upload_for(ctx, object, upload_id)?;
+    let (upload, owner) = upload_for(ctx, object, upload_id, "s3:PutObject")?;
     let (src_path, _, src) = source(ctx)?;
     let (offset, len) = parse_copy_range(ctx.header("x-amz-copy-source-range"), src.size)?;
     if len > MAX_OBJECT_SIZE {

@@ -256,7 +256,7 @@ pub fn preflight(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Err
 
 /// GetBucketCors (the owner's): NoSuchCORSConfiguration until set.
 pub fn get_bucket_cors(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
-    let rules = owned(ctx, bucket)?
+    let rules = owned(ctx, bucket, "s3:GetBucketCORS")?
         .cors
         .ok_or(S3Error::NoSuchCorsConfiguration)?;
     Ok(xml_response(StatusCode::OK, render(&rules)))
@@ -269,7 +269,7 @@ pub async fn put_bucket_cors(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    owned(ctx, bucket)?;
+    owned(ctx, bucket, "s3:PutBucketCORS")?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let rules = parse(&body)?;
     configure(ctx, bucket, StatusCode::OK, |meta| meta.cors = Some(rules))
@@ -277,7 +277,7 @@ pub async fn put_bucket_cors(
 
 /// DeleteBucketCors (the owner's): 204, also when there was none.
 pub fn delete_bucket_cors(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
-    owned(ctx, bucket)?;
+    owned(ctx, bucket, "s3:PutBucketCORS")?;
     configure(ctx, bucket, StatusCode::NO_CONTENT, |meta| meta.cors = None)
 }
 

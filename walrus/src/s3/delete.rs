@@ -4,7 +4,8 @@
 use axum::body::Body;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use super::auth::{read_small_body, require};
+use super::access::{authorize, AclCheck, Want};
+use super::auth::read_small_body;
 use super::error::S3Error;
 use super::ident::Payload;
 use super::put::CHECKSUMS;
@@ -24,7 +25,7 @@ pub const MAX_DELETE_KEYS: usize = 1000;
 /// was (or is) a delete marker.
 pub async fn delete_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
-    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
+    may_delete(ctx, &bmeta, &object.key, object.version.as_ref())?;
     let get = |name: &str| ctx.header(name).map(str::trim);
     let condition = DeleteCondition {
         etag: get("if-match").map(str::to_owned),
@@ -48,6 +49,25 @@ pub async fn delete_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Bo
         }
     }
     Ok(resp)
+}
+
+/// AccessDenied unless the caller may delete `key` (a version of it) from the bucket.
+fn may_delete(
+    ctx: &Ctx,
+    bmeta: &BucketMeta,
+    key: &ObjectKey,
+    version: Option<&VersionRef>,
+) -> Result<(), S3Error> {
+    let action = match version {
+        Some(_) => "s3:DeleteObjectVersion",
+        None => "s3:DeleteObject",
+    };
+    authorize(
+        ctx,
+        bmeta,
+        Want::object(action, key, None),
+        AclCheck::Permission(&bmeta.acl, Permission::Write),
+    )
 }
 
 fn invalid_condition(what: &str) -> S3Error {
@@ -189,7 +209,6 @@ pub async fn delete_objects(
     }
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let req = parse_delete(&body)?;
-    let allowed = require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write);
 
     let mut w = xml::document();
     w.open_with("DeleteResult", &xml::S3_ROOT);
@@ -204,14 +223,14 @@ pub async fn delete_objects(
             Some(Some(v)) => Ok(Some(v)),
             Some(None) => Err(S3Error::NoSuchVersion),
         };
-        let outcome = match (&allowed, ObjectKey::parse(key), version_ref) {
-            (Err(_), _, _) => Err(S3Error::access_denied()),
-            (Ok(()), None, _) if key.len() > MAX_KEY_LEN => Err(S3Error::KeyTooLong),
-            (Ok(()), None, _) => Err(S3Error::InvalidArgument("Invalid key.".into())),
-            (Ok(()), Some(_), Err(e)) => Err(e),
-            (Ok(()), Some(k), Ok(v)) => {
-                delete_one(ctx, &bmeta, &k, v.as_ref(), condition.clone()).await
-            }
+        let outcome = match (ObjectKey::parse(key), version_ref) {
+            (None, _) if key.len() > MAX_KEY_LEN => Err(S3Error::KeyTooLong),
+            (None, _) => Err(S3Error::InvalidArgument("Invalid key.".into())),
+            (Some(_), Err(e)) => Err(e),
+            (Some(k), Ok(v)) => match may_delete(ctx, &bmeta, &k, v.as_ref()) {
+                Ok(()) => delete_one(ctx, &bmeta, &k, v.as_ref(), condition.clone()).await,
+                Err(e) => Err(e),
+            },
         };
         match outcome {
             Ok(_) if req.quiet => {}

@@ -181,6 +181,16 @@ pub enum S3Error {
         /// The marker's version id ("null" for a null marker).
         version_id: String,
     },
+    /// A bucket policy S3 would not take (not JSON, a required field missing, an unknown
+    /// effect, action, resource form or condition operator, over 20 KiB).
+    #[error("{0}")]
+    MalformedPolicy(String),
+    /// GetBucketPolicy of a bucket that has no policy.
+    #[error("The bucket policy does not exist")]
+    NoSuchBucketPolicy,
+    /// GetPublicAccessBlock of a bucket that has none.
+    #[error("The public access block configuration was not found")]
+    NoSuchPublicAccessBlockConfiguration,
     /// GetBucketTagging of a bucket that has no tags.
     #[error("The TagSet does not exist")]
     NoSuchTagSet,
@@ -276,6 +286,12 @@ impl S3Error {
             CorsForbidden => ("AccessForbidden", StatusCode::FORBIDDEN),
             NoSuchCorsConfiguration => ("NoSuchCORSConfiguration", StatusCode::NOT_FOUND),
             NoSuchTagSet => ("NoSuchTagSet", StatusCode::NOT_FOUND),
+            MalformedPolicy(_) => ("MalformedPolicy", StatusCode::BAD_REQUEST),
+            NoSuchBucketPolicy => ("NoSuchBucketPolicy", StatusCode::NOT_FOUND),
+            NoSuchPublicAccessBlockConfiguration => (
+                "NoSuchPublicAccessBlockConfiguration",
+                StatusCode::NOT_FOUND,
+            ),
             NotImplemented(_) => ("NotImplemented", StatusCode::NOT_IMPLEMENTED),
             InvalidManifest(_) => ("InvalidManifest", StatusCode::BAD_REQUEST),
             // The request is sound; the stored bundle conflicts with its own manifest, and

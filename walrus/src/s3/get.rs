@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::auth::require;
+use super::access::{authorize, AclCheck, Want};
 use super::error::S3Error;
 use super::put::checksum_header;
 use super::router::{ObjectPath, PartNumber};
@@ -280,16 +280,28 @@ pub fn get_object(
             S3Error::NoCurrentVersion { .. }
             | S3Error::NoSuchVersion
             | S3Error::DeleteMarkerAsked { .. },
-        ) if !bmeta.acl.allows(
-            super::auth::requester(ctx.principal.as_ref()),
-            Permission::Read,
-        ) =>
+        ) if authorize(
+            ctx,
+            &bmeta,
+            Want::bucket("s3:ListBucket"),
+            AclCheck::Permission(&bmeta.acl, Permission::Read),
+        )
+        .is_err() =>
         {
             return Err(S3Error::access_denied())
         }
         Err(e) => return Err(e),
     };
-    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    let action = match object.version {
+        Some(_) => "s3:GetObjectVersion",
+        None => "s3:GetObject",
+    };
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object(action, key, Some(&meta)),
+        AclCheck::Permission(&meta.acl, Permission::Read),
+    )?;
     if let Err(e) = check_conditions(&ctx.headers, "", &meta.etag, meta.last_modified, false) {
         if let S3Error::NotModified = e {
             // A 304 still names the current version (RFC 9110 §15.4.5).

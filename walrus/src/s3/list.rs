@@ -6,7 +6,7 @@ use axum::body::Body;
 use base64::Engine;
 use http::{Response, StatusCode};
 
-use super::auth::require;
+use super::access::{authorize, AclCheck, Want};
 use super::error::S3Error;
 use super::xml::{self, url_encode};
 use super::{iso8601, xml_response, Ctx};
@@ -73,9 +73,14 @@ struct Listing {
 }
 
 impl Listing {
-    fn parse(ctx: &Ctx, bucket: &BucketName) -> Result<Listing, S3Error> {
+    fn parse(ctx: &Ctx, bucket: &BucketName, action: &'static str) -> Result<Listing, S3Error> {
         let meta = ctx.store().bucket(bucket)?;
-        require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+        authorize(
+            ctx,
+            &meta,
+            Want::bucket(action),
+            AclCheck::Permission(&meta.acl, Permission::Read),
+        )?;
         Ok(Listing {
             prefix: ctx.query("prefix").unwrap_or("").to_owned(),
             delimiter: ctx
@@ -156,7 +161,7 @@ impl Listing {
 
 /// ListObjects / ListObjectsV2.
 pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response<Body>, S3Error> {
-    let listing = Listing::parse(ctx, bucket)?;
+    let listing = Listing::parse(ctx, bucket, "s3:ListBucket")?;
     let enc = |s: &str| listing.enc(s);
     let prefix = &listing.prefix;
     let token = match ctx.query("continuation-token").filter(|_| v2) {
@@ -222,7 +227,7 @@ pub fn list_objects(ctx: &Ctx, bucket: &BucketName, v2: bool) -> Result<Response
 /// paged by `key-marker` and `version-id-marker`. A never-versioned bucket's objects are
 /// each their key's latest and only version, the `null` one.
 pub fn list_object_versions(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
-    let listing = Listing::parse(ctx, bucket)?;
+    let listing = Listing::parse(ctx, bucket, "s3:ListBucketVersions")?;
     let enc = |s: &str| listing.enc(s);
     let key_marker = ctx.query("key-marker").unwrap_or("").to_owned();
     let version_marker = ctx.query("version-id-marker").unwrap_or("");

@@ -1,8 +1,9 @@
 //! The S3 HTTP layer: one file per protocol area (Garage's layout). [`router`] turns a
 //! request into an [`router::Endpoint`] carrying its typed parameters, [`auth`] says who is
 //! calling, and the handlers in `bucket`, `list`, `put`, `get`, `copy`, `delete`,
-//! `multipart`, `post`, `acl`, `tagging`, `cors`, `attributes` and `versioning` do the work; [`error`] and [`xml`] render what goes back.
+//! `multipart`, `post`, `acl`, `tagging`, `cors`, `attributes`, `versioning` and `policy` do the work, [`access`] decides who may; [`error`] and [`xml`] render what goes back.
 
+pub mod access;
 pub mod acl;
 pub mod attributes;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod get;
 pub mod ident;
 pub mod list;
 pub mod multipart;
+pub mod policy;
 pub mod post;
 pub mod put;
 pub mod router;
@@ -65,6 +67,9 @@ pub struct Ctx {
     pub principal: Option<Principal>,
     /// This request's id (also in `x-amz-request-id`).
     pub request_id: String,
+    /// The address the request came from (policies' `aws:SourceIp`), when the server
+    /// says.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Ctx {
@@ -306,12 +311,17 @@ pub async fn dispatch(
         Authenticated::Signed { principal, payload } => (Some(principal), payload),
     };
     tracing::debug!(request_id, endpoint = route.endpoint.name(), "s3 request");
+    let source_ip = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let ctx = Ctx {
         shared,
         query: route.query,
         headers: parts.headers,
         principal,
         request_id,
+        source_ip,
     };
     use Endpoint as E;
     match route.endpoint {
@@ -338,6 +348,15 @@ pub async fn dispatch(
         E::PutBucketVersioning(b) => {
             versioning::put_bucket_versioning(&ctx, &b, body, payload).await
         }
+        E::GetBucketPolicy(b) => policy::get_bucket_policy(&ctx, &b),
+        E::PutBucketPolicy(b) => policy::put_bucket_policy(&ctx, &b, body, payload).await,
+        E::DeleteBucketPolicy(b) => policy::delete_bucket_policy(&ctx, &b),
+        E::GetBucketPolicyStatus(b) => policy::get_bucket_policy_status(&ctx, &b),
+        E::GetPublicAccessBlock(b) => policy::get_public_access_block(&ctx, &b),
+        E::PutPublicAccessBlock(b) => {
+            policy::put_public_access_block(&ctx, &b, body, payload).await
+        }
+        E::DeletePublicAccessBlock(b) => policy::delete_public_access_block(&ctx, &b),
         E::PreflightCors(b) => cors::preflight(&ctx, &b),
         E::PutObject(o) => put::put_object(&ctx, &o, body, payload).await,
         E::GetObject {

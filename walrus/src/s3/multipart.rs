@@ -4,7 +4,8 @@
 use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode};
 
-use super::auth::{read_small_body, require};
+use super::access::{authorize, refuse_public_acl, AclCheck, Want};
+use super::auth::read_small_body;
 use super::error::S3Error;
 use super::ident::Payload;
 use super::list::{parse_encoding, parse_max};
@@ -19,15 +20,21 @@ use crate::acl::Permission;
 use crate::names::BucketName;
 use crate::store::{ChecksumAlgorithm, ChecksumType, UploadMeta};
 
-/// The upload `upload_id` of `object`, after checking the caller may write the bucket; with
-/// the bucket's owner, who is charged for its parts.
+/// The upload `upload_id` of `object`, after checking the caller may do `action` (writing
+/// the bucket, for its ACL); with the bucket's owner, who is charged for its parts.
 pub fn upload_for(
     ctx: &Ctx,
     object: &ObjectPath,
     upload_id: &UploadId,
+    action: &'static str,
 ) -> Result<(UploadMeta, String), S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
-    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object(action, &object.key, None),
+        AclCheck::Permission(&bmeta.acl, Permission::Write),
+    )?;
     let upload = ctx
         .store()
         .upload(&object.bucket, &object.key, upload_id.as_str())?;
@@ -52,12 +59,18 @@ pub fn replaced_part_size(
 pub async fn create(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
     let ObjectPath { bucket, key, .. } = object;
     let bmeta = ctx.store().bucket(bucket)?;
-    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object("s3:PutObject", key, None),
+        AclCheck::Permission(&bmeta.acl, Permission::Write),
+    )?;
     let owner = ctx
         .account_id()
         .map(str::to_owned)
         .unwrap_or_else(|_| bmeta.acl.owner.clone());
     let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
+    refuse_public_acl(&bmeta, &acl)?;
     let alg = match ctx.header("x-amz-checksum-algorithm") {
         Some(n) => Some(parse_checksum_name(n)?),
         None => None,
@@ -142,7 +155,7 @@ pub async fn upload_part(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let (upload, owner) = upload_for(ctx, object, upload_id)?;
+    let (upload, owner) = upload_for(ctx, object, upload_id, "s3:PutObject")?;
     // The parts of an upload that has a checksum algorithm all use it: the object's checksum
     // is made of theirs.
     if let Some(alg) = upload.checksum_algorithm {
@@ -218,7 +231,7 @@ pub async fn complete(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let (upload, _) = upload_for(ctx, object, upload_id)?;
+    let (upload, _) = upload_for(ctx, object, upload_id, "s3:PutObject")?;
     let condition = super::put::write_condition(&ctx.headers);
     // An `x-amz-checksum-*` header here is the checksum the client claims for the whole
     // object (as SDKs send it), not its body's: it is compared with the one the parts make.
@@ -263,7 +276,7 @@ pub async fn abort(
     object: &ObjectPath,
     upload_id: &UploadId,
 ) -> Result<Response<Body>, S3Error> {
-    let (upload, _) = upload_for(ctx, object, upload_id)?;
+    let (upload, _) = upload_for(ctx, object, upload_id, "s3:AbortMultipartUpload")?;
     ctx.store().abort_upload(&upload).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
@@ -283,7 +296,12 @@ pub fn list_parts(
 ) -> Result<Response<Body>, S3Error> {
     let bucket = &object.bucket;
     let bmeta = ctx.store().bucket(bucket)?;
-    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object("s3:ListMultipartUploadParts", &object.key, None),
+        AclCheck::Permission(&bmeta.acl, Permission::Read),
+    )?;
     let upload = ctx
         .store()
         .upload(bucket, &object.key, upload_id.as_str())?;
@@ -333,7 +351,12 @@ pub fn list_parts(
 /// into common prefixes within the page.
 pub fn list_uploads(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
     let bmeta = ctx.store().bucket(bucket)?;
-    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    authorize(
+        ctx,
+        &bmeta,
+        Want::bucket("s3:ListBucketMultipartUploads"),
+        AclCheck::Permission(&bmeta.acl, Permission::Read),
+    )?;
     let prefix = ctx.query("prefix").unwrap_or("");
     let delimiter = ctx.query("delimiter").filter(|d| !d.is_empty());
     let key_marker = ctx.query("key-marker").filter(|s| !s.is_empty());

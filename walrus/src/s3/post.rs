@@ -16,7 +16,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use identity::{Authenticated, SigningScope, V2Algorithm};
 use serde_json::Value;
 
-use super::auth::{incoming, require, MAX_OBJECT_SIZE};
+use super::access::{authorize_as, refuse_public_acl, AclCheck, Want};
+use super::auth::{incoming, MAX_OBJECT_SIZE};
 use super::error::{body_error, S3Error};
 use super::ident::{self, Payload};
 use super::put::object_headers;
@@ -521,8 +522,6 @@ pub async fn post_object(
     if let Some(policy) = &policy {
         check_policy(policy, &fields, bucket.as_str())?;
     }
-    require(&bmeta.acl, principal.as_ref(), Permission::Write)?;
-
     let key_field = fields.get("key").ok_or_else(|| {
         S3Error::InvalidArgument("Bucket POST must contain a field named 'key'.".into())
     })?;
@@ -531,6 +530,13 @@ pub async fn post_object(
     }
     let key = ObjectKey::parse(key_field)
         .ok_or_else(|| S3Error::InvalidArgument("The key field is not a valid key.".into()))?;
+    authorize_as(
+        ctx,
+        principal.as_ref(),
+        &bmeta,
+        Want::object("s3:PutObject", &key, None),
+        AclCheck::Permission(&bmeta.acl, Permission::Write),
+    )?;
     let owner = principal
         .as_ref()
         .map(|p| p.account_id.clone())
@@ -541,6 +547,7 @@ pub async fn post_object(
             .map(|c| c.to_acl(&owner, &bmeta.acl.owner))
             .ok_or_else(|| S3Error::InvalidArgument(format!("Invalid canned ACL: {v}")))?,
     };
+    refuse_public_acl(&bmeta, &acl)?;
     let headers = object_headers(&form_headers(&fields))?;
     let tags = match fields.get("tagging") {
         None => Vec::new(),

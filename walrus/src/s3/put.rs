@@ -6,7 +6,8 @@ use axum::body::Body;
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use super::auth::{incoming, require, MAX_OBJECT_SIZE};
+use super::access::{authorize, refuse_public_acl, AclCheck, Want};
+use super::auth::{incoming, MAX_OBJECT_SIZE};
 use super::error::S3Error;
 use super::ident::Payload;
 use super::router::ObjectPath;
@@ -294,7 +295,12 @@ pub async fn put_object(
 ) -> Result<Response<Body>, S3Error> {
     let ObjectPath { bucket, key, .. } = object;
     let bmeta = ctx.store().bucket(bucket)?;
-    require(&bmeta.acl, ctx.principal.as_ref(), Permission::Write)?;
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object("s3:PutObject", key, None),
+        AclCheck::Permission(&bmeta.acl, Permission::Write),
+    )?;
     let condition = write_condition(&ctx.headers);
     // Anonymous writes (public-read-write buckets) leave the object to the bucket owner.
     let owner = ctx
@@ -303,6 +309,7 @@ pub async fn put_object(
         .map(|p| p.account_id.clone())
         .unwrap_or_else(|| bmeta.acl.owner.clone());
     let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
+    refuse_public_acl(&bmeta, &acl)?;
     let headers = object_headers(&ctx.headers)?;
     let tags = super::tagging::from_header(&ctx.headers)?.unwrap_or_default();
     let quotas = ctx.quotas().await;

@@ -103,6 +103,13 @@ pub enum Endpoint {
     PutBucketCors(BucketName),
     GetBucketVersioning(BucketName),
     PutBucketVersioning(BucketName),
+    GetBucketPolicy(BucketName),
+    PutBucketPolicy(BucketName),
+    DeleteBucketPolicy(BucketName),
+    GetBucketPolicyStatus(BucketName),
+    GetPublicAccessBlock(BucketName),
+    PutPublicAccessBlock(BucketName),
+    DeletePublicAccessBlock(BucketName),
     DeleteBucketCors(BucketName),
     /// A browser's CORS preflight, on the bucket or one of its objects (AWS has no
     /// operation name for it).
@@ -175,6 +182,13 @@ impl Endpoint {
             E::PutBucketCors(_) => "PutBucketCors",
             E::GetBucketVersioning(_) => "GetBucketVersioning",
             E::PutBucketVersioning(_) => "PutBucketVersioning",
+            E::GetBucketPolicy(_) => "GetBucketPolicy",
+            E::PutBucketPolicy(_) => "PutBucketPolicy",
+            E::DeleteBucketPolicy(_) => "DeleteBucketPolicy",
+            E::GetBucketPolicyStatus(_) => "GetBucketPolicyStatus",
+            E::GetPublicAccessBlock(_) => "GetPublicAccessBlock",
+            E::PutPublicAccessBlock(_) => "PutPublicAccessBlock",
+            E::DeletePublicAccessBlock(_) => "DeletePublicAccessBlock",
             E::DeleteBucketCors(_) => "DeleteBucketCors",
             E::PreflightCors(_) => "OPTIONS",
             E::PutObject(_) => "PutObject",
@@ -218,7 +232,6 @@ macro_rules! unimplemented_endpoints {
 
 unimplemented_endpoints! {
     GetBucketLifecycleConfiguration, PutBucketLifecycleConfiguration, DeleteBucketLifecycle,
-    GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
     GetBucketWebsite, PutBucketWebsite, DeleteBucketWebsite,
     GetBucketLogging, PutBucketLogging,
     GetBucketNotificationConfiguration, PutBucketNotificationConfiguration,
@@ -228,7 +241,6 @@ unimplemented_endpoints! {
     GetBucketAccelerateConfiguration, PutBucketAccelerateConfiguration,
     GetBucketRequestPayment, PutBucketRequestPayment,
     GetBucketOwnershipControls, PutBucketOwnershipControls, DeleteBucketOwnershipControls,
-    GetPublicAccessBlock, PutPublicAccessBlock, DeletePublicAccessBlock,
     GetBucketAnalyticsConfiguration, PutBucketAnalyticsConfiguration,
     DeleteBucketAnalyticsConfiguration,
     GetBucketInventoryConfiguration, PutBucketInventoryConfiguration,
@@ -249,8 +261,6 @@ use Unimplemented as U;
 /// `cors`) come first.
 const BUCKET_GET: &[(&str, Unimplemented)] = &[
     ("lifecycle", U::GetBucketLifecycleConfiguration),
-    ("policy", U::GetBucketPolicy),
-    ("policyStatus", U::GetBucketPolicyStatus),
     ("website", U::GetBucketWebsite),
     ("logging", U::GetBucketLogging),
     ("notification", U::GetBucketNotificationConfiguration),
@@ -260,7 +270,6 @@ const BUCKET_GET: &[(&str, Unimplemented)] = &[
     ("accelerate", U::GetBucketAccelerateConfiguration),
     ("requestPayment", U::GetBucketRequestPayment),
     ("ownershipControls", U::GetBucketOwnershipControls),
-    ("publicAccessBlock", U::GetPublicAccessBlock),
     ("analytics", U::GetBucketAnalyticsConfiguration),
     ("inventory", U::GetBucketInventoryConfiguration),
     ("metrics", U::GetBucketMetricsConfiguration),
@@ -272,7 +281,6 @@ const BUCKET_GET: &[(&str, Unimplemented)] = &[
 
 const BUCKET_PUT: &[(&str, Unimplemented)] = &[
     ("lifecycle", U::PutBucketLifecycleConfiguration),
-    ("policy", U::PutBucketPolicy),
     ("website", U::PutBucketWebsite),
     ("logging", U::PutBucketLogging),
     ("notification", U::PutBucketNotificationConfiguration),
@@ -282,7 +290,6 @@ const BUCKET_PUT: &[(&str, Unimplemented)] = &[
     ("accelerate", U::PutBucketAccelerateConfiguration),
     ("requestPayment", U::PutBucketRequestPayment),
     ("ownershipControls", U::PutBucketOwnershipControls),
-    ("publicAccessBlock", U::PutPublicAccessBlock),
     ("analytics", U::PutBucketAnalyticsConfiguration),
     ("inventory", U::PutBucketInventoryConfiguration),
     ("metrics", U::PutBucketMetricsConfiguration),
@@ -294,12 +301,10 @@ const BUCKET_PUT: &[(&str, Unimplemented)] = &[
 
 const BUCKET_DELETE: &[(&str, Unimplemented)] = &[
     ("lifecycle", U::DeleteBucketLifecycle),
-    ("policy", U::DeleteBucketPolicy),
     ("website", U::DeleteBucketWebsite),
     ("replication", U::DeleteBucketReplication),
     ("encryption", U::DeleteBucketEncryption),
     ("ownershipControls", U::DeleteBucketOwnershipControls),
-    ("publicAccessBlock", U::DeletePublicAccessBlock),
     ("analytics", U::DeleteBucketAnalyticsConfiguration),
     ("inventory", U::DeleteBucketInventoryConfiguration),
     ("metrics", U::DeleteBucketMetricsConfiguration),
@@ -553,6 +558,9 @@ fn bucket_endpoint(
         Method::GET if query.has("cors") => E::GetBucketCors(bucket),
         Method::GET if query.has("versions") => E::ListObjectVersions(bucket),
         Method::GET if query.has("versioning") => E::GetBucketVersioning(bucket),
+        Method::GET if query.has("policyStatus") => E::GetBucketPolicyStatus(bucket),
+        Method::GET if query.has("policy") => E::GetBucketPolicy(bucket),
+        Method::GET if query.has("publicAccessBlock") => E::GetPublicAccessBlock(bucket),
         Method::GET => match unimplemented(BUCKET_GET, query) {
             Some(op) => E::NotImplemented(op),
             None if query.get("list-type") == Some("2") => E::ListObjectsV2(bucket),
@@ -563,12 +571,16 @@ fn bucket_endpoint(
         Method::PUT if query.has("tagging") => E::PutBucketTagging(bucket),
         Method::PUT if query.has("cors") => E::PutBucketCors(bucket),
         Method::PUT if query.has("versioning") => E::PutBucketVersioning(bucket),
+        Method::PUT if query.has("policy") => E::PutBucketPolicy(bucket),
+        Method::PUT if query.has("publicAccessBlock") => E::PutPublicAccessBlock(bucket),
         Method::PUT => match unimplemented(BUCKET_PUT, query) {
             Some(op) => E::NotImplemented(op),
             None => E::CreateBucket(bucket),
         },
         Method::DELETE if query.has("tagging") => E::DeleteBucketTagging(bucket),
         Method::DELETE if query.has("cors") => E::DeleteBucketCors(bucket),
+        Method::DELETE if query.has("policy") => E::DeleteBucketPolicy(bucket),
+        Method::DELETE if query.has("publicAccessBlock") => E::DeletePublicAccessBlock(bucket),
         Method::DELETE => match unimplemented(BUCKET_DELETE, query) {
             Some(op) => E::NotImplemented(op),
             None => E::DeleteBucket(bucket),

@@ -6,7 +6,8 @@ use axum::body::Body;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
-use super::auth::{read_small_body, require, require_owner};
+use super::access::{authorize, AclCheck, Want};
+use super::auth::read_small_body;
 use super::bucket::{configure, owned};
 use super::error::S3Error;
 use super::ident::Payload;
@@ -161,7 +162,16 @@ pub fn from_document(doc: &[u8], max: usize) -> Result<Vec<Tag>, S3Error> {
 pub fn get_object_tagging(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
     let meta = versioning::addressed(ctx, object)?;
-    require(&meta.acl, ctx.principal.as_ref(), Permission::Read)?;
+    let action = match object.version {
+        Some(_) => "s3:GetObjectVersionTagging",
+        None => "s3:GetObjectTagging",
+    };
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object(action, &object.key, Some(&meta)),
+        AclCheck::Permission(&meta.acl, Permission::Read),
+    )?;
     let mut resp = xml_response(StatusCode::OK, render(&meta.tags));
     versioning::add_version_header(resp.headers_mut(), &bmeta, &meta);
     Ok(resp)
@@ -170,11 +180,24 @@ pub fn get_object_tagging(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Bod
 /// AccessDenied unless the caller owns the object or its bucket (Put/DeleteObjectTagging):
 /// no ACL grants the right to retag, as in S3, so a bucket anyone may write does not let
 /// anyone retag the objects others put there.
-fn may_retag(ctx: &Ctx, object: &ObjectPath) -> Result<(), S3Error> {
+/// `actions`: the policy action without a version and with one.
+fn may_retag(
+    ctx: &Ctx,
+    object: &ObjectPath,
+    actions: (&'static str, &'static str),
+) -> Result<(), S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
     let meta = versioning::addressed(ctx, object)?;
-    require_owner(&meta.acl, ctx.principal.as_ref())
-        .or_else(|_| require_owner(&bmeta.acl, ctx.principal.as_ref()))
+    let action = match object.version {
+        Some(_) => actions.1,
+        None => actions.0,
+    };
+    authorize(
+        ctx,
+        &bmeta,
+        Want::object(action, &object.key, Some(&meta)),
+        AclCheck::OwnerOfEither(&meta.acl, &bmeta.acl),
+    )
 }
 
 /// Replaces the whole tag set of the version addressed; the answer names that version.
@@ -210,20 +233,30 @@ pub async fn put_object_tagging(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    may_retag(ctx, object)?;
+    may_retag(
+        ctx,
+        object,
+        ("s3:PutObjectTagging", "s3:PutObjectVersionTagging"),
+    )?;
     let tags = tags_in_body(ctx, body, payload, MAX_OBJECT_TAGS).await?;
     set_object_tags(ctx, object, tags, StatusCode::OK)
 }
 
 /// DeleteObjectTagging: 204.
 pub fn delete_object_tagging(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
-    may_retag(ctx, object)?;
+    may_retag(
+        ctx,
+        object,
+        ("s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging"),
+    )?;
     set_object_tags(ctx, object, Vec::new(), StatusCode::NO_CONTENT)
 }
 
 /// GetBucketTagging: the owner's; NoSuchTagSet until tags are set.
 pub fn get_bucket_tagging(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
-    let tags = owned(ctx, bucket)?.tags.ok_or(S3Error::NoSuchTagSet)?;
+    let tags = owned(ctx, bucket, "s3:GetBucketTagging")?
+        .tags
+        .ok_or(S3Error::NoSuchTagSet)?;
     Ok(xml_response(StatusCode::OK, render(&tags)))
 }
 
@@ -234,7 +267,7 @@ pub async fn put_bucket_tagging(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    owned(ctx, bucket)?;
+    owned(ctx, bucket, "s3:PutBucketTagging")?;
     let tags = tags_in_body(ctx, body, payload, MAX_BUCKET_TAGS).await?;
     configure(ctx, bucket, StatusCode::NO_CONTENT, |meta| {
         meta.tags = Some(tags)
@@ -243,7 +276,7 @@ pub async fn put_bucket_tagging(
 
 /// DeleteBucketTagging (the owner's): 204, also when there were none.
 pub fn delete_bucket_tagging(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
-    owned(ctx, bucket)?;
+    owned(ctx, bucket, "s3:PutBucketTagging")?;
     configure(ctx, bucket, StatusCode::NO_CONTENT, |meta| meta.tags = None)
 }
 

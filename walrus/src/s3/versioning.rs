@@ -23,7 +23,7 @@ pub const DELETE_MARKER_HEADER: &str = "x-amz-delete-marker";
 /// GetBucketVersioning (the owner's): an empty configuration while versioning was never
 /// turned on, else its status.
 pub fn get_bucket_versioning(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
-    let meta = owned(ctx, bucket)?;
+    let meta = owned(ctx, bucket, "s3:GetBucketVersioning")?;
     let mut w = xml::document();
     match meta.versioning {
         None => {
@@ -79,7 +79,7 @@ pub async fn put_bucket_versioning(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    owned(ctx, bucket)?;
+    owned(ctx, bucket, "s3:PutBucketVersioning")?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let Some(state) = parse(&body)? else {
         return Ok(super::empty_response(StatusCode::OK));

@@ -39,6 +39,8 @@ pub(super) fn create(
         tags: None,
         cors: None,
         versioning: None,
+        policy: None,
+        public_access_block: None,
     };
     let counted = inner.usage.reserve(
         Delta {

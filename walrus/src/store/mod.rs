@@ -233,6 +233,26 @@ pub struct BucketMeta {
     /// never turned off again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versioning: Option<Versioning>,
+    /// Its bucket policy (PutBucketPolicy), verbatim as put: S3 answers it back as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Its public access block (PutPublicAccessBlock); `None` until set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_access_block: Option<PublicAccessBlock>,
+}
+
+/// What a bucket's public access block turns off: public ACLs and policies put from now on,
+/// and the public grants and policy statements already there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicAccessBlock {
+    /// Refuse putting an ACL that grants to everyone or to any signed caller.
+    pub block_public_acls: bool,
+    /// Ignore the grants of ACLs to everyone and to any signed caller.
+    pub ignore_public_acls: bool,
+    /// Refuse putting a policy that grants to anyone.
+    pub block_public_policy: bool,
+    /// Let a public policy grant to the bucket owner's account only.
+    pub restrict_public_buckets: bool,
 }
 
 /// A bucket's versioning state (PutBucketVersioning).
