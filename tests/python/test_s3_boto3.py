@@ -1573,7 +1573,8 @@ def test_unimplemented_subresources_are_501(s3, bucket, call):
 
 def test_unimplemented_object_subresource_is_501(s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
-    assert_error(s3.get_object_retention, "NotImplemented", 501, Bucket=bucket, Key="k")
+    assert_error(s3.restore_object, "NotImplemented", 501, Bucket=bucket, Key="k",
+                 RestoreRequest={"Days": 1})
     assert body_of(s3, bucket, "k") == b"x"
 
 

@@ -907,12 +907,7 @@ async fn mount_prefixes_and_virtual_hosts() {
 async fn not_implemented_and_unknown() {
     let s = Server::start().await;
     s.put("/nim", b"").await.expect(200);
-    for path in [
-        "/nim?lifecycle",
-        "/nim?encryption",
-        "/nim?website",
-        "/nim?object-lock",
-    ] {
+    for path in ["/nim?lifecycle", "/nim?encryption", "/nim?website"] {
         s.get(path).await.expect_err(501, "NotImplemented");
     }
     s.req("PUT", "/nim?lifecycle")

@@ -65,11 +65,11 @@ pub async fn create_bucket(
     let location = parse_location(&body)?;
     let quotas = ctx.quotas().await;
     use crate::store::StoreError;
-    match ctx
+    let created = match ctx
         .store()
         .create_bucket(bucket, acl.clone(), location, &quotas)
     {
-        Ok(_) => {}
+        Ok(_) => true,
         Err(StoreError::BucketAlreadyOwnedByYou | StoreError::BucketAlreadyExists) => {
             // Creating a bucket one already owns, as it is, succeeds and changes nothing: what
             // S3 answers in us-east-1 (the region tools assume) and RGW too, and what the
@@ -79,8 +79,21 @@ pub async fn create_bucket(
             if existing.acl.owner != account || existing.acl != acl {
                 return Err(S3Error::BucketAlreadyExists);
             }
+            false
         }
         Err(e) => return Err(e.into()),
+    };
+    let locked = created
+        && ctx
+            .header(super::lock::LOCK_ENABLED_HEADER)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if locked {
+        // A bucket with object lock versions from its first write.
+        ctx.store().update_bucket(bucket, |meta| {
+            meta.versioning = Some(crate::store::Versioning::Enabled);
+            meta.object_lock.get_or_insert_with(Default::default);
+            Ok(())
+        })?;
     }
     let mut resp = empty_response(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&format!("/{bucket}")) {

@@ -182,6 +182,7 @@ pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body
         acl,
         tags,
         condition,
+        lock: super::lock::requested(&ctx.headers, &bmeta)?,
     };
     let meta = ctx
         .store()

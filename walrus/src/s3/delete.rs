@@ -101,8 +101,9 @@ async fn delete_one(
     let bucket = BucketName::parse(&bmeta.name).ok_or(S3Error::NoSuchBucket)?;
     let deleted = match version {
         Some(v) => {
+            let bypass = super::lock::bypasses_governance(ctx, bmeta);
             ctx.store()
-                .delete_version(&bucket, key, v, condition)
+                .delete_version(&bucket, key, v, condition, bypass)
                 .await?
         }
         None => {

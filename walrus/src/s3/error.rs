@@ -191,6 +191,19 @@ pub enum S3Error {
     /// GetPublicAccessBlock of a bucket that has none.
     #[error("The public access block configuration was not found")]
     NoSuchPublicAccessBlockConfiguration,
+    /// The bucket's state does not allow the request (object lock without versioning,
+    /// suspending a locked bucket's versioning).
+    #[error("{0}")]
+    InvalidBucketState(String),
+    /// GetObjectLockConfiguration of a bucket without object lock.
+    #[error("Object Lock configuration does not exist for this bucket")]
+    ObjectLockConfigurationNotFound,
+    /// GetObjectRetention or GetObjectLegalHold of a version that has none.
+    #[error("The specified object does not have a ObjectLock configuration")]
+    NoSuchObjectLockConfiguration,
+    /// A default retention of no positive number of days or years.
+    #[error("Default retention period must be a positive integer value.")]
+    InvalidRetentionPeriod,
     /// GetBucketTagging of a bucket that has no tags.
     #[error("The TagSet does not exist")]
     NoSuchTagSet,
@@ -287,6 +300,15 @@ impl S3Error {
             NoSuchCorsConfiguration => ("NoSuchCORSConfiguration", StatusCode::NOT_FOUND),
             NoSuchTagSet => ("NoSuchTagSet", StatusCode::NOT_FOUND),
             MalformedPolicy(_) => ("MalformedPolicy", StatusCode::BAD_REQUEST),
+            InvalidBucketState(_) => ("InvalidBucketState", StatusCode::CONFLICT),
+            ObjectLockConfigurationNotFound => (
+                "ObjectLockConfigurationNotFoundError",
+                StatusCode::NOT_FOUND,
+            ),
+            NoSuchObjectLockConfiguration => {
+                ("NoSuchObjectLockConfiguration", StatusCode::NOT_FOUND)
+            }
+            InvalidRetentionPeriod => ("InvalidRetentionPeriod", StatusCode::BAD_REQUEST),
             NoSuchBucketPolicy => ("NoSuchBucketPolicy", StatusCode::NOT_FOUND),
             NoSuchPublicAccessBlockConfiguration => (
                 "NoSuchPublicAccessBlockConfiguration",
@@ -358,6 +380,8 @@ impl From<StoreError> for S3Error {
             StoreError::NoSuchVersion => S3Error::NoSuchVersion,
             StoreError::MethodNotAllowed => S3Error::MethodNotAllowed,
             StoreError::PreconditionFailed => S3Error::PreconditionFailed,
+            // A locked version is refused as S3 refuses it: the caller may not do that.
+            StoreError::ObjectLocked => S3Error::access_denied(),
             e @ StoreError::ChecksumMismatch => S3Error::BadDigest(e.to_string()),
             StoreError::NoSuchUpload => S3Error::NoSuchUpload,
             StoreError::InvalidPart => S3Error::InvalidPart,

@@ -158,6 +158,7 @@ fn object_response_headers(
         HeaderValue::from_static("bytes"),
     );
     super::tagging::add_count_header(h, &meta.tags);
+    super::lock::add_headers(h, &meta.lock);
     let oh = &meta.headers;
     let ct = oh.content_type.as_deref().unwrap_or("binary/octet-stream");
     let pairs: [(HeaderName, Option<&str>); 6] = [
@@ -487,6 +488,7 @@ mod tests {
             tags: Vec::new(),
             version_id: None,
             delete_marker: false,
+            lock: Default::default(),
         };
         let part = |n| PartNumber::parse(n).expect("part number");
         assert_eq!(part_range(&meta, part("1")).expect("ok"), (0, 7));

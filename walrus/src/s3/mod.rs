@@ -1,7 +1,7 @@
 //! The S3 HTTP layer: one file per protocol area (Garage's layout). [`router`] turns a
 //! request into an [`router::Endpoint`] carrying its typed parameters, [`auth`] says who is
 //! calling, and the handlers in `bucket`, `list`, `put`, `get`, `copy`, `delete`,
-//! `multipart`, `post`, `acl`, `tagging`, `cors`, `attributes`, `versioning` and `policy` do the work, [`access`] decides who may; [`error`] and [`xml`] render what goes back.
+//! `multipart`, `post`, `acl`, `tagging`, `cors`, `attributes`, `versioning`, `lock` and `policy` do the work, [`access`] decides who may; [`error`] and [`xml`] render what goes back.
 
 pub mod access;
 pub mod acl;
@@ -15,6 +15,7 @@ pub mod error;
 pub mod get;
 pub mod ident;
 pub mod list;
+pub mod lock;
 pub mod multipart;
 pub mod policy;
 pub mod post;
@@ -357,6 +358,12 @@ pub async fn dispatch(
             policy::put_public_access_block(&ctx, &b, body, payload).await
         }
         E::DeletePublicAccessBlock(b) => policy::delete_public_access_block(&ctx, &b),
+        E::GetObjectLockConfiguration(b) => lock::get_configuration(&ctx, &b),
+        E::PutObjectLockConfiguration(b) => lock::put_configuration(&ctx, &b, body, payload).await,
+        E::GetObjectRetention(o) => lock::get_retention(&ctx, &o),
+        E::PutObjectRetention(o) => lock::put_retention(&ctx, &o, body, payload).await,
+        E::GetObjectLegalHold(o) => lock::get_legal_hold(&ctx, &o),
+        E::PutObjectLegalHold(o) => lock::put_legal_hold(&ctx, &o, body, payload).await,
         E::PreflightCors(b) => cors::preflight(&ctx, &b),
         E::PutObject(o) => put::put_object(&ctx, &o, body, payload).await,
         E::GetObject {

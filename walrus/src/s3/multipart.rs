@@ -18,7 +18,7 @@ use super::xml::{self, url_encode, MAX_XML_BODY};
 use super::{empty_response, etag_value, iso8601, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::names::BucketName;
-use crate::store::{ChecksumAlgorithm, ChecksumType, UploadMeta};
+use crate::store::{ChecksumAlgorithm, ChecksumType, NewUpload, UploadMeta};
 
 /// The upload `upload_id` of `object`, after checking the caller may do `action` (writing
 /// the bucket, for its ACL); with the bucket's owner, who is charged for its parts.
@@ -82,10 +82,13 @@ pub async fn create(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3
     let upload = ctx.store().create_upload(
         bucket,
         key,
-        object_headers(&ctx.headers)?,
-        checksum,
-        acl,
-        super::tagging::from_header(&ctx.headers)?.unwrap_or_default(),
+        NewUpload {
+            headers: object_headers(&ctx.headers)?,
+            checksum,
+            acl,
+            tags: super::tagging::from_header(&ctx.headers)?.unwrap_or_default(),
+            lock: super::lock::requested(&ctx.headers, &bmeta)?,
+        },
     )?;
     let mut w = xml::document();
     w.open_with("InitiateMultipartUploadResult", &xml::S3_ROOT);

@@ -578,6 +578,7 @@ pub async fn post_object(
         acl,
         tags,
         condition: Default::default(),
+        lock: super::lock::requested(&form_headers(&fields), &bmeta)?,
     };
     let meta = ctx
         .store()

@@ -325,6 +325,7 @@ pub async fn put_object(
         acl,
         tags,
         condition,
+        lock: super::lock::requested(&ctx.headers, &bmeta)?,
     };
     let meta = ctx
         .store()

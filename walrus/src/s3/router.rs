@@ -107,6 +107,8 @@ pub enum Endpoint {
     PutBucketPolicy(BucketName),
     DeleteBucketPolicy(BucketName),
     GetBucketPolicyStatus(BucketName),
+    GetObjectLockConfiguration(BucketName),
+    PutObjectLockConfiguration(BucketName),
     GetPublicAccessBlock(BucketName),
     PutPublicAccessBlock(BucketName),
     DeletePublicAccessBlock(BucketName),
@@ -129,6 +131,10 @@ pub enum Endpoint {
     PutObjectAcl(ObjectPath),
     GetObjectTagging(ObjectPath),
     GetObjectAttributes(ObjectPath),
+    GetObjectRetention(ObjectPath),
+    PutObjectRetention(ObjectPath),
+    GetObjectLegalHold(ObjectPath),
+    PutObjectLegalHold(ObjectPath),
     PutObjectTagging(ObjectPath),
     DeleteObjectTagging(ObjectPath),
     CreateMultipartUpload(ObjectPath),
@@ -186,6 +192,12 @@ impl Endpoint {
             E::PutBucketPolicy(_) => "PutBucketPolicy",
             E::DeleteBucketPolicy(_) => "DeleteBucketPolicy",
             E::GetBucketPolicyStatus(_) => "GetBucketPolicyStatus",
+            E::GetObjectLockConfiguration(_) => "GetObjectLockConfiguration",
+            E::PutObjectLockConfiguration(_) => "PutObjectLockConfiguration",
+            E::GetObjectRetention(_) => "GetObjectRetention",
+            E::PutObjectRetention(_) => "PutObjectRetention",
+            E::GetObjectLegalHold(_) => "GetObjectLegalHold",
+            E::PutObjectLegalHold(_) => "PutObjectLegalHold",
             E::GetPublicAccessBlock(_) => "GetPublicAccessBlock",
             E::PutPublicAccessBlock(_) => "PutPublicAccessBlock",
             E::DeletePublicAccessBlock(_) => "DeletePublicAccessBlock",
@@ -237,7 +249,6 @@ unimplemented_endpoints! {
     GetBucketNotificationConfiguration, PutBucketNotificationConfiguration,
     GetBucketReplication, PutBucketReplication, DeleteBucketReplication,
     GetBucketEncryption, PutBucketEncryption, DeleteBucketEncryption,
-    GetObjectLockConfiguration, PutObjectLockConfiguration,
     GetBucketAccelerateConfiguration, PutBucketAccelerateConfiguration,
     GetBucketRequestPayment, PutBucketRequestPayment,
     GetBucketOwnershipControls, PutBucketOwnershipControls, DeleteBucketOwnershipControls,
@@ -249,7 +260,6 @@ unimplemented_endpoints! {
     DeleteBucketMetricsConfiguration,
     GetBucketIntelligentTieringConfiguration, PutBucketIntelligentTieringConfiguration,
     DeleteBucketIntelligentTieringConfiguration,
-    GetObjectRetention, PutObjectRetention, GetObjectLegalHold, PutObjectLegalHold,
     GetObjectTorrent, RestoreObject, SelectObjectContent,
 }
 
@@ -266,7 +276,6 @@ const BUCKET_GET: &[(&str, Unimplemented)] = &[
     ("notification", U::GetBucketNotificationConfiguration),
     ("replication", U::GetBucketReplication),
     ("encryption", U::GetBucketEncryption),
-    ("object-lock", U::GetObjectLockConfiguration),
     ("accelerate", U::GetBucketAccelerateConfiguration),
     ("requestPayment", U::GetBucketRequestPayment),
     ("ownershipControls", U::GetBucketOwnershipControls),
@@ -286,7 +295,6 @@ const BUCKET_PUT: &[(&str, Unimplemented)] = &[
     ("notification", U::PutBucketNotificationConfiguration),
     ("replication", U::PutBucketReplication),
     ("encryption", U::PutBucketEncryption),
-    ("object-lock", U::PutObjectLockConfiguration),
     ("accelerate", U::PutBucketAccelerateConfiguration),
     ("requestPayment", U::PutBucketRequestPayment),
     ("ownershipControls", U::PutBucketOwnershipControls),
@@ -316,16 +324,7 @@ const BUCKET_DELETE: &[(&str, Unimplemented)] = &[
 
 /// The same for objects; the implemented sub-resources (`acl`, `tagging`, `uploads`,
 /// `uploadId`) come first.
-const OBJECT_GET: &[(&str, Unimplemented)] = &[
-    ("torrent", U::GetObjectTorrent),
-    ("retention", U::GetObjectRetention),
-    ("legal-hold", U::GetObjectLegalHold),
-];
-
-const OBJECT_PUT: &[(&str, Unimplemented)] = &[
-    ("retention", U::PutObjectRetention),
-    ("legal-hold", U::PutObjectLegalHold),
-];
+const OBJECT_GET: &[(&str, Unimplemented)] = &[("torrent", U::GetObjectTorrent)];
 
 const OBJECT_POST: &[(&str, Unimplemented)] = &[
     ("restore", U::RestoreObject),
@@ -559,6 +558,7 @@ fn bucket_endpoint(
         Method::GET if query.has("versions") => E::ListObjectVersions(bucket),
         Method::GET if query.has("versioning") => E::GetBucketVersioning(bucket),
         Method::GET if query.has("policyStatus") => E::GetBucketPolicyStatus(bucket),
+        Method::GET if query.has("object-lock") => E::GetObjectLockConfiguration(bucket),
         Method::GET if query.has("policy") => E::GetBucketPolicy(bucket),
         Method::GET if query.has("publicAccessBlock") => E::GetPublicAccessBlock(bucket),
         Method::GET => match unimplemented(BUCKET_GET, query) {
@@ -572,6 +572,7 @@ fn bucket_endpoint(
         Method::PUT if query.has("cors") => E::PutBucketCors(bucket),
         Method::PUT if query.has("versioning") => E::PutBucketVersioning(bucket),
         Method::PUT if query.has("policy") => E::PutBucketPolicy(bucket),
+        Method::PUT if query.has("object-lock") => E::PutObjectLockConfiguration(bucket),
         Method::PUT if query.has("publicAccessBlock") => E::PutPublicAccessBlock(bucket),
         Method::PUT => match unimplemented(BUCKET_PUT, query) {
             Some(op) => E::NotImplemented(op),
@@ -606,6 +607,8 @@ fn object_endpoint(
         Method::GET if query.has("acl") => E::GetObjectAcl(object),
         Method::GET if query.has("tagging") => E::GetObjectTagging(object),
         Method::GET if query.has("attributes") => E::GetObjectAttributes(object),
+        Method::GET if query.has("retention") => E::GetObjectRetention(object),
+        Method::GET if query.has("legal-hold") => E::GetObjectLegalHold(object),
         Method::GET if query.has("uploadId") => E::ListParts {
             object,
             upload_id: UploadId::from_query(query),
@@ -641,11 +644,10 @@ fn object_endpoint(
         }
         Method::PUT if query.has("acl") => E::PutObjectAcl(object),
         Method::PUT if query.has("tagging") => E::PutObjectTagging(object),
-        Method::PUT => match unimplemented(OBJECT_PUT, query) {
-            Some(op) => E::NotImplemented(op),
-            None if has_copy_source => E::CopyObject(object),
-            None => E::PutObject(object),
-        },
+        Method::PUT if query.has("retention") => E::PutObjectRetention(object),
+        Method::PUT if query.has("legal-hold") => E::PutObjectLegalHold(object),
+        Method::PUT if has_copy_source => E::CopyObject(object),
+        Method::PUT => E::PutObject(object),
         Method::POST if query.has("uploads") => E::CreateMultipartUpload(object),
         Method::POST if query.has("uploadId") => E::CompleteMultipartUpload {
             object,
@@ -800,7 +802,15 @@ mod tests {
         );
         assert_eq!(
             ep(Method::GET, "/b1b/k", "retention"),
-            E::NotImplemented(U::GetObjectRetention)
+            E::GetObjectRetention(b1b_k())
+        );
+        assert_eq!(
+            ep(Method::PUT, "/b1b/k", "legal-hold"),
+            E::PutObjectLegalHold(b1b_k())
+        );
+        assert_eq!(
+            ep(Method::POST, "/b1b/k", "restore"),
+            E::NotImplemented(U::RestoreObject)
         );
         assert_eq!(
             ep(Method::GET, "/b1b/k", ""),
@@ -809,10 +819,7 @@ mod tests {
                 part_number: None,
             }
         );
-        assert_eq!(
-            E::NotImplemented(U::GetObjectRetention).name(),
-            "GetObjectRetention"
-        );
+        assert_eq!(E::NotImplemented(U::RestoreObject).name(), "RestoreObject");
         let r = route(
             &Method::PUT,
             "/b1b/k",

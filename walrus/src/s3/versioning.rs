@@ -79,11 +79,16 @@ pub async fn put_bucket_versioning(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    owned(ctx, bucket, "s3:PutBucketVersioning")?;
+    let meta = owned(ctx, bucket, "s3:PutBucketVersioning")?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let Some(state) = parse(&body)? else {
         return Ok(super::empty_response(StatusCode::OK));
     };
+    if meta.object_lock.is_some() && state == Versioning::Suspended {
+        return Err(S3Error::InvalidBucketState(
+            "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.".into(),
+        ));
+    }
     configure(ctx, bucket, StatusCode::OK, |meta| {
         meta.versioning = Some(state)
     })

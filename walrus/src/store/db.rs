@@ -447,6 +447,7 @@ mod tests {
             }],
             version_id: Some("0123".into()),
             delete_marker: false,
+            lock: Default::default(),
         }
     }
 

@@ -68,6 +68,9 @@ pub enum StoreError {
     /// The version asked for is a delete marker, which has no body, tags or ACL.
     #[error("The specified method is not allowed against this resource.")]
     MethodNotAllowed,
+    /// The version is under a retention or legal hold that forbids deleting it.
+    #[error("The version is locked by object lock.")]
+    ObjectLocked,
     /// A conditional write's precondition does not hold.
     #[error("At least one of the pre-conditions you specified did not hold.")]
     PreconditionFailed,
@@ -239,6 +242,86 @@ pub struct BucketMeta {
     /// Its public access block (PutPublicAccessBlock); `None` until set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_access_block: Option<PublicAccessBlock>,
+    /// Its object lock configuration; `None` while object lock is off (once on, it stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<LockConfiguration>,
+}
+
+/// A bucket's object lock configuration (PutObjectLockConfiguration): lock is on, with
+/// maybe a retention every new version gets unless its write says otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockConfiguration {
+    /// The default retention, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_retention: Option<DefaultRetention>,
+}
+
+/// A bucket's default retention: a mode and a period in days or in years.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefaultRetention {
+    /// The mode new versions are locked in.
+    pub mode: LockMode,
+    /// The period, in days or years.
+    pub period: RetentionPeriod,
+}
+
+/// A default retention's period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetentionPeriod {
+    /// So many days.
+    Days(u32),
+    /// So many years (of 365 days).
+    Years(u32),
+}
+
+/// How strictly a version is locked until its retention date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockMode {
+    /// Nobody deletes or shortens it, but a caller allowed to bypass governance retention.
+    Governance,
+    /// Nobody deletes or shortens it, whoever asks.
+    Compliance,
+}
+
+/// A version's retention: locked in `mode` until `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// The lock's mode.
+    pub mode: LockMode,
+    /// When the lock ends.
+    pub until: SystemTime,
+}
+
+/// A version's object lock: its retention and legal hold, each `None` until set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLock {
+    /// Its retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// Its legal hold: on or off once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_hold: Option<bool>,
+}
+
+impl ObjectLock {
+    fn is_unset(&self) -> bool {
+        *self == ObjectLock::default()
+    }
+
+    /// `ObjectLocked` when the version may not be deleted now: a legal hold on, or a
+    /// retention not yet ended (unless in governance mode and `bypass_governance`).
+    fn allows_delete(&self, bypass_governance: bool) -> Result<(), StoreError> {
+        if self.legal_hold == Some(true) {
+            return Err(StoreError::ObjectLocked);
+        }
+        match self.retention {
+            Some(r) if r.until > SystemTime::now() => match r.mode {
+                LockMode::Governance if bypass_governance => Ok(()),
+                _ => Err(StoreError::ObjectLocked),
+            },
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What a bucket's public access block turns off: public ACLs and policies put from now on,
@@ -307,6 +390,9 @@ pub struct ObjectMeta {
     /// A delete marker: no body, it hides the versions below it from GET and listings.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delete_marker: bool,
+    /// Its object lock (retention, legal hold).
+    #[serde(default, skip_serializing_if = "ObjectLock::is_unset")]
+    pub lock: ObjectLock,
 }
 
 impl ObjectMeta {
@@ -402,6 +488,8 @@ pub struct NewObject {
     pub tags: Vec<Tag>,
     /// What must hold of the key's current version for the write to happen.
     pub condition: WriteCondition,
+    /// Its object lock.
+    pub lock: ObjectLock,
 }
 
 /// A conditional write's preconditions (`If-Match`, `If-None-Match`), checked against the
@@ -465,6 +553,21 @@ impl DeleteCondition {
 /// Whether an ETag as a client sent it (maybe quoted) is `stored`.
 fn same_etag(given: &str, stored: &str) -> bool {
     given.trim().trim_matches('"').eq_ignore_ascii_case(stored)
+}
+
+/// What a new multipart upload's object will carry besides its parts.
+#[derive(Clone, Debug)]
+pub struct NewUpload {
+    /// Content headers and user metadata.
+    pub headers: ObjectHeaders,
+    /// The checksum algorithm announced, and how the object's checksum is made.
+    pub checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
+    /// The ACL (owner inside: the initiator).
+    pub acl: Acl,
+    /// Its tags.
+    pub tags: Vec<Tag>,
+    /// Its object lock.
+    pub lock: ObjectLock,
 }
 
 /// A staged body: on disk and fsynced (or held in memory when small), not yet visible.
@@ -546,6 +649,9 @@ pub struct UploadMeta {
     /// Tags the object will get (`x-amz-tagging` at creation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+    /// The object lock the object will get.
+    #[serde(default, skip_serializing_if = "ObjectLock::is_unset")]
+    pub lock: ObjectLock,
 }
 
 impl records::Versioned for UploadMeta {
@@ -923,19 +1029,31 @@ impl Store {
             .await
     }
 
-    /// Deletes one version (or delete marker) for good, if `condition` holds of it; the next
-    /// newest becomes current when it was the current one. A missing version is no error.
+    /// Deletes one version (or delete marker) for good, if `condition` holds of it and its
+    /// object lock allows it (`ObjectLocked`: a legal hold, or a retention not ended, unless
+    /// governance retention is bypassed); the next newest becomes current when it was the
+    /// current one. A missing version is no error.
     pub async fn delete_version(
         &self,
         bucket: &BucketName,
         key: &ObjectKey,
         version: &VersionRef,
         condition: DeleteCondition,
+        bypass_governance: bool,
     ) -> Result<Deleted, StoreError> {
         let inner = Arc::clone(&self.inner);
         let (bucket, key, version) = (bucket.clone(), key.clone(), version.clone());
-        blocking(move || versions::delete_version(&inner, &bucket, &key, &version, &condition))
-            .await
+        blocking(move || {
+            versions::delete_version(
+                &inner,
+                &bucket,
+                &key,
+                &version,
+                &condition,
+                bypass_governance,
+            )
+        })
+        .await
     }
 
     /// One page of the bucket's versions and delete markers (ListObjectVersions).
@@ -963,12 +1081,9 @@ impl Store {
         &self,
         bucket: &BucketName,
         key: &ObjectKey,
-        headers: ObjectHeaders,
-        checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
-        acl: Acl,
-        tags: Vec<Tag>,
+        upload: NewUpload,
     ) -> Result<UploadMeta, StoreError> {
-        multipart::create(&self.inner, bucket, key, headers, checksum, acl, tags)
+        multipart::create(&self.inner, bucket, key, upload)
     }
 
     /// The upload's record, checking it belongs to `bucket/key`.

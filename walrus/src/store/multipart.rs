@@ -20,10 +20,9 @@ use super::objects::size_delta;
 use super::usage::Delta;
 use super::{
     buckets, digest, internal, objects, read_lock, write_lock, ChecksumAlgorithm, ChecksumType,
-    Inner, ObjectHeaders, ObjectMeta, PartMeta, Staged, StagedData, StorageQuotas, StoreError, Tag,
+    Inner, NewUpload, ObjectMeta, PartMeta, Staged, StagedData, StorageQuotas, StoreError,
     UploadMeta, WriteCondition,
 };
-use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
 
 /// S3's minimum size of every part but the last.
@@ -48,11 +47,15 @@ pub(super) fn create(
     inner: &Inner,
     bucket: &BucketName,
     key: &ObjectKey,
-    headers: ObjectHeaders,
-    checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
-    acl: Acl,
-    tags: Vec<Tag>,
+    upload: NewUpload,
 ) -> Result<UploadMeta, StoreError> {
+    let NewUpload {
+        headers,
+        checksum,
+        acl,
+        tags,
+        lock,
+    } = upload;
     let _gate = read_lock(&inner.gate);
     buckets::require(inner, bucket.as_str())?;
     let initiated = SystemTime::now();
@@ -66,6 +69,7 @@ pub(super) fn create(
         checksum_type: checksum.map(|(_, kind)| kind).unwrap_or_default(),
         acl,
         tags,
+        lock,
     };
     let ukey = db::upload_key(&meta.bucket, &meta.key, &meta.upload_id);
     inner
@@ -376,6 +380,7 @@ pub(super) fn complete(
             tags: upload.tags.clone(),
             version_id: None,
             delete_marker: false,
+            lock: upload.lock,
         },
         body: Body::Files(extents),
     };

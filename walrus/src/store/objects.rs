@@ -54,6 +54,7 @@ pub(super) fn commit(
             tags: object.tags,
             version_id: None,
             delete_marker: false,
+            lock: object.lock,
         },
         body,
     };

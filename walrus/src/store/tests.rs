@@ -68,6 +68,7 @@ async fn put(store: &Store, b: &str, k: &str, data: &[u8]) -> ObjectMeta {
                 acl: acl("111111111111"),
                 tags: Vec::new(),
                 condition: WriteCondition::default(),
+                lock: ObjectLock::default(),
             },
             &StorageQuotas::UNLIMITED,
         )
@@ -206,10 +207,13 @@ async fn delete_bucket_refuses_objects_and_takes_uploads_along() {
         .create_upload(
             &b,
             &key("m"),
-            ObjectHeaders::default(),
-            None,
-            acl("111111111111"),
-            Vec::new(),
+            NewUpload {
+                headers: ObjectHeaders::default(),
+                checksum: None,
+                acl: acl("111111111111"),
+                tags: Vec::new(),
+                lock: ObjectLock::default(),
+            },
         )
         .expect("upload");
     upload_part(&store, &up, 1, b"part").await;
@@ -241,6 +245,7 @@ async fn delete_bucket_refuses_objects_and_takes_uploads_along() {
                 acl: acl("1"),
                 tags: Vec::new(),
                 condition: WriteCondition::default(),
+                lock: ObjectLock::default(),
             },
             &StorageQuotas::UNLIMITED,
         )
@@ -288,6 +293,7 @@ async fn inline_object_put_get_overwrite_delete() {
                 acl: acl("111111111111"),
                 tags: Vec::new(),
                 condition: WriteCondition::default(),
+                lock: ObjectLock::default(),
             },
             &StorageQuotas::UNLIMITED,
         )
@@ -393,6 +399,7 @@ async fn file_object_put_get_ranges_overwrite() {
                 acl: acl("1"),
                 tags: Vec::new(),
                 condition: WriteCondition::default(),
+                lock: ObjectLock::default(),
             },
             &StorageQuotas::UNLIMITED,
         )
@@ -694,10 +701,13 @@ async fn multipart_complete() {
         .create_upload(
             &b,
             &k,
-            headers.clone(),
-            None,
-            acl("111111111111"),
-            Vec::new(),
+            NewUpload {
+                headers: headers.clone(),
+                checksum: None,
+                acl: acl("111111111111"),
+                tags: Vec::new(),
+                lock: ObjectLock::default(),
+            },
         )
         .expect("create");
     assert_eq!(store.upload(&b, &k, &up.upload_id).expect("get"), up);
@@ -835,10 +845,13 @@ async fn multipart_checksum_and_single_small_part() {
         .create_upload(
             &b,
             &k,
-            ObjectHeaders::default(),
-            Some((ChecksumAlgorithm::Sha256, ChecksumType::Composite)),
-            acl("1"),
-            Vec::new(),
+            NewUpload {
+                headers: ObjectHeaders::default(),
+                checksum: Some((ChecksumAlgorithm::Sha256, ChecksumType::Composite)),
+                acl: acl("1"),
+                tags: Vec::new(),
+                lock: ObjectLock::default(),
+            },
         )
         .expect("create");
     let staged = store
@@ -884,10 +897,13 @@ async fn multipart_abort_and_list_uploads() {
             .create_upload(
                 &b,
                 &key(k),
-                ObjectHeaders::default(),
-                None,
-                acl("1"),
-                Vec::new(),
+                NewUpload {
+                    headers: ObjectHeaders::default(),
+                    checksum: None,
+                    acl: acl("1"),
+                    tags: Vec::new(),
+                    lock: ObjectLock::default(),
+                },
             )
             .expect("create")
     };
@@ -960,10 +976,13 @@ async fn reopen_keeps_everything_acknowledged() {
             .create_upload(
                 &b,
                 &key("mp"),
-                ObjectHeaders::default(),
-                None,
-                acl("1"),
-                Vec::new(),
+                NewUpload {
+                    headers: ObjectHeaders::default(),
+                    checksum: None,
+                    acl: acl("1"),
+                    tags: Vec::new(),
+                    lock: ObjectLock::default(),
+                },
             )
             .expect("upload");
         let part = upload_part(&store, &up, 1, &big).await;
@@ -1084,7 +1103,17 @@ async fn parts_of_one_upload_commit_concurrently() {
             .create_bucket(&b, acl("1"), None, &StorageQuotas::UNLIMITED)
             .expect("bucket");
         let up = store
-            .create_upload(&b, &k, ObjectHeaders::default(), None, acl("1"), Vec::new())
+            .create_upload(
+                &b,
+                &k,
+                NewUpload {
+                    headers: ObjectHeaders::default(),
+                    checksum: None,
+                    acl: acl("1"),
+                    tags: Vec::new(),
+                    lock: ObjectLock::default(),
+                },
+            )
             .expect("create");
         let mut tasks = Vec::new();
         // Every part twice, concurrently: one of each pair wins, the loser's file is reclaimed.
@@ -1135,6 +1164,7 @@ async fn put_within(
         acl: acl("222222222222"),
         tags: Vec::new(),
         condition: WriteCondition::default(),
+        lock: ObjectLock::default(),
     };
     store
         .commit_object(&bucket(b), &key(k), staged, object, quotas)
@@ -1212,10 +1242,13 @@ async fn usage_counts_objects_and_parts_for_the_bucket_owner_and_survives_reopen
             .create_upload(
                 &b,
                 &key("file"),
-                ObjectHeaders::default(),
-                None,
-                acl(owner),
-                Vec::new(),
+                NewUpload {
+                    headers: ObjectHeaders::default(),
+                    checksum: None,
+                    acl: acl(owner),
+                    tags: Vec::new(),
+                    lock: ObjectLock::default(),
+                },
             )
             .expect("upload");
         let p1 = upload_part(&store, &up, 1, &big).await;
@@ -1237,10 +1270,13 @@ async fn usage_counts_objects_and_parts_for_the_bucket_owner_and_survives_reopen
             .create_upload(
                 &b,
                 &key("x"),
-                ObjectHeaders::default(),
-                None,
-                acl(owner),
-                Vec::new(),
+                NewUpload {
+                    headers: ObjectHeaders::default(),
+                    checksum: None,
+                    acl: acl(owner),
+                    tags: Vec::new(),
+                    lock: ObjectLock::default(),
+                },
             )
             .expect("upload");
         upload_part(&store, &up, 1, &pattern(1000, 6)).await;
@@ -1310,10 +1346,13 @@ async fn quotas_refuse_what_would_pass_them_and_nothing_else() {
         .create_upload(
             &bucket("bkt"),
             &key("mp"),
-            ObjectHeaders::default(),
-            None,
-            acl(owner),
-            Vec::new(),
+            NewUpload {
+                headers: ObjectHeaders::default(),
+                checksum: None,
+                acl: acl(owner),
+                tags: Vec::new(),
+                lock: ObjectLock::default(),
+            },
         )
         .expect("upload");
     let staged = store
@@ -1378,10 +1417,13 @@ async fn concurrent_writes_count_exactly_and_never_pass_the_quota_together() {
                     .create_upload(
                         &bucket("bkt"),
                         &key(&k),
-                        ObjectHeaders::default(),
-                        None,
-                        acl("1"),
-                        Vec::new(),
+                        NewUpload {
+                            headers: ObjectHeaders::default(),
+                            checksum: None,
+                            acl: acl("1"),
+                            tags: Vec::new(),
+                            lock: ObjectLock::default(),
+                        },
                     )
                     .expect("upload");
                 let p1 = upload_part(&store, &up, 1, &pattern(5 << 20, 1)).await;
@@ -1452,10 +1494,13 @@ async fn usage_is_counted_at_open_for_a_store_made_before() {
             .create_upload(
                 &bucket("bkt"),
                 &key("mp"),
-                ObjectHeaders::default(),
-                None,
-                acl(owner),
-                Vec::new(),
+                NewUpload {
+                    headers: ObjectHeaders::default(),
+                    checksum: None,
+                    acl: acl(owner),
+                    tags: Vec::new(),
+                    lock: ObjectLock::default(),
+                },
             )
             .expect("upload");
         upload_part(&store, &up, 1, &pattern(700, 2)).await;
@@ -1607,6 +1652,7 @@ async fn versions_are_kept_found_by_id_and_listed_newest_first() {
             &key("k"),
             &VersionRef::Id(marker_id),
             DeleteCondition::default(),
+            false,
         )
         .await
         .expect("delete marker");
@@ -1619,6 +1665,7 @@ async fn versions_are_kept_found_by_id_and_listed_newest_first() {
             &key("k"),
             &VersionRef::Id(id2.clone()),
             DeleteCondition::default(),
+            false,
         )
         .await
         .expect("delete current");
@@ -1638,6 +1685,7 @@ async fn versions_are_kept_found_by_id_and_listed_newest_first() {
             &key("k"),
             &VersionRef::Id(id2),
             DeleteCondition::default(),
+            false,
         )
         .await
         .expect("again");
@@ -1653,7 +1701,7 @@ async fn versions_are_kept_found_by_id_and_listed_newest_first() {
     assert_eq!(data_files(dir.path()), 2);
     for v in [VersionRef::Null, r1] {
         store
-            .delete_version(&b, &key("k"), &v, DeleteCondition::default())
+            .delete_version(&b, &key("k"), &v, DeleteCondition::default(), false)
             .await
             .expect("delete");
     }
@@ -1834,6 +1882,7 @@ async fn conditional_writes_hold_under_concurrent_writers() {
                     acl: acl("111111111111"),
                     tags: Vec::new(),
                     condition,
+                    lock: ObjectLock::default(),
                 },
                 &StorageQuotas::UNLIMITED,
             )
@@ -1901,4 +1950,49 @@ async fn conditional_writes_hold_under_concurrent_writers() {
         .await,
         Err(StoreError::NoSuchKey)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_versions_are_deleted_only_as_their_lock_allows() {
+    let (_dir, store) = new_store();
+    let b = bucket("bkt");
+    set_versioning(&store, "bkt", Versioning::Enabled);
+    let until = SystemTime::now() + Duration::from_secs(3600);
+    let locks = [
+        (LockMode::Governance, None),
+        (LockMode::Compliance, None),
+        (LockMode::Governance, Some(true)),
+    ];
+    for (i, (mode, legal_hold)) in locks.into_iter().enumerate() {
+        let k = format!("k{i}");
+        let id = put(&store, "bkt", &k, b"x").await.version_id.expect("id");
+        let v = VersionRef::Id(id);
+        store
+            .update_object(&b, &key(&k), Some(&v), |m| {
+                m.lock = ObjectLock {
+                    retention: Some(Retention { mode, until }),
+                    legal_hold,
+                };
+                Ok(())
+            })
+            .expect("lock");
+        // A delete marker may always go on top; the version itself stays.
+        store
+            .delete_object(&b, &key(&k), "111111111111", DeleteCondition::default())
+            .await
+            .expect("marker");
+        let refused = store
+            .delete_version(&b, &key(&k), &v, DeleteCondition::default(), false)
+            .await;
+        assert!(matches!(refused, Err(StoreError::ObjectLocked)), "{k}");
+        let bypassed = store
+            .delete_version(&b, &key(&k), &v, DeleteCondition::default(), true)
+            .await;
+        let governance_only = mode == LockMode::Governance && legal_hold.is_none();
+        assert_eq!(bypassed.is_ok(), governance_only, "{k}");
+        assert_eq!(
+            store.object_version(&b, &key(&k), Some(&v)).is_ok(),
+            !governance_only
+        );
+    }
 }

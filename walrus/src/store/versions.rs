@@ -390,6 +390,7 @@ fn marker(last_modified: SystemTime, version_id: Option<String>, owner: &str) ->
             tags: Vec::new(),
             version_id,
             delete_marker: true,
+            lock: Default::default(),
         },
         body: db::Body::Inline(Vec::new()),
     }
@@ -458,8 +459,9 @@ pub(super) fn delete_current(
     Ok(deleted)
 }
 
-/// Deletes version `version` of `bucket/key` for good (a delete marker too); when it was
-/// the current one, the next newest becomes current. A version that is not there is no
+/// Deletes version `version` of `bucket/key` for good (a delete marker too), unless its
+/// object lock forbids it (`ObjectLocked`); when it was the current one, the next newest
+/// becomes current. A version that is not there is no
 /// error (S3 answers 204 alike): nothing is deleted, and the id asked for is echoed.
 pub(super) fn delete_version(
     inner: &Inner,
@@ -467,6 +469,7 @@ pub(super) fn delete_version(
     key: &ObjectKey,
     version: &VersionRef,
     condition: &DeleteCondition,
+    bypass_governance: bool,
 ) -> Result<Deleted, StoreError> {
     let (b, k) = (bucket.as_str(), key.as_str());
     let owner = buckets::get(inner, b)?.acl.owner;
@@ -478,6 +481,7 @@ pub(super) fn delete_version(
         let gone = match cur.filter(|c| version.names(&c.meta)) {
             Some(c) => {
                 condition.check(&c.meta)?;
+                c.meta.lock.allows_delete(bypass_governance)?;
                 batch.delete_cf(inner.cf(CF_OBJECTS)?, db::object_key(b, k));
                 promote(inner, &mut batch, b, k, None)?;
                 c
@@ -493,6 +497,7 @@ pub(super) fn delete_version(
                     });
                 };
                 condition.check(&e.meta)?;
+                e.meta.lock.allows_delete(bypass_governance)?;
                 batch.delete_cf(inner.cf(CF_VERSIONS)?, db::version_key(b, k, e.seq));
                 // A marker on top may have gone: the version below it is current again.
                 if cur_is_none {
