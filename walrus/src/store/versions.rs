@@ -78,6 +78,19 @@ fn current(inner: &Inner, bucket: &str, key: &str) -> Result<Option<Entry>, Stor
     }
 }
 
+/// The metadata of the key's current record in `objects`, read in place (GET and HEAD).
+fn current_meta(inner: &Inner, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+    let okey = db::object_key(bucket, key);
+    match inner
+        .db
+        .get_pinned_cf(inner.cf(CF_OBJECTS)?, okey)
+        .map_err(internal)?
+    {
+        Some(v) => Ok(Some(ObjectRecord::decode_meta(&v)?)),
+        None => Ok(None),
+    }
+}
+
 /// The key's entries in `versions`, newest first, at most `limit`.
 fn entries(inner: &Inner, bucket: &str, key: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
     let prefix = db::escaped_key(bucket, key);
@@ -162,11 +175,19 @@ pub(super) fn place(
     versioning: Option<Versioning>,
 ) -> Result<Placement, StoreError> {
     let now = seq_of_time(SystemTime::now());
-    let cur = current(inner, bucket, key)?;
     let Some(state) = versioning else {
-        // Never versioned: the new record simply replaces the current one.
-        let (retired, freed) = match &cur {
-            Some(c) => (ObjectRecord::decode_files(&c.raw)?, c.meta.size),
+        // Never versioned: the new record simply replaces the current one (read in place:
+        // only its files and size matter).
+        let okey = db::object_key(bucket, key);
+        let (retired, freed) = match inner
+            .db
+            .get_pinned_cf(inner.cf(CF_OBJECTS)?, okey)
+            .map_err(internal)?
+        {
+            Some(v) => (
+                ObjectRecord::decode_files(&v)?,
+                ObjectRecord::decode_meta(&v)?.size,
+            ),
             None => (Vec::new(), 0),
         };
         return Ok(Placement {
@@ -176,6 +197,7 @@ pub(super) fn place(
             freed,
         });
     };
+    let cur = current(inner, bucket, key)?;
     let newest = entries(inner, bucket, key, 1)?;
     let top = cur
         .iter()
@@ -226,8 +248,8 @@ pub(super) fn meta(
 ) -> Result<ObjectMeta, StoreError> {
     let (b, k) = (bucket.as_str(), key.as_str());
     let found = match version {
-        None => match current(inner, b, k)? {
-            Some(c) => Some(c.meta),
+        None => match current_meta(inner, b, k)? {
+            Some(meta) => Some(meta),
             // A delete marker on top hides the key; GET says so.
             None => entries(inner, b, k, 1)?
                 .into_iter()
@@ -235,8 +257,8 @@ pub(super) fn meta(
                 .filter(|e| e.meta.delete_marker)
                 .map(|e| e.meta),
         },
-        Some(v) => match current(inner, b, k)?.filter(|c| v.names(&c.meta)) {
-            Some(c) => Some(c.meta),
+        Some(v) => match current_meta(inner, b, k)?.filter(|m| v.names(m)) {
+            Some(meta) => Some(meta),
             None => entry(inner, b, k, v)?.map(|e| e.meta),
         },
     };
