@@ -286,3 +286,74 @@ def test_ignored_public_acls_and_restricted_public_policies(s3, s3_other, s3_ano
     assert_error(s3_anon.get_object, "AccessDenied", 403, Bucket=bucket, Key="foo")
     assert_error(s3_other.get_object, "AccessDenied", 403, Bucket=bucket, Key="foo")
     assert s3.get_object(Bucket=bucket, Key="foo")["Body"].read() == b"bar"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ownership controls
+
+
+def test_ownership_controls_configuration(s3, s3_other, bucket):
+    assert_error(s3.get_bucket_ownership_controls, "OwnershipControlsNotFoundError", 404,
+                 Bucket=bucket)
+    for ownership in ("BucketOwnerPreferred", "ObjectWriter", "BucketOwnerEnforced"):
+        s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+            "Rules": [{"ObjectOwnership": ownership}]})
+        assert s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"] == {
+            "Rules": [{"ObjectOwnership": ownership}]}
+    assert_error(s3_other.get_bucket_ownership_controls, "AccessDenied", 403, Bucket=bucket)
+    assert_error(s3.put_bucket_ownership_controls, "MalformedXML", 400, Bucket=bucket,
+                 OwnershipControls={"Rules": [{"ObjectOwnership": "Nobody"}]})
+    resp = s3.delete_bucket_ownership_controls(Bucket=bucket)
+    assert resp["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert_error(s3.get_bucket_ownership_controls, "OwnershipControlsNotFoundError", 404,
+                 Bucket=bucket)
+    # ACLs cannot be turned off while the bucket's ACL grants to others.
+    s3.put_bucket_acl(Bucket=bucket, ACL="public-read")
+    assert_error(s3.put_bucket_ownership_controls, "InvalidBucketAclWithObjectOwnership", 400,
+                 Bucket=bucket,
+                 OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+
+
+def test_bucket_owner_enforced_turns_acls_off(s3, s3_other, bucket, admin_id, other_id):
+    s3.put_bucket_acl(Bucket=bucket, GrantWrite=f"id={other_id}", GrantRead=f"id={other_id}")
+    s3_other.put_object(Bucket=bucket, Key="theirs", Body=b"x")
+    assert s3_other.get_object_acl(Bucket=bucket, Key="theirs")["Owner"]["ID"] == other_id
+    s3.put_bucket_acl(Bucket=bucket, ACL="private")
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+        "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+    # No ACL but the owner's full control is taken; ACLs already there grant nothing.
+    for acl in ("public-read", "authenticated-read", "private"):
+        assert_error(s3.put_object, "AccessControlListNotSupported", 400, Bucket=bucket,
+                     Key="k", Body=b"", ACL=acl)
+    assert_error(s3.put_bucket_acl, "AccessControlListNotSupported", 400, Bucket=bucket,
+                 ACL="public-read")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"", ACL="bucket-owner-full-control")
+    s3.put_object(Bucket=bucket, Key="k2", Body=b"")
+    assert s3.get_object_acl(Bucket=bucket, Key="k2")["Owner"]["ID"] == admin_id
+    # The bucket owner reads what another account wrote; its writer no longer does.
+    assert s3.get_object(Bucket=bucket, Key="theirs")["Body"].read() == b"x"
+    assert_error(s3_other.get_object, "AccessDenied", 403, Bucket=bucket, Key="theirs")
+    # A policy still grants.
+    s3.put_bucket_policy(Bucket=bucket, Policy=policy(
+        statement("s3:PutObject", f"arn:aws:s3:::{bucket}/*",
+                  principal={"AWS": f"arn:aws:iam::{other_id}:root"})))
+    s3_other.put_object(Bucket=bucket, Key="new", Body=b"y")
+    assert s3.get_object_acl(Bucket=bucket, Key="new")["Owner"]["ID"] == admin_id
+
+
+def test_bucket_owner_preferred_takes_objects_written_for_it(s3, s3_other, bucket, admin_id,
+                                                             other_id):
+    s3.put_bucket_acl(Bucket=bucket, GrantWrite=f"id={other_id}")
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+        "Rules": [{"ObjectOwnership": "BucketOwnerPreferred"}]})
+    s3_other.put_object(Bucket=bucket, Key="given", Body=b"", ACL="bucket-owner-full-control")
+    s3_other.put_object(Bucket=bucket, Key="kept", Body=b"")
+    assert s3.get_object_acl(Bucket=bucket, Key="given")["Owner"]["ID"] == admin_id
+    assert s3_other.get_object_acl(Bucket=bucket, Key="kept")["Owner"]["ID"] == other_id
+    made = f"{bucket[:40]}-enf"
+    s3.create_bucket(Bucket=made, ObjectOwnership="BucketOwnerEnforced")
+    try:
+        assert s3.get_bucket_ownership_controls(Bucket=made)["OwnershipControls"][
+            "Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    finally:
+        s3.delete_bucket(Bucket=made)

@@ -213,6 +213,14 @@ impl Acl {
         self.grants.iter().any(|g| g.grantee.is_public())
     }
 
+    /// Whether the ACL grants nothing to anyone but its owner's account (what a bucket with
+    /// ACLs off takes).
+    pub fn is_owner_only(&self) -> bool {
+        self.grants
+            .iter()
+            .all(|g| matches!(&g.grantee, Grantee::Account(id) if *id == self.owner))
+    }
+
     /// The ACL without its grants to everyone and to any signed caller: what a bucket that
     /// ignores public ACLs goes by.
     pub fn without_public_grants(&self) -> Acl {

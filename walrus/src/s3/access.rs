@@ -9,10 +9,10 @@ use percent_encoding::percent_decode_str;
 
 use super::error::S3Error;
 use super::Ctx;
-use crate::acl::{Acl, Permission};
+use crate::acl::{Acl, CannedAcl, Grantee, Permission};
 use crate::names::ObjectKey;
 use crate::policy::{self, Caller, Decision, Policy};
-use crate::store::{BucketMeta, ObjectMeta};
+use crate::store::{BucketMeta, ObjectMeta, ObjectOwnership};
 use identity::Principal;
 
 /// What a request asks to do: the policy action (`s3:GetObject`), on the bucket or one of
@@ -101,10 +101,15 @@ pub fn authorize_as(
         }
     };
     let owns = |acl: &Acl| account == Some(acl.owner.as_str());
-    let ok = match check {
-        AclCheck::Permission(acl, permission) => allows(acl, permission),
-        AclCheck::Owner(acl) => owns(acl),
-        AclCheck::OwnerOfEither(a, b) => owns(a) || owns(b),
+    let ok = if bucket.ownership == Some(ObjectOwnership::BucketOwnerEnforced) {
+        // ACLs are off: what the policy did not grant is the bucket owner's alone.
+        owns(&bucket.acl)
+    } else {
+        match check {
+            AclCheck::Permission(acl, permission) => allows(acl, permission),
+            AclCheck::Owner(acl) => owns(acl),
+            AclCheck::OwnerOfEither(a, b) => owns(a) || owns(b),
+        }
     };
     if ok {
         Ok(())
@@ -219,13 +224,51 @@ fn request_tags(ctx: &Ctx) -> Option<Vec<crate::store::Tag>> {
 }
 
 /// AccessDenied when `acl` is public and `bucket` blocks public ACLs (from the moment the
-/// block is set: ACLs already there stay).
-pub fn refuse_public_acl(bucket: &BucketMeta, acl: &Acl) -> Result<(), S3Error> {
+/// block is set: ACLs already there stay); AccessControlListNotSupported when the bucket has
+/// ACLs off and `acl` grants anything beyond its owner's full control.
+pub fn refuse_acl(bucket: &BucketMeta, acl: &Acl) -> Result<(), S3Error> {
     let blocked = bucket
         .public_access_block
         .is_some_and(|b| b.block_public_acls);
     if blocked && acl.is_public() {
         return Err(S3Error::access_denied());
     }
+    let enforced = bucket.ownership == Some(ObjectOwnership::BucketOwnerEnforced);
+    if enforced && !acl.is_owner_only() {
+        return Err(S3Error::AccessControlListNotSupported);
+    }
     Ok(())
+}
+
+/// The ACL a new object gets in `bucket` from the ACL its write asked for (`canned`, the
+/// `x-amz-acl` or form value, if any): refused as [`refuse_acl`] says, and owned by the
+/// bucket owner where the bucket's ownership controls say so.
+pub fn new_object_acl(
+    bucket: &BucketMeta,
+    requested: Acl,
+    canned: Option<&str>,
+) -> Result<Acl, S3Error> {
+    let full_control = canned.is_some_and(|c| c.trim() == "bucket-owner-full-control");
+    let owner = &bucket.acl.owner;
+    match bucket.ownership {
+        // Only the bucket owner's full control is an ACL such a bucket takes.
+        Some(ObjectOwnership::BucketOwnerEnforced) if canned.is_none_or(|_| full_control) => {
+            let to_others = requested.grants.iter().any(|g| {
+                !matches!(&g.grantee, Grantee::Account(id) if id == owner || *id == requested.owner)
+            });
+            if to_others {
+                return Err(S3Error::AccessControlListNotSupported);
+            }
+            Ok(CannedAcl::Private.to_acl(owner, owner))
+        }
+        Some(ObjectOwnership::BucketOwnerEnforced) => Err(S3Error::AccessControlListNotSupported),
+        Some(ObjectOwnership::BucketOwnerPreferred) if full_control => {
+            refuse_acl(bucket, &requested)?;
+            Ok(CannedAcl::Private.to_acl(owner, owner))
+        }
+        _ => {
+            refuse_acl(bucket, &requested)?;
+            Ok(requested)
+        }
+    }
 }

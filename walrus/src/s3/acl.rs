@@ -4,7 +4,7 @@
 use axum::body::Body;
 use http::{HeaderMap, Response, StatusCode};
 
-use super::access::{authorize, refuse_public_acl, AclCheck, Want};
+use super::access::{authorize, refuse_acl, AclCheck, Want};
 use super::auth::read_small_body;
 use super::error::S3Error;
 use super::ident::Payload;
@@ -212,7 +212,7 @@ pub async fn put_bucket_acl(
         AclCheck::Permission(&meta.acl, Permission::WriteAcp),
     )?;
     let acl = new_acl(ctx, body, payload, &meta.acl, &meta.acl.owner).await?;
-    refuse_public_acl(&meta, &acl)?;
+    refuse_acl(&meta, &acl)?;
     ctx.store().update_bucket(bucket, |meta| {
         meta.acl = acl;
         Ok(())
@@ -267,7 +267,7 @@ pub async fn put_object_acl(
         AclCheck::Permission(&meta.acl, Permission::WriteAcp),
     )?;
     let acl = new_acl(ctx, body, payload, &meta.acl, &bmeta.acl.owner).await?;
-    refuse_public_acl(&bmeta, &acl)?;
+    refuse_acl(&bmeta, &acl)?;
     ctx.store()
         .update_object(bucket, key, version.as_ref(), |meta| {
             meta.acl = acl;

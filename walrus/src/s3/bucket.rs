@@ -63,6 +63,15 @@ pub async fn create_bucket(
     let acl = ctx.requested_acl(&account, &account).await?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let location = parse_location(&body)?;
+    let ownership = match ctx.header("x-amz-object-ownership") {
+        None => None,
+        Some(v) => Some(super::policy::parse_ownership(v).ok_or_else(|| {
+            S3Error::InvalidArgument(format!("Invalid x-amz-object-ownership header: {v}"))
+        })?),
+    };
+    if let Some(o) = ownership {
+        super::policy::check_ownership(&acl, o)?;
+    }
     let quotas = ctx.quotas().await;
     use crate::store::StoreError;
     let created = match ctx
@@ -83,6 +92,12 @@ pub async fn create_bucket(
         }
         Err(e) => return Err(e.into()),
     };
+    if let (true, Some(o)) = (created, ownership) {
+        ctx.store().update_bucket(bucket, |meta| {
+            meta.ownership = Some(o);
+            Ok(())
+        })?;
+    }
     let locked = created
         && ctx
             .header(super::lock::LOCK_ENABLED_HEADER)

@@ -5,7 +5,7 @@ use axum::body::Body;
 use http::{Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
-use super::access::{authorize, refuse_public_acl, AclCheck, Want};
+use super::access::{authorize, new_object_acl, AclCheck, Want};
 use super::auth::MAX_OBJECT_SIZE;
 use super::error::S3Error;
 use super::get::check_conditions;
@@ -149,7 +149,7 @@ pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body
         .map(str::to_owned)
         .unwrap_or_else(|_| bmeta.acl.owner.clone());
     let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
-    refuse_public_acl(&bmeta, &acl)?;
+    let acl = new_object_acl(&bmeta, acl, ctx.header("x-amz-acl"))?;
     let quotas = ctx.quotas().await;
     ctx.check_room(
         &quotas,

@@ -204,6 +204,15 @@ pub enum S3Error {
     /// A default retention of no positive number of days or years.
     #[error("Default retention period must be a positive integer value.")]
     InvalidRetentionPeriod,
+    /// An ACL for a bucket whose ownership controls turn ACLs off.
+    #[error("The bucket does not allow ACLs")]
+    AccessControlListNotSupported,
+    /// Turning ACLs off for a bucket whose ACL grants to others.
+    #[error("Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting")]
+    InvalidBucketAclWithObjectOwnership,
+    /// GetBucketOwnershipControls of a bucket that has none.
+    #[error("The bucket ownership controls were not found")]
+    OwnershipControlsNotFound,
     /// GetBucketTagging of a bucket that has no tags.
     #[error("The TagSet does not exist")]
     NoSuchTagSet,
@@ -301,6 +310,14 @@ impl S3Error {
             NoSuchTagSet => ("NoSuchTagSet", StatusCode::NOT_FOUND),
             MalformedPolicy(_) => ("MalformedPolicy", StatusCode::BAD_REQUEST),
             InvalidBucketState(_) => ("InvalidBucketState", StatusCode::CONFLICT),
+            AccessControlListNotSupported => {
+                ("AccessControlListNotSupported", StatusCode::BAD_REQUEST)
+            }
+            InvalidBucketAclWithObjectOwnership => (
+                "InvalidBucketAclWithObjectOwnership",
+                StatusCode::BAD_REQUEST,
+            ),
+            OwnershipControlsNotFound => ("OwnershipControlsNotFoundError", StatusCode::NOT_FOUND),
             ObjectLockConfigurationNotFound => (
                 "ObjectLockConfigurationNotFoundError",
                 StatusCode::NOT_FOUND,

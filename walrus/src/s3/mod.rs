@@ -358,6 +358,11 @@ pub async fn dispatch(
             policy::put_public_access_block(&ctx, &b, body, payload).await
         }
         E::DeletePublicAccessBlock(b) => policy::delete_public_access_block(&ctx, &b),
+        E::GetBucketOwnershipControls(b) => policy::get_ownership_controls(&ctx, &b),
+        E::PutBucketOwnershipControls(b) => {
+            policy::put_ownership_controls(&ctx, &b, body, payload).await
+        }
+        E::DeleteBucketOwnershipControls(b) => policy::delete_ownership_controls(&ctx, &b),
         E::GetObjectLockConfiguration(b) => lock::get_configuration(&ctx, &b),
         E::PutObjectLockConfiguration(b) => lock::put_configuration(&ctx, &b, body, payload).await,
         E::GetObjectRetention(o) => lock::get_retention(&ctx, &o),

@@ -4,7 +4,7 @@
 use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode};
 
-use super::access::{authorize, refuse_public_acl, AclCheck, Want};
+use super::access::{authorize, new_object_acl, AclCheck, Want};
 use super::auth::read_small_body;
 use super::error::S3Error;
 use super::ident::Payload;
@@ -70,7 +70,7 @@ pub async fn create(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3
         .map(str::to_owned)
         .unwrap_or_else(|_| bmeta.acl.owner.clone());
     let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
-    refuse_public_acl(&bmeta, &acl)?;
+    let acl = new_object_acl(&bmeta, acl, ctx.header("x-amz-acl"))?;
     let alg = match ctx.header("x-amz-checksum-algorithm") {
         Some(n) => Some(parse_checksum_name(n)?),
         None => None,

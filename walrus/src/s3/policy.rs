@@ -1,6 +1,6 @@
-//! The bucket configurations of who may reach a bucket: Get/Put/DeleteBucketPolicy,
-//! GetBucketPolicyStatus and Get/Put/DeletePublicAccessBlock. How they decide a request is
-//! `access`'s.
+//! The bucket configurations of who may reach a bucket and own its objects:
+//! Get/Put/DeleteBucketPolicy, GetBucketPolicyStatus, Get/Put/DeletePublicAccessBlock and
+//! Get/Put/DeleteBucketOwnershipControls. How they decide a request is `access`'s.
 
 use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode};
@@ -13,7 +13,7 @@ use super::xml::{self, MAX_XML_BODY};
 use super::{xml_response, Ctx};
 use crate::names::BucketName;
 use crate::policy::Policy;
-use crate::store::PublicAccessBlock;
+use crate::store::{ObjectOwnership, PublicAccessBlock};
 
 /// The largest policy body read (the policy itself is limited to 20 KiB without whitespace).
 const MAX_POLICY_BODY: usize = 64 * 1024;
@@ -148,6 +148,93 @@ pub fn delete_public_access_block(
     })
 }
 
+const OWNERSHIPS: [(&str, ObjectOwnership); 3] = [
+    ("BucketOwnerEnforced", ObjectOwnership::BucketOwnerEnforced),
+    (
+        "BucketOwnerPreferred",
+        ObjectOwnership::BucketOwnerPreferred,
+    ),
+    ("ObjectWriter", ObjectOwnership::ObjectWriter),
+];
+
+/// An ownership as S3 names it (`x-amz-object-ownership`, `ObjectOwnership`).
+pub fn parse_ownership(s: &str) -> Option<ObjectOwnership> {
+    OWNERSHIPS
+        .iter()
+        .find(|(name, _)| *name == s.trim())
+        .map(|(_, o)| *o)
+}
+
+/// The ownership an `OwnershipControls` document asks for (one rule).
+pub fn parse_ownership_controls(body: &[u8]) -> Result<ObjectOwnership, S3Error> {
+    let root = xml::parse(body)?;
+    if root.name != "OwnershipControls" {
+        return Err(S3Error::MalformedXml);
+    }
+    let mut rules = root.children_named("Rule");
+    let rule = rules.next().ok_or(S3Error::MalformedXml)?;
+    if rules.next().is_some() {
+        return Err(S3Error::MalformedXml);
+    }
+    rule.child_text("ObjectOwnership")
+        .and_then(parse_ownership)
+        .ok_or(S3Error::MalformedXml)
+}
+
+/// GetBucketOwnershipControls: OwnershipControlsNotFoundError until set.
+pub fn get_ownership_controls(ctx: &Ctx, bucket: &BucketName) -> Result<Response<Body>, S3Error> {
+    let ownership = owned(ctx, bucket, "s3:GetBucketOwnershipControls")?
+        .ownership
+        .ok_or(S3Error::OwnershipControlsNotFound)?;
+    let name = OWNERSHIPS
+        .iter()
+        .find(|(_, o)| *o == ownership)
+        .map_or("ObjectWriter", |(n, _)| n);
+    let mut w = xml::document();
+    w.open_with("OwnershipControls", &xml::S3_ROOT);
+    w.open("Rule");
+    w.elem("ObjectOwnership", name);
+    w.close("Rule");
+    w.close("OwnershipControls");
+    Ok(xml_response(StatusCode::OK, w.finish()))
+}
+
+/// InvalidBucketAclWithObjectOwnership when ACLs are to be turned off for a bucket whose ACL
+/// grants to anyone but its owner (S3 asks for the grants to go first).
+pub fn check_ownership(acl: &crate::acl::Acl, ownership: ObjectOwnership) -> Result<(), S3Error> {
+    if ownership == ObjectOwnership::BucketOwnerEnforced && !acl.is_owner_only() {
+        return Err(S3Error::InvalidBucketAclWithObjectOwnership);
+    }
+    Ok(())
+}
+
+/// PutBucketOwnershipControls (the owner's).
+pub async fn put_ownership_controls(
+    ctx: &Ctx,
+    bucket: &BucketName,
+    body: Body,
+    payload: Payload,
+) -> Result<Response<Body>, S3Error> {
+    let meta = owned(ctx, bucket, "s3:PutBucketOwnershipControls")?;
+    let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
+    let ownership = parse_ownership_controls(&body)?;
+    check_ownership(&meta.acl, ownership)?;
+    configure(ctx, bucket, StatusCode::OK, |meta| {
+        meta.ownership = Some(ownership)
+    })
+}
+
+/// DeleteBucketOwnershipControls: 204, also when there were none; writers own again.
+pub fn delete_ownership_controls(
+    ctx: &Ctx,
+    bucket: &BucketName,
+) -> Result<Response<Body>, S3Error> {
+    owned(ctx, bucket, "s3:PutBucketOwnershipControls")?;
+    configure(ctx, bucket, StatusCode::NO_CONTENT, |meta| {
+        meta.ownership = None
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +266,25 @@ mod tests {
             parse_public_access_block(b"<Other/>"),
             Err(S3Error::MalformedXml)
         ));
+    }
+
+    #[test]
+    fn ownership_documents() {
+        let doc = |rules: &str| format!("<OwnershipControls>{rules}</OwnershipControls>");
+        let rule = |o: &str| format!("<Rule><ObjectOwnership>{o}</ObjectOwnership></Rule>");
+        assert_eq!(
+            parse_ownership_controls(doc(&rule("BucketOwnerEnforced")).as_bytes()).expect("ok"),
+            ObjectOwnership::BucketOwnerEnforced
+        );
+        for bad in [
+            doc(""),
+            doc(&rule("Nobody")),
+            doc(&format!("{}{}", rule("ObjectWriter"), rule("ObjectWriter"))),
+        ] {
+            assert!(matches!(
+                parse_ownership_controls(bad.as_bytes()),
+                Err(S3Error::MalformedXml)
+            ));
+        }
     }
 }

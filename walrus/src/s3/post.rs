@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use identity::{Authenticated, SigningScope, V2Algorithm};
 use serde_json::Value;
 
-use super::access::{authorize_as, refuse_public_acl, AclCheck, Want};
+use super::access::{authorize_as, new_object_acl, AclCheck, Want};
 use super::auth::{incoming, MAX_OBJECT_SIZE};
 use super::error::{body_error, S3Error};
 use super::ident::{self, Payload};
@@ -547,7 +547,7 @@ pub async fn post_object(
             .map(|c| c.to_acl(&owner, &bmeta.acl.owner))
             .ok_or_else(|| S3Error::InvalidArgument(format!("Invalid canned ACL: {v}")))?,
     };
-    refuse_public_acl(&bmeta, &acl)?;
+    let acl = new_object_acl(&bmeta, acl, fields.get("acl"))?;
     let headers = object_headers(&form_headers(&fields))?;
     let tags = match fields.get("tagging") {
         None => Vec::new(),

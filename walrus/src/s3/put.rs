@@ -6,7 +6,7 @@ use axum::body::Body;
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use super::access::{authorize, refuse_public_acl, AclCheck, Want};
+use super::access::{authorize, new_object_acl, AclCheck, Want};
 use super::auth::{incoming, MAX_OBJECT_SIZE};
 use super::error::S3Error;
 use super::ident::Payload;
@@ -309,7 +309,7 @@ pub async fn put_object(
         .map(|p| p.account_id.clone())
         .unwrap_or_else(|| bmeta.acl.owner.clone());
     let acl = ctx.requested_acl(&owner, &bmeta.acl.owner).await?;
-    refuse_public_acl(&bmeta, &acl)?;
+    let acl = new_object_acl(&bmeta, acl, ctx.header("x-amz-acl"))?;
     let headers = object_headers(&ctx.headers)?;
     let tags = super::tagging::from_header(&ctx.headers)?.unwrap_or_default();
     let quotas = ctx.quotas().await;

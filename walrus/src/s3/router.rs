@@ -107,6 +107,9 @@ pub enum Endpoint {
     PutBucketPolicy(BucketName),
     DeleteBucketPolicy(BucketName),
     GetBucketPolicyStatus(BucketName),
+    GetBucketOwnershipControls(BucketName),
+    PutBucketOwnershipControls(BucketName),
+    DeleteBucketOwnershipControls(BucketName),
     GetObjectLockConfiguration(BucketName),
     PutObjectLockConfiguration(BucketName),
     GetPublicAccessBlock(BucketName),
@@ -192,6 +195,9 @@ impl Endpoint {
             E::PutBucketPolicy(_) => "PutBucketPolicy",
             E::DeleteBucketPolicy(_) => "DeleteBucketPolicy",
             E::GetBucketPolicyStatus(_) => "GetBucketPolicyStatus",
+            E::GetBucketOwnershipControls(_) => "GetBucketOwnershipControls",
+            E::PutBucketOwnershipControls(_) => "PutBucketOwnershipControls",
+            E::DeleteBucketOwnershipControls(_) => "DeleteBucketOwnershipControls",
             E::GetObjectLockConfiguration(_) => "GetObjectLockConfiguration",
             E::PutObjectLockConfiguration(_) => "PutObjectLockConfiguration",
             E::GetObjectRetention(_) => "GetObjectRetention",
@@ -251,7 +257,6 @@ unimplemented_endpoints! {
     GetBucketEncryption, PutBucketEncryption, DeleteBucketEncryption,
     GetBucketAccelerateConfiguration, PutBucketAccelerateConfiguration,
     GetBucketRequestPayment, PutBucketRequestPayment,
-    GetBucketOwnershipControls, PutBucketOwnershipControls, DeleteBucketOwnershipControls,
     GetBucketAnalyticsConfiguration, PutBucketAnalyticsConfiguration,
     DeleteBucketAnalyticsConfiguration,
     GetBucketInventoryConfiguration, PutBucketInventoryConfiguration,
@@ -278,7 +283,6 @@ const BUCKET_GET: &[(&str, Unimplemented)] = &[
     ("encryption", U::GetBucketEncryption),
     ("accelerate", U::GetBucketAccelerateConfiguration),
     ("requestPayment", U::GetBucketRequestPayment),
-    ("ownershipControls", U::GetBucketOwnershipControls),
     ("analytics", U::GetBucketAnalyticsConfiguration),
     ("inventory", U::GetBucketInventoryConfiguration),
     ("metrics", U::GetBucketMetricsConfiguration),
@@ -297,7 +301,6 @@ const BUCKET_PUT: &[(&str, Unimplemented)] = &[
     ("encryption", U::PutBucketEncryption),
     ("accelerate", U::PutBucketAccelerateConfiguration),
     ("requestPayment", U::PutBucketRequestPayment),
-    ("ownershipControls", U::PutBucketOwnershipControls),
     ("analytics", U::PutBucketAnalyticsConfiguration),
     ("inventory", U::PutBucketInventoryConfiguration),
     ("metrics", U::PutBucketMetricsConfiguration),
@@ -312,7 +315,6 @@ const BUCKET_DELETE: &[(&str, Unimplemented)] = &[
     ("website", U::DeleteBucketWebsite),
     ("replication", U::DeleteBucketReplication),
     ("encryption", U::DeleteBucketEncryption),
-    ("ownershipControls", U::DeleteBucketOwnershipControls),
     ("analytics", U::DeleteBucketAnalyticsConfiguration),
     ("inventory", U::DeleteBucketInventoryConfiguration),
     ("metrics", U::DeleteBucketMetricsConfiguration),
@@ -559,6 +561,7 @@ fn bucket_endpoint(
         Method::GET if query.has("versioning") => E::GetBucketVersioning(bucket),
         Method::GET if query.has("policyStatus") => E::GetBucketPolicyStatus(bucket),
         Method::GET if query.has("object-lock") => E::GetObjectLockConfiguration(bucket),
+        Method::GET if query.has("ownershipControls") => E::GetBucketOwnershipControls(bucket),
         Method::GET if query.has("policy") => E::GetBucketPolicy(bucket),
         Method::GET if query.has("publicAccessBlock") => E::GetPublicAccessBlock(bucket),
         Method::GET => match unimplemented(BUCKET_GET, query) {
@@ -573,6 +576,7 @@ fn bucket_endpoint(
         Method::PUT if query.has("versioning") => E::PutBucketVersioning(bucket),
         Method::PUT if query.has("policy") => E::PutBucketPolicy(bucket),
         Method::PUT if query.has("object-lock") => E::PutObjectLockConfiguration(bucket),
+        Method::PUT if query.has("ownershipControls") => E::PutBucketOwnershipControls(bucket),
         Method::PUT if query.has("publicAccessBlock") => E::PutPublicAccessBlock(bucket),
         Method::PUT => match unimplemented(BUCKET_PUT, query) {
             Some(op) => E::NotImplemented(op),
@@ -581,6 +585,9 @@ fn bucket_endpoint(
         Method::DELETE if query.has("tagging") => E::DeleteBucketTagging(bucket),
         Method::DELETE if query.has("cors") => E::DeleteBucketCors(bucket),
         Method::DELETE if query.has("policy") => E::DeleteBucketPolicy(bucket),
+        Method::DELETE if query.has("ownershipControls") => {
+            E::DeleteBucketOwnershipControls(bucket)
+        }
         Method::DELETE if query.has("publicAccessBlock") => E::DeletePublicAccessBlock(bucket),
         Method::DELETE => match unimplemented(BUCKET_DELETE, query) {
             Some(op) => E::NotImplemented(op),

@@ -41,6 +41,7 @@ pub(super) fn create(
         versioning: None,
         policy: None,
         public_access_block: None,
+        ownership: None,
         object_lock: None,
     };
     let counted = inner.usage.reserve(

@@ -242,9 +242,25 @@ pub struct BucketMeta {
     /// Its public access block (PutPublicAccessBlock); `None` until set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_access_block: Option<PublicAccessBlock>,
+    /// Who owns the objects written into it (PutBucketOwnershipControls); `None` until set:
+    /// their writers, with ACLs in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<ObjectOwnership>,
     /// Its object lock configuration; `None` while object lock is off (once on, it stays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock: Option<LockConfiguration>,
+}
+
+/// Who owns the objects of a bucket (S3's object ownership).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectOwnership {
+    /// The bucket owner owns every object and ACLs grant nothing: access is the owner's
+    /// and its policy's.
+    BucketOwnerEnforced,
+    /// The bucket owner owns objects written with the `bucket-owner-full-control` ACL.
+    BucketOwnerPreferred,
+    /// The writer owns what it writes (S3's historical behaviour).
+    ObjectWriter,
 }
 
 /// A bucket's object lock configuration (PutObjectLockConfiguration): lock is on, with
