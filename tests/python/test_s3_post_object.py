@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import etag_of, make_client
+from conftest import assert_error, b64, etag_of, make_client
 
 
 def multipart(fields, file_name="file", data=b"bar"):
@@ -253,3 +253,21 @@ def test_form_upload_refusals(cloud, s3, bucket, case):
         status, _, body, _ = post(url, fields, data=data, **kw)
     assert (status, code_of(body)) == want, body
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket), "nothing was stored"
+
+
+def test_a_form_checksum_is_verified_without_a_policy_condition(cloud, s3, bucket):
+    url = f"{cloud.s3_url}/{bucket}"
+    data = b"checked by the store"
+    good = b64(hashlib.sha256(data).digest())
+    conditions = [{"bucket": bucket}, ["starts-with", "$key", "sum"]]
+    fields = [("key", "sum/ok")]
+    status, _, body, _ = post(url, signed(cloud, conditions, fields)
+                              + [("x-amz-checksum-sha256", good)], data=data)
+    assert status == 204, body
+    got = s3.head_object(Bucket=bucket, Key="sum/ok", ChecksumMode="ENABLED")
+    assert got["ChecksumSHA256"] == good
+    bad = b64(hashlib.sha256(b"something else").digest())
+    status, _, body, _ = post(url, signed(cloud, conditions, [("key", "sum/bad")])
+                              + [("x-amz-checksum-sha256", bad)], data=data)
+    assert status == 400 and code_of(body) == "BadDigest"
+    assert_error(s3.head_object, "404", 404, Bucket=bucket, Key="sum/bad")

@@ -20,7 +20,7 @@ use super::access::{authorize_as, new_object_acl, AclCheck, Want};
 use super::auth::{incoming, MAX_OBJECT_SIZE};
 use super::error::{body_error, S3Error};
 use super::ident::{self, Payload};
-use super::put::object_headers;
+use super::put::{object_headers, CHECKSUMS};
 use super::xml;
 use super::{empty_response, etag_value, xml_response, Ctx};
 use crate::acl::{CannedAcl, Permission};
@@ -348,7 +348,10 @@ fn check_policy(policy: &Policy, fields: &Fields, bucket: &str) -> Result<(), S3
         return Err(policy_failed("Policy missing condition: bucket".into()));
     }
     for (name, _) in &fields.0 {
-        let free = UNCONDITIONED.contains(&name.as_str()) || name.starts_with("x-ignore-");
+        // A checksum widens nothing a policy grants: it can only refuse the upload.
+        let free = UNCONDITIONED.contains(&name.as_str())
+            || name.starts_with("x-ignore-")
+            || name.starts_with("x-amz-checksum-");
         if !free && !named(name) {
             return Err(policy_failed(format!("Extra input fields: {name}")));
         }
@@ -560,21 +563,41 @@ pub async fn post_object(
         .as_ref()
         .and_then(|p| p.length)
         .unwrap_or((0, MAX_OBJECT_SIZE));
+    // A checksum field (`x-amz-checksum-sha256`, ...) is checked against the file.
+    let claimed = CHECKSUMS
+        .iter()
+        .find_map(|(alg, name, _)| fields.get(name).map(|v| (*alg, v.trim().to_owned())));
     let staged = ctx
         .store()
         .stage(
             form.file(max.min(MAX_OBJECT_SIZE)),
             None,
-            DigestRequest::default(),
+            DigestRequest {
+                sha256: false,
+                checksum: claimed.as_ref().map(|(alg, _)| *alg),
+            },
         )
         .await?;
     if staged.size < min {
         return Err(S3Error::EntityTooSmall);
     }
+    let checksum = match (&claimed, &staged.digests.checksum) {
+        (Some((alg, given)), Some((_, raw))) => {
+            let computed = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw);
+            if *given != computed {
+                return Err(S3Error::BadDigest(format!(
+                    "The {} you specified did not match the calculated checksum.",
+                    super::put::checksum_name(*alg)
+                )));
+            }
+            Some((*alg, computed))
+        }
+        _ => None,
+    };
     let quotas = ctx.quotas().await;
     let object = NewObject {
         headers,
-        checksum: None,
+        checksum,
         acl,
         tags,
         condition: Default::default(),
