@@ -4,6 +4,7 @@ hold of each version, what they refuse (deleting a locked version, loosening a r
 and what bypasses a governance retention."""
 
 import datetime
+import json
 import time
 
 import pytest
@@ -210,3 +211,23 @@ def test_default_retention_and_multipart_uploads_lock_new_versions(s3, locked):
     # A legal hold holds even against a bypass.
     assert_error(s3.delete_object, "AccessDenied", 403, Bucket=locked, Key="mp",
                  VersionId=done["VersionId"], BypassGovernanceRetention=True)
+
+
+def test_locks_are_the_bucket_owners_to_set_and_to_bypass(s3, s3_other, locked, other_id):
+    s3.put_bucket_acl(Bucket=locked, GrantWrite=f"id={other_id}")
+    # Another account may write, not lock what it writes.
+    assert_error(s3_other.put_object, "AccessDenied", 403, Bucket=locked, Key="x", Body=b"",
+                 ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=LATER)
+    assert_error(s3_other.put_object, "AccessDenied", 403, Bucket=locked, Key="x", Body=b"",
+                 ObjectLockLegalHoldStatus="ON")
+    s3_other.put_object(Bucket=locked, Key="x", Body=b"")
+    # The owner's bypass yields to a Deny of its own policy on the objects.
+    v = s3.put_object(Bucket=locked, Key="g", Body=b"", ObjectLockMode="GOVERNANCE",
+                      ObjectLockRetainUntilDate=LATER)["VersionId"]
+    s3.put_bucket_policy(Bucket=locked, Policy=json.dumps({"Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:BypassGovernanceRetention",
+        "Resource": f"arn:aws:s3:::{locked}/*"}]}))
+    assert_error(s3.delete_object, "AccessDenied", 403, Bucket=locked, Key="g", VersionId=v,
+                 BypassGovernanceRetention=True)
+    s3.delete_bucket_policy(Bucket=locked)
+    s3.delete_object(Bucket=locked, Key="g", VersionId=v, BypassGovernanceRetention=True)

@@ -503,3 +503,21 @@ def test_a_versioned_bucket_empties_and_deletes_with_the_fixture_cleanup(s3):
     s3.delete_object(Bucket=b, Key="k0")
     empty_and_delete(s3, b)
     assert_error(s3.head_bucket, "404", 404, Bucket=b)
+
+
+def test_only_the_bucket_owner_deletes_versions_for_good(s3, s3_other, s3_anon, versioned,
+                                                        other_id):
+    b = versioned
+    s3.put_bucket_acl(Bucket=b, ACL="public-read-write")
+    vid = s3_anon.put_object(Bucket=b, Key="k", Body=b"history")["VersionId"]
+    # Anyone who may write may hide the key behind a marker...
+    assert s3_anon.delete_object(Bucket=b, Key="k")["DeleteMarker"] is True
+    # ...but not take a version away.
+    for client in (s3_anon, s3_other):
+        assert_error(client.delete_object, "AccessDenied", 403, Bucket=b, Key="k",
+                     VersionId=vid)
+        resp = client.delete_objects(Bucket=b, Delete={"Objects": [{"Key": "k",
+                                                                    "VersionId": vid}]})
+        assert resp["Errors"][0]["Code"] == "AccessDenied"
+    assert body(s3, b, "k", vid) == b"history"
+    s3.delete_object(Bucket=b, Key="k", VersionId=vid)

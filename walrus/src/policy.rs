@@ -524,8 +524,10 @@ impl Condition {
             "aws:principalaccount",
             "aws:principalorgid",
         ];
+        // ForAllValues holds for a caller without the key (anonymous included): no fix.
         !self.negated
             && !self.if_exists
+            && self.quantifier == Quantifier::Single
             && self.operator != Operator::Null
             && SOURCE_KEYS.contains(&self.key.as_str())
             && self.values.iter().all(|v| !v.contains('*'))
@@ -597,6 +599,8 @@ fn in_network(v: &str, p: &str) -> bool {
     let Ok(addr) = v.trim().parse::<IpAddr>() else {
         return false;
     };
+    // An IPv4 client of a dual-stack listener shows as `::ffff:a.b.c.d`.
+    let addr = addr.to_canonical();
     let (net, len) = match p.trim().split_once('/') {
         Some((n, l)) => (n, l.parse::<u32>().ok()),
         None => (p.trim(), None),
@@ -604,6 +608,7 @@ fn in_network(v: &str, p: &str) -> bool {
     let Ok(net) = net.parse::<IpAddr>() else {
         return false;
     };
+    let net = net.to_canonical();
     let bits = |a: IpAddr| -> (u128, u32) {
         match a {
             IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
@@ -848,6 +853,17 @@ mod tests {
             eval_with(like, None, "s3:GetObject", "b/k", &from("11.0.0.1", None)),
             Decision::Silent
         );
+        // An IPv4 client of a dual-stack listener is still in its IPv4 network.
+        assert_eq!(
+            eval_with(
+                like,
+                None,
+                "s3:GetObject",
+                "b/k",
+                &from("::ffff:10.1.2.3", None)
+            ),
+            Decision::Allow
+        );
         let keys = r#"{"Statement": {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject",
             "Condition": {"ForAllValues:StringEquals": {"s3:RequestObjectTagKeys": ["a", "b"]}}}}"#;
         let tags = |v: Vec<&'static str>| {
@@ -915,6 +931,11 @@ mod tests {
         ));
         assert!(!public(
             r#"{"Statement": {"Effect": "Deny", "Principal": "*", "Action": "s3:*"}}"#
+        ));
+        // ForAllValues holds for callers without the key: it fixes nothing.
+        assert!(public(
+            r#"{"Statement": {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+            "Condition": {"ForAllValues:StringEquals": {"aws:PrincipalAccount": "111111111111"}}}}"#
         ));
     }
 }

@@ -202,6 +202,13 @@ fn condition_value(
         "s3:prefix" | "s3:delimiter" | "s3:max-keys" => ctx.query(&key[3..]).and_then(one),
         "s3:versionid" => ctx.query("versionId").and_then(one),
         "aws:sourceip" => ctx.source_ip.and_then(|ip| one(&ip.to_string())),
+        "aws:securetransport" => ctx.secure_transport.and_then(|s| one(&s.to_string())),
+        "aws:principalarn" => principal.and_then(|p| {
+            one(&format!(
+                "arn:aws:iam::{}:user/{}",
+                p.account_id, p.user_name
+            ))
+        }),
         "aws:referer" => header(&ctx.headers, "referer"),
         "aws:useragent" => header(&ctx.headers, "user-agent"),
         "aws:username" => principal.and_then(|p| one(&p.user_name)),

@@ -268,13 +268,12 @@ pub async fn put_object_acl(
     )?;
     let acl = new_acl(ctx, body, payload, &meta.acl, &bmeta.acl.owner).await?;
     refuse_acl(&bmeta, &acl)?;
-    ctx.store()
-        .update_object(bucket, key, version.as_ref(), |meta| {
-            meta.acl = acl;
-            Ok(())
-        })?;
+    let changed = versioning::update_authorized(ctx, object, &meta, |meta| {
+        meta.acl = acl;
+        Ok(())
+    })?;
     let mut resp = empty_response(StatusCode::OK);
-    versioning::add_version_header(resp.headers_mut(), &bmeta, &meta);
+    versioning::add_version_header(resp.headers_mut(), &bmeta, &changed);
     Ok(resp)
 }
 

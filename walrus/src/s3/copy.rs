@@ -182,7 +182,15 @@ pub async fn copy_object(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body
         acl,
         tags,
         condition,
-        lock: super::lock::requested(&ctx.headers, &bmeta)?,
+        lock: super::lock::requested(
+            ctx,
+            &ctx.headers,
+            super::lock::Writer {
+                principal: ctx.principal.as_ref(),
+                bucket: &bmeta,
+                key,
+            },
+        )?,
     };
     let meta = ctx
         .store()

@@ -58,16 +58,16 @@ fn may_delete(
     key: &ObjectKey,
     version: Option<&VersionRef>,
 ) -> Result<(), S3Error> {
-    let action = match version {
-        Some(_) => "s3:DeleteObjectVersion",
-        None => "s3:DeleteObject",
+    // Deleting a version for good is the bucket owner's (or its policy's): a bucket's WRITE
+    // grant lets others add delete markers, never take versioning's history away.
+    let (action, check) = match version {
+        Some(_) => ("s3:DeleteObjectVersion", AclCheck::Owner(&bmeta.acl)),
+        None => (
+            "s3:DeleteObject",
+            AclCheck::Permission(&bmeta.acl, Permission::Write),
+        ),
     };
-    authorize(
-        ctx,
-        bmeta,
-        Want::object(action, key, None),
-        AclCheck::Permission(&bmeta.acl, Permission::Write),
-    )
+    authorize(ctx, bmeta, Want::object(action, key, None), check)
 }
 
 fn invalid_condition(what: &str) -> S3Error {
@@ -101,7 +101,7 @@ async fn delete_one(
     let bucket = BucketName::parse(&bmeta.name).ok_or(S3Error::NoSuchBucket)?;
     let deleted = match version {
         Some(v) => {
-            let bypass = super::lock::bypasses_governance(ctx, bmeta);
+            let bypass = super::lock::bypasses_governance(ctx, bmeta, key);
             ctx.store()
                 .delete_version(&bucket, key, v, condition, bypass)
                 .await?

@@ -213,6 +213,11 @@ pub enum S3Error {
     /// GetBucketOwnershipControls of a bucket that has none.
     #[error("The bucket ownership controls were not found")]
     OwnershipControlsNotFound,
+    /// The object changed between the check of the caller's rights and the change asked for.
+    #[error(
+        "A conflicting operation is currently in progress against this resource. Please try again."
+    )]
+    OperationAborted,
     /// GetBucketTagging of a bucket that has no tags.
     #[error("The TagSet does not exist")]
     NoSuchTagSet,
@@ -310,6 +315,7 @@ impl S3Error {
             NoSuchTagSet => ("NoSuchTagSet", StatusCode::NOT_FOUND),
             MalformedPolicy(_) => ("MalformedPolicy", StatusCode::BAD_REQUEST),
             InvalidBucketState(_) => ("InvalidBucketState", StatusCode::CONFLICT),
+            OperationAborted => ("OperationAborted", StatusCode::CONFLICT),
             AccessControlListNotSupported => {
                 ("AccessControlListNotSupported", StatusCode::BAD_REQUEST)
             }
@@ -397,6 +403,8 @@ impl From<StoreError> for S3Error {
             StoreError::NoSuchVersion => S3Error::NoSuchVersion,
             StoreError::MethodNotAllowed => S3Error::MethodNotAllowed,
             StoreError::PreconditionFailed => S3Error::PreconditionFailed,
+            StoreError::Changed => S3Error::OperationAborted,
+            StoreError::InvalidBucketState(msg) => S3Error::InvalidBucketState(msg.into()),
             // A locked version is refused as S3 refuses it: the caller may not do that.
             StoreError::ObjectLocked => S3Error::access_denied(),
             e @ StoreError::ChecksumMismatch => S3Error::BadDigest(e.to_string()),

@@ -8,20 +8,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use super::access::{authorize, AclCheck, Want};
+use super::access::{authorize, authorize_as, AclCheck, Want};
 use super::auth::read_small_body;
-use super::bucket::{configure, owned};
+use super::bucket::owned;
 use super::error::S3Error;
 use super::ident::Payload;
 use super::router::ObjectPath;
 use super::xml::{self, MAX_XML_BODY};
 use super::{empty_response, versioning, xml_response, Ctx};
 use crate::acl::Permission;
-use crate::names::BucketName;
+use crate::names::{BucketName, ObjectKey};
 use crate::store::{
     BucketMeta, DefaultRetention, LockConfiguration, LockMode, ObjectLock, ObjectMeta, Retention,
     RetentionPeriod, StoreError, Versioning,
 };
+use identity::Principal;
 
 /// The header that asks, at CreateBucket, for a bucket with object lock.
 pub const LOCK_ENABLED_HEADER: &str = "x-amz-bucket-object-lock-enabled";
@@ -61,7 +62,15 @@ pub fn parse_instant(s: &str) -> Option<SystemTime> {
 /// An instant as S3 writes retention dates: whole seconds, with microseconds when it has
 /// any (so that a date given with them reads back equal).
 pub fn format_instant(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
+    // Dates come from ISO 8601 text (years up to 9999) or 100 years from now at most; one
+    // past what `time` represents is written as its last instant rather than panicking.
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let dt = time::OffsetDateTime::UNIX_EPOCH
+        .checked_add(time::Duration::seconds(
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        ))
+        .and_then(|d| d.checked_add(time::Duration::nanoseconds(i64::from(since.subsec_nanos()))))
+        .unwrap_or(time::macros::datetime!(9999-12-31 23:59:59.999999 UTC));
     let micros = dt.microsecond();
     let frac = if micros == 0 {
         String::new()
@@ -115,8 +124,10 @@ pub fn parse_configuration(body: &[u8]) -> Result<LockConfiguration, S3Error> {
             return Ok(None);
         };
         let n: i64 = text.trim().parse().map_err(|_| S3Error::MalformedXml)?;
+        // S3's limits: 100 years at most, in days or years.
+        let max = if name == "Days" { 36_500 } else { 100 };
         match u32::try_from(n) {
-            Ok(n) if n > 0 => Ok(Some(n)),
+            Ok(n) if n > 0 && n <= max => Ok(Some(n)),
             _ => Err(S3Error::InvalidRetentionPeriod),
         }
     };
@@ -161,25 +172,39 @@ pub async fn put_configuration(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let meta = owned(ctx, bucket, "s3:PutBucketObjectLockConfiguration")?;
+    owned(ctx, bucket, "s3:PutBucketObjectLockConfiguration")?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let config = parse_configuration(&body)?;
-    if meta.versioning != Some(Versioning::Enabled) {
-        return Err(S3Error::InvalidBucketState(
-            "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration"
-                .into(),
-        ));
-    }
-    configure(ctx, bucket, StatusCode::OK, |m| {
-        m.object_lock = Some(config)
-    })
+    // Checked in the update: versioning suspended meanwhile is seen.
+    ctx.store().update_bucket(bucket, |m| {
+        if m.versioning != Some(Versioning::Enabled) {
+            return Err(StoreError::InvalidBucketState(
+                "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration",
+            ));
+        }
+        m.object_lock = Some(config);
+        Ok(())
+    })?;
+    Ok(empty_response(StatusCode::OK))
 }
 
 // ---- a version's lock on writes and reads ----
 
-/// The object lock a write asks for in its `x-amz-object-lock-*` headers, or the bucket's
-/// default retention when it names none.
-pub fn requested(headers: &HeaderMap, bucket: &BucketMeta) -> Result<ObjectLock, S3Error> {
+/// Who writes, and where: what [`requested`] checks rights against.
+pub struct Writer<'a> {
+    /// The writer (a POST form's signer, else the request's).
+    pub principal: Option<&'a Principal>,
+    /// The bucket written to.
+    pub bucket: &'a BucketMeta,
+    /// The key written.
+    pub key: &'a ObjectKey,
+}
+
+/// The object lock a write asks for in its `x-amz-object-lock-*` headers (which take the
+/// rights to set a retention or legal hold besides the right to write: the bucket owner's,
+/// or its policy's), or the bucket's default retention when it names none.
+pub fn requested(ctx: &Ctx, headers: &HeaderMap, writer: Writer) -> Result<ObjectLock, S3Error> {
+    let bucket = writer.bucket;
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (mode, until, hold) = (get(MODE_HEADER), get(UNTIL_HEADER), get(HOLD_HEADER));
     let Some(config) = bucket.object_lock else {
@@ -215,6 +240,21 @@ pub fn requested(headers: &HeaderMap, bucket: &BucketMeta) -> Result<ObjectLock,
         )),
     };
     let legal_hold = hold.map(parse_hold).transpose()?;
+    let may = |action: &'static str| {
+        authorize_as(
+            ctx,
+            writer.principal,
+            bucket,
+            Want::object(action, writer.key, None),
+            AclCheck::Owner(&bucket.acl),
+        )
+    };
+    if mode.is_some() {
+        may("s3:PutObjectRetention")?;
+    }
+    if legal_hold.is_some() {
+        may("s3:PutObjectLegalHold")?;
+    }
     Ok(ObjectLock {
         retention,
         legal_hold,
@@ -255,9 +295,9 @@ pub fn add_headers(h: &mut HeaderMap, lock: &ObjectLock) {
     }
 }
 
-/// Whether the request asks to bypass governance retention and its caller may (the bucket's
-/// owner, or whom its policy allows `s3:BypassGovernanceRetention`).
-pub fn bypasses_governance(ctx: &Ctx, bucket: &BucketMeta) -> bool {
+/// Whether the request asks to bypass governance retention of `key` and its caller may (the
+/// bucket's owner, or whom its policy allows `s3:BypassGovernanceRetention` on the object).
+pub fn bypasses_governance(ctx: &Ctx, bucket: &BucketMeta, key: &ObjectKey) -> bool {
     let asked = ctx
         .header(BYPASS_HEADER)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
@@ -265,7 +305,7 @@ pub fn bypasses_governance(ctx: &Ctx, bucket: &BucketMeta) -> bool {
         && authorize(
             ctx,
             bucket,
-            Want::bucket("s3:BypassGovernanceRetention"),
+            Want::object("s3:BypassGovernanceRetention", key, None),
             AclCheck::Owner(&bucket.acl),
         )
         .is_ok()
@@ -302,28 +342,17 @@ fn locked_version(
     Ok((bmeta, meta))
 }
 
-/// Changes the lock of the version addressed, under its key's lock.
+/// Changes the lock of the version the caller was allowed to change, under its key's lock.
 fn change_lock(
     ctx: &Ctx,
     object: &ObjectPath,
-    bmeta: &BucketMeta,
+    allowed: (BucketMeta, ObjectMeta),
     change: impl FnOnce(&mut ObjectLock) -> Result<(), StoreError>,
 ) -> Result<Response<Body>, S3Error> {
-    let mut changed = None;
-    ctx.store().update_object(
-        &object.bucket,
-        &object.key,
-        object.version.as_ref(),
-        |meta| {
-            change(&mut meta.lock)?;
-            changed = Some(meta.clone());
-            Ok(())
-        },
-    )?;
+    let (bmeta, meta) = allowed;
+    let changed = versioning::update_authorized(ctx, object, &meta, |meta| change(&mut meta.lock))?;
     let mut resp = empty_response(StatusCode::OK);
-    if let Some(meta) = changed {
-        versioning::add_version_header(resp.headers_mut(), bmeta, &meta);
-    }
+    versioning::add_version_header(resp.headers_mut(), &bmeta, &changed);
     Ok(resp)
 }
 
@@ -385,7 +414,7 @@ pub async fn put_retention(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let (bmeta, _) = locked_version(
+    let allowed = locked_version(
         ctx,
         object,
         ("s3:PutObjectRetention", "s3:PutObjectRetention"),
@@ -393,8 +422,8 @@ pub async fn put_retention(
     )?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let retention = future(parse_retention(&body)?)?;
-    let bypass = bypasses_governance(ctx, &bmeta);
-    change_lock(ctx, object, &bmeta, |lock| {
+    let bypass = bypasses_governance(ctx, &allowed.0, &object.key);
+    change_lock(ctx, object, allowed, |lock| {
         if !may_replace(lock.retention, &retention, bypass) {
             return Err(StoreError::ObjectLocked);
         }
@@ -429,7 +458,7 @@ pub async fn put_legal_hold(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let (bmeta, _) = locked_version(
+    let allowed = locked_version(
         ctx,
         object,
         ("s3:PutObjectLegalHold", "s3:PutObjectLegalHold"),
@@ -441,7 +470,7 @@ pub async fn put_legal_hold(
         return Err(S3Error::MalformedXml);
     }
     let on = parse_hold(root.child_text("Status").unwrap_or_default())?;
-    change_lock(ctx, object, &bmeta, |lock| {
+    change_lock(ctx, object, allowed, |lock| {
         lock.legal_hold = Some(on);
         Ok(())
     })
@@ -466,6 +495,9 @@ mod tests {
             parse_instant("2030-01-01T00:00:00Z")
         );
         assert!(parse_instant("2030-01-01").is_none());
+        // Past what dates can say: written as the last one, never a panic.
+        let far = UNIX_EPOCH + Duration::from_secs(1 << 40);
+        assert!(format_instant(far).starts_with("9999-12-31T23:59:59"));
     }
 
     #[test]
@@ -495,6 +527,8 @@ mod tests {
             (rule("<Mode>GOVERNANCE</Mode><Days>1</Days><Years>1</Years>"), "MalformedXML"),
             (rule("<Mode>GOVERNANCE</Mode><Days>0</Days>"), "InvalidRetentionPeriod"),
             (rule("<Mode>GOVERNANCE</Mode><Years>-1</Years>"), "InvalidRetentionPeriod"),
+            (rule("<Mode>GOVERNANCE</Mode><Days>36501</Days>"), "InvalidRetentionPeriod"),
+            (rule("<Mode>GOVERNANCE</Mode><Years>101</Years>"), "InvalidRetentionPeriod"),
             (rule("<Mode>governance</Mode><Days>1</Days>"), "MalformedXML"),
             (rule("<Mode>GOVERNANCE</Mode>"), "MalformedXML"),
             ("<ObjectLockConfiguration><ObjectLockEnabled>Disabled</ObjectLockEnabled></ObjectLockConfiguration>".to_owned(), "MalformedXML"),

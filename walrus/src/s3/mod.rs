@@ -71,6 +71,9 @@ pub struct Ctx {
     /// The address the request came from (policies' `aws:SourceIp`), when the server
     /// says.
     pub source_ip: Option<std::net::IpAddr>,
+    /// Whether the request came over TLS (policies' `aws:SecureTransport`), when the
+    /// server says.
+    pub secure_transport: Option<bool>,
 }
 
 impl Ctx {
@@ -315,7 +318,11 @@ pub async fn dispatch(
     let source_ip = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| c.0.ip().to_canonical());
+    let secure_transport = parts
+        .extensions
+        .get::<identity::Transport>()
+        .map(|t| matches!(t, identity::Transport::Tls { .. }));
     let ctx = Ctx {
         shared,
         query: route.query,
@@ -323,6 +330,7 @@ pub async fn dispatch(
         principal,
         request_id,
         source_ip,
+        secure_transport,
     };
     use Endpoint as E;
     match route.endpoint {

@@ -87,7 +87,15 @@ pub async fn create(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3
             checksum,
             acl,
             tags: super::tagging::from_header(&ctx.headers)?.unwrap_or_default(),
-            lock: super::lock::requested(&ctx.headers, &bmeta)?,
+            lock: super::lock::requested(
+                ctx,
+                &ctx.headers,
+                super::lock::Writer {
+                    principal: ctx.principal.as_ref(),
+                    bucket: &bmeta,
+                    key,
+                },
+            )?,
         },
     )?;
     let mut w = xml::document();

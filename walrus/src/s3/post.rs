@@ -601,7 +601,15 @@ pub async fn post_object(
         acl,
         tags,
         condition: Default::default(),
-        lock: super::lock::requested(&form_headers(&fields), &bmeta)?,
+        lock: super::lock::requested(
+            ctx,
+            &form_headers(&fields),
+            super::lock::Writer {
+                principal: principal.as_ref(),
+                bucket: &bmeta,
+                key: &key,
+            },
+        )?,
     };
     let meta = ctx
         .store()

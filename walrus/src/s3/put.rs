@@ -325,7 +325,15 @@ pub async fn put_object(
         acl,
         tags,
         condition,
-        lock: super::lock::requested(&ctx.headers, &bmeta)?,
+        lock: super::lock::requested(
+            ctx,
+            &ctx.headers,
+            super::lock::Writer {
+                principal: ctx.principal.as_ref(),
+                bucket: &bmeta,
+                key,
+            },
+        )?,
     };
     let meta = ctx
         .store()

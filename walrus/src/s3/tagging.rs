@@ -16,7 +16,7 @@ use super::xml::{self, MAX_XML_BODY};
 use super::{empty_response, versioning, xml_response, Ctx};
 use crate::acl::Permission;
 use crate::names::BucketName;
-use crate::store::Tag;
+use crate::store::{BucketMeta, ObjectMeta, Tag};
 
 /// The most tags an object carries.
 pub const MAX_OBJECT_TAGS: usize = 10;
@@ -185,7 +185,7 @@ fn may_retag(
     ctx: &Ctx,
     object: &ObjectPath,
     actions: (&'static str, &'static str),
-) -> Result<(), S3Error> {
+) -> Result<(BucketMeta, ObjectMeta), S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
     let meta = versioning::addressed(ctx, object)?;
     let action = match object.version {
@@ -197,32 +197,26 @@ fn may_retag(
         &bmeta,
         Want::object(action, &object.key, Some(&meta)),
         AclCheck::OwnerOfEither(&meta.acl, &bmeta.acl),
-    )
+    )?;
+    Ok((bmeta, meta))
 }
 
-/// Replaces the whole tag set of the version addressed; the answer names that version.
+/// Replaces the whole tag set of the version the caller was allowed to retag; the answer
+/// names that version.
 fn set_object_tags(
     ctx: &Ctx,
     object: &ObjectPath,
+    allowed: (BucketMeta, ObjectMeta),
     tags: Vec<Tag>,
     status: StatusCode,
 ) -> Result<Response<Body>, S3Error> {
-    let mut tagged = None;
-    ctx.store().update_object(
-        &object.bucket,
-        &object.key,
-        object.version.as_ref(),
-        |meta| {
-            meta.tags = tags;
-            tagged = Some(meta.clone());
-            Ok(())
-        },
-    )?;
+    let (bmeta, meta) = allowed;
+    let tagged = versioning::update_authorized(ctx, object, &meta, |meta| {
+        meta.tags = tags;
+        Ok(())
+    })?;
     let mut resp = empty_response(status);
-    if let Some(meta) = tagged {
-        let bmeta = ctx.store().bucket(&object.bucket)?;
-        versioning::add_version_header(resp.headers_mut(), &bmeta, &meta);
-    }
+    versioning::add_version_header(resp.headers_mut(), &bmeta, &tagged);
     Ok(resp)
 }
 
@@ -233,23 +227,23 @@ pub async fn put_object_tagging(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    may_retag(
+    let allowed = may_retag(
         ctx,
         object,
         ("s3:PutObjectTagging", "s3:PutObjectVersionTagging"),
     )?;
     let tags = tags_in_body(ctx, body, payload, MAX_OBJECT_TAGS).await?;
-    set_object_tags(ctx, object, tags, StatusCode::OK)
+    set_object_tags(ctx, object, allowed, tags, StatusCode::OK)
 }
 
 /// DeleteObjectTagging: 204.
 pub fn delete_object_tagging(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
-    may_retag(
+    let allowed = may_retag(
         ctx,
         object,
         ("s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging"),
     )?;
-    set_object_tags(ctx, object, Vec::new(), StatusCode::NO_CONTENT)
+    set_object_tags(ctx, object, allowed, Vec::new(), StatusCode::NO_CONTENT)
 }
 
 /// GetBucketTagging: the owner's; NoSuchTagSet until tags are set.

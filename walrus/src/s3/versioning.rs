@@ -6,14 +6,14 @@ use axum::body::Body;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::auth::read_small_body;
-use super::bucket::{configure, owned};
+use super::bucket::owned;
 use super::error::S3Error;
 use super::ident::Payload;
 use super::router::ObjectPath;
 use super::xml::{self, MAX_XML_BODY};
 use super::{xml_response, Ctx};
 use crate::names::BucketName;
-use crate::store::{BucketMeta, ObjectMeta, StoreError, Versioning};
+use crate::store::{BucketMeta, ObjectMeta, StoreError, VersionRef, Versioning};
 
 /// The header naming the version a response is about.
 pub const VERSION_HEADER: &str = "x-amz-version-id";
@@ -79,19 +79,22 @@ pub async fn put_bucket_versioning(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let meta = owned(ctx, bucket, "s3:PutBucketVersioning")?;
+    owned(ctx, bucket, "s3:PutBucketVersioning")?;
     let body = read_small_body(body, payload, &ctx.headers, MAX_XML_BODY).await?;
     let Some(state) = parse(&body)? else {
         return Ok(super::empty_response(StatusCode::OK));
     };
-    if meta.object_lock.is_some() && state == Versioning::Suspended {
-        return Err(S3Error::InvalidBucketState(
-            "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.".into(),
-        ));
-    }
-    configure(ctx, bucket, StatusCode::OK, |meta| {
-        meta.versioning = Some(state)
-    })
+    // Checked in the update: lock turned on meanwhile is seen.
+    ctx.store().update_bucket(bucket, |meta| {
+        if meta.object_lock.is_some() && state == Versioning::Suspended {
+            return Err(StoreError::InvalidBucketState(
+                "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.",
+            ));
+        }
+        meta.versioning = Some(state);
+        Ok(())
+    })?;
+    Ok(super::empty_response(StatusCode::OK))
 }
 
 /// The version `object` addresses: the current one, or `versionId`'s. A delete marker is
@@ -120,6 +123,32 @@ pub fn addressed(ctx: &Ctx, object: &ObjectPath) -> Result<ObjectMeta, S3Error> 
         });
     }
     Ok(meta)
+}
+
+/// Changes the metadata of the version `authorized` (read, and the caller's rights checked
+/// on it, before): by its id, and for a null version only if it is still the one read
+/// (`OperationAborted` when another write replaced it meanwhile). The changed record back.
+pub fn update_authorized(
+    ctx: &Ctx,
+    object: &ObjectPath,
+    authorized: &ObjectMeta,
+    change: impl FnOnce(&mut ObjectMeta) -> Result<(), StoreError>,
+) -> Result<ObjectMeta, S3Error> {
+    let version = match &authorized.version_id {
+        Some(id) => VersionRef::Id(id.clone()),
+        None => VersionRef::Null,
+    };
+    let mut changed = None;
+    ctx.store()
+        .update_object(&object.bucket, &object.key, Some(&version), |meta| {
+            if meta.last_modified != authorized.last_modified || meta.etag != authorized.etag {
+                return Err(StoreError::Changed);
+            }
+            change(meta)?;
+            changed = Some(meta.clone());
+            Ok(())
+        })?;
+    changed.ok_or_else(|| S3Error::internal("the object update made no change"))
 }
 
 /// The headers of an answer about a delete marker (`Some`), or about a key that has none

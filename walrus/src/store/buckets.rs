@@ -140,6 +140,9 @@ pub(super) fn update(
     name: &BucketName,
     change: impl FnOnce(&mut BucketMeta) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
+    // Exclusive: writes and deletes read the versioning state under the shared gate and act
+    // on it in the same hold, so a state change never lands between the two.
+    let _gate = write_lock(&inner.gate);
     let _buckets = lock(&inner.buckets);
     let mut meta = get(inner, name.as_str())?;
     change(&mut meta)?;

@@ -68,6 +68,13 @@ pub enum StoreError {
     /// The version asked for is a delete marker, which has no body, tags or ACL.
     #[error("The specified method is not allowed against this resource.")]
     MethodNotAllowed,
+    /// The version a change was allowed for was replaced before the change could be made.
+    #[error("The object was replaced while the request was being made.")]
+    Changed,
+    /// The bucket's state forbids the change (object lock without versioning enabled,
+    /// suspending a locked bucket's versioning).
+    #[error("{0}")]
+    InvalidBucketState(&'static str),
     /// The version is under a retention or legal hold that forbids deleting it.
     #[error("The version is locked by object lock.")]
     ObjectLocked,
@@ -931,8 +938,9 @@ impl Store {
         buckets::delete(&self.inner, name)
     }
 
-    /// Changes the bucket's record (its ACL, tags, configurations) under the bucket lock,
-    /// synced; `change` may refuse, and nothing is written then.
+    /// Changes the bucket's record (its ACL, tags, configurations) under the bucket lock and
+    /// with no write in flight (a write reads the bucket's versioning state once, and acts
+    /// on it), synced; `change` may refuse, and nothing is written then.
     pub fn update_bucket(
         &self,
         name: &BucketName,

@@ -143,10 +143,31 @@ fn entry(
             }
         }
         // A key has at most one null version; finding it among the others is a scan of the
-        // key's versions, which only a suspended bucket's writes need.
-        VersionRef::Null => Ok(entries(inner, bucket, key, usize::MAX)?
-            .into_iter()
-            .find(|e| e.meta.version_id.is_none())),
+        // key's versions (their metadata read in place), which only a suspended bucket's
+        // writes and requests naming the null version need.
+        VersionRef::Null => {
+            let prefix = db::escaped_key(bucket, key);
+            let mut opts = ReadOptions::default();
+            if let Some(end) = db::prefix_end(&prefix) {
+                opts.set_iterate_upper_bound(end);
+            }
+            let mut it = inner.db.raw_iterator_cf_opt(inner.cf(CF_VERSIONS)?, opts);
+            it.seek(&prefix);
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let meta = ObjectRecord::decode_meta(v)?;
+                if meta.version_id.is_none() {
+                    let (_, seq) = db::split_version_key(k, db::bucket_prefix(bucket).len())?;
+                    return Ok(Some(Entry {
+                        seq,
+                        meta,
+                        raw: v.to_vec(),
+                    }));
+                }
+                it.next();
+            }
+            it.status().map_err(internal)?;
+            Ok(None)
+        }
     }
 }
 
@@ -215,6 +236,7 @@ pub(super) fn place(
     };
     if let Some(c) = cur {
         if state == Versioning::Suspended && c.meta.version_id.is_none() {
+            c.meta.lock.allows_delete(false)?;
             placement.retired = ObjectRecord::decode_files(&c.raw)?;
             placement.freed = c.meta.size;
         } else {
@@ -223,6 +245,7 @@ pub(super) fn place(
     }
     if state == Versioning::Suspended {
         if let Some(null) = entry(inner, bucket, key, &VersionRef::Null)? {
+            null.meta.lock.allows_delete(false)?;
             batch.delete_cf(versions, db::version_key(bucket, key, null.seq));
             placement
                 .retired
@@ -592,25 +615,30 @@ pub(super) fn list(
         Some(m) => {
             let okey = db::object_key(b, m);
             let cur = current(inner, b, m)?;
+            // Where in the marker key's history to resume: `None` past all of it; else after
+            // the entry of that `seq` (entries are newest first, so the older ones).
             let at = match &q.version_marker {
                 None => None,
-                Some(v) if cur.as_ref().is_some_and(|c| v.names(&c.meta)) => Some(None),
-                Some(VersionRef::Id(id)) => seq_of(id).map(Some),
-                // After the null version; if it was deleted since the last page (a harness
-                // deletes each page before asking for the next), the key's remaining entries.
+                Some(v) if cur.as_ref().is_some_and(|c| v.names(&c.meta)) => {
+                    cur.as_ref().map(|c| c.seq)
+                }
+                Some(VersionRef::Id(id)) => seq_of(id),
+                // The null version; if it was deleted since the last page (a harness deletes
+                // each page before asking for the next), every entry left of the key.
                 Some(VersionRef::Null) => {
-                    Some(entry(inner, b, m, &VersionRef::Null)?.map(|e| e.seq))
+                    Some(entry(inner, b, m, &VersionRef::Null)?.map_or(u64::MAX, |e| e.seq))
                 }
             };
-            // Past the marker's current record in any case; into its versions after `at`.
+            // The marker key's current record was listed unless it is older than the marker
+            // (promoted there since, by a delete of the versions above it).
             objects.seek(&okey);
-            if objects.key() == Some(&okey[..]) {
+            let keep_current = matches!((&cur, at), (Some(c), Some(seq)) if c.seq < seq);
+            if objects.key() == Some(&okey[..]) && !keep_current {
                 objects.next();
             }
             match at {
                 None => versions.seek(db::prefix_end(&db::escaped_key(b, m)).unwrap_or_default()),
-                Some(None) => versions.seek(db::escaped_key(b, m)),
-                Some(Some(seq)) => {
+                Some(seq) => {
                     let vkey = db::version_key(b, m, seq);
                     versions.seek(&vkey);
                     if versions.key() == Some(&vkey[..]) {
@@ -679,7 +707,8 @@ pub(super) fn list(
             }
             let meta = ObjectRecord::decode_meta(objects.value().unwrap_or_default())?;
             page.next_marker = Some((key.clone(), Some(meta.version_label().to_owned())));
-            page.versions.push((object_key.clone(), meta, latest));
+            // The record in `objects` is its key's current version by definition.
+            page.versions.push((object_key.clone(), meta, true));
             latest = false;
             count += 1;
             objects.next();
