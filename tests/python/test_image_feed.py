@@ -192,6 +192,34 @@ def test_a_deregistered_images_bytes_leave_walrus_and_a_registered_one_stays(
     assert status == 200 and len(body) == 200_000
 
 
+def test_an_image_is_unbundled_when_it_is_registered(cloud, tmp_path):
+    """RegisterImage starts the unbundling: the plain image is served by its hash without any
+    node ever asking for the manifest (a cold start then waits for no unbundling)."""
+    s3 = make_client(cloud.s3_url, cloud.region, cloud.access_key, cloud.secret_key)
+    bucket = unique_bucket("prefetch")
+    s3.create_bucket(Bucket=bucket)
+    try:
+        manifest, parts = bundle(cloud, tmp_path, "early.img", 300_000, ["--kernel", "true"])
+        plain = hashlib.sha256((tmp_path / "early.img").read_bytes()).hexdigest()
+        status, _, _ = raw_request(cloud, "HEAD", f"/_koala/images/{plain}", **cloud.as_node())
+        assert status == 404
+        location = upload(s3, bucket, "early", manifest, parts)
+        _, out, _ = euca(cloud, "euca-register", location, "-n", f"early-{uuid.uuid4().hex[:6]}")
+        image_id = out.split()[1]
+        deadline = time.monotonic() + 60
+        while True:
+            status, headers, _ = raw_request(cloud, "HEAD", f"/_koala/images/{plain}",
+                                             **cloud.as_node())
+            if status == 200:
+                break
+            assert status == 404 and time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert headers["content-length"] == "300000"
+        euca(cloud, "euca-deregister", image_id)
+    finally:
+        empty_and_delete(s3, bucket)
+
+
 @contextlib.contextmanager
 def walrus_apart_processes():
     """`koala cloud --walrus-url` and `koala walrus --cloud-url` in processes of their own,

@@ -15,6 +15,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::{internal, is_sha256_hex, lock, FeedError, ImageFeed, Inner};
+use crate::names::{BucketName, ObjectKey};
 use crate::store::Registration;
 
 /// How long an image no registration uses stays after its last use: longer than any node
@@ -69,7 +70,38 @@ impl ImageFeed {
                 "cannot record the registration of {image_id}"
             )))?;
         tracing::info!(image = image_id, location, "registration recorded");
+        self.prefetch(location, manifest_sha256);
         Ok(())
+    }
+
+    /// Unbundles the registered manifest in the background, so that its plain image is there
+    /// before any node asks for it: a node asking meanwhile joins this unbundling (one per
+    /// manifest), never starts another. Without a runtime (a blocking caller outside one),
+    /// the first node's request unbundles as before.
+    fn prefetch(&self, location: &str, manifest_sha256: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some((bucket, key)) = location
+            .split_once('/')
+            .and_then(|(b, k)| Some((BucketName::parse(b)?, ObjectKey::parse(k)?)))
+        else {
+            return;
+        };
+        let (feed, pin, location) = (
+            self.clone(),
+            manifest_sha256.to_owned(),
+            location.to_owned(),
+        );
+        runtime.spawn(async move {
+            match feed.image_for_manifest(&bucket, &key, Some(&pin)).await {
+                Ok(image) => {
+                    tracing::info!(location, image = %image.sha256, "unbundled at registration")
+                }
+                // The node that asks will be told why; nothing is kept of a failure.
+                Err(e) => tracing::warn!(location, error = %e, "unbundling at registration failed"),
+            }
+        });
     }
 
     /// Ends image `image_id`'s registration: its plain image is collected after the grace

@@ -1,8 +1,11 @@
 //! The image feed: bundles registered in the cloud turned into plain images, once, for the
 //! nodes that boot them.
 //!
-//! The first request for a manifest reads the bundle's parts out of the object store and
-//! pushes them through the bundler's streaming [`bundler::Unbundler`] (every part's SHA-1,
+//! A registration (RegisterImage, [`ImageFeed::retain`]) starts the unbundling in the
+//! background, so the plain image is usually there before a node asks; otherwise the first
+//! request for a manifest (which joins an unbundling under way) starts it. It reads the
+//! bundle's parts out of the object store and pushes them through the bundler's streaming
+//! [`bundler::Unbundler`] (every part's SHA-1,
 //! AES-128-CBC, gunzip, the tar stream's SHA-1, the member's size) into a file that hashes
 //! SHA-256 as it is written. Only when every check passed is the file renamed to
 //! `images/sha256/<hex>` (content-addressed) and recorded in the store's `images` index
