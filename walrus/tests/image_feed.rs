@@ -421,6 +421,44 @@ async fn feed_unbundles_once_and_serves_by_hash() {
         range.header("content-range"),
         format!("bytes 1000-1999/{}", data.len())
     );
+    // The chunk list: each 1 MiB chunk's SHA-256, in order; made again from the image when
+    // it is missing (an image unbundled before lists were kept).
+    let check_chunks = |resp: &Resp| {
+        resp.expect(200);
+        assert_eq!(resp.header("x-koala-chunk-size"), (1 << 20).to_string());
+        let want: Vec<u8> = data
+            .chunks(1 << 20)
+            .flat_map(|c| sha2::Sha256::digest(c).to_vec())
+            .collect();
+        assert!(resp.body == want, "the chunk list names every chunk");
+    };
+    let chunks_url = format!("{FEED}/{want}/chunks");
+    let chunks = cloud
+        .send("GET", &chunks_url, Vec::new(), Some(&cloud.node), &[])
+        .await;
+    check_chunks(&chunks);
+    let list_path = cloud.dir.join("walrus/images/chunks").join(&want);
+    std::fs::remove_file(&list_path).unwrap();
+    let chunks = cloud
+        .send("GET", &chunks_url, Vec::new(), Some(&cloud.node), &[])
+        .await;
+    check_chunks(&chunks);
+    assert!(list_path.exists());
+    // Only node controllers read it, as the image itself.
+    cloud
+        .send("GET", &chunks_url, Vec::new(), None, &[])
+        .await
+        .expect_err(403, "AccessDenied");
+    cloud
+        .send(
+            "GET",
+            &format!("{FEED}/{}/chunks", sha256_hex(b"nothing")),
+            Vec::new(),
+            Some(&cloud.node),
+            &[],
+        )
+        .await
+        .expect_err(404, "NoSuchKey");
     cloud
         .by_hash("GET", &sha256_hex(b"nothing"))
         .await

@@ -198,6 +198,8 @@ impl Inner {
                 }
                 match std::fs::remove_file(self.images.join(sha256)) {
                     Ok(()) => {
+                        // Its chunk list goes with it (made again if the image comes back).
+                        let _ = std::fs::remove_file(self.chunks.join(sha256));
                         uses.unused_since.remove(sha256);
                         collected.insert(sha256.clone());
                     }

@@ -9,6 +9,9 @@
 //!   replaced and that one was never unbundled); for node controllers.
 //! - `GET|HEAD /_koala/images/<sha256>`: an image already unbundled, by its hash; for node
 //!   controllers.
+//! - `GET /_koala/images/<sha256>/chunks`: the image's chunk list, the SHA-256 of each 1 MiB
+//!   chunk in order (32 bytes each, `x-koala-chunk-size` says the size), so that a node
+//!   checks every range it fetches before using it; for node controllers.
 //! - `GET|HEAD /_koala/objects?account=ID&bucket=B&key=K[&limit=N]`: an object, if that
 //!   account may read it; for the cloud controller alone, which reads the bundles accounts
 //!   register.
@@ -129,6 +132,16 @@ pub async fn serve(
                 .sha256
         }
         _ => match path.strip_prefix("images/") {
+            Some(rest) if rest.ends_with("/chunks") => {
+                let hash = rest.trim_end_matches("/chunks");
+                if !super::is_sha256_hex(hash) {
+                    return Err(S3Error::InvalidArgument(
+                        "An image is named by its SHA-256 in 64 lowercase hexadecimal digits."
+                            .into(),
+                    ));
+                }
+                return chunk_list(shared, hash.to_owned(), head).await;
+            }
             Some(hash) if super::is_sha256_hex(hash) => hash.to_owned(),
             Some(_) => {
                 return Err(S3Error::InvalidArgument(
@@ -178,6 +191,38 @@ pub async fn serve(
         .insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     if !head && len > 0 {
         *resp.body_mut() = Body::from_stream(crate::store::stream_file(file, offset, len));
+    }
+    Ok(resp)
+}
+
+/// The header saying how many bytes each entry of a chunk list covers.
+pub const CHUNK_SIZE_HEADER: &str = "x-koala-chunk-size";
+
+/// Image `sha256`'s chunk list (made off the reactor if it must be read out of the image).
+async fn chunk_list(
+    shared: Arc<Shared>,
+    sha256: String,
+    head: bool,
+) -> Result<Response<Body>, S3Error> {
+    let images = shared.images.clone();
+    let hash = sha256.clone();
+    let list = tokio::task::spawn_blocking(move || images.chunk_list(&hash))
+        .await
+        .map_err(|e| S3Error::internal(format!("the chunk list task failed: {e}")))??
+        .ok_or(S3Error::NoSuchKey)?;
+    let mut resp = empty_response(StatusCode::OK);
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&sha256) {
+        h.insert(SHA256_HEADER, v);
+    }
+    h.insert(CHUNK_SIZE_HEADER, HeaderValue::from(super::CHUNK_SIZE));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(list.len()));
+    if !head {
+        *resp.body_mut() = Body::from(list);
     }
     Ok(resp)
 }

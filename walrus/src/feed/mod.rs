@@ -25,6 +25,7 @@ pub(crate) mod http;
 
 pub use collect::IMAGE_GRACE;
 mod writer;
+pub use writer::CHUNK_SIZE;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -122,6 +123,8 @@ struct Inner {
     images: PathBuf,
     /// `images/tmp`: images being unbundled; emptied at open.
     tmp: PathBuf,
+    /// `images/chunks`: each image's chunk list, by the image's SHA-256.
+    chunks: PathBuf,
     /// Unbundlings in progress by manifest SHA-256.
     flights: Mutex<HashMap<String, Flight>>,
     unbundles: AtomicU64,
@@ -152,8 +155,10 @@ impl ImageFeed {
         let root = walrus_dir.join("images");
         let images = root.join("sha256");
         let tmp = root.join("tmp");
+        let chunks = root.join("chunks");
         std::fs::create_dir_all(&images)?;
         std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(&chunks)?;
         for entry in std::fs::read_dir(&tmp)? {
             std::fs::remove_file(entry?.path())?;
         }
@@ -162,6 +167,7 @@ impl ImageFeed {
             directory,
             images,
             tmp,
+            chunks,
             flights: Mutex::new(HashMap::new()),
             unbundles: AtomicU64::new(0),
             grace,
@@ -255,6 +261,37 @@ impl ImageFeed {
             .len();
         uses.served(sha256);
         Ok(Some((file, size)))
+    }
+
+    /// The chunk list of image `sha256` (the SHA-256 of each [`CHUNK_SIZE`] chunk, in order,
+    /// 32 bytes each), if the feed holds the image: what a node checks each range it fetches
+    /// against. An image unbundled before chunk lists were kept gets its list made from its
+    /// bytes, once. Blocking (it may read the whole image).
+    pub fn chunk_list(&self, sha256: &str) -> Result<Option<Vec<u8>>, FeedError> {
+        let Some((mut file, size)) = self.open_image(sha256)? else {
+            return Ok(None);
+        };
+        let want = size.div_ceil(CHUNK_SIZE) * 32;
+        let path = self.inner.chunks.join(sha256);
+        if let Ok(list) = std::fs::read(&path) {
+            if list.len() as u64 == want {
+                return Ok(Some(list));
+            }
+        }
+        let mut hasher = writer::ChunkHasher::default();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)
+                .map_err(internal(format!("cannot read the image {sha256}")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let list = hasher.finish();
+        writer::write_chunk_list(&self.inner.chunks, sha256, &list)
+            .map_err(internal(format!("cannot keep the chunk list of {sha256}")))?;
+        Ok(Some(list))
     }
 }
 
@@ -387,7 +424,7 @@ impl Inner {
             unbundler.end_part().map_err(refused)?;
         }
         let (sink, _summary) = unbundler.finish().map_err(refused)?;
-        sink.commit(&self.images)
+        sink.commit(&self.images, &self.chunks)
             .map_err(internal(format!("cannot store the image of {location}")))
     }
 
