@@ -705,10 +705,10 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
                                  timeout=60)
             return out.returncode, out.stdout + out.stderr
 
-        code, out = conf("--register-cluster", "--partition", "zone-b", "--host", "127.0.0.1",
-                         "--port", str(cc_b_port))
+        # As the Eucalyptus 1.5 guides print it (`-addcluster NAME HOST`, `-addnode "HOSTS"`).
+        code, out = conf("-addcluster", "zone-b", "127.0.0.1", "--port", str(cc_b_port))
         assert code == 0 and "Registered cluster zone-b" in out, out
-        code, out = conf("--register-nodes", f"127.0.0.1:{node_c_port}", "--cluster-url",
+        code, out = conf("-addnode", f"127.0.0.1:{node_c_port}", "--cluster-url",
                          f"http://127.0.0.1:{cc_b_port}")
         assert code == 0 and "(node-c): 1 cores" in out, out
         zones = {z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
@@ -731,7 +731,7 @@ def test_roles_as_separate_processes_spread_instances_over_two_nodes(guest, tmp_
         assert code != 0 and "still has 1 instance" in out, out
         ec2.terminate_instances(InstanceIds=[b_id])
         wait_state(ec2, [b_id], {"terminated"}, timeout=60)
-        code, out = conf("--deregister-cluster", "--partition", "zone-b")
+        code, out = conf("-delcluster", "zone-b")
         assert code == 0 and "revoked cc-zone-b" in out, out
         zones = {z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]}
         assert zones == {"cluster01"}, zones

@@ -15,7 +15,11 @@
 //!
 //! Eucalyptus' euca_conf read the database on the cloud controller's host; Koala's calls the
 //! running cloud with the admin's credentials from the environment, so it works from any host.
+//!
+//! The Eucalyptus 1.5 guides' single-dash spellings work as well: `-addcluster NAME HOST`,
+//! `-delcluster NAME`, `-addnode "HOSTS"`, `-delnode "HOSTS"`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -156,17 +160,18 @@ struct Cli {
     #[arg(long = "get-credentials", value_name = "FILE")]
     get_credentials: Option<PathBuf>,
     /// Registers node controllers (`HOST[:PORT]`, port 8775 by default, separated by spaces)
-    /// with the cluster controller.
+    /// with the cluster controller (Eucalyptus 1.5: `-addnode "HOSTS"`).
     #[arg(long = "register-nodes", value_name = "NODES")]
     register_nodes: Option<String>,
-    /// Deregisters node controllers and revokes their keys.
+    /// Deregisters node controllers and revokes their keys (1.5: `-delnode "HOSTS"`).
     #[arg(long = "deregister-nodes", value_name = "NODES")]
     deregister_nodes: Option<String>,
     /// Registers the cluster controller at `--host` (and `--port`) as the cluster of
-    /// availability zone `--partition`.
+    /// availability zone `--partition` (1.5: `-addcluster NAME HOST`).
     #[arg(long = "register-cluster", requires_all = ["partition", "host"])]
     register_cluster: bool,
-    /// Deregisters the cluster of `--partition` and revokes its key.
+    /// Deregisters the cluster of `--partition` and revokes its key (1.5: `-delcluster
+    /// NAME`).
     #[arg(long = "deregister-cluster", requires = "partition")]
     deregister_cluster: bool,
     /// Lists the registered clusters.
@@ -204,8 +209,38 @@ struct Cli {
     url: Option<String>,
 }
 
+/// The arguments with Eucalyptus 1.5's single-dash actions spelled as today's flags, which
+/// they mean: the guides' commands are typed as printed.
+fn with_15_spellings(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let flags: &[&str] = match arg.to_str() {
+            Some("-addcluster") => &["--register-cluster", "--partition", "--host"],
+            Some("-delcluster") => &["--deregister-cluster", "--partition"],
+            Some("-addnode") => &["--register-nodes"],
+            Some("-delnode") => &["--deregister-nodes"],
+            _ => {
+                out.push(arg);
+                continue;
+            }
+        };
+        // The action, then each value after the flag it is for (a missing value is left to
+        // the parser to report).
+        out.push(flags[0].into());
+        if flags.len() == 1 {
+            out.extend(args.next());
+        }
+        for flag in &flags[1..] {
+            out.push((*flag).into());
+            out.extend(args.next());
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_15_spellings(std::env::args_os()));
     let result = if cli.register_cluster {
         register_cluster(&cli)
     } else if cli.deregister_cluster {
@@ -507,5 +542,84 @@ mod tests {
             rpc::error_chain(&err),
             "cannot read /nowhere/cloud-cert.pem: entity not found"
         );
+    }
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        with_15_spellings(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().expect("utf-8"))
+            .collect()
+    }
+
+    #[test]
+    fn the_15_guides_spellings_mean_todays_flags() {
+        assert_eq!(
+            rewrite(&["euca_conf", "-addcluster", "cluster1", "10.0.0.2"]),
+            [
+                "euca_conf",
+                "--register-cluster",
+                "--partition",
+                "cluster1",
+                "--host",
+                "10.0.0.2"
+            ]
+        );
+        assert_eq!(
+            rewrite(&[
+                "euca_conf",
+                "-addnode",
+                "host1 host2 host3",
+                "--cluster-url",
+                "u"
+            ]),
+            [
+                "euca_conf",
+                "--register-nodes",
+                "host1 host2 host3",
+                "--cluster-url",
+                "u"
+            ]
+        );
+        assert_eq!(
+            rewrite(&["euca_conf", "-delnode", "host2"]),
+            ["euca_conf", "--deregister-nodes", "host2"]
+        );
+        assert_eq!(
+            rewrite(&["euca_conf", "-delcluster", "cluster1"]),
+            [
+                "euca_conf",
+                "--deregister-cluster",
+                "--partition",
+                "cluster1"
+            ]
+        );
+        assert_eq!(
+            rewrite(&["euca_conf", "--list-clusters"]),
+            ["euca_conf", "--list-clusters"]
+        );
+        // Parsed, they are the flags' actions.
+        let cli = Cli::parse_from(with_15_spellings(
+            [
+                "euca_conf",
+                "-addcluster",
+                "zone-b",
+                "127.0.0.1",
+                "--port",
+                "9000",
+            ]
+            .iter()
+            .map(OsString::from),
+        ));
+        assert!(cli.register_cluster);
+        assert_eq!(cli.partition.as_deref(), Some("zone-b"));
+        assert_eq!(cli.host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(cli.port, 9000);
+        // An action without its values is the parser's error, not a panic.
+        assert!(Cli::try_parse_from(with_15_spellings(
+            ["euca_conf", "-addcluster", "zone-b"]
+                .iter()
+                .map(OsString::from)
+        ))
+        .is_err());
     }
 }
