@@ -108,6 +108,19 @@ pub fn main<C: Command>(prog: &'static str) -> ExitCode {
     }
 }
 
+/// euca2ools 1.x's credential flags, which the Eucalyptus 1.5 guides print
+/// (`-a`/`--access-key`, `-s`/`--secret-key`), spelled as today's (`-I`, `-S`), for the
+/// commands that give `-a` and `-s` no other meaning.
+pub fn one_x_credentials(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|arg| match arg.to_str() {
+            Some("-a") | Some("--access-key") => "-I".into(),
+            Some("-s") => "-S".into(),
+            _ => arg,
+        })
+        .collect()
+}
+
 /// The flags every euca2ools command that talks to a service has.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Connection {

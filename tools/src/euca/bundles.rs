@@ -96,6 +96,10 @@ pub struct UploadBundle {
 }
 
 impl Command for UploadBundle {
+    fn spellings(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        super::one_x_credentials(args)
+    }
+
     fn run(self) -> Result<(), EucaError> {
         let place = Place::parse(&self.bucket)?;
         let manifest_name = file_name(&self.manifest)?;
@@ -303,6 +307,10 @@ pub struct DeleteBundle {
 }
 
 impl Command for DeleteBundle {
+    fn spellings(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        super::one_x_credentials(args)
+    }
+
     fn run(self) -> Result<(), EucaError> {
         let place = Place::parse(&self.bucket)?;
         let endpoint = self.connection.endpoint("S3_URL")?;
@@ -343,6 +351,52 @@ fn delete(url: &str, endpoint: &Endpoint) -> Result<(), EucaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_15_guides_credential_flags_are_read() {
+        let args = [
+            "euca-delete-bundle",
+            "-a",
+            "AKIAEXAMPLE",
+            "-s",
+            "secret",
+            "--url",
+            "http://walrus:8773/services/Walrus",
+            "-b",
+            "bkt",
+            "-p",
+            "image",
+        ];
+        let cmd = DeleteBundle::try_parse_from(DeleteBundle::spellings(
+            args.iter().map(std::ffi::OsString::from).collect(),
+        ))
+        .expect("parsed");
+        assert_eq!(cmd.connection.access_key_id.as_deref(), Some("AKIAEXAMPLE"));
+        assert_eq!(cmd.connection.secret_key.as_deref(), Some("secret"));
+        assert_eq!(
+            cmd.connection.url.as_deref(),
+            Some("http://walrus:8773/services/Walrus")
+        );
+        let upload = UploadBundle::try_parse_from(UploadBundle::spellings(
+            [
+                "euca-upload-bundle",
+                "--access-key",
+                "K",
+                "-s",
+                "S",
+                "-b",
+                "b",
+                "-m",
+                "x.manifest.xml",
+            ]
+            .iter()
+            .map(std::ffi::OsString::from)
+            .collect(),
+        ))
+        .expect("parsed");
+        assert_eq!(upload.connection.access_key_id.as_deref(), Some("K"));
+        assert_eq!(upload.connection.secret_key.as_deref(), Some("S"));
+    }
 
     #[test]
     fn bucket_and_prefix() {
