@@ -262,24 +262,13 @@ pub fn unbundle_dir(
     Ok((path, summary))
 }
 
-/// A fresh `bundle-XXXXXXXX` directory under `$TMPDIR`, `$TEMP`, `$TMP` or `/var/tmp`: where
-/// euca-bundle-image writes when no `-d` is given.
-pub fn fresh_bundle_dir() -> Result<PathBuf> {
-    let base = ["TMPDIR", "TEMP", "TMP"]
+/// Where euca-bundle-image writes when no `-d` is given: `$TMPDIR` (or `$TEMP`, `$TMP`), else
+/// `/tmp`, the files themselves directly in it, as euca2ools 1.x did and the Eucalyptus 1.5
+/// guides assume (`euca-upload-bundle -m /tmp/NAME.manifest.xml`).
+pub fn default_bundle_dir() -> PathBuf {
+    ["TMPDIR", "TEMP", "TMP"]
         .iter()
         .find_map(|v| std::env::var_os(v).filter(|s| !s.is_empty()))
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
-    for _ in 0..16 {
-        let dir = base.join(format!("bundle-{:08x}", rand::thread_rng().gen::<u32>()));
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(format!("creating {}", dir.display()), e)),
-        }
-    }
-    Err(Error::io(
-        format!("creating a bundle directory in {}", base.display()),
-        std::io::Error::other("too many name collisions"),
-    ))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
 }

@@ -148,6 +148,40 @@ def test_aws_cli_register_describe_deregister(cloud, s3, aws, images_bucket, tmp
     assert bad.returncode != 0 and "InvalidAMIID.NotFound" in bad.stderr
 
 
+def test_euca_bundle_image_as_the_15_guides_print_it(cloud, tmp_path):
+    """`euca-bundle-image -i IMAGE --kernel true`, no -r and no -d: an x86_64 bundle whose
+    files land in the temp folder itself (the guides then upload /tmp/NAME.manifest.xml)."""
+    src = tmp_path / "vmlinuz"
+    src.write_bytes(os.urandom(50_000))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(cloud.admin_env(), TMPDIR=str(tmp))
+    out = subprocess.run([os.path.join(TOOLS, "euca-bundle-image"), "-i", str(src),
+                          "--kernel", "true"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    manifest = tmp / "vmlinuz.manifest.xml"
+    assert manifest.exists(), sorted(p.name for p in tmp.iterdir())
+    assert "<architecture>x86_64</architecture>" in manifest.read_text()
+    assert any(p.name.startswith("vmlinuz.part.") for p in tmp.iterdir())
+
+
+def test_euca_register_without_a_name_as_the_15_guides_print_it(cloud, s3, ec2, images_bucket,
+                                                              tmp_path):
+    """`euca-register BUCKET/NAME.manifest.xml`, no -n (euca2ools 1.x had none): the image is
+    named after the image in its manifest."""
+    name = f"guide-{uuid.uuid4().hex[:6]}"
+    manifest, parts = bundle(cloud, tmp_path, name, 30_000, ["--kernel", "true"])
+    location = upload(s3, images_bucket, "guide", manifest, parts)
+    out = subprocess.run([os.path.join(TOOLS, "euca-register"), location],
+                         env=cloud.admin_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    eki = out.stdout.split()[1]
+    image = ec2.describe_images(ImageIds=[eki])["Images"][0]
+    assert image["Name"] == name and image["ImageLocation"] == location
+    ec2.deregister_image(ImageId=eki)
+
+
 def test_duplicate_name_and_bad_parameters(cloud, s3, ec2, images_bucket, kernel_and_ramdisk,
                                            tmp_path):
     eki, eri = kernel_and_ramdisk

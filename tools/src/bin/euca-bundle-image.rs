@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bundler::files::{bundle_file, fresh_bundle_dir, BundleKeys};
+use bundler::files::{bundle_file, default_bundle_dir, BundleKeys};
 use bundler::progress::ProgressBar;
 use bundler::{read_certificate, read_private_key, BundleKey, BundleOptions, ImageType, Manifest};
 use clap::Parser;
@@ -22,11 +22,12 @@ struct Args {
     /// The file name prefix to give the bundle's files (default: the image's file name).
     #[arg(short = 'p', long = "prefix", value_name = "PREFIX")]
     prefix: Option<String>,
-    /// Where to place the bundle's files (default: a fresh directory under $TMPDIR).
+    /// Where to place the bundle's files (default: $TMPDIR, else /tmp, as the Eucalyptus 1.5
+    /// guides assume).
     #[arg(short = 'd', long = "destination", value_name = "DIR")]
     destination: Option<PathBuf>,
     /// The image's processor architecture.
-    #[arg(short = 'r', long = "arch", value_parser = ARCHES)]
+    #[arg(short = 'r', long = "arch", value_parser = ARCHES, default_value = "x86_64")]
     arch: String,
     /// File containing your private key, to sign the bundle's manifest with.
     #[arg(
@@ -180,16 +181,11 @@ fn run(args: Args) -> Result<(), CliError> {
             source,
         })?
         .len();
-    let dest = match &args.destination {
-        Some(d) => {
-            std::fs::create_dir_all(d).map_err(|source| CliError::Io {
-                context: format!("cannot create {}", d.display()),
-                source,
-            })?;
-            d.clone()
-        }
-        None => fresh_bundle_dir()?,
-    };
+    let dest = args.destination.clone().unwrap_or_else(default_bundle_dir);
+    std::fs::create_dir_all(&dest).map_err(|source| CliError::Io {
+        context: format!("cannot create {}", dest.display()),
+        source,
+    })?;
     let force = args.progress.force();
     let mut bar = ProgressBar::new(&prefix, size, force);
     let options = BundleOptions {

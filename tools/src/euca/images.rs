@@ -17,9 +17,10 @@ pub struct Register {
     /// required for instance-store images).
     #[arg(value_name = "MANIFEST")]
     manifest: Option<String>,
-    /// Name of the new image (required).
+    /// Name of the new image [default: the image's name in its manifest, as Eucalyptus
+    /// named images registered with euca2ools 1.x, which had no such flag].
     #[arg(short = 'n', long = "name")]
-    name: String,
+    name: Option<String>,
     /// Description of the new image.
     #[arg(short = 'd', long = "description", value_name = "DESCRIPTION")]
     description: Option<String>,
@@ -107,7 +108,7 @@ impl Register {
         let location = self.manifest.as_deref().map(|m| m.trim_start_matches('/'));
         params
             .set_opt("ImageLocation", location)
-            .set("Name", &self.name)
+            .set_opt("Name", self.name.as_deref())
             .set_opt("Description", self.description.as_deref())
             .set_opt("Architecture", self.architecture.as_deref())
             .set_opt("KernelId", self.kernel.as_deref())
@@ -717,6 +718,17 @@ mod tests {
         let both =
             Register::try_parse_from(["r", "b/m.manifest.xml", "-n", "x", "-s", "snap-1"]).unwrap();
         assert!(matches!(both.params(), Err(EucaError::Usage(_))));
+    }
+
+    #[test]
+    fn register_without_a_name_as_the_15_guides_do() {
+        // `euca-register BUCKET/NAME.manifest.xml`: the cloud names the image after its
+        // manifest.
+        let cmd = Register::try_parse_from(["euca-register", "bkt/disk.img.manifest.xml"]).unwrap();
+        assert_eq!(
+            pairs(&cmd.params().unwrap()),
+            [("ImageLocation", "bkt/disk.img.manifest.xml")]
+        );
     }
 
     #[test]
