@@ -462,6 +462,77 @@ def test_euca2ools_spine_from_bundle_to_termination(cloud, guest, tmp_path):
     assert sha256_file(guest["disk"]) in cached_images(cloud)
 
 
+def test_the_15_guides_walkthrough_typed_as_printed(cloud, guest, tmp_path):
+    """The Eucalyptus 1.5 user guide's commands, typed as printed: bundles written to the temp
+    folder (no -d, no -r), registered without -n, a machine image that names no kernel or
+    ramdisk booting on the cloud's defaults, euca-add-keypair's output as the ssh key file,
+    and euca-delete-bundle with euca2ools 1.x's -a/-s/--url."""
+    tag = uuid.uuid4().hex[:8]
+    bucket = f"guide-{tag}"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(cloud.admin_env(), TMPDIR=str(tmp))
+
+    def run(*args):
+        result = subprocess.run([os.path.join(TOOLS, args[0]), *args[1:]], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{args}: {result.stderr}"
+        return result.stdout
+
+    def publish(path, *flags):
+        # euca-bundle-image -i IMAGE [--kernel true]; euca-upload-bundle -b BUCKET -m
+        # /tmp/IMAGE.manifest.xml; euca-register BUCKET/IMAGE.manifest.xml
+        name = f"{tag}-{os.path.basename(path)}"
+        local = tmp_path / name
+        shutil.copyfile(path, local)
+        run("euca-bundle-image", "-i", str(local), *flags)
+        run("euca-upload-bundle", "-b", bucket, "-m", str(tmp / f"{name}.manifest.xml"))
+        return rows(run("euca-register", f"{bucket}/{name}.manifest.xml"), "IMAGE")[0][1]
+
+    eki = publish(guest["kernel"], "--kernel", "true")
+    eri = publish(guest["ramdisk"], "--ramdisk", "true")
+    emi = publish(guest["disk"])
+    images = {r[1]: r for r in rows(run("euca-describe-images"), "IMAGE")}
+    assert {eki, eri, emi} <= set(images)
+    # The machine image names no kernel: the cloud's defaults boot it.
+    run("euca-modify-property", "-p", f"cloud.images.default_kernel={eki}")
+    run("euca-modify-property", "-p", f"cloud.images.default_ramdisk={eri}")
+    try:
+        key = tmp_path / "mykey.private"
+        key.write_text(run("euca-add-keypair", f"mykey-{tag}"))
+        os.chmod(key, 0o600)
+        # The file is an ssh private key as written (ssh-keygen -y reads it as ssh -i does).
+        public = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True,
+                                text=True, timeout=30)
+        assert public.returncode == 0 and public.stdout.startswith("ssh-rsa "), public.stderr
+        out = run("euca-run-instances", "-k", f"mykey-{tag}", "-n", "2", emi)
+        ids = [r[1] for r in rows(out, "INSTANCE")]
+        assert len(ids) == 2, out
+        ec2 = make_ec2(cloud, cloud.access_key, cloud.secret_key)
+        wait_state(ec2, ids, {"running"})
+        described = rows(run("euca-describe-instances", *ids), "INSTANCE")
+        assert {(r[1], r[5], r[12], r[13]) for r in described} == {
+            (i, "running", eki, eri) for i in ids}
+        for i in ids:
+            wait_markers(ec2, i, 1)
+    finally:
+        run("euca-modify-property", "-r", "cloud.images.default_kernel")
+        run("euca-modify-property", "-r", "cloud.images.default_ramdisk")
+    run("euca-deregister", emi)
+    access, secret = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    run("euca-delete-bundle", "-a", access, "-s", secret, "--url", env["S3_URL"], "-b", bucket,
+        "-p", f"{tag}-{os.path.basename(guest['disk'])}")
+    s3 = make_client(cloud.s3_url, cloud.region, cloud.access_key, cloud.secret_key)
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert not any(os.path.basename(guest["disk"]) in k for k in left), left
+    out = run("euca-terminate-instances", *ids)
+    assert {r[1] for r in rows(out, "INSTANCE")} == set(ids)
+    wait_state(ec2, ids, {"terminated"}, timeout=60)
+    for image in (eki, eri):
+        run("euca-deregister", image)
+    empty_and_delete(s3, bucket)
+
+
 def test_restart_mid_boot_adopts_running_guests_and_ends_interrupted_starts(
         fault_cloud, guest, tmp_path):
     c, ec2, s3 = fault_cloud()
