@@ -81,9 +81,11 @@ pub trait Command: Parser {
     /// Runs the command, printing its result on standard output.
     fn run(self) -> Result<(), EucaError>;
 
-    /// The command line with older euca2ools spellings rewritten to today's, before parsing.
+    /// The command line with older euca2ools spellings rewritten to today's, before parsing:
+    /// by default euca2ools 1.x's credential flags (see [`one_x_credentials`]); a command
+    /// that gives `-a` or `-s` a meaning of its own says otherwise.
     fn spellings(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-        args
+        one_x_credentials(args)
     }
 }
 
@@ -109,8 +111,8 @@ pub fn main<C: Command>(prog: &'static str) -> ExitCode {
 }
 
 /// euca2ools 1.x's credential flags, which the Eucalyptus 1.5 guides print
-/// (`-a`/`--access-key`, `-s`/`--secret-key`), spelled as today's (`-I`, `-S`), for the
-/// commands that give `-a` and `-s` no other meaning.
+/// (`-a`/`--access-key`, `-s`/`--secret-key`), spelled as today's (`-I`, `-S`): what every
+/// command that gives `-a` and `-s` no other meaning reads.
 pub fn one_x_credentials(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     args.into_iter()
         .map(|arg| match arg.to_str() {

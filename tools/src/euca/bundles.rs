@@ -96,10 +96,6 @@ pub struct UploadBundle {
 }
 
 impl Command for UploadBundle {
-    fn spellings(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-        super::one_x_credentials(args)
-    }
-
     fn run(self) -> Result<(), EucaError> {
         let place = Place::parse(&self.bucket)?;
         let manifest_name = file_name(&self.manifest)?;
@@ -307,10 +303,6 @@ pub struct DeleteBundle {
 }
 
 impl Command for DeleteBundle {
-    fn spellings(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-        super::one_x_credentials(args)
-    }
-
     fn run(self) -> Result<(), EucaError> {
         let place = Place::parse(&self.bucket)?;
         let endpoint = self.connection.endpoint("S3_URL")?;

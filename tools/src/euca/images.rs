@@ -124,6 +124,11 @@ impl Register {
 }
 
 impl Command for Register {
+    /// `-a` and `-s` are this command's own flags, not euca2ools 1.x's credentials.
+    fn spellings(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        args
+    }
+
     fn run(self) -> Result<(), EucaError> {
         let params = self.params()?;
         let response = self.ec2.client()?.call("RegisterImage", &params)?;
@@ -376,6 +381,11 @@ impl DescribeImages {
 }
 
 impl Command for DescribeImages {
+    /// `-a` and `-s` are this command's own flags, not euca2ools 1.x's credentials.
+    fn spellings(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        args
+    }
+
     fn run(self) -> Result<(), EucaError> {
         let calls = self.calls()?;
         let client = self.ec2.client()?;
@@ -622,6 +632,11 @@ fn entity_kind(entity: &str) -> (&'static str, &'static str) {
 }
 
 impl Command for ModifyImageAttribute {
+    /// `-a` and `-s` are this command's own flags, not euca2ools 1.x's credentials.
+    fn spellings(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        args
+    }
+
     fn run(self) -> Result<(), EucaError> {
         let params = self.params()?;
         self.ec2.client()?.call("ModifyImageAttribute", &params)?;
@@ -718,6 +733,19 @@ mod tests {
         let both =
             Register::try_parse_from(["r", "b/m.manifest.xml", "-n", "x", "-s", "snap-1"]).unwrap();
         assert!(matches!(both.params(), Err(EucaError::Usage(_))));
+    }
+
+    #[test]
+    fn a_and_s_keep_their_own_meaning_here() {
+        // euca2ools 1.x's -a/-s credentials are not read where the command has its own.
+        let all = DescribeImages::try_parse_from(DescribeImages::spellings(
+            ["euca-describe-images", "-a"]
+                .iter()
+                .map(std::ffi::OsString::from)
+                .collect(),
+        ))
+        .unwrap();
+        assert!(all.all);
     }
 
     #[test]

@@ -763,6 +763,19 @@ impl Command for DescribeInstanceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_x_credentials_are_read() {
+        let cmd = DescribeInstances::try_parse_from(DescribeInstances::spellings(
+            ["euca-describe-instances", "-a", "AKIA1", "-s", "secret"]
+                .iter()
+                .map(std::ffi::OsString::from)
+                .collect(),
+        ))
+        .unwrap();
+        assert_eq!(cmd.ec2.connection.access_key_id.as_deref(), Some("AKIA1"));
+        assert_eq!(cmd.ec2.connection.secret_key.as_deref(), Some("secret"));
+    }
     use crate::ec2xml;
     use crate::euca::tabify;
 
