@@ -8,6 +8,7 @@ use http::HeaderMap;
 use percent_encoding::percent_decode_str;
 
 use super::error::S3Error;
+use super::router::ObjectPath;
 use super::Ctx;
 use crate::acl::{Acl, CannedAcl, Grantee, Permission};
 use crate::names::ObjectKey;
@@ -35,6 +36,20 @@ impl<'a> Want<'a> {
             key: None,
             object: None,
         }
+    }
+
+    /// An action on the object version `path` addresses: `actions.0` without a `versionId`,
+    /// `actions.1` (S3's `...Version...` action) with one; `object` is its record.
+    pub fn addressed(
+        actions: (&'static str, &'static str),
+        path: &'a ObjectPath,
+        object: &'a ObjectMeta,
+    ) -> Want<'a> {
+        let action = match path.version {
+            Some(_) => actions.1,
+            None => actions.0,
+        };
+        Want::object(action, &path.key, Some(object))
     }
 
     /// An action on object `key` (whose record, if it exists, is `object`).

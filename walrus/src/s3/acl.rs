@@ -224,14 +224,10 @@ pub async fn put_bucket_acl(
 pub fn get_object_acl(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
     let meta = versioning::addressed(ctx, object)?;
-    let action = match object.version {
-        Some(_) => "s3:GetObjectVersionAcl",
-        None => "s3:GetObjectAcl",
-    };
     authorize(
         ctx,
         &bmeta,
-        Want::object(action, &object.key, Some(&meta)),
+        Want::addressed(("s3:GetObjectAcl", "s3:GetObjectVersionAcl"), object, &meta),
         AclCheck::Permission(&meta.acl, Permission::ReadAcp),
     )?;
     let mut resp = xml_response(
@@ -249,21 +245,12 @@ pub async fn put_object_acl(
     body: Body,
     payload: Payload,
 ) -> Result<Response<Body>, S3Error> {
-    let ObjectPath {
-        bucket,
-        key,
-        version,
-    } = object;
-    let bmeta = ctx.store().bucket(bucket)?;
+    let bmeta = ctx.store().bucket(&object.bucket)?;
     let meta = versioning::addressed(ctx, object)?;
-    let action = match version {
-        Some(_) => "s3:PutObjectVersionAcl",
-        None => "s3:PutObjectAcl",
-    };
     authorize(
         ctx,
         &bmeta,
-        Want::object(action, key, Some(&meta)),
+        Want::addressed(("s3:PutObjectAcl", "s3:PutObjectVersionAcl"), object, &meta),
         AclCheck::Permission(&meta.acl, Permission::WriteAcp),
     )?;
     let acl = new_acl(ctx, body, payload, &meta.acl, &bmeta.acl.owner).await?;

@@ -57,14 +57,14 @@ fn invalid_attribute(name: &str) -> S3Error {
 pub fn get_object_attributes(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
     let meta = super::versioning::addressed(ctx, object)?;
-    let action = match object.version {
-        Some(_) => "s3:GetObjectVersionAttributes",
-        None => "s3:GetObjectAttributes",
-    };
     authorize(
         ctx,
         &bmeta,
-        Want::object(action, &object.key, Some(&meta)),
+        Want::addressed(
+            ("s3:GetObjectAttributes", "s3:GetObjectVersionAttributes"),
+            object,
+            &meta,
+        ),
         AclCheck::Permission(&meta.acl, Permission::Read),
     )?;
     let wanted = wanted(ctx)?;

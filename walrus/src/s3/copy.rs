@@ -73,14 +73,10 @@ fn source(ctx: &Ctx) -> Result<(ObjectPath, BucketMeta, ObjectMeta), S3Error> {
         }
         other => other?,
     };
-    let action = match path.version {
-        Some(_) => "s3:GetObjectVersion",
-        None => "s3:GetObject",
-    };
     authorize(
         ctx,
         &bmeta,
-        Want::object(action, &path.key, Some(&meta)),
+        Want::addressed(("s3:GetObject", "s3:GetObjectVersion"), &path, &meta),
         AclCheck::Permission(&meta.acl, Permission::Read),
     )?;
     check_conditions(

@@ -293,14 +293,10 @@ pub fn get_object(
         }
         Err(e) => return Err(e),
     };
-    let action = match object.version {
-        Some(_) => "s3:GetObjectVersion",
-        None => "s3:GetObject",
-    };
     authorize(
         ctx,
         &bmeta,
-        Want::object(action, key, Some(&meta)),
+        Want::addressed(("s3:GetObject", "s3:GetObjectVersion"), object, &meta),
         AclCheck::Permission(&meta.acl, Permission::Read),
     )?;
     if let Err(e) = check_conditions(&ctx.headers, "", &meta.etag, meta.last_modified, false) {

@@ -324,21 +324,12 @@ fn locked_version(
     let bmeta = ctx.store().bucket(&object.bucket)?;
     require_lock(&bmeta)?;
     let meta = versioning::addressed(ctx, object)?;
-    let action = match object.version {
-        Some(_) => actions.1,
-        None => actions.0,
-    };
     let check = if owner_only {
         AclCheck::OwnerOfEither(&meta.acl, &bmeta.acl)
     } else {
         AclCheck::Permission(&meta.acl, Permission::Read)
     };
-    authorize(
-        ctx,
-        &bmeta,
-        Want::object(action, &object.key, Some(&meta)),
-        check,
-    )?;
+    authorize(ctx, &bmeta, Want::addressed(actions, object, &meta), check)?;
     Ok((bmeta, meta))
 }
 

@@ -162,14 +162,14 @@ pub fn from_document(doc: &[u8], max: usize) -> Result<Vec<Tag>, S3Error> {
 pub fn get_object_tagging(ctx: &Ctx, object: &ObjectPath) -> Result<Response<Body>, S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
     let meta = versioning::addressed(ctx, object)?;
-    let action = match object.version {
-        Some(_) => "s3:GetObjectVersionTagging",
-        None => "s3:GetObjectTagging",
-    };
     authorize(
         ctx,
         &bmeta,
-        Want::object(action, &object.key, Some(&meta)),
+        Want::addressed(
+            ("s3:GetObjectTagging", "s3:GetObjectVersionTagging"),
+            object,
+            &meta,
+        ),
         AclCheck::Permission(&meta.acl, Permission::Read),
     )?;
     let mut resp = xml_response(StatusCode::OK, render(&meta.tags));
@@ -188,14 +188,10 @@ fn may_retag(
 ) -> Result<(BucketMeta, ObjectMeta), S3Error> {
     let bmeta = ctx.store().bucket(&object.bucket)?;
     let meta = versioning::addressed(ctx, object)?;
-    let action = match object.version {
-        Some(_) => actions.1,
-        None => actions.0,
-    };
     authorize(
         ctx,
         &bmeta,
-        Want::object(action, &object.key, Some(&meta)),
+        Want::addressed(actions, object, &meta),
         AclCheck::OwnerOfEither(&meta.acl, &bmeta.acl),
     )?;
     Ok((bmeta, meta))
