@@ -67,9 +67,20 @@ impl ClusterSet {
         })
     }
 
-    /// Registers (or moves) the cluster of `zone` to `url`, recorded before it is used.
+    /// Registers (or moves) the cluster of `zone` to `url`, recorded before it is used. A
+    /// cluster controller already registered for another zone is refused: one CC in two zones
+    /// would have each of its instances reported twice.
     pub fn register(&self, state: &CloudState, zone: &str, url: &str) -> Result<(), QueryError> {
         let url = url.trim_end_matches('/').to_owned();
+        if let Some((other, _)) = read(&self.zones)
+            .iter()
+            .find(|(other, (known, _))| *known == url && *other != zone)
+        {
+            return Err(QueryError::Validation(format!(
+                "The cluster controller at {url} is already registered as the cluster of \
+                 {other}."
+            )));
+        }
         state.put(
             zone,
             &ClusterRecord {

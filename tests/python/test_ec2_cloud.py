@@ -743,6 +743,15 @@ def test_cluster_registration_is_checked_and_for_the_cloud_administrator(ecloud,
     items = {i.findtext("partition"): i for i in root.findall("clusterInfo/item")}
     assert items["zone-dead"].findtext("state") == "NOTREADY"
     assert items["zone-dead"].findtext("url") == f"https://127.0.0.1:{dead}"
+    # Registered again for its zone: nothing changes. For another zone: refused, one CC
+    # cannot be two zones.
+    status, root = query(ecloud, "RegisterCluster",
+                         [("Partition", "zone-dead"), ("Host", "127.0.0.1"), ("Port", str(dead))])
+    assert status == 200, ET.tostring(root)
+    status, root = query(ecloud, "RegisterCluster",
+                         [("Partition", "zone-twin"), ("Host", "127.0.0.1"), ("Port", str(dead))])
+    assert (status, error_code(root)) == (400, "InvalidParameterValue"), ET.tostring(root)
+    assert "already registered as the cluster of zone-dead" in root.findtext(".//Message")
     status, root = query(ecloud, "DescribeAvailabilityZones")
     assert "zone-dead" in [i.findtext("zoneName")
                            for i in root.findall("availabilityZoneInfo/item")]

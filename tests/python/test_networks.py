@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 
 import pytest
 
@@ -42,12 +43,12 @@ def ns_cloud():
     stops them, ends their instances and deletes the namespaces at the end."""
     made = []
 
-    def make(config, before_start=None):
+    def make(config, before_start=None, port=None):
         ns = Netns("net")
         data_dir = tempfile.mkdtemp(prefix="koala-e2e-net-")
         with open(os.path.join(data_dir, "koala.toml"), "w") as f:
             f.write(config)
-        c = Cloud(data_dir, netns=ns.name)
+        c = Cloud(data_dir, port=port, netns=ns.name)
         made.append((c, ns))
         # The site's bridge the guests join (MANAGED-NOVLAN's `bridge`), as an admin makes it.
         ns.run("ip", "link", "add", "guestbr0", "type", "bridge")
@@ -331,10 +332,11 @@ def test_a_user_reaches_an_instance_over_ssh_through_its_elastic_ip(
         outside.delete()
 
 
-def user_cloud(ns_cloud, mode, outside):
+def user_cloud(ns_cloud, mode, outside, port=None):
     """A cloud in MANAGED mode `mode` in its own namespace, whose public interface is a veth
     to the user's namespace `outside` (and, in MANAGED, with a private interface of its own),
-    made before the cloud starts: (cloud, ec2, s3, the cloud's namespace)."""
+    made before the cloud starts, on main port `port` (any free one by default): (cloud, ec2,
+    s3, the cloud's namespace)."""
     config = f"""
 [node]
 cores = 16
@@ -357,7 +359,7 @@ addresses_per_network = 16
             private_link(c_ns, 1)
         made["ns"] = c_ns
 
-    c, ec2, s3 = ns_cloud(config, before_start=plumbed)
+    c, ec2, s3 = ns_cloud(config, before_start=plumbed, port=port)
     return c, ec2, s3, made["ns"]
 
 
@@ -492,6 +494,131 @@ def _walk(ns_cloud, guest, tmp_path, mode, outside):
             pytest.fail(f"left behind after terminate:\n{links}\n{table}\n{hosts}\n"
                         f"{servers(ns, 'dnsmasq')} DHCP servers")
         time.sleep(0.5)
+
+
+def test_the_15_guides_walkthrough_typed_as_printed(ns_cloud, guest, tmp_path):
+    """The Eucalyptus 1.5 administrator's and user's guides, command by command as printed,
+    against `koala up` on Eucalyptus' ports (8773, its CC on 8774 and NC on 8775) on a host of
+    its own: the cluster and node registered with `euca_conf -addcluster` / `-addnode`, bundles
+    written to the temp folder (no -d, no -r), registered without -n, a machine image naming no
+    kernel or ramdisk booting on the cloud's defaults, `euca-add-keypair`'s output as the ssh
+    key file, `euca-authorize -S`, an elastic IP and ssh through it, and euca-delete-bundle with
+    euca2ools 1.x's -a/-s/--url."""
+    outside = Netns("user")
+    try:
+        _guides(ns_cloud, guest, tmp_path, outside)
+    finally:
+        outside.delete()
+
+
+def _guides(ns_cloud, guest, tmp_path, outside):
+    from test_ec2_images import TOOLS
+    from conftest import empty_and_delete
+
+    c, ec2, s3, ns = user_cloud(ns_cloud, "managed-novlan", outside, port=8773)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(c.admin_env(), TMPDIR=str(tmp))
+
+    def run(*args, on_cloud_host=False):
+        # The admin's euca_conf runs on the cloud's host, where the CC and NC ports are.
+        prefix = ["ip", "netns", "exec", c.netns] if on_cloud_host else []
+        result = subprocess.run([*prefix, os.path.join(TOOLS, args[0]), *args[1:]], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{args}: {result.stderr}"
+        return result.stdout
+
+    def room():
+        # euca-describe-availability-zones verbose: the m1.small line's "free / max".
+        lines = rows(run("euca-describe-availability-zones", "verbose"), "AVAILABILITYZONE")
+        small = [r[2] for r in lines if r[1] == "|- m1.small"]
+        assert len(small) == 1, lines
+        return small[0].split()[:3]
+
+    before = room()
+    assert before[0] == before[2] and int(before[0]) > 0, before
+    # Administrator's guide: euca_conf -addcluster <name> <host>; euca_conf -addnode "<hosts>".
+    # `koala up` registered its own already: these confirm them, and add nothing twice.
+    out = run("euca_conf", "-addcluster", "cluster01", "127.0.0.1", on_cloud_host=True)
+    assert out.startswith("Registered cluster cluster01 at 127.0.0.1:8774"), out
+    out = run("euca_conf", "-addnode", "127.0.0.1", on_cloud_host=True)
+    assert out.startswith("Registered node 127.0.0.1:8775 ("), out
+    zones = rows(run("euca-describe-availability-zones"), "AVAILABILITYZONE")
+    assert [r[1] for r in zones] == ["cluster01"], zones
+    assert room() == before
+
+    # User's guide: euca-bundle-image -i <image> [--kernel true]; euca-upload-bundle -b
+    # <bucket> -m /tmp/<image>.manifest.xml; euca-register <bucket>/<image>.manifest.xml
+    tag = uuid.uuid4().hex[:8]
+    bucket = f"guide-{tag}"
+
+    def publish(path, *flags):
+        name = f"{tag}-{os.path.basename(path)}"
+        local = tmp_path / name
+        shutil.copyfile(path, local)
+        run("euca-bundle-image", "-i", str(local), *flags)
+        run("euca-upload-bundle", "-b", bucket, "-m", str(tmp / f"{name}.manifest.xml"))
+        return rows(run("euca-register", f"{bucket}/{name}.manifest.xml"), "IMAGE")[0][1]
+
+    eki = publish(guest["kernel"], "--kernel", "true")
+    eri = publish(guest["ramdisk"], "--ramdisk", "true")
+    emi = publish(guest["disk"])
+    images = {r[1]: r for r in rows(run("euca-describe-images"), "IMAGE")}
+    assert {eki, eri, emi} <= set(images)
+    # The machine image names no kernel: the cloud's defaults boot it.
+    run("euca-modify-property", "-p", f"cloud.images.default_kernel={eki}")
+    run("euca-modify-property", "-p", f"cloud.images.default_ramdisk={eri}")
+
+    # euca-add-keypair mykey > mykey.private; chmod 0600 mykey.private
+    key = tmp_path / "mykey.private"
+    key.write_text(run("euca-add-keypair", "mykey"))
+    os.chmod(key, 0o600)
+    # euca-run-instances -k mykey -n 2 <emi>
+    out = run("euca-run-instances", "-k", "mykey", "-n", "2", emi)
+    ids = [r[1] for r in rows(out, "INSTANCE")]
+    assert len(ids) == 2, out
+    wait_state(ec2, ids, {"running"})
+    # euca-describe-instances: running, on the default kernel and ramdisk, with addresses.
+    described = {r[1]: r for r in rows(run("euca-describe-instances", *ids), "INSTANCE")}
+    assert {(i, r[5], r[12], r[13]) for i, r in described.items()} == {
+        (i, "running", eki, eri) for i in ids}
+    for iid in ids:
+        assert console_line(ec2, iid, "KOALA-GUEST-SSH") == "KOALA-GUEST-SSH key=metadata"
+    public = described[ids[0]][16]
+    assert public.startswith("192.0.2."), described[ids[0]]
+    # Until the group lets ssh in, none gets through.
+    assert refused(outside, str(key), public)
+
+    # euca-authorize -P tcp -p 22 -S 0.0.0.0/0 default (the 1.x guides' -S for the CIDR)
+    run("euca-authorize", "-P", "tcp", "-p", "22", "-S", "0.0.0.0/0", "default")
+    assert "hello from" in wait_ssh(outside, str(key), public, timeout=10)
+    # euca-allocate-address; euca-associate-address -i <instance> <address>
+    elastic = rows(run("euca-allocate-address"), "ADDRESS")[0][1]
+    run("euca-associate-address", "-i", ids[1], elastic)
+    assert [r[16] for r in rows(run("euca-describe-instances", ids[1]), "INSTANCE")] == [elastic]
+    # ssh -i mykey.private root@<address>
+    assert "hello from" in wait_ssh(outside, str(key), elastic, timeout=10)
+
+    run("euca-modify-property", "-r", "cloud.images.default_kernel")
+    run("euca-modify-property", "-r", "cloud.images.default_ramdisk")
+    # euca-deregister <emi>; euca-delete-bundle -a <access> -s <secret> --url <S3 URL>
+    # -b <bucket> -p <image>
+    run("euca-deregister", emi)
+    access, secret = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    run("euca-delete-bundle", "-a", access, "-s", secret, "--url", env["S3_URL"], "-b", bucket,
+        "-p", f"{tag}-{os.path.basename(guest['disk'])}")
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert left and not any(os.path.basename(guest["disk"]) in k for k in left), left
+    # euca-terminate-instances <instances>
+    out = run("euca-terminate-instances", *ids)
+    assert {r[1] for r in rows(out, "INSTANCE")} == set(ids)
+    wait_state(ec2, ids, {"terminated"}, timeout=60)
+    # The elastic IP stays the user's until released.
+    assert [a["PublicIp"] for a in ec2.describe_addresses()["Addresses"]] == [elastic]
+    run("euca-release-address", elastic)
+    for image in (eki, eri):
+        run("euca-deregister", image)
+    empty_and_delete(s3, bucket)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -162,7 +162,10 @@ impl Cluster {
         })
     }
 
-    /// Registers a node (or changes its URL) and polls it at once.
+    /// Registers a node (or changes its URL) and polls it at once. A URL already registered
+    /// under another name is that node, answered as it is: one node counted twice would be
+    /// offered twice its cores (`euca_conf -addnode 127.0.0.1` on a `koala up` host, whose node
+    /// registered itself by its host name).
     pub async fn register(&self, node: NodeRegistration) -> Result<NodeStatus, RpcError> {
         if node.host.is_empty() || !node.url.starts_with("http") {
             return Err(RpcError::new(
@@ -170,29 +173,46 @@ impl Cluster {
                 "a node needs a host name and an http:// URL",
             ));
         }
-        {
+        let host = {
             let mut nodes = lock(&self.inner.nodes);
-            let entry = nodes.entry(node.host.clone()).or_default();
-            entry.url = node.url.clone();
-            self.save(&nodes)?;
-        }
+            match nodes
+                .iter()
+                .find(|(host, e)| e.url == node.url && **host != node.host)
+            {
+                Some((known, _)) => known.clone(),
+                None => {
+                    let entry = nodes.entry(node.host.clone()).or_default();
+                    entry.url = node.url.clone();
+                    self.save(&nodes)?;
+                    node.host.clone()
+                }
+            }
+        };
         self.poll().await;
         Ok(self
             .nodes()
             .into_iter()
-            .find(|n| n.host == node.host)
+            .find(|n| n.host == host)
             .unwrap_or(NodeStatus {
-                host: node.host,
+                host,
                 url: node.url,
                 resources: None,
                 error: None,
             }))
     }
 
-    /// Removes a node from the cluster: no instance is placed on it any more.
+    /// Removes a node from the cluster: no instance is placed on it any more. `host` is the
+    /// name it was registered by, or the `HOST:PORT` of its URL.
     pub fn deregister(&self, host: &str) -> Result<(), RpcError> {
         let mut nodes = lock(&self.inner.nodes);
-        if nodes.remove(host).is_none() {
+        let name = match nodes.contains_key(host) {
+            true => Some(host.to_owned()),
+            false => nodes
+                .iter()
+                .find(|(_, e)| e.url.split_once("://").map(|(_, a)| a) == Some(host))
+                .map(|(name, _)| name.clone()),
+        };
+        if name.and_then(|name| nodes.remove(&name)).is_none() {
             return Err(RpcError::new(
                 RpcCode::NotFound,
                 format!("no node {host} is registered"),
@@ -591,6 +611,30 @@ mod tests {
         assert!(cc
             .pick(&order("i-00000001"), &["a".into(), "b".into()])
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_node_registered_again_by_its_address_is_not_counted_twice() {
+        // `koala up`'s node registered itself by its host name; the admin types the 1.5
+        // guide's `euca_conf -addnode 127.0.0.1`.
+        let (cc, _dir) = cluster(Policy::LeastLoaded, &[("debian", node(4, 0, None))]).await;
+        let answered = cc
+            .register(NodeRegistration {
+                host: "127.0.0.1:1".into(),
+                url: "http://127.0.0.1:1".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(answered.host, "debian");
+        let hosts: Vec<String> = cc.nodes().into_iter().map(|n| n.host).collect();
+        assert_eq!(hosts, ["debian"]);
+        // `-delnode 127.0.0.1` removes it by the same address.
+        cc.deregister("127.0.0.1:1").unwrap();
+        assert!(cc.nodes().is_empty());
+        assert_eq!(
+            cc.deregister("127.0.0.1:1").unwrap_err().code,
+            RpcCode::NotFound
+        );
     }
 
     #[tokio::test]

@@ -352,10 +352,12 @@ fn deregister_nodes(cli: &Cli, nodes: &str) -> Result<(), ConfError> {
         .block_on(client.nodes())
         .map_err(ConfError::ListNodes)?;
     for spec in nodes.split_whitespace() {
-        let (host, _) = node_address(spec);
+        let (host, url) = node_address(spec);
+        // Registered by this name, or (a node that registered itself) at this address.
         let name = known
             .iter()
             .find(|n| n.host == host)
+            .or_else(|| known.iter().find(|n| n.url == url))
             .and_then(|n| n.resources.as_ref())
             .map(|r| r.host.clone());
         runtime
