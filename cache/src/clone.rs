@@ -53,7 +53,7 @@ pub(crate) fn clone_image(base: &Path, dest: &Path) -> Result<CloneKind, CacheEr
     }
     drop(disk);
     // qemu-img rewrites the empty file made above, which keeps its 0600 mode.
-    create_overlay(base, dest).inspect_err(|_| {
+    create_overlay(base.as_os_str(), None, dest).inspect_err(|_| {
         if let Err(e) = std::fs::remove_file(dest) {
             tracing::warn!(path = %dest.display(), error = %e, "could not remove a failed overlay");
         }
@@ -61,14 +61,21 @@ pub(crate) fn clone_image(base: &Path, dest: &Path) -> Result<CloneKind, CacheEr
     Ok(CloneKind::Qcow2Overlay)
 }
 
-/// Runs `qemu-img create -f qcow2 -b BASE -F raw DEST`. The backing format is given so that
-/// qemu never probes it: a raw image whose first bytes looked like a qcow2 header would
-/// otherwise let a guest make the host open files of its choosing.
-fn create_overlay(base: &Path, dest: &Path) -> Result<(), CacheError> {
+/// Runs `qemu-img create -f qcow2 -F raw -b BASE DEST` (with `-u DEST SIZE` when the size is
+/// given, for a base qemu-img should not open: an NBD export served by this process). The
+/// backing format is given so that qemu never probes it: a raw image whose first bytes looked
+/// like a qcow2 header would otherwise let a guest make the host open files of its choosing.
+fn create_overlay(
+    base: &std::ffi::OsStr,
+    size: Option<u64>,
+    dest: &Path,
+) -> Result<(), CacheError> {
     let output = Command::new(QEMU_IMG)
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(base)
+        .args(size.map(|_| "-u"))
         .arg(dest)
+        .args(size.map(|s| s.to_string()))
         .stdin(Stdio::null())
         .output()
         .map_err(CacheError::io("run qemu-img to create", dest))?;
@@ -82,6 +89,22 @@ fn create_overlay(base: &Path, dest: &Path) -> Result<(), CacheError> {
     File::open(dest)
         .and_then(|f| f.sync_all())
         .map_err(CacheError::io("flush to disk", dest))
+}
+
+/// Makes `dest` a qcow2 overlay of `size` bytes on the NBD export of a lazily filled image
+/// (`backing_uri`, `nbd+unix:///NAME?socket=PATH`): QEMU reads the base through the export,
+/// which fetches what is not here yet. `dest` must not exist; it is created private (0600).
+pub(crate) fn overlay_on_export(
+    backing_uri: &str,
+    size: u64,
+    dest: &Path,
+) -> Result<(), CacheError> {
+    drop(create_new_private(dest)?);
+    create_overlay(backing_uri.as_ref(), Some(size), dest).inspect_err(|_| {
+        if let Err(e) = std::fs::remove_file(dest) {
+            tracing::warn!(path = %dest.display(), error = %e, "could not remove a failed overlay");
+        }
+    })
 }
 
 /// Creates an ephemeral (or swap) disk of `size_bytes` as a sparse raw file: it takes no

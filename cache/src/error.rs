@@ -94,6 +94,55 @@ pub enum CacheError {
         stderr: String,
     },
 
+    /// The chunk list a source gave does not fit the image (wrong count or a zero chunk
+    /// size): nothing of the image can be checked, so nothing of it is used.
+    #[error("the chunk list of image {image} does not fit it: {why}")]
+    BadChunkList {
+        /// The image.
+        image: Sha256Digest,
+        /// What does not fit.
+        why: String,
+    },
+
+    /// A chunk of a lazily filled image kept failing its digest: the source holds it damaged.
+    /// It was never served or kept, and the image is given up.
+    #[error(
+        "chunk {chunk} (at byte {offset}) of image {image} failed its SHA-256 {tries} times:          the image source holds it damaged, and nothing of it was used"
+    )]
+    CorruptChunk {
+        /// The image.
+        image: Sha256Digest,
+        /// The chunk's index.
+        chunk: u64,
+        /// Its first byte in the image.
+        offset: u64,
+        /// How many times it was fetched.
+        tries: u32,
+    },
+
+    /// The source of a lazily filled image kept failing for longer than the caller's patience.
+    #[error("the source of image {image} kept failing for {secs} s")]
+    Unreachable {
+        /// The image.
+        image: Sha256Digest,
+        /// The patience that ran out, in seconds.
+        secs: u64,
+        /// The source's last error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A read past the end of an image.
+    #[error("bytes {offset}+{len} are past the end of the {size}-byte image")]
+    OutOfRange {
+        /// The first byte asked for.
+        offset: u64,
+        /// How many.
+        len: u64,
+        /// The image's size.
+        size: u64,
+    },
+
     /// A string given as an image digest is not 64 hex digits.
     #[error("{0:?} is not a SHA-256 digest of 64 hex digits")]
     InvalidDigest(String),

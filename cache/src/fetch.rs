@@ -347,16 +347,17 @@ impl Written {
 }
 
 /// A temp file in `tmp/` that is removed when dropped, unless it was published.
-struct TempFile {
-    path: PathBuf,
-    armed: bool,
+pub(crate) struct TempFile {
+    pub(crate) path: PathBuf,
+    pub(crate) armed: bool,
 }
 
 impl TempFile {
     /// Creates `tmp/<hex>.<n>.part`, private to the cache until published.
-    fn create(inner: &Inner, digest: &Sha256Digest) -> Result<(File, Self), CacheError> {
+    pub(crate) fn create(inner: &Inner, digest: &Sha256Digest) -> Result<(File, Self), CacheError> {
         let path = inner.tmp.join(format!("{digest}.{}.part", inner.next_id()));
         let file = File::options()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
@@ -377,7 +378,7 @@ impl Drop for TempFile {
 }
 
 /// Makes a folder's entries durable (the rename that published a file).
-fn sync_dir(dir: &Path) -> Result<(), CacheError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), CacheError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(CacheError::io("flush to disk", dir))

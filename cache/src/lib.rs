@@ -13,6 +13,10 @@
 //! - `Lease::clone_for_instance` makes an instance's disk without copying: a reflink where the
 //!   file system shares extents, else a qcow2 overlay on the raw image; `create_ephemeral`
 //!   makes sparse extra disks.
+//! - `ImageCache::open_lazy` gives an image an instance can boot from before it has arrived:
+//!   a `LazyImage` filled chunk by verified chunk on demand and in the background, served to
+//!   QEMU by an `NbdExport` as the backing of the instance's overlay, published as an ordinary
+//!   cached image once complete and verified.
 //!
 //! The API is async (tokio) because its caller, the node controller, is: a fetch is a
 //! stream from Walrus, and waiting for another caller's fetch must not hold a thread. Every
@@ -23,10 +27,14 @@ mod clone;
 mod digest;
 mod error;
 mod fetch;
+mod lazy;
+mod nbd;
 mod store;
 
 pub use clone::{create_ephemeral, CloneKind};
 pub use digest::Sha256Digest;
 pub use error::{CacheError, FetchError};
 pub use fetch::{Fetcher, ImageSink};
+pub use lazy::{Base, BoxFuture, ChunkList, ChunkSource, FillState, LazyImage};
+pub use nbd::NbdExport;
 pub use store::{CacheStats, ImageCache, Lease, Limits};

@@ -62,6 +62,8 @@ pub(crate) struct Inner {
 pub(crate) struct State {
     entries: HashMap<Sha256Digest, Entry>,
     pub(crate) in_flight: HashMap<Sha256Digest, InFlight>,
+    /// Images being filled on demand, that later callers share instead of filling again.
+    pub(crate) lazy: HashMap<Sha256Digest, crate::lazy::LazySlot>,
     /// Bytes of the images in `entries`.
     stored: u64,
     /// Bytes promised to fetches in flight.
