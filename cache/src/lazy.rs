@@ -4,7 +4,7 @@
 //! On a miss the cache makes a sparse temp file of the image's size and learns the SHA-256 of
 //! each of its chunks (Walrus records them at unbundling). A read of bytes not yet here fetches
 //! the chunks it covers (by range), checks each against its digest, writes it to the file and
-//! only then answers; a background task fetches the other chunks in order meanwhile. When every
+//! only then answers; once asked, a background task fetches the other chunks in order. When every
 //! chunk is here the whole file is hashed: if it is the image asked for, it is published like a
 //! fetched image (read-only, renamed into `sha256/`) and later starts are ordinary hits.
 //!
@@ -18,7 +18,7 @@ use std::fs::{self, File};
 use std::future::Future;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,8 @@ struct Shared {
     state: watch::Sender<FillState>,
     /// Bytes received from the source, verified or not.
     fetched: AtomicU64,
+    /// Whether the background fill was started.
+    filling: AtomicBool,
 }
 
 /// Which chunks are here and which are on their way.
@@ -179,9 +181,6 @@ impl ImageCache {
                 let made = make(inner.clone(), id, digest, size, source, patience).await;
                 if made.is_err() {
                     remove_slot(&inner, &digest, id);
-                }
-                if let Ok(image) = &made {
-                    tokio::spawn(image.clone().fill());
                 }
                 tx.send_replace(Some(made));
             });
@@ -257,6 +256,7 @@ async fn make(
             })
             .0,
             fetched: AtomicU64::new(0),
+            filling: AtomicBool::new(false),
         }),
     })
 }
@@ -508,8 +508,18 @@ impl LazyImage {
         }
     }
 
-    /// The background fill: every chunk in order, a few at once (guests' reads start their
-    /// own fetches meanwhile), then the whole image verified and published.
+    /// Starts fetching the rest of the image in the background (once, however often it is
+    /// called): every chunk in order, a few at once, then the whole image verified and
+    /// published. A node calls it once its guest runs, so that the fill does not compete
+    /// with what the start needs; until then only the chunks read are fetched.
+    pub fn fill_in_background(&self) {
+        if !self.shared.filling.swap(true, Ordering::Relaxed) {
+            tokio::spawn(self.clone().fill());
+        }
+    }
+
+    /// The background fill (see `fill_in_background`); guests' reads start their own
+    /// fetches meanwhile.
     async fn fill(self) {
         let total = self.shared.chunks.len() as u64;
         let mut next = 0;

@@ -117,7 +117,10 @@ async fn open_filling(
         .await
         .unwrap()
     {
-        Base::Filling(image) => image,
+        Base::Filling(image) => {
+            image.fill_in_background();
+            image
+        }
         Base::Cached(_) => panic!("a cold cache had the image"),
     }
 }
@@ -265,6 +268,11 @@ async fn a_read_jumps_the_background_fill_and_two_callers_share_one_image() {
         panic!("a cold cache had the image");
     };
     assert_eq!(src.lists.load(Ordering::SeqCst), 1);
+    // Nothing is fetched before it is read or the fill is asked for.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(src.reads.lock().unwrap().is_empty());
+    a.fill_in_background();
+    b.fill_in_background();
     let last = 39 * CHUNK;
     let reader = tokio::spawn(async move { b.read(last + 100, 50).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
