@@ -179,6 +179,9 @@ pub struct NodeSettings {
     pub disk_gib: Option<u64>,
     /// The image cache's size limit, MiB [default: 51200].
     pub cache_mib: Option<u64>,
+    /// Boot an image the cache lacks as it arrives, each chunk fetched when the guest reads
+    /// it and verified, rather than after copying all of it [default: true].
+    pub lazy_images: Option<bool>,
     /// The libvirt URI [default: qemu:///system].
     pub libvirt_uri: Option<String>,
 }
@@ -512,6 +515,7 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # memory_mib = 16384
 # disk_gib = 100
 # cache_mib = 51200
+# lazy_images = true      # on a miss, boot while the image arrives (false: copy it first)
 
 # This host's cluster controller (under `koala up`, on the main port + 1).
 [cluster]

@@ -387,6 +387,7 @@ pub async fn open_node(
         // The node plugs its guests' taps into the bridges of the cloud's one [network]
         // table, in its own network namespace.
         network: config.network.clone(),
+        lazy_images: settings.lazy_images.unwrap_or(true),
     };
     let feed = WalrusFeed::new(RpcClient::new(key, tls, ComponentKind::Walrus), walrus_url);
     Node::open(node_config, feed).await.map_err(RoleError::Node)

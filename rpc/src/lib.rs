@@ -535,6 +535,18 @@ impl RpcClient {
         url: &str,
         body: Bytes,
     ) -> Result<http::Response<hyper::body::Incoming>, RpcError> {
+        self.send_with(method, url, &[], body).await
+    }
+
+    /// [`RpcClient::send`] with more headers, signed with the rest (a node's `Range` on
+    /// Walrus' image feed).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        extra: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, RpcError> {
         let failed = |e: hyper_util::client::legacy::Error| {
             if e.is_connect() {
                 RpcError::new(RpcCode::Unavailable, format!("cannot reach {url}: {e}"))
@@ -559,6 +571,7 @@ impl RpcClient {
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
         let mut headers = vec![("host", host.as_str())];
+        headers.extend_from_slice(extra);
         if !body.is_empty() {
             headers.push(("content-type", "application/json"));
         }

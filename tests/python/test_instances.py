@@ -522,6 +522,16 @@ def test_instance_disks_are_reflinks_on_xfs(xfs_dir, fault_cloud, guest, tmp_pat
     # xfs_dir first: its teardown (umount) runs after the cloud has stopped.
     c, ec2, s3 = fault_cloud(f'[node]\ndir = "{xfs_dir}/node"\n')
     _, _, emi, _ = register_guest(c, s3, ec2, tmp_path, guest)
+    # A miss boots from the image as it arrives (an overlay on the node's NBD export of it);
+    # once the image is cached, the next instance is a hit.
+    cached = os.path.join(xfs_dir, "node", "cache", "sha256", sha256_file(guest["disk"]))
+    first = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    wait_state(ec2, [first], {"running"})
+    deadline = time.monotonic() + 120
+    while not os.path.exists(cached):
+        assert time.monotonic() < deadline, "the image was not cached"
+        time.sleep(0.5)
+    ec2.terminate_instances(InstanceIds=[first])
     iid = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     wait_state(ec2, [iid], {"running"})
     wait_markers(ec2, iid, 1)
@@ -550,27 +560,36 @@ class Role:
         for name, source in (files or {}).items():  # what the admin copies to the host
             os.makedirs(os.path.dirname(os.path.join(self.data_dir, name)), exist_ok=True)
             shutil.copy(source, os.path.join(self.data_dir, name))
-        self.port = port
+        self.port, self.args, self.env, self.netns = port, args, env, netns
         self.log = open(os.path.join(self.data_dir, "koala.log"), "ab")
+        self.spawn()
+
+    def spawn(self):
+        """Starts the process and waits until it listens."""
         # A role inside a network namespace stands for one on another host.
-        prefix = ["ip", "netns", "exec", netns] if netns else []
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            [*prefix, KOALA_BIN, *args, "--data-dir", self.data_dir, "--listen",
-             f"127.0.0.1:{port}"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            [*prefix, KOALA_BIN, *self.args, "--data-dir", self.data_dir, "--listen",
+             f"127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
         deadline = time.monotonic() + 60
         while True:
-            assert self.proc.poll() is None, f"koala {args[0]} exited:\n{self.tail()}"
+            assert self.proc.poll() is None, f"koala {self.args[0]} exited:\n{self.tail()}"
             try:
-                if netns:
+                if self.netns:
                     from netns import connect_in
-                    connect_in(netns, ("127.0.0.1", port), timeout=0.5).close()
+                    connect_in(self.netns, ("127.0.0.1", self.port), timeout=0.5).close()
                     return
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
             except OSError:
-                assert time.monotonic() < deadline, f"koala {args[0]} did not listen"
+                assert time.monotonic() < deadline, f"koala {self.args[0]} did not listen"
                 time.sleep(0.1)
+
+    def kill(self):
+        """Kills the process at once (kill -9), keeping its data dir for a later `spawn`."""
+        self.proc.kill()
+        self.proc.wait()
 
     def tail(self):
         with open(os.path.join(self.data_dir, "koala.log"), "rb") as f:

@@ -1,11 +1,12 @@
 //! The node's side of Walrus' image feed: learning an image's SHA-256 from its bundle (the
 //! first run of an image makes Walrus unbundle it) and streaming the plain image into the
-//! cache by that hash (unbundled again first should Walrus have collected it).
+//! cache by that hash (unbundled again first should Walrus have collected it), or giving the
+//! cache its chunk list and ranges to fill it on demand.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use cache::{FetchError, Fetcher, ImageSink, Sha256Digest};
+use cache::{BoxFuture, ChunkList, ChunkSource, FetchError, Fetcher, ImageSink, Sha256Digest};
 use http::Method;
 use http_body_util::BodyExt;
 
@@ -13,6 +14,9 @@ use rpc::{ImageRef, RpcClient, RpcCode, RpcError};
 
 /// The header in which Walrus names a plain image's SHA-256.
 const SHA256_HEADER: &str = "x-koala-image-sha256";
+
+/// The header in which Walrus gives the bytes each entry of a chunk list covers.
+const CHUNK_SIZE_HEADER: &str = "x-koala-chunk-size";
 
 /// How long Walrus may take to unbundle an image on first use (a few GiB at ~100–200 MB/s).
 const UNBUNDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -135,27 +139,83 @@ impl WalrusFeed {
     }
 }
 
+impl ImageFetch {
+    /// GETs `path` of the image feed (below `/_koala/images/<sha256>`) with `headers`; should
+    /// Walrus have collected the plain image meanwhile (an image no registration used for a
+    /// while), it is unbundled again from its pinned manifest first, which makes the same image.
+    async fn get(
+        &self,
+        digest: &Sha256Digest,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<http::Response<hyper::body::Incoming>, FetchError> {
+        let feed = &self.feed;
+        let url = format!("{}/_koala/images/{}{path}", feed.base, digest.to_hex());
+        let resp = feed
+            .client
+            .send_with(Method::GET, &url, headers, Bytes::new())
+            .await?;
+        if resp.status() != http::StatusCode::NOT_FOUND {
+            return Ok(resp);
+        }
+        let by_manifest = ImageRef {
+            sha256: None,
+            size: None,
+            ..self.image.clone()
+        };
+        let (again, _) = feed.resolve(&by_manifest).await?;
+        if again != *digest {
+            return Err(format!(
+                "Walrus unbundled {} into image {again}, not {digest}",
+                self.image.manifest
+            )
+            .into());
+        }
+        Ok(feed
+            .client
+            .send_with(Method::GET, &url, headers, Bytes::new())
+            .await?)
+    }
+
+    /// A whole answer of the feed, within [`PIECE_TIMEOUT`]: a chunk list or a range.
+    async fn get_piece(
+        &self,
+        digest: &Sha256Digest,
+        path: &str,
+        headers: &[(&str, &str)],
+        expected: http::StatusCode,
+    ) -> Result<(http::HeaderMap, Bytes), FetchError> {
+        let piece = async {
+            let resp = self.get(digest, path, headers).await?;
+            if resp.status() != expected {
+                return Err(FetchError::from(format!(
+                    "Walrus answered {} for image {digest}{path}",
+                    resp.status()
+                )));
+            }
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_PIECE)
+                .collect()
+                .await?
+                .to_bytes();
+            Ok((parts.headers, body))
+        };
+        tokio::time::timeout(PIECE_TIMEOUT, piece)
+            .await
+            .map_err(|_| format!("Walrus did not send {digest}{path} in time"))?
+    }
+}
+
+/// The longest a chunk list or a range may take to arrive before it is asked for again.
+const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most bytes of one chunk list or range read into memory (a 64 GiB image's chunk list
+/// is 2 MiB; ranges are a chunk).
+const MAX_PIECE: usize = 16 << 20;
+
 impl Fetcher for ImageFetch {
     async fn fetch(&self, digest: &Sha256Digest, sink: &mut ImageSink) -> Result<(), FetchError> {
-        let feed = &self.feed;
-        let url = format!("{}/_koala/images/{}", feed.base, digest.to_hex());
-        let mut resp = feed.client.send(Method::GET, &url, Bytes::new()).await?;
-        if resp.status() == http::StatusCode::NOT_FOUND {
-            let by_manifest = ImageRef {
-                sha256: None,
-                size: None,
-                ..self.image.clone()
-            };
-            let (again, _) = feed.resolve(&by_manifest).await?;
-            if again != *digest {
-                return Err(format!(
-                    "Walrus unbundled {} into image {again}, not {digest}",
-                    self.image.manifest
-                )
-                .into());
-            }
-            resp = feed.client.send(Method::GET, &url, Bytes::new()).await?;
-        }
+        let resp = self.get(digest, "", &[]).await?;
         if !resp.status().is_success() {
             return Err(format!("Walrus answered {} for image {digest}", resp.status()).into());
         }
@@ -166,5 +226,56 @@ impl Fetcher for ImageFetch {
             }
         }
         Ok(())
+    }
+}
+
+/// The same fetcher serves a lazily filled image: the chunk list Walrus recorded when it
+/// unbundled the image, and ranges of it, over the node's authenticated TLS channel.
+impl ChunkSource for ImageFetch {
+    fn chunk_list<'a>(
+        &'a self,
+        digest: &'a Sha256Digest,
+    ) -> BoxFuture<'a, Result<ChunkList, FetchError>> {
+        Box::pin(async move {
+            let (headers, body) = self
+                .get_piece(digest, "/chunks", &[], http::StatusCode::OK)
+                .await?;
+            let chunk_size = headers
+                .get(CHUNK_SIZE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or("Walrus gave no chunk size")?;
+            if body.len() % 32 != 0 {
+                return Err("Walrus sent a chunk list that is not whole digests".into());
+            }
+            let digests = body
+                .chunks_exact(32)
+                .map(|d| Sha256Digest::from_bytes(d.try_into().unwrap_or([0; 32])))
+                .collect();
+            Ok(ChunkList {
+                chunk_size,
+                digests,
+            })
+        })
+    }
+
+    fn read_range<'a>(
+        &'a self,
+        digest: &'a Sha256Digest,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<Bytes, FetchError>> {
+        Box::pin(async move {
+            let range = format!("bytes={offset}-{}", offset + len - 1);
+            let (_, body) = self
+                .get_piece(
+                    digest,
+                    "",
+                    &[("range", range.as_str())],
+                    http::StatusCode::PARTIAL_CONTENT,
+                )
+                .await?;
+            Ok(body)
+        })
     }
 }

@@ -22,13 +22,15 @@ mod feed;
 pub mod http;
 pub mod nic;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use cache::{CacheError, ImageCache, Lease, Limits, Sha256Digest};
+use cache::{
+    Base, CacheError, FillState, ImageCache, LazyImage, Lease, Limits, NbdExport, Sha256Digest,
+};
 use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
 
@@ -95,6 +97,9 @@ pub struct NodeConfig {
     /// in the node controller's own network namespace (taps libvirt makes in another are
     /// moved there). `None`: instances have no NIC, and an order with one fails.
     pub network: Option<network::Layout>,
+    /// On a miss, boot from the root image as it arrives (filled on demand through an NBD
+    /// export) rather than after copying all of it: the start no longer waits for the image.
+    pub lazy_images: bool,
 }
 
 /// A running node controller; cheap to clone.
@@ -120,6 +125,11 @@ struct Inner {
     /// newest look.
     guard: Option<(network::Guard, Mutex<()>)>,
     instances: Mutex<BTreeMap<String, Instance>>,
+    /// The NBD exports of the images being filled, while an instance uses them.
+    exports: Mutex<HashMap<Sha256Digest, Weak<NbdExport>>>,
+    /// Numbers the exports' sockets, so that a new export never shares a path with one
+    /// being dropped.
+    next_export: std::sync::atomic::AtomicU64,
     /// The ids of the run orders refused lately, with when (ms since the epoch).
     refused: Mutex<BTreeMap<String, u64>>,
 }
@@ -127,8 +137,8 @@ struct Inner {
 /// An instance in memory: its persisted record and what it holds.
 struct Instance {
     record: InstanceFile,
-    /// Pins on the cached images its disk and domain use.
-    leases: Vec<Lease>,
+    /// What keeps the images its disk and domain use.
+    leases: Vec<Hold>,
     /// Its start task, while it runs.
     start: Option<AbortHandle>,
     /// Its state file.
@@ -200,6 +210,11 @@ struct Timings {
     /// reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     nic_plug_us: Option<u64>,
+    /// For a root image booted as it arrives: the bytes of it the node had fetched when the
+    /// domain was running (the rest arrives behind). The network's share of a cold start,
+    /// which the start latency benchmark reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base_fetched_bytes: Option<u64>,
     /// The instance ended.
     ended: Option<u64>,
 }
@@ -263,13 +278,36 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The images of an order once in the cache: their references with digests, their sizes
-/// and the leases that keep them there, in the order's order (root, kernel, ramdisk).
+/// The images of an order once in the cache (or, for a root image arriving on demand, once
+/// served): their references with digests, their sizes and what keeps them, in the order's
+/// order (root, kernel, ramdisk).
 #[derive(Default)]
 struct Fetched {
     images: Vec<ImageRef>,
     sizes: Vec<u64>,
-    leases: Vec<Lease>,
+    leases: Vec<Hold>,
+}
+
+/// What keeps an image an instance uses available to its domain.
+enum Hold {
+    /// An image in the cache, pinned.
+    Lease(Lease),
+    /// A root image still arriving, which the domain reads through the node's NBD export of
+    /// it (kept while any instance uses it).
+    Lazy {
+        image: LazyImage,
+        export: Arc<NbdExport>,
+    },
+}
+
+impl Hold {
+    /// The cached file of the image (a kernel or ramdisk is always one).
+    fn path(&self) -> Option<PathBuf> {
+        match self {
+            Hold::Lease(lease) => Some(lease.path()),
+            Hold::Lazy { .. } => None,
+        }
+    }
 }
 
 impl Node {
@@ -343,6 +381,8 @@ impl Node {
                 sightings,
                 guard,
                 instances: Mutex::new(BTreeMap::new()),
+                exports: Mutex::new(HashMap::new()),
+                next_export: std::sync::atomic::AtomicU64::new(0),
                 refused: Mutex::new(BTreeMap::new()),
             }),
         };
@@ -473,6 +513,11 @@ impl Node {
                     if i.record.state == InstanceState::Pending {
                         i.record.state = InstanceState::Running;
                         i.record.timings.running = Some(now_ms());
+                        if let Some(Hold::Lazy { image, .. }) = i.leases.first() {
+                            i.record.timings.base_fetched_bytes = Some(image.fetched_bytes());
+                            // The rest of the image now, behind the guest's own reads.
+                            image.fill_in_background();
+                        }
                     }
                 });
                 // Recorded, so that a restart adopts the domain instead of ending it.
@@ -504,12 +549,12 @@ impl Node {
         // gives; this checks the size of the bytes the node got.
         let layout = DiskLayout::for_type(fetched.sizes[0], order.vm.disk_gib)
             .map_err(|e| image_too_large(&fetched.images[0].id, &order.vm.name, e))?;
-        let (paths, root_kind) = self.clone_root(id, fetched).await?;
+        let (boot_files, root_kind) = self.clone_root(id, fetched).await?;
         let nic = order.nic.clone();
         let node = self.clone();
         let id_owned = id.to_owned();
         let spec = tokio::task::spawn_blocking(move || {
-            node.domain_spec(&id_owned, &order, &layout, &paths, root_kind)
+            node.domain_spec(&id_owned, &order, &layout, &boot_files, root_kind)
         })
         .await
         .map_err(|e| StateReason::server_error(format!("the start task failed: {e}")))??;
@@ -517,65 +562,156 @@ impl Node {
     }
 
     /// Resolves and fetches the order's images (root, kernel, ramdisk) into the cache
-    /// together: one slow image does not delay the others.
+    /// together: one slow image does not delay the others. With `lazy_images` a root image
+    /// the cache lacks is not waited for: it is served as it arrives.
     async fn fetch_images(&self, order: &RunOrder) -> Result<Fetched, StateReason> {
         let mut wanted = vec![order.image.clone(), order.kernel.clone()];
         wanted.extend(order.ramdisk.clone());
-        let fetches = wanted.into_iter().map(|image| {
+        let patience = Duration::from_secs(order.start_timeout_secs);
+        let fetches = wanted.into_iter().enumerate().map(|(n, image)| {
             let node = self.clone();
             async move {
+                let failed = |e: &dyn std::error::Error| {
+                    StateReason::server_error(format!(
+                        "image {}: {}",
+                        image.id,
+                        crate::error_chain(e)
+                    ))
+                };
                 let (digest, size) = node.inner.feed.resolve(&image).await.map_err(|e| {
                     StateReason::server_error(format!("image {}: {}", image.id, e.message))
                 })?;
-                let lease = node
-                    .inner
-                    .cache
-                    .get_or_fetch(digest, size, node.inner.feed.for_image(&image))
-                    .await
-                    .map_err(|e| {
-                        StateReason::server_error(format!(
-                            "image {}: {}",
-                            image.id,
-                            crate::error_chain(&e)
-                        ))
-                    })?;
+                let fetch = node.inner.feed.for_image(&image);
+                let hold = match n == 0 && node.inner.config.lazy_images {
+                    true => match node
+                        .inner
+                        .cache
+                        .open_lazy(digest, size, Arc::new(fetch), patience)
+                        .await
+                        .map_err(|e| failed(&e))?
+                    {
+                        Base::Cached(lease) => Hold::Lease(lease),
+                        Base::Filling(image) => {
+                            let export = node.export(&image).map_err(|e| failed(&e))?;
+                            Hold::Lazy { image, export }
+                        }
+                    },
+                    false => Hold::Lease(
+                        node.inner
+                            .cache
+                            .get_or_fetch(digest, size, fetch)
+                            .await
+                            .map_err(|e| failed(&e))?,
+                    ),
+                };
                 let resolved = ImageRef {
                     sha256: Some(digest.to_hex()),
                     size: Some(size),
                     ..image
                 };
-                Ok::<_, StateReason>((resolved, size, lease))
+                Ok::<_, StateReason>((resolved, size, hold))
             }
         });
         let mut fetched = Fetched::default();
         for one in futures_util::future::join_all(fetches).await {
-            let (image, size, lease) = one?;
+            let (image, size, hold) = one?;
             fetched.images.push(image);
             fetched.sizes.push(size);
-            fetched.leases.push(lease);
+            fetched.leases.push(hold);
         }
         Ok(fetched)
     }
 
-    /// Clones the root image into the instance's folder and records the images and their
-    /// leases with the instance: the cached files' paths, in order, and how the root was
-    /// cloned.
+    /// The node's NBD export of an image being filled: the one already serving it, or a new
+    /// one on a socket QEMU's user may connect to.
+    fn export(&self, image: &LazyImage) -> Result<Arc<NbdExport>, CacheError> {
+        let mut exports = lock(&self.inner.exports);
+        exports.retain(|_, e| e.strong_count() > 0);
+        if let Some(export) = exports.get(&image.digest()).and_then(Weak::upgrade) {
+            return Ok(export);
+        }
+        let dir = self.inner.config.dir.join("nbd");
+        std::fs::create_dir_all(&dir).map_err(|e| CacheError::Io {
+            action: "create the folder",
+            path: dir.clone(),
+            source: Arc::new(e),
+        })?;
+        // Short names: a Unix socket's path must fit in 108 bytes.
+        let n = self
+            .inner
+            .next_export
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let hex = image.digest().to_hex();
+        let socket = dir.join(format!("{}-{n}.sock", &hex[..16]));
+        let export = Arc::new(NbdExport::serve(image.clone(), &socket)?);
+        self.inner
+            .config
+            .qemu_user
+            .give(&socket)
+            .map_err(|e| CacheError::Io {
+                action: "give QEMU's user",
+                path: socket.clone(),
+                source: Arc::new(std::io::Error::other(crate::error_chain(&e))),
+            })?;
+        exports.insert(image.digest(), Arc::downgrade(&export));
+        Ok(export)
+    }
+
+    /// Ends instance `id` if the image it boots from as it arrives fails (a chunk damaged on
+    /// Walrus, or Walrus away past the start timeout): its guest reads no more of it.
+    fn watch_lazy_root(&self, id: &str, image: &LazyImage) {
+        let mut state = image.state();
+        let node = self.clone();
+        let id = id.to_owned();
+        let image_id = self
+            .with_instance(&id, |i| i.record.order.image.id.clone())
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            let end = state
+                .wait_for(|s| !matches!(s, FillState::Filling { .. }))
+                .await
+                .map(|s| s.clone());
+            let Ok(FillState::Failed(e)) = end else {
+                return;
+            };
+            let live = node
+                .with_instance(&id, |i| {
+                    matches!(
+                        i.record.state,
+                        InstanceState::Pending | InstanceState::Running
+                    )
+                })
+                .unwrap_or(false);
+            if live {
+                let reason = StateReason::server_error(format!(
+                    "image {image_id}: {}",
+                    crate::error_chain(&e)
+                ));
+                node.end(&id, reason).await;
+            }
+        });
+    }
+
+    /// Clones the root image into the instance's folder (an overlay on its NBD export if it
+    /// is still arriving) and records the images and what holds them with the instance: the
+    /// kernel's and ramdisk's cached files, and how the root was cloned.
     async fn clone_root(
         &self,
         id: &str,
         fetched: Fetched,
     ) -> Result<(Vec<PathBuf>, cache::CloneKind), StateReason> {
-        let paths: Vec<PathBuf> = fetched.leases.iter().map(Lease::path).collect();
+        let boot_files: Vec<PathBuf> = fetched.leases[1..].iter().filter_map(Hold::path).collect();
         let root = self.instance_dir(id).join(ROOT_FILE);
-        let kind = fetched.leases[0]
-            .clone_for_instance(&root)
-            .await
-            .map_err(|e| {
-                StateReason::server_error(format!(
-                    "cannot clone the disk: {}",
-                    crate::error_chain(&e)
-                ))
-            })?;
+        let (cloned, lazy) = match &fetched.leases[0] {
+            Hold::Lease(lease) => (lease.clone_for_instance(&root).await, None),
+            Hold::Lazy { image, export } => (
+                image.clone_for_instance(export, &root).await,
+                Some(image.clone()),
+            ),
+        };
+        let kind = cloned.map_err(|e| {
+            StateReason::server_error(format!("cannot clone the disk: {}", crate::error_chain(&e)))
+        })?;
         let kept = self.update(id, |i| {
             i.record.images = fetched.images;
             i.leases = fetched.leases;
@@ -584,7 +720,11 @@ impl Node {
             return Err(StateReason::user_shutdown());
         }
         self.persist(id);
-        Ok((paths, kind))
+        // Watched once the disk is made and recorded, so that an end it causes removes it.
+        if let Some(image) = lazy {
+            self.watch_lazy_root(id, &image);
+        }
+        Ok((boot_files, kind))
     }
 
     /// Makes the instance's blank disks, config drive and console log, owned by the QEMU
@@ -594,7 +734,7 @@ impl Node {
         id: &str,
         order: &RunOrder,
         layout: &DiskLayout,
-        images: &[PathBuf],
+        boot_files: &[PathBuf],
         root_kind: cache::CloneKind,
     ) -> Result<DomainSpec, StateReason> {
         let config = &self.inner.config;
@@ -656,8 +796,8 @@ impl Node {
                 vcpus: order.vm.cpus,
                 memory_mib: order.vm.memory_mib,
             },
-            kernel: images[1].clone(),
-            initrd: images.get(2).cloned(),
+            kernel: boot_files[0].clone(),
+            initrd: boot_files.get(1).cloned(),
             extra_cmdline: String::new(),
             root_disk: Disk {
                 path: dir.join(ROOT_FILE),
@@ -800,7 +940,14 @@ impl Node {
             }
             Err(e) => tracing::warn!(instance = %id, "the cleanup task failed: {e}"),
         }
-        // The disks are gone: the images may be evicted once nothing else uses them.
+        // The disks are gone: the images may be evicted once nothing else uses them. A root
+        // image that was arriving is still completed (an instance that ended before its guest
+        // ran did not start the fill): the cache keeps no half image.
+        for hold in &leases {
+            if let Hold::Lazy { image, .. } = hold {
+                image.fill_in_background();
+            }
+        }
         drop(leases);
         // The tap went with QEMU; its VLAN's bridge goes with the VLAN's last guest here.
         if let Some(vlan) = self
@@ -1222,7 +1369,7 @@ impl Node {
                             .and_then(|s| s.parse::<Sha256Digest>().ok())
                             .map(|d| self.inner.cache.pin(&d));
                         match pinned {
-                            Some(Ok(lease)) => leases.push(lease),
+                            Some(Ok(lease)) => leases.push(Hold::Lease(lease)),
                             _ => {
                                 reason = Some(StateReason::server_error(format!(
                                     "image {} left the node's cache",
