@@ -114,7 +114,7 @@ pub fn create_ephemeral(path: impl AsRef<Path>, size_bytes: u64) -> Result<(), C
     let path = path.as_ref();
     let file = create_new_private(path)?;
     file.set_len(size_bytes)
-        .map_err(CacheError::io("size", path))
+        .map_err(CacheError::io("set the size of", path))
 }
 
 /// Creates an empty file that must not exist yet, readable by the node only: instance disks

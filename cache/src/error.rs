@@ -107,7 +107,7 @@ pub enum CacheError {
     /// A chunk of a lazily filled image kept failing its digest: the source holds it damaged.
     /// It was never served or kept, and the image is given up.
     #[error(
-        "chunk {chunk} (at byte {offset}) of image {image} failed its SHA-256 {tries} times:          the image source holds it damaged, and nothing of it was used"
+        "chunk {chunk} (at byte {offset}) of image {image} failed its SHA-256 {tries} times: the image source holds it damaged, and nothing of it was used"
     )]
     CorruptChunk {
         /// The image.

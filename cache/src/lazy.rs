@@ -19,7 +19,7 @@ use std::future::Future;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,6 +41,10 @@ const FILL_PARALLEL: usize = 4;
 /// Fetches of one chunk whose bytes fail their digest before the image is given up: damage on
 /// the way may be transient, damage on Walrus' disk is not.
 const CORRUPT_TRIES: u32 = 3;
+
+/// The chunk sizes a chunk list may have: a chunk is fetched, hashed and held in memory whole.
+const MIN_CHUNK: u64 = 4 << 10;
+const MAX_CHUNK: u64 = 16 << 20;
 
 /// The longest pause between two tries of a source that is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -98,19 +102,36 @@ pub enum Base {
 }
 
 /// An image being filled on demand. Cheap to clone; while any clone lives the image is
-/// kept (pinned, once published).
+/// kept (pinned, once published). When the last clone goes, an image not yet published is
+/// discarded (its temp file and reservation with it): the background fill holds a clone
+/// until it ends, so an image whose fill was started is completed.
 #[derive(Clone)]
 pub struct LazyImage {
     shared: Arc<Shared>,
 }
 
-/// A lazy image in the making, that later callers for the same image join.
-pub(crate) struct LazySlot {
-    id: u64,
-    image: watch::Receiver<Option<Result<LazyImage, CacheError>>>,
+/// A lazy image that later callers for the same image join: being made (they wait for
+/// it), or made (held weakly: the cache's map never keeps an image alive by itself).
+pub(crate) enum LazySlot {
+    Making {
+        id: u64,
+        image: watch::Receiver<Option<Result<LazyImage, CacheError>>>,
+    },
+    Made {
+        id: u64,
+        image: Weak<Shared>,
+    },
 }
 
-struct Shared {
+impl LazySlot {
+    fn id(&self) -> u64 {
+        match self {
+            LazySlot::Making { id, .. } | LazySlot::Made { id, .. } => *id,
+        }
+    }
+}
+
+pub(crate) struct Shared {
     cache: Arc<Inner>,
     /// The slot's id in the cache's `lazy` map, which this image leaves when it ends.
     slot: u64,
@@ -153,46 +174,83 @@ impl ImageCache {
         source: Arc<dyn ChunkSource>,
         patience: Duration,
     ) -> Result<Base, CacheError> {
-        let (mut slot, setup) = {
-            let mut state = self.inner.lock_state();
-            if Inner::pin_locked(&mut state, &digest) {
-                return Ok(Base::Cached(Lease::new(self.inner.clone(), digest)));
-            }
-            match state.lazy.get(&digest) {
-                Some(slot) => (slot.image.clone(), None),
-                None => {
-                    let id = self.inner.next_id();
-                    let (tx, rx) = watch::channel(None);
-                    state.lazy.insert(
-                        digest,
-                        LazySlot {
-                            id,
-                            image: rx.clone(),
-                        },
-                    );
-                    (rx, Some((id, tx)))
+        loop {
+            let (mut slot, setup, made) = {
+                let mut state = self.inner.lock_state();
+                if Inner::pin_locked(&mut state, &digest) {
+                    return Ok(Base::Cached(Lease::new(self.inner.clone(), digest)));
+                }
+                match state.lazy.get(&digest) {
+                    Some(LazySlot::Making { image, .. }) => (Some(image.clone()), None, None),
+                    // Upgraded under the lock, looked at outside it: dropping the last
+                    // clone of an image takes the lock.
+                    Some(LazySlot::Made { id, image }) => {
+                        (None, None, Some((*id, image.upgrade())))
+                    }
+                    None => {
+                        let id = self.inner.next_id();
+                        let (tx, rx) = watch::channel(None);
+                        state.lazy.insert(
+                            digest,
+                            LazySlot::Making {
+                                id,
+                                image: rx.clone(),
+                            },
+                        );
+                        (Some(rx), Some((id, tx)), None)
+                    }
+                }
+            };
+            if let Some((id, image)) = made {
+                match image.map(|shared| LazyImage { shared }) {
+                    Some(image) if !image.has_failed() => return Ok(Base::Filling(image)),
+                    // Gone or failed: start afresh.
+                    _ => {
+                        remove_slot(&self.inner, &digest, id);
+                        continue;
+                    }
                 }
             }
-        };
-        if let Some((id, tx)) = setup {
-            // In a task of its own: a caller that gives up does not strand the others.
-            let inner = self.inner.clone();
-            tokio::spawn(async move {
-                let made = make(inner.clone(), id, digest, size, source, patience).await;
-                if made.is_err() {
-                    remove_slot(&inner, &digest, id);
-                }
-                tx.send_replace(Some(made));
-            });
-        }
-        let made = match slot.wait_for(Option::is_some).await {
-            Ok(made) => made.clone(),
-            Err(_) => None,
-        };
-        match made {
-            Some(Ok(image)) => Ok(Base::Filling(image)),
-            Some(Err(e)) => Err(e),
-            None => Err(CacheError::Aborted),
+            if let Some((id, tx)) = setup {
+                // In a task of its own: a caller that gives up does not strand the others.
+                let inner = self.inner.clone();
+                let source = source.clone();
+                tokio::spawn(async move {
+                    let made = make(inner.clone(), id, digest, size, source, patience).await;
+                    {
+                        let mut state = inner.lock_state();
+                        let ours = state.lazy.get(&digest).is_some_and(|s| s.id() == id);
+                        match &made {
+                            Ok(image) if ours => {
+                                state.lazy.insert(
+                                    digest,
+                                    LazySlot::Made {
+                                        id,
+                                        image: Arc::downgrade(&image.shared),
+                                    },
+                                );
+                            }
+                            Err(_) if ours => {
+                                state.lazy.remove(&digest);
+                            }
+                            _ => {}
+                        }
+                    }
+                    tx.send_replace(Some(made));
+                });
+            }
+            let Some(slot) = slot.as_mut() else {
+                continue;
+            };
+            let made = match slot.wait_for(Option::is_some).await {
+                Ok(made) => made.clone(),
+                Err(_) => None,
+            };
+            return match made {
+                Some(Ok(image)) => Ok(Base::Filling(image)),
+                Some(Err(e)) => Err(e),
+                None => Err(CacheError::Aborted),
+            };
         }
     }
 }
@@ -211,14 +269,14 @@ async fn make(
         let reservation = prepare.reserve(size)?;
         let (file, temp) = TempFile::create(&prepare, &digest)?;
         file.set_len(size)
-            .map_err(CacheError::io("size", &temp.path))?;
+            .map_err(CacheError::io("set the size of", &temp.path))?;
         Ok::<_, CacheError>((file, temp, reservation))
     })
     .await??;
     let list = with_patience(&digest, patience, || source.chunk_list(&digest)).await?;
     let expected = match list.chunk_size {
-        0 => None,
-        n => Some(size.div_ceil(n)),
+        MIN_CHUNK..=MAX_CHUNK => Some(size.div_ceil(list.chunk_size)),
+        _ => None,
     };
     if expected != Some(list.digests.len() as u64) {
         return Err(CacheError::BadChunkList {
@@ -295,7 +353,7 @@ where
 /// Takes the lazy slot `id` of `digest` out of the cache's map, if it is still there.
 fn remove_slot(inner: &Inner, digest: &Sha256Digest, id: u64) {
     let mut state = inner.lock_state();
-    if state.lazy.get(digest).is_some_and(|s| s.id == id) {
+    if state.lazy.get(digest).is_some_and(|s| s.id() == id) {
         state.lazy.remove(digest);
     }
 }
@@ -331,6 +389,17 @@ impl LazyImage {
         Ok(crate::CloneKind::Qcow2Overlay)
     }
 
+    /// Whether the image has failed.
+    fn has_failed(&self) -> bool {
+        matches!(*self.shared.state.borrow(), FillState::Failed(_))
+    }
+
+    /// Whether `other` is this very image (not merely one of the same digest: an image that
+    /// failed and the one filled again after it are two).
+    pub fn is(&self, other: &LazyImage) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Watches how the fill is doing (a node ends the instances of an image that failed).
     pub fn state(&self) -> watch::Receiver<FillState> {
         self.shared.state.subscribe()
@@ -351,8 +420,8 @@ impl LazyImage {
     }
 
     /// Reads `len` bytes at `offset`, fetching (and verifying) the chunks they cover that are
-    /// not here yet. It waits while the source is away, and fails only when the image has
-    /// failed; a range past the end is refused.
+    /// not here yet. It waits while the source is away; chunks already here are served even
+    /// once the image has failed, missing ones then fail. A range past the end is refused.
     pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, CacheError> {
         let shared = &self.shared;
         if offset.checked_add(len).is_none_or(|end| end > shared.size) {
@@ -361,9 +430,6 @@ impl LazyImage {
                 len,
                 size: shared.size,
             });
-        }
-        if let FillState::Failed(e) = &*shared.state.borrow() {
-            return Err(e.clone());
         }
         if len == 0 {
             return Ok(Bytes::new());
@@ -534,8 +600,9 @@ impl LazyImage {
             match running.join_next().await {
                 None => break,
                 Some(Ok(Ok(()))) => {}
-                // The chunk's task marked the image failed.
-                Some(Ok(Err(_))) => return,
+                // The chunk's task marked the image failed already (`fail` keeps the first
+                // cause), unless it died without an outcome.
+                Some(Ok(Err(e))) => return self.fail(e),
                 Some(Err(_)) => return self.fail(CacheError::Aborted),
             }
         }
@@ -593,7 +660,11 @@ impl LazyImage {
                 }
                 Inner::insert(&mut state, shared.digest, shared.size, 1);
                 lock(&shared.progress).published = true;
-                if state.lazy.get(&shared.digest).is_some_and(|s| s.id == shared.slot) {
+                if state
+                    .lazy
+                    .get(&shared.digest)
+                    .is_some_and(|s| s.id() == shared.slot)
+                {
                     state.lazy.remove(&shared.digest);
                 }
             }
@@ -620,8 +691,15 @@ async fn wait_chunk(
 impl Drop for Shared {
     fn drop(&mut self) {
         let published = lock(&self.progress).published;
+        let mut state = self.cache.lock_state();
         if published {
-            Inner::unpin(&mut self.cache.lock_state(), &self.digest);
+            Inner::unpin(&mut state, &self.digest);
+        } else if state
+            .lazy
+            .get(&self.digest)
+            .is_some_and(|s| s.id() == self.slot)
+        {
+            state.lazy.remove(&self.digest);
         }
         // The temp file (if never published) and the reservation go with their guards.
     }

@@ -3,8 +3,8 @@
 //!
 //! The server speaks the fixed newstyle handshake (`NBD_OPT_GO`, `NBD_OPT_INFO`,
 //! `NBD_OPT_EXPORT_NAME`, `NBD_OPT_LIST`, `NBD_OPT_ABORT`; every other option is refused as
-//! unsupported, so structured replies and TLS are never negotiated) and simple replies in
-//! transmission. Reads are answered from `LazyImage::read`, each in a task of its own so that
+//! unsupported, so structured replies and TLS are never negotiated; a malformed one as
+//! invalid) and simple replies in transmission. Reads are answered from `LazyImage::read`, each in a task of its own so that
 //! a read waiting for a chunk does not hold up reads of chunks already here; replies go back in
 //! the order they are ready, which NBD allows. Writes are refused (`EPERM`): the guest writes
 //! to its overlay, never to the base.
@@ -14,12 +14,13 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::{CacheError, LazyImage};
 
@@ -76,10 +77,18 @@ const SECTOR: u64 = 512;
 /// Replies queued for a connection's writer.
 const REPLY_QUEUE: usize = 64;
 
+/// Reads a connection may have in flight (each holds up to `MAX_REQUEST` bytes): more wait
+/// in the client's socket.
+const READS_IN_FLIGHT: usize = 32;
+
+/// How long a client may take over the handshake.
+const HANDSHAKE_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A lazily filled image served on a Unix socket for as long as this lives. Dropping it
-/// stops accepting and removes the socket; connections already made are served until their
-/// client leaves (a running guest keeps reading its base).
+/// removes the socket and stops the accepting task (at its next turn); connections already
+/// made are served until their client leaves (a running guest keeps reading its base).
 pub struct NbdExport {
+    image: LazyImage,
     accept: tokio::task::JoinHandle<()>,
     socket: PathBuf,
     name: String,
@@ -99,6 +108,7 @@ impl NbdExport {
         let name = image.digest().to_hex();
         let export = name.clone();
         let size = export_size(&image);
+        let served = image.clone();
         let accept = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
@@ -119,11 +129,17 @@ impl NbdExport {
             }
         });
         Ok(Self {
+            image: served,
             accept,
             socket: socket.to_owned(),
             name,
             size,
         })
+    }
+
+    /// The image it serves.
+    pub fn image(&self) -> &LazyImage {
+        &self.image
     }
 
     /// The socket's path.
@@ -160,7 +176,13 @@ async fn serve_connection(stream: UnixStream, image: &LazyImage, export: &str) -
     let (read, write) = stream.into_split();
     let mut read = BufReader::new(read);
     let mut write = BufWriter::new(write);
-    if !handshake(&mut read, &mut write, image, export).await? {
+    let agreed = tokio::time::timeout(
+        HANDSHAKE_TIME,
+        handshake(&mut read, &mut write, image, export),
+    )
+    .await
+    .map_err(|_| invalid("no export within the handshake time"))??;
+    if !agreed {
         return Ok(());
     }
     transmission(read, write, image).await
@@ -220,6 +242,7 @@ async fn handshake(
                 option_reply(write, option, REP_SERVER, &entry).await?;
                 option_reply(write, option, REP_ACK, &[]).await?;
             }
+            OPT_LIST => option_reply(write, option, REP_ERR_INVALID, &[]).await?,
             OPT_INFO | OPT_GO => match parse_info_request(&data) {
                 None => option_reply(write, option, REP_ERR_INVALID, &[]).await?,
                 Some((name, _)) if !known(name) => {
@@ -312,6 +335,7 @@ async fn serve_requests(
     replies: &mpsc::Sender<Reply>,
     image: &LazyImage,
 ) -> io::Result<()> {
+    let in_flight = Arc::new(Semaphore::new(READS_IN_FLIGHT));
     loop {
         if read.read_u32().await? != REQUEST_MAGIC {
             return Err(invalid("a request without the request magic"));
@@ -337,6 +361,11 @@ async fn serve_requests(
                 }
                 let image = image.clone();
                 let replies = replies.clone();
+                let permit = in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| io::Error::other("the read limit closed"))?;
                 tokio::spawn(async move {
                     let reply = match read_padded(&image, offset, u64::from(len)).await {
                         Ok(data) => Reply {
@@ -354,6 +383,7 @@ async fn serve_requests(
                         }
                     };
                     let _ = replies.send(reply).await;
+                    drop(permit);
                 });
             }
             CMD_WRITE => {

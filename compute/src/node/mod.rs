@@ -627,7 +627,13 @@ impl Node {
     fn export(&self, image: &LazyImage) -> Result<Arc<NbdExport>, CacheError> {
         let mut exports = lock(&self.inner.exports);
         exports.retain(|_, e| e.strong_count() > 0);
-        if let Some(export) = exports.get(&image.digest()).and_then(Weak::upgrade) {
+        // The export of this very image: one of the same digest may serve an image that
+        // failed, whose instances are still ending.
+        if let Some(export) = exports
+            .get(&image.digest())
+            .and_then(Weak::upgrade)
+            .filter(|e| e.image().is(image))
+        {
             return Ok(export);
         }
         let dir = self.inner.config.dir.join("nbd");
