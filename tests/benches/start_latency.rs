@@ -200,11 +200,29 @@ impl Bench {
     /// One instance of `emi` from RunInstances to its guest's ready marker, then terminated;
     /// prints its line.
     fn run_once(&self, label: &str, cache: &str, emi: &str) {
-        let sent = now_ms();
-        let body = self.ec2(
-            "RunInstances",
-            &[("ImageId", emi), ("MinCount", "1"), ("MaxCount", "1")],
-        );
+        // After a restart the cluster knows its node's room at its first poll: until then a
+        // run is refused for want of capacity, and asked again.
+        let asking = Instant::now();
+        let (sent, body) = loop {
+            let sent = now_ms();
+            match query_call(
+                &self.env["EC2_URL"],
+                "ec2",
+                "2015-10-01",
+                "RunInstances",
+                &[("ImageId", emi), ("MinCount", "1"), ("MaxCount", "1")],
+                &self.creds(),
+            ) {
+                Ok(body) => break (sent, body),
+                Err(e)
+                    if e.to_string().contains("InsufficientInstanceCapacity")
+                        && asking.elapsed() < Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("RunInstances: {e}"),
+            }
+        };
         let id = xml_text(&body, "instanceId").expect("an instance id");
         let dir = self.data_dir.join("node/instances").join(&id);
         let mut timings = None;
