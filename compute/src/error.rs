@@ -29,6 +29,16 @@ pub enum Error {
     /// libvirt knows no domain of this name.
     #[error("there is no domain {0}")]
     NoDomain(String),
+    /// QEMU's monitor refused a command or answered what the node did not expect.
+    #[error("QEMU's monitor of domain {domain} could not {action}: {message}")]
+    Monitor {
+        /// The domain.
+        domain: String,
+        /// What was asked, e.g. "open the cached image".
+        action: &'static str,
+        /// QEMU's error, or what was wrong with its answer.
+        message: String,
+    },
     /// An external program (genisoimage) could not run or exited with a failure.
     #[error("{program} failed ({status}): {stderr}")]
     Command {

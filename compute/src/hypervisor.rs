@@ -180,6 +180,100 @@ impl Hypervisor {
             .collect())
     }
 
+    /// Moves running domain `name`'s root disk (`virtio-disk0`, a qcow2 overlay) from the
+    /// backing it boots on, the node's NBD export of an image that was arriving, to `base`,
+    /// that image complete in the node's cache: QEMU opens the file and drops its NBD
+    /// connection, so that the guest no longer needs the node controller's process (a restart
+    /// of it would cut the connection). Done through QEMU's monitor, since libvirt has no call
+    /// for it (libvirt marks the domain "custom-monitor"): `blockdev-add` of the file read-only
+    /// as raw, `blockdev-reopen` of the root's qcow2 node onto it, `blockdev-del` of the NBD
+    /// nodes. The overlay's header keeps naming the export: nothing reopens a live instance's
+    /// overlay, and `change-backing-file` would record the overlay's own format (qcow2) as the
+    /// backing's, letting a raw image be probed.
+    pub fn back_root_with_file(&self, name: &str, base: &std::path::Path) -> Result<(), Error> {
+        let domain = self
+            .lookup(name)?
+            .ok_or_else(|| Error::NoDomain(name.to_owned()))?;
+        let monitor = |action: &'static str, command: serde_json::Value| {
+            let failed = |message: String| Error::Monitor {
+                domain: name.to_owned(),
+                action,
+                message,
+            };
+            let answer = domain
+                .qemu_monitor_command(&command.to_string(), 0)
+                .map_err(|e| failed(e.to_string()))?;
+            let answer: serde_json::Value =
+                serde_json::from_str(&answer).map_err(|e| failed(e.to_string()))?;
+            match answer.get("error") {
+                Some(error) => Err(failed(error["desc"].as_str().unwrap_or("").to_owned())),
+                None => Ok(answer["return"].clone()),
+            }
+        };
+        let blocks = monitor(
+            "list its disks",
+            serde_json::json!({"execute": "query-block"}),
+        )?;
+        let root = blocks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| {
+                b["qdev"]
+                    .as_str()
+                    .is_some_and(|q| q.contains("/virtio-disk0/"))
+            })
+            .and_then(|b| b["inserted"]["node-name"].as_str())
+            .map(str::to_owned);
+        // libvirt names a disk's nodes libvirt-N-format (the qcow2 layer) and
+        // libvirt-N-storage (its file).
+        let (format, storage) = match root.as_deref().and_then(|r| r.strip_suffix("-format")) {
+            Some(prefix) => (format!("{prefix}-format"), format!("{prefix}-storage")),
+            None => {
+                return Err(Error::Monitor {
+                    domain: name.to_owned(),
+                    action: "find the root disk's nodes",
+                    message: format!("its root disk is {root:?}"),
+                })
+            }
+        };
+        let nodes = monitor(
+            "list its block nodes",
+            serde_json::json!({"execute": "query-named-block-nodes", "arguments": {"flat": true}}),
+        )?;
+        // The NBD layers: the raw format node first, then the nbd protocol node under it.
+        let mut exported: Vec<(bool, String)> = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["file"].as_str().is_some_and(|f| f.starts_with("nbd")))
+            .filter_map(|n| Some((n["drv"] == "nbd", n["node-name"].as_str()?.to_owned())))
+            .collect();
+        exported.sort();
+        let cached = format!("koala-cached-{format}");
+        monitor(
+            "open the cached image",
+            serde_json::json!({"execute": "blockdev-add", "arguments": {
+                "node-name": cached, "driver": "raw", "read-only": true,
+                "file": {"driver": "file", "filename": base.to_string_lossy(), "read-only": true},
+            }}),
+        )?;
+        monitor(
+            "move the root disk onto the cached image",
+            serde_json::json!({"execute": "blockdev-reopen", "arguments": {"options": [{
+                "node-name": format, "driver": "qcow2", "file": storage,
+                "backing": cached, "read-only": false,
+            }]}}),
+        )?;
+        for (_, node) in exported {
+            monitor(
+                "close the NBD export",
+                serde_json::json!({"execute": "blockdev-del", "arguments": {"node-name": node}}),
+            )?;
+        }
+        Ok(())
+    }
+
     fn lookup(&self, name: &str) -> Result<Option<Domain>, Error> {
         match self.conn.lookup_domain_by_name(name) {
             Ok(domain) => Ok(Some(domain)),

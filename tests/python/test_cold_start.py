@@ -167,6 +167,18 @@ def test_a_2_gib_image_boots_as_it_arrives_and_survives_walrus_restarting(
     assert "base_fetched_bytes" not in node_record(node, second)["timings"]
     wait_markers(ec2, second, 1)
     assert ROOT_READ in console(ec2, second)
+
+    # The first guest's root was moved from the export to the cached file once complete: it
+    # no longer needs the node controller's process. The node crashes and starts again; the
+    # guest, rebooted, mounts its root once more.
+    assert eventually(lambda: not any("nbd" in n["file"] for n in qemu_nodes(first)) or None,
+                      timeout=30)
+    assert cached in {n["file"] for n in qemu_nodes(first)}
+    node.kill()
+    node.spawn()
+    ec2.reboot_instances(InstanceIds=[first])
+    wait_markers(ec2, first, 2)
+    assert console(ec2, first).count(ROOT_READ) == 2
     ec2.terminate_instances(InstanceIds=[first, second])
     wait_state(ec2, [first, second], {"terminated"}, timeout=60)
     assert not domains() & {first, second}
@@ -200,6 +212,14 @@ def test_a_damaged_chunk_never_reaches_the_guest_and_ends_the_instance(apart, gu
     # Nothing of the image is kept on the node (its temp file goes with its last user).
     assert sha not in cached_images_of(node)
     assert eventually(lambda: os.listdir(os.path.join(node_cache(node), "tmp")) == [] or None)
+
+
+def qemu_nodes(instance_id):
+    """The block nodes of the instance's QEMU, as its monitor lists them."""
+    out = subprocess.run(["virsh", "-c", "qemu:///system", "qemu-monitor-command", instance_id,
+                          '{"execute":"query-named-block-nodes","arguments":{"flat":true}}'],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return json.loads(out)["return"]
 
 
 def eventually(probe, timeout=10):

@@ -663,8 +663,10 @@ impl Node {
         Ok(export)
     }
 
-    /// Ends instance `id` if the image it boots from as it arrives fails (a chunk damaged on
-    /// Walrus, or Walrus away past the start timeout): its guest reads no more of it.
+    /// Follows the image instance `id` boots from as it arrives: if it fails (a chunk damaged
+    /// on Walrus, or Walrus away past the start timeout) the instance ends, its guest reading
+    /// no more of it; once it is complete and the guest runs, the guest's root moves from the
+    /// export to the cached file, so that the guest no longer needs this process.
     fn watch_lazy_root(&self, id: &str, image: &LazyImage) {
         let mut state = image.state();
         let node = self.clone();
@@ -672,30 +674,75 @@ impl Node {
         let image_id = self
             .with_instance(&id, |i| i.record.order.image.id.clone())
             .unwrap_or_default();
+        let digest = image.digest();
         tokio::spawn(async move {
             let end = state
                 .wait_for(|s| !matches!(s, FillState::Filling { .. }))
                 .await
                 .map(|s| s.clone());
-            let Ok(FillState::Failed(e)) = end else {
-                return;
-            };
-            let live = node
-                .with_instance(&id, |i| {
-                    matches!(
-                        i.record.state,
-                        InstanceState::Pending | InstanceState::Running
-                    )
-                })
-                .unwrap_or(false);
-            if live {
-                let reason = StateReason::server_error(format!(
-                    "image {image_id}: {}",
-                    crate::error_chain(&e)
-                ));
-                node.end(&id, reason).await;
+            let instance_state = || node.with_instance(&id, |i| i.record.state);
+            match end {
+                Ok(FillState::Failed(e)) => {
+                    if matches!(
+                        instance_state(),
+                        Some(InstanceState::Pending | InstanceState::Running)
+                    ) {
+                        let reason = StateReason::server_error(format!(
+                            "image {image_id}: {}",
+                            crate::error_chain(&e)
+                        ));
+                        node.end(&id, reason).await;
+                    }
+                }
+                Ok(FillState::Complete) => {
+                    while instance_state() == Some(InstanceState::Pending) {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    if instance_state() == Some(InstanceState::Running) {
+                        node.back_root_with_cache(&id, digest).await;
+                    }
+                }
+                _ => {}
             }
         });
+    }
+
+    /// Moves running instance `id`'s root from the export of its image to the image's cached
+    /// file, and holds the image by a lease instead of the export. A failure is logged: the
+    /// guest keeps reading through the export, which serves the cached file as long as this
+    /// process runs.
+    async fn back_root_with_cache(&self, id: &str, digest: Sha256Digest) {
+        let lease = match self.inner.cache.pin(&digest) {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::warn!(instance = %id, "cannot hold the cached image: {}", crate::error_chain(&e));
+                return;
+            }
+        };
+        let node = self.clone();
+        let name = id.to_owned();
+        let path = lease.path();
+        let moved = tokio::task::spawn_blocking(move || {
+            node.inner.hypervisor.back_root_with_file(&name, &path)
+        })
+        .await;
+        match moved {
+            Ok(Ok(())) => {
+                let replaced = self.update(id, |i| match i.leases.first_mut() {
+                    Some(hold @ Hold::Lazy { .. }) => {
+                        Some(std::mem::replace(hold, Hold::Lease(lease)))
+                    }
+                    _ => None,
+                });
+                tracing::info!(instance = %id, image = %digest, "the guest's root now reads the cached image");
+                // The export goes with its last instance (outside the instances' lock).
+                drop(replaced);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(instance = %id, "the guest's root stays on the export: {}", crate::error_chain(&e))
+            }
+            Err(e) => tracing::warn!(instance = %id, "the task moving the root failed: {e}"),
+        }
     }
 
     /// Clones the root image into the instance's folder (an overlay on its NBD export if it
