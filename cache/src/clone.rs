@@ -53,11 +53,7 @@ pub(crate) fn clone_image(base: &Path, dest: &Path) -> Result<CloneKind, CacheEr
     }
     drop(disk);
     // qemu-img rewrites the empty file made above, which keeps its 0600 mode.
-    create_overlay(base.as_os_str(), None, dest).inspect_err(|_| {
-        if let Err(e) = std::fs::remove_file(dest) {
-            tracing::warn!(path = %dest.display(), error = %e, "could not remove a failed overlay");
-        }
-    })?;
+    create_overlay(base.as_os_str(), None, dest)?;
     Ok(CloneKind::Qcow2Overlay)
 }
 
@@ -65,7 +61,21 @@ pub(crate) fn clone_image(base: &Path, dest: &Path) -> Result<CloneKind, CacheEr
 /// given, for a base qemu-img should not open: an NBD export served by this process). The
 /// backing format is given so that qemu never probes it: a raw image whose first bytes looked
 /// like a qcow2 header would otherwise let a guest make the host open files of its choosing.
+/// `dest` is the empty private file the caller made; it is removed if this fails.
 fn create_overlay(
+    base: &std::ffi::OsStr,
+    size: Option<u64>,
+    dest: &Path,
+) -> Result<(), CacheError> {
+    run_qemu_img_create(base, size, dest).inspect_err(|_| {
+        if let Err(e) = std::fs::remove_file(dest) {
+            tracing::warn!(path = %dest.display(), error = %e, "could not remove a failed overlay");
+        }
+    })
+}
+
+/// The qemu-img run of `create_overlay`, and the flush of what it wrote.
+fn run_qemu_img_create(
     base: &std::ffi::OsStr,
     size: Option<u64>,
     dest: &Path,
@@ -100,11 +110,7 @@ pub(crate) fn overlay_on_export(
     dest: &Path,
 ) -> Result<(), CacheError> {
     drop(create_new_private(dest)?);
-    create_overlay(backing_uri.as_ref(), Some(size), dest).inspect_err(|_| {
-        if let Err(e) = std::fs::remove_file(dest) {
-            tracing::warn!(path = %dest.display(), error = %e, "could not remove a failed overlay");
-        }
-    })
+    create_overlay(backing_uri.as_ref(), Some(size), dest)
 }
 
 /// Creates an ephemeral (or swap) disk of `size_bytes` as a sparse raw file: it takes no

@@ -448,13 +448,14 @@ impl LazyImage {
                 .shared
                 .file
                 .read_exact_at(&mut buf, offset)
-                .map_err(CacheError::io("read", &image.temp_path()))?;
+                .map_err(|e| CacheError::io("read", &image.temp_path())(e))?;
             Ok(Bytes::from(buf))
         })
         .await?
     }
 
-    /// The temp file's path, for error messages.
+    /// The temp file's path, for error messages (asked only when one is made: it takes a
+    /// lock, and reads are the hot path).
     fn temp_path(&self) -> std::path::PathBuf {
         lock(&self.shared.temp).path.clone()
     }
@@ -538,7 +539,7 @@ impl LazyImage {
                     .shared
                     .file
                     .write_all_at(&bytes, offset)
-                    .map_err(CacheError::io("write", &image.temp_path()))?;
+                    .map_err(|e| CacheError::io("write", &image.temp_path())(e))?;
                 Ok::<_, CacheError>(true)
             })
             .await??;

@@ -60,6 +60,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The image cache failed (serving an image being filled to QEMU).
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
     /// QEMU's user is not in the password database.
     #[error("there is no user {0} on this host for QEMU to run as")]
     NoSuchUser(String),

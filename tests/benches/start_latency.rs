@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use euca2ools::client::{query_call, xml_text, EnvCredentials};
+use euca2ools::client::{query_call, xml_text, ClientError, EnvCredentials};
 use tests::{koala_bin, Cloud};
 
 fn main() {
@@ -115,6 +115,11 @@ impl Bench {
     }
 
     fn ec2(&self, action: &str, params: &[(&str, &str)]) -> String {
+        self.try_ec2(action, params)
+            .unwrap_or_else(|e| panic!("{action}: {e}"))
+    }
+
+    fn try_ec2(&self, action: &str, params: &[(&str, &str)]) -> Result<String, ClientError> {
         query_call(
             &self.env["EC2_URL"],
             "ec2",
@@ -123,7 +128,6 @@ impl Bench {
             params,
             &self.creds(),
         )
-        .unwrap_or_else(|e| panic!("{action}: {e}"))
     }
 
     fn tool(&self, name: &str, args: &[&str]) -> String {
@@ -205,13 +209,9 @@ impl Bench {
         let asking = Instant::now();
         let (sent, body) = loop {
             let sent = now_ms();
-            match query_call(
-                &self.env["EC2_URL"],
-                "ec2",
-                "2015-10-01",
+            match self.try_ec2(
                 "RunInstances",
                 &[("ImageId", emi), ("MinCount", "1"), ("MaxCount", "1")],
-                &self.creds(),
             ) {
                 Ok(body) => break (sent, body),
                 Err(e)

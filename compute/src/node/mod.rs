@@ -624,7 +624,7 @@ impl Node {
 
     /// The node's NBD export of an image being filled: the one already serving it, or a new
     /// one on a socket QEMU's user may connect to.
-    fn export(&self, image: &LazyImage) -> Result<Arc<NbdExport>, CacheError> {
+    fn export(&self, image: &LazyImage) -> Result<Arc<NbdExport>, crate::Error> {
         let mut exports = lock(&self.inner.exports);
         exports.retain(|_, e| e.strong_count() > 0);
         // The export of this very image: one of the same digest may serve an image that
@@ -637,11 +637,7 @@ impl Node {
             return Ok(export);
         }
         let dir = self.inner.config.dir.join("nbd");
-        std::fs::create_dir_all(&dir).map_err(|e| CacheError::Io {
-            action: "create the folder",
-            path: dir.clone(),
-            source: Arc::new(e),
-        })?;
+        std::fs::create_dir_all(&dir).map_err(crate::Error::io("create the folder", &dir))?;
         // Short names: a Unix socket's path must fit in 108 bytes.
         let n = self
             .inner
@@ -650,15 +646,7 @@ impl Node {
         let hex = image.digest().to_hex();
         let socket = dir.join(format!("{}-{n}.sock", &hex[..16]));
         let export = Arc::new(NbdExport::serve(image.clone(), &socket)?);
-        self.inner
-            .config
-            .qemu_user
-            .give(&socket)
-            .map_err(|e| CacheError::Io {
-                action: "give QEMU's user",
-                path: socket.clone(),
-                source: Arc::new(std::io::Error::other(crate::error_chain(&e))),
-            })?;
+        self.inner.config.qemu_user.give(&socket)?;
         exports.insert(image.digest(), Arc::downgrade(&export));
         Ok(export)
     }
