@@ -1,12 +1,13 @@
 //! The cloud controller's state: images, key pairs, security groups, addresses, tags and
-//! cloud properties, in RocksDB, written synced so that an answered request survives a crash.
+//! cloud properties, in RocksDB or the cloud's PostgreSQL database, written synced so that an
+//! answered request survives a crash.
 //!
 //! Every record kind is a [`Record`] with its own key prefix; values are JSON with a format
 //! version, migrated on read when a kind changes (the `records` crate). Check-then-write
 //! sequences (a name must be free, an address unallocated) run under
-//! [`CloudState::exclusive`], so two concurrent requests cannot both win. This is the one file
-//! that knows the storage engine: a PostgreSQL state store for HA would replace it behind the
-//! same methods.
+//! [`CloudState::exclusive`], so two concurrent requests cannot both win. The engine is the
+//! `records` crate's [`Db`]: RocksDB by default, PostgreSQL when cloud controllers share one
+//! database (one of them leading, its writes fenced by its term).
 
 use std::path::Path;
 use std::sync::{Arc, MutexGuard};
@@ -28,7 +29,7 @@ pub trait Record: Versioned {
 /// Why the state store failed. Always the cloud's fault, never the caller's.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// RocksDB failed, or its folder could not be created.
+    /// The database failed (RocksDB, its folder, PostgreSQL), or this CLC no longer leads.
     #[error("the cloud state store failed")]
     Db(#[source] RecordError),
     /// A record does not decode: damaged, or written by a newer Koala.
@@ -39,7 +40,10 @@ pub enum StateError {
 impl From<RecordError> for StateError {
     fn from(err: RecordError) -> StateError {
         match err {
-            RecordError::Db(_) | RecordError::Io { .. } => StateError::Db(err),
+            RecordError::Db(_)
+            | RecordError::Io { .. }
+            | RecordError::Database(_)
+            | RecordError::NotLeader => StateError::Db(err),
             RecordError::Encode(_) | RecordError::Malformed { .. } | RecordError::Newer { .. } => {
                 StateError::Corrupt(err)
             }
@@ -83,9 +87,12 @@ impl Batch {
 impl CloudState {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<CloudState, StateError> {
-        Ok(CloudState {
-            db: Arc::new(Db::open(dir)?),
-        })
+        Ok(CloudState::in_db(Db::open(dir)?))
+    }
+
+    /// The store kept in `db` (the cloud's PostgreSQL database).
+    pub fn in_db(db: Db) -> CloudState {
+        CloudState { db: Arc::new(db) }
     }
 
     /// Holds off every other check-then-write while the guard lives.

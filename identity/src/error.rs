@@ -146,6 +146,9 @@ impl From<records::RecordError> for IdentityError {
     fn from(e: records::RecordError) -> Self {
         match e {
             records::RecordError::Db(e) => IdentityError::Storage(Box::new(e)),
+            e @ (records::RecordError::Database(_) | records::RecordError::NotLeader) => {
+                IdentityError::Storage(Box::new(e))
+            }
             e => IdentityError::Corrupt(Box::new(e)),
         }
     }

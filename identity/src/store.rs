@@ -47,7 +47,7 @@ struct Inner {
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity")
-            .field("path", &self.inner.db.path())
+            .field("db", &self.inner.db.location())
             .finish_non_exhaustive()
     }
 }
@@ -233,23 +233,26 @@ impl Identity {
     /// Opens (creating if needed) the store in `dir`, without a CA: it verifies requests and
     /// manages keys but issues no certificates (a Walrus alone, tests).
     pub fn open(dir: &Path) -> Result<Identity, IdentityError> {
-        Identity::open_inner(dir, None)
+        Ok(Identity::open_inner(Db::open(dir)?, None))
     }
 
     /// Opens the store in `dir` with the cloud CA kept in `keys_dir`, creating the CA on first
     /// start (slow: RSA key generation). Returns whether the CA was just created.
     pub fn open_with_ca(dir: &Path, keys_dir: &Path) -> Result<(Identity, bool), IdentityError> {
-        let (ca, created) = CloudCa::open_or_create(keys_dir)?;
-        Ok((Identity::open_inner(dir, Some(ca))?, created))
+        Identity::in_db_with_ca(Db::open(dir)?, keys_dir)
     }
 
-    fn open_inner(dir: &Path, ca: Option<CloudCa>) -> Result<Identity, IdentityError> {
-        Ok(Identity {
-            inner: Arc::new(Inner {
-                db: Db::open(dir)?,
-                ca,
-            }),
-        })
+    /// The store kept in `db` (the cloud's PostgreSQL database, for cloud controllers that
+    /// share it), with the cloud CA kept in `keys_dir` as [`Identity::open_with_ca`] does.
+    pub fn in_db_with_ca(db: Db, keys_dir: &Path) -> Result<(Identity, bool), IdentityError> {
+        let (ca, created) = CloudCa::open_or_create(keys_dir)?;
+        Ok((Identity::open_inner(db, Some(ca)), created))
+    }
+
+    fn open_inner(db: Db, ca: Option<CloudCa>) -> Identity {
+        Identity {
+            inner: Arc::new(Inner { db, ca }),
+        }
     }
 
     /// Creates account `eucalyptus` with user `admin` and an access key on first call;

@@ -53,6 +53,9 @@ pub struct FileConfig {
     /// Walrus on this host.
     #[serde(default)]
     pub walrus: WalrusSettings,
+    /// The cloud controller's store.
+    #[serde(default)]
+    pub cloud: CloudControllerSettings,
     /// The web console.
     #[serde(default)]
     pub console: ConsoleSettings,
@@ -131,6 +134,17 @@ pub struct MailConfig {
     pub smtp: Option<String>,
     /// The sender [default: koala@HOST].
     pub from: Option<String>,
+}
+
+/// `[cloud]`: where the cloud controller keeps its records.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudControllerSettings {
+    /// A PostgreSQL database (`postgresql://USER@HOST/DB` or libpq's `host=… dbname=…`)
+    /// holding the CLC's records and accounts instead of DATA_DIR/clc and DATA_DIR/identity,
+    /// so that cloud controllers on several hosts share them: one leads, the others wait to
+    /// take over [default: none, RocksDB in the data dir]. Read by the CLC's roles only.
+    pub database: Option<String>,
 }
 
 /// `[walrus]`: Walrus on this host.
@@ -245,6 +259,8 @@ pub struct Config {
     pub limits: crate::serve::Limits,
     /// Walrus' settings.
     pub walrus: WalrusSettings,
+    /// The CLC's PostgreSQL database, if it keeps its records there.
+    pub database: Option<String>,
     /// The guest network's address plan, checked.
     pub network: Option<network::Layout>,
     /// The `[network]` table as written: the interfaces and servers the CC and NC use.
@@ -410,6 +426,7 @@ impl Config {
             plain_http: file.tls.plain_http.unwrap_or(true),
             limits: file.limits.resolve(),
             walrus: file.walrus,
+            database: file.cloud.database,
             network,
             network_settings: file.network,
             metadata_listen,
@@ -544,6 +561,12 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 [mail]
 # smtp = "localhost:25"
 # from = "Koala <koala@cloud.example.com>"
+
+# The cloud controller's records and accounts: in DATA_DIR (RocksDB) unless a PostgreSQL
+# database is named; cloud controllers on several hosts naming one database share the cloud,
+# one leading and the others waiting to take over (give each a copy of DATA_DIR/keys/).
+[cloud]
+# database = "postgresql://koala@db.example.com/koala"
 
 # Walrus on this host.
 [walrus]

@@ -85,6 +85,13 @@ pub enum ServerError {
         #[source]
         source: rpc::RpcError,
     },
+    /// The cloud's PostgreSQL database could not be reached or led.
+    #[error("cannot use the cloud's database")]
+    Database(#[source] records::RecordError),
+    /// This cloud controller's leadership ended (its database session was lost); another
+    /// takes over, and this process stops rather than act beside it.
+    #[error("this cloud controller lost the leadership of the cloud; stopping")]
+    LostLeadership,
     /// The web console could not start.
     #[error("cannot start the web console")]
     Console(#[source] console::ConsoleError),
@@ -121,12 +128,24 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
     if !config_file.exists() {
         std::fs::write(&config_file, DEFAULT_FILE).map_err(io(&config_file))?;
     }
+    // A CLC sharing the cloud's database waits here until it leads.
+    let leads_cloud = matches!(roles, Roles::All | Roles::Cloud { .. });
+    let (database, leadership) = match (&config.database, leads_cloud) {
+        (Some(url), true) => {
+            let (database, leadership) = lead_cloud(&config, url).await?;
+            (Some(database), Some(leadership))
+        }
+        _ => (None, None),
+    };
     // Nothing is served yet: the blocking work of first start (RSA key generation for the
     // cloud CA and the admin's certificate) holds up no request.
-    let (identity, ca_created) = Identity::open_with_ca(
-        &config.data_dir.join("identity"),
-        &config.data_dir.join("keys"),
-    )
+    let keys_dir = config.data_dir.join("keys");
+    let (identity, ca_created) = match &database {
+        Some(database) => {
+            Identity::in_db_with_ca(records::Db::on_postgres(database, "identity"), &keys_dir)
+        }
+        None => Identity::open_with_ca(&config.data_dir.join("identity"), &keys_dir),
+    }
     .map_err(ServerError::Identity)?;
     if ca_created {
         crate::say!(
@@ -180,8 +199,11 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                 roles::component_key(&identity, &config, ComponentKind::CloudController, "clc")?;
             // The CLC's store first: a [network] table that would strand the addresses of
             // running instances stops the daemon before any CC applies it.
-            let state = CloudState::open(&config.data_dir.join("clc"))
-                .map_err(|e| ServerError::CloudState(e.into()))?;
+            let state = match &database {
+                Some(database) => CloudState::in_db(records::Db::on_postgres(database, "clc")),
+                None => CloudState::open(&config.data_dir.join("clc"))
+                    .map_err(|e| ServerError::CloudState(e.into()))?,
+            };
             adopt_network(&config, &state)?;
             // `koala up`'s own CC is always where it runs; `koala cloud`'s is where it is
             // told, else where it was registered.
@@ -281,8 +303,53 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         },
         limits: config.limits,
     };
-    serve::serve(listener, port, app, shutdown_signal()).await;
+    match leadership {
+        None => serve::serve(listener, port, app, shutdown_signal()).await,
+        Some(leadership) => {
+            let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+            let until = async move {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    () = leadership.lost() => { let _ = lost_tx.send(()); }
+                }
+            };
+            serve::serve(listener, port, app, until).await;
+            if lost_rx.await.is_ok() {
+                return Err(ServerError::LostLeadership);
+            }
+        }
+    }
     Ok(())
+}
+
+/// Connects to the cloud's database and waits until this CLC leads the cloud (saying so when
+/// another leads): the database, every write of this process fenced by its term, and the
+/// leadership, whose loss stops the process.
+async fn lead_cloud(
+    config: &Config,
+    url: &str,
+) -> Result<(records::Postgres, records::Leadership), ServerError> {
+    let url = url.to_owned();
+    let database = tokio::task::spawn_blocking(move || records::Postgres::connect(&url))
+        .await
+        .map_err(|e| ServerError::Database(records::RecordError::Database(Box::new(e))))?
+        .map_err(ServerError::Database)?;
+    let holder = format!("{} ({})", crate::config::host_name(), config.listen);
+    let name = database.name().to_owned();
+    let leadership = database
+        .lead(&holder, || {
+            crate::say!(
+                "Another cloud controller leads the cloud in {name}; this one waits to take over"
+            );
+        })
+        .await
+        .map_err(ServerError::Database)?;
+    crate::say!(
+        "This cloud controller leads the cloud in {} (term {})",
+        database.name(),
+        leadership.term
+    );
+    Ok((database, leadership))
 }
 
 /// Records the `[network]` layout in force in the CLC's state, or refuses to start under one

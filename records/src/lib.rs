@@ -12,8 +12,17 @@
 //! small database of string keys, prefix scans, atomic batches written with a synced WAL so
 //! that an answered request survives a crash, and the lock for check-then-write sequences.
 //!
-//! Kept to RocksDB, serde and serde_json so that a crate may depend on it only where it
-//! already links RocksDB (the identity crate's `store` feature).
+//! A [`Db`] lives in RocksDB, or, for a cloud controller that must survive its host, in
+//! PostgreSQL (the `postgres` feature, [`Postgres`]): the same keys, records and batches.
+//!
+//! Kept to RocksDB, serde and serde_json (and the PostgreSQL driver behind its feature) so
+//! that a crate may depend on it only where it already links RocksDB (the identity crate's
+//! `store` feature).
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::{Leadership, Postgres};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -63,6 +72,12 @@ pub enum RecordError {
     /// RocksDB failed.
     #[error(transparent)]
     Db(#[from] rocksdb::Error),
+    /// The database server (PostgreSQL) failed or could not be reached.
+    #[error("the database failed")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// This process no longer leads the cloud: another took over, and its writes are refused.
+    #[error("this cloud controller no longer leads: another has taken over")]
+    NotLeader,
     /// The database's folder could not be created.
     #[error("cannot create {}", path.display())]
     Io {
@@ -261,12 +276,21 @@ fn decode_all<T: Versioned>(
         .collect()
 }
 
-/// A small database of records under string keys in one column family: the account store
-/// and the cloud state, each a few thousand records of a few hundred bytes.
+/// A small database of records under string keys: the account store and the cloud state,
+/// each a few thousand records of a few hundred bytes.
 pub struct Db {
-    db: DB,
+    engine: Engine,
     /// Serializes check-then-write sequences (a name must be free, a quota not reached).
     writes: Mutex<()>,
+}
+
+/// Where a [`Db`]'s records live.
+enum Engine {
+    /// A RocksDB database of its own.
+    Rocks(DB),
+    /// One store (its name) of the cloud's PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Postgres(Postgres, String),
 }
 
 impl Db {
@@ -281,14 +305,28 @@ impl Db {
         // Records of a few hundred bytes: compression would only add a library dependency.
         opts.set_compression_type(DBCompressionType::None);
         Ok(Db {
-            db: DB::open(&opts, dir)?,
+            engine: Engine::Rocks(DB::open(&opts, dir)?),
             writes: Mutex::new(()),
         })
     }
 
+    /// The records of `store` (a name of the caller's, such as `clc`) in the cloud's
+    /// PostgreSQL database. Writes are fenced by `postgres`' leadership once it leads.
+    #[cfg(feature = "postgres")]
+    pub fn on_postgres(postgres: &Postgres, store: &str) -> Db {
+        Db {
+            engine: Engine::Postgres(postgres.clone(), store.to_owned()),
+            writes: Mutex::new(()),
+        }
+    }
+
     /// Where the database is, for diagnostics.
-    pub fn path(&self) -> &Path {
-        self.db.path()
+    pub fn location(&self) -> String {
+        match &self.engine {
+            Engine::Rocks(db) => db.path().display().to_string(),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(postgres, store) => format!("{} (store {store})", postgres.name()),
+        }
     }
 
     /// Holds off every other check-then-write sequence while the guard lives.
@@ -301,39 +339,99 @@ impl Db {
 
     /// The record stored under `key`, if any.
     pub fn get<T: Versioned>(&self, key: &str) -> Result<Option<T>, RecordError> {
-        match self.db.get(key.as_bytes())? {
-            Some(bytes) => Ok(Some(decode(key, &bytes)?)),
-            None => Ok(None),
+        match &self.engine {
+            Engine::Rocks(db) => match db.get(key.as_bytes())? {
+                Some(bytes) => Ok(Some(decode(key, &bytes)?)),
+                None => Ok(None),
+            },
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(postgres, store) => match postgres.get(store, key)? {
+                Some(text) => Ok(Some(decode(key, text.as_bytes())?)),
+                None => Ok(None),
+            },
         }
     }
 
     /// Whether anything is stored under `key`, without decoding it.
     pub fn contains(&self, key: &str) -> Result<bool, RecordError> {
-        Ok(self.db.get_pinned(key.as_bytes())?.is_some())
+        match &self.engine {
+            Engine::Rocks(db) => Ok(db.get_pinned(key.as_bytes())?.is_some()),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(postgres, store) => Ok(postgres.get(store, key)?.is_some()),
+        }
     }
 
     /// Every record whose key starts with `prefix`, in key order, with its whole key.
     pub fn scan<T: Versioned>(&self, prefix: &str) -> Result<Vec<(String, T)>, RecordError> {
-        decode_all(prefixed(&self.db, None, prefix.as_bytes()))
+        match &self.engine {
+            Engine::Rocks(db) => decode_all(prefixed(db, None, prefix.as_bytes())),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(postgres, store) => postgres
+                .scan(store, prefix, false)?
+                .into_iter()
+                .map(|(key, text)| {
+                    let record = decode(&key, text.as_bytes())?;
+                    Ok((key, record))
+                })
+                .collect(),
+        }
     }
 
     /// The keys starting with `prefix`, in order, without what follows the prefix: for
     /// indexes, whose keys say it all.
     pub fn keys_after(&self, prefix: &str) -> Result<Vec<String>, RecordError> {
-        prefixed(&self.db, None, prefix.as_bytes())
-            .map(|item| {
-                let (key, _) = item?;
-                Ok(String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
-            })
-            .collect()
+        match &self.engine {
+            Engine::Rocks(db) => prefixed(db, None, prefix.as_bytes())
+                .map(|item| {
+                    let (key, _) = item?;
+                    Ok(String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
+                })
+                .collect(),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(postgres, store) => Ok(postgres
+                .scan(store, prefix, true)?
+                .into_iter()
+                // Every key found starts with the prefix (LIKE with its characters escaped).
+                .map(|(key, _)| key[prefix.len()..].to_owned())
+                .collect()),
+        }
     }
 
-    /// Applies a batch atomically, synced.
+    /// Applies a batch atomically, synced (PostgreSQL: one committed transaction).
     pub fn write(&self, batch: Batch) -> Result<(), RecordError> {
         if let Some(err) = batch.error {
             return Err(err);
         }
-        self.db.write_opt(batch.batch, &sync_writes())?;
+        match &self.engine {
+            Engine::Rocks(db) => {
+                let mut writes = WriteBatch::default();
+                for (key, value) in batch.changes {
+                    match value {
+                        Some(bytes) => writes.put(key.as_bytes(), bytes),
+                        None => writes.delete(key.as_bytes()),
+                    }
+                }
+                db.write_opt(writes, &sync_writes())?;
+            }
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(postgres, store) => {
+                let changes = batch
+                    .changes
+                    .into_iter()
+                    .map(|(key, value)| match value {
+                        Some(bytes) => String::from_utf8(bytes)
+                            .map(|text| postgres::Change::Put(key, text))
+                            .map_err(|_| {
+                                RecordError::Encode(serde_json::Error::custom(
+                                    "a record for PostgreSQL is not JSON text",
+                                ))
+                            }),
+                        None => Ok(postgres::Change::Delete(key)),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                postgres.write(store, changes)?;
+            }
+        }
         Ok(())
     }
 }
@@ -342,7 +440,8 @@ impl Db {
 /// record and its indexes never disagree.
 #[derive(Default)]
 pub struct Batch {
-    batch: WriteBatch,
+    /// Each key with its encoded record, or `None` to remove it, in the order given.
+    changes: Vec<(String, Option<Vec<u8>>)>,
     /// The first record that did not encode; [`Db::write`] then writes nothing.
     error: Option<RecordError>,
 }
@@ -356,7 +455,7 @@ impl Batch {
     /// Stores `record` under `key`.
     pub fn put<T: Versioned>(&mut self, key: &str, record: &T) {
         match encode(record) {
-            Ok(bytes) => self.batch.put(key.as_bytes(), bytes),
+            Ok(bytes) => self.changes.push((key.to_owned(), Some(bytes))),
             Err(e) => {
                 self.error.get_or_insert(e);
             }
@@ -365,7 +464,7 @@ impl Batch {
 
     /// Removes `key`.
     pub fn delete(&mut self, key: &str) {
-        self.batch.delete(key.as_bytes());
+        self.changes.push((key.to_owned(), None));
     }
 }
 

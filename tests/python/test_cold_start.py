@@ -14,9 +14,8 @@ import time
 import pytest
 
 from conftest import Cloud, free_port, make_client, make_ec2
-from test_ec2_images import TOOLS
 from test_instances import guest  # noqa: F401 - the test guest fixture
-from test_instances import (Role, console, domains, register_guest, sha256_file,
+from test_instances import (Apart, console, domains, register_guest, sha256_file,
                             wait_markers, wait_state)
 
 GIB = 1 << 30
@@ -27,28 +26,15 @@ ROOT_READ = "koala-guest: root disk koala-test-root"
 @pytest.fixture(scope="module")
 def apart():
     """A cloud with its roles as separate processes: (cloud, node role, walrus role)."""
-    port, walrus_port, node_port = free_port(), free_port(), free_port()
+    port, walrus_port = free_port(), free_port()
     walrus_url = f"http://127.0.0.1:{walrus_port}/services/Walrus"
     cloud_dir = tempfile.mkdtemp(prefix="koala-e2e-cold-")
     c = Cloud(cloud_dir, port=port)
-    roles = []
+    roles = None
     try:
         c.start(command="cloud", args=["--walrus-url", walrus_url])
-        env = c.admin_env()
-        cloud_url = c.root_url.replace("http://", "https://")
-        roles.append(Role(["cluster", "--cloud-url", cloud_url], port + 1, env))
-        node = Role(["node", "--cloud-url", cloud_url, "--walrus-url", walrus_url], node_port,
-                    env, '[node]\nhost = "cold"\ncores = 2\n')
-        roles.append(node)
-        key = os.path.join("keys", "cloud-pk.pem")
-        walrus = Role(["walrus", "--cloud-url", cloud_url], walrus_port, env,
-                      files={key: os.path.join(cloud_dir, key)})
-        roles.append(walrus)
-        out = subprocess.run([os.path.join(TOOLS, "euca_conf"), "--register-nodes",
-                              f"127.0.0.1:{node_port}", "--cluster-url",
-                              f"http://127.0.0.1:{port + 1}"], env=env, capture_output=True,
-                             text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
+        roles = Apart(c, walrus_port, '[node]\nhost = "cold"\ncores = 2\n')
+        node, walrus = roles.node, roles.walrus
         yield c, node, walrus
     finally:
         ec2 = make_ec2(c, c.access_key, c.secret_key)
@@ -60,8 +46,8 @@ def apart():
                 wait_state(ec2, live, {"terminated"}, timeout=60)
         except Exception:  # the roles are stopped below whatever happened
             pass
-        for r in roles:
-            r.stop()
+        if roles is not None:
+            roles.stop()
         c.stop()
         if os.environ.get("KOALA_KEEP_DATA") is None:
             shutil.rmtree(cloud_dir, ignore_errors=True)

@@ -607,6 +607,36 @@ class Role:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+class Apart:
+    """The roles of a cloud whose CLC `c` already runs (`koala cloud --walrus-url` of
+    `walrus_port`): its cluster (on `c`'s port + 1), one node and Walrus, each a process of
+    its own, the node registered. `roles` is every process, to stop."""
+
+    def __init__(self, c, walrus_port, node_config):
+        self.roles = []
+        env = c.admin_env()
+        cloud_url = c.root_url.replace("http://", "https://")
+        walrus_url = f"http://127.0.0.1:{walrus_port}/services/Walrus"
+        node_port = free_port()
+        self.roles.append(Role(["cluster", "--cloud-url", cloud_url], c.port + 1, env))
+        self.node = Role(["node", "--cloud-url", cloud_url, "--walrus-url", walrus_url],
+                         node_port, env, node_config)
+        self.roles.append(self.node)
+        key = os.path.join("keys", "cloud-pk.pem")
+        self.walrus = Role(["walrus", "--cloud-url", cloud_url], walrus_port, env,
+                           files={key: os.path.join(c.data_dir, key)})
+        self.roles.append(self.walrus)
+        out = subprocess.run([os.path.join(TOOLS, "euca_conf"), "--register-nodes",
+                              f"127.0.0.1:{node_port}", "--cluster-url",
+                              f"http://127.0.0.1:{c.port + 1}"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+
+    def stop(self):
+        for r in self.roles:
+            r.stop()
+
+
 def small_slots(ec2):
     """The verbose zone listing's m1.small line: `FREE / MAX ...`."""
     zones = ec2.describe_availability_zones(ZoneNames=["verbose"])["AvailabilityZones"]

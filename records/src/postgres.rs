@@ -1,0 +1,602 @@
+//! The PostgreSQL engine of [`crate::Db`], and the leadership that lets several cloud
+//! controllers share one database with exactly one of them acting.
+//!
+//! Records keep the shape they have in RocksDB: a store name (`clc`, `identity`), a string key
+//! (`instance/i-…`) and the record's JSON, here as `jsonb` so that an operator can read them
+//! with SQL (`SELECT value FROM koala_records WHERE store = 'clc' AND key LIKE 'instance/%'`).
+//! Keys are collated as bytes (`COLLATE "C"`), so prefix scans come back in RocksDB's order.
+//!
+//! The stores' interface is synchronous (RocksDB calls take microseconds, and the CLC's
+//! check-then-write sequences hold a lock across them), so the driver runs on a thread of its
+//! own with its own runtime, and a call waits for its answer there: safe from any thread and
+//! any runtime, and a loopback round trip, which is what one synced RocksDB write costs.
+//!
+//! **Leadership** ([`Postgres::lead`]): a session holds a PostgreSQL advisory lock; whoever
+//! gets it raises the term in `koala_leader` and writes only while that term is current.
+//! Every write runs in a transaction that first reads the term `FOR SHARE`, so once a new
+//! leader has raised it, a deposed one (a process paused past its session, say) can write
+//! nothing more: fencing by the database itself, not by timing. A lost session ends the
+//! leadership at once ([`Leadership::lost`]); the CLC then stops and a standby takes over.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+use crate::RecordError;
+
+/// The schema, one entry per version: entry `n` takes a database at version `n` to `n + 1`.
+/// Applied in order at connect, in one transaction, under [`MIGRATE_LOCK`]. Never edit an
+/// entry once released: add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the records of every store, and the leader's term.
+    r#"
+    CREATE TABLE koala_records (
+        store text NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        value jsonb NOT NULL,
+        PRIMARY KEY (store, key)
+    );
+    CREATE TABLE koala_leader (
+        id integer PRIMARY KEY CHECK (id = 1),
+        term bigint NOT NULL,
+        holder text NOT NULL,
+        since timestamptz NOT NULL
+    );
+    INSERT INTO koala_leader VALUES (1, 0, '', now());
+    "#,
+];
+
+/// The advisory lock that serializes migrations of concurrently starting processes.
+const MIGRATE_LOCK: i64 = 0x4b6f_616c_614d; // "KoalaM"
+/// The advisory lock whose holder leads.
+const LEADER_LOCK: i64 = 0x4b6f_616c_614c; // "KoalaL"
+/// The term of a process that has never led: its writes are not fenced (tools, tests, a
+/// single CLC that does not ask to lead).
+const UNFENCED: u64 = 0;
+/// The term of a process whose leadership was lost: every write is refused.
+const LOST: u64 = u64::MAX;
+/// How often the leader's session is checked, and how long a check may take.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A change of a batch, applied in order.
+pub(crate) enum Change {
+    /// Store the JSON text under the key.
+    Put(String, String),
+    /// Remove the key.
+    Delete(String),
+}
+
+/// What the driver's thread is asked to do.
+enum Request {
+    Get {
+        store: String,
+        key: String,
+        reply: std_mpsc::SyncSender<Result<Option<String>, RecordError>>,
+    },
+    Scan {
+        store: String,
+        prefix: String,
+        keys_only: bool,
+        reply: std_mpsc::SyncSender<Result<Vec<(String, String)>, RecordError>>,
+    },
+    Write {
+        store: String,
+        changes: Vec<Change>,
+        reply: std_mpsc::SyncSender<Result<(), RecordError>>,
+    },
+    Lead {
+        holder: String,
+        waiting: oneshot::Sender<()>,
+        reply: oneshot::Sender<Result<Leadership, RecordError>>,
+    },
+}
+
+/// A connection to the cloud's PostgreSQL database. Cheap to clone; every clone shares one
+/// connection and one leadership.
+#[derive(Clone)]
+pub struct Postgres {
+    requests: mpsc::UnboundedSender<Request>,
+    /// The database, named for diagnostics without its password.
+    name: Arc<str>,
+}
+
+/// The leadership of this process, from [`Postgres::lead`].
+pub struct Leadership {
+    /// The term this process leads in.
+    pub term: u64,
+    lost: watch::Receiver<bool>,
+}
+
+impl Leadership {
+    /// Resolves when the leadership is lost (its session ended or stopped answering): from
+    /// then on every write is refused, and the process should stop.
+    pub async fn lost(mut self) {
+        // An error means the watcher itself is gone, which also ends the leadership.
+        let _ = self.lost.wait_for(|lost| *lost).await;
+    }
+}
+
+/// The statements every request uses, prepared once per connection.
+struct Statements {
+    get: Statement,
+    scan: Statement,
+    keys: Statement,
+    put: Statement,
+    delete: Statement,
+    term: Statement,
+}
+
+/// The driver's side: a connection, its statements, and how to make them again.
+struct Session {
+    config: Config,
+    client: Client,
+    statements: Statements,
+}
+
+/// Any error of the driver, as a record error.
+fn db(err: tokio_postgres::Error) -> RecordError {
+    RecordError::Database(Box::new(err))
+}
+
+impl Postgres {
+    /// Connects to `url` (a `postgresql://` URL or `key=value` pairs, as libpq takes them),
+    /// brings the schema up to date and starts the driver's thread.
+    pub fn connect(url: &str) -> Result<Postgres, RecordError> {
+        let config: Config = url.parse().map_err(db)?;
+        let name = describe(&config);
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
+        let term = Arc::new(AtomicU64::new(UNFENCED));
+        std::thread::Builder::new()
+            .name("koala-postgres".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(RecordError::Database(Box::new(e))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let session = match Session::open(config).await {
+                        Ok(session) => session,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    session.serve(receiver, term).await;
+                });
+            })
+            .map_err(|e| RecordError::Database(Box::new(e)))?;
+        ready_rx.recv().map_err(|_| gone())??;
+        Ok(Postgres {
+            requests,
+            name: name.into(),
+        })
+    }
+
+    /// The database, for diagnostics (host, port and database name; never the password).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits until this process leads the cloud: takes the leader's lock (calling `waiting`
+    /// once if another process holds it), raises the term and fences every later write of
+    /// this process with it.
+    pub async fn lead(
+        &self,
+        holder: &str,
+        waiting: impl FnOnce(),
+    ) -> Result<Leadership, RecordError> {
+        let (waiting_tx, waiting_rx) = oneshot::channel();
+        let (reply_tx, mut reply_rx) = oneshot::channel();
+        self.requests
+            .send(Request::Lead {
+                holder: holder.to_owned(),
+                waiting: waiting_tx,
+                reply: reply_tx,
+            })
+            .map_err(|_| gone())?;
+        tokio::select! {
+            reply = &mut reply_rx => return reply.map_err(|_| gone())?,
+            told = waiting_rx => if told.is_ok() { waiting() },
+        }
+        reply_rx.await.map_err(|_| gone())?
+    }
+
+    pub(crate) fn get(&self, store: &str, key: &str) -> Result<Option<String>, RecordError> {
+        self.ask(|reply| Request::Get {
+            store: store.to_owned(),
+            key: key.to_owned(),
+            reply,
+        })
+    }
+
+    pub(crate) fn scan(
+        &self,
+        store: &str,
+        prefix: &str,
+        keys_only: bool,
+    ) -> Result<Vec<(String, String)>, RecordError> {
+        self.ask(|reply| Request::Scan {
+            store: store.to_owned(),
+            prefix: prefix.to_owned(),
+            keys_only,
+            reply,
+        })
+    }
+
+    pub(crate) fn write(&self, store: &str, changes: Vec<Change>) -> Result<(), RecordError> {
+        self.ask(|reply| Request::Write {
+            store: store.to_owned(),
+            changes,
+            reply,
+        })
+    }
+
+    /// Sends a request and waits for its answer.
+    fn ask<T>(
+        &self,
+        request: impl FnOnce(std_mpsc::SyncSender<Result<T, RecordError>>) -> Request,
+    ) -> Result<T, RecordError> {
+        let (reply, answer) = std_mpsc::sync_channel(1);
+        self.requests.send(request(reply)).map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
+    }
+}
+
+/// The driver's thread ended (it only does if its runtime could not start).
+fn gone() -> RecordError {
+    RecordError::Database("the PostgreSQL driver's thread has stopped".into())
+}
+
+/// `host:port/dbname` of a configuration.
+fn describe(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgresql {host}:{port}/{}",
+        config.get_dbname().unwrap_or("(the user's database)")
+    )
+}
+
+/// A new connection, its task spawned on the driver's runtime.
+async fn connect(config: &Config) -> Result<Client, RecordError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(db)?;
+    // Ends with the connection; the client then answers every call with an error, and the
+    // next request connects again.
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// `prefix` as a LIKE pattern matching every string that starts with it.
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+impl Session {
+    async fn open(config: Config) -> Result<Session, RecordError> {
+        let mut client = connect(&config).await?;
+        migrate(&mut client).await?;
+        let statements = Statements::prepare(&client).await?;
+        Ok(Session {
+            config,
+            client,
+            statements,
+        })
+    }
+
+    /// Connects again if the connection was lost (the database restarted, say).
+    async fn reconnect(&mut self) -> Result<(), RecordError> {
+        if self.client.is_closed() {
+            let client = connect(&self.config).await?;
+            self.statements = Statements::prepare(&client).await?;
+            self.client = client;
+        }
+        Ok(())
+    }
+
+    /// Answers requests, one at a time, until every handle is dropped.
+    async fn serve(mut self, mut requests: mpsc::UnboundedReceiver<Request>, term: Arc<AtomicU64>) {
+        while let Some(request) = requests.recv().await {
+            match request {
+                Request::Get { store, key, reply } => {
+                    let answer = match self.reconnect().await {
+                        Ok(()) => self.get(&store, &key).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Request::Scan {
+                    store,
+                    prefix,
+                    keys_only,
+                    reply,
+                } => {
+                    let answer = match self.reconnect().await {
+                        Ok(()) => self.scan(&store, &prefix, keys_only).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Request::Write {
+                    store,
+                    changes,
+                    reply,
+                } => {
+                    let answer = match self.reconnect().await {
+                        Ok(()) => {
+                            self.write(&store, changes, term.load(Ordering::SeqCst))
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Request::Lead {
+                    holder,
+                    waiting,
+                    reply,
+                } => {
+                    // On its own session, so that waiting for the lock holds up nothing else.
+                    tokio::spawn(lead(
+                        self.config.clone(),
+                        holder,
+                        waiting,
+                        reply,
+                        term.clone(),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn get(&self, store: &str, key: &str) -> Result<Option<String>, RecordError> {
+        let row = self
+            .client
+            .query_opt(&self.statements.get, &[&store, &key])
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn scan(
+        &self,
+        store: &str,
+        prefix: &str,
+        keys_only: bool,
+    ) -> Result<Vec<(String, String)>, RecordError> {
+        let pattern = like_prefix(prefix);
+        let statement = match keys_only {
+            true => &self.statements.keys,
+            false => &self.statements.scan,
+        };
+        let rows = self
+            .client
+            .query(statement, &[&store, &pattern])
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| match keys_only {
+                true => (row.get(0), String::new()),
+                false => (row.get(0), row.get(1)),
+            })
+            .collect())
+    }
+
+    async fn write(
+        &mut self,
+        store: &str,
+        changes: Vec<Change>,
+        term: u64,
+    ) -> Result<(), RecordError> {
+        let tx = self.client.transaction().await.map_err(db)?;
+        if term != UNFENCED {
+            let row = tx.query_one(&self.statements.term, &[]).await.map_err(db)?;
+            let current: i64 = row.get(0);
+            if term == LOST || u64::try_from(current).ok() != Some(term) {
+                // Dropping the transaction rolls it back.
+                return Err(RecordError::NotLeader);
+            }
+        }
+        for change in &changes {
+            match change {
+                Change::Put(key, value) => {
+                    tx.execute(&self.statements.put, &[&store, key, value])
+                        .await
+                }
+                Change::Delete(key) => tx.execute(&self.statements.delete, &[&store, key]).await,
+            }
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Statements, RecordError> {
+        let prepare = |sql| client.prepare(sql);
+        Ok(Statements {
+            get: prepare("SELECT value::text FROM koala_records WHERE store = $1 AND key = $2")
+                .await
+                .map_err(db)?,
+            scan: prepare(
+                "SELECT key, value::text FROM koala_records \
+                 WHERE store = $1 AND key LIKE $2 ORDER BY key",
+            )
+            .await
+            .map_err(db)?,
+            keys: prepare(
+                "SELECT key FROM koala_records WHERE store = $1 AND key LIKE $2 ORDER BY key",
+            )
+            .await
+            .map_err(db)?,
+            put: prepare(
+                "INSERT INTO koala_records (store, key, value) \
+                 VALUES ($1, $2, CAST($3::text AS jsonb)) \
+                 ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value",
+            )
+            .await
+            .map_err(db)?,
+            delete: prepare("DELETE FROM koala_records WHERE store = $1 AND key = $2")
+                .await
+                .map_err(db)?,
+            term: prepare("SELECT term FROM koala_leader WHERE id = 1 FOR SHARE")
+                .await
+                .map_err(db)?,
+        })
+    }
+}
+
+/// Brings the schema to the newest version this code knows, or refuses a newer one.
+async fn migrate(client: &mut Client) -> Result<(), RecordError> {
+    let tx = client.transaction().await.map_err(db)?;
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({MIGRATE_LOCK}); \
+         CREATE TABLE IF NOT EXISTS koala_schema (version integer NOT NULL)"
+    ))
+    .await
+    .map_err(db)?;
+    let found: Option<i32> = tx
+        .query_opt("SELECT version FROM koala_schema", &[])
+        .await
+        .map_err(db)?
+        .map(|row| row.get(0));
+    let known = MIGRATIONS.len();
+    let version = match found {
+        Some(v) => usize::try_from(v).unwrap_or(0),
+        None => {
+            tx.execute("INSERT INTO koala_schema VALUES (0)", &[])
+                .await
+                .map_err(db)?;
+            0
+        }
+    };
+    if version > known {
+        return Err(RecordError::Newer {
+            key: "the PostgreSQL schema".to_owned(),
+            version: u32::try_from(version).unwrap_or(u32::MAX),
+            known: u32::try_from(known).unwrap_or(u32::MAX),
+        });
+    }
+    for migration in &MIGRATIONS[version..] {
+        tx.batch_execute(migration).await.map_err(db)?;
+    }
+    let newest = i32::try_from(known).unwrap_or(i32::MAX);
+    tx.execute("UPDATE koala_schema SET version = $1", &[&newest])
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)
+}
+
+/// Takes the leadership on a session of its own and keeps it until that session fails.
+async fn lead(
+    config: Config,
+    holder: String,
+    waiting: oneshot::Sender<()>,
+    reply: oneshot::Sender<Result<Leadership, RecordError>>,
+    term: Arc<AtomicU64>,
+) {
+    let (client, taken) = match take_lead(&config, &holder, waiting).await {
+        Ok(taken) => taken,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    term.store(taken, Ordering::SeqCst);
+    let (lost_tx, lost) = watch::channel(false);
+    if reply.send(Ok(Leadership { term: taken, lost })).is_err() {
+        // Nobody waits for the leadership any more: give it up at once.
+        term.store(LOST, Ordering::SeqCst);
+        return;
+    }
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let alive = tokio::time::timeout(HEARTBEAT_TIMEOUT, client.simple_query("SELECT 1"))
+            .await
+            .is_ok_and(|answer| answer.is_ok());
+        if !alive {
+            term.store(LOST, Ordering::SeqCst);
+            let _ = lost_tx.send(true);
+            return;
+        }
+    }
+}
+
+/// Waits for the leader's lock on a new session and raises the term: the session and the
+/// new term.
+async fn take_lead(
+    config: &Config,
+    holder: &str,
+    waiting: oneshot::Sender<()>,
+) -> Result<(Client, u64), RecordError> {
+    let client = connect(config).await?;
+    // A leader whose host vanishes without closing its connection must not hold the lock
+    // for the kernel's two-hour keepalive: the server probes the session after 5 s of
+    // silence and drops it after three unanswered probes, two seconds apart.
+    client
+        .batch_execute(
+            "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+             SET tcp_keepalives_count = 3",
+        )
+        .await
+        .map_err(db)?;
+    let free: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+        .await
+        .map_err(db)?
+        .get(0);
+    if !free {
+        let _ = waiting.send(());
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&LEADER_LOCK])
+            .await
+            .map_err(db)?;
+    }
+    let taken: i64 = client
+        .query_one(
+            "UPDATE koala_leader SET term = term + 1, holder = $1, since = now() \
+             WHERE id = 1 RETURNING term",
+            &[&holder],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    let taken = u64::try_from(taken)
+        .map_err(|_| RecordError::Database("the leader's term is negative".into()))?;
+    Ok((client, taken))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_prefix;
+
+    #[test]
+    fn like_patterns_match_their_prefix_literally() {
+        assert_eq!(like_prefix("instance/"), "instance/%");
+        assert_eq!(like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
+    }
+}
