@@ -154,9 +154,43 @@ pub struct WalrusSettings {
     /// Seconds a plain image no registered image uses is kept after its last use before it
     /// is collected [default: 600].
     pub image_grace_secs: Option<u64>,
+    /// Where object bytes are kept: `files` in the data dir, or `rados`, a Ceph pool
+    /// [default: files]. Metadata stays in the data dir's RocksDB either way.
+    pub backend: Option<WalrusBackend>,
+    /// The Ceph cluster's configuration, for `rados` [default: /etc/ceph/ceph.conf].
+    pub rados_conf: Option<PathBuf>,
+    /// The RADOS pool, for `rados` [default: koala].
+    pub rados_pool: Option<String>,
+}
+
+/// `[walrus] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WalrusBackend {
+    /// Files under the data dir.
+    Files,
+    /// A Ceph RADOS pool.
+    Rados,
 }
 
 impl WalrusSettings {
+    /// Where Walrus keeps object bytes.
+    pub fn object_data(&self) -> walrus::ObjectData {
+        match self.backend {
+            None | Some(WalrusBackend::Files) => walrus::ObjectData::Files,
+            Some(WalrusBackend::Rados) => walrus::ObjectData::Rados {
+                conf: self
+                    .rados_conf
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/etc/ceph/ceph.conf")),
+                pool: self
+                    .rados_pool
+                    .clone()
+                    .unwrap_or_else(|| "koala".to_owned()),
+            },
+        }
+    }
+
     /// The grace before an unused plain image is collected.
     pub fn image_grace(&self) -> std::time::Duration {
         self.image_grace_secs
@@ -571,6 +605,9 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # Walrus on this host.
 [walrus]
 # image_grace_secs = 600  # a plain image no registered image uses is removed after this
+# backend = "files"       # or "rados": object bytes in a Ceph pool (metadata stays here)
+# rados_conf = "/etc/ceph/ceph.conf"
+# rados_pool = "koala"
 
 # Guest networking (eucalyptus.conf's VNET_*); without this table instances get no NIC.
 # [network]

@@ -412,6 +412,7 @@ fn open_walrus(
             virtual_host_domain: config.virtual_host_domain.clone(),
             region: config.region.clone(),
             image_grace: config.walrus.image_grace(),
+            object_data: config.walrus.object_data(),
         },
         directory,
     )

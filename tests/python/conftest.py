@@ -311,15 +311,33 @@ def start_cloud(data_dir=None):
     return Cloud(data_dir).start()
 
 
+CEPH_TEMP = os.path.join(REPO, "scripts", "ceph-temp")
+
+
 @pytest.fixture(scope="session")
 def cloud():
     data_dir = tempfile.mkdtemp(prefix="koala-e2e-")
+    # KOALA_TEST_WALRUS=rados: the session cloud's Walrus keeps object bytes in a one-host
+    # Ceph cluster the fixture starts (scripts/ceph-temp), so that the S3 suites run against
+    # the RADOS backend too (scripts/test runs them a second time so).
+    ceph_dir = None
+    if os.environ.get("KOALA_TEST_WALRUS") == "rados":
+        ceph_dir = tempfile.mkdtemp(prefix="koala-e2e-ceph-")
+        out = subprocess.run(["bash", CEPH_TEMP, "start", ceph_dir], capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        with open(os.path.join(data_dir, "koala.toml"), "w") as f:
+            f.write(f'[walrus]\nbackend = "rados"\nrados_conf = "{out.stdout.strip()}"\n'
+                    'rados_pool = "koala"\n')
     # A relative data dir, as the README's first command uses: every instance test of the
     # session cloud then shows that the paths handed to libvirt work from its folder.
     c = Cloud(data_dir, relative=True)
     c.start()
     yield c
     c.stop()
+    if ceph_dir:
+        subprocess.run(["bash", CEPH_TEMP, "stop", ceph_dir], capture_output=True, timeout=120)
+        shutil.rmtree(ceph_dir, ignore_errors=True)
     if os.environ.get("KOALA_KEEP_DATA") is None:
         shutil.rmtree(data_dir, ignore_errors=True)
 

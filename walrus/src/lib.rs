@@ -26,7 +26,7 @@ pub use directory::{Directory, DirectoryError, DirectoryFuture};
 pub use feed::{FeedError, FeedImage, FeedStats, IMAGE_GRACE};
 pub use quota::{QuotaError, QuotaSource};
 pub use remote::ClcDirectory;
-pub use store::StorageQuotas;
+pub use store::{ObjectData, StorageQuotas};
 
 /// How Walrus is set up by the binary.
 #[derive(Clone, Debug)]
@@ -40,6 +40,8 @@ pub struct WalrusConfig {
     /// How long a plain image no registered image uses is kept after its last use before it
     /// is collected ([`IMAGE_GRACE`] unless configured).
     pub image_grace: std::time::Duration,
+    /// Where object bytes are kept: files in the data dir, or a Ceph RADOS pool.
+    pub object_data: ObjectData,
 }
 
 /// Why Walrus could not start.
@@ -88,7 +90,7 @@ impl Walrus {
         directory: Arc<dyn Directory>,
     ) -> Result<Walrus, WalrusError> {
         let dir = config.data_dir.join("walrus");
-        let store = store::Store::open(&dir)?;
+        let store = store::Store::open(&dir, &config.object_data)?;
         let images =
             feed::ImageFeed::open(&dir, store.clone(), directory.clone(), config.image_grace)
                 .map_err(WalrusError::Images)?;

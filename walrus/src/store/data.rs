@@ -1,9 +1,12 @@
-//! Object bytes on disk: the directory layout, staging a body into a temp file while hashing
-//! it, installing a staged file under its final name, and streaming files back.
+//! Object bytes: the directory layout, staging a body into a temp file while hashing it,
+//! installing a staged file under its final name, and streaming files back; or the same in a
+//! Ceph RADOS pool ([`super::rados`]).
 //!
 //! Data files are named by a random [`FileId`], never by anything a client chose, and fanned
 //! out into 256 subdirectories of `data/` so that no directory grows huge. A file reaches
 //! `data/` only complete and fsynced (temp file → fsync → rename → fsync of the directory).
+//! In RADOS a file is written under its final name, stripe by stripe, and sealed with its
+//! size; until its record is committed it is removed like a temp file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -17,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::digest::{self, ExtraHasher};
+use super::rados::{RadosData, ReadLease, STRIPE};
 use super::{internal, BodyStream, DigestRequest, Digests, Staged, StagedData, StoreError};
 
 /// Bodies up to this size stay in memory and are stored inside their RocksDB record: one
@@ -84,52 +88,64 @@ impl FileId {
     }
 }
 
-/// The directories under the store's root.
-#[derive(Debug)]
+/// Where the store's data files are: the directories under its root, or a RADOS pool.
 pub(super) struct Layout {
-    tmp: PathBuf,
-    data: PathBuf,
+    engine: Engine,
     /// Places for streamed uploads ([`MAX_UPLOADS`]).
     uploads: Arc<tokio::sync::Semaphore>,
+}
+
+enum Engine {
+    Files { tmp: PathBuf, data: PathBuf },
+    Rados(Arc<RadosData>),
 }
 
 impl Layout {
     /// Creates `tmp/` and `data/00..ff` under `root` if missing.
     pub fn create(root: &Path) -> io::Result<Layout> {
-        let layout = Layout {
-            tmp: root.join("tmp"),
-            data: root.join("data"),
-            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
-        };
-        std::fs::create_dir_all(&layout.tmp)?;
-        std::fs::create_dir_all(&layout.data)?;
+        let (tmp, data) = (root.join("tmp"), root.join("data"));
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(&data)?;
         for i in 0..=255u8 {
-            let sub = layout.data.join(hex::encode([i]));
+            let sub = data.join(hex::encode([i]));
             if !sub.is_dir() {
                 std::fs::create_dir(&sub)?;
             }
         }
         // Made durable once here so that installing a file needs only its subdirectory's fsync.
-        fsync_dir(&layout.data)?;
+        fsync_dir(&data)?;
         fsync_dir(root)?;
-        Ok(layout)
+        Ok(Layout {
+            engine: Engine::Files { tmp, data },
+            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
+        })
     }
 
-    /// Where a file is written before it is complete.
-    pub fn tmp_path(&self, id: FileId) -> PathBuf {
-        self.tmp.join(id.hex())
+    /// Data files in a RADOS pool.
+    pub fn rados(data: RadosData) -> Layout {
+        Layout {
+            engine: Engine::Rados(Arc::new(data)),
+            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
+        }
     }
 
-    /// Where a complete file lives.
+    /// Where a complete file lives (files only).
+    #[cfg(test)]
     pub fn data_path(&self, id: FileId) -> PathBuf {
-        let name = id.hex();
-        self.data.join(&name[..2]).join(name)
+        match &self.engine {
+            Engine::Files { data, .. } => file_path(data, id),
+            Engine::Rados(_) => PathBuf::new(),
+        }
     }
 
-    /// Removes everything in `tmp/`: bodies staged but never committed before a crash.
+    /// Removes everything in `tmp/`: bodies staged but never committed before a crash. (In
+    /// RADOS they are the previous run's orphans, found by [`Layout::files_of_epoch`].)
     pub fn clear_tmp(&self) -> io::Result<usize> {
+        let Engine::Files { tmp, .. } = &self.engine else {
+            return Ok(0);
+        };
         let mut removed = 0;
-        for entry in std::fs::read_dir(&self.tmp)? {
+        for entry in std::fs::read_dir(tmp)? {
             let entry = entry?;
             if entry.file_type()?.is_dir() {
                 std::fs::remove_dir_all(entry.path())?;
@@ -143,9 +159,13 @@ impl Layout {
 
     /// Every data file created during `epoch`.
     pub fn files_of_epoch(&self, epoch: u64) -> io::Result<Vec<FileId>> {
+        let data = match &self.engine {
+            Engine::Files { data, .. } => data,
+            Engine::Rados(rados) => return rados.files_of_epoch(epoch),
+        };
         let mut out = Vec::new();
         for i in 0..=255u8 {
-            for entry in std::fs::read_dir(self.data.join(hex::encode([i])))? {
+            for entry in std::fs::read_dir(data.join(hex::encode([i])))? {
                 let entry = entry?;
                 let id = entry.file_name().to_str().and_then(FileId::parse);
                 if let Some(id) = id.filter(|id| id.epoch() == epoch) {
@@ -157,26 +177,43 @@ impl Layout {
     }
 
     /// Opens a data file for reading.
-    pub fn open(&self, id: FileId) -> io::Result<File> {
-        File::open(self.data_path(id))
+    pub fn open(&self, id: FileId) -> io::Result<Source> {
+        match &self.engine {
+            Engine::Files { data, .. } => {
+                Ok(Source::File(Arc::new(File::open(file_path(data, id))?)))
+            }
+            Engine::Rados(rados) => Ok(Source::Rados(Arc::new(rados.open(id)?))),
+        }
     }
 
     /// Unlinks a data file; a missing file is fine (the unlink already happened before a
     /// crash). Readers holding the file open keep reading it.
     pub fn unlink(&self, id: FileId) -> io::Result<()> {
-        match std::fs::remove_file(self.data_path(id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        match &self.engine {
+            Engine::Files { data, .. } => match std::fs::remove_file(file_path(data, id)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            Engine::Rados(rados) => rados.unlink(id),
         }
     }
 
-    /// Moves a complete, fsynced temp file to its final name and makes the rename durable.
+    /// Moves a complete, fsynced temp file to its final name and makes the rename durable
+    /// (in RADOS it is there already: it is only kept).
     pub fn install(&self, mut temp: TempFile) -> io::Result<FileId> {
-        let dest = self.data_path(temp.id);
-        std::fs::rename(&temp.path, &dest)?;
-        temp.installed = true;
-        if let Some(dir) = dest.parent() {
-            fsync_dir(dir)?;
+        match &temp.place {
+            Place::File(path) => {
+                let Engine::Files { data, .. } = &self.engine else {
+                    return Err(io::Error::other("a temp file of another engine"));
+                };
+                let dest = file_path(data, temp.id);
+                std::fs::rename(path, &dest)?;
+                temp.installed = true;
+                if let Some(dir) = dest.parent() {
+                    fsync_dir(dir)?;
+                }
+            }
+            Place::Rados(_) => temp.installed = true,
         }
         Ok(temp.id)
     }
@@ -185,19 +222,47 @@ impl Layout {
     /// because a completed upload references them in place).
     pub fn write_temp(&self, epoch: u64, data: &[u8]) -> io::Result<TempFile> {
         let id = FileId::new(epoch);
-        let temp = TempFile {
-            id,
-            path: self.tmp_path(id),
-            installed: false,
-        };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp.path)?;
-        f.write_all(data)?;
-        f.sync_data()?;
-        Ok(temp)
+        match &self.engine {
+            Engine::Files { tmp, .. } => {
+                let temp = TempFile {
+                    id,
+                    place: Place::File(tmp.join(id.hex())),
+                    installed: false,
+                };
+                let Place::File(path) = &temp.place else {
+                    unreachable!("made as a file just above")
+                };
+                let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+                f.write_all(data)?;
+                f.sync_data()?;
+                Ok(temp)
+            }
+            Engine::Rados(rados) => {
+                let temp = TempFile {
+                    id,
+                    place: Place::Rados(Arc::clone(rados)),
+                    installed: false,
+                };
+                rados.write_all(id, data)?;
+                Ok(temp)
+            }
+        }
     }
+}
+
+impl std::fmt::Debug for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.engine {
+            Engine::Files { data, .. } => write!(f, "files in {}", data.display()),
+            Engine::Rados(rados) => write!(f, "RADOS pool {}", rados.pool()),
+        }
+    }
+}
+
+/// `data/xx/<id>`.
+fn file_path(data: &Path, id: FileId) -> PathBuf {
+    let name = id.hex();
+    data.join(&name[..2]).join(name)
 }
 
 /// Makes a directory's entries (a rename, a new file) durable.
@@ -205,20 +270,38 @@ pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// A file in `tmp/`, removed when dropped unless installed.
-#[derive(Debug)]
+/// A file in `tmp/` (or written to RADOS), removed when dropped unless installed.
 pub(super) struct TempFile {
     /// The id it will have in `data/`.
     pub id: FileId,
-    path: PathBuf,
+    place: Place,
     installed: bool,
+}
+
+/// Where a temp file is.
+enum Place {
+    File(PathBuf),
+    Rados(Arc<RadosData>),
+}
+
+impl std::fmt::Debug for TempFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TempFile({})", self.id.hex())
+    }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.installed {
             // Best effort: whatever is left is removed at the next open.
-            let _ = std::fs::remove_file(&self.path);
+            match &self.place {
+                Place::File(path) => {
+                    let _ = std::fs::remove_file(path);
+                }
+                Place::Rados(rados) => {
+                    let _ = rados.unlink(self.id);
+                }
+            }
         }
     }
 }
@@ -319,6 +402,86 @@ fn concat(chunks: Vec<Bytes>) -> Bytes {
     out.freeze()
 }
 
+/// Where the writing thread puts a large body.
+enum Sink {
+    /// A temp file, fdatasync'ed every [`SYNC_EVERY`] bytes and at the end.
+    File { file: File, unsynced: u64 },
+    /// RADOS stripes, each written once full; sealed with the size at the end.
+    Rados {
+        rados: Arc<RadosData>,
+        stripe: u64,
+        buf: Vec<u8>,
+        size: u64,
+    },
+}
+
+impl Sink {
+    fn open(temp: &TempFile) -> io::Result<Sink> {
+        Ok(match &temp.place {
+            Place::File(path) => Sink::File {
+                file: OpenOptions::new().write(true).create_new(true).open(path)?,
+                unsynced: 0,
+            },
+            Place::Rados(rados) => Sink::Rados {
+                rados: Arc::clone(rados),
+                stripe: 0,
+                buf: Vec::with_capacity(STRIPE as usize),
+                size: 0,
+            },
+        })
+    }
+
+    fn write(&mut self, id: FileId, mut data: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::File { file, unsynced } => {
+                file.write_all(data)?;
+                *unsynced += data.len() as u64;
+                if *unsynced >= SYNC_EVERY {
+                    file.sync_data()?;
+                    *unsynced = 0;
+                }
+            }
+            Sink::Rados {
+                rados,
+                stripe,
+                buf,
+                size,
+            } => {
+                *size += data.len() as u64;
+                while !data.is_empty() {
+                    let room = STRIPE as usize - buf.len();
+                    let (now, rest) = data.split_at(room.min(data.len()));
+                    buf.extend_from_slice(now);
+                    data = rest;
+                    if buf.len() == STRIPE as usize {
+                        rados.write_stripe(id, *stripe, buf)?;
+                        buf.clear();
+                        *stripe += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, id: FileId) -> io::Result<()> {
+        match self {
+            Sink::File { file, .. } => file.sync_data(),
+            Sink::Rados {
+                rados,
+                stripe,
+                buf,
+                size,
+            } => {
+                if !buf.is_empty() || *stripe == 0 {
+                    rados.write_stripe(id, *stripe, buf)?;
+                }
+                rados.seal(id, *size)
+            }
+        }
+    }
+}
+
 /// The threads a large body flows through: one writes and fsyncs the temp file, one computes
 /// MD5, one (when asked) SHA-256 and the checksum. Each gets every chunk (a `Bytes` clone,
 /// no copy) through a bounded channel, so receiving, hashing and writing overlap.
@@ -343,34 +506,26 @@ impl Pipeline {
         layout: &Layout,
         epoch: u64,
         want: &DigestRequest,
-        place: tokio::sync::OwnedSemaphorePermit,
+        upload: tokio::sync::OwnedSemaphorePermit,
     ) -> Pipeline {
         let id = FileId::new(epoch);
-        let path = layout.tmp_path(id);
+        let place = match &layout.engine {
+            Engine::Files { tmp, .. } => Place::File(tmp.join(id.hex())),
+            Engine::Rados(rados) => Place::Rados(Arc::clone(rados)),
+        };
         let (write_tx, mut write_rx) = mpsc::channel::<WriteMsg>(DEPTH);
         let writer = tokio::task::spawn_blocking(move || {
             let temp = TempFile {
                 id,
-                path,
+                place,
                 installed: false,
             };
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp.path)?;
-            let mut unsynced = 0u64;
+            let mut sink = Sink::open(&temp)?;
             while let Some(msg) = write_rx.blocking_recv() {
                 match msg {
-                    WriteMsg::Data(b) => {
-                        f.write_all(&b)?;
-                        unsynced += b.len() as u64;
-                        if unsynced >= SYNC_EVERY {
-                            f.sync_data()?;
-                            unsynced = 0;
-                        }
-                    }
+                    WriteMsg::Data(b) => sink.write(id, &b)?,
                     WriteMsg::Finish => {
-                        f.sync_data()?;
+                        sink.finish(id)?;
                         return Ok(Some(temp));
                     }
                 }
@@ -409,7 +564,7 @@ impl Pipeline {
             md5,
             extra,
             gather: BytesMut::new(),
-            _place: place,
+            _place: upload,
         }
     }
 
@@ -482,11 +637,40 @@ impl Pipeline {
 
 // ---- reading ----
 
+/// An open data file: a file (kept readable by its descriptor after an unlink) or a RADOS
+/// lease (which holds off the removal).
+pub(super) enum Source {
+    File(Arc<File>),
+    Rados(Arc<ReadLease>),
+}
+
+impl Source {
+    fn read_at(&self, offset: u64, len: u64) -> io::Result<Bytes> {
+        match self {
+            Source::File(file) => {
+                let mut buf = vec![0u8; len as usize];
+                file.read_exact_at(&mut buf, offset)?;
+                Ok(Bytes::from(buf))
+            }
+            Source::Rados(lease) => lease.read_at(offset, len),
+        }
+    }
+}
+
+impl Clone for Source {
+    fn clone(&self) -> Source {
+        match self {
+            Source::File(file) => Source::File(Arc::clone(file)),
+            Source::Rados(lease) => Source::Rados(Arc::clone(lease)),
+        }
+    }
+}
+
 /// A byte range of an open data file.
 pub(super) struct Segment {
     /// The file, opened before the stream is handed out so that a concurrent delete (unlink)
     /// cannot take it away.
-    pub file: Arc<File>,
+    pub file: Source,
     /// Where the range starts in the file.
     pub offset: u64,
     /// How long it is.
@@ -503,18 +687,14 @@ impl ReadState {
     fn start_next(&mut self) -> Option<JoinHandle<io::Result<Bytes>>> {
         let seg = self.segments.front_mut()?;
         let n = seg.len.min(READ_CHUNK);
-        let file = Arc::clone(&seg.file);
+        let file = seg.file.clone();
         let offset = seg.offset;
         seg.offset += n;
         seg.len -= n;
         if seg.len == 0 {
             self.segments.pop_front();
         }
-        Some(tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; n as usize];
-            file.read_exact_at(&mut buf, offset)?;
-            Ok(Bytes::from(buf))
-        }))
+        Some(tokio::task::spawn_blocking(move || file.read_at(offset, n)))
     }
 }
 

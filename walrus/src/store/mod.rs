@@ -20,6 +20,7 @@ mod images;
 mod list;
 mod multipart;
 mod objects;
+mod rados;
 mod registrations;
 #[cfg(test)]
 mod tests;
@@ -841,9 +842,17 @@ impl Store {
     /// files of the previous open (their names carry its epoch) are checked against the
     /// `files` column family — an orphan can only come from a crash between installing a
     /// file and writing the record that references it.
-    pub fn open(dir: &std::path::Path) -> Result<Store, StoreError> {
+    ///
+    /// With [`ObjectData::Rados`] the data files are RADOS objects in the pool named; only
+    /// `dir/db` is on this host.
+    pub fn open(dir: &std::path::Path, data: &ObjectData) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(internal)?;
-        let layout = Layout::create(dir).map_err(internal)?;
+        let layout = match data {
+            ObjectData::Files => Layout::create(dir).map_err(internal)?,
+            ObjectData::Rados { conf, pool } => {
+                Layout::rados(rados::RadosData::connect(conf, pool).map_err(internal)?)
+            }
+        };
         let removed = layout.clear_tmp().map_err(internal)?;
         if removed > 0 {
             tracing::info!(removed, "removed unfinished uploads");
@@ -1259,12 +1268,27 @@ impl Store {
     }
 }
 
+/// Where Walrus keeps object bytes (metadata stays in RocksDB under its data dir).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ObjectData {
+    /// Files under the data dir: `walrus/data/xx/<id>`.
+    #[default]
+    Files,
+    /// Objects of a Ceph RADOS pool, striped in 4 MiB objects.
+    Rados {
+        /// The cluster's ceph.conf (monitors; client `admin`).
+        conf: std::path::PathBuf,
+        /// The pool.
+        pool: String,
+    },
+}
+
 /// Streams `len` bytes of `file` from `offset` the way object bodies are streamed (1 MiB
 /// chunks read ahead on a blocking thread): for files that live beside the object store,
 /// such as the image feed's plain images.
 pub fn stream_file(file: std::fs::File, offset: u64, len: u64) -> BodyStream {
     data::stream_segments(vec![data::Segment {
-        file: Arc::new(file),
+        file: data::Source::File(Arc::new(file)),
         offset,
         len,
     }])

@@ -5,7 +5,6 @@
 //! owner's usage; the files are unlinked after the write and the entries cleared. A crash
 //! in between leaves the entries for the next open.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -225,7 +224,7 @@ pub(super) fn read(
                 })?;
                 let from = offset.max(s) - s;
                 segments.push(Segment {
-                    file: Arc::new(file),
+                    file,
                     offset: from,
                     len: end.min(t) - s - from,
                 });

@@ -117,8 +117,13 @@ async fn eventually(mut f: impl FnMut() -> bool) {
 }
 
 fn new_store() -> (tempfile::TempDir, Store) {
+    new_store_on(&ObjectData::Files)
+}
+
+/// A store keeping object bytes in `data`, with bucket `bkt`.
+fn new_store_on(data: &ObjectData) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = Store::open(dir.path(), data).expect("open");
     store
         .create_bucket(
             &bucket("bkt"),
@@ -137,7 +142,7 @@ fn md5_hex(data: &[u8]) -> String {
 #[test]
 fn buckets() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = Store::open(dir.path(), &ObjectData::Files).expect("open");
     let b = bucket("alpha");
     let made = store
         .create_bucket(
@@ -961,7 +966,7 @@ async fn reopen_keeps_everything_acknowledged() {
     let b = bucket("bkt");
     let big = pattern(100_000, 5);
     let (up, part) = {
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), &ObjectData::Files).expect("open");
         store
             .create_bucket(&b, acl("1"), None, &StorageQuotas::UNLIMITED)
             .expect("bucket");
@@ -988,7 +993,7 @@ async fn reopen_keeps_everything_acknowledged() {
         let part = upload_part(&store, &up, 1, &big).await;
         (up, part)
     };
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = Store::open(dir.path(), &ObjectData::Files).expect("reopen");
     assert_eq!(get(&store, "bkt", "small").await, b"inline");
     assert_eq!(get(&store, "bkt", "big").await, big);
     assert!(matches!(
@@ -1016,7 +1021,7 @@ async fn open_cleans_up_after_a_crash() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_owned();
     let (orphan, pending_file, kept) = {
-        let store = Store::open(&root).expect("open");
+        let store = Store::open(&root, &ObjectData::Files).expect("open");
         store
             .create_bucket(&bucket("bkt"), acl("1"), None, &StorageQuotas::UNLIMITED)
             .expect("bucket");
@@ -1043,7 +1048,7 @@ async fn open_cleans_up_after_a_crash() {
         )
     };
     assert_eq!(data_files(&root), 3);
-    let store = Store::open(&root).expect("reopen");
+    let store = Store::open(&root, &ObjectData::Files).expect("reopen");
     assert_eq!(tmp_files(&root), 0);
     assert!(!store.inner.layout.data_path(orphan).exists());
     assert!(!store.inner.layout.data_path(pending_file).exists());
@@ -1055,7 +1060,7 @@ async fn open_cleans_up_after_a_crash() {
     assert_eq!(get(&store, "bkt", "kept").await, pattern(30_000, 1));
     // Reopening again finds nothing to do and keeps the object.
     drop(store);
-    let store = Store::open(&root).expect("third open");
+    let store = Store::open(&root, &ObjectData::Files).expect("third open");
     assert_eq!(get(&store, "bkt", "kept").await, pattern(30_000, 1));
 }
 
@@ -1098,7 +1103,7 @@ async fn parts_of_one_upload_commit_concurrently() {
         .map(|i| pattern(if i == 7 { 777 } else { 5 << 20 }, i))
         .collect();
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), &ObjectData::Files).expect("open");
         store
             .create_bucket(&b, acl("1"), None, &StorageQuotas::UNLIMITED)
             .expect("bucket");
@@ -1137,7 +1142,7 @@ async fn parts_of_one_upload_commit_concurrently() {
             .await
             .expect("complete");
     }
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = Store::open(dir.path(), &ObjectData::Files).expect("reopen");
     assert_eq!(get(&store, "bkt", "para").await, parts.concat());
     assert_eq!(data_files(dir.path()), 8);
 }
@@ -1202,7 +1207,7 @@ async fn usage_counts_objects_and_parts_for_the_bucket_owner_and_survives_reopen
     let b = bucket("bkt");
     let big = pattern(5 << 20, 1);
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), &ObjectData::Files).expect("open");
         let none = StorageQuotas::UNLIMITED;
         store
             .create_bucket(&b, acl(owner), None, &none)
@@ -1293,7 +1298,7 @@ async fn usage_counts_objects_and_parts_for_the_bucket_owner_and_survives_reopen
             }
         );
     }
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = Store::open(dir.path(), &ObjectData::Files).expect("reopen");
     assert_eq!(
         store.usage(owner),
         Usage {
@@ -1445,7 +1450,7 @@ async fn concurrent_writes_count_exactly_and_never_pass_the_quota_together() {
     let listed = counted_by_listing(&store).await;
     assert_eq!(store.usage(owner).bytes, listed);
     drop(store);
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = Store::open(dir.path(), &ObjectData::Files).expect("reopen");
     assert_eq!(store.usage(owner).bytes, listed);
 
     // Ten writes of 1 MB at once against room for exactly five: five pass, five are refused.
@@ -1484,7 +1489,7 @@ async fn usage_is_counted_at_open_for_a_store_made_before() {
     let dir = tempfile::tempdir().expect("tempdir");
     let owner = "111111111111";
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), &ObjectData::Files).expect("open");
         let none = StorageQuotas::UNLIMITED;
         store
             .create_bucket(&bucket("bkt"), acl(owner), None, &none)
@@ -1510,7 +1515,7 @@ async fn usage_is_counted_at_open_for_a_store_made_before() {
         db.delete_cf(cf, owner.as_bytes()).expect("drop usage");
         db.delete(b"usage-v1").expect("drop marker");
     }
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = Store::open(dir.path(), &ObjectData::Files).expect("reopen");
     assert_eq!(
         store.usage(owner),
         Usage {
@@ -1693,7 +1698,7 @@ async fn versions_are_kept_found_by_id_and_listed_newest_first() {
 
     // Everything survives a reopen; deleting every version frees bytes and files.
     drop(store);
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = Store::open(dir.path(), &ObjectData::Files).expect("reopen");
     assert_eq!(
         get_version(&store, "bkt", "k", &VersionRef::Null).await,
         pattern(20_000, 0)
@@ -2043,4 +2048,144 @@ async fn a_version_promoted_between_pages_is_still_listed() {
     );
     assert!(second.versions[0].2, "it is the key's latest now");
     assert!(!second.is_truncated);
+}
+
+/// The RADOS engine against a one-host Ceph cluster the test starts (scripts/ceph-temp).
+mod on_rados {
+    use super::*;
+    use std::process::Command;
+
+    /// A cluster in a temp folder, stopped when dropped.
+    struct Ceph {
+        dir: tempfile::TempDir,
+        conf: std::path::PathBuf,
+    }
+
+    fn script() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph-temp")
+    }
+
+    impl Ceph {
+        fn start() -> Ceph {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let out = Command::new("bash")
+                .arg(script())
+                .arg("start")
+                .arg(dir.path())
+                .output()
+                .expect("scripts/ceph-temp runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let conf = String::from_utf8_lossy(&out.stdout).trim().into();
+            Ceph { dir, conf }
+        }
+
+        fn data(&self) -> ObjectData {
+            ObjectData::Rados {
+                conf: self.conf.clone(),
+                pool: "koala".into(),
+            }
+        }
+
+        /// The names of the pool's objects, sorted.
+        fn objects(&self) -> Vec<String> {
+            let out = Command::new("rados")
+                .arg("-c")
+                .arg(&self.conf)
+                .args(["-p", "koala", "ls"])
+                .output()
+                .expect("rados runs");
+            assert!(out.status.success());
+            let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    impl Drop for Ceph {
+        fn drop(&mut self) {
+            let _ = Command::new("bash")
+                .arg(script())
+                .arg("stop")
+                .arg(self.dir.path())
+                .output();
+        }
+    }
+
+    async fn eventually_objects(ceph: &Ceph, n: usize) {
+        for _ in 0..100 {
+            if ceph.objects().len() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the pool holds {:?}, not {n} objects", ceph.objects());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn objects_are_striped_read_back_kept_while_read_and_swept_after_a_crash() {
+        let ceph = Ceph::start();
+        let (dir, store) = new_store_on(&ceph.data());
+        assert!(!dir.path().join("data").exists(), "files made beside RADOS");
+
+        // 10 MiB: three stripes of one data file, read back whole and across a boundary.
+        let data = pattern(10 << 20, 3);
+        let meta = put(&store, "bkt", "big", &data).await;
+        let names = ceph.objects();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names[0].ends_with(".0000") && names[2].ends_with(".0002"));
+        assert_eq!(get(&store, "bkt", "big").await, data);
+        let (b, k) = (bucket("bkt"), key("big"));
+        let from = (4 << 20) - 10;
+        let across = store.read(&b, &k, &meta, from, 20).expect("read");
+        assert_eq!(
+            collect(across).await,
+            &data[from as usize..from as usize + 20]
+        );
+        // Small objects stay inline in RocksDB.
+        put(&store, "bkt", "small", b"tiny").await;
+        assert_eq!(ceph.objects().len(), 3);
+
+        // Deleted while a reader streams it: the reader gets every byte, then it goes.
+        let reading = store.read(&b, &k, &meta, 0, meta.size).expect("read");
+        store
+            .delete_object(&b, &k, "111111111111", DeleteCondition::default())
+            .await
+            .expect("delete");
+        assert_eq!(ceph.objects().len(), 3, "removed under its reader");
+        assert!(matches!(
+            store.read(&b, &k, &meta, 0, 1),
+            Err(StoreError::NoSuchKey)
+        ));
+        assert_eq!(collect(reading).await, data);
+        eventually_objects(&ceph, 0).await;
+
+        // A body staged and never committed leaves nothing.
+        let staged = store
+            .stage(body(&data, 65536), None, DigestRequest::default())
+            .await
+            .expect("stage");
+        assert_eq!(ceph.objects().len(), 3);
+        drop(staged);
+        eventually_objects(&ceph, 0).await;
+
+        // A crash between writing the stripes and committing the record: the next open
+        // removes them.
+        let staged = store
+            .stage(body(&data, 65536), None, DigestRequest::default())
+            .await
+            .expect("stage");
+        std::mem::forget(staged);
+        drop(store);
+        assert_eq!(ceph.objects().len(), 3);
+        let store = Store::open(dir.path(), &ceph.data()).expect("reopen");
+        assert!(ceph.objects().is_empty(), "{:?}", ceph.objects());
+        assert_eq!(get(&store, "bkt", "small").await, b"tiny");
+    }
 }

@@ -19,6 +19,7 @@ pub fn open_walrus(dir: &Path, identity: Identity, grace: Duration) -> Walrus {
             virtual_host_domain: Some("s3.koala.test".into()),
             region: "us-east-1".into(),
             image_grace: grace,
+            object_data: walrus::ObjectData::Files,
         },
         Arc::new(identity),
     )
