@@ -130,11 +130,31 @@ struct Statements {
     term: Statement,
 }
 
-/// The driver's side: a connection, its statements, and how to make them again.
-struct Session {
+/// A connection and its statements, made again when the connection is lost.
+struct Conn {
     config: Config,
-    client: Client,
-    statements: Statements,
+    client: Arc<Client>,
+    statements: Arc<Statements>,
+}
+
+impl Conn {
+    async fn open(config: Config) -> Result<Conn, RecordError> {
+        let client = connect(&config).await?;
+        let statements = Statements::prepare(&client).await?;
+        Ok(Conn {
+            config,
+            client: Arc::new(client),
+            statements: Arc::new(statements),
+        })
+    }
+
+    /// Connects again if the connection was lost (the database restarted, say).
+    async fn reconnect(&mut self) -> Result<(), RecordError> {
+        if self.client.is_closed() {
+            *self = Conn::open(self.config.clone()).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Any error of the driver, as a record error.
@@ -165,15 +185,24 @@ impl Postgres {
                     }
                 };
                 runtime.block_on(async move {
-                    let session = match Session::open(config).await {
-                        Ok(session) => session,
+                    let opened = async {
+                        let mut client = connect(&config).await?;
+                        migrate(&mut client).await?;
+                        drop(client);
+                        Ok::<_, RecordError>((
+                            Conn::open(config.clone()).await?,
+                            Conn::open(config.clone()).await?,
+                        ))
+                    };
+                    let (reader, writer) = match opened.await {
+                        Ok(conns) => conns,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
                             return;
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    session.serve(receiver, term).await;
+                    serve(config, reader, writer, receiver, term).await;
                 });
             })
             .map_err(|e| RecordError::Database(Box::new(e)))?;
@@ -295,144 +324,155 @@ fn like_prefix(prefix: &str) -> String {
     pattern
 }
 
-impl Session {
-    async fn open(config: Config) -> Result<Session, RecordError> {
-        let mut client = connect(&config).await?;
-        migrate(&mut client).await?;
-        let statements = Statements::prepare(&client).await?;
-        Ok(Session {
-            config,
-            client,
-            statements,
-        })
-    }
-
-    /// Connects again if the connection was lost (the database restarted, say).
-    async fn reconnect(&mut self) -> Result<(), RecordError> {
-        if self.client.is_closed() {
-            let client = connect(&self.config).await?;
-            self.statements = Statements::prepare(&client).await?;
-            self.client = client;
-        }
-        Ok(())
-    }
-
-    /// Answers requests, one at a time, until every handle is dropped.
-    async fn serve(mut self, mut requests: mpsc::UnboundedReceiver<Request>, term: Arc<AtomicU64>) {
-        while let Some(request) = requests.recv().await {
-            match request {
-                Request::Get { store, key, reply } => {
-                    let answer = match self.reconnect().await {
-                        Ok(()) => self.get(&store, &key).await,
-                        Err(e) => Err(e),
-                    };
-                    let _ = reply.send(answer);
+/// Answers requests until every handle is dropped: reads at once, each on its own task over
+/// the reading connection (pipelined), writes one at a time on the writing connection, so that
+/// a write's transaction never holds up a read and reads never see a write uncommitted.
+async fn serve(
+    config: Config,
+    mut reader: Conn,
+    writer: Conn,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    term: Arc<AtomicU64>,
+) {
+    let (writes, pending) = mpsc::unbounded_channel();
+    tokio::spawn(write_in_turn(writer, pending, term.clone()));
+    while let Some(request) = requests.recv().await {
+        match request {
+            Request::Get { store, key, reply } => match reader.reconnect().await {
+                Ok(()) => {
+                    let (client, statements) = (reader.client.clone(), reader.statements.clone());
+                    tokio::spawn(async move {
+                        let _ = reply.send(get(&client, &statements, &store, &key).await);
+                    });
                 }
-                Request::Scan {
-                    store,
-                    prefix,
-                    keys_only,
-                    reply,
-                } => {
-                    let answer = match self.reconnect().await {
-                        Ok(()) => self.scan(&store, &prefix, keys_only).await,
-                        Err(e) => Err(e),
-                    };
-                    let _ = reply.send(answer);
+                Err(e) => {
+                    let _ = reply.send(Err(e));
                 }
-                Request::Write {
-                    store,
-                    changes,
-                    reply,
-                } => {
-                    let answer = match self.reconnect().await {
-                        Ok(()) => {
-                            self.write(&store, changes, term.load(Ordering::SeqCst))
-                                .await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    let _ = reply.send(answer);
+            },
+            Request::Scan {
+                store,
+                prefix,
+                keys_only,
+                reply,
+            } => match reader.reconnect().await {
+                Ok(()) => {
+                    let (client, statements) = (reader.client.clone(), reader.statements.clone());
+                    tokio::spawn(async move {
+                        let answer = scan(&client, &statements, &store, &prefix, keys_only).await;
+                        let _ = reply.send(answer);
+                    });
                 }
-                Request::Lead {
-                    holder,
-                    waiting,
-                    reply,
-                } => {
-                    // On its own session, so that waiting for the lock holds up nothing else.
-                    tokio::spawn(lead(
-                        self.config.clone(),
-                        holder,
-                        waiting,
-                        reply,
-                        term.clone(),
-                    ));
+                Err(e) => {
+                    let _ = reply.send(Err(e));
                 }
+            },
+            Request::Write {
+                store,
+                changes,
+                reply,
+            } => {
+                // The writer only stops with the runtime: a send cannot fail before then.
+                let _ = writes.send((store, changes, reply));
+            }
+            Request::Lead {
+                holder,
+                waiting,
+                reply,
+            } => {
+                // On its own session, so that waiting for the lock holds up nothing else.
+                tokio::spawn(lead(config.clone(), holder, waiting, reply, term.clone()));
             }
         }
     }
+}
 
-    async fn get(&self, store: &str, key: &str) -> Result<Option<String>, RecordError> {
-        let row = self
-            .client
-            .query_opt(&self.statements.get, &[&store, &key])
-            .await
-            .map_err(db)?;
-        Ok(row.map(|row| row.get(0)))
-    }
+/// A write waiting its turn: the store, its changes, where its answer goes.
+type PendingWrite = (
+    String,
+    Vec<Change>,
+    std_mpsc::SyncSender<Result<(), RecordError>>,
+);
 
-    async fn scan(
-        &self,
-        store: &str,
-        prefix: &str,
-        keys_only: bool,
-    ) -> Result<Vec<(String, String)>, RecordError> {
-        let pattern = like_prefix(prefix);
-        let statement = match keys_only {
-            true => &self.statements.keys,
-            false => &self.statements.scan,
+/// Applies writes one at a time, each in its own transaction fenced by the term.
+async fn write_in_turn(
+    mut writer: Conn,
+    mut pending: mpsc::UnboundedReceiver<PendingWrite>,
+    term: Arc<AtomicU64>,
+) {
+    while let Some((store, changes, reply)) = pending.recv().await {
+        let answer = match writer.reconnect().await {
+            Ok(()) => write(&mut writer, &store, changes, term.load(Ordering::SeqCst)).await,
+            Err(e) => Err(e),
         };
-        let rows = self
-            .client
-            .query(statement, &[&store, &pattern])
-            .await
-            .map_err(db)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| match keys_only {
-                true => (row.get(0), String::new()),
-                false => (row.get(0), row.get(1)),
-            })
-            .collect())
+        let _ = reply.send(answer);
     }
+}
 
-    async fn write(
-        &mut self,
-        store: &str,
-        changes: Vec<Change>,
-        term: u64,
-    ) -> Result<(), RecordError> {
-        let tx = self.client.transaction().await.map_err(db)?;
-        if term != UNFENCED {
-            let row = tx.query_one(&self.statements.term, &[]).await.map_err(db)?;
-            let current: i64 = row.get(0);
-            if term == LOST || u64::try_from(current).ok() != Some(term) {
-                // Dropping the transaction rolls it back.
-                return Err(RecordError::NotLeader);
-            }
+async fn get(
+    client: &Client,
+    statements: &Statements,
+    store: &str,
+    key: &str,
+) -> Result<Option<String>, RecordError> {
+    let row = client
+        .query_opt(&statements.get, &[&store, &key])
+        .await
+        .map_err(db)?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+async fn scan(
+    client: &Client,
+    statements: &Statements,
+    store: &str,
+    prefix: &str,
+    keys_only: bool,
+) -> Result<Vec<(String, String)>, RecordError> {
+    let pattern = like_prefix(prefix);
+    let statement = match keys_only {
+        true => &statements.keys,
+        false => &statements.scan,
+    };
+    let rows = client
+        .query(statement, &[&store, &pattern])
+        .await
+        .map_err(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| match keys_only {
+            true => (row.get(0), String::new()),
+            false => (row.get(0), row.get(1)),
+        })
+        .collect())
+}
+
+async fn write(
+    writer: &mut Conn,
+    store: &str,
+    changes: Vec<Change>,
+    term: u64,
+) -> Result<(), RecordError> {
+    let statements = writer.statements.clone();
+    // The writer's client is only ever shared with this task: a transaction needs it alone.
+    let client = Arc::get_mut(&mut writer.client)
+        .ok_or_else(|| RecordError::Database("the writing connection is shared".into()))?;
+    let tx = client.transaction().await.map_err(db)?;
+    if term != UNFENCED {
+        let row = tx.query_one(&statements.term, &[]).await.map_err(db)?;
+        let current: i64 = row.get(0);
+        if term == LOST || u64::try_from(current).ok() != Some(term) {
+            // Dropping the transaction rolls it back.
+            return Err(RecordError::NotLeader);
         }
-        for change in &changes {
-            match change {
-                Change::Put(key, value) => {
-                    tx.execute(&self.statements.put, &[&store, key, value])
-                        .await
-                }
-                Change::Delete(key) => tx.execute(&self.statements.delete, &[&store, key]).await,
-            }
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
     }
+    for change in &changes {
+        match change {
+            Change::Put(key, value) => tx.execute(&statements.put, &[&store, key, value]).await,
+            Change::Delete(key) => tx.execute(&statements.delete, &[&store, key]).await,
+        }
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
 }
 
 impl Statements {
