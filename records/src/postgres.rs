@@ -2,8 +2,10 @@
 //! controllers share one database with exactly one of them acting.
 //!
 //! Records keep the shape they have in RocksDB: a store name (`clc`, `identity`), a string key
-//! (`instance/i-…`) and the record's JSON, here as `jsonb` so that an operator can read them
-//! with SQL (`SELECT value FROM koala_records WHERE store = 'clc' AND key LIKE 'instance/%'`).
+//! (`instance/i-…`) and the record's JSON text, which an operator can read with SQL
+//! (`SELECT value::jsonb->'record' FROM koala_records WHERE store = 'clc' AND key LIKE
+//! 'instance/%'`). Text, not `jsonb`: jsonb refuses a `\u0000` a client may put in a
+//! description, and the records must store whatever RocksDB stores.
 //! Keys are collated as bytes (`COLLATE "C"`), so prefix scans come back in RocksDB's order.
 //!
 //! The stores' interface is synchronous (RocksDB calls take microseconds, and the CLC's
@@ -36,7 +38,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE koala_records (
         store text NOT NULL,
         key text COLLATE "C" NOT NULL,
-        value jsonb NOT NULL,
+        value text NOT NULL,
         PRIMARY KEY (store, key)
     );
     CREATE TABLE koala_leader (
@@ -166,7 +168,7 @@ impl Postgres {
     /// Connects to `url` (a `postgresql://` URL or `key=value` pairs, as libpq takes them),
     /// brings the schema up to date and starts the driver's thread.
     pub fn connect(url: &str) -> Result<Postgres, RecordError> {
-        let config: Config = url.parse().map_err(db)?;
+        let config = bounded(url.parse().map_err(db)?);
         let name = describe(&config);
         let (requests, receiver) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
@@ -302,6 +304,43 @@ fn describe(config: &Config) -> String {
     )
 }
 
+/// How long a connection attempt, and each request, may take before it fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `config` with every session bounded, so that a host that vanishes or a process that stops
+/// cannot hold locks (the leader's, a transaction's row locks) for the kernel's two-hour
+/// keepalive: both ends probe a silent connection after 5 s and drop it after three
+/// unanswered probes 2 s apart, and the server ends a session left idle inside a
+/// transaction after 10 s.
+fn bounded(mut config: Config) -> Config {
+    let mut options = config.get_options().unwrap_or_default().to_owned();
+    options.push_str(
+        " -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 \
+         -c idle_in_transaction_session_timeout=10s",
+    );
+    config
+        .options(options.trim())
+        .connect_timeout(REQUEST_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3);
+    config
+}
+
+/// `request` within [`REQUEST_TIMEOUT`].
+async fn in_time<T>(
+    request: impl std::future::Future<Output = Result<T, RecordError>>,
+) -> Result<T, RecordError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RecordError::Database(
+                "the database did not answer in time".into(),
+            ))
+        })
+}
+
 /// A new connection, its task spawned on the driver's runtime.
 async fn connect(config: &Config) -> Result<Client, RecordError> {
     let (client, connection) = config.connect(NoTls).await.map_err(db)?;
@@ -338,11 +377,12 @@ async fn serve(
     tokio::spawn(write_in_turn(writer, pending, term.clone()));
     while let Some(request) = requests.recv().await {
         match request {
-            Request::Get { store, key, reply } => match reader.reconnect().await {
+            Request::Get { store, key, reply } => match in_time(reader.reconnect()).await {
                 Ok(()) => {
                     let (client, statements) = (reader.client.clone(), reader.statements.clone());
                     tokio::spawn(async move {
-                        let _ = reply.send(get(&client, &statements, &store, &key).await);
+                        let answer = in_time(get(&client, &statements, &store, &key)).await;
+                        let _ = reply.send(answer);
                     });
                 }
                 Err(e) => {
@@ -354,11 +394,12 @@ async fn serve(
                 prefix,
                 keys_only,
                 reply,
-            } => match reader.reconnect().await {
+            } => match in_time(reader.reconnect()).await {
                 Ok(()) => {
                     let (client, statements) = (reader.client.clone(), reader.statements.clone());
                     tokio::spawn(async move {
-                        let answer = scan(&client, &statements, &store, &prefix, keys_only).await;
+                        let answer =
+                            in_time(scan(&client, &statements, &store, &prefix, keys_only)).await;
                         let _ = reply.send(answer);
                     });
                 }
@@ -400,8 +441,11 @@ async fn write_in_turn(
     term: Arc<AtomicU64>,
 ) {
     while let Some((store, changes, reply)) = pending.recv().await {
-        let answer = match writer.reconnect().await {
-            Ok(()) => write(&mut writer, &store, changes, term.load(Ordering::SeqCst)).await,
+        let answer = match in_time(writer.reconnect()).await {
+            Ok(()) => {
+                let term = term.load(Ordering::SeqCst);
+                in_time(write(&mut writer, &store, changes, term)).await
+            }
             Err(e) => Err(e),
         };
         let _ = reply.send(answer);
@@ -479,11 +523,11 @@ impl Statements {
     async fn prepare(client: &Client) -> Result<Statements, RecordError> {
         let prepare = |sql| client.prepare(sql);
         Ok(Statements {
-            get: prepare("SELECT value::text FROM koala_records WHERE store = $1 AND key = $2")
+            get: prepare("SELECT value FROM koala_records WHERE store = $1 AND key = $2")
                 .await
                 .map_err(db)?,
             scan: prepare(
-                "SELECT key, value::text FROM koala_records \
+                "SELECT key, value FROM koala_records \
                  WHERE store = $1 AND key LIKE $2 ORDER BY key",
             )
             .await
@@ -495,7 +539,7 @@ impl Statements {
             .map_err(db)?,
             put: prepare(
                 "INSERT INTO koala_records (store, key, value) \
-                 VALUES ($1, $2, CAST($3::text AS jsonb)) \
+                 VALUES ($1, $2, $3) \
                  ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value",
             )
             .await
@@ -526,7 +570,9 @@ async fn migrate(client: &mut Client) -> Result<(), RecordError> {
         .map(|row| row.get(0));
     let known = MIGRATIONS.len();
     let version = match found {
-        Some(v) => usize::try_from(v).unwrap_or(0),
+        Some(v) => usize::try_from(v).map_err(|_| {
+            RecordError::Database(format!("the schema's version {v} is not a version").into())
+        })?,
         None => {
             tx.execute("INSERT INTO koala_schema VALUES (0)", &[])
                 .await
@@ -594,14 +640,11 @@ async fn take_lead(
     waiting: oneshot::Sender<()>,
 ) -> Result<(Client, u64), RecordError> {
     let client = connect(config).await?;
-    // A leader whose host vanishes without closing its connection must not hold the lock
-    // for the kernel's two-hour keepalive: the server probes the session after 5 s of
-    // silence and drops it after three unanswered probes, two seconds apart.
+    // A leader that stops (paused, frozen) while its host still answers keepalives must not
+    // keep the lock: its heartbeat runs every second, and the server ends the session after
+    // 5 s without one. (A host that vanishes is dropped by the keepalives of `bounded`.)
     client
-        .batch_execute(
-            "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
-             SET tcp_keepalives_count = 3",
-        )
+        .batch_execute("SET idle_session_timeout = '5s'")
         .await
         .map_err(db)?;
     let free: bool = client

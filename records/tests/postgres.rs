@@ -39,16 +39,15 @@ impl Server {
             .arg(dir.path())
             .output()
             .expect("scripts/pg-temp runs");
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // Made before the check, so that a server that started is stopped with it.
+        let server = Server { dir, url };
         assert!(
             out.status.success(),
             "pg-temp start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let url = String::from_utf8(out.stdout)
-            .expect("utf-8")
-            .trim()
-            .to_owned();
-        Server { dir, url }
+        server
     }
 
     /// Runs SQL as the test, apart from Koala's connections.
@@ -144,10 +143,15 @@ fn records_read_back_in_rocksdb_order_and_stores_stay_apart() {
     assert_eq!(clc.get::<Thing>("a/a").unwrap(), None);
     assert_eq!(clc.get::<Thing>("a/b").unwrap(), Some(thing("a/b", 7)));
 
-    // The records are JSON an operator can query.
+    // The records are JSON an operator can query; a NUL in a string (which jsonb refuses) is
+    // stored as RocksDB stores it.
+    let mut batch = Batch::new();
+    batch.put("nul", &thing("a\u{0}b", 1));
+    clc.write(batch).unwrap();
+    assert_eq!(clc.get::<Thing>("nul").unwrap(), Some(thing("a\u{0}b", 1)));
     assert_eq!(
         server.sql(
-            "SELECT value->'record'->>'n' FROM koala_records \
+            "SELECT value::jsonb->'record'->>'n' FROM koala_records \
              WHERE store = 'clc' AND key = 'a/b'"
         ),
         "7"

@@ -314,6 +314,36 @@ def start_cloud(data_dir=None):
 CEPH_TEMP = os.path.join(REPO, "scripts", "ceph-temp")
 
 
+def ceph_start():
+    """Starts a one-host Ceph cluster (scripts/ceph-temp) with pool `koala`: (its folder,
+    its ceph.conf)."""
+    folder = tempfile.mkdtemp(prefix="koala-e2e-ceph-")
+    out = subprocess.run(["bash", CEPH_TEMP, "start", folder], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return folder, out.stdout.strip()
+
+
+def ceph_stop(folder):
+    subprocess.run(["bash", CEPH_TEMP, "stop", folder], capture_output=True, timeout=120)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def walrus_on_rados(conf):
+    """koala.toml's table that puts Walrus' object bytes in the cluster of `conf`."""
+    return f'[walrus]\nbackend = "rados"\nrados_conf = "{conf}"\nrados_pool = "koala"\n'
+
+
+@pytest.fixture
+def ceph():
+    """A one-host Ceph cluster of the test's own: its ceph.conf."""
+    folder, conf = ceph_start()
+    try:
+        yield conf
+    finally:
+        ceph_stop(folder)
+
+
 @pytest.fixture(scope="session")
 def cloud():
     data_dir = tempfile.mkdtemp(prefix="koala-e2e-")
@@ -322,24 +352,21 @@ def cloud():
     # the RADOS backend too (scripts/test runs them a second time so).
     ceph_dir = None
     if os.environ.get("KOALA_TEST_WALRUS") == "rados":
-        ceph_dir = tempfile.mkdtemp(prefix="koala-e2e-ceph-")
-        out = subprocess.run(["bash", CEPH_TEMP, "start", ceph_dir], capture_output=True,
-                             text=True, timeout=300)
-        assert out.returncode == 0, out.stderr
+        ceph_dir, conf = ceph_start()
         with open(os.path.join(data_dir, "koala.toml"), "w") as f:
-            f.write(f'[walrus]\nbackend = "rados"\nrados_conf = "{out.stdout.strip()}"\n'
-                    'rados_pool = "koala"\n')
+            f.write(walrus_on_rados(conf))
     # A relative data dir, as the README's first command uses: every instance test of the
     # session cloud then shows that the paths handed to libvirt work from its folder.
     c = Cloud(data_dir, relative=True)
-    c.start()
-    yield c
-    c.stop()
-    if ceph_dir:
-        subprocess.run(["bash", CEPH_TEMP, "stop", ceph_dir], capture_output=True, timeout=120)
-        shutil.rmtree(ceph_dir, ignore_errors=True)
-    if os.environ.get("KOALA_KEEP_DATA") is None:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        if ceph_dir:
+            ceph_stop(ceph_dir)
+        if os.environ.get("KOALA_KEEP_DATA") is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from conftest import KOALA_BIN, Cloud, free_port, make_client, make_ec2
+from conftest import ceph  # noqa: F401 - a Ceph cluster of the test's own
+from conftest import KOALA_BIN, Cloud, free_port, make_client, make_ec2, walrus_on_rados
 from test_instances import guest  # noqa: F401 - the test guest fixture
 from test_instances import Apart, domains, register_guest, terminate_all, wait_state
 
@@ -41,12 +42,13 @@ def sql(url, query):
     return out.stdout.strip()
 
 
-def cloud_dir(url, keys_from=None):
-    """A data dir whose koala.toml names the database; with the cloud CA of `keys_from`'s."""
+def cloud_dir(url, keys_from=None, more=""):
+    """A data dir whose koala.toml names the database (and holds `more`); with the cloud CA
+    of `keys_from`'s."""
     d = tempfile.mkdtemp(prefix="koala-e2e-pgclc-")
     os.chmod(d, 0o755)
     with open(os.path.join(d, "koala.toml"), "w") as f:
-        f.write(f'[cloud]\ndatabase = "{url}"\n')
+        f.write(f'[cloud]\ndatabase = "{url}"\n{more}')
     if keys_from:
         shutil.copytree(os.path.join(keys_from, "keys"), os.path.join(d, "keys"))
     return d
@@ -62,8 +64,10 @@ def instance_states(ec2):
             for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
 
 
-def test_koala_up_keeps_the_cloud_in_postgresql_across_restarts(database, guest, tmp_path):
-    d = cloud_dir(database)
+def test_koala_up_on_postgresql_and_rados_runs_instances_across_restarts(
+        database, ceph, guest, tmp_path):
+    # The CLC's records in PostgreSQL, Walrus' object bytes (the bundles) in RADOS.
+    d = cloud_dir(database, more=walrus_on_rados(ceph))
     c = Cloud(d)
     try:
         c.start()
@@ -76,10 +80,15 @@ def test_koala_up_keeps_the_cloud_in_postgresql_across_restarts(database, guest,
         seen = wait_state(ec2, [iid], {"running", "terminated"})
         assert seen[iid]["State"]["Name"] == "running", seen[iid].get("StateReason")
 
-        # The records are PostgreSQL's, none on the data dir's disk.
+        # The records are PostgreSQL's and the bundles' bytes RADOS', none on the data dir's
+        # disk.
         assert not os.path.exists(os.path.join(d, "clc"))
         assert not os.path.exists(os.path.join(d, "identity"))
-        assert sql(database, "SELECT value->'record'->>'image_id' FROM koala_records "
+        assert not os.path.exists(os.path.join(d, "walrus", "data"))
+        stored = subprocess.run(["rados", "-c", ceph, "-p", "koala", "ls"], capture_output=True,
+                                text=True, timeout=60, check=True).stdout.split()
+        assert stored, "no object bytes in the pool"
+        assert sql(database, "SELECT value::jsonb->'record'->>'image_id' FROM koala_records "
                              f"WHERE store = 'clc' AND key = 'instance/{iid}'") == emi
         assert sql(database, "SELECT count(*) FROM koala_records "
                              "WHERE store = 'identity'") != "0"

@@ -187,12 +187,14 @@ impl Layout {
     }
 
     /// Unlinks a data file; a missing file is fine (the unlink already happened before a
-    /// crash). Readers holding the file open keep reading it.
-    pub fn unlink(&self, id: FileId) -> io::Result<()> {
+    /// crash). Readers holding the file open keep reading it. Answers whether the file is
+    /// gone now: in RADOS a file being read goes once its readers are done, so the caller
+    /// keeps its record of the removal (its `pending` entry) until a later call.
+    pub fn unlink(&self, id: FileId) -> io::Result<bool> {
         match &self.engine {
             Engine::Files { data, .. } => match std::fs::remove_file(file_path(data, id)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
+                _ => Ok(true),
             },
             Engine::Rados(rados) => rados.unlink(id),
         }
@@ -299,7 +301,10 @@ impl Drop for TempFile {
                     let _ = std::fs::remove_file(path);
                 }
                 Place::Rados(rados) => {
-                    let _ = rados.unlink(self.id);
+                    let (data, id) = (Arc::clone(rados), self.id);
+                    rados.off_the_reactor(move || {
+                        let _ = data.unlink(id);
+                    });
                 }
             }
         }

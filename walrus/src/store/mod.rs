@@ -812,7 +812,9 @@ impl Inner {
         let mut batch = WriteBatch::default();
         for id in ids {
             match self.layout.unlink(*id) {
-                Ok(()) => batch.delete_cf(pending, id.0),
+                Ok(true) => batch.delete_cf(pending, id.0),
+                // Being read (RADOS): the entry stays for the next open to finish.
+                Ok(false) => {}
                 Err(e) => tracing::warn!(file = %id.hex(), error = %e, "cannot reclaim data file"),
             }
         }
@@ -865,6 +867,7 @@ impl Store {
         for item in db.iterator_cf(pending, rocksdb::IteratorMode::Start) {
             let (k, _) = item.map_err(internal)?;
             if let Ok(raw) = <[u8; 16]>::try_from(&k[..]) {
+                // Nothing reads yet: the file goes now.
                 layout.unlink(FileId(raw)).map_err(internal)?;
             }
             batch.delete_cf(pending, k);

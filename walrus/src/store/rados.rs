@@ -29,6 +29,9 @@ pub(super) const STRIPE: u64 = 4 << 20;
 /// The attribute of stripe 0 that holds the file's size, set once the file is complete.
 const SIZE_ATTR: &str = "koala.size";
 
+/// Seconds a RADOS call may wait for the cluster before it fails.
+const OP_TIMEOUT_SECS: &str = "30";
+
 /// The `errno` librados reports for a missing object.
 const ENOENT: i32 = 2;
 
@@ -72,6 +75,13 @@ impl RadosData {
         let cluster: &'static Rados = Box::leak(Box::new(
             ceph::ceph::connect_to_ceph("admin", conf).map_err(io_error)?,
         ));
+        // A placement group that stays inactive fails the calls waiting on it instead of
+        // holding their threads for ever.
+        for option in ["rados_osd_op_timeout", "rados_mon_op_timeout"] {
+            if let Err(e) = cluster.config_set(option, OP_TIMEOUT_SECS) {
+                tracing::warn!(option, error = %e, "cannot bound RADOS calls");
+            }
+        }
         let ioctx = cluster.get_rados_ioctx(pool).map_err(io_error)?;
         Ok(RadosData {
             ioctx,
@@ -136,6 +146,7 @@ impl RadosData {
             .map_err(io_error)?;
         let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
         if readers.doomed.contains(&id) {
+            // Its removal has begun (or waits for readers): a new reader must not start.
             return Err(io::Error::new(io::ErrorKind::NotFound, "being removed"));
         }
         *readers.count.entry(id).or_default() += 1;
@@ -172,17 +183,26 @@ impl RadosData {
         Ok(Bytes::from(out))
     }
 
-    /// Removes `id` (every stripe, stripe 0 last), or marks it for removal once its readers in
-    /// this process are done. A missing file is fine.
-    pub fn unlink(&self, id: FileId) -> io::Result<()> {
+    /// Removes `id` (every stripe, stripe 0 last) and answers `true`, or, while readers in
+    /// this process hold it, marks it for removal once they are done and answers `false` (the
+    /// caller keeps its own record of the removal until a later call answers `true`). A
+    /// missing file is fine. Either way no new reader may open it from now on.
+    pub fn unlink(&self, id: FileId) -> io::Result<bool> {
         {
             let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            if readers.count.get(&id).is_some_and(|n| *n > 0) {
-                readers.doomed.insert(id);
-                return Ok(());
+            let held = readers.count.get(&id).is_some_and(|n| *n > 0);
+            readers.doomed.insert(id);
+            if held {
+                return Ok(false);
             }
         }
-        self.remove(id)
+        let removed = self.remove(id);
+        self.readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .doomed
+            .remove(&id);
+        removed.map(|()| true)
     }
 
     fn remove(&self, id: FileId) -> io::Result<()> {
@@ -191,10 +211,14 @@ impl RadosData {
             Ok(None) => {
                 // Unsealed (an upload cut short): its stripes run from 0 to the first gap.
                 let mut n = 1;
-                while self.ioctx.rados_object_stat(&stripe_name(id, n)).is_ok() {
-                    n += 1;
+                loop {
+                    match self.ioctx.rados_object_stat(&stripe_name(id, n)) {
+                        Ok(_) => n += 1,
+                        Err(RadosError::ApiError(errno)) if errno as i32 == ENOENT => break n,
+                        // Anything else may hide stripes above: stripe 0 must stay to find them.
+                        Err(e) => return Err(io_error(e)),
+                    }
                 }
-                n
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
@@ -223,6 +247,9 @@ impl RadosData {
         Ok(out)
     }
 
+    /// Ends a read of `id`; the last reader of a file marked for removal removes it, off the
+    /// reactor. (The caller's record of the removal stays until its next open, which finds
+    /// the file gone.)
     fn release(self: &Arc<Self>, id: FileId) {
         let remove = {
             let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -235,23 +262,24 @@ impl RadosData {
             };
             if left == 0 {
                 readers.count.remove(&id);
-                readers.doomed.remove(&id)
-            } else {
-                false
             }
+            left == 0 && readers.doomed.contains(&id)
         };
         if remove {
             let data = Arc::clone(self);
-            let removal = move || {
-                if let Err(e) = data.remove(id) {
+            self.off_the_reactor(move || {
+                if let Err(e) = data.unlink(id) {
                     tracing::warn!(file = %id.hex(), error = %e, "cannot remove a RADOS data file");
                 }
-            };
-            // librados blocks: off the reactor when there is one.
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(removal)),
-                Err(_) => removal(),
-            }
+            });
+        }
+    }
+
+    /// Runs a blocking librados call on a blocking thread when there is a runtime.
+    pub fn off_the_reactor(&self, call: impl FnOnce() + Send + 'static) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(call)),
+            Err(_) => call(),
         }
     }
 }

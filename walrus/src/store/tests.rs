@@ -2074,13 +2074,15 @@ mod on_rados {
                 .arg(dir.path())
                 .output()
                 .expect("scripts/ceph-temp runs");
+            let conf = String::from_utf8_lossy(&out.stdout).trim().into();
+            // Made before the check, so that whatever started is stopped with it.
+            let ceph = Ceph { dir, conf };
             assert!(
                 out.status.success(),
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let conf = String::from_utf8_lossy(&out.stdout).trim().into();
-            Ceph { dir, conf }
+            ceph
         }
 
         fn data(&self) -> ObjectData {
