@@ -29,9 +29,13 @@ pub trait Record: Versioned {
 /// Why the state store failed. Always the cloud's fault, never the caller's.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// The database failed (RocksDB, its folder, PostgreSQL), or this CLC no longer leads.
+    /// RocksDB failed, or its folder could not be created.
     #[error("the cloud state store failed")]
     Db(#[source] RecordError),
+    /// The cloud's database server cannot be reached now, or this CLC no longer leads and
+    /// another takes over: the caller may retry.
+    #[error("the cloud's database is unavailable")]
+    Unavailable(#[source] RecordError),
     /// A record does not decode: damaged, or written by a newer Koala.
     #[error("the cloud state store holds a corrupt record")]
     Corrupt(#[source] RecordError),
@@ -40,10 +44,8 @@ pub enum StateError {
 impl From<RecordError> for StateError {
     fn from(err: RecordError) -> StateError {
         match err {
-            RecordError::Db(_)
-            | RecordError::Io { .. }
-            | RecordError::Database(_)
-            | RecordError::NotLeader => StateError::Db(err),
+            RecordError::Db(_) | RecordError::Io { .. } => StateError::Db(err),
+            RecordError::Database(_) | RecordError::NotLeader => StateError::Unavailable(err),
             RecordError::Encode(_) | RecordError::Malformed { .. } | RecordError::Newer { .. } => {
                 StateError::Corrupt(err)
             }
@@ -53,7 +55,17 @@ impl From<RecordError> for StateError {
 
 impl From<StateError> for QueryError {
     fn from(err: StateError) -> QueryError {
-        QueryError::internal(err)
+        match err {
+            StateError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "the cloud's database is unavailable");
+                QueryError::Unavailable(
+                    "The cloud controller cannot reach its database now, or is handing over \
+                     to another; retry shortly."
+                        .into(),
+                )
+            }
+            err => QueryError::internal(err),
+        }
     }
 }
 
@@ -188,6 +200,16 @@ mod tests {
         assert_eq!(state.get::<Thing>("c").unwrap(), Some(Thing { n: 4 }));
         assert_eq!(state.scan::<Thing>("").unwrap().len(), 3);
         assert_eq!(state.scan::<Other>("").unwrap().len(), 1);
+    }
+
+    /// A CLC that lost its database or its leadership tells the caller to retry (EC2's
+    /// `Unavailable`, a 503), not that it failed.
+    #[test]
+    fn a_lost_leadership_is_unavailable_not_internal() {
+        for cause in [RecordError::NotLeader, RecordError::Database("gone".into())] {
+            let err = QueryError::from(StateError::from(cause));
+            assert!(matches!(err, QueryError::Unavailable(_)), "{err:?}");
+        }
     }
 
     /// A failure of RocksDB is told once: its message is the cause's, not the store's.
