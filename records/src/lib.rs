@@ -288,9 +288,71 @@ pub struct Db {
 enum Engine {
     /// A RocksDB database of its own.
     Rocks(DB),
-    /// One store (its name) of the cloud's PostgreSQL database.
+    /// One store (its name) of the cloud's PostgreSQL database, with the records read
+    /// lately.
     #[cfg(feature = "postgres")]
-    Postgres(Postgres, String),
+    Postgres(Postgres, String, Recent),
+}
+
+/// Records of a PostgreSQL store read lately, by key, so that the reads every request makes
+/// (its access key's record) cost no round trip. Coherent because only this process writes
+/// the store while it leads (a process that no longer leads stops) and every write passes
+/// here: it forgets the keys it writes before and after the write, and a read keeps what it
+/// found only if no write began or ended meanwhile (a generation count), so a value read
+/// before a write commits is never kept after it. Absent keys are kept too (a property never
+/// overridden is read by every PUT); at most [`Recent::MAX`] keys, past which it starts
+/// again, so that keys a client makes up can cost lookups but never memory.
+#[cfg(feature = "postgres")]
+#[derive(Default)]
+struct Recent(Mutex<RecentInner>);
+
+#[cfg(feature = "postgres")]
+#[derive(Default)]
+struct RecentInner {
+    records: std::collections::HashMap<String, Option<String>>,
+    /// Raised at the start and the end of every write.
+    generation: u64,
+}
+
+#[cfg(feature = "postgres")]
+impl Recent {
+    const MAX: usize = 16_384;
+
+    /// The record kept under `key` (`None`: known absent), or the generation a read of the
+    /// database starts in.
+    fn get(&self, key: &str) -> Result<Option<String>, u64> {
+        let inner = self.lock();
+        inner.records.get(key).cloned().ok_or(inner.generation)
+    }
+
+    /// Keeps what a read that started in `generation` found, unless a write came between.
+    fn keep(&self, key: &str, text: Option<&str>, generation: u64) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if inner.records.len() >= Recent::MAX {
+            inner.records.clear();
+        }
+        inner
+            .records
+            .insert(key.to_owned(), text.map(str::to_owned));
+    }
+
+    /// Forgets `keys`, which a write is about to change or has changed.
+    fn forget<'a>(&self, keys: impl Iterator<Item = &'a str>) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        for key in keys {
+            inner.records.remove(key);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RecentInner> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Db {
@@ -315,9 +377,26 @@ impl Db {
     #[cfg(feature = "postgres")]
     pub fn on_postgres(postgres: &Postgres, store: &str) -> Db {
         Db {
-            engine: Engine::Postgres(postgres.clone(), store.to_owned()),
+            engine: Engine::Postgres(postgres.clone(), store.to_owned(), Recent::default()),
             writes: Mutex::new(()),
         }
+    }
+
+    /// A record's text, from the records read lately or from the database.
+    #[cfg(feature = "postgres")]
+    fn read_through(
+        postgres: &Postgres,
+        store: &str,
+        recent: &Recent,
+        key: &str,
+    ) -> Result<Option<String>, RecordError> {
+        let generation = match recent.get(key) {
+            Ok(kept) => return Ok(kept),
+            Err(generation) => generation,
+        };
+        let found = postgres.get(store, key)?;
+        recent.keep(key, found.as_deref(), generation);
+        Ok(found)
     }
 
     /// Where the database is, for diagnostics.
@@ -325,7 +404,9 @@ impl Db {
         match &self.engine {
             Engine::Rocks(db) => db.path().display().to_string(),
             #[cfg(feature = "postgres")]
-            Engine::Postgres(postgres, store) => format!("{} (store {store})", postgres.name()),
+            Engine::Postgres(postgres, store, _) => {
+                format!("{} (store {store})", postgres.name())
+            }
         }
     }
 
@@ -345,10 +426,12 @@ impl Db {
                 None => Ok(None),
             },
             #[cfg(feature = "postgres")]
-            Engine::Postgres(postgres, store) => match postgres.get(store, key)? {
-                Some(text) => Ok(Some(decode(key, text.as_bytes())?)),
-                None => Ok(None),
-            },
+            Engine::Postgres(postgres, store, recent) => {
+                match Db::read_through(postgres, store, recent, key)? {
+                    Some(text) => Ok(Some(decode(key, text.as_bytes())?)),
+                    None => Ok(None),
+                }
+            }
         }
     }
 
@@ -357,7 +440,9 @@ impl Db {
         match &self.engine {
             Engine::Rocks(db) => Ok(db.get_pinned(key.as_bytes())?.is_some()),
             #[cfg(feature = "postgres")]
-            Engine::Postgres(postgres, store) => Ok(postgres.get(store, key)?.is_some()),
+            Engine::Postgres(postgres, store, recent) => {
+                Ok(Db::read_through(postgres, store, recent, key)?.is_some())
+            }
         }
     }
 
@@ -366,7 +451,7 @@ impl Db {
         match &self.engine {
             Engine::Rocks(db) => decode_all(prefixed(db, None, prefix.as_bytes())),
             #[cfg(feature = "postgres")]
-            Engine::Postgres(postgres, store) => postgres
+            Engine::Postgres(postgres, store, _) => postgres
                 .scan(store, prefix, false)?
                 .into_iter()
                 .map(|(key, text)| {
@@ -388,7 +473,7 @@ impl Db {
                 })
                 .collect(),
             #[cfg(feature = "postgres")]
-            Engine::Postgres(postgres, store) => Ok(postgres
+            Engine::Postgres(postgres, store, _) => Ok(postgres
                 .scan(store, prefix, true)?
                 .into_iter()
                 // Every key found starts with the prefix (LIKE with its characters escaped).
@@ -414,7 +499,7 @@ impl Db {
                 db.write_opt(writes, &sync_writes())?;
             }
             #[cfg(feature = "postgres")]
-            Engine::Postgres(postgres, store) => {
+            Engine::Postgres(postgres, store, recent) => {
                 let changes = batch
                     .changes
                     .into_iter()
@@ -429,7 +514,20 @@ impl Db {
                         None => Ok(postgres::Change::Delete(key)),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                postgres.write(store, changes)?;
+                let keys: Vec<String> = changes
+                    .iter()
+                    .map(|change| match change {
+                        postgres::Change::Put(key, _) | postgres::Change::Delete(key) => {
+                            key.clone()
+                        }
+                    })
+                    .collect();
+                recent.forget(keys.iter().map(String::as_str));
+                let written = postgres.write(store, changes);
+                // Again once done (or failed, or uncertain): what a read fetched meanwhile
+                // is not kept.
+                recent.forget(keys.iter().map(String::as_str));
+                written?;
             }
         }
         Ok(())

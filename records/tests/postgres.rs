@@ -132,6 +132,18 @@ fn records_read_back_in_rocksdb_order_and_stores_stay_apart() {
         Some(thing("elsewhere", 2))
     );
 
+    // What was read is kept, and every write through the store replaces what was kept.
+    assert_eq!(clc.get::<Thing>("a/b").unwrap(), Some(thing("a/b", 1)));
+    let mut batch = Batch::new();
+    batch.put("a/b", &thing("a/b", 8));
+    clc.write(batch).unwrap();
+    assert_eq!(clc.get::<Thing>("a/b").unwrap(), Some(thing("a/b", 8)));
+    let mut batch = Batch::new();
+    batch.delete("b/1");
+    clc.write(batch).unwrap();
+    assert_eq!(clc.get::<Thing>("b/1").unwrap(), None);
+    assert!(!clc.contains("b/1").unwrap());
+
     // A batch is applied in order, atomically: a put then a delete of one key removes it.
     let mut batch = Batch::new();
     batch.put("c/1", &thing("c", 3));
