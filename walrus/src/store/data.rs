@@ -650,6 +650,15 @@ pub(super) enum Source {
 }
 
 impl Source {
+    /// How much one read asks for: [`READ_CHUNK`] of a file; of RADOS, the rest of the
+    /// stripe (one request per stripe, not four).
+    fn chunk_at(&self, offset: u64) -> u64 {
+        match self {
+            Source::File(_) => READ_CHUNK,
+            Source::Rados(_) => STRIPE - offset % STRIPE,
+        }
+    }
+
     fn read_at(&self, offset: u64, len: u64) -> io::Result<Bytes> {
         match self {
             Source::File(file) => {
@@ -691,7 +700,7 @@ impl ReadState {
     /// Starts reading the next chunk on a blocking thread.
     fn start_next(&mut self) -> Option<JoinHandle<io::Result<Bytes>>> {
         let seg = self.segments.front_mut()?;
-        let n = seg.len.min(READ_CHUNK);
+        let n = seg.len.min(seg.file.chunk_at(seg.offset));
         let file = seg.file.clone();
         let offset = seg.offset;
         seg.offset += n;
@@ -703,7 +712,7 @@ impl ReadState {
     }
 }
 
-/// Streams the segments in order, in chunks of [`READ_CHUNK`], reading one chunk ahead on a
+/// Streams the segments in order, in chunks ([`Source::chunk_at`]), reading one chunk ahead on a
 /// blocking thread (pread) while the previous one is sent. No thread is held while the client
 /// is slow to read.
 pub(super) fn stream_segments(segments: Vec<Segment>) -> BodyStream {
