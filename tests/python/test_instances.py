@@ -618,19 +618,24 @@ class Apart:
         cloud_url = c.root_url.replace("http://", "https://")
         walrus_url = f"http://127.0.0.1:{walrus_port}/services/Walrus"
         node_port = free_port()
-        self.roles.append(Role(["cluster", "--cloud-url", cloud_url], c.port + 1, env))
-        self.node = Role(["node", "--cloud-url", cloud_url, "--walrus-url", walrus_url],
-                         node_port, env, node_config)
-        self.roles.append(self.node)
-        key = os.path.join("keys", "cloud-pk.pem")
-        self.walrus = Role(["walrus", "--cloud-url", cloud_url], walrus_port, env,
-                           files={key: os.path.join(c.data_dir, key)})
-        self.roles.append(self.walrus)
-        out = subprocess.run([os.path.join(TOOLS, "euca_conf"), "--register-nodes",
-                              f"127.0.0.1:{node_port}", "--cluster-url",
-                              f"http://127.0.0.1:{c.port + 1}"], env=env, capture_output=True,
-                             text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
+        try:
+            self.roles.append(Role(["cluster", "--cloud-url", cloud_url], c.port + 1, env))
+            self.node = Role(["node", "--cloud-url", cloud_url, "--walrus-url", walrus_url],
+                             node_port, env, node_config)
+            self.roles.append(self.node)
+            key = os.path.join("keys", "cloud-pk.pem")
+            self.walrus = Role(["walrus", "--cloud-url", cloud_url], walrus_port, env,
+                               files={key: os.path.join(c.data_dir, key)})
+            self.roles.append(self.walrus)
+            out = subprocess.run([os.path.join(TOOLS, "euca_conf"), "--register-nodes",
+                                  f"127.0.0.1:{node_port}", "--cluster-url",
+                                  f"http://127.0.0.1:{c.port + 1}"], env=env,
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+        except BaseException:
+            # The caller never gets the object to stop: stop what started here.
+            self.stop()
+            raise
 
     def stop(self):
         for r in self.roles:
