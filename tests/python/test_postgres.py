@@ -1,7 +1,8 @@
 """The cloud controller's records on PostgreSQL (issue 16): a throwaway server from Debian's
 postgresql-15, started by the test itself (scripts/pg-temp), holds the CLC's records and the
-accounts; two cloud controllers sharing it take turns, one leading, the other waiting, and the
-leader killed is replaced within 10 s without an instance lost or doubled."""
+accounts; cloud controllers sharing it take turns, one leading, the others waiting: the leader
+killed is replaced within 10 s, and a leader cut off from the database stops by itself and is
+replaced, without an instance lost or doubled."""
 
 import os
 import shutil
@@ -117,31 +118,33 @@ def listening(port):
         return False
 
 
-def test_a_killed_leader_is_replaced_within_10_s_and_no_instance_is_lost_or_doubled(
+def test_a_leader_killed_or_cut_off_is_replaced_and_no_instance_is_lost_or_doubled(
         database, guest, tmp_path):
     port, walrus_port = free_port(), free_port()
     walrus_url = f"http://127.0.0.1:{walrus_port}/services/Walrus"
     first_dir = cloud_dir(database)
     first = Cloud(first_dir, port=port)
-    roles, second_dir, second, second_log = None, None, None, None
+    roles, dirs, standbys = None, [first_dir], []
     try:
         first.start(command="cloud", args=["--walrus-url", walrus_url])
         roles = Apart(first, walrus_port, '[node]\nhost = "pg-node"\ncores = 4\n')
         node = roles.node
 
+        def start_clc(data_dir, log):
+            """Another CLC at the same address (the one name clients and components know)."""
+            return subprocess.Popen(
+                [KOALA_BIN, "cloud", "--walrus-url", walrus_url, "--data-dir", data_dir,
+                 "--listen", f"127.0.0.1:{port}", "--console-listen", "127.0.0.1:0"],
+                stdout=open(log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
         # The standby: another data dir holding a copy of the cloud CA, the same database
-        # and the same address (the one name clients and components know); it waits.
+        # and the same address; it waits.
         second_dir = cloud_dir(database, keys_from=first_dir)
+        dirs.append(second_dir)
         second_log = os.path.join(second_dir, "koala.log")
-        second = subprocess.Popen(
-            [KOALA_BIN, "cloud", "--walrus-url", walrus_url, "--data-dir", second_dir,
-             "--listen", f"127.0.0.1:{port}", "--console-listen", "127.0.0.1:0"],
-            stdout=open(second_log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not logged(second_log, "waits to take over"):
-            assert second.poll() is None, open(second_log).read()
-            assert time.monotonic() < deadline, open(second_log).read()
-            time.sleep(0.2)
+        second = start_clc(second_dir, second_log)
+        standbys.append(second)
+        wait_logged(second, second_log, "waits to take over")
 
         ec2 = make_ec2(first, first.access_key, first.secret_key)
         s3 = make_client(first.s3_url, first.region, first.access_key, first.secret_key)
@@ -186,6 +189,31 @@ def test_a_killed_leader_is_replaced_within_10_s_and_no_instance_is_lost_or_doub
         assert sorted(live) == sorted(ids), live
         print(f"the standby answered {took:.2f} s after the leader was killed")
 
+        # The new leader loses its database session (its host cut off from the database,
+        # say) while it runs: it stops by itself, saying why, and a third CLC waiting at the
+        # same address takes over with the instances as they were.
+        third_dir = cloud_dir(database, keys_from=first_dir)
+        dirs.append(third_dir)
+        third_log = os.path.join(third_dir, "koala.log")
+        third = start_clc(third_dir, third_log)
+        standbys.append(third)
+        wait_logged(third, third_log, "waits to take over")
+        sql(database, "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                      "WHERE locktype = 'advisory' AND granted")
+        assert second.wait(timeout=30) != 0, "the deposed leader went on"
+        assert logged(second_log, "lost the leadership of the cloud"), open(second_log).read()
+        wait_logged(third, third_log, "(term 3)")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                states = instance_states(ec2)
+                break
+            except Exception:  # noqa: BLE001 - the third is still starting
+                assert time.monotonic() < deadline, open(third_log).read()
+                time.sleep(0.2)
+        assert all(states[i] == "running" for i in ids), states
+        assert set(os.listdir(os.path.join(node.data_dir, "node", "instances"))) == set(ids)
+
         ec2.terminate_instances(InstanceIds=ids)
         wait_state(ec2, ids, {"terminated"}, timeout=60)
         assert not domains() & set(ids)
@@ -196,15 +224,24 @@ def test_a_killed_leader_is_replaced_within_10_s_and_no_instance_is_lost_or_doub
                 terminate_all_at(first)
         except Exception:  # noqa: BLE001 - the processes are stopped below regardless
             pass
-        if second is not None and second.poll() is None:
-            second.terminate()
-            second.wait(timeout=30)
+        for standby in standbys:
+            if standby.poll() is None:
+                standby.terminate()
+                standby.wait(timeout=30)
         if roles is not None:
             roles.stop()
         first.stop()
-        for d in (first_dir, second_dir):
-            if d:
-                shutil.rmtree(d, ignore_errors=True)
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def wait_logged(proc, log, text, timeout=60):
+    """Waits until the log of the running `proc` holds `text`."""
+    deadline = time.monotonic() + timeout
+    while not logged(log, text):
+        assert proc.poll() is None, open(log).read()
+        assert time.monotonic() < deadline, open(log).read()
+        time.sleep(0.2)
 
 
 def terminate_all_at(c):
