@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -137,6 +138,11 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         }
         _ => (None, None),
     };
+    // A CLC taking over at the address of the one it replaces waits for its ports.
+    let patience = match leadership {
+        Some(_) => TAKEOVER_PATIENCE,
+        None => Duration::ZERO,
+    };
     // Nothing is served yet: the blocking work of first start (RSA key generation for the
     // cloud CA and the admin's certificate) holds up no request.
     let keys_dir = config.data_dir.join("keys");
@@ -212,7 +218,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                     Some(url) => (url.clone(), true),
                     None => (local_url(&config, 1), false),
                 },
-                _ => (start_compute(&config, &identity).await?, true),
+                _ => (start_compute(&config, &identity, patience).await?, true),
             };
             let clusters =
                 open_clusters(&config, &state, &cluster_url, moved, &clc_key, &main_tls)?;
@@ -226,11 +232,11 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
                 )),
             };
             let metadata = match config.metadata_listen {
-                Some(addr) => Some(bind(addr).await?),
+                Some(addr) => Some(bind_within(addr, patience).await?),
                 None => None,
             };
             let console = match config.console_listen {
-                Some(addr) => Some(bind(addr).await?),
+                Some(addr) => Some(bind_within(addr, patience).await?),
                 None => None,
             };
             let cloud = Cloud {
@@ -270,7 +276,7 @@ pub async fn run(config: Config, roles: Roles) -> Result<(), ServerError> {
         query,
     });
 
-    let listener = bind(config.listen).await?;
+    let listener = bind_within(config.listen, patience).await?;
     let base = config.base_url();
     match &walrus_url {
         None => crate::say!("Walrus (S3) is serving at {base}/ and {base}/services/Walrus"),
@@ -471,9 +477,31 @@ fn local_url(config: &Config, offset: u16) -> String {
 
 /// Binds a listener.
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+    bind_within(addr, Duration::ZERO).await
+}
+
+/// How long a CLC that has just taken over the cloud waits for the ports of the one it
+/// replaces: at the same address, the deposed leader stops serving only once it notices (its
+/// heartbeat, then its open requests drained).
+const TAKEOVER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Binds `addr`, asking again while it is in use, for up to `patience`.
+async fn bind_within(
+    addr: SocketAddr,
+    patience: Duration,
+) -> Result<tokio::net::TcpListener, ServerError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other.map_err(|source| ServerError::Bind { addr, source }),
+        }
+    }
 }
 
 /// A port of the cluster or node controller: HTTPS only, with the component's certificate.
@@ -489,7 +517,11 @@ fn internal_port(config: &Config, tls: &Tls) -> Port {
 /// (plus two), registers the node with the cluster, and returns the CC's URL.
 /// A node that cannot start (no libvirt) is reported in one sentence; the rest of the cloud
 /// runs without it.
-async fn start_compute(config: &Config, identity: &Identity) -> Result<String, ServerError> {
+async fn start_compute(
+    config: &Config,
+    identity: &Identity,
+    patience: Duration,
+) -> Result<String, ServerError> {
     let zone = &config.zone;
     let hosts = certs::host_names(config);
     let cc_kind = ComponentKind::ClusterController;
@@ -498,7 +530,7 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
     let cc_tls = certs::local(identity, config, &cc_name, &[cc_kind], &hosts)?;
     let cluster = roles::open_cluster(config, cc_key, &cc_tls).await?;
     let cc_addr = role_addr(config, 1);
-    let cc_listener = bind(cc_addr).await?;
+    let cc_listener = bind_within(cc_addr, patience).await?;
     let cc_router = compute::cluster::http::router(cluster.clone(), roles::verifier(identity));
     tokio::spawn(serve::serve(
         cc_listener,
@@ -526,7 +558,7 @@ async fn start_compute(config: &Config, identity: &Identity) -> Result<String, S
     match node_started {
         Ok((node, nc_tls)) => {
             let nc_addr = role_addr(config, 2);
-            let nc_listener = bind(nc_addr).await?;
+            let nc_listener = bind_within(nc_addr, patience).await?;
             let nc_router = compute::node::http::router(node, roles::verifier(identity));
             tokio::spawn(serve::serve(
                 nc_listener,
