@@ -377,36 +377,23 @@ async fn serve(
     tokio::spawn(write_in_turn(writer, pending, term.clone()));
     while let Some(request) = requests.recv().await {
         match request {
-            Request::Get { store, key, reply } => match in_time(reader.reconnect()).await {
-                Ok(()) => {
-                    let (client, statements) = (reader.client.clone(), reader.statements.clone());
-                    tokio::spawn(async move {
-                        let answer = in_time(get(&client, &statements, &store, &key)).await;
-                        let _ = reply.send(answer);
-                    });
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            Request::Get { store, key, reply } => {
+                read(&mut reader, reply, move |client, statements| async move {
+                    get(&client, &statements, &store, &key).await
+                })
+                .await
+            }
             Request::Scan {
                 store,
                 prefix,
                 keys_only,
                 reply,
-            } => match in_time(reader.reconnect()).await {
-                Ok(()) => {
-                    let (client, statements) = (reader.client.clone(), reader.statements.clone());
-                    tokio::spawn(async move {
-                        let answer =
-                            in_time(scan(&client, &statements, &store, &prefix, keys_only)).await;
-                        let _ = reply.send(answer);
-                    });
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            } => {
+                read(&mut reader, reply, move |client, statements| async move {
+                    scan(&client, &statements, &store, &prefix, keys_only).await
+                })
+                .await
+            }
             Request::Write {
                 store,
                 changes,
@@ -423,6 +410,30 @@ async fn serve(
                 // On its own session, so that waiting for the lock holds up nothing else.
                 tokio::spawn(lead(config.clone(), holder, waiting, reply, term.clone()));
             }
+        }
+    }
+}
+
+/// Starts `query` on the reading connection (made again if it was lost) on a task of its
+/// own, its answer, or the failure to connect, sent to `reply`.
+async fn read<T, Query, Answer>(
+    reader: &mut Conn,
+    reply: std_mpsc::SyncSender<Result<T, RecordError>>,
+    query: Query,
+) where
+    T: Send + 'static,
+    Query: FnOnce(Arc<Client>, Arc<Statements>) -> Answer,
+    Answer: std::future::Future<Output = Result<T, RecordError>> + Send + 'static,
+{
+    match in_time(reader.reconnect()).await {
+        Ok(()) => {
+            let answer = query(reader.client.clone(), reader.statements.clone());
+            tokio::spawn(async move {
+                let _ = reply.send(in_time(answer).await);
+            });
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e));
         }
     }
 }
