@@ -130,21 +130,22 @@ def test_a_leader_killed_or_cut_off_is_replaced_and_no_instance_is_lost_or_doubl
         roles = Apart(first, walrus_port, '[node]\nhost = "pg-node"\ncores = 4\n')
         node = roles.node
 
-        def start_clc(data_dir, log):
-            """Another CLC at the same address (the one name clients and components know)."""
-            return subprocess.Popen(
+        def standby():
+            """Another CLC waiting to take over: its own data dir holding a copy of the cloud
+            CA, the same database and the same address (the one name clients and components
+            know). (The process, its log.)"""
+            data_dir = cloud_dir(database, keys_from=first_dir)
+            dirs.append(data_dir)
+            log = os.path.join(data_dir, "koala.log")
+            proc = subprocess.Popen(
                 [KOALA_BIN, "cloud", "--walrus-url", walrus_url, "--data-dir", data_dir,
                  "--listen", f"127.0.0.1:{port}", "--console-listen", "127.0.0.1:0"],
                 stdout=open(log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            standbys.append(proc)
+            wait_logged(proc, log, "waits to take over")
+            return proc, log
 
-        # The standby: another data dir holding a copy of the cloud CA, the same database
-        # and the same address; it waits.
-        second_dir = cloud_dir(database, keys_from=first_dir)
-        dirs.append(second_dir)
-        second_log = os.path.join(second_dir, "koala.log")
-        second = start_clc(second_dir, second_log)
-        standbys.append(second)
-        wait_logged(second, second_log, "waits to take over")
+        second, second_log = standby()
 
         ec2 = make_ec2(first, first.access_key, first.secret_key)
         s3 = make_client(first.s3_url, first.region, first.access_key, first.secret_key)
@@ -192,12 +193,7 @@ def test_a_leader_killed_or_cut_off_is_replaced_and_no_instance_is_lost_or_doubl
         # The new leader loses its database session (its host cut off from the database,
         # say) while it runs: it stops by itself, saying why, and a third CLC waiting at the
         # same address takes over with the instances as they were.
-        third_dir = cloud_dir(database, keys_from=first_dir)
-        dirs.append(third_dir)
-        third_log = os.path.join(third_dir, "koala.log")
-        third = start_clc(third_dir, third_log)
-        standbys.append(third)
-        wait_logged(third, third_log, "waits to take over")
+        third, third_log = standby()
         sql(database, "SELECT pg_terminate_backend(pid) FROM pg_locks "
                       "WHERE locktype = 'advisory' AND granted")
         assert second.wait(timeout=30) != 0, "the deposed leader went on"
