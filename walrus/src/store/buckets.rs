@@ -2,11 +2,10 @@
 
 use std::time::SystemTime;
 
-use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
-
-use super::db::{self, CF_BUCKETS, CF_OBJECTS, CF_VERSIONS};
+use super::db;
+use super::meta::{Batch, Cf};
 use super::usage::Delta;
-use super::{internal, lock, multipart, write_lock, BucketMeta, Inner, StorageQuotas, StoreError};
+use super::{lock, multipart, write_lock, BucketMeta, Inner, StorageQuotas, StoreError};
 use crate::acl::Acl;
 use crate::names::BucketName;
 
@@ -18,12 +17,7 @@ pub(super) fn create(
     quotas: &StorageQuotas,
 ) -> Result<BucketMeta, StoreError> {
     let _buckets = lock(&inner.buckets);
-    let cf = inner.cf(CF_BUCKETS)?;
-    if let Some(existing) = inner
-        .db
-        .get_pinned_cf(cf, name.as_str())
-        .map_err(internal)?
-    {
+    if let Some(existing) = inner.db.get(Cf::Buckets, name.as_str())? {
         let existing: BucketMeta = db::decode_json(&existing)?;
         return Err(if existing.acl.owner == acl.owner {
             StoreError::BucketAlreadyOwnedByYou
@@ -52,17 +46,16 @@ pub(super) fn create(
         },
         quotas,
     )?;
-    let mut batch = WriteBatch::default();
-    batch.put_cf(cf, name.as_str(), db::encode_json(&meta)?);
-    counted.add_to(&inner.db, &mut batch)?;
+    let mut batch = Batch::default();
+    batch.put(Cf::Buckets, name.as_str(), db::encode_json(&meta)?);
+    counted.add_to(&mut batch);
     inner.write(batch)?;
     counted.keep();
     Ok(meta)
 }
 
 pub(super) fn get(inner: &Inner, name: &str) -> Result<BucketMeta, StoreError> {
-    let cf = inner.cf(CF_BUCKETS)?;
-    match inner.db.get_pinned_cf(cf, name).map_err(internal)? {
+    match inner.db.get(Cf::Buckets, name)? {
         Some(v) => db::decode_json(&v),
         None => Err(StoreError::NoSuchBucket),
     }
@@ -70,20 +63,19 @@ pub(super) fn get(inner: &Inner, name: &str) -> Result<BucketMeta, StoreError> {
 
 /// `NoSuchBucket` unless the bucket exists.
 pub(super) fn require(inner: &Inner, name: &str) -> Result<(), StoreError> {
-    let cf = inner.cf(CF_BUCKETS)?;
-    match inner.db.get_pinned_cf(cf, name).map_err(internal)? {
+    match inner.db.get(Cf::Buckets, name)? {
         Some(_) => Ok(()),
         None => Err(StoreError::NoSuchBucket),
     }
 }
 
 pub(super) fn list(inner: &Inner) -> Result<Vec<BucketMeta>, StoreError> {
-    let cf = inner.cf(CF_BUCKETS)?;
-    inner
+    Ok(inner
         .db
-        .iterator_cf(cf, IteratorMode::Start)
-        .map(|item| db::decode_json(&item.map_err(internal)?.1))
-        .collect()
+        .scan_json::<BucketMeta>(Cf::Buckets)?
+        .into_iter()
+        .map(|(_, meta)| meta)
+        .collect())
 }
 
 /// Deletes a bucket that holds no object, no version and no delete marker.
@@ -93,7 +85,7 @@ pub(super) fn delete(inner: &Inner, name: &BucketName) -> Result<(), StoreError>
     let _buckets = lock(&inner.buckets);
     let meta = get(inner, name.as_str())?;
     let prefix = db::bucket_prefix(name.as_str());
-    if has_prefix(inner, CF_OBJECTS, &prefix)? || has_prefix(inner, CF_VERSIONS, &prefix)? {
+    if has_prefix(inner, Cf::Objects, &prefix)? || has_prefix(inner, Cf::Versions, &prefix)? {
         return Err(StoreError::BucketNotEmpty);
     }
     // Uploads in progress go with the bucket, as in S3: left alone, one forgotten upload
@@ -114,24 +106,19 @@ pub(super) fn delete(inner: &Inner, name: &BucketName) -> Result<(), StoreError>
         },
         &StorageQuotas::UNLIMITED,
     )?;
-    let mut batch = WriteBatch::default();
-    batch.delete_cf(inner.cf(CF_BUCKETS)?, name.as_str());
-    counted.add_to(&inner.db, &mut batch)?;
+    let mut batch = Batch::default();
+    batch.delete(Cf::Buckets, name.as_str());
+    counted.add_to(&mut batch);
     inner.write(batch)?;
     counted.keep();
     Ok(())
 }
 
 /// Whether any key of the column family starts with `prefix`.
-fn has_prefix(inner: &Inner, cf: &str, prefix: &[u8]) -> Result<bool, StoreError> {
-    let mut opts = ReadOptions::default();
-    if let Some(end) = db::prefix_end(prefix) {
-        opts.set_iterate_upper_bound(end);
-    }
-    let mut it = inner.db.raw_iterator_cf_opt(inner.cf(cf)?, opts);
-    it.seek(prefix);
-    let found = it.valid();
-    it.status().map_err(internal)?;
+fn has_prefix(inner: &Inner, cf: Cf, prefix: &[u8]) -> Result<bool, StoreError> {
+    let it = inner.db.prefixed(cf, prefix)?;
+    let found = it.key().is_some();
+    it.status()?;
     Ok(found)
 }
 
@@ -146,13 +133,7 @@ pub(super) fn update(
     let _buckets = lock(&inner.buckets);
     let mut meta = get(inner, name.as_str())?;
     change(&mut meta)?;
-    inner
-        .db
-        .put_cf_opt(
-            inner.cf(CF_BUCKETS)?,
-            name.as_str(),
-            db::encode_json(&meta)?,
-            &db::sync_writes(),
-        )
-        .map_err(internal)
+    let mut batch = Batch::default();
+    batch.put(Cf::Buckets, name.as_str(), db::encode_json(&meta)?);
+    inner.write(batch)
 }

@@ -30,12 +30,11 @@
 use std::path::Path;
 
 use records::{Envelope, Versioned};
-use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteOptions, DB,
-};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 use serde::{Deserialize, Serialize};
 
 use super::data::FileId;
+use super::meta::Cf;
 use super::{internal, ObjectMeta, PartMeta, StoreError};
 
 /// Bucket records ([`super::BucketMeta`]).
@@ -97,27 +96,15 @@ pub(super) fn open(path: &Path) -> Result<DB, StoreError> {
 
     let mut usage_opts = cf_opts.clone();
     usage_opts.set_merge_operator_associative(super::usage::MERGE_NAME, super::usage::merge);
-    let cfs = [
-        CF_BUCKETS,
-        CF_OBJECTS,
-        CF_VERSIONS,
-        CF_UPLOADS,
-        CF_PARTS,
-        CF_FILES,
-        CF_PENDING,
-        CF_IMAGES,
-        CF_REGISTRATIONS,
-    ]
-    .into_iter()
-    .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()))
-    .chain([ColumnFamilyDescriptor::new(CF_USAGE, usage_opts)]);
+    let cfs = Cf::NAMED.into_iter().map(|cf| {
+        let opts = if cf == Cf::Usage {
+            usage_opts.clone()
+        } else {
+            cf_opts.clone()
+        };
+        ColumnFamilyDescriptor::new(cf.name(), opts)
+    });
     DB::open_cf_descriptors(&opts, path, cfs).map_err(internal)
-}
-
-/// Write options for bookkeeping that may be lost in a crash because open redoes it
-/// (clearing `pending` entries after the unlink).
-pub(super) fn lazy_writes() -> WriteOptions {
-    WriteOptions::default()
 }
 
 /// The handle of a column family created at open.
@@ -245,11 +232,6 @@ pub(super) fn encode_json<T: Versioned>(value: &T) -> Result<Vec<u8>, StoreError
 /// Decodes a plain record written by [`encode_json`], or by an older version of it.
 pub(super) fn decode_json<T: Versioned>(bytes: &[u8]) -> Result<T, StoreError> {
     records::decode(RECORD, bytes).map_err(internal)
-}
-
-/// Every entry of column family `name`, keys as text, values decoded from JSON.
-pub(super) fn scan_json<T: Versioned>(db: &DB, name: &str) -> Result<Vec<(String, T)>, StoreError> {
-    records::scan_cf(db, cf(db, name)?).map_err(internal)
 }
 
 fn bad_format() -> StoreError {
@@ -421,6 +403,7 @@ pub(super) const MARKER: &[u8] = &[FORMAT_V1];
 mod tests {
     use super::*;
     use crate::acl::Acl;
+    use crate::store::meta::{Batch, Meta};
     use crate::store::{ObjectHeaders, Tag};
     use std::time::SystemTime;
 
@@ -488,10 +471,11 @@ mod tests {
             \"last_modified\":{\"secs_since_epoch\":1700000000,\"nanos_since_epoch\":0},\
             \"checksum\":null},\"file\":\"0707\"}";
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = open(dir.path()).expect("open");
-        let parts = cf(&db, CF_PARTS).expect("cf");
-        db.put_cf(parts, part_key("u1", 3), stored).expect("put");
-        db.put_cf(parts, part_key("u2", 1), b"\x02{}").expect("put");
+        let db = Meta::rocks(dir.path()).expect("open");
+        let mut batch = Batch::default();
+        batch.put(Cf::Parts, part_key("u1", 3), stored);
+        batch.put(Cf::Parts, part_key("u2", 1), b"\x02{}");
+        db.write(batch).expect("put");
 
         let record: PartRecord = decode_json(stored).expect("decode");
         assert_eq!(record.meta.part_number, 3);
@@ -503,9 +487,11 @@ mod tests {
         assert_eq!(encode_json(&record).expect("encode"), stored);
         // A record of a newer format is refused, here and in a scan.
         assert!(decode_json::<PartRecord>(b"\x02{}").is_err());
-        assert!(scan_json::<PartRecord>(&db, CF_PARTS).is_err());
-        db.delete_cf(parts, part_key("u2", 1)).expect("delete");
-        let scanned = scan_json::<PartRecord>(&db, CF_PARTS).expect("scan");
+        assert!(db.scan_json::<PartRecord>(Cf::Parts).is_err());
+        let mut batch = Batch::default();
+        batch.delete(Cf::Parts, part_key("u2", 1));
+        db.write(batch).expect("delete");
+        let scanned = db.scan_json::<PartRecord>(Cf::Parts).expect("scan");
         assert_eq!(scanned.len(), 1);
         assert_eq!(scanned[0].1, record);
     }

@@ -10,11 +10,11 @@
 //! Format 1 of the index was keyed by location (`bucket/key`); such entries are dropped at
 //! open (the images they named are unbundled again when next asked for).
 
-use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use super::db::{self, CF_IMAGES};
-use super::{internal, Inner, StoreError};
+use super::db;
+use super::meta::{Batch, Cf, Meta};
+use super::{Inner, StoreError};
 
 /// What the feed recorded for one manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,12 +39,7 @@ pub fn is_sha256_hex(s: &str) -> bool {
 }
 
 pub(super) fn get(inner: &Inner, manifest_sha256: &str) -> Result<Option<ImageEntry>, StoreError> {
-    let cf = inner.cf(CF_IMAGES)?;
-    match inner
-        .db
-        .get_pinned_cf(cf, manifest_sha256.as_bytes())
-        .map_err(internal)?
-    {
+    match inner.db.get(Cf::Images, manifest_sha256)? {
         Some(v) => db::decode_json(&v).map(Some),
         None => Ok(None),
     }
@@ -55,15 +50,14 @@ pub(super) fn put(
     manifest_sha256: &str,
     entry: &ImageEntry,
 ) -> Result<(), StoreError> {
-    let cf = inner.cf(CF_IMAGES)?;
-    let mut batch = WriteBatch::default();
-    batch.put_cf(cf, manifest_sha256.as_bytes(), db::encode_json(entry)?);
+    let mut batch = Batch::default();
+    batch.put(Cf::Images, manifest_sha256, db::encode_json(entry)?);
     inner.write(batch)
 }
 
 /// Every entry, by manifest SHA-256.
 pub(super) fn all(inner: &Inner) -> Result<Vec<(String, ImageEntry)>, StoreError> {
-    db::scan_json(&inner.db, CF_IMAGES)
+    inner.db.scan_json(Cf::Images)
 }
 
 /// Removes the entries of these manifests (their image is gone). Durable on return.
@@ -71,28 +65,23 @@ pub(super) fn remove(inner: &Inner, manifest_sha256s: &[String]) -> Result<(), S
     if manifest_sha256s.is_empty() {
         return Ok(());
     }
-    let cf = inner.cf(CF_IMAGES)?;
-    let mut batch = WriteBatch::default();
+    let mut batch = Batch::default();
     for key in manifest_sha256s {
-        batch.delete_cf(cf, key.as_bytes());
+        batch.delete(Cf::Images, key);
     }
     inner.write(batch)
 }
 
 /// Drops the entries of format 1 (keyed by location), at open.
-pub(super) fn drop_old_format(db: &rocksdb::DB) -> Result<usize, StoreError> {
-    let cf = db::cf(db, CF_IMAGES)?;
-    let mut batch = WriteBatch::default();
+pub(super) fn drop_old_format(db: &Meta) -> Result<usize, StoreError> {
+    let mut batch = Batch::default();
     let mut dropped = 0;
-    for item in db.iterator_cf(cf, IteratorMode::Start) {
-        let (k, _) = item.map_err(internal)?;
+    for (k, _) in db.entries(Cf::Images)? {
         if !std::str::from_utf8(&k).is_ok_and(is_sha256_hex) {
-            batch.delete_cf(cf, k);
+            batch.delete(Cf::Images, k);
             dropped += 1;
         }
     }
-    if dropped > 0 {
-        db.write_opt(batch, &db::sync_writes()).map_err(internal)?;
-    }
+    db.write(batch)?;
     Ok(dropped)
 }

@@ -2,9 +2,8 @@
 //! marker, rolling keys up into common prefixes. When a common prefix is emitted the scan
 //! seeks past every key sharing it, so a "directory" of a million keys costs one seek.
 
-use rocksdb::ReadOptions;
-
-use super::db::{self, ObjectRecord, CF_OBJECTS};
+use super::db::{self, ObjectRecord};
+use super::meta::Cf;
 use super::{buckets, internal, Inner, ListPage, ListQuery, StoreError};
 use crate::names::{BucketName, ObjectKey};
 
@@ -20,11 +19,7 @@ pub(super) fn objects(
     }
     let base = db::bucket_prefix(bucket.as_str());
     let scan_prefix = db::object_key(bucket.as_str(), &q.prefix);
-    let mut opts = ReadOptions::default();
-    if let Some(end) = db::prefix_end(&scan_prefix) {
-        opts.set_iterate_upper_bound(end);
-    }
-    let mut it = inner.db.raw_iterator_cf_opt(inner.cf(CF_OBJECTS)?, opts);
+    let mut it = inner.db.cursor(Cf::Objects, db::prefix_end(&scan_prefix))?;
 
     // A marker before the prefix changes nothing: every key with the prefix is after it.
     let start_after = q.start_after.as_deref().filter(|s| *s >= q.prefix.as_str());
@@ -77,6 +72,6 @@ pub(super) fn objects(
         count += 1;
         it.next();
     }
-    it.status().map_err(internal)?;
+    it.status()?;
     Ok(page)
 }

@@ -18,6 +18,7 @@ mod db;
 mod digest;
 mod images;
 mod list;
+mod meta;
 mod multipart;
 mod objects;
 mod rados;
@@ -33,7 +34,6 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use rocksdb::{WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::acl::Acl;
@@ -41,6 +41,7 @@ use crate::names::{BucketName, ObjectKey};
 use data::{FileId, Layout, TempFile};
 pub use data::{MAX_UPLOADS, THREADS_PER_UPLOAD};
 pub use images::{is_sha256_hex, ImageEntry};
+use meta::{Batch, Cf, Meta};
 pub use registrations::Registration;
 pub use usage::{StorageQuotas, Usage};
 
@@ -711,7 +712,7 @@ pub struct Store {
 
 /// The shared state behind [`Store`].
 struct Inner {
-    db: DB,
+    db: Meta,
     layout: Arc<Layout>,
     /// Which open this is; stamped into every data file name (see [`Store::open`]).
     epoch: u64,
@@ -776,10 +777,6 @@ where
 }
 
 impl Inner {
-    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        db::cf(&self.db, name)
-    }
-
     fn key_lock(&self, bucket: &str, key: &str) -> MutexGuard<'_, ()> {
         lock(&self.keys[stripe_of(&[bucket.as_bytes(), key.as_bytes()])])
     }
@@ -793,10 +790,8 @@ impl Inner {
     }
 
     /// A synced write.
-    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.db
-            .write_opt(batch, &db::sync_writes())
-            .map_err(internal)
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        self.db.write(batch)
     }
 
     /// Unlinks data files whose records are gone (their `pending` entries were written in
@@ -806,32 +801,26 @@ impl Inner {
         if ids.is_empty() {
             return;
         }
-        let Ok(pending) = self.cf(db::CF_PENDING) else {
-            return;
-        };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         for id in ids {
             match self.layout.unlink(*id) {
-                Ok(true) => batch.delete_cf(pending, id.0),
+                Ok(true) => batch.delete(Cf::Pending, id.0),
                 // Being read (RADOS): the entry stays for the next open to finish.
                 Ok(false) => {}
                 Err(e) => tracing::warn!(file = %id.hex(), error = %e, "cannot reclaim data file"),
             }
         }
-        if let Err(e) = self.db.write_opt(batch, &db::lazy_writes()) {
+        if let Err(e) = self.db.write_lazy(batch) {
             tracing::warn!(error = %e, "cannot clear reclaimed files");
         }
     }
 
     /// Adds to `batch`: `ids` are no longer referenced and are to be unlinked.
-    fn retire(&self, batch: &mut WriteBatch, ids: &[FileId]) -> Result<(), StoreError> {
-        let files = self.cf(db::CF_FILES)?;
-        let pending = self.cf(db::CF_PENDING)?;
+    fn retire(&self, batch: &mut Batch, ids: &[FileId]) {
         for id in ids {
-            batch.delete_cf(files, id.0);
-            batch.put_cf(pending, id.0, db::MARKER);
+            batch.delete(Cf::Files, id.0);
+            batch.put(Cf::Pending, id.0, db::MARKER);
         }
-        Ok(())
     }
 }
 
@@ -859,35 +848,30 @@ impl Store {
         if removed > 0 {
             tracing::info!(removed, "removed unfinished uploads");
         }
-        let db = db::open(&dir.join("db"))?;
+        let db = Meta::rocks(&dir.join("db"))?;
 
         // Finish deletions that were committed but maybe not carried out.
-        let pending = db::cf(&db, db::CF_PENDING)?;
-        let mut batch = WriteBatch::default();
-        for item in db.iterator_cf(pending, rocksdb::IteratorMode::Start) {
-            let (k, _) = item.map_err(internal)?;
+        let mut batch = Batch::default();
+        for (k, _) in db.entries(Cf::Pending)? {
             if let Ok(raw) = <[u8; 16]>::try_from(&k[..]) {
                 // Nothing reads yet: the file goes now.
                 layout.unlink(FileId(raw)).map_err(internal)?;
             }
-            batch.delete_cf(pending, k);
+            batch.delete(Cf::Pending, k);
         }
-        db.write_opt(batch, &db::sync_writes()).map_err(internal)?;
+        db.write(batch)?;
 
         // Sweep the previous run's orphans.
-        let previous = match db.get(db::EPOCH_KEY).map_err(internal)? {
+        let previous = match db.get(Cf::Default, db::EPOCH_KEY)? {
             Some(v) => Some(u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| internal("bad epoch record"))?,
+                v[..].try_into().map_err(|_| internal("bad epoch record"))?,
             )),
             None => None,
         };
         if let Some(prev) = previous {
-            let files = db::cf(&db, db::CF_FILES)?;
             let mut orphans = 0usize;
             for id in layout.files_of_epoch(prev).map_err(internal)? {
-                if db.get_pinned_cf(files, id.0).map_err(internal)?.is_none() {
+                if db.get(Cf::Files, id.0)?.is_none() {
                     layout.unlink(id).map_err(internal)?;
                     orphans += 1;
                 }
@@ -902,8 +886,9 @@ impl Store {
         }
         let usage = usage::Ledger::open(&db)?;
         let epoch = previous.map_or(1, |e| e + 1);
-        db.put_opt(db::EPOCH_KEY, epoch.to_be_bytes(), &db::sync_writes())
-            .map_err(internal)?;
+        let mut batch = Batch::default();
+        batch.put(Cf::Default, db::EPOCH_KEY, epoch.to_be_bytes());
+        db.write(batch)?;
 
         Ok(Store {
             inner: Arc::new(Inner {

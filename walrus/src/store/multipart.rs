@@ -12,10 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
-use rocksdb::{ReadOptions, WriteBatch};
 
 use super::data::FileId;
-use super::db::{self, Body, Extent, ObjectRecord, PartRecord, CF_FILES, CF_PARTS, CF_UPLOADS};
+use super::db::{self, Body, Extent, ObjectRecord, PartRecord};
+use super::meta::{Batch, Cf};
 use super::objects::size_delta;
 use super::usage::Delta;
 use super::{
@@ -72,15 +72,9 @@ pub(super) fn create(
         lock,
     };
     let ukey = db::upload_key(&meta.bucket, &meta.key, &meta.upload_id);
-    inner
-        .db
-        .put_cf_opt(
-            inner.cf(CF_UPLOADS)?,
-            ukey,
-            db::encode_json(&meta)?,
-            &db::sync_writes(),
-        )
-        .map_err(internal)?;
+    let mut batch = Batch::default();
+    batch.put(Cf::Uploads, ukey, db::encode_json(&meta)?);
+    inner.write(batch)?;
     Ok(meta)
 }
 
@@ -92,11 +86,7 @@ pub(super) fn get(
 ) -> Result<UploadMeta, StoreError> {
     if well_formed(upload_id) {
         let ukey = db::upload_key(bucket.as_str(), key.as_str(), upload_id);
-        if let Some(v) = inner
-            .db
-            .get_pinned_cf(inner.cf(CF_UPLOADS)?, ukey)
-            .map_err(internal)?
-        {
+        if let Some(v) = inner.db.get(Cf::Uploads, ukey)? {
             return db::decode_json(&v);
         }
     }
@@ -107,11 +97,7 @@ pub(super) fn get(
 /// `NoSuchUpload` unless the upload is still in progress.
 fn require(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError> {
     let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
-    match inner
-        .db
-        .get_pinned_cf(inner.cf(CF_UPLOADS)?, ukey)
-        .map_err(internal)?
-    {
+    match inner.db.get(Cf::Uploads, ukey)? {
         Some(_) => Ok(()),
         None => Err(StoreError::NoSuchUpload),
     }
@@ -149,9 +135,8 @@ pub(super) fn commit_part(
         require(inner, upload)?;
         let owner = buckets::get(inner, &upload.bucket)?.acl.owner;
         let _part = inner.part_lock(&upload.upload_id, part_number);
-        let parts = inner.cf(CF_PARTS)?;
         let pkey = db::part_key(&upload.upload_id, part_number);
-        let (old, old_size) = match inner.db.get_pinned_cf(parts, &pkey).map_err(internal)? {
+        let (old, old_size) = match inner.db.get(Cf::Parts, &pkey)? {
             Some(v) => {
                 let old = db::decode_json::<PartRecord>(&v)?;
                 (vec![part_file(&old)?], old.meta.size)
@@ -170,11 +155,11 @@ pub(super) fn commit_part(
             meta: meta.clone(),
             file: id.hex(),
         };
-        let mut batch = WriteBatch::default();
-        batch.put_cf(parts, pkey, db::encode_json(&record)?);
-        batch.put_cf(inner.cf(CF_FILES)?, id.0, db::MARKER);
-        inner.retire(&mut batch, &old)?;
-        counted.add_to(&inner.db, &mut batch)?;
+        let mut batch = Batch::default();
+        batch.put(Cf::Parts, pkey, db::encode_json(&record)?);
+        batch.put(Cf::Files, id.0, db::MARKER);
+        inner.retire(&mut batch, &old);
+        counted.add_to(&mut batch);
         inner.write(batch)?;
         counted.keep();
         Ok(old)
@@ -218,11 +203,9 @@ fn scan_parts(
     let Some(first) = after.checked_add(1) else {
         return Ok(());
     };
-    let mut opts = ReadOptions::default();
-    if let Some(end) = db::prefix_end(upload_id.as_bytes()) {
-        opts.set_iterate_upper_bound(end);
-    }
-    let mut it = inner.db.raw_iterator_cf_opt(inner.cf(CF_PARTS)?, opts);
+    let mut it = inner
+        .db
+        .cursor(Cf::Parts, db::prefix_end(upload_id.as_bytes()))?;
     it.seek(db::part_key(upload_id, first));
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
         if !f(k, db::decode_json(v)?) {
@@ -230,7 +213,7 @@ fn scan_parts(
         }
         it.next();
     }
-    it.status().map_err(internal)
+    it.status()
 }
 
 pub(super) fn list_parts(
@@ -263,11 +246,7 @@ pub(super) fn list_uploads(
     buckets::require(inner, bucket.as_str())?;
     let b = bucket.as_str();
     let scan = db::escaped_prefix(b, prefix);
-    let mut opts = ReadOptions::default();
-    if let Some(end) = db::prefix_end(&scan) {
-        opts.set_iterate_upper_bound(end);
-    }
-    let mut it = inner.db.raw_iterator_cf_opt(inner.cf(CF_UPLOADS)?, opts);
+    let mut it = inner.db.cursor(Cf::Uploads, db::prefix_end(&scan))?;
     match (key_marker, upload_id_marker) {
         (Some(km), Some(id)) => {
             let from = db::upload_key(b, km, id).max(scan);
@@ -294,7 +273,7 @@ pub(super) fn list_uploads(
         uploads.push(db::decode_json(v)?);
         it.next();
     }
-    it.status().map_err(internal)?;
+    it.status()?;
     Ok((uploads, truncated))
 }
 
@@ -386,19 +365,18 @@ pub(super) fn complete(
     };
 
     // One batch: the object, the upload and every part record gone, unused parts retired.
-    let mut batch = WriteBatch::default();
+    let mut batch = Batch::default();
     let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
-    batch.delete_cf(inner.cf(CF_UPLOADS)?, ukey);
-    let parts_cf = inner.cf(CF_PARTS)?;
+    batch.delete(Cf::Uploads, ukey);
     for (key, _) in chosen.iter().chain(stored.values()) {
-        batch.delete_cf(parts_cf, key);
+        batch.delete(Cf::Parts, key);
     }
     let unused = stored
         .values()
         .map(|(_, rec)| part_file(rec))
         .collect::<Result<Vec<_>, _>>()?;
     let unused_bytes: u64 = stored.values().map(|(_, rec)| rec.meta.size).sum();
-    inner.retire(&mut batch, &unused)?;
+    inner.retire(&mut batch, &unused);
     // The chosen parts' bytes were counted as they came: they only change hands.
     let stored = objects::Stored {
         batch,
@@ -459,17 +437,16 @@ pub(super) fn abort(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError
             },
             &StorageQuotas::UNLIMITED,
         )?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
-        batch.delete_cf(inner.cf(CF_UPLOADS)?, ukey);
-        let parts_cf = inner.cf(CF_PARTS)?;
+        batch.delete(Cf::Uploads, ukey);
         let mut dead = Vec::with_capacity(stored.len());
         for (key, rec) in stored.values() {
-            batch.delete_cf(parts_cf, key);
+            batch.delete(Cf::Parts, key);
             dead.push(part_file(rec)?);
         }
-        inner.retire(&mut batch, &dead)?;
-        counted.add_to(&inner.db, &mut batch)?;
+        inner.retire(&mut batch, &dead);
+        counted.add_to(&mut batch);
         inner.write(batch)?;
         counted.keep();
         dead

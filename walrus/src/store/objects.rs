@@ -8,10 +8,10 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use rocksdb::WriteBatch;
 
 use super::data::{self, Segment};
-use super::db::{self, Body, Extent, ObjectRecord, CF_FILES, CF_OBJECTS};
+use super::db::{self, Body, Extent, ObjectRecord};
+use super::meta::{Batch, Cf};
 use super::same_etag;
 use super::usage::Delta;
 use super::{
@@ -58,7 +58,7 @@ pub(super) fn commit(
         body,
     };
     let stored = Stored {
-        batch: WriteBatch::default(),
+        batch: Batch::default(),
         added: size_delta(size),
         quotas,
         condition: &object.condition,
@@ -77,7 +77,7 @@ pub(super) fn commit(
 /// owner's usage (before the replaced version's are freed), within which quotas, if what.
 pub(super) struct Stored<'a> {
     /// Written in the same batch.
-    pub batch: WriteBatch,
+    pub batch: Batch,
     /// Bytes the write adds: the object's size for a new body; for a completed upload,
     /// minus the parts left out (the parts' bytes were counted as they came).
     pub added: i64,
@@ -113,8 +113,6 @@ pub(super) fn put(
     let bmeta = buckets::get(inner, bucket)?;
     let retired = {
         let _key = inner.key_lock(bucket, key);
-        let objects = inner.cf(CF_OBJECTS)?;
-        let files = inner.cf(CF_FILES)?;
         let okey = db::object_key(bucket, key);
         check(inner, &okey, condition)?;
         let placement = versions::place(inner, &mut batch, bucket, key, bmeta.versioning)?;
@@ -128,12 +126,12 @@ pub(super) fn put(
             },
             quotas,
         )?;
-        batch.put_cf(objects, &okey, record.encode()?);
+        batch.put(Cf::Objects, &okey, record.encode()?);
         for id in record.files() {
-            batch.put_cf(files, id.0, db::MARKER);
+            batch.put(Cf::Files, id.0, db::MARKER);
         }
-        inner.retire(&mut batch, &placement.retired)?;
-        counted.add_to(&inner.db, &mut batch)?;
+        inner.retire(&mut batch, &placement.retired);
+        counted.add_to(&mut batch);
         inner.write(batch)?;
         counted.keep();
         placement.retired
@@ -148,11 +146,7 @@ fn check(inner: &Inner, okey: &[u8], condition: &WriteCondition) -> Result<(), S
     if *condition == WriteCondition::default() {
         return Ok(());
     }
-    let current = match inner
-        .db
-        .get_pinned_cf(inner.cf(CF_OBJECTS)?, okey)
-        .map_err(internal)?
-    {
+    let current = match inner.db.get(Cf::Objects, okey)? {
         Some(v) => Some(ObjectRecord::decode_meta(&v)?),
         None => None,
     };
@@ -173,9 +167,8 @@ pub(super) fn meta(
     bucket: &BucketName,
     key: &ObjectKey,
 ) -> Result<ObjectMeta, StoreError> {
-    let objects = inner.cf(CF_OBJECTS)?;
     let okey = db::object_key(bucket.as_str(), key.as_str());
-    match inner.db.get_pinned_cf(objects, okey).map_err(internal)? {
+    match inner.db.get(Cf::Objects, okey)? {
         Some(v) => ObjectRecord::decode_meta(&v),
         None => {
             buckets::require(inner, bucket.as_str())?;

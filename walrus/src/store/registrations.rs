@@ -5,10 +5,10 @@
 //! Keyed by image id; the value names the manifest by the SHA-256 of its bytes (the pin),
 //! which is what the `images` index is keyed by.
 
-use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::db::{self, CF_REGISTRATIONS};
+use super::db;
+use super::meta::{Batch, Cf};
 use super::{Inner, StoreError};
 
 /// One registered image's use of a bundle.
@@ -30,21 +30,17 @@ pub(super) fn put(
     image_id: &str,
     registration: &Registration,
 ) -> Result<(), StoreError> {
-    let mut batch = WriteBatch::default();
-    batch.put_cf(
-        inner.cf(CF_REGISTRATIONS)?,
-        image_id.as_bytes(),
-        db::encode_json(registration)?,
-    );
+    let mut batch = Batch::default();
+    batch.put(Cf::Registrations, image_id, db::encode_json(registration)?);
     inner.write(batch)
 }
 
 pub(super) fn delete(inner: &Inner, image_id: &str) -> Result<(), StoreError> {
-    let mut batch = WriteBatch::default();
-    batch.delete_cf(inner.cf(CF_REGISTRATIONS)?, image_id.as_bytes());
+    let mut batch = Batch::default();
+    batch.delete(Cf::Registrations, image_id);
     inner.write(batch)
 }
 
 pub(super) fn all(inner: &Inner) -> Result<Vec<(String, Registration)>, StoreError> {
-    db::scan_json(&inner.db, CF_REGISTRATIONS)
+    inner.db.scan_json(Cf::Registrations)
 }

@@ -446,13 +446,8 @@ async fn file_object_put_get_ranges_overwrite() {
     assert_eq!(data_files(dir.path()), 1);
     put(&store, "bkt", "big", b"tiny").await;
     assert_eq!(data_files(dir.path()), 0);
-    let pending = store.inner.cf(db::CF_PENDING).expect("cf");
     assert_eq!(
-        store
-            .inner
-            .db
-            .iterator_cf(pending, rocksdb::IteratorMode::Start)
-            .count(),
+        store.inner.db.entries(Cf::Pending).expect("pending").len(),
         0
     );
 }
@@ -1035,11 +1030,9 @@ async fn open_cleans_up_after_a_crash() {
         // A file whose record is gone and whose unlink did not happen.
         let pending_file = FileId::new(inner.epoch);
         std::fs::write(inner.layout.data_path(pending_file), b"pending").expect("pending");
-        let cf = inner.cf(db::CF_PENDING).expect("cf");
-        inner
-            .db
-            .put_cf(cf, pending_file.0, db::MARKER)
-            .expect("put");
+        let mut batch = Batch::default();
+        batch.put(Cf::Pending, pending_file.0, db::MARKER);
+        inner.db.write(batch).expect("put");
         // A file of an older epoch that is referenced is never touched (the kept object).
         (
             orphan,
@@ -1510,10 +1503,10 @@ async fn usage_is_counted_at_open_for_a_store_made_before() {
             .expect("upload");
         upload_part(&store, &up, 1, &pattern(700, 2)).await;
         // As a store of the previous format: no usage, no marker.
-        let db = &store.inner.db;
-        let cf = db::cf(db, db::CF_USAGE).expect("cf");
-        db.delete_cf(cf, owner.as_bytes()).expect("drop usage");
-        db.delete(b"usage-v1").expect("drop marker");
+        let mut batch = Batch::default();
+        batch.delete(Cf::Usage, owner.as_bytes());
+        batch.delete(Cf::Default, b"usage-v1");
+        store.inner.db.write(batch).expect("drop usage and marker");
     }
     let store = Store::open(dir.path(), &ObjectData::Files).expect("reopen");
     assert_eq!(

@@ -15,10 +15,11 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use rocksdb::{IteratorMode, MergeOperands, WriteBatch, DB};
+use rocksdb::MergeOperands;
 use serde::{Deserialize, Serialize};
 
-use super::db::{self, ObjectRecord, PartRecord, CF_BUCKETS, CF_OBJECTS, CF_PARTS, CF_UPLOADS};
+use super::db::{self, ObjectRecord, PartRecord};
+use super::meta::{Batch, Cf, Meta};
 use super::{internal, BucketMeta, StoreError, UploadMeta};
 
 /// The merge operator's name, stored by RocksDB with the column family.
@@ -138,14 +139,12 @@ pub(super) struct Ledger {
 
 impl Ledger {
     /// Loads every account's usage, counting it first if this store never did.
-    pub(super) fn open(db: &DB) -> Result<Ledger, StoreError> {
-        if db.get(COUNTED_KEY).map_err(internal)?.is_none() {
+    pub(super) fn open(db: &Meta) -> Result<Ledger, StoreError> {
+        if db.get(Cf::Default, COUNTED_KEY)?.is_none() {
             count_all(db)?;
         }
-        let cf = db::cf(db, db::CF_USAGE)?;
         let mut accounts = HashMap::new();
-        for item in db.iterator_cf(cf, IteratorMode::Start) {
-            let (k, v) = item.map_err(internal)?;
+        for (k, v) in db.entries(Cf::Usage)? {
             let totals = Totals::decode(&v).ok_or_else(|| internal("bad usage record"))?;
             accounts.insert(String::from_utf8_lossy(&k).into_owned(), totals);
         }
@@ -213,15 +212,10 @@ pub(super) struct Reservation<'a> {
 
 impl Reservation<'_> {
     /// Adds the change to the batch that writes its record.
-    pub(super) fn add_to(&self, db: &DB, batch: &mut WriteBatch) -> Result<(), StoreError> {
+    pub(super) fn add_to(&self, batch: &mut Batch) {
         if self.change != Totals::default() {
-            batch.merge_cf(
-                db::cf(db, db::CF_USAGE)?,
-                self.account.as_bytes(),
-                self.change.encode(),
-            );
+            batch.merge(Cf::Usage, self.account.as_bytes(), self.change.encode());
         }
-        Ok(())
     }
 
     /// The batch was written: the change stays.
@@ -246,11 +240,10 @@ impl Drop for Reservation<'_> {
 
 /// Counts every account's usage from the records (a store made before usage was kept) and
 /// writes it, with the marker, in one synced batch.
-fn count_all(db: &DB) -> Result<(), StoreError> {
+fn count_all(db: &Meta) -> Result<(), StoreError> {
     let mut owners: HashMap<String, String> = HashMap::new();
     let mut totals: HashMap<String, Totals> = HashMap::new();
-    for item in db.iterator_cf(db::cf(db, CF_BUCKETS)?, IteratorMode::Start) {
-        let (_, v) = item.map_err(internal)?;
+    for (_, v) in db.entries(Cf::Buckets)? {
         let bucket: BucketMeta = db::decode_json(&v)?;
         totals.entry(bucket.acl.owner.clone()).or_default().buckets += 1;
         owners.insert(bucket.name, bucket.acl.owner);
@@ -263,33 +256,29 @@ fn count_all(db: &DB) -> Result<(), StoreError> {
                 .saturating_add(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     };
-    for item in db.iterator_cf(db::cf(db, CF_OBJECTS)?, IteratorMode::Start) {
-        let (k, v) = item.map_err(internal)?;
+    for (k, v) in db.entries(Cf::Objects)? {
         let bucket = k.split(|b| *b == 0).next().unwrap_or_default();
         let meta = ObjectRecord::decode_meta(&v)?;
         charge(&String::from_utf8_lossy(bucket), meta.size);
     }
     let mut upload_bucket: HashMap<String, String> = HashMap::new();
-    for item in db.iterator_cf(db::cf(db, CF_UPLOADS)?, IteratorMode::Start) {
-        let (_, v) = item.map_err(internal)?;
+    for (_, v) in db.entries(Cf::Uploads)? {
         let upload: UploadMeta = db::decode_json(&v)?;
         upload_bucket.insert(upload.upload_id, upload.bucket);
     }
-    for item in db.iterator_cf(db::cf(db, CF_PARTS)?, IteratorMode::Start) {
-        let (k, v) = item.map_err(internal)?;
+    for (k, v) in db.entries(Cf::Parts)? {
         let part: PartRecord = db::decode_json(&v)?;
         let upload_id = String::from_utf8_lossy(&k[..k.len().saturating_sub(4)]).into_owned();
         if let Some(bucket) = upload_bucket.get(&upload_id) {
             charge(bucket, part.meta.size);
         }
     }
-    let cf = db::cf(db, db::CF_USAGE)?;
-    let mut batch = WriteBatch::default();
+    let mut batch = Batch::default();
     for (account, t) in &totals {
-        batch.put_cf(cf, account.as_bytes(), t.encode());
+        batch.put(Cf::Usage, account.as_bytes(), t.encode());
     }
-    batch.put(COUNTED_KEY, [FORMAT_V1]);
-    db.write_opt(batch, &db::sync_writes()).map_err(internal)?;
+    batch.put(Cf::Default, COUNTED_KEY, [FORMAT_V1]);
+    db.write(batch)?;
     if !totals.is_empty() {
         tracing::info!(
             accounts = totals.len(),

@@ -13,10 +13,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rocksdb::{ReadOptions, WriteBatch};
-
 use super::data::FileId;
-use super::db::{self, ObjectRecord, CF_OBJECTS, CF_VERSIONS};
+use super::db::{self, ObjectRecord};
+use super::meta::{Batch, Cf};
 use super::objects::size_delta;
 use super::usage::Delta;
 use super::{
@@ -63,10 +62,10 @@ struct Entry {
 
 /// The key's current record in `objects`, raw, with its metadata.
 fn current(inner: &Inner, bucket: &str, key: &str) -> Result<Option<Entry>, StoreError> {
-    let objects = inner.cf(CF_OBJECTS)?;
     let okey = db::object_key(bucket, key);
-    match inner.db.get_cf(objects, okey).map_err(internal)? {
+    match inner.db.get(Cf::Objects, okey)? {
         Some(raw) => {
+            let raw = raw.to_vec();
             let meta = ObjectRecord::decode_meta(&raw)?;
             Ok(Some(Entry {
                 seq: seq(&meta),
@@ -81,11 +80,7 @@ fn current(inner: &Inner, bucket: &str, key: &str) -> Result<Option<Entry>, Stor
 /// The metadata of the key's current record in `objects`, read in place (GET and HEAD).
 fn current_meta(inner: &Inner, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
     let okey = db::object_key(bucket, key);
-    match inner
-        .db
-        .get_pinned_cf(inner.cf(CF_OBJECTS)?, okey)
-        .map_err(internal)?
-    {
+    match inner.db.get(Cf::Objects, okey)? {
         Some(v) => Ok(Some(ObjectRecord::decode_meta(&v)?)),
         None => Ok(None),
     }
@@ -94,11 +89,7 @@ fn current_meta(inner: &Inner, bucket: &str, key: &str) -> Result<Option<ObjectM
 /// The key's entries in `versions`, newest first, at most `limit`.
 fn entries(inner: &Inner, bucket: &str, key: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
     let prefix = db::escaped_key(bucket, key);
-    let mut opts = ReadOptions::default();
-    if let Some(end) = db::prefix_end(&prefix) {
-        opts.set_iterate_upper_bound(end);
-    }
-    let mut it = inner.db.raw_iterator_cf_opt(inner.cf(CF_VERSIONS)?, opts);
+    let mut it = inner.db.cursor(Cf::Versions, db::prefix_end(&prefix))?;
     it.seek(&prefix);
     let mut out = Vec::new();
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -113,7 +104,7 @@ fn entries(inner: &Inner, bucket: &str, key: &str, limit: usize) -> Result<Vec<E
         });
         it.next();
     }
-    it.status().map_err(internal)?;
+    it.status()?;
     Ok(out)
 }
 
@@ -130,14 +121,14 @@ fn entry(
                 return Ok(None);
             };
             let vkey = db::version_key(bucket, key, seq);
-            match inner
-                .db
-                .get_cf(inner.cf(CF_VERSIONS)?, vkey)
-                .map_err(internal)?
-            {
+            match inner.db.get(Cf::Versions, vkey)? {
                 Some(raw) => {
                     let meta = ObjectRecord::decode_meta(&raw)?;
-                    Ok(version.names(&meta).then_some(Entry { seq, meta, raw }))
+                    Ok(version.names(&meta).then_some(Entry {
+                        seq,
+                        meta,
+                        raw: raw.to_vec(),
+                    }))
                 }
                 None => Ok(None),
             }
@@ -147,11 +138,7 @@ fn entry(
         // writes and requests naming the null version need.
         VersionRef::Null => {
             let prefix = db::escaped_key(bucket, key);
-            let mut opts = ReadOptions::default();
-            if let Some(end) = db::prefix_end(&prefix) {
-                opts.set_iterate_upper_bound(end);
-            }
-            let mut it = inner.db.raw_iterator_cf_opt(inner.cf(CF_VERSIONS)?, opts);
+            let mut it = inner.db.cursor(Cf::Versions, db::prefix_end(&prefix))?;
             it.seek(&prefix);
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
                 let meta = ObjectRecord::decode_meta(v)?;
@@ -165,7 +152,7 @@ fn entry(
                 }
                 it.next();
             }
-            it.status().map_err(internal)?;
+            it.status()?;
             Ok(None)
         }
     }
@@ -190,7 +177,7 @@ pub(super) struct Placement {
 /// a marker, at the returned time's `seq`).
 pub(super) fn place(
     inner: &Inner,
-    batch: &mut WriteBatch,
+    batch: &mut Batch,
     bucket: &str,
     key: &str,
     versioning: Option<Versioning>,
@@ -200,11 +187,7 @@ pub(super) fn place(
         // Never versioned: the new record simply replaces the current one (read in place:
         // only its files and size matter).
         let okey = db::object_key(bucket, key);
-        let (retired, freed) = match inner
-            .db
-            .get_pinned_cf(inner.cf(CF_OBJECTS)?, okey)
-            .map_err(internal)?
-        {
+        let (retired, freed) = match inner.db.get(Cf::Objects, okey)? {
             Some(v) => (
                 ObjectRecord::decode_files(&v)?,
                 ObjectRecord::decode_meta(&v)?.size,
@@ -227,7 +210,6 @@ pub(super) fn place(
         .max()
         .unwrap_or(0);
     let seq = now.max(top.saturating_add(1));
-    let versions = inner.cf(CF_VERSIONS)?;
     let mut placement = Placement {
         last_modified: time_of(seq),
         version_id: (state == Versioning::Enabled).then(|| new_id(seq)),
@@ -240,13 +222,13 @@ pub(super) fn place(
             placement.retired = ObjectRecord::decode_files(&c.raw)?;
             placement.freed = c.meta.size;
         } else {
-            batch.put_cf(versions, db::version_key(bucket, key, c.seq), &c.raw);
+            batch.put(Cf::Versions, db::version_key(bucket, key, c.seq), &c.raw);
         }
     }
     if state == Versioning::Suspended {
         if let Some(null) = entry(inner, bucket, key, &VersionRef::Null)? {
             null.meta.lock.allows_delete(false)?;
-            batch.delete_cf(versions, db::version_key(bucket, key, null.seq));
+            batch.delete(Cf::Versions, db::version_key(bucket, key, null.seq));
             placement
                 .retired
                 .extend(ObjectRecord::decode_files(&null.raw)?);
@@ -305,7 +287,6 @@ pub(super) fn record_of(
     key: &str,
     meta: &ObjectMeta,
 ) -> Result<Option<ObjectRecord>, StoreError> {
-    let objects = inner.cf(CF_OBJECTS)?;
     let okey = db::object_key(bucket, key);
     let same = |r: &ObjectRecord| {
         r.meta.etag == meta.etag
@@ -313,7 +294,7 @@ pub(super) fn record_of(
             && r.meta.last_modified == meta.last_modified
     };
     let in_objects = || -> Result<Option<ObjectRecord>, StoreError> {
-        match inner.db.get_pinned_cf(objects, &okey).map_err(internal)? {
+        match inner.db.get(Cf::Objects, &okey)? {
             Some(v) => Ok(Some(ObjectRecord::decode(&v)?).filter(same)),
             None => Ok(None),
         }
@@ -322,11 +303,7 @@ pub(super) fn record_of(
         return Ok(Some(r));
     }
     let vkey = db::version_key(bucket, key, seq(meta));
-    if let Some(v) = inner
-        .db
-        .get_pinned_cf(inner.cf(CF_VERSIONS)?, vkey)
-        .map_err(internal)?
-    {
+    if let Some(v) = inner.db.get(Cf::Versions, vkey)? {
         return Ok(Some(ObjectRecord::decode(&v)?).filter(same));
     }
     // Promoted back to `objects` between the two reads.
@@ -345,13 +322,13 @@ pub(super) fn update(
     let _key = inner.key_lock(b, k);
     let (cf, dbkey, raw) =
         match current(inner, b, k)?.filter(|c| version.is_none_or(|v| v.names(&c.meta))) {
-            Some(c) => (CF_OBJECTS, db::object_key(b, k), c.raw),
+            Some(c) => (Cf::Objects, db::object_key(b, k), c.raw),
             None => match version
                 .map(|v| entry(inner, b, k, v))
                 .transpose()?
                 .flatten()
             {
-                Some(e) => (CF_VERSIONS, db::version_key(b, k, e.seq), e.raw),
+                Some(e) => (Cf::Versions, db::version_key(b, k, e.seq), e.raw),
                 None => {
                     buckets::require(inner, b)?;
                     return Err(match version {
@@ -367,17 +344,16 @@ pub(super) fn update(
         return Err(StoreError::MethodNotAllowed);
     }
     change(&mut record.meta)?;
-    inner
-        .db
-        .put_cf_opt(inner.cf(cf)?, dbkey, record.encode()?, &db::sync_writes())
-        .map_err(internal)
+    let mut batch = Batch::default();
+    batch.put(cf, dbkey, record.encode()?);
+    inner.write(batch)
 }
 
 /// Writes `batch` (synced) with the data files of removed versions retired and their bytes
 /// taken off the bucket owner's usage.
 fn commit(
     inner: &Inner,
-    mut batch: WriteBatch,
+    mut batch: Batch,
     owner: &str,
     freed: u64,
     retired: &[FileId],
@@ -390,8 +366,8 @@ fn commit(
         },
         &StorageQuotas::UNLIMITED,
     )?;
-    inner.retire(&mut batch, retired)?;
-    counted.add_to(&inner.db, &mut batch)?;
+    inner.retire(&mut batch, retired);
+    counted.add_to(&mut batch);
     inner.write(batch)?;
     counted.keep();
     Ok(())
@@ -401,7 +377,7 @@ fn commit(
 /// current, when it is not a delete marker. For a key whose current record is going.
 fn promote(
     inner: &Inner,
-    batch: &mut WriteBatch,
+    batch: &mut Batch,
     bucket: &str,
     key: &str,
     removed: Option<u64>,
@@ -410,8 +386,8 @@ fn promote(
         .into_iter()
         .find(|e| Some(e.seq) != removed);
     if let Some(e) = next.filter(|e| !e.meta.delete_marker) {
-        batch.delete_cf(inner.cf(CF_VERSIONS)?, db::version_key(bucket, key, e.seq));
-        batch.put_cf(inner.cf(CF_OBJECTS)?, db::object_key(bucket, key), &e.raw);
+        batch.delete(Cf::Versions, db::version_key(bucket, key, e.seq));
+        batch.put(Cf::Objects, db::object_key(bucket, key), &e.raw);
     }
     Ok(())
 }
@@ -473,14 +449,14 @@ pub(super) fn delete_current(
             }
             None => {}
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let placement = place(inner, &mut batch, b, k, bmeta.versioning)?;
         let deleted = match bmeta.versioning {
             None => Deleted::default(),
             Some(_) => {
                 let marker = marker(placement.last_modified, placement.version_id.clone(), owner);
-                batch.put_cf(
-                    inner.cf(CF_VERSIONS)?,
+                batch.put(
+                    Cf::Versions,
                     db::version_key(b, k, seq(&marker.meta)),
                     marker.encode()?,
                 );
@@ -490,7 +466,7 @@ pub(super) fn delete_current(
                 }
             }
         };
-        batch.delete_cf(inner.cf(CF_OBJECTS)?, db::object_key(b, k));
+        batch.delete(Cf::Objects, db::object_key(b, k));
         commit(
             inner,
             batch,
@@ -520,14 +496,14 @@ pub(super) fn delete_version(
     let owner = buckets::get(inner, b)?.acl.owner;
     let (retired, deleted) = {
         let _key = inner.key_lock(b, k);
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let cur = current(inner, b, k)?;
         let cur_is_none = cur.is_none();
         let gone = match cur.filter(|c| version.names(&c.meta)) {
             Some(c) => {
                 condition.check(&c.meta)?;
                 c.meta.lock.allows_delete(bypass_governance)?;
-                batch.delete_cf(inner.cf(CF_OBJECTS)?, db::object_key(b, k));
+                batch.delete(Cf::Objects, db::object_key(b, k));
                 promote(inner, &mut batch, b, k, None)?;
                 c
             }
@@ -543,7 +519,7 @@ pub(super) fn delete_version(
                 };
                 condition.check(&e.meta)?;
                 e.meta.lock.allows_delete(bypass_governance)?;
-                batch.delete_cf(inner.cf(CF_VERSIONS)?, db::version_key(b, k, e.seq));
+                batch.delete(Cf::Versions, db::version_key(b, k, e.seq));
                 // A marker on top may have gone: the version below it is current again.
                 if cur_is_none {
                     promote(inner, &mut batch, b, k, Some(e.seq))?;
@@ -587,21 +563,13 @@ pub(super) fn list(
         return Ok(page);
     }
     let base = db::bucket_prefix(b).len();
-    let bounded = |prefix: &[u8]| {
-        let mut opts = ReadOptions::default();
-        if let Some(end) = db::prefix_end(prefix) {
-            opts.set_iterate_upper_bound(end);
-        }
-        opts
-    };
-    let mut objects = inner.db.raw_iterator_cf_opt(
-        inner.cf(CF_OBJECTS)?,
-        bounded(&db::object_key(b, &q.prefix)),
-    );
-    let mut versions = inner.db.raw_iterator_cf_opt(
-        inner.cf(CF_VERSIONS)?,
-        bounded(&db::escaped_prefix(b, &q.prefix)),
-    );
+    let mut objects = inner
+        .db
+        .cursor(Cf::Objects, db::prefix_end(&db::object_key(b, &q.prefix)))?;
+    let mut versions = inner.db.cursor(
+        Cf::Versions,
+        db::prefix_end(&db::escaped_prefix(b, &q.prefix)),
+    )?;
 
     // A key marker before the prefix changes nothing: every key with the prefix is after it.
     let key_marker = q.key_marker.as_deref().filter(|m| *m >= q.prefix.as_str());
