@@ -45,7 +45,9 @@ impl From<RecordError> for StateError {
     fn from(err: RecordError) -> StateError {
         match err {
             RecordError::Db(_) | RecordError::Io { .. } => StateError::Db(err),
-            RecordError::Database(_) | RecordError::NotLeader => StateError::Unavailable(err),
+            RecordError::Database(_) | RecordError::NotLeader | RecordError::Conflict => {
+                StateError::Unavailable(err)
+            }
             RecordError::Encode(_) | RecordError::Malformed { .. } | RecordError::Newer { .. } => {
                 StateError::Corrupt(err)
             }

@@ -22,7 +22,7 @@
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
-pub use postgres::{Leadership, Postgres};
+pub use postgres::{BytesBatch, BytesChange, Check, Leadership, MergeFn, Postgres};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -78,6 +78,11 @@ pub enum RecordError {
     /// This process no longer leads the cloud: another took over, and its writes are refused.
     #[error("this cloud controller no longer leads: another has taken over")]
     NotLeader,
+    /// A shared write's check failed (what it was decided on changed meanwhile, written by
+    /// another process), or the database chose it to break a deadlock: nothing was written,
+    /// and the caller decides again.
+    #[error("the records changed meanwhile; nothing was written")]
+    Conflict,
     /// The database's folder could not be created.
     #[error("cannot create {}", path.display())]
     Io {

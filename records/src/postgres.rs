@@ -49,6 +49,15 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO koala_leader VALUES (1, 0, '', now());
     "#,
+    // 2: binary key spaces (Walrus' records, shared by its front ends).
+    r#"
+    CREATE TABLE koala_bytes (
+        space text NOT NULL,
+        key bytea NOT NULL,
+        value bytea NOT NULL,
+        PRIMARY KEY (space, key)
+    );
+    "#,
 ];
 
 /// The advisory lock that serializes migrations of concurrently starting processes.
@@ -95,6 +104,79 @@ enum Request {
         waiting: oneshot::Sender<()>,
         reply: oneshot::Sender<Result<Leadership, RecordError>>,
     },
+    BytesGet {
+        space: String,
+        key: Vec<u8>,
+        reply: std_mpsc::SyncSender<Result<Option<Vec<u8>>, RecordError>>,
+    },
+    BytesScan {
+        space: String,
+        from: Vec<u8>,
+        upper: Option<Vec<u8>>,
+        limit: i64,
+        reply: std_mpsc::SyncSender<Result<Vec<Pair>, RecordError>>,
+    },
+    BytesWrite {
+        batch: BytesBatch,
+        reply: std_mpsc::SyncSender<Result<(), RecordError>>,
+    },
+}
+
+/// A binary key and its value.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// Combines a key's stored value (if any) with an operand: how a [`BytesChange::Merge`]
+/// changes a value, computed here inside the writing transaction with the row locked.
+pub type MergeFn = fn(Option<&[u8]>, &[u8]) -> Vec<u8>;
+
+/// What must hold when a [`BytesBatch`] is written, checked inside its transaction before
+/// any change, each key checked locked (an advisory lock standing for it, present or not)
+/// until it commits. A check that fails writes nothing
+/// and answers [`RecordError::Conflict`]: the writer read something another process has
+/// changed since, and decides again.
+pub enum Check {
+    /// The key holds `value` (`None`: is absent). It is locked shared (batches that check
+    /// it shared go on together) or, when `exclusive`, alone.
+    Same {
+        /// The key space.
+        space: String,
+        /// The key.
+        key: Vec<u8>,
+        /// What it must hold.
+        value: Option<Vec<u8>>,
+        /// Whether the row is locked alone rather than shared.
+        exclusive: bool,
+    },
+    /// Exactly `count` keys lie in `[from, upper)` (`upper` `None`: to the end).
+    Count {
+        /// The key space.
+        space: String,
+        /// The first key of the range.
+        from: Vec<u8>,
+        /// Past the range's last key.
+        upper: Option<Vec<u8>>,
+        /// How many keys it must hold.
+        count: i64,
+    },
+}
+
+/// A change of a [`BytesBatch`].
+pub enum BytesChange {
+    /// Store the value under the key.
+    Put(String, Vec<u8>, Vec<u8>),
+    /// Remove the key.
+    Delete(String, Vec<u8>),
+    /// Replace the key's value by the merge of it with the operand.
+    Merge(String, Vec<u8>, Vec<u8>, MergeFn),
+}
+
+/// Checks and changes written in one transaction, or not at all.
+#[derive(Default)]
+pub struct BytesBatch {
+    /// What must hold first.
+    pub checks: Vec<Check>,
+    /// What is written then, in order.
+    pub changes: Vec<BytesChange>,
 }
 
 /// A connection to the cloud's PostgreSQL database. Cheap to clone; every clone shares one
@@ -274,6 +356,39 @@ impl Postgres {
         })
     }
 
+    /// The value of `key` in the binary key space `space`.
+    pub fn bytes_get(&self, space: &str, key: &[u8]) -> Result<Option<Vec<u8>>, RecordError> {
+        self.ask(|reply| Request::BytesGet {
+            space: space.to_owned(),
+            key: key.to_vec(),
+            reply,
+        })
+    }
+
+    /// At most `limit` keys of `space` in `[from, upper)` with their values, in byte order.
+    pub fn bytes_scan(
+        &self,
+        space: &str,
+        from: &[u8],
+        upper: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Pair>, RecordError> {
+        self.ask(|reply| Request::BytesScan {
+            space: space.to_owned(),
+            from: from.to_vec(),
+            upper: upper.map(<[u8]>::to_vec),
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            reply,
+        })
+    }
+
+    /// Writes `batch` in one transaction if its checks hold (else [`RecordError::Conflict`]),
+    /// committed (WAL flushed by PostgreSQL) before it returns. Writes of several threads go
+    /// on several connections at once, so that the server's commits share WAL flushes.
+    pub fn bytes_write(&self, batch: BytesBatch) -> Result<(), RecordError> {
+        self.ask(|reply| Request::BytesWrite { batch, reply })
+    }
+
     /// Sends a request and waits for its answer.
     fn ask<T>(
         &self,
@@ -375,6 +490,11 @@ async fn serve(
 ) {
     let (writes, pending) = mpsc::unbounded_channel();
     tokio::spawn(write_in_turn(writer, pending, term.clone()));
+    let (byte_writes, byte_pending) = mpsc::unbounded_channel();
+    let byte_pending = Arc::new(tokio::sync::Mutex::new(byte_pending));
+    for _ in 0..BYTE_WRITERS {
+        tokio::spawn(write_bytes(config.clone(), byte_pending.clone()));
+    }
     while let Some(request) = requests.recv().await {
         match request {
             Request::Get { store, key, reply } => {
@@ -409,6 +529,35 @@ async fn serve(
             } => {
                 // On its own session, so that waiting for the lock holds up nothing else.
                 tokio::spawn(lead(config.clone(), holder, waiting, reply, term.clone()));
+            }
+            Request::BytesGet { space, key, reply } => {
+                read(&mut reader, reply, move |client, _| async move {
+                    let row = client
+                        .query_opt(BYTES_GET, &[&space, &key])
+                        .await
+                        .map_err(db)?;
+                    Ok(row.map(|row| row.get(0)))
+                })
+                .await
+            }
+            Request::BytesScan {
+                space,
+                from,
+                upper,
+                limit,
+                reply,
+            } => {
+                read(&mut reader, reply, move |client, _| async move {
+                    let rows = client
+                        .query(BYTES_SCAN, &[&space, &from, &upper, &limit])
+                        .await
+                        .map_err(db)?;
+                    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+                })
+                .await
+            }
+            Request::BytesWrite { batch, reply } => {
+                let _ = byte_writes.send((batch, reply));
             }
         }
     }
@@ -461,6 +610,173 @@ async fn write_in_turn(
         };
         let _ = reply.send(answer);
     }
+}
+
+/// Connections that write binary key spaces, each one transaction at a time.
+const BYTE_WRITERS: usize = 4;
+
+const BYTES_GET: &str = "SELECT value FROM koala_bytes WHERE space = $1 AND key = $2";
+const BYTES_SCAN: &str = "SELECT key, value FROM koala_bytes \
+     WHERE space = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3) ORDER BY key LIMIT $4";
+
+/// A binary batch waiting for a writer, and where its answer goes.
+type PendingBytes = (BytesBatch, std_mpsc::SyncSender<Result<(), RecordError>>);
+
+/// One writer of binary batches: takes the next waiting batch, writes it on its own
+/// connection (made at its first batch, again when lost), answers.
+async fn write_bytes(
+    config: Config,
+    pending: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PendingBytes>>>,
+) {
+    let mut client: Option<Client> = None;
+    loop {
+        let Some((batch, reply)) = pending.lock().await.recv().await else {
+            return;
+        };
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = in_time(connect(&config)).await.map_or_else(
+                |e| {
+                    let _ = reply.send(Err(e));
+                    None
+                },
+                Some,
+            );
+        }
+        if let Some(client) = client.as_mut() {
+            let _ = reply.send(in_time(write_batch(client, batch)).await);
+        }
+    }
+}
+
+/// A failed statement of a shared write: a deadlock the server broke or a serialization
+/// failure is a conflict to decide again, anything else a database failure.
+fn shared(err: tokio_postgres::Error) -> RecordError {
+    use tokio_postgres::error::SqlState;
+    match err.code() {
+        Some(c)
+            if *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE =>
+        {
+            RecordError::Conflict
+        }
+        _ => db(err),
+    }
+}
+
+/// The advisory lock that stands for a key of a binary space: FNV-1a over the space, a
+/// separator and the key, the same in every process and release. A check takes the lock of
+/// its key rather than the row's lock, because a key that is absent has no row to lock.
+fn key_lock(space: &str, key: &[u8]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in space.as_bytes().iter().chain(&[0u8]).chain(key) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+async fn write_batch(client: &mut Client, batch: BytesBatch) -> Result<(), RecordError> {
+    let tx = client.transaction().await.map_err(shared)?;
+    // Every lock first, in one order, so that two batches never wait for each other in a
+    // circle; the same key checked twice takes its strongest lock once.
+    let mut locks = std::collections::BTreeMap::new();
+    for check in &batch.checks {
+        if let Check::Same {
+            space,
+            key,
+            exclusive,
+            ..
+        } = check
+        {
+            let held = locks.entry(key_lock(space, key)).or_insert(false);
+            *held |= *exclusive;
+        }
+    }
+    for (lock, exclusive) in locks {
+        let sql = if exclusive {
+            "SELECT pg_advisory_xact_lock($1)"
+        } else {
+            "SELECT pg_advisory_xact_lock_shared($1)"
+        };
+        tx.execute(sql, &[&lock]).await.map_err(shared)?;
+    }
+    for check in &batch.checks {
+        let holds = match check {
+            Check::Same {
+                space, key, value, ..
+            } => {
+                let found: Option<Vec<u8>> = tx
+                    .query_opt(BYTES_GET, &[space, key])
+                    .await
+                    .map_err(shared)?
+                    .map(|row| row.get(0));
+                found == *value
+            }
+            Check::Count {
+                space,
+                from,
+                upper,
+                count,
+            } => {
+                let found: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM koala_bytes \
+                         WHERE space = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3)",
+                        &[space, from, upper],
+                    )
+                    .await
+                    .map_err(shared)?
+                    .get(0);
+                found == *count
+            }
+        };
+        if !holds {
+            return Err(RecordError::Conflict);
+        }
+    }
+    const PUT: &str = "INSERT INTO koala_bytes (space, key, value) VALUES ($1, $2, $3) \
+         ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value";
+    for change in &batch.changes {
+        match change {
+            BytesChange::Put(space, key, value) => {
+                tx.execute(PUT, &[space, key, value])
+                    .await
+                    .map_err(shared)?;
+            }
+            BytesChange::Delete(space, key) => {
+                tx.execute(
+                    "DELETE FROM koala_bytes WHERE space = $1 AND key = $2",
+                    &[space, key],
+                )
+                .await
+                .map_err(shared)?;
+            }
+            BytesChange::Merge(space, key, operand, merge) => {
+                // Locks the row (made first if absent) so that concurrent merges add up.
+                let empty: &[u8] = &[];
+                tx.execute(
+                    "INSERT INTO koala_bytes (space, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (space, key) DO NOTHING",
+                    &[space, key, &empty],
+                )
+                .await
+                .map_err(shared)?;
+                let stored: Vec<u8> = tx
+                    .query_one(
+                        "SELECT value FROM koala_bytes WHERE space = $1 AND key = $2 FOR UPDATE",
+                        &[space, key],
+                    )
+                    .await
+                    .map_err(shared)?
+                    .get(0);
+                let merged = merge((!stored.is_empty()).then_some(&stored[..]), operand);
+                tx.execute(PUT, &[space, key, &merged])
+                    .await
+                    .map_err(shared)?;
+            }
+        }
+    }
+    tx.commit().await.map_err(shared)
 }
 
 async fn get(

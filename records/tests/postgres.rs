@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use records::{Batch, Db, Envelope, Postgres, RecordError, Versioned};
+use records::{
+    Batch, BytesBatch, BytesChange, Check, Db, Envelope, Postgres, RecordError, Versioned,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -175,7 +177,93 @@ fn records_read_back_in_rocksdb_order_and_stores_stay_apart() {
         Db::on_postgres(&again, "clc").get::<Thing>("a/b").unwrap(),
         Some(thing("a/b", 7))
     );
-    assert_eq!(server.sql("SELECT version FROM koala_schema"), "1");
+    assert_eq!(server.sql("SELECT version FROM koala_schema"), "2");
+}
+
+/// The sum of two little-endian i64s: a merge operator for the test.
+fn add(stored: Option<&[u8]>, operand: &[u8]) -> Vec<u8> {
+    let n = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("eight bytes"));
+    (stored.map_or(0, n) + n(operand)).to_le_bytes().to_vec()
+}
+
+#[test]
+fn binary_spaces_write_only_what_their_checks_allow() {
+    let server = Server::start();
+    let pg = Postgres::connect(&server.url).unwrap();
+    let space = || "walrus/objects".to_owned();
+    let put = |k: &[u8], v: &[u8]| BytesChange::Put(space(), k.to_vec(), v.to_vec());
+    let same = |k: &[u8], v: Option<&[u8]>| Check::Same {
+        space: space(),
+        key: k.to_vec(),
+        value: v.map(<[u8]>::to_vec),
+        exclusive: true,
+    };
+    // Keys with 0x00 and 0xFF bytes come back in byte order, bounded.
+    let write = |checks, changes| pg.bytes_write(BytesBatch { checks, changes });
+    write(
+        vec![same(b"b\0a", None)],
+        vec![put(b"b\0a", b"1"), put(b"b\0\xff", b"2"), put(b"c", b"3")],
+    )
+    .unwrap();
+    let keys = |upper: Option<&[u8]>| -> Vec<Vec<u8>> {
+        let rows = pg.bytes_scan("walrus/objects", b"b\0", upper, 10).unwrap();
+        rows.into_iter().map(|(k, _)| k).collect()
+    };
+    assert_eq!(
+        keys(None),
+        vec![b"b\0a".to_vec(), b"b\0\xff".to_vec(), b"c".to_vec()]
+    );
+    assert_eq!(
+        keys(Some(b"b\x01")),
+        vec![b"b\0a".to_vec(), b"b\0\xff".to_vec()]
+    );
+    // A check on what changed meanwhile writes nothing.
+    let stale = write(vec![same(b"b\0a", None)], vec![put(b"d", b"4")]);
+    assert!(matches!(stale, Err(RecordError::Conflict)), "{stale:?}");
+    assert_eq!(pg.bytes_get("walrus/objects", b"d").unwrap(), None);
+    let count = |n| Check::Count {
+        space: space(),
+        from: b"b\0".to_vec(),
+        upper: Some(b"b\x01".to_vec()),
+        count: n,
+    };
+    assert!(matches!(
+        write(vec![count(1)], vec![]),
+        Err(RecordError::Conflict)
+    ));
+    write(
+        vec![count(2), same(b"c", Some(b"3"))],
+        vec![put(b"d", b"4")],
+    )
+    .unwrap();
+    assert_eq!(
+        pg.bytes_get("walrus/objects", b"d").unwrap(),
+        Some(b"4".to_vec())
+    );
+    // Merges of many threads at once add up.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    let merge = BytesChange::Merge(
+                        space(),
+                        b"n".to_vec(),
+                        1i64.to_le_bytes().to_vec(),
+                        add,
+                    );
+                    pg.bytes_write(BytesBatch {
+                        checks: vec![],
+                        changes: vec![merge],
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(
+        pg.bytes_get("walrus/objects", b"n").unwrap(),
+        Some(80i64.to_le_bytes().to_vec())
+    );
 }
 
 #[test]
@@ -186,7 +274,7 @@ fn a_schema_newer_than_the_code_is_refused() {
     match Postgres::connect(&server.url) {
         Err(RecordError::Newer {
             version: 99,
-            known: 1,
+            known: 2,
             ..
         }) => {}
         Err(e) => panic!("{e}"),
