@@ -161,6 +161,10 @@ pub struct WalrusSettings {
     pub rados_conf: Option<PathBuf>,
     /// The RADOS pool, for `rados` [default: koala].
     pub rados_pool: Option<String>,
+    /// A PostgreSQL database (as `[cloud] database`) holding Walrus' records instead of
+    /// the data dir's RocksDB, so that several Walrus front ends serve one namespace over
+    /// one RADOS pool; `rados` only [default: none].
+    pub database: Option<String>,
 }
 
 /// `[walrus] backend`.
@@ -174,9 +178,14 @@ pub enum WalrusBackend {
 }
 
 impl WalrusSettings {
-    /// Where Walrus keeps object bytes.
-    pub fn object_data(&self) -> walrus::ObjectData {
-        match self.backend {
+    /// Where Walrus keeps object bytes (and its records, when shared); a database without
+    /// RADOS is refused: records shared by front ends whose bytes are each on their own
+    /// disk would name files the others cannot read.
+    pub fn object_data(&self) -> Result<walrus::ObjectData, String> {
+        Ok(match self.backend {
+            None | Some(WalrusBackend::Files) if self.database.is_some() => {
+                return Err("[walrus] database needs backend = \"rados\"".to_owned())
+            }
             None | Some(WalrusBackend::Files) => walrus::ObjectData::Files,
             Some(WalrusBackend::Rados) => walrus::ObjectData::Rados {
                 conf: self
@@ -187,8 +196,9 @@ impl WalrusSettings {
                     .rados_pool
                     .clone()
                     .unwrap_or_else(|| "koala".to_owned()),
+                database: self.database.clone(),
             },
-        }
+        })
     }
 
     /// The grace before an unused plain image is collected.
@@ -605,9 +615,10 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # Walrus on this host.
 [walrus]
 # image_grace_secs = 600  # a plain image no registered image uses is removed after this
-# backend = "files"       # or "rados": object bytes in a Ceph pool (metadata stays here)
+# backend = "files"       # or "rados": object bytes in a Ceph pool
 # rados_conf = "/etc/ceph/ceph.conf"
 # rados_pool = "koala"
+# database = "postgresql://koala@db.example.com/koala"  # rados only: front ends share records
 
 # Guest networking (eucalyptus.conf's VNET_*); without this table instances get no NIC.
 # [network]

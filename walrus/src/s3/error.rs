@@ -414,6 +414,7 @@ impl From<StoreError> for S3Error {
             StoreError::EntityTooSmall => S3Error::EntityTooSmall,
             StoreError::IncompleteBody => S3Error::IncompleteBody,
             StoreError::Body(io) => body_error(io),
+            e @ StoreError::Conflict => S3Error::ServiceUnavailable(e.to_string()),
             StoreError::Internal(e) => S3Error::Internal(e),
         }
     }

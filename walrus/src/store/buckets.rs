@@ -5,11 +5,21 @@ use std::time::SystemTime;
 use super::db;
 use super::meta::{Batch, Cf};
 use super::usage::Delta;
-use super::{lock, multipart, write_lock, BucketMeta, Inner, StorageQuotas, StoreError};
+use super::{lock, multipart, retrying, write_lock, BucketMeta, Inner, StorageQuotas, StoreError};
 use crate::acl::Acl;
 use crate::names::BucketName;
 
 pub(super) fn create(
+    inner: &Inner,
+    name: &BucketName,
+    acl: Acl,
+    location: Option<String>,
+    quotas: &StorageQuotas,
+) -> Result<BucketMeta, StoreError> {
+    retrying(|| create_once(inner, name, acl.clone(), location.clone(), quotas))
+}
+
+fn create_once(
     inner: &Inner,
     name: &BucketName,
     acl: Acl,
@@ -47,11 +57,31 @@ pub(super) fn create(
         quotas,
     )?;
     let mut batch = Batch::default();
+    // Another front end may create it meanwhile.
+    batch.expect_alone(Cf::Buckets, name.as_str(), None);
     batch.put(Cf::Buckets, name.as_str(), db::encode_json(&meta)?);
     counted.add_to(&mut batch);
     inner.write(batch)?;
     counted.keep();
     Ok(meta)
+}
+
+/// The bucket's record, which `batch` then expects unchanged: written only while the bucket
+/// is as read (shared records; another front end may delete or change it meanwhile).
+pub(super) fn get_expected(
+    inner: &Inner,
+    name: &str,
+    batch: &mut Batch,
+) -> Result<BucketMeta, StoreError> {
+    match inner.db.get(Cf::Buckets, name)? {
+        Some(v) => {
+            if inner.db.is_shared() {
+                batch.expect(Cf::Buckets, name, Some(&v));
+            }
+            db::decode_json(&v)
+        }
+        None => Err(StoreError::NoSuchBucket),
+    }
 }
 
 pub(super) fn get(inner: &Inner, name: &str) -> Result<BucketMeta, StoreError> {
@@ -83,7 +113,12 @@ pub(super) fn delete(inner: &Inner, name: &BucketName) -> Result<(), StoreError>
     // Exclusive: no object or upload can be committed into the bucket until it is gone.
     let _gate = write_lock(&inner.gate);
     let _buckets = lock(&inner.buckets);
-    let meta = get(inner, name.as_str())?;
+    retrying(|| delete_once(inner, name))
+}
+
+fn delete_once(inner: &Inner, name: &BucketName) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    let meta = get_expected(inner, name.as_str(), &mut batch)?;
     let prefix = db::bucket_prefix(name.as_str());
     if has_prefix(inner, Cf::Objects, &prefix)? || has_prefix(inner, Cf::Versions, &prefix)? {
         return Err(StoreError::BucketNotEmpty);
@@ -106,7 +141,16 @@ pub(super) fn delete(inner: &Inner, name: &BucketName) -> Result<(), StoreError>
         },
         &StorageQuotas::UNLIMITED,
     )?;
-    let mut batch = Batch::default();
+    if inner.db.is_shared() {
+        // Alone: the writes of other front ends into the bucket (which expect it shared)
+        // are over, and what they wrote is counted here.
+        batch = Batch::default();
+        let seen = db::encode_json(&get(inner, name.as_str())?)?;
+        batch.expect_alone(Cf::Buckets, name.as_str(), Some(&seen));
+        batch.expect_count(Cf::Objects, &prefix, 0);
+        batch.expect_count(Cf::Versions, &prefix, 0);
+        batch.expect_count(Cf::Uploads, &prefix, 0);
+    }
     batch.delete(Cf::Buckets, name.as_str());
     counted.add_to(&mut batch);
     inner.write(batch)?;
@@ -131,9 +175,11 @@ pub(super) fn update(
     // on it in the same hold, so a state change never lands between the two.
     let _gate = write_lock(&inner.gate);
     let _buckets = lock(&inner.buckets);
+    // Not decided again on a conflict (`change` runs once): the client retries.
+    let mut batch = Batch::default();
+    inner.expect_alone(&mut batch, Cf::Buckets, name.as_str().as_bytes())?;
     let mut meta = get(inner, name.as_str())?;
     change(&mut meta)?;
-    let mut batch = Batch::default();
     batch.put(Cf::Buckets, name.as_str(), db::encode_json(&meta)?);
     inner.write(batch)
 }

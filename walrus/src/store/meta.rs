@@ -1,13 +1,24 @@
 //! Where the store's records live, behind one interface: point reads, ordered cursors and
 //! atomic batches over the column families of [`super::db`]. The store's logic (locks,
 //! versions, usage, multipart) is written once against it; the engine underneath is
-//! RocksDB on this host.
+//! RocksDB on this host (the default), or PostgreSQL shared by several Walrus front ends
+//! (`[walrus] database`, with the object bytes in one RADOS pool).
 //!
 //! A batch is a list of changes, not an engine's own batch, so that the logic that builds it
 //! names column families ([`Cf`]) rather than an engine's handles.
+//!
+//! **Shared records.** The store's locks are in-process: they order the read-modify-write
+//! sequences of one front end, not of several. So a batch also carries *checks*: what its
+//! writer read and decided on (the key's current record, the bucket's record, the parts of
+//! an upload). RocksDB ignores them (the locks already guarantee them); PostgreSQL checks
+//! them inside the writing transaction with the rows locked, and a check that fails writes
+//! nothing and answers [`StoreError::Conflict`], on which the store decides again
+//! ([`super::retrying`]). Each column family is a key space `walrus/<name>` of the
+//! `koala_bytes` table, keys compared as bytes as in RocksDB.
 
 use std::ops::Deref;
 
+use records::{BytesBatch, BytesChange, Check, Postgres};
 use rocksdb::{DBPinnableSlice, DBRawIteratorWithThreadMode, ReadOptions, WriteBatch, DB};
 
 use super::{db, internal, StoreError};
@@ -60,9 +71,27 @@ impl Cf {
             Cf::Usage => db::CF_USAGE,
         }
     }
+
+    /// Its key space in PostgreSQL.
+    fn space(self) -> &'static str {
+        match self {
+            Cf::Default => "walrus/default",
+            Cf::Buckets => "walrus/buckets",
+            Cf::Objects => "walrus/objects",
+            Cf::Versions => "walrus/versions",
+            Cf::Uploads => "walrus/uploads",
+            Cf::Parts => "walrus/parts",
+            Cf::Files => "walrus/files",
+            Cf::Pending => "walrus/pending",
+            Cf::Images => "walrus/images",
+            Cf::Registrations => "walrus/registrations",
+            Cf::Usage => "walrus/usage",
+        }
+    }
 }
 
 /// One change of a [`Batch`].
+#[derive(Clone)]
 pub(super) enum Change {
     /// Store the value under the key.
     Put(Cf, Vec<u8>, Vec<u8>),
@@ -73,10 +102,20 @@ pub(super) enum Change {
     Merge(Cf, Vec<u8>, Vec<u8>),
 }
 
-/// Changes written together or not at all, in order.
-#[derive(Default)]
+/// What must still hold when a batch is written (see the module's doc).
+#[derive(Clone)]
+enum Expect {
+    /// The key holds this value (`None`: is absent); `exclusive` locks its row alone.
+    Same(Cf, Vec<u8>, Option<Vec<u8>>, bool),
+    /// Exactly this many keys start with the prefix.
+    Count(Cf, Vec<u8>, usize),
+}
+
+/// Changes written together or not at all, in order, with what must hold first.
+#[derive(Clone, Default)]
 pub(super) struct Batch {
     changes: Vec<Change>,
+    expects: Vec<Expect>,
 }
 
 impl Batch {
@@ -107,12 +146,32 @@ impl Batch {
     pub(super) fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
+
+    /// The batch is written only if `key` still holds `seen` (`None`: is still absent),
+    /// and while it is written no other writer may change it (writers that expect it too
+    /// go on together).
+    pub(super) fn expect(&mut self, cf: Cf, key: impl AsRef<[u8]>, seen: Option<&[u8]>) {
+        let (key, seen) = (key.as_ref().to_vec(), seen.map(<[u8]>::to_vec));
+        self.expects.push(Expect::Same(cf, key, seen, false));
+    }
+
+    /// As [`Batch::expect`], with `key` locked alone: writers that expect it shared wait.
+    pub(super) fn expect_alone(&mut self, cf: Cf, key: impl AsRef<[u8]>, seen: Option<&[u8]>) {
+        let (key, seen) = (key.as_ref().to_vec(), seen.map(<[u8]>::to_vec));
+        self.expects.push(Expect::Same(cf, key, seen, true));
+    }
+
+    /// The batch is written only if exactly `count` keys of `cf` start with `prefix`.
+    pub(super) fn expect_count(&mut self, cf: Cf, prefix: &[u8], count: usize) {
+        self.expects.push(Expect::Count(cf, prefix.to_vec(), count));
+    }
 }
 
 /// A value read: pinned in the engine's cache where it can be, so that HEAD and GET of a
 /// small object copy nothing.
 pub(super) enum Value<'a> {
     Pinned(DBPinnableSlice<'a>),
+    Owned(Vec<u8>),
 }
 
 impl Deref for Value<'_> {
@@ -121,6 +180,7 @@ impl Deref for Value<'_> {
     fn deref(&self) -> &[u8] {
         match self {
             Value::Pinned(v) => v,
+            Value::Owned(v) => v,
         }
     }
 }
@@ -130,6 +190,48 @@ impl Deref for Value<'_> {
 /// `None` and [`Cursor::status`] says why.
 pub(super) enum Cursor<'a> {
     Rocks(DBRawIteratorWithThreadMode<'a, DB>),
+    Shared(Pages<'a>),
+}
+
+/// A cursor over PostgreSQL: the keys are fetched a page at a time from the position on.
+pub(super) struct Pages<'a> {
+    db: &'a Postgres,
+    cf: Cf,
+    upper: Option<Vec<u8>>,
+    /// The page fetched, and where in it the cursor is.
+    page: Vec<(Vec<u8>, Vec<u8>)>,
+    at: usize,
+    /// Whether the page is the last (shorter than asked for).
+    last: bool,
+    failed: Option<records::RecordError>,
+}
+
+/// Keys fetched per round trip: a listing page of 1,000 keys costs four.
+const PAGE: usize = 256;
+
+impl Pages<'_> {
+    /// Fetches the page starting at `from` (included unless `after`).
+    fn fetch(&mut self, from: &[u8], after: bool) {
+        let mut start = from.to_vec();
+        if after {
+            // The smallest key after `from`.
+            start.push(0);
+        }
+        match self
+            .db
+            .bytes_scan(self.cf.space(), &start, self.upper.as_deref(), PAGE)
+        {
+            Ok(page) => {
+                self.last = page.len() < PAGE;
+                self.page = page;
+            }
+            Err(e) => {
+                self.page.clear();
+                self.failed = Some(e);
+            }
+        }
+        self.at = 0;
+    }
 }
 
 impl Cursor<'_> {
@@ -138,6 +240,7 @@ impl Cursor<'_> {
         let key = key.as_ref();
         match self {
             Cursor::Rocks(it) => it.seek(key),
+            Cursor::Shared(p) => p.fetch(key, false),
         }
     }
 
@@ -145,6 +248,15 @@ impl Cursor<'_> {
     pub(super) fn next(&mut self) {
         match self {
             Cursor::Rocks(it) => it.next(),
+            Cursor::Shared(p) => {
+                p.at += 1;
+                if p.at >= p.page.len() && !p.last {
+                    if let Some((k, _)) = p.page.last() {
+                        let k = k.clone();
+                        p.fetch(&k, true);
+                    }
+                }
+            }
         }
     }
 
@@ -152,6 +264,7 @@ impl Cursor<'_> {
     pub(super) fn key(&self) -> Option<&[u8]> {
         match self {
             Cursor::Rocks(it) => it.key(),
+            Cursor::Shared(p) => p.page.get(p.at).map(|(k, _)| &k[..]),
         }
     }
 
@@ -159,6 +272,7 @@ impl Cursor<'_> {
     pub(super) fn value(&self) -> Option<&[u8]> {
         match self {
             Cursor::Rocks(it) => it.value(),
+            Cursor::Shared(p) => p.page.get(p.at).map(|(_, v)| &v[..]),
         }
     }
 
@@ -166,6 +280,10 @@ impl Cursor<'_> {
     pub(super) fn status(&self) -> Result<(), StoreError> {
         match self {
             Cursor::Rocks(it) => it.status().map_err(internal),
+            Cursor::Shared(p) => match &p.failed {
+                Some(e) => Err(internal(e.to_string())),
+                None => Ok(()),
+            },
         }
     }
 }
@@ -177,6 +295,8 @@ pub(super) type Entry = (Vec<u8>, Vec<u8>);
 pub(super) enum Meta {
     /// RocksDB on this host (`dir/db`).
     Rocks(DB),
+    /// PostgreSQL, shared with the other front ends.
+    Shared(Postgres),
 }
 
 impl Meta {
@@ -200,7 +320,16 @@ impl Meta {
                 };
                 Ok(found.map_err(internal)?.map(Value::Pinned))
             }
+            Meta::Shared(pg) => Ok(pg
+                .bytes_get(cf.space(), key)
+                .map_err(failed)?
+                .map(Value::Owned)),
         }
+    }
+
+    /// Whether other front ends write these records too (checks matter, conflicts happen).
+    pub(super) fn is_shared(&self) -> bool {
+        matches!(self, Meta::Shared(_))
     }
 
     /// A cursor over `cf`'s keys below `upper` (every key when `None`); not positioned until
@@ -214,6 +343,15 @@ impl Meta {
                 }
                 Ok(Cursor::Rocks(db.raw_iterator_cf_opt(handle(db, cf)?, opts)))
             }
+            Meta::Shared(pg) => Ok(Cursor::Shared(Pages {
+                db: pg,
+                cf,
+                upper,
+                page: Vec::new(),
+                at: 0,
+                last: true,
+                failed: None,
+            })),
         }
     }
 
@@ -287,7 +425,45 @@ impl Meta {
                 };
                 db.write_opt(out, &opts).map_err(internal)
             }
+            // PostgreSQL commits every batch durably (its own WAL flush).
+            Meta::Shared(pg) => {
+                let mut out = BytesBatch::default();
+                for expect in batch.expects {
+                    out.checks.push(match expect {
+                        Expect::Same(cf, key, value, exclusive) => Check::Same {
+                            space: cf.space().to_owned(),
+                            key,
+                            value,
+                            exclusive,
+                        },
+                        Expect::Count(cf, prefix, count) => Check::Count {
+                            space: cf.space().to_owned(),
+                            upper: db::prefix_end(&prefix),
+                            from: prefix,
+                            count: i64::try_from(count).unwrap_or(i64::MAX),
+                        },
+                    });
+                }
+                for change in batch.changes {
+                    out.changes.push(match change {
+                        Change::Put(cf, k, v) => BytesChange::Put(cf.space().to_owned(), k, v),
+                        Change::Delete(cf, k) => BytesChange::Delete(cf.space().to_owned(), k),
+                        Change::Merge(cf, k, v) => {
+                            BytesChange::Merge(cf.space().to_owned(), k, v, super::usage::merge_one)
+                        }
+                    });
+                }
+                pg.bytes_write(out).map_err(failed)
+            }
         }
+    }
+}
+
+/// A PostgreSQL failure as the store's error: a failed check is a conflict to decide again.
+fn failed(err: records::RecordError) -> StoreError {
+    match err {
+        records::RecordError::Conflict => StoreError::Conflict,
+        other => internal(other),
     }
 }
 

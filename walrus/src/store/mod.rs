@@ -114,6 +114,10 @@ pub enum StoreError {
     /// The body stream failed (client went away, bad chunk signature, ...).
     #[error("The request body could not be read.")]
     Body(#[source] std::io::Error),
+    /// Another front end changed what a write was decided on, again and again: the client
+    /// should retry (503 SlowDown).
+    #[error("Please reduce your request rate.")]
+    Conflict,
     /// Disk or database failure: a 500 for the client.
     #[error("An internal storage error occurred.")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -761,6 +765,50 @@ fn write_lock(m: &RwLock<()>) -> RwLockWriteGuard<'_, ()> {
     m.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Writes this front end's epoch to `path` (in `dir`) durably: a temp file, synced,
+/// renamed over it, the directory synced.
+fn remember_epoch(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    epoch: u64,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temp = path.with_extension("new");
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(&epoch.to_be_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    data::fsync_dir(dir)
+}
+
+/// An epoch as stored (big-endian u64).
+fn epoch_of(v: &[u8]) -> Result<u64, StoreError> {
+    v.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| internal("bad epoch record"))
+}
+
+/// How often a read-modify-write is decided again when other front ends keep changing what
+/// it read, before the client is asked to retry ([`StoreError::Conflict`]).
+const DECISIONS: u32 = 16;
+
+/// Runs `decide` (a read-modify-write ending in one checked batch) again while its batch
+/// conflicts with another front end's write, backing off a little more each time. Only
+/// shared records conflict; on RocksDB it runs once.
+fn retrying<T>(mut decide: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let mut tries = 0;
+    loop {
+        match decide() {
+            Err(StoreError::Conflict) if tries < DECISIONS => {
+                tries += 1;
+                let jitter = rand::random::<u64>() % (u64::from(tries) * 2_000);
+                std::thread::sleep(std::time::Duration::from_micros(jitter));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Wraps a disk, database or thread failure as a 500.
 fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
     StoreError::Internal(e.into())
@@ -787,6 +835,16 @@ impl Inner {
 
     fn part_lock(&self, upload_id: &str, part: u32) -> MutexGuard<'_, ()> {
         lock(&self.parts[stripe_of(&[upload_id.as_bytes(), &part.to_be_bytes()])])
+    }
+
+    /// With shared records: reads `key` and makes `batch` expect it unchanged, locked alone
+    /// (the key's read-modify-write across front ends, as [`Inner::key_lock`] within one).
+    fn expect_alone(&self, batch: &mut Batch, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
+        if self.db.is_shared() {
+            let seen = self.db.get(cf, key)?;
+            batch.expect_alone(cf, key, seen.as_deref());
+        }
+        Ok(())
     }
 
     /// A synced write.
@@ -840,15 +898,25 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(internal)?;
         let layout = match data {
             ObjectData::Files => Layout::create(dir).map_err(internal)?,
-            ObjectData::Rados { conf, pool } => {
+            ObjectData::Rados { conf, pool, .. } => {
                 Layout::rados(rados::RadosData::connect(conf, pool).map_err(internal)?)
             }
+        };
+        let shared = match data {
+            ObjectData::Rados {
+                database: Some(url),
+                ..
+            } => Some(records::Postgres::connect(url).map_err(internal)?),
+            _ => None,
         };
         let removed = layout.clear_tmp().map_err(internal)?;
         if removed > 0 {
             tracing::info!(removed, "removed unfinished uploads");
         }
-        let db = Meta::rocks(&dir.join("db"))?;
+        let db = match shared {
+            Some(pg) => Meta::Shared(pg),
+            None => Meta::rocks(&dir.join("db"))?,
+        };
 
         // Finish deletions that were committed but maybe not carried out.
         let mut batch = Batch::default();
@@ -862,11 +930,19 @@ impl Store {
         db.write(batch)?;
 
         // Sweep the previous run's orphans.
-        let previous = match db.get(Cf::Default, db::EPOCH_KEY)? {
-            Some(v) => Some(u64::from_be_bytes(
-                v[..].try_into().map_err(|_| internal("bad epoch record"))?,
-            )),
-            None => None,
+        // Shared records: the epochs of every front end are drawn from one counter, and
+        // each remembers its own last one beside it.
+        let mine = dir.join("epoch");
+        let previous = if db.is_shared() {
+            match std::fs::read(&mine) {
+                Ok(v) => Some(epoch_of(&v)?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(internal(e)),
+            }
+        } else {
+            db.get(Cf::Default, db::EPOCH_KEY)?
+                .map(|v| epoch_of(&v))
+                .transpose()?
         };
         if let Some(prev) = previous {
             let mut orphans = 0usize;
@@ -885,10 +961,21 @@ impl Store {
             tracing::info!(dropped, "dropped image index entries of the old format");
         }
         let usage = usage::Ledger::open(&db)?;
-        let epoch = previous.map_or(1, |e| e + 1);
-        let mut batch = Batch::default();
-        batch.put(Cf::Default, db::EPOCH_KEY, epoch.to_be_bytes());
-        db.write(batch)?;
+        let epoch = retrying(|| {
+            let last = db.get(Cf::Default, db::EPOCH_KEY)?.map(|v| v.to_vec());
+            let epoch = match &last {
+                Some(v) => epoch_of(v)? + 1,
+                None => 1,
+            };
+            let mut batch = Batch::default();
+            batch.expect(Cf::Default, db::EPOCH_KEY, last.as_deref());
+            batch.put(Cf::Default, db::EPOCH_KEY, epoch.to_be_bytes());
+            db.write(batch)?;
+            Ok(epoch)
+        })?;
+        if db.is_shared() {
+            remember_epoch(dir, &mine, epoch).map_err(internal)?;
+        }
 
         Ok(Store {
             inner: Arc::new(Inner {
@@ -1256,7 +1343,7 @@ impl Store {
     }
 }
 
-/// Where Walrus keeps object bytes (metadata stays in RocksDB under its data dir).
+/// Where Walrus keeps object bytes, and where its records are when shared.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ObjectData {
     /// Files under the data dir: `walrus/data/xx/<id>`.
@@ -1268,6 +1355,9 @@ pub enum ObjectData {
         conf: std::path::PathBuf,
         /// The pool.
         pool: String,
+        /// A PostgreSQL database holding the records too, shared by every front end that
+        /// names it and the pool (`None`: RocksDB in the data dir).
+        database: Option<String>,
     },
 }
 

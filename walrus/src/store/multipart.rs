@@ -19,9 +19,9 @@ use super::meta::{Batch, Cf};
 use super::objects::size_delta;
 use super::usage::Delta;
 use super::{
-    buckets, digest, internal, objects, read_lock, write_lock, ChecksumAlgorithm, ChecksumType,
-    Inner, NewUpload, ObjectMeta, PartMeta, Staged, StagedData, StorageQuotas, StoreError,
-    UploadMeta, WriteCondition,
+    buckets, digest, internal, objects, read_lock, retrying, write_lock, ChecksumAlgorithm,
+    ChecksumType, Inner, NewUpload, ObjectMeta, PartMeta, Staged, StagedData, StorageQuotas,
+    StoreError, UploadMeta, WriteCondition,
 };
 use crate::names::{BucketName, ObjectKey};
 
@@ -57,7 +57,8 @@ pub(super) fn create(
         lock,
     } = upload;
     let _gate = read_lock(&inner.gate);
-    buckets::require(inner, bucket.as_str())?;
+    let mut batch = Batch::default();
+    buckets::get_expected(inner, bucket.as_str(), &mut batch)?;
     let initiated = SystemTime::now();
     let meta = UploadMeta {
         upload_id: new_upload_id(initiated),
@@ -72,7 +73,6 @@ pub(super) fn create(
         lock,
     };
     let ukey = db::upload_key(&meta.bucket, &meta.key, &meta.upload_id);
-    let mut batch = Batch::default();
     batch.put(Cf::Uploads, ukey, db::encode_json(&meta)?);
     inner.write(batch)?;
     Ok(meta)
@@ -92,6 +92,32 @@ pub(super) fn get(
     }
     buckets::require(inner, bucket.as_str())?;
     Err(StoreError::NoSuchUpload)
+}
+
+/// `NoSuchUpload` unless the upload is still in progress; with shared records, `batch` then
+/// expects it (alone: no part is committed meanwhile on another front end) and, when
+/// `parts` is given, exactly that many part records.
+fn require_expected(
+    inner: &Inner,
+    upload: &UploadMeta,
+    batch: &mut Batch,
+    alone: bool,
+    parts: Option<usize>,
+) -> Result<(), StoreError> {
+    let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
+    let Some(seen) = inner.db.get(Cf::Uploads, &ukey)? else {
+        return Err(StoreError::NoSuchUpload);
+    };
+    if inner.db.is_shared() {
+        match alone {
+            true => batch.expect_alone(Cf::Uploads, &ukey, Some(&seen)),
+            false => batch.expect(Cf::Uploads, &ukey, Some(&seen)),
+        }
+        if let Some(count) = parts {
+            batch.expect_count(Cf::Parts, upload.upload_id.as_bytes(), count);
+        }
+    }
+    Ok(())
 }
 
 /// `NoSuchUpload` unless the upload is still in progress.
@@ -130,12 +156,14 @@ pub(super) fn commit_part(
     // Installed before taking the upload's lock, so parts of one upload arriving together
     // fsync in parallel and share their WAL syncs.
     let id = inner.layout.install(temp).map_err(internal)?;
-    let written = (|| {
+    let written = retrying(|| {
+        let mut batch = Batch::default();
         let _upload = read_lock(inner.upload_lock(&upload.upload_id));
-        require(inner, upload)?;
+        require_expected(inner, upload, &mut batch, false, None)?;
         let owner = buckets::get(inner, &upload.bucket)?.acl.owner;
         let _part = inner.part_lock(&upload.upload_id, part_number);
         let pkey = db::part_key(&upload.upload_id, part_number);
+        inner.expect_alone(&mut batch, Cf::Parts, &pkey)?;
         let (old, old_size) = match inner.db.get(Cf::Parts, &pkey)? {
             Some(v) => {
                 let old = db::decode_json::<PartRecord>(&v)?;
@@ -155,7 +183,6 @@ pub(super) fn commit_part(
             meta: meta.clone(),
             file: id.hex(),
         };
-        let mut batch = Batch::default();
         batch.put(Cf::Parts, pkey, db::encode_json(&record)?);
         batch.put(Cf::Files, id.0, db::MARKER);
         inner.retire(&mut batch, &old);
@@ -163,7 +190,7 @@ pub(super) fn commit_part(
         inner.write(batch)?;
         counted.keep();
         Ok(old)
-    })();
+    });
     match written {
         Ok(old) => {
             inner.reclaim(&old);
@@ -293,6 +320,7 @@ pub(super) fn complete(
 ) -> Result<ObjectMeta, StoreError> {
     let _gate = read_lock(&inner.gate);
     let _upload = write_lock(inner.upload_lock(&upload.upload_id));
+    let mut batch = Batch::default();
     require(inner, upload)?;
     if listed.is_empty() {
         return Err(StoreError::InvalidPart);
@@ -301,6 +329,9 @@ pub(super) fn complete(
         return Err(StoreError::InvalidPartOrder);
     }
     let mut stored = all_parts(inner, &upload.upload_id)?;
+    // Another front end may commit a part or abort meanwhile: then this completion is
+    // refused (503, the client completes again and sees what happened).
+    require_expected(inner, upload, &mut batch, true, Some(stored.len()))?;
     let mut chosen = Vec::with_capacity(listed.len());
     for (number, etag) in listed {
         match stored.remove(number) {
@@ -365,7 +396,6 @@ pub(super) fn complete(
     };
 
     // One batch: the object, the upload and every part record gone, unused parts retired.
-    let mut batch = Batch::default();
     let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
     batch.delete(Cf::Uploads, ukey);
     for (key, _) in chosen.iter().chain(stored.values()) {
@@ -423,10 +453,12 @@ fn object_checksum(
 }
 
 pub(super) fn abort(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError> {
-    let dead = {
-        let _upload = write_lock(inner.upload_lock(&upload.upload_id));
+    let _upload = write_lock(inner.upload_lock(&upload.upload_id));
+    let dead = retrying(|| {
+        let mut batch = Batch::default();
         require(inner, upload)?;
         let stored = all_parts(inner, &upload.upload_id)?;
+        require_expected(inner, upload, &mut batch, true, Some(stored.len()))?;
         let owner = buckets::get(inner, &upload.bucket)?.acl.owner;
         let bytes: u64 = stored.values().map(|(_, rec)| rec.meta.size).sum();
         let counted = inner.usage.reserve(
@@ -437,7 +469,6 @@ pub(super) fn abort(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError
             },
             &StorageQuotas::UNLIMITED,
         )?;
-        let mut batch = Batch::default();
         let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
         batch.delete(Cf::Uploads, ukey);
         let mut dead = Vec::with_capacity(stored.len());
@@ -449,8 +480,8 @@ pub(super) fn abort(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError
         counted.add_to(&mut batch);
         inner.write(batch)?;
         counted.keep();
-        dead
-    };
+        Ok(dead)
+    })?;
     inner.reclaim(&dead);
     Ok(())
 }

@@ -12,12 +12,12 @@ use bytes::Bytes;
 use super::data::{self, Segment};
 use super::db::{self, Body, Extent, ObjectRecord};
 use super::meta::{Batch, Cf};
-use super::same_etag;
 use super::usage::Delta;
 use super::{
     buckets, internal, read_lock, versions, BodyStream, Inner, NewObject, ObjectMeta, Staged,
     StagedData, StorageQuotas, StoreError, WriteCondition,
 };
+use super::{retrying, same_etag};
 use crate::names::{BucketName, ObjectKey};
 
 pub(super) fn commit(
@@ -105,19 +105,21 @@ pub(super) fn put(
     stored: Stored<'_>,
 ) -> Result<(), StoreError> {
     let Stored {
-        mut batch,
+        batch: with,
         added,
         quotas,
         condition,
     } = stored;
-    let bmeta = buckets::get(inner, bucket)?;
-    let retired = {
+    let retired = retrying(|| {
+        let mut batch = with.clone();
+        let bmeta = buckets::get_expected(inner, bucket, &mut batch)?;
         let _key = inner.key_lock(bucket, key);
         let okey = db::object_key(bucket, key);
+        inner.expect_alone(&mut batch, Cf::Objects, &okey)?;
         check(inner, &okey, condition)?;
         let placement = versions::place(inner, &mut batch, bucket, key, bmeta.versioning)?;
         record.meta.last_modified = placement.last_modified;
-        record.meta.version_id = placement.version_id;
+        record.meta.version_id = placement.version_id.clone();
         let counted = inner.usage.reserve(
             Delta {
                 account: bmeta.acl.owner,
@@ -134,8 +136,8 @@ pub(super) fn put(
         counted.add_to(&mut batch);
         inner.write(batch)?;
         counted.keep();
-        placement.retired
-    };
+        Ok(placement.retired)
+    })?;
     inner.reclaim(&retired);
     Ok(())
 }

@@ -119,6 +119,18 @@ pub(super) fn merge(
     Some(total.encode())
 }
 
+/// The same merge, of one delta, as PostgreSQL's writer applies it with the row locked.
+pub(super) fn merge_one(existing: Option<&[u8]>, operand: &[u8]) -> Vec<u8> {
+    let total = existing.and_then(Totals::decode).unwrap_or_default();
+    match Totals::decode(operand) {
+        Some(delta) => total.add(delta).encode(),
+        None => {
+            tracing::error!("a usage delta of an unknown format was ignored");
+            total.encode()
+        }
+    }
+}
+
 /// A change of one account's usage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Delta {

@@ -19,8 +19,8 @@ use super::meta::{Batch, Cf};
 use super::objects::size_delta;
 use super::usage::Delta;
 use super::{
-    buckets, internal, read_lock, DeleteCondition, Deleted, Inner, ObjectMeta, StorageQuotas,
-    StoreError, VersionPage, VersionQuery, VersionRef, Versioning,
+    buckets, internal, read_lock, retrying, DeleteCondition, Deleted, Inner, ObjectMeta,
+    StorageQuotas, StoreError, VersionPage, VersionQuery, VersionRef, Versioning,
 };
 use crate::acl::Acl;
 use crate::names::{BucketName, ObjectKey};
@@ -344,7 +344,11 @@ pub(super) fn update(
         return Err(StoreError::MethodNotAllowed);
     }
     change(&mut record.meta)?;
+    // Not decided again on a conflict (`change` runs once): the client retries.
     let mut batch = Batch::default();
+    if inner.db.is_shared() {
+        batch.expect_alone(cf, &dbkey, Some(&raw));
+    }
     batch.put(cf, dbkey, record.encode()?);
     inner.write(batch)
 }
@@ -430,9 +434,11 @@ pub(super) fn delete_current(
     let (b, k) = (bucket.as_str(), key.as_str());
     // Shared: a delete marker is a record, which a bucket being deleted must not gain.
     let _gate = read_lock(&inner.gate);
-    let bmeta = buckets::get(inner, b)?;
-    let (retired, deleted) = {
+    let (retired, deleted) = retrying(|| {
+        let mut batch = Batch::default();
+        let bmeta = buckets::get_expected(inner, b, &mut batch)?;
         let _key = inner.key_lock(b, k);
+        inner.expect_alone(&mut batch, Cf::Objects, &db::object_key(b, k))?;
         let target = match current(inner, b, k)? {
             Some(c) => Some(c.meta),
             None if bmeta.versioning.is_some() => {
@@ -445,11 +451,10 @@ pub(super) fn delete_current(
             // Nothing to delete: a no-op whatever was asked, but for the marker a versioned
             // bucket puts on any key deleted without conditions.
             None if bmeta.versioning.is_none() || !condition.is_empty() => {
-                return Ok(Deleted::default())
+                return Ok((Vec::new(), Deleted::default()))
             }
             None => {}
         }
-        let mut batch = Batch::default();
         let placement = place(inner, &mut batch, b, k, bmeta.versioning)?;
         let deleted = match bmeta.versioning {
             None => Deleted::default(),
@@ -474,8 +479,8 @@ pub(super) fn delete_current(
             placement.freed,
             &placement.retired,
         )?;
-        (placement.retired, deleted)
-    };
+        Ok((placement.retired, deleted))
+    })?;
     inner.reclaim(&retired);
     Ok(deleted)
 }
@@ -494,9 +499,10 @@ pub(super) fn delete_version(
 ) -> Result<Deleted, StoreError> {
     let (b, k) = (bucket.as_str(), key.as_str());
     let owner = buckets::get(inner, b)?.acl.owner;
-    let (retired, deleted) = {
+    let (retired, deleted) = retrying(|| {
         let _key = inner.key_lock(b, k);
         let mut batch = Batch::default();
+        inner.expect_alone(&mut batch, Cf::Objects, &db::object_key(b, k))?;
         let cur = current(inner, b, k)?;
         let cur_is_none = cur.is_none();
         let gone = match cur.filter(|c| version.names(&c.meta)) {
@@ -509,14 +515,19 @@ pub(super) fn delete_version(
             }
             None => {
                 let Some(e) = entry(inner, b, k, version)? else {
-                    return Ok(Deleted {
+                    let asked = Deleted {
                         version_id: match version {
                             VersionRef::Null => None,
                             VersionRef::Id(id) => Some(id.clone()),
                         },
                         delete_marker: false,
-                    });
+                    };
+                    return Ok((Vec::new(), asked));
                 };
+                if inner.db.is_shared() {
+                    let vkey = db::version_key(b, k, e.seq);
+                    batch.expect_alone(Cf::Versions, vkey, Some(&e.raw));
+                }
                 condition.check(&e.meta)?;
                 e.meta.lock.allows_delete(bypass_governance)?;
                 batch.delete(Cf::Versions, db::version_key(b, k, e.seq));
@@ -529,14 +540,14 @@ pub(super) fn delete_version(
         };
         let retired = ObjectRecord::decode_files(&gone.raw)?;
         commit(inner, batch, &owner, gone.meta.size, &retired)?;
-        (
+        Ok((
             retired,
             Deleted {
                 version_id: gone.meta.version_id,
                 delete_marker: gone.meta.delete_marker,
             },
-        )
-    };
+        ))
+    })?;
     inner.reclaim(&retired);
     Ok(deleted)
 }
