@@ -165,6 +165,9 @@ pub struct WalrusSettings {
     /// the data dir's RocksDB, so that several Walrus front ends serve one namespace over
     /// one RADOS pool; `rados` only [default: none].
     pub database: Option<String>,
+    /// With `database`: seconds a data file whose object is gone stays in the pool, so that
+    /// a GET streaming it through another front end finishes [default: 600].
+    pub removal_grace_secs: Option<u64>,
 }
 
 /// `[walrus] backend`.
@@ -196,7 +199,12 @@ impl WalrusSettings {
                     .rados_pool
                     .clone()
                     .unwrap_or_else(|| "koala".to_owned()),
-                database: self.database.clone(),
+                shared: self.database.clone().map(|database| walrus::SharedRecords {
+                    database,
+                    removal_grace: std::time::Duration::from_secs(
+                        self.removal_grace_secs.unwrap_or(600),
+                    ),
+                }),
             },
         })
     }
@@ -619,6 +627,7 @@ pub const DEFAULT_FILE: &str = r#"# Koala configuration (the counterpart of euca
 # rados_conf = "/etc/ceph/ceph.conf"
 # rados_pool = "koala"
 # database = "postgresql://koala@db.example.com/koala"  # rados only: front ends share records
+# removal_grace_secs = 600  # with database: a removed object's bytes stay this long for readers
 
 # Guest networking (eucalyptus.conf's VNET_*); without this table instances get no NIC.
 # [network]

@@ -678,7 +678,18 @@ fn key_lock(space: &str, key: &[u8]) -> i64 {
 async fn write_batch(client: &mut Client, batch: BytesBatch) -> Result<(), RecordError> {
     let tx = client.transaction().await.map_err(shared)?;
     // Every lock first, in one order, so that two batches never wait for each other in a
-    // circle; the same key checked twice takes its strongest lock once.
+    // circle; the same key checked twice takes its strongest lock once, and a key the batch
+    // also writes is locked alone (two batches that both checked it shared would otherwise
+    // both pass, then both write).
+    let written: std::collections::HashSet<(&str, &[u8])> = batch
+        .changes
+        .iter()
+        .map(|change| match change {
+            BytesChange::Put(space, key, _)
+            | BytesChange::Delete(space, key)
+            | BytesChange::Merge(space, key, _, _) => (space.as_str(), key.as_slice()),
+        })
+        .collect();
     let mut locks = std::collections::BTreeMap::new();
     for check in &batch.checks {
         if let Check::Same {
@@ -688,8 +699,9 @@ async fn write_batch(client: &mut Client, batch: BytesBatch) -> Result<(), Recor
             ..
         } = check
         {
+            let alone = *exclusive || written.contains(&(space.as_str(), key.as_slice()));
             let held = locks.entry(key_lock(space, key)).or_insert(false);
-            *held |= *exclusive;
+            *held |= alone;
         }
     }
     for (lock, exclusive) in locks {

@@ -26,7 +26,7 @@ pub use directory::{Directory, DirectoryError, DirectoryFuture};
 pub use feed::{FeedError, FeedImage, FeedStats, IMAGE_GRACE};
 pub use quota::{QuotaError, QuotaSource};
 pub use remote::ClcDirectory;
-pub use store::{ObjectData, StorageQuotas};
+pub use store::{ObjectData, SharedRecords, StorageQuotas};
 
 /// How Walrus is set up by the binary.
 #[derive(Clone, Debug)]

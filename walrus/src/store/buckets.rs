@@ -145,7 +145,8 @@ fn delete_once(inner: &Inner, name: &BucketName) -> Result<(), StoreError> {
         // Alone: the writes of other front ends into the bucket (which expect it shared)
         // are over, and what they wrote is counted here.
         batch = Batch::default();
-        let seen = db::encode_json(&get(inner, name.as_str())?)?;
+        let seen = inner.db.get(Cf::Buckets, name.as_str())?;
+        let seen = seen.ok_or(StoreError::NoSuchBucket)?;
         batch.expect_alone(Cf::Buckets, name.as_str(), Some(&seen));
         batch.expect_count(Cf::Objects, &prefix, 0);
         batch.expect_count(Cf::Versions, &prefix, 0);

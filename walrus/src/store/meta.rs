@@ -224,6 +224,7 @@ impl Pages<'_> {
             Ok(page) => {
                 self.last = page.len() < PAGE;
                 self.page = page;
+                self.failed = None;
             }
             Err(e) => {
                 self.page.clear();
@@ -288,6 +289,19 @@ impl Cursor<'_> {
     }
 }
 
+/// Reads the `usage` records of shared records (the ledger, which lives beside [`Meta`],
+/// checks quotas against the totals every front end writes).
+pub(super) struct SharedTotals(Postgres);
+
+impl SharedTotals {
+    /// The stored value of `account`'s usage.
+    pub(super) fn get(&self, account: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0
+            .bytes_get(Cf::Usage.space(), account.as_bytes())
+            .map_err(failed)
+    }
+}
+
 /// A key and its value.
 pub(super) type Entry = (Vec<u8>, Vec<u8>);
 
@@ -324,6 +338,14 @@ impl Meta {
                 .bytes_get(cf.space(), key)
                 .map_err(failed)?
                 .map(Value::Owned)),
+        }
+    }
+
+    /// With shared records, a reader of the accounts' usage totals for the ledger.
+    pub(super) fn shared_totals(&self) -> Option<SharedTotals> {
+        match self {
+            Meta::Rocks(_) => None,
+            Meta::Shared(pg) => Some(SharedTotals(pg.clone())),
         }
     }
 

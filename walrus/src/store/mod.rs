@@ -720,6 +720,9 @@ struct Inner {
     layout: Arc<Layout>,
     /// Which open this is; stamped into every data file name (see [`Store::open`]).
     epoch: u64,
+    /// Shared records: how long a data file stays after its record is gone (see
+    /// [`SharedRecords::removal_grace`]).
+    grace: Option<std::time::Duration>,
     /// Shared by every write that adds to a bucket, exclusive for `delete_bucket`, so that
     /// nothing lands in a bucket between its emptiness check and its removal.
     gate: RwLock<()>,
@@ -847,6 +850,34 @@ impl Inner {
         Ok(())
     }
 
+    /// With shared records: makes `batch` expect everything a decision about `bucket/key`
+    /// reads to be as it is now, the key locked alone: its current record and how many
+    /// entries it has in `versions` (every writer of the key takes the same lock, so a
+    /// change between this read and the commit changes one or the other, but for a
+    /// version's tags changed in place). Call it before the decision's own reads.
+    fn expect_key(&self, batch: &mut Batch, bucket: &str, key: &str) -> Result<(), StoreError> {
+        if self.db.is_shared() {
+            self.expect_alone(batch, Cf::Objects, &db::object_key(bucket, key))?;
+            let prefix = db::escaped_key(bucket, key);
+            let mut it = self.db.prefixed(Cf::Versions, &prefix)?;
+            let mut count = 0;
+            while it.key().is_some() {
+                count += 1;
+                it.next();
+            }
+            it.status()?;
+            batch.expect_count(Cf::Versions, &prefix, count);
+        }
+        Ok(())
+    }
+
+    /// Whether a failed write may have committed all the same (shared records: the database
+    /// may have committed before the answer was lost), so that the data files it references
+    /// must be left for the orphan sweep rather than removed.
+    fn may_have_committed(&self, err: &StoreError) -> bool {
+        self.db.is_shared() && matches!(err, StoreError::Internal(_))
+    }
+
     /// A synced write.
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
         self.db.write(batch)
@@ -856,7 +887,8 @@ impl Inner {
     /// the same batch that dropped the records), then clears those entries. A failure
     /// leaves the entry for the next open to retry.
     fn reclaim(&self, ids: &[FileId]) {
-        if ids.is_empty() {
+        if ids.is_empty() || self.grace.is_some() {
+            // Shared records: the sweeper removes them once their grace is over.
             return;
         }
         let mut batch = Batch::default();
@@ -875,11 +907,76 @@ impl Inner {
 
     /// Adds to `batch`: `ids` are no longer referenced and are to be unlinked.
     fn retire(&self, batch: &mut Batch, ids: &[FileId]) {
+        // Shared records: the entry says when the file may go (seconds since the epoch).
+        let due = self.grace.map(|grace| {
+            let due = SystemTime::now() + grace;
+            let secs = due
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            secs.to_be_bytes()
+        });
         for id in ids {
             batch.delete(Cf::Files, id.0);
-            batch.put(Cf::Pending, id.0, db::MARKER);
+            match &due {
+                Some(due) => batch.put(Cf::Pending, id.0, due),
+                None => batch.put(Cf::Pending, id.0, db::MARKER),
+            }
         }
     }
+
+    /// Shared records: removes the data files whose grace is over (any front end's: the
+    /// first to see one due removes it; a second removal finds nothing), answering how many.
+    fn sweep(&self) -> Result<usize, StoreError> {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut batch = Batch::default();
+        let mut removed = 0;
+        for (k, v) in self.db.entries(Cf::Pending)? {
+            // An entry of the unshared format (a marker) is due at once.
+            let due = <[u8; 8]>::try_from(&v[..]).map_or(0, u64::from_be_bytes);
+            let Ok(raw) = <[u8; 16]>::try_from(&k[..]) else {
+                batch.delete(Cf::Pending, k);
+                continue;
+            };
+            if due > now {
+                continue;
+            }
+            // Being read here: the entry stays for a later sweep.
+            if self.layout.unlink(FileId(raw)).map_err(internal)? {
+                batch.delete(Cf::Pending, k);
+                removed += 1;
+            }
+        }
+        self.db.write(batch)?;
+        Ok(removed)
+    }
+}
+
+/// Runs [`Inner::sweep`] every little while (a tenth of the grace, between 1 and 30 s) on a
+/// thread of its own until the store is dropped.
+fn sweep_in_background(
+    inner: std::sync::Weak<Inner>,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
+    let every = (grace / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(30),
+    );
+    std::thread::Builder::new()
+        .name("walrus-sweep".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            match inner.sweep() {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(removed, "removed data files past their grace"),
+                Err(e) => tracing::warn!(error = %e, "cannot remove data files past their grace"),
+            }
+        })
+        .map(drop)
 }
 
 impl Store {
@@ -902,12 +999,15 @@ impl Store {
                 Layout::rados(rados::RadosData::connect(conf, pool).map_err(internal)?)
             }
         };
-        let shared = match data {
+        let (shared, grace) = match data {
             ObjectData::Rados {
-                database: Some(url),
+                shared: Some(shared),
                 ..
-            } => Some(records::Postgres::connect(url).map_err(internal)?),
-            _ => None,
+            } => (
+                Some(records::Postgres::connect(&shared.database).map_err(internal)?),
+                Some(shared.removal_grace),
+            ),
+            _ => (None, None),
         };
         let removed = layout.clear_tmp().map_err(internal)?;
         if removed > 0 {
@@ -918,9 +1018,14 @@ impl Store {
             None => Meta::rocks(&dir.join("db"))?,
         };
 
-        // Finish deletions that were committed but maybe not carried out.
+        // Finish deletions that were committed but maybe not carried out (shared records:
+        // the sweeper does, each when its grace is over).
         let mut batch = Batch::default();
-        for (k, _) in db.entries(Cf::Pending)? {
+        let pending = match db.is_shared() {
+            true => Vec::new(),
+            false => db.entries(Cf::Pending)?,
+        };
+        for (k, _) in pending {
             if let Ok(raw) = <[u8; 16]>::try_from(&k[..]) {
                 // Nothing reads yet: the file goes now.
                 layout.unlink(FileId(raw)).map_err(internal)?;
@@ -968,7 +1073,7 @@ impl Store {
                 None => 1,
             };
             let mut batch = Batch::default();
-            batch.expect(Cf::Default, db::EPOCH_KEY, last.as_deref());
+            batch.expect_alone(Cf::Default, db::EPOCH_KEY, last.as_deref());
             batch.put(Cf::Default, db::EPOCH_KEY, epoch.to_be_bytes());
             db.write(batch)?;
             Ok(epoch)
@@ -977,19 +1082,22 @@ impl Store {
             remember_epoch(dir, &mine, epoch).map_err(internal)?;
         }
 
-        Ok(Store {
-            inner: Arc::new(Inner {
-                db,
-                layout: Arc::new(layout),
-                epoch,
-                gate: RwLock::new(()),
-                buckets: Mutex::new(()),
-                keys: stripes(),
-                uploads: stripes(),
-                parts: stripes(),
-                usage,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            db,
+            layout: Arc::new(layout),
+            epoch,
+            grace,
+            gate: RwLock::new(()),
+            buckets: Mutex::new(()),
+            keys: stripes(),
+            uploads: stripes(),
+            parts: stripes(),
+            usage,
+        });
+        if let Some(grace) = grace {
+            sweep_in_background(Arc::downgrade(&inner), grace).map_err(internal)?;
+        }
+        Ok(Store { inner })
     }
 
     // ---- buckets ----
@@ -1355,10 +1463,21 @@ pub enum ObjectData {
         conf: std::path::PathBuf,
         /// The pool.
         pool: String,
-        /// A PostgreSQL database holding the records too, shared by every front end that
-        /// names it and the pool (`None`: RocksDB in the data dir).
-        database: Option<String>,
+        /// Records shared with the other front ends on the pool (`None`: RocksDB in the
+        /// data dir).
+        shared: Option<SharedRecords>,
     },
+}
+
+/// Walrus' records in a PostgreSQL database that several front ends share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedRecords {
+    /// The database (a `postgresql://` URL or libpq's `key=value` pairs).
+    pub database: String,
+    /// How long a data file whose record is gone stays in the pool before it is removed:
+    /// a GET streaming it through another front end (which this one cannot see) finishes
+    /// within it. Ceph RGW's garbage collector waits two hours by default.
+    pub removal_grace: std::time::Duration,
 }
 
 /// Streams `len` bytes of `file` from `offset` the way object bodies are streamed (1 MiB

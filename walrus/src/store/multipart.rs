@@ -197,7 +197,9 @@ pub(super) fn commit_part(
             Ok(meta)
         }
         Err(e) => {
-            let _ = inner.layout.unlink(id);
+            if !inner.may_have_committed(&e) {
+                let _ = inner.layout.unlink(id);
+            }
             Err(e)
         }
     }
@@ -207,13 +209,20 @@ fn part_file(record: &PartRecord) -> Result<FileId, StoreError> {
     FileId::parse(&record.file).ok_or_else(|| internal("bad file id in a part record"))
 }
 
-/// Every stored part of an upload with its database key, by part number.
+/// Every stored part of an upload with its database key, by part number; with shared
+/// records, `batch` expects each as read (a part replaced through another front end
+/// meanwhile refuses the batch).
 fn all_parts(
     inner: &Inner,
     upload_id: &str,
+    batch: &mut Batch,
 ) -> Result<BTreeMap<u32, (Vec<u8>, PartRecord)>, StoreError> {
     let mut out = BTreeMap::new();
-    scan_parts(inner, upload_id, 0, |k, rec| {
+    let shared = inner.db.is_shared();
+    scan_parts(inner, upload_id, 0, |k, v, rec| {
+        if shared {
+            batch.expect(Cf::Parts, k, Some(v));
+        }
         out.insert(rec.meta.part_number, (k.to_vec(), rec));
         true
     })?;
@@ -225,7 +234,7 @@ fn scan_parts(
     inner: &Inner,
     upload_id: &str,
     after: u32,
-    mut f: impl FnMut(&[u8], PartRecord) -> bool,
+    mut f: impl FnMut(&[u8], &[u8], PartRecord) -> bool,
 ) -> Result<(), StoreError> {
     let Some(first) = after.checked_add(1) else {
         return Ok(());
@@ -235,7 +244,7 @@ fn scan_parts(
         .cursor(Cf::Parts, db::prefix_end(upload_id.as_bytes()))?;
     it.seek(db::part_key(upload_id, first));
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        if !f(k, db::decode_json(v)?) {
+        if !f(k, v, db::decode_json(v)?) {
             break;
         }
         it.next();
@@ -251,7 +260,7 @@ pub(super) fn list_parts(
 ) -> Result<(Vec<PartMeta>, bool), StoreError> {
     let mut parts = Vec::new();
     let mut truncated = false;
-    scan_parts(inner, &upload.upload_id, after, |_, rec| {
+    scan_parts(inner, &upload.upload_id, after, |_, _, rec| {
         if parts.len() == max {
             truncated = true;
             return false;
@@ -320,6 +329,17 @@ pub(super) fn complete(
 ) -> Result<ObjectMeta, StoreError> {
     let _gate = read_lock(&inner.gate);
     let _upload = write_lock(inner.upload_lock(&upload.upload_id));
+    retrying(|| complete_once(inner, upload, listed, claimed, condition))
+}
+
+/// [`complete`] once, under its locks.
+fn complete_once(
+    inner: &Inner,
+    upload: &UploadMeta,
+    listed: &[(u32, String)],
+    claimed: Option<&str>,
+    condition: &WriteCondition,
+) -> Result<ObjectMeta, StoreError> {
     let mut batch = Batch::default();
     require(inner, upload)?;
     if listed.is_empty() {
@@ -328,9 +348,9 @@ pub(super) fn complete(
     if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
         return Err(StoreError::InvalidPartOrder);
     }
-    let mut stored = all_parts(inner, &upload.upload_id)?;
+    let mut stored = all_parts(inner, &upload.upload_id, &mut batch)?;
     // Another front end may commit a part or abort meanwhile: then this completion is
-    // refused (503, the client completes again and sees what happened).
+    // decided again, and sees what happened.
     require_expected(inner, upload, &mut batch, true, Some(stored.len()))?;
     let mut chosen = Vec::with_capacity(listed.len());
     for (number, etag) in listed {
@@ -414,7 +434,7 @@ pub(super) fn complete(
         quotas: &StorageQuotas::UNLIMITED,
         condition,
     };
-    objects::put(inner, &upload.bucket, &upload.key, &mut record, stored)?;
+    objects::put(inner, &upload.bucket, &upload.key, &mut record, &stored)?;
     inner.reclaim(&unused);
     Ok(record.meta)
 }
@@ -457,7 +477,7 @@ pub(super) fn abort(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError
     let dead = retrying(|| {
         let mut batch = Batch::default();
         require(inner, upload)?;
-        let stored = all_parts(inner, &upload.upload_id)?;
+        let stored = all_parts(inner, &upload.upload_id, &mut batch)?;
         require_expected(inner, upload, &mut batch, true, Some(stored.len()))?;
         let owner = buckets::get(inner, &upload.bucket)?.acl.owner;
         let bytes: u64 = stored.values().map(|(_, rec)| rec.meta.size).sum();

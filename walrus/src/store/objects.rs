@@ -63,10 +63,13 @@ pub(super) fn commit(
         quotas,
         condition: &object.condition,
     };
-    if let Err(e) = put(inner, bucket.as_str(), key.as_str(), &mut record, stored) {
+    let put = retrying(|| put(inner, bucket.as_str(), key.as_str(), &mut record, &stored));
+    if let Err(e) = put {
         // The installed file was never referenced; don't leave it for the next open.
-        for id in record.files() {
-            let _ = inner.layout.unlink(id);
+        if !inner.may_have_committed(&e) {
+            for id in record.files() {
+                let _ = inner.layout.unlink(id);
+            }
         }
         return Err(e);
     }
@@ -96,13 +99,14 @@ pub(super) fn size_delta(size: u64) -> i64 {
 /// giving it its time and version id: the version it replaces is kept (versioned bucket) or
 /// its files reclaimed; counts the change in the bucket owner's usage (`QuotaExceeded` when
 /// it would grow past the quota). The caller holds the gate (shared) and has checked the
-/// bucket.
+/// bucket. A conflict with another front end's write ([`StoreError::Conflict`]) is the
+/// caller's to decide again, from its own reads on (`stored.batch` may expect them too).
 pub(super) fn put(
     inner: &Inner,
     bucket: &str,
     key: &str,
     record: &mut ObjectRecord,
-    stored: Stored<'_>,
+    stored: &Stored<'_>,
 ) -> Result<(), StoreError> {
     let Stored {
         batch: with,
@@ -110,12 +114,12 @@ pub(super) fn put(
         quotas,
         condition,
     } = stored;
-    let retired = retrying(|| {
+    let retired = {
         let mut batch = with.clone();
         let bmeta = buckets::get_expected(inner, bucket, &mut batch)?;
         let _key = inner.key_lock(bucket, key);
         let okey = db::object_key(bucket, key);
-        inner.expect_alone(&mut batch, Cf::Objects, &okey)?;
+        inner.expect_key(&mut batch, bucket, key)?;
         check(inner, &okey, condition)?;
         let placement = versions::place(inner, &mut batch, bucket, key, bmeta.versioning)?;
         record.meta.last_modified = placement.last_modified;
@@ -136,8 +140,8 @@ pub(super) fn put(
         counted.add_to(&mut batch);
         inner.write(batch)?;
         counted.keep();
-        Ok(placement.retired)
-    })?;
+        placement.retired
+    };
     inner.reclaim(&retired);
     Ok(())
 }

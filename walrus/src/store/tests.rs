@@ -2082,7 +2082,7 @@ mod on_rados {
             ObjectData::Rados {
                 conf: self.conf.clone(),
                 pool: "koala".into(),
-                database: None,
+                shared: None,
             }
         }
 

@@ -19,7 +19,7 @@ use rocksdb::MergeOperands;
 use serde::{Deserialize, Serialize};
 
 use super::db::{self, ObjectRecord, PartRecord};
-use super::meta::{Batch, Cf, Meta};
+use super::meta::{Batch, Cf, Meta, SharedTotals};
 use super::{internal, BucketMeta, StoreError, UploadMeta};
 
 /// The merge operator's name, stored by RocksDB with the column family.
@@ -143,10 +143,13 @@ pub(super) struct Delta {
 }
 
 /// The mirror in memory of the `usage` column family, plus what is reserved and not yet
-/// written.
-#[derive(Debug, Default)]
+/// written. With shared records the totals change through every front end, so the mirror
+/// holds only this front end's reservations not yet written, and each check adds them to
+/// the totals read from the database then.
+#[derive(Default)]
 pub(super) struct Ledger {
     accounts: Mutex<HashMap<String, Totals>>,
+    shared: Option<SharedTotals>,
 }
 
 impl Ledger {
@@ -155,14 +158,33 @@ impl Ledger {
         if db.get(Cf::Default, COUNTED_KEY)?.is_none() {
             count_all(db)?;
         }
+        let shared = db.shared_totals();
         let mut accounts = HashMap::new();
-        for (k, v) in db.entries(Cf::Usage)? {
-            let totals = Totals::decode(&v).ok_or_else(|| internal("bad usage record"))?;
-            accounts.insert(String::from_utf8_lossy(&k).into_owned(), totals);
+        if shared.is_none() {
+            for (k, v) in db.entries(Cf::Usage)? {
+                let totals = Totals::decode(&v).ok_or_else(|| internal("bad usage record"))?;
+                accounts.insert(String::from_utf8_lossy(&k).into_owned(), totals);
+            }
         }
         Ok(Ledger {
             accounts: Mutex::new(accounts),
+            shared,
         })
+    }
+
+    /// With shared records: `account`'s totals as the database holds them now (a failed
+    /// read counts as nothing held: quotas are a limit, not a lock).
+    fn stored(&self, account: &str) -> Totals {
+        self.shared
+            .as_ref()
+            .and_then(|shared| match shared.get(account) {
+                Ok(found) => found.as_deref().and_then(Totals::decode),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read an account's usage");
+                    None
+                }
+            })
+            .unwrap_or_default()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Totals>> {
@@ -171,11 +193,9 @@ impl Ledger {
 
     /// What `account` holds, counting changes being written.
     pub(super) fn usage(&self, account: &str) -> Usage {
-        self.lock()
-            .get(account)
-            .copied()
-            .unwrap_or_default()
-            .usage()
+        let stored = self.stored(account);
+        let here = self.lock().get(account).copied().unwrap_or_default();
+        stored.add(here).usage()
     }
 
     /// Reserves `delta` unless it makes the account grow past `quotas`: a delta that does
@@ -187,8 +207,16 @@ impl Ledger {
         delta: Delta,
         quotas: &StorageQuotas,
     ) -> Result<Reservation<'_>, StoreError> {
+        // Read only when a limit could refuse the change.
+        let limited = (delta.buckets > 0 && quotas.buckets_per_account.is_some())
+            || (delta.bytes > 0 && quotas.bytes_per_account.is_some());
+        let stored = match limited {
+            true => self.stored(&delta.account),
+            false => Totals::default(),
+        };
         let mut accounts = self.lock();
-        let now = accounts.get(&delta.account).copied().unwrap_or_default();
+        let here = accounts.get(&delta.account).copied().unwrap_or_default();
+        let now = stored.add(here);
         let over = |added: i64, held: i64, limit: Option<u64>| {
             added > 0
                 && limit
@@ -204,7 +232,7 @@ impl Ledger {
             bytes: delta.bytes,
             buckets: delta.buckets,
         };
-        accounts.insert(delta.account.clone(), now.add(change));
+        accounts.insert(delta.account.clone(), here.add(change));
         Ok(Reservation {
             ledger: self,
             account: delta.account,
@@ -230,14 +258,16 @@ impl Reservation<'_> {
         }
     }
 
-    /// The batch was written: the change stays.
+    /// The batch was written: the change stays (shared records: in the database, so it
+    /// leaves the reservations).
     pub(super) fn keep(mut self) {
-        self.kept = true;
+        self.kept = self.ledger.shared.is_none();
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
+        // Not kept: undone; kept with shared records: written, and no longer reserved.
         if !self.kept {
             let undo = Totals {
                 bytes: -self.change.bytes,

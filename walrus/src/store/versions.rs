@@ -320,6 +320,8 @@ pub(super) fn update(
 ) -> Result<(), StoreError> {
     let (b, k) = (bucket.as_str(), key.as_str());
     let _key = inner.key_lock(b, k);
+    let mut batch = Batch::default();
+    inner.expect_key(&mut batch, b, k)?;
     let (cf, dbkey, raw) =
         match current(inner, b, k)?.filter(|c| version.is_none_or(|v| v.names(&c.meta))) {
             Some(c) => (Cf::Objects, db::object_key(b, k), c.raw),
@@ -345,7 +347,6 @@ pub(super) fn update(
     }
     change(&mut record.meta)?;
     // Not decided again on a conflict (`change` runs once): the client retries.
-    let mut batch = Batch::default();
     if inner.db.is_shared() {
         batch.expect_alone(cf, &dbkey, Some(&raw));
     }
@@ -438,7 +439,7 @@ pub(super) fn delete_current(
         let mut batch = Batch::default();
         let bmeta = buckets::get_expected(inner, b, &mut batch)?;
         let _key = inner.key_lock(b, k);
-        inner.expect_alone(&mut batch, Cf::Objects, &db::object_key(b, k))?;
+        inner.expect_key(&mut batch, b, k)?;
         let target = match current(inner, b, k)? {
             Some(c) => Some(c.meta),
             None if bmeta.versioning.is_some() => {
@@ -498,11 +499,11 @@ pub(super) fn delete_version(
     bypass_governance: bool,
 ) -> Result<Deleted, StoreError> {
     let (b, k) = (bucket.as_str(), key.as_str());
-    let owner = buckets::get(inner, b)?.acl.owner;
     let (retired, deleted) = retrying(|| {
-        let _key = inner.key_lock(b, k);
         let mut batch = Batch::default();
-        inner.expect_alone(&mut batch, Cf::Objects, &db::object_key(b, k))?;
+        let owner = buckets::get_expected(inner, b, &mut batch)?.acl.owner;
+        let _key = inner.key_lock(b, k);
+        inner.expect_key(&mut batch, b, k)?;
         let cur = current(inner, b, k)?;
         let cur_is_none = cur.is_none();
         let gone = match cur.filter(|c| version.names(&c.meta)) {
