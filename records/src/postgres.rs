@@ -212,6 +212,8 @@ struct Statements {
     put: Statement,
     delete: Statement,
     term: Statement,
+    bytes_get: Statement,
+    bytes_scan: Statement,
 }
 
 /// A connection and its statements, made again when the connection is lost.
@@ -278,15 +280,25 @@ impl Postgres {
                             Conn::open(config.clone()).await?,
                         ))
                     };
-                    let (reader, writer) = match opened.await {
+                    let (first, writer) = match opened.await {
                         Ok(conns) => conns,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
                             return;
                         }
                     };
+                    let mut readers = vec![first];
+                    for _ in 1..READERS {
+                        match Conn::open(config.clone()).await {
+                            Ok(conn) => readers.push(conn),
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
                     let _ = ready_tx.send(Ok(()));
-                    serve(config, reader, writer, receiver, term).await;
+                    serve(config, readers, writer, receiver, term).await;
                 });
             })
             .map_err(|e| RecordError::Database(Box::new(e)))?;
@@ -396,7 +408,14 @@ impl Postgres {
     ) -> Result<T, RecordError> {
         let (reply, answer) = std_mpsc::sync_channel(1);
         self.requests.send(request(reply)).map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())?
+        let wait = || answer.recv().map_err(|_| gone())?;
+        // Called from a task of a multi-threaded runtime (an S3 or EC2 handler), the wait
+        // (a round trip) first hands the worker's other tasks to another worker, so that
+        // requests in flight are not held up behind it.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
     }
 }
 
@@ -483,7 +502,7 @@ fn like_prefix(prefix: &str) -> String {
 /// a write's transaction never holds up a read and reads never see a write uncommitted.
 async fn serve(
     config: Config,
-    mut reader: Conn,
+    mut readers: Vec<Conn>,
     writer: Conn,
     mut requests: mpsc::UnboundedReceiver<Request>,
     term: Arc<AtomicU64>,
@@ -495,10 +514,15 @@ async fn serve(
     for _ in 0..BYTE_WRITERS {
         tokio::spawn(write_bytes(config.clone(), byte_pending.clone()));
     }
+    let mut turn = 0usize;
     while let Some(request) = requests.recv().await {
+        // Reads take the reading connections in turn: each is one server process, so reads
+        // run on as many cores as there are connections.
+        turn = turn.wrapping_add(1);
+        let reader = &mut readers[turn % READERS];
         match request {
             Request::Get { store, key, reply } => {
-                read(&mut reader, reply, move |client, statements| async move {
+                read(reader, reply, move |client, statements| async move {
                     get(&client, &statements, &store, &key).await
                 })
                 .await
@@ -509,7 +533,7 @@ async fn serve(
                 keys_only,
                 reply,
             } => {
-                read(&mut reader, reply, move |client, statements| async move {
+                read(reader, reply, move |client, statements| async move {
                     scan(&client, &statements, &store, &prefix, keys_only).await
                 })
                 .await
@@ -531,9 +555,9 @@ async fn serve(
                 tokio::spawn(lead(config.clone(), holder, waiting, reply, term.clone()));
             }
             Request::BytesGet { space, key, reply } => {
-                read(&mut reader, reply, move |client, _| async move {
+                read(reader, reply, move |client, statements| async move {
                     let row = client
-                        .query_opt(BYTES_GET, &[&space, &key])
+                        .query_opt(&statements.bytes_get, &[&space, &key])
                         .await
                         .map_err(db)?;
                     Ok(row.map(|row| row.get(0)))
@@ -547,9 +571,9 @@ async fn serve(
                 limit,
                 reply,
             } => {
-                read(&mut reader, reply, move |client, _| async move {
+                read(reader, reply, move |client, statements| async move {
                     let rows = client
-                        .query(BYTES_SCAN, &[&space, &from, &upper, &limit])
+                        .query(&statements.bytes_scan, &[&space, &from, &upper, &limit])
                         .await
                         .map_err(db)?;
                     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -614,6 +638,8 @@ async fn write_in_turn(
 
 /// Connections that write binary key spaces, each one transaction at a time.
 const BYTE_WRITERS: usize = 4;
+/// Connections that read, pipelined, taken in turn.
+const READERS: usize = 2;
 
 const BYTES_GET: &str = "SELECT value FROM koala_bytes WHERE space = $1 AND key = $2";
 const BYTES_SCAN: &str = "SELECT key, value FROM koala_bytes \
@@ -622,19 +648,78 @@ const BYTES_SCAN: &str = "SELECT key, value FROM koala_bytes \
 /// A binary batch waiting for a writer, and where its answer goes.
 type PendingBytes = (BytesBatch, std_mpsc::SyncSender<Result<(), RecordError>>);
 
+/// The statements a binary writer uses, prepared once per connection.
+struct Writes {
+    lock: Statement,
+    lock_shared: Statement,
+    get: Statement,
+    count: Statement,
+    put: Statement,
+    delete: Statement,
+    ensure: Statement,
+    locked: Statement,
+}
+
+impl Writes {
+    async fn prepare(client: &Client) -> Result<Writes, RecordError> {
+        let prepare = |sql| client.prepare(sql);
+        Ok(Writes {
+            lock: prepare("SELECT pg_advisory_xact_lock($1)")
+                .await
+                .map_err(db)?,
+            lock_shared: prepare("SELECT pg_advisory_xact_lock_shared($1)")
+                .await
+                .map_err(db)?,
+            get: prepare(BYTES_GET).await.map_err(db)?,
+            count: prepare(
+                "SELECT count(*) FROM koala_bytes \
+                 WHERE space = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3)",
+            )
+            .await
+            .map_err(db)?,
+            put: prepare(
+                "INSERT INTO koala_bytes (space, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value",
+            )
+            .await
+            .map_err(db)?,
+            delete: prepare("DELETE FROM koala_bytes WHERE space = $1 AND key = $2")
+                .await
+                .map_err(db)?,
+            ensure: prepare(
+                "INSERT INTO koala_bytes (space, key, value) VALUES ($1, $2, '') \
+                 ON CONFLICT (space, key) DO NOTHING",
+            )
+            .await
+            .map_err(db)?,
+            locked: prepare(
+                "SELECT value FROM koala_bytes WHERE space = $1 AND key = $2 FOR UPDATE",
+            )
+            .await
+            .map_err(db)?,
+        })
+    }
+}
+
 /// One writer of binary batches: takes the next waiting batch, writes it on its own
 /// connection (made at its first batch, again when lost), answers.
 async fn write_bytes(
     config: Config,
     pending: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PendingBytes>>>,
 ) {
-    let mut client: Option<Client> = None;
+    let mut conn: Option<(Client, Writes)> = None;
     loop {
         let Some((batch, reply)) = pending.lock().await.recv().await else {
             return;
         };
-        if client.as_ref().is_none_or(Client::is_closed) {
-            client = in_time(connect(&config)).await.map_or_else(
+        if conn.as_ref().is_none_or(|(client, _)| client.is_closed()) {
+            let opened = in_time(async {
+                let client = connect(&config).await?;
+                let writes = Writes::prepare(&client).await?;
+                Ok((client, writes))
+            })
+            .await;
+            conn = opened.map_or_else(
                 |e| {
                     let _ = reply.send(Err(e));
                     None
@@ -642,8 +727,8 @@ async fn write_bytes(
                 Some,
             );
         }
-        if let Some(client) = client.as_mut() {
-            let _ = reply.send(in_time(write_batch(client, batch)).await);
+        if let Some((client, writes)) = conn.as_mut() {
+            let _ = reply.send(in_time(write_batch(client, writes, batch)).await);
         }
     }
 }
@@ -675,7 +760,22 @@ fn key_lock(space: &str, key: &[u8]) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
-async fn write_batch(client: &mut Client, batch: BytesBatch) -> Result<(), RecordError> {
+/// What one statement of a pipelined batch answered: a check's verdict, or nothing.
+enum Answer {
+    Holds(bool),
+    Done,
+}
+
+/// Writes a batch in one transaction. Its locks, checks, puts and deletes are sent at once
+/// (pipelined: they still run in order, each after the one before) and the checks judged
+/// when the answers are in: a failed check rolls everything back, as if nothing had been
+/// sent past it. Merges need the stored value, so each takes one more round trip.
+async fn write_batch(
+    client: &mut Client,
+    writes: &Writes,
+    batch: BytesBatch,
+) -> Result<(), RecordError> {
+    use futures_util::future::{join_all, BoxFuture, FutureExt as _};
     let tx = client.transaction().await.map_err(shared)?;
     // Every lock first, in one order, so that two batches never wait for each other in a
     // circle; the same key checked twice takes its strongest lock once, and a key the batch
@@ -704,88 +804,88 @@ async fn write_batch(client: &mut Client, batch: BytesBatch) -> Result<(), Recor
             *held |= alone;
         }
     }
+    let tx_ref = &tx;
+    let mut sent: Vec<BoxFuture<'_, Result<Answer, tokio_postgres::Error>>> = Vec::new();
     for (lock, exclusive) in locks {
-        let sql = if exclusive {
-            "SELECT pg_advisory_xact_lock($1)"
+        let statement = if exclusive {
+            &writes.lock
         } else {
-            "SELECT pg_advisory_xact_lock_shared($1)"
+            &writes.lock_shared
         };
-        tx.execute(sql, &[&lock]).await.map_err(shared)?;
+        sent.push(
+            async move {
+                tx_ref
+                    .execute(statement, &[&lock])
+                    .await
+                    .map(|_| Answer::Done)
+            }
+            .boxed(),
+        );
     }
     for check in &batch.checks {
-        let holds = match check {
+        sent.push(match check {
             Check::Same {
                 space, key, value, ..
-            } => {
-                let found: Option<Vec<u8>> = tx
-                    .query_opt(BYTES_GET, &[space, key])
-                    .await
-                    .map_err(shared)?
-                    .map(|row| row.get(0));
-                found == *value
+            } => async move {
+                let row = tx_ref.query_opt(&writes.get, &[space, key]).await?;
+                let found: Option<Vec<u8>> = row.map(|row| row.get(0));
+                Ok(Answer::Holds(found == *value))
             }
+            .boxed(),
             Check::Count {
                 space,
                 from,
                 upper,
                 count,
-            } => {
-                let found: i64 = tx
-                    .query_one(
-                        "SELECT count(*) FROM koala_bytes \
-                         WHERE space = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3)",
-                        &[space, from, upper],
-                    )
-                    .await
-                    .map_err(shared)?
-                    .get(0);
-                found == *count
+            } => async move {
+                let row = tx_ref
+                    .query_one(&writes.count, &[space, from, upper])
+                    .await?;
+                Ok(Answer::Holds(row.get::<_, i64>(0) == *count))
             }
-        };
-        if !holds {
-            return Err(RecordError::Conflict);
-        }
+            .boxed(),
+        });
     }
-    const PUT: &str = "INSERT INTO koala_bytes (space, key, value) VALUES ($1, $2, $3) \
-         ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value";
     for change in &batch.changes {
         match change {
-            BytesChange::Put(space, key, value) => {
-                tx.execute(PUT, &[space, key, value])
-                    .await
-                    .map_err(shared)?;
-            }
-            BytesChange::Delete(space, key) => {
-                tx.execute(
-                    "DELETE FROM koala_bytes WHERE space = $1 AND key = $2",
-                    &[space, key],
-                )
+            BytesChange::Put(space, key, value) => sent.push(
+                async move {
+                    let put = tx_ref.execute(&writes.put, &[space, key, value]).await;
+                    put.map(|_| Answer::Done)
+                }
+                .boxed(),
+            ),
+            BytesChange::Delete(space, key) => sent.push(
+                async move {
+                    let delete = tx_ref.execute(&writes.delete, &[space, key]).await;
+                    delete.map(|_| Answer::Done)
+                }
+                .boxed(),
+            ),
+            BytesChange::Merge(..) => {}
+        }
+    }
+    // The first failure is the cause (the statements after it fail for it).
+    for answer in join_all(sent).await {
+        match answer.map_err(shared)? {
+            Answer::Holds(false) => return Err(RecordError::Conflict),
+            Answer::Holds(true) | Answer::Done => {}
+        }
+    }
+    for change in &batch.changes {
+        if let BytesChange::Merge(space, key, operand, merge) = change {
+            // The row, made first if absent, is locked so that concurrent merges add up.
+            let (made, stored) = futures_util::future::join(
+                tx.execute(&writes.ensure, &[space, key]),
+                tx.query_one(&writes.locked, &[space, key]),
+            )
+            .await;
+            made.map_err(shared)?;
+            let stored: Vec<u8> = stored.map_err(shared)?.get(0);
+            let merged = merge((!stored.is_empty()).then_some(&stored[..]), operand);
+            tx.execute(&writes.put, &[space, key, &merged])
                 .await
                 .map_err(shared)?;
-            }
-            BytesChange::Merge(space, key, operand, merge) => {
-                // Locks the row (made first if absent) so that concurrent merges add up.
-                let empty: &[u8] = &[];
-                tx.execute(
-                    "INSERT INTO koala_bytes (space, key, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (space, key) DO NOTHING",
-                    &[space, key, &empty],
-                )
-                .await
-                .map_err(shared)?;
-                let stored: Vec<u8> = tx
-                    .query_one(
-                        "SELECT value FROM koala_bytes WHERE space = $1 AND key = $2 FOR UPDATE",
-                        &[space, key],
-                    )
-                    .await
-                    .map_err(shared)?
-                    .get(0);
-                let merged = merge((!stored.is_empty()).then_some(&stored[..]), operand);
-                tx.execute(PUT, &[space, key, &merged])
-                    .await
-                    .map_err(shared)?;
-            }
         }
     }
     tx.commit().await.map_err(shared)
@@ -889,6 +989,8 @@ impl Statements {
             term: prepare("SELECT term FROM koala_leader WHERE id = 1 FOR SHARE")
                 .await
                 .map_err(db)?,
+            bytes_get: prepare(BYTES_GET).await.map_err(db)?,
+            bytes_scan: prepare(BYTES_SCAN).await.map_err(db)?,
         })
     }
 }
