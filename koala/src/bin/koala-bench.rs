@@ -49,11 +49,13 @@ struct Workload {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// Drives an S3 endpoint.
+    /// Drives an S3 endpoint (or several front ends of one store, in turn).
     S3 {
-        /// Base URL, e.g. http://127.0.0.1:8773 (path-style requests go below it).
-        #[arg(long)]
-        endpoint: String,
+        /// Base URL, e.g. http://127.0.0.1:8773 (path-style requests go below it); several,
+        /// comma-separated, are front ends of one namespace: 4 KiB request `i` goes to the
+        /// `i mod n`-th, and each object is read through the next one after its writer.
+        #[arg(long, value_delimiter = ',', required = true)]
+        endpoint: Vec<String>,
         /// Access key id.
         #[arg(long, env = "AWS_ACCESS_KEY_ID")]
         access_key: String,
@@ -178,13 +180,27 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> BenchE
 
 struct S3 {
     client: HttpClient,
-    endpoint: String,
+    endpoints: Vec<String>,
     signer: Signer,
 }
 
 impl S3 {
+    /// Sends a request to the first endpoint.
     async fn send(&self, method: &'static str, path: &str, body: Bytes) -> Result<u64, BenchError> {
-        let url = format!("{}{}", self.endpoint, path);
+        self.send_to(0, method, path, body).await
+    }
+
+    /// Sends request number `i` (to the `i mod n`-th endpoint) and drains the answer: the
+    /// bytes received.
+    async fn send_to(
+        &self,
+        i: usize,
+        method: &'static str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<u64, BenchError> {
+        let endpoint = &self.endpoints[i % self.endpoints.len()];
+        let url = format!("{endpoint}{path}");
         let length = body.len().to_string();
         let headers = [("content-length", length.as_str())];
         let signature = self
@@ -283,7 +299,10 @@ fn run(cli: Cli) -> Result<(), BenchError> {
                 .build(connector);
             let s3 = Arc::new(S3 {
                 client,
-                endpoint: endpoint.trim_end_matches('/').to_owned(),
+                endpoints: endpoint
+                    .iter()
+                    .map(|e| e.trim_end_matches('/').to_owned())
+                    .collect(),
                 signer: Signer::new(&access_key, &secret_key, &region, "s3"),
             });
             runtime.block_on(bench_s3(s3, &label, &workload))
@@ -372,7 +391,20 @@ where
 async fn bench_s3(s3: Arc<S3>, label: &str, w: &Workload) -> Result<(), BenchError> {
     let bucket = format!("bench-{}", std::process::id());
     s3.send("PUT", &format!("/{bucket}"), Bytes::new()).await?;
+    if w.large_count > 0 {
+        bench_large(&s3, label, w, &bucket).await?;
+    }
+    bench_small(&s3, label, w, &bucket).await
+}
 
+/// The large-object PUT and GET runs.
+async fn bench_large(
+    s3: &Arc<S3>,
+    label: &str,
+    w: &Workload,
+    bucket: &str,
+) -> Result<(), BenchError> {
+    let bucket = bucket.to_owned();
     let large = random_bytes(w.large_mib << 20);
     let total = (w.large_count * large.len()) as u64;
     let (s, b) = (s3.clone(), bucket.clone());
@@ -408,12 +440,26 @@ async fn bench_s3(s3: Arc<S3>, label: &str, w: &Workload) -> Result<(), BenchErr
         mb_per_s(total, elapsed)
     );
 
+    Ok(())
+}
+
+/// The 4 KiB PUT and GET runs, at each concurrency.
+async fn bench_small(
+    s3: &Arc<S3>,
+    label: &str,
+    w: &Workload,
+    bucket: &str,
+) -> Result<(), BenchError> {
+    let bucket = bucket.to_owned();
     let small = random_bytes(4096);
     for &c in &w.concurrency {
         let (s, b, body) = (s3.clone(), bucket.clone(), small.clone());
         let (lat, elapsed) = run_parallel(w.small_count, c, move |i| {
             let (s, b, body) = (s.clone(), b.clone(), body.clone());
-            async move { s.send("PUT", &format!("/{b}/small-{c}-{i}"), body).await }
+            async move {
+                s.send_to(i, "PUT", &format!("/{b}/small-{c}-{i}"), body)
+                    .await
+            }
         })
         .await?;
         report_ops(label, "4KiB PUT", c, lat, elapsed);
@@ -421,8 +467,9 @@ async fn bench_s3(s3: Arc<S3>, label: &str, w: &Workload) -> Result<(), BenchErr
         let (lat, elapsed) = run_parallel(w.small_count, c, move |i| {
             let (s, b) = (s.clone(), b.clone());
             async move {
+                // Through the front end after the one that wrote it.
                 let got = s
-                    .send("GET", &format!("/{b}/small-{c}-{i}"), Bytes::new())
+                    .send_to(i + 1, "GET", &format!("/{b}/small-{c}-{i}"), Bytes::new())
                     .await?;
                 if got != 4096 {
                     return Err(BenchError::WrongSize(got));
