@@ -15,8 +15,8 @@ import pytest
 
 from conftest import Cloud, free_port, make_client, make_ec2
 from test_instances import guest  # noqa: F401 - the test guest fixture
-from test_instances import (Apart, console, domains, register_guest, sha256_file,
-                            wait_markers, wait_state)
+from test_instances import (Apart, console, domains, eventually, qemu_nodes, register_guest,
+                            sha256_file, wait_markers, wait_state)
 
 GIB = 1 << 30
 # What the guest prints once it has mounted its root disk and read a file from it.
@@ -198,23 +198,6 @@ def test_a_damaged_chunk_never_reaches_the_guest_and_ends_the_instance(apart, gu
     # Nothing of the image is kept on the node (its temp file goes with its last user).
     assert sha not in cached_images_of(node)
     assert eventually(lambda: os.listdir(os.path.join(node_cache(node), "tmp")) == [] or None)
-
-
-def qemu_nodes(instance_id):
-    """The block nodes of the instance's QEMU, as its monitor lists them."""
-    out = subprocess.run(["virsh", "-c", "qemu:///system", "qemu-monitor-command", instance_id,
-                          '{"execute":"query-named-block-nodes","arguments":{"flat":true}}'],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    return json.loads(out)["return"]
-
-
-def eventually(probe, timeout=10):
-    """The first value of `probe()` that is not None, polled for up to `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while (value := probe()) is None:
-        assert time.monotonic() < deadline, "waited in vain"
-        time.sleep(0.1)
-    return value
 
 
 def cached_images_of(node):
