@@ -311,6 +311,7 @@ def start_cloud(data_dir=None):
     return Cloud(data_dir).start()
 
 
+PG_TEMP = os.path.join(REPO, "scripts", "pg-temp")
 CEPH_TEMP = os.path.join(REPO, "scripts", "ceph-temp")
 
 
@@ -326,6 +327,21 @@ def ceph_start():
 
 def ceph_stop(folder):
     subprocess.run(["bash", CEPH_TEMP, "stop", folder], capture_output=True, timeout=120)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def pg_start():
+    """Starts a throwaway PostgreSQL server (scripts/pg-temp): (its folder, its libpq
+    connection string)."""
+    folder = tempfile.mkdtemp(prefix="koala-e2e-pg-")
+    out = subprocess.run(["bash", PG_TEMP, "start", folder], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return folder, out.stdout.strip()
+
+
+def pg_stop(folder):
+    subprocess.run(["bash", PG_TEMP, "stop", folder], capture_output=True, timeout=60)
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -349,12 +365,19 @@ def cloud():
     data_dir = tempfile.mkdtemp(prefix="koala-e2e-")
     # KOALA_TEST_WALRUS=rados: the session cloud's Walrus keeps object bytes in a one-host
     # Ceph cluster the fixture starts (scripts/ceph-temp), so that the S3 suites run against
-    # the RADOS backend too (scripts/test runs them a second time so).
-    ceph_dir = None
-    if os.environ.get("KOALA_TEST_WALRUS") == "rados":
+    # the RADOS backend too; =shared: and its records in a PostgreSQL server the fixture
+    # starts (scripts/pg-temp), as front ends sharing one namespace keep them (scripts/test
+    # runs the S3 suites a second and a third time so).
+    ceph_dir = pg_dir = None
+    walrus = os.environ.get("KOALA_TEST_WALRUS")
+    if walrus in ("rados", "shared"):
         ceph_dir, conf = ceph_start()
+        table = walrus_on_rados(conf)
+        if walrus == "shared":
+            pg_dir, url = pg_start()
+            table += f'database = "{url}"\n'
         with open(os.path.join(data_dir, "koala.toml"), "w") as f:
-            f.write(walrus_on_rados(conf))
+            f.write(table)
     # A relative data dir, as the README's first command uses: every instance test of the
     # session cloud then shows that the paths handed to libvirt work from its folder.
     c = Cloud(data_dir, relative=True)
@@ -363,6 +386,8 @@ def cloud():
         yield c
     finally:
         c.stop()
+        if pg_dir:
+            pg_stop(pg_dir)
         if ceph_dir:
             ceph_stop(ceph_dir)
         if os.environ.get("KOALA_KEEP_DATA") is None:

@@ -15,25 +15,19 @@ import time
 import pytest
 
 from conftest import ceph  # noqa: F401 - a Ceph cluster of the test's own
-from conftest import KOALA_BIN, Cloud, free_port, make_client, make_ec2, walrus_on_rados
+from conftest import (KOALA_BIN, Cloud, free_port, make_client, make_ec2, pg_start, pg_stop,
+                      walrus_on_rados)
 from test_instances import guest  # noqa: F401 - the test guest fixture
 from test_instances import Apart, domains, register_guest, terminate_all, wait_state
-
-PG_TEMP = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "pg-temp")
-
 
 @pytest.fixture
 def database():
     """A PostgreSQL server of the test's own; its libpq connection string."""
-    folder = tempfile.mkdtemp(prefix="koala-e2e-pg-")
-    out = subprocess.run(["bash", PG_TEMP, "start", folder], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
+    folder, url = pg_start()
     try:
-        yield out.stdout.strip()
+        yield url
     finally:
-        subprocess.run(["bash", PG_TEMP, "stop", folder], capture_output=True, timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
+        pg_stop(folder)
 
 
 def sql(url, query):

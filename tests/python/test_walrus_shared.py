@@ -19,9 +19,9 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Cloud, ceph_start, ceph_stop, free_port, make_client, walrus_on_rados
+from conftest import (Cloud, ceph_start, ceph_stop, free_port, make_client, pg_start, pg_stop,
+                      walrus_on_rados)
 from test_instances import Role
-from test_postgres import PG_TEMP
 from test_quotas import set_quota
 
 PUTS = 200
@@ -33,15 +33,12 @@ def two():
     second's Role, the pool's ceph.conf) sharing the pool and the database; a removed
     object's bytes stay 3 s. One for the module: each test uses buckets of its own."""
     ceph_dir, conf = ceph_start()
-    pg_dir = tempfile.mkdtemp(prefix="koala-e2e-pg-")
+    pg_dir = None
     d = tempfile.mkdtemp(prefix="koala-e2e-shared-")
     c = second = None
     try:
-        out = subprocess.run(["bash", PG_TEMP, "start", pg_dir], capture_output=True,
-                             text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        shared = walrus_on_rados(conf) + \
-            f'database = "{out.stdout.strip()}"\nremoval_grace_secs = 3\n'
+        pg_dir, url = pg_start()
+        shared = walrus_on_rados(conf) + f'database = "{url}"\nremoval_grace_secs = 3\n'
         with open(os.path.join(d, "koala.toml"), "w") as f:
             f.write(shared)
         c = Cloud(d)
@@ -61,8 +58,8 @@ def two():
             second.stop()
         if c is not None:
             c.stop()
-        subprocess.run(["bash", PG_TEMP, "stop", pg_dir], capture_output=True, timeout=60)
-        shutil.rmtree(pg_dir, ignore_errors=True)
+        if pg_dir:
+            pg_stop(pg_dir)
         shutil.rmtree(d, ignore_errors=True)
         ceph_stop(ceph_dir)
 
