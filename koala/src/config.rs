@@ -181,14 +181,10 @@ pub enum WalrusBackend {
 }
 
 impl WalrusSettings {
-    /// Where Walrus keeps object bytes (and its records, when shared); a database without
-    /// RADOS is refused: records shared by front ends whose bytes are each on their own
-    /// disk would name files the others cannot read.
-    pub fn object_data(&self) -> Result<walrus::ObjectData, String> {
-        Ok(match self.backend {
-            None | Some(WalrusBackend::Files) if self.database.is_some() => {
-                return Err("[walrus] database needs backend = \"rados\"".to_owned())
-            }
+    /// Where Walrus keeps object bytes (and its records, when shared: `database` comes
+    /// with `rados` only, as [`Config::load`] checks).
+    pub fn object_data(&self) -> walrus::ObjectData {
+        match self.backend {
             None | Some(WalrusBackend::Files) => walrus::ObjectData::Files,
             Some(WalrusBackend::Rados) => walrus::ObjectData::Rados {
                 conf: self
@@ -206,7 +202,7 @@ impl WalrusSettings {
                     ),
                 }),
             },
-        })
+        }
     }
 
     /// The grace before an unused plain image is collected.
@@ -372,6 +368,16 @@ pub enum ConfigError {
         #[source]
         source: network::NetworkError,
     },
+    /// `[walrus] database` without `backend = "rados"`: records shared by front ends whose
+    /// bytes are each on their own disk would name files the others cannot read.
+    #[error(
+        "{} is not a valid Koala configuration: [walrus] database needs backend = \"rados\"",
+        path.display()
+    )]
+    WalrusDatabase {
+        /// The file.
+        path: PathBuf,
+    },
     /// `[node] probe_initrd` or `probe_disk` without the other two `probe_*` keys.
     #[error(
         "{} is not a valid Koala configuration: [node] probe_initrd and probe_disk go together, with probe_kernel",
@@ -441,6 +447,10 @@ impl Config {
             (None, None, None) => None,
             _ => return Err(ConfigError::Probe { path }),
         };
+        let walrus = &file.walrus;
+        if walrus.database.is_some() && walrus.backend != Some(WalrusBackend::Rados) {
+            return Err(ConfigError::WalrusDatabase { path });
+        }
         let listen = overrides
             .listen
             .clone()
@@ -747,6 +757,15 @@ mod tests {
         let message = refusal("[node]\nprobe_initrd = \"/i\"\n");
         assert!(
             message.contains("probe_initrd and probe_disk go together"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_walrus_database_needs_rados() {
+        let message = refusal("[walrus]\ndatabase = \"host=/tmp dbname=koala\"\n");
+        assert!(
+            message.contains("[walrus] database needs backend = \"rados\""),
             "{message}"
         );
     }

@@ -93,9 +93,6 @@ pub enum ServerError {
     /// takes over, and this process stops rather than act beside it.
     #[error("this cloud controller lost the leadership of the cloud; stopping")]
     LostLeadership,
-    /// koala.toml asks for what cannot be.
-    #[error("koala.toml: {0}")]
-    Config(String),
     /// The web console could not start.
     #[error("cannot start the web console")]
     Console(#[source] console::ConsoleError),
@@ -421,7 +418,7 @@ fn open_walrus(
             virtual_host_domain: config.virtual_host_domain.clone(),
             region: config.region.clone(),
             image_grace: config.walrus.image_grace(),
-            object_data: config.walrus.object_data().map_err(ServerError::Config)?,
+            object_data: config.walrus.object_data(),
         },
         directory,
     )
