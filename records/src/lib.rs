@@ -27,9 +27,7 @@ pub use postgres::{BytesBatch, BytesChange, Check, Leadership, MergeFn, Postgres
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use rocksdb::{
-    ColumnFamily, DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -242,29 +240,17 @@ pub fn sync_writes() -> WriteOptions {
     opts
 }
 
-/// Every record of a column family, in key order, keys as text: for stores that keep one
-/// record type per column family.
-pub fn scan_cf<T: Versioned>(db: &DB, cf: &ColumnFamily) -> Result<Vec<(String, T)>, RecordError> {
-    decode_all(prefixed(db, Some(cf), b""))
-}
-
 /// A stored (key, value) pair as RocksDB returns it.
 type Pair = (Box<[u8]>, Box<[u8]>);
 
-/// The (key, value) pairs of `cf` (or the default column family) whose key starts with
-/// `prefix`, in key order.
+/// The (key, value) pairs whose key starts with `prefix`, in key order.
 fn prefixed<'a>(
     db: &'a DB,
-    cf: Option<&ColumnFamily>,
     prefix: &'a [u8],
 ) -> impl Iterator<Item = Result<Pair, RecordError>> + 'a {
-    let mode = IteratorMode::From(prefix, Direction::Forward);
-    match cf {
-        Some(cf) => db.iterator_cf(cf, mode),
-        None => db.iterator(mode),
-    }
-    .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
-    .map(|item| item.map_err(RecordError::from))
+    db.iterator(IteratorMode::From(prefix, Direction::Forward))
+        .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+        .map(|item| item.map_err(RecordError::from))
 }
 
 /// Decodes scanned pairs, naming each record by its key.
@@ -454,7 +440,7 @@ impl Db {
     /// Every record whose key starts with `prefix`, in key order, with its whole key.
     pub fn scan<T: Versioned>(&self, prefix: &str) -> Result<Vec<(String, T)>, RecordError> {
         match &self.engine {
-            Engine::Rocks(db) => decode_all(prefixed(db, None, prefix.as_bytes())),
+            Engine::Rocks(db) => decode_all(prefixed(db, prefix.as_bytes())),
             #[cfg(feature = "postgres")]
             Engine::Postgres(postgres, store, _) => postgres
                 .scan(store, prefix, false)?
@@ -471,7 +457,7 @@ impl Db {
     /// indexes, whose keys say it all.
     pub fn keys_after(&self, prefix: &str) -> Result<Vec<String>, RecordError> {
         match &self.engine {
-            Engine::Rocks(db) => prefixed(db, None, prefix.as_bytes())
+            Engine::Rocks(db) => prefixed(db, prefix.as_bytes())
                 .map(|item| {
                     let (key, _) = item?;
                     Ok(String::from_utf8_lossy(&key[prefix.len()..]).into_owned())

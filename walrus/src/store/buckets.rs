@@ -142,12 +142,9 @@ fn delete_once(inner: &Inner, name: &BucketName) -> Result<(), StoreError> {
         &StorageQuotas::UNLIMITED,
     )?;
     if inner.db.is_shared() {
-        // Alone: the writes of other front ends into the bucket (which expect it shared)
-        // are over, and what they wrote is counted here.
-        batch = Batch::default();
-        let seen = inner.db.get(Cf::Buckets, name.as_str())?;
-        let seen = seen.ok_or(StoreError::NoSuchBucket)?;
-        batch.expect_alone(Cf::Buckets, name.as_str(), Some(&seen));
+        // The bucket's record, expected since it was read and removed here, is locked alone:
+        // the writes of other front ends into the bucket (which expect it shared) are over,
+        // and what they wrote is counted here.
         batch.expect_count(Cf::Objects, &prefix, 0);
         batch.expect_count(Cf::Versions, &prefix, 0);
         batch.expect_count(Cf::Uploads, &prefix, 0);
@@ -176,10 +173,10 @@ pub(super) fn update(
     // on it in the same hold, so a state change never lands between the two.
     let _gate = write_lock(&inner.gate);
     let _buckets = lock(&inner.buckets);
-    // Not decided again on a conflict (`change` runs once): the client retries.
+    // Not decided again on a conflict (`change` runs once): the client retries. The record,
+    // expected as read and written here, is locked alone.
     let mut batch = Batch::default();
-    inner.expect_alone(&mut batch, Cf::Buckets, name.as_str().as_bytes())?;
-    let mut meta = get(inner, name.as_str())?;
+    let mut meta = get_expected(inner, name.as_str(), &mut batch)?;
     change(&mut meta)?;
     batch.put(Cf::Buckets, name.as_str(), db::encode_json(&meta)?);
     inner.write(batch)

@@ -404,10 +404,10 @@ impl Meta {
         self.entries(cf)?
             .into_iter()
             .map(|(k, v)| {
-                Ok((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    db::decode_json(&v)?,
-                ))
+                // A record that does not decode is named by its key.
+                let key = String::from_utf8_lossy(&k).into_owned();
+                let record = records::decode(&key, &v).map_err(internal)?;
+                Ok((key, record))
             })
             .collect()
     }

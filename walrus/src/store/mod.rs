@@ -556,10 +556,6 @@ impl DeleteCondition {
 
     /// `PreconditionFailed` unless `target` is as asked.
     fn check(&self, target: &ObjectMeta) -> Result<(), StoreError> {
-        let secs = |t: SystemTime| {
-            t.duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        };
         let etag_ok = match self.etag.as_deref() {
             None => true,
             Some("*") => true,
@@ -567,7 +563,7 @@ impl DeleteCondition {
         };
         let time_ok = self
             .last_modified
-            .is_none_or(|t| !target.delete_marker && secs(target.last_modified) == t);
+            .is_none_or(|t| !target.delete_marker && unix_secs(target.last_modified) == t);
         let size_ok = self
             .size
             .is_none_or(|s| !target.delete_marker && target.size == s);
@@ -768,20 +764,10 @@ fn write_lock(m: &RwLock<()>) -> RwLockWriteGuard<'_, ()> {
     m.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Writes this front end's epoch to `path` (in `dir`) durably: a temp file, synced,
-/// renamed over it, the directory synced.
-fn remember_epoch(
-    dir: &std::path::Path,
-    path: &std::path::Path,
-    epoch: u64,
-) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let temp = path.with_extension("new");
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(&epoch.to_be_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    data::fsync_dir(dir)
+/// Seconds since the Unix epoch (0 for a time before it).
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// An epoch as stored (big-endian u64).
@@ -908,13 +894,9 @@ impl Inner {
     /// Adds to `batch`: `ids` are no longer referenced and are to be unlinked.
     fn retire(&self, batch: &mut Batch, ids: &[FileId]) {
         // Shared records: the entry says when the file may go (seconds since the epoch).
-        let due = self.grace.map(|grace| {
-            let due = SystemTime::now() + grace;
-            let secs = due
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            secs.to_be_bytes()
-        });
+        let due = self
+            .grace
+            .map(|grace| unix_secs(SystemTime::now() + grace).to_be_bytes());
         for id in ids {
             batch.delete(Cf::Files, id.0);
             match &due {
@@ -927,9 +909,7 @@ impl Inner {
     /// Shared records: removes the data files whose grace is over (any front end's: the
     /// first to see one due removes it; a second removal finds nothing), answering how many.
     fn sweep(&self) -> Result<usize, StoreError> {
-        let now = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = unix_secs(SystemTime::now());
         let mut batch = Batch::default();
         let mut removed = 0;
         for (k, v) in self.db.entries(Cf::Pending)? {
@@ -1079,7 +1059,7 @@ impl Store {
             Ok(epoch)
         })?;
         if db.is_shared() {
-            remember_epoch(dir, &mine, epoch).map_err(internal)?;
+            identity::write_atomic(&mine, &epoch.to_be_bytes(), 0o644).map_err(internal)?;
         }
 
         let inner = Arc::new(Inner {

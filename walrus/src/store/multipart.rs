@@ -95,14 +95,12 @@ pub(super) fn get(
 }
 
 /// `NoSuchUpload` unless the upload is still in progress; with shared records, `batch` then
-/// expects it (alone: no part is committed meanwhile on another front end) and, when
-/// `parts` is given, exactly that many part records.
+/// expects it (alone: no part is committed meanwhile on another front end).
 fn require_expected(
     inner: &Inner,
     upload: &UploadMeta,
     batch: &mut Batch,
     alone: bool,
-    parts: Option<usize>,
 ) -> Result<(), StoreError> {
     let ukey = db::upload_key(&upload.bucket, &upload.key, &upload.upload_id);
     let Some(seen) = inner.db.get(Cf::Uploads, &ukey)? else {
@@ -112,9 +110,6 @@ fn require_expected(
         match alone {
             true => batch.expect_alone(Cf::Uploads, &ukey, Some(&seen)),
             false => batch.expect(Cf::Uploads, &ukey, Some(&seen)),
-        }
-        if let Some(count) = parts {
-            batch.expect_count(Cf::Parts, upload.upload_id.as_bytes(), count);
         }
     }
     Ok(())
@@ -159,7 +154,7 @@ pub(super) fn commit_part(
     let written = retrying(|| {
         let mut batch = Batch::default();
         let _upload = read_lock(inner.upload_lock(&upload.upload_id));
-        require_expected(inner, upload, &mut batch, false, None)?;
+        require_expected(inner, upload, &mut batch, false)?;
         let owner = buckets::get(inner, &upload.bucket)?.acl.owner;
         let _part = inner.part_lock(&upload.upload_id, part_number);
         let pkey = db::part_key(&upload.upload_id, part_number);
@@ -210,8 +205,8 @@ fn part_file(record: &PartRecord) -> Result<FileId, StoreError> {
 }
 
 /// Every stored part of an upload with its database key, by part number; with shared
-/// records, `batch` expects each as read (a part replaced through another front end
-/// meanwhile refuses the batch).
+/// records, `batch` expects each as read and no other (a part replaced or added through
+/// another front end meanwhile refuses the batch).
 fn all_parts(
     inner: &Inner,
     upload_id: &str,
@@ -226,6 +221,9 @@ fn all_parts(
         out.insert(rec.meta.part_number, (k.to_vec(), rec));
         true
     })?;
+    if shared {
+        batch.expect_count(Cf::Parts, upload_id.as_bytes(), out.len());
+    }
     Ok(out)
 }
 
@@ -341,7 +339,9 @@ fn complete_once(
     condition: &WriteCondition,
 ) -> Result<ObjectMeta, StoreError> {
     let mut batch = Batch::default();
-    require(inner, upload)?;
+    // Another front end may commit a part or abort meanwhile: then this completion is
+    // decided again, and sees what happened.
+    require_expected(inner, upload, &mut batch, true)?;
     if listed.is_empty() {
         return Err(StoreError::InvalidPart);
     }
@@ -349,9 +349,6 @@ fn complete_once(
         return Err(StoreError::InvalidPartOrder);
     }
     let mut stored = all_parts(inner, &upload.upload_id, &mut batch)?;
-    // Another front end may commit a part or abort meanwhile: then this completion is
-    // decided again, and sees what happened.
-    require_expected(inner, upload, &mut batch, true, Some(stored.len()))?;
     let mut chosen = Vec::with_capacity(listed.len());
     for (number, etag) in listed {
         match stored.remove(number) {
@@ -476,9 +473,8 @@ pub(super) fn abort(inner: &Inner, upload: &UploadMeta) -> Result<(), StoreError
     let _upload = write_lock(inner.upload_lock(&upload.upload_id));
     let dead = retrying(|| {
         let mut batch = Batch::default();
-        require(inner, upload)?;
+        require_expected(inner, upload, &mut batch, true)?;
         let stored = all_parts(inner, &upload.upload_id, &mut batch)?;
-        require_expected(inner, upload, &mut batch, true, Some(stored.len()))?;
         let owner = buckets::get(inner, &upload.bucket)?.acl.owner;
         let bytes: u64 = stored.values().map(|(_, rec)| rec.meta.size).sum();
         let counted = inner.usage.reserve(

@@ -346,9 +346,10 @@ pub(super) fn update(
         return Err(StoreError::MethodNotAllowed);
     }
     change(&mut record.meta)?;
-    // Not decided again on a conflict (`change` runs once): the client retries.
-    if inner.db.is_shared() {
-        batch.expect_alone(cf, &dbkey, Some(&raw));
+    // Not decided again on a conflict (`change` runs once): the client retries. A current
+    // record is expected by `expect_key`; a version's, as read here.
+    if inner.db.is_shared() && cf == Cf::Versions {
+        batch.expect(cf, &dbkey, Some(&raw));
     }
     batch.put(cf, dbkey, record.encode()?);
     inner.write(batch)
