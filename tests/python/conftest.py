@@ -6,6 +6,7 @@ The binary is $KOALA_BIN, else target/release/koala of this repository.
 """
 
 import base64
+import concurrent.futures
 import hashlib
 import http.client
 import json
@@ -17,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -315,34 +317,65 @@ PG_TEMP = os.path.join(REPO, "scripts", "pg-temp")
 CEPH_TEMP = os.path.join(REPO, "scripts", "ceph-temp")
 
 
-def ceph_start():
-    """Starts a one-host Ceph cluster (scripts/ceph-temp) with pool `koala`: (its folder,
-    its ceph.conf)."""
-    folder = tempfile.mkdtemp(prefix="koala-e2e-ceph-")
-    out = subprocess.run(["bash", CEPH_TEMP, "start", folder], capture_output=True, text=True,
-                         timeout=300)
+def temp_server(script, prefix, timeout):
+    """Starts a throwaway server with one of our scripts (`SCRIPT start DIR` prints how to
+    reach it) in a folder of its own: (the folder, what the script printed)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    out = subprocess.run(["bash", script, "start", folder], capture_output=True, text=True,
+                         timeout=timeout)
     assert out.returncode == 0, out.stderr
     return folder, out.stdout.strip()
 
 
-def ceph_stop(folder):
-    subprocess.run(["bash", CEPH_TEMP, "stop", folder], capture_output=True, timeout=120)
+def temp_server_stop(script, folder, timeout):
+    subprocess.run(["bash", script, "stop", folder], capture_output=True, timeout=timeout)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def ceph_start():
+    """Starts a one-host Ceph cluster (scripts/ceph-temp) with pool `koala`: (its folder,
+    its ceph.conf)."""
+    return temp_server(CEPH_TEMP, "koala-e2e-ceph-", 300)
+
+
+def ceph_stop(folder):
+    temp_server_stop(CEPH_TEMP, folder, 120)
 
 
 def pg_start():
     """Starts a throwaway PostgreSQL server (scripts/pg-temp): (its folder, its libpq
     connection string)."""
-    folder = tempfile.mkdtemp(prefix="koala-e2e-pg-")
-    out = subprocess.run(["bash", PG_TEMP, "start", folder], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    return folder, out.stdout.strip()
+    return temp_server(PG_TEMP, "koala-e2e-pg-", 120)
 
 
 def pg_stop(folder):
-    subprocess.run(["bash", PG_TEMP, "stop", folder], capture_output=True, timeout=60)
-    shutil.rmtree(folder, ignore_errors=True)
+    temp_server_stop(PG_TEMP, folder, 60)
+
+
+def put_all_while_killing(bodies, put, kill):
+    """PUTs every body of `bodies` (key → bytes) at once, 32 at a time, with `put(key, body)`
+    answering the ETag, and calls `kill` once a quarter of them are acknowledged: the ETags
+    of the acknowledged ones, by key (a PUT cut short by the kill is not acknowledged)."""
+    acknowledged, lock = {}, threading.Lock()
+    quarter = threading.Event()
+
+    def one(key):
+        try:
+            etag = put(key, bodies[key])
+        except Exception:  # noqa: BLE001 - the server was killed under it
+            return
+        with lock:
+            acknowledged[key] = etag
+            if len(acknowledged) >= len(bodies) // 4:
+                quarter.set()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        futures = [pool.submit(one, k) for k in bodies]
+        assert quarter.wait(120), "no quarter of the PUTs was acknowledged"
+        kill()
+        concurrent.futures.wait(futures)
+    with lock:
+        return dict(acknowledged)
 
 
 def walrus_on_rados(conf):

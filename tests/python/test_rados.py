@@ -2,17 +2,15 @@
 runs against it: `koala up` killed with -9 in the middle of 200 concurrent PUTs loses no
 acknowledged object, and leaves no stripe in the pool that no object references."""
 
-import concurrent.futures
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 
 from conftest import ceph  # noqa: F401 - a Ceph cluster of the test's own
-from conftest import Cloud, make_client, walrus_on_rados
+from conftest import Cloud, make_client, put_all_while_killing, walrus_on_rados
 
 PUTS = 200
 # Above the 16 KiB Walrus keeps inline in RocksDB, under one 4 MiB stripe: each object is one
@@ -37,27 +35,14 @@ def test_kill_during_200_concurrent_puts_loses_no_acknowledged_object(ceph):
                          max_pool_connections=64, retries={"max_attempts": 1})
         s3.create_bucket(Bucket="crash")
         bodies = {f"k{i:03d}": os.urandom(SIZE) for i in range(PUTS)}
-        acknowledged, lock = {}, threading.Lock()
-        half = threading.Event()
 
-        def put(key):
-            try:
-                etag = s3.put_object(Bucket="crash", Key=key, Body=bodies[key])["ETag"]
-            except Exception:  # noqa: BLE001 - the server was killed under it
-                return
-            with lock:
-                acknowledged[key] = etag
-                if len(acknowledged) >= PUTS // 4:
-                    half.set()
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
-            futures = [pool.submit(put, k) for k in bodies]
-            assert half.wait(120), "no quarter of the PUTs was acknowledged"
+        def kill():
             os.kill(c.proc.pid, signal.SIGKILL)
             c.proc.wait()
-            concurrent.futures.wait(futures)
-        with lock:
-            acked = dict(acknowledged)
+
+        acked = put_all_while_killing(
+            bodies, lambda k, body: s3.put_object(Bucket="crash", Key=k, Body=body)["ETag"],
+            kill)
         assert PUTS // 4 <= len(acked) < PUTS, f"{len(acked)} acknowledged: not cut mid-way"
         c.stop()
 
